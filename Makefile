@@ -1,0 +1,38 @@
+# jonction — the two commands of the README, and the pieces they are made of.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 8080
+
+.PHONY: run test lint typecheck pytest bench clean setup
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[all,test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## make run: set up and run jonction on its embedded default (demo territory, SQLite)
+run: $(STAMP)
+	$(BIN)/jonction run --port $(PORT)
+
+## make test: set up, lint, type-check and run every test
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway schemas adapters conformance tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy gateway schemas conformance
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Conformance checker and procurement clause: checks, profiles, targets, runner, reports."""

@@ -1,0 +1,1 @@
+"""Built-in ``jonction`` commands, one module each, each with ``register(subparsers)``."""

@@ -1,0 +1,109 @@
+"""The adapter contract: what every adapter provides, and how adapters are discovered.
+
+The gateway consumes adapters only through this contract and the ``jonction.adapters``
+entry-point group; it never imports a concrete adapter. Adapter authors import these names
+from ``adapters`` (which re-exports them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from importlib.resources import files
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from gateway.errors import ConfigInvalid, UnknownAdapter
+from gateway.model import Entity, RawMessage
+
+ENTRY_POINT_GROUP = "jonction.adapters"
+"""Entry-point group under which adapters register (name == folder == manifest domain)."""
+
+ADAPTER_FILES = ("manifest.json", "config.schema.json", "sample.yaml", "README.md", "__init__.py")
+"""Files every adapter folder must have (``fixtures/`` holds recorded payloads and goldens)."""
+
+Emit = Callable[[RawMessage], Awaitable[None]]
+"""Callback a transport calls for each message; it returns once the message is durably accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What an adapter declares about itself (loaded from its ``manifest.json``)."""
+
+    domain: str
+    name: str
+    protocols: tuple[str, ...]
+    entity_types: tuple[str, ...]
+    requirements: tuple[str, ...] = ()
+    extra: str | None = None
+    version: str = "0.1.0"
+
+    @classmethod
+    def load(cls, package: str) -> Manifest:
+        """Read and check ``manifest.json`` from an adapter package."""
+        raw = json.loads(files(package).joinpath("manifest.json").read_text(encoding="utf-8"))
+        problems = [f"manifest.json: missing key '{k}'" for k in ("domain", "name", "protocols", "entity_types")
+                    if k not in raw]
+        if problems:
+            raise ConfigInvalid(f"adapter package {package} has an invalid manifest", problems)
+        return cls(
+            domain=raw["domain"],
+            name=raw["name"],
+            protocols=tuple(raw["protocols"]),
+            entity_types=tuple(raw["entity_types"]),
+            requirements=tuple(raw.get("requirements", ())),
+            extra=raw.get("extra"),
+            version=raw.get("version", "0.1.0"),
+        )
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One vendor API or protocol, translated to NGSI-LD.
+
+    ``__init__(config, *, http, log)`` does no I/O; ``config`` has already been validated
+    against ``config_schema`` (secrets are marked ``writeOnly`` there).
+    """
+
+    manifest: ClassVar[Manifest]
+    config_schema: ClassVar[Mapping[str, Any]]
+
+    async def check(self) -> None:
+        """Probe the source; raise AuthFailed, Unavailable or ConfigInvalid."""
+
+    async def run(self, emit: Emit) -> None:
+        """Receive or poll messages forever, calling ``emit`` for each; reconnect with backoff."""
+
+    async def stop(self) -> None:
+        """Stop receiving; idempotent."""
+
+    def to_entities(self, raw: RawMessage) -> list[Entity]:
+        """Translate one raw message: pure and deterministic (no I/O, no clock, no randomness)."""
+
+
+AdapterFactory = Callable[..., Adapter]
+"""An adapter class: ``factory(config, *, http=session, log=logger)``."""
+
+
+def discover() -> dict[str, type[Adapter]]:
+    """All installed adapters by domain, from the ``jonction.adapters`` entry points."""
+    found: dict[str, type[Adapter]] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.load()
+    return dict(sorted(found.items()))
+
+
+def load_adapter(domain: str) -> type[Adapter]:
+    """The adapter class registered under ``domain``; UnknownAdapter if none is."""
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP, name=domain):
+        cls: type[Adapter] = ep.load()
+        return cls
+    known = ", ".join(discover()) or "none"
+    raise UnknownAdapter(f"unknown adapter {domain!r} (installed: {known})")
+
+
+def adapter_logger(domain: str) -> logging.Logger:
+    """The logger an adapter instance receives."""
+    return logging.getLogger(f"jonction.adapters.{domain}")
