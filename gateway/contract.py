@@ -44,8 +44,8 @@ class Manifest:
     def load(cls, package: str) -> Manifest:
         """Read and check ``manifest.json`` from an adapter package."""
         raw = json.loads(files(package).joinpath("manifest.json").read_text(encoding="utf-8"))
-        problems = [f"manifest.json: missing key '{k}'" for k in ("domain", "name", "protocols", "entity_types")
-                    if k not in raw]
+        required = ("domain", "name", "protocols", "entity_types")
+        problems = [f"manifest.json: missing key '{k}'" for k in required if k not in raw]
         if problems:
             raise ConfigInvalid(f"adapter package {package} has an invalid manifest", problems)
         return cls(

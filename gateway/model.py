@@ -131,7 +131,7 @@ def is_uri(value: object) -> bool:
 
 def parse_time(value: str) -> datetime:
     """Parse an RFC 3339 date-time that carries a time zone; raise ModelError otherwise."""
-    if not isinstance(value, str) or len(value) < 20 or value[10] not in "Tt ":
+    if not isinstance(value, str) or len(value) < 19 or value[10] not in "Tt ":
         raise ModelError(f"{value!r} is not an RFC 3339 date-time")
     text = value[:-1] + "+00:00" if value[-1] in "Zz" else value
     try:
@@ -376,10 +376,13 @@ def _normalize_attr(attr: Any) -> Any:
     return out
 
 
+_VALUE_MEMBERS: Final = ("value", "object", "languageMap", "vocab", "valueList", "objectList", "json")
+
+
 def _looks_like_attribute(attr: Mapping[str, Any]) -> bool:
     if attr.get("type") in ATTRIBUTE_TYPES:
         return True
-    return any(k in attr for k in ("value", "object", "languageMap", "vocab", "valueList", "objectList", "json"))
+    return any(k in attr for k in _VALUE_MEMBERS)
 
 
 def from_concise(item: Mapping[str, Any]) -> Entity:
