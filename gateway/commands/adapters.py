@@ -1,18 +1,40 @@
-"""`jonction adapters`: not implemented yet (placeholder owned by the room that builds it)."""
+"""``jonction adapters``: the installed adapters with their protocols and entity types."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 from typing import Any
+
+from gateway.contract import discover
 
 
 def register(sub: Any) -> None:
-    """Add the `adapters` command to the CLI."""
-    parser: argparse.ArgumentParser = sub.add_parser("adapters", help="(not implemented yet)")
+    """Add the ``adapters`` command to the CLI."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "adapters", help="list the installed adapters (protocols, entity types)"
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     parser.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
-    print("error: `jonction adapters` is not implemented yet", file=sys.stderr)
-    return 2
+    rows = [
+        {
+            "domain": domain,
+            "name": cls.manifest.name,
+            "version": cls.manifest.version,
+            "protocols": list(cls.manifest.protocols),
+            "entity_types": list(cls.manifest.entity_types),
+            "extra": cls.manifest.extra,
+        }
+        for domain, cls in discover().items()
+    ]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max((len(r["domain"]) for r in rows), default=6)
+    for row in rows:
+        print(f"{row['domain']:<{width}}  {', '.join(row['protocols']):<22}  {', '.join(row['entity_types'])}")
+        print(f"{'':<{width}}  {row['name']}")
+    return 0

@@ -1,0 +1,202 @@
+"""NGSI v2 notifications to NGSI-LD: the reference adapter of the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Mapping
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+from aiohttp import web
+
+from gateway.contract import Emit, Manifest
+from gateway.errors import ConfigInvalid, TranslationError
+from gateway.model import Entity, ModelError, RawMessage, epoch_time, is_uri, urn, utc_time
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+_TIME_METADATA = ("TimeInstant", "dateObserved", "timestamp")
+# NGSI v2 ids such as "Streetlight:001" are syntactically URIs (scheme "streetlight"); only the
+# schemes NGSI-LD brokers expect are kept as they are.
+_LD_SCHEMES = ("urn:", "http://", "https://")
+
+
+def _is_ld_id(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(_LD_SCHEMES) and is_uri(value)
+
+
+def _object_id(attr_name: str, value: str) -> str:
+    """A Relationship target as a URI; ``refDevice: "d1"`` becomes ``urn:ngsi-ld:Device:d1``."""
+    if _is_ld_id(value):
+        return value
+    target = attr_name[3:] if attr_name.startswith("ref") and len(attr_name) > 3 else "Thing"
+    return urn(target[0].upper() + target[1:], value)
+
+
+def _geo_point(text: str, pointer: str) -> dict[str, Any]:
+    try:
+        lat_text, lon_text = (part.strip() for part in text.split(","))
+        return {"type": "Point", "coordinates": [float(lon_text), float(lat_text)]}
+    except ValueError as exc:
+        raise TranslationError("geo:point must be 'lat, lon'", pointer) from exc
+
+
+class NgsiV2Adapter:
+    """Receives NGSI v2 subscription notifications over HTTP and emits NGSI-LD entities."""
+
+    manifest: ClassVar[Manifest] = Manifest.load(__package__)
+    config_schema: ClassVar[Mapping[str, Any]] = json.loads(
+        files(__package__).joinpath("config.schema.json").read_text(encoding="utf-8")
+    )
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        http: aiohttp.ClientSession | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        listen = config.get("listen", {})
+        self.host: str = listen.get("host", "127.0.0.1")
+        self.port: int = listen.get("port", 8668)
+        self.path: str = listen.get("path", "/v2/notify")
+        self.max_body: int = config.get("max_body_bytes", 1 << 20)
+        self.types: Mapping[str, str] = config.get("types", {})
+        self._token_file = config.get("token_file")
+        self._token: str | None = config.get("token")
+        self.log = log or logging.getLogger("jonction.adapters.ngsi_v2")
+        self._runner: web.AppRunner | None = None
+        self._stopped = asyncio.Event()
+        self.source = str(config.get("name", "ngsi_v2"))
+        self.tenant = str(config.get("tenant", ""))
+
+    def _secret(self) -> str | None:
+        if self._token_file:
+            return Path(self._token_file).read_text(encoding="utf-8").strip()
+        return self._token
+
+    async def check(self) -> None:
+        """Refuse a listener open to the network without a token."""
+        if self.host not in _LOOPBACK and not self._secret():
+            raise ConfigInvalid("ngsi_v2: a token is required when listening beyond loopback",
+                                ["/token: required when /listen/host is not loopback"])
+
+    async def run(self, emit: Emit) -> None:
+        """Serve the notification endpoint until stopped."""
+        await self.check()
+        token = self._secret()
+
+        async def notify(request: web.Request) -> web.StreamResponse:
+            if token is not None:
+                given = request.headers.get("Authorization", "")
+                if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                    return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+            if request.content_length is not None and request.content_length > self.max_body:
+                return web.json_response({"error": f"body over {self.max_body} bytes"}, status=413)
+            body = await request.read()
+            try:
+                doc = json.loads(body)
+                sub_id = str(doc["subscriptionId"])
+                if not isinstance(doc["data"], list):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                return web.json_response({"error": "not an NGSI v2 notification: expected "
+                                          "{subscriptionId, data: [...]}"}, status=400)
+            digest = hashlib.sha256(body).hexdigest()
+            await emit(RawMessage(source=self.source, tenant=request.headers.get("Fiware-Service", self.tenant),
+                                  received_at=epoch_time(time.time()),
+                                  payload=body, idempotency_key=f"{sub_id}:{digest}",
+                                  metadata={"path": request.path}))
+            return web.Response(status=204)
+
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_post(self.path, notify)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        self.log.info("ngsi_v2 listening on http://%s:%s%s", self.host, self.port, self.path)
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Close the listener; safe to call twice or before run."""
+        self._stopped.set()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    # ------------------------------------------------------------------ pure translation
+
+    def to_entities(self, raw: RawMessage) -> list[Entity]:
+        """Translate one notification (or a bare v2 entity or list of entities)."""
+        try:
+            doc = json.loads(raw.payload)
+        except ValueError as exc:
+            raise TranslationError(f"payload is not JSON: {exc}") from exc
+        if isinstance(doc, dict) and "data" in doc:
+            items, base = doc["data"], "/data"
+        elif isinstance(doc, list):
+            items, base = doc, ""
+        else:
+            items, base = [doc], ""
+        if not isinstance(items, list):
+            raise TranslationError("data must be an array of entities", "/data")
+        return [self._entity(item, f"{base}/{i}" if base or isinstance(doc, list) else "")
+                for i, item in enumerate(items)]
+
+    def _entity(self, item: Any, pointer: str) -> Entity:
+        if not isinstance(item, dict) or "id" not in item or "type" not in item:
+            raise TranslationError("an NGSI v2 entity needs id and type", pointer or "/")
+        v2_type = str(item["type"])
+        ld_type = self.types.get(v2_type, v2_type)
+        try:
+            entity_id = item["id"] if _is_ld_id(item["id"]) else urn(ld_type, item["id"])
+        except ModelError as exc:
+            raise TranslationError(str(exc), f"{pointer}/id") from exc
+        instant = item.get("TimeInstant")
+        default_time = instant.get("value") if isinstance(instant, dict) else None
+        out: Entity = {"id": entity_id, "type": ld_type}
+        for name, attr in item.items():
+            if name in ("id", "type", "TimeInstant"):
+                continue
+            if not isinstance(attr, dict) or "value" not in attr:
+                raise TranslationError("attribute must be {type, value, metadata}", f"{pointer}/{name}")
+            out[name] = self._attribute(name, attr, default_time, f"{pointer}/{name}")
+        return out
+
+    def _attribute(self, name: str, attr: dict[str, Any], default_time: Any, pointer: str) -> dict[str, Any]:
+        v2_type, value = attr.get("type"), attr["value"]
+        if v2_type == "Relationship" or (name.startswith("ref") and isinstance(value, str)):
+            result: dict[str, Any] = {"type": "Relationship", "object": _object_id(name, str(value))}
+        elif v2_type == "geo:json":
+            result = {"type": "GeoProperty", "value": value}
+        elif v2_type == "geo:point":
+            result = {"type": "GeoProperty", "value": _geo_point(str(value), f"{pointer}/value")}
+        elif v2_type in ("DateTime", "ISO8601"):
+            result = {"type": "Property", "value": self._time(value, f"{pointer}/value")}
+        else:
+            result = {"type": "Property", "value": value}
+        metadata = attr.get("metadata") or {}
+        observed = next((metadata[k].get("value") for k in _TIME_METADATA if isinstance(metadata.get(k), dict)),
+                        default_time)
+        if observed is not None:
+            result["observedAt"] = self._time(observed, f"{pointer}/metadata")
+        for meta_name, meta in metadata.items():
+            meta_value = meta.get("value") if isinstance(meta, dict) else meta
+            if meta_name == "unitCode":
+                result["unitCode"] = str(meta_value)
+            elif meta_name not in _TIME_METADATA:
+                result[meta_name] = {"type": "Property", "value": meta_value}
+        return result
+
+    @staticmethod
+    def _time(value: Any, pointer: str) -> str:
+        try:
+            return utc_time(str(value))
+        except ModelError as exc:
+            raise TranslationError(str(exc), pointer) from exc
