@@ -97,9 +97,10 @@ class NgsiV2Adapter:
                 given = request.headers.get("Authorization", "")
                 if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                     return web.json_response({"error": "missing or wrong bearer token"}, status=401)
-            if request.content_length is not None and request.content_length > self.max_body:
+            try:
+                body = await request.read()  # bounded by client_max_size
+            except web.HTTPRequestEntityTooLarge:
                 return web.json_response({"error": f"body over {self.max_body} bytes"}, status=413)
-            body = await request.read()
             try:
                 doc = json.loads(body)
                 sub_id = str(doc["subscriptionId"])
