@@ -1,0 +1,324 @@
+"""NGSI-LD write semantics as pure functions over stored documents (§5.6 of CIM 009 V1.9.1).
+
+Each factory returns a :data:`gateway.store.base.Mutator`: given the current document (or
+None) and the commit time, it returns the new document and what happened, or raises an
+NgsiError for that entity alone. Backends run them inside their transaction, in array order,
+so duplicates in one batch see each other's effect.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from gateway.store.base import Doc, Mutation, Mutator
+from gateway.store.jsonld import NULL_URN
+from gateway.store.problems import NgsiError, bad_request, not_found
+
+_ENTITY_KEYS = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt"})
+
+
+def copy_doc(doc: Doc) -> Doc:
+    """Copy a stored document deep enough for the mutators (they replace, never edit, values)."""
+    out: Doc = {}
+    for key, value in doc.items():
+        if key in _ENTITY_KEYS:
+            out[key] = list(value) if isinstance(value, list) else value
+        else:
+            out[key] = [dict(inst) for inst in value]
+    return out
+
+
+def attr_names(doc: Doc) -> list[str]:
+    """The attribute IRIs of a stored document."""
+    return [k for k in doc if k not in _ENTITY_KEYS]
+
+
+def _is_null(inst: dict[str, Any]) -> bool:
+    return any(inst.get(k) == NULL_URN for k in ("value", "object", "vocab", "languageMap", "json"))
+
+
+def _stamp(inst: dict[str, Any], now: str, created: str | None = None) -> dict[str, Any]:
+    out = dict(inst)
+    out["createdAt"] = created or now
+    out["modifiedAt"] = now
+    return out
+
+
+def _fresh(doc: Doc, now: str) -> tuple[Doc, list[tuple[str, dict[str, Any]]]]:
+    """A new document stamped with ``now`` everywhere, and the instances it writes."""
+    out: Doc = {"id": doc["id"], "type": list(doc["type"])}
+    if "scope" in doc:
+        out["scope"] = doc["scope"]
+    out["createdAt"] = now
+    out["modifiedAt"] = now
+    written: list[tuple[str, dict[str, Any]]] = []
+    for name in attr_names(doc):
+        insts = []
+        for inst in doc[name]:
+            if _is_null(inst):
+                continue
+            stamped = _stamp(inst, now)
+            insts.append(stamped)
+            written.append((name, stamped))
+        if insts:
+            out[name] = insts
+    return out, written
+
+
+def _find(insts: list[dict[str, Any]], dataset_id: Any) -> int:
+    for i, inst in enumerate(insts):
+        if inst.get("datasetId") == dataset_id:
+            return i
+    return -1
+
+
+def _union_types(current: list[str], new: list[str] | None) -> list[str]:
+    if not new:
+        return current
+    return current + [t for t in new if t not in current]
+
+
+def create(doc: Doc) -> Mutator:
+    """Create Entity: AlreadyExists when the id is taken."""
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is not None:
+            raise NgsiError("AlreadyExists", f"entity {doc['id']} already exists")
+        new, written = _fresh(doc, now)
+        return Mutation(new, "created", written)
+
+    return mutate
+
+
+def replace(doc: Doc, *, must_exist: bool = True) -> Mutator:
+    """Replace Entity: every attribute replaced, createdAt kept; 404 when missing."""
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is None:
+            if must_exist:
+                raise not_found(f"entity {doc['id']} does not exist")
+            new, written = _fresh(doc, now)
+            return Mutation(new, "created", written)
+        new, written = _fresh({**doc, "type": doc.get("type") or current["type"]}, now)
+        new["createdAt"] = current.get("createdAt", now)
+        return Mutation(new, "updated", written)
+
+    return mutate
+
+
+def _apply_attrs(
+    current: Doc, fragment: Doc, now: str, *, no_overwrite: bool, strict: bool
+) -> Mutation:
+    new = copy_doc(current)
+    written: list[tuple[str, dict[str, Any]]] = []
+    not_updated: list[tuple[str, str]] = []
+    changed = False
+    for name in attr_names(fragment):
+        existing = new.get(name)
+        for inst in fragment[name]:
+            ds = inst.get("datasetId")
+            pos = _find(existing, ds) if existing else -1
+            if _is_null(inst):
+                if pos < 0 or existing is None:
+                    not_updated.append((name, "attribute (or datasetId instance) not found"))
+                    continue
+                del existing[pos]
+                if not existing:
+                    del new[name]
+                    existing = None
+                changed = True
+                continue
+            if pos >= 0 and existing is not None:
+                if no_overwrite:
+                    not_updated.append((name, "attribute exists and noOverwrite was asked"))
+                    continue
+                stamped = _stamp(inst, now, existing[pos].get("createdAt"))
+                existing[pos] = stamped
+            else:
+                if strict:
+                    not_updated.append((name, "attribute (or datasetId instance) not found"))
+                    continue
+                stamped = _stamp(inst, now)
+                if existing is None:
+                    existing = new[name] = []
+                existing.append(stamped)
+            written.append((name, stamped))
+            changed = True
+    if changed:
+        new["modifiedAt"] = now
+    return Mutation(new, "updated" if changed else "unchanged", written, not_updated)
+
+
+def update_attrs(fragment: Doc, *, no_overwrite: bool = False, strict: bool = True) -> Mutator:
+    """Update (``strict``: existing attributes only) or Append Entity Attributes."""
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is None:
+            raise not_found(f"entity {fragment['id']} does not exist")
+        result = _apply_attrs(current, fragment, now, no_overwrite=no_overwrite, strict=strict)
+        if result.doc is not None and not strict and fragment.get("type"):
+            types = _union_types(result.doc["type"], fragment.get("type"))
+            if types != result.doc["type"]:
+                result.doc["type"] = types
+                result.doc["modifiedAt"] = now
+                result.outcome = "updated"
+        if result.doc is not None and not strict and "scope" in fragment:
+            result.doc["scope"] = fragment["scope"]
+            result.outcome = "updated"
+        return result
+
+    return mutate
+
+
+def upsert(doc: Doc, mode: Literal["update", "replace"]) -> Mutator:
+    """Batch upsert: create when missing, else replace the entity or update its attributes."""
+    replace_fn = replace(doc, must_exist=False)
+    update_fn = update_attrs(doc, no_overwrite=False, strict=False)
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is None or mode == "replace":
+            return replace_fn(current, now)
+        result = update_fn(current, now)
+        result.outcome = "updated"
+        return result
+
+    return mutate
+
+
+def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict[str, Any]:
+    out = dict(old)
+    for key, value in patch.items():
+        if isinstance(value, dict) and _is_null(value):
+            out.pop(key, None)  # a sub-attribute set to urn:ngsi-ld:null is removed
+        elif value == NULL_URN and key not in ("value", "object"):
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict) and "type" in value and ":" in key:
+            out[key] = _merge_instance(out[key], value, now)
+        else:
+            out[key] = value
+    if patch.get("type") and patch["type"] != old.get("type"):
+        out["type"] = patch["type"]
+    out["createdAt"] = old.get("createdAt", now)
+    out["modifiedAt"] = now
+    return out
+
+
+def merge(fragment: Doc) -> Mutator:
+    """Merge Entity (merge-patch; ``urn:ngsi-ld:null`` deletes); 404 when missing."""
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is None:
+            raise not_found(f"entity {fragment['id']} does not exist")
+        new = copy_doc(current)
+        written: list[tuple[str, dict[str, Any]]] = []
+        for name in attr_names(fragment):
+            existing = new.get(name)
+            for inst in fragment[name]:
+                ds = inst.get("datasetId")
+                pos = _find(existing, ds) if existing else -1
+                if _is_null(inst):
+                    if existing is not None and pos >= 0:
+                        del existing[pos]
+                        if not existing:
+                            del new[name]
+                            existing = None
+                    continue
+                if existing is not None and pos >= 0:
+                    merged = _merge_instance(existing[pos], inst, now)
+                    existing[pos] = merged
+                else:
+                    merged = _stamp(inst, now)
+                    if existing is None:
+                        existing = new[name] = []
+                    existing.append(merged)
+                written.append((name, merged))
+        new["type"] = _union_types(new["type"], fragment.get("type"))
+        if "scope" in fragment:
+            new["scope"] = fragment["scope"]
+        new["modifiedAt"] = now
+        return Mutation(new, "updated", written)
+
+    return mutate
+
+
+def delete() -> Mutator:
+    """Delete Entity; 404 when missing."""
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is None:
+            raise not_found("entity does not exist")
+        return Mutation(None, "deleted")
+
+    return mutate
+
+
+def delete_attr(attr: str, *, dataset_id: str | None = None, delete_all: bool = False) -> Mutator:
+    """Delete Entity Attribute (one datasetId instance, the default one, or all); 404 when missing."""
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is None:
+            raise not_found("entity does not exist")
+        insts = current.get(attr)
+        if not insts:
+            raise not_found("attribute does not exist")
+        new = copy_doc(current)
+        if delete_all:
+            del new[attr]
+        else:
+            pos = _find(new[attr], dataset_id)
+            if pos < 0:
+                raise not_found(f"attribute instance with datasetId {dataset_id!r} does not exist")
+            del new[attr][pos]
+            if not new[attr]:
+                del new[attr]
+        new["modifiedAt"] = now
+        return Mutation(new, "updated")
+
+    return mutate
+
+
+def patch_attr(attr: str, patch: dict[str, Any]) -> Mutator:
+    """Partial Attribute Update (§5.6.4): merge members into an existing instance; 404 when missing."""
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is None:
+            raise not_found("entity does not exist")
+        insts = current.get(attr)
+        pos = _find(insts, patch.get("datasetId")) if insts else -1
+        if insts is None or pos < 0:
+            raise not_found("attribute (or datasetId instance) does not exist")
+        new = copy_doc(current)
+        if _is_null(patch):
+            del new[attr][pos]
+            if not new[attr]:
+                del new[attr]
+            new["modifiedAt"] = now
+            return Mutation(new, "updated")
+        old = new[attr][pos]
+        if patch.get("type") and patch["type"] != old.get("type"):
+            raise bad_request(f"the attribute is a {old.get('type')}, not a {patch['type']}")
+        merged = _merge_instance(old, patch, now)
+        new[attr][pos] = merged
+        new["modifiedAt"] = now
+        return Mutation(new, "updated", [(attr, merged)])
+
+    return mutate
+
+
+def replace_attr(attr: str, inst: dict[str, Any]) -> Mutator:
+    """Replace Entity Attribute (PUT /entities/{id}/attrs/{attr}); 404 when missing."""
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is None:
+            raise not_found("entity does not exist")
+        insts = current.get(attr)
+        pos = _find(insts, inst.get("datasetId")) if insts else -1
+        if insts is None or pos < 0:
+            raise not_found("attribute (or datasetId instance) does not exist")
+        new = copy_doc(current)
+        stamped = _stamp(inst, now, insts[pos].get("createdAt"))
+        new[attr][pos] = stamped
+        new["modifiedAt"] = now
+        return Mutation(new, "updated", [(attr, stamped)])
+
+    return mutate

@@ -1,0 +1,589 @@
+"""SQLite backend of the embedded NGSI-LD store: one file per deployment, WAL, tenant-keyed rows.
+
+Durability: WAL mode with ``synchronous=FULL`` by default, so a write that was acknowledged
+(2xx, or a returned BatchResult) survives a power loss, not only a process crash; batches
+amortize the fsync (one per transaction), which is why the runtime writes in batches.
+``durability="normal"`` (``synchronous=NORMAL``) keeps crash-safety of the database but may
+lose the last commits on power loss; it is there for benchmarks and throw-away deployments.
+
+All database work runs on dedicated threads (one writer, two readers with their own
+connections, which WAL lets read while the writer writes), never on the event loop.
+Rows: ``entities`` (tenant, id, first type IRI, attribute summary, expanded JSON document),
+``xtypes`` (the other types of multi-typed entities), ``geo`` + ``geo_box`` (an R*Tree of the
+bounding box of every GeoProperty instance, the geoQ prefilter), ``tenants``, ``contexts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from gateway import model
+from gateway.store import jsonld
+from gateway.store.base import (
+    DEFAULT_TENANT,
+    Change,
+    ChangeEvent,
+    ChangeResult,
+    Doc,
+    QueryResult,
+    QuerySpec,
+    StorageBase,
+    TypeInfo,
+)
+from gateway.store.operations import attr_names
+from gateway.store.problems import NgsiError
+
+log = logging.getLogger("jonction.store")
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tenants(name TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entities(
+    rid INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    UNIQUE(tenant, id)
+);
+CREATE INDEX IF NOT EXISTS entities_type ON entities(tenant, type, id);
+CREATE TABLE IF NOT EXISTS xtypes(
+    tenant TEXT NOT NULL, type TEXT NOT NULL, rid INTEGER NOT NULL,
+    PRIMARY KEY(tenant, type, rid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS xtypes_rid ON xtypes(rid);
+CREATE TABLE IF NOT EXISTS geo(gid INTEGER PRIMARY KEY, rid INTEGER NOT NULL, attr TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS geo_rid ON geo(rid);
+CREATE VIRTUAL TABLE IF NOT EXISTS geo_box USING rtree(gid, minlon, maxlon, minlat, maxlat);
+CREATE TABLE IF NOT EXISTS contexts(id TEXT PRIMARY KEY, doc TEXT NOT NULL, created_at TEXT NOT NULL);
+"""
+
+_CHUNK = 500
+_HOSTED = re.compile(r"/ngsi-ld/v1/jsonldContexts/([^/?#]+)$")
+
+
+def _now() -> str:
+    return model.format_time(datetime.now(UTC))
+
+
+def _dumps(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def _bbox(geometry: Any) -> tuple[float, float, float, float] | None:
+    """(min lon, min lat, max lon, max lat) of a GeoJSON geometry, or None."""
+    xs: list[float] = []
+    ys: list[float] = []
+
+    def walk(coords: Any) -> None:
+        if isinstance(coords, list) and coords and isinstance(coords[0], int | float):
+            xs.append(float(coords[0]))
+            ys.append(float(coords[1]))
+        elif isinstance(coords, list):
+            for c in coords:
+                walk(c)
+
+    if not isinstance(geometry, Mapping):
+        return None
+    if geometry.get("type") == "GeometryCollection":
+        for g in geometry.get("geometries") or []:
+            box = _bbox(g)
+            if box:
+                xs.extend((box[0], box[2]))
+                ys.extend((box[1], box[3]))
+    else:
+        walk(geometry.get("coordinates"))
+    if not xs:
+        return None
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def geo_boxes(doc: Doc) -> list[tuple[str, float, float, float, float]]:
+    """(attribute IRI, min lon, min lat, max lon, max lat) for every GeoProperty instance."""
+    out = []
+    for name in attr_names(doc):
+        for inst in doc[name]:
+            if inst.get("type") == "GeoProperty":
+                box = _bbox(inst.get("value"))
+                if box is not None:
+                    out.append((name, *box))
+    return out
+
+
+def attr_summary(doc: Doc) -> dict[str, list[str]]:
+    """Attribute IRI → attribute types, kept beside the document for discovery."""
+    return {name: sorted({str(i.get("type")) for i in doc[name]}) for name in attr_names(doc)}
+
+
+class SqliteStorage(StorageBase):
+    """The SQLite implementation of :class:`gateway.store.base.Storage`."""
+
+    def __init__(self, path: Path, durability: Literal["full", "normal"]) -> None:
+        super().__init__()
+        self.path = path
+        self.durability = durability
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
+        self._readers = ThreadPoolExecutor(2, thread_name_prefix="store-read")
+        self._tenants: set[str] = {DEFAULT_TENANT}
+        self._hosted: dict[str, dict[str, Any]] = {}
+        self._contexts = jsonld.ContextCache(self._resolve_hosted)
+        self._closed = False
+        self._history: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(cls, path: Path, *, durability: Literal["full", "normal"] = "full") -> SqliteStorage:
+        """Open or create the database file and load tenants and hosted contexts."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage = cls(path, durability)
+        await storage._write(storage._init_sync)
+        return storage
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA cache_size=-32000")
+            self._local.conn = conn
+            with self._conn_lock:
+                self._connections.append(conn)
+        return conn
+
+    def _init_sync(self) -> None:
+        conn = self._conn()
+        conn.executescript(_SCHEMA)
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        self._tenants.update(r[0] for r in conn.execute("SELECT name FROM tenants"))
+        for cid, doc in conn.execute("SELECT id, doc FROM contexts"):
+            self._hosted[cid] = json.loads(doc)
+        self._history = _history_module()
+        if self._history is not None:
+            setup = getattr(self._history, "setup_schema", None) or getattr(self._history, "ensure_schema", None)
+            if setup is not None:
+                setup(conn)
+
+    async def close(self) -> None:
+        """Wait for pending work, then close every connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown_sync)
+
+    def _shutdown_sync(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._conn_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:  # pragma: no cover - closing is best effort
+                    log.warning("store: closing a connection failed")
+            self._connections.clear()
+
+    async def _write(self, fn: Callable[[], T]) -> T:
+        if self._closed and fn != self._init_sync:
+            raise NgsiError("InternalError", "the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+
+    async def _read(self, fn: Callable[[], T]) -> T:
+        if self._closed:
+            raise NgsiError("InternalError", "the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
+
+    # ------------------------------------------------------------------ contexts
+
+    @property
+    def contexts(self) -> jsonld.ContextCache:
+        """Contexts cache resolving bundled and hosted contexts."""
+        return self._contexts
+
+    def _resolve_hosted(self, iri: str) -> Mapping[str, Any] | None:
+        match = _HOSTED.search(iri)
+        if match is None:
+            return None
+        return self._hosted.get(match.group(1))
+
+    def hosted_contexts(self) -> Mapping[str, Mapping[str, Any]]:
+        """The hosted contexts (id → document)."""
+        return dict(self._hosted)
+
+    async def put_context(self, context_id: str, document: Mapping[str, Any]) -> None:
+        """Host a JSON-LD context document under ``context_id`` (persisted)."""
+        doc = dict(document)
+
+        def run() -> None:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO contexts(id, doc, created_at) VALUES(?, ?, ?)",
+                (context_id, _dumps(doc), _now()),
+            )
+
+        await self._write(run)
+        self._hosted[context_id] = doc
+        self._contexts.clear()
+
+    async def delete_context(self, context_id: str) -> bool:
+        """Stop hosting a context; False when unknown."""
+
+        def run() -> bool:
+            return self._conn().execute("DELETE FROM contexts WHERE id = ?", (context_id,)).rowcount > 0
+
+        found = await self._write(run)
+        self._hosted.pop(context_id, None)
+        self._contexts.clear()
+        return found
+
+    # ------------------------------------------------------------------ tenants
+
+    async def tenants(self) -> list[str]:
+        """Every tenant that exists (the default one included)."""
+        return sorted(self._tenants)
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        """True when the tenant exists (the default tenant always does)."""
+        return tenant in self._tenants
+
+    # ------------------------------------------------------------------ writes
+
+    async def apply(
+        self, tenant: str, changes: Sequence[Change], *, create_tenant: bool = False
+    ) -> list[ChangeResult]:
+        """Apply changes in array order in ONE transaction; per-change errors do not abort."""
+        if tenant not in self._tenants and not create_tenant:
+            raise NgsiError("NonexistentTenant", f"tenant {tenant!r} does not exist")
+        want_events = bool(self._listeners)
+        results, events = await self._write(lambda: self._apply_sync(tenant, changes, create_tenant, want_events))
+        await self._notify(events)
+        return results
+
+    def _apply_sync(
+        self, tenant: str, changes: Sequence[Change], create_tenant: bool, want_events: bool
+    ) -> tuple[list[ChangeResult], list[ChangeEvent]]:
+        conn = self._conn()
+        now = _now()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            new_tenant = False
+            if tenant not in self._tenants:
+                if not create_tenant:
+                    raise NgsiError("NonexistentTenant", f"tenant {tenant!r} does not exist")
+                conn.execute("INSERT OR IGNORE INTO tenants(name, created_at) VALUES(?, ?)", (tenant, now))
+                new_tenant = True
+            ids = list(dict.fromkeys(c.entity_id for c in changes))
+            rids: dict[str, int] = {}
+            raw: dict[str, str] = {}
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for rid, eid, doc in conn.execute(
+                    f"SELECT rid, id, doc FROM entities WHERE tenant = ? AND id IN ({marks})", (tenant, *chunk)
+                ):
+                    rids[eid] = rid
+                    raw[eid] = doc
+            state: dict[str, Doc | None] = {eid: json.loads(doc) for eid, doc in raw.items()}
+            touched: dict[str, None] = {}
+            written: list[tuple[str, str, str, dict[str, Any]]] = []
+            results: list[ChangeResult] = []
+            for change in changes:
+                eid = change.entity_id
+                try:
+                    mutation = change.mutate(state.get(eid), now)
+                except NgsiError as exc:
+                    results.append(ChangeResult(eid, error=exc))
+                    continue
+                except Exception:  # a bug in one change must not lose the others
+                    log.exception("store: change on %s failed", eid)
+                    results.append(ChangeResult(eid, error=NgsiError("InternalError", "unexpected error")))
+                    continue
+                if mutation.outcome != "unchanged":
+                    state[eid] = mutation.doc
+                    touched[eid] = None
+                    doc = mutation.doc or {}
+                    etype = doc.get("type", [""])[0]
+                    written.extend((eid, etype, attr, inst) for attr, inst in mutation.written)
+                results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated))
+            for eid in touched:
+                self._store_sync(conn, tenant, eid, rids.get(eid), raw.get(eid), state.get(eid))
+            if self._history is not None and written:
+                record = self._history.record
+                for eid, etype, attr, inst in written:
+                    record(conn, tenant, eid, etype, attr, inst)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if new_tenant:
+            self._tenants.add(tenant)
+        events: list[ChangeEvent] = []
+        if want_events:
+            for eid in touched:
+                before = json.loads(raw[eid]) if eid in raw else None
+                after = state.get(eid)
+                if before is None and after is None:
+                    continue
+                etype = (after or before or {}).get("type", [""])[0]
+                events.append(ChangeEvent(tenant, eid, etype, before, after))
+        return results, events
+
+    def _store_sync(
+        self,
+        conn: sqlite3.Connection,
+        tenant: str,
+        eid: str,
+        rid: int | None,
+        old_raw: str | None,
+        doc: Doc | None,
+    ) -> None:
+        old = json.loads(old_raw) if old_raw is not None else None
+        if doc is None:
+            if rid is not None:
+                self._drop_geo(conn, rid)
+                conn.execute("DELETE FROM xtypes WHERE rid = ?", (rid,))
+                conn.execute("DELETE FROM entities WHERE rid = ?", (rid,))
+            return
+        types = doc["type"]
+        text = _dumps(doc)
+        summary = _dumps(attr_summary(doc))
+        if rid is None:
+            cur = conn.execute(
+                "INSERT INTO entities(tenant, id, type, attrs, doc) VALUES(?, ?, ?, ?, ?)",
+                (tenant, eid, types[0], summary, text),
+            )
+            rid = int(cur.lastrowid or 0)
+            old_types: list[str] = []
+            old_geo: list[tuple[str, float, float, float, float]] = []
+        else:
+            conn.execute(
+                "UPDATE entities SET type = ?, attrs = ?, doc = ? WHERE rid = ?", (types[0], summary, text, rid)
+            )
+            old_types = old["type"] if old else []
+            old_geo = geo_boxes(old) if old else []
+        if types[1:] != old_types[1:]:
+            conn.execute("DELETE FROM xtypes WHERE rid = ?", (rid,))
+            conn.executemany(
+                "INSERT OR IGNORE INTO xtypes(tenant, type, rid) VALUES(?, ?, ?)",
+                [(tenant, t, rid) for t in types[1:]],
+            )
+        new_geo = geo_boxes(doc)
+        if new_geo != old_geo:
+            if old_geo:
+                self._drop_geo(conn, rid)
+            for attr, minlon, minlat, maxlon, maxlat in new_geo:
+                gid = conn.execute("INSERT INTO geo(rid, attr) VALUES(?, ?)", (rid, attr)).lastrowid
+                conn.execute(
+                    "INSERT INTO geo_box(gid, minlon, maxlon, minlat, maxlat) VALUES(?, ?, ?, ?, ?)",
+                    (gid, minlon, maxlon, minlat, maxlat),
+                )
+
+    @staticmethod
+    def _drop_geo(conn: sqlite3.Connection, rid: int) -> None:
+        gids = [r[0] for r in conn.execute("SELECT gid FROM geo WHERE rid = ?", (rid,))]
+        if gids:
+            conn.executemany("DELETE FROM geo_box WHERE gid = ?", [(g,) for g in gids])
+            conn.execute("DELETE FROM geo WHERE rid = ?", (rid,))
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_doc(self, tenant: str, entity_id: str) -> Doc | None:
+        """The stored document of an entity, or None."""
+
+        def run() -> Doc | None:
+            row = self._conn().execute(
+                "SELECT doc FROM entities WHERE tenant = ? AND id = ?", (tenant, entity_id)
+            ).fetchone()
+            return None if row is None else dict(json.loads(row[0]))
+
+        return await self._read(run)
+
+    async def count_docs(self, tenant: str, type_iri: str | None = None) -> int:
+        """Number of stored entities (of one type IRI)."""
+
+        def run() -> int:
+            conn = self._conn()
+            if type_iri is None:
+                row = conn.execute("SELECT count(*) FROM entities WHERE tenant = ?", (tenant,)).fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT count(*) FROM entities WHERE tenant = ? AND (type = ? OR rid IN "
+                    "(SELECT rid FROM xtypes WHERE tenant = ? AND type = ?))",
+                    (tenant, type_iri, tenant, type_iri),
+                ).fetchone()
+            return int(row[0])
+
+        return await self._read(run)
+
+    async def query(self, tenant: str, spec: QuerySpec) -> QueryResult:
+        """One page of the entities matching ``spec``, ordered by id unless sorted."""
+        return await self._read(lambda: self._query_sync(tenant, spec))
+
+    def _where(self, tenant: str, spec: QuerySpec) -> tuple[str, list[Any]]:
+        clauses = ["e.tenant = ?"]
+        params: list[Any] = [tenant]
+        if spec.types is not None:
+            types = list(spec.types)
+            marks = ",".join("?" * len(types))
+            clauses.append(
+                f"e.rid IN (SELECT rid FROM entities WHERE tenant = ? AND type IN ({marks}) "
+                f"UNION ALL SELECT rid FROM xtypes WHERE tenant = ? AND type IN ({marks}))"
+            )
+            params.extend([tenant, *types, tenant, *types])
+        if spec.ids is not None:
+            ids = list(spec.ids)
+            clauses.append(f"e.id IN ({','.join('?' * len(ids))})")
+            params.extend(ids)
+        if spec.bbox is not None:
+            minlon, minlat, maxlon, maxlat = spec.bbox
+            clauses.append(
+                "e.rid IN (SELECT g.rid FROM geo_box b JOIN geo g ON g.gid = b.gid WHERE b.minlon <= ? "
+                "AND b.maxlon >= ? AND b.minlat <= ? AND b.maxlat >= ? AND g.attr = ?)"
+            )
+            params.extend([maxlon, minlon, maxlat, minlat, spec.geoproperty or ""])
+        return " AND ".join(clauses), params
+
+    def _query_sync(self, tenant: str, spec: QuerySpec) -> QueryResult:
+        conn = self._conn()
+        where, params = self._where(tenant, spec)
+        python_filter = (
+            spec.type_match is not None
+            or spec.id_pattern is not None
+            or spec.attrs is not None
+            or spec.predicate is not None
+            or spec.sort_key is not None
+        )
+        if not python_filter:
+            rows = conn.execute(
+                f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.id LIMIT ? OFFSET ?",
+                (*params, spec.limit + 1, spec.offset),
+            ).fetchall()
+            docs = [json.loads(r[0]) for r in rows[: spec.limit]]
+            count = None
+            if spec.count:
+                count = int(conn.execute(f"SELECT count(*) FROM entities e WHERE {where}", params).fetchone()[0])
+            return QueryResult(docs, count, len(rows) > spec.limit)
+        matches = self._filtered(conn, where, params, spec)
+        if spec.sort_key is not None:
+            all_docs = list(matches)
+            key = spec.sort_key
+            all_docs.sort(key=lambda d: (_SortKey(key(d)), d["id"]), reverse=spec.sort_reverse)
+            page = all_docs[spec.offset : spec.offset + spec.limit]
+            return QueryResult(page, len(all_docs) if spec.count else None, len(all_docs) > spec.offset + spec.limit)
+        page = []
+        total = 0
+        more = False
+        end = spec.offset + spec.limit
+        for doc in matches:
+            if spec.offset <= total < end:
+                page.append(doc)
+            elif total >= end:
+                more = True
+                if not spec.count:
+                    break
+            total += 1
+        return QueryResult(page, total if spec.count else None, more)
+
+    def _filtered(self, conn: sqlite3.Connection, where: str, params: list[Any], spec: QuerySpec) -> Iterator[Doc]:
+        pattern = re.compile(spec.id_pattern) if spec.id_pattern is not None else None
+        attrs = set(spec.attrs) if spec.attrs is not None else None
+        cursor = conn.execute(f"SELECT e.id, e.attrs, e.doc FROM entities e WHERE {where} ORDER BY e.id", params)
+        while True:
+            rows = cursor.fetchmany(512)
+            if not rows:
+                return
+            for eid, summary, text in rows:
+                if pattern is not None and pattern.fullmatch(eid) is None:
+                    continue
+                if attrs is not None and not attrs.intersection(json.loads(summary)):
+                    continue
+                doc = json.loads(text)
+                if spec.type_match is not None and not spec.type_match(doc["type"]):
+                    continue
+                if spec.predicate is not None and not spec.predicate(doc):
+                    continue
+                yield doc
+
+    async def type_info(self, tenant: str) -> dict[str, TypeInfo]:
+        """Entity type IRI → discovery facts, for one tenant."""
+
+        def run() -> dict[str, TypeInfo]:
+            conn = self._conn()
+            extra: dict[int, list[str]] = {}
+            for rid, t in conn.execute("SELECT rid, type FROM xtypes WHERE tenant = ?", (tenant,)):
+                extra.setdefault(rid, []).append(t)
+            counts: dict[str, int] = {}
+            attrs: dict[str, dict[str, set[str]]] = {}
+            for rid, t, summary in conn.execute("SELECT rid, type, attrs FROM entities WHERE tenant = ?", (tenant,)):
+                parsed = json.loads(summary)
+                for typ in (t, *extra.get(rid, ())):
+                    counts[typ] = counts.get(typ, 0) + 1
+                    per = attrs.setdefault(typ, {})
+                    for name, kinds in parsed.items():
+                        per.setdefault(name, set()).update(kinds)
+            return {
+                t: TypeInfo(counts[t], {a: frozenset(k) for a, k in attrs[t].items()}) for t in sorted(counts)
+            }
+
+        return await self._read(run)
+
+
+class _SortKey:
+    """Total order over JSON values for orderBy: missing < numbers < strings < others."""
+
+    __slots__ = ("rank", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.rank: int
+        self.value: Any
+        if value is None:
+            self.rank, self.value = 0, 0
+        elif isinstance(value, bool):
+            self.rank, self.value = 1, int(value)
+        elif isinstance(value, int | float):
+            self.rank, self.value = 1, value
+        elif isinstance(value, str):
+            self.rank, self.value = 2, value
+        else:
+            self.rank, self.value = 3, json.dumps(value, sort_keys=True)
+
+    def __lt__(self, other: _SortKey) -> bool:
+        if self.rank != other.rank:
+            return self.rank < other.rank
+        return bool(self.value < other.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _SortKey) and (self.rank, self.value) == (other.rank, other.value)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _history_module() -> Any:
+    """``gateway.store.history`` when it provides ``record`` (attribute history), else None."""
+    try:
+        history = importlib.import_module("gateway.store.history")
+    except ImportError:
+        return None
+    return history if callable(getattr(history, "record", None)) else None
