@@ -233,7 +233,8 @@ def test_q_booleans_are_not_numbers() -> None:
 
 
 def test_q_core_members_addressed_by_full_iri_too() -> None:
-    item = {V + "t": [{"type": "Property", "value": 1, "https://uri.etsi.org/ngsi-ld/observedAt": "2024-01-01T00:00:00Z"}]}
+    instance = {"type": "Property", "value": 1, "https://uri.etsi.org/ngsi-ld/observedAt": "2024-01-01T00:00:00Z"}
+    item = {V + "t": [instance]}
     assert parse_q("t.observedAt==2024-01-01T00:00:00Z").evaluate(item, expand)
 
 

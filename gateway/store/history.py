@@ -1,0 +1,694 @@
+"""Attribute history (the temporal evolution of entities) in the store's SQLite file.
+
+Every attribute instance the store writes is appended here by the writer, inside its own write
+transaction (so history and current state never disagree). Rows are narrow: one *series* row per
+(tenant, entity, attribute, datasetId) and one instance row per write with integer microsecond
+times, the attribute type, a numeric projection for SQL aggregation and the value as JSON.
+Queries select series first, then walk the ``(series_id, observed_at)`` index per series.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from gateway.store.problems import NgsiError, bad_request
+
+SCHEMA_SQL: Final = """
+CREATE TABLE IF NOT EXISTS history_series (
+    series_id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    attr TEXT NOT NULL,
+    dataset_id TEXT NOT NULL DEFAULT '',
+    UNIQUE (tenant, entity_id, attr, dataset_id)
+);
+CREATE TABLE IF NOT EXISTS history_entities (
+    tenant TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    types TEXT NOT NULL,
+    PRIMARY KEY (tenant, entity_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history_instances (
+    series_id INTEGER NOT NULL,
+    observed_at INTEGER,
+    created_at INTEGER NOT NULL,
+    modified_at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    num REAL,
+    value TEXT,
+    instance_id TEXT,
+    extra TEXT
+);
+CREATE INDEX IF NOT EXISTS history_instances_by_time ON history_instances (series_id, observed_at);
+"""
+"""Tables of the attribute history; times are integer microseconds since the Unix epoch (UTC)."""
+
+TIME_PROPERTIES: Final = {"observedAt": "observed_at", "createdAt": "created_at", "modifiedAt": "modified_at"}
+"""``timeproperty`` values → column."""
+AGGREGATION_METHODS: Final = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
+"""``aggrMethods`` supported (all of §4.5.19)."""
+INSTANCE_PREFIX: Final = "urn:ngsi-ld:Instance:"
+"""Prefix of generated instanceIds (the suffix is the row id, unique in the file)."""
+
+_VALUE_MEMBERS: Final = {
+    "Property": "value",
+    "GeoProperty": "value",
+    "Relationship": "object",
+    "LanguageProperty": "languageMap",
+    "VocabProperty": "vocab",
+    "ListProperty": "valueList",
+    "ListRelationship": "objectList",
+    "JsonProperty": "json",
+}
+_SKIP_MEMBERS: Final = frozenset(
+    {"type", "observedAt", "createdAt", "modifiedAt", "datasetId", "instanceId", *_VALUE_MEMBERS.values()}
+)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_DUMPS: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """Create the history tables and index if they do not exist."""
+    conn.executescript(SCHEMA_SQL)
+
+
+# --------------------------------------------------------------------------- times
+
+
+def to_micros(value: str | datetime) -> int:
+    """Microseconds since the epoch for an RFC 3339 text (zone required) or an aware datetime."""
+    if isinstance(value, str):
+        text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+        moment = datetime.fromisoformat(text)
+    else:
+        moment = value
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> str:
+    """RFC 3339 UTC text (``Z``; milliseconds or microseconds only when needed)."""
+    seconds, micro = divmod(micros, 1_000_000)
+    base = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    if micro == 0:
+        return base + "Z"
+    if micro % 1000 == 0:
+        return f"{base}.{micro // 1000:03d}Z"
+    return f"{base}.{micro:06d}Z"
+
+
+def now_micros() -> int:
+    """The current time in microseconds since the epoch."""
+    return to_micros(datetime.now(UTC))
+
+
+# --------------------------------------------------------------------------- writing
+
+HistoryRow = tuple[str, str, "str | Sequence[str]", str, Mapping[str, Any]]
+"""(tenant, entity id, entity type IRI(s), attribute IRI, expanded instance)."""
+
+
+def _numeric(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _instance_row(series_id: int, instance: Mapping[str, Any], fallback: int) -> tuple[Any, ...]:
+    kind = str(instance.get("type", "Property"))
+    member = _VALUE_MEMBERS.get(kind, "value")
+    value = instance.get(member)
+    observed = instance.get("observedAt")
+    created = instance.get("createdAt")
+    modified = instance.get("modifiedAt")
+    created_us = to_micros(created) if isinstance(created, str) else fallback
+    modified_us = to_micros(modified) if isinstance(modified, str) else created_us
+    extra = {k: v for k, v in instance.items() if k not in _SKIP_MEMBERS}
+    instance_id = instance.get("instanceId")
+    return (
+        series_id,
+        to_micros(observed) if isinstance(observed, str) else None,
+        # an instance's own creation is the moment it was written: its modifiedAt at write time
+        modified_us,
+        modified_us,
+        kind,
+        _numeric(value) if kind == "Property" else None,
+        _DUMPS(value),
+        instance_id if isinstance(instance_id, str) else None,
+        _DUMPS(extra) if extra else None,
+    )
+
+
+def record(
+    conn: sqlite3.Connection,
+    tenant: str,
+    entity_id: str,
+    entity_type: str | Sequence[str],
+    attr_iri: str,
+    instance: Mapping[str, Any],
+) -> None:
+    """Append one attribute instance to the history (call inside the writer's transaction)."""
+    record_many(conn, [(tenant, entity_id, entity_type, attr_iri, instance)])
+
+
+def record_many(conn: sqlite3.Connection, rows: Iterable[HistoryRow]) -> int:
+    """Append many instances with one statement per table; return how many were written."""
+    series: dict[tuple[str, str, str, str], int] = {}
+    types_seen: dict[tuple[str, str], str] = {}
+    pending: list[tuple[tuple[str, str, str, str], Mapping[str, Any]]] = []
+    for tenant, entity_id, entity_type, attr_iri, instance in rows:
+        dataset = instance.get("datasetId")
+        key = (tenant, entity_id, attr_iri, dataset if isinstance(dataset, str) else "")
+        pending.append((key, instance))
+        if key not in series:
+            series[key] = -1
+        ek = (tenant, entity_id)
+        if ek not in types_seen:
+            types_seen[ek] = _DUMPS([entity_type] if isinstance(entity_type, str) else list(entity_type))
+    if not pending:
+        return 0
+    for key in series:
+        found = conn.execute(
+            "SELECT series_id FROM history_series WHERE tenant=? AND entity_id=? AND attr=? AND dataset_id=?", key
+        ).fetchone()
+        if found is None:
+            cursor = conn.execute(
+                "INSERT INTO history_series (tenant, entity_id, attr, dataset_id) VALUES (?, ?, ?, ?)", key
+            )
+            series[key] = int(cursor.lastrowid or 0)
+        else:
+            series[key] = int(found[0])
+    conn.executemany(
+        "INSERT INTO history_entities (tenant, entity_id, types) VALUES (?, ?, ?) "
+        "ON CONFLICT (tenant, entity_id) DO UPDATE SET types = excluded.types WHERE types != excluded.types",
+        [(t, e, types) for (t, e), types in types_seen.items()],
+    )
+    fallback = now_micros()
+    conn.executemany(
+        "INSERT INTO history_instances (series_id, observed_at, created_at, modified_at, kind, num, value, "
+        "instance_id, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [_instance_row(series[key], inst, fallback) for key, inst in pending],
+    )
+    return len(pending)
+
+
+def delete_entity(conn: sqlite3.Connection, tenant: str, entity_id: str) -> bool:
+    """Forget the whole temporal evolution of one entity; False when it had none."""
+    ids = [r[0] for r in conn.execute(
+        "SELECT series_id FROM history_series WHERE tenant=? AND entity_id=?", (tenant, entity_id)
+    )]
+    conn.executemany("DELETE FROM history_instances WHERE series_id=?", [(i,) for i in ids])
+    conn.execute("DELETE FROM history_series WHERE tenant=? AND entity_id=?", (tenant, entity_id))
+    gone = conn.execute("DELETE FROM history_entities WHERE tenant=? AND entity_id=?", (tenant, entity_id))
+    return bool(gone.rowcount) or bool(ids)
+
+
+def delete_attribute(
+    conn: sqlite3.Connection, tenant: str, entity_id: str, attr_iri: str, dataset_id: str | None = None
+) -> bool:
+    """Forget the history of one attribute (one datasetId, or every one with None)."""
+    sql = "SELECT series_id FROM history_series WHERE tenant=? AND entity_id=? AND attr=?"
+    args: list[Any] = [tenant, entity_id, attr_iri]
+    if dataset_id is not None:
+        sql += " AND dataset_id=?"
+        args.append(dataset_id)
+    ids = [r[0] for r in conn.execute(sql, args)]
+    conn.executemany("DELETE FROM history_instances WHERE series_id=?", [(i,) for i in ids])
+    conn.executemany("DELETE FROM history_series WHERE series_id=?", [(i,) for i in ids])
+    return bool(ids)
+
+
+def entity_types(conn: sqlite3.Connection, tenant: str, entity_id: str) -> list[str] | None:
+    """The type IRIs recorded for an entity, or None when it has no history."""
+    row = conn.execute(
+        "SELECT types FROM history_entities WHERE tenant=? AND entity_id=?", (tenant, entity_id)
+    ).fetchone()
+    return None if row is None else list(json.loads(row[0]))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(slots=True)
+class TimeFilter:
+    """``timerel``/``timeAt``/``endTimeAt``/``timeproperty`` turned into microsecond bounds."""
+
+    column: str = "observed_at"
+    start: int | None = None
+    """Inclusive lower bound (after / between)."""
+    end: int | None = None
+    """Exclusive upper bound (before / between)."""
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """A WHERE fragment (starting with AND) and its arguments."""
+        parts: list[str] = []
+        args: list[Any] = []
+        if self.start is not None:
+            parts.append(f" AND {self.column} >= ?")
+            args.append(self.start)
+        if self.end is not None:
+            parts.append(f" AND {self.column} < ?")
+            args.append(self.end)
+        if self.column == "observed_at" and not parts:
+            return "", []
+        return "".join(parts), args
+
+
+def time_filter(
+    timerel: str | None, time_at: str | None, end_time_at: str | None, timeproperty: str | None = None
+) -> TimeFilter:
+    """Validate the temporal query parameters (§4.11, §6.18.3.2); raise BadRequestData."""
+    prop = timeproperty or "observedAt"
+    if prop not in TIME_PROPERTIES:
+        raise bad_request(f"timeproperty {prop!r} is not one of {', '.join(TIME_PROPERTIES)}")
+    result = TimeFilter(TIME_PROPERTIES[prop])
+    if timerel is None:
+        if time_at is not None or end_time_at is not None:
+            raise bad_request("timeAt/endTimeAt given without timerel")
+        return result
+    if timerel not in ("before", "after", "between"):
+        raise bad_request(f"timerel {timerel!r} is not one of before, after, between")
+    if time_at is None:
+        raise bad_request(f"timerel={timerel} needs timeAt")
+    start = _parse_param_time(time_at, "timeAt")
+    if timerel == "between":
+        if end_time_at is None:
+            raise bad_request("timerel=between needs endTimeAt")
+        end = _parse_param_time(end_time_at, "endTimeAt")
+        if end <= start:
+            raise bad_request("endTimeAt must be later than timeAt")
+        result.start, result.end = start, end
+    elif timerel == "before":
+        result.end = start
+    else:
+        result.start = start
+    return result
+
+
+def _parse_param_time(text: str, name: str) -> int:
+    try:
+        return to_micros(text)
+    except ValueError:
+        raise bad_request(f"{name} {text!r} is not an RFC 3339 date-time with a time zone") from None
+
+
+@dataclass(slots=True)
+class Instance:
+    """One stored instance as read back."""
+
+    attr: str
+    dataset_id: str
+    observed_at: int | None
+    created_at: int
+    modified_at: int
+    kind: str
+    value: Any
+    instance_id: str
+    extra: dict[str, Any] | None
+
+    def expanded(self, *, sys_attrs: bool = False) -> dict[str, Any]:
+        """The instance in the expanded normalized form (``instanceId`` included)."""
+        out: dict[str, Any] = {"type": self.kind, _VALUE_MEMBERS.get(self.kind, "value"): self.value}
+        if self.extra:
+            out.update(self.extra)
+        if self.observed_at is not None:
+            out["observedAt"] = from_micros(self.observed_at)
+        if self.dataset_id:
+            out["datasetId"] = self.dataset_id
+        out["instanceId"] = self.instance_id
+        if sys_attrs:
+            out["createdAt"] = from_micros(self.created_at)
+            out["modifiedAt"] = from_micros(self.modified_at)
+        return out
+
+
+@dataclass(slots=True)
+class Series:
+    """One (entity, attribute, datasetId) series."""
+
+    series_id: int
+    entity_id: str
+    attr: str
+    dataset_id: str
+
+
+@dataclass(slots=True)
+class EntitySelector:
+    """Which entities and attributes a temporal query reads."""
+
+    tenant: str
+    ids: Sequence[str] | None = None
+    id_pattern: str | None = None
+    type_match: Callable[[Sequence[str]], bool] | None = None
+    attrs: Sequence[str] | None = None
+    dataset_ids: Sequence[str] | None = None
+    """``@none`` selects the default instance."""
+
+
+def find_entities(conn: sqlite3.Connection, sel: EntitySelector) -> list[tuple[str, list[str]]]:
+    """(entity id, type IRIs) of every entity with history matching the selector, by id."""
+    sql = "SELECT entity_id, types FROM history_entities WHERE tenant=?"
+    args: list[Any] = [sel.tenant]
+    if sel.ids is not None:
+        sql += f" AND entity_id IN ({','.join('?' * len(sel.ids))})"
+        args.extend(sel.ids)
+    sql += " ORDER BY entity_id"
+    pattern = re.compile(sel.id_pattern) if sel.id_pattern else None
+    out: list[tuple[str, list[str]]] = []
+    for entity_id, types_json in conn.execute(sql, args):
+        if pattern is not None and not pattern.fullmatch(entity_id):
+            continue
+        types = list(json.loads(types_json))
+        if sel.type_match is not None and not sel.type_match(types):
+            continue
+        out.append((entity_id, types))
+    if sel.attrs is not None:
+        with_attrs = set(_entities_with_attrs(conn, sel.tenant, [e for e, _ in out], sel.attrs))
+        out = [e for e in out if e[0] in with_attrs]
+    return out
+
+
+def _entities_with_attrs(conn: sqlite3.Connection, tenant: str, ids: Sequence[str], attrs: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    marks = ",".join("?" * len(attrs))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        found.update(
+            r[0]
+            for r in conn.execute(
+                f"SELECT DISTINCT entity_id FROM history_series WHERE tenant=? AND attr IN ({marks}) "
+                f"AND entity_id IN ({','.join('?' * len(chunk))})",
+                [tenant, *attrs, *chunk],
+            )
+        )
+    return found
+
+
+def series_of(conn: sqlite3.Connection, sel: EntitySelector, entity_ids: Sequence[str]) -> list[Series]:
+    """The series of these entities (restricted to the selector's attrs and datasetIds)."""
+    out: list[Series] = []
+    for start in range(0, len(entity_ids), 500):
+        chunk = entity_ids[start : start + 500]
+        sql = (
+            "SELECT series_id, entity_id, attr, dataset_id FROM history_series WHERE tenant=? "
+            f"AND entity_id IN ({','.join('?' * len(chunk))})"
+        )
+        args: list[Any] = [sel.tenant, *chunk]
+        if sel.attrs is not None:
+            sql += f" AND attr IN ({','.join('?' * len(sel.attrs))})"
+            args.extend(sel.attrs)
+        if sel.dataset_ids is not None:
+            wanted = ["" if d == "@none" else d for d in sel.dataset_ids]
+            sql += f" AND dataset_id IN ({','.join('?' * len(wanted))})"
+            args.extend(wanted)
+        out.extend(Series(*row) for row in conn.execute(sql + " ORDER BY entity_id, attr, dataset_id", args))
+    return out
+
+
+def _order_column(tf: TimeFilter) -> str:
+    if tf.column != "observed_at" or tf.start is not None or tf.end is not None:
+        return tf.column  # a bound on the column excludes NULLs, and the index gives the order
+    # without a bound, instances lacking observedAt still have a place in time: their writing
+    return "COALESCE(observed_at, created_at)"
+
+
+def instances(
+    conn: sqlite3.Connection,
+    series: Series,
+    tf: TimeFilter,
+    *,
+    last_n: int | None = None,
+    limit: int | None = None,
+) -> list[Instance]:
+    """Instances of one series in time order (the last ``last_n`` only, when given)."""
+    where, args = tf.sql()
+    order = _order_column(tf)
+    sql = (
+        "SELECT rowid, observed_at, created_at, modified_at, kind, value, instance_id, extra "
+        f"FROM history_instances WHERE series_id=?{where}"
+    )
+    if last_n is not None:
+        sql += f" ORDER BY {order} DESC, rowid DESC LIMIT ?"
+        rows = list(conn.execute(sql, [series.series_id, *args, last_n]))
+        rows.reverse()
+    else:
+        sql += f" ORDER BY {order}, rowid"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args = [*args, limit]
+        rows = list(conn.execute(sql, [series.series_id, *args]))
+    return [
+        Instance(
+            series.attr,
+            series.dataset_id,
+            observed,
+            created,
+            modified,
+            kind,
+            json.loads(value) if value is not None else None,
+            instance_id or f"{INSTANCE_PREFIX}{rowid}",
+            json.loads(extra) if extra else None,
+        )
+        for rowid, observed, created, modified, kind, value, instance_id, extra in rows
+    ]
+
+
+def time_span(conn: sqlite3.Connection, series: Series, tf: TimeFilter) -> tuple[int, int] | None:
+    """(first, last) instance time of a series within the filter, or None when empty."""
+    where, args = tf.sql()
+    order = _order_column(tf)
+    row = conn.execute(
+        f"SELECT MIN({order}), MAX({order}) FROM history_instances WHERE series_id=?{where}",
+        [series.series_id, *args],
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+_DURATION = re.compile(
+    r"^P(?:(?P<y>\d+)Y)?(?:(?P<mo>\d+)M)?(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?"
+    r"(?:T(?:(?P<h>\d+)H)?(?:(?P<mi>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """An ISO 8601 duration: calendar part (months) and fixed part (microseconds)."""
+
+    months: int = 0
+    micros: int = 0
+
+    @property
+    def is_zero(self) -> bool:
+        """P0D: one bucket over the whole requested interval."""
+        return self.months == 0 and self.micros == 0
+
+    def add(self, micros: int) -> int:
+        """``micros`` plus this duration (calendar months add on the UTC calendar)."""
+        if self.months:
+            moment = _EPOCH + timedelta(microseconds=micros)
+            month_index = moment.year * 12 + moment.month - 1 + self.months
+            year, month = divmod(month_index, 12)
+            day = min(moment.day, _days_in_month(year, month + 1))
+            moment = moment.replace(year=year, month=month + 1, day=day)
+            micros = to_micros(moment)
+        return micros + self.micros
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 12:
+        return 31
+    return (datetime(year, month + 1, 1) - datetime(year, month, 1)).days
+
+
+def parse_duration(text: str) -> Duration:
+    """Parse ``aggrPeriodDuration`` (e.g. PT1H, P1D, P1M, P0D); raise BadRequestData."""
+    match = _DURATION.match(text or "")
+    if match is None or text in ("P", "PT") or text.endswith("T"):
+        raise bad_request(f"aggrPeriodDuration {text!r} is not an ISO 8601 duration (e.g. PT1H, P1D, P1M)")
+    g = {k: v or "0" for k, v in match.groupdict().items()}
+    months = int(g["y"]) * 12 + int(g["mo"])
+    seconds = (
+        int(g["w"]) * 7 * 86400 + int(g["d"]) * 86400 + int(g["h"]) * 3600 + int(g["mi"]) * 60 + float(g["s"])
+    )
+    return Duration(months, round(seconds * 1_000_000))
+
+
+def parse_methods(text: str | None) -> list[str]:
+    """Validate ``aggrMethods`` (comma-separated); raise BadRequestData."""
+    if not text:
+        raise bad_request("aggregatedValues needs aggrMethods (e.g. aggrMethods=avg,max)")
+    methods = [m for m in text.split(",") if m]
+    for method in methods:
+        if method not in AGGREGATION_METHODS:
+            raise bad_request(f"aggrMethods: {method!r} is not one of {', '.join(AGGREGATION_METHODS)}")
+    return list(dict.fromkeys(methods))
+
+
+@dataclass(slots=True)
+class Bucket:
+    """Running aggregates of one period."""
+
+    start: int
+    end: int
+    count: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+    numbers: int = 0
+    low: Any = None
+    high: Any = None
+    distinct: set[str] = field(default_factory=set)
+
+    def result(self, method: str) -> Any:
+        """The value of one aggregation method (None when it does not apply)."""
+        if method == "totalCount":
+            return self.count
+        if method == "distinctCount":
+            return len(self.distinct)
+        if method == "min":
+            return self.low
+        if method == "max":
+            return self.high
+        if not self.numbers:
+            return None
+        if method == "sum":
+            return self.total
+        if method == "avg":
+            return self.total / self.numbers
+        if method == "sumsq":
+            return self.squares
+        if method == "stddev":
+            mean = self.total / self.numbers
+            return math.sqrt(max(0.0, self.squares / self.numbers - mean * mean))
+        return None
+
+
+def aggregate(
+    conn: sqlite3.Connection,
+    series: Series,
+    tf: TimeFilter,
+    period: Duration,
+    *,
+    origin: int | None = None,
+    until: int | None = None,
+) -> list[Bucket]:
+    """Aggregate one series over consecutive periods starting at ``origin`` (default: first instance).
+
+    Fixed periods (weeks and shorter) are grouped in SQL; calendar periods (months, years) walk
+    the rows once in Python against precomputed boundaries.
+    """
+    span = time_span(conn, series, tf)
+    if span is None:
+        return []
+    first, last = span
+    start = origin if origin is not None else (tf.start if tf.start is not None else first)
+    stop = until if until is not None else (tf.end if tf.end is not None else last + 1)
+    stop = max(stop, start + 1)
+    where, args = tf.sql()
+    order = _order_column(tf)
+    if period.is_zero:
+        boundaries = [start, stop]
+    elif period.months == 0:
+        return _aggregate_fixed(conn, series, where, args, order, start, stop, period.micros)
+    else:
+        boundaries = [start]
+        while boundaries[-1] < stop and len(boundaries) < 100_000:
+            boundaries.append(period.add(boundaries[-1]))
+    buckets: dict[int, Bucket] = {}
+    sql = (
+        f"SELECT {order}, num, value FROM history_instances WHERE series_id=?{where} "
+        f"AND {order} >= ? AND {order} < ? ORDER BY {order}"
+    )
+    for moment, num, value in conn.execute(sql, [series.series_id, *args, start, stop]):
+        index = bisect_right(boundaries, moment) - 1
+        bucket = buckets.get(index)
+        if bucket is None:
+            bucket = buckets[index] = Bucket(boundaries[index], boundaries[min(index + 1, len(boundaries) - 1)])
+        _feed(bucket, num, value)
+    return [buckets[i] for i in sorted(buckets)]
+
+
+def _feed(bucket: Bucket, num: float | None, value: str | None) -> None:
+    bucket.count += 1
+    bucket.distinct.add(value or "null")
+    if num is not None:
+        bucket.numbers += 1
+        bucket.total += num
+        bucket.squares += num * num
+        low_high: Any = num
+    else:
+        low_high = json.loads(value) if value else None
+        if not isinstance(low_high, str):
+            return  # strings (dates included) have an order; other JSON values do not
+    if bucket.low is None or _lt(low_high, bucket.low):
+        bucket.low = low_high
+    if bucket.high is None or _lt(bucket.high, low_high):
+        bucket.high = low_high
+
+
+def _lt(a: Any, b: Any) -> bool:
+    if isinstance(a, str) != isinstance(b, str):
+        return isinstance(a, float | int)  # numbers sort before strings
+    return bool(a < b)
+
+
+def _aggregate_fixed(
+    conn: sqlite3.Connection,
+    series: Series,
+    where: str,
+    args: list[Any],
+    order: str,
+    start: int,
+    stop: int,
+    step: int,
+) -> list[Bucket]:
+    sql = (
+        f"SELECT ({order} - ?) / ? AS b, COUNT(*), COUNT(DISTINCT value), COUNT(num), SUM(num), "
+        f"SUM(num * num), MIN(num), MAX(num), MIN(CASE WHEN num IS NULL AND value LIKE '\"%' THEN value END), "
+        f"MAX(CASE WHEN num IS NULL AND value LIKE '\"%' THEN value END) "
+        f"FROM history_instances WHERE series_id=?{where} AND {order} >= ? AND {order} < ? GROUP BY b ORDER BY b"
+    )
+    out: list[Bucket] = []
+    for b, count, distinct, numbers, total, squares, low, high, slow, shigh in conn.execute(
+        sql, [start, step, series.series_id, *args, start, stop]
+    ):
+        bucket = Bucket(start + int(b) * step, start + (int(b) + 1) * step, count=int(count))
+        bucket.distinct = {str(i) for i in range(int(distinct))}  # only the size is used
+        bucket.numbers = int(numbers)
+        bucket.total = float(total or 0.0)
+        bucket.squares = float(squares or 0.0)
+        if numbers:
+            bucket.low, bucket.high = low, high
+        elif slow is not None:
+            bucket.low, bucket.high = json.loads(slow), json.loads(shigh)
+        out.append(bucket)
+    return out
+
+
+def check_limit(value: str | None, name: str, maximum: int) -> int | None:
+    """A positive integer query parameter (lastN, limit...) or None; raise BadRequestData."""
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise bad_request(f"{name} must be a positive integer, got {value!r}")
+    number = int(value)
+    if number > maximum:
+        raise NgsiError("TooManyResults", f"{name}={number} exceeds the maximum of {maximum}")
+    return number
