@@ -1,0 +1,530 @@
+"""Validate NGSI-LD entities: attribute structure first, then the Smart Data Model schema.
+
+Input may be normalized or concise. Every attribute and sub-attribute is checked for the NGSI-LD
+structure (ETSI GS CIM 009 V1.9.1 §4.5); the entity is then projected to keyValues without
+losing a value (multi-instance attributes are checked instance by instance) and validated against
+the model's JSON Schema with format checking on. Every problem carries a JSON pointer into the
+entity exactly as the caller sent it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import jsonschema
+
+import schemas
+from gateway.model import ATTRIBUTE_MEMBERS, ATTRIBUTE_TYPES, ENTITY_MEMBERS, VALUE_KEY, ModelError, is_uri, parse_time
+from gateway.units import is_uncefact
+
+__all__ = ["Problem", "Verdict", "validate", "validate_batch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding: where (JSON pointer into the entity as sent), which rule, what, and what was expected."""
+
+    pointer: str
+    rule: str
+    message: str
+    expected: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"pointer": self.pointer, "rule": self.rule, "message": self.message, "expected": self.expected}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The verdict on one entity: valid unless ``errors`` is not empty; warnings never invalidate."""
+
+    valid: bool
+    entity_id: str | None
+    entity_type: str | None
+    errors: tuple[Problem, ...] = ()
+    warnings: tuple[Problem, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "valid": self.valid,
+            "id": self.entity_id,
+            "type": self.entity_type,
+            "errors": [p.to_dict() for p in self.errors],
+            "warnings": [p.to_dict() for p in self.warnings],
+        }
+
+
+_VALUE_MEMBERS: Final = ("value", "object", "languageMap", "vocab", "valueList", "objectList", "json")
+_MEMBER_TYPE: Final[Mapping[str, str]] = {
+    "object": "Relationship",
+    "languageMap": "LanguageProperty",
+    "vocab": "VocabProperty",
+    "valueList": "ListProperty",
+    "objectList": "ListRelationship",
+    "json": "JsonProperty",
+}
+_GEO_DEPTH: Final[Mapping[str, int]] = {
+    "Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2, "MultiPolygon": 3,
+}
+_LANG_TAG: Final = re.compile(r"^(@none|[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*)$")
+_TIME_MEMBERS: Final = ("observedAt", "createdAt", "modifiedAt", "deletedAt")
+_MAX_NESTING: Final = 32
+"""Sub-attribute depth we follow (a guard, not a spec limit: real data nests two or three levels)."""
+
+
+def _esc(token: str | int) -> str:
+    return "/" + str(token).replace("~", "~0").replace("/", "~1")
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- structure
+
+
+class _Checker:
+    """Collects problems while walking one entity."""
+
+    __slots__ = ("errors", "warnings")
+
+    def __init__(self) -> None:
+        self.errors: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def error(self, pointer: str, rule: str, message: str, expected: str | None = None) -> None:
+        self.errors.append(Problem(pointer, rule, message, expected))
+
+    def warn(self, pointer: str, rule: str, message: str, expected: str | None = None) -> None:
+        self.warnings.append(Problem(pointer, rule, message, expected))
+
+    # ----------------------------------------------------------------- attributes
+
+    def attribute(self, name: str, value: Any, pointer: str, depth: int) -> str | None:
+        """Check one attribute (one or several instances); return its NGSI-LD type if consistent."""
+        if isinstance(value, list) and value and all(_is_attribute_object(v) for v in value):
+            seen: dict[str | None, int] = {}
+            kinds: set[str | None] = set()
+            for index, instance in enumerate(value):
+                here = pointer + _esc(index)
+                kinds.add(self.instance(name, instance, here, depth))
+                dataset = instance.get("datasetId")
+                key = dataset if isinstance(dataset, str) else None
+                if key in seen:
+                    what = f"datasetId {key!r}" if key is not None else "no datasetId (the default instance)"
+                    self.error(
+                        here + ("/datasetId" if key is not None else ""),
+                        "dataset-id-unique",
+                        f"instance {index} of {name!r} repeats {what} of instance {seen[key]}",
+                        "one instance per datasetId",
+                    )
+                else:
+                    seen[key] = index
+            return kinds.pop() if len(kinds) == 1 else None
+        return self.instance(name, value, pointer, depth)
+
+    def instance(self, name: str, attr: Any, pointer: str, depth: int) -> str | None:
+        """Check one attribute instance; return its (possibly inferred) NGSI-LD type."""
+        if not isinstance(attr, Mapping):
+            return "Property"  # concise Property: a bare value (or a plain array of values)
+        if not _is_attribute_object(attr):
+            if "type" in attr and isinstance(attr.get("type"), str) and attr["type"] in _GEO_DEPTH:
+                self.geometry(attr, pointer)
+                return "GeoProperty"
+            return "Property"  # concise Property whose value is a JSON object
+        declared = attr.get("type")
+        if declared is None:
+            kind = next((t for k, t in _MEMBER_TYPE.items() if k in attr), "Property")
+            if kind == "Property" and _is_geometry_like(attr.get("value")):
+                kind = "GeoProperty"
+        elif declared not in ATTRIBUTE_TYPES:
+            self.error(
+                pointer + "/type",
+                "attribute-type",
+                f"{declared!r} is not an NGSI-LD attribute type" + _v2_hint(declared),
+                "one of " + ", ".join(sorted(ATTRIBUTE_TYPES)),
+            )
+            return None
+        else:
+            kind = str(declared)
+        self.content(kind, attr, pointer)
+        self.metadata(attr, pointer)
+        if depth >= _MAX_NESTING:
+            self.error(pointer, "nesting", f"sub-attributes nest deeper than {_MAX_NESTING} levels")
+            return kind
+        for sub, sub_value in attr.items():
+            if sub not in ATTRIBUTE_MEMBERS:
+                self.attribute(sub, sub_value, pointer + _esc(sub), depth + 1)
+        return kind
+
+    def content(self, kind: str, attr: Mapping[str, Any], pointer: str) -> None:
+        """The member that carries the value, per attribute type."""
+        key = VALUE_KEY[kind]
+        if key not in attr or attr[key] is None:
+            hint = ""
+            if kind == "Relationship" and "value" in attr:
+                hint = " (a Relationship carries its target in 'object', not 'value')"
+            self.error(pointer, f"{kind}-{key}".lower(), f"{kind} without {key!r}{hint}", f"a {key!r} member")
+            return
+        value = attr[key]
+        here = pointer + "/" + key
+        if kind == "Relationship":
+            targets = value if isinstance(value, list) else [value]
+            for index, target in enumerate(targets):
+                if not is_uri(target):
+                    where = here + (_esc(index) if isinstance(value, list) else "")
+                    self.error(where, "relationship-object", f"{target!r} is not a URI", "an entity id (URI)")
+        elif kind == "GeoProperty":
+            self.geometry(value, here)
+        elif kind == "LanguageProperty":
+            if not isinstance(value, Mapping) or not value:
+                self.error(here, "language-map", "languageMap must be a non-empty object", "{tag: string}")
+                return
+            for tag, text in value.items():
+                if not _LANG_TAG.match(tag):
+                    self.error(here + _esc(tag), "language-tag", f"{tag!r} is not a BCP 47 language tag", "e.g. fr")
+                if not (isinstance(text, str) or (isinstance(text, list) and all(isinstance(t, str) for t in text))):
+                    self.error(here + _esc(tag), "language-map", "languageMap values are strings", "a string")
+        elif kind == "VocabProperty":
+            terms = value if isinstance(value, list) else [value]
+            if not terms or not all(isinstance(t, str) and t for t in terms):
+                self.error(here, "vocab", "vocab must be a term or a list of terms", "string or [string]")
+        elif kind == "ListProperty":
+            if not isinstance(value, list):
+                self.error(here, "value-list", "valueList must be an array", "an array")
+        elif kind == "ListRelationship":
+            if not isinstance(value, list):
+                self.error(here, "object-list", "objectList must be an array", "an array")
+                return
+            for index, item in enumerate(value):
+                target = item.get("object") if isinstance(item, Mapping) else item
+                if not is_uri(target):
+                    where = here + _esc(index) + ("/object" if isinstance(item, Mapping) else "")
+                    self.error(where, "relationship-object", f"{target!r} is not a URI", "an entity id (URI)")
+
+    def metadata(self, attr: Mapping[str, Any], pointer: str) -> None:
+        """unitCode, observedAt and the other times, datasetId."""
+        unit = attr.get("unitCode")
+        if unit is not None and not is_uncefact(unit):
+            self.error(
+                pointer + "/unitCode",
+                "unit-code",
+                f"{unit!r} is not a UN/CEFACT common code" + _unit_hint(unit),
+                "a UN/CEFACT Rec 20 common code such as CEL, KWH, P1",
+            )
+        for member in _TIME_MEMBERS:
+            moment = attr.get(member)
+            if moment is not None:
+                try:
+                    parse_time(moment)
+                except ModelError as exc:
+                    self.error(
+                        pointer + "/" + member, member.lower(), str(exc), "RFC 3339 date-time with Z or an offset"
+                    )
+        dataset = attr.get("datasetId")
+        if dataset is not None and not is_uri(dataset):
+            self.error(pointer + "/datasetId", "dataset-id", f"{dataset!r} is not a URI", "a URI")
+
+    def geometry(self, value: Any, pointer: str) -> None:
+        """A GeoJSON geometry with WGS84 positions (lon in [-180, 180], lat in [-90, 90])."""
+        if not isinstance(value, Mapping):
+            self.error(pointer, "geojson", "a GeoProperty value must be a GeoJSON geometry object", "GeoJSON")
+            return
+        kind = value.get("type")
+        if kind == "GeometryCollection":
+            parts = value.get("geometries")
+            if not isinstance(parts, list):
+                self.error(pointer + "/geometries", "geojson", "geometries must be an array", "an array")
+                return
+            for index, part in enumerate(parts):
+                self.geometry(part, f"{pointer}/geometries/{index}")
+            return
+        if kind not in _GEO_DEPTH:
+            self.error(pointer + "/type", "geojson", f"{kind!r} is not a GeoJSON geometry type", "Point, Polygon...")
+            return
+        if "coordinates" not in value:
+            self.error(pointer, "geojson", f"{kind} without 'coordinates'", "a 'coordinates' member")
+            return
+        self.positions(value["coordinates"], _GEO_DEPTH[str(kind)], pointer + "/coordinates", str(kind))
+
+    def positions(self, value: Any, depth: int, pointer: str, kind: str) -> None:
+        if depth == 0:
+            if not isinstance(value, list) or not 2 <= len(value) <= 3 or not all(_num(c) for c in value):
+                self.error(pointer, "geojson-position", f"{value!r} is not a position [lon, lat(, alt)]",
+                           "[longitude, latitude]")
+                return
+            lon, lat = value[0], value[1]
+            if not -180 <= lon <= 180:
+                message = f"longitude {lon} is outside [-180, 180]" + _crs_hint(lon, lat)
+                self.error(pointer + "/0", "wgs84-range", message, "WGS84 longitude in [-180, 180]")
+            if not -90 <= lat <= 90:
+                message = f"latitude {lat} is outside [-90, 90]" + _crs_hint(lon, lat)
+                self.error(pointer + "/1", "wgs84-range", message, "WGS84 latitude in [-90, 90]")
+            return
+        if not isinstance(value, list):
+            self.error(pointer, "geojson", f"{kind} coordinates must be nested arrays", "an array")
+            return
+        for index, item in enumerate(value):
+            self.positions(item, depth - 1, pointer + _esc(index), kind)
+
+
+def _is_attribute_object(value: Any) -> bool:
+    if not isinstance(value, Mapping):
+        return False
+    declared = value.get("type")
+    if declared in ATTRIBUTE_TYPES:
+        return True
+    return any(k in value for k in _VALUE_MEMBERS)
+
+
+def _is_geometry_like(value: Any) -> bool:
+    return isinstance(value, Mapping) and value.get("type") in _GEO_DEPTH and "coordinates" in value
+
+
+_V2_TYPES: Final = frozenset(
+    {"Number", "Text", "DateTime", "Integer", "Float", "Boolean", "StructuredValue", "geo:json", "Array", "URL"}
+)
+
+
+def _v2_hint(declared: Any) -> str:
+    if declared in _V2_TYPES:
+        return " (an NGSI-v2 type: in NGSI-LD use Property, Relationship or GeoProperty)"
+    return ""
+
+
+def _unit_hint(unit: Any) -> str:
+    from gateway.units import UNIT_ALIASES
+
+    if isinstance(unit, str) and unit.strip() in UNIT_ALIASES:
+        return f"; did you mean {UNIT_ALIASES[unit.strip()]!r}?"
+    return ""
+
+
+def _crs_hint(lon: Any, lat: Any) -> str:
+    if abs(lon) > 1000 or abs(lat) > 1000:
+        return " (projected coordinates such as Lambert-93? reproject to WGS84 lon/lat first)"
+    if -90 <= lon <= 90 and not -90 <= lat <= 90 and -180 <= lat <= 180:
+        return " (latitude and longitude swapped? GeoJSON is [lon, lat])"
+    return ""
+
+
+# --------------------------------------------------------------------------- projection
+
+
+def _project(kind: str | None, attr: Any) -> tuple[Any, tuple[str | int, ...], str]:
+    """keyValues value of one instance, the pointer prefix of that value, and how lists map."""
+    if not _is_attribute_object(attr):
+        return attr, (), "same"
+    key = VALUE_KEY.get(kind or "", "value")
+    if kind is None:
+        key = next((k for k in _VALUE_MEMBERS if k in attr), "value")
+    value = attr.get(key)
+    if isinstance(value, Mapping) and "@value" in value:
+        # A JSON-LD value object ({"@type": "DateTime", "@value": ...}) projects to its literal.
+        return value["@value"], (key, "@value"), "same"
+    if key == "objectList" and isinstance(value, list):
+        return [v.get("object") if isinstance(v, Mapping) else v for v in value], ("objectList",), "objectList"
+    return value, (key,), "same"
+
+
+def _map_pointer(path: Iterable[str | int], prefixes: Mapping[str, tuple[tuple[str | int, ...], str]]) -> str:
+    parts = list(path)
+    if not parts:
+        return ""
+    head = str(parts[0])
+    prefix, mode = prefixes.get(head, ((), "same"))
+    rest = parts[1:]
+    if mode == "wrap":
+        rest = rest[1:]
+    if mode == "objectList" and rest:
+        return _esc(head) + "".join(_esc(p) for p in prefix) + _esc(rest[0]) + "/object" + "".join(
+            _esc(p) for p in rest[1:]
+        )
+    return _esc(head) + "".join(_esc(p) for p in prefix) + "".join(_esc(p) for p in rest)
+
+
+def _expected(error: jsonschema.ValidationError) -> str | None:
+    keyword: Any = error.validator
+    value: Any = error.validator_value
+    if keyword == "type":
+        return str(value) if isinstance(value, str) else " or ".join(map(str, value))
+    if keyword == "enum":
+        return "one of " + ", ".join(map(str, value))
+    if keyword == "const":
+        return repr(value)
+    if keyword in ("minimum", "exclusiveMinimum"):
+        return (">= " if keyword == "minimum" else "> ") + str(value)
+    if keyword in ("maximum", "exclusiveMaximum"):
+        return ("<= " if keyword == "maximum" else "< ") + str(value)
+    if keyword == "format":
+        return f"format {value}"
+    if keyword == "required":
+        return "present"
+    if keyword == "pattern":
+        return f"matching {value}"
+    if keyword in ("minItems", "maxItems", "minLength", "maxLength"):
+        return f"{keyword} {value}"
+    return None
+
+
+def _schema_problems(
+    spec: schemas.ModelSpec,
+    document: Mapping[str, Any],
+    prefixes: Mapping[str, tuple[tuple[str | int, ...], str]],
+    only: str | None = None,
+) -> list[Problem]:
+    out: list[Problem] = []
+    for error in schemas.problems(spec.schema, document):
+        path = list(error.absolute_path)
+        if only is not None and (not path or path[0] != only):
+            continue
+        message = error.message
+        keyword: Any = error.validator
+        bound: Any = error.validator_value
+        if keyword == "required" and isinstance(error.instance, Mapping):
+            missing = [r for r in bound if r not in error.instance and repr(r) in message]
+            name = missing[0] if missing else None
+            pointer = _map_pointer([*path, name], {}) if name else _map_pointer(path, prefixes)
+            message = f"{name!r} is required by {spec.name}" if name else message
+        else:
+            pointer = _map_pointer(path, prefixes)
+        got: Any = error.instance
+        if keyword == "maximum" and bound == 1 and _num(got) and 1 < got <= 100:
+            message += " (a ratio 0..1 is expected: was a percentage sent?)"
+        out.append(Problem(pointer, f"schema:{keyword}", message, _expected(error)))
+    return out
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _model_for(entity_type: Any) -> schemas.ModelSpec | None:
+    names = entity_type if isinstance(entity_type, list) else [entity_type]
+    for name in names:
+        if isinstance(name, str) and name in schemas.MODELS:
+            return schemas.model(name)
+    return None
+
+
+def validate(entity: Any) -> Verdict:
+    """Validate one NGSI-LD entity (normalized or concise); never raises on bad input."""
+    check = _Checker()
+    if not isinstance(entity, Mapping):
+        check.error("", "entity", f"an entity must be a JSON object, not {type(entity).__name__}", "an object")
+        return Verdict(False, None, None, tuple(check.errors), ())
+    entity_id = entity.get("id", entity.get("@id"))
+    entity_type = entity.get("type", entity.get("@type"))
+    if entity_id is None:
+        check.error("/id", "id-required", "the entity has no 'id'", "a URI")
+    elif not is_uri(entity_id):
+        check.error("/id", "id-uri", f"entity id {entity_id!r} is not a URI", "a URI such as urn:ngsi-ld:Type:local-id")
+    if entity_type is None:
+        check.error("/type", "type-required", "the entity has no 'type'", "an entity type name")
+    elif not (isinstance(entity_type, str) and entity_type) and not (
+        isinstance(entity_type, list) and entity_type and all(isinstance(t, str) and t for t in entity_type)
+    ):
+        check.error("/type", "type", f"entity type {entity_type!r} is not a name", "a non-empty string")
+    kinds: dict[str, str | None] = {}
+    for name, value in entity.items():
+        if name in ENTITY_MEMBERS:
+            continue
+        kinds[name] = check.attribute(name, value, _esc(name), 0)
+    for member in ("createdAt", "modifiedAt"):
+        if member in entity:
+            try:
+                parse_time(entity[member])
+            except ModelError as exc:
+                check.error(_esc(member), member.lower(), str(exc), "RFC 3339 date-time with Z or an offset")
+
+    spec = _model_for(entity_type)
+    shown_id = entity_id if isinstance(entity_id, str) else None
+    shown_type = entity_type if isinstance(entity_type, str) else (
+        entity_type[0] if isinstance(entity_type, list) and entity_type and isinstance(entity_type[0], str) else None
+    )
+    if spec is None:
+        if entity_type is not None:
+            check.warn("/type", "unknown-model", f"no bundled Smart Data Model for type {entity_type!r}: "
+                       "only the NGSI-LD structure was checked")
+    else:
+        _against_model(spec, entity, kinds, check)
+    return Verdict(not check.errors, shown_id, shown_type, tuple(check.errors), tuple(check.warnings))
+
+
+def _against_model(
+    spec: schemas.ModelSpec, entity: Mapping[str, Any], kinds: Mapping[str, str | None], check: _Checker
+) -> None:
+    document: dict[str, Any] = {"id": entity.get("id", entity.get("@id")), "type": spec.name}
+    prefixes: dict[str, tuple[tuple[str | int, ...], str]] = {}
+    extra: list[tuple[str, int, Any, tuple[str | int, ...], str]] = []
+    lowered = {name.lower(): name for name in spec.attributes}
+    for name, value in entity.items():
+        if name in ENTITY_MEMBERS:
+            continue
+        kind = kinds.get(name)
+        if name not in spec.attributes:
+            close = lowered.get(name.lower()) or next(
+                iter(difflib.get_close_matches(name, list(spec.attributes), n=1, cutoff=0.8)), None
+            )
+            hint = f"; did you mean {close}?" if close else ""
+            check.warn(_esc(name), "unknown-attribute", f"{name!r} is not defined by {spec.name}{hint}", close)
+        else:
+            declared = spec.attributes[name]
+            if kind is not None and kind != declared.ngsi_type and not (
+                declared.ngsi_type == "Relationship" and kind == "ListRelationship"
+            ):
+                check.warn(_esc(name), "ngsi-type", f"{spec.name} declares {name!r} as a {declared.ngsi_type}, "
+                           f"not a {kind}", declared.ngsi_type)
+        multi = isinstance(value, list) and value and all(_is_attribute_object(v) for v in value)
+        first = value[0] if multi else value
+        projected, prefix, mode = _project(kind, first)
+        if isinstance(projected, str) and kind == "Relationship" and _wants_array(spec, name):
+            # One target is a one-element list of targets: NGSI-LD allows either for 'object'.
+            projected, mode = [projected], "wrap"
+        document[name] = projected
+        prefixes[name] = ((0, *prefix) if multi else prefix, mode)
+        if name in spec.attributes:
+            _unit_warning(spec, name, value if multi else [value], check)
+        if multi:
+            for index in range(1, len(value)):
+                more, more_prefix, more_mode = _project(kind, value[index])
+                extra.append((name, index, more, more_prefix, more_mode))
+    # An attribute whose structure is already wrong would only repeat its error through the schema.
+    broken = {p.pointer.split("/")[1] for p in check.errors if p.pointer.startswith("/")}
+
+    def fresh(found: list[Problem]) -> list[Problem]:
+        return [p for p in found if not p.pointer.startswith("/") or p.pointer.split("/")[1] not in broken]
+
+    check.errors.extend(fresh(_schema_problems(spec, document, prefixes)))
+    for name, index, more, more_prefix, more_mode in extra:
+        # Multi-instance attributes: each instance's value must satisfy the model on its own.
+        variant = dict(document)
+        variant[name] = more
+        check.errors.extend(
+            fresh(_schema_problems(spec, variant, {name: ((index, *more_prefix), more_mode)}, only=name))
+        )
+
+
+def _wants_array(spec: schemas.ModelSpec, name: str) -> bool:
+    subschema = spec.schema.get("properties", {}).get(name)
+    return isinstance(subschema, Mapping) and subschema.get("type") == "array"
+
+
+def _unit_warning(spec: schemas.ModelSpec, name: str, instances: list[Any], check: _Checker) -> None:
+    unit = spec.attributes[name].unit
+    if unit is None:
+        return
+    for index, attr in enumerate(instances):
+        code = attr.get("unitCode") if isinstance(attr, Mapping) else None
+        if isinstance(code, str) and code != unit and is_uncefact(code):
+            where = _esc(name) + (_esc(index) if len(instances) > 1 else "") + "/unitCode"
+            check.warn(where, "unit-mismatch", f"{spec.name} expresses {name!r} in {unit}, not {code}", unit)
+
+
+def validate_batch(entities: Iterable[Any]) -> list[Verdict]:
+    """One verdict per entity, in order."""
+    return [validate(item) for item in entities]

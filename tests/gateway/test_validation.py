@@ -1,0 +1,146 @@
+"""Hand-made broken entities fail with the right pointer; typos are warnings."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from gateway.validation import Problem, Verdict, validate, validate_batch
+
+
+def waste_container() -> dict[str, Any]:
+    """A valid normalized WasteContainer."""
+    return {
+        "id": "urn:ngsi-ld:WasteContainer:nantes-0042",
+        "type": "WasteContainer",
+        "fillingLevel": {"type": "Property", "value": 0.75, "observedAt": "2025-03-01T08:00:00Z"},
+        "temperature": {"type": "Property", "value": 12.5, "unitCode": "CEL"},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [-1.5536, 47.2184]}},
+        "refDevice": {"type": "Relationship", "object": "urn:ngsi-ld:Device:probe-7"},
+        "status": {"type": "Property", "value": "ok"},
+    }
+
+
+def only_error(verdict: Verdict) -> Problem:
+    """The single error of an invalid verdict."""
+    assert not verdict.valid, verdict
+    assert len(verdict.errors) == 1, verdict.errors
+    return verdict.errors[0]
+
+
+def test_valid_entity_has_no_errors_nor_warnings() -> None:
+    verdict = validate(waste_container())
+    assert verdict.valid, verdict.errors
+    assert verdict.warnings == ()
+    assert (verdict.entity_id, verdict.entity_type) == ("urn:ngsi-ld:WasteContainer:nantes-0042", "WasteContainer")
+
+
+def test_percentage_instead_of_ratio() -> None:
+    entity = waste_container()
+    entity["fillingLevel"]["value"] = 75
+    problem = only_error(validate(entity))
+    assert problem.pointer == "/fillingLevel/value"
+    assert problem.rule == "schema:maximum"
+    assert problem.expected == "<= 1"
+    assert "percentage" in problem.message
+
+
+def test_lambert93_coordinates_passed_as_wgs84() -> None:
+    entity = waste_container()
+    entity["location"]["value"]["coordinates"] = [355000.0, 6689000.0]
+    verdict = validate(entity)
+    assert not verdict.valid
+    pointers = {p.pointer for p in verdict.errors}
+    assert pointers == {"/location/value/coordinates/0", "/location/value/coordinates/1"}
+    assert all(p.rule == "wgs84-range" and "Lambert-93" in p.message for p in verdict.errors)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "pointer", "rule"),
+    [
+        (lambda e: e.__setitem__("type", ""), "/type", "type"),
+        (lambda e: e.__setitem__("id", "nantes 0042"), "/id", "id-uri"),
+        (lambda e: e.pop("location"), "/location", "schema:required"),
+        (lambda e: e.__setitem__("refDevice", {"type": "Relationship", "value": "urn:x:1"}), "/refDevice",
+         "relationship-object"),
+        (lambda e: e["refDevice"].__setitem__("object", "probe 7"), "/refDevice/object", "relationship-object"),
+        (lambda e: e["temperature"].__setitem__("unitCode", "°C"), "/temperature/unitCode", "unit-code"),
+        (lambda e: e["fillingLevel"].__setitem__("observedAt", "2025-03-01T08:00:00"), "/fillingLevel/observedAt",
+         "observedat"),
+        (lambda e: e["status"].__setitem__("type", "Text"), "/status/type", "attribute-type"),
+        (lambda e: e["status"].__setitem__("value", "overflowing"), "/status/value", "schema:enum"),
+        (lambda e: e["temperature"].__setitem__("datasetId", "not a uri"), "/temperature/datasetId", "dataset-id"),
+    ],
+)
+def test_broken_entity_names_the_pointer(mutate: Any, pointer: str, rule: str) -> None:
+    entity = waste_container()
+    mutate(entity)
+    problem = only_error(validate(entity))
+    assert (problem.pointer, problem.rule) == (pointer, rule), problem
+
+
+def test_typo_attribute_is_a_warning_with_a_suggestion() -> None:
+    entity = waste_container()
+    entity["fillinglevel"] = entity.pop("fillingLevel")
+    verdict = validate(entity)
+    assert verdict.valid
+    (warning,) = verdict.warnings
+    assert warning.pointer == "/fillinglevel"
+    assert warning.rule == "unknown-attribute"
+    assert "did you mean fillingLevel?" in warning.message
+
+
+def test_multi_instance_attribute_checked_per_instance() -> None:
+    entity = waste_container()
+    entity["temperature"] = [
+        {"type": "Property", "value": 12.5, "datasetId": "urn:ngsi-ld:Dataset:probe-a"},
+        {"type": "Property", "value": "warm", "datasetId": "urn:ngsi-ld:Dataset:probe-b"},
+    ]
+    problem = only_error(validate(entity))
+    assert problem.pointer == "/temperature/1/value"
+
+
+def test_multi_instance_dataset_ids_must_be_unique() -> None:
+    entity = waste_container()
+    entity["temperature"] = [
+        {"type": "Property", "value": 12.5, "datasetId": "urn:ngsi-ld:Dataset:a"},
+        {"type": "Property", "value": 13.0, "datasetId": "urn:ngsi-ld:Dataset:a"},
+    ]
+    problem = only_error(validate(entity))
+    assert (problem.pointer, problem.rule) == ("/temperature/1/datasetId", "dataset-id-unique")
+
+
+def test_concise_input_is_accepted_and_pointers_follow_it() -> None:
+    entity = {
+        "id": "urn:ngsi-ld:WasteContainer:1",
+        "type": "WasteContainer",
+        "fillingLevel": 7.5,
+        "location": {"type": "Point", "coordinates": [2.35, 48.85]},
+    }
+    problem = only_error(validate(entity))
+    assert problem.pointer == "/fillingLevel"
+
+
+def test_unknown_type_checks_structure_and_warns() -> None:
+    entity = {"id": "urn:ngsi-ld:Thing:1", "type": "Thing", "x": {"type": "Property", "value": 1}}
+    verdict = validate(entity)
+    assert verdict.valid
+    assert [w.rule for w in verdict.warnings] == ["unknown-model"]
+    entity["x"] = {"type": "Relationship", "object": "nope"}
+    assert only_error(validate(entity)).pointer == "/x/object"
+
+
+def test_batch_returns_one_verdict_per_entity_and_json_ready_dicts() -> None:
+    broken = copy.deepcopy(waste_container())
+    broken["fillingLevel"]["value"] = 2
+    verdicts = validate_batch([waste_container(), broken, "not an entity"])
+    assert [v.valid for v in verdicts] == [True, False, False]
+    assert verdicts[2].errors[0].to_dict() == {
+        "pointer": "",
+        "rule": "entity",
+        "message": "an entity must be a JSON object, not str",
+        "expected": "an object",
+    }
+    assert verdicts[1].to_dict()["errors"][0]["pointer"] == "/fillingLevel/value"
