@@ -1,0 +1,728 @@
+"""The declarative mapping engine: a small YAML language from vendor documents to NGSI-LD entities.
+
+A mapping names the entity type, an id template, where the items are (JMESPath), and for each
+attribute where its value is and how to clean it (value map, type, scale, unit, CRS, time).
+``compile_mapping`` checks a mapping once and reports every problem together, naming the key;
+``apply_mapping`` is then a pure function of the document.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jmespath
+import jsonschema
+import yaml
+from jmespath.exceptions import JMESPathError
+from jmespath.parser import ParsedResult
+
+from gateway.crs import point_from, to_wgs84
+from gateway.errors import ConfigInvalid, TranslationError
+from gateway.model import Entity, ModelError, epoch_time, format_time, is_uri, urn
+from gateway.units import UNIT_ALIASES, convert, is_uncefact
+
+MAPPING_SCHEMA: Final[Mapping[str, Any]] = json.loads(
+    files(__package__).joinpath("mapping.schema.json").read_text(encoding="utf-8")
+)
+"""The JSON Schema every mapping document must follow."""
+
+# The unreserved and sub-delimiter characters RFC 8141 allows in a URN's NSS; "/" is escaped so
+# that an id never looks like a path to brokers that route on it (as gateway.model.urn does).
+_NSS_SAFE: Final = "-._~!$&'()*+,;=:@"
+_PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
+_NGSI_URN: Final = re.compile(r"^urn:ngsi-ld:([A-Za-z0-9_\-]+):(.*)$", re.S)
+_SIMPLE_PATH: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_DECIMAL_COMMA: Final = re.compile(r"^[+-]?\d+,\d+$")
+_TRUE: Final = frozenset({"true", "1", "yes", "oui", "vrai", "y", "o"})
+_FALSE: Final = frozenset({"false", "0", "no", "non", "faux", "n"})
+_SOURCES: Final = ("select", "value", "point", "geometry")
+_WGS84: Final = "EPSG:4326"
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1 booleans: vendor codes such as ON, OFF, NO stay strings."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML with YAML 1.2 booleans (only true/false), so that ``ON:`` stays the string ON."""
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
+# --------------------------------------------------------------------------- compiled form
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSpec:
+    """Where an item's time is, and how to read it."""
+
+    expr: ParsedResult
+    text: str
+    fmt: str | None = None
+    epoch: str | None = None
+    timezone: ZoneInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeSpec:
+    """One compiled attribute rule."""
+
+    name: str
+    ngsi_type: str
+    source: str
+    select: ParsedResult | None = None
+    select_text: str = ""
+    constant: Any = None
+    point: Mapping[str, ParsedResult] = field(default_factory=dict)
+    crs: str = _WGS84
+    required: bool = False
+    has_default: bool = False
+    default: Any = None
+    pattern: re.Pattern[str] | None = None
+    value_map: Mapping[str, Any] | None = None
+    has_map_default: bool = False
+    map_default: Any = None
+    coerce: str | None = None
+    scale: float | None = None
+    offset: float | None = None
+    from_unit: str | None = None
+    unit: str | None = None
+    digits: int | None = None
+    template: str | None = None
+    observed_at: TimeSpec | None = None
+    inherit_time: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMapping:
+    """A checked mapping, ready to apply; build it with ``compile_mapping`` or ``load_mapping``."""
+
+    entity_type: str
+    id_template: str
+    id_parts: tuple[tuple[str, ParsedResult | None], ...]
+    items: ParsedResult
+    items_text: str
+    attributes: tuple[AttributeSpec, ...]
+    tenant: ParsedResult | None = None
+    timezone: ZoneInfo | None = None
+    observed_at: TimeSpec | None = None
+    document: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- compiling
+
+
+def _schema_problems(doc: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(MAPPING_SCHEMA)
+    problems = []
+    for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+        where = ".".join(str(p) for p in error.absolute_path) or "(mapping)"
+        problems.append(f"{where}: {error.message}")
+    return problems
+
+
+def _compile_expr(text: Any, where: str, problems: list[str]) -> ParsedResult | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return jmespath.compile(text)
+    except JMESPathError as exc:
+        problems.append(f"{where}: {text!r} is not a valid JMESPath expression ({_one_line(exc)})")
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _zone(name: Any, where: str, problems: list[str]) -> ZoneInfo | None:
+    if not isinstance(name, str):
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"{where}: unknown time zone {name!r} (use an IANA name such as Europe/Paris)")
+        return None
+
+
+def _time_spec(raw: Any, where: str, problems: list[str]) -> TimeSpec | None:
+    if isinstance(raw, str):
+        expr = _compile_expr(raw, where, problems)
+        return TimeSpec(expr, raw) if expr is not None else None
+    if isinstance(raw, Mapping):
+        expr = _compile_expr(raw.get("select"), f"{where}.select", problems)
+        zone = _zone(raw.get("timezone"), f"{where}.timezone", problems)
+        if expr is None:
+            return None
+        return TimeSpec(expr, str(raw["select"]), raw.get("format"), raw.get("epoch"), zone)
+    return None
+
+
+def _model_types(entity_type: str) -> Mapping[str, str]:
+    """NGSI-LD attribute types the Smart Data Model declares, when the schemas room knows it."""
+    try:
+        import schemas
+
+        found = schemas.ngsi_types(entity_type)
+    except Exception:
+        return {}
+    return found if isinstance(found, Mapping) else {}
+
+
+def _check_unit(from_unit: str | None, unit: str | None, where: str, problems: list[str]) -> str | None:
+    if from_unit is None:
+        return None
+    code = UNIT_ALIASES.get(from_unit, from_unit)
+    if not is_uncefact(code):
+        problems.append(f"{where}.from_unit: unknown unit {from_unit!r}")
+        return None
+    if unit is None:
+        problems.append(f"{where}.from_unit: needs unit (the UN/CEFACT code to convert to)")
+        return code
+    try:
+        convert(1.0, code, UNIT_ALIASES.get(unit, unit))
+    except Exception as exc:
+        problems.append(f"{where}: cannot convert {from_unit!r} to {unit!r} ({_one_line(exc)})")
+    return code
+
+
+def _check_crs(crs: str, where: str, problems: list[str]) -> None:
+    if crs == _WGS84:
+        return
+    import pyproj
+
+    try:
+        pyproj.CRS.from_user_input(crs)
+    except pyproj.exceptions.CRSError:
+        problems.append(f"{where}.crs: unknown coordinate reference system {crs!r}")
+
+
+def _map_key(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _attribute(name: str, raw: Mapping[str, Any], model: Mapping[str, str], problems: list[str]) -> AttributeSpec:
+    where = f"attributes.{name}"
+    given = [key for key in _SOURCES if key in raw]
+    if len(given) != 1:
+        problems.append(
+            f"{where}: give exactly one of select, value, point or geometry (found {', '.join(given) or 'none'})"
+        )
+    source = given[0] if given else "value"
+    geometric = source in ("point", "geometry")
+    ngsi_type = raw.get("type") or ("GeoProperty" if geometric else model.get(name, "Property"))
+    if ngsi_type not in ("Property", "Relationship", "GeoProperty", "ListProperty", "JsonProperty"):
+        ngsi_type = "Property"
+    if geometric and ngsi_type != "GeoProperty":
+        problems.append(f"{where}.type: point and geometry build a GeoProperty, not a {ngsi_type}")
+    if "crs" in raw and not geometric:
+        problems.append(f"{where}.crs: only meaningful with point or geometry")
+    point: dict[str, ParsedResult] = {}
+    if source == "point" and isinstance(raw.get("point"), Mapping):
+        keys = set(raw["point"])
+        if keys not in ({"x", "y"}, {"xy"}):
+            problems.append(f"{where}.point: give either x and y, or xy")
+        for key in sorted(keys):
+            expr = _compile_expr(raw["point"][key], f"{where}.point.{key}", problems)
+            if expr is not None:
+                point[key] = expr
+    select_text = str(raw.get("select") or raw.get("geometry") or "")
+    select = (
+        _compile_expr(raw.get(source), f"{where}.{source}", problems) if source in ("select", "geometry") else None
+    )
+    crs = str(raw.get("crs", _WGS84))
+    if geometric:
+        _check_crs(crs, where, problems)
+    pattern = None
+    if "pattern" in raw:
+        try:
+            pattern = re.compile(str(raw["pattern"]))
+        except re.error as exc:
+            problems.append(f"{where}.pattern: not a regular expression ({exc})")
+    value_map = None
+    if isinstance(raw.get("map"), Mapping):
+        value_map = {_map_key(k): v for k, v in raw["map"].items()}
+    if "map_default" in raw and value_map is None:
+        problems.append(f"{where}.map_default: only meaningful with map")
+    numeric = any(k in raw for k in ("scale", "offset", "from_unit", "round"))
+    if numeric and ngsi_type != "Property":
+        problems.append(f"{where}: scale, offset, from_unit and round apply to a Property's number")
+    if "unit" in raw and ngsi_type != "Property":
+        problems.append(f"{where}.unit: a unitCode belongs to a Property")
+    from_unit = _check_unit(raw.get("from_unit"), raw.get("unit"), where, problems)
+    if "unit" in raw and not is_uncefact(raw["unit"]):
+        problems.append(f"{where}.unit: {raw['unit']!r} is not a UN/CEFACT common code (e.g. KWH, WTT, CEL)")
+    observed_raw = raw.get("observed_at")
+    observed = _time_spec(observed_raw, f"{where}.observed_at", problems) if observed_raw is not False else None
+    return AttributeSpec(
+        name=name,
+        ngsi_type=ngsi_type,
+        source=source,
+        select=select,
+        select_text=select_text,
+        constant=raw.get("value"),
+        point=point,
+        crs=crs,
+        required=bool(raw.get("required", False)),
+        has_default="default" in raw,
+        default=raw.get("default"),
+        pattern=pattern,
+        value_map=value_map,
+        has_map_default="map_default" in raw,
+        map_default=raw.get("map_default"),
+        coerce=raw.get("as"),
+        scale=raw.get("scale"),
+        offset=raw.get("offset"),
+        from_unit=from_unit,
+        unit=raw.get("unit"),
+        digits=raw.get("round"),
+        template=raw.get("template"),
+        observed_at=observed,
+        inherit_time=observed_raw is not False,
+    )
+
+
+def _id_parts(template: str, problems: list[str]) -> tuple[tuple[str, ParsedResult | None], ...]:
+    parts: list[tuple[str, ParsedResult | None]] = []
+    cursor = 0
+    for match in _PLACEHOLDER.finditer(template):
+        parts.append((template[cursor : match.start()], None))
+        text = match.group(1).strip()
+        if not text:
+            problems.append("id: empty placeholder {} (name the field, e.g. {identificador})")
+        expr = _compile_expr(text, f"id placeholder {{{text}}}", problems) if text else None
+        if expr is not None:
+            parts.append((text, expr))
+        cursor = match.end()
+    parts.append((template[cursor:], None))
+    if not any(expr is not None for _, expr in parts) and not problems:
+        problems.append("id: the template has no {placeholder}, so every item would get the same id")
+    literal = "".join(text for text, expr in parts if expr is None)
+    if "{" in literal or "}" in literal:
+        problems.append("id: unbalanced braces in the template")
+    if not template.startswith(("urn:", "http://", "https://")):
+        problems.append("id: the template must build a URI, e.g. urn:ngsi-ld:Streetlight:{id}")
+    return tuple(parts)
+
+
+def compile_mapping(doc: Any) -> EntityMapping:
+    """Check a mapping document and compile it; ConfigInvalid lists every problem, naming the key."""
+    problems = _schema_problems(doc)
+    if problems or not isinstance(doc, Mapping):
+        raise ConfigInvalid("invalid mapping", problems or ["(mapping): must be an object"])
+    entity_type = str(doc["entity_type"])
+    model = _model_types(entity_type)
+    id_parts = _id_parts(str(doc["id"]), problems)
+    items_text = str(doc.get("items", "@"))
+    items = _compile_expr(items_text, "items", problems)
+    tenant = _compile_expr(doc.get("tenant"), "tenant", problems)
+    zone = _zone(doc.get("timezone"), "timezone", problems)
+    observed = _time_spec(doc.get("observed_at"), "observed_at", problems)
+    attributes = tuple(_attribute(name, raw, model, problems) for name, raw in doc["attributes"].items())
+    if problems or items is None:
+        raise ConfigInvalid("invalid mapping", problems)
+    return EntityMapping(
+        entity_type=entity_type,
+        id_template=str(doc["id"]),
+        id_parts=id_parts,
+        items=items,
+        items_text=items_text,
+        attributes=attributes,
+        tenant=tenant,
+        timezone=zone,
+        observed_at=observed,
+        document=dict(doc),
+    )
+
+
+def load_mapping(source: str | Path | Mapping[str, Any]) -> EntityMapping:
+    """Compile a mapping given inline (an object) or as a YAML/JSON file path."""
+    if isinstance(source, Mapping):
+        return compile_mapping(source)
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigInvalid(f"cannot read mapping file {path}", [f"mapping_file: {exc.strerror}: {path}"]) from exc
+    try:
+        doc = load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigInvalid(f"mapping file {path} is not YAML", [f"{path}: {_one_line(exc)}"]) from exc
+    try:
+        return compile_mapping(doc)
+    except ConfigInvalid as exc:
+        raise ConfigInvalid(f"invalid mapping {path}", exc.problems) from exc
+
+
+# --------------------------------------------------------------------------- applying
+
+
+class _Skip(Exception):
+    """The attribute has no value for this item and is left out."""
+
+
+def _problem(where: str, spec: AttributeSpec, message: str) -> str:
+    selector = f" (select {spec.select_text!r})" if spec.select_text else ""
+    return f"{where}: attribute {spec.name!r}{selector}: {message}"
+
+
+def _to_number(value: Any) -> float | int:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a finite number")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if _DECIMAL_COMMA.match(text):
+            text = text.replace(",", ".")
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+        if math.isfinite(number):
+            return number
+    raise ValueError(f"{value!r} is not a number")
+
+
+def _clean(number: float | int) -> float | int:
+    """Drop binary noise (0.57000000000000001) left by scaling; keeps 12 significant digits."""
+    if isinstance(number, int):
+        return number
+    return float(f"{number:.12g}")
+
+
+def parse_time(value: Any, spec: TimeSpec | None, default_zone: ZoneInfo | None) -> str:
+    """Read a source time (ISO 8601, strptime format or epoch) and return RFC 3339 UTC."""
+    epoch = spec.epoch if spec else None
+    if epoch is not None:
+        seconds = float(_to_number(value))
+        return epoch_time(seconds / 1000 if epoch == "ms" else seconds)
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a date-time text (set epoch: s or ms for numbers)")
+    text = value.strip()
+    fmt = spec.fmt if spec else None
+    try:
+        moment = datetime.strptime(text, fmt) if fmt else datetime.fromisoformat(text)
+    except ValueError:
+        expected = f"the format {fmt!r}" if fmt else "ISO 8601"
+        raise ValueError(f"{value!r} does not follow {expected}") from None
+    if moment.tzinfo is None:
+        zone = (spec.timezone if spec else None) or default_zone
+        if zone is None:
+            raise ValueError(f"{value!r} has no time zone offset (set timezone, e.g. Europe/Paris)")
+        moment = moment.replace(tzinfo=zone)
+    return format_time(moment)
+
+
+def _coerce(value: Any, kind: str, zone: ZoneInfo | None) -> Any:
+    if kind == "number":
+        return _to_number(value)
+    if kind == "integer":
+        number = _to_number(value)
+        if isinstance(number, float):
+            if not number.is_integer():
+                raise ValueError(f"{value!r} is not an integer")
+            number = int(number)
+        return number
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        text = _map_key(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"{value!r} is not a boolean (true/false, oui/non, 1/0)")
+    if kind == "string":
+        return _map_key(value) if not isinstance(value, str) else value
+    if kind == "json":
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not JSON text") from None
+    if kind == "datetime":
+        return parse_time(value, None, zone)
+    raise ValueError(f"unknown conversion {kind!r}")
+
+
+def _escape(value: Any) -> str:
+    return quote(_map_key(value), safe=_NSS_SAFE)
+
+
+def _fill(template: str, value: Any) -> str:
+    match = _NGSI_URN.match(template)
+    if match and match.group(2) == "{}":
+        return urn(match.group(1), _map_key(value))
+    return template.replace("{}", _escape(value))
+
+
+def _wgs84_point(x: Any, y: Any, crs: str) -> dict[str, Any]:
+    fx, fy = float(_to_number(x)), float(_to_number(y))
+    if crs == _WGS84:
+        geometry: dict[str, Any] = {"type": "Point", "coordinates": [fx, fy]}
+    else:
+        geometry = dict(point_from(fx, fy, crs))
+    return _checked_wgs84(geometry)
+
+
+def _positions(coords: Any) -> Iterator[list[Any]]:
+    if isinstance(coords, list) and coords and isinstance(coords[0], int | float):
+        yield coords
+    elif isinstance(coords, list):
+        for sub in coords:
+            yield from _positions(sub)
+
+
+def _checked_wgs84(geometry: Mapping[str, Any]) -> dict[str, Any]:
+    for position in _positions(geometry.get("coordinates")):
+        lon, lat = position[0], position[1]
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise ValueError(f"coordinates {position[:2]} are outside WGS84 (is crs right?)")
+    return dict(geometry)
+
+
+def _geometry(spec: AttributeSpec, item: Any) -> dict[str, Any]:
+    if spec.source == "point":
+        if "xy" in spec.point:
+            pair = spec.point["xy"].search(item)
+            if pair is None:
+                raise _Skip
+            if isinstance(pair, str):
+                try:
+                    pair = json.loads(pair)
+                except ValueError:
+                    raise ValueError(f"{pair!r} is not an [x, y] pair") from None
+            if not isinstance(pair, list) or len(pair) < 2:
+                raise ValueError(f"{pair!r} is not an [x, y] pair")
+            return _wgs84_point(pair[0], pair[1], spec.crs)
+        x, y = spec.point["x"].search(item), spec.point["y"].search(item)
+        if x is None and y is None:
+            raise _Skip
+        if x is None or y is None:
+            raise ValueError("only one of x and y is present")
+        return _wgs84_point(x, y, spec.crs)
+    assert spec.select is not None
+    found = spec.select.search(item)
+    if found is None:
+        raise _Skip
+    if not isinstance(found, Mapping) or not isinstance(found.get("type"), str):
+        raise ValueError("not a GeoJSON geometry")
+    if spec.crs == _WGS84:
+        return _checked_wgs84(found)
+    return _checked_wgs84(to_wgs84(dict(found), spec.crs))
+
+
+def _drop_nulls(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _drop_nulls(v) if isinstance(v, Mapping) else v for k, v in value.items() if v is not None}
+
+
+def _value(spec: AttributeSpec, item: Any, zone: ZoneInfo | None) -> Any:
+    if spec.source in ("point", "geometry"):
+        return _geometry(spec, item)
+    value = spec.constant if spec.source == "value" else spec.select.search(item) if spec.select else None
+    if isinstance(value, Mapping):
+        # A multiselect such as {street: calle, city: 'X'} yields null for absent fields: drop them.
+        value = _drop_nulls(value) or None
+    if value is None or value == "":
+        if spec.has_default:
+            value = spec.default
+        elif spec.required:
+            raise ValueError("required value is missing")
+        else:
+            raise _Skip
+        if value is None:
+            raise _Skip
+    if spec.pattern is not None and not spec.pattern.fullmatch(_map_key(value)):
+        raise ValueError(f"{value!r} does not match the pattern {spec.pattern.pattern!r}")
+    if spec.value_map is not None:
+        key = _map_key(value)
+        if key in spec.value_map:
+            value = spec.value_map[key]
+        elif spec.has_map_default:
+            value = spec.map_default
+        else:
+            known = ", ".join(sorted(spec.value_map))
+            raise ValueError(f"{value!r} is not in the value map ({known})")
+        if value is None:
+            raise _Skip
+    if spec.coerce is not None:
+        value = _coerce(value, spec.coerce, zone)
+    if spec.scale is not None or spec.offset is not None or spec.from_unit is not None:
+        number = _to_number(value)
+        if spec.scale is not None:
+            number = number * spec.scale
+        if spec.offset is not None:
+            number = number + spec.offset
+        if spec.from_unit is not None and spec.unit is not None:
+            number = convert(number, spec.from_unit, UNIT_ALIASES.get(spec.unit, spec.unit))
+        value = _clean(number)
+    if spec.digits is not None:
+        value = round(_to_number(value), spec.digits)
+    if spec.template is not None:
+        value = _fill(spec.template, value)
+    return value
+
+
+def _build(spec: AttributeSpec, value: Any, observed: str | None) -> dict[str, Any]:
+    if spec.ngsi_type == "Relationship":
+        targets = value if isinstance(value, list) else [value]
+        for target in targets:
+            if not is_uri(target):
+                raise ValueError(f"{target!r} is not a URI (add template: urn:ngsi-ld:<Type>:{{}})")
+        attr: dict[str, Any] = (
+            {"type": "ListRelationship", "objectList": [{"object": t} for t in targets]}
+            if isinstance(value, list)
+            else {"type": "Relationship", "object": value}
+        )
+    elif spec.ngsi_type == "GeoProperty":
+        attr = {"type": "GeoProperty", "value": value}
+    elif spec.ngsi_type == "ListProperty":
+        attr = {"type": "ListProperty", "valueList": value if isinstance(value, list) else [value]}
+    elif spec.ngsi_type == "JsonProperty":
+        attr = {"type": "JsonProperty", "json": value}
+    else:
+        attr = {"type": "Property", "value": value}
+    if spec.unit is not None:
+        attr["unitCode"] = spec.unit
+    if observed is not None:
+        attr["observedAt"] = observed
+    return attr
+
+
+def _time_of(spec: TimeSpec, item: Any, zone: ZoneInfo | None) -> str | None:
+    found = spec.expr.search(item)
+    if found is None or found == "":
+        return None
+    return parse_time(found, spec, zone)
+
+
+def _entity_id(mapping: EntityMapping, item: Any, where: str) -> str:
+    pieces: list[str] = []
+    for text, expr in mapping.id_parts:
+        if expr is None:
+            pieces.append(text)
+            continue
+        found = expr.search(item)
+        if found is None or found == "" or isinstance(found, Mapping | list):
+            state = "missing" if found is None or found == "" else "not a scalar"
+            raise TranslationError(f"{where}: id placeholder {{{text}}} is {state}", _pointer_hint(text))
+        pieces.append(_map_key(found))
+    template_match = _NGSI_URN.match(mapping.id_template)
+    try:
+        if template_match:
+            # The local part is escaped as one NSS: literal ':' separators are kept, '/' escaped.
+            prefix = f"urn:ngsi-ld:{template_match.group(1)}:"
+            rendered = "".join(pieces)
+            return urn(template_match.group(1), rendered[len(prefix) :])
+        out: list[str] = []
+        for (_text, expr), piece in zip(mapping.id_parts, pieces, strict=True):
+            out.append(piece if expr is None else _escape(piece))
+        return "".join(out)
+    except ModelError as exc:
+        raise TranslationError(f"{where}: {exc}", "/id") from exc
+
+
+def _pointer_hint(selector: str) -> str:
+    return "/" + selector.replace(".", "/") if _SIMPLE_PATH.match(selector) else ""
+
+
+def item_tenant(mapping: EntityMapping, item: Any) -> str | None:
+    """The tenant an item belongs to, when the mapping has a tenant selector and the item names one."""
+    if mapping.tenant is None:
+        return None
+    found = mapping.tenant.search(item)
+    return None if found is None or found == "" else _map_key(found)
+
+
+def select_items(mapping: EntityMapping, document: Any) -> list[Any]:
+    """The items of a document: the ``items`` selector's list, or its single object."""
+    found = mapping.items.search(document)
+    if found is None:
+        raise TranslationError(f"items selector {mapping.items_text!r} found nothing in the document")
+    if isinstance(found, list):
+        return found
+    if isinstance(found, Mapping):
+        return [found]
+    raise TranslationError(f"items selector {mapping.items_text!r} gave a {type(found).__name__}, not a list")
+
+
+def map_item(mapping: EntityMapping, item: Any, *, where: str = "item 0", pointer: str = "") -> Entity:
+    """Translate one item; TranslationError names ``where`` (item index, line) and the selector."""
+    if not isinstance(item, Mapping):
+        raise TranslationError(f"{where}: an item must be an object, not {type(item).__name__}", pointer)
+    try:
+        entity_id = _entity_id(mapping, item, where)
+    except TranslationError as exc:
+        raise TranslationError(exc.reason, pointer + exc.pointer) from exc
+    default_time: str | None = None
+    if mapping.observed_at is not None:
+        try:
+            default_time = _time_of(mapping.observed_at, item, mapping.timezone)
+        except ValueError as exc:
+            raise TranslationError(
+                f"{where}: observed_at (select {mapping.observed_at.text!r}): {exc}",
+                pointer + _pointer_hint(mapping.observed_at.text),
+            ) from exc
+    out: Entity = {"id": entity_id, "type": mapping.entity_type}
+    for spec in mapping.attributes:
+        try:
+            value = _value(spec, item, mapping.timezone)
+            observed = default_time if spec.inherit_time else None
+            if spec.observed_at is not None:
+                observed = _time_of(spec.observed_at, item, mapping.timezone)
+            out[spec.name] = _build(spec, value, observed)
+        except _Skip:
+            continue
+        except (ValueError, TypeError, ArithmeticError, ModelError) as exc:
+            raise TranslationError(_problem(where, spec, str(exc)), pointer + _pointer_hint(spec.select_text)) from exc
+    return out
+
+
+def _items_pointer(mapping: EntityMapping, document: Any) -> str | None:
+    if mapping.items_text == "@":
+        return "" if isinstance(document, list) else None
+    if _SIMPLE_PATH.match(mapping.items_text):
+        return "/" + mapping.items_text.replace(".", "/")
+    return None
+
+
+def apply_mapping(mapping: EntityMapping | Mapping[str, Any], document: Any) -> list[Entity]:
+    """Translate a whole document (pure): one entity per item, in document order."""
+    compiled = mapping if isinstance(mapping, EntityMapping) else compile_mapping(mapping)
+    items = select_items(compiled, document)
+    base = _items_pointer(compiled, document)
+    entities = []
+    for index, item in enumerate(items):
+        pointer = f"{base}/{index}" if base is not None else ""
+        entities.append(map_item(compiled, item, where=f"item {index}", pointer=pointer))
+    return entities
