@@ -1,18 +1,59 @@
-"""`jonction run`: not implemented yet (placeholder owned by the room that builds it)."""
+"""`jonction run`: start the gateway (the demo territory when no config is given)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+import socket
+from pathlib import Path
 from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import ConfigInvalid
 
 
 def register(sub: Any) -> None:
     """Add the `run` command to the CLI."""
-    parser: argparse.ArgumentParser = sub.add_parser("run", help="(not implemented yet)")
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "run", help="run the gateway (with no --config: a demo territory on the embedded store)",
+        description="Run jonction: sources → validated NGSI-LD → embedded store and remote brokers.")
+    parser.add_argument("--config", type=Path, help="gateway YAML config (default: the demo territory)")
+    parser.add_argument("--host", help="listen address (overrides server.host)")
+    parser.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    parser.add_argument("--data", type=Path, help="data directory (overrides data_dir)")
     parser.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
-    print("error: `jonction run` is not implemented yet", file=sys.stderr)
-    return 2
+    from gateway.runtime import config as config_mod
+    from gateway.runtime.app import create_app
+    from gateway.runtime.logging import setup_logging
+
+    if args.config is not None:
+        cfg = config_mod.load(args.config)
+    else:
+        from gateway.runtime.demo import demo_config
+
+        cfg = demo_config(port=args.port, data_dir=args.data)
+    if args.host:
+        cfg.host = args.host
+    if args.port is not None:
+        cfg.port = args.port
+    if args.data is not None:
+        cfg.data_dir = args.data
+    level = args.log_level if args.log_level and args.log_level.upper() != "INFO" else cfg.log_level
+    setup_logging(level)
+    app = create_app(cfg)
+    log = logging.getLogger("jonction.runtime")
+    try:
+        sock = socket.create_server((cfg.host, cfg.port), reuse_port=False)
+    except OSError as exc:
+        raise ConfigInvalid(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from None
+    log.info("listening on http://%s:%d (NGSI-LD at /ngsi-ld/v1, admin at /admin/, metrics at /metrics)",
+             cfg.host, sock.getsockname()[1])
+    # run_app turns SIGTERM/SIGINT into a graceful shutdown; shutdown_timeout bounds open requests,
+    # the runtime bounds the publishers' drain itself (shutdown.drain_timeout).
+    web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=cfg.drain_timeout_s + 5,
+                handle_signals=True)
+    return 0

@@ -1,0 +1,1 @@
+"""The gateway runtime: config, pipeline, outbox, publisher, sinks, admin API and app factory."""

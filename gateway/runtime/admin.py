@@ -1,0 +1,314 @@
+"""Admin API under ``/admin/``: sources, sinks, outbox, dead letters and raw archive.
+
+Every answer is JSON; errors are RFC 9457 problem details. The OpenAPI 3.1 description is
+served at ``/admin/openapi.json``. Authentication is enforced by the app's middleware.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from aiohttp import web
+
+from gateway.errors import JonctionError
+from gateway.runtime.logging import redact
+from gateway.runtime.state import RUNTIME, Runtime
+
+MAX_LIMIT: Final = 1000
+
+
+def problem(status: int, title: str, detail: str) -> web.Response:
+    """An RFC 9457 problem-details response."""
+    return web.json_response({"type": "about:blank", "title": title, "status": status, "detail": redact(detail)},
+                             status=status, content_type="application/problem+json")
+
+
+def _int(request: web.Request, name: str, default: int, *, maximum: int | None = None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=json.dumps({"title": "Bad Request", "status": 400,
+                                                  "detail": f"query parameter {name!r} must be an integer"}),
+                                 content_type="application/problem+json") from None
+    if value < 0:
+        value = 0
+    return min(value, maximum) if maximum is not None else value
+
+
+def _rt(request: web.Request) -> Runtime:
+    return request.app[RUNTIME]
+
+
+async def sources(request: web.Request) -> web.Response:
+    """Configured sources and their supervision state."""
+    rt = _rt(request)
+    _, _, _, _, pipeline = rt.require()
+    configured = {d["name"]: d for d in pipeline.describe()}
+    out = []
+    for name, desc in configured.items():
+        sup = rt.sources.get(name)
+        out.append({**desc, **(sup.status.to_json() if sup else {"state": "disabled"})})
+    return web.json_response({"sources": out})
+
+
+async def sinks(request: web.Request) -> web.Response:
+    """Sinks with circuit state and backlog."""
+    rt = _rt(request)
+    _, _, outbox, _, _ = rt.require()
+    backlog: dict[str, dict[str, Any]] = {}
+    for row in outbox.status():
+        entry = backlog.setdefault(row["sink"], {"entities": 0, "oldestAgeSeconds": 0.0})
+        entry["entities"] += row["entities"]
+        entry["oldestAgeSeconds"] = max(entry["oldestAgeSeconds"], row["oldestAgeSeconds"])
+    return web.json_response({"sinks": [
+        {**p.describe(), "backlog": backlog.get(name, {"entities": 0, "oldestAgeSeconds": 0.0})}
+        for name, p in rt.publishers.items()]})
+
+
+async def outbox_status(request: web.Request) -> web.Response:
+    """Outbox backlog per sink and tenant, with the disk budget."""
+    rt = _rt(request)
+    _, _, outbox, _, _ = rt.require()
+    rows = outbox.status()
+    return web.json_response({"bytes": outbox.bytes, "maxBytes": outbox.max_bytes,
+                              "entities": sum(r["entities"] for r in rows),
+                              "oldestAgeSeconds": max((r["oldestAgeSeconds"] for r in rows), default=0.0),
+                              "backlog": rows})
+
+
+async def list_dead_letters(request: web.Request) -> web.Response:
+    """Dead letters, oldest first, filtered by source, tenant or stage; paged with ``after``."""
+    rt = _rt(request)
+    _, _, _, letters, _ = rt.require()
+    limit = _int(request, "limit", 100, maximum=MAX_LIMIT)
+    items = letters.list(source=request.query.get("source"), tenant=request.query.get("tenant"),
+                         stage=request.query.get("stage"), after=_int(request, "after", 0), limit=limit)
+    return web.json_response({"deadLetters": [d.to_json() for d in items],
+                              "next": items[-1].id if len(items) == limit else None})
+
+
+def _letter_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["id"])
+    except ValueError:
+        raise web.HTTPNotFound() from None
+
+
+async def get_dead_letter(request: web.Request) -> web.Response:
+    """One dead letter with its raw payload and the entity that failed."""
+    rt = _rt(request)
+    _, _, _, letters, _ = rt.require()
+    letter = letters.get(_letter_id(request))
+    if letter is None:
+        return problem(404, "Not Found", "no such dead letter")
+    return web.json_response(letter.to_json(with_payload=True))
+
+
+def _replay_letter(rt: Runtime, letter_id: int) -> dict[str, Any]:
+    _, _, _, letters, pipeline = rt.require()
+    letter = letters.get(letter_id)
+    if letter is None:
+        return {"id": letter_id, "status": "not-found"}
+    if letter.stage == "sink":
+        if letter.sink not in rt.publishers or letter.entity is None:
+            return {"id": letter_id, "status": "failed", "reason": f"sink {letter.sink!r} is not configured"}
+        pipeline.requeue(letter.sink, letter.raw.tenant, letter.entity, letter.correlation_id,
+                         letter.raw.source, letter_id)
+        return {"id": letter_id, "status": "queued", "queued": [letter.entity_id]}
+    try:
+        outcome = pipeline.replay(letter.raw, letter.correlation_id, only_entity=letter.entity_id)
+    except JonctionError as exc:
+        return {"id": letter_id, "status": "failed", "reason": str(exc)}
+    if outcome.dead_letters:
+        # still failing: keep the original, drop the copies just made
+        with pipeline.db.transaction() as conn:
+            for new_id in outcome.dead_letters:
+                letters.delete(conn, new_id)
+        return {"id": letter_id, "status": "still-failing", "queued": outcome.queued}
+    with pipeline.db.transaction() as conn:
+        letters.delete(conn, letter_id)
+    return {"id": letter_id, "status": "queued", "queued": outcome.queued}
+
+
+async def replay_dead_letter(request: web.Request) -> web.Response:
+    """Translate and validate a dead letter again (after a fix); queue it and drop it if it passes."""
+    result = _replay_letter(_rt(request), _letter_id(request))
+    if result["status"] == "not-found":
+        return problem(404, "Not Found", "no such dead letter")
+    return web.json_response(result, status=200 if result["status"] == "queued" else 422)
+
+
+async def replay_dead_letters(request: web.Request) -> web.Response:
+    """Replay every dead letter matching the body's filters (source, tenant, stage, limit)."""
+    rt = _rt(request)
+    _, _, _, letters, _ = rt.require()
+    body = await _json_body(request)
+    limit = min(int(body.get("limit", 1000)), 10000) if isinstance(body.get("limit", 0), int) else 1000
+    items = letters.list(source=body.get("source"), tenant=body.get("tenant"), stage=body.get("stage"),
+                         limit=limit)
+    results = [_replay_letter(rt, d.id) for d in items]
+    return web.json_response({"replayed": sum(r["status"] == "queued" for r in results), "results": results})
+
+
+async def delete_dead_letter(request: web.Request) -> web.Response:
+    """Drop a dead letter for good."""
+    rt = _rt(request)
+    db, _, _, letters, _ = rt.require()
+    with db.transaction() as conn:
+        found = letters.delete(conn, _letter_id(request))
+    return web.Response(status=204) if found else problem(404, "Not Found", "no such dead letter")
+
+
+async def list_archive(request: web.Request) -> web.Response:
+    """Archived raw messages, oldest first, paged with ``after``; with the archive's bounds."""
+    rt = _rt(request)
+    _, archive, _, _, _ = rt.require()
+    limit = _int(request, "limit", 100, maximum=MAX_LIMIT)
+    items = archive.list(source=request.query.get("source"), after=_int(request, "after", 0), limit=limit)
+    return web.json_response({"stats": archive.stats(), "messages": [m.summary() for m in items],
+                              "next": items[-1].id if len(items) == limit else None})
+
+
+async def get_archived(request: web.Request) -> web.Response:
+    """One archived message, payload included."""
+    rt = _rt(request)
+    _, archive, _, _, _ = rt.require()
+    msg = archive.get(_letter_id(request))
+    if msg is None:
+        return problem(404, "Not Found", "no such archived message")
+    doc = msg.summary()
+    try:
+        doc["payload"] = json.loads(msg.raw.payload)
+    except ValueError:
+        doc["payload"] = msg.raw.payload.decode("utf-8", "replace")
+    doc["metadata"] = dict(msg.raw.metadata)
+    return web.json_response(doc)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text='{"title":"Bad Request","status":400,"detail":"body is not JSON"}',
+                                 content_type="application/problem+json") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text='{"title":"Bad Request","status":400,"detail":"body must be an object"}',
+                                 content_type="application/problem+json")
+    return body
+
+
+async def replay_archive(request: web.Request) -> web.Response:
+    """Translate archived messages again: ``{"ids": [...]}`` or ``{"source", "after", "limit"}``."""
+    rt = _rt(request)
+    _, archive, _, _, pipeline = rt.require()
+    body = await _json_body(request)
+    ids = body.get("ids")
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids) or len(ids) > MAX_LIMIT:
+            return problem(400, "Bad Request", f"ids must be a list of at most {MAX_LIMIT} integers")
+        found = [m for m in (archive.get(i) for i in ids) if m is not None]
+    else:
+        limit = body.get("limit", 100)
+        after = body.get("after", 0)
+        if not isinstance(limit, int) or not isinstance(after, int):
+            return problem(400, "Bad Request", "limit and after must be integers")
+        found = archive.list(source=body.get("source"), after=after, limit=min(limit, MAX_LIMIT))
+    queued = dead = 0
+    failed: list[dict[str, Any]] = []
+    for msg in found:
+        try:
+            outcome = pipeline.replay(msg.raw, msg.correlation_id)
+        except JonctionError as exc:
+            failed.append({"id": msg.id, "reason": str(exc)})
+            continue
+        queued += len(outcome.queued)
+        dead += len(outcome.dead_letters)
+    return web.json_response({"messages": len(found), "entitiesQueued": queued, "deadLetters": dead,
+                              "failed": failed})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of the admin and operations API."""
+    return web.json_response(OPENAPI)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the admin routes on ``app``."""
+    r = app.router
+    r.add_get("/admin/openapi.json", openapi)
+    r.add_get("/admin/sources", sources)
+    r.add_get("/admin/sinks", sinks)
+    r.add_get("/admin/outbox", outbox_status)
+    r.add_get("/admin/deadletters", list_dead_letters)
+    r.add_post("/admin/deadletters/replay", replay_dead_letters)
+    r.add_get("/admin/deadletters/{id}", get_dead_letter)
+    r.add_delete("/admin/deadletters/{id}", delete_dead_letter)
+    r.add_post("/admin/deadletters/{id}/replay", replay_dead_letter)
+    r.add_get("/admin/archive", list_archive)
+    r.add_post("/admin/archive/replay", replay_archive)
+    r.add_get("/admin/archive/{id}", get_archived)
+
+
+def _op(summary: str, *, params: list[dict[str, Any]] | None = None, body: bool = False,
+        codes: tuple[int, ...] = (200,)) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}], "responses": {}}
+    for code in codes:
+        op["responses"][str(code)] = {"description": {200: "OK", 204: "Done", 404: "Not found",
+                                                      422: "Still failing", 401: "Token missing or wrong"}[code]}
+    op["responses"]["401"] = {"description": "Token missing or wrong"}
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    return op
+
+
+def _q(name: str, kind: str = "string") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": kind}}
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+OPENAPI: Final[dict[str, Any]] = {
+    "openapi": "3.1.0",
+    "info": {"title": "jonction gateway operations API", "version": "1.0.0",
+             "description": "Health, metrics and administration of a jonction gateway. Admin routes need a "
+                            "bearer token unless the gateway listens on loopback only."},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "paths": {
+        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "alive"}}}},
+        "/readyz": {"get": {"summary": "Readiness with dependency checks (storage, sinks, sources)",
+                            "security": [], "responses": {"200": {"description": "ready"},
+                                                          "503": {"description": "not ready"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text exposition 0.0.4)", "security": [],
+                             "responses": {"200": {"description": "metrics",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/admin/openapi.json": {"get": {"summary": "This document", "security": [],
+                                        "responses": {"200": {"description": "OK"}}}},
+        "/admin/sources": {"get": _op("Sources, their adapter, tenant routes and supervision state")},
+        "/admin/sinks": {"get": _op("Sinks, circuit-breaker state and backlog")},
+        "/admin/outbox": {"get": _op("Outbox backlog per sink and tenant (entities, bytes, oldest age)")},
+        "/admin/deadletters": {"get": _op("List dead letters", params=[
+            _q("source"), _q("tenant"), _q("stage"), _q("after", "integer"), _q("limit", "integer")])},
+        "/admin/deadletters/replay": {"post": _op("Replay every dead letter matching source/tenant/stage",
+                                                  body=True)},
+        "/admin/deadletters/{id}": {
+            "get": _op("One dead letter with its raw payload", params=[_ID], codes=(200, 404)),
+            "delete": _op("Drop a dead letter", params=[_ID], codes=(204, 404)),
+        },
+        "/admin/deadletters/{id}/replay": {"post": _op("Translate and validate again; queue if it now passes",
+                                                       params=[_ID], codes=(200, 404, 422))},
+        "/admin/archive": {"get": _op("List archived raw messages and the archive bounds", params=[
+            _q("source"), _q("after", "integer"), _q("limit", "integer")])},
+        "/admin/archive/{id}": {"get": _op("One archived raw message", params=[_ID], codes=(200, 404))},
+        "/admin/archive/replay": {"post": _op("Replay archived messages by ids or by source/after/limit",
+                                              body=True)},
+    },
+}
+"""The OpenAPI 3.1 document served at ``/admin/openapi.json``."""

@@ -1,0 +1,115 @@
+"""Append-only raw archive, bounded by size and age, listable and replayable.
+
+Every raw message is archived exactly as received, in the same transaction that queues its
+entities, so what the outbox holds can always be traced back to the bytes a vendor sent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.model import RawMessage
+from gateway.runtime.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedMessage:
+    """One archived raw message and its archive id."""
+
+    id: int
+    raw: RawMessage
+    correlation_id: str
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able view for the admin API (payload size, not the bytes)."""
+        return {
+            "id": self.id,
+            "source": self.raw.source,
+            "tenant": self.raw.tenant,
+            "receivedAt": self.raw.received_at,
+            "idempotencyKey": self.raw.idempotency_key,
+            "contentType": self.raw.content_type,
+            "size": len(self.raw.payload),
+            "correlationId": self.correlation_id,
+        }
+
+
+def _row_to_message(row: tuple[Any, ...]) -> ArchivedMessage:
+    rid, source, tenant, received_at, idem, ctype, meta, payload, corr = row
+    raw = RawMessage(source, tenant, received_at, bytes(payload), idem, ctype, json.loads(meta))
+    return ArchivedMessage(int(rid), raw, corr)
+
+
+_COLUMNS = "id, source, tenant, received_at, idem, content_type, metadata, payload, corr"
+
+
+class RawArchive:
+    """The ``archive`` table: append, prune by size and age, list, fetch for replay."""
+
+    def __init__(self, db: Database, *, max_bytes: int, max_age_s: float) -> None:
+        self.db = db
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        row = db.conn.execute("SELECT COALESCE(SUM(length(payload)), 0) FROM archive").fetchone()
+        self.bytes = int(row[0])
+
+    def append(self, conn: sqlite3.Connection, raw: RawMessage, corr: str) -> int:
+        """Insert ``raw`` inside the caller's transaction; return its archive id."""
+        cur = conn.execute(
+            "INSERT INTO archive(source, tenant, received_at, at, idem, content_type, metadata, payload, corr)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (raw.source, raw.tenant, raw.received_at, time.time(), raw.idempotency_key, raw.content_type,
+             json.dumps(dict(raw.metadata)), raw.payload, corr),
+        )
+        self.bytes += len(raw.payload)
+        return int(cur.lastrowid or 0)
+
+    def prune(self) -> int:
+        """Drop the oldest messages beyond the size budget or the age limit; return how many."""
+        removed = 0
+        with self.db.transaction() as conn:
+            cur = conn.execute("DELETE FROM archive WHERE at < ?", (time.time() - self.max_age_s,))
+            removed += cur.rowcount
+            while self.bytes > self.max_bytes:
+                rows = conn.execute("SELECT id, length(payload) FROM archive ORDER BY id LIMIT 1000").fetchall()
+                if not rows:
+                    break
+                cut, freed = rows[-1][0], 0
+                for rid, size in rows:
+                    freed += int(size)
+                    if self.bytes - freed <= self.max_bytes:
+                        cut = rid
+                        break
+                removed += conn.execute("DELETE FROM archive WHERE id <= ?", (cut,)).rowcount
+                self.bytes = int(conn.execute(
+                    "SELECT COALESCE(SUM(length(payload)), 0) FROM archive").fetchone()[0])
+            if removed:
+                self.bytes = int(conn.execute(
+                    "SELECT COALESCE(SUM(length(payload)), 0) FROM archive").fetchone()[0])
+        return removed
+
+    def list(self, *, source: str | None = None, after: int = 0, limit: int = 100) -> list[ArchivedMessage]:
+        """Archived messages with id > ``after``, oldest first, optionally of one source."""
+        sql = f"SELECT {_COLUMNS} FROM archive WHERE id > ?"
+        args: list[Any] = [after]
+        if source:
+            sql += " AND source = ?"
+            args.append(source)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [_row_to_message(r) for r in self.db.conn.execute(sql, args).fetchall()]
+
+    def get(self, archive_id: int) -> ArchivedMessage | None:
+        """One archived message by id."""
+        row = self.db.conn.execute(f"SELECT {_COLUMNS} FROM archive WHERE id = ?", (archive_id,)).fetchone()
+        return _row_to_message(row) if row else None
+
+    def stats(self) -> dict[str, Any]:
+        """Count, bytes and oldest receipt time."""
+        count, oldest = self.db.conn.execute("SELECT COUNT(*), MIN(received_at) FROM archive").fetchone()
+        return {"messages": int(count), "bytes": self.bytes, "oldestReceivedAt": oldest,
+                "maxBytes": self.max_bytes, "maxAgeSeconds": self.max_age_s}

@@ -1,0 +1,305 @@
+"""Gateway configuration: YAML, ``${ENV}`` substitution, JSON Schema check, typed settings.
+
+Every problem in a file is reported at once, each naming its key (a JSON pointer). Secrets are
+read from the environment (``${NAME}``) or from files (``token_file``), registered for masking
+in logs, and never echoed back in an error message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+import schemas
+from gateway.errors import ConfigInvalid
+from gateway.runtime.logging import redact, register_secret
+from gateway.runtime.pipeline import Route
+from gateway.runtime.publisher import PublisherSettings
+from gateway.runtime.sinks import RemoteSettings
+
+MAX_CONFIG_BYTES: Final = 1 << 20
+LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?([KMG])i?B$")
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd])$")
+_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def gateway_schema() -> dict[str, Any]:
+    """The JSON Schema of the gateway configuration."""
+    return schemas.load_schema("config/gateway.schema.json")
+
+
+def duration(value: Any, default: float) -> float:
+    """Seconds from a number or ``"30s"``/``"5m"``/``"2h"``/``"7d"``."""
+    if value is None:
+        return default
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ConfigInvalid(f"{value!r} is not a duration")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def size(value: Any, default: int) -> int:
+    """Bytes from an integer or ``"512MB"``/``"1GiB"`` (powers of 1024)."""
+    if value is None:
+        return default
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ConfigInvalid(f"{value!r} is not a size")
+    return int(float(match.group(1)) * 1024 ** (" KMG".index(match.group(2))))
+
+
+@dataclass(slots=True)
+class SourceConfig:
+    """One source: an adapter instance routed to a tenant."""
+
+    name: str
+    adapter: str
+    config: dict[str, Any]
+    tenant: str = ""
+    routes: tuple[Route, ...] = ()
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class SinkConfig:
+    """One remote NGSI-LD broker."""
+
+    name: str
+    settings: RemoteSettings
+    tenants: frozenset[str] | None = None
+
+
+@dataclass(slots=True)
+class SimulatorConfig:
+    """A simulated vendor source started in-process (demo)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class GatewayConfig:
+    """Everything ``jonction run`` needs, typed and checked."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("jonction-data")
+    log_level: str = "INFO"
+    admin_token: str | None = None
+    durability: str = "normal"
+    max_body: int = 1 << 20
+    archive_max_bytes: int = 1 << 30
+    archive_max_age_s: float = 7 * 86400.0
+    outbox_max_bytes: int = 1 << 30
+    dedup_max_age_s: float = 7 * 86400.0
+    schema_validation: bool = True
+    publisher: PublisherSettings = field(default_factory=PublisherSettings)
+    drain_timeout_s: float = 10.0
+    embedded: bool = True
+    embedded_tenants: frozenset[str] | None = None
+    sinks: list[SinkConfig] = field(default_factory=list)
+    sources: list[SourceConfig] = field(default_factory=list)
+    simulators: list[SimulatorConfig] = field(default_factory=list)
+
+    @property
+    def loopback(self) -> bool:
+        """True when the server listens on loopback only."""
+        return self.host in LOOPBACK or self.host.startswith("127.")
+
+
+def _substitute(node: Any, path: str, problems: list[str]) -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in every string, listing unset variables."""
+    if isinstance(node, dict):
+        return {k: _substitute(v, f"{path}/{k}", problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, f"{path}/{i}", problems) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        def repl(match: re.Match[str]) -> str:
+            value = os.environ.get(match.group(1), match.group(2))
+            if value is None:
+                problems.append(f"{path or '/'}: environment variable {match.group(1)} is not set")
+                return ""
+            return value
+        return _ENV.sub(repl, node)
+    return node
+
+
+def _secret(block: Mapping[str, Any] | None, key: str, file_key: str, where: str, problems: list[str],
+            base: Path) -> str | None:
+    """A secret from ``block[key]`` or the file named by ``block[file_key]``."""
+    if not block:
+        return None
+    value: str | None = None
+    if block.get(file_key):
+        path = Path(str(block[file_key]))
+        path = path if path.is_absolute() else base / path
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.append(f"{where}/{file_key}: cannot read the secret file ({exc.strerror})")
+            return None
+        if not value:
+            problems.append(f"{where}/{file_key}: the secret file is empty")
+            return None
+    elif block.get(key):
+        value = str(block[key])
+    register_secret(value)
+    return value
+
+
+def parse(document: Any, *, base: Path | None = None) -> GatewayConfig:
+    """Check a config document (already parsed from YAML) and build the typed config."""
+    base = base or Path.cwd()
+    if document is None:
+        document = {}
+    problems: list[str] = []
+    document = _substitute(document, "", problems)
+    if not isinstance(document, dict):
+        raise ConfigInvalid("the configuration must be a mapping", ["/: expected a mapping of settings"])
+    problems.extend(schemas.check_document(gateway_schema(), document))
+    if problems:
+        raise ConfigInvalid("invalid configuration", problems)
+    cfg = GatewayConfig()
+    server = document.get("server", {})
+    cfg.host = server.get("host", cfg.host)
+    cfg.port = server.get("port", cfg.port)
+    cfg.max_body = size(server.get("max_body"), cfg.max_body)
+    if "data_dir" in document:
+        data = Path(document["data_dir"])
+        cfg.data_dir = data if data.is_absolute() else base / data
+    cfg.log_level = str(document.get("log_level", cfg.log_level)).upper()
+    cfg.admin_token = _secret(document.get("admin"), "token", "token_file", "/admin", problems, base)
+    cfg.durability = document.get("storage", {}).get("durability", cfg.durability)
+    archive = document.get("archive", {})
+    cfg.archive_max_bytes = size(archive.get("max_bytes"), cfg.archive_max_bytes)
+    cfg.archive_max_age_s = duration(archive.get("max_age"), cfg.archive_max_age_s)
+    cfg.outbox_max_bytes = size(document.get("outbox", {}).get("max_bytes"), cfg.outbox_max_bytes)
+    cfg.dedup_max_age_s = duration(document.get("dedup", {}).get("max_age"), cfg.dedup_max_age_s)
+    cfg.schema_validation = bool(document.get("validation", {}).get("schemas", True))
+    pub = document.get("publisher", {})
+    defaults = PublisherSettings()
+    cfg.publisher = PublisherSettings(
+        batch_size=pub.get("batch_size", defaults.batch_size),
+        linger_s=duration(pub.get("linger"), defaults.linger_s),
+        backoff_initial_s=duration(pub.get("backoff_initial"), defaults.backoff_initial_s),
+        backoff_max_s=duration(pub.get("backoff_max"), defaults.backoff_max_s),
+        breaker_threshold=pub.get("breaker_threshold", defaults.breaker_threshold),
+        breaker_cooldown_s=duration(pub.get("breaker_cooldown"), defaults.breaker_cooldown_s),
+        max_attempts=pub.get("max_attempts", defaults.max_attempts),
+    )
+    cfg.drain_timeout_s = duration(document.get("shutdown", {}).get("drain_timeout"), cfg.drain_timeout_s)
+    embedded = document.get("embedded_store", {})
+    cfg.embedded = bool(embedded.get("enabled", True))
+    if "tenants" in embedded:
+        cfg.embedded_tenants = frozenset(embedded["tenants"])
+    names: set[str] = set()
+    for index, sink in enumerate(document.get("sinks", [])):
+        where = f"/sinks/{index}"
+        if sink["name"] in names or sink["name"] == "embedded":
+            problems.append(f"{where}/name: sink name {sink['name']!r} is used twice (or reserved)")
+        names.add(sink["name"])
+        auth = sink.get("auth", {})
+        bearer = _secret(auth.get("bearer"), "token", "token_file", f"{where}/auth/bearer", problems, base)
+        oauth: dict[str, str] | None = None
+        if "oauth2" in auth:
+            o = auth["oauth2"]
+            secret = _secret(o, "client_secret", "client_secret_file", f"{where}/auth/oauth2", problems, base)
+            if secret is None:
+                problems.append(f"{where}/auth/oauth2: client_secret or client_secret_file is required")
+            oauth = {"token_url": o["token_url"], "client_id": o["client_id"], "client_secret": secret or ""}
+            if o.get("scope"):
+                oauth["scope"] = o["scope"]
+        tls = sink.get("tls", {})
+        if tls.get("ca_file") and not Path(tls["ca_file"]).is_file():
+            problems.append(f"{where}/tls/ca_file: no such file {tls['ca_file']!r}")
+        settings = RemoteSettings(
+            url=sink["url"], profile=sink.get("profile", "generic"), tenant_header=sink.get("tenant_header"),
+            context=sink.get("context"), context_mode=sink.get("context_mode"),
+            max_batch=sink.get("batch_size"), timeout_s=duration(sink.get("timeout"), 10.0),
+            bearer_token=bearer, oauth2=oauth, ca_file=tls.get("ca_file"), verify_tls=tls.get("verify", True),
+            tenant_map=sink.get("tenant_map"))
+        tenants = frozenset(sink["tenants"]) if "tenants" in sink else None
+        cfg.sinks.append(SinkConfig(sink["name"], settings, tenants))
+    source_names: set[str] = set()
+    for index, src in enumerate(document.get("sources", [])):
+        if src["name"] in source_names:
+            problems.append(f"/sources/{index}/name: source name {src['name']!r} is used twice")
+        source_names.add(src["name"])
+        routes = tuple(Route(tenant=r["tenant"], entity=r.get("entity"), device=r.get("device"))
+                       for r in src.get("routes", []))
+        cfg.sources.append(SourceConfig(src["name"], src["adapter"], dict(src.get("config", {})),
+                                        src.get("tenant", ""), routes, src.get("enabled", True)))
+    for sim in document.get("simulators", []):
+        cfg.simulators.append(SimulatorConfig(sim["name"], dict(sim.get("options", {}))))
+    if not cfg.embedded and not cfg.sinks:
+        problems.append("/sinks: no sink configured and the embedded store is disabled: nowhere to publish")
+    if problems:
+        raise ConfigInvalid("invalid configuration", problems)
+    return cfg
+
+
+def load(path: Path) -> GatewayConfig:
+    """Read, check and build the configuration in ``path``."""
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigInvalid(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigInvalid(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
+        raise ConfigInvalid(f"{path}: not valid YAML at {where}") from None
+    return parse(document, base=path.parent)
+
+
+def check_source_configs(cfg: GatewayConfig, adapters: Mapping[str, Any]) -> None:
+    """Check each source's adapter exists and its config validates, all problems together."""
+    problems: list[str] = []
+    for index, src in enumerate(cfg.sources):
+        if not src.enabled:
+            continue
+        cls = adapters.get(src.adapter)
+        if cls is None:
+            known = ", ".join(sorted(adapters)) or "none"
+            problems.append(f"/sources/{index}/adapter: unknown adapter {src.adapter!r} (installed: {known})")
+            continue
+        schema = getattr(cls, "config_schema", None) or {}
+        _register_write_only(schema, src.config)
+        for msg in schemas.check_document(schema, src.config):
+            where, _, text = msg.partition(": ")
+            where = "" if where == "/" else where
+            problems.append(redact(f"/sources/{index}/config{where}: {text}"))
+    if problems:
+        raise ConfigInvalid("invalid source configuration", problems)
+
+
+_SECRET_NAMES: Final = ("token", "password", "secret", "api_key", "apikey")
+
+
+def _register_write_only(schema: Mapping[str, Any], config: Any) -> None:
+    """Mask the values of ``writeOnly`` (or secret-named) fields of an adapter config in logs."""
+    if not isinstance(config, Mapping):
+        return
+    props = schema.get("properties", {}) if isinstance(schema, Mapping) else {}
+    for key, value in config.items():
+        sub = props.get(key, {}) if isinstance(props, Mapping) else {}
+        if isinstance(value, str) and ((isinstance(sub, Mapping) and sub.get("writeOnly"))
+                                       or any(n in key.lower() for n in _SECRET_NAMES)):
+            register_secret(value)
+        elif isinstance(value, Mapping):
+            _register_write_only(sub if isinstance(sub, Mapping) else {}, value)

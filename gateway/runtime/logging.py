@@ -1,0 +1,74 @@
+"""Structured JSON logs carrying one correlation id from raw message to broker request.
+
+Secrets registered with :func:`register_secret` are masked in every record, whatever the
+logger, so that a token pasted into an error message never reaches the log stream.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from typing import Any, Final
+
+correlation_id: Final[contextvars.ContextVar[str]] = contextvars.ContextVar("correlation_id", default="")
+"""The correlation id of the message or batch being handled in the current task."""
+
+_SECRETS: set[str] = set()
+_MASK: Final = "***"
+_STANDARD: Final = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime", "taskName"}
+)
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` in every log record from now on (tokens, passwords, client secrets)."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, _MASK)
+    return text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, correlation id and extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a JSON line with secrets masked."""
+        doc: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        cid = getattr(record, "correlation_id", None) or correlation_id.get()
+        if cid:
+            doc["correlation_id"] = cid
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key not in doc and not key.startswith("_"):
+                doc[key] = value
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            doc["error"] = f"{type(exc).__name__}: {exc}"
+        return redact(json.dumps(doc, default=str, ensure_ascii=False))
+
+
+def setup_logging(level: str = "INFO", stream: Any = None) -> None:
+    """Route the root logger to one JSON-lines handler (replacing earlier handlers)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # aiohttp's access log is one line per request: too chatty at the gateway's rates.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

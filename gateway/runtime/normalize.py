@@ -1,0 +1,108 @@
+"""Normalization between translation and validation: URN ids, RFC 3339 UTC times, unit codes.
+
+Adapters are expected to produce normalized entities already; this stage makes the common
+mistakes harmless (a bare device id, a local time with an offset, a unit written ``°C``) and
+reports what it cannot fix as a :class:`NormalizeError` with a JSON pointer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from gateway.model import ENTITY_MEMBERS, Entity, ModelError, is_uri, urn, utc_time
+
+_TIME_MEMBERS = ("observedAt", "createdAt", "modifiedAt")
+
+
+class NormalizeError(ValueError):
+    """An entity that cannot be normalized; ``pointer`` locates the problem."""
+
+    def __init__(self, reason: str, pointer: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.pointer = pointer
+
+
+def _unit_mapper() -> Callable[[str], str | None]:
+    """The units room's alias → UN/CEFACT lookup when installed, else a no-op."""
+    try:
+        module = importlib.import_module("gateway.units")
+    except ImportError:
+        return lambda _code: None
+    for name in ("code_for", "to_cefact", "normalize_unit"):
+        func = getattr(module, name, None)
+        if callable(func):
+            def lookup(code: str, _f: Callable[..., Any] = func) -> str | None:
+                try:
+                    result = _f(code)
+                except Exception:  # an unknown alias is left for the validator to report
+                    return None
+                return result if isinstance(result, str) else None
+            return lookup
+    return lambda _code: None
+
+
+_UNIT = _unit_mapper()
+
+
+def _escape(name: str) -> str:
+    return name.replace("~", "~0").replace("/", "~1")
+
+
+def _attr(attr: Any, pointer: str) -> None:
+    if isinstance(attr, list):
+        for index, instance in enumerate(attr):
+            _attr(instance, f"{pointer}/{index}")
+        return
+    if not isinstance(attr, dict):
+        return
+    for member in _TIME_MEMBERS:
+        value = attr.get(member)
+        if value is not None:
+            try:
+                attr[member] = utc_time(value)
+            except ModelError as exc:
+                raise NormalizeError(str(exc), f"{pointer}/{member}") from exc
+    unit = attr.get("unitCode")
+    if isinstance(unit, str) and unit:
+        mapped = _UNIT(unit)
+        if mapped:
+            attr["unitCode"] = mapped
+    for key, sub in attr.items():
+        if isinstance(sub, dict) and "type" in sub and key not in ("value", "json"):
+            _attr(sub, f"{pointer}/{_escape(key)}")
+
+
+def normalize(item: Entity) -> Entity:
+    """Normalize one entity in place and return it."""
+    entity_id = item.get("id")
+    entity_type = item.get("type")
+    if not isinstance(entity_type, str) or not entity_type:
+        raise NormalizeError("entity has no type", "/type")
+    if isinstance(entity_id, int) or (isinstance(entity_id, str) and entity_id and not is_uri(entity_id)):
+        try:
+            item["id"] = urn(entity_type, entity_id)
+        except ModelError as exc:
+            raise NormalizeError(str(exc), "/id") from exc
+    elif not isinstance(entity_id, str) or not entity_id:
+        raise NormalizeError("entity has no id", "/id")
+    for name, value in item.items():
+        if name not in ENTITY_MEMBERS:
+            _attr(value, "/" + _escape(name))
+    return item
+
+
+def observed_times(item: Entity) -> dict[str, str]:
+    """``attribute name → observedAt`` for every attribute that carries one (latest instance)."""
+    out: dict[str, str] = {}
+    for name, value in item.items():
+        if name in ENTITY_MEMBERS:
+            continue
+        for instance in value if isinstance(value, list) else (value,):
+            if isinstance(instance, dict):
+                observed = instance.get("observedAt")
+                if isinstance(observed, str) and (name not in out or observed > out[name]):
+                    out[name] = observed
+    return out

@@ -1,0 +1,124 @@
+"""Durable outbox: entities waiting for each sink, per tenant, within a disk budget.
+
+Rows are written in the same transaction as the raw archive entry and the dedup key, so a
+message is acknowledged to its source only once its entities are on disk. A publisher reads
+them in order, deletes them once its sink has committed them, and never loses one on a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.model import Entity
+from gateway.runtime.db import Database
+
+
+@dataclass(slots=True)
+class OutboxRow:
+    """One entity queued for one sink."""
+
+    id: int
+    sink: str
+    tenant: str
+    entity_id: str
+    body: str
+    corr: str
+    source: str
+    received: float
+    at: float
+
+    def entity(self) -> Entity:
+        """The queued entity."""
+        value: Entity = json.loads(self.body)
+        return value
+
+
+class OutboxFull(Exception):
+    """The outbox disk budget is used up; the source must retry later."""
+
+
+class Outbox:
+    """The ``outbox`` table plus one wake-up event per sink."""
+
+    def __init__(self, db: Database, *, max_bytes: int) -> None:
+        self.db = db
+        self.max_bytes = max_bytes
+        row = db.conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM outbox").fetchone()
+        self.bytes = int(row[0])
+        self.events: dict[str, asyncio.Event] = {}
+
+    def event(self, sink: str) -> asyncio.Event:
+        """The event set whenever rows are added for ``sink``."""
+        ev = self.events.get(sink)
+        if ev is None:
+            ev = self.events[sink] = asyncio.Event()
+        return ev
+
+    def has_room(self, extra: int = 0) -> bool:
+        """True while the outbox is under its disk budget."""
+        return self.bytes + extra <= self.max_bytes
+
+    def add(
+        self,
+        conn: sqlite3.Connection,
+        rows: Iterable[tuple[str, str, Entity, str, str, float]],
+    ) -> int:
+        """Insert ``(sink, tenant, entity, corr, source, received)`` rows in the caller's transaction."""
+        now = time.time()
+        params = []
+        for sink, tenant, ent, corr, source, received in rows:
+            body = json.dumps(ent, separators=(",", ":"), ensure_ascii=False)
+            self.bytes += len(body)
+            params.append((sink, tenant, str(ent.get("id", "")), body, corr, source, received, now))
+        conn.executemany(
+            "INSERT INTO outbox(sink, tenant, entity_id, body, corr, source, received, at)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            params,
+        )
+        return len(params)
+
+    def notify(self, sinks: Iterable[str]) -> None:
+        """Wake the publishers of ``sinks`` (call after commit)."""
+        for sink in sinks:
+            self.event(sink).set()
+
+    def fetch(self, sink: str, after: int, limit: int) -> list[OutboxRow]:
+        """Rows for ``sink`` with id > ``after``, oldest first."""
+        rows = self.db.conn.execute(
+            "SELECT id, sink, tenant, entity_id, body, corr, source, received, at FROM outbox"
+            " WHERE sink = ? AND id > ? ORDER BY id LIMIT ?",
+            (sink, after, limit),
+        ).fetchall()
+        return [OutboxRow(*r) for r in rows]
+
+    def remove(self, conn: sqlite3.Connection, rows: Iterable[OutboxRow]) -> int:
+        """Delete delivered (or dead-lettered) rows in the caller's transaction."""
+        ids = []
+        for row in rows:
+            ids.append((row.id,))
+            self.bytes -= len(row.body)
+        conn.executemany("DELETE FROM outbox WHERE id = ?", ids)
+        return len(ids)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Backlog per sink and tenant: entities, bytes, oldest age in seconds."""
+        now = time.time()
+        rows = self.db.conn.execute(
+            "SELECT sink, tenant, COUNT(*), COALESCE(SUM(length(body)), 0), MIN(at) FROM outbox"
+            " GROUP BY sink, tenant ORDER BY sink, tenant"
+        ).fetchall()
+        return [
+            {"sink": s, "tenant": t, "entities": int(n), "bytes": int(b),
+             "oldestAgeSeconds": round(max(0.0, now - float(oldest)), 3) if oldest is not None else 0.0}
+            for s, t, n, b, oldest in rows
+        ]
+
+    def depth(self, sink: str) -> int:
+        """Number of rows queued for ``sink``."""
+        return int(self.db.conn.execute("SELECT COUNT(*) FROM outbox WHERE sink = ?", (sink,)).fetchone()[0])

@@ -1,0 +1,370 @@
+"""Publisher: drains one sink's outbox in coalesced batch upserts, without loss or regression.
+
+* Entities from many devices are grouped per tenant into batches of the sink's size, after a
+  short linger so that a burst becomes one request.
+* A 207 answer retries only the entities that failed, each with its own exponential backoff;
+  an entity that keeps failing (or fails permanently) becomes a dead letter of stage ``sink``.
+* A sink that is down makes the whole batch wait in the outbox; after repeated failures a
+  circuit breaker opens (no request for a cool-down), then lets one batch probe the sink.
+* An older observation never overwrites a newer one: per sink, tenant, entity and attribute,
+  the last ``observedAt`` written is remembered (on disk) and older attributes are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.model import ENTITY_MEMBERS, Entity, ModelError, RawMessage, parse_time
+from gateway.runtime.db import Database
+from gateway.runtime.deadletters import DeadLetters
+from gateway.runtime.logging import correlation_id
+from gateway.runtime.metrics import Metrics
+from gateway.runtime.outbox import Outbox, OutboxRow
+from gateway.runtime.sinks import Sink, SinkRejected, SinkUnavailable
+
+log = logging.getLogger("jonction.publisher")
+
+
+@dataclass(slots=True)
+class PublisherSettings:
+    """Batching, retry and circuit-breaker knobs (config ``publisher``)."""
+
+    batch_size: int = 500
+    linger_s: float = 0.02
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 30.0
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 10.0
+    max_attempts: int = 8
+
+
+def _observed(attr: Any) -> float | None:
+    newest: float | None = None
+    for instance in attr if isinstance(attr, list) else (attr,):
+        if isinstance(instance, dict):
+            text = instance.get("observedAt")
+            if isinstance(text, str):
+                try:
+                    moment = parse_time(text).timestamp()
+                except ModelError:
+                    continue
+                newest = moment if newest is None or moment > newest else newest
+    return newest
+
+
+class Publisher:
+    """One sink's delivery loop."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        db: Database,
+        outbox: Outbox,
+        deadletters: DeadLetters,
+        metrics: Metrics,
+        settings: PublisherSettings,
+    ) -> None:
+        self.sink = sink
+        self.db = db
+        self.outbox = outbox
+        self.deadletters = deadletters
+        self.metrics = metrics
+        self.settings = settings
+        self.batch_size = max(1, min(settings.batch_size, sink.max_batch))
+        self.cursor = 0
+        self.retries: list[tuple[float, int, OutboxRow]] = []
+        self.in_retry: set[int] = set()
+        self.attempts: dict[int, int] = {}
+        self.state = "closed"
+        self.failures = 0
+        self.open_until = 0.0
+        self.last_error: str | None = None
+        self.published = 0
+        self.draining = False
+        self.idle = asyncio.Event()
+        self.latest: dict[tuple[str, str], dict[str, float]] = {}
+        for tenant, entity_id, attr, observed in db.conn.execute(
+            "SELECT tenant, entity_id, attr, observed FROM latest WHERE sink = ?", (sink.name,)
+        ):
+            self.latest.setdefault((tenant, entity_id), {})[attr] = float(observed)
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        """Deliver forever (cancel to stop)."""
+        event = self.outbox.event(self.sink.name)
+        while True:
+            now = time.monotonic()
+            if self.state == "open":
+                if now < self.open_until:
+                    await self._wait(event, self.open_until - now, wake_on_event=False)
+                    continue
+                self.state = "half-open"
+            event.clear()
+            due = self._due(now)
+            room = self.batch_size * 4 - len(due)
+            fresh = self._fetch(room) if room > 0 else []
+            if fresh and len(fresh) < self.batch_size and not due and not self.draining and self.settings.linger_s:
+                await asyncio.sleep(self.settings.linger_s)
+                fresh += self._fetch(room - len(fresh))
+            if not due and not fresh:
+                self.idle.set()
+                wait = self.retries[0][0] - now if self.retries else None
+                await self._wait(event, wait)
+                continue
+            self.idle.clear()
+            if self.state == "half-open":
+                # Probe the sink with one small batch before letting the backlog through.
+                probe = (due + fresh)[: self.batch_size]
+                rest = (due + fresh)[self.batch_size:]
+                self._rewind([r for r in rest if r.id not in self.in_retry], [r for r in rest if r.id in self.in_retry])
+                rows = probe
+            else:
+                rows = due + fresh
+            try:
+                await self._publish(rows)
+            except SinkUnavailable as exc:
+                await self._on_unavailable(exc)
+
+    def _fetch(self, limit: int) -> list[OutboxRow]:
+        rows = self.outbox.fetch(self.sink.name, self.cursor, limit)
+        if rows:
+            self.cursor = rows[-1].id
+        return [r for r in rows if r.id not in self.in_retry]
+
+    def _due(self, now: float) -> list[OutboxRow]:
+        out: list[OutboxRow] = []
+        while self.retries and self.retries[0][0] <= now and len(out) < self.batch_size * 4:
+            _, _, row = heapq.heappop(self.retries)
+            self.in_retry.discard(row.id)
+            out.append(row)
+        return out
+
+    async def _wait(self, event: asyncio.Event, delay: float | None, *, wake_on_event: bool = True) -> None:
+        if not wake_on_event:
+            await asyncio.sleep(max(0.0, delay or 0.0))
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=None if delay is None else max(0.0, delay))
+
+    def _rewind(self, fresh: Sequence[OutboxRow], retried: Sequence[OutboxRow]) -> None:
+        """Put rows not delivered back: fresh ones are read again from disk, retried ones re-queued."""
+        if fresh:
+            self.cursor = min(self.cursor, min(r.id for r in fresh) - 1)
+        for row in retried:
+            self._schedule(row, time.monotonic())
+
+    def _schedule(self, row: OutboxRow, at: float) -> None:
+        if row.id not in self.in_retry:
+            self.in_retry.add(row.id)
+            heapq.heappush(self.retries, (at, row.id, row))
+
+    async def _on_unavailable(self, exc: SinkUnavailable) -> None:
+        self.failures += 1
+        self.last_error = str(exc)
+        self.metrics.publish_errors.inc(sink=self.sink.name)
+        if self.state != "open" and (self.failures >= self.settings.breaker_threshold or self.state == "half-open"):
+            if self.state != "half-open":
+                log.warning("sink %s unavailable, circuit open: %s", self.sink.name, exc,
+                            extra={"sink": self.sink.name})
+            self.state = "open"
+            self.open_until = time.monotonic() + self.settings.breaker_cooldown_s
+            return
+        delay = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** (self.failures - 1))
+        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+
+    def _on_success(self) -> None:
+        if self.failures or self.state != "closed":
+            if self.state != "closed" or self.failures >= self.settings.breaker_threshold:
+                log.warning("sink %s recovered", self.sink.name, extra={"sink": self.sink.name})
+            self.failures = 0
+            self.state = "closed"
+            self.last_error = None
+
+    # ------------------------------------------------------------------ batches
+
+    async def _publish(self, rows: list[OutboxRow]) -> None:
+        by_tenant: dict[str, list[OutboxRow]] = {}
+        for row in sorted(rows, key=lambda r: r.id):
+            by_tenant.setdefault(row.tenant, []).append(row)
+        batches: list[tuple[str, list[OutboxRow]]] = []
+        for tenant, tenant_rows in by_tenant.items():
+            current: list[OutboxRow] = []
+            ids: set[str] = set()
+            for row in tenant_rows:
+                if row.entity_id not in ids and len(ids) >= self.batch_size:
+                    batches.append((tenant, current))
+                    current, ids = [], set()
+                current.append(row)
+                ids.add(row.entity_id)
+            if current:
+                batches.append((tenant, current))
+        batches.sort(key=lambda b: b[1][0].id)
+        for index, (tenant, batch_rows) in enumerate(batches):
+            try:
+                await self._send(tenant, batch_rows)
+            except SinkUnavailable:
+                pending = [r for _, rs in batches[index:] for r in rs]
+                retried = [r for r in pending if r.id in self.attempts]
+                self._rewind([r for r in pending if r.id not in self.attempts], retried)
+                raise
+
+    def _merge(self, tenant: str, rows: Sequence[OutboxRow]) -> tuple[list[Entity], dict[str, list[OutboxRow]],
+                                                                      list[OutboxRow], dict[str, dict[str, float]]]:
+        """Coalesce rows of one tenant by entity id, dropping attributes older than the sink holds."""
+        merged: dict[str, Entity] = {}
+        seen_times: dict[str, dict[str, float]] = {}
+        owners: dict[str, list[OutboxRow]] = {}
+        empty: list[OutboxRow] = []
+        for row in rows:
+            item = row.entity()
+            entity_id = row.entity_id
+            known = self.latest.get((tenant, entity_id), {})
+            times = seen_times.setdefault(entity_id, {})
+            target = merged.get(entity_id)
+            kept = 0
+            for name in [n for n in item if n not in ENTITY_MEMBERS]:
+                observed = _observed(item[name])
+                if observed is not None:
+                    newest = max(known.get(name, float("-inf")), times.get(name, float("-inf")))
+                    if observed < newest:
+                        del item[name]
+                        self.metrics.stale_dropped.inc(sink=self.sink.name)
+                        continue
+                    times[name] = observed
+                kept += 1
+            has_attrs = any(n not in ENTITY_MEMBERS for n in item)
+            if not has_attrs and kept == 0 and any(n not in ENTITY_MEMBERS for n in row.entity()):
+                empty.append(row)  # everything in it was older than what the sink holds
+                continue
+            if target is None:
+                merged[entity_id] = item
+            else:
+                target.update({k: v for k, v in item.items() if k not in ("id", "type")})
+            owners.setdefault(entity_id, []).append(row)
+        return list(merged.values()), owners, empty, seen_times
+
+    async def _send(self, tenant: str, rows: Sequence[OutboxRow]) -> None:
+        entities, owners, empty, times = self._merge(tenant, rows)
+        if empty:
+            with self.db.transaction() as conn:
+                self.outbox.remove(conn, empty)
+            self._forget(empty)
+        if not entities:
+            return
+        corr = rows[0].corr if len(rows) == 1 else "b-" + uuid.uuid4().hex[:12]
+        token = correlation_id.set(corr)
+        try:
+            started = time.perf_counter()
+            try:
+                result = await self.sink.upsert(tenant, entities, corr)
+            except SinkRejected as exc:
+                if len(entities) > 1:
+                    # One bad entity must not sink the batch: try each one alone.
+                    for owned in owners.values():
+                        await self._send(tenant, owned)
+                    return
+                self._dead_letter(tenant, owners, {entities[0]["id"]: (str(exc), True)})
+                return
+            elapsed = time.perf_counter() - started
+            self.metrics.publish_latency.observe(elapsed, sink=self.sink.name)
+            self._on_success()
+            done_ids = [e["id"] for e in entities if e["id"] not in result.failed]
+            done_rows = [r for i in done_ids for r in owners[i]]
+            now = time.time()
+            with self.db.transaction() as conn:
+                self.outbox.remove(conn, done_rows)
+                updates = []
+                for entity_id in done_ids:
+                    known = self.latest.setdefault((tenant, entity_id), {})
+                    for name, observed in times.get(entity_id, {}).items():
+                        if observed >= known.get(name, float("-inf")):
+                            known[name] = observed
+                            updates.append((self.sink.name, tenant, entity_id, name, observed))
+                conn.executemany("INSERT OR REPLACE INTO latest(sink, tenant, entity_id, attr, observed)"
+                                 " VALUES (?,?,?,?,?)", updates)
+            self._forget(done_rows)
+            self.published += len(done_ids)
+            self.metrics.entities_out.inc(len(done_ids), sink=self.sink.name)
+            for row in done_rows:
+                self.metrics.end_to_end.observe(max(0.0, now - row.received), sink=self.sink.name)
+            log.debug("batch published", extra={
+                "sink": self.sink.name, "tenant": tenant, "entities": len(done_ids),
+                "failed": len(result.failed), "correlation_ids": sorted({r.corr for r in rows}),
+                "seconds": round(elapsed, 4)})
+            if result.failed:
+                self._retry_failed(tenant, owners, result.failed)
+        finally:
+            correlation_id.reset(token)
+
+    def _forget(self, rows: Sequence[OutboxRow]) -> None:
+        for row in rows:
+            self.attempts.pop(row.id, None)
+
+    def _retry_failed(self, tenant: str, owners: dict[str, list[OutboxRow]],
+                      failed: dict[str, tuple[str, bool]]) -> None:
+        give_up: dict[str, tuple[str, bool]] = {}
+        now = time.monotonic()
+        for entity_id, (reason, permanent) in failed.items():
+            owned = owners.get(entity_id)
+            if not owned:
+                continue
+            attempts = max(self.attempts.get(r.id, 0) for r in owned) + 1
+            if permanent or attempts >= self.settings.max_attempts:
+                give_up[entity_id] = (reason, permanent)
+                continue
+            delay = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2 ** (attempts - 1))
+            for row in owned:
+                self.attempts[row.id] = attempts
+                self._schedule(row, now + delay)
+            log.info("entity %s refused by %s (attempt %d), will retry: %s", entity_id, self.sink.name,
+                     attempts, reason, extra={"sink": self.sink.name, "tenant": tenant})
+        if give_up:
+            self._dead_letter(tenant, owners, give_up)
+
+    def _dead_letter(self, tenant: str, owners: dict[str, list[OutboxRow]],
+                     failed: dict[str, tuple[str, bool]]) -> None:
+        with self.db.transaction() as conn:
+            for entity_id, (reason, _permanent) in failed.items():
+                rows = owners.get(entity_id, [])
+                if not rows:
+                    continue
+                last = rows[-1]
+                raw = RawMessage(last.source, tenant, time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                     time.gmtime(last.received)),
+                                 last.body.encode(), f"outbox:{last.id}", "application/ld+json")
+                self.deadletters.add(conn, stage="sink", adapter="", raw=raw, reason=reason, pointer="",
+                                     corr=last.corr, entity=last.entity(), sink=self.sink.name, tenant=tenant)
+                self.metrics.dead_letters.inc(source=last.source, stage="sink")
+                log.warning("entity %s rejected by %s: %s", entity_id, self.sink.name, reason,
+                            extra={"sink": self.sink.name, "tenant": tenant, "correlation_id": last.corr})
+                self.outbox.remove(conn, rows)
+                self._forget(rows)
+
+    # ------------------------------------------------------------------ status
+
+    async def drain(self, within: float) -> bool:
+        """Publish what is queued without lingering; True if the outbox emptied within ``within`` seconds."""
+        self.draining = True
+        self.outbox.event(self.sink.name).set()
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.idle.is_set() and not self.retries and self.outbox.depth(self.sink.name) == 0:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        """State for the admin API and readiness."""
+        return {"name": self.sink.name, "kind": self.sink.kind, "circuit": self.state,
+                "consecutiveFailures": self.failures, "lastError": self.last_error,
+                "published": self.published, "retrying": len(self.retries), "batchSize": self.batch_size}

@@ -1,0 +1,312 @@
+"""Sinks: the embedded NGSI-LD store (Python interface) and remote NGSI-LD brokers (HTTP).
+
+A sink writes one batch of entities for one tenant and says which entities failed. Whole
+failures are exceptions: :class:`SinkUnavailable` (retry later: network, 5xx, auth) and
+:class:`SinkRejected` (the request itself was refused: 400, 413, 422).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import aiohttp
+
+from gateway.model import Entity
+from gateway.runtime.logging import redact
+
+log = logging.getLogger("jonction.sinks")
+
+
+class SinkUnavailable(Exception):
+    """The sink cannot take the batch now; retry the whole batch later."""
+
+
+class SinkRejected(Exception):
+    """The sink refused the request as a whole (not one entity); ``status`` is its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(slots=True)
+class SinkResult:
+    """Per-entity failures of a batch: ``entity id → (reason, permanent)``."""
+
+    failed: dict[str, tuple[str, bool]]
+
+
+class Sink(Protocol):
+    """Anything that can upsert a batch of entities for a tenant."""
+
+    name: str
+    kind: str
+    max_batch: int
+
+    async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
+        """Create or update ``entities`` (attribute merge) in ``tenant``."""
+
+    async def check(self) -> None:
+        """Raise SinkUnavailable when the sink cannot be reached."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+# ---------------------------------------------------------------------------- embedded
+
+_PERMANENT_TYPES: Final = ("BadRequestData", "InvalidRequest", "InvalidRequest", "AlreadyExists",
+                           "OperationNotSupported", "LdContextNotAvailable")
+
+
+def _is_permanent(error_type: str) -> bool:
+    return any(error_type.endswith(t) for t in _PERMANENT_TYPES)
+
+
+class EmbeddedSink:
+    """The embedded store, called through its Python interface (no HTTP hop)."""
+
+    kind = "embedded"
+
+    def __init__(self, name: str, store: Any, *, max_batch: int = 1000, context: str | None = None) -> None:
+        self.name = name
+        self.store = store
+        self.max_batch = max_batch
+        self.context = context
+
+    async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
+        """Upsert through ``store.upsert(tenant, entities, mode="update")``."""
+        try:
+            result = await self.store.upsert(tenant, list(entities), context=self.context, mode="update")
+        except Exception as exc:  # the store's own storage failed: retry the whole batch
+            raise SinkUnavailable(f"embedded store: {type(exc).__name__}: {exc}") from exc
+        failed: dict[str, tuple[str, bool]] = {}
+        for err in getattr(result, "errors", ()):
+            entity_id = str(getattr(err, "entity_id", "") or "")
+            error = getattr(err, "error", err)
+            etype = str(getattr(error, "type", "") or "")
+            detail = str(getattr(error, "detail", "") or error)
+            failed[entity_id] = (f"{etype}: {detail}" if etype else detail, _is_permanent(etype))
+        return SinkResult(failed)
+
+    async def check(self) -> None:
+        """The store answers a count."""
+        try:
+            await self.store.count("")
+        except Exception as exc:
+            raise SinkUnavailable(f"embedded store: {exc}") from exc
+
+    async def close(self) -> None:
+        """The store is closed by the app that opened it."""
+
+
+# ---------------------------------------------------------------------------- remote
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What differs between NGSI-LD brokers as far as the gateway cares."""
+
+    tenant_header: str
+    context_mode: str  # "link" (Link header) or "inline" (@context in each entity)
+    max_batch: int
+
+
+PROFILES: Final[Mapping[str, Profile]] = {
+    # Orion-LD answers large batches slowly and caps request bodies; 100 keeps requests small.
+    "orion-ld": Profile("NGSILD-Tenant", "link", 100),
+    "scorpio": Profile("NGSILD-Tenant", "link", 1000),
+    # Stellio reads the tenant from NGSILD-Tenant too and prefers the @context in a Link header.
+    "stellio": Profile("NGSILD-Tenant", "link", 500),
+    "generic": Profile("NGSILD-Tenant", "link", 1000),
+}
+"""Per-broker defaults; every field can be overridden per sink in the config."""
+
+_JSONLD_LINK = '<{}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+
+
+@dataclass(slots=True)
+class RemoteSettings:
+    """Configuration of one remote broker sink (secrets already resolved)."""
+
+    url: str
+    profile: str = "generic"
+    tenant_header: str | None = None
+    context: str | None = None
+    context_mode: str | None = None
+    max_batch: int | None = None
+    timeout_s: float = 10.0
+    bearer_token: str | None = None
+    oauth2: Mapping[str, str] | None = None
+    ca_file: str | None = None
+    verify_tls: bool = True
+    tenant_map: Mapping[str, str] | None = None
+
+
+class OAuth2ClientCredentials:
+    """Fetch and refresh an access token with the client-credentials grant (RFC 6749 §4.4)."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: Mapping[str, str]) -> None:
+        self.session = session
+        self.token_url = settings["token_url"]
+        self.client_id = settings["client_id"]
+        self.client_secret = settings["client_secret"]
+        self.scope = settings.get("scope")
+        self._token: str | None = None
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        """Forget the current token (after a 401)."""
+        self._token = None
+
+    async def token(self) -> str:
+        """A valid access token, refreshed 30 s before it expires."""
+        async with self._lock:
+            if self._token is not None and time.monotonic() < self._expires:
+                return self._token
+            form = {"grant_type": "client_credentials"}
+            if self.scope:
+                form["scope"] = self.scope
+            auth = aiohttp.BasicAuth(self.client_id, self.client_secret)
+            try:
+                async with self.session.post(self.token_url, data=form, auth=auth) as resp:
+                    if resp.status != 200:
+                        raise SinkUnavailable(f"token endpoint answered {resp.status}")
+                    doc = await resp.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raise SinkUnavailable(f"token endpoint: {type(exc).__name__}") from exc
+            token = doc.get("access_token") if isinstance(doc, dict) else None
+            if not isinstance(token, str) or not token:
+                raise SinkUnavailable("token endpoint answered without access_token")
+            from gateway.runtime.logging import register_secret
+
+            register_secret(token)
+            self._token = token
+            self._expires = time.monotonic() + max(5.0, float(doc.get("expires_in", 300)) - 30.0)
+            return token
+
+
+def _ssl_context(settings: RemoteSettings) -> ssl.SSLContext | bool:
+    if not settings.verify_tls:
+        return False
+    if settings.ca_file:
+        return ssl.create_default_context(cafile=str(Path(settings.ca_file)))
+    return True
+
+
+class RemoteBrokerSink:
+    """A remote NGSI-LD broker reached with batch upsert (``POST /entityOperations/upsert``)."""
+
+    kind = "remote"
+
+    def __init__(self, name: str, settings: RemoteSettings) -> None:
+        self.name = name
+        self.settings = settings
+        profile = PROFILES[settings.profile]
+        self.tenant_header = settings.tenant_header or profile.tenant_header
+        self.context_mode = settings.context_mode or profile.context_mode
+        self.max_batch = settings.max_batch or profile.max_batch
+        base = settings.url.rstrip("/")
+        if not base.endswith("/ngsi-ld/v1"):
+            base += "/ngsi-ld/v1"
+        self.base = base
+        self._session: aiohttp.ClientSession | None = None
+        self._oauth: OAuth2ClientCredentials | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=_ssl_context(self.settings), limit=8)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s))
+            if self.settings.oauth2:
+                self._oauth = OAuth2ClientCredentials(self._session, self.settings.oauth2)
+        return self._session
+
+    async def _headers(self, tenant: str, corr: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "X-Correlation-Id": corr}
+        if self.context_mode == "inline":
+            headers["Content-Type"] = "application/ld+json"
+        elif self.settings.context:
+            headers["Link"] = _JSONLD_LINK.format(self.settings.context)
+        remote_tenant = (self.settings.tenant_map or {}).get(tenant, tenant)
+        if remote_tenant:
+            headers[self.tenant_header] = remote_tenant
+        if self._oauth is not None:
+            headers["Authorization"] = f"Bearer {await self._oauth.token()}"
+        elif self.settings.bearer_token:
+            headers["Authorization"] = f"Bearer {self.settings.bearer_token}"
+        return headers
+
+    def _body(self, entities: Sequence[Entity]) -> bytes:
+        if self.context_mode == "inline":
+            ctx: Any = self.settings.context or "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld"
+            entities = [{**e, "@context": ctx} for e in entities]
+        return json.dumps(list(entities), separators=(",", ":"), ensure_ascii=False).encode()
+
+    async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
+        """POST one batch; read 201/204 as all done, 207 (or 400 with a batch body) per entity."""
+        session = self._client()
+        url = f"{self.base}/entityOperations/upsert?options=update"
+        body = self._body(entities)
+        for attempt in (1, 2):
+            try:
+                headers = await self._headers(tenant, corr)
+                async with session.post(url, data=body, headers=headers) as resp:
+                    status = resp.status
+                    text = await resp.text()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise SinkUnavailable(f"{self.name}: {type(exc).__name__}: {redact(str(exc))}") from exc
+            if status == 401 and self._oauth is not None and attempt == 1:
+                self._oauth.invalidate()
+                continue
+            break
+        if status in (200, 201, 204):
+            return SinkResult({})
+        doc: Any = None
+        try:
+            doc = json.loads(text) if text else None
+        except ValueError:
+            doc = None
+        if status in (207, 400) and isinstance(doc, dict) and isinstance(doc.get("errors"), list):
+            failed: dict[str, tuple[str, bool]] = {}
+            for err in doc["errors"]:
+                if not isinstance(err, dict):
+                    continue
+                problem = err.get("error") or {}
+                etype = str(problem.get("type", "")) if isinstance(problem, dict) else ""
+                detail = str(problem.get("detail") or problem.get("title") or etype) if isinstance(
+                    problem, dict) else str(problem)
+                failed[str(err.get("entityId", ""))] = (f"{etype}: {detail}" if etype else detail,
+                                                        _is_permanent(etype))
+            return SinkResult(failed)
+        summary = redact(text[:300])
+        if status in (401, 403, 408, 429) or status >= 500:
+            raise SinkUnavailable(f"{self.name}: HTTP {status}: {summary}")
+        raise SinkRejected(f"{self.name}: HTTP {status}: {summary}", status)
+
+    async def check(self) -> None:
+        """GET the broker's type list (cheap on every broker)."""
+        session = self._client()
+        try:
+            headers = await self._headers("", "readyz")
+            headers.pop("Content-Type", None)
+            async with session.get(f"{self.base}/types", headers=headers) as resp:
+                if resp.status >= 500 or resp.status in (401, 403):
+                    raise SinkUnavailable(f"{self.name}: HTTP {resp.status}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise SinkUnavailable(f"{self.name}: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
