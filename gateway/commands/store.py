@@ -1,18 +1,82 @@
-"""`jonction store`: not implemented yet (placeholder owned by the room that builds it)."""
+"""`jonction store`: serve the embedded NGSI-LD store alone (default http://127.0.0.1:1026/ngsi-ld/v1)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
+from pathlib import Path
 from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import ConfigInvalid
 
 
 def register(sub: Any) -> None:
     """Add the `store` command to the CLI."""
-    parser: argparse.ArgumentParser = sub.add_parser("store", help="(not implemented yet)")
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "store", help="serve the embedded NGSI-LD store (ETSI GS CIM 009 V1.9.1) on its own"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=1026, help="TCP port (default: 1026, like the brokers)")
+    parser.add_argument("--data", type=Path, default=Path("data"), help="data directory (store.sqlite)")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="bearer tokens, one per line: TOKEN, or TENANT TOKEN (also $JONCTION_STORE_TOKEN); "
+        "required when not bound to loopback",
+    )
+    parser.add_argument("--protect-reads", action="store_true", help="require a token for reads as well")
+    parser.add_argument(
+        "--durability",
+        choices=("full", "normal"),
+        default="full",
+        help="full: acknowledged writes survive power loss (default); normal: faster, crash-safe only",
+    )
     parser.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
-    print("error: `jonction store` is not implemented yet", file=sys.stderr)
-    return 2
+    from gateway.store.app import StoreSettings, load_tokens
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigInvalid(f"--port {args.port} is not a TCP port")
+    tokens, tenant_tokens = load_tokens(args.token_file)
+    settings = StoreSettings(
+        data_dir=args.data,
+        host=args.host,
+        durability=args.durability,
+        tokens=tokens,
+        tenant_tokens=tenant_tokens,
+        protect_reads=args.protect_reads,
+    )
+    settings.check()
+    try:
+        asyncio.run(_serve(settings, args.port))
+    except OSError as exc:
+        print(f"error: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(settings: Any, port: int) -> None:
+    from gateway.store.app import create_root_app
+
+    runner = web.AppRunner(create_root_app(settings), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, port)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        print(f"jonction store: serving NGSI-LD at http://{host}:{bound}{settings.base_path}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

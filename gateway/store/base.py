@@ -26,10 +26,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from gateway.model import Entity
 from gateway.store.problems import NgsiError
+
+if TYPE_CHECKING:
+    from gateway.store.jsonld import ContextCache
 
 Doc = dict[str, Any]
 """An entity in the stored, expanded normalized form."""
@@ -274,6 +277,11 @@ class Storage(Protocol):
 
     def add_listener(self, callback: Listener) -> None:
         """Call ``callback`` with the events of every commit, after the commit."""
+        ...
+
+    @property
+    def contexts(self) -> ContextCache:
+        """The @context cache resolving bundled and hosted contexts."""
         ...
 
 

@@ -146,6 +146,7 @@ class SqliteStorage(StorageBase):
         self._hosted: dict[str, dict[str, Any]] = {}
         self._contexts = jsonld.ContextCache(self._resolve_hosted)
         self._closed = False
+        self._started = False
         self._history: Any = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -153,11 +154,17 @@ class SqliteStorage(StorageBase):
     @classmethod
     async def open(cls, path: Path, *, durability: Literal["full", "normal"] = "full") -> SqliteStorage:
         """Open or create the database file and load tenants and hosted contexts."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        storage = cls(path, durability)
-        await storage._write(storage._init_sync)
+        storage = cls(Path(path), durability)
+        await storage.start()
         return storage
+
+    async def start(self) -> None:
+        """Create the file and tables if needed, load tenants and hosted contexts (idempotent)."""
+        if self._started:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await self._write(self._init_sync)
+        self._started = True
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -307,7 +314,7 @@ class SqliteStorage(StorageBase):
                     raw[eid] = doc
             state: dict[str, Doc | None] = {eid: json.loads(doc) for eid, doc in raw.items()}
             touched: dict[str, None] = {}
-            written: list[tuple[str, str, str, dict[str, Any]]] = []
+            written: list[tuple[str, list[str], str, dict[str, Any]]] = []
             results: list[ChangeResult] = []
             for change in changes:
                 eid = change.entity_id
@@ -323,16 +330,16 @@ class SqliteStorage(StorageBase):
                 if mutation.outcome != "unchanged":
                     state[eid] = mutation.doc
                     touched[eid] = None
-                    doc = mutation.doc or {}
-                    etype = doc.get("type", [""])[0]
-                    written.extend((eid, etype, attr, inst) for attr, inst in mutation.written)
+                    if mutation.written and mutation.doc is not None:
+                        types = mutation.doc["type"]
+                        written.extend((eid, types, attr, inst) for attr, inst in mutation.written)
                 results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated))
             for eid in touched:
                 self._store_sync(conn, tenant, eid, rids.get(eid), raw.get(eid), state.get(eid))
             if self._history is not None and written:
-                record = self._history.record
-                for eid, etype, attr, inst in written:
-                    record(conn, tenant, eid, etype, attr, inst)
+                # Same transaction: history and current state never disagree.
+                rows = [(tenant, eid, types, attr, inst) for eid, types, attr, inst in written]
+                self._history.record_many(conn, rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -581,9 +588,9 @@ class _SortKey:
 
 
 def _history_module() -> Any:
-    """``gateway.store.history`` when it provides ``record`` (attribute history), else None."""
+    """``gateway.store.history`` when it provides ``record_many`` (attribute history), else None."""
     try:
         history = importlib.import_module("gateway.store.history")
     except ImportError:
         return None
-    return history if callable(getattr(history, "record", None)) else None
+    return history if callable(getattr(history, "record_many", None)) else None

@@ -1,0 +1,809 @@
+"""NGSI-LD HTTP plumbing and the entity endpoints (ETSI GS CIM 009 V1.9.1 §6.3-§6.7).
+
+The helpers here are the seam for every module that adds routes to the store app
+(batch operations, discovery, subscriptions, temporal): :func:`ngsi_context` gives the tenant,
+the storage and the @context of a request; :func:`read_body` applies the media-type, size and
+@context rules; :func:`respond` answers with the Link header or the body @context;
+errors raised as :class:`~gateway.store.problems.NgsiError` become ProblemDetails in
+:func:`error_middleware`, and :class:`Bare` becomes a status without a body (415, 411).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+
+from gateway import model
+from gateway.store import geo as geo_mod
+from gateway.store import jsonld
+from gateway.store import operations as ops
+from gateway.store import query as query_mod
+from gateway.store.base import Change, Doc, QuerySpec, Storage
+from gateway.store.jsonld import Context, ContextCache, ContextEntry
+from gateway.store.problems import NgsiError, bad_request, invalid_request, not_found
+from gateway.store.representation import RenderOptions, parse_options, render, render_feature
+from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings
+
+log = logging.getLogger("jonction.store.api")
+
+JSON: Final = "application/json"
+LD_JSON: Final = "application/ld+json"
+GEO_JSON: Final = "application/geo+json"
+MERGE_PATCH: Final = "application/merge-patch+json"
+CONTEXT_REL: Final = "http://www.w3.org/ns/json-ld#context"
+TENANT_HEADER: Final = "NGSILD-Tenant"
+COUNT_HEADER: Final = "NGSILD-Results-Count"
+
+_TENANT = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
+_LINK = re.compile(r"<([^>]*)>([^<]*)")
+_NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*}][^()]*\)\s*[+*{]")
+NOT_IMPLEMENTED_PARAMS: Final = frozenset(
+    {"csf", "join", "joinLevel", "containedBy", "entityMap", "expandValues", "collectValues", "splitEntities",
+     "dataset", "contextSourceIds", "jsonKeys"}
+)
+"""Query parameters of 1.8/1.9 this store does not implement: 501 instead of 400."""
+
+
+class Bare(Exception):
+    """An HTTP status answered without a body (415 and 411 are bare in §6.3.4)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(status)
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+def _problem_response(err: NgsiError) -> web.Response:
+    return web.Response(
+        body=json.dumps(err.to_problem_details(), ensure_ascii=False).encode(),
+        status=err.status,
+        content_type=JSON,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """Map errors to ProblemDetails (or bare statuses) and echo the tenant header."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except NgsiError as err:
+        response = _problem_response(err)
+    except Bare as bare:
+        response = web.Response(status=bare.status)
+    except web.HTTPNotFound:
+        response = _problem_response(not_found(f"no NGSI-LD resource at {request.path}"))
+    except web.HTTPMethodNotAllowed as exc:
+        response = _problem_response(
+            NgsiError("OperationNotSupported", f"{request.method} is not supported on {request.path}", 405)
+        )
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("store: unexpected error on %s %s", request.method, request.path)
+        response = _problem_response(NgsiError("InternalError", "unexpected error; see the server log"))
+    if response.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="ngsi-ld"'
+    tenant = request.headers.get(TENANT_HEADER)
+    if tenant is not None and _TENANT.match(tenant):
+        response.headers[TENANT_HEADER] = tenant
+    return response
+
+
+# --------------------------------------------------------------------------- request context
+
+
+@dataclass(slots=True)
+class NgsiContext:
+    """What every handler needs: tenant, storage, settings, and the request's @context."""
+
+    request: web.Request
+    storage: Storage
+    settings: StoreSettings
+    tenant: str
+    contexts: ContextCache
+    link: str | None
+    """The @context IRI given in the Link header, if any."""
+
+    def context(self, entries: Sequence[ContextEntry] | None = None) -> Context:
+        """The Context for explicit entries, else for the Link header, else the core one."""
+        if entries is None:
+            entries = [self.link] if self.link else []
+        return self.contexts.get(entries)
+
+    def link_iri(self) -> str:
+        """The @context IRI to put in a response Link header."""
+        return self.link or jsonld.core_context_iri()
+
+
+def tenant_of(request: web.Request) -> str:
+    """The tenant named by ``NGSILD-Tenant`` ("" when absent); BadRequestData when malformed."""
+    value = request.headers.get(TENANT_HEADER)
+    if value is None:
+        return ""
+    if not _TENANT.match(value):
+        raise bad_request(f"{TENANT_HEADER}: {value!r} is not a valid tenant name")
+    return value
+
+
+def link_context(request: web.Request) -> str | None:
+    """The @context IRI of the Link header (rel json-ld#context), or None."""
+    found: list[str] = []
+    for header in request.headers.getall("Link", []):
+        for target, params in _LINK.findall(header):
+            if re.search(r'rel\s*=\s*"?' + re.escape(CONTEXT_REL) + r'"?', params):
+                found.append(target.strip())
+    if len(found) > 1:
+        raise bad_request("more than one JSON-LD @context Link header")
+    if found:
+        entries = jsonld.normalize_entries(found[0])
+        return str(entries[0])
+    return None
+
+
+async def ngsi_context(request: web.Request, *, must_exist: bool = True) -> NgsiContext:
+    """Build the request context; NonexistentTenant when ``must_exist`` and the tenant is unknown."""
+    storage = request.config_dict[STORAGE_KEY]
+    tenant = tenant_of(request)
+    if must_exist and not await storage.tenant_exists(tenant):
+        raise NgsiError("NonexistentTenant", f"tenant {tenant!r} does not exist")
+    return NgsiContext(
+        request,
+        storage,
+        request.config_dict[SETTINGS_KEY],
+        tenant,
+        request.config_dict[CONTEXTS_KEY],
+        link_context(request),
+    )
+
+
+def negotiate(request: web.Request, offered: Sequence[str] = (JSON, LD_JSON)) -> str:
+    """The response media type from ``Accept``; 406 listing what is available."""
+    header = request.headers.get("Accept")
+    if not header or not header.strip():
+        return JSON
+    choices: list[tuple[float, int, str]] = []
+    for index, part in enumerate(header.split(",")):
+        pieces = [p.strip() for p in part.split(";")]
+        media = pieces[0].lower()
+        q = 1.0
+        for param in pieces[1:]:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        choices.append((-q, index, media))
+    for neg_q, _, media in sorted(choices):
+        if neg_q >= 0:
+            continue
+        if media in ("*/*", "application/*"):
+            return offered[0]
+        if media in offered:
+            return media
+    raise NgsiError(
+        "NotAcceptable",
+        f"none of the accepted media types ({header}) is available; available: {', '.join(offered)}",
+        406,
+        title="Not Acceptable",
+    )
+
+
+def check_params(request: web.Request, allowed: Iterable[str]) -> None:
+    """InvalidRequest for an unknown query parameter, NotImplemented for a known unsupported one."""
+    allowed_set = set(allowed)
+    for name in request.query:
+        if name in allowed_set:
+            continue
+        if name in NOT_IMPLEMENTED_PARAMS:
+            raise NgsiError("NotImplemented", f"query parameter {name!r} is not supported by this store")
+        raise invalid_request(f"unknown query parameter {name!r}")
+
+
+@dataclass(slots=True)
+class Body:
+    """A parsed request body with the media type it came with."""
+
+    data: Any
+    content_type: str
+    link: str | None
+
+    def context_for(self, ngsi: NgsiContext, item: Any = None) -> Context:
+        """The @context of the body (ld+json: the item's own ``@context``) or of the Link header."""
+        if self.content_type == LD_JSON:
+            source = item if item is not None else self.data
+            if not isinstance(source, Mapping) or "@context" not in source:
+                raise bad_request("with Content-Type application/ld+json the @context must be in the body")
+            return ngsi.contexts.get(jsonld.normalize_entries(source["@context"]))
+        return ngsi.context([self.link] if self.link else [])
+
+
+def _has_context(data: Any) -> bool:
+    if isinstance(data, Mapping):
+        return "@context" in data
+    if isinstance(data, list):
+        return any(isinstance(i, Mapping) and "@context" in i for i in data)
+    return False
+
+
+async def read_body(request: web.Request, *, merge_patch: bool = False, context_rules: bool = True) -> Body:
+    """Apply §6.3.4/§6.3.5 to a write: media type (415), length (411, 413), JSON, @context rules.
+
+    ``context_rules=False`` is for bodies that are themselves contexts (POST /jsonldContexts).
+    """
+    allowed = {JSON, LD_JSON, MERGE_PATCH} if merge_patch else {JSON, LD_JSON}
+    if "Content-Type" not in request.headers or request.content_type not in allowed:
+        raise Bare(415)
+    length = request.content_length
+    if length is None:
+        raise Bare(411)
+    settings = request.config_dict[SETTINGS_KEY]
+    if length > settings.max_body_bytes:
+        raise NgsiError("PayloadTooLarge", f"the body is larger than {settings.max_body_bytes} bytes")
+    try:
+        raw = await request.content.readexactly(length)
+    except Exception as exc:  # IncompleteReadError, connection reset
+        raise invalid_request(f"the body could not be read completely: {type(exc).__name__}") from None
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise invalid_request(f"the body is not valid JSON{where}") from None
+    link = link_context(request)
+    content_type = LD_JSON if request.content_type == LD_JSON else JSON
+    if not context_rules:
+        return Body(data, content_type, link)
+    if content_type == LD_JSON:
+        if link is not None:
+            raise bad_request("with Content-Type application/ld+json the @context must be in the body, "
+                              "not in a Link header")
+    elif _has_context(data):
+        raise bad_request("with Content-Type application/json the @context must come in a Link header, "
+                          "not in the body")
+    return Body(data, content_type, link)
+
+
+def entity_url(ngsi: NgsiContext, entity_id: str) -> str:
+    """The Location of an entity."""
+    return f"{ngsi.settings.base_path}/entities/{quote(entity_id, safe=':@!$&()*+,;=-._~')}"
+
+
+def respond(
+    ngsi: NgsiContext,
+    data: Any,
+    *,
+    media: str = JSON,
+    status: int = 200,
+    ctx: Context | None = None,
+    headers: Mapping[str, str] | None = None,
+    links: Sequence[str] = (),
+) -> web.Response:
+    """A JSON response: Link header (json, geo+json) or body @context (ld+json) per §6.3.6."""
+    response_headers: list[tuple[str, str]] = list((headers or {}).items())
+    if media == LD_JSON:
+        context_value = (ctx or ngsi.context()).as_json()
+        if isinstance(data, dict):
+            data = {"@context": context_value, **data}
+        elif isinstance(data, list):
+            data = [{"@context": context_value, **d} if isinstance(d, dict) else d for d in data]
+    else:
+        response_headers.append(("Link", f'<{ngsi.link_iri()}>; rel="{CONTEXT_REL}"; type="{LD_JSON}"'))
+    response_headers.extend(("Link", link) for link in links)
+    response = web.Response(
+        body=json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(),
+        status=status,
+        content_type=media,
+    )
+    for name, value in response_headers:
+        response.headers.add(name, value)
+    return response
+
+
+def no_content() -> web.Response:
+    """204."""
+    return web.Response(status=204)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"-?\d{1,9}", text):
+        raise bad_request(f"{name} must be an integer, got {text!r}")
+    return int(text)
+
+
+def _bool_param(request: web.Request, name: str) -> bool:
+    text = request.query.get(name)
+    if text is None:
+        return False
+    if text not in ("true", "false"):
+        raise bad_request(f"{name} must be true or false, got {text!r}")
+    return text == "true"
+
+
+def _expand_names(ctx: Context, names: Sequence[str] | None, what: str, limit: int) -> frozenset[str] | None:
+    if names is None:
+        return None
+    if len(names) > limit:
+        raise NgsiError("TooComplexQuery", f"{what}: more than {limit} names")
+    return frozenset(ctx.expand_attr_name(n, what) for n in names)
+
+
+def render_options(ngsi: NgsiContext, ctx: Context, params: Mapping[str, Any]) -> RenderOptions:
+    """attrs / pick / omit / options / format / lang / datasetId → RenderOptions."""
+    form, sys_attrs, _ = parse_options(params.get("options"), params.get("format"))
+    attrs = _split(params.get("attrs"))
+    pick = _split(params.get("pick"))
+    omit = _split(params.get("omit"))
+    if pick is not None and omit is not None:
+        raise bad_request("pick and omit cannot be combined")
+    if pick is not None and attrs is not None:
+        raise bad_request("pick and attrs cannot be combined")
+    limit = ngsi.settings.max_ids
+    keep_members = None
+    if pick is not None:
+        keep_members = frozenset(p for p in pick if p in ("id", "type", "scope"))
+        attrs = [p for p in pick if p not in ("id", "type", "scope")]
+    omit_set: frozenset[str] = frozenset()
+    if omit is not None:
+        members = {o for o in omit if o in ("id", "type", "scope")}
+        omit_set = frozenset(members) | (_expand_names(ctx, [o for o in omit if o not in members], "omit", limit)
+                                         or frozenset())
+    lang = params.get("lang")
+    if lang is not None and (not lang or len(lang) > 100):
+        raise bad_request("lang must be a language tag")
+    dataset_ids = _split(params.get("datasetId"))
+    return RenderOptions(
+        form=form,
+        sys_attrs=sys_attrs,
+        attrs=_expand_names(ctx, attrs, "attrs", limit),
+        keep_members=keep_members,
+        omit=omit_set,
+        lang=lang,
+        dataset_ids=frozenset(dataset_ids) if dataset_ids is not None else None,
+    )
+
+
+def _check_id_pattern(ngsi: NgsiContext, pattern: str) -> str:
+    if len(pattern) > ngsi.settings.max_id_pattern:
+        raise NgsiError("TooComplexQuery", f"idPattern longer than {ngsi.settings.max_id_pattern} characters")
+    if _NESTED_QUANTIFIER.search(pattern):
+        raise NgsiError("TooComplexQuery", "idPattern with nested quantifiers (catastrophic backtracking)")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise bad_request(f"idPattern is not a valid regular expression: {exc}") from None
+    return pattern
+
+
+@dataclass(slots=True)
+class QueryParams:
+    """The filter part of a query, as strings, from GET parameters or a POST Query body."""
+
+    ids: list[str] | None = None
+    types: str | None = None
+    id_pattern: str | None = None
+    attrs: list[str] | None = None
+    q: str | None = None
+    scope_q: str | None = None
+    georel: str | None = None
+    geometry: str | None = None
+    coordinates: Any = None
+    geoproperty: str | None = None
+    order_by: str | None = None
+    local: bool = False
+
+    def any_filter(self) -> bool:
+        """True when at least one restriction is given (a query needs one, §5.7.2)."""
+        return any(
+            v is not None for v in (self.ids, self.types, self.id_pattern, self.attrs, self.q, self.scope_q,
+                                    self.georel)
+        )
+
+
+def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int, offset: int, count: bool) -> QuerySpec:
+    """Turn query parameters into a QuerySpec (SQL prefilters + exact Python predicate)."""
+    settings = ngsi.settings
+    spec = QuerySpec(limit=limit, offset=offset, count=count)
+    expand = ctx.expand_term
+    predicates: list[Callable[[Doc], bool]] = []
+    if qp.ids is not None:
+        if len(qp.ids) > settings.max_ids:
+            raise NgsiError("TooComplexQuery", f"id: more than {settings.max_ids} ids")
+        for i in qp.ids:
+            if not model.is_uri(i):
+                raise bad_request(f"id: {i!r} is not a URI")
+        spec.ids = qp.ids
+    if qp.types is not None:
+        texpr = query_mod.parse_type_expression(qp.types)
+        names = texpr.types()
+        if len(names) > settings.max_ids:
+            raise NgsiError("TooComplexQuery", f"type: more than {settings.max_ids} names")
+        spec.types = sorted({expand(n) for n in names})
+        if not texpr.is_simple():
+            spec.type_match = lambda types: texpr.matches(types, expand)
+    if qp.id_pattern is not None:
+        spec.id_pattern = _check_id_pattern(ngsi, qp.id_pattern)
+    if qp.attrs is not None:
+        spec.attrs = sorted(_expand_names(ctx, qp.attrs, "attrs", settings.max_ids) or ())
+    if qp.q is not None:
+        qexpr = query_mod.parse_q(qp.q)
+        predicates.append(lambda doc: qexpr.evaluate(doc, expand))
+    if qp.scope_q is not None:
+        sexpr = query_mod.parse_scope_q(qp.scope_q)
+        predicates.append(lambda doc: sexpr.matches(doc.get("scope")))
+    if qp.georel is not None or qp.geometry is not None or qp.coordinates is not None:
+        gq = geo_mod.parse_geo_query(qp.georel, qp.geometry, qp.coordinates, qp.geoproperty or "location")
+        if len(gq.shape.vertices()) > settings.max_geo_vertices:
+            raise NgsiError("TooComplexQuery", f"geometry with more than {settings.max_geo_vertices} positions")
+        geo_iri = expand(gq.geoproperty)
+        box = gq.bbox()
+        if box is not None:
+            spec.bbox = box
+            spec.geoproperty = geo_iri
+
+        def geo_match(doc: Doc) -> bool:
+            return any(
+                inst.get("type") == "GeoProperty" and gq.matches(inst.get("value")) for inst in doc.get(geo_iri) or []
+            )
+
+        if gq.georel == "disjoint" or (gq.georel == "near" and gq.max_distance is None):
+            # entities without the GeoProperty do not match a geo-query at all
+            predicates.append(lambda doc: bool(doc.get(geo_iri)) and geo_match(doc))
+        else:
+            predicates.append(geo_match)
+    elif qp.geoproperty is not None:
+        raise bad_request("geoproperty given without georel, geometry and coordinates")
+    if predicates:
+        spec.predicate = (lambda doc: all(p(doc) for p in predicates)) if len(predicates) > 1 else predicates[0]
+    if qp.order_by is not None:
+        spec.sort_key, spec.sort_reverse = _order_by(ctx, qp.order_by)
+    return spec
+
+
+def _order_by(ctx: Context, text: str) -> tuple[Callable[[Doc], Any], bool]:
+    """``orderBy=<attr>`` or ``<attr>;desc`` (also ``id``): a sort key on the first instance's value."""
+    name, _, direction = text.partition(";")
+    if direction not in ("", "asc", "desc") or not name:
+        raise bad_request(f"orderBy {text!r}: expected <attribute>[;asc|;desc]")
+    if name == "id":
+        return (lambda doc: doc["id"]), direction == "desc"
+    iri = ctx.expand_attr_name(name, "orderBy")
+
+    def key(doc: Doc) -> Any:
+        insts = doc.get(iri)
+        return query_mod.attribute_target(insts[0]) if insts else None
+
+    return key, direction == "desc"
+
+
+def paging(ngsi: NgsiContext) -> tuple[int, int, bool]:
+    """limit/offset/count from the query string, with the §6.3.10 rules."""
+    settings = ngsi.settings
+    limit = _int_param(ngsi.request, "limit", settings.default_limit)
+    offset = _int_param(ngsi.request, "offset", 0)
+    count = _bool_param(ngsi.request, "count")
+    if limit < 0:
+        raise bad_request("limit must not be negative")
+    if limit > settings.max_limit:
+        raise NgsiError("TooManyResults", f"limit {limit} is above the maximum of {settings.max_limit}")
+    if limit == 0 and not count:
+        raise bad_request("limit=0 is only allowed with count=true")
+    if offset < 0:
+        raise bad_request("offset must not be negative")
+    return limit, offset, count
+
+
+def page_links(ngsi: NgsiContext, limit: int, offset: int, more: bool) -> list[str]:
+    """Link headers rel="next"/"prev" for a page."""
+    links = []
+    params = dict(ngsi.request.query)
+    path = ngsi.request.path
+    if more and limit > 0:
+        params["offset"] = str(offset + limit)
+        params["limit"] = str(limit)
+        links.append(f'<{path}?{urlencode(params)}>; rel="next"; type="{JSON}"')
+    if offset > 0 and limit > 0:
+        params["offset"] = str(max(0, offset - limit))
+        params["limit"] = str(limit)
+        links.append(f'<{path}?{urlencode(params)}>; rel="prev"; type="{JSON}"')
+    return links
+
+
+# --------------------------------------------------------------------------- entities
+
+
+_QUERY_PARAMS: Final = frozenset(
+    {"id", "type", "idPattern", "attrs", "pick", "omit", "q", "scopeQ", "georel", "geometry", "coordinates",
+     "geoproperty", "geometryProperty", "lang", "limit", "offset", "count", "options", "format", "datasetId",
+     "orderBy", "local"}
+)
+_RETRIEVE_PARAMS: Final = frozenset(
+    {"attrs", "pick", "omit", "options", "format", "lang", "geometryProperty", "datasetId", "type", "local"}
+)
+
+
+def _entity_id(request: web.Request) -> str:
+    entity_id = request.match_info["entity_id"]
+    if not model.is_uri(entity_id):
+        raise bad_request(f"entity id {entity_id!r} is not a URI")
+    return entity_id
+
+
+async def create_entity(request: web.Request) -> web.Response:
+    """POST /entities (§6.4.3.1): 201 with Location; AlreadyExists 409."""
+    check_params(request, ())
+    ngsi = await ngsi_context(request, must_exist=False)
+    body = await read_body(request)
+    if not isinstance(body.data, Mapping):
+        raise bad_request("the body must be one entity (a JSON object)")
+    ctx = body.context_for(ngsi)
+    doc = ctx.expand_entity({k: v for k, v in body.data.items() if k != "@context"})
+    result = await ngsi.storage.create_entities(ngsi.tenant, [doc])
+    if result.errors:
+        raise result.errors[0].error
+    response = web.Response(status=201)
+    response.headers["Location"] = entity_url(ngsi, doc["id"])
+    return response
+
+
+async def retrieve_entity(request: web.Request) -> web.Response:
+    """GET /entities/{id} (§6.5.3.1)."""
+    check_params(request, _RETRIEVE_PARAMS)
+    ngsi = await ngsi_context(request)
+    media = negotiate(request, (JSON, LD_JSON, GEO_JSON))
+    entity_id = _entity_id(request)
+    ctx = ngsi.context()
+    opts = render_options(ngsi, ctx, request.query)
+    doc = await ngsi.storage.get_doc(ngsi.tenant, entity_id)
+    if doc is None:
+        raise not_found(f"entity {entity_id} does not exist")
+    wanted_type = request.query.get("type")
+    if wanted_type is not None:
+        texpr = query_mod.parse_type_expression(wanted_type)
+        if not texpr.matches(doc["type"], ctx.expand_term):
+            raise not_found(f"entity {entity_id} is not of type {wanted_type}")
+    if media == GEO_JSON:
+        geometry = ctx.expand_term(request.query.get("geometryProperty", "location"))
+        return respond(ngsi, render_feature(doc, ctx, opts, geometry), media=GEO_JSON)
+    return respond(ngsi, render(doc, ctx, opts), media=media)
+
+
+async def query_entities(request: web.Request) -> web.Response:
+    """GET /entities (§6.4.3.2)."""
+    check_params(request, _QUERY_PARAMS)
+    ngsi = await ngsi_context(request)
+    media = negotiate(request, (JSON, LD_JSON, GEO_JSON))
+    ctx = ngsi.context()
+    query = request.query
+    qp = QueryParams(
+        ids=_split(query.get("id")),
+        types=query.get("type"),
+        id_pattern=query.get("idPattern"),
+        attrs=_split(query.get("attrs")),
+        q=query.get("q"),
+        scope_q=query.get("scopeQ"),
+        georel=query.get("georel"),
+        geometry=query.get("geometry"),
+        coordinates=query.get("coordinates"),
+        geoproperty=query.get("geoproperty"),
+        order_by=query.get("orderBy"),
+        local=_bool_param(request, "local"),
+    )
+    return await run_query(ngsi, ctx, qp, query, media)
+
+
+async def run_query(
+    ngsi: NgsiContext, ctx: Context, qp: QueryParams, render_params: Mapping[str, Any], media: str
+) -> web.Response:
+    """Shared by GET /entities and POST /entityOperations/query."""
+    if not qp.any_filter() and not qp.local:
+        raise bad_request("a query needs at least one of id, type, idPattern, attrs, q, scopeQ or a geo-query "
+                          "(or local=true)")
+    limit, offset, count = paging(ngsi)
+    opts = render_options(ngsi, ctx, render_params)
+    spec = build_query(ngsi, ctx, qp, limit=limit, offset=offset, count=count)
+    result = await ngsi.storage.query(ngsi.tenant, spec)
+    headers = {COUNT_HEADER: str(result.count)} if result.count is not None else {}
+    links = page_links(ngsi, limit, offset, result.more)
+    if media == GEO_JSON:
+        geometry = ctx.expand_term(str(render_params.get("geometryProperty", "location")))
+        features = [render_feature(d, ctx, opts, geometry) for d in result.docs]
+        return respond(ngsi, {"type": "FeatureCollection", "features": features}, media=GEO_JSON,
+                       headers=headers, links=links)
+    return respond(ngsi, [render(d, ctx, opts) for d in result.docs], media=media, headers=headers, links=links)
+
+
+def _fragment(ngsi: NgsiContext, body: Body, entity_id: str) -> Doc:
+    if not isinstance(body.data, Mapping):
+        raise bad_request("the body must be a JSON object")
+    ctx = body.context_for(ngsi)
+    data = {k: v for k, v in body.data.items() if k != "@context"}
+    given = data.pop("id", None)
+    if given is not None and given != entity_id:
+        raise bad_request(f"/id: {given!r} does not match the entity id in the path {entity_id!r}")
+    fragment = ctx.expand_entity(data, partial=True)
+    fragment["id"] = entity_id
+    return fragment
+
+
+async def _apply_one(ngsi: NgsiContext, change: Change) -> Any:
+    results = await ngsi.storage.apply(ngsi.tenant, [change])
+    result = results[0]
+    if result.error is not None:
+        raise result.error
+    return result
+
+
+def _update_result(ngsi: NgsiContext, ctx: Context, fragment: Doc, not_updated: list[tuple[str, str]]) -> web.Response:
+    failed = {name for name, _ in not_updated}
+    body = {
+        "updated": [ctx.compact_iri(n) for n in ops.attr_names(fragment) if n not in failed],
+        "notUpdated": [{"attributeName": ctx.compact_iri(n), "reason": reason} for n, reason in not_updated],
+    }
+    return respond(ngsi, body, status=207)
+
+
+async def update_attrs(request: web.Request) -> web.Response:
+    """PATCH /entities/{id}/attrs (§6.6.3.3): 204, or 207 with the attributes not updated."""
+    check_params(request, ())
+    ngsi = await ngsi_context(request)
+    entity_id = _entity_id(request)
+    body = await read_body(request)
+    fragment = _fragment(ngsi, body, entity_id)
+    ctx = body.context_for(ngsi)
+    result = await _apply_one(ngsi, Change(entity_id, ops.update_attrs(fragment, strict=True)))
+    if result.not_updated:
+        return _update_result(ngsi, ctx, fragment, result.not_updated)
+    return no_content()
+
+
+async def append_attrs(request: web.Request) -> web.Response:
+    """POST /entities/{id}/attrs (§6.6.3.1), ``options=noOverwrite``: 204 or 207."""
+    check_params(request, ("options",))
+    ngsi = await ngsi_context(request)
+    _, _, others = parse_options(request.query.get("options"), None, allowed=frozenset({"noOverwrite"}))
+    entity_id = _entity_id(request)
+    body = await read_body(request)
+    fragment = _fragment(ngsi, body, entity_id)
+    ctx = body.context_for(ngsi)
+    mutator = ops.update_attrs(fragment, no_overwrite="noOverwrite" in others, strict=False)
+    result = await _apply_one(ngsi, Change(entity_id, mutator))
+    if result.not_updated:
+        return _update_result(ngsi, ctx, fragment, result.not_updated)
+    return no_content()
+
+
+async def merge_entity(request: web.Request) -> web.Response:
+    """PATCH /entities/{id} (§6.5.3.4): merge-patch, ``urn:ngsi-ld:null`` deletes; 204."""
+    check_params(request, ("options", "format", "observedAt", "lang"))
+    ngsi = await ngsi_context(request)
+    entity_id = _entity_id(request)
+    body = await read_body(request, merge_patch=True)
+    fragment = _fragment(ngsi, body, entity_id)
+    await _apply_one(ngsi, Change(entity_id, ops.merge(fragment)))
+    return no_content()
+
+
+async def replace_entity(request: web.Request) -> web.Response:
+    """PUT /entities/{id} (§6.5.3.3): replace every attribute; 204."""
+    check_params(request, ("options", "format"))
+    ngsi = await ngsi_context(request)
+    entity_id = _entity_id(request)
+    body = await read_body(request)
+    if not isinstance(body.data, Mapping):
+        raise bad_request("the body must be a JSON object")
+    ctx = body.context_for(ngsi)
+    data = {k: v for k, v in body.data.items() if k != "@context"}
+    if data.get("id", entity_id) != entity_id:
+        raise bad_request(f"/id: {data['id']!r} does not match the entity id in the path {entity_id!r}")
+    data["id"] = entity_id
+    if "type" not in data:
+        current = await ngsi.storage.get_doc(ngsi.tenant, entity_id)
+        if current is None:
+            raise not_found(f"entity {entity_id} does not exist")
+        doc = ctx.expand_entity({**data, "type": "Thing"})
+        doc["type"] = current["type"]
+    else:
+        doc = ctx.expand_entity(data)
+    await _apply_one(ngsi, Change(entity_id, ops.replace(doc)))
+    return no_content()
+
+
+async def delete_entity(request: web.Request) -> web.Response:
+    """DELETE /entities/{id} (§6.5.3.2): 204; 404."""
+    check_params(request, ("type",))
+    ngsi = await ngsi_context(request)
+    entity_id = _entity_id(request)
+    await _apply_one(ngsi, Change(entity_id, ops.delete()))
+    return no_content()
+
+
+def _attr_iri(ngsi: NgsiContext, request: web.Request) -> str:
+    name = request.match_info["attr"]
+    return ngsi.context().expand_attr_name(name, "attrId")
+
+
+async def delete_attr(request: web.Request) -> web.Response:
+    """DELETE /entities/{id}/attrs/{attr} (§6.7.3.2), ``datasetId`` or ``deleteAll=true``; 204."""
+    check_params(request, ("datasetId", "deleteAll"))
+    ngsi = await ngsi_context(request)
+    entity_id = _entity_id(request)
+    dataset_id = request.query.get("datasetId")
+    delete_all = _bool_param(request, "deleteAll")
+    if dataset_id is not None and delete_all:
+        raise bad_request("datasetId and deleteAll=true cannot be combined")
+    if dataset_id is not None and not model.is_uri(dataset_id):
+        raise bad_request(f"datasetId {dataset_id!r} is not a URI")
+    mutator = ops.delete_attr(_attr_iri(ngsi, request), dataset_id=dataset_id, delete_all=delete_all)
+    await _apply_one(ngsi, Change(entity_id, mutator))
+    return no_content()
+
+
+def _attr_body(ngsi: NgsiContext, body: Body, iri: str) -> dict[str, Any]:
+    if not isinstance(body.data, Mapping):
+        raise bad_request("the body must be a JSON object (one attribute)")
+    ctx = body.context_for(ngsi)
+    data = {k: v for k, v in body.data.items() if k != "@context"}
+    return ctx.expand_attribute(data, "", partial=True)[0]
+
+
+async def patch_attr(request: web.Request) -> web.Response:
+    """PATCH /entities/{id}/attrs/{attr} (§6.7.3.1): partial attribute update; 204."""
+    check_params(request, ())
+    ngsi = await ngsi_context(request)
+    entity_id = _entity_id(request)
+    iri = _attr_iri(ngsi, request)
+    body = await read_body(request)
+    inst = _attr_body(ngsi, body, iri)
+    await _apply_one(ngsi, Change(entity_id, ops.patch_attr(iri, inst)))
+    return no_content()
+
+
+async def replace_attr(request: web.Request) -> web.Response:
+    """PUT /entities/{id}/attrs/{attr} (§6.7.3.3): replace one attribute; 204."""
+    check_params(request, ())
+    ngsi = await ngsi_context(request)
+    entity_id = _entity_id(request)
+    iri = _attr_iri(ngsi, request)
+    body = await read_body(request)
+    inst = _attr_body(ngsi, body, iri)
+    if any(inst.get(k) == jsonld.NULL_URN for k in ("value", "object")):
+        raise bad_request("urn:ngsi-ld:null is not a valid value for a replacement")
+    await _apply_one(ngsi, Change(entity_id, ops.replace_attr(iri, inst)))
+    return no_content()
+
+
+def add_entity_routes(app: web.Application) -> None:
+    """Register the /entities routes."""
+    r = app.router
+    r.add_post("/entities", create_entity)
+    r.add_get("/entities", query_entities, allow_head=False)
+    r.add_get("/entities/{entity_id}", retrieve_entity, allow_head=False)
+    r.add_patch("/entities/{entity_id}", merge_entity)
+    r.add_put("/entities/{entity_id}", replace_entity)
+    r.add_delete("/entities/{entity_id}", delete_entity)
+    r.add_post("/entities/{entity_id}/attrs", append_attrs)
+    r.add_patch("/entities/{entity_id}/attrs", update_attrs)
+    r.add_patch("/entities/{entity_id}/attrs/{attr}", patch_attr)
+    r.add_put("/entities/{entity_id}/attrs/{attr}", replace_attr)
+    r.add_delete("/entities/{entity_id}/attrs/{attr}", delete_attr)

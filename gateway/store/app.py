@@ -1,0 +1,110 @@
+"""The embedded NGSI-LD store as an aiohttp application (mountable under ``/ngsi-ld/v1``).
+
+Wiring lives here only. ``create_store_app(settings)`` builds the sub-application: middlewares
+(ProblemDetails errors, tenant echo, bearer tokens), the entity, batch, discovery and
+@context routes, plus subscriptions and the temporal API when ``gateway.store.subscriptions``
+/ ``gateway.store.temporal`` provide ``setup_subscriptions(app, storage)`` /
+``setup_temporal(app, storage)``. The storage is opened and closed in ``cleanup_ctx``.
+
+The runtime shares the SAME storage in one of two ways:
+
+* it opens it itself (``storage = await open_storage(settings.store_path)``) and passes it:
+  ``create_store_app(settings, storage=storage)`` — the app then never closes it; or
+* it lets the app own it and reads ``store_app[STORAGE_KEY]`` (usable once the app started).
+
+``create_root_app(settings)`` mounts the sub-app at ``settings.base_path`` for ``jonction store``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.store.api import add_entity_routes, error_middleware
+from gateway.store.base import Storage
+from gateway.store.batch import add_batch_routes
+from gateway.store.discovery import add_discovery_routes
+from gateway.store.problems import NgsiError
+from gateway.store.security import auth_middleware
+from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings, load_tokens
+from gateway.store.sqlite import SqliteStorage
+
+__all__ = [
+    "CONTEXTS_KEY",
+    "SETTINGS_KEY",
+    "STORAGE_KEY",
+    "StoreSettings",
+    "create_root_app",
+    "create_store_app",
+    "load_tokens",
+]
+
+log = logging.getLogger("jonction.store")
+
+
+def _optional_setup(module: str, function: str) -> Callable[[web.Application, Storage], Any] | None:
+    try:
+        found = importlib.import_module(f"gateway.store.{module}")
+    except ImportError as exc:
+        if exc.name != f"gateway.store.{module}":
+            raise  # the module exists but is broken: say so instead of hiding a feature
+        return None
+    setup = getattr(found, function, None)
+    return setup if callable(setup) else None
+
+
+def create_store_app(settings: StoreSettings, *, storage: Storage | None = None) -> web.Application:
+    """The NGSI-LD sub-application; opens ``settings.store_path`` unless ``storage`` is given."""
+    settings.check()
+    middlewares: list[Any] = [error_middleware]
+    if settings.requires_auth:
+        middlewares.append(auth_middleware(settings))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    owned = storage is None
+    store: Storage = storage if storage is not None else SqliteStorage(settings.store_path, settings.durability)
+    app[SETTINGS_KEY] = settings
+    app[STORAGE_KEY] = store
+    app[CONTEXTS_KEY] = store.contexts
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if owned and isinstance(store, SqliteStorage):
+            await store.start()
+        try:
+            yield
+        finally:
+            if owned:
+                await store.close()
+
+    # First in cleanup_ctx: the storage is open before, and closed after, what others set up.
+    app.cleanup_ctx.append(lifecycle)
+    add_entity_routes(app)
+    add_batch_routes(app)
+    add_discovery_routes(app)
+    for module, function in (("subscriptions", "setup_subscriptions"), ("temporal", "setup_temporal")):
+        setup = _optional_setup(module, function)
+        if setup is not None:
+            setup(app, store)
+        else:
+            _not_implemented(app, "/subscriptions" if module == "subscriptions" else "/temporal")
+    return app
+
+
+def _not_implemented(app: web.Application, prefix: str) -> None:
+    """Answer 501 NotImplemented (ProblemDetails) under ``prefix`` when its module is absent."""
+
+    async def handler(request: web.Request) -> web.Response:
+        raise NgsiError("NotImplemented", f"{prefix} is not available in this build of the store")
+
+    app.router.add_route("*", prefix, handler)
+    app.router.add_route("*", prefix + "/{tail:.*}", handler)
+
+
+def create_root_app(settings: StoreSettings, *, storage: Storage | None = None) -> web.Application:
+    """A root application with the store mounted at ``settings.base_path``."""
+    root = web.Application(client_max_size=settings.max_body_bytes)
+    root.add_subapp(settings.base_path, create_store_app(settings, storage=storage))
+    return root

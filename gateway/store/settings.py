@@ -1,0 +1,123 @@
+"""Settings of the embedded NGSI-LD store and the typed application keys its handlers share."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from aiohttp import web
+
+from gateway.errors import ConfigInvalid
+from gateway.store.base import Storage
+from gateway.store.jsonld import ContextCache
+
+TOKEN_ENV = "JONCTION_STORE_TOKEN"
+"""Environment variable holding a bearer token valid for every tenant."""
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Everything the store app needs; build it from CLI options or the runtime's config."""
+
+    data_dir: Path = Path("data")
+    """The store file is ``<data_dir>/store.sqlite``."""
+    host: str = "127.0.0.1"
+    """Where the server is bound: authentication is required unless this is loopback."""
+    base_path: str = "/ngsi-ld/v1"
+    """Where the app is mounted (used to build Location and Link URLs)."""
+    durability: Literal["full", "normal"] = "full"
+    tokens: frozenset[str] = frozenset()
+    """Bearer tokens valid for every tenant."""
+    tenant_tokens: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Bearer tokens valid for one tenant only ("" is the default tenant)."""
+    auth_required: bool | None = None
+    """None: required for writes unless bound to loopback; True/False forces it."""
+    protect_reads: bool = False
+    """Require a token for reads too (when authentication is required)."""
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_batch: int = 10_000
+    """Most entities in one batch operation."""
+    default_limit: int = 20
+    max_limit: int = 1000
+    max_ids: int = 1000
+    """Most ids (or attribute names) in one query parameter."""
+    max_geo_vertices: int = 1000
+    """Most positions in a geoQ geometry (beyond: TooComplexQuery)."""
+    max_id_pattern: int = 256
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite file."""
+        return self.data_dir / "store.sqlite"
+
+    @property
+    def loopback(self) -> bool:
+        """True when bound to a loopback address only."""
+        if self.host in ("localhost", ""):
+            return self.host == "localhost"
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def requires_auth(self) -> bool:
+        """Whether writes need a bearer token."""
+        return self.auth_required if self.auth_required is not None else not self.loopback
+
+    def check(self) -> None:
+        """Raise ConfigInvalid when the settings cannot work (auth required but no token)."""
+        problems = []
+        if self.requires_auth and not self.tokens and not any(self.tenant_tokens.values()):
+            problems.append(
+                f"the store is bound to {self.host!r} (not loopback) so writes need a bearer token: "
+                f"set {TOKEN_ENV} or give --token-file"
+            )
+        if self.max_limit < 1 or self.default_limit < 1 or self.default_limit > self.max_limit:
+            problems.append("default_limit must be between 1 and max_limit")
+        if problems:
+            raise ConfigInvalid("store settings are invalid", problems)
+
+
+def load_tokens(
+    token_file: Path | None = None, env: Mapping[str, str] | None = None
+) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    """Tokens from ``$JONCTION_STORE_TOKEN`` and a file: ``TOKEN`` or ``TENANT TOKEN`` per line.
+
+    ``#`` starts a comment; ``-`` as TENANT is the default tenant. Tokens are never logged.
+    """
+    environ = os.environ if env is None else env
+    everyone: set[str] = set()
+    per_tenant: dict[str, set[str]] = {}
+    if environ.get(TOKEN_ENV, "").strip():
+        everyone.add(environ[TOKEN_ENV].strip())
+    if token_file is not None:
+        try:
+            text = Path(token_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigInvalid(f"cannot read token file {token_file}: {exc.strerror}") from None
+        for number, line in enumerate(text.splitlines(), 1):
+            stripped = line.split("#", 1)[0].strip()
+            if not stripped:
+                continue
+            parts = stripped.split()
+            if len(parts) == 1:
+                everyone.add(parts[0])
+            elif len(parts) == 2:
+                tenant = "" if parts[0] == "-" else parts[0]
+                per_tenant.setdefault(tenant, set()).add(parts[1])
+            else:
+                raise ConfigInvalid(f"{token_file}:{number}: expected 'TOKEN' or 'TENANT TOKEN'")
+    return frozenset(everyone), {t: frozenset(v) for t, v in per_tenant.items()}
+
+
+STORAGE_KEY = web.AppKey("jonction.store.storage", Storage)
+"""The store's Storage; the runtime reads it to write through Python."""
+SETTINGS_KEY = web.AppKey("jonction.store.settings", StoreSettings)
+"""The StoreSettings the app was built with."""
+CONTEXTS_KEY = web.AppKey("jonction.store.contexts", ContextCache)
+"""The @context cache (bundled and hosted contexts)."""
