@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Final
 
 from gateway.errors import TranslationError
@@ -173,8 +174,11 @@ def to_entities(raw: RawMessage, mappings: Mappings) -> list[Entity]:
 
     if mapping.scale is not None and _is_numeric(value):
         value = _scaled(value, mapping.scale)
-    attr: dict[str, Any] = {"type": "Property", "value": value}
     exact = isinstance(value, int) and not isinstance(value, bool) and abs(value) > SAFE_INTEGER
+    # The EPANET models describe observed quantities (pressure, level, flow...) as an object
+    # {"value": number, "observedBy": id} in their keyValues form; the value is shaped so.
+    shaped = {"value": value} if _observation_object(mapping.entity_type, mapping.attribute) else value
+    attr: dict[str, Any] = {"type": "Property", "value": shaped}
     unit = mapping.unit or _unit_from_eu(doc.get("eu"))
     if unit and _is_numeric(value):
         attr["unitCode"] = unit
@@ -192,6 +196,22 @@ def to_entities(raw: RawMessage, mappings: Mappings) -> list[Entity]:
         attr["exactValue"] = {"type": "Property", "value": str(value)}
     item[mapping.attribute] = attr
     return [item]
+
+
+@cache
+def _observation_object(entity_type: str, attribute: str) -> bool:
+    """True when the model wants this attribute as ``{"value": number, ...}`` (EPANET observations)."""
+    try:
+        import schemas
+    except ImportError:  # translation works without the schema package installed
+        return False
+    if entity_type not in getattr(schemas, "MODELS", ()):
+        return False
+    spec = schemas.model(entity_type).schema.get("properties", {}).get(attribute)
+    if not isinstance(spec, Mapping) or spec.get("type") != "object":
+        return False
+    inner = spec.get("properties", {}).get("value")
+    return isinstance(inner, Mapping) and inner.get("type") == "number"
 
 
 def _scaled(value: Any, factor: float) -> Any:

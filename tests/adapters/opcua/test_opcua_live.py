@@ -277,7 +277,7 @@ async def test_bad_status_is_kept_not_dropped(sim: WaterNet) -> None:
     assert junction["opcuaStatus"]["statusCode"]["value"] == "BadSensorFailure"
     assert "pressure" not in junction
     (uncertain,) = adapter.to_entities(raws[-1])
-    assert uncertain["pressure"]["value"] == 2.5
+    assert uncertain["pressure"]["value"] == {"value": 2.5}, "EPANET observations are {value: ...} objects"
     assert uncertain["pressure"]["opcuaStatus"]["value"] == "Uncertain"
 
 

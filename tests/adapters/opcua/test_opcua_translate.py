@@ -144,3 +144,12 @@ def test_iotagent_style_mapping_translates(tmp_path: Path) -> None:
            "datatype": "Boolean", "status": {"code": 0}, "source_ts": "2024-05-02T06:15:00Z"}
     (item,) = OpcUaAdapter(cfg).to_entities(raw(doc))
     assert item["EngineStopped"]["value"] is False and "unitCode" not in item["EngineStopped"]
+
+
+def test_epanet_observations_take_the_models_object_shape() -> None:
+    doc = {"server": "usine-nord", "ref": "WaterNet/Tank1/Level", "node": "ns=2;s=Tank1.Level", "value": 4.2,
+           "status": {"code": 0}, "source_ts": "2024-05-02T06:15:00Z"}
+    (tank,) = adapter().to_entities(raw(doc))
+    assert tank["level"]["value"] == {"value": 4.2}
+    (pump,) = adapter().to_entities(raw(speed()))
+    assert pump["speed"]["value"] == 1200.5, "a plain number attribute stays a number"
