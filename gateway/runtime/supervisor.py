@@ -25,6 +25,11 @@ log = logging.getLogger("jonction.supervisor")
 
 Emit = Callable[[RawMessage], Awaitable[None]]
 
+BACKOFF_INITIAL_S = 1.0
+"""First restart delay of a failed source (doubles up to BACKOFF_MAX_S)."""
+BACKOFF_MAX_S = 60.0
+"""Longest delay between two restarts."""
+
 
 @dataclass(slots=True)
 class SourceState:
@@ -55,15 +60,15 @@ class Supervised:
         adapter: Adapter,
         emit: Emit,
         *,
-        backoff_initial_s: float = 1.0,
-        backoff_max_s: float = 60.0,
+        backoff_initial_s: float | None = None,
+        backoff_max_s: float | None = None,
         healthy_after_s: float = 30.0,
     ) -> None:
         self.adapter = adapter
         self.emit = emit
         self.status = SourceState(name, adapter_name, since=time.time())
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
+        self.backoff_initial_s = BACKOFF_INITIAL_S if backoff_initial_s is None else backoff_initial_s
+        self.backoff_max_s = BACKOFF_MAX_S if backoff_max_s is None else backoff_max_s
         self.healthy_after_s = healthy_after_s
         self._task: asyncio.Task[None] | None = None
 
@@ -91,8 +96,7 @@ class Supervised:
             started = time.monotonic()
             try:
                 await self.adapter.check()
-                if self.status.state != "unavailable":
-                    self._set("running")
+                self._set("running")
                 await self.adapter.run(self._counted_emit)
                 # run() returning means the source ended on its own (a finished file, say).
                 self._set("stopped")
