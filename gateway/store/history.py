@@ -9,15 +9,18 @@ Queries select series first, then walk the ``(series_id, observed_at)`` index pe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, Final, TypeVar
 
 from gateway.store.problems import NgsiError, bad_request
 
@@ -72,12 +75,80 @@ _SKIP_MEMBERS: Final = frozenset(
     {"type", "observedAt", "createdAt", "modifiedAt", "datasetId", "instanceId", *_VALUE_MEMBERS.values()}
 )
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+T = TypeVar("T")
 _DUMPS: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, as the history tables store it."""
+    return _DUMPS(value)
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
     """Create the history tables and index if they do not exist."""
     conn.executescript(SCHEMA_SQL)
+
+
+class Database:
+    """One dedicated thread with its own connection to the store's SQLite file.
+
+    The temporal API and the subscriptions read and write their tables through it, off the
+    event loop; WAL lets it read while the store's writer writes, and ``busy_timeout``
+    serializes the rare writes with the store's own.
+    """
+
+    def __init__(self, path: Path, *, setup: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        self.path = Path(path)
+        self._setup = setup
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="store-history")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=FULL")
+            if self._setup is not None:
+                self._setup(conn)
+            self._conn = conn
+        return self._conn
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the database thread."""
+        if self._closed:
+            raise NgsiError("InternalError", "the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(self._connection()))
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` inside one write transaction on the database thread."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self.read(run)
+
+    async def close(self) -> None:
+        """Finish pending work and close the connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+
+        def shutdown() -> None:
+            self._executor.shutdown(wait=True)
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(None, shutdown)
 
 
 # --------------------------------------------------------------------------- times
