@@ -1,0 +1,332 @@
+"""Subscriptions and notifications against a running store and a real receiver on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.store import subscriptions
+from tests.conftest import free_port
+from tests.store.conftest import StoreServer
+
+
+@dataclass
+class Received:
+    """One notification as the receiver saw it."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class Receiver:
+    """An aiohttp app collecting notifications; ``fail[path]`` answers 500 that many times first."""
+
+    port: int
+    got: list[Received] = field(default_factory=list)
+    fail: dict[str, int] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def at(self, path: str) -> list[Received]:
+        return [r for r in self.got if r.path == path]
+
+    async def wait(self, path: str, count: int, within: float = 15.0) -> list[Received]:
+        """Poll until ``count`` notifications reached ``path`` (generous timeout, no fixed sleep)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while len(self.at(path)) < count:
+            if loop.time() > deadline:
+                raise AssertionError(f"{path}: {len(self.at(path))} notifications, expected {count}")
+            await asyncio.sleep(0.02)
+        return self.at(path)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver(free_port())
+
+    async def handle(request: web.Request) -> web.Response:
+        rec.attempts[request.path] = rec.attempts.get(request.path, 0) + 1
+        if rec.fail.get(request.path, 0) > 0:
+            rec.fail[request.path] -= 1
+            return web.Response(status=500)
+        rec.got.append(Received(request.path, dict(request.headers), json.loads(await request.read())))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", rec.port).start()
+    try:
+        yield rec
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def fast_notifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short retry waits and a quick periodic tick, so failure tests stay fast."""
+    monkeypatch.setattr(subscriptions.Notifier, "retry_delays", (0.05, 0.1))
+    monkeypatch.setattr(subscriptions.Notifier, "tick", 0.05)
+
+
+def sub(receiver: Receiver, path: str, **members: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "Subscription",
+        "entities": [{"type": "Sensor"}],
+        "notification": {"endpoint": {"uri": receiver.url(path), "accept": "application/json"}},
+    }
+    body.update(members)
+    return body
+
+
+def sensor(n: int, **attrs: Any) -> dict[str, Any]:
+    entity: dict[str, Any] = {"id": f"urn:ngsi-ld:Sensor:{n}", "type": "Sensor"}
+    for name, value in attrs.items():
+        entity[name] = {"type": "Property", "value": value}
+    return entity
+
+
+async def set_attr(server: StoreServer, n: int, headers: dict[str, str] | None = None, **attrs: Any) -> None:
+    body = {k: {"type": "Property", "value": v} for k, v in attrs.items()}
+    reply = await server.patch(f"/entities/urn:ngsi-ld:Sensor:{n}/attrs", body, headers=headers)
+    assert reply.status in (204, 207), reply.raw
+
+
+async def create(server: StoreServer, body: dict[str, Any], headers: dict[str, str] | None = None) -> str:
+    reply = await server.post("/subscriptions", body, headers=headers)
+    assert reply.status == 201, reply.raw
+    location = reply.headers["Location"]
+    assert location.startswith("/ngsi-ld/v1/subscriptions/urn:ngsi-ld:Subscription:")
+    return location.rsplit("/", 1)[1]
+
+
+async def test_crud_and_representation(server: StoreServer, receiver: Receiver) -> None:
+    sub_id = await create(server, sub(receiver, "/a", watchedAttributes=["temperature"], q="temperature>20",
+                                      subscriptionName="chaleur", throttling=5))
+    one = await server.get(f"/subscriptions/{sub_id}")
+    assert one.status == 200, one.raw
+    body = one.json
+    assert body["id"] == sub_id and body["type"] == "Subscription"
+    assert body["entities"] == [{"type": "Sensor"}] and body["watchedAttributes"] == ["temperature"]
+    assert body["q"] == "temperature>20" and body["subscriptionName"] == "chaleur"
+    assert body["status"] == "active" and body["isActive"] is True
+    assert body["notification"]["endpoint"]["uri"] == receiver.url("/a")
+    assert body["notification"]["format"] == "normalized"
+    second = await create(server, sub(receiver, "/b", id="urn:ngsi-ld:Subscription:fixed"))
+    assert second == "urn:ngsi-ld:Subscription:fixed"
+    duplicate = await server.post("/subscriptions", sub(receiver, "/b", id="urn:ngsi-ld:Subscription:fixed"))
+    assert duplicate.status == 409 and duplicate.problem() == "AlreadyExists"
+    listed = await server.get("/subscriptions", params={"limit": "1", "count": "true"})
+    assert listed.headers["NGSILD-Results-Count"] == "2"
+    assert [s["id"] for s in listed.json] == [sub_id]
+    assert any('rel="next"' in link for link in listed.links)
+    paused = await server.patch(f"/subscriptions/{sub_id}", {"isActive": False, "q": "temperature>25"})
+    assert paused.status == 204, paused.raw
+    body = (await server.get(f"/subscriptions/{sub_id}")).json
+    assert body["status"] == "paused" and body["q"] == "temperature>25"
+    assert body["notification"]["endpoint"]["uri"] == receiver.url("/a")  # kept by the partial update
+    assert (await server.delete(f"/subscriptions/{sub_id}")).status == 204
+    assert (await server.get(f"/subscriptions/{sub_id}")).problem() == "ResourceNotFound"
+    assert (await server.delete(f"/subscriptions/{sub_id}")).problem() == "ResourceNotFound"
+
+
+async def test_watched_attributes_and_q(server: StoreServer, receiver: Receiver) -> None:
+    await create(server, sub(receiver, "/hot", watchedAttributes=["temperature"], q="temperature>20"))
+    assert (await server.post("/entities", sensor(1, temperature=25, humidity=40))).status == 201
+    (first,) = await receiver.wait("/hot", 1)
+    assert first.body["type"] == "Notification" and first.body["id"].startswith("urn:ngsi-ld:Notification:")
+    assert first.body["subscriptionId"].startswith("urn:ngsi-ld:Subscription:") and first.body["notifiedAt"]
+    (data,) = first.body["data"]
+    assert data["id"] == "urn:ngsi-ld:Sensor:1" and data["temperature"]["value"] == 25
+    assert first.headers["Content-Type"].startswith("application/json")
+    assert 'rel="http://www.w3.org/ns/json-ld#context"' in first.headers["Link"]
+    assert "NGSILD-Tenant" not in first.headers
+    await set_attr(server, 1, humidity=45)  # not watched: no notification
+    await set_attr(server, 1, temperature=15)  # q false: no notification
+    await set_attr(server, 1, temperature=30)
+    got = await receiver.wait("/hot", 2)
+    assert got[1].body["data"][0]["temperature"]["value"] == 30
+    await set_attr(server, 1, temperature=31)
+    got = await receiver.wait("/hot", 3)
+    assert [g.body["data"][0]["temperature"]["value"] for g in got] == [25, 30, 31]
+    state = (await server.get(f"/subscriptions/{first.body['subscriptionId']}")).json["notification"]
+    assert state["timesSent"] == 3 and state["status"] == "ok" and state["lastSuccess"]
+
+
+async def test_tenant_is_echoed_and_isolated(server: StoreServer, receiver: Receiver) -> None:
+    tenant = {"NGSILD-Tenant": "commune-a"}
+    await create(server, sub(receiver, "/tenant"), headers=tenant)
+    await create(server, sub(receiver, "/default"))
+    assert (await server.post("/entities", sensor(1, temperature=1), headers=tenant)).status == 201
+    (got,) = await receiver.wait("/tenant", 1)
+    assert got.headers["NGSILD-Tenant"] == "commune-a"
+    assert (await server.post("/entities", sensor(2, temperature=1))).status == 201
+    await receiver.wait("/default", 1)
+    assert [r.body["data"][0]["id"] for r in receiver.at("/default")] == ["urn:ngsi-ld:Sensor:2"]
+    assert len(receiver.at("/tenant")) == 1
+    assert [s["notification"]["endpoint"]["uri"] for s in (await server.get("/subscriptions", headers=tenant)).json] \
+        == [receiver.url("/tenant")]
+    unknown = await server.get("/subscriptions", headers={"NGSILD-Tenant": "nowhere"})
+    assert unknown.problem() == "NonexistentTenant"
+
+
+async def test_throttling_drops_notifications_within_the_period(server: StoreServer, receiver: Receiver) -> None:
+    await create(server, sub(receiver, "/throttled", throttling=3600))
+    await create(server, sub(receiver, "/every"))
+    assert (await server.post("/entities", sensor(1, temperature=1))).status == 201
+    for value in (2, 3, 4):
+        await set_attr(server, 1, temperature=value)
+    await receiver.wait("/every", 4)
+    await receiver.wait("/throttled", 1)
+    assert [r.body["data"][0]["temperature"]["value"] for r in receiver.at("/throttled")] == [1]
+
+
+async def test_failure_is_reported_then_retry_recovers(server: StoreServer, receiver: Receiver) -> None:
+    dead = await create(server, sub(receiver, "/down"))
+    receiver.fail["/down"] = 100
+    flaky = await create(server, sub(receiver, "/flaky"))
+    receiver.fail["/flaky"] = 2  # two 500s, then the third attempt (second retry) succeeds
+    assert (await server.post("/entities", sensor(1, temperature=1))).status == 201
+    await receiver.wait("/flaky", 1)
+    assert receiver.attempts["/flaky"] == 3
+
+    async def state(sub_id: str) -> dict[str, Any]:
+        return dict((await server.get(f"/subscriptions/{sub_id}")).json["notification"])
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while (await state(dead)).get("status") != "failed":
+        assert loop.time() < deadline, await state(dead)
+        await asyncio.sleep(0.02)
+    down = await state(dead)
+    assert down["lastFailure"] and down["timesFailed"] == 1 and "lastSuccess" not in down
+    assert receiver.attempts["/down"] == 3  # one try and two bounded retries
+    ok = await state(flaky)
+    assert ok["status"] == "ok" and ok["lastSuccess"] and "lastFailure" not in ok
+
+
+async def test_format_attributes_and_ld_json(server: StoreServer, receiver: Receiver) -> None:
+    body = sub(receiver, "/kv")
+    body["notification"] = {
+        "endpoint": {"uri": receiver.url("/kv"), "accept": "application/ld+json",
+                     "receiverInfo": [{"key": "X-Auth-Receiver", "value": "k1"}]},
+        "format": "keyValues",
+        "attributes": ["temperature"],
+    }
+    await create(server, body)
+    assert (await server.post("/entities", sensor(1, temperature=21, humidity=50))).status == 201
+    (got,) = await receiver.wait("/kv", 1)
+    assert got.headers["Content-Type"].startswith("application/ld+json")
+    assert "Link" not in got.headers and "@context" in got.body
+    assert got.headers["X-Auth-Receiver"] == "k1"
+    assert got.body["data"] == [{"id": "urn:ngsi-ld:Sensor:1", "type": "Sensor", "temperature": 21}]
+
+
+async def test_id_pattern_and_deletion_trigger(server: StoreServer, receiver: Receiver) -> None:
+    await create(server, sub(receiver, "/pattern", entities=[{"type": "Sensor", "idPattern": ".*:Sensor:1[0-9]$"}],
+                             notificationTrigger=["entityCreated", "entityDeleted"]))
+    for n in (1, 12):
+        assert (await server.post("/entities", sensor(n, temperature=n))).status == 201
+    await set_attr(server, 12, temperature=99)  # entityUpdated is not asked for
+    assert (await server.delete("/entities/urn:ngsi-ld:Sensor:12")).status == 204
+    got = await receiver.wait("/pattern", 2)
+    assert [r.body["data"][0]["id"] for r in got] == ["urn:ngsi-ld:Sensor:12"] * 2
+    assert "deletedAt" in got[1].body["data"][0] and "temperature" not in got[1].body["data"][0]
+
+
+async def test_geo_q_filter(server: StoreServer, receiver: Receiver) -> None:
+    square = [[[2.0, 48.0], [3.0, 48.0], [3.0, 49.0], [2.0, 49.0], [2.0, 48.0]]]
+    await create(server, sub(receiver, "/geo", geoQ={"georel": "within", "geometry": "Polygon",
+                                                     "coordinates": square}))
+    inside = {**sensor(1), "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [2.3, 48.8]}}}
+    outside = {**sensor(2), "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [5.0, 45.0]}}}
+    assert (await server.post("/entities", outside)).status == 201
+    assert (await server.post("/entities", inside)).status == 201
+    (got,) = await receiver.wait("/geo", 1)
+    assert got.body["data"][0]["id"] == "urn:ngsi-ld:Sensor:1"
+
+
+async def test_periodic_notifications(server: StoreServer, receiver: Receiver) -> None:
+    assert (await server.post("/entities", sensor(1, temperature=1))).status == 201
+    assert (await server.post("/entities", sensor(2, temperature=2))).status == 201
+    await create(server, sub(receiver, "/periodic", timeInterval=0.2))
+    got = await receiver.wait("/periodic", 2)
+    for notification in got[:2]:
+        assert sorted(d["id"] for d in notification.body["data"]) == ["urn:ngsi-ld:Sensor:1", "urn:ngsi-ld:Sensor:2"]
+
+
+async def test_subscriptions_survive_a_restart(server: StoreServer, receiver: Receiver) -> None:
+    sub_id = await create(server, sub(receiver, "/persist"))
+    await server.restart()
+    assert (await server.get(f"/subscriptions/{sub_id}")).status == 200
+    assert (await server.post("/entities", sensor(1, temperature=1))).status == 201
+    await receiver.wait("/persist", 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "kind", "fragment"),
+    [
+        (lambda b: b.pop("notification"), 400, "BadRequestData", "/notification"),
+        (lambda b: b.pop("entities"), 400, "BadRequestData", "entities or watchedAttributes"),
+        (lambda b: b.update(entities=[{"id": "urn:x:1"}]), 400, "BadRequestData", "/entities/0/type"),
+        (lambda b: b.update(entities=[{"type": "T", "idPattern": "(["}]), 400, "BadRequestData", "idPattern"),
+        (lambda b: b.update(watchedAttributes=[]), 400, "BadRequestData", "/watchedAttributes"),
+        (lambda b: b.update(watchedAttributes=["a"], timeInterval=10), 400, "BadRequestData", "timeInterval"),
+        (lambda b: b.update(timeInterval=10, throttling=5), 400, "BadRequestData", "throttling"),
+        (lambda b: b.update(throttling=-1), 400, "BadRequestData", "/throttling"),
+        (lambda b: b.update(q="temperature>"), 400, "BadRequestData", "position"),
+        (lambda b: b.update(geoQ={"georel": "near", "geometry": "Point", "coordinates": [1, 2]}), 400,
+         "BadRequestData", "maxDistance"),
+        (lambda b: b.update(expiresAt="tomorrow"), 400, "BadRequestData", "/expiresAt"),
+        (lambda b: b.update(isActive="yes"), 400, "BadRequestData", "/isActive"),
+        (lambda b: b.update(colour="blue"), 400, "BadRequestData", "/colour"),
+        (lambda b: b.update(id="not a uri"), 400, "BadRequestData", "/id"),
+        (lambda b: b.update(type="Abonnement"), 400, "BadRequestData", "/type"),
+        (lambda b: b["notification"].update(format="xml"), 400, "BadRequestData", "/notification/format"),
+        (lambda b: b["notification"]["endpoint"].update(uri="nowhere"), 400, "BadRequestData", "endpoint/uri"),
+        (lambda b: b["notification"]["endpoint"].update(accept="text/plain"), 400, "BadRequestData", "accept"),
+        (lambda b: b["notification"]["endpoint"].update(uri="mqtt://broker/topic"), 501, "NotImplemented", "mqtt"),
+        (lambda b: b.update(notificationTrigger=["sometimes"]), 400, "BadRequestData", "notificationTrigger"),
+        (lambda b: b.update(temporalQ={}), 501, "NotImplemented", "temporalQ"),
+    ],
+)
+async def test_invalid_subscriptions(
+    server: StoreServer, receiver: Receiver, change: Callable[[dict[str, Any]], Any], status: int, kind: str,
+    fragment: str,
+) -> None:
+    body = sub(receiver, "/x")
+    change(body)
+    reply = await server.post("/subscriptions", body)
+    assert (reply.status, reply.problem()) == (status, kind)
+    assert fragment in reply.json["detail"]
+
+
+async def test_expired_subscription_is_not_notified(server: StoreServer, receiver: Receiver) -> None:
+    old = await create(server, sub(receiver, "/old", expiresAt="2000-01-01T00:00:00Z"))
+    await create(server, sub(receiver, "/new"))
+    assert (await server.get(f"/subscriptions/{old}")).json["status"] == "expired"
+    assert (await server.post("/entities", sensor(1, temperature=1))).status == 201
+    await receiver.wait("/new", 1)
+    assert receiver.at("/old") == []
+
+
+async def test_media_and_parameter_rules(server: StoreServer, receiver: Receiver) -> None:
+    raw = json.dumps(sub(receiver, "/x")).encode()
+    wrong_type = await server.request("POST", "/subscriptions", data=raw, content_type="text/plain")
+    assert wrong_type.status == 415
+    in_body = await server.post("/subscriptions", {**sub(receiver, "/x"), "@context": "https://x.org/c.jsonld"})
+    assert in_body.problem() == "BadRequestData"
+    assert (await server.get("/subscriptions", params={"bogus": "1"})).problem() == "InvalidRequest"
+    assert (await server.get("/subscriptions/not-a-uri")).problem() == "BadRequestData"
