@@ -34,6 +34,7 @@ from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, Stor
 from gateway.store.sqlite import SqliteStorage
 
 __all__ = [
+    "HANDLER_ARGS",
     "CONTEXTS_KEY",
     "SETTINGS_KEY",
     "STORAGE_KEY",
@@ -44,6 +45,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("jonction.store")
+
+HANDLER_ARGS: dict[str, Any] = {"max_line_size": 65536, "max_field_size": 16384}
+"""Give the ROOT app ``web.Application(handler_args=HANDLER_ARGS)``: long q/geoQ query strings then
+reach the API (which answers TooComplexQuery past its own limits) instead of aiohttp's bare 400."""
 
 
 def _optional_setup(module: str, function: str) -> Callable[[web.Application, Storage], Any] | None:
@@ -105,6 +110,6 @@ def _not_implemented(app: web.Application, prefix: str) -> None:
 
 def create_root_app(settings: StoreSettings, *, storage: Storage | None = None) -> web.Application:
     """A root application with the store mounted at ``settings.base_path``."""
-    root = web.Application(client_max_size=settings.max_body_bytes)
+    root = web.Application(client_max_size=settings.max_body_bytes, handler_args=HANDLER_ARGS)
     root.add_subapp(settings.base_path, create_store_app(settings, storage=storage))
     return root

@@ -306,6 +306,16 @@ class Context:
             return [{"type": "Property", "value": NULL_URN}]
         if value is None:
             raise bad_request(f"{pointer}: null is not a valid attribute value")
+        for i, item in enumerate(value if isinstance(value, list) else [value]):
+            if (
+                isinstance(item, Mapping)
+                and "type" in item
+                and item["type"] not in model.ATTRIBUTE_TYPES
+                and not model.is_geojson(item)
+                and any(k in item for k in model.VALUE_KEY.values())
+            ):
+                where = f"{pointer}/{i}" if isinstance(value, list) else pointer
+                raise bad_request(f"{where}/type: {item['type']!r} is not an NGSI-LD attribute type")
         normalized = model._normalize_attr(value)
         items = normalized if isinstance(normalized, list) else [normalized]
         seen: set[str | None] = set()
