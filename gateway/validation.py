@@ -250,7 +250,36 @@ class _Checker:
         if "coordinates" not in value:
             self.error(pointer, "geojson", f"{kind} without 'coordinates'", "a 'coordinates' member")
             return
+        bbox = value.get("bbox")
+        if bbox is not None and not (
+            isinstance(bbox, list) and len(bbox) in (4, 6) and all(_num(c) for c in bbox)
+        ):
+            self.error(pointer + "/bbox", "geojson-bbox", f"{bbox!r} is not a bounding box", "4 or 6 numbers")
+        before = len(self.errors)
         self.positions(value["coordinates"], _GEO_DEPTH[str(kind)], pointer + "/coordinates", str(kind))
+        if len(self.errors) == before:
+            self.shape(value["coordinates"], str(kind), pointer + "/coordinates")
+
+    def shape(self, coordinates: Any, kind: str, pointer: str) -> None:
+        """RFC 7946 §3.1.4-§3.1.6: lines need two positions, rings four and must close."""
+        if kind in ("LineString", "MultiLineString"):
+            lines = [coordinates] if kind == "LineString" else coordinates
+            for index, line in enumerate(lines):
+                where = pointer if kind == "LineString" else pointer + _esc(index)
+                if len(line) < 2:
+                    self.error(where, "geojson-line", "a LineString needs two or more positions", ">= 2 positions")
+        elif kind in ("Polygon", "MultiPolygon"):
+            polygons = [coordinates] if kind == "Polygon" else coordinates
+            for p_index, rings in enumerate(polygons):
+                base = pointer if kind == "Polygon" else pointer + _esc(p_index)
+                for r_index, ring in enumerate(rings):
+                    where = base + _esc(r_index)
+                    if len(ring) < 4:
+                        self.error(where, "geojson-ring", "a linear ring needs four or more positions",
+                                   ">= 4 positions")
+                    elif ring[0] != ring[-1]:
+                        self.error(where, "geojson-ring", "a linear ring must end where it starts",
+                                   "first position == last position")
 
     def positions(self, value: Any, depth: int, pointer: str, kind: str) -> None:
         if depth == 0:
