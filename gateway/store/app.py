@@ -34,8 +34,8 @@ from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, Stor
 from gateway.store.sqlite import SqliteStorage
 
 __all__ = [
-    "HANDLER_ARGS",
     "CONTEXTS_KEY",
+    "HANDLER_ARGS",
     "SETTINGS_KEY",
     "STORAGE_KEY",
     "StoreSettings",
