@@ -109,6 +109,7 @@ class AttributeSpec:
     template: str | None = None
     observed_at: TimeSpec | None = None
     inherit_time: bool = True
+    null_values: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +224,9 @@ def _map_key(value: Any) -> str:
     return str(value)
 
 
-def _attribute(name: str, raw: Mapping[str, Any], model: Mapping[str, str], problems: list[str]) -> AttributeSpec:
+def _attribute(
+    name: str, raw: Mapping[str, Any], model: Mapping[str, str], nulls: frozenset[str], problems: list[str]
+) -> AttributeSpec:
     where = f"attributes.{name}"
     given = [key for key in _SOURCES if key in raw]
     if len(given) != 1:
@@ -249,6 +252,8 @@ def _attribute(name: str, raw: Mapping[str, Any], model: Mapping[str, str], prob
             if expr is not None:
                 point[key] = expr
     select_text = str(raw.get("select") or raw.get("geometry") or "")
+    if source == "point" and isinstance(raw.get("point"), Mapping):
+        select_text = ", ".join(str(raw["point"][k]) for k in ("x", "y", "xy") if k in raw["point"])
     select = (
         _compile_expr(raw.get(source), f"{where}.{source}", problems) if source in ("select", "geometry") else None
     )
@@ -301,6 +306,7 @@ def _attribute(name: str, raw: Mapping[str, Any], model: Mapping[str, str], prob
         template=raw.get("template"),
         observed_at=observed,
         inherit_time=observed_raw is not False,
+        null_values=nulls | {_map_key(v) for v in raw.get("null_values", ())},
     )
 
 
@@ -340,7 +346,8 @@ def compile_mapping(doc: Any) -> EntityMapping:
     tenant = _compile_expr(doc.get("tenant"), "tenant", problems)
     zone = _zone(doc.get("timezone"), "timezone", problems)
     observed = _time_spec(doc.get("observed_at"), "observed_at", problems)
-    attributes = tuple(_attribute(name, raw, model, problems) for name, raw in doc["attributes"].items())
+    nulls = frozenset(_map_key(v) for v in doc.get("null_values", ()))
+    attributes = tuple(_attribute(name, raw, model, nulls, problems) for name, raw in doc["attributes"].items())
     if problems or items is None:
         raise ConfigInvalid("invalid mapping", problems)
     return EntityMapping(
@@ -511,10 +518,14 @@ def _checked_wgs84(geometry: Mapping[str, Any]) -> dict[str, Any]:
     return dict(geometry)
 
 
+def _blank_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
 def _geometry(spec: AttributeSpec, item: Any) -> dict[str, Any]:
     if spec.source == "point":
         if "xy" in spec.point:
-            pair = spec.point["xy"].search(item)
+            pair = _blank_none(spec.point["xy"].search(item))
             if pair is None:
                 raise _Skip
             if isinstance(pair, str):
@@ -525,7 +536,7 @@ def _geometry(spec: AttributeSpec, item: Any) -> dict[str, Any]:
             if not isinstance(pair, list) or len(pair) < 2:
                 raise ValueError(f"{pair!r} is not an [x, y] pair")
             return _wgs84_point(pair[0], pair[1], spec.crs)
-        x, y = spec.point["x"].search(item), spec.point["y"].search(item)
+        x, y = (_blank_none(spec.point[k].search(item)) for k in ("x", "y"))
         if x is None and y is None:
             raise _Skip
         if x is None or y is None:
@@ -553,7 +564,7 @@ def _value(spec: AttributeSpec, item: Any, zone: ZoneInfo | None) -> Any:
     if isinstance(value, Mapping):
         # A multiselect such as {street: calle, city: 'X'} yields null for absent fields: drop them.
         value = _drop_nulls(value) or None
-    if value is None or value == "":
+    if value is None or value == "" or (spec.null_values and _map_key(value) in spec.null_values):
         if spec.has_default:
             value = spec.default
         elif spec.required:
@@ -702,6 +713,9 @@ def map_item(mapping: EntityMapping, item: Any, *, where: str = "item 0", pointe
                 observed = _time_of(spec.observed_at, item, mapping.timezone)
             out[spec.name] = _build(spec, value, observed)
         except _Skip:
+            if spec.required:
+                message = _problem(where, spec, "required value is missing")
+                raise TranslationError(message, pointer + _pointer_hint(spec.select_text)) from None
             continue
         except (ValueError, TypeError, ArithmeticError, ModelError) as exc:
             raise TranslationError(_problem(where, spec, str(exc)), pointer + _pointer_hint(spec.select_text)) from exc
