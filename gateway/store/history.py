@@ -157,8 +157,7 @@ class Database:
 def to_micros(value: str | datetime) -> int:
     """Microseconds since the epoch for an RFC 3339 text (zone required) or an aware datetime."""
     if isinstance(value, str):
-        text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(value)  # Python 3.11 reads "Z" and offsets
     else:
         moment = value
     if moment.tzinfo is None:
@@ -198,29 +197,64 @@ def _numeric(value: Any) -> float | None:
     return None
 
 
-def _instance_row(series_id: int, instance: Mapping[str, Any], fallback: int) -> tuple[Any, ...]:
-    kind = str(instance.get("type", "Property"))
-    member = _VALUE_MEMBERS.get(kind, "value")
-    value = instance.get(member)
-    observed = instance.get("observedAt")
-    created = instance.get("createdAt")
-    modified = instance.get("modifiedAt")
-    created_us = to_micros(created) if isinstance(created, str) else fallback
-    modified_us = to_micros(modified) if isinstance(modified, str) else created_us
-    extra = {k: v for k, v in instance.items() if k not in _SKIP_MEMBERS}
-    instance_id = instance.get("instanceId")
-    return (
-        series_id,
-        to_micros(observed) if isinstance(observed, str) else None,
+class _RowMaker:
+    """Turns instances into rows; caches what repeats within one batch (commit times, metadata)."""
+
+    def __init__(self) -> None:
+        self.fallback = now_micros()
+        self.times: dict[str, int] = {}
+        self.extras: dict[tuple[tuple[str, Any], ...], str] = {}
+
+    def micros(self, text: str) -> int:
+        found = self.times.get(text)
+        if found is None:
+            found = self.times[text] = to_micros(text)
+        return found
+
+    def extra(self, extra: dict[str, Any]) -> str | None:
+        if not extra:
+            return None
+        try:
+            key = tuple(extra.items())
+            found = self.extras.get(key)
+        except TypeError:  # unhashable members (sub-attributes): no caching
+            return _DUMPS(extra)
+        if found is None:
+            found = self.extras[key] = _DUMPS(extra)
+        return found
+
+    def row(self, series_id: int, instance: Mapping[str, Any]) -> tuple[Any, ...]:
+        kind = instance.get("type", "Property")
+        if not isinstance(kind, str):
+            kind = str(kind)
+        member = _VALUE_MEMBERS.get(kind, "value")
+        value = instance.get(member)
+        observed = instance.get("observedAt")
+        modified = instance.get("modifiedAt")
         # an instance's own creation is the moment it was written: its modifiedAt at write time
-        modified_us,
-        modified_us,
-        kind,
-        _numeric(value) if kind == "Property" else None,
-        _DUMPS(value),
-        instance_id if isinstance(instance_id, str) else None,
-        _DUMPS(extra) if extra else None,
-    )
+        modified_us = self.micros(modified) if isinstance(modified, str) else self.fallback
+        extra = {k: v for k, v in instance.items() if k not in _SKIP_MEMBERS}
+        instance_id = instance.get("instanceId")
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            number: float | None = float(value)
+            if math.isfinite(value):
+                text = repr(value)
+            else:
+                number, text = None, _DUMPS(value)
+        else:
+            number = _numeric(value) if kind == "Property" else None
+            text = _DUMPS(value)
+        return (
+            series_id,
+            to_micros(observed) if isinstance(observed, str) else None,
+            modified_us,
+            modified_us,
+            kind,
+            number if kind == "Property" else None,
+            text,
+            instance_id if isinstance(instance_id, str) else None,
+            self.extra(extra),
+        )
 
 
 def record(
@@ -267,11 +301,11 @@ def record_many(conn: sqlite3.Connection, rows: Iterable[HistoryRow]) -> int:
         "ON CONFLICT (tenant, entity_id) DO UPDATE SET types = excluded.types WHERE types != excluded.types",
         [(t, e, types) for (t, e), types in types_seen.items()],
     )
-    fallback = now_micros()
+    maker = _RowMaker()
     conn.executemany(
         "INSERT INTO history_instances (series_id, observed_at, created_at, modified_at, kind, num, value, "
         "instance_id, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [_instance_row(series[key], inst, fallback) for key, inst in pending],
+        [maker.row(series[key], inst) for key, inst in pending],
     )
     return len(pending)
 
