@@ -107,7 +107,7 @@ def to_xml(root_tag: str, item_tag: str, items: Iterable[Mapping[str, Any]]) -> 
         node = ET.SubElement(root, item_tag)
         for key, value in item.items():
             _xml_value(ET.SubElement(node, key), value)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
 def _xml_value(element: ET.Element, value: Any) -> None:
