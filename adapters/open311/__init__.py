@@ -91,6 +91,7 @@ class Open311Adapter:
         self._down = False
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self.state_dir: Path | None = Path(config["state_dir"]) if config.get("state_dir") else None
         self.port: int | None = None
         """Port the endpoint listens on (set once started; useful with port 0)."""
         problems: list[str] = []
@@ -228,12 +229,31 @@ class Open311Adapter:
         if origin == "city":
             self.imported += 1
 
+    def _saved_cursor(self) -> datetime | None:
+        if self.state_dir is None:
+            return None
+        path = self.state_dir / "open311-cursor.json"
+        try:
+            return parse_time(json.loads(path.read_text(encoding="utf-8"))["cursor"])
+        except (OSError, ValueError, KeyError, TypeError, ModelError):
+            return None
+
+    def _save_cursor(self, cursor: datetime) -> None:
+        if self.state_dir is None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / "open311-cursor.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"cursor": _iso(cursor)}), encoding="utf-8")
+        tmp.replace(path)  # atomic: a crash leaves the old cursor, never half a file
+
     async def _import_loop(self, emit: Emit) -> None:
         city = self.city or {}
         window = timedelta(hours=float(city.get("window_hours", 24)))
         lookback = timedelta(hours=float(city.get("lookback_hours", 48)))
         interval = float(city.get("interval_s", 300))
-        cursor = parse_time(city.get("start", _iso(self.clock() - lookback)))
+        # A cursor saved by a previous run wins over the configured start: no re-import.
+        cursor = self._saved_cursor() or parse_time(city.get("start", _iso(self.clock() - lookback)))
         delay = 1.0
         async with self._session() as http:
             while not self._stopping.is_set():
@@ -246,6 +266,7 @@ class Open311Adapter:
                         await self._import_window(http, start, end, emit)
                         start = end
                     cursor = now
+                    self._save_cursor(cursor)
                     if self._down:
                         self._down = False
                         self.log.warning("recovered", extra={"city": city["base_url"]})

@@ -368,3 +368,25 @@ async def test_search_rejects_windows_over_ninety_days(endpoint: tuple[Open311Ad
     async with aiohttp.ClientSession() as http, http.get(f"{base}/requests.json", params=params) as resp:
         assert resp.status == 400
         assert "90 days" in (await resp.json())[0]["description"]
+
+
+async def test_the_import_cursor_survives_a_restart(city: FakeCity, tmp_path: Any) -> None:
+    cfg = import_config(city)
+    cfg["state_dir"] = str(tmp_path / "state")
+    first = Open311Adapter(cfg)
+    fixed_clock(first, T0 + timedelta(days=5))
+    out = Collector()
+    task = asyncio.create_task(first.run(out))
+    await wait_for(lambda: len(out.messages) >= 25 and (tmp_path / "state" / "open311-cursor.json").exists(),
+                   "the first import and its cursor")
+    await first.stop()
+    await asyncio.wait_for(task, 10)
+    windows_before = len(city.windows)
+    second = Open311Adapter(cfg)
+    fixed_clock(second, T0 + timedelta(days=5, hours=1))
+    task = asyncio.create_task(second.run(out))
+    await wait_for(lambda: len(city.windows) > windows_before, "a pass of the restarted adapter")
+    await second.stop()
+    await asyncio.wait_for(task, 10)
+    later = city.windows[windows_before:]
+    assert all(parse_time(start) >= T0 + timedelta(days=5) for start, _ in later), "no re-import from the start"
