@@ -1,0 +1,29 @@
+"""ChirpStack v3 (application server): MQTT integration or HTTP integration, JSON marshaler."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib.resources import files
+from typing import Any, ClassVar
+
+from adapters.lorawan.adapter import NetworkServerAdapter
+from adapters.lorawan.servers import chirpstack
+from gateway.contract import Manifest
+
+
+class ChirpstackV3Adapter(NetworkServerAdapter):
+    """Reads ChirpStack v3 integration events (base64 ids, ``objectJSON``) and emits entities."""
+
+    manifest: ClassVar[Manifest] = Manifest.load(__package__)
+    config_schema: ClassVar[Mapping[str, Any]] = json.loads(
+        files(__package__).joinpath("config.schema.json").read_text(encoding="utf-8"))
+    parser = staticmethod(chirpstack.parse_v3)
+    default_topics = ("application/+/device/+/event/+",)
+    default_http_path = "/chirpstack"
+
+    def event_from_topic(self, topic: str) -> str | None:
+        """``…/event/up`` (v3.11+) or ``…/rx`` (older releases)."""
+        if topic.endswith("/rx"):
+            return "up"
+        return super().event_from_topic(topic)

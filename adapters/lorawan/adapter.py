@@ -1,0 +1,195 @@
+"""The behaviour every LoRaWAN network-server adapter shares: transports, routing, translation.
+
+A concrete adapter names its manifest, config schema, parser, transports and defaults; the
+transport (MQTT subscription or HTTP push receiver) turns each message into a
+:class:`~gateway.model.RawMessage` whose idempotency key is the one the server provides and
+whose tenant is the device's, and :meth:`to_entities` parses again and translates — purely.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import aiohttp
+import aiomqtt
+from aiohttp import web
+
+from adapters.http_push import Authenticate, PushReceiver, header_token
+from adapters.lorawan.profile import load_profiles
+from adapters.lorawan.provisioning import Registry
+from adapters.lorawan.servers import Parser
+from adapters.lorawan.translate import translate
+from adapters.lorawan.uplink import Uplink, digest_key
+from adapters.mqtt import MqttSettings, MqttSubscriber, payload_of, topic_text
+from gateway.contract import Emit, Manifest, adapter_logger
+from gateway.errors import ConfigInvalid, InputError, TranslationError
+from gateway.model import Entity, RawMessage, epoch_time
+
+
+def load_json(body: bytes) -> Mapping[str, Any]:
+    """The JSON object in a message body; TranslationError when it is not one."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TranslationError(f"payload is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise TranslationError(f"payload is a JSON {type(doc).__name__}, expected an object")
+    return doc
+
+
+class NetworkServerAdapter:
+    """Base class of the ChirpStack, The Things Stack, ThingPark and Live Objects adapters."""
+
+    manifest: ClassVar[Manifest]
+    config_schema: ClassVar[Mapping[str, Any]]
+    parser: ClassVar[Parser]
+    transports: ClassVar[tuple[str, ...]] = ("mqtt", "http")
+    default_topics: ClassVar[tuple[str, ...]] = ()
+    default_http_port: ClassVar[int] = 8090
+    default_http_path: ClassVar[str] = "/lorawan"
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        http: aiohttp.ClientSession | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        domain = self.manifest.domain
+        self.config = config
+        self.source = str(config.get("name", domain))
+        self.tenant = str(config.get("tenant", ""))
+        self.log = log or adapter_logger(domain)
+        self.profiles = load_profiles(config.get("profiles_dirs", ()))
+        self.registry = Registry.from_config(config, self.profiles)
+        self.transport = str(config.get("transport", self.transports[0]))
+        if self.transport not in self.transports:
+            raise ConfigInvalid(f"{domain}: transport {self.transport!r} is not supported",
+                                [f"/transport: one of {', '.join(self.transports)}"])
+        self._mqtt: MqttSubscriber | None = None
+        self._push: PushReceiver | None = None
+        if self.transport == "mqtt":
+            if not isinstance(config.get("mqtt"), Mapping):
+                raise ConfigInvalid(f"{domain}: transport mqtt needs an mqtt section", ["/mqtt: required"])
+            settings = MqttSettings.from_config(config["mqtt"], client_id=f"jonction-{self.source}",
+                                                default_topics=self.default_topics)
+            self._mqtt = MqttSubscriber(settings, log=self.log, name=self.source)
+        else:
+            self._push = PushReceiver(config.get("http") or {}, default_port=self.default_http_port,
+                                      default_path=self.default_http_path, log=self.log, name=self.source)
+
+    # ------------------------------------------------------------------ transport
+
+    @property
+    def mqtt(self) -> MqttSubscriber | None:
+        """The MQTT subscriber (None with the HTTP transport)."""
+        return self._mqtt
+
+    @property
+    def push(self) -> PushReceiver | None:
+        """The HTTP receiver (None with the MQTT transport)."""
+        return self._push
+
+    def authenticator(self) -> Authenticate | None:
+        """How push requests are authenticated (default: a shared token in a header)."""
+        return header_token(self.config.get("http") or {}, self.source)
+
+    async def check(self) -> None:
+        """MQTT: connect once (AuthFailed / Unavailable); HTTP: refuse an unauthenticated public listener."""
+        if self._mqtt is not None:
+            await self._mqtt.check()
+        elif self._push is not None:
+            self._push.check_exposure(self.authenticator() is not None)
+
+    async def run(self, emit: Emit) -> None:
+        """Subscribe or serve until :meth:`stop`."""
+        if self._mqtt is not None:
+            max_bytes = self._mqtt.settings.max_message_bytes
+
+            async def on_message(message: aiomqtt.Message) -> None:
+                topic = topic_text(message)
+                body = payload_of(message)
+                await emit(self.raw_message(body, event=self.event_from_topic(topic), metadata={"topic": topic},
+                                            max_bytes=max_bytes))
+
+            await self._mqtt.run(on_message)
+        elif self._push is not None:
+            authenticate = self.authenticator()
+            self._push.check_exposure(authenticate is not None)
+
+            async def accept(request: web.Request, body: bytes) -> None:
+                try:
+                    load_json(body)
+                except TranslationError as exc:
+                    raise InputError(exc.reason) from exc
+                await emit(self.raw_message(body, event=self.event_from_request(request),
+                                            metadata={"path": request.path}, max_bytes=self._push_limit()))
+
+            await self._push.serve(authenticate, accept)
+
+    def _push_limit(self) -> int:
+        return self._push.max_body if self._push is not None else 1 << 20
+
+    async def stop(self) -> None:
+        """Stop the transport; idempotent and safe before run."""
+        if self._mqtt is not None:
+            await self._mqtt.stop()
+        if self._push is not None:
+            await self._push.stop()
+
+    def event_from_topic(self, topic: str) -> str | None:
+        """The event kind an MQTT topic names (ChirpStack: the last segment after ``/event/``)."""
+        parts = topic.split("/")
+        if "event" in parts[:-1]:
+            return parts[-1]
+        return None
+
+    def event_from_request(self, request: web.Request) -> str | None:
+        """The event kind of an HTTP push (ChirpStack: ``?event=up``)."""
+        return request.query.get("event") or None
+
+    def raw_message(self, body: bytes, *, event: str | None, metadata: Mapping[str, str],
+                    max_bytes: int, received_at: str | None = None) -> RawMessage:
+        """A RawMessage with the server's idempotency key and the device's tenant.
+
+        A body that cannot be parsed here is still emitted (with a digest key) so that the
+        translation step dead-letters it with its reason; an oversize one is emitted without its
+        bytes, only with the reason.
+        """
+        meta = dict(metadata)
+        if event:
+            meta["event"] = event
+        now = received_at or epoch_time(time.time())
+        if len(body) > max_bytes:
+            meta["oversize"] = str(len(body))
+            return RawMessage(source=self.source, tenant=self.tenant, received_at=now, payload=b"",
+                              idempotency_key=digest_key("oversize", body), metadata=meta)
+        key, tenant = digest_key("unparsed", body), self.tenant
+        try:
+            uplink = self.parse(body, event)
+        except TranslationError:
+            pass
+        else:
+            key = uplink.key
+            record = self.registry.resolve(uplink)
+            if record is not None and record.tenant:
+                tenant = record.tenant
+        return RawMessage(source=self.source, tenant=tenant, received_at=now, payload=body,
+                          idempotency_key=key, metadata=meta)
+
+    # ------------------------------------------------------------------ pure translation
+
+    def parse(self, body: bytes, event: str | None) -> Uplink:
+        """Parse one message body with this server's parser."""
+        return type(self).parser(load_json(body), event, body)
+
+    def to_entities(self, raw: RawMessage) -> list[Entity]:
+        """Translate one network-server message: pure and deterministic."""
+        if raw.metadata.get("oversize"):
+            raise TranslationError(f"message of {raw.metadata['oversize']} bytes exceeds the configured limit")
+        uplink = self.parse(raw.payload, raw.metadata.get("event") or None)
+        return translate(uplink, self.registry, received_at=raw.received_at)

@@ -1,0 +1,315 @@
+"""Provisioning: which device is which asset — declared in config or a CSV, or matched by a rule.
+
+A device record binds a DevEUI to a profile, a tenant, the id and name of the entity it
+measures, its location (any CRS, reprojected to WGS84 with :mod:`gateway.crs`), the profile's
+parameters (container height, litres per pulse...) and static attributes (``storedWasteKind``,
+``refStreetlightGroup``...). Uplinks from devices that are neither declared nor matched by a
+rule are refused with a reason (they become dead letters).
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.lorawan.normalize import dev_eui as normalize_eui
+from adapters.lorawan.normalize import number
+from adapters.lorawan.profile import Profile
+from adapters.lorawan.uplink import Uplink
+from gateway.crs import to_wgs84
+from gateway.errors import ConfigInvalid, TranslationError
+from gateway.model import ModelError, geo, is_uri, point, urn
+
+MAX_CSV_BYTES = 16 * 1024 * 1024
+"""Largest provisioning CSV read (about 100 000 devices)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """One provisioned device and the asset it measures."""
+
+    dev_eui: str
+    profile: Profile
+    entity_id: str
+    tenant: str | None = None
+    name: str | None = None
+    location: Mapping[str, Any] | None = None
+    """GeoJSON geometry in WGS84."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    """Static attributes in keyValues form, converted to NGSI-LD with the model's NGSI types."""
+    auto: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """An auto-provisioning rule: devices matching ``match`` get ``profile`` and these settings."""
+
+    profile: Profile
+    dev_eui_prefix: str | None = None
+    application: str | None = None
+    device_profile: str | None = None
+    """Glob over the network server's device-profile / model name (``EM310*``)."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    tenant: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    entity_id: str | None = None
+    """Template with ``{dev_eui}`` and ``{type}`` (default ``urn:ngsi-ld:<type>:<dev_eui>``)."""
+
+    def matches(self, uplink: Uplink) -> bool:
+        """Whether an uplink's device falls under this rule."""
+        if self.dev_eui_prefix is not None and not uplink.dev_eui.startswith(self.dev_eui_prefix):
+            return False
+        if self.application is not None and self.application not in uplink.applications:
+            return False
+        if self.device_profile is not None and not fnmatch.fnmatchcase(uplink.device_profile or "",
+                                                                       self.device_profile):
+            return False
+        return all(uplink.tags.get(k) == v for k, v in self.tags.items())
+
+
+def _rounded(value: Any) -> Any:
+    # 1e-7 degree is about 1 cm: more digits only carry the reprojection library's noise.
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return round(value, 7) if isinstance(value, float) else value
+
+
+def location_from(spec: Any, where: str) -> dict[str, Any]:
+    """A WGS84 GeoJSON geometry (rounded to 1e-7°) from ``{lon, lat}``, ``{x, y, crs}`` or GeoJSON (+ ``crs``)."""
+    geometry = _location(spec, where)
+    if "coordinates" in geometry:
+        geometry["coordinates"] = _rounded(geometry["coordinates"])
+    return geometry
+
+
+def _location(spec: Any, where: str) -> dict[str, Any]:
+    if not isinstance(spec, Mapping):
+        raise ConfigInvalid(f"{where}: a location must be a mapping", [f"{where}: expected {{lon, lat}}, "
+                                                                       "{x, y, crs} or a GeoJSON geometry"])
+    try:
+        if "lon" in spec or "lat" in spec:
+            lon, lat = number(spec.get("lon"), f"{where}/lon"), number(spec.get("lat"), f"{where}/lat")
+            if lon is None or lat is None:
+                raise ConfigInvalid(f"{where}: lon and lat are both required", [f"{where}: lon and lat required"])
+            return to_wgs84(point(float(lon), float(lat)), spec.get("crs", "EPSG:4326"))
+        if "x" in spec or "y" in spec:
+            x, y = number(spec.get("x"), f"{where}/x"), number(spec.get("y"), f"{where}/y")
+            if x is None or y is None or "crs" not in spec:
+                raise ConfigInvalid(f"{where}: x, y and crs are all required", [f"{where}: x, y and crs required"])
+            return to_wgs84(point(float(x), float(y)), spec["crs"])
+        geometry = {k: v for k, v in spec.items() if k != "crs"}
+        return to_wgs84(geometry, spec.get("crs", "EPSG:4326"))
+    except (ModelError, TranslationError) as exc:
+        raise ConfigInvalid(f"{where}: {exc}", [f"{where}: {exc}"]) from exc
+
+
+def _entity_id(template: str | None, profile: Profile, eui: str, where: str, problems: list[str]) -> str:
+    if template is None:
+        return urn(profile.entity_type, eui)
+    value = template.format(dev_eui=eui, type=profile.entity_type) if "{" in template else template
+    if not is_uri(value):
+        problems.append(f"{where}/entity_id: {value!r} is not a URI")
+    return value
+
+
+class Registry:
+    """Declared devices by DevEUI, then auto-provisioning rules in order."""
+
+    def __init__(self, devices: Sequence[DeviceRecord], rules: Sequence[Rule] = ()) -> None:
+        self.devices: dict[str, DeviceRecord] = {d.dev_eui: d for d in devices}
+        self.rules = tuple(rules)
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def known(self, eui: str) -> DeviceRecord | None:
+        """The declared device with this DevEUI, if any."""
+        return self.devices.get(eui)
+
+    def resolve(self, uplink: Uplink) -> DeviceRecord | None:
+        """The device record for an uplink: declared, or built from the first matching rule."""
+        record = self.devices.get(uplink.dev_eui)
+        if record is not None:
+            return record
+        for rule in self.rules:
+            if rule.matches(uplink):
+                problems: list[str] = []
+                entity_id = _entity_id(rule.entity_id, rule.profile, uplink.dev_eui, "/auto_provision", problems)
+                location = point(*uplink.location) if uplink.location is not None else None
+                return DeviceRecord(dev_eui=uplink.dev_eui, profile=rule.profile, entity_id=entity_id,
+                                    tenant=rule.tenant, name=uplink.device_name, location=location,
+                                    params=rule.params, attributes=rule.attributes, auto=True)
+        return None
+
+    def require(self, uplink: Uplink, pointer: str) -> DeviceRecord:
+        """Like :meth:`resolve`, but an unknown device is a TranslationError naming the DevEUI."""
+        record = self.resolve(uplink)
+        if record is None:
+            raise TranslationError(
+                f"unknown device {uplink.dev_eui}: not provisioned (devices / devices_csv) and no "
+                "auto_provision rule matches it", pointer)
+        return record
+
+    # ------------------------------------------------------------------ from config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], profiles: Mapping[str, Profile]) -> Registry:
+        """Build the registry from an adapter config; ConfigInvalid lists every problem at once."""
+        problems: list[str] = []
+        records: list[DeviceRecord] = []
+        for index, item in enumerate(config.get("devices", ())):
+            record = _record(item, profiles, f"/devices/{index}", problems)
+            if record is not None:
+                records.append(record)
+        if config.get("devices_csv"):
+            records.extend(_csv_records(Path(config["devices_csv"]), profiles, problems))
+        seen: dict[str, int] = {}
+        for record in records:
+            seen[record.dev_eui] = seen.get(record.dev_eui, 0) + 1
+        problems.extend(f"DevEUI {eui} is provisioned {n} times" for eui, n in seen.items() if n > 1)
+        rules = []
+        for index, item in enumerate(config.get("auto_provision", ())):
+            rule = _rule(item, profiles, f"/auto_provision/{index}", problems)
+            if rule is not None:
+                rules.append(rule)
+        if problems:
+            raise ConfigInvalid("LoRaWAN provisioning is invalid", problems)
+        return cls(records, rules)
+
+
+def _profile(name: Any, profiles: Mapping[str, Profile], where: str, problems: list[str]) -> Profile | None:
+    profile = profiles.get(str(name)) if name else None
+    if profile is None:
+        problems.append(f"{where}/profile: unknown device profile {name!r} (known: {', '.join(sorted(profiles))})")
+    return profile
+
+
+def _record(item: Mapping[str, Any], profiles: Mapping[str, Profile], where: str,
+            problems: list[str]) -> DeviceRecord | None:
+    try:
+        eui = normalize_eui(item.get("dev_eui"), f"{where}/dev_eui")
+    except TranslationError as exc:
+        problems.append(f"{where}/dev_eui: {exc.reason}")
+        return None
+    profile = _profile(item.get("profile"), profiles, where, problems)
+    if profile is None:
+        return None
+    params, found = profile.parameters_for(item.get("params") or {}, where)
+    problems.extend(found)
+    location = None
+    if item.get("location") is not None:
+        try:
+            location = location_from(item["location"], f"{where}/location")
+        except ConfigInvalid as exc:
+            problems.extend(exc.problems)
+    attributes = dict(item.get("attributes") or {})
+    present = set(attributes) | ({"location"} if location is not None else set())
+    problems.extend(f"{where}: profile {profile.id} needs {name!r} for every device"
+                    for name in profile.requires if name not in present)
+    entity_id = _entity_id(item.get("entity_id"), profile, eui, where, problems)
+    tenant = item.get("tenant")
+    return DeviceRecord(dev_eui=eui, profile=profile, entity_id=entity_id,
+                        tenant=None if tenant is None else str(tenant), name=item.get("name"),
+                        location=location, params=params, attributes=attributes)
+
+
+_CSV_FIXED = ("dev_eui", "profile", "tenant", "entity_id", "name", "lon", "lat", "x", "y", "crs")
+
+
+def _csv_records(path: Path, profiles: Mapping[str, Profile], problems: list[str]) -> list[DeviceRecord]:
+    """Devices from a CSV: fixed columns plus ``param.<name>`` and ``attr.<name>`` columns."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CSV_BYTES:
+            problems.append(f"{path}: {size} bytes, over the {MAX_CSV_BYTES}-byte limit")
+            return []
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{path}: cannot read provisioning CSV: {exc}")
+        return []
+    sample = text[:4096]
+    delimiter = ";" if sample.count(";") > sample.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    columns = reader.fieldnames or []
+    unknown = [c for c in columns if c not in _CSV_FIXED and not c.startswith(("param.", "attr."))]
+    if unknown:
+        problems.append(f"{path}: unknown column(s) {unknown} (expected {', '.join(_CSV_FIXED)}, "
+                        "param.<name>, attr.<name>)")
+        return []
+    for needed in ("dev_eui", "profile"):
+        if needed not in columns:
+            problems.append(f"{path}: column {needed!r} is required")
+    if problems:
+        return []
+    records = []
+    for row in reader:
+        where = f"{path.name}:{reader.line_num}"
+        item: dict[str, Any] = {k: v for k, v in row.items() if k in _CSV_FIXED[:5] and v not in (None, "")}
+        if row.get("lon") or row.get("lat"):
+            item["location"] = {"lon": row.get("lon"), "lat": row.get("lat")}
+            if row.get("crs"):
+                item["location"]["crs"] = row["crs"]
+        elif row.get("x") or row.get("y"):
+            item["location"] = {"x": row.get("x"), "y": row.get("y"), "crs": row.get("crs")}
+        item["params"] = {k[6:]: v for k, v in row.items() if k.startswith("param.") and v not in (None, "")}
+        item["attributes"] = {k[5:]: v for k, v in row.items() if k.startswith("attr.") and v not in (None, "")}
+        record = _record(item, profiles, where, problems)
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def _rule(item: Mapping[str, Any], profiles: Mapping[str, Profile], where: str,
+          problems: list[str]) -> Rule | None:
+    profile = _profile(item.get("profile"), profiles, where, problems)
+    if profile is None:
+        return None
+    match = item.get("match") or {}
+    if not match:
+        problems.append(f"{where}/match: a rule needs at least one condition (a rule matching every device "
+                        "would provision strangers)")
+    prefix = match.get("dev_eui_prefix")
+    if prefix is not None:
+        prefix = str(prefix).lower().replace("-", "").replace(":", "")
+    params, found = profile.parameters_for(item.get("params") or {}, where)
+    problems.extend(found)
+    attributes = dict(item.get("attributes") or {})
+    missing = [n for n in profile.requires if n not in attributes and n != "location"]
+    problems.extend(f"{where}: profile {profile.id} needs {name!r}" for name in missing)
+    template = item.get("entity_id")
+    if template is not None:
+        _entity_id(template, profile, "0000000000000000", where, problems)
+    tenant = item.get("tenant")
+    return Rule(profile=profile, dev_eui_prefix=prefix, application=match.get("application"),
+                device_profile=match.get("device_profile"), tags=dict(match.get("tags") or {}),
+                tenant=None if tenant is None else str(tenant), params=params, attributes=attributes,
+                entity_id=template)
+
+
+def static_attribute(entity_type: str, name: str, value: Any) -> dict[str, Any]:
+    """A provisioned keyValues attribute as NGSI-LD, using the model's declared NGSI type."""
+    declared = None
+    try:
+        import schemas
+
+        if entity_type in schemas.MODELS:
+            spec = schemas.model(entity_type).attributes.get(name)
+            declared = spec.ngsi_type if spec is not None else None
+    except (ImportError, AttributeError, KeyError):
+        declared = None
+    if declared is None and name.startswith("ref"):
+        declared = "Relationship"
+    if declared == "Relationship":
+        if isinstance(value, list):
+            return {"type": "ListRelationship", "objectList": [{"object": str(v)} for v in value]}
+        return {"type": "Relationship", "object": str(value)}
+    if declared == "GeoProperty" and isinstance(value, Mapping):
+        return geo(value)
+    return {"type": "Property", "value": value}

@@ -1,0 +1,148 @@
+"""From a parsed network-server event to NGSI-LD: the measured asset and its ``Device``.
+
+An uplink from a provisioned device becomes (1) the entity its profile names (WasteContainer,
+IndoorEnvironmentObserved...) with the measured attributes, their units and ``observedAt``, a
+``refDevice`` to (2) the ``Device`` entity ``urn:ngsi-ld:Device:<deveui>`` that carries the radio
+metadata (RSSI, SNR, gateways, frame counter, spreading factor) and the battery. Events without
+a measurement (join, status, log, location) update the Device of a known device only; acks and
+other events translate to nothing. Pure: times come from the message or from ``received_at``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from adapters.lorawan.decoders import DecodeError, decode
+from adapters.lorawan.profile import Measured
+from adapters.lorawan.provisioning import DeviceRecord, Registry, static_attribute
+from adapters.lorawan.uplink import Uplink
+from gateway.errors import TranslationError
+from gateway.model import Entity, geo, point, prop, rel, urn
+
+DEVICE_TYPE = "Device"
+
+
+def device_id(dev_eui: str) -> str:
+    """The id of the Device entity of a LoRaWAN device."""
+    return urn(DEVICE_TYPE, dev_eui)
+
+
+def translate(uplink: Uplink, registry: Registry, *, received_at: str) -> list[Entity]:
+    """The entities one network-server event produces (may be empty; never guesses a device)."""
+    time = uplink.time or received_at
+    if uplink.kind != "up":
+        record = registry.resolve(uplink)
+        if record is None or uplink.kind not in ("join", "status", "log", "location"):
+            return []
+        return [_device(uplink, record, time, {}, measured=False)]
+    record = registry.require(uplink, uplink.decoded_at.rsplit("/", 1)[0] or "/")
+    profile = record.profile
+    if not profile.measures(uplink.f_port) or (uplink.decoded is None and not uplink.payload):
+        # A frame on a configuration port, or a MAC-only frame: the device was heard, nothing measured.
+        return [_device(uplink, record, time, {}, measured=True)]
+    decoded, base = _decoded(uplink, record)
+    attrs = profile.attributes(decoded, record.params, base)
+    if not attrs and uplink.decoded is not None and uplink.payload and profile.decoder:
+        # The server's codec names fields differently from ours: decode the bytes ourselves.
+        decoded, base = _decode_bytes(uplink, record)
+        attrs = profile.attributes(decoded, record.params, base)
+    observed = profile.observed_time(decoded, record.params, base) or time
+    device_attrs = profile.device_attributes(decoded, record.params, base)
+    entities: list[Entity] = []
+    if attrs:
+        entities.append(_asset(record, attrs, observed))
+    entities.append(_device(uplink, record, time, device_attrs, measured=True, linked=bool(attrs)))
+    return entities
+
+
+def _decoded(uplink: Uplink, record: DeviceRecord) -> tuple[Mapping[str, Any], str]:
+    if uplink.decoded is not None:
+        return uplink.decoded, uplink.decoded_at
+    return _decode_bytes(uplink, record)
+
+
+def _decode_bytes(uplink: Uplink, record: DeviceRecord) -> tuple[Mapping[str, Any], str]:
+    profile = record.profile
+    if uplink.payload is None:
+        raise TranslationError(f"no decoded object and no payload bytes for profile {profile.id}",
+                               uplink.payload_at)
+    if not profile.decoder:
+        raise TranslationError(f"the network server sent bytes only and profile {profile.id} has no built-in "
+                               "decoder: configure a codec on the network server", uplink.payload_at)
+    try:
+        return decode(profile.decoder, uplink.f_port or 0, uplink.payload), uplink.payload_at
+    except DecodeError as exc:
+        raise TranslationError(f"decoder {profile.decoder}: {exc}", uplink.payload_at) from exc
+
+
+def _asset(record: DeviceRecord, attrs: Mapping[str, Measured], observed: str) -> Entity:
+    profile = record.profile
+    entity: Entity = {"id": record.entity_id, "type": profile.entity_type}
+    if record.name:
+        entity["name"] = prop(record.name)
+    if record.location is not None:
+        entity["location"] = geo(record.location)
+    for name, value in record.attributes.items():
+        entity[name] = static_attribute(profile.entity_type, name, value)
+    for name, measured in attrs.items():
+        entity[name] = prop(measured.value, unit=measured.unit, observed_at=observed)
+    if profile.time_attribute:
+        entity[profile.time_attribute] = prop(observed)
+    entity["refDevice"] = rel(device_id(record.dev_eui))
+    return entity
+
+
+def _device(uplink: Uplink, record: DeviceRecord, time: str, attrs: Mapping[str, Measured], *,
+            measured: bool, linked: bool = False) -> Entity:
+    profile = record.profile
+    entity: Entity = {
+        "id": device_id(uplink.dev_eui),
+        "type": DEVICE_TYPE,
+        "deviceCategory": prop(list(profile.category)),
+        "controlledProperty": prop(list(profile.controlled_property)),
+        "supportedProtocol": prop(["lora"]),
+    }
+    if uplink.device_name:
+        entity["name"] = prop(uplink.device_name)
+    if linked:
+        entity["controlledAsset"] = rel(record.entity_id)
+    if measured:
+        entity["dateLastValueReported"] = prop(time)
+        if uplink.f_cnt is not None:
+            entity["frameCounter"] = prop(uplink.f_cnt, observed_at=time)
+        if uplink.f_port is not None:
+            entity["fPort"] = prop(uplink.f_port, observed_at=time)
+        radio = uplink.radio
+        if radio is not None:
+            if radio.rssi is not None:
+                # dBm; no UN/CEFACT common code for decibel-milliwatt is recognised yet, see README.
+                entity["rssi"] = prop(radio.rssi, observed_at=time)
+            if radio.snr is not None:
+                entity["snr"] = prop(radio.snr, unit="2N", observed_at=time)
+            if radio.spreading_factor is not None:
+                entity["spreadingFactor"] = prop(radio.spreading_factor, observed_at=time)
+            if radio.frequency is not None:
+                entity["frequency"] = prop(radio.frequency, unit="HTZ", observed_at=time)
+            if radio.gateways:
+                entity["gatewayCount"] = prop(len(radio.gateways), observed_at=time)
+                entity["gatewayIds"] = prop(list(radio.gateways), observed_at=time)
+        if "gatewayCount" in uplink.detail and "gatewayCount" not in entity:
+            entity["gatewayCount"] = prop(uplink.detail["gatewayCount"], observed_at=time)
+        if uplink.late:
+            entity["lateDelivery"] = prop(True, observed_at=time)
+    for name, value in attrs.items():
+        entity[name] = prop(value.value, unit=value.unit, observed_at=time)
+    if uplink.kind == "status":
+        if uplink.battery_level is not None:
+            entity["batteryLevel"] = prop(uplink.battery_level, observed_at=time)
+        if "margin" in uplink.detail:
+            entity["linkMargin"] = prop(uplink.detail["margin"], unit="2N", observed_at=time)
+    elif uplink.kind == "join":
+        entity["deviceState"] = prop("joined", observed_at=time)
+    elif uplink.kind == "log":
+        level, code = uplink.detail.get("level", ""), uplink.detail.get("code", "")
+        entity["deviceState"] = prop(f"{level.lower()}: {code}".strip(": "), observed_at=time)
+    elif uplink.kind == "location" and uplink.location is not None:
+        entity["location"] = geo(point(*uplink.location), observed_at=time)
+    return entity
