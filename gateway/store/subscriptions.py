@@ -377,10 +377,12 @@ def _notification(sub: Subscription, value: Any, ctx: jsonld.Context) -> None:
 # --------------------------------------------------------------------------- matching
 
 
-def _without_sys(insts: Any) -> Any:
+def _without_created(insts: Any) -> Any:
+    # modifiedAt stays in the comparison: an attribute written again with the same value is an
+    # update (the store stamps it), as NGSI-LD brokers notify it
     if not isinstance(insts, list):
         return insts
-    return [{k: v for k, v in i.items() if k not in ("createdAt", "modifiedAt")} for i in insts]
+    return [{k: v for k, v in i.items() if k != "createdAt"} for i in insts]
 
 
 def _changed_attrs(
@@ -392,7 +394,7 @@ def _changed_attrs(
     new = {k: v for k, v in (after or {}).items() if k not in skip}
     created = set(new) - set(old)
     deleted = set(old) - set(new)
-    updated = {k for k in set(new) & set(old) if _without_sys(new[k]) != _without_sys(old[k])}
+    updated = {k for k in set(new) & set(old) if _without_created(new[k]) != _without_created(old[k])}
     if before is not None and after is not None and before.get("scope") != after.get("scope"):
         updated.add("scope")
     return created, updated, deleted
@@ -451,6 +453,8 @@ class _Delivery:
     sub: Subscription
     docs: list[Mapping[str, Any]]
     deleted: list[Mapping[str, Any]] = field(default_factory=list)
+    before: list[Mapping[str, Any] | None] = field(default_factory=list)
+    """The previous state of each of ``docs`` (for showChanges), when known."""
 
 
 class Notifier:
@@ -521,6 +525,7 @@ class Notifier:
     async def remove(self, tenant: str, sub_id: str) -> bool:
         """Delete a subscription; False when unknown."""
         sub = self.subs.pop((tenant, sub_id), None)
+        self._locks.pop((tenant, sub_id), None)
         if self.db is not None:
             await self.db.write(
                 lambda conn: conn.execute("DELETE FROM subscriptions WHERE tenant=? AND id=?", (tenant, sub_id))
@@ -590,6 +595,7 @@ class Notifier:
         """Match events against every subscription and schedule one delivery per subscription."""
         for sub in list(self.subs.values()):
             docs: list[Mapping[str, Any]] = []
+            before: list[Mapping[str, Any] | None] = []
             deleted: list[Mapping[str, Any]] = []
             for event in events:
                 if not triggered(sub, event):
@@ -598,6 +604,7 @@ class Notifier:
                     deleted.append(event.before)
                 elif event.after is not None:
                     docs.append(event.after)
+                    before.append(event.before)
             if not docs and not deleted:
                 continue
             if sub.throttling is not None:
@@ -605,7 +612,14 @@ class Notifier:
                 if now - sub.last_sent < sub.throttling:
                     continue  # §5.2.12: within the throttling period, changes are not notified
                 sub.last_sent = now
-            self._spawn(self._deliver(_Delivery(sub, docs, deleted)))
+            size = MAX_ENTITIES_PER_NOTIFICATION
+            for start in range(0, max(len(docs), 1), size):
+                chunk_deleted = deleted[:size] if start == 0 else []
+                self._spawn(self._deliver(
+                    _Delivery(sub, docs[start : start + size], chunk_deleted, before[start : start + size])
+                ))
+            for start in range(size, len(deleted), size):
+                self._spawn(self._deliver(_Delivery(sub, [], deleted[start : start + size])))
 
     async def _periodic_loop(self) -> None:
         while True:
@@ -641,8 +655,15 @@ class Notifier:
 
     # -- delivery ------------------------------------------------------------------------
 
-    def render(self, sub: Subscription, docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def render(
+        self,
+        sub: Subscription,
+        docs: Sequence[Mapping[str, Any]],
+        before: Sequence[Mapping[str, Any] | None] = (),
+    ) -> list[dict[str, Any]]:
         """The entities of a notification, in the subscription's format and @context."""
+        if before and (sub.definition.get("notification") or {}).get("showChanges") is True:
+            docs = [_with_previous(doc, old) for doc, old in zip(docs, before, strict=False)]
         ctx = sub.ctx
         assert ctx is not None
         opts = RenderOptions(
@@ -657,7 +678,7 @@ class Notifier:
         """(Notification body, HTTP headers) for one delivery."""
         ctx = sub.ctx
         assert ctx is not None
-        data = self.render(sub, delivery.docs)
+        data = self.render(sub, delivery.docs, delivery.before)
         for doc in delivery.deleted:
             types = [ctx.compact_iri(t) for t in doc.get("type", [])]
             data.append({"id": doc["id"], "type": types[0] if len(types) == 1 else types, "deletedAt": _now()})
@@ -724,6 +745,35 @@ class Notifier:
                 return False, f"HTTP {response.status}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return False, type(exc).__name__
+
+
+_PREVIOUS: Final = {"value": "previousValue", "object": "previousObject"}
+"""The previous-value members the entity model knows (Property, GeoProperty and Relationship)."""
+
+
+def _with_previous(doc: Mapping[str, Any], old: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """showChanges: each changed instance carries the value it had before (previousValue...)."""
+    if old is None:
+        return doc
+    out = dict(doc)
+    for name, insts in doc.items():
+        previous = old.get(name)
+        if name in ("id", "type", "scope", "createdAt", "modifiedAt") or not isinstance(insts, list):
+            continue
+        if not isinstance(previous, list):
+            continue
+        by_dataset = {p.get("datasetId"): p for p in previous if isinstance(p, Mapping)}
+        changed = []
+        for inst in insts:
+            prior = by_dataset.get(inst.get("datasetId"))
+            extra = {}
+            if prior is not None:
+                for member, label in _PREVIOUS.items():
+                    if member in prior and prior.get(member) != inst.get(member):
+                        extra[label] = prior[member]
+            changed.append({**inst, **extra} if extra else inst)
+        out[name] = changed
+    return out
 
 
 def _link_iri(sub: Subscription) -> str:

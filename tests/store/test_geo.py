@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.store.geo import GeoQueryError, haversine, parse_geo_query
+from gateway.store.geo import GeoQueryError, geojson_shape, haversine, parse_geo_query
+from tests.conftest import REFERENCE
 
 SQUARE = [[[4.80, 45.70], [4.90, 45.70], [4.90, 45.80], [4.80, 45.80], [4.80, 45.70]]]
 """A 0.1° square around Lyon's centre."""
@@ -152,3 +154,33 @@ def test_geoproperty_is_kept() -> None:
     query = parse_geo_query("within", "Polygon", json.dumps(SQUARE), "observationSpace")
     assert query.geoproperty == "observationSpace"
     assert parse_geo_query("within", "Polygon", json.dumps(SQUARE), None).geoproperty == "location"
+
+
+GEOMETRY_FOLDERS = ("point", "multipoint", "linestring", "multilinestring", "polygon", "multipolygon",
+                    "geometrycollection")
+
+
+def _fixtures(kind: str) -> list[Path]:
+    root = REFERENCE / "geojson-fixtures" / kind
+    return sorted(p for folder in GEOMETRY_FOLDERS for p in (root / folder).glob("*.json"))
+
+
+@pytest.mark.parametrize("path", _fixtures("valid"), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_valid_upstream_geometries_are_usable_and_equal_themselves(path: Path) -> None:
+    geometry = json.loads(path.read_text(encoding="utf-8"))
+    shape = geojson_shape(geometry)
+    assert shape is not None and shape.vertices()
+    if geometry["type"] != "GeometryCollection":
+        query = parse_geo_query("equals", geometry["type"], json.dumps(geometry["coordinates"]))
+        assert query.matches(geometry)
+        assert parse_geo_query("intersects", geometry["type"], geometry["coordinates"]).matches(geometry)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in _fixtures("invalid") if "bbox" not in p.stem],  # we do not read bbox members at all
+    ids=lambda p: f"{p.parent.name}/{p.stem}",
+)
+def test_invalid_upstream_geometries_are_refused(path: Path) -> None:
+    geometry = json.loads(path.read_text(encoding="utf-8"))
+    assert geojson_shape(geometry) is None

@@ -330,3 +330,28 @@ async def test_media_and_parameter_rules(server: StoreServer, receiver: Receiver
     assert in_body.problem() == "BadRequestData"
     assert (await server.get("/subscriptions", params={"bogus": "1"})).problem() == "InvalidRequest"
     assert (await server.get("/subscriptions/not-a-uri")).problem() == "BadRequestData"
+
+
+async def test_show_changes_and_same_value_rewrites(server: StoreServer, receiver: Receiver) -> None:
+    body = sub(receiver, "/changes", watchedAttributes=["temperature"])
+    body["notification"]["showChanges"] = True
+    await create(server, body)
+    assert (await server.post("/entities", sensor(1, temperature=20))).status == 201
+    await set_attr(server, 1, temperature=22)
+    await set_attr(server, 1, temperature=22)  # written again with the same value: still an update
+    got = await receiver.wait("/changes", 3)
+    assert "previousValue" not in got[0].body["data"][0]["temperature"]
+    assert got[1].body["data"][0]["temperature"] == {"type": "Property", "value": 22, "previousValue": 20}
+    assert got[2].body["data"][0]["temperature"] == {"type": "Property", "value": 22}
+
+
+async def test_large_batches_are_split(
+    server: StoreServer, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subscriptions, "MAX_ENTITIES_PER_NOTIFICATION", 2)
+    await create(server, sub(receiver, "/batch"))
+    reply = await server.post("/entityOperations/create", [sensor(n, temperature=n) for n in range(5)])
+    assert reply.status == 201, reply.raw
+    got = await receiver.wait("/batch", 3)
+    assert [len(g.body["data"]) for g in got] == [2, 2, 1]
+    assert [d["id"] for g in got for d in g.body["data"]] == [f"urn:ngsi-ld:Sensor:{n}" for n in range(5)]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+import pytest
+
+from gateway.store import temporal
 from tests.store.conftest import StoreServer
 
 SENSOR = "urn:ngsi-ld:Sensor:"
@@ -229,3 +232,32 @@ async def test_ld_json_response_carries_the_context(server: StoreServer) -> None
     assert reply.status == 200
     assert reply.headers["Content-Type"].startswith("application/ld+json")
     assert "@context" in reply.json
+
+
+async def test_partial_content_when_an_attribute_has_too_many_instances(
+    server: StoreServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(temporal, "MAX_INSTANCES", 4)
+    await feed(server)
+    reply = await server.get(f"/temporal/entities/{SENSOR}1", params={**WINDOW, "attrs": "temperature"})
+    assert reply.status == 206
+    assert [i["value"] for i in reply.json["temperature"]] == READINGS[:4]
+    assert reply.headers["Content-Range"] == f"date-time {at(0)}-{at(3)}/4"
+    whole = await server.get(f"/temporal/entities/{SENSOR}1", params={"lastN": "3", "attrs": "temperature"})
+    assert whole.status == 200 and len(whole.json["temperature"]) == 3
+
+
+async def test_timeproperty_modified_at(server: StoreServer) -> None:
+    await feed(server)
+    everything = await server.get(f"/temporal/entities/{SENSOR}1", params={"attrs": "temperature",
+                                                                           "options": "sysAttrs"})
+    stamps = [i["modifiedAt"] for i in everything.json["temperature"]]
+    assert stamps == sorted(stamps)
+    reply = await server.get(
+        f"/temporal/entities/{SENSOR}1",
+        params={"timerel": "after", "timeAt": stamps[3], "timeproperty": "modifiedAt", "attrs": "temperature",
+                "options": "temporalValues"},
+    )
+    assert reply.status == 200, reply.raw
+    assert reply.json["temperature"]["values"][-1] == [READINGS[-1], stamps[-1]]
+    assert len(reply.json["temperature"]["values"]) == len([s for s in stamps if s >= stamps[3]])
