@@ -35,7 +35,7 @@ from gateway.store.base import ChangeEvent, QuerySpec, Storage
 from gateway.store.geo import GeoQuery, parse_geo_query
 from gateway.store.history import Database
 from gateway.store.problems import NgsiError, bad_request
-from gateway.store.query import QExpr, ScopeExpr, parse_q, parse_scope_q
+from gateway.store.query import QExpr, ScopeExpr, TypeExpr, TypeName, parse_q, parse_scope_q, parse_type_expression
 from gateway.store.representation import RenderOptions, render
 
 log = logging.getLogger("jonction.store.subscriptions")
@@ -95,13 +95,22 @@ class EntityInfo:
     """One member of ``entities``: a type IRI and optionally an id or an id pattern."""
 
     type: str
+    """The type IRI, or the text of a type expression (``A,B``, ``(A;B)|C``) when ``expression`` is set."""
     id: str | None = None
     id_pattern: str | None = None
     pattern: re.Pattern[str] | None = None
+    expression: TypeExpr | None = None
+    expand: Callable[[str], str] | None = None
+    iris: frozenset[str] = frozenset()
+    """Every type IRI the selector names (the storage prefilter)."""
 
     def matches(self, doc: Mapping[str, Any]) -> bool:
         """True when the stored document is selected."""
-        if self.type not in (doc.get("type") or []):
+        types = doc.get("type") or []
+        if self.expression is not None and self.expand is not None:
+            if not self.expression.matches(types, self.expand):
+                return False
+        elif self.type not in types:
             return False
         if self.id is not None and doc.get("id") != self.id:
             return False
@@ -159,7 +168,7 @@ class Subscription:
         if self.entities:
             entities = []
             for info in self.entities:
-                item: dict[str, Any] = {"type": ctx.compact_iri(info.type)}
+                item: dict[str, Any] = {"type": info.type if info.expression else ctx.compact_iri(info.type)}
                 if info.id is not None:
                     item["id"] = info.id
                 if info.id_pattern is not None:
@@ -277,7 +286,15 @@ def build(
                     pattern = re.compile(id_pattern)
                 except re.error as exc:
                     raise _fail(f"{where}/idPattern", f"invalid regular expression: {exc}") from None
-            sub.entities.append(EntityInfo(ctx.expand_term(entity_type), entity_id, id_pattern, pattern))
+            texpr = parse_type_expression(entity_type)
+            if isinstance(texpr.root, TypeName):
+                iri = ctx.expand_term(entity_type)
+                sub.entities.append(EntityInfo(iri, entity_id, id_pattern, pattern, iris=frozenset([iri])))
+            else:
+                sub.entities.append(EntityInfo(
+                    entity_type, entity_id, id_pattern, pattern, texpr, ctx.expand_term,
+                    frozenset(ctx.expand_term(t) for t in texpr.types()),
+                ))
     if "watchedAttributes" in body:
         sub.watched = [ctx.expand_term(a) for a in _string_list(body["watchedAttributes"], "/watchedAttributes")]
     if not sub.entities and sub.watched is None:
@@ -642,7 +659,7 @@ class Notifier:
         if not await self.storage.tenant_exists(sub.tenant):
             return []
         spec = QuerySpec(
-            types=sorted({info.type for info in sub.entities}) or None,
+            types=sorted({iri for info in sub.entities for iri in info.iris}) or None,
             attrs=sub.watched,
             predicate=lambda doc: _selected(sub, doc),
             limit=MAX_ENTITIES_PER_NOTIFICATION,

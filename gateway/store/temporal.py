@@ -211,9 +211,12 @@ def _read_entities(
     if req.q is not None:
         q = req.q
         kept = []
+        # only the attributes the query names are read; a term holds when any instance in the
+        # window satisfies it (the entity "matched q at some time in the interval")
+        q_attrs = sorted({expand(a) for a in q.attributes()})
         for entity_id, types in found:
             doc: dict[str, Any] = {"id": entity_id, "type": types}
-            for series in history.series_of(conn, EntitySelector(req.selector.tenant), [entity_id]):
+            for series in history.series_of(conn, EntitySelector(req.selector.tenant, attrs=q_attrs), [entity_id]):
                 insts = history.instances(conn, series, req.tf, limit=MAX_INSTANCES)
                 doc.setdefault(series.attr, []).extend(i.expanded() for i in insts)
             if q.evaluate(doc, expand):

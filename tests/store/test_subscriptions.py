@@ -355,3 +355,13 @@ async def test_large_batches_are_split(
     got = await receiver.wait("/batch", 3)
     assert [len(g.body["data"]) for g in got] == [2, 2, 1]
     assert [d["id"] for g in got for d in g.body["data"]] == [f"urn:ngsi-ld:Sensor:{n}" for n in range(5)]
+
+
+async def test_type_expression_in_entity_selector(server: StoreServer, receiver: Receiver) -> None:
+    sub_id = await create(server, sub(receiver, "/types", entities=[{"type": "Sensor,Meter"}]))
+    assert (await server.get(f"/subscriptions/{sub_id}")).json["entities"] == [{"type": "Sensor,Meter"}]
+    for n, entity_type in enumerate(("Meter", "Building", "Sensor")):
+        entity = {**sensor(n, temperature=n), "type": entity_type}
+        assert (await server.post("/entities", entity)).status == 201
+    got = await receiver.wait("/types", 2)
+    assert [g.body["data"][0]["type"] for g in got] == ["Meter", "Sensor"]
