@@ -262,13 +262,34 @@ class FilesAdapter:
         where = _where(meta)
         if meta.get("row_error"):
             raise TranslationError(f"{where}: {meta['row_error']}")
+        per_record = any(k in meta for k in ("line", "feature", "item"))
+        if not per_record and (raw.content_type.startswith("text/csv") or meta.get("format") == "csv"):
+            return self._whole_csv(raw.payload, where)
         try:
             doc = json.loads(raw.payload)
         except ValueError as exc:
-            raise TranslationError(f"{where}: payload is not JSON ({exc})") from exc
-        if any(k in meta for k in ("line", "feature", "item")):
+            if per_record:
+                raise TranslationError(f"{where}: payload is not JSON ({exc})") from exc
+            return self._whole_csv(raw.payload, where)
+        if per_record:
             return [map_item(self.mapping, doc, where=where)]
+        if isinstance(doc, dict) and doc.get("type") == "FeatureCollection" and isinstance(doc.get("features"), list):
+            return [map_item(self.mapping, f, where=f"{where} feature {i}") for i, f in enumerate(doc["features"])]
         return apply_mapping(self.mapping, doc)
+
+    def _whole_csv(self, payload: bytes, where: str) -> list[Entity]:
+        """A whole CSV file in one message (e.g. ``jonction translate``): the first bad row fails it."""
+        try:
+            text, _ = decode(payload, self.encoding)
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise TranslationError(f"{where}: cannot decode ({exc})") from exc
+        entities = []
+        for record in csv_records(text, self.delimiter):
+            here = f"{where} line {record.position}"
+            if record.error:
+                raise TranslationError(f"{here}: {record.error}")
+            entities.append(map_item(self.mapping, json.loads(record.payload), where=here))
+        return entities
 
 
 def _where(meta: Mapping[str, str]) -> str:

@@ -225,3 +225,14 @@ async def test_missing_folder_is_logged_once(tmp_path: Path, caplog: pytest.LogC
     await asyncio.wait_for(task, 5)
     assert adapter.stats["scans"] >= 3
     assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_whole_csv_file_in_one_message_translates_row_by_row() -> None:
+    adapter = _adapter(INVENTORY, mapping_file="builtin:streetlights_gis.yaml")
+    lines = INVENTORY.read_bytes().splitlines()
+    good = b"\r\n".join([lines[0], lines[1], lines[2]])
+    raw = RawMessage("import", "", "2025-01-01T00:00:00Z", good, "k", content_type="text/csv")
+    assert [e["name"]["value"] for e in adapter.to_entities(raw)] == ["PL-0001", "PL-0002"]
+    bad = RawMessage("import", "", "2025-01-01T00:00:00Z", INVENTORY.read_bytes(), "k")
+    with pytest.raises(TranslationError, match=r"^file line 4: attribute 'location'"):
+        adapter.to_entities(bad)
