@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -19,7 +19,7 @@ import jsonschema
 
 import schemas
 from gateway.model import ATTRIBUTE_MEMBERS, ATTRIBUTE_TYPES, ENTITY_MEMBERS, VALUE_KEY, ModelError, is_uri, parse_time
-from gateway.units import is_uncefact
+from gateway.units import CODES, is_uncefact
 
 __all__ = ["Problem", "Verdict", "validate", "validate_batch"]
 
@@ -78,7 +78,10 @@ _MAX_NESTING: Final = 32
 
 
 def _esc(token: str | int) -> str:
-    return "/" + str(token).replace("~", "~0").replace("/", "~1")
+    text = str(token)
+    if "~" not in text and "/" not in text:
+        return "/" + text
+    return "/" + text.replace("~", "~0").replace("/", "~1")
 
 
 def _num(value: Any) -> bool:
@@ -130,9 +133,9 @@ class _Checker:
 
     def instance(self, name: str, attr: Any, pointer: str, depth: int) -> str | None:
         """Check one attribute instance; return its (possibly inferred) NGSI-LD type."""
-        if not isinstance(attr, Mapping):
+        if type(attr) is not dict and not isinstance(attr, Mapping):
             return "Property"  # concise Property: a bare value (or a plain array of values)
-        if not _is_attribute_object(attr):
+        if attr.get("type") not in ATTRIBUTE_TYPES and not _is_attribute_object(attr):
             if "type" in attr and isinstance(attr.get("type"), str) and attr["type"] in _GEO_DEPTH:
                 self.geometry(attr, pointer)
                 return "GeoProperty"
@@ -153,13 +156,14 @@ class _Checker:
         else:
             kind = str(declared)
         self.content(kind, attr, pointer)
-        self.metadata(attr, pointer)
-        if depth >= _MAX_NESTING:
-            self.error(pointer, "nesting", f"sub-attributes nest deeper than {_MAX_NESTING} levels")
-            return kind
-        for sub, sub_value in attr.items():
-            if sub not in ATTRIBUTE_MEMBERS:
-                self.attribute(sub, sub_value, pointer + _esc(sub), depth + 1)
+        if len(attr) > 2:  # more than type and value: metadata or sub-attributes to look at
+            self.metadata(attr, pointer)
+            for sub, sub_value in attr.items():
+                if sub not in ATTRIBUTE_MEMBERS:
+                    if depth >= _MAX_NESTING:
+                        self.error(pointer, "nesting", f"sub-attributes nest deeper than {_MAX_NESTING} levels")
+                        return kind
+                    self.attribute(sub, sub_value, pointer + _esc(sub), depth + 1)
         return kind
 
     def content(self, kind: str, attr: Mapping[str, Any], pointer: str) -> None:
@@ -210,7 +214,7 @@ class _Checker:
     def metadata(self, attr: Mapping[str, Any], pointer: str) -> None:
         """unitCode, observedAt and the other times, datasetId."""
         unit = attr.get("unitCode")
-        if unit is not None and not is_uncefact(unit):
+        if unit is not None and unit not in CODES and not is_uncefact(unit):
             self.error(
                 pointer + "/unitCode",
                 "unit-code",
@@ -303,7 +307,7 @@ class _Checker:
 
 
 def _is_attribute_object(value: Any) -> bool:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         return False
     declared = value.get("type")
     if declared in ATTRIBUTE_TYPES:
@@ -484,13 +488,78 @@ def validate(entity: Any) -> Verdict:
     return Verdict(not check.errors, shown_id, shown_type, tuple(check.errors), tuple(check.warnings))
 
 
+@dataclass(frozen=True, slots=True)
+class _ModelInfo:
+    """What the hot path needs about a model, computed once."""
+
+    spec: schemas.ModelSpec
+    predicate: Callable[[Any], bool] | None
+    array_relationships: frozenset[str]
+    lowered: Mapping[str, str]
+
+
+_INFO: dict[str, _ModelInfo] = {}
+
+
+def _info(spec: schemas.ModelSpec) -> _ModelInfo:
+    found = _INFO.get(spec.name)
+    if found is None:
+        found = _ModelInfo(
+            spec,
+            schemas.fast_check(spec.schema),
+            frozenset(n for n, a in spec.attributes.items() if a.ngsi_type == "Relationship" and _wants_array(spec, n)),
+            {name.lower(): name for name in spec.attributes},
+        )
+        _INFO[spec.name] = found
+    return found
+
+
+def _fast_verdict(info: _ModelInfo, entity: Mapping[str, Any], kinds: Mapping[str, str | None]) -> bool:
+    """True when the entity certainly satisfies the model and needs no warning: the common case.
+
+    Anything unusual (unknown or multi-instance attributes, unit or type mismatches, JSON-LD value
+    objects) returns False and takes the detailed path, which finds the same verdict with pointers.
+    """
+    predicate = info.predicate
+    if predicate is None:
+        return False
+    attributes = info.spec.attributes
+    document: dict[str, Any] = {"id": entity.get("id"), "type": info.spec.name}
+    for name, value in entity.items():
+        if name in ENTITY_MEMBERS:
+            continue
+        declared = attributes.get(name)
+        kind = kinds.get(name)
+        if declared is None or kind is None or kind != declared.ngsi_type:
+            return False
+        if type(value) is dict and value.get("type") in ATTRIBUTE_TYPES:
+            if declared.unit is not None:
+                code = value.get("unitCode")
+                if code is not None and code != declared.unit:
+                    return False
+            projected = value.get(VALUE_KEY[kind])
+            if type(projected) is dict and "@value" in projected:
+                return False
+            if kind == "Relationship" and type(projected) is str and name in info.array_relationships:
+                projected = [projected]
+            document[name] = projected
+        elif type(value) is dict or type(value) is list:
+            return False
+        else:
+            document[name] = value
+    return predicate(document)
+
+
 def _against_model(
     spec: schemas.ModelSpec, entity: Mapping[str, Any], kinds: Mapping[str, str | None], check: _Checker
 ) -> None:
+    info = _info(spec)
+    if not check.errors and _fast_verdict(info, entity, kinds):
+        return
     document: dict[str, Any] = {"id": entity.get("id", entity.get("@id")), "type": spec.name}
     prefixes: dict[str, tuple[tuple[str | int, ...], str]] = {}
     extra: list[tuple[str, int, Any, tuple[str | int, ...], str]] = []
-    lowered = {name.lower(): name for name in spec.attributes}
+    lowered = info.lowered
     for name, value in entity.items():
         if name in ENTITY_MEMBERS:
             continue

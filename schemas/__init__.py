@@ -23,6 +23,8 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT202012
 
+from schemas.fastcheck import Check, Compiler
+
 __all__ = [
     "MODELS",
     "REGISTRY",
@@ -31,6 +33,7 @@ __all__ = [
     "UnknownModel",
     "check_document",
     "compiled",
+    "fast_check",
     "load_schema",
     "model",
     "ngsi_types",
@@ -159,6 +162,24 @@ def load_schema(relative_path: str) -> dict[str, Any]:
 
 
 _COMPILED: dict[int, tuple[Mapping[str, Any], Validator]] = {}
+_FAST: dict[int, tuple[Mapping[str, Any], Check | None]] = {}
+_COMPILER: Final = Compiler(REGISTRY, FORMAT_CHECKER.conforms)
+
+
+def fast_check(schema: Mapping[str, Any]) -> Check | None:
+    """A compiled yes/no predicate for ``schema`` (None when it uses unsupported keywords).
+
+    True means valid for certain; False means "ask jsonschema" (which gives the messages).
+    """
+    hit = _FAST.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    base = str(schema.get("$id", "")) if isinstance(schema, Mapping) else ""
+    predicate = _COMPILER.compile(schema, base)
+    if len(_FAST) > 512:
+        _FAST.clear()
+    _FAST[id(schema)] = (schema, predicate)
+    return predicate
 
 
 def compiled(schema: Mapping[str, Any]) -> Validator:
@@ -185,6 +206,9 @@ def pointer(path: Any) -> str:
 
 def problems(schema: Mapping[str, Any], document: Any) -> list[jsonschema.ValidationError]:
     """Every leaf validation error of ``document`` against ``schema``, in document order."""
+    predicate = fast_check(schema)
+    if predicate is not None and predicate(document):
+        return []
     validator = compiled(schema)
     leaves: list[jsonschema.ValidationError] = []
     for error in validator.iter_errors(document):

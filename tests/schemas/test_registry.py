@@ -146,3 +146,30 @@ def test_context_iri_of_model_terms() -> None:
     assert spec.context_iri("fillingLevel") == "https://smartdatamodels.org/dataModel.WasteManagement/fillingLevel"
     assert spec.context_iri("location") == "https://uri.etsi.org/ngsi-ld/location"
     assert spec.context_iri("noSuchTerm") is None
+
+
+def _mutations(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Variants of a document that break one member each (wrong type, out of range, bad enum)."""
+    out = []
+    for key, value in document.items():
+        if key in ("id", "type"):
+            continue
+        for bad in (None, "text", -1e9, 1e9, 0.5, [], {}, True, [value], {"type": "Point", "coordinates": [999, 1]}):
+            variant = dict(document)
+            variant[key] = bad
+            out.append(variant)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
+def test_fast_predicate_agrees_with_jsonschema(name: str) -> None:
+    """The compiled predicate behind the hot path never accepts what jsonschema rejects."""
+    spec = schemas.model(name)
+    predicate = schemas.fast_check(spec.schema)
+    assert predicate is not None, f"{name} uses a keyword the fast path does not compile"
+    validator = schemas.compiled(spec.schema)
+    loaded = example(name, "example.json")
+    documents = [{k: v for k, v in d.items() if k != "@context"} for d in (loaded if isinstance(loaded, list)
+                                                                           else [loaded])]
+    for document in [*documents, *(m for d in documents for m in _mutations(d))]:
+        assert predicate(document) == validator.is_valid(document), document
