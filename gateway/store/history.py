@@ -14,10 +14,9 @@ import json
 import math
 import re
 import sqlite3
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -659,14 +658,14 @@ class Bucket:
     numbers: int = 0
     low: Any = None
     high: Any = None
-    distinct: set[str] = field(default_factory=set)
+    distinct: int = 0
 
     def result(self, method: str) -> Any:
         """The value of one aggregation method (None when it does not apply)."""
         if method == "totalCount":
             return self.count
         if method == "distinctCount":
-            return len(self.distinct)
+            return self.distinct
         if method == "min":
             return self.low
         if method == "max":
@@ -696,8 +695,8 @@ def aggregate(
 ) -> list[Bucket]:
     """Aggregate one series over consecutive periods starting at ``origin`` (default: first instance).
 
-    Fixed periods (weeks and shorter) are grouped in SQL; calendar periods (months, years) walk
-    the rows once in Python against precomputed boundaries.
+    Everything is computed by SQLite over the time index: fixed periods (weeks and shorter) in
+    one GROUP BY, calendar periods (months, years) and P0D with one range query per period.
     """
     span = time_span(conn, series, tf)
     if span is None:
@@ -709,49 +708,18 @@ def aggregate(
     where, args = tf.sql()
     order = _order_column(tf)
     if period.is_zero:
-        boundaries = [start, stop]
-    elif period.months == 0:
+        return _aggregate_fixed(conn, series, where, args, order, start, stop, stop - start)
+    if period.months == 0:
         return _aggregate_fixed(conn, series, where, args, order, start, stop, period.micros)
-    else:
-        boundaries = [start]
-        while boundaries[-1] < stop and len(boundaries) < 100_000:
-            boundaries.append(period.add(boundaries[-1]))
-    buckets: dict[int, Bucket] = {}
-    sql = (
-        f"SELECT {order}, num, value FROM history_instances WHERE series_id=?{where} "
-        f"AND {order} >= ? AND {order} < ? ORDER BY {order}"
-    )
-    for moment, num, value in conn.execute(sql, [series.series_id, *args, start, stop]):
-        index = bisect_right(boundaries, moment) - 1
-        bucket = buckets.get(index)
-        if bucket is None:
-            bucket = buckets[index] = Bucket(boundaries[index], boundaries[min(index + 1, len(boundaries) - 1)])
-        _feed(bucket, num, value)
-    return [buckets[i] for i in sorted(buckets)]
-
-
-def _feed(bucket: Bucket, num: float | None, value: str | None) -> None:
-    bucket.count += 1
-    bucket.distinct.add(value or "null")
-    if num is not None:
-        bucket.numbers += 1
-        bucket.total += num
-        bucket.squares += num * num
-        low_high: Any = num
-    else:
-        low_high = json.loads(value) if value else None
-        if not isinstance(low_high, str):
-            return  # strings (dates included) have an order; other JSON values do not
-    if bucket.low is None or _lt(low_high, bucket.low):
-        bucket.low = low_high
-    if bucket.high is None or _lt(bucket.high, low_high):
-        bucket.high = low_high
-
-
-def _lt(a: Any, b: Any) -> bool:
-    if isinstance(a, str) != isinstance(b, str):
-        return isinstance(a, float | int)  # numbers sort before strings
-    return bool(a < b)
+    out: list[Bucket] = []
+    low = start
+    periods = 0
+    while low < stop and periods < 100_000:
+        high = period.add(low)
+        out.extend(_aggregate_fixed(conn, series, where, args, order, low, min(high, stop), high - low))
+        low = high
+        periods += 1
+    return out
 
 
 def _aggregate_fixed(
@@ -775,7 +743,7 @@ def _aggregate_fixed(
         sql, [start, step, series.series_id, *args, start, stop]
     ):
         bucket = Bucket(start + int(b) * step, start + (int(b) + 1) * step, count=int(count))
-        bucket.distinct = {str(i) for i in range(int(distinct))}  # only the size is used
+        bucket.distinct = int(distinct)
         bucket.numbers = int(numbers)
         bucket.total = float(total or 0.0)
         bucket.squares = float(squares or 0.0)

@@ -485,6 +485,9 @@ class Notifier:
     """Commits waiting for matching; beyond, events are dropped (and logged)."""
     tick: float = 1.0
     """How often periodic (timeInterval) subscriptions are checked, seconds."""
+    max_pending: int = 100
+    """Notifications waiting for one subscription; beyond (a dead or slow receiver), new ones are
+    dropped and reported as failures, so memory stays bounded."""
 
     def __init__(self, storage: Storage, db: Database | None) -> None:
         self.storage = storage
@@ -493,6 +496,7 @@ class Notifier:
         self._queue: asyncio.Queue[Sequence[ChangeEvent]] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._pending: dict[tuple[str, str], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._dropped = 0
 
@@ -720,6 +724,24 @@ class Notifier:
     async def _deliver(self, delivery: _Delivery) -> None:
         sub = delivery.sub
         key = (sub.tenant, sub.id)
+        if self._pending.get(key, 0) >= self.max_pending:
+            sub.stats["timesFailed"] = int(sub.stats.get("timesFailed", 0)) + 1
+            sub.stats["lastFailure"] = _now()
+            sub.stats["status"] = "failed"
+            log.warning("subscription %s: %d notifications pending, one dropped", sub.id, self.max_pending)
+            return
+        self._pending[key] = self._pending.get(key, 0) + 1
+        try:
+            await self._deliver_now(delivery, key)
+        finally:
+            left = self._pending.get(key, 1) - 1
+            if left > 0:
+                self._pending[key] = left
+            else:
+                self._pending.pop(key, None)
+
+    async def _deliver_now(self, delivery: _Delivery, key: tuple[str, str]) -> None:
+        sub = delivery.sub
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             body, headers = self.notification(sub, delivery)
