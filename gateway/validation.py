@@ -558,39 +558,44 @@ def _against_model(
         return
     document: dict[str, Any] = {"id": entity.get("id", entity.get("@id")), "type": spec.name}
     prefixes: dict[str, tuple[tuple[str | int, ...], str]] = {}
-    extra: list[tuple[str, int, Any, tuple[str | int, ...], str]] = []
+    # Values beyond the first of an attribute (other instances, other languages): each must satisfy
+    # the model on its own, so nothing the entity carries escapes the schema.
+    extra: list[tuple[str, Any, tuple[str | int, ...], str]] = []
     lowered = info.lowered
     for name, value in entity.items():
         if name in ENTITY_MEMBERS:
             continue
         kind = kinds.get(name)
-        if name not in spec.attributes:
+        declared = spec.attributes.get(name)
+        if declared is None:
             close = lowered.get(name.lower()) or next(
                 iter(difflib.get_close_matches(name, list(spec.attributes), n=1, cutoff=0.8)), None
             )
             hint = f"; did you mean {close}?" if close else ""
             check.warn(_esc(name), "unknown-attribute", f"{name!r} is not defined by {spec.name}{hint}", close)
-        else:
-            declared = spec.attributes[name]
-            if kind is not None and kind != declared.ngsi_type and not (
-                declared.ngsi_type == "Relationship" and kind == "ListRelationship"
-            ):
-                check.warn(_esc(name), "ngsi-type", f"{spec.name} declares {name!r} as a {declared.ngsi_type}, "
-                           f"not a {kind}", declared.ngsi_type)
+        elif kind is not None and kind != declared.ngsi_type and not _compatible(declared.ngsi_type, kind, spec, name):
+            check.warn(_esc(name), "ngsi-type", f"{spec.name} declares {name!r} as a {declared.ngsi_type}, "
+                       f"not a {kind}", declared.ngsi_type)
         multi = isinstance(value, list) and value and all(_is_attribute_object(v) for v in value)
-        first = value[0] if multi else value
-        projected, prefix, mode = _project(kind, first)
-        if isinstance(projected, str) and kind == "Relationship" and _wants_array(spec, name):
-            # One target is a one-element list of targets: NGSI-LD allows either for 'object'.
-            projected, mode = [projected], "wrap"
-        document[name] = projected
-        prefixes[name] = ((0, *prefix) if multi else prefix, mode)
-        if name in spec.attributes:
+        for index, instance in enumerate(value if multi else [value]):
+            projected, prefix, mode = _project(kind, instance)
+            if multi:
+                prefix = (index, *prefix)
+            if isinstance(projected, str) and kind == "Relationship" and _wants_array(spec, name):
+                # One target is a one-element list of targets: NGSI-LD allows either for 'object'.
+                projected, mode = [projected], "wrap"
+            values = [(projected, prefix)]
+            if kind == "LanguageProperty" and isinstance(projected, dict) and projected and _wants_string(spec, name):
+                # A LanguageProperty stands for a text attribute: every language's text is checked.
+                values = [(text, (*prefix, tag)) for tag, text in projected.items()]
+            for position, (item, item_prefix) in enumerate(values):
+                if index == 0 and position == 0:
+                    document[name] = item
+                    prefixes[name] = (item_prefix, mode)
+                else:
+                    extra.append((name, item, item_prefix, mode))
+        if declared is not None:
             _unit_warning(spec, name, value if multi else [value], check)
-        if multi:
-            for index in range(1, len(value)):
-                more, more_prefix, more_mode = _project(kind, value[index])
-                extra.append((name, index, more, more_prefix, more_mode))
     # An attribute whose structure is already wrong would only repeat its error through the schema.
     broken = {p.pointer.split("/")[1] for p in check.errors if p.pointer.startswith("/")}
 
@@ -598,13 +603,24 @@ def _against_model(
         return [p for p in found if not p.pointer.startswith("/") or p.pointer.split("/")[1] not in broken]
 
     check.errors.extend(fresh(_schema_problems(spec, document, prefixes)))
-    for name, index, more, more_prefix, more_mode in extra:
-        # Multi-instance attributes: each instance's value must satisfy the model on its own.
+    for name, item, item_prefix, mode in extra:
         variant = dict(document)
-        variant[name] = more
-        check.errors.extend(
-            fresh(_schema_problems(spec, variant, {name: ((index, *more_prefix), more_mode)}, only=name))
-        )
+        variant[name] = item
+        check.errors.extend(fresh(_schema_problems(spec, variant, {name: (item_prefix, mode)}, only=name)))
+
+
+def _compatible(declared: str, kind: str, spec: schemas.ModelSpec, name: str) -> bool:
+    """Richer NGSI-LD forms of what a model declares: a list of relationships, a text in languages."""
+    if declared == "Relationship" and kind == "ListRelationship":
+        return True
+    return declared == "Property" and kind == "LanguageProperty" and _wants_string(spec, name)
+
+
+def _wants_string(spec: schemas.ModelSpec, name: str) -> bool:
+    subschema = spec.schema.get("properties", {}).get(name)
+    if not isinstance(subschema, Mapping):
+        return False
+    return subschema.get("type") == "string" or str(subschema.get("$ref", "")).endswith("/Text")
 
 
 def _wants_array(spec: schemas.ModelSpec, name: str) -> bool:

@@ -144,3 +144,78 @@ def test_batch_returns_one_verdict_per_entity_and_json_ready_dicts() -> None:
         "expected": "an object",
     }
     assert verdicts[1].to_dict()["errors"][0]["pointer"] == "/fillingLevel/value"
+
+
+def test_language_property_texts_are_each_checked() -> None:
+    entity = waste_container()
+    entity["name"] = {"type": "LanguageProperty", "languageMap": {"fr": "Bac à verre", "en": "Glass bin"}}
+    verdict = validate(entity)
+    assert verdict.valid and verdict.warnings == (), verdict
+    entity["name"]["languageMap"]["en"] = 42
+    verdict = validate(entity)
+    assert [(p.pointer, p.rule) for p in verdict.errors] == [("/name/languageMap/en", "language-map")]
+    entity["status"] = {"type": "LanguageProperty", "languageMap": {"fr": "ok", "en": "broken"}}
+    entity["name"]["languageMap"]["en"] = "Glass bin"
+    problem = only_error(validate(entity))
+    assert (problem.pointer, problem.rule) == ("/status/languageMap/en", "schema:enum")
+
+
+def test_json_ld_value_objects_and_relationship_lists() -> None:
+    entity = waste_container()
+    entity["dateLastEmptying"] = {"type": "Property", "value": {"@type": "DateTime", "@value": "2025-02-28T06:00:00Z"}}
+    entity["refDevice"] = {"type": "Relationship", "object": ["urn:ngsi-ld:Device:a", "urn:ngsi-ld:Device:b"]}
+    assert validate(entity).valid
+    entity["dateLastEmptying"]["value"]["@value"] = "yesterday"
+    problem = only_error(validate(entity))
+    assert problem.pointer == "/dateLastEmptying/value/@value"
+    assert problem.rule == "schema:format"
+
+
+def test_multi_instance_relationship_to_array_attribute() -> None:
+    entity = waste_container()
+    entity["refDevice"] = [
+        {"type": "Relationship", "object": "urn:ngsi-ld:Device:a", "datasetId": "urn:ngsi-ld:Dataset:a"},
+        {"type": "Relationship", "object": "urn:ngsi-ld:Device:b", "datasetId": "urn:ngsi-ld:Dataset:b"},
+    ]
+    assert validate(entity).valid
+
+
+def test_sub_attributes_are_checked_like_attributes() -> None:
+    entity = waste_container()
+    entity["temperature"]["accuracy"] = {"type": "Property", "value": 0.5, "unitCode": "degrees"}
+    entity["temperature"]["measuredBy"] = {"type": "Relationship", "object": "urn:ngsi-ld:Device:t"}
+    problem = only_error(validate(entity))
+    assert (problem.pointer, problem.rule) == ("/temperature/accuracy/unitCode", "unit-code")
+
+
+def test_model_facts_become_warnings() -> None:
+    entity = waste_container()
+    entity["temperature"]["unitCode"] = "FAH"
+    entity["status"] = {"type": "Relationship", "object": "urn:ngsi-ld:Status:ok"}
+    verdict = validate(entity)
+    rules = {(w.pointer, w.rule) for w in verdict.warnings}
+    assert ("/status", "ngsi-type") in rules
+    spec_unit = [w for w in verdict.warnings if w.rule == "unit-mismatch"]
+    # WasteContainer gives no unit for temperature: no unit warning there.
+    assert spec_unit == []
+    air = {
+        "id": "urn:ngsi-ld:AirQualityObserved:x",
+        "type": "AirQualityObserved",
+        "dateObserved": {"type": "Property", "value": "2025-03-01T08:00:00Z"},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [4.83, 45.73]}},
+        "no2": {"type": "Property", "value": 0.031, "unitCode": "GP"},
+    }
+    verdict = validate(air)
+    assert verdict.valid
+    assert [(w.pointer, w.rule, w.expected) for w in verdict.warnings] == [("/no2/unitCode", "unit-mismatch", "GQ")]
+
+
+def test_deep_sub_attribute_nesting_is_bounded() -> None:
+    entity = waste_container()
+    node: dict[str, Any] = entity["temperature"]
+    for _ in range(40):
+        child = {"type": "Property", "value": 1}
+        node["deeper"] = child
+        node = child
+    verdict = validate(entity)
+    assert [p.rule for p in verdict.errors] == ["nesting"]
