@@ -30,6 +30,7 @@ def _handle(args: argparse.Namespace) -> int:
     from gateway.runtime.app import create_app
     from gateway.runtime.logging import setup_logging
 
+    setup_logging(args.log_level or "INFO")
     if args.config is not None:
         cfg = config_mod.load(args.config)
     else:
@@ -42,8 +43,8 @@ def _handle(args: argparse.Namespace) -> int:
         cfg.port = args.port
     if args.data is not None:
         cfg.data_dir = args.data
-    level = args.log_level if args.log_level and args.log_level.upper() != "INFO" else cfg.log_level
-    setup_logging(level)
+    if cfg.log_level != "INFO" and (args.log_level or "INFO").upper() == "INFO":
+        setup_logging(cfg.log_level)
     app = create_app(cfg)
     log = logging.getLogger("jonction.runtime")
     try:

@@ -26,7 +26,7 @@ from gateway.errors import ConfigInvalid, JonctionError
 from gateway.model import RawMessage
 from gateway.runtime import admin
 from gateway.runtime.archive import RawArchive
-from gateway.runtime.config import GatewayConfig, check_source_configs
+from gateway.runtime.config import GatewayConfig, check_source_configs, source_config
 from gateway.runtime.db import Database
 from gateway.runtime.deadletters import DeadLetters
 from gateway.runtime.logging import redact
@@ -270,8 +270,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
             if not src.enabled:
                 continue
             cls = rt.adapters[src.adapter]
-            adapter = cls({**src.config, "name": src.name, "tenant": src.tenant}, http=session,
-                          log=adapter_logger(src.adapter))
+            effective = source_config(src, getattr(cls, "config_schema", None) or {}, cfg.data_dir)
+            adapter = cls(effective, http=session, log=adapter_logger(src.adapter))
             binding = SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes)
             pipeline.add_source(binding)
             sup = Supervised(src.name, src.adapter, adapter, _emitter(pipeline, binding))
@@ -336,6 +336,10 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, Any] | None = No
         if api is not None:
             app.add_subapp("/ngsi-ld/v1", api)
             app[_STORE_API] = api
+            # The API's Storage is the one the runtime writes through (Python, no HTTP hop);
+            # the sub-app opens it on startup (before the runtime) and closes it last.
+            rt.store = api[importlib.import_module("gateway.store.settings").STORAGE_KEY]
+            app[_STORE_OWNED_BY_API] = True
     _add_lifecycle(app)
     return app
 
@@ -355,13 +359,6 @@ def _add_lifecycle(app: web.Application) -> None:
     app[_LIFECYCLE] = []
 
     async def start(_app: web.Application) -> None:
-        api = app.get(_STORE_API)
-        if api is not None:
-            key = importlib.import_module("gateway.store.settings").STORAGE_KEY
-            storage = api.get(key)
-            if storage is not None:
-                app[RUNTIME].store = storage
-                app[_STORE_OWNED_BY_API] = True
         gen = _runtime_ctx(app)
         await gen.__anext__()
         app[_LIFECYCLE].append(gen)

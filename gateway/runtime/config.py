@@ -279,13 +279,31 @@ def check_source_configs(cfg: GatewayConfig, adapters: Mapping[str, Any]) -> Non
             problems.append(f"/sources/{index}/adapter: unknown adapter {src.adapter!r} (installed: {known})")
             continue
         schema = getattr(cls, "config_schema", None) or {}
-        _register_write_only(schema, src.config)
-        for msg in schemas.check_document(schema, src.config):
+        effective = source_config(src, schema, cfg.data_dir)
+        _register_write_only(schema, effective)
+        for msg in schemas.check_document(schema, effective):
             where, _, text = msg.partition(": ")
             where = "" if where == "/" else where
             problems.append(redact(f"/sources/{index}/config{where}: {text}"))
     if problems:
         raise ConfigInvalid("invalid source configuration", problems)
+
+
+def source_config(src: SourceConfig, schema: Mapping[str, Any], data_dir: Path) -> dict[str, Any]:
+    """The config an adapter receives: its own block plus what the runtime knows.
+
+    ``name`` and ``tenant`` come from the source entry and ``state_dir`` defaults to
+    ``<data>/state/<source>``, each only where the adapter's schema declares it (or accepts
+    any member), so that a strict schema never sees a member it does not know.
+    """
+    props = schema.get("properties", {}) if isinstance(schema, Mapping) else {}
+    open_schema = isinstance(schema, Mapping) and schema.get("additionalProperties", True) is not False
+    out = dict(src.config)
+    defaults = {"name": src.name, "tenant": src.tenant, "state_dir": str(data_dir / "state" / src.name)}
+    for key, value in defaults.items():
+        if key not in out and (key in props or (open_schema and key != "state_dir")):
+            out[key] = value
+    return out
 
 
 _SECRET_NAMES: Final = ("token", "password", "secret", "api_key", "apikey")

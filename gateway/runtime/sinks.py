@@ -8,6 +8,7 @@ failures are exceptions: :class:`SinkUnavailable` (retry later: network, 5xx, au
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import ssl
@@ -214,6 +215,11 @@ class RemoteBrokerSink:
         profile = PROFILES[settings.profile]
         self.tenant_header = settings.tenant_header or profile.tenant_header
         self.context_mode = settings.context_mode or profile.context_mode
+        if settings.context is None:
+            # Adapters compact entities with the jonction @context (Smart Data Model terms); a
+            # broker must expand them with the same one. jonction stores know it offline; give
+            # other brokers a URL they can fetch (``context:`` in the sink's config).
+            settings.context = str(importlib.import_module("schemas.contexts").JONCTION_CONTEXT_IRI)
         self.max_batch = settings.max_batch or profile.max_batch
         base = settings.url.rstrip("/")
         if not base.endswith("/ngsi-ld/v1"):

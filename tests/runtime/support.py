@@ -31,7 +31,8 @@ class FakeAdapter:
     manifest: ClassVar[Manifest] = Manifest("fake", "Fake test source", ("test",), ("WasteContainer",))
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False,
-        "properties": {"fail_check": {"type": "boolean"}, "api_token": {"type": "string", "writeOnly": True}},
+        "properties": {"name": {"type": "string"}, "tenant": {"type": "string"}, "fail_check": {"type": "boolean"},
+                       "api_token": {"type": "string", "writeOnly": True}},
     }
     DIVISOR: ClassVar[float] = 100.0
     instances: ClassVar[dict[str, FakeAdapter]] = {}

@@ -1,0 +1,77 @@
+"""`jonction run` with no config: the demo territory shows live entities that change over time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.contract import discover
+from tests.conftest import free_port
+from tests.runtime.support import eventually
+
+JONCTION = str(Path(sys.executable).with_name("jonction"))
+LINK = '<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"; ' \
+       'type="application/ld+json"'
+
+
+def expected_types() -> list[str]:
+    """Demo entity types whose adapter and simulator are installed."""
+    types = ["Streetlight"]
+    sims = {ep.name for ep in metadata.entry_points(group="jonction.simulators")}
+    if "chirpstack_v4" in discover() and "lorawan" in sims:
+        types += ["WasteContainer", "AirQualityObserved"]
+    return types
+
+
+async def fetch(port: int, entity_type: str) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{port}/ngsi-ld/v1/entities"
+    try:
+        async with aiohttp.ClientSession() as http, http.get(
+            url, params={"type": entity_type, "limit": "100"}, headers={"Link": LINK}
+        ) as resp:
+            return list(await resp.json()) if resp.status == 200 else []
+    except aiohttp.ClientError:
+        return []
+
+
+def fingerprint(items: list[dict[str, Any]]) -> dict[str, str]:
+    """Per entity, the newest observedAt of any attribute: it moves when readings are new."""
+    out: dict[str, str] = {}
+    for item in items:
+        times = [a.get("observedAt", "") for a in item.values() if isinstance(a, dict)]
+        out[item["id"]] = max(times, default="")
+    return out
+
+
+def start_demo(port: int, tmp: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        return subprocess.Popen([JONCTION, "run", "--port", str(port), "--data", str(tmp / "data")],
+                                cwd=tmp, stdout=subprocess.DEVNULL, stderr=sink)
+
+
+@pytest.mark.slow
+async def test_demo_territory_has_live_entities_of_each_type(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "demo.log"
+    proc = start_demo(port, tmp_path, log)
+    try:
+        first: dict[str, dict[str, str]] = {}
+        for entity_type in expected_types():
+            items = await eventually(lambda t=entity_type: fetch(port, t), within=60,
+                                     what=f"demo {entity_type} entities")
+            first[entity_type] = fingerprint(items)
+        for entity_type, before in first.items():
+            async def changed(t: str = entity_type, b: dict[str, str] = before) -> bool:
+                now = fingerprint(await fetch(port, t))
+                return any(now.get(i, "") > v for i, v in b.items())
+            await eventually(changed, within=90, what=f"{entity_type} values changing over time")
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=30)
+    assert code == 0, log.read_text(encoding="utf-8")[-2000:]
