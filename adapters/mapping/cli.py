@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapters.mapping.engine import EntityMapping, load_mapping, map_item, select_items
+from adapters.mapping.engine import EntityMapping, items_pointer, load_mapping, map_item, select_items
 from gateway.errors import InputError, TranslationError
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
@@ -34,7 +34,12 @@ def register(sub: Any) -> None:
     apply.add_argument("--format", choices=("auto", "json", "geojson", "csv"), default="auto")
     apply.add_argument("--no-validate", action="store_true", help="skip Smart Data Model validation")
     apply.set_defaults(handler=_apply)
-    parser.set_defaults(handler=lambda _args: (parser.print_help(), 2)[1])
+
+    def usage(_args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(handler=usage)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -43,7 +48,7 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _items(mapping: EntityMapping, path: Path, kind: str) -> list[tuple[str, Any]]:
+def _items(mapping: EntityMapping, path: Path, kind: str) -> list[tuple[str, str, Any]]:
     from adapters.files.adapter import FORMATS, csv_records, decode
 
     try:
@@ -56,7 +61,7 @@ def _items(mapping: EntityMapping, path: Path, kind: str) -> list[tuple[str, Any
     if kind == "csv":
         text, _ = decode(data, None)
         return [
-            (f"line {r.position}", {"__row_error__": r.error} if r.error else json.loads(r.payload))
+            (f"line {r.position}", "", {"__row_error__": r.error} if r.error else json.loads(r.payload))
             for r in csv_records(text, None)
         ]
     try:
@@ -67,11 +72,13 @@ def _items(mapping: EntityMapping, path: Path, kind: str) -> list[tuple[str, Any
         features = doc.get("features") if isinstance(doc, dict) else None
         if not isinstance(features, list):
             raise InputError(f"{path} is not a GeoJSON FeatureCollection")
-        return [(f"feature {i}", f) for i, f in enumerate(features)]
+        return [(f"feature {i}", f"/features/{i}", f) for i, f in enumerate(features)]
+    base = items_pointer(mapping, doc)
     try:
-        return [(f"item {i}", item) for i, item in enumerate(select_items(mapping, doc))]
+        items = select_items(mapping, doc)
     except TranslationError as exc:
         raise InputError(exc.reason) from exc
+    return [(f"item {i}", f"{base}/{i}" if base is not None else "", item) for i, item in enumerate(items)]
 
 
 def _apply(args: argparse.Namespace) -> int:
@@ -79,11 +86,11 @@ def _apply(args: argparse.Namespace) -> int:
 
     mapping = load_mapping(args.mapping)
     entities, bad = [], 0
-    for where, item in _items(mapping, args.document, args.format):
+    for where, pointer, item in _items(mapping, args.document, args.format):
         try:
             if isinstance(item, dict) and "__row_error__" in item:
                 raise TranslationError(f"{where}: {item['__row_error__']}")
-            entity = map_item(mapping, item, where=where)
+            entity = map_item(mapping, item, where=where, pointer=pointer)
         except TranslationError as exc:
             bad += 1
             print(f"untranslatable: {exc.reason}" + (f" (at {exc.pointer})" if exc.pointer else ""),

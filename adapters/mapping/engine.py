@@ -722,7 +722,8 @@ def map_item(mapping: EntityMapping, item: Any, *, where: str = "item 0", pointe
     return out
 
 
-def _items_pointer(mapping: EntityMapping, document: Any) -> str | None:
+def items_pointer(mapping: EntityMapping, document: Any) -> str | None:
+    """JSON pointer of the item list in a document, when the items selector is a plain path."""
     if mapping.items_text == "@":
         return "" if isinstance(document, list) else None
     if _SIMPLE_PATH.match(mapping.items_text):
@@ -734,7 +735,7 @@ def apply_mapping(mapping: EntityMapping | Mapping[str, Any], document: Any) -> 
     """Translate a whole document (pure): one entity per item, in document order."""
     compiled = mapping if isinstance(mapping, EntityMapping) else compile_mapping(mapping)
     items = select_items(compiled, document)
-    base = _items_pointer(compiled, document)
+    base = items_pointer(compiled, document)
     entities = []
     for index, item in enumerate(items):
         pointer = f"{base}/{index}" if base is not None else ""
