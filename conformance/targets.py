@@ -1,0 +1,248 @@
+"""What the checker tests: an NGSI-LD endpoint, an adapter over recorded payloads, or files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import yaml
+
+from conformance.schemadoc import check_against
+from gateway.errors import ConfigInvalid, InputError
+from gateway.model import Entity, format_time
+
+API_ROOT: Final = "/ngsi-ld/v1"
+MAX_FILE: Final = 64 * 1024 * 1024
+"""Largest entity or payload file read (bytes)."""
+MAX_TARGET_FILE: Final = 1024 * 1024
+
+
+@dataclass(slots=True)
+class EndpointTarget:
+    """An NGSI-LD API reached over HTTP."""
+
+    url: str
+    tenant: str | None = None
+    token: str | None = field(default=None, repr=False)
+    token_source: str = ""
+    allow_write: bool = False
+    callback_url: str | None = None
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    timeout: float = 20.0
+    kind: str = "endpoint"
+
+    @property
+    def base(self) -> str:
+        """Scheme, host and port, without the API root."""
+        return self.url
+
+    def describe(self) -> dict[str, Any]:
+        """The target as a report shows it (secrets redacted)."""
+        return {
+            "kind": self.kind,
+            "url": self.url + API_ROOT,
+            "tenant": self.tenant,
+            "credentials": f"token from {self.token_source} [redacted]" if self.token else "none",
+            "allow_write": self.allow_write,
+            "callback_url": self.callback_url,
+        }
+
+
+@dataclass(slots=True)
+class FilesTarget:
+    """Entities in JSON (one entity or an array) or NDJSON files."""
+
+    paths: list[Path]
+    kind: str = "files"
+
+    def describe(self) -> dict[str, Any]:
+        """The target as a report shows it."""
+        return {"kind": self.kind, "files": [str(p) for p in self.paths]}
+
+    async def records(self) -> list[tuple[str, Any]]:
+        """Every record with its location (``file:line`` or ``file#index``)."""
+        out: list[tuple[str, Any]] = []
+        for path in self.paths:
+            out.extend(_read_records(path))
+        return out
+
+
+@dataclass(slots=True)
+class AdapterTarget:
+    """An installed adapter run over recorded payload files (a vendor's proof of mapping)."""
+
+    adapter: str
+    payloads: list[Path]
+    config: Mapping[str, Any] = field(default_factory=dict)
+    tenant: str = ""
+    kind: str = "adapter"
+
+    def describe(self) -> dict[str, Any]:
+        """The target as a report shows it (config values are not shown: they may hold secrets)."""
+        return {"kind": self.kind, "adapter": self.adapter, "payloads": [str(p) for p in self.payloads],
+                "config_keys": sorted(self.config)}
+
+    async def records(self) -> list[tuple[str, Any]]:
+        """Translate every payload with the adapter's public ``to_entities``; errors become records."""
+        import logging
+
+        import aiohttp
+
+        from gateway.contract import load_adapter
+
+        cls: Any = load_adapter(self.adapter)
+        # The adapter's constructor takes a session but does no I/O; translation never uses it.
+        async with aiohttp.ClientSession() as session:
+            instance: Any = cls(dict(self.config), http=session,
+                                log=logging.getLogger(f"jonction.check.{self.adapter}"))
+            return self._translate(instance)
+
+    def _translate(self, instance: Any) -> list[tuple[str, Any]]:
+        from gateway.model import RawMessage
+
+        out: list[tuple[str, Any]] = []
+        received = format_time(datetime.now(UTC))
+        for path in self.payloads:
+            data = _read_bytes(path)
+            ctype = "application/json" if path.suffix in (".json", ".ndjson") else "application/octet-stream"
+            raw = RawMessage(source=f"check:{self.adapter}", tenant=self.tenant, received_at=received,
+                             payload=data, idempotency_key=path.name, content_type=ctype,
+                             metadata={"file": path.name})
+            try:
+                entities = instance.to_entities(raw)
+            except Exception as exc:  # the adapter's failure is the finding, not a crash of the checker
+                out.append((str(path), TranslationFailure(f"{type(exc).__name__}: {exc}")))
+                continue
+            for i, ent in enumerate(entities):
+                out.append((f"{path}#{i}", ent))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TranslationFailure:
+    """A payload the adapter could not translate (kept as a record so L1 reports it)."""
+
+    reason: str
+
+
+Target = EndpointTarget | FilesTarget | AdapterTarget
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+    if size > MAX_FILE:
+        raise InputError(f"{path}: {size} bytes is larger than the {MAX_FILE} byte limit")
+    return path.read_bytes()
+
+
+def _read_records(path: Path) -> list[tuple[str, Any]]:
+    text = _read_bytes(path).decode("utf-8", "replace")
+    if path.suffix == ".ndjson" or path.suffix == ".jsonl":
+        out: list[tuple[str, Any]] = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                out.append((f"{path}:{n}", json.loads(line)))
+            except ValueError as exc:
+                out.append((f"{path}:{n}", TranslationFailure(f"line {n} is not JSON: {exc}")))
+        return out
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        return [(str(path), TranslationFailure(f"not JSON: {exc}"))]
+    if isinstance(doc, list):
+        return [(f"{path}#{i}", item) for i, item in enumerate(doc)]
+    return [(str(path), doc)]
+
+
+async def entity_records(target: FilesTarget | AdapterTarget) -> list[tuple[str, Entity | TranslationFailure]]:
+    """The records of a file or adapter target."""
+    return await target.records()
+
+
+def _normalize_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigInvalid(f"target URL {url!r} is not an http(s) URL")
+    path = parts.path.rstrip("/")
+    if path.endswith(API_ROOT):
+        path = path[: -len(API_ROOT)]
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _token(creds: Mapping[str, Any], base: Path) -> tuple[str | None, str]:
+    if "token_env" in creds:
+        name = str(creds["token_env"])
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigInvalid(f"target credentials: environment variable {name} is not set")
+        return value.strip(), f"environment variable {name}"
+    if "token_file" in creds:
+        path = (base / str(creds["token_file"])).resolve()
+        try:
+            return path.read_text(encoding="utf-8").strip(), f"file {path.name}"
+        except OSError as exc:
+            raise ConfigInvalid(f"target credentials: cannot read {path}: {exc.strerror}") from exc
+    return None, ""
+
+
+def load_target(spec: str, *, allow_write: bool | None = None) -> Target:
+    """A target from an endpoint URL or a target YAML file."""
+    if spec.startswith(("http://", "https://")):
+        token = os.environ.get("JONCTION_CHECK_TOKEN")
+        return EndpointTarget(url=_normalize_url(spec), token=token or None,
+                              token_source="environment variable JONCTION_CHECK_TOKEN" if token else "",
+                              allow_write=bool(allow_write))
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigInvalid(f"target {spec!r} is neither an http(s) URL nor a readable file")
+    if path.stat().st_size > MAX_TARGET_FILE:
+        raise ConfigInvalid(f"target file {path} is larger than {MAX_TARGET_FILE} bytes")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigInvalid(f"target file {path} is not valid YAML: {exc}") from exc
+    problems = check_against("target.schema.json", doc)
+    if problems:
+        raise ConfigInvalid(f"target file {path} is invalid", problems)
+    return target_from_document(doc, path.parent, allow_write=allow_write)
+
+
+def target_from_document(doc: Mapping[str, Any], base: Path, *, allow_write: bool | None = None) -> Target:
+    """Build a target from its (already validated) document; paths are relative to ``base``."""
+    kind = doc["kind"]
+    if kind == "endpoint":
+        token, source = _token(doc.get("credentials", {}), base)
+        notif = doc.get("notifications", {})
+        listen = str(notif.get("listen", "127.0.0.1:0"))
+        host, _, port = listen.rpartition(":")
+        return EndpointTarget(
+            url=_normalize_url(doc["url"]),
+            tenant=doc.get("tenant"),
+            token=token,
+            token_source=source,
+            allow_write=bool(doc.get("allow_write", False)) if allow_write is None else allow_write,
+            callback_url=notif.get("callback_url"),
+            listen_host=host or "127.0.0.1",
+            listen_port=int(port or 0),
+            timeout=float(doc.get("timeout_seconds", 20)),
+        )
+    if kind == "files":
+        return FilesTarget(paths=[(base / p) for p in doc["files"]])
+    return AdapterTarget(
+        adapter=doc["adapter"],
+        payloads=[(base / p) for p in doc["payloads"]],
+        config=doc.get("config", {}),
+        tenant=doc.get("tenant", ""),
+    )
