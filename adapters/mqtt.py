@@ -255,6 +255,7 @@ class MqttSubscriber:
         delay = self.settings.backoff_initial
         s = self.settings
         while not self._stopping:
+            client: aiomqtt.Client | None = None
             try:
                 client = self._client()
                 async with client:
@@ -269,6 +270,10 @@ class MqttSubscriber:
                         self.log.info("%s: subscribed to %s on %s:%s", self.name, ", ".join(s.subscriptions()),
                                       s.host, s.port)
                     async for message in client.messages:
+                        if client._disconnected.done():
+                            # The link is gone: its unacknowledged messages will be redelivered, so
+                            # handling what is still buffered would only produce duplicates.
+                            raise aiomqtt.MqttError("connection lost")
                         await handle(message)
                         if message.qos > 0:
                             client._client.ack(message.mid, message.qos)
@@ -286,10 +291,19 @@ class MqttSubscriber:
                 self.connected.clear()
                 self.log.error("%s: message not accepted (%s: %s); reconnecting so the broker redelivers it",
                                self.name, type(exc).__name__, exc)
+            finally:
+                _consume_disconnect(client)
             if self._stopping:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, s.backoff_max)
+
+
+def _consume_disconnect(client: aiomqtt.Client | None) -> None:
+    """Mark the client's disconnection reason as seen (we logged it), so asyncio does not report it."""
+    future = getattr(client, "_disconnected", None)
+    if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+        future.exception()
 
 
 def _is_auth_error(exc: aiomqtt.MqttCodeError) -> bool:
