@@ -522,10 +522,16 @@ def series_of(conn: sqlite3.Connection, sel: EntitySelector, entity_ids: Sequenc
     return out
 
 
-def _order_column(tf: TimeFilter) -> str:
+def _order_column(conn: sqlite3.Connection, series: Series, tf: TimeFilter) -> str:
     if tf.column != "observed_at" or tf.start is not None or tf.end is not None:
         return tf.column  # a bound on the column excludes NULLs, and the index gives the order
-    # without a bound, instances lacking observedAt still have a place in time: their writing
+    # NULLs come first in the (series_id, observed_at) index, so this check is one seek
+    has_null = conn.execute(
+        "SELECT 1 FROM history_instances WHERE series_id=? AND observed_at IS NULL LIMIT 1", (series.series_id,)
+    ).fetchone()
+    if has_null is None:
+        return "observed_at"  # the index gives the order (and ranges)
+    # instances lacking observedAt still have a place in time: when they were written
     return "COALESCE(observed_at, created_at)"
 
 
@@ -539,7 +545,7 @@ def instances(
 ) -> list[Instance]:
     """Instances of one series in time order (the last ``last_n`` only, when given)."""
     where, args = tf.sql()
-    order = _order_column(tf)
+    order = _order_column(conn, series, tf)
     sql = (
         "SELECT rowid, observed_at, created_at, modified_at, kind, value, instance_id, extra "
         f"FROM history_instances WHERE series_id=?{where}"
@@ -573,7 +579,7 @@ def instances(
 def time_span(conn: sqlite3.Connection, series: Series, tf: TimeFilter) -> tuple[int, int] | None:
     """(first, last) instance time of a series within the filter, or None when empty."""
     where, args = tf.sql()
-    order = _order_column(tf)
+    order = _order_column(conn, series, tf)
     row = conn.execute(
         f"SELECT MIN({order}), MAX({order}) FROM history_instances WHERE series_id=?{where}",
         [series.series_id, *args],
@@ -692,6 +698,7 @@ def aggregate(
     *,
     origin: int | None = None,
     until: int | None = None,
+    methods: Sequence[str] | None = None,
 ) -> list[Bucket]:
     """Aggregate one series over consecutive periods starting at ``origin`` (default: first instance).
 
@@ -706,20 +713,23 @@ def aggregate(
     stop = until if until is not None else (tf.end if tf.end is not None else last + 1)
     stop = max(stop, start + 1)
     where, args = tf.sql()
-    order = _order_column(tf)
+    order = _order_column(conn, series, tf)
     if period.is_zero:
-        return _aggregate_fixed(conn, series, where, args, order, start, stop, stop - start)
+        return _aggregate_fixed(conn, series, where, args, order, start, stop, stop - start, methods)
     if period.months == 0:
-        return _aggregate_fixed(conn, series, where, args, order, start, stop, period.micros)
+        return _aggregate_fixed(conn, series, where, args, order, start, stop, period.micros, methods)
     out: list[Bucket] = []
     low = start
     periods = 0
     while low < stop and periods < 100_000:
         high = period.add(low)
-        out.extend(_aggregate_fixed(conn, series, where, args, order, low, min(high, stop), high - low))
+        out.extend(_aggregate_fixed(conn, series, where, args, order, low, min(high, stop), high - low, methods))
         low = high
         periods += 1
     return out
+
+
+_STRING_JSON: Final = "CASE WHEN num IS NULL AND value LIKE '\"%' THEN value END"
 
 
 def _aggregate_fixed(
@@ -731,19 +741,27 @@ def _aggregate_fixed(
     start: int,
     stop: int,
     step: int,
+    methods: Sequence[str] | None = None,
 ) -> list[Bucket]:
+    wanted = set(AGGREGATION_METHODS if methods is None else methods)
+    # only what was asked is computed: COUNT(DISTINCT) and the string extremes cost as much as the rest
+    distinct = "COUNT(DISTINCT value)" if "distinctCount" in wanted else "0"
+    numeric = bool(wanted & {"sum", "avg", "stddev", "sumsq"})
+    sums = "COUNT(num), SUM(num), SUM(num * num)" if numeric else "COUNT(num), 0, 0"
+    extremes = bool(wanted & {"min", "max"})
+    bounds = (
+        f"MIN(num), MAX(num), MIN({_STRING_JSON}), MAX({_STRING_JSON})" if extremes else "NULL, NULL, NULL, NULL"
+    )
     sql = (
-        f"SELECT ({order} - ?) / ? AS b, COUNT(*), COUNT(DISTINCT value), COUNT(num), SUM(num), "
-        f"SUM(num * num), MIN(num), MAX(num), MIN(CASE WHEN num IS NULL AND value LIKE '\"%' THEN value END), "
-        f"MAX(CASE WHEN num IS NULL AND value LIKE '\"%' THEN value END) "
+        f"SELECT ({order} - ?) / ? AS b, COUNT(*), {distinct}, {sums}, {bounds} "
         f"FROM history_instances WHERE series_id=?{where} AND {order} >= ? AND {order} < ? GROUP BY b ORDER BY b"
     )
     out: list[Bucket] = []
-    for b, count, distinct, numbers, total, squares, low, high, slow, shigh in conn.execute(
+    for b, count, n_distinct, numbers, total, squares, low, high, slow, shigh in conn.execute(
         sql, [start, step, series.series_id, *args, start, stop]
     ):
         bucket = Bucket(start + int(b) * step, start + (int(b) + 1) * step, count=int(count))
-        bucket.distinct = int(distinct)
+        bucket.distinct = int(n_distinct)
         bucket.numbers = int(numbers)
         bucket.total = float(total or 0.0)
         bucket.squares = float(squares or 0.0)

@@ -310,7 +310,7 @@ def _aggregated(conn: sqlite3.Connection, req: TemporalRequest, series: Series) 
         stop = req.tf.end if req.tf.end is not None else span[1] + 1
         if (stop - start) // max(period.micros, 1) > MAX_BUCKETS:
             raise NgsiError("TooComplexQuery", f"more than {MAX_BUCKETS} aggregation periods per attribute")
-    buckets = history.aggregate(conn, series, req.tf, period)
+    buckets = history.aggregate(conn, series, req.tf, period, methods=req.methods)
     kind_row = conn.execute(
         "SELECT kind FROM history_instances WHERE series_id=? ORDER BY rowid DESC LIMIT 1", (series.series_id,)
     ).fetchone()

@@ -265,3 +265,12 @@ def test_times_round_trip() -> None:
     for text in ("2023-01-01T00:00:00Z", "2023-01-01T00:00:00.250Z", "1999-12-31T23:59:59.000001Z"):
         assert history.from_micros(history.to_micros(text)) == text
     assert history.from_micros(history.to_micros("2023-01-01T01:00:00+01:00")) == "2023-01-01T00:00:00Z"
+
+
+def test_aggregation_of_only_the_methods_asked(year_db: sqlite3.Connection) -> None:
+    period = history.parse_duration("P1M")
+    (january, *_) = history.aggregate(year_db, temp_series(year_db, 1), TimeFilter(), period, methods=["totalCount"])
+    assert january.result("totalCount") == 31 * 96
+    assert january.result("min") is None and january.result("distinctCount") == 0
+    (full, *_) = history.aggregate(year_db, temp_series(year_db, 1), TimeFilter(), period, methods=["min", "avg"])
+    assert full.result("min") == min(reading(1, i) for i in range(31 * 96))
