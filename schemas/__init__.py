@@ -96,7 +96,8 @@ class ModelSpec:
     """A supported Smart Data Model: its schema and the facts jonction needs about it."""
 
     name: str
-    schema: Mapping[str, Any] = field(repr=False)
+    schema: dict[str, Any] = field(repr=False)
+    """The JSON Schema (shared, read-only by convention: copy before changing it)."""
     attributes: Mapping[str, AttributeSpec] = field(repr=False)
     upstream_version: str
     upstream_commit: str
@@ -136,7 +137,7 @@ def model(name: str) -> ModelSpec:
     upstream = schema.get("x-upstream", {})
     return ModelSpec(
         name=name,
-        schema=MappingProxyType(schema),
+        schema=schema,
         attributes=MappingProxyType(attributes),
         upstream_version=str(upstream.get("schemaVersion", "")),
         upstream_commit=str(upstream.get("commit", "")),
