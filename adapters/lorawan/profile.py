@@ -252,7 +252,9 @@ class Profile:
             if policy == "drop":
                 return _MISSING
             if policy == "clamp":
-                result = min(high if high is not None else result, max(low if low is not None else result, result))
+                upper = high if high is not None else result
+                lower = low if low is not None else result
+                result = float(min(upper, max(lower, result)))
             else:
                 raise TranslationError(
                     f"{name}: {result} is outside the plausible range [{low}, {high}] of profile {self.id}", where)
