@@ -100,7 +100,12 @@ def _parse_time_of_day(text: str) -> time | None:
         return None
 
 
+_SPACE_OFFSET = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
+
+
 def _classify(raw: str, text: str, position: int) -> Literal:
+    # an unencoded "+" of a time zone offset arrives as a space after URL decoding
+    raw = _SPACE_OFFSET.sub(r"\1+\2", raw)
     if raw in ("true", "false"):
         return Literal("boolean", raw == "true", raw)
     if _NUMBER.fullmatch(raw):

@@ -96,6 +96,7 @@ ENTITY: dict[str, Any] = {
         ("enabled!=false", True),
         ("installedOn>2020-01-01T00:00:00Z", True),
         ("installedOn==2020-03-15T09:00:00+01:00", True),
+        ("installedOn==2020-03-15T09:00:00 01:00", True),  # "+" decoded to a space in a URL
         ("installedOn<2020-01-01T00:00:00Z", False),
         ("lastSeen==2024-05-01T00:00:00Z..2024-05-02T00:00:00Z", True),
         ("lastSeen>2024-05-01", False),

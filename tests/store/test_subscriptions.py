@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.store import subscriptions
 from tests.conftest import free_port
-from tests.store.conftest import StoreServer
+from tests.store.conftest import JONCTION, LINK_JONCTION, StoreServer, streetlight
 
 
 @dataclass
@@ -365,3 +365,17 @@ async def test_type_expression_in_entity_selector(server: StoreServer, receiver:
         assert (await server.post("/entities", entity)).status == 201
     got = await receiver.wait("/types", 2)
     assert [g.body["data"][0]["type"] for g in got] == ["Meter", "Sensor"]
+
+
+async def test_subscription_context_drives_notifications(server: StoreServer, receiver: Receiver) -> None:
+    link = {"Link": LINK_JONCTION}
+    body = sub(receiver, "/ctx", entities=[{"type": "Streetlight"}], watchedAttributes=["powerState"])
+    sub_id = await create(server, body, headers=link)
+    assert (await server.post("/entities", streetlight(1), headers=link)).status == 201
+    (got,) = await receiver.wait("/ctx", 1)
+    assert f"<{JONCTION}>" in got.headers["Link"]
+    assert got.body["data"][0]["type"] == "Streetlight" and got.body["data"][0]["powerState"]["value"] == "on"
+    with_link = (await server.get(f"/subscriptions/{sub_id}", headers=link)).json
+    assert with_link["entities"] == [{"type": "Streetlight"}] and with_link["watchedAttributes"] == ["powerState"]
+    without = (await server.get(f"/subscriptions/{sub_id}")).json
+    assert without["entities"][0]["type"].startswith("https://")  # compacted with the core context only
