@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.store.api import add_entity_routes, error_middleware
-from gateway.store.base import Storage
+from gateway.store.base import Storage, tune_gc
 from gateway.store.batch import add_batch_routes
 from gateway.store.discovery import add_discovery_routes
 from gateway.store.problems import NgsiError
@@ -77,6 +77,7 @@ def create_store_app(settings: StoreSettings, *, storage: Storage | None = None)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         if owned and isinstance(store, SqliteStorage):
+            tune_gc()
             await store.start()
         try:
             yield

@@ -42,8 +42,13 @@ NULL_URN: Final = "urn:ngsi-ld:null"
 SYS_ATTRS: Final = frozenset({"createdAt", "modifiedAt", "deletedAt"})
 _MAX_DEPTH: Final = 8
 _MAX_ATTRS: Final = 2000
+_MAX_GEO: Final = 64
 _ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _CORE_ALIAS = re.compile(r"^https://uri\.etsi\.org/ngsi-ld/v1/ngsi-ld-core-context(-v1\.\d+)?\.jsonld$")
+_CANONICAL_TIME = re.compile(
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{3}|\.\d{6})?Z$"
+)
+"""RFC 3339 UTC as jonction writes it: kept as is (the common case), anything else is parsed."""
 _TERM_OK = re.compile(r"^[^\s<>\"'=;()\\&?*]+$")
 
 
@@ -124,6 +129,7 @@ class Context:
             self._inverse[iri] = term
         self._expand_cache: dict[str, str] = {}
         self._compact_cache: dict[str, str] = {}
+        self._valid_names: set[str] = set()
 
     # ------------------------------------------------------------------ loading
 
@@ -286,18 +292,24 @@ class Context:
             out["type"] = self.expand_type(entity_type)
         if "scope" in item:
             out["scope"] = _check_scope(item["scope"])
+        geo_count = 0
         for name, value in item.items():
             if name in model.ENTITY_MEMBERS:
                 continue
-            out[self.expand_attr_name(name, f"/{name}")] = self.expand_attribute(
-                value, f"/{_ptr(name)}", partial=partial
-            )
+            insts = self.expand_attribute(value, f"/{_ptr(name)}", partial=partial)
+            out[self.expand_attr_name(name, f"/{name}")] = insts
+            geo_count += sum(1 for i in insts if i.get("type") == "GeoProperty")
+        if geo_count > _MAX_GEO:
+            raise bad_request(f"more than {_MAX_GEO} GeoProperty instances in one entity")
         return out
 
     def expand_attr_name(self, name: str, pointer: str) -> str:
         """Expand an attribute name after checking it is usable as a term."""
-        if not name or not _TERM_OK.match(name) or name.startswith("@"):
-            raise bad_request(f"{pointer}: invalid attribute name {name!r}")
+        if name not in self._valid_names:
+            if not name or not _TERM_OK.match(name) or name.startswith("@"):
+                raise bad_request(f"{pointer}: invalid attribute name {name!r}")
+            if len(self._valid_names) < 10000:
+                self._valid_names.add(name)
         return self.expand_term(name)
 
     def expand_attribute(self, value: Any, pointer: str, *, partial: bool = False) -> list[dict[str, Any]]:
@@ -306,6 +318,8 @@ class Context:
             return [{"type": "Property", "value": NULL_URN}]
         if value is None:
             raise bad_request(f"{pointer}: null is not a valid attribute value")
+        if type(value) is dict and value.get("type") in model.ATTRIBUTE_TYPES:
+            return [self._expand_instance(value, pointer, partial=partial)]  # already normalized: fast path
         for i, item in enumerate(value if isinstance(value, list) else [value]):
             if (
                 isinstance(item, Mapping)
@@ -357,9 +371,10 @@ class Context:
                 out["vocab"] = self._expand_vocab(val, f"{pointer}/vocab")
         if "datasetId" in out and not model.is_uri(out["datasetId"]):
             raise bad_request(f"{pointer}/datasetId: {out['datasetId']!r} is not a URI")
-        if "observedAt" in out:
+        observed = out.get("observedAt")
+        if observed is not None and not (isinstance(observed, str) and _CANONICAL_TIME.match(observed)):
             try:
-                out["observedAt"] = model.utc_time(out["observedAt"])
+                out["observedAt"] = model.utc_time(observed)
             except (model.ModelError, TypeError) as exc:
                 raise bad_request(f"{pointer}/observedAt: {exc}") from None
         if "unitCode" in out and not isinstance(out["unitCode"], str):

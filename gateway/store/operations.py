@@ -34,7 +34,14 @@ def attr_names(doc: Doc) -> list[str]:
 
 
 def _is_null(inst: dict[str, Any]) -> bool:
-    return any(inst.get(k) == NULL_URN for k in ("value", "object", "vocab", "languageMap", "json"))
+    get = inst.get
+    return (
+        get("value") == NULL_URN
+        or get("object") == NULL_URN
+        or get("vocab") == NULL_URN
+        or get("languageMap") == NULL_URN
+        or get("json") == NULL_URN
+    )
 
 
 def _stamp(inst: dict[str, Any], now: str, created: str | None = None) -> dict[str, Any]:

@@ -9,8 +9,9 @@ lose the last commits on power loss; it is there for benchmarks and throw-away d
 All database work runs on dedicated threads (one writer, two readers with their own
 connections, which WAL lets read while the writer writes), never on the event loop.
 Rows: ``entities`` (tenant, id, first type IRI, attribute summary, expanded JSON document),
-``xtypes`` (the other types of multi-typed entities), ``geo`` + ``geo_box`` (an R*Tree of the
-bounding box of every GeoProperty instance, the geoQ prefilter), ``tenants``, ``contexts``.
+``xtypes`` (the other types of multi-typed entities), ``geo_box`` (an R*Tree of the bounding
+box of every GeoProperty instance, the geoQ prefilter; ids derive from the entity row id so
+a batch writes them with executemany), ``tenants``, ``contexts``.
 """
 
 from __future__ import annotations
@@ -67,13 +68,14 @@ CREATE TABLE IF NOT EXISTS xtypes(
     PRIMARY KEY(tenant, type, rid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS xtypes_rid ON xtypes(rid);
-CREATE TABLE IF NOT EXISTS geo(gid INTEGER PRIMARY KEY, rid INTEGER NOT NULL, attr TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS geo_rid ON geo(rid);
-CREATE VIRTUAL TABLE IF NOT EXISTS geo_box USING rtree(gid, minlon, maxlon, minlat, maxlat);
+CREATE VIRTUAL TABLE IF NOT EXISTS geo_box USING rtree(gid, minlon, maxlon, minlat, maxlat, +attr);
 CREATE TABLE IF NOT EXISTS contexts(id TEXT PRIMARY KEY, doc TEXT NOT NULL, created_at TEXT NOT NULL);
 """
 
 _CHUNK = 500
+GEO_SLOTS = 64
+"""R*Tree ids are ``rid * GEO_SLOTS + k``: at most 64 GeoProperty instances per entity."""
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _HOSTED = re.compile(r"/ngsi-ld/v1/jsonldContexts/([^/?#]+)$")
 
 
@@ -188,6 +190,10 @@ class SqliteStorage(StorageBase):
         self._tenants.update(r[0] for r in conn.execute("SELECT name FROM tenants"))
         for cid, doc in conn.execute("SELECT id, doc FROM contexts"):
             self._hosted[cid] = json.loads(doc)
+        # Warm up: importing the bundled contexts and building the usual ones takes seconds
+        # the first time; do it now rather than in the first request.
+        self._contexts.get([])
+        self._contexts.get([jsonld.jonction_context_iri()])
         self._history = _history_module()
         if self._history is not None:
             setup = getattr(self._history, "setup_schema", None) or getattr(self._history, "ensure_schema", None)
@@ -334,8 +340,7 @@ class SqliteStorage(StorageBase):
                         types = mutation.doc["type"]
                         written.extend((eid, types, attr, inst) for attr, inst in mutation.written)
                 results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated))
-            for eid in touched:
-                self._store_sync(conn, tenant, eid, rids.get(eid), raw.get(eid), state.get(eid))
+            self._store_many(conn, tenant, touched, rids, raw, state)
             if self._history is not None and written:
                 # Same transaction: history and current state never disagree.
                 rows = [(tenant, eid, types, attr, inst) for eid, types, attr, inst in written]
@@ -357,62 +362,80 @@ class SqliteStorage(StorageBase):
                 events.append(ChangeEvent(tenant, eid, etype, before, after))
         return results, events
 
-    def _store_sync(
+    def _store_many(
         self,
         conn: sqlite3.Connection,
         tenant: str,
-        eid: str,
-        rid: int | None,
-        old_raw: str | None,
-        doc: Doc | None,
+        touched: Mapping[str, None],
+        rids: Mapping[str, int],
+        raw: Mapping[str, str],
+        state: Mapping[str, Doc | None],
     ) -> None:
-        old = json.loads(old_raw) if old_raw is not None else None
-        if doc is None:
-            if rid is not None:
-                self._drop_geo(conn, rid)
-                conn.execute("DELETE FROM xtypes WHERE rid = ?", (rid,))
-                conn.execute("DELETE FROM entities WHERE rid = ?", (rid,))
-            return
-        types = doc["type"]
-        text = _dumps(doc)
-        summary = _dumps(attr_summary(doc))
-        if rid is None:
-            cur = conn.execute(
-                "INSERT INTO entities(tenant, id, type, attrs, doc) VALUES(?, ?, ?, ?, ?)",
-                (tenant, eid, types[0], summary, text),
-            )
-            rid = int(cur.lastrowid or 0)
-            old_types: list[str] = []
-            old_geo: list[tuple[str, float, float, float, float]] = []
-        else:
-            conn.execute(
-                "UPDATE entities SET type = ?, attrs = ?, doc = ? WHERE rid = ?", (types[0], summary, text, rid)
-            )
-            old_types = old["type"] if old else []
-            old_geo = geo_boxes(old) if old else []
-        if types[1:] != old_types[1:]:
-            conn.execute("DELETE FROM xtypes WHERE rid = ?", (rid,))
-            conn.executemany(
-                "INSERT OR IGNORE INTO xtypes(tenant, type, rid) VALUES(?, ?, ?)",
-                [(tenant, t, rid) for t in types[1:]],
-            )
-        new_geo = geo_boxes(doc)
-        if new_geo != old_geo:
-            if old_geo:
-                self._drop_geo(conn, rid)
-            for attr, minlon, minlat, maxlon, maxlat in new_geo:
-                gid = conn.execute("INSERT INTO geo(rid, attr) VALUES(?, ?)", (rid, attr)).lastrowid
-                conn.execute(
-                    "INSERT INTO geo_box(gid, minlon, maxlon, minlat, maxlat) VALUES(?, ?, ?, ?, ?)",
-                    (gid, minlon, maxlon, minlat, maxlat),
+        """Write the final state of every touched entity with a few executemany calls."""
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        deletes: list[tuple[int]] = []
+        drop_boxes: list[tuple[int]] = []
+        add_boxes: list[tuple[Any, ...]] = []
+        xtype_drop: list[tuple[int]] = []
+        xtype_add: list[tuple[str, str, int]] = []
+        next_rid: int | None = None
+        for eid in touched:
+            doc = state.get(eid)
+            rid = rids.get(eid)
+            old = json.loads(raw[eid]) if eid in raw else None
+            old_geo = geo_boxes(old) if old is not None else []
+            old_types: list[str] = old["type"] if old is not None else []
+            if doc is None:
+                if rid is not None:
+                    deletes.append((rid,))
+                    drop_boxes.extend((rid * GEO_SLOTS + k,) for k in range(len(old_geo)))
+                    if old_types[1:]:
+                        xtype_drop.append((rid,))
+                continue
+            types = doc["type"]
+            text = _encode(doc)
+            summary = _encode(attr_summary(doc))
+            if rid is None:
+                if next_rid is None:
+                    row = conn.execute("SELECT max(rid) FROM entities").fetchone()
+                    next_rid = int(row[0] or 0) + 1
+                rid = next_rid
+                next_rid += 1
+                inserts.append((rid, tenant, eid, types[0], summary, text))
+            else:
+                updates.append((types[0], summary, text, rid))
+            if types[1:] != old_types[1:]:
+                if old_types[1:]:
+                    xtype_drop.append((rid,))
+                xtype_add.extend((tenant, t, rid) for t in types[1:])
+            new_geo = geo_boxes(doc)
+            if len(new_geo) > GEO_SLOTS:
+                raise NgsiError("BadRequestData", f"entity {eid} has more than {GEO_SLOTS} GeoProperty instances")
+            if new_geo != old_geo:
+                drop_boxes.extend((rid * GEO_SLOTS + k,) for k in range(len(old_geo)))
+                add_boxes.extend(
+                    (rid * GEO_SLOTS + k, minlon, maxlon, minlat, maxlat, attr)
+                    for k, (attr, minlon, minlat, maxlon, maxlat) in enumerate(new_geo)
                 )
-
-    @staticmethod
-    def _drop_geo(conn: sqlite3.Connection, rid: int) -> None:
-        gids = [r[0] for r in conn.execute("SELECT gid FROM geo WHERE rid = ?", (rid,))]
-        if gids:
-            conn.executemany("DELETE FROM geo_box WHERE gid = ?", [(g,) for g in gids])
-            conn.execute("DELETE FROM geo WHERE rid = ?", (rid,))
+        if deletes:
+            conn.executemany("DELETE FROM entities WHERE rid = ?", deletes)
+        if xtype_drop:
+            conn.executemany("DELETE FROM xtypes WHERE rid = ?", xtype_drop)
+        if drop_boxes:
+            conn.executemany("DELETE FROM geo_box WHERE gid = ?", drop_boxes)
+        if inserts:
+            conn.executemany(
+                "INSERT INTO entities(rid, tenant, id, type, attrs, doc) VALUES(?, ?, ?, ?, ?, ?)", inserts
+            )
+        if updates:
+            conn.executemany("UPDATE entities SET type = ?, attrs = ?, doc = ? WHERE rid = ?", updates)
+        if xtype_add:
+            conn.executemany("INSERT OR IGNORE INTO xtypes(tenant, type, rid) VALUES(?, ?, ?)", xtype_add)
+        if add_boxes:
+            conn.executemany(
+                "INSERT INTO geo_box(gid, minlon, maxlon, minlat, maxlat, attr) VALUES(?, ?, ?, ?, ?, ?)", add_boxes
+            )
 
     # ------------------------------------------------------------------ reads
 
@@ -449,28 +472,34 @@ class SqliteStorage(StorageBase):
         return await self._read(lambda: self._query_sync(tenant, spec))
 
     def _where(self, tenant: str, spec: QuerySpec) -> tuple[str, list[Any]]:
+        """``FROM … WHERE …`` over ``entities e`` and its parameters.
+
+        With a bounding box the R*Tree drives (a handful of rows, looked up by rowid); without
+        one, the (tenant, type, id) index does, in id order so that a page stops early.
+        """
+        head = "entities e"
+        params: list[Any] = []
+        if spec.bbox is not None:
+            minlon, minlat, maxlon, maxlat = spec.bbox
+            head = (
+                f"(SELECT DISTINCT gid / {GEO_SLOTS} AS grid FROM geo_box WHERE minlon <= ? AND maxlon >= ? "
+                "AND minlat <= ? AND maxlat >= ? AND attr = ?) AS g CROSS JOIN entities e ON e.rid = g.grid"
+            )
+            params.extend([maxlon, minlon, maxlat, minlat, spec.geoproperty or ""])
         clauses = ["e.tenant = ?"]
-        params: list[Any] = [tenant]
+        params.append(tenant)
         if spec.types is not None:
             types = list(spec.types)
             marks = ",".join("?" * len(types))
             clauses.append(
-                f"e.rid IN (SELECT rid FROM entities WHERE tenant = ? AND type IN ({marks}) "
-                f"UNION ALL SELECT rid FROM xtypes WHERE tenant = ? AND type IN ({marks}))"
+                f"(e.type IN ({marks}) OR e.rid IN (SELECT rid FROM xtypes WHERE tenant = ? AND type IN ({marks})))"
             )
-            params.extend([tenant, *types, tenant, *types])
+            params.extend([*types, tenant, *types])
         if spec.ids is not None:
             ids = list(spec.ids)
             clauses.append(f"e.id IN ({','.join('?' * len(ids))})")
             params.extend(ids)
-        if spec.bbox is not None:
-            minlon, minlat, maxlon, maxlat = spec.bbox
-            clauses.append(
-                "e.rid IN (SELECT g.rid FROM geo_box b JOIN geo g ON g.gid = b.gid WHERE b.minlon <= ? "
-                "AND b.maxlon >= ? AND b.minlat <= ? AND b.maxlat >= ? AND g.attr = ?)"
-            )
-            params.extend([maxlon, minlon, maxlat, minlat, spec.geoproperty or ""])
-        return " AND ".join(clauses), params
+        return f"{head} WHERE {' AND '.join(clauses)}", params
 
     def _query_sync(self, tenant: str, spec: QuerySpec) -> QueryResult:
         conn = self._conn()
@@ -484,13 +513,13 @@ class SqliteStorage(StorageBase):
         )
         if not python_filter:
             rows = conn.execute(
-                f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.id LIMIT ? OFFSET ?",
+                f"SELECT e.doc FROM {where} ORDER BY e.id LIMIT ? OFFSET ?",
                 (*params, spec.limit + 1, spec.offset),
             ).fetchall()
             docs = [json.loads(r[0]) for r in rows[: spec.limit]]
             count = None
             if spec.count:
-                count = int(conn.execute(f"SELECT count(*) FROM entities e WHERE {where}", params).fetchone()[0])
+                count = int(conn.execute(f"SELECT count(*) FROM {where}", params).fetchone()[0])
             return QueryResult(docs, count, len(rows) > spec.limit)
         matches = self._filtered(conn, where, params, spec)
         if spec.sort_key is not None:
@@ -516,7 +545,7 @@ class SqliteStorage(StorageBase):
     def _filtered(self, conn: sqlite3.Connection, where: str, params: list[Any], spec: QuerySpec) -> Iterator[Doc]:
         pattern = re.compile(spec.id_pattern) if spec.id_pattern is not None else None
         attrs = set(spec.attrs) if spec.attrs is not None else None
-        cursor = conn.execute(f"SELECT e.id, e.attrs, e.doc FROM entities e WHERE {where} ORDER BY e.id", params)
+        cursor = conn.execute(f"SELECT e.id, e.attrs, e.doc FROM {where} ORDER BY e.id", params)
         while True:
             rows = cursor.fetchmany(512)
             if not rows:

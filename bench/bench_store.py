@@ -1,0 +1,133 @@
+"""Benchmark of the embedded NGSI-LD store: upsert throughput, query latency, memory.
+
+Usage: ``python bench/bench_store.py [N]`` (or ``BENCH_STORE_N=N``; default 100000 entities).
+Prints figures only (targets: upsert >= 20,000 entities/s, query p50 <= 20 ms, RSS <= 300 MB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway.store import open_storage  # noqa: E402
+from gateway.store.app import StoreSettings, create_root_app  # noqa: E402
+
+BATCH = 1000
+QUERIES = 200
+LINK = '<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"'
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _entity(n: int, rng: random.Random, prefix: str = "Streetlight") -> dict[str, Any]:
+    # ~100,000 lights over a 20 km x 20 km territory around Paris.
+    lon = 2.20 + rng.random() * 0.27
+    lat = 48.75 + rng.random() * 0.18
+    return {
+        "id": f"urn:ngsi-ld:{prefix}:{n:07d}",
+        "type": "Streetlight",
+        "powerState": {"type": "Property", "value": "on" if n % 3 else "off"},
+        "illuminanceLevel": {"type": "Property", "value": rng.randint(0, 100), "unitCode": "P1",
+                             "observedAt": "2026-11-22T02:00:00Z"},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [round(lon, 6), round(lat, 6)]}},
+    }
+
+
+async def main(n: int) -> None:
+    rng = random.Random(42)
+    print(f"store benchmark: {n} entities, batches of {BATCH}")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        entities = [_entity(i, rng) for i in range(n)]
+
+        storage = await open_storage(data / "store.sqlite")
+        start = time.perf_counter()
+        for i in range(0, n, BATCH):
+            result = await storage.upsert("", entities[i : i + BATCH])
+            assert not result.errors
+        elapsed = time.perf_counter() - start
+        print(f"python upsert (create):  {n / elapsed:10.0f} entities/s  ({elapsed:.1f} s)")
+        for e in entities:
+            e["illuminanceLevel"]["value"] = rng.randint(0, 100)
+        start = time.perf_counter()
+        for i in range(0, n, BATCH):
+            await storage.upsert("", entities[i : i + BATCH])
+        elapsed = time.perf_counter() - start
+        print(f"python upsert (update):  {n / elapsed:10.0f} entities/s  ({elapsed:.1f} s)")
+        await storage.close()
+        del entities
+
+        settings = StoreSettings(data_dir=data)
+        runner = web.AppRunner(create_root_app(settings), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        base = f"http://127.0.0.1:{port}/ngsi-ld/v1"
+        headers = {"Link": LINK, "NGSILD-Tenant": "bench-http"}
+        async with aiohttp.ClientSession() as session:
+            http_n = min(n, 20_000)
+            http_entities = [_entity(i, rng, "HttpLight") for i in range(http_n)]
+            start = time.perf_counter()
+            for i in range(0, http_n, BATCH):
+                async with session.post(base + "/entityOperations/upsert", json=http_entities[i : i + BATCH],
+                                        headers=headers) as resp:
+                    assert resp.status in (201, 204), await resp.text()
+            elapsed = time.perf_counter() - start
+            print(f"http upsert (create):    {http_n / elapsed:10.0f} entities/s  ({http_n} entities)")
+
+            latencies = []
+            found = 0
+            for _ in range(QUERIES):
+                lon = 2.22 + rng.random() * 0.23
+                lat = 48.77 + rng.random() * 0.14
+                params = {
+                    "type": "Streetlight",
+                    "q": "illuminanceLevel>50",
+                    "georel": "near;maxDistance==500",
+                    "geometry": "Point",
+                    "coordinates": f"[{lon:.5f},{lat:.5f}]",
+                    "limit": "100",
+                }
+                t0 = time.perf_counter()
+                async with session.get(base + "/entities", params=params, headers={"Link": LINK}) as resp:
+                    body = await resp.json()
+                    assert resp.status == 200, body
+                latencies.append((time.perf_counter() - t0) * 1000)
+                found += len(body)
+            latencies.sort()
+            p50 = statistics.median(latencies)
+            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            print(f"query type+q+geoQ near:  p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   "
+                  f"({found / QUERIES:.1f} entities/answer over {n})")
+            t0 = time.perf_counter()
+            async with session.get(base + "/entities", params={"type": "Streetlight", "limit": "100"},
+                                   headers={"Link": LINK}) as resp:
+                await resp.read()
+            print(f"query type only (100):   {(time.perf_counter() - t0) * 1000:6.1f} ms")
+        print(f"RSS with {n} entities stored and served: {_rss_mb():.0f} MB")
+        print(f"database file: {(data / 'store.sqlite').stat().st_size / 1e6:.0f} MB")
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    size = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("BENCH_STORE_N", "100000"))
+    asyncio.run(main(size))
