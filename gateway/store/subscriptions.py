@@ -497,6 +497,7 @@ class Notifier:
         self._session: aiohttp.ClientSession | None = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._pending: dict[tuple[str, str], int] = {}
+        self._dirty: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._dropped = 0
 
@@ -585,6 +586,7 @@ class Notifier:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        await self.flush()
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
@@ -642,9 +644,22 @@ class Notifier:
             for start in range(size, len(deleted), size):
                 self._spawn(self._deliver(_Delivery(sub, [], deleted[start : start + size])))
 
+    async def flush(self) -> None:
+        """Persist the delivery state of the subscriptions that notified since the last flush."""
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            sub = self.subs.get(key)
+            if sub is None:
+                continue
+            try:
+                await self.save(sub)
+            except Exception:  # the state is in memory; persisting it is best effort
+                log.exception("saving the delivery state of %s failed", sub.id)
+
     async def _periodic_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick)
+            await self.flush()
             now = time.monotonic()
             for sub in list(self.subs.values()):
                 if sub.time_interval is None or sub.status != "active" or now < sub.next_due:
@@ -768,10 +783,9 @@ class Notifier:
                 sub.stats["status"] = "failed"
                 log.warning("notification of %s to %s failed: %s", sub.id, sub.endpoint, reason)
             if key in self.subs:
-                try:
-                    await self.save(sub)
-                except Exception:  # the state is in memory; persisting it is best effort
-                    log.exception("saving the delivery state of %s failed", sub.id)
+                # persisted by the periodic loop (at most one write per subscription per tick), so a
+                # busy subscription does not compete with the store's writer once per notification
+                self._dirty.add(key)
 
     async def _post(self, url: str, payload: bytes, headers: Mapping[str, str]) -> tuple[bool, str]:
         if self._session is None:

@@ -273,6 +273,14 @@ async def test_subscriptions_survive_a_restart(server: StoreServer, receiver: Re
     assert (await server.get(f"/subscriptions/{sub_id}")).status == 200
     assert (await server.post("/entities", sensor(1, temperature=1))).status == 201
     await receiver.wait("/persist", 1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while (await server.get(f"/subscriptions/{sub_id}")).json["notification"].get("timesSent") != 1:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.02)
+    await server.restart()
+    state = (await server.get(f"/subscriptions/{sub_id}")).json["notification"]
+    assert state["timesSent"] == 1 and state["status"] == "ok" and state["lastSuccess"]
 
 
 @pytest.mark.parametrize(
