@@ -123,3 +123,17 @@ def test_missing_file_exit_2(tmp_path: Path) -> None:
     done = jonction(str(tmp_path / "nope.json"))
     assert done.returncode == 2
     assert "cannot read" in done.stderr
+
+
+def test_json_ld_graph_and_ndjson_without_extension_in_process(tmp_path: Path) -> None:
+    from gateway.commands.validate import run
+
+    graph = tmp_path / "graph.jsonld"
+    graph.write_text(json.dumps({"@context": ["https://jonction.eu/ns/context/v1.jsonld"],
+                                 "@graph": [entity(), entity(id="not a uri")]}))
+    lines = tmp_path / "lines.json"
+    lines.write_text(json.dumps(entity()) + "\n" + json.dumps(entity(id="urn:ngsi-ld:WasteContainer:2")) + "\n")
+    results = run([str(graph), str(lines)], max_bytes=1 << 20, max_depth=64)
+    assert [[v.valid for v in r.verdicts] for r in results] == [[True, False], [True, True]]
+    assert results[0].verdicts[1].errors[0].pointer == "/id"
+    assert all(r.error is None for r in results)
