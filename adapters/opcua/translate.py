@@ -22,7 +22,7 @@ from functools import cache
 from typing import Any, Final
 
 from gateway.errors import TranslationError
-from gateway.model import Entity, ModelError, RawMessage, from_concise, is_uri, utc_time
+from gateway.model import Entity, ModelError, RawMessage, from_concise, is_uri, urn, utc_time
 
 MAX_PAYLOAD: Final = 1 << 20
 """Largest payload accepted (a data change with a big array stays far below)."""
@@ -71,12 +71,23 @@ class NodeMapping:
     scale: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EventMapping:
+    """How the events of one subscribed source become Alert entities."""
+
+    category: str
+    sub_category: str | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
+    default_source: str | None = None
+
+
 @dataclass(slots=True)
 class Mappings:
     """Node mappings by (server name, configured reference), and static entity attributes."""
 
     nodes: dict[tuple[str, str], NodeMapping] = field(default_factory=dict)
     statics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: dict[tuple[str, str], EventMapping] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Mappings:
@@ -86,6 +97,13 @@ class Mappings:
             attrs = dict(spec.get("attributes") or {})
             out.statics[entity_id] = from_concise(attrs)
         for server in config.get("servers", []):
+            for spec in server.get("events", []):
+                out.events[(server["name"], str(spec.get("source", "i=2253")))] = EventMapping(
+                    category=spec.get("category", "environment"),
+                    sub_category=spec.get("sub_category"),
+                    sources=dict(spec.get("alert_sources", {})),
+                    default_source=spec.get("alert_source"),
+                )
             for node in server.get("nodes", []):
                 ref = node_ref(node)
                 out.nodes[(server["name"], ref)] = NodeMapping(
@@ -137,9 +155,11 @@ def to_entities(raw: RawMessage, mappings: Mappings) -> list[Entity]:
         raise TranslationError(f"payload is not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise TranslationError("payload must be a JSON object", "")
-    for key in ("server", "ref", "node"):
+    for key in ("server", "ref") if doc.get("kind") == "event" else ("server", "ref", "node"):
         if not isinstance(doc.get(key), str) or not doc[key]:
             raise TranslationError(f"missing or empty string '{key}'", f"/{key}")
+    if doc.get("kind") == "event":
+        return [_alert(doc, mappings, raw)]
     mapping = mappings.nodes.get((doc["server"], doc["ref"]))
     if mapping is None:
         raise TranslationError(
@@ -196,6 +216,48 @@ def to_entities(raw: RawMessage, mappings: Mappings) -> list[Entity]:
         attr["exactValue"] = {"type": "Property", "value": str(value)}
     item[mapping.attribute] = attr
     return [item]
+
+
+_ALERT_LEVELS: Final = ((800, "critical"), (600, "high"), (400, "medium"), (200, "low"), (0, "informational"))
+
+
+def alert_severity(severity: int) -> str:
+    """OPC UA event severity (1-1000) to the Alert model's words (five equal bands)."""
+    return next(word for floor, word in _ALERT_LEVELS if severity >= floor)
+
+
+def _alert(doc: Mapping[str, Any], mappings: Mappings, raw: RawMessage) -> Entity:
+    mapping = mappings.events.get((doc["server"], doc["ref"]))
+    if mapping is None:
+        raise TranslationError(f"no event mapping for source {doc['ref']!r} of server {doc['server']!r}", "/ref")
+    event_id = doc.get("event_id")
+    if not isinstance(event_id, str) or not event_id:
+        raise TranslationError("an event needs its event_id", "/event_id")
+    severity = doc.get("severity", 0)
+    if not isinstance(severity, int) or isinstance(severity, bool):
+        raise TranslationError("severity must be an integer (1-1000)", "/severity")
+    source_name = str(doc.get("source_name") or "")
+    alert_source = mapping.sources.get(source_name) or mapping.default_source or urn(
+        "Device", f"{doc['server']}-{source_name or 'server'}"
+    )
+    issued = _time(doc, "time") or _time(doc, "receive_time") or utc_time(raw.received_at)
+    item: Entity = {
+        "id": urn("Alert", f"{doc['server']}:{event_id}"),
+        "type": "Alert",
+        "alertSource": {"type": "Relationship", "object": alert_source},
+        "category": {"type": "Property", "value": mapping.category},
+        "severity": {"type": "Property", "value": alert_severity(severity)},
+        "dateIssued": {"type": "Property", "value": issued},
+    }
+    if mapping.sub_category:
+        item["subCategory"] = {"type": "Property", "value": mapping.sub_category}
+    if doc.get("message"):
+        item["description"] = {"type": "Property", "value": str(doc["message"])}
+    if source_name:
+        item["name"] = {"type": "Property", "value": source_name}
+    item["data"] = {"type": "Property", "value": {
+        "opcuaSeverity": severity, "eventType": doc.get("event_type"), "sourceNode": doc.get("source_node")}}
+    return item
 
 
 @cache

@@ -29,7 +29,7 @@ from typing import Any
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
-from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
+from asyncua.common.subscription import DataChangeEvent, OpcEvent, OverflowPolicy, StatusChangeEvent
 from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
@@ -293,6 +293,12 @@ class ServerLink:
                 parts.append(f"{default_idx}:{element}")
         return await client.nodes.objects.get_child(parts)
 
+    async def _resolve_ref(self, client: Client, ref: str) -> Node:
+        """A node given either as a node id (``i=``, ``ns=``, ``nsu=``, ``s=``) or a browse path."""
+        if ref.split("=", 1)[0] in ("i", "ns", "nsu", "s", "g", "b"):
+            return client.get_node(await self._resolve_node_id(client, ref))
+        return await self._resolve_path(client, ref)
+
     async def _resolve(self, client: Client) -> list[_Item]:
         items: list[_Item] = []
         for spec in self.cfg.get("nodes", []):
@@ -421,6 +427,40 @@ class ServerLink:
         )
         self.seen.add(item.node_id, stamp)
 
+    async def _forward_event(self, ref: str, event: Any, emit: Emit) -> None:
+        event_id = getattr(event, "EventId", None)
+        key = event_id.hex() if isinstance(event_id, bytes | bytearray) else str(event_id or "")
+        received = epoch_time(time.time())
+        time_ts = _ts(getattr(event, "Time", None))
+        stamp = key or time_ts or received
+        if self.seen.has(f"event:{ref}", stamp):
+            return
+        message = getattr(event, "Message", None)
+        doc: dict[str, Any] = {
+            "server": self.name,
+            "ref": ref,
+            "kind": "event",
+            "event_id": key,
+            "event_type": encode_value(getattr(event, "EventType", None)),
+            "source_name": getattr(event, "SourceName", None),
+            "source_node": encode_value(getattr(event, "SourceNode", None)),
+            "message": message.Text if isinstance(message, ua.LocalizedText) else encode_value(message),
+            "severity": int(getattr(event, "Severity", 0) or 0),
+            "time": time_ts,
+            "receive_time": _ts(getattr(event, "ReceiveTime", None)),
+        }
+        await emit(
+            RawMessage(
+                source=self.source,
+                tenant=self.tenant,
+                received_at=received,
+                payload=json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+                idempotency_key=f"opcua:{self.name}:event:{stamp}",
+                metadata={"server": self.name, "node": ref, "endpoint": self.endpoint, "kind": "event"},
+            )
+        )
+        self.seen.add(f"event:{ref}", stamp)
+
     async def _session(self, client: Client, emit: Emit) -> None:
         items = await self._resolve(client)
         lost: asyncio.Event = client._jonction_lost  # type: ignore[attr-defined]
@@ -437,6 +477,11 @@ class ServerLink:
             if isinstance(result, ua.StatusCode):
                 self.log.error("cannot monitor node", extra={"server": self.name, "node": by_handle[number].node_id,
                                                              "status": result.name})
+        events: dict[int, str] = {}
+        for spec in self.cfg.get("events", []):
+            source = str(spec.get("source", "i=2253"))
+            handle = await sub.subscribe_events(await self._resolve_ref(client, source))
+            events[int(handle)] = source
         if self.history:
             await self._fill_from_history(items, emit)
         self.connected.set()
@@ -450,6 +495,11 @@ class ServerLink:
             if isinstance(event, StatusChangeEvent):
                 if not ua.StatusCode(event.notification.Status.value).is_good():
                     raise ConnectionError(f"subscription status {event.notification.Status.name}")
+                continue
+            if isinstance(event, OpcEvent):
+                ref = events.get(int(getattr(event.event, "server_handle", -1) or -1))
+                if ref is not None:
+                    await self._forward_event(ref, event.event, emit)
                 continue
             if not isinstance(event, DataChangeEvent):
                 continue

@@ -142,6 +142,8 @@ class WaterNet:
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._nodes: dict[str, Any] = {}
+        self._objects: dict[str, Any] = {}
+        self._events: Any = None
         self._log = logging.getLogger("jonction.simulators.waternet")
 
     @property
@@ -198,6 +200,10 @@ class WaterNet:
                     ua.Range(Low=float(point.low), High=float(point.high)),
                 )
             self._nodes[point.node_id] = (node, point)
+        self._objects = objects
+        # Alarms are emitted by the Server object (where most clients subscribe to events),
+        # with the equipment as SourceNode.
+        self._events = await server.get_event_generator()
         await server.start()
         if self.historize:
             # In-memory history, so that a client cut off for a while can read back what it missed.
@@ -238,6 +244,15 @@ class WaterNet:
         await node.write_value(
             ua.DataValue(variant, StatusCode=ua.StatusCode(status), SourceTimestamp=moment, ServerTimestamp=moment)
         )
+
+    async def alarm(self, obj: str, message: str, severity: int = 700) -> None:
+        """Fire an event (BaseEventType) whose source is equipment ``obj`` (e.g. ``Tank1``)."""
+        node = self._objects[obj]
+        event = self._events.event
+        event.SourceNode = node.nodeid
+        event.SourceName = obj
+        event.Severity = severity
+        await self._events.trigger(message=message)
 
     async def stop(self) -> None:
         """Stop updating and serving; idempotent."""

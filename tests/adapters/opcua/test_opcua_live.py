@@ -364,3 +364,26 @@ async def test_unsecured_client_is_refused_by_a_secure_server(secure_sim: tuple[
     cfg = server_config("plain", sim, username="operator", password="s3cret-pw", timeout_s=2)
     with pytest.raises((AuthFailed, Unavailable)):
         await OpcUaAdapter({"servers": [cfg]}).check()
+
+
+async def test_alarms_become_alert_entities(sim: WaterNet) -> None:
+    cfg = server_config("usine", sim, events=[{"source": "i=2253", "category": "environment",
+                                               "alert_sources": {"Tank1": "urn:ngsi-ld:Tank:usine-T1"}}])
+    adapter = OpcUaAdapter({"servers": [cfg]})
+    out = Collector()
+    async with running(adapter, out):
+        link = adapter.links[0]
+        await wait_for(link.connected.is_set, "the subscription")
+        await sim.alarm("Tank1", "Niveau haut", severity=850)
+        await sim.alarm("Pump1", "Défaut variateur", severity=300)
+        await wait_for(lambda: len([m for m in out.messages if m.metadata.get("kind") == "event"]) >= 2, "two alarms")
+    events = [m for m in out.messages if m.metadata.get("kind") == "event"]
+    alerts = [adapter.to_entities(m)[0] for m in events]
+    tank = next(a for a in alerts if a["name"]["value"] == "Tank1")
+    assert tank["type"] == "Alert" and tank["severity"]["value"] == "critical"
+    assert tank["alertSource"]["object"] == "urn:ngsi-ld:Tank:usine-T1"
+    assert tank["description"]["value"] == "Niveau haut"
+    pump = next(a for a in alerts if a["name"]["value"] == "Pump1")
+    assert pump["severity"]["value"] == "low"
+    assert pump["alertSource"]["object"] == "urn:ngsi-ld:Device:usine-Pump1", "unlisted sources get a Device id"
+    assert len({m.idempotency_key for m in events}) == len(events)

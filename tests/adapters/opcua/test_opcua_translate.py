@@ -153,3 +153,20 @@ def test_epanet_observations_take_the_models_object_shape() -> None:
     assert tank["level"]["value"] == {"value": 4.2}
     (pump,) = adapter().to_entities(raw(speed()))
     assert pump["speed"]["value"] == 1200.5, "a plain number attribute stays a number"
+
+
+@pytest.mark.parametrize(("severity", "word"), [(1, "informational"), (199, "informational"), (200, "low"),
+                                                (450, "medium"), (600, "high"), (800, "critical"), (1000, "critical")])
+def test_event_severity_bands(severity: int, word: str) -> None:
+    from adapters.opcua.translate import alert_severity
+
+    assert alert_severity(severity) == word
+
+
+def test_event_without_mapping_or_id_is_refused() -> None:
+    event = {"server": "usine-nord", "ref": "ns=2;s=Elsewhere", "kind": "event", "event_id": "ab", "severity": 5}
+    with pytest.raises(TranslationError, match="no event mapping"):
+        adapter().to_entities(raw(event))
+    with pytest.raises(TranslationError) as caught:
+        adapter().to_entities(raw(dict(event, ref="i=2253", event_id="")))
+    assert caught.value.pointer == "/event_id"
