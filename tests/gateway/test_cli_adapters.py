@@ -66,7 +66,8 @@ def test_unusable_input_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "cannot read" in missing.stderr
     config = tmp_path / "bad.yaml"
     config.write_text("listen: {port: not-a-port}\n")
-    invalid = _jonction("translate", "--adapter", "ngsi_v2", "--config", str(config), str(FIXTURES / "waste_and_air.json"))
+    payload = str(FIXTURES / "waste_and_air.json")
+    invalid = _jonction("translate", "--adapter", "ngsi_v2", "--config", str(config), payload)
     assert invalid.returncode == 2
     assert "/listen/port" in invalid.stderr
     for result in (unknown, missing, invalid):
