@@ -67,7 +67,8 @@ class OpcUaAdapter:
 
         if not self._links:
             self._links = [
-                ServerLink(server, source=self.source, log=self.log) for server in self.config.get("servers", [])
+                ServerLink(server, source=self.source, log=self.log, state_dir=self.config.get("state_dir"))
+                for server in self.config.get("servers", [])
             ]
         return self._links
 

@@ -186,7 +186,9 @@ class _Seen:
 class ServerLink:
     """One OPC UA server: its client session, subscription and reconnect loop."""
 
-    def __init__(self, cfg: Mapping[str, Any], *, source: str, log: logging.Logger) -> None:
+    def __init__(
+        self, cfg: Mapping[str, Any], *, source: str, log: logging.Logger, state_dir: str | None = None
+    ) -> None:
         self.cfg = cfg
         self.name: str = cfg["name"]
         self.endpoint: str = cfg["endpoint"]
@@ -203,12 +205,40 @@ class ServerLink:
         self.backoff_min: float = float(backoff.get("min_s", 1.0))
         self.backoff_max: float = float(backoff.get("max_s", 30.0))
         self.seen = _Seen()
+        self.state_path = Path(state_dir) / f"opcua-{cfg['name']}.json" if state_dir else None
+        self._saved_at = 0.0
+        self._load_state()
         self.down = False
         self.connected = asyncio.Event()
         """Set while a subscription is live (tests and the admin API read it)."""
         self.connections = 0
         self._stopping = asyncio.Event()
         self._client: Client | None = None
+
+    # ------------------------------------------------------------------ state
+
+    def _load_state(self) -> None:
+        """Last source timestamp per node from a previous run: no re-emission, history resumes there."""
+        if self.state_path is None or not self.state_path.exists():
+            return
+        try:
+            last = json.loads(self.state_path.read_text(encoding="utf-8"))["last"]
+        except (OSError, ValueError, KeyError, TypeError):
+            self.log.warning("opcua state unreadable; starting afresh", extra={"path": str(self.state_path)})
+            return
+        for node, stamp in last.items():
+            if isinstance(stamp, str):
+                self.seen.add(node, stamp)
+
+    def save_state(self, *, force: bool = False) -> None:
+        """Write the last timestamps (atomically), at most every few seconds unless forced."""
+        if self.state_path is None or (not force and time.monotonic() - self._saved_at < 5.0):
+            return
+        self._saved_at = time.monotonic()
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"last": self.seen.last}, sort_keys=True), encoding="utf-8")
+        tmp.replace(self.state_path)
 
     # ------------------------------------------------------------------ connection
 
@@ -426,6 +456,7 @@ class ServerLink:
             )
         )
         self.seen.add(item.node_id, stamp)
+        self.save_state()
 
     async def _forward_event(self, ref: str, event: Any, emit: Emit) -> None:
         event_id = getattr(event, "EventId", None)
@@ -584,6 +615,7 @@ class ServerLink:
             finally:
                 self.connected.clear()
                 self._client = None
+                self.save_state(force=True)
                 await self._close(client)
             if self._stopping.is_set():
                 break

@@ -387,3 +387,24 @@ async def test_alarms_become_alert_entities(sim: WaterNet) -> None:
     assert pump["severity"]["value"] == "low"
     assert pump["alertSource"]["object"] == "urn:ngsi-ld:Device:usine-Pump1", "unlisted sources get a Device id"
     assert len({m.idempotency_key for m in events}) == len(events)
+
+
+async def test_gateway_restart_resumes_from_saved_state(tmp_path: Path) -> None:
+    sim = create({"port": free_port(), "interval_s": 0.1, "historize": True})
+    await sim.start()
+    cfg = {"state_dir": str(tmp_path / "state"), "servers": [server_config("usine", sim, history_on_reconnect=True)]}
+    out = Collector()
+    try:
+        first = OpcUaAdapter(cfg)
+        async with running(first, out):
+            await wait_for(lambda: len(out.docs("Pump1.Speed")) >= 3, "values before the restart")
+        stopped_at = sim.step
+        await wait_for(lambda: sim.step >= stopped_at + 5, "the server to move on while the gateway is down")
+        second = OpcUaAdapter(cfg)
+        async with running(second, out):
+            await wait_for(lambda: any(d.get("history") for d in out.docs("Pump1.Speed")), "the gap to be filled")
+    finally:
+        await sim.stop()
+    assert (tmp_path / "state" / "opcua-usine.json").exists()
+    assert_no_duplicates(out)
+    assert len(out.docs("Pump1.Running")) == 1, "an unchanged value is not emitted again after a restart"
