@@ -68,6 +68,18 @@ class RawArchive:
         self.bytes += len(raw.payload)
         return int(cur.lastrowid or 0)
 
+    def append_many(self, conn: sqlite3.Connection, messages: list[tuple[RawMessage, str]]) -> None:
+        """Insert several ``(raw, correlation id)`` in the caller's transaction."""
+        now = time.time()
+        conn.executemany(
+            "INSERT INTO archive(source, tenant, received_at, at, idem, content_type, metadata, payload, corr)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            [(raw.source, raw.tenant, raw.received_at, now, raw.idempotency_key, raw.content_type,
+              json.dumps(dict(raw.metadata)) if raw.metadata else "{}", raw.payload, corr)
+             for raw, corr in messages],
+        )
+        self.bytes += sum(len(raw.payload) for raw, _ in messages)
+
     def prune(self) -> int:
         """Drop the oldest messages beyond the size budget or the age limit; return how many."""
         removed = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import itertools
 import logging
 import sqlite3
 import time
@@ -36,6 +37,10 @@ log = logging.getLogger("jonction.pipeline")
 
 MAX_GROUP = 512
 """Most messages handled in one transaction; bounds the time the loop is held."""
+
+# Correlation ids: unique per process start and cheap (uuid4 per message costs an urandom call).
+_BOOT = uuid.uuid4().hex[:8] + "-"
+_SEQ = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +157,7 @@ class Pipeline:
         if not self.outbox.has_room():
             raise Unavailable("outbox disk budget used up; retry later")
         loop = asyncio.get_running_loop()
-        corr = raw.metadata.get("correlation_id") or correlation_id.get() or uuid.uuid4().hex[:16]
+        corr = raw.metadata.get("correlation_id") or correlation_id.get() or f"{_BOOT}{next(_SEQ):08x}"
         pending = _Pending(raw, loop.create_future(), time.time(), corr)
         self._pending.append(pending)
         if len(self._pending) >= MAX_GROUP:
@@ -170,7 +175,14 @@ class Pipeline:
         touched: set[str] = set()
         try:
             with self.db.transaction() as conn:
-                outcomes = [self._process(conn, p.raw, p.corr, p.received, touched) for p in batch]
+                rows: list[tuple[str, str, Entity, str, str, float]] = []
+                archived: list[tuple[RawMessage, str]] = []
+                outcomes = [self._process(conn, p.raw, p.corr, p.received, touched, rows=rows, archived=archived)
+                            for p in batch]
+                # One statement per group, not per message: the group commit's point.
+                self.archive.append_many(conn, archived)
+                if rows:
+                    self.outbox.add(conn, rows)
         except Exception as exc:  # the whole group failed to commit: nothing was acknowledged
             log.error("could not commit %d messages", len(batch), exc_info=exc)
             for p in batch:
@@ -206,6 +218,8 @@ class Pipeline:
         archive: bool = True,
         only_entity: str | None = None,
         only_sink: str | None = None,
+        rows: list[tuple[str, str, Entity, str, str, float]] | None = None,
+        archived: list[tuple[RawMessage, str]] | None = None,
     ) -> Outcome:
         binding = self.sources[raw.source]
         outcome = Outcome()
@@ -219,7 +233,10 @@ class Pipeline:
                 outcome.duplicate = True
                 return outcome
         if archive:
-            outcome.archive_id = self.archive.append(conn, raw, corr)
+            if archived is not None:
+                archived.append((raw, corr))
+            else:
+                outcome.archive_id = self.archive.append(conn, raw, corr)
             self.metrics.messages_in.inc(source=raw.source, adapter=binding.adapter_name)
         try:
             produced = list(binding.adapter.to_entities(raw))
@@ -244,7 +261,8 @@ class Pipeline:
                 outcome.dead_letters.append(
                     self._dead(conn, "validation", binding, raw, exc.reason, exc.pointer, corr, item))
         verdicts = self.validate(valid) if valid else []
-        rows: list[tuple[str, str, Entity, str, str, float]] = []
+        deferred = rows is not None
+        rows = rows if rows is not None else []
         for item, problems in zip(valid, verdicts, strict=True):
             if problems:
                 reason = "; ".join(r for r, _ in problems[:5])
@@ -257,9 +275,10 @@ class Pipeline:
                     rows.append((sink.name, tenant, item, corr, raw.source, received))
                     touched.add(sink.name)
             outcome.queued.append(str(item["id"]))
-        if rows:
-            self.outbox.add(conn, rows)
+        if outcome.queued:
             self.metrics.entities_in.inc(len(outcome.queued), source=raw.source)
+        if rows and not deferred:
+            self.outbox.add(conn, rows)
         log.debug("message accepted", extra={"correlation_id": corr, "source": raw.source,
                                              "entities": len(outcome.queued),
                                              "dead_letters": len(outcome.dead_letters)})

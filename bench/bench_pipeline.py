@@ -1,0 +1,326 @@
+"""End-to-end pipeline benchmark: webhook-style HTTP source → validation → outbox → store.
+
+Runs ``jonction run --config`` in a subprocess pinned to one core (CPU 0 when there are two)
+and drives it from this process (pinned to the other core) with NGSI v2 notifications, the
+webhook-style source every NGSI ecosystem has. Prints figures; asserts nothing.
+
+1. throughput: N messages (one device reading each) as fast as the gateway acknowledges them,
+   until the embedded store has committed them all (validation on);
+2. latency at a fixed rate (default 1,000 msg/s): receipt → commit, from the gateway's own
+   ``jonction_end_to_end_seconds`` histogram (interpolated within buckets);
+3. RSS of the gateway after readings from 10,000 distinct devices;
+4. outage: a remote jonction store as second sink, stopped for ``--outage`` seconds in the middle
+   of a steady stream: zero loss check (every device's last value) and time to drain the backlog.
+
+    .venv/bin/python bench/bench_pipeline.py [--messages 30000] [--rate 1000] [--outage 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+LINK = '<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"; ' \
+       'type="application/ld+json"'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def notification(seq: int, devices: int) -> bytes:
+    device = seq % devices
+    second = seq // devices
+    return json.dumps({"subscriptionId": "bench", "data": [{
+        "id": f"urn:ngsi-ld:WasteContainer:bench-{device}", "type": "WasteContainer",
+        "fillingLevel": {"type": "Number", "value": (seq % 97) / 100, "metadata": {
+            "TimeInstant": {"type": "DateTime", "value": time.strftime(
+                "%Y-%m-%dT%H:%M:%S", time.gmtime(1767261600 + second)) + f".{seq % 1000:03d}Z"}}},
+        "location": {"type": "geo:json", "value": {"type": "Point", "coordinates": [3.87, 43.6]}}}]}).encode()
+
+
+class Gateway:
+    """A ``jonction run`` subprocess."""
+
+    def __init__(self, tmp: Path, *, sinks: list[dict[str, Any]] | None = None, embedded: bool = True) -> None:
+        self.port, self.notify_port = free_port(), free_port()
+        doc = {
+            "server": {"host": "127.0.0.1", "port": self.port},
+            "data_dir": str(tmp / "gateway"),
+            "log_level": "WARNING",
+            "archive": {"max_bytes": "256MB"},
+            "publisher": {"linger": 0.01, "batch_size": 500, "breaker_cooldown": 1, "backoff_max": 1},
+            "sinks": sinks or [],
+            "embedded_store": {"enabled": embedded},
+            "sources": [{"name": "bench", "adapter": "ngsi_v2", "config": {
+                "listen": {"host": "127.0.0.1", "port": self.notify_port, "path": "/v2/notify"}}}],
+        }
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.config = tmp / "gateway.yaml"
+        self.config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        self.log = tmp / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as sink:
+            self.proc = subprocess.Popen([str(BIN / "jonction"), "run", "--config", str(self.config)],
+                                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink)
+        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+            os.sched_setaffinity(self.proc.pid, {0})
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + 60
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            while time.monotonic() < deadline:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.notify_port), timeout=0.2):
+                        return
+                except OSError:
+                    await asyncio.sleep(0.1)
+        raise RuntimeError(f"gateway did not start; see {self.log}")
+
+    async def metrics(self) -> str:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.port}/metrics") as resp:
+            return await resp.text()
+
+    async def published(self, sink: str = "embedded") -> int:
+        match = re.search(rf'jonction_entities_published_total{{sink="{sink}"}} (\S+)', await self.metrics())
+        return int(float(match.group(1))) if match else 0
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+async def send(gw: Gateway, start: int, count: int, devices: int, *, concurrency: int = 64,
+               rate: float | None = None) -> int:
+    """Post ``count`` notifications; return how many were acknowledged (2xx)."""
+    url = f"http://127.0.0.1:{gw.notify_port}/v2/notify"
+    acked = 0
+    queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=concurrency * 4)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        nonlocal acked
+        while (seq := await queue.get()) is not None:
+            body = notification(seq, devices)
+            for _ in range(50):  # a source retries until the gateway acknowledges
+                try:
+                    async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+                        if resp.status < 300:
+                            acked += 1
+                            break
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.05)
+
+    async with aiohttp.ClientSession(connector=connector) as http:
+        workers = [asyncio.create_task(worker(http)) for _ in range(concurrency)]
+        began = time.perf_counter()
+        for i in range(count):
+            if rate is not None:
+                delay = began + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await queue.put(start + i)
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+    return acked
+
+
+def histogram_quantiles(metrics: str, name: str, sink: str, qs: tuple[float, ...]) -> list[float]:
+    buckets: list[tuple[float, float]] = []
+    for m in re.finditer(rf'{name}_bucket{{le="([^"]+)",sink="{sink}"}} (\S+)|'
+                         rf'{name}_bucket{{sink="{sink}",le="([^"]+)"}} (\S+)', metrics):
+        le = m.group(1) or m.group(3)
+        value = m.group(2) or m.group(4)
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(value)))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    out = []
+    for q in qs:
+        target = q * total
+        prev_le, prev_count = 0.0, 0.0
+        for le, count in buckets:
+            if count >= target:
+                if le == float("inf") or count == prev_count:
+                    out.append(le if le != float("inf") else prev_le)
+                else:
+                    out.append(prev_le + (le - prev_le) * (target - prev_count) / (count - prev_count))
+                break
+            prev_le, prev_count = le, count
+    return out
+
+
+async def wait_published(gw: Gateway, expected: int, sink: str = "embedded", within: float = 600) -> float:
+    began = time.perf_counter()
+    while time.perf_counter() - began < within:
+        if await gw.published(sink) >= expected:
+            return time.perf_counter()
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"only {await gw.published(sink)} of {expected} published")
+
+
+async def bench_throughput_latency_rss(args: argparse.Namespace, tmp: Path) -> None:
+    gw = Gateway(tmp / "a")
+    gw.start()
+    try:
+        await gw.ready()
+        await send(gw, 0, 500, args.devices)  # warm-up
+        await wait_published(gw, 500)
+        began = time.perf_counter()
+        acked = await send(gw, 500, args.messages, args.devices, concurrency=args.concurrency)
+        acked_at = time.perf_counter()
+        done = await wait_published(gw, 500 + args.messages)
+        print(f"throughput: {args.messages} messages, {acked} acknowledged in {acked_at - began:.2f}s "
+              f"({acked / (acked_at - began):.0f} msg/s acknowledged); committed in the store at "
+              f"{args.messages / (done - began):.0f} msg/s (validation on, gateway on one core)")
+        before = await gw.metrics()
+        start = 500 + args.messages
+        count = int(args.rate * args.latency_seconds)
+        await send(gw, start, count, args.devices, concurrency=args.concurrency, rate=args.rate)
+        await wait_published(gw, start + count)
+        after = await gw.metrics()
+        p50, p99 = _delta_quantiles(before, after)
+        print(f"latency at {args.rate:.0f} msg/s for {args.latency_seconds}s (receipt → store commit): "
+              f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+        print(f"RSS after readings from {args.devices} devices: {gw.rss_mb():.0f} MB")
+    finally:
+        gw.stop()
+
+
+def _delta_quantiles(before: str, after: str) -> tuple[float, float]:
+    """Quantiles of the observations made between two scrapes."""
+    def parse(text: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for m in re.finditer(r'jonction_end_to_end_seconds_bucket\{sink="embedded",le="([^"]+)"\} (\S+)', text):
+            out[m.group(1)] = float(m.group(2))
+        return out
+    b, a = parse(before), parse(after)
+    lines = "\n".join(f'jonction_end_to_end_seconds_bucket{{sink="embedded",le="{le}"}} {a[le] - b.get(le, 0)}'
+                      for le in a)
+    q = histogram_quantiles(lines, "jonction_end_to_end_seconds", "embedded", (0.5, 0.99))
+    return q[0], q[1]
+
+
+async def bench_outage(args: argparse.Namespace, tmp: Path) -> None:
+    store_port = free_port()
+    store_cmd = [str(BIN / "jonction"), "store", "--port", str(store_port), "--data", str(tmp / "remote"),
+                 "--durability", "normal"]
+    store = spawn(store_cmd)
+    gw = Gateway(tmp / "b", sinks=[{"name": "remote", "url": f"http://127.0.0.1:{store_port}"}])
+    gw.start()
+    devices = min(args.devices, 2000)
+    try:
+        await gw.ready()
+        rate, total_s = args.outage_rate, args.outage * 3
+        count = int(rate * total_s)
+        sender = asyncio.create_task(send(gw, 0, count, devices, concurrency=32, rate=rate))
+        await asyncio.sleep(args.outage)
+        store.send_signal(signal.SIGTERM)
+        store.wait(timeout=30)
+        down_at = time.perf_counter()
+        await asyncio.sleep(args.outage)
+        text = await gw.metrics()
+        backlog = re.search(r'jonction_outbox_entities\{sink="remote",tenant=""\} (\S+)', text)
+        age = re.search(r'jonction_outbox_oldest_age_seconds\{sink="remote",tenant=""\} (\S+)', text)
+        store = spawn(store_cmd)
+        up_at = time.perf_counter()
+        acked = await sender
+        drained = await wait_published(gw, count, sink="remote")
+        print(f"outage: remote store down {up_at - down_at:.1f}s during a {rate:.0f} msg/s stream; backlog at "
+              f"restart {backlog.group(1) if backlog else '?'} entities, oldest {age.group(1) if age else '?'} s; "
+              f"drained {drained - up_at:.1f}s after restart")
+        lost = await check_remote(store_port, count, devices)
+        print(f"outage: {acked} acknowledged, {count} sent, entities lost or stale at the remote: {lost}")
+    finally:
+        gw.stop()
+        store.send_signal(signal.SIGTERM)
+        store.wait(timeout=30)
+
+
+def spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
+    """Start a helper process (the remote store) quietly."""
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def check_remote(port: int, count: int, devices: int) -> int:
+    """Devices whose last reading is missing or stale at the remote store."""
+    last: dict[int, float] = {}
+    for seq in range(count):
+        last[seq % devices] = (seq % 97) / 100
+    found: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as http:
+        offset = 0
+        while True:
+            async with http.get(f"http://127.0.0.1:{port}/ngsi-ld/v1/entities",
+                                params={"type": "WasteContainer", "limit": "1000", "offset": str(offset)},
+                                headers={"Link": LINK}) as resp:
+                page = await resp.json()
+            for item in page:
+                found[item["id"]] = item["fillingLevel"]["value"]
+            if len(page) < 1000:
+                break
+            offset += 1000
+    return sum(1 for d, v in last.items() if found.get(f"urn:ngsi-ld:WasteContainer:bench-{d}") != v)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=30000)
+    parser.add_argument("--concurrency", type=int, default=128)
+    parser.add_argument("--devices", type=int, default=10000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--outage", type=float, default=30.0, help="seconds the remote broker is down")
+    parser.add_argument("--outage-rate", type=float, default=500.0)
+    parser.add_argument("--skip-outage", action="store_true")
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {1})
+    with tempfile.TemporaryDirectory(prefix="jonction-bench-") as tmp:
+        await bench_throughput_latency_rss(args, Path(tmp))
+        if not args.skip_outage:
+            await bench_outage(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
