@@ -285,7 +285,47 @@ class Open311Adapter:
 
     # ------------------------------------------------------------------ the endpoint
 
+    def _requests_file(self) -> Path | None:
+        return self.state_dir / "open311-requests.jsonl" if self.state_dir is not None else None
+
+    def _load_requests(self) -> None:
+        """Requests received before a restart, so that ``GET requests`` still lists them."""
+        path = self._requests_file()
+        if path is None or not path.exists():
+            return
+        count = 0
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                count += 1
+                try:
+                    item = json.loads(line)
+                    self.requests[str(item["service_request_id"])] = item
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line after a crash
+        while len(self.requests) > _KEPT_LIMIT:
+            self.requests.popitem(last=False)
+        if count > 2 * _KEPT_LIMIT:  # compact the append-only file now and then
+            self._rewrite_requests(path)
+
+    def _rewrite_requests(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in self.requests.values()),
+                       encoding="utf-8")
+        tmp.replace(path)
+
+    def keep_request(self, item: dict[str, Any]) -> None:
+        """Remember a received request (memory and, with ``state_dir``, an append-only file)."""
+        self.requests[str(item["service_request_id"])] = item
+        while len(self.requests) > _KEPT_LIMIT:
+            self.requests.popitem(last=False)
+        path = self._requests_file()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(item, ensure_ascii=False) + "\n")
+
     async def _start_endpoint(self, emit: Emit) -> None:
+        self._load_requests()
         listen = self.listen or {}
         keys_text = _secret(listen, "api_keys")
         if not keys_text:
@@ -453,9 +493,7 @@ class _Endpoint:
             return _error(fmt, 503, "the request could not be stored now; retry later")
         kept = dict(stored)
         kept.pop("attributes", None)
-        self.adapter.requests[request_id] = kept
-        while len(self.adapter.requests) > _KEPT_LIMIT:
-            self.adapter.requests.popitem(last=False)
+        self.adapter.keep_request(kept)
         answer = [{"service_request_id": request_id, "service_notice": notice, "account_id": None}]
         return _answer(fmt, "service_requests", "request", answer)
 

@@ -390,3 +390,23 @@ async def test_the_import_cursor_survives_a_restart(city: FakeCity, tmp_path: An
     await asyncio.wait_for(task, 10)
     later = city.windows[windows_before:]
     assert all(parse_time(start) >= T0 + timedelta(days=5) for start, _ in later), "no re-import from the start"
+
+
+async def test_received_requests_are_listed_after_a_restart(tmp_path: Any) -> None:
+    cfg = dict(ENDPOINT, state_dir=str(tmp_path / "state"))
+    ids = []
+    for _ in range(2):
+        adapter = Open311Adapter(cfg)
+        task = asyncio.create_task(adapter.run(Collector()))
+        await wait_for(lambda a=adapter: a.port is not None, "the endpoint")
+        base = f"http://127.0.0.1:{adapter.port}/open311/v2"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/requests.json", data=FORM) as resp:
+                ids.append((await resp.json())[0]["service_request_id"])
+            async with http.get(f"{base}/requests.json", params={"service_request_id": ",".join(ids)}) as resp:
+                listed = [r["service_request_id"] for r in await resp.json()]
+        await adapter.stop()
+        await asyncio.wait_for(task, 10)
+        assert listed == ids, "requests received before the restart are still listed"
+    saved = (tmp_path / "state" / "open311-requests.jsonl").read_text()
+    assert EMAIL not in saved and "smith" not in saved
