@@ -96,6 +96,9 @@ def create_store_app(settings: StoreSettings, *, storage: Storage | None = None)
             setup(app, store)
         else:
             _not_implemented(app, "/subscriptions" if module == "subscriptions" else "/temporal")
+    # Context sources, entity maps and broker info are outside what this store implements.
+    for prefix in ("/csourceRegistrations", "/csourceSubscriptions", "/entityMaps", "/info"):
+        _not_implemented(app, prefix)
     return app
 
 

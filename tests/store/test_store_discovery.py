@@ -125,10 +125,12 @@ async def test_contexts_kind_parameter(server: StoreServer) -> None:
     assert (await server.get("/jsonldContexts?kind=nope")).problem() == "BadRequestData"
 
 
-async def test_not_implemented_parts_are_problem_details(server: StoreServer) -> None:
-    r = await server.get("/csourceRegistrations")
-    assert r.status in (404, 501)
-    r.problem()
+@pytest.mark.parametrize("path", ["/csourceRegistrations", "/csourceSubscriptions/urn:x:1", "/entityMaps",
+                                  "/info/sourceIdentity"])
+async def test_not_implemented_parts_are_problem_details(server: StoreServer, path: str) -> None:
+    r = await server.get(path)
+    assert r.status == 501
+    assert r.problem() == "NotImplemented"
 
 
 # --------------------------------------------------------------------------- CLI
