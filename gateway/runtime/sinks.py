@@ -8,6 +8,7 @@ failures are exceptions: :class:`SinkUnavailable` (retry later: network, 5xx, au
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import json
 import logging
@@ -17,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
+from urllib.parse import quote
 
 import aiohttp
 
@@ -177,9 +179,11 @@ class OAuth2ClientCredentials:
             form = {"grant_type": "client_credentials"}
             if self.scope:
                 form["scope"] = self.scope
-            auth = aiohttp.BasicAuth(self.client_id, self.client_secret)
+            # client_secret_basic (RFC 6749 §2.3.1), written out: aiohttp.BasicAuth is deprecated.
+            basic = base64.b64encode(f"{quote(self.client_id)}:{quote(self.client_secret)}".encode()).decode()
             try:
-                async with self.session.post(self.token_url, data=form, auth=auth) as resp:
+                async with self.session.post(self.token_url, data=form,
+                                             headers={"Authorization": f"Basic {basic}"}) as resp:
                     if resp.status != 200:
                         raise SinkUnavailable(f"token endpoint answered {resp.status}")
                     doc = await resp.json(content_type=None)
