@@ -94,6 +94,8 @@ class Open311Adapter:
         self.state_dir: Path | None = Path(config["state_dir"]) if config.get("state_dir") else None
         self.port: int | None = None
         """Port the endpoint listens on (set once started; useful with port 0)."""
+        self.ready = asyncio.Event()
+        """Set once the endpoint listens."""
         problems: list[str] = []
         if self.city is None and self.listen is None:
             problems.append("/: configure 'city' (import), 'listen' (endpoint) or both")
@@ -348,6 +350,7 @@ class Open311Adapter:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = int(sockets[0].getsockname()[1]) if sockets else int(listen.get("port", 8311))
+        self.ready.set()
 
     async def _stop_endpoint(self) -> None:
         if self._runner is not None:
