@@ -148,6 +148,11 @@ class Subscription:
     modified_at: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
     ctx: jsonld.Context | None = None
+    """The creation @context: expands the terms of the subscription (q, attributes...)."""
+    notify_ctx: jsonld.Context | None = None
+    """The @context notifications are compacted with (``jsonldContext`` when given)."""
+    notify_link: str = ""
+    """The IRI put in the notifications' Link header (application/json)."""
     last_sent: float = -1e18
     """Monotonic time of the last notification, for throttling (not persisted)."""
     next_due: float = 0.0
@@ -346,7 +351,25 @@ def build(
         except (model.ModelError, TypeError):
             raise _fail("/expiresAt", "must be an RFC 3339 date-time with a time zone") from None
     _notification(sub, body.get("notification"), ctx)
+    _notification_context(sub, body.get("jsonldContext"), contexts)
     return sub
+
+
+def _notification_context(sub: Subscription, jsonld_context: Any, contexts: jsonld.ContextCache) -> None:
+    """Pick the @context notifications use, so that the Link header always names it."""
+    if jsonld_context is not None:
+        if not model.is_uri(jsonld_context):
+            raise _fail("/jsonldContext", f"{jsonld_context!r} is not a URI")
+        sub.notify_ctx = contexts.get([jsonld_context])
+        sub.notify_link = str(jsonld_context)
+    elif len(sub.context) == 1 and isinstance(sub.context[0], str):
+        sub.notify_ctx, sub.notify_link = sub.ctx, sub.context[0]
+    elif not sub.context or sub.accept == "application/ld+json":
+        # no context (core only), or an inline one that travels in the notification body
+        sub.notify_ctx, sub.notify_link = sub.ctx, jsonld.core_context_iri()
+    else:
+        # an inline context cannot be linked: compact with the core context (full IRIs) instead
+        sub.notify_ctx, sub.notify_link = contexts.get([]), jsonld.core_context_iri()
 
 
 def _notification(sub: Subscription, value: Any, ctx: jsonld.Context) -> None:
@@ -700,7 +723,7 @@ class Notifier:
         """The entities of a notification, in the subscription's format and @context."""
         if before and (sub.definition.get("notification") or {}).get("showChanges") is True:
             docs = [_with_previous(doc, old) for doc, old in zip(docs, before, strict=False)]
-        ctx = sub.ctx
+        ctx = sub.notify_ctx
         assert ctx is not None
         opts = RenderOptions(
             form="keyValues" if sub.format == "keyValues" else "concise" if sub.format == "concise" else "normalized",
@@ -712,7 +735,7 @@ class Notifier:
 
     def notification(self, sub: Subscription, delivery: _Delivery) -> tuple[dict[str, Any], dict[str, str]]:
         """(Notification body, HTTP headers) for one delivery."""
-        ctx = sub.ctx
+        ctx = sub.notify_ctx
         assert ctx is not None
         data = self.render(sub, delivery.docs, delivery.before)
         for doc in delivery.deleted:
@@ -729,7 +752,7 @@ class Notifier:
         if sub.accept == "application/ld+json":
             body["@context"] = ctx.as_json()
         else:
-            headers["Link"] = f'<{_link_iri(sub)}>; rel="{LINK_REL}"; type="application/ld+json"'
+            headers["Link"] = f'<{sub.notify_link}>; rel="{LINK_REL}"; type="application/ld+json"'
         if sub.tenant:
             headers["NGSILD-Tenant"] = sub.tenant
         for key, value in sub.receiver_info:
@@ -827,13 +850,6 @@ def _with_previous(doc: Mapping[str, Any], old: Mapping[str, Any] | None) -> Map
             changed.append({**inst, **extra} if extra else inst)
         out[name] = changed
     return out
-
-
-def _link_iri(sub: Subscription) -> str:
-    iris = [e for e in sub.context if isinstance(e, str)]
-    if len(iris) == 1 and len(sub.context) == 1:
-        return iris[0]
-    return jsonld.core_context_iri()
 
 
 NOTIFIER_KEY: Final = web.AppKey("jonction.store.notifier", Notifier)

@@ -13,7 +13,9 @@ from aiohttp import web
 
 from gateway.store import subscriptions
 from tests.conftest import free_port
-from tests.store.conftest import JONCTION, LINK_JONCTION, StoreServer, streetlight
+from tests.store.conftest import CORE, JONCTION, LINK_JONCTION, StoreServer, streetlight
+
+STREETLIGHT_IRI = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"
 
 
 @dataclass
@@ -387,3 +389,22 @@ async def test_subscription_context_drives_notifications(server: StoreServer, re
     assert with_link["entities"] == [{"type": "Streetlight"}] and with_link["watchedAttributes"] == ["powerState"]
     without = (await server.get(f"/subscriptions/{sub_id}")).json
     assert without["entities"][0]["type"].startswith("https://")  # compacted with the core context only
+
+
+async def test_jsonld_context_member_and_inline_contexts(server: StoreServer, receiver: Receiver) -> None:
+    by_member = sub(receiver, "/member", entities=[{"type": f"{STREETLIGHT_IRI}"}], jsonldContext=JONCTION)
+    await create(server, by_member)
+    inline = {**sub(receiver, "/inline", entities=[{"type": "Lamp"}]),
+              "@context": [{"Lamp": STREETLIGHT_IRI}, CORE]}
+    reply = await server.post("/subscriptions", inline, content_type="application/ld+json")
+    assert reply.status == 201, reply.raw
+    assert (await server.post("/entities", streetlight(1), headers={"Link": LINK_JONCTION})).status == 201
+    (member,) = await receiver.wait("/member", 1)
+    assert f"<{JONCTION}>" in member.headers["Link"] and member.body["data"][0]["type"] == "Streetlight"
+    (linked,) = await receiver.wait("/inline", 1)
+    # an inline context cannot be linked: the data comes with full IRIs and the core context
+    assert f"<{CORE}>" in linked.headers["Link"] and linked.body["data"][0]["type"] == STREETLIGHT_IRI
+    bad = await server.post("/subscriptions", sub(receiver, "/x", jsonldContext="not a uri"))
+    assert bad.problem() == "BadRequestData"
+    unknown = await server.post("/subscriptions", sub(receiver, "/x", jsonldContext="https://example.org/none.jsonld"))
+    assert unknown.status == 504 and unknown.problem() == "LdContextNotAvailable"
