@@ -160,6 +160,26 @@ class _Item:
     sampling_ms: float
     deadband: Mapping[str, Any] | None
     eu: dict[str, Any] | None = None
+    eu_range: tuple[float, float] | None = None
+    last_value: float | None = None
+    last_status: int | None = None
+
+    def passes_client_deadband(self, value: Any, status: int) -> bool:
+        """The OPC UA deadband rule, applied by the client (for servers that ignore it)."""
+        spec = self.deadband
+        if not spec or not spec.get("client_side"):
+            return True
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return True
+        previous, previous_status = self.last_value, self.last_status
+        if previous is None or previous_status != status:
+            return True
+        threshold = float(spec["value"])
+        if spec["type"] == "percent":
+            if self.eu_range is None:
+                return True  # without an EURange a percent deadband cannot apply (Part 8 §6.2)
+            threshold = threshold / 100.0 * (self.eu_range[1] - self.eu_range[0])
+        return abs(float(value) - previous) > threshold
 
 
 @dataclass(slots=True)
@@ -350,6 +370,8 @@ class ServerLink:
                 deadband=deadband,
             )
             item.eu = await self._read_eu(node)
+            if deadband and deadband.get("type") == "percent":
+                item.eu_range = await self._read_range(node)
             items.append(item)
         return items
 
@@ -358,6 +380,15 @@ class ServerLink:
         rank = await node.read_value_rank()
         value = await node.read_value()
         return int(rank) == -1 and isinstance(value, int | float) and not isinstance(value, bool)
+
+    async def _read_range(self, node: Node) -> tuple[float, float] | None:
+        try:
+            value = await (await node.get_child("0:EURange")).read_value()
+        except (TimeoutError, UaError, OSError):
+            return None
+        if isinstance(value, ua.Range) and value.High > value.Low:
+            return float(value.Low), float(value.High)
+        return None
 
     async def _read_eu(self, node: Node) -> dict[str, Any] | None:
         try:
@@ -428,6 +459,9 @@ class ServerLink:
             return
         variant = dv.Value
         status = dv.StatusCode or ua.StatusCode()
+        raw_value = variant.Value if variant is not None else None
+        if not history and not item.passes_client_deadband(raw_value, int(status.value)):
+            return
         doc: dict[str, Any] = {
             "server": self.name,
             "ref": item.ref,
@@ -456,6 +490,9 @@ class ServerLink:
             )
         )
         self.seen.add(item.node_id, stamp)
+        if isinstance(raw_value, int | float) and not isinstance(raw_value, bool):
+            item.last_value = float(raw_value)
+        item.last_status = int(status.value)
         self.save_state()
 
     async def _forward_event(self, ref: str, event: Any, emit: Emit) -> None:

@@ -408,3 +408,20 @@ async def test_gateway_restart_resumes_from_saved_state(tmp_path: Path) -> None:
     assert (tmp_path / "state" / "opcua-usine.json").exists()
     assert_no_duplicates(out)
     assert len(out.docs("Pump1.Running")) == 1, "an unchanged value is not emitted again after a restart"
+
+
+async def test_percent_deadband_applied_client_side_uses_the_eu_range(sim: WaterNet) -> None:
+    cfg = server_config("usine", sim)
+    for node in cfg["nodes"]:
+        if node.get("browse_path") == "WaterNet/Junction1/Pressure":
+            # EURange is 0-16 bar: 25 % is 4 bar, far more than the pressure moves.
+            node["deadband"] = {"type": "percent", "value": 25, "client_side": True}
+        if node.get("browse_path") == "WaterNet/Tank1/Level":
+            # EURange 0-6.75 m: 0.1 % is under 7 mm, so the level's moves pass.
+            node["deadband"] = {"type": "percent", "value": 0.1, "client_side": True}
+    adapter = OpcUaAdapter({"servers": [cfg]})
+    out = Collector()
+    async with running(adapter, out):
+        await wait_for(lambda: len(out.docs("Tank1.Level")) >= 5, "several levels")
+    assert len(out.docs("Junction1.Pressure")) == 1, "the percent deadband holds the pressure back"
+    assert_no_duplicates(out)
