@@ -335,6 +335,38 @@ def delete_attribute(
     return bool(ids)
 
 
+def find_instance(conn: sqlite3.Connection, tenant: str, entity_id: str, attr_iri: str, instance_id: str) -> int | None:
+    """The row id of one stored instance (by its own instanceId or a generated one), or None."""
+    series = [r[0] for r in conn.execute(
+        "SELECT series_id FROM history_series WHERE tenant=? AND entity_id=? AND attr=?", (tenant, entity_id, attr_iri)
+    )]
+    if not series:
+        return None
+    marks = ",".join("?" * len(series))
+    suffix = instance_id[len(INSTANCE_PREFIX) :] if instance_id.startswith(INSTANCE_PREFIX) else ""
+    if suffix.isdigit():
+        row = conn.execute(
+            f"SELECT rowid FROM history_instances WHERE rowid=? AND instance_id IS NULL AND series_id IN ({marks})",
+            (int(suffix), *series),
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+    row = conn.execute(
+        f"SELECT rowid FROM history_instances WHERE instance_id=? AND series_id IN ({marks})", (instance_id, *series)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def replace_instance(conn: sqlite3.Connection, rowid: int, instance: Mapping[str, Any]) -> None:
+    """Overwrite one stored instance (its id and creation time stay)."""
+    (series_id,) = conn.execute("SELECT series_id FROM history_instances WHERE rowid=?", (rowid,)).fetchone()
+    row = _RowMaker().row(series_id, instance)
+    conn.execute(
+        "UPDATE history_instances SET observed_at=?, modified_at=?, kind=?, num=?, value=?, extra=? WHERE rowid=?",
+        (row[1], row[3], row[4], row[5], row[6], row[8], rowid),
+    )
+
+
 def entity_types(conn: sqlite3.Connection, tenant: str, entity_id: str) -> list[str] | None:
     """The type IRIs recorded for an entity, or None when it has no history."""
     row = conn.execute(

@@ -588,23 +588,11 @@ async def delete_temporal_instance(request: web.Request) -> web.Response:
     tenant = ngsi.tenant
 
     def run(conn: sqlite3.Connection) -> bool:
-        series = [r[0] for r in conn.execute(
-            "SELECT series_id FROM history_series WHERE tenant=? AND entity_id=? AND attr=?", (tenant, entity_id, iri)
-        )]
-        if not series:
+        rowid = history.find_instance(conn, tenant, entity_id, iri, instance_id)
+        if rowid is None:
             return False
-        marks = ",".join("?" * len(series))
-        if instance_id.startswith(history.INSTANCE_PREFIX) and instance_id[len(history.INSTANCE_PREFIX):].isdigit():
-            rowid = int(instance_id[len(history.INSTANCE_PREFIX):])
-            gone = conn.execute(
-                f"DELETE FROM history_instances WHERE rowid=? AND instance_id IS NULL AND series_id IN ({marks})",
-                (rowid, *series),
-            ).rowcount
-            if gone:
-                return True
-        return bool(conn.execute(
-            f"DELETE FROM history_instances WHERE instance_id=? AND series_id IN ({marks})", (instance_id, *series)
-        ).rowcount)
+        conn.execute("DELETE FROM history_instances WHERE rowid=?", (rowid,))
+        return True
 
     if not await db.write(run):
         raise not_found(f"instance {instance_id} of {request.match_info['attr']} does not exist")
@@ -612,8 +600,34 @@ async def delete_temporal_instance(request: web.Request) -> web.Response:
 
 
 async def patch_temporal_instance(request: web.Request) -> web.Response:
-    """PATCH /temporal/entities/{id}/attrs/{attr}/{instanceId}: not implemented (501)."""
-    raise NgsiError("NotImplemented", "modifying a stored attribute instance is not supported by this store")
+    """PATCH /temporal/entities/{id}/attrs/{attr}/{instanceId} (§6.22.3.1): replace one instance."""
+    api.check_params(request, ())
+    ngsi = await api.ngsi_context(request, must_exist=False)
+    db = _db(request)
+    entity_id = _entity_id(request)
+    body = await api.read_body(request, merge_patch=True)
+    if not isinstance(body.data, Mapping):
+        raise bad_request("the body must be a JSON object holding the attribute")
+    ctx = body.context_for(ngsi)
+    name = request.match_info["attr"]
+    iri = ctx.expand_attr_name(name, "attrId")
+    data = {k: v for k, v in body.data.items() if k != "@context"}
+    fragment = data.get(name, data)
+    (instance,) = ctx.expand_attribute(fragment, f"/{name}")
+    instance_id = request.match_info["instance_id"]
+    tenant = ngsi.tenant
+    instance = {**instance, "modifiedAt": _now()}
+
+    def run(conn: sqlite3.Connection) -> bool:
+        rowid = history.find_instance(conn, tenant, entity_id, iri, instance_id)
+        if rowid is None:
+            return False
+        history.replace_instance(conn, rowid, instance)
+        return True
+
+    if not await db.write(run):
+        raise not_found(f"instance {instance_id} of {name} does not exist")
+    return api.no_content()
 
 
 def _now() -> str:

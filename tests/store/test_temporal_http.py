@@ -166,6 +166,13 @@ async def test_temporal_create_append_and_delete(server: StoreServer) -> None:
     # temporal writes do not create a current entity
     assert (await server.get("/entities/urn:ngsi-ld:WaterMeter:7")).status == 404
     instance_id = (await server.get("/temporal/entities/urn:ngsi-ld:WaterMeter:7")).json["volume"][0]["instanceId"]
+    patched = await server.patch(
+        f"/temporal/entities/urn:ngsi-ld:WaterMeter:7/attrs/volume/{instance_id}",
+        {"volume": {"type": "Property", "value": 101, "observedAt": "2024-01-01T00:00:00Z", "unitCode": "MTQ"}},
+    )
+    assert patched.status == 204, patched.raw
+    first = (await server.get("/temporal/entities/urn:ngsi-ld:WaterMeter:7")).json["volume"][0]
+    assert (first["value"], first["unitCode"], first["instanceId"]) == (101, "MTQ", instance_id)
     gone = await server.delete(f"/temporal/entities/urn:ngsi-ld:WaterMeter:7/attrs/volume/{instance_id}")
     assert gone.status == 204
     reply = await server.get("/temporal/entities/urn:ngsi-ld:WaterMeter:7", params={"options": "temporalValues"})
@@ -223,7 +230,7 @@ async def test_errors_are_problem_details(server: StoreServer) -> None:
     bad_create = await server.post("/temporal/entities", {"id": "urn:ngsi-ld:X:1"})
     assert bad_create.problem() == "BadRequestData"
     patch = await server.patch(f"/temporal/entities/{SENSOR}1/attrs/temperature/urn:x:1", {"value": 1})
-    assert patch.status == 501 and patch.problem() == "NotImplemented"
+    assert patch.status == 404 and patch.problem() == "ResourceNotFound"
 
 
 async def test_ld_json_response_carries_the_context(server: StoreServer) -> None:
