@@ -178,6 +178,9 @@ class Client:
             # A body streamed from a generator is sent without Content-Length (chunked).
             data = _stream(body or b"")
         skip = ["Content-Type"] if no_content_type else []
+        if not any(k.lower() == "accept" for k in sent_headers):
+            # aiohttp would add "Accept: */*"; a request that names no media type must send none.
+            skip.append("Accept")
         try:
             async with self._session.request(
                 method, url, headers=sent_headers, data=data, skip_auto_headers=skip, allow_redirects=False

@@ -112,9 +112,21 @@ class AdapterTarget:
         for path in self.payloads:
             data = _read_bytes(path)
             ctype = "application/json" if path.suffix in (".json", ".ndjson") else "application/octet-stream"
-            raw = RawMessage(source=f"check:{self.adapter}", tenant=self.tenant, received_at=received,
-                             payload=data, idempotency_key=path.name, content_type=ctype,
-                             metadata={"file": path.name})
+            # A recorded payload may carry its transport facts beside it (<name>.meta.json), as the
+            # adapters' own fixtures do: topic, event, receipt time...
+            meta_path = path.with_name(path.name.split(".")[0] + ".meta.json")
+            meta: dict[str, Any] = {}
+            if meta_path.is_file():
+                try:
+                    meta = json.loads(_read_bytes(meta_path))
+                except ValueError as exc:
+                    raise InputError(f"{meta_path}: not JSON ({exc})") from exc
+            raw = RawMessage(source=str(meta.get("source", f"check:{self.adapter}")),
+                             tenant=str(meta.get("tenant", self.tenant)),
+                             received_at=str(meta.get("received_at", received)), payload=data,
+                             idempotency_key=str(meta.get("idempotency_key", path.name)),
+                             content_type=str(meta.get("content_type", ctype)),
+                             metadata=dict(meta.get("metadata", {"file": path.name})))
             try:
                 entities = instance.to_entities(raw)
             except Exception as exc:  # the adapter's failure is the finding, not a crash of the checker

@@ -52,8 +52,8 @@ MODEL_CHECKS: Final[dict[str, str]] = {
 _ENT_RULES: Final = frozenset({"entity", "id-required", "type-required", "type"})
 _TIME_RULES: Final = frozenset({"observedat", "createdat", "modifiedat", "deletedat"})
 _OWN: Final = _ENT_RULES | _TIME_RULES | frozenset({"id-uri", "relationship-object", "dataset-id",
-                                                    "dataset-id-unique", "unit-code", "geojson-ring"})
-_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+                                                    "dataset-id-unique", "unit-code", "geojson-ring", "wgs84-range"})
+_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,255}$")
 _DATE_NAME: Final = re.compile(r"^(date[A-Z]\w*|\w+At)$")
 
 
@@ -163,8 +163,8 @@ async def att_dataset(ctx: RunContext) -> str | None:
 
 @check("L1-ATT-004", "Attribute names are valid terms", needs=D,
        sends="(no request) the records delivered or read",
-       expects="names made of letters, digits and '_' not starting with a digit, or absolute IRIs",
-       explain="The Smart Data Models naming rules keep names usable in every language and database.")
+       expects="names made of letters, digits, '_' and '-' starting with a letter or '_', or absolute IRIs",
+       explain="Names with spaces, dots or quotes break queries (q=a.b means a sub-attribute) and databases.")
 async def att_names(ctx: RunContext) -> str | None:
     findings = []
     records = await _records(ctx)
@@ -217,7 +217,7 @@ async def tim_future(ctx: RunContext) -> str | None:
 @check("L1-TIM-003", "Date-valued properties carry a time zone", needs=D,
        sends="(no request) the records delivered or read",
        expects="properties named date… or …At holding a date-time string are RFC 3339 with a zone",
-       explain="dateObserved, dateLastEmptying… are compared across systems; they need a zone.")
+       explain="Dates such as dateObserved or dateLastEmptying are compared across systems; they need a zone.")
 async def tim_dates(ctx: RunContext) -> str | None:
     findings = []
     records = await _records(ctx)
@@ -241,7 +241,7 @@ async def tim_dates(ctx: RunContext) -> str | None:
 @check("L1-UNT-001", "unitCode is a UN/CEFACT common code", needs=D,
        sends="(no request) the records delivered or read",
        expects="every unitCode is a UN/CEFACT Recommendation 20 code (CEL, KWH, GQ…), not a symbol",
-       explain="'°C' or 'Celsius' are not machine-comparable; the UN/CEFACT code is.")
+       explain="Symbols such as '°C' or 'Celsius' are not machine-comparable; the UN/CEFACT code is.")
 async def unt_code(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     return _report(_rule_findings(v, lambda r: r == "unit-code"), "invalid unit codes", len(v))

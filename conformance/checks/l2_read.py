@@ -523,7 +523,7 @@ async def qry_concise(ctx: RunContext) -> str | None:
 @check("L2-QRY-015", "geoQ: near with maxDistance",
        sends="GET /entities?type=T&georel=near;maxDistance==100&geometry=Point&coordinates=[lon,lat]",
        expects="the entity at that point; nothing farther than 100 m",
-       explain="'What is within 100 m of here' is the basic question of a territory's map.")
+       explain="Asking what lies within 100 m of a place is the basic question of a territory's map.")
 async def qry_near(ctx: RunContext) -> str | None:
     rs, e = await _first(ctx)
     p = point_of(e)
@@ -634,7 +634,7 @@ async def qry_geojson(ctx: RunContext) -> str | None:
 @check("L2-QRY-022", "A query that matches nothing: 200 and an empty array",
        sends="GET /entities?type=JcNoSuchType",
        expects="200 with []",
-       explain="'Nothing found' is a normal answer, not an error.")
+       explain="An empty result is a normal answer, not an error.")
 async def qry_empty(ctx: RunContext) -> str | None:
     got = json_list(await _query(ctx, {"type": f"JcNoSuchType{ctx.run_id}"}))
     expect(got == [], f"{len(got)} entities for a type nobody uses")

@@ -207,7 +207,7 @@ _media("L3-CRE-022", "Content-Type application/geo+json on a write: 415",
        "GeoJSON is an output format for retrieval only.", 415, _post_as(GEO_JSON, "c22"))
 _media("L3-CRE-023", "Content-Type merge-patch+json on POST: 415",
        "POST /entities with Content-Type application/merge-patch+json",
-       "merge-patch is a PATCH format only.", 415, _post_as(MERGE_PATCH, "c23"))
+       "The merge-patch media type is for PATCH requests only.", 415, _post_as(MERGE_PATCH, "c23"))
 _media("L3-BAT-018", "Batch with Content-Type text/plain: 415",
        "POST /entityOperations/create with Content-Type text/plain",
        "Batch writes obey the same media type rules.", 415,

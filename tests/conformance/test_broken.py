@@ -1,0 +1,149 @@
+"""Deliberately broken targets: each fails exactly the checks whose rule it breaks, and no other.
+
+API breaks are a proxy in front of the embedded store that breaks one rule; data breaks are
+entity files with one defect; quality breaks are a simulated vendor that misses its promise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.profile import load_profile
+from conformance.reports import validate_report
+from conformance.runner import run
+from conformance.targets import EndpointTarget, FilesTarget
+from tests.conformance.support import (
+    KNOWN_STORE_DEVIATIONS,
+    TOKEN,
+    breaking_proxy,
+    feeder,
+    model_example,
+    running_store,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+API_BREAKS: dict[str | None, set[str]] = {
+    None: set(),
+    "error-type": {"L2-RET-016", "L3-UPD-003", "L3-APP-004", "L3-PAT-003", "L3-MRG-004", "L3-RPL-002",
+                   "L3-DEL-002", "L3-DEL-003", "L3-DEL-005", "L4-SUB-006", "L4-SUB-008", "L5-TMP-010",
+                   "L6-TEN-010", "L6-TEN-017"},
+    "no-context-link": {"L2-RET-003", "L2-CTX-003", "L2-CTX-004", "L5-TMP-014"},
+    "no-ld-context": {"L2-RET-006", "L2-CTX-005"},
+    "tenant-echo": {"L6-TEN-001", "L6-TEN-002", "L6-TEN-003"},
+    "tenant-leak": {"L6-TEN-010", "L6-TEN-011", "L6-TEN-017", "L6-TEN-018", "L6-TEN-019"},
+    "batch-shape": {"L3-BAT-002", "L3-BAT-003", "L3-BAT-006", "L3-BAT-013", "L3-BAT-015", "L3-BAT-017",
+                    "L3-BAT-019"},
+    "keyvalues": {"L2-RET-008", "L2-RET-009", "L2-QRY-013"},
+    "no-pagination-links": {"L2-PAG-002", "L2-PAG-003", "L2-PAG-004", "L2-PAG-011"},
+    "count-missing": {"L2-CNT-001", "L2-CNT-002", "L2-CNT-003", "L2-CNT-004", "L2-PAG-007", "L6-TEN-016"},
+    "accept-any-type": {"L3-CRE-012", "L3-UPD-005", "L3-BAT-018"},
+    "open-writes": {"L6-AUT-001", "L6-AUT-002", "L6-AUT-005", "L6-AUT-006", "L6-AUT-007", "L6-AUT-008",
+                    "L6-AUT-009", "L6-AUT-010", "L6-AUT-011", "L6-AUT-012"},
+}
+"""Break -> the checks it must fail (beyond what the store itself fails today)."""
+
+
+def not_passed(report: dict[str, Any]) -> dict[str, str]:
+    """Mandatory checks that did not pass, with their reasons."""
+    return {r["id"]: f"{r['verdict']}: {r['reason']}" for r in report["results"]
+            if r["status"] == "mandatory" and r["verdict"] != "pass"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("brk", list(API_BREAKS), ids=lambda b: b or "unbroken")
+async def test_api_break_fails_exactly_its_checks(tmp_path: Path, brk: str | None) -> None:
+    """The proxy breaks one rule; the run fails exactly the checks of that rule."""
+    profile = load_profile(str(FIXTURES / "api-only.yaml"))
+    async with running_store(tmp_path / "store") as store, breaking_proxy(store, brk) as url:
+        report = await run(profile, EndpointTarget(url=url, token=TOKEN, token_source="test", allow_write=True))
+    assert validate_report(report) == []
+    got = not_passed(report)
+    assert set(got) == API_BREAKS[brk] | KNOWN_STORE_DEVIATIONS, got
+    assert all(v.startswith("fail") for k, v in got.items()), got
+    assert report["run"]["cleanup"]["left"] == []
+
+
+def _files(tmp_path: Path, entities: list[dict[str, Any]]) -> FilesTarget:
+    path = tmp_path / "delivery.ndjson"
+    path.write_text("\n".join(json.dumps(e) for e in entities) + "\n", encoding="utf-8")
+    return FilesTarget([path])
+
+
+def _delivery() -> list[dict[str, Any]]:
+    return [model_example(m) for m in ("AirQualityObserved", "WasteContainer", "Streetlight", "ParkingSpot")]
+
+
+def _break_units(ents: list[dict[str, Any]]) -> None:
+    ents[0]["no2"]["unitCode"] = "GP"  # mg/m3 where the model says µg/m3: a factor of 1000
+
+
+def _break_zone(ents: list[dict[str, Any]]) -> None:
+    ents[0]["no2"]["observedAt"] = "2025-03-01T08:00:00"
+
+
+def _break_crs(ents: list[dict[str, Any]]) -> None:
+    ents[0]["location"]["value"]["coordinates"] = [842000.0, 6519000.0]
+
+
+def _break_id(ents: list[dict[str, Any]]) -> None:
+    ents[1]["id"] = "container 12"
+
+
+def _break_relationship(ents: list[dict[str, Any]]) -> None:
+    ents[2]["refJcDevice"] = {"type": "Relationship", "object": "lamp post 7"}
+
+
+DATA_BREAKS: dict[str, tuple[Any, set[str]]] = {
+    "unbroken": (lambda ents: None, set()),
+    "units-wrong": (_break_units, {"L1-UNT-002"}),
+    "observedAt-without-zone": (_break_zone, {"L1-TIM-001"}),
+    "lambert-coordinates": (_break_crs, {"L1-GEO-002"}),
+    "id-not-uri": (_break_id, {"L1-ENT-002"}),
+    "relationship-not-uri": (_break_relationship, {"L1-ATT-002"}),
+}
+
+
+@pytest.mark.parametrize("name", list(DATA_BREAKS))
+async def test_data_break_fails_exactly_its_check(tmp_path: Path, name: str) -> None:
+    """One defect in delivered entity files fails the one L1 check of that rule."""
+    breaker, expected = DATA_BREAKS[name]
+    ents = _delivery()
+    breaker(ents)
+    profile = load_profile("fournisseur-donnees")
+    report = await run(profile, _files(tmp_path, ents))
+    assert validate_report(report) == []
+    l1 = {r["id"]: r for r in report["results"] if r["level"] == "L1"}
+    failed = {cid for cid, r in l1.items() if r["verdict"] == "fail"}
+    assert failed == expected, {cid: l1[cid]["reason"] for cid in failed}
+    assert not [r for r in l1.values() if r["verdict"] == "error"]
+    ran = {cid for cid, r in l1.items() if r["verdict"] == "pass"} | failed
+    assert {"L1-SDM-001", "L1-SDM-020", "L1-SDM-013", "L1-SDM-010"} <= ran
+
+
+QUALITY_DECL = {"type": "JcTestSensor", "reporting_interval_seconds": 0.25, "latency_max_seconds": 3.0,
+                "devices": 2, "ranges": {"level": {"min": 0, "max": 100}}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "interval", "value", "expected"), [
+    ("as-declared", 0.25, lambda k: 20.0 + k % 5, set()),
+    ("reporting-slower-than-declared", 0.5, lambda k: 20.0 + k % 5, {"Q-INT-001"}),
+    ("values-out-of-range", 0.25, lambda k: 250.0, {"Q-RNG-001"}),
+])
+async def test_quality_break_fails_exactly_its_check(tmp_path: Path, name: str, interval: float, value: Any,
+                                                      expected: set[str]) -> None:
+    """A vendor that misses one promise fails the Q check of that promise."""
+    profile = load_profile(str(FIXTURES / "quality-only.yaml"))
+    profile.quality.update({"window_seconds": 3.0, "poll_interval_seconds": 0.1, "declarations": [QUALITY_DECL]})
+    async with running_store(tmp_path / "store") as url, feeder(url, etype="JcTestSensor", devices=2,
+                                                                 interval=interval, value=value):
+        report = await run(profile, EndpointTarget(url=url, token=TOKEN, token_source="test"))
+    assert validate_report(report) == []
+    q = {r["id"]: r for r in report["results"] if r["level"] == "Q"}
+    assert {cid for cid, r in q.items() if r["verdict"] == "fail"} == expected, {c: r["reason"] for c, r in q.items()}
+    assert all(r["evidence"].get("measurements") for r in q.values() if r["verdict"] != "skip")
