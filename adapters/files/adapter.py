@@ -139,6 +139,8 @@ class FilesAdapter:
 
     async def run(self, emit: Emit) -> None:
         """Import what is there, then (``watch``) look again every ``interval`` seconds until stopped."""
+        # The runtime restarts a source by calling stop() then run() again on the same instance.
+        self._stopped.clear()
         while not self._stopped.is_set():
             self.stats["scans"] += 1
             try:

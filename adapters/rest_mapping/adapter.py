@@ -146,6 +146,8 @@ class RestMappingAdapter:
 
     async def run(self, emit: Emit) -> None:
         """Poll every ``interval`` seconds until stopped; back off while the API fails."""
+        # The runtime restarts a source by calling stop() then run() again on the same instance.
+        self._stopped.clear()
         backoff = Backoff(self.initial_delay or 1.0, self.max_delay or 300.0)
         try:
             while not self._stopped.is_set():

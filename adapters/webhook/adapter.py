@@ -104,6 +104,9 @@ class WebhookAdapter:
 
     async def run(self, emit: Emit) -> None:
         """Listen until stopped; ``url`` is set and ``ready`` fires once the socket is bound."""
+        # The runtime restarts a source by calling stop() then run() again on the same instance.
+        self._stopped.clear()
+        self.ready.clear()
         key = self._signing_key()
 
         async def receive(request: web.Request) -> web.StreamResponse:

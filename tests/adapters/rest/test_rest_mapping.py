@@ -439,3 +439,23 @@ def test_invalid_mapping_reports_every_problem() -> None:
     problems = caught.value.problems
     assert any(p.startswith("mapping.items:") for p in problems)
     assert any("attributes.x.from_unit" in p for p in problems)
+
+
+async def test_run_again_after_stop_as_the_supervisor_restarts_a_source(serve: Serve) -> None:
+    async def data(request: web.Request) -> web.Response:
+        return web.json_response({"items": ITEMS})
+
+    app = web.Application()
+    app.router.add_get("/data", data)
+    adapter = _adapter(await serve(app) + "/data", interval=60)
+    for round_ in (1, 2):
+        emit = Collector()
+        await adapter.check()
+        task = asyncio.create_task(adapter.run(emit))
+        for _ in range(500):
+            if emit.messages:
+                break
+            await asyncio.sleep(0.01)
+        await adapter.stop()
+        await asyncio.wait_for(task, 5)
+        assert len(emit.messages) == 1, f"round {round_}"

@@ -218,3 +218,21 @@ async def test_stop_before_run_and_twice() -> None:
     adapter = WebhookAdapter({"secret": SECRET, "mapping_file": "builtin:parking_events.yaml"})
     await adapter.stop()
     await adapter.stop()
+
+
+async def test_run_again_after_stop_keeps_the_seen_ids(client: aiohttp.ClientSession) -> None:
+    emit = Collector()
+    adapter, task = await _started({}, emit)
+    headers = _headers(BODY, msg_id="msg_restart")
+    async with client.post(adapter.url, data=BODY, headers=headers) as resp:
+        assert resp.status == 202
+    await _stop(adapter, task)
+    # The runtime restarts a failed source on the same instance: stop() then run().
+    task = asyncio.create_task(adapter.run(emit))
+    await asyncio.wait_for(adapter.ready.wait(), 10)
+    try:
+        async with client.post(adapter.url, data=BODY, headers=headers) as resp:
+            assert resp.status == 200  # the redelivery is still recognised
+        assert len(emit.messages) == 1
+    finally:
+        await _stop(adapter, task)
