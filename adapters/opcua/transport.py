@@ -622,6 +622,13 @@ class ServerLink:
             if exc.code in _AUTH_CODES:
                 raise AuthFailed(f"server {self.name} refused the session: {exc}") from exc
             raise Unavailable(f"server {self.name}: {exc}") from exc
+        except UaError as exc:
+            if "No matching endpoints" in str(exc):
+                raise ConfigInvalid(
+                    f"server {self.name} offers no endpoint for this security policy and mode",
+                    [f"/servers/{self.name}/security: {exc}"],
+                ) from exc
+            raise Unavailable(f"server {self.name} at {self.endpoint} is unavailable: {exc!r}") from exc
         except _TRANSIENT as exc:
             raise Unavailable(f"server {self.name} at {self.endpoint} is unavailable: {exc!r}") from exc
         finally:

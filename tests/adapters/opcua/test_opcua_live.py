@@ -16,7 +16,7 @@ from asyncua import ua
 from adapters.opcua import OpcUaAdapter
 from adapters.opcua.certs import make_certificate
 from adapters.simulators.waternet import NAMESPACE, WaterNet, create
-from gateway.errors import AuthFailed, Unavailable
+from gateway.errors import AuthFailed, ConfigInvalid, Unavailable
 from gateway.model import RawMessage
 from tests.conftest import free_port
 
@@ -355,14 +355,14 @@ async def test_wrong_password_is_refused(secure_sim: tuple[WaterNet, Path]) -> N
     sim, tmp_path = secure_sim
     secret = tmp_path / "password"
     secret.write_text("wrong")
-    with pytest.raises((AuthFailed, Unavailable)):
+    with pytest.raises(AuthFailed, match="BadUserAccessDenied"):
         await OpcUaAdapter(secure_config(sim, tmp_path, secret)).check()
 
 
 async def test_unsecured_client_is_refused_by_a_secure_server(secure_sim: tuple[WaterNet, Path]) -> None:
     sim, _ = secure_sim
     cfg = server_config("plain", sim, username="operator", password="s3cret-pw", timeout_s=2)
-    with pytest.raises((AuthFailed, Unavailable)):
+    with pytest.raises(ConfigInvalid, match="security policy"):
         await OpcUaAdapter({"servers": [cfg]}).check()
 
 
