@@ -27,6 +27,8 @@ from gateway.store.query import QExpr, parse_q, parse_type_expression
 
 MAX_INSTANCES: Final = 10_000
 """Most instances per attribute in one answer; beyond, 206 with a Content-Range (§6.3.10.3)."""
+MAX_RESPONSE_INSTANCES: Final = 200_000
+"""Most instances in one answer, all entities together (bounds memory for wide type queries)."""
 MAX_LAST_N: Final = 10_000
 MAX_BUCKETS: Final = 100_000
 """Most aggregation periods per attribute (e.g. PT1M over ten years is refused)."""
@@ -228,13 +230,30 @@ def _read_entities(
     for series in history.series_of(conn, req.selector, [e for e, _ in page]):
         series_by_entity.setdefault(series.entity_id, []).append(series)
     out = []
-    partial: tuple[int, int] | None = None
+    state = _Budget(MAX_RESPONSE_INSTANCES)
     for entity_id, types in page:
-        entity, cut = _render_entity(conn, req, ctx, entity_id, types, series_by_entity.get(entity_id, []))
-        out.append(entity)
-        if cut is not None:
-            partial = cut if partial is None else (min(partial[0], cut[0]), max(partial[1], cut[1]))
+        out.append(_render_entity(conn, req, ctx, entity_id, types, series_by_entity.get(entity_id, []), state))
+    partial = None
+    if state.cut and state.first is not None and state.last is not None:
+        partial = (state.first, state.last)
     return _Page(out, total, partial)
+
+
+@dataclass(slots=True)
+class _Budget:
+    """Instances left for this answer, and the time span of what was returned."""
+
+    left: int
+    first: int | None = None
+    last: int | None = None
+    cut: bool = False
+
+    def saw(self, insts: Sequence[Instance], time_property: str) -> None:
+        if not insts:
+            return
+        low, high = _moment(insts[0], time_property), _moment(insts[-1], time_property)
+        self.first = low if self.first is None else min(self.first, low)
+        self.last = high if self.last is None else max(self.last, high)
 
 
 def _moment(inst: Instance, time_property: str) -> int:
@@ -252,10 +271,10 @@ def _render_entity(
     entity_id: str,
     types: Sequence[str],
     series_list: Sequence[Series],
-) -> tuple[dict[str, Any], tuple[int, int] | None]:
+    budget: _Budget,
+) -> dict[str, Any]:
     compact_types = [ctx.compact_iri(t) for t in types]
     entity: dict[str, Any] = {"id": entity_id, "type": compact_types[0] if len(compact_types) == 1 else compact_types}
-    cut: tuple[int, int] | None = None
     for series in series_list:
         name = ctx.compact_iri(series.attr)
         if req.representation == "aggregatedValues":
@@ -263,15 +282,19 @@ def _render_entity(
             if item is not None:
                 entity.setdefault(name, []).append(item)
             continue
-        insts = history.instances(
-            conn, series, req.tf, last_n=req.last_n, limit=None if req.last_n else MAX_INSTANCES + 1
-        )
+        cap = min(MAX_INSTANCES, budget.left)
+        if cap <= 0:
+            budget.cut = True  # the answer is full: later attributes are left for the next request
+            continue
+        last_n = min(req.last_n, cap) if req.last_n is not None else None
+        insts = history.instances(conn, series, req.tf, last_n=last_n, limit=None if last_n else cap + 1)
         if not insts:
             continue
-        if req.last_n is None and len(insts) > MAX_INSTANCES:
-            insts = insts[:MAX_INSTANCES]
-            span = (_moment(insts[0], req.time_property), _moment(insts[-1], req.time_property))
-            cut = span if cut is None else (min(cut[0], span[0]), max(cut[1], span[1]))
+        if last_n is None and len(insts) > cap:
+            insts = insts[:cap]
+            budget.cut = True
+        budget.left -= len(insts)
+        budget.saw(insts, req.time_property)
         if req.representation == "temporalValues":
             entity.setdefault(name, []).append(_temporal_values(ctx, series, insts, req.time_property))
         else:
@@ -282,7 +305,7 @@ def _render_entity(
         # one dataset: the attribute is one object in the simplified forms; normalized stays an array
         if key not in ("id", "type") and req.representation != "normalized" and len(value) == 1:
             entity[key] = value[0]
-    return entity, cut
+    return entity
 
 
 def _temporal_values(ctx: Context, series: Series, insts: Sequence[Instance], time_property: str) -> dict[str, Any]:

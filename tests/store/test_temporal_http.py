@@ -268,3 +268,14 @@ async def test_timeproperty_modified_at(server: StoreServer) -> None:
     assert reply.status == 200, reply.raw
     assert reply.json["temperature"]["values"][-1] == [READINGS[-1], stamps[-1]]
     assert len(reply.json["temperature"]["values"]) == len([s for s in stamps if s >= stamps[3]])
+
+
+async def test_answer_wide_budget_cuts_with_partial_content(
+    server: StoreServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(temporal, "MAX_RESPONSE_INSTANCES", 7)
+    await feed(server)
+    reply = await server.get("/temporal/entities", params={**WINDOW, "type": "Sensor", "attrs": "temperature"})
+    assert reply.status == 206
+    assert [len(e["temperature"]) for e in reply.json] == [6, 1]
+    assert reply.headers["Content-Range"].startswith(f"date-time {at(0)}-")
