@@ -766,7 +766,18 @@ def apply_mapping(mapping: EntityMapping | Mapping[str, Any], document: Any) -> 
     items = select_items(compiled, document)
     base = items_pointer(compiled, document)
     entities = []
+    failed: list[TranslationError] = []
     for index, item in enumerate(items):
         pointer = f"{base}/{index}" if base is not None else ""
-        entities.append(map_item(compiled, item, where=f"item {index}", pointer=pointer))
+        try:
+            entities.append(map_item(compiled, item, where=f"item {index}", pointer=pointer))
+        except TranslationError as exc:
+            failed.append(exc)
+    if failed:
+        # The whole document is one message: report the first problem in full and name the
+        # other bad items, so that one look at the dead letter shows everything to fix.
+        first = failed[0]
+        others = [exc.reason.split(":", 1)[0] for exc in failed[1:]]
+        more = f" (also untranslatable: {', '.join(others[:20])}{', ...' if len(others) > 20 else ''})"
+        raise TranslationError(first.reason + (more if others else ""), first.pointer)
     return entities

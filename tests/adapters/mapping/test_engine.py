@@ -272,3 +272,13 @@ def test_mapping_file_errors_name_the_file(tmp_path: Path) -> None:
         load_mapping(path)
     with pytest.raises(ConfigInvalid, match="cannot read mapping file"):
         load_mapping(tmp_path / "absent.yaml")
+
+
+def test_a_document_error_names_every_bad_item() -> None:
+    mapping = _mapping(powerState={"select": "s", "map": {"ON": "on"}})
+    rows = {"rows": [{"ref": 1, "s": "X"}, {"ref": 2, "s": "ON"}, {"ref": 3, "s": "Y"}, {"s": "ON"}]}
+    with pytest.raises(TranslationError) as caught:
+        apply_mapping(mapping, rows)
+    assert caught.value.reason.startswith("item 0: attribute 'powerState' (select 's'): 'X' is not in the value map")
+    assert caught.value.reason.endswith("(also untranslatable: item 2, item 3)")
+    assert caught.value.pointer == "/rows/0/s"
