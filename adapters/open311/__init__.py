@@ -41,6 +41,18 @@ _OUT_FIELDS: Final = (
 
 
 def _secret(spec: Mapping[str, Any], name: str) -> str | None:
+    value = _read_secret(spec, name)
+    if value:
+        try:
+            from gateway.runtime.logging import register_secret
+        except ImportError:  # the runtime's log formatter is optional for the adapter
+            return value
+        for part in value.split(","):
+            register_secret(part.strip())
+    return value
+
+
+def _read_secret(spec: Mapping[str, Any], name: str) -> str | None:
     if spec.get(f"{name}_file"):
         return Path(spec[f"{name}_file"]).read_text(encoding="utf-8").strip()
     if spec.get(f"{name}_env"):
