@@ -78,8 +78,9 @@ async def _verdicts(ctx: RunContext) -> list[tuple[str, Any, Any]]:
     return cached
 
 
-def _report(findings: list[str], what: str, total: int) -> str | None:
+def _report(ctx: RunContext, findings: list[str], what: str, total: int) -> str | None:
     if findings:
+        ctx.measurements.append({"findings": findings[:EVIDENCE_LIMIT], "count": len(findings), "judged": total})
         shown = "; ".join(findings[:MAX_LISTED])
         more = f" (and {len(findings) - MAX_LISTED} more)" if len(findings) > MAX_LISTED else ""
         raise Fail(f"{len(findings)} {what}: {shown}{more}")
@@ -105,7 +106,7 @@ async def ent_shape(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     findings = [f"{loc}: {rec.reason}" for loc, rec, _ in v if is_failure(rec)]
     findings += _rule_findings(v, lambda r: r in _ENT_RULES)
-    return _report(findings, "records are not entities", len(v))
+    return _report(ctx, findings, "records are not entities", len(v))
 
 
 @check("L1-ENT-002", "Entity ids are URIs", needs=D,
@@ -114,7 +115,7 @@ async def ent_shape(ctx: RunContext) -> str | None:
        explain="URIs make identifiers unique across vendors and territories.")
 async def ent_uri(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
-    return _report(_rule_findings(v, lambda r: r == "id-uri"), "ids are not URIs", len(v))
+    return _report(ctx, _rule_findings(v, lambda r: r == "id-uri"), "ids are not URIs", len(v))
 
 
 @check("L1-ENT-003", "Entity ids are unique in a delivery", needs=D,
@@ -130,7 +131,7 @@ async def ent_unique(ctx: RunContext) -> str | None:
             if rec["id"] in seen:
                 findings.append(f"{loc}: {rec['id']} already at {seen[rec['id']]}")
             seen.setdefault(rec["id"], loc)
-    return _report(findings, "duplicated ids", len(records))
+    return _report(ctx, findings, "duplicated ids", len(records))
 
 
 @check("L1-ATT-001", "Attributes follow the NGSI-LD structure", needs=D,
@@ -140,7 +141,7 @@ async def ent_unique(ctx: RunContext) -> str | None:
 async def att_structure(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     findings = _rule_findings(v, lambda r: r not in _OWN and not r.startswith(("schema:", "geojson", "id-")))
-    return _report(findings, "attribute structure errors", len(v))
+    return _report(ctx, findings, "attribute structure errors", len(v))
 
 
 @check("L1-ATT-002", "Relationships point at URIs", needs=D,
@@ -149,7 +150,7 @@ async def att_structure(ctx: RunContext) -> str | None:
        explain="A link to 'container 12' cannot be followed; a link to a URI can.")
 async def att_rel(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
-    return _report(_rule_findings(v, lambda r: r == "relationship-object"), "relationships are not URIs", len(v))
+    return _report(ctx, _rule_findings(v, lambda r: r == "relationship-object"), "relationships are not URIs", len(v))
 
 
 @check("L1-ATT-003", "datasetId values are URIs, one instance per datasetId", needs=D,
@@ -158,7 +159,7 @@ async def att_rel(ctx: RunContext) -> str | None:
        explain="Multiple sources for one quantity must stay distinguishable.")
 async def att_dataset(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
-    return _report(_rule_findings(v, lambda r: r.startswith("dataset-id")), "datasetId errors", len(v))
+    return _report(ctx, _rule_findings(v, lambda r: r.startswith("dataset-id")), "datasetId errors", len(v))
 
 
 @check("L1-ATT-004", "Attribute names are valid terms", needs=D,
@@ -173,7 +174,7 @@ async def att_names(ctx: RunContext) -> str | None:
             for name in rec:
                 if name not in ENTITY_MEMBERS and not _NAME.match(name) and not is_uri(name):
                     findings.append(f"{loc}: {name!r}")
-    return _report(findings, "invalid attribute names", len(records))
+    return _report(ctx, findings, "invalid attribute names", len(records))
 
 
 @check("L1-TIM-001", "Times are RFC 3339 with a time zone", needs=D,
@@ -182,7 +183,7 @@ async def att_names(ctx: RunContext) -> str | None:
        explain="A time without a zone is ambiguous by one or two hours in France (summer time).")
 async def tim_zone(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
-    return _report(_rule_findings(v, lambda r: r in _TIME_RULES), "times without zone or unparsable", len(v))
+    return _report(ctx, _rule_findings(v, lambda r: r in _TIME_RULES), "times without zone or unparsable", len(v))
 
 
 def _observed(rec: Any) -> Iterable[tuple[str, str]]:
@@ -211,7 +212,7 @@ async def tim_future(ctx: RunContext) -> str | None:
                     findings.append(f"{loc}/{name}: {moment}")
             except ValueError:
                 continue  # L1-TIM-001 reports unparsable times
-    return _report(findings, "observations dated in the future", len(records))
+    return _report(ctx, findings, "observations dated in the future", len(records))
 
 
 @check("L1-TIM-003", "Date-valued properties carry a time zone", needs=D,
@@ -235,7 +236,7 @@ async def tim_dates(ctx: RunContext) -> str | None:
                     parse_time(value)
                 except ValueError as exc:
                     findings.append(f"{loc}/{name}: {exc}")
-    return _report(findings, "date-time values without zone", len(records))
+    return _report(ctx, findings, "date-time values without zone", len(records))
 
 
 @check("L1-UNT-001", "unitCode is a UN/CEFACT common code", needs=D,
@@ -244,7 +245,7 @@ async def tim_dates(ctx: RunContext) -> str | None:
        explain="Symbols such as '°C' or 'Celsius' are not machine-comparable; the UN/CEFACT code is.")
 async def unt_code(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
-    return _report(_rule_findings(v, lambda r: r == "unit-code"), "invalid unit codes", len(v))
+    return _report(ctx, _rule_findings(v, lambda r: r == "unit-code"), "invalid unit codes", len(v))
 
 
 def _expected_unit(ctx: RunContext, etype: str, name: str) -> str | None:
@@ -281,7 +282,7 @@ async def unt_expected(ctx: RunContext) -> str | None:
                     want = _expected_unit(ctx, rec["type"], name)
                     if want is not None and code != want:
                         findings.append(f"{loc}/{name}: {code} instead of {want}")
-    return _report(findings, "unexpected units", len(records))
+    return _report(ctx, findings, "unexpected units", len(records))
 
 
 @check("L1-GEO-001", "Geometries are valid GeoJSON", needs=D,
@@ -290,7 +291,7 @@ async def unt_expected(ctx: RunContext) -> str | None:
        explain="Maps and spatial queries only work on valid geometries.")
 async def geo_valid(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
-    return _report(_rule_findings(v, lambda r: r.startswith("geojson") and r != "geojson-ring"),
+    return _report(ctx, _rule_findings(v, lambda r: r.startswith("geojson") and r != "geojson-ring"),
                    "invalid geometries", len(v))
 
 
@@ -321,7 +322,7 @@ async def geo_wgs84(ctx: RunContext) -> str | None:
                         if len(pos) >= 2 and not (-180 <= pos[0] <= 180 and -90 <= pos[1] <= 90):
                             findings.append(f"{loc}/{name}: {pos[:2]}")
                             break
-    return _report(findings, "positions outside WGS84 bounds", len(records))
+    return _report(ctx, findings, "positions outside WGS84 bounds", len(records))
 
 
 @check("L1-GEO-003", "Polygon rings are closed", needs=D,
@@ -330,7 +331,7 @@ async def geo_wgs84(ctx: RunContext) -> str | None:
        explain="Open rings are not polygons; GIS software rejects them.")
 async def geo_rings(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
-    return _report(_rule_findings(v, lambda r: r == "geojson-ring"), "open or short rings", len(v))
+    return _report(ctx, _rule_findings(v, lambda r: r == "geojson-ring"), "open or short rings", len(v))
 
 
 def _model_check(model: str) -> Any:
@@ -339,7 +340,7 @@ def _model_check(model: str) -> Any:
         if not v:
             raise Skip(f"no entity of type {model} in the data")
         findings = _rule_findings(v, lambda r: r.startswith("schema:"))
-        return _report(findings, f"violations of the {model} model", len(v))
+        return _report(ctx, findings, f"violations of the {model} model", len(v))
 
     return run
 

@@ -380,6 +380,11 @@ async def _q(ctx: RunContext, q: str, *, must: list[str], must_not: tuple[str, .
     if ok is not None:
         bad = [x.get("id") for x in got if not ok(x)]
         expect(not bad, f"entities not satisfying q={q}: {bad[:5]}")
+        if len(got) < 100:
+            # Every known entity that satisfies the filter must be found: an answer that is merely
+            # "not wrong" (e.g. always empty) does not pass.
+            missing = [k.get("id") for k in rs.entities if ok(k) and k.get("id") not in found]
+            expect(not missing, f"entities satisfying q={q} missing from the result: {missing[:5]}")
     return got
 
 
@@ -532,6 +537,8 @@ async def qry_near(ctx: RunContext) -> str | None:
     expect(e["id"] in ids(got), f"{e['id']} missing although it is at the point")
     far = [x.get("id") for x in got if _dist(x, p) > 100.5]
     expect(not far, f"entities farther than 100 m returned: {far[:5]}")
+    near = [k.get("id") for k in rs.entities if _dist(k, p) < 99.5 and k.get("id") not in ids(got)]
+    expect(not near or len(got) >= 100, f"entities within 100 m missing: {near[:5]}")
     return None
 
 
@@ -564,6 +571,8 @@ async def _geo_box(ctx: RunContext, georel: str) -> None:
     expect(e["id"] in ids(got), f"{e['id']} missing although its point is inside the polygon")
     out = [x.get("id") for x in got if not _inside(x, p)]
     expect(not out, f"entities outside the polygon returned: {out[:5]}")
+    inside = [k.get("id") for k in rs.entities if _inside(k, p, 0.0019) and k.get("id") not in ids(got)]
+    expect(not inside or len(got) >= 100, f"entities inside the polygon missing: {inside[:5]}")
 
 
 @check("L2-QRY-016", "geoQ: within a polygon",
@@ -819,7 +828,9 @@ async def pag_walk(ctx: RunContext) -> str | None:
     resp = await _page(ctx, 2)
     seen: list[str] = []
     for _ in range(60):
-        seen.extend(ids(json_list(resp)))
+        page = ids(json_list(resp))
+        expect(not set(page) & set(seen), f"the next link led back to entities already seen: {page}")
+        seen.extend(page)
         nxt = rel_link(resp, "next")
         if not nxt:
             break
