@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from adapters.mapping.engine import apply_mapping, item_tenant, map_item, select_items
+from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
 from adapters.mapping.support import Availability, StateFile, content_key, mapping_from_config, sleep_or_stop
 from gateway.contract import Emit, Manifest
 from gateway.errors import InputError, TranslationError
@@ -223,7 +223,7 @@ class FilesAdapter:
             yield from csv_records(text, self.delimiter)
             return
         try:
-            doc = json.loads(data)
+            doc = parse_json(data)
         except ValueError as exc:
             raise InputError(f"not JSON: {exc}") from exc
         if kind == "geojson":
@@ -268,7 +268,7 @@ class FilesAdapter:
         if not per_record and (raw.content_type.startswith("text/csv") or meta.get("format") == "csv"):
             return self._whole_csv(raw.payload, where)
         try:
-            doc = json.loads(raw.payload)
+            doc = parse_json(raw.payload)
         except ValueError as exc:
             if per_record:
                 raise TranslationError(f"{where}: payload is not JSON ({exc})") from exc

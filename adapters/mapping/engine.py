@@ -91,6 +91,14 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
+def parse_json(data: str | bytes) -> Any:
+    """``json.loads`` that reports absurd nesting as a ValueError like any other bad JSON."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def load_yaml(text: str) -> Any:
     """Parse YAML with YAML 1.2 booleans (only true/false), so that ``ON:`` stays the string ON."""
     return yaml.load(text, Loader=_Yaml12Loader)
@@ -503,7 +511,7 @@ def _coerce(value: Any, kind: str, zone: ZoneInfo | None) -> Any:
         if not isinstance(value, str):
             return value
         try:
-            return json.loads(value)
+            return parse_json(value)
         except ValueError:
             raise ValueError(f"{value!r} is not JSON text") from None
     if kind == "datetime":
@@ -559,7 +567,7 @@ def _geometry(spec: AttributeSpec, item: Any) -> dict[str, Any]:
                 raise _Skip
             if isinstance(pair, str):
                 try:
-                    pair = json.loads(pair)
+                    pair = parse_json(pair)
                 except ValueError:
                     raise ValueError(f"{pair!r} is not an [x, y] pair") from None
             if not isinstance(pair, list) or len(pair) < 2:

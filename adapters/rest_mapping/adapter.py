@@ -16,7 +16,7 @@ import aiohttp
 import jmespath
 from jmespath.exceptions import JMESPathError
 
-from adapters.mapping.engine import apply_mapping, item_tenant, map_item, select_items
+from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
 from adapters.mapping.support import (
     Availability,
     Backoff,
@@ -375,7 +375,7 @@ def _param(value: Any) -> str:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return parse_json(body)
     except ValueError:
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +13,9 @@ import aiohttp
 
 from adapters.mapping.support import resolve_secret
 from gateway.errors import AuthFailed, Unavailable
+
+_MAX_TOKEN_BYTES = 65536
+"""A token response is a few hundred bytes; anything much larger is refused."""
 
 
 def basic_header(user: str, password: str) -> str:
@@ -99,10 +103,18 @@ class OAuth2ClientCredentials(Auth):
             async with session.post(
                 self.token_url, data=form, headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout)
             ) as resp:
-                body: Any = await resp.json(content_type=None) if resp.content_length != 0 else {}
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raw = b""
+                async for chunk in resp.content.iter_chunked(4096):
+                    raw += chunk
+                    if len(raw) > _MAX_TOKEN_BYTES:
+                        raise Unavailable(f"token endpoint answered more than {_MAX_TOKEN_BYTES} bytes")
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"token endpoint {self.token_url} unreachable: {type(exc).__name__}") from exc
+        try:
+            body: Any = json.loads(raw)
+        except (ValueError, RecursionError):
+            body = {}
         if status in (400, 401, 403):
             code = body.get("error", "") if isinstance(body, dict) else ""
             raise AuthFailed(f"token endpoint refused the client credentials ({status} {code})".strip())

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
-from adapters.mapping.engine import apply_mapping, item_tenant, map_item, select_items
+from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
 from adapters.mapping.support import content_key, mapping_from_config, resolve_secret
 from gateway.contract import Emit, Manifest
 from gateway.errors import ConfigInvalid, TranslationError
@@ -209,7 +209,7 @@ class WebhookAdapter:
 
     def _items(self, body: bytes) -> list[Any] | None:
         try:
-            return select_items(self.mapping, json.loads(body))
+            return select_items(self.mapping, parse_json(body))
         except (ValueError, TranslationError):
             return None
 
@@ -218,7 +218,7 @@ class WebhookAdapter:
     def to_entities(self, raw: RawMessage) -> list[Entity]:
         """Apply the mapping to one delivery (or one of its items)."""
         try:
-            doc = json.loads(raw.payload)
+            doc = parse_json(raw.payload)
         except ValueError as exc:
             raise TranslationError(f"delivery is not JSON: {exc}") from exc
         if raw.metadata.get("split") == "item":

@@ -236,3 +236,16 @@ async def test_run_again_after_stop_keeps_the_seen_ids(client: aiohttp.ClientSes
         assert len(emit.messages) == 1
     finally:
         await _stop(adapter, task)
+
+
+async def test_absurdly_nested_json_is_a_dead_letter_not_a_crash(client: aiohttp.ClientSession) -> None:
+    emit = Collector()
+    adapter, task = await _started({"max_body_bytes": 1 << 20}, emit)
+    try:
+        body = b"[" * 100_000 + b"]" * 100_000
+        async with client.post(adapter.url, data=body, headers=_headers(body)) as resp:
+            assert resp.status == 202
+        with pytest.raises(TranslationError, match="nested too deeply"):
+            adapter.to_entities(emit.messages[0])
+    finally:
+        await _stop(adapter, task)
