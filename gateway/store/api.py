@@ -21,8 +21,8 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from gateway import model
+from gateway.store import codec, jsonld
 from gateway.store import geo as geo_mod
-from gateway.store import jsonld
 from gateway.store import operations as ops
 from gateway.store import query as query_mod
 from gateway.store.base import Change, Doc, QuerySpec, Storage
@@ -254,7 +254,7 @@ async def read_body(request: web.Request, *, merge_patch: bool = False, context_
     except Exception as exc:  # IncompleteReadError, connection reset
         raise invalid_request(f"the body could not be read completely: {type(exc).__name__}") from None
     try:
-        data = json.loads(raw)
+        data = codec.loads_strict(raw)
     except (ValueError, RecursionError) as exc:
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise invalid_request(f"the body is not valid JSON{where}") from None
@@ -298,11 +298,7 @@ def respond(
     else:
         response_headers.append(("Link", f'<{ngsi.link_iri()}>; rel="{CONTEXT_REL}"; type="{LD_JSON}"'))
     response_headers.extend(("Link", link) for link in links)
-    response = web.Response(
-        body=json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(),
-        status=status,
-        content_type=media,
-    )
+    response = web.Response(body=codec.dumps_bytes(data), status=status, content_type=media)
     for name, value in response_headers:
         response.headers.add(name, value)
     return response

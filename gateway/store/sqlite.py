@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from gateway import model
-from gateway.store import jsonld
+from gateway.store import codec, jsonld
 from gateway.store.base import (
     DEFAULT_TENANT,
     Change,
@@ -75,7 +75,6 @@ CREATE TABLE IF NOT EXISTS contexts(id TEXT PRIMARY KEY, doc TEXT NOT NULL, crea
 _CHUNK = 500
 GEO_SLOTS = 64
 """R*Tree ids are ``rid * GEO_SLOTS + k``: at most 64 GeoProperty instances per entity."""
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _HOSTED = re.compile(r"/ngsi-ld/v1/jsonldContexts/([^/?#]+)$")
 
 
@@ -189,7 +188,7 @@ class SqliteStorage(StorageBase):
         )
         self._tenants.update(r[0] for r in conn.execute("SELECT name FROM tenants"))
         for cid, doc in conn.execute("SELECT id, doc FROM contexts"):
-            self._hosted[cid] = json.loads(doc)
+            self._hosted[cid] = codec.loads(doc)
         # Warm up: importing the bundled contexts and building the usual ones takes seconds
         # the first time; do it now rather than in the first request.
         self._contexts.get([])
@@ -318,7 +317,7 @@ class SqliteStorage(StorageBase):
                 ):
                     rids[eid] = rid
                     raw[eid] = doc
-            state: dict[str, Doc | None] = {eid: json.loads(doc) for eid, doc in raw.items()}
+            state: dict[str, Doc | None] = {eid: codec.loads(doc) for eid, doc in raw.items()}
             touched: dict[str, None] = {}
             written: list[tuple[str, list[str], str, dict[str, Any]]] = []
             results: list[ChangeResult] = []
@@ -354,7 +353,7 @@ class SqliteStorage(StorageBase):
         events: list[ChangeEvent] = []
         if want_events:
             for eid in touched:
-                before = json.loads(raw[eid]) if eid in raw else None
+                before = codec.loads(raw[eid]) if eid in raw else None
                 after = state.get(eid)
                 if before is None and after is None:
                     continue
@@ -383,7 +382,7 @@ class SqliteStorage(StorageBase):
         for eid in touched:
             doc = state.get(eid)
             rid = rids.get(eid)
-            old = json.loads(raw[eid]) if eid in raw else None
+            old = codec.loads(raw[eid]) if eid in raw else None
             old_geo = geo_boxes(old) if old is not None else []
             old_types: list[str] = old["type"] if old is not None else []
             if doc is None:
@@ -394,8 +393,8 @@ class SqliteStorage(StorageBase):
                         xtype_drop.append((rid,))
                 continue
             types = doc["type"]
-            text = _encode(doc)
-            summary = _encode(attr_summary(doc))
+            text = codec.dumps(doc)
+            summary = codec.dumps(attr_summary(doc))
             if rid is None:
                 if next_rid is None:
                     row = conn.execute("SELECT max(rid) FROM entities").fetchone()
@@ -446,7 +445,7 @@ class SqliteStorage(StorageBase):
             row = self._conn().execute(
                 "SELECT doc FROM entities WHERE tenant = ? AND id = ?", (tenant, entity_id)
             ).fetchone()
-            return None if row is None else dict(json.loads(row[0]))
+            return None if row is None else dict(codec.loads(row[0]))
 
         return await self._read(run)
 
@@ -516,7 +515,7 @@ class SqliteStorage(StorageBase):
                 f"SELECT e.doc FROM {where} ORDER BY e.id LIMIT ? OFFSET ?",
                 (*params, spec.limit + 1, spec.offset),
             ).fetchall()
-            docs = [json.loads(r[0]) for r in rows[: spec.limit]]
+            docs = [codec.loads(r[0]) for r in rows[: spec.limit]]
             count = None
             if spec.count:
                 count = int(conn.execute(f"SELECT count(*) FROM {where}", params).fetchone()[0])
@@ -553,9 +552,9 @@ class SqliteStorage(StorageBase):
             for eid, summary, text in rows:
                 if pattern is not None and pattern.fullmatch(eid) is None:
                     continue
-                if attrs is not None and not attrs.intersection(json.loads(summary)):
+                if attrs is not None and not attrs.intersection(codec.loads(summary)):
                     continue
-                doc = json.loads(text)
+                doc = codec.loads(text)
                 if spec.type_match is not None and not spec.type_match(doc["type"]):
                     continue
                 if spec.predicate is not None and not spec.predicate(doc):
@@ -573,7 +572,7 @@ class SqliteStorage(StorageBase):
             counts: dict[str, int] = {}
             attrs: dict[str, dict[str, set[str]]] = {}
             for rid, t, summary in conn.execute("SELECT rid, type, attrs FROM entities WHERE tenant = ?", (tenant,)):
-                parsed = json.loads(summary)
+                parsed = codec.loads(summary)
                 for typ in (t, *extra.get(rid, ())):
                     counts[typ] = counts.get(typ, 0) + 1
                     per = attrs.setdefault(typ, {})
