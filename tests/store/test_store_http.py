@@ -270,3 +270,13 @@ async def test_client_error_types_are_problem_json(server: StoreServer) -> None:
         assert body["type"].endswith("/ResourceNotFound")
         assert resp.headers["Content-Type"] == "application/json"
     assert isinstance(aiohttp.__version__, str)
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"id": "urn:x:1", "type": "T", "a": NaN}', b'{"id": "urn:x:1", "type": "T", "a": Infinity}', b"",
+            b"\xff\xfe"]
+)
+async def test_non_json_bodies_are_invalid_request(server: StoreServer, raw: bytes) -> None:
+    r = await server.request("POST", "/entities", data=raw)
+    assert r.status == 400
+    assert r.problem() == "InvalidRequest"
