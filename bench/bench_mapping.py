@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.files.adapter import csv_records
+from adapters.files import csv_records
 from adapters.mapping import apply_mapping, load_mapping, map_item
 from adapters.simulators.streetlighting import luminaire
 

@@ -49,7 +49,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _items(mapping: EntityMapping, path: Path, kind: str) -> list[tuple[str, str, Any]]:
-    from adapters.files.adapter import FORMATS, csv_records, decode
+    from adapters.files import FORMATS, csv_records, decode
 
     try:
         if path.stat().st_size > MAX_DOCUMENT_BYTES:
