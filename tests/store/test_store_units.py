@@ -161,3 +161,28 @@ async def test_given_storage_is_not_closed_by_the_app(tmp_path: Path) -> None:
     await runner.cleanup()
     assert await storage.count("") == 0  # still open
     await storage.close()
+
+
+async def test_unexpected_error_is_logged_500_problem(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store_app = create_store_app(StoreSettings(data_dir=tmp_path))
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("bug with a secret-free message")
+
+    store_app.router.add_get("/broken", broken)
+    parent = web.Application()
+    parent.add_subapp("/ngsi-ld/v1", store_app)
+    runner = web.AppRunner(parent)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/ngsi-ld/v1/broken") as resp:
+                assert resp.status == 500
+                body = await resp.json()
+                assert body["type"] == "https://uri.etsi.org/ngsi-ld/errors/InternalError"
+                assert "bug" not in body["detail"]
+    finally:
+        await runner.cleanup()
+    assert "RuntimeError" in caplog.text
