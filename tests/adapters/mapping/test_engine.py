@@ -282,3 +282,14 @@ def test_a_document_error_names_every_bad_item() -> None:
     assert caught.value.reason.startswith("item 0: attribute 'powerState' (select 's'): 'X' is not in the value map")
     assert caught.value.reason.endswith("(also untranslatable: item 2, item 3)")
     assert caught.value.pointer == "/rows/0/s"
+
+
+def test_quoted_identifiers_for_spreadsheet_headers() -> None:
+    mapping = {"entity_type": "Streetlight", "id": 'urn:ngsi-ld:Streetlight:{"N° PL"}',
+               "attributes": {"lanternHeight": {"select": '"Hauteur (m)"', "as": "number"},
+                              "location": {"point": {"x": '"X (L93)"', "y": '"Y (L93)"'}, "crs": "EPSG:2154"}}}
+    row = {"N° PL": "12", "Hauteur (m)": "8,5", "X (L93)": "771020", "Y (L93)": "6279310"}
+    (entity,) = apply_mapping(mapping, [row])
+    assert entity["id"] == "urn:ngsi-ld:Streetlight:12"
+    assert entity["lanternHeight"]["value"] == 8.5
+    assert entity["location"]["value"]["type"] == "Point"
