@@ -140,7 +140,20 @@ async def run(profile: Profile, target: Target, *, only: set[str] | None = None)
                 await ctx.receiver.stop()
             if client is not None:
                 await client.__aexit__(None, None, None)
-    return build_report(profile, target, ctx, results, started, time.monotonic() - t0, left, selection)
+    report = build_report(profile, target, ctx, results, started, time.monotonic() - t0, left, selection)
+    if only:
+        # A partial run is a diagnosis, never an acceptance: the mandatory checks it did not run
+        # count as not passed.
+        full = profile.selection()
+        report["run"]["only"] = sorted(only)
+        report["summary"]["mandatory_total"] = sum(1 for st in full.values() if st == "mandatory")
+        total = report["summary"]["mandatory_total"]
+        report["summary"]["mandatory_rate"] = round(report["summary"]["mandatory_passed"] / total, 4) if total else 1.0
+        report["summary"]["accepted"] = report["summary"]["mandatory_passed"] == total
+        for item in report["not_tested"]["checks"]:
+            if item["id"] in full and item["why"] == "not selected by the profile":
+                item["why"] = "not run: --only selected other checks"
+    return report
 
 
 def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -74,7 +74,15 @@ async def _notified(ctx: RunContext, label: str, *, value: float = 1.0, sub_extr
     if got is None:
         n = len(_rx(ctx).of(label))
         raise Fail(f"no notification about {ent['id']} within {_timeout(ctx):g} s ({n} other notifications)")
+    _keep(ctx, got)
     return ent, got
+
+
+def _keep(ctx: RunContext, got: Received) -> None:
+    """Keep a received notification as evidence (headers redacted like any exchange)."""
+    shown = ctx.client.recorder.headers(got.headers) if ctx.client else dict(got.headers)
+    body = ctx.client.recorder.body(got.raw) if ctx.client else got.raw.decode("utf-8", "replace")
+    ctx.measurements.append({"notification_received": {"headers": shown, "body": body}})
 
 
 # ------------------------------------------------------------------------------ subscriptions

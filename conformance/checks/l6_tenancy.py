@@ -92,7 +92,7 @@ async def _nonexistent(ctx: Ctx, method: str, path: str, **kw: Any) -> None:
     problem(await ctx.api(method, path, tenant=ctx.missing_tenant(), **kw), 404, "NonexistentTenant")
 
 
-@check("L6-TEN-005", "Reading in an unknown tenant: 404 NonexistentTenant", needs=W,
+@check("L6-TEN-005", "Reading in an unknown tenant: 404 NonexistentTenant", needs=("api", "tenancy"),
        sends="GET /entities/{id} with NGSILD-Tenant: <never created>",
        expects="404 with a ProblemDetails of type NonexistentTenant",
        explain="A typing error in a commune's name is reported, never answered with empty or foreign data.")
@@ -101,7 +101,7 @@ async def ten_missing_get(ctx: Ctx) -> str | None:
     return None
 
 
-@check("L6-TEN-006", "Querying in an unknown tenant: 404 NonexistentTenant", needs=W,
+@check("L6-TEN-006", "Querying in an unknown tenant: 404 NonexistentTenant", needs=("api", "tenancy"),
        sends="GET /entities?type=T with NGSILD-Tenant: <never created>",
        expects="404 with a ProblemDetails of type NonexistentTenant",
        explain="An empty list would hide the mistake.")

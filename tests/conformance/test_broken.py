@@ -125,21 +125,21 @@ async def test_data_break_fails_exactly_its_check(tmp_path: Path, name: str) -> 
     assert {"L1-SDM-001", "L1-SDM-020", "L1-SDM-013", "L1-SDM-010"} <= ran
 
 
-QUALITY_DECL = {"type": "JcTestSensor", "reporting_interval_seconds": 0.25, "latency_max_seconds": 3.0,
+QUALITY_DECL = {"type": "JcTestSensor", "reporting_interval_seconds": 0.5, "latency_max_seconds": 3.0,
                 "devices": 2, "ranges": {"level": {"min": 0, "max": 100}}}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "interval", "value", "expected"), [
-    ("as-declared", 0.25, lambda k: 20.0 + k % 5, set()),
-    ("reporting-slower-than-declared", 0.5, lambda k: 20.0 + k % 5, {"Q-INT-001"}),
-    ("values-out-of-range", 0.25, lambda k: 250.0, {"Q-RNG-001"}),
+    ("as-declared", 0.5, lambda k: 20.0 + k % 5, set()),
+    ("reporting-slower-than-declared", 1.0, lambda k: 20.0 + k % 5, {"Q-INT-001"}),
+    ("values-out-of-range", 0.5, lambda k: 250.0, {"Q-RNG-001"}),
 ])
 async def test_quality_break_fails_exactly_its_check(tmp_path: Path, name: str, interval: float, value: Any,
                                                       expected: set[str]) -> None:
     """A vendor that misses one promise fails the Q check of that promise."""
     profile = load_profile(str(FIXTURES / "quality-only.yaml"))
-    profile.quality.update({"window_seconds": 3.0, "poll_interval_seconds": 0.1, "declarations": [QUALITY_DECL]})
+    profile.quality.update({"window_seconds": 4.0, "poll_interval_seconds": 0.1, "declarations": [QUALITY_DECL]})
     async with running_store(tmp_path / "store") as url, feeder(url, etype="JcTestSensor", devices=2,
                                                                  interval=interval, value=value):
         report = await run(profile, EndpointTarget(url=url, token=TOKEN, token_source="test"))

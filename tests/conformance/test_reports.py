@@ -197,3 +197,19 @@ async def test_adapter_target_runs_the_adapter_over_recorded_payloads(tmp_path: 
     assert verdicts["L1-SDM-023"] == "pass", report["results"]
     assert set(verdicts.values()) == {"pass"}, {r["id"]: r["reason"] for r in report["results"]}
     assert report["target"]["kind"] == "adapter" and "config" not in report["target"]
+
+
+async def test_a_partial_run_is_never_an_acceptance(tmp_path: Path) -> None:
+    """--only is for diagnosis: the mandatory checks it leaves out count as not passed."""
+    async with running_store(tmp_path / "store") as url:
+        report = await run(load_profile("territoire-essentiel"),
+                           EndpointTarget(url=url, token=TOKEN, token_source="test", allow_write=True),
+                           only={"L6-TEN-005"})
+    assert validate_report(report) == []
+    assert [r["verdict"] for r in report["results"]] == ["pass"]
+    assert report["summary"]["accepted"] is False
+    assert report["summary"]["mandatory_total"] == 126 and report["summary"]["mandatory_passed"] == 1
+    assert report["run"]["only"] == ["L6-TEN-005"]
+    why = {c["id"]: c["why"] for c in report["not_tested"]["checks"]}
+    assert why["L2-RET-001"] == "not run: --only selected other checks"
+    assert why["L4-SUB-001"] == "not selected by the profile"

@@ -15,10 +15,10 @@ from tests.conformance.support import KNOWN_STORE_DEVIATIONS, TOKEN, feeder, mod
 
 QUALITY = {
     "vendor": "Test vendor",
-    "window_seconds": 3.0,
+    "window_seconds": 4.0,
     "poll_interval_seconds": 0.1,
     "declarations": [{
-        "type": "JcTestSensor", "reporting_interval_seconds": 0.25, "completeness_min": 0.6,
+        "type": "JcTestSensor", "reporting_interval_seconds": 0.5, "completeness_min": 0.6,
         "latency_max_seconds": 3.0, "devices": 2,
         "ranges": {"level": {"min": 0, "max": 100, "unit": "P1"}},
     }],
@@ -37,7 +37,7 @@ async def test_embedded_store_passes_territoire_complet(tmp_path: Path) -> None:
     profile.quality.update(QUALITY)
     async with running_store(tmp_path / "store") as url:
         await seed(url, [model_example(m) for m in profile.model_names])
-        async with feeder(url, etype="JcTestSensor", devices=2, interval=0.25):
+        async with feeder(url, etype="JcTestSensor", devices=2, interval=0.5):
             target = EndpointTarget(url=url, token=TOKEN, token_source="test", allow_write=True)
             report = await run(profile, target)
     assert validate_report(report) == []
