@@ -147,6 +147,7 @@ class AttributeSpec:
     observed_at: TimeSpec | None = None
     inherit_time: bool = True
     null_values: frozenset[str] = frozenset()
+    lang: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,10 +274,12 @@ def _attribute(
     source = given[0] if given else "value"
     geometric = source in ("point", "geometry")
     ngsi_type = raw.get("type") or ("GeoProperty" if geometric else model.get(name, "Property"))
-    if ngsi_type not in ("Property", "Relationship", "GeoProperty", "ListProperty", "JsonProperty"):
+    if ngsi_type not in ("Property", "Relationship", "GeoProperty", "LanguageProperty", "ListProperty", "JsonProperty"):
         ngsi_type = "Property"
     if geometric and ngsi_type != "GeoProperty":
         problems.append(f"{where}.type: point and geometry build a GeoProperty, not a {ngsi_type}")
+    if "lang" in raw and ngsi_type != "LanguageProperty":
+        problems.append(f"{where}.lang: only meaningful with type: LanguageProperty")
     if "crs" in raw and not geometric:
         problems.append(f"{where}.crs: only meaningful with point or geometry")
     point: dict[str, Selector] = {}
@@ -344,6 +347,7 @@ def _attribute(
         observed_at=observed,
         inherit_time=observed_raw is not False,
         null_values=nulls | {_map_key(v) for v in raw.get("null_values", ())},
+        lang=raw.get("lang"),
     )
 
 
@@ -654,6 +658,13 @@ def _build(spec: AttributeSpec, value: Any, observed: str | None) -> dict[str, A
         )
     elif spec.ngsi_type == "GeoProperty":
         attr = {"type": "GeoProperty", "value": value}
+    elif spec.ngsi_type == "LanguageProperty":
+        if isinstance(value, Mapping):
+            attr = {"type": "LanguageProperty", "languageMap": dict(value)}
+        elif spec.lang is not None:
+            attr = {"type": "LanguageProperty", "languageMap": {spec.lang: _map_key(value)}}
+        else:
+            raise ValueError("a LanguageProperty needs an object {lang: text} or lang: <tag>")
     elif spec.ngsi_type == "ListProperty":
         attr = {"type": "ListProperty", "valueList": value if isinstance(value, list) else [value]}
     elif spec.ngsi_type == "JsonProperty":

@@ -293,3 +293,16 @@ def test_quoted_identifiers_for_spreadsheet_headers() -> None:
     assert entity["id"] == "urn:ngsi-ld:Streetlight:12"
     assert entity["lanternHeight"]["value"] == 8.5
     assert entity["location"]["value"]["type"] == "Point"
+
+
+def test_language_properties() -> None:
+    mapping = _mapping(
+        name={"type": "LanguageProperty", "select": "nom", "lang": "fr"},
+        description={"type": "LanguageProperty", "select": "{fr: desc_fr, oc: desc_oc}"},
+    )
+    row = {"ref": 1, "nom": "Lampadaire", "desc_fr": "Place", "desc_oc": "Plaça"}
+    (entity,) = apply_mapping(mapping, {"rows": [row]})
+    assert entity["name"] == {"type": "LanguageProperty", "languageMap": {"fr": "Lampadaire"}}
+    assert entity["description"] == {"type": "LanguageProperty", "languageMap": {"fr": "Place", "oc": "Plaça"}}
+    with pytest.raises(ConfigInvalid, match="lang: only meaningful"):
+        compile_mapping(_mapping(name={"select": "nom", "lang": "fr"}))
