@@ -105,7 +105,7 @@ async def batch_create(request: web.Request) -> web.Response:
 
 
 async def batch_upsert(request: web.Request) -> web.Response:
-    """POST /entityOperations/upsert (``options=replace|update``): 201 all created, 204 all updated, else 207."""
+    """POST /entityOperations/upsert (``options=replace|update``): 201 (ids created), 204 (all updated), 207."""
     check_params(request, ("options",))
     ngsi = await ngsi_context(request, must_exist=False)
     _, _, others = parse_options(request.query.get("options"), None, allowed=frozenset({"replace", "update"}))
@@ -117,11 +117,10 @@ async def batch_upsert(request: web.Request) -> web.Response:
     result = await _run(ngsi, docs, early, lambda d: ops.upsert(d, mode), create_tenant=True)
     if result.errors:
         return _multi(ngsi, result)
-    if len(result.created) == len(result.success):
-        return respond(ngsi, result.created, status=201)
     if not result.created:
         return no_content()
-    return _multi(ngsi, result)
+    # §6.15.3.1: 201 with the ids of the entities created (those updated are not listed).
+    return respond(ngsi, list(dict.fromkeys(result.created)), status=201)
 
 
 async def batch_update(request: web.Request) -> web.Response:
