@@ -36,6 +36,7 @@ def register(sub: Any) -> None:
     apply.set_defaults(handler=_apply)
 
     def usage(_args: argparse.Namespace) -> int:
+        """``jonction mapping`` without an action: show the actions."""
         parser.print_help()
         return 2
 

@@ -110,6 +110,7 @@ class WebhookAdapter:
         key = self._signing_key()
 
         async def receive(request: web.Request) -> web.StreamResponse:
+            """One delivery (the handler closes over the key and the emit callback)."""
             return await self._receive(request, key, emit)
 
         app = web.Application(client_max_size=self.max_body)
