@@ -120,6 +120,12 @@ class Gateway:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, every thread) the gateway process has used so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -207,12 +213,17 @@ async def bench_throughput_latency_rss(args: argparse.Namespace, tmp: Path) -> N
         await send(gw, 0, 500, args.devices)  # warm-up
         await wait_published(gw, 500)
         began = time.perf_counter()
+        cpu_before = gw.cpu_seconds()
         acked = await send(gw, 500, args.messages, args.devices, concurrency=args.concurrency)
         acked_at = time.perf_counter()
         done = await wait_published(gw, 500 + args.messages)
+        cpu = (gw.cpu_seconds() - cpu_before) / args.messages
         print(f"throughput: {args.messages} messages, {acked} acknowledged in {acked_at - began:.2f}s "
               f"({acked / (acked_at - began):.0f} msg/s acknowledged); committed in the store at "
-              f"{args.messages / (done - began):.0f} msg/s (validation on, gateway on one core)")
+              f"{args.messages / (done - began):.0f} msg/s wall clock (validation on, gateway pinned to one core; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        print(f"throughput: gateway CPU {cpu * 1e6:.0f} µs per message end to end (HTTP in, archive, "
+              f"validation, outbox, store commit) → {1 / cpu:.0f} msg/s on one dedicated core")
         before = await gw.metrics()
         start = 500 + args.messages
         count = int(args.rate * args.latency_seconds)
@@ -303,6 +314,40 @@ async def check_remote(port: int, count: int, devices: int) -> int:
     return sum(1 for d, v in last.items() if found.get(f"urn:ngsi-ld:WasteContainer:bench-{d}") != v)
 
 
+async def bench_stages(args: argparse.Namespace, tmp: Path) -> None:
+    """CPU time per message of each stage, in this process (no HTTP): what bounds throughput."""
+    from adapters.ngsi_v2 import NgsiV2Adapter
+    from gateway.model import RawMessage
+    from gateway.runtime.normalize import normalize
+    from gateway.runtime.validator import load_validator
+    from gateway.store.base import open_storage
+
+    n = 2000
+    adapter = NgsiV2Adapter({"name": "bench"})
+    raws = [RawMessage("bench", "", "2026-01-01T00:00:00Z", notification(i, args.devices), f"k{i}")
+            for i in range(n)]
+    validate = load_validator(True)
+    figures: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        began = time.process_time()
+        out = fn()
+        figures[name] = (time.process_time() - began) / n * 1e6
+        return out
+
+    entities = timed("translate (ngsi_v2)", lambda: [e for r in raws for e in adapter.to_entities(r)])
+    timed("normalize", lambda: [normalize(e) for e in entities])
+    timed("validate (structure + Smart Data Model)", lambda: validate(entities))
+    storage = await open_storage(tmp / "stages" / "store.sqlite", durability="normal")
+    began = time.process_time()
+    for i in range(0, n, 500):
+        await storage.upsert("", entities[i:i + 500])
+    figures["embedded store upsert (batches of 500)"] = (time.process_time() - began) / n * 1e6
+    await storage.close()
+    for name, micros in figures.items():
+        print(f"stage cost: {name}: {micros:.0f} µs CPU per message")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=30000)
@@ -317,6 +362,7 @@ async def main() -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})
     with tempfile.TemporaryDirectory(prefix="jonction-bench-") as tmp:
+        await bench_stages(args, Path(tmp))
         await bench_throughput_latency_rss(args, Path(tmp))
         if not args.skip_outage:
             await bench_outage(args, Path(tmp))

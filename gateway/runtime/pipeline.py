@@ -177,8 +177,10 @@ class Pipeline:
             with self.db.transaction() as conn:
                 rows: list[tuple[str, str, Entity, str, str, float]] = []
                 archived: list[tuple[RawMessage, str]] = []
-                outcomes = [self._process(conn, p.raw, p.corr, p.received, touched, rows=rows, archived=archived)
-                            for p in batch]
+                fresh = self._first_deliveries(conn, batch)
+                outcomes = [self._process(conn, p.raw, p.corr, p.received, touched, rows=rows, archived=archived,
+                                          dedup=False) if i in fresh else self._duplicate(p.raw, p.corr)
+                            for i, p in enumerate(batch)]
                 # One statement per group, not per message: the group commit's point.
                 self.archive.append_many(conn, archived)
                 if rows:
@@ -193,6 +195,37 @@ class Pipeline:
         for p, outcome in zip(batch, outcomes, strict=True):
             if not p.future.done():
                 p.future.set_result(outcome)
+
+    def _first_deliveries(self, conn: sqlite3.Connection, batch: Sequence[_Pending]) -> set[int]:
+        """Indexes of the messages seen for the first time; records their keys (one query per source).
+
+        Checking keys in bulk matters: each SQLite statement hands the GIL back and forth, and
+        per-message statements would make the store's writer thread a convoy for this loop.
+        """
+        by_source: dict[str, list[int]] = {}
+        for index, p in enumerate(batch):
+            by_source.setdefault(p.raw.source, []).append(index)
+        fresh: set[int] = set()
+        new_keys: list[tuple[str, str, float]] = []
+        for source, indexes in by_source.items():
+            keys = list({batch[i].raw.idempotency_key for i in indexes})
+            known = {row[0] for row in conn.execute(
+                f"SELECT key FROM seen WHERE source = ? AND key IN ({','.join('?' * len(keys))})",
+                [source, *keys])}
+            for i in indexes:
+                key = batch[i].raw.idempotency_key
+                if key not in known:
+                    known.add(key)
+                    fresh.add(i)
+                    new_keys.append((source, key, batch[i].received))
+        conn.executemany("INSERT INTO seen(source, key, at) VALUES (?,?,?)", new_keys)
+        return fresh
+
+    def _duplicate(self, raw: RawMessage, corr: str) -> Outcome:
+        self.metrics.duplicates.inc(source=raw.source)
+        log.debug("duplicate message dropped", extra={"correlation_id": corr, "source": raw.source,
+                                                    "idempotency_key": raw.idempotency_key})
+        return Outcome(duplicate=True)
 
     async def flush(self) -> None:
         """Handle what is pending now (used at shutdown)."""
@@ -227,11 +260,7 @@ class Pipeline:
             cur = conn.execute("INSERT OR IGNORE INTO seen(source, key, at) VALUES (?,?,?)",
                                (raw.source, raw.idempotency_key, received))
             if cur.rowcount == 0:
-                self.metrics.duplicates.inc(source=raw.source)
-                log.debug("duplicate message dropped", extra={"correlation_id": corr, "source": raw.source,
-                                                            "idempotency_key": raw.idempotency_key})
-                outcome.duplicate = True
-                return outcome
+                return self._duplicate(raw, corr)
         if archive:
             if archived is not None:
                 archived.append((raw, corr))
