@@ -23,7 +23,12 @@ UNECE_CODES: Final[Mapping[str, str]] = MappingProxyType(
         # length
         "MTR": "metre", "CMT": "centimetre", "MMT": "millimetre", "KMT": "kilometre", "DMT": "decimetre",
         "4H": "micrometre", "C45": "nanometre", "INH": "inch", "FOT": "foot", "YRD": "yard", "SMI": "mile",
-        "NMI": "nautical mile",
+        "NMI": "nautical mile", "ACR": "acre", "FTK": "square foot", "INK": "square inch", "YDK": "square yard",
+        "FTQ": "cubic foot", "INQ": "cubic inch", "GLI": "gallon (UK)", "MAL": "megalitre",
+        "KTN": "kilotonne", "DTN": "decitonne", "STN": "ton (US) or short ton (UK/US)", "LTN": "ton (UK) or long ton",
+        "HGM": "hectogram", "C47": "nanosecond", "NEW": "newton", "NU": "newton metre", "BQL": "becquerel",
+        "2M": "centimetre per second", "C34": "mole", "A53": "electronvolt", "HN": "millimetre of mercury",
+        "GV": "gigajoule", "BTU": "British thermal unit (international table)",
         # area and volume
         "MTK": "square metre", "CMK": "square centimetre", "MMK": "square millimetre", "KMK": "square kilometre",
         "HAR": "hectare", "MTQ": "cubic metre", "LTR": "litre", "MLT": "millilitre", "CLT": "centilitre",
