@@ -131,6 +131,8 @@ def _substitute(node: Any, path: str, problems: list[str]) -> Any:
             if value is None:
                 problems.append(f"{path or '/'}: environment variable {match.group(1)} is not set")
                 return ""
+            if any(word in path.rsplit("/", 1)[-1].lower() for word in _SECRET_NAMES):
+                register_secret(value)  # masked before any error message can quote it
             return value
         return _ENV.sub(repl, node)
     return node
@@ -168,7 +170,7 @@ def parse(document: Any, *, base: Path | None = None) -> GatewayConfig:
     document = _substitute(document, "", problems)
     if not isinstance(document, dict):
         raise ConfigInvalid("the configuration must be a mapping", ["/: expected a mapping of settings"])
-    problems.extend(schemas.check_document(gateway_schema(), document))
+    problems.extend(redact(p) for p in schemas.check_document(gateway_schema(), document))
     if problems:
         raise ConfigInvalid("invalid configuration", problems)
     cfg = GatewayConfig()

@@ -289,7 +289,15 @@ class Pipeline:
             except NormalizeError as exc:
                 outcome.dead_letters.append(
                     self._dead(conn, "validation", binding, raw, exc.reason, exc.pointer, corr, item))
-        verdicts = self.validate(valid) if valid else []
+            except Exception as exc:  # odd values normalize cannot read: a dead letter, not a crash
+                outcome.dead_letters.append(self._dead(conn, "validation", binding, raw,
+                                                       f"cannot normalize: {type(exc).__name__}: {exc}", "",
+                                                       corr, item))
+        try:
+            verdicts = self.validate(valid) if valid else []
+        except Exception as exc:  # a validator crash on odd input: keep the message, not the group
+            reason = f"validator error: {type(exc).__name__}: {exc}"
+            verdicts = [[(reason, "")] for _ in valid]
         deferred = rows is not None
         rows = rows if rows is not None else []
         for item, problems in zip(valid, verdicts, strict=True):

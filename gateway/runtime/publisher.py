@@ -134,6 +134,12 @@ class Publisher:
                 await self._publish(rows)
             except SinkUnavailable as exc:
                 await self._on_unavailable(exc)
+            except Exception as exc:  # a bug or a storage error must not end delivery for good
+                log.error("publisher %s failed; retrying", self.sink.name, exc_info=exc,
+                          extra={"sink": self.sink.name})
+                self._rewind([r for r in rows if r.id not in self.attempts],
+                             [r for r in rows if r.id in self.attempts])
+                await self._on_unavailable(SinkUnavailable(f"internal error: {type(exc).__name__}"))
 
     def _fetch(self, limit: int) -> list[OutboxRow]:
         rows = self.outbox.fetch(self.sink.name, self.cursor, limit)

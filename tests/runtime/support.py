@@ -75,6 +75,8 @@ class FakeAdapter:
 
     def to_entities(self, raw: RawMessage) -> list[dict[str, Any]]:
         doc = json.loads(raw.payload)
+        if doc.get("crash"):
+            raise ZeroDivisionError("a bug in the adapter")
         if "fill" not in doc:
             raise TranslationError("no fill level in the uplink", "/fill")
         attrs: dict[str, Any] = {

@@ -195,3 +195,22 @@ async def test_archive_replay_requeues(tmp_path: Path) -> None:
             async with http.post(f"{base}/admin/archive/replay", json={"source": "bins"}) as resp:
                 result = await resp.json()
         assert result == {"messages": 1, "entitiesQueued": 1, "deadLetters": 0, "failed": []}
+
+
+async def test_adapter_bug_is_a_dead_letter_and_spares_the_rest_of_the_group(tmp_path: Path) -> None:
+    import asyncio
+
+    async with running(config(tmp_path)) as (base, app):
+        rt = app[RUNTIME]
+        adapter = FakeAdapter.instances["bins"]
+        await adapter.ready()
+        await asyncio.gather(
+            adapter.send({"id": "poison", "device": "bin-p", "fill": 1, "crash": True}),
+            adapter.send({"id": "fine", "device": "bin-f", "fill": 30, "at": "2026-01-01T10:00:00Z"}),
+        )
+        stored = await eventually(lambda: rt.store.get("", "urn:ngsi-ld:WasteContainer:bin-f"), what="good one")
+        assert stored["fillingLevel"]["value"] == 0.3
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/admin/deadletters") as resp:
+            letters = (await resp.json())["deadLetters"]
+        assert [(d["stage"], d["idempotencyKey"]) for d in letters] == [("translation", "poison")]
+        assert letters[0]["reason"] == "adapter error: ZeroDivisionError: a bug in the adapter"
