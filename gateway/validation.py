@@ -84,6 +84,11 @@ def _esc(token: str | int) -> str:
     return "/" + text.replace("~", "~0").replace("/", "~1")
 
 
+def _tag(value: Any) -> str | None:
+    """``value`` if it is a string, else None: safe to look up in sets (lists are unhashable)."""
+    return value if type(value) is str else None
+
+
 def _num(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -135,7 +140,7 @@ class _Checker:
         """Check one attribute instance; return its (possibly inferred) NGSI-LD type."""
         if type(attr) is not dict and not isinstance(attr, Mapping):
             return "Property"  # concise Property: a bare value (or a plain array of values)
-        if attr.get("type") not in ATTRIBUTE_TYPES and not _is_attribute_object(attr):
+        if _tag(attr.get("type")) not in ATTRIBUTE_TYPES and not _is_attribute_object(attr):
             if "type" in attr and isinstance(attr.get("type"), str) and attr["type"] in _GEO_DEPTH:
                 self.geometry(attr, pointer)
                 return "GeoProperty"
@@ -145,7 +150,7 @@ class _Checker:
             kind = next((t for k, t in _MEMBER_TYPE.items() if k in attr), "Property")
             if kind == "Property" and _is_geometry_like(attr.get("value")):
                 kind = "GeoProperty"
-        elif declared not in ATTRIBUTE_TYPES:
+        elif _tag(declared) not in ATTRIBUTE_TYPES:
             self.error(
                 pointer + "/type",
                 "attribute-type",
@@ -214,7 +219,7 @@ class _Checker:
     def metadata(self, attr: Mapping[str, Any], pointer: str) -> None:
         """unitCode, observedAt and the other times, datasetId."""
         unit = attr.get("unitCode")
-        if unit is not None and unit not in CODES and not is_uncefact(unit):
+        if unit is not None and _tag(unit) not in CODES:
             self.error(
                 pointer + "/unitCode",
                 "unit-code",
@@ -248,7 +253,7 @@ class _Checker:
             for index, part in enumerate(parts):
                 self.geometry(part, f"{pointer}/geometries/{index}")
             return
-        if kind not in _GEO_DEPTH:
+        if _tag(kind) not in _GEO_DEPTH:
             self.error(pointer + "/type", "geojson", f"{kind!r} is not a GeoJSON geometry type", "Point, Polygon...")
             return
         if "coordinates" not in value:
@@ -310,13 +315,13 @@ def _is_attribute_object(value: Any) -> bool:
     if type(value) is not dict and not isinstance(value, Mapping):
         return False
     declared = value.get("type")
-    if declared in ATTRIBUTE_TYPES:
+    if _tag(declared) in ATTRIBUTE_TYPES:
         return True
     return any(k in value for k in _VALUE_MEMBERS)
 
 
 def _is_geometry_like(value: Any) -> bool:
-    return isinstance(value, Mapping) and value.get("type") in _GEO_DEPTH and "coordinates" in value
+    return isinstance(value, Mapping) and _tag(value.get("type")) in _GEO_DEPTH and "coordinates" in value
 
 
 _V2_TYPES: Final = frozenset(
@@ -325,7 +330,7 @@ _V2_TYPES: Final = frozenset(
 
 
 def _v2_hint(declared: Any) -> str:
-    if declared in _V2_TYPES:
+    if _tag(declared) in _V2_TYPES:
         return " (an NGSI-v2 type: in NGSI-LD use Property, Relationship or GeoProperty)"
     return ""
 
@@ -532,7 +537,7 @@ def _fast_verdict(info: _ModelInfo, entity: Mapping[str, Any], kinds: Mapping[st
         kind = kinds.get(name)
         if declared is None or kind is None or kind != declared.ngsi_type:
             return False
-        if type(value) is dict and value.get("type") in ATTRIBUTE_TYPES:
+        if type(value) is dict and _tag(value.get("type")) in ATTRIBUTE_TYPES:
             if declared.unit is not None:
                 code = value.get("unitCode")
                 if code is not None and code != declared.unit:

@@ -219,3 +219,27 @@ def test_deep_sub_attribute_nesting_is_bounded() -> None:
         node = child
     verdict = validate(entity)
     assert [p.rule for p in verdict.errors] == ["nesting"]
+
+
+def test_never_raises_on_odd_input() -> None:
+    """Deterministic fuzz: every member replaced by odd JSON values; validate always answers."""
+    import random
+
+    rng = random.Random(20251122)
+    odd: list[Any] = [None, True, 0, -1, 1e308, float("nan"), "", "x" * 300, [], [None], {}, {"type": None},
+                      {"type": "Property"}, {"type": "GeoProperty", "value": {"type": "Point"}},
+                      {"type": "GeoProperty", "value": {"type": "Polygon", "coordinates": [[1, 2]]}},
+                      {"type": "Relationship", "object": [1, 2]}, {"type": "ListRelationship", "objectList": [{}]},
+                      {"type": "LanguageProperty", "languageMap": {"": 1}}, {"value": {"@value": None}},
+                      [{"type": "Property", "value": 1}, {"type": "Property", "value": 2}],
+                      {"type": "Property", "value": 1, "observedAt": 12, "unitCode": [], "datasetId": {}}]
+    base = waste_container()
+    for _ in range(600):
+        entity = copy.deepcopy(base)
+        for _ in range(rng.randint(1, 4)):
+            key = rng.choice([*base, "id", "type", "extra"])
+            entity[key] = copy.deepcopy(rng.choice(odd))
+        verdict = validate(entity)
+        assert isinstance(verdict, Verdict)
+        assert all(isinstance(p.pointer, str) and (p.pointer == "" or p.pointer.startswith("/"))
+                   for p in verdict.errors + verdict.warnings)
