@@ -61,6 +61,8 @@ def test_lambert93_coordinates_passed_as_wgs84() -> None:
     ("mutate", "pointer", "rule"),
     [
         (lambda e: e.__setitem__("type", ""), "/type", "type"),
+        (lambda e: e["temperature"].__setitem__("value", "warm"), "/temperature/value", "schema:type"),
+        (lambda e: e["location"]["value"].__setitem__("type", "Circle"), "/location/value/type", "geojson"),
         (lambda e: e.__setitem__("id", "nantes 0042"), "/id", "id-uri"),
         (lambda e: e.pop("location"), "/location", "schema:required"),
         (lambda e: e.__setitem__("refDevice", {"type": "Relationship", "value": "urn:x:1"}), "/refDevice",
