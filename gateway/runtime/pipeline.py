@@ -187,6 +187,7 @@ class Pipeline:
                     self.outbox.add(conn, rows)
         except Exception as exc:  # the whole group failed to commit: nothing was acknowledged
             log.error("could not commit %d messages", len(batch), exc_info=exc)
+            self._recount()
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(Unavailable(f"storage error: {exc}"))
@@ -195,6 +196,16 @@ class Pipeline:
         for p, outcome in zip(batch, outcomes, strict=True):
             if not p.future.done():
                 p.future.set_result(outcome)
+
+    def _recount(self) -> None:
+        """Re-read the byte counters after a rollback (they were advanced optimistically)."""
+        try:
+            conn = self.db.conn
+            self.archive.bytes = int(conn.execute("SELECT COALESCE(SUM(length(payload)), 0) FROM archive")
+                                     .fetchone()[0])
+            self.outbox.bytes = int(conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM outbox").fetchone()[0])
+        except Exception as exc:  # storage is failing already; the next commit will say so again
+            log.debug("could not recount storage after a rollback: %s", exc)
 
     def _first_deliveries(self, conn: sqlite3.Connection, batch: Sequence[_Pending]) -> set[int]:
         """Indexes of the messages seen for the first time; records their keys (one query per source).
