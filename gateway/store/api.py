@@ -457,16 +457,30 @@ def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int,
             spec.bbox = box
             spec.geoproperty = geo_iri
 
-        def geo_match(doc: Doc) -> bool:
-            return any(
-                inst.get("type") == "GeoProperty" and gq.matches(inst.get("value")) for inst in doc.get(geo_iri) or []
-            )
+        near_point = (
+            gq.georel == "near" and gq.geometry == "Point" and gq.max_distance is not None and len(gq.shape.points) == 1
+        )
+        ref = gq.shape.points[0] if near_point else (0.0, 0.0)
+        limit_m = gq.max_distance or 0.0
 
-        if gq.georel == "disjoint" or (gq.georel == "near" and gq.max_distance is None):
-            # entities without the GeoProperty do not match a geo-query at all
-            predicates.append(lambda doc: bool(doc.get(geo_iri)) and geo_match(doc))
-        else:
-            predicates.append(geo_match)
+        def geo_match(doc: Doc) -> bool:
+            for inst in doc.get(geo_iri) or ():
+                if inst.get("type") != "GeoProperty":
+                    continue
+                value = inst.get("value")
+                if near_point and type(value) is dict and value.get("type") == "Point":
+                    # Point to point (the common near query): great-circle distance directly.
+                    coords = value.get("coordinates")
+                    if isinstance(coords, list) and len(coords) >= 2:
+                        if geo_mod.haversine((float(coords[0]), float(coords[1])), ref) <= limit_m:
+                            return True
+                        continue
+                if gq.matches(value):
+                    return True
+            return False
+
+        # The geo test first: the box prefilter let through candidates it mostly rejects cheaply.
+        predicates.insert(0, geo_match)
     elif qp.geoproperty is not None:
         raise bad_request("geoproperty given without georel, geometry and coordinates")
     if predicates:

@@ -388,8 +388,8 @@ class Context:
             return [self.expand_term(v) for v in value]
         raise bad_request(f"{pointer}: a vocab must be a term or an array of terms")
 
-    def compact_entity(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        """Compact a stored (expanded) entity to the normalized form, keeping every member."""
+    def compact_entity(self, doc: Mapping[str, Any], *, sys_attrs: bool = True) -> dict[str, Any]:
+        """Compact a stored (expanded) entity to the normalized form (without sysAttrs if asked)."""
         out: dict[str, Any] = {}
         for name, value in doc.items():
             if name == "id":
@@ -397,18 +397,24 @@ class Context:
             elif name == "type":
                 types = [self.compact_iri(t) for t in value]
                 out["type"] = types[0] if len(types) == 1 else types
-            elif name in ("scope", "createdAt", "modifiedAt", "deletedAt"):
+            elif name in SYS_ATTRS:
+                if sys_attrs:
+                    out[name] = value
+            elif name == "scope":
                 out[name] = value
             else:
-                insts = [self.compact_instance(i) for i in value]
+                insts = [self.compact_instance(i, sys_attrs=sys_attrs) for i in value]
                 out[self.compact_iri(name)] = insts[0] if len(insts) == 1 else insts
         return out
 
-    def compact_instance(self, inst: Mapping[str, Any]) -> dict[str, Any]:
+    def compact_instance(self, inst: Mapping[str, Any], *, sys_attrs: bool = True) -> dict[str, Any]:
         """Compact one stored attribute instance (sub-attribute names and vocab values)."""
         out: dict[str, Any] = {}
+        members = model.ATTRIBUTE_MEMBERS
         for member, value in inst.items():
-            if member in model.ATTRIBUTE_MEMBERS:
+            if member in members:
+                if member in SYS_ATTRS and not sys_attrs:
+                    continue
                 if member == "vocab" and inst.get("type") == "VocabProperty":
                     out[member] = (
                         self.compact_iri(value) if isinstance(value, str) else [self.compact_iri(v) for v in value]
@@ -416,7 +422,7 @@ class Context:
                 else:
                     out[member] = value
             else:
-                out[self.compact_iri(member)] = self.compact_instance(value)
+                out[self.compact_iri(member)] = self.compact_instance(value, sys_attrs=sys_attrs)
         return out
 
     def as_json(self) -> Any:

@@ -80,7 +80,7 @@ def _strip_sys(inst: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in inst.items():
         if key in SYS_ATTRS:
             continue
-        if isinstance(value, Mapping) and key not in model.ATTRIBUTE_MEMBERS:
+        if isinstance(value, dict) and key not in model.ATTRIBUTE_MEMBERS:
             out[key] = _strip_sys(value)
         else:
             out[key] = value
@@ -155,9 +155,22 @@ def filter_doc(doc: Mapping[str, Any], opts: RenderOptions) -> dict[str, Any]:
     return out
 
 
+def _selects(opts: RenderOptions) -> bool:
+    return (
+        opts.attrs is not None
+        or bool(opts.omit)
+        or opts.keep_members is not None
+        or opts.lang is not None
+        or opts.dataset_ids is not None
+    )
+
+
 def render(doc: Mapping[str, Any], ctx: Context, opts: RenderOptions) -> dict[str, Any]:
     """One stored document as the response entity for this request."""
-    compacted = ctx.compact_entity(filter_doc(doc, opts))
+    if _selects(opts):
+        compacted = ctx.compact_entity(filter_doc(doc, opts))
+    else:  # the common case: one pass that compacts and drops system attributes together
+        compacted = ctx.compact_entity(doc, sys_attrs=opts.sys_attrs)
     if opts.form == "keyValues":
         return model.to_key_values(compacted)
     if opts.form == "concise":
