@@ -264,6 +264,10 @@ class Storage(Protocol):
         """True when the tenant exists (the default tenant always does)."""
         ...
 
+    async def ensure_tenant(self, tenant: str) -> None:
+        """Create the tenant if it does not exist (creations such as subscriptions do this)."""
+        ...
+
     async def put_context(self, context_id: str, document: Mapping[str, Any]) -> None:
         """Host a JSON-LD context document under ``context_id``."""
         ...
@@ -315,6 +319,10 @@ class StorageBase(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Flush and release the database."""
+
+    async def ensure_tenant(self, tenant: str) -> None:
+        """Create the tenant if it does not exist (creations such as subscriptions do this)."""
+        await self.apply(tenant, [], create_tenant=True)
 
     # -- listeners -----------------------------------------------------------------------
 

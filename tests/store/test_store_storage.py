@@ -292,3 +292,20 @@ def test_storage_satisfies_protocol(tmp_path: Path) -> None:
 
     storage: Storage = SqliteStorage(tmp_path / "x.sqlite", "full")
     assert storage.contexts is not None
+
+
+async def test_ensure_tenant(tmp_path: Path) -> None:
+    storage = await open_storage(tmp_path / "store.sqlite")
+    try:
+        assert not await storage.tenant_exists("subs-only")
+        await storage.ensure_tenant("subs-only")
+        await storage.ensure_tenant("subs-only")
+        assert await storage.tenant_exists("subs-only")
+        assert "subs-only" in await storage.tenants()
+    finally:
+        await storage.close()
+    reopened = await open_storage(tmp_path / "store.sqlite")
+    try:
+        assert await reopened.tenant_exists("subs-only")
+    finally:
+        await reopened.close()
