@@ -334,14 +334,24 @@ class ServerLink:
 
     async def _resolve_path(self, client: Client, path: str) -> Node:
         default_ns = self.cfg.get("namespace")
-        default_idx = await self._namespace_index(client, default_ns) if default_ns else 0
-        parts: list[str] = []
+        default_idx = await self._namespace_index(client, default_ns) if default_ns else None
+        node = client.nodes.objects
         for element in (p for p in path.strip("/").split("/") if p):
             if ":" in element and element.split(":", 1)[0].isdigit():
-                parts.append(element)
+                node = await node.get_child(element)
+            elif default_idx is not None:
+                node = await node.get_child(f"{default_idx}:{element}")
             else:
-                parts.append(f"{default_idx}:{element}")
-        return await client.nodes.objects.get_child(parts)
+                # No namespace given: the first child with that name, whatever its namespace.
+                node = await self._child_named(node, element)
+        return node
+
+    @staticmethod
+    async def _child_named(node: Node, name: str) -> Node:
+        for child in await node.get_children():
+            if (await child.read_browse_name()).Name == name:
+                return child
+        raise UaError(f"BadNoMatch: no child named {name!r} below {node.nodeid.to_string()}")
 
     async def _resolve_ref(self, client: Client, ref: str) -> Node:
         """A node given either as a node id (``i=``, ``ns=``, ``nsu=``, ``s=``) or a browse path."""
@@ -586,6 +596,7 @@ class ServerLink:
         client = await self._connect()
         try:
             start = await self._resolve_path(client, root) if root else client.nodes.objects
+            namespaces = await client.get_namespace_array()
             found: list[dict[str, Any]] = []
             queue: list[tuple[Node, list[str], int]] = [(start, [], 0)]
             while queue and len(found) < limit:
@@ -599,7 +610,12 @@ class ServerLink:
                         if name in ("EngineeringUnits", "EURange") and qname.NamespaceIndex == 0:
                             continue
                         dtype = await child.read_data_type_as_variant_type()
-                        found.append({"node": child.nodeid.to_string(), "browse_path": "/".join(here),
+                        node_id = child.nodeid.to_string()
+                        index = child.nodeid.NamespaceIndex
+                        portable = node_id
+                        if 0 < index < len(namespaces) and node_id.startswith(f"ns={index};"):
+                            portable = f"nsu={namespaces[index]};" + node_id.split(";", 1)[1]
+                        found.append({"node": node_id, "node_nsu": portable, "browse_path": "/".join(here),
                                       "datatype": dtype.name, "eu": await self._read_eu(child)})
                     elif node_class == ua.NodeClass.Object and level + 1 < depth and not (
                         level == 0 and not root and qname.NamespaceIndex == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from asyncua import ua
 
 from adapters.opcua import OpcUaAdapter
@@ -425,3 +426,20 @@ async def test_percent_deadband_applied_client_side_uses_the_eu_range(sim: Water
         await wait_for(lambda: len(out.docs("Tank1.Level")) >= 5, "several levels")
     assert len(out.docs("Junction1.Pressure")) == 1, "the percent deadband holds the pressure back"
     assert_no_duplicates(out)
+
+
+async def test_cli_browse_prints_a_ready_mapping(sim: WaterNet, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    code = await asyncio.to_thread(main, ["opcua", "browse", "--endpoint", sim.endpoint, "--root", "WaterNet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    mapping = yaml.safe_load(text)
+    speed = next(n for n in mapping["nodes"] if n["node"].endswith("s=Pump1.Speed"))
+    assert speed["node"] == f"nsu={NAMESPACE};s=Pump1.Speed"
+    assert speed["attribute"] == "speed" and speed["entity"] == "urn:ngsi-ld:Device:Pump1"
+    assert "r/min (RPM)" in text
+    unreachable = await asyncio.to_thread(
+        main, ["opcua", "browse", "--endpoint", f"opc.tcp://127.0.0.1:{free_port()}/none"])
+    assert unreachable == Unavailable.exit_code
+    assert "cannot browse" in capsys.readouterr().err
