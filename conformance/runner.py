@@ -222,6 +222,10 @@ def build_report(profile: Profile, target: Target, ctx: RunContext, results: lis
             "id": ctx.run_id, "started": started, "ended": _now(), "duration_s": round(duration, 3),
             "writes": ctx.writes_allowed, "write_refusal": ctx.write_refusal,
             "cleanup": {"left": left},
+            # NGSI-LD has no operation to delete a tenant: the empty tenants the tenancy checks
+            # created stay, and the report says which.
+            "tenants_created": sorted({str(t) for t in (*ctx.created, *ctx.subscriptions)
+                                       if t and t != ctx.tenant}),
             "quality": {k: v for k, v in profile.quality.items() if k != "declarations"}
             | {"declarations": profile.quality.get("declarations", [])},
         },

@@ -25,10 +25,11 @@ OWN_EXAMPLES = {"AirQualityObserved": ROOT / "schemas" / "examples" / "air-quali
 UPSTREAM_FIXES: dict[str, dict[str, str]] = {"TrafficFlowObserved": {"dateObserved": "2016-12-07T11:10:00Z"}}
 """Upstream examples that break a rule the checker verifies (a date-time without zone: L1-TIM-003)."""
 
-KNOWN_STORE_DEVIATIONS = frozenset({"L3-BAT-009", "L3-BAT-016"})
-"""Checks the embedded store fails today (store bug: a batch upsert that both creates and updates
-answers 207 with an empty errors list instead of 201 with the created ids, §5.6.8/§6.15). Kept
-here so that the tests stay honest: the store must be fixed, not the checks."""
+KNOWN_STORE_DEVIATIONS: frozenset[str] = frozenset()
+"""Checks the embedded store fails today, each with the store bug behind it; empty when the store
+conforms. (L3-BAT-009 and L3-BAT-016 were listed here until the store answered a batch upsert that
+both creates and updates with 201 and the created ids, §6.15.3.1.) The tests stay honest: a failing
+check is fixed in the store, never by weakening the check."""
 
 
 @asynccontextmanager
