@@ -128,7 +128,10 @@ def fixed_clock(adapter: Open311Adapter, moment: datetime) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "xml"])
-async def test_import_pages_by_date_window_without_personal_data(city: FakeCity, fmt: str) -> None:
+async def test_import_pages_by_date_window_without_personal_data(
+    city: FakeCity, fmt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     adapter = Open311Adapter(import_config(city, fmt))
     fixed_clock(adapter, T0 + timedelta(days=5))
     out = Collector()
@@ -148,6 +151,7 @@ async def test_import_pages_by_date_window_without_personal_data(city: FakeCity,
         assert validate(item).valid, validate(item).errors
         assert not set(PERSONAL) & set(item)
         assert EMAIL not in json.dumps(item)
+    assert EMAIL not in caplog.text and "+33611223344" not in caplog.text, "personal data never logged"
     first = adapter.to_entities(next(m for m in out.messages if b'"1000"' in m.payload))[0]
     assert first["id"] == "urn:ngsi-ld:service_requests:lyon.fr:1000"
     assert first["requested_datetime"]["value"] == "2024-04-30T22:00:00Z"
@@ -264,6 +268,10 @@ async def test_services_in_json_and_xml(endpoint: tuple[Open311Adapter, Collecto
         async with http.get(f"{base}/services/002.json") as resp:
             definition = await resp.json()
         assert definition["attributes"][0]["code"] == "POLE"
+        async with http.get(f"{base}/services/002.xml") as resp:
+            definition_xml = ET.fromstring(await resp.read())
+        assert definition_xml.tag == "service_definition"
+        assert definition_xml.find("attributes/attribute/code").text == "POLE"  # type: ignore[union-attr]
         async with http.get(f"{base}/services/999.json") as resp:
             assert resp.status == 404
 
