@@ -444,6 +444,7 @@ def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int,
     if qp.q is not None:
         qexpr = query_mod.parse_q(qp.q)
         predicates.append(lambda doc: qexpr.evaluate(doc, expand))
+        spec.number_filters = _number_filters(qexpr, expand)
     if qp.scope_q is not None:
         sexpr = query_mod.parse_scope_q(qp.scope_q)
         predicates.append(lambda doc: sexpr.matches(doc.get("scope")))
@@ -488,6 +489,28 @@ def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int,
     if qp.order_by is not None:
         spec.sort_key, spec.sort_reverse = _order_by(ctx, qp.order_by)
     return spec
+
+
+def _number_filters(qexpr: query_mod.QExpr, expand: Callable[[str], str]) -> list[tuple[str, str, tuple[float, ...]]]:
+    """SQL-able prefilters from the numeric comparisons that every match must satisfy (top-level AND)."""
+    root = qexpr.root
+    terms = [root] if isinstance(root, query_mod.Term) else list(root.parts) if root.op == ";" else []
+    out: list[tuple[str, str, tuple[float, ...]]] = []
+    for term in terms:
+        if not isinstance(term, query_mod.Term) or term.path.sub or term.path.trail:
+            continue
+        iri = expand(term.path.attr)
+        if '"' in iri or "\\" in iri:
+            continue
+        if term.op in (">", ">=", "<", "<=") and len(term.values) == 1 and term.values[0].kind == "number":
+            out.append((iri, term.op, (term.values[0].value,)))
+        elif term.op == "==" and term.range is not None:
+            low, high = term.range
+            if low.kind == "number" and high.kind == "number":
+                out.append((iri, "..", (low.value, high.value)))
+        elif term.op == "==" and term.values and all(v.kind == "number" for v in term.values):
+            out.append((iri, "==", tuple(v.value for v in term.values)))
+    return out
 
 
 def _order_by(ctx: Context, text: str) -> tuple[Callable[[Doc], Any], bool]:

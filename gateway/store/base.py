@@ -156,6 +156,10 @@ class QuerySpec:
     geoproperty: str | None = None
     predicate: Callable[[Doc], bool] | None = None
     """Exact test (q, scopeQ, geometry relation) on a candidate document."""
+    number_filters: list[tuple[str, str, tuple[float, ...]]] = field(default_factory=list)
+    """Optional prefilters ``(attribute IRI, op, numbers)``, op one of ``> >= < <= == ..``: keep the
+    entities with an instance whose numeric value satisfies it, or whose value is not a number
+    (a superset: ``predicate`` still decides). A backend may ignore them."""
     sort_key: Callable[[Doc], Any] | None = None
     """orderBy: sort the matches by this key instead of by id."""
     sort_reverse: bool = False

@@ -498,6 +498,10 @@ class SqliteStorage(StorageBase):
             ids = list(spec.ids)
             clauses.append(f"e.id IN ({','.join('?' * len(ids))})")
             params.extend(ids)
+        for iri, op, numbers in spec.number_filters:
+            clause, args = _number_clause(iri, op, numbers)
+            clauses.append(clause)
+            params.extend(args)
         return f"{head} WHERE {' AND '.join(clauses)}", params
 
     def _query_sync(self, tenant: str, spec: QuerySpec) -> QueryResult:
@@ -583,6 +587,25 @@ class SqliteStorage(StorageBase):
             }
 
         return await self._read(run)
+
+
+def _number_clause(iri: str, op: str, numbers: tuple[float, ...]) -> tuple[str, list[Any]]:
+    """EXISTS over the attribute's instances: a number satisfying ``op``, or a value that is not a
+    plain number (lists, JSON, other attribute types): those stay for the exact Python test."""
+    if op == "..":
+        test, args = "BETWEEN ? AND ?", [numbers[0], numbers[1]]
+    elif op == "==":
+        test, args = f"IN ({','.join('?' * len(numbers))})", list(numbers)
+    else:
+        test, args = f"{op} ?", [numbers[0]]
+    path = '$."' + iri + '"'
+    clause = (
+        "EXISTS (SELECT 1 FROM json_each(e.doc, ?) j WHERE "
+        "(json_type(j.value, '$.value') IN ('integer', 'real') AND json_extract(j.value, '$.value') " + test + ") "
+        "OR json_type(j.value, '$.value') = 'array' OR json_type(j.value, '$.valueList') IS NOT NULL "
+        "OR json_type(j.value, '$.json') IS NOT NULL)"
+    )
+    return clause, [path, *args]
 
 
 class _SortKey:

@@ -250,3 +250,36 @@ async def test_post_query_selectors(city: StoreServer) -> None:
 async def test_post_query_errors(city: StoreServer, body: Any) -> None:
     r = await city.post("/entityOperations/query", body)
     assert r.problem() == "BadRequestData"
+
+
+@pytest.mark.parametrize(
+    "q",
+    ["v>5", "v>=5", "v<5", "v<=5", "v==5", "v==3,7", "v==2..6", "v>5;w==1", "v>5|w==1", "v!=5", "v==5.0"],
+)
+async def test_numeric_prefilter_never_loses_a_match(server: StoreServer, q: str) -> None:
+    """The SQL prefilter of numeric q terms keeps every entity the exact evaluation keeps."""
+    from gateway.store import query as query_mod
+    from gateway.store.jsonld import Context
+
+    shapes: list[Any] = [
+        1, 5, 7, 5.0, 9.5, "8", True, [1, 9], {"a": 6},
+        {"type": "ListProperty", "valueList": [2, 8]},
+        {"type": "JsonProperty", "json": 6},
+        {"type": "Relationship", "object": "urn:x:5"},
+        [{"type": "Property", "value": 1}, {"type": "Property", "value": 8, "datasetId": "urn:d:1"}],
+    ]
+    entities = []
+    for n, shape in enumerate(shapes):
+        value = shape if isinstance(shape, dict) and "type" in shape else (
+            shape if isinstance(shape, list) and shape and isinstance(shape[0], dict)
+            else {"type": "Property", "value": shape})
+        w = {"type": "Property", "value": n % 2}
+        entities.append({"id": f"urn:ngsi-ld:T:{n:02d}", "type": "T", "v": value, "w": w})
+    assert (await server.post("/entityOperations/create", entities)).status == 201
+    r = await server.get("/entities", params={"type": "T", "q": q, "limit": "100"})
+    assert r.status == 200, r.json
+    got = [e["id"] for e in r.json]
+    ctx = Context([])
+    expr = query_mod.parse_q(q)
+    expected = [e["id"] for e in entities if expr.evaluate(ctx.expand_entity(e), ctx.expand_term)]
+    assert got == expected
