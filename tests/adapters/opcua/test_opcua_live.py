@@ -443,3 +443,15 @@ async def test_cli_browse_prints_a_ready_mapping(sim: WaterNet, capsys: pytest.C
         main, ["opcua", "browse", "--endpoint", f"opc.tcp://127.0.0.1:{free_port()}/none"])
     assert unreachable == Unavailable.exit_code
     assert "cannot browse" in capsys.readouterr().err
+
+
+async def test_a_pinned_server_certificate_refuses_another_server(secure_sim: tuple[WaterNet, Path]) -> None:
+    sim, tmp_path = secure_sim
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-pw")
+    impostor, _ = make_certificate(tmp_path / "other", "impostor", "urn:impostor", server=True)
+    cfg = secure_config(sim, tmp_path, secret)
+    cfg["servers"][0]["security"]["server_certificate"] = str(impostor)
+    cfg["servers"][0]["timeout_s"] = 2
+    with pytest.raises((Unavailable, AuthFailed)):
+        await OpcUaAdapter(cfg).check()
