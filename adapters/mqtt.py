@@ -269,14 +269,7 @@ class MqttSubscriber:
                     else:
                         self.log.info("%s: subscribed to %s on %s:%s", self.name, ", ".join(s.subscriptions()),
                                       s.host, s.port)
-                    async for message in client.messages:
-                        if client._disconnected.done():
-                            # The link is gone: its unacknowledged messages will be redelivered, so
-                            # handling what is still buffered would only produce duplicates.
-                            raise aiomqtt.MqttError("connection lost")
-                        await handle(message)
-                        if message.qos > 0:
-                            client._client.ack(message.mid, message.qos)
+                    await self._consume(client, handle)
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 if isinstance(exc, aiomqtt.MqttCodeError) and _is_auth_error(exc):
@@ -297,6 +290,57 @@ class MqttSubscriber:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, s.backoff_max)
+
+
+    async def _consume(self, client: aiomqtt.Client, handle: Handler) -> None:
+        """Handle messages concurrently (the pipeline commits them in groups), acknowledge in order.
+
+        Up to ``receive_maximum`` messages are in the handler at once; a PUBACK leaves only when
+        its own handler and every earlier one have returned, in the order the PUBLISHes arrived
+        (MQTT 3.1.1 §4.6, MQTT 5 §4.6). The first failure ends the connection, so nothing after
+        it is acknowledged and the broker redelivers it.
+        """
+        window: asyncio.Queue[tuple[aiomqtt.Message, asyncio.Future[None]] | None] = asyncio.Queue(
+            maxsize=self.settings.receive_maximum)
+        outstanding: set[asyncio.Future[None]] = set()
+
+        async def receive() -> None:
+            async for message in client.messages:
+                if client._disconnected.done():
+                    # The link is gone: its unacknowledged messages will be redelivered, so handling
+                    # what is still buffered would only produce duplicates.
+                    raise aiomqtt.MqttError("connection lost")
+                future = asyncio.ensure_future(handle(message))
+                outstanding.add(future)
+                future.add_done_callback(outstanding.discard)
+                await window.put((message, future))
+
+        async def acknowledge() -> None:
+            while True:
+                item = await window.get()
+                if item is None:
+                    return
+                message, future = item
+                await future
+                if message.qos > 0 and not client._disconnected.done():
+                    client._client.ack(message.mid, message.qos)
+
+        receiver = asyncio.ensure_future(receive())
+        acker = asyncio.ensure_future(acknowledge())
+        try:
+            done, _ = await asyncio.wait({receiver, acker}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in (receiver, acker):
+                task.cancel()
+            await asyncio.gather(receiver, acker, return_exceptions=True)
+            if outstanding:
+                # Let accepted work finish (never acknowledged now): cancelling mid-commit helps nobody.
+                await asyncio.wait(set(outstanding), timeout=30)
+                for future in outstanding:
+                    if future.done() and not future.cancelled():
+                        future.exception()
 
 
 def _consume_disconnect(client: aiomqtt.Client | None) -> None:

@@ -29,6 +29,9 @@ from gateway.contract import Emit, Manifest, adapter_logger
 from gateway.errors import ConfigInvalid, InputError, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
 
+PARSE_CACHE = 2048
+"""Parsed messages kept between the transport and the translation (bounded memory)."""
+
 
 def load_json(body: bytes) -> Mapping[str, Any]:
     """The JSON object in a message body; TranslationError when it is not one."""
@@ -72,6 +75,7 @@ class NetworkServerAdapter:
                                 [f"/transport: one of {', '.join(self.transports)}"])
         self._mqtt: MqttSubscriber | None = None
         self._push: PushReceiver | None = None
+        self._parsed: dict[tuple[str | None, bytes], Uplink] = {}
         if self.transport == "mqtt":
             if not isinstance(config.get("mqtt"), Mapping):
                 raise ConfigInvalid(f"{domain}: transport mqtt needs an mqtt section", ["/mqtt: required"])
@@ -184,8 +188,21 @@ class NetworkServerAdapter:
     # ------------------------------------------------------------------ pure translation
 
     def parse(self, body: bytes, event: str | None) -> Uplink:
-        """Parse one message body with this server's parser."""
-        return type(self).parser(load_json(body), event, body)
+        """Parse one message body with this server's parser.
+
+        The transport parses each message once to learn its key and tenant, and the translation
+        parses it again: a small cache of recent results (an Uplink is immutable and depends only
+        on the bytes and the event) halves that work without changing any result.
+        """
+        cache_key = (event, body)
+        cached = self._parsed.get(cache_key)
+        if cached is not None:
+            return cached
+        uplink = type(self).parser(load_json(body), event, body)
+        if len(self._parsed) >= PARSE_CACHE:
+            self._parsed.clear()
+        self._parsed[cache_key] = uplink
+        return uplink
 
     def to_entities(self, raw: RawMessage) -> list[Entity]:
         """Translate one network-server message: pure and deterministic."""

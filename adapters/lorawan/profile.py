@@ -79,6 +79,68 @@ class Measured:
     unit: str | None
 
 
+def _lookup(document: Any, segments: tuple[str, ...]) -> Any:
+    node = document
+    for segment in segments:
+        if isinstance(node, Mapping):
+            if segment not in node:
+                return _MISSING
+            node = node[segment]
+        elif isinstance(node, list) and segment.isdigit():
+            index = int(segment)
+            if index >= len(node):
+                return _MISSING
+            node = node[index]
+        else:
+            return _MISSING
+    return node
+
+
+def _pointer_of(base: str, segments: tuple[str, ...]) -> str:
+    return base + "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in segments)
+
+
+class _Compiled:
+    """One attribute rule, with its source paths split once (templates are filled per device)."""
+
+    __slots__ = (
+        "_split",
+        "any",
+        "has_range",
+        "kind",
+        "name",
+        "numeric",
+        "required",
+        "sources",
+        "spec",
+        "table",
+        "templated",
+        "unit",
+    )
+
+    def __init__(self, name: str, spec: Mapping[str, Any]) -> None:
+        self.name = name
+        self.spec = spec
+        self.any = "any" in spec
+        raw = spec["any"] if self.any else spec["from"]
+        self.sources: tuple[str, ...] = tuple(raw) if isinstance(raw, list) else (raw,)
+        self.templated = any("{" in s for s in self.sources)
+        self._split = tuple(tuple(_segments(s)) for s in self.sources)
+        table = spec.get("map")
+        self.table: Mapping[str, Any] | None = {str(k): v for k, v in table.items()} if table is not None else None
+        self.kind = spec.get("type")
+        self.numeric = any(k in spec for k in ("scale", "offset", "fill_level", "round")) or self.kind in (
+            "number", "integer")
+        self.has_range = "range" in spec
+        self.required = bool(spec.get("required"))
+        self.unit: str | None = spec.get("unit")
+
+    def paths(self, params: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
+        if not self.templated:
+            return self._split
+        return tuple(tuple(_segments(s.format_map(params))) for s in self.sources)
+
+
 class Profile:
     """A loaded, validated device profile."""
 
@@ -100,6 +162,8 @@ class Profile:
         self.device_rules: Mapping[str, Mapping[str, Any]] = device.get("attributes", {})
         self.parameters: Mapping[str, Mapping[str, Any]] = document.get("parameters", {})
         self.rules: Mapping[str, Mapping[str, Any]] = document["attributes"]
+        self._compiled = [_Compiled(name, rule) for name, rule in self.rules.items()]
+        self._compiled_device = [_Compiled(name, rule) for name, rule in self.device_rules.items()]
 
     # ------------------------------------------------------------------ provisioning
 
@@ -140,13 +204,13 @@ class Profile:
         self, decoded: Mapping[str, Any], params: Mapping[str, Any], base: str
     ) -> dict[str, Measured]:
         """The entity's measured attributes from a decoded object; absent fields are left out."""
-        return self._apply(self.rules, decoded, params, base)
+        return self._apply(self._compiled, decoded, params, base)
 
     def device_attributes(
         self, decoded: Mapping[str, Any], params: Mapping[str, Any], base: str
     ) -> dict[str, Measured]:
         """Attributes of the Device entity (battery...) from a decoded object."""
-        return self._apply(self.device_rules, decoded, params, base)
+        return self._apply(self._compiled_device, decoded, params, base)
 
     def observed_time(self, decoded: Mapping[str, Any], params: Mapping[str, Any], base: str) -> str | None:
         """The observation time carried by the payload, when the profile says where it is."""
@@ -171,62 +235,55 @@ class Profile:
             raise TranslationError(str(exc), where) from exc
 
     def _apply(
-        self, rules: Mapping[str, Mapping[str, Any]], decoded: Mapping[str, Any], params: Mapping[str, Any],
-        base: str,
+        self, rules: list[_Compiled], decoded: Mapping[str, Any], params: Mapping[str, Any], base: str,
     ) -> dict[str, Measured]:
         out: dict[str, Measured] = {}
-        for name, rule in rules.items():
-            result = self._evaluate(name, rule, decoded, params, base)
+        for rule in rules:
+            result = self._evaluate(rule, decoded, params, base)
             if result is not _MISSING:
-                out[name] = Measured(result, rule.get("unit"))
+                out[rule.name] = Measured(result, rule.unit)
         return out
 
-    def _evaluate(self, name: str, rule: Mapping[str, Any], decoded: Mapping[str, Any],
-                  params: Mapping[str, Any], base: str) -> Any:
-        if "any" in rule:
-            paths = [p.format_map(params) for p in rule["any"]]
-            found = [v for v in (lookup(decoded, p) for p in paths) if v is not _MISSING and v is not None]
+    def _evaluate(self, rule: _Compiled, decoded: Mapping[str, Any], params: Mapping[str, Any], base: str) -> Any:
+        name = rule.name
+        paths = rule.paths(params)
+        if rule.any:
+            found = [v for v in (_lookup(decoded, p) for p in paths) if v is not _MISSING and v is not None]
             if not found:
-                if rule.get("required"):
-                    raise TranslationError(f"{name}: none of {paths} in the decoded payload", base)
+                if rule.required:
+                    raise TranslationError(f"{name}: none of {rule.sources} in the decoded payload", base)
                 return _MISSING
             value: Any = any(flag(v) for v in found)
-            where = _pointer(base, paths[0])
+            where = _pointer_of(base, paths[0])
         else:
-            sources = rule["from"] if isinstance(rule["from"], list) else [rule["from"]]
-            paths = [p.format_map(params) for p in sources]
             value, where = _MISSING, base
             for path in paths:
-                candidate = lookup(decoded, path)
+                candidate = _lookup(decoded, path)
                 if candidate is not _MISSING and candidate is not None:
-                    value, where = candidate, _pointer(base, path)
+                    value, where = candidate, _pointer_of(base, path)
                     break
             if value is _MISSING:
-                if rule.get("required"):
-                    raise TranslationError(f"{name}: {' or '.join(paths)} missing from the decoded payload", base)
+                if rule.required:
+                    raise TranslationError(f"{name}: {' or '.join(rule.sources)} missing from the decoded payload",
+                                           base)
                 return _MISSING
-        if "map" in rule:
-            table = rule["map"]
+        if rule.table is not None:
             key = _text(value)
-            if key not in table:
-                known = ", ".join(map(str, table))
+            if key not in rule.table:
+                known = ", ".join(map(str, rule.table))
                 raise TranslationError(f"{name}: value {value!r} has no mapping in profile {self.id} "
                                        f"(known: {known})", where)
-            value = table[key]
-        numeric = any(k in rule for k in ("scale", "offset", "fill_level", "round")) or rule.get("type") in (
-            "number", "integer") or ("range" in rule and not isinstance(value, str))
-        if numeric:
+            value = rule.table[key]
+        if rule.numeric or (rule.has_range and not isinstance(value, str)):
             parsed = number(value, where)
             if parsed is None:
                 return _MISSING
             if isinstance(parsed, float) and not math.isfinite(parsed):
                 raise TranslationError(f"{name}: {parsed} is not a finite number", where)
-            value = self._numeric(name, rule, parsed, params, where)
-            if value is _MISSING:
-                return _MISSING
-        elif rule.get("type") == "string":
+            value = self._numeric(name, rule.spec, parsed, params, where)
+        elif rule.kind == "string":
             value = _text(value)
-        elif rule.get("type") == "boolean":
+        elif rule.kind == "boolean":
             value = flag(value)
         return value
 

@@ -44,6 +44,18 @@ class DeviceRecord:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     """Static attributes in keyValues form, converted to NGSI-LD with the model's NGSI types."""
     auto: bool = False
+    static: Mapping[str, Any] = field(default_factory=dict)
+    """name, location and static attributes as NGSI-LD attributes, built once."""
+
+    def __post_init__(self) -> None:
+        static: dict[str, Any] = {}
+        if self.name:
+            static["name"] = {"type": "Property", "value": self.name}
+        if self.location is not None:
+            static["location"] = geo(self.location)
+        for key, value in self.attributes.items():
+            static[key] = static_attribute(self.profile.entity_type, key, value)
+        object.__setattr__(self, "static", static)
 
 
 @dataclass(frozen=True, slots=True)

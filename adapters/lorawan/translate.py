@@ -15,10 +15,10 @@ from typing import Any
 
 from adapters.lorawan.decoders import DecodeError, decode
 from adapters.lorawan.profile import Measured
-from adapters.lorawan.provisioning import DeviceRecord, Registry, static_attribute
+from adapters.lorawan.provisioning import DeviceRecord, Registry
 from adapters.lorawan.uplink import Uplink
 from gateway.errors import TranslationError
-from gateway.model import Entity, geo, point, prop, rel, urn
+from gateway.model import Entity, geo, point, urn, utc_time
 
 DEVICE_TYPE = "Device"
 
@@ -28,9 +28,19 @@ def device_id(dev_eui: str) -> str:
     return urn(DEVICE_TYPE, dev_eui)
 
 
+def _p(value: Any, time: str | None = None, unit: str | None = None) -> dict[str, Any]:
+    """A Property; ``time`` must already be RFC 3339 UTC (normalized once per message, not per attribute)."""
+    attr: dict[str, Any] = {"type": "Property", "value": value}
+    if unit is not None:
+        attr["unitCode"] = unit
+    if time is not None:
+        attr["observedAt"] = time
+    return attr
+
+
 def translate(uplink: Uplink, registry: Registry, *, received_at: str) -> list[Entity]:
     """The entities one network-server event produces (may be empty; never guesses a device)."""
-    time = uplink.time or received_at
+    time = uplink.time or utc_time(received_at)
     if uplink.kind != "up":
         record = registry.resolve(uplink)
         if record is None or uplink.kind not in ("join", "status", "log", "location"):
@@ -79,18 +89,32 @@ def _decode_bytes(uplink: Uplink, record: DeviceRecord) -> tuple[Mapping[str, An
 def _asset(record: DeviceRecord, attrs: Mapping[str, Measured], observed: str) -> Entity:
     profile = record.profile
     entity: Entity = {"id": record.entity_id, "type": profile.entity_type}
-    if record.name:
-        entity["name"] = prop(record.name)
-    if record.location is not None:
-        entity["location"] = geo(record.location)
-    for name, value in record.attributes.items():
-        entity[name] = static_attribute(profile.entity_type, name, value)
+    entity.update(record.static)
     for name, measured in attrs.items():
-        entity[name] = prop(measured.value, unit=measured.unit, observed_at=observed)
+        entity[name] = _p(measured.value, observed, measured.unit)
     if profile.time_attribute:
-        entity[profile.time_attribute] = prop(observed)
-    entity["refDevice"] = rel(device_id(record.dev_eui))
+        entity[profile.time_attribute] = _p(observed)
+    entity["refDevice"] = {"type": "Relationship", "object": device_id(record.dev_eui)}
     return entity
+
+
+def _radio(uplink: Uplink) -> dict[str, Any]:
+    """Reception facts as sub-properties (of ``rssi``, else of ``dateLastValueReported``)."""
+    sub: dict[str, Any] = {}
+    radio = uplink.radio
+    if radio is not None:
+        if radio.snr is not None:
+            sub["snr"] = _p(radio.snr, unit="2N")
+        if radio.spreading_factor is not None:
+            sub["spreadingFactor"] = _p(radio.spreading_factor)
+        if radio.frequency is not None:
+            sub["frequency"] = _p(radio.frequency, unit="HTZ")
+        if radio.gateways:
+            sub["gatewayCount"] = _p(len(radio.gateways))
+            sub["gatewayIds"] = _p(list(radio.gateways))
+    if "gatewayCount" in uplink.detail and "gatewayCount" not in sub:
+        sub["gatewayCount"] = _p(uplink.detail["gatewayCount"])
+    return sub
 
 
 def _device(uplink: Uplink, record: DeviceRecord, time: str, attrs: Mapping[str, Measured], *,
@@ -99,50 +123,44 @@ def _device(uplink: Uplink, record: DeviceRecord, time: str, attrs: Mapping[str,
     entity: Entity = {
         "id": device_id(uplink.dev_eui),
         "type": DEVICE_TYPE,
-        "deviceCategory": prop(list(profile.category)),
-        "controlledProperty": prop(list(profile.controlled_property)),
-        "supportedProtocol": prop(["lora"]),
+        "deviceCategory": {"type": "Property", "value": list(profile.category)},
+        "controlledProperty": {"type": "Property", "value": list(profile.controlled_property)},
+        "supportedProtocol": {"type": "Property", "value": ["lora"]},
     }
     if uplink.device_name:
-        entity["name"] = prop(uplink.device_name)
+        entity["name"] = {"type": "Property", "value": uplink.device_name}
     if linked:
-        entity["controlledAsset"] = rel(record.entity_id)
+        entity["controlledAsset"] = {"type": "Relationship", "object": record.entity_id}
     if measured:
-        entity["dateLastValueReported"] = prop(time)
+        # Radio metadata are properties of the reception (sub-properties), so that the Device keeps
+        # the Smart Data Model's own attributes at its top level.
+        reported = _p(time)
         if uplink.f_cnt is not None:
-            entity["frameCounter"] = prop(uplink.f_cnt, observed_at=time)
+            reported["frameCounter"] = _p(uplink.f_cnt)
         if uplink.f_port is not None:
-            entity["fPort"] = prop(uplink.f_port, observed_at=time)
-        radio = uplink.radio
-        if radio is not None:
-            if radio.rssi is not None:
-                # dBm; no UN/CEFACT common code for decibel-milliwatt is recognised yet, see README.
-                entity["rssi"] = prop(radio.rssi, observed_at=time)
-            if radio.snr is not None:
-                entity["snr"] = prop(radio.snr, unit="2N", observed_at=time)
-            if radio.spreading_factor is not None:
-                entity["spreadingFactor"] = prop(radio.spreading_factor, observed_at=time)
-            if radio.frequency is not None:
-                entity["frequency"] = prop(radio.frequency, unit="HTZ", observed_at=time)
-            if radio.gateways:
-                entity["gatewayCount"] = prop(len(radio.gateways), observed_at=time)
-                entity["gatewayIds"] = prop(list(radio.gateways), observed_at=time)
-        if "gatewayCount" in uplink.detail and "gatewayCount" not in entity:
-            entity["gatewayCount"] = prop(uplink.detail["gatewayCount"], observed_at=time)
+            reported["fPort"] = _p(uplink.f_port)
         if uplink.late:
-            entity["lateDelivery"] = prop(True, observed_at=time)
+            reported["lateDelivery"] = _p(True)
+        entity["dateLastValueReported"] = reported
+        radio = _radio(uplink)
+        rssi = uplink.radio.rssi if uplink.radio is not None else None
+        if rssi is not None:
+            # dBm; no UN/CEFACT common code for decibel-milliwatt is recognised yet, see README.
+            entity["rssi"] = {**_p(rssi, time), **radio}
+        else:
+            reported.update(radio)
     for name, value in attrs.items():
-        entity[name] = prop(value.value, unit=value.unit, observed_at=time)
+        entity[name] = _p(value.value, time, value.unit)
     if uplink.kind == "status":
         if uplink.battery_level is not None:
-            entity["batteryLevel"] = prop(uplink.battery_level, observed_at=time)
+            entity["batteryLevel"] = _p(uplink.battery_level, time)
         if "margin" in uplink.detail:
-            entity["linkMargin"] = prop(uplink.detail["margin"], unit="2N", observed_at=time)
+            entity["linkMargin"] = _p(uplink.detail["margin"], time, "2N")
     elif uplink.kind == "join":
-        entity["deviceState"] = prop("joined", observed_at=time)
+        entity["deviceState"] = _p("joined", time)
     elif uplink.kind == "log":
         level, code = uplink.detail.get("level", ""), uplink.detail.get("code", "")
-        entity["deviceState"] = prop(f"{level.lower()}: {code}".strip(": "), observed_at=time)
+        entity["deviceState"] = _p(f"{level.lower()}: {code}".strip(": "), time)
     elif uplink.kind == "location" and uplink.location is not None:
         entity["location"] = geo(point(*uplink.location), observed_at=time)
     return entity

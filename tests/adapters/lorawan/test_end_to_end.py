@@ -67,7 +67,7 @@ async def test_uplinks_through_mosquitto_reach_the_store_once(tmp_path: Path, br
         assert stored["location"]["value"]["type"] == "Point"
         assert stored["refDevice"]["object"] == f"urn:ngsi-ld:Device:{EUI}"
         device = await rt.store.get("ville-a", f"urn:ngsi-ld:Device:{EUI}")
-        assert device is not None and device["rssi"]["value"] == -100 and device["snr"]["unitCode"] == "2N"
+        assert device is not None and device["rssi"]["value"] == -100 and device["rssi"]["snr"]["unitCode"] == "2N"
         assert validate(stored).valid and validate(device).valid
         assert rt.metrics.duplicates.get(source="chirpstack") == 1, "the copy from the second gateway is a duplicate"
         async with aiohttp.ClientSession() as http, http.get(f"{base}/admin/archive") as r:
