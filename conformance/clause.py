@@ -165,6 +165,7 @@ def to_html(md: str, lang: str) -> str:
     para: list[str] = []
     table: list[list[str]] = []
     items: list[tuple[str, str]] = []
+    start = [1]
 
     def flush() -> None:
         if para:
@@ -177,8 +178,10 @@ def to_html(md: str, lang: str) -> str:
                                             for r in rows) + "</tbody></table>")
             table.clear()
         if items:
+            # A numbered list cut by a table goes on with its own numbers (<ol start>).
             tag = "ol" if items[0][0] == "ol" else "ul"
-            body.append(f"<{tag}>" + "".join(f"<li>{_inline(x)}</li>" for _, x in items) + f"</{tag}>")
+            first = f' start="{start[0]}"' if tag == "ol" and start[0] != 1 else ""
+            body.append(f"<{tag}{first}>" + "".join(f"<li>{_inline(x)}</li>" for _, x in items) + f"</{tag}>")
             items.clear()
 
     for raw in md.splitlines():
@@ -204,6 +207,8 @@ def to_html(md: str, lang: str) -> str:
         elif re.match(r"^\d+\. ", line):
             if para:
                 flush()
+            if not items:
+                start[0] = int(line.split(". ", 1)[0])
             items.append(("ol", line.split(". ", 1)[1]))
         elif line.startswith("- "):
             if para:

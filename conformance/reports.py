@@ -29,7 +29,9 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "status": "Status", "verdict": "Verdict", "reason": "Reason / note", "id": "Id", "check": "Check",
         "none": "None.", "sha": "SHA-256 of the profile", "writes": "Writes by the checker",
         "cleanup_left": "Not cleaned up", "waivers": "Waived checks", "measurements": "Measurements",
-        "refs": "References", "yes": "yes", "no": "no",
+        "refs": "References", "yes": "yes", "no": "no", "tested": "tested", "partly": "partly tested",
+        "mandatory_status": "mandatory", "optional_status": "optional", "waived_status": "waived",
+        "v_pass": "pass", "v_fail": "fail", "v_error": "error", "v_skip": "skipped",
     },
     "fr": {
         "title": "Rapport de conformité", "accepted": "CONFORME", "refused": "NON CONFORME",
@@ -46,6 +48,9 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "reason": "Motif / note", "id": "Identifiant", "check": "Vérification", "none": "Aucun.",
         "sha": "Empreinte SHA-256 du profil", "writes": "Écritures par l'outil", "cleanup_left": "Non nettoyé",
         "waivers": "Dérogations", "measurements": "Mesures", "refs": "Références", "yes": "oui", "no": "non",
+        "tested": "testée", "partly": "testée en partie",
+        "mandatory_status": "obligatoire", "optional_status": "facultative", "waived_status": "dérogation",
+        "v_pass": "réussie", "v_fail": "échec", "v_error": "erreur", "v_skip": "non exécutée",
     },
 }
 
@@ -64,7 +69,8 @@ min-width:8rem}.figure .n{font-size:1.6rem;font-weight:700}
 pre{background:#f7f7f7;border:1px solid #e2e2e2;padding:.5rem;white-space:pre-wrap;word-break:break-word;
 font-size:.8rem;max-height:30rem;overflow:auto}
 .failure{border:1px solid #e0b4b0;border-left:6px solid #b3261e;padding:.6rem 1rem;margin:1rem 0;
-page-break-inside:avoid}.failure.error{border-left-color:#8a4b00}
+page-break-inside:avoid;color:#1d1d1d}.failure.is-error{border-left-color:#8a4b00}
+.failure h3{margin:.2rem 0 .4rem;font-size:1.05rem}
 dl{margin:0}dt{font-weight:600;margin-top:.4rem}dd{margin:0 0 0 1rem}
 .muted{color:#666;font-size:.85rem}
 @media print{body{margin:0;max-width:none}pre{max-height:none}.banner{-webkit-print-color-adjust:exact;
@@ -125,7 +131,7 @@ def write_junit(report: dict[str, Any], path: Path) -> None:
 def _chart(report: dict[str, Any], lang: str) -> str:
     """A horizontal stacked bar per level (pass / fail / error / skip), as inline SVG."""
     levels = [(lv, c) for lv, c in report["summary"]["by_level"].items()]
-    row, left, width = 28, 250, 560
+    row, left, width = 28, 330, 520
     height = row * len(levels) + 40
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{left + width + 60}" height="{height}" '
              f'viewBox="0 0 {left + width + 60} {height}" aria-label="{escape(LABELS[lang]["by_level"])}">']
@@ -173,6 +179,16 @@ def _exchange(ex: dict[str, Any], lang: str) -> str:
             f"<dt>{LABELS[lang]['got']}</dt><dd><pre>{escape(got)}</pre></dd>")
 
 
+def _target(target: dict[str, Any]) -> str:
+    parts = []
+    for key, value in target.items():
+        if value in (None, "", [], {}):
+            continue
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"<code>{escape(key)}</code>: {escape(shown)}")
+    return "<br>".join(parts)
+
+
 def html_report(report: dict[str, Any], lang: str = "en") -> str:
     """The report as one self-contained HTML page (inline CSS and SVG, no external asset)."""
     lab = LABELS[lang]
@@ -193,8 +209,7 @@ def html_report(report: dict[str, Any], lang: str = "en") -> str:
         f"<tr><th>{lab['profile']}</th><td>{escape(p['id'])} {escape(p['version'])} "
         f"({escape(p['source'])})</td></tr>",
         f"<tr><th>{lab['sha']}</th><td><code>{p['sha256']}</code></td></tr>",
-        f"<tr><th>{lab['target']}</th><td><code>{escape(json.dumps(report['target'], ensure_ascii=False))}"
-        f"</code></td></tr>",
+        f"<tr><th>{lab['target']}</th><td>{_target(report['target'])}</td></tr>",
         f"<tr><th>{lab['tool']}</th><td>{escape(report['tool']['name'])} {escape(report['tool']['version'])}</td></tr>",
         f"<tr><th>{lab['period']}</th><td>{escape(report['run']['started'])} → {escape(report['run']['ended'])} "
         f"({report['run']['duration_s']:.1f} s, run {escape(report['run']['id'])})</td></tr>",
@@ -223,10 +238,10 @@ def html_report(report: dict[str, Any], lang: str = "en") -> str:
         out.append(f"<p>{lab['none']}</p>")
     for r in bad:
         refs = "; ".join(cmap.cite(x) for x in r["references"])
-        out.append(f'<div class="failure {r["verdict"]}" id="{escape(r["id"])}">'
+        out.append(f'<div class="failure is-{r["verdict"]}" id="{escape(r["id"])}">'
                    f'<h3>{escape(r["id"])} — {escape(r["title"])} '
-                   f'<span class="verdict {r["verdict"]}">{r["verdict"]}</span> '
-                   f'<span class="muted">({escape(r["status"])})</span></h3><dl>'
+                   f'<span class="verdict {r["verdict"]}">{lab["v_" + r["verdict"]]}</span> '
+                   f'<span class="muted">({lab[r["status"] + "_status"]})</span></h3><dl>'
                    f"<dt>{lab['found']}</dt><dd>{escape(r['reason'])}</dd>"
                    f"<dt>{lab['requires']}</dt><dd>{escape(r['expects'])}<br>"
                    f'<span class="muted">{escape(refs)}</span></dd>'
@@ -240,8 +255,10 @@ def html_report(report: dict[str, Any], lang: str = "en") -> str:
     out.append(f"<table><tr><th>{lab['id']}</th><th>{lab['check']}</th><th>{lab['status']}</th>"
                f"<th>{lab['verdict']}</th><th>{lab['reason']}</th><th>{lab['refs']}</th></tr>")
     for r in report["results"]:
-        out.append(f"<tr><td>{escape(r['id'])}</td><td>{escape(r['title'])}</td><td>{escape(r['status'])}</td>"
-                   f'<td class="verdict {r["verdict"]}">{r["verdict"]}</td><td>{escape(r["reason"][:300])}</td>'
+        out.append(f"<tr><td>{escape(r['id'])}</td><td>{escape(r['title'])}</td>"
+                   f"<td>{lab[r['status'] + '_status']}</td>"
+                   f'<td class="verdict {r["verdict"]}">{lab["v_" + r["verdict"]]}</td>'
+                   f'<td>{escape(r["reason"][:300])}</td>'
                    f"<td>{escape('; '.join(r['references']))}</td></tr>")
     out.append("</table>")
     nt = report["not_tested"]
@@ -250,7 +267,8 @@ def html_report(report: dict[str, Any], lang: str = "en") -> str:
     for c in nt["clauses"]:
         doc = cmap.documents.get(c["document"], {})
         name = f"{doc.get('title', c['document']).split(' — ')[0]} {doc.get('version', '')} {c['clause']} {c['title']}"
-        state = lab["not_tested"].lower() if c["state"] == "not tested" else c["state"]
+        state = {"not tested": lab["not_tested"].lower(), "tested": lab["tested"],
+                 "partly tested": lab["partly"]}[c["state"]]
         cls = "skip" if c["state"] == "not tested" else "pass" if c["state"] == "tested" else "error"
         out.append(f"<tr><td>{escape(name)}</td><td class=\"{cls}\">{escape(state)}</td>"
                    f"<td>{escape(', '.join(c['checks_run']) or '—')}</td></tr>")

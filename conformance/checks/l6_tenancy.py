@@ -36,6 +36,7 @@ async def _tenant_b(ctx: Ctx) -> str:
 
 def _echo(resp: Response, tenant: str) -> None:
     got = resp.header("NGSILD-Tenant")
+    expect(got is not None, f"no NGSILD-Tenant header in the response (expected {tenant!r})")
     expect(got == tenant, f"NGSILD-Tenant in the response is {got!r}, expected {tenant!r}")
 
 

@@ -68,6 +68,7 @@ def test_clause_html_is_a_complete_document(lang: str) -> None:
     assert page.startswith("<!DOCTYPE html>") and f'<html lang="{lang}">' in page
     assert page.count("<table>") == 3  # models, levels, annex
     assert "<h2>Article 4" in page and "<strong>ETSI GS CIM 009 V1.9.1</strong>" in page
+    assert '<ol start="3">' in page  # the list of references goes on after the table of models
     assert "<script" not in page and "src=" not in page
 
 
