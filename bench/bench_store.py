@@ -125,6 +125,16 @@ async def main(n: int) -> None:
                                    headers={"Link": LINK}) as resp:
                 await resp.read()
             print(f"query type only (100):   {(time.perf_counter() - t0) * 1000:6.1f} ms")
+            scans = []
+            for threshold in (95, 97, 99, 90, 98):
+                t0 = time.perf_counter()
+                params = {"type": "Streetlight", "q": f"illuminanceLevel>{threshold}", "count": "true"}
+                async with session.get(base + "/entities", params=params, headers={"Link": LINK}) as resp:
+                    total = resp.headers["NGSILD-Results-Count"]
+                    await resp.read()
+                scans.append((time.perf_counter() - t0) * 1000)
+            print(f"query type+q, count, no geo: median {statistics.median(scans):6.1f} ms "
+                  f"(last count {total} of {n})")
         print(f"RSS with {n} entities stored and served: {_rss_mb():.0f} MB")
         print(f"database file: {(data / 'store.sqlite').stat().st_size / 1e6:.0f} MB")
         await runner.cleanup()

@@ -590,22 +590,22 @@ class SqliteStorage(StorageBase):
 
 
 def _number_clause(iri: str, op: str, numbers: tuple[float, ...]) -> tuple[str, list[Any]]:
-    """EXISTS over the attribute's instances: a number satisfying ``op``, or a value that is not a
-    plain number (lists, JSON, other attribute types): those stay for the exact Python test."""
+    """The attribute exists and its first instance's value is a number satisfying ``op``; entities
+    whose attribute has several instances, or a value that is not a plain number (array, object,
+    other attribute types), pass through to the exact Python test."""
     if op == "..":
         test, args = "BETWEEN ? AND ?", [numbers[0], numbers[1]]
     elif op == "==":
         test, args = f"IN ({','.join('?' * len(numbers))})", list(numbers)
     else:
         test, args = f"{op} ?", [numbers[0]]
-    path = '$."' + iri + '"'
+    first = '$."' + iri + '"[0]'
     clause = (
-        "EXISTS (SELECT 1 FROM json_each(e.doc, ?) j WHERE "
-        "(json_type(j.value, '$.value') IN ('integer', 'real') AND json_extract(j.value, '$.value') " + test + ") "
-        "OR json_type(j.value, '$.value') = 'array' OR json_type(j.value, '$.valueList') IS NOT NULL "
-        "OR json_type(j.value, '$.json') IS NOT NULL)"
+        "(json_type(e.doc, ?) IS NOT NULL AND (json_type(e.doc, ?) IS NOT NULL "
+        "OR coalesce(json_type(e.doc, ?), '') NOT IN ('integer', 'real') "
+        f"OR json_extract(e.doc, ?) {test}))"
     )
-    return clause, [path, *args]
+    return clause, [first, '$."' + iri + '"[1]', first + ".value", first + ".value", *args]
 
 
 class _SortKey:
