@@ -201,6 +201,8 @@ def parse_profile(data: bytes, source: str) -> Profile:
 def load_vendor_sheet(path: Path) -> dict[str, Any]:
     """A vendor sheet (YAML: the ``quality`` block of a profile) validated like a profile's."""
     try:
+        if path.stat().st_size > MAX_PROFILE:
+            raise ConfigInvalid(f"vendor sheet {path} is larger than {MAX_PROFILE} bytes")
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigInvalid(f"vendor sheet {path} cannot be read: {exc}") from exc

@@ -85,3 +85,14 @@ def test_vendor_sheet_is_validated(tmp_path: Path) -> None:
         load_vendor_sheet(bad)
     text = "\n".join(err.value.problems)
     assert "reporting_interval_seconds" in text and "/declarations/0/completeness_min" in text
+
+
+def test_shipped_examples_are_valid() -> None:
+    """The example target files and vendor sheet validate against their schemas."""
+    from conformance.schemadoc import check_against
+
+    examples = Path(__file__).resolve().parents[2] / "conformance" / "examples"
+    for name in ("target-endpoint.yaml", "target-files.yaml", "target-adapter.yaml"):
+        assert check_against("target.schema.json", yaml.safe_load((examples / name).read_text())) == [], name
+    sheet = load_vendor_sheet(examples / "vendor-sheet.yaml")
+    assert {d["type"] for d in sheet["declarations"]} == {"WasteContainer", "AirQualityObserved"}
