@@ -216,6 +216,7 @@ class ServerLink:
         self.tenant: str = cfg.get("tenant", "")
         self.log = log
         self.timeout: float = float(cfg.get("timeout_s", 4.0))
+        self.watchdog: float = float(cfg.get("watchdog_s", 5.0))
         self.publishing_ms: float = float(cfg.get("publishing_interval_ms", 500))
         self.sampling_ms: float = float(cfg.get("sampling_interval_ms", 250))
         self.deadband: Mapping[str, Any] | None = cfg.get("deadband")
@@ -263,7 +264,10 @@ class ServerLink:
     # ------------------------------------------------------------------ connection
 
     async def _client_for(self) -> Client:
-        client = Client(self.endpoint, timeout=self.timeout, watchdog_intervall=1.0)
+        # The watchdog reads the server state every watchdog_s (with that timeout): a closed
+        # socket is noticed at once anyway, the probe is for silent cuts, and a short probe
+        # would turn a busy machine into spurious reconnections.
+        client = Client(self.endpoint, timeout=self.timeout, watchdog_intervall=self.watchdog)
         client.name = "jonction"
         client.description = "jonction OPC UA adapter"
         client.session_timeout = 600_000  # what most servers grant; asking more only logs a warning
