@@ -29,6 +29,27 @@ async def test_write_with_wrong_content_type_is_bare_415(server: StoreServer, co
     assert r.raw == b""
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("PUT", "/entities/urn:ngsi-ld:Streetlight:1"), ("POST", "/entities/urn:ngsi-ld:Streetlight:1/attrs"),
+     ("POST", "/entityOperations/upsert"), ("PUT", "/entities/urn:ngsi-ld:Streetlight:1/attrs/powerState")],
+)
+async def test_merge_patch_only_for_patch(server: StoreServer, method: str, path: str) -> None:
+    await server.post("/entities", streetlight(1))
+    r = await server.request(method, path, json_body={"powerState": 1},
+                             headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status == 415
+
+
+@pytest.mark.parametrize("path", ["/entities/urn:ngsi-ld:Streetlight:1/attrs",
+                                  "/entities/urn:ngsi-ld:Streetlight:1/attrs/powerState"])
+async def test_merge_patch_accepted_for_other_patches(server: StoreServer, path: str) -> None:
+    await server.post("/entities", streetlight(1))
+    body = {"powerState": {"type": "Property", "value": "off"}} if path.endswith("/attrs") else {"value": "off"}
+    r = await server.patch(path, body, headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status == 204
+
+
 async def test_write_without_content_type_is_415(server: StoreServer) -> None:
     r = await server.request("POST", "/entities", data=b"{}", content_type=None)
     assert r.status == 415
