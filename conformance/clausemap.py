@@ -26,11 +26,22 @@ class ClauseMap:
         """A reference written out in full (document title, version and clause)."""
         doc, _, section = reference.partition(" ")
         meta = self.documents.get(doc, {})
+        if doc == "SDM" and section:
+            return f"Smart Data Model {section} {_model_version(section)}".rstrip()
         title = meta.get("title", doc).split(" — ")[0]
         version = meta.get("version", "")
         name = self.clauses.get(doc, {}).get(section, "")
         text = " ".join(p for p in (title, version if version and version != "per model" else "", section) if p)
         return f"{text} ({name})" if name else text
+
+
+def _model_version(name: str) -> str:
+    try:
+        import schemas
+
+        return f"(schema {schemas.model(name).upstream_version})"
+    except Exception:  # a model that is not bundled has no known version
+        return ""
 
 
 @cache

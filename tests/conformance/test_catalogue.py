@@ -52,6 +52,7 @@ def test_every_bundled_model_has_its_own_check() -> None:
         chk = catalogue()[cid]
         assert chk.model == model
         assert schemas.model(model).upstream_version in chk.expects
+        assert clause_map().references(cid) == [f"SDM {model}"]
 
 
 def test_conformance_facts_are_each_covered() -> None:
