@@ -283,3 +283,43 @@ async def test_numeric_prefilter_never_loses_a_match(server: StoreServer, q: str
     expr = query_mod.parse_q(q)
     expected = [e["id"] for e in entities if expr.evaluate(ctx.expand_entity(e), ctx.expand_term)]
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("type=Streetlight&scopeQ=nope", "BadRequestData"),
+        ("type=Streetlight&lang=", "BadRequestData"),
+        ("type=Streetlight&attrs=a%20b", "BadRequestData"),
+        ("type=Streetlight&omit=a%20b", "BadRequestData"),
+        ("type=Streetlight&local=maybe", "BadRequestData"),
+        ("type=Streetlight&georel=near;maxDistance==10&geometry=Cube&coordinates=[1,2]", "BadRequestData"),
+        ("type=Streetlight&georel=near;maxDistance==10&geometry=Point&coordinates=[1,", "BadRequestData"),
+        ("type=Streetlight&options=noOverwrite", "BadRequestData"),
+        ("id=" + ",".join(f"urn:x:{i}" for i in range(1001)), "TooComplexQuery"),
+    ],
+)
+async def test_more_query_errors(city: StoreServer, query: str, problem: str) -> None:
+    r = await city.get(f"/entities?{query}")
+    assert r.problem() == problem, r.json
+
+
+async def test_order_by_missing_values_first_and_id(city: StoreServer) -> None:
+    ids = await _ids(city, "type=Device,Streetlight&orderBy=batteryLevel;desc&limit=3")
+    assert ids[:2] == ["urn:ngsi-ld:Device:1", "urn:ngsi-ld:Device:0"]
+    ids = await _ids(city, "type=Device&orderBy=id;desc")
+    assert ids == ["urn:ngsi-ld:Device:1", "urn:ngsi-ld:Device:0"]
+
+
+async def test_count_with_geo_and_offset_beyond_end(city: StoreServer) -> None:
+    r = await city.get("/entities?type=Streetlight&georel=near;maxDistance==200&geometry=Point"
+                       "&coordinates=[2.310,48.85]&count=true&offset=100")
+    assert r.json == []
+    assert r.headers["NGSILD-Results-Count"] == "5"
+    assert any('rel="prev"' in link for link in r.links)
+
+
+async def test_query_key_values_attrs_and_sys_attrs(city: StoreServer) -> None:
+    r = await city.get("/entities?type=Device&attrs=batteryLevel&options=keyValues,sysAttrs")
+    assert r.json[0]["batteryLevel"] == 0.0
+    assert "createdAt" in r.json[0]
