@@ -459,3 +459,43 @@ async def test_run_again_after_stop_as_the_supervisor_restarts_a_source(serve: S
         await adapter.stop()
         await asyncio.wait_for(task, 5)
         assert len(emit.messages) == 1, f"round {round_}"
+
+
+async def test_network_errors_back_off_until_the_api_comes_up() -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    adapter = _adapter(f"http://127.0.0.1:{port}/data", retry={"attempts": 50, "initial_delay": 0.02,
+                                                                "max_delay": 0.1})
+    emit = Collector()
+    poll = asyncio.create_task(adapter.poll_once(emit))
+    for _ in range(500):
+        if adapter.stats["retries"] >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert adapter.stats["retries"] >= 2 and not poll.done()
+
+    async def data(request: web.Request) -> web.Response:
+        return web.json_response({"items": ITEMS})
+
+    app = web.Application()
+    app.router.add_get("/data", data)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        assert await asyncio.wait_for(poll, 10) == 1
+        assert _ids(adapter, emit.messages) == EXPECTED_IDS
+    finally:
+        await adapter.stop()
+        await runner.cleanup()
+
+
+async def test_unreachable_api_is_unavailable_after_its_attempts() -> None:
+    from tests.conftest import free_port
+
+    adapter = _adapter(f"http://127.0.0.1:{free_port()}/data", retry={"attempts": 3, "initial_delay": 0.01})
+    with pytest.raises(Unavailable, match="after 3 attempts"):
+        await adapter.poll_once(Collector())
+    assert adapter.stats["retries"] == 2
+    await adapter.stop()
