@@ -43,6 +43,7 @@ _PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
 _NGSI_URN: Final = re.compile(r"^urn:ngsi-ld:([A-Za-z0-9_\-]+):(.*)$", re.S)
 _SIMPLE_PATH: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _DECIMAL_COMMA: Final = re.compile(r"^[+-]?\d+,\d+$")
+_LONG_FRACTION: Final = re.compile(r"(\.\d{7,})")
 _TRUE: Final = frozenset({"true", "1", "yes", "oui", "vrai", "y", "o"})
 _FALSE: Final = frozenset({"false", "0", "no", "non", "faux", "n"})
 _SOURCES: Final = ("select", "value", "point", "geometry")
@@ -477,6 +478,9 @@ def parse_time(value: Any, spec: TimeSpec | None, default_zone: ZoneInfo | None)
         raise ValueError(f"{value!r} is not a date-time text (set epoch: s or ms for numbers)")
     text = value.strip()
     fmt = spec.fmt if spec else None
+    if fmt is None:
+        # Go and Java clocks write up to nanoseconds; Python reads at most microseconds.
+        text = _LONG_FRACTION.sub(lambda m: m.group(1)[:7], text)
     try:
         moment = datetime.strptime(text, fmt) if fmt else datetime.fromisoformat(text)
     except ValueError:
