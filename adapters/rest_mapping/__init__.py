@@ -15,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import jmespath
 from jmespath.exceptions import JMESPathError
+from yarl import URL
 
 from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
 from adapters.mapping.support import (
@@ -211,7 +212,7 @@ class RestMappingAdapter:
             doc = _json(body)
             items = self._items(doc)
             if items:
-                emitted += await self._emit(emit, body, doc, items, page, mark, final_url)
+                emitted += await self._emit(emit, body, doc, items, page, mark, self._public(final_url))
             if doc is not None and self._mark_select is not None:
                 best = later(best, _max_mark(self._mark_select.search(doc)))
             if doc is None or style == "none":
@@ -253,6 +254,13 @@ class RestMappingAdapter:
             state["watermark"] = best
             self.state.save(state)
         return emitted
+
+    def _public(self, url: str) -> str:
+        """The URL as recorded in message metadata: without an API key sent as a query parameter."""
+        auth = self.config.get("auth") or {}
+        if auth.get("type") == "api_key" and auth.get("in") == "query":
+            return str(URL(url).without_query_params(str(auth.get("name", "X-API-Key"))))
+        return url
 
     def _items(self, doc: Any) -> list[Any] | None:
         if doc is None:

@@ -254,6 +254,7 @@ async def test_static_credentials(serve: Serve, auth: dict[str, Any], check: Cal
     emit = Collector()
     await adapter.poll_once(emit)
     assert _ids(adapter, emit.messages) == EXPECTED_IDS
+    assert "k-123" not in emit.messages[0].metadata["url"]  # the archive never holds the key
     refused = _adapter(adapter.url, auth={**auth, ("api_key" if "api_key" in auth else "password"): "wrong"})
     with pytest.raises(AuthFailed):
         await refused.poll_once(Collector())
