@@ -668,7 +668,8 @@ async def qry_types(ctx: RunContext) -> str | None:
 async def qry_pattern(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     s, w = scalar_attr(e, str)
-    pattern = "^" + re.escape(w[: max(1, len(w) - 1)])
+    # A real expression (anchors and a character class) that matches the known text exactly.
+    pattern = "^" + re.escape(w[:-1]) + "[" + re.escape(w[-1]) + "]$"
     await _q(ctx, f"{s}~={q_literal(pattern)}", must=[e["id"]],
              ok=lambda x: isinstance(value_of(x, s), str) and re.search(pattern, value_of(x, s)) is not None)
     return None

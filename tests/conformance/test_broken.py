@@ -42,6 +42,12 @@ API_BREAKS: dict[str | None, set[str]] = {
     "no-pagination-links": {"L2-PAG-002", "L2-PAG-003", "L2-PAG-004", "L2-PAG-011"},
     "count-missing": {"L2-CNT-001", "L2-CNT-002", "L2-CNT-003", "L2-CNT-004", "L2-PAG-007", "L6-TEN-016"},
     "accept-any-type": {"L3-CRE-012", "L3-UPD-005", "L3-BAT-018"},
+    "ignore-unknown-parameters": {"L2-RET-018"},
+    "no-406": {"L2-RET-019"},
+    "missing-tenant-is-empty": {"L6-TEN-005", "L6-TEN-006", "L6-TEN-007", "L6-TEN-008", "L6-TEN-009"},
+    "q-ignored": {"L2-QRY-004", "L2-QRY-005", "L2-QRY-006", "L2-QRY-007", "L2-QRY-008", "L2-QRY-009",
+                  "L2-QRY-010", "L2-QRY-011", "L2-QRY-019", "L2-QRY-024"},
+    "geo-ignored": {"L2-QRY-015", "L2-QRY-016", "L2-QRY-017", "L2-QRY-018"},
     "open-writes": {"L6-AUT-001", "L6-AUT-002", "L6-AUT-005", "L6-AUT-006", "L6-AUT-007", "L6-AUT-008",
                     "L6-AUT-009", "L6-AUT-010", "L6-AUT-011", "L6-AUT-012"},
 }
