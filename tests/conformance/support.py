@@ -166,6 +166,14 @@ class BreakingProxy:
         if brk == "geo-ignored":
             for key in ("georel", "geometry", "coordinates"):
                 query.pop(key, None)
+        if brk == "temporal-filters-ignored" and request.path.startswith("/ngsi-ld/v1/temporal/entities/"):
+            for key in ("timerel", "timeAt", "endTimeAt"):
+                query.pop(key, None)
+        if brk == "lastN-ignored":
+            query.pop("lastN", None)
+        if brk == "merge-patch-refused" and headers.get("Content-Type", "").startswith(
+                "application/merge-patch+json"):
+            return web.Response(status=415)
         if brk == "no-406" and headers.get("Accept") == "text/csv":
             headers["Accept"] = "application/json"
         if brk == "tenant-leak" and request.method == "GET":
@@ -178,7 +186,7 @@ class BreakingProxy:
             headers["Authorization"] = f"Bearer {TOKEN}"
         body = await request.read()
         data: Any = body
-        if request.body_exists and "Content-Length" not in request.headers:
+        if request.body_exists and "Content-Length" not in request.headers and brk != "no-411":
             async def stream() -> AsyncIterator[bytes]:
                 yield body
             data = stream()
@@ -212,6 +220,8 @@ class BreakingProxy:
             headers = {k: v for k, v in headers.items() if k.lower() != "ngsild-tenant"}
         if brk == "count-missing":
             headers = {k: v for k, v in headers.items() if k.lower() != "ngsild-results-count"}
+        if brk == "conflict-hidden" and status == 409 and b"AlreadyExists" in raw:
+            status, raw = 201, b""
         if brk == "missing-tenant-is-empty" and status == 404 and b"NonexistentTenant" in raw:
             status = 200
             raw = b"[]"

@@ -48,6 +48,12 @@ API_BREAKS: dict[str | None, set[str]] = {
     "q-ignored": {"L2-QRY-004", "L2-QRY-005", "L2-QRY-006", "L2-QRY-007", "L2-QRY-008", "L2-QRY-009",
                   "L2-QRY-010", "L2-QRY-011", "L2-QRY-019", "L2-QRY-024"},
     "geo-ignored": {"L2-QRY-015", "L2-QRY-016", "L2-QRY-017", "L2-QRY-018"},
+    "no-411": {"L3-CRE-014", "L3-BAT-020"},
+    "merge-patch-refused": {"L3-MRG-003"},
+    "conflict-hidden": {"L3-CRE-003", "L4-SUB-005"},
+    "temporal-filters-ignored": {"L5-TMP-004", "L5-TMP-005", "L5-TMP-006", "L5-TMP-007", "L5-TMP-012",
+                                 "L5-TMP-013"},
+    "lastN-ignored": {"L5-TMP-009"},
     "open-writes": {"L6-AUT-001", "L6-AUT-002", "L6-AUT-005", "L6-AUT-006", "L6-AUT-007", "L6-AUT-008",
                     "L6-AUT-009", "L6-AUT-010", "L6-AUT-011", "L6-AUT-012"},
 }
