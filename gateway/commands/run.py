@@ -32,7 +32,9 @@ def _handle(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level or "INFO")
     if args.config is not None:
-        cfg = config_mod.load(args.config)
+        from gateway.contract import discover
+
+        cfg = config_mod.load(args.config, adapters=discover())
     else:
         from gateway.runtime.demo import demo_config
 

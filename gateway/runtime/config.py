@@ -161,8 +161,12 @@ def _secret(block: Mapping[str, Any] | None, key: str, file_key: str, where: str
     return value
 
 
-def parse(document: Any, *, base: Path | None = None) -> GatewayConfig:
-    """Check a config document (already parsed from YAML) and build the typed config."""
+def parse(document: Any, *, base: Path | None = None, adapters: Mapping[str, Any] | None = None) -> GatewayConfig:
+    """Check a config document (already parsed from YAML) and build the typed config.
+
+    With ``adapters`` (name → class), each source's adapter and its config are checked in the
+    same pass, so that one run lists every problem of the file.
+    """
     base = base or Path.cwd()
     if document is None:
         document = {}
@@ -172,6 +176,8 @@ def parse(document: Any, *, base: Path | None = None) -> GatewayConfig:
         raise ConfigInvalid("the configuration must be a mapping", ["/: expected a mapping of settings"])
     problems.extend(redact(p) for p in schemas.check_document(gateway_schema(), document))
     if problems:
+        if adapters is not None:
+            problems.extend(_early_source_problems(document, adapters, base))
         raise ConfigInvalid("invalid configuration", problems)
     cfg = GatewayConfig()
     server = document.get("server", {})
@@ -252,7 +258,26 @@ def parse(document: Any, *, base: Path | None = None) -> GatewayConfig:
     return cfg
 
 
-def load(path: Path) -> GatewayConfig:
+def _early_source_problems(document: Mapping[str, Any], adapters: Mapping[str, Any], base: Path) -> list[str]:
+    """Source problems of a document that already failed the gateway schema (best effort)."""
+    sources = []
+    raw_sources = document.get("sources")
+    for item in raw_sources if isinstance(raw_sources, list) else []:
+        if isinstance(item, Mapping) and isinstance(item.get("adapter"), str) and isinstance(item.get("name"), str):
+            config = item.get("config", {})
+            sources.append(SourceConfig(item["name"], item["adapter"], dict(config) if isinstance(config, Mapping)
+                                        else {}, str(item.get("tenant", ""))))
+        else:
+            sources.append(SourceConfig("", "", {}, enabled=False))
+    probe = GatewayConfig(data_dir=base / "jonction-data", sources=sources)
+    try:
+        check_source_configs(probe, adapters)
+    except ConfigInvalid as exc:
+        return list(exc.problems)
+    return []
+
+
+def load(path: Path, *, adapters: Mapping[str, Any] | None = None) -> GatewayConfig:
     """Read, check and build the configuration in ``path``."""
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
@@ -266,7 +291,7 @@ def load(path: Path) -> GatewayConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
         raise ConfigInvalid(f"{path}: not valid YAML at {where}") from None
-    return parse(document, base=path.parent)
+    return parse(document, base=path.parent, adapters=adapters)
 
 
 def check_source_configs(cfg: GatewayConfig, adapters: Mapping[str, Any]) -> None:

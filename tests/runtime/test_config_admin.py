@@ -33,6 +33,19 @@ def test_every_problem_is_reported_together_naming_the_key(tmp_path: Path) -> No
     assert len(info.value.problems) >= 6
 
 
+def test_schema_and_source_problems_come_in_one_report(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text("server: {port: -1}\n"
+                    "sources:\n  - {name: bins, adapter: fake, config: {fail_check: maybe}}\n"
+                    "  - {name: other, adapter: nope}\n", encoding="utf-8")
+    with pytest.raises(ConfigInvalid) as info:
+        config_mod.load(path, adapters={"fake": FakeAdapter})
+    text = "\n".join(info.value.problems)
+    assert "/server/port" in text
+    assert "/sources/0/config/fail_check" in text
+    assert "/sources/1/adapter: unknown adapter 'nope'" in text
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "gw.yaml"
     path.write_text("server:\n  port: [1\n", encoding="utf-8")
