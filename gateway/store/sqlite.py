@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS contexts(id TEXT PRIMARY KEY, doc TEXT NOT NULL, crea
 """
 
 _CHUNK = 500
+_ENTITY_KEYS = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt"})
 GEO_SLOTS = 64
 """R*Tree ids are ``rid * GEO_SLOTS + k``: at most 64 GeoProperty instances per entity."""
 _HOSTED = re.compile(r"/ngsi-ld/v1/jsonldContexts/([^/?#]+)$")
@@ -114,6 +115,17 @@ def _bbox(geometry: Any) -> tuple[float, float, float, float] | None:
     return min(xs), min(ys), max(xs), max(ys)
 
 
+def geo_values(doc: Doc) -> list[tuple[str, Any]]:
+    """(attribute IRI, GeoJSON value) of every GeoProperty instance, cheap to compare."""
+    return [
+        (name, inst.get("value"))
+        for name, insts in doc.items()
+        if name not in _ENTITY_KEYS
+        for inst in insts
+        if inst.get("type") == "GeoProperty"
+    ]
+
+
 def geo_boxes(doc: Doc) -> list[tuple[str, float, float, float, float]]:
     """(attribute IRI, min lon, min lat, max lon, max lat) for every GeoProperty instance."""
     out = []
@@ -128,7 +140,12 @@ def geo_boxes(doc: Doc) -> list[tuple[str, float, float, float, float]]:
 
 def attr_summary(doc: Doc) -> dict[str, list[str]]:
     """Attribute IRI → attribute types, kept beside the document for discovery."""
-    return {name: sorted({str(i.get("type")) for i in doc[name]}) for name in attr_names(doc)}
+    out: dict[str, list[str]] = {}
+    for name, insts in doc.items():
+        if name in _ENTITY_KEYS:
+            continue
+        out[name] = [str(insts[0].get("type"))] if len(insts) == 1 else sorted({str(i.get("type")) for i in insts})
+    return out
 
 
 class SqliteStorage(StorageBase):
@@ -317,7 +334,10 @@ class SqliteStorage(StorageBase):
                 ):
                     rids[eid] = rid
                     raw[eid] = doc
-            state: dict[str, Doc | None] = {eid: codec.loads(doc) for eid, doc in raw.items()}
+            # The mutators never edit their input (they copy), so the parsed originals stay
+            # valid for the index diff and the events' "before".
+            originals: dict[str, Doc] = {eid: codec.loads(doc) for eid, doc in raw.items()}
+            state: dict[str, Doc | None] = dict(originals)
             touched: dict[str, None] = {}
             written: list[tuple[str, list[str], str, dict[str, Any]]] = []
             results: list[ChangeResult] = []
@@ -339,7 +359,7 @@ class SqliteStorage(StorageBase):
                         types = mutation.doc["type"]
                         written.extend((eid, types, attr, inst) for attr, inst in mutation.written)
                 results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated))
-            self._store_many(conn, tenant, touched, rids, raw, state)
+            self._store_many(conn, tenant, touched, rids, originals, state)
             if self._history is not None and written:
                 # Same transaction: history and current state never disagree.
                 rows = [(tenant, eid, types, attr, inst) for eid, types, attr, inst in written]
@@ -353,7 +373,7 @@ class SqliteStorage(StorageBase):
         events: list[ChangeEvent] = []
         if want_events:
             for eid in touched:
-                before = codec.loads(raw[eid]) if eid in raw else None
+                before = originals.get(eid)
                 after = state.get(eid)
                 if before is None and after is None:
                     continue
@@ -367,7 +387,7 @@ class SqliteStorage(StorageBase):
         tenant: str,
         touched: Mapping[str, None],
         rids: Mapping[str, int],
-        raw: Mapping[str, str],
+        originals: Mapping[str, Doc],
         state: Mapping[str, Doc | None],
     ) -> None:
         """Write the final state of every touched entity with a few executemany calls."""
@@ -382,10 +402,10 @@ class SqliteStorage(StorageBase):
         for eid in touched:
             doc = state.get(eid)
             rid = rids.get(eid)
-            old = codec.loads(raw[eid]) if eid in raw else None
-            old_geo = geo_boxes(old) if old is not None else []
+            old = originals.get(eid)
             old_types: list[str] = old["type"] if old is not None else []
             if doc is None:
+                old_geo = geo_boxes(old) if old is not None else []
                 if rid is not None:
                     deletes.append((rid,))
                     drop_boxes.extend((rid * GEO_SLOTS + k,) for k in range(len(old_geo)))
@@ -408,6 +428,9 @@ class SqliteStorage(StorageBase):
                 if old_types[1:]:
                     xtype_drop.append((rid,))
                 xtype_add.extend((tenant, t, rid) for t in types[1:])
+            if old is not None and geo_values(old) == geo_values(doc):
+                continue  # same geometries (the usual telemetry update): the R*Tree rows stay
+            old_geo = geo_boxes(old) if old is not None else []
             new_geo = geo_boxes(doc)
             if len(new_geo) > GEO_SLOTS:
                 raise NgsiError("BadRequestData", f"entity {eid} has more than {GEO_SLOTS} GeoProperty instances")

@@ -309,3 +309,28 @@ async def test_ensure_tenant(tmp_path: Path) -> None:
         assert await reopened.tenant_exists("subs-only")
     finally:
         await reopened.close()
+
+
+async def test_geo_index_follows_updates_and_deletes(tmp_path: Path) -> None:
+    storage = await open_storage(tmp_path / "store.sqlite")
+    loc = "https://uri.etsi.org/ngsi-ld/location"
+
+    def at(lon: float, lat: float) -> dict[str, Any]:
+        return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}
+
+    async def found(lon: float, lat: float) -> list[str]:
+        spec = QuerySpec(bbox=(lon - 0.01, lat - 0.01, lon + 0.01, lat + 0.01), geoproperty=loc)
+        return [d["id"] for d in (await storage.query("", spec)).docs]
+
+    try:
+        await storage.upsert("", [streetlight(1, location=at(2.0, 48.0))])
+        await storage.upsert("", [streetlight(1, powerState={"type": "Property", "value": "off"},
+                                              location=at(2.0, 48.0))])
+        assert await found(2.0, 48.0) == ["urn:ngsi-ld:Streetlight:1"]
+        await storage.upsert("", [streetlight(1, location=at(5.0, 45.0))])
+        assert await found(2.0, 48.0) == []
+        assert await found(5.0, 45.0) == ["urn:ngsi-ld:Streetlight:1"]
+        await storage.delete_entities("", ["urn:ngsi-ld:Streetlight:1"])
+        assert await found(5.0, 45.0) == []
+    finally:
+        await storage.close()
