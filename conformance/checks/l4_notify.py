@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from conformance.checks.common import expect, ids, json_list, json_object, problem, status
@@ -348,9 +350,16 @@ async def ntf_ctype(ctx: RunContext) -> str | None:
        explain="Operators can see that a data flow is alive.")
 async def ntf_status(ctx: RunContext) -> str | None:
     await _notified(ctx, "n11")
-    body = json_object(await ctx.api("GET", f"/subscriptions/urn:ngsi-ld:Subscription:jc-{ctx.run_id}-n11"))
-    notif = body.get("notification") or {}
-    sent = notif.get("timesSent")
+    # The target records a delivery once the receiver has answered, which may be a moment after the
+    # notification arrived here: read the subscription again until it does (bounded wait).
+    deadline = time.monotonic() + _timeout(ctx)
+    while True:
+        body = json_object(await ctx.api("GET", f"/subscriptions/urn:ngsi-ld:Subscription:jc-{ctx.run_id}-n11"))
+        notif = body.get("notification") or {}
+        sent = notif.get("timesSent")
+        if (isinstance(sent, int) and sent >= 1) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
     expect(isinstance(sent, int) and sent >= 1, f"timesSent {sent!r}")
     expect(isinstance(notif.get("lastNotification"), str), f"lastNotification {notif.get('lastNotification')!r}")
     return None

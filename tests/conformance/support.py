@@ -257,3 +257,29 @@ async def breaking_proxy(upstream: str, brk: str | None) -> AsyncIterator[str]:
         yield url
     finally:
         await proxy.stop()
+
+
+@asynccontextmanager
+async def notification_relay(receiver_port: int, *, drop_tenant: bool = False) -> AsyncIterator[str]:
+    """A public-facing relay in front of the checker's receiver (as a reverse proxy would be in a
+    real deployment), optionally losing the NGSILD-Tenant header of notifications."""
+
+    async def relay(request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+        if drop_tenant:
+            headers = {k: v for k, v in headers.items() if k.lower() != "ngsild-tenant"}
+        async with aiohttp.ClientSession() as s, s.post(
+                f"http://127.0.0.1:{receiver_port}{request.path}", data=await request.read(),
+                headers=headers) as resp:
+            return web.Response(status=resp.status)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", relay)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

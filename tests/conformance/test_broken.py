@@ -22,8 +22,10 @@ from tests.conformance.support import (
     breaking_proxy,
     feeder,
     model_example,
+    notification_relay,
     running_store,
 )
+from tests.conftest import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -159,3 +161,22 @@ async def test_quality_break_fails_exactly_its_check(tmp_path: Path, name: str, 
     q = {r["id"]: r for r in report["results"] if r["level"] == "Q"}
     assert {cid for cid, r in q.items() if r["verdict"] == "fail"} == expected, {c: r["reason"] for c, r in q.items()}
     assert all(r["evidence"].get("measurements") for r in q.values() if r["verdict"] != "skip")
+
+
+@pytest.mark.parametrize(("drop_tenant", "expected"), [(False, set()), (True, {"L4-NTF-005"})],
+                         ids=["relayed", "relay-drops-tenant"])
+async def test_notifications_through_a_public_callback_url(tmp_path: Path, drop_tenant: bool,
+                                                           expected: set[str]) -> None:
+    """Notifications reach the checker through its configured public URL; a lost tenant header fails L4-NTF-005."""
+    profile = load_profile(str(FIXTURES / "api-only.yaml"))
+    listen = free_port()
+    async with running_store(tmp_path / "store") as url, notification_relay(listen, drop_tenant=drop_tenant) as pub:
+        target = EndpointTarget(url=url, token=TOKEN, token_source="test", allow_write=True, callback_url=pub,
+                                listen_port=listen)
+        report = await run(profile, target, only={c for c in profile.selection() if c.startswith("L4-")})
+    results = {r["id"]: r for r in report["results"]}
+    assert {cid for cid, r in results.items() if r["verdict"] != "pass"} == expected
+    sub = next(x for x in results["L4-NTF-001"]["evidence"]["exchanges"] if x["request"]["url"].endswith(
+        "/subscriptions"))
+    assert f'"uri": "{pub}/notify/n1"' in sub["request"]["body"]
+    assert report["target"]["callback_url"] == pub
