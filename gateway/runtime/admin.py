@@ -168,7 +168,8 @@ async def list_archive(request: web.Request) -> web.Response:
     rt = _rt(request)
     _, archive, _, _, _ = rt.require()
     limit = _int(request, "limit", 100, maximum=MAX_LIMIT)
-    items = archive.list(source=request.query.get("source"), after=_int(request, "after", 0), limit=limit)
+    items = archive.list(source=request.query.get("source"), tenant=request.query.get("tenant"),
+                         after=_int(request, "after", 0), limit=limit)
     return web.json_response({"stats": archive.stats(), "messages": [m.summary() for m in items],
                               "next": items[-1].id if len(items) == limit else None})
 
@@ -305,7 +306,7 @@ OPENAPI: Final[dict[str, Any]] = {
         "/admin/deadletters/{id}/replay": {"post": _op("Translate and validate again; queue if it now passes",
                                                        params=[_ID], codes=(200, 404, 422))},
         "/admin/archive": {"get": _op("List archived raw messages and the archive bounds", params=[
-            _q("source"), _q("after", "integer"), _q("limit", "integer")])},
+            _q("source"), _q("tenant"), _q("after", "integer"), _q("limit", "integer")])},
         "/admin/archive/{id}": {"get": _op("One archived raw message", params=[_ID], codes=(200, 404))},
         "/admin/archive/replay": {"post": _op("Replay archived messages by ids or by source/after/limit",
                                               body=True)},

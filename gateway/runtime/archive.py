@@ -104,13 +104,18 @@ class RawArchive:
                     "SELECT COALESCE(SUM(length(payload)), 0) FROM archive").fetchone()[0])
         return removed
 
-    def list(self, *, source: str | None = None, after: int = 0, limit: int = 100) -> list[ArchivedMessage]:
-        """Archived messages with id > ``after``, oldest first, optionally of one source."""
+    def list(
+        self, *, source: str | None = None, tenant: str | None = None, after: int = 0, limit: int = 100
+    ) -> list[ArchivedMessage]:
+        """Archived messages with id > ``after``, oldest first, optionally of one source or tenant."""
         sql = f"SELECT {_COLUMNS} FROM archive WHERE id > ?"
         args: list[Any] = [after]
         if source:
             sql += " AND source = ?"
             args.append(source)
+        if tenant is not None:
+            sql += " AND tenant = ?"
+            args.append(tenant)
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
         return [_row_to_message(r) for r in self.db.conn.execute(sql, args).fetchall()]
