@@ -131,8 +131,15 @@ def _status(doc: Mapping[str, Any]) -> tuple[int, str]:
     return code, name
 
 
-def _numeric_or_none(value: Any) -> bool:
-    return isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity")
+def _not_finite(value: Any, datatype: Any) -> bool:
+    """A float the transport wrote as text because JSON has no NaN/Infinity (text nodes excluded)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return (
+        isinstance(value, str)
+        and value in ("NaN", "Infinity", "-Infinity")
+        and datatype in (None, "Float", "Double")
+    )
 
 
 def _time(doc: Mapping[str, Any], key: str) -> str | None:
@@ -182,7 +189,7 @@ def to_entities(raw: RawMessage, mappings: Mappings) -> list[Entity]:
     # A deep copy: the pipeline may normalize entities in place, the config must stay intact.
     item.update(copy.deepcopy(mappings.statics.get(mapping.entity_id, {})))
 
-    if value is None or _numeric_or_none(value) or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None or _not_finite(value, datatype):
         # No usable value (a Bad status usually carries none): NGSI-LD has no null value, so the
         # status itself is kept, as an instance of opcuaStatus tagged with the attribute's name.
         status_attr["observedAt"] = observed

@@ -170,3 +170,8 @@ def test_event_without_mapping_or_id_is_refused() -> None:
     with pytest.raises(TranslationError) as caught:
         adapter().to_entities(raw(dict(event, ref="i=2253", event_id="")))
     assert caught.value.pointer == "/event_id"
+
+
+def test_a_text_node_saying_nan_is_text() -> None:
+    (item,) = adapter().to_entities(raw(speed(value="NaN", datatype="String")))
+    assert item["speed"]["value"] == "NaN" and "unitCode" not in item["speed"]
