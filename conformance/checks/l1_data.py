@@ -102,7 +102,7 @@ def _rule_findings(verdicts: Iterable[tuple[str, Any, Any]], pick: Any) -> list[
        sends="(no request) the records delivered or read from the target",
        expects="each record is a JSON object with an id and a type; every payload translates",
        explain="Data that is not even shaped as an entity cannot be used by any standard tool.")
-async def ent_shape(ctx: RunContext) -> str | None:
+async def _ent_shape(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     findings = [f"{loc}: {rec.reason}" for loc, rec, _ in v if is_failure(rec)]
     findings += _rule_findings(v, lambda r: r in _ENT_RULES)
@@ -113,7 +113,7 @@ async def ent_shape(ctx: RunContext) -> str | None:
        sends="(no request) the records delivered or read",
        expects="every id is an absolute URI (e.g. urn:ngsi-ld:WasteContainer:42)",
        explain="URIs make identifiers unique across vendors and territories.")
-async def ent_uri(ctx: RunContext) -> str | None:
+async def _ent_uri(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     return _report(ctx, _rule_findings(v, lambda r: r == "id-uri"), "ids are not URIs", len(v))
 
@@ -122,7 +122,7 @@ async def ent_uri(ctx: RunContext) -> str | None:
        sends="(no request) the records delivered or read",
        expects="no id twice in the same snapshot",
        explain="Two objects with one identifier overwrite each other downstream.")
-async def ent_unique(ctx: RunContext) -> str | None:
+async def _ent_unique(ctx: RunContext) -> str | None:
     seen: dict[str, str] = {}
     findings = []
     records = await _records(ctx)
@@ -138,7 +138,7 @@ async def ent_unique(ctx: RunContext) -> str | None:
        sends="(no request) the records delivered or read",
        expects="every attribute has a valid NGSI-LD type and the value member that type requires",
        explain="Typed attributes (Property, Relationship, GeoProperty…) are what makes the data self-describing.")
-async def att_structure(ctx: RunContext) -> str | None:
+async def _att_structure(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     findings = _rule_findings(v, lambda r: r not in _OWN and not r.startswith(("schema:", "geojson", "id-")))
     return _report(ctx, findings, "attribute structure errors", len(v))
@@ -148,7 +148,7 @@ async def att_structure(ctx: RunContext) -> str | None:
        sends="(no request) the records delivered or read",
        expects="every Relationship object (and objectList item) is a URI",
        explain="A link to 'container 12' cannot be followed; a link to a URI can.")
-async def att_rel(ctx: RunContext) -> str | None:
+async def _att_rel(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     return _report(ctx, _rule_findings(v, lambda r: r == "relationship-object"), "relationships are not URIs", len(v))
 
@@ -157,7 +157,7 @@ async def att_rel(ctx: RunContext) -> str | None:
        sends="(no request) the records delivered or read",
        expects="datasetId is a URI and never repeated within one attribute",
        explain="Multiple sources for one quantity must stay distinguishable.")
-async def att_dataset(ctx: RunContext) -> str | None:
+async def _att_dataset(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     return _report(ctx, _rule_findings(v, lambda r: r.startswith("dataset-id")), "datasetId errors", len(v))
 
@@ -166,7 +166,7 @@ async def att_dataset(ctx: RunContext) -> str | None:
        sends="(no request) the records delivered or read",
        expects="names made of letters, digits, '_' and '-' starting with a letter or '_', or absolute IRIs",
        explain="Names with spaces, dots or quotes break queries (q=a.b means a sub-attribute) and databases.")
-async def att_names(ctx: RunContext) -> str | None:
+async def _att_names(ctx: RunContext) -> str | None:
     findings = []
     records = await _records(ctx)
     for loc, rec in records:
@@ -181,7 +181,7 @@ async def att_names(ctx: RunContext) -> str | None:
        sends="(no request) the records delivered or read",
        expects="observedAt, createdAt, modifiedAt parse as RFC 3339 date-times with Z or an offset",
        explain="A time without a zone is ambiguous by one or two hours in France (summer time).")
-async def tim_zone(ctx: RunContext) -> str | None:
+async def _tim_zone(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     return _report(ctx, _rule_findings(v, lambda r: r in _TIME_RULES), "times without zone or unparsable", len(v))
 
@@ -201,7 +201,7 @@ def _observed(rec: Any) -> Iterable[tuple[str, str]]:
        sends="(no request) the records delivered or read",
        expects="every observedAt is at most 5 minutes ahead of the checker's clock",
        explain="Future dates reveal a wrong device clock or a time-zone error.")
-async def tim_future(ctx: RunContext) -> str | None:
+async def _tim_future(ctx: RunContext) -> str | None:
     limit = datetime.now(UTC) + FUTURE_TOLERANCE
     findings = []
     records = await _records(ctx)
@@ -219,7 +219,7 @@ async def tim_future(ctx: RunContext) -> str | None:
        sends="(no request) the records delivered or read",
        expects="properties named date… or …At holding a date-time string are RFC 3339 with a zone",
        explain="Dates such as dateObserved or dateLastEmptying are compared across systems; they need a zone.")
-async def tim_dates(ctx: RunContext) -> str | None:
+async def _tim_dates(ctx: RunContext) -> str | None:
     findings = []
     records = await _records(ctx)
     for loc, rec in records:
@@ -243,7 +243,7 @@ async def tim_dates(ctx: RunContext) -> str | None:
        sends="(no request) the records delivered or read",
        expects="every unitCode is a UN/CEFACT Recommendation 20 code (CEL, KWH, GQ…), not a symbol",
        explain="Symbols such as '°C' or 'Celsius' are not machine-comparable; the UN/CEFACT code is.")
-async def unt_code(ctx: RunContext) -> str | None:
+async def _unt_code(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     return _report(ctx, _rule_findings(v, lambda r: r == "unit-code"), "invalid unit codes", len(v))
 
@@ -267,7 +267,7 @@ def _expected_unit(ctx: RunContext, etype: str, name: str) -> str | None:
        sends="(no request) the records delivered or read",
        expects="each unitCode equals the unit the Smart Data Model or the vendor declaration gives",
        explain="A temperature in °F where °C is expected would be read 30 degrees off.")
-async def unt_expected(ctx: RunContext) -> str | None:
+async def _unt_expected(ctx: RunContext) -> str | None:
     findings = []
     records = await _records(ctx)
     for loc, rec in records:
@@ -289,7 +289,7 @@ async def unt_expected(ctx: RunContext) -> str | None:
        sends="(no request) the records delivered or read",
        expects="every GeoProperty holds a GeoJSON geometry (RFC 7946) with well-formed positions",
        explain="Maps and spatial queries only work on valid geometries.")
-async def geo_valid(ctx: RunContext) -> str | None:
+async def _geo_valid(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     return _report(ctx, _rule_findings(v, lambda r: r.startswith("geojson") and r != "geojson-ring"),
                    "invalid geometries", len(v))
@@ -308,7 +308,7 @@ def _positions(value: Any) -> Iterable[list[Any]]:
        sends="(no request) the records delivered or read",
        expects="longitude within [-180, 180] and latitude within [-90, 90] for every position",
        explain="Lambert-93 metres sent as degrees put a lamp post in outer space; NGSI-LD requires WGS84.")
-async def geo_wgs84(ctx: RunContext) -> str | None:
+async def _geo_wgs84(ctx: RunContext) -> str | None:
     findings = []
     records = await _records(ctx)
     for loc, rec in records:
@@ -329,7 +329,7 @@ async def geo_wgs84(ctx: RunContext) -> str | None:
        sends="(no request) the records delivered or read",
        expects="every linear ring has four or more positions and ends where it starts",
        explain="Open rings are not polygons; GIS software rejects them.")
-async def geo_rings(ctx: RunContext) -> str | None:
+async def _geo_rings(ctx: RunContext) -> str | None:
     v = await _verdicts(ctx)
     return _report(ctx, _rule_findings(v, lambda r: r == "geojson-ring"), "open or short rings", len(v))
 

@@ -65,7 +65,7 @@ def _need(rs: ReadSet, n: int) -> None:
        sends="GET /ngsi-ld/v1/entities/{id} of an entity known to exist",
        expects="200 with the entity, same id and type",
        explain="Any application must be able to read one object (a container, a lamp post) by its identifier.")
-async def ret_by_id(ctx: RunContext) -> str | None:
+async def _ret_by_id(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     body = json_object(await _get(ctx, e))
     expect(body.get("id") == e["id"], f"id {body.get('id')!r} instead of {e['id']!r}")
@@ -77,7 +77,7 @@ async def ret_by_id(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with no Accept header",
        expects="Content-Type application/json",
        explain="A client that does not ask for a format gets plain JSON, which every tool can read.")
-async def ret_default_json(ctx: RunContext) -> str | None:
+async def _ret_default_json(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     resp = await _get(ctx, e)
     status(resp, 200)
@@ -89,7 +89,7 @@ async def ret_default_json(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with Accept: application/json",
        expects='a Link header with rel="http://www.w3.org/ns/json-ld#context"',
        explain="Plain JSON has no room for the vocabulary; the Link header says which vocabulary the names use.")
-async def ret_link_header(ctx: RunContext) -> str | None:
+async def _ret_link_header(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     resp = await _get(ctx, e, accept=JSON)
     status(resp, 200)
@@ -101,7 +101,7 @@ async def ret_link_header(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with Accept: application/json",
        expects="a body without an @context member",
        explain="In plain JSON the vocabulary travels in the Link header, never in the body.")
-async def ret_no_body_context(ctx: RunContext) -> str | None:
+async def _ret_no_body_context(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     body = json_object(await _get(ctx, e, accept=JSON))
     expect("@context" not in body, "the application/json body has an @context member")
@@ -112,7 +112,7 @@ async def ret_no_body_context(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with Accept: application/ld+json",
        expects="Content-Type application/ld+json",
        explain="Linked-data clients ask for JSON-LD and must get it.")
-async def ret_ld_ctype(ctx: RunContext) -> str | None:
+async def _ret_ld_ctype(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     resp = await _get(ctx, e, accept=LD_JSON)
     status(resp, 200)
@@ -124,7 +124,7 @@ async def ret_ld_ctype(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with Accept: application/ld+json",
        expects="an @context member in the body",
        explain="A JSON-LD document must carry its vocabulary inside itself.")
-async def ret_ld_context(ctx: RunContext) -> str | None:
+async def _ret_ld_context(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     body = json_object(await _get(ctx, e, accept=LD_JSON))
     expect("@context" in body, "the application/ld+json body has no @context")
@@ -135,7 +135,7 @@ async def ret_ld_context(ctx: RunContext) -> str | None:
        sends="GET /entities/{id}?attrs=<one attribute>",
        expects="200 with that attribute only (plus id and type)",
        explain="Applications ask for just the figures they need, which saves bandwidth on large objects.")
-async def ret_attrs(ctx: RunContext) -> str | None:
+async def _ret_attrs(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     names = sorted(attrs_of(e))
     if len(names) < 2:
@@ -159,7 +159,7 @@ async def _key_values(ctx: RunContext, params: dict[str, str]) -> None:
        sends="GET /entities/{id}?options=keyValues",
        expects="each attribute as its bare value",
        explain="The simplified form is what most dashboards and open-data portals consume.")
-async def ret_kv(ctx: RunContext) -> str | None:
+async def _ret_kv(ctx: RunContext) -> str | None:
     await _key_values(ctx, {"options": "keyValues"})
     return None
 
@@ -168,7 +168,7 @@ async def ret_kv(ctx: RunContext) -> str | None:
        sends="GET /entities/{id}?format=simplified",
        expects="each attribute as its bare value",
        explain="NGSI-LD 1.9 names the simplified form with the format parameter; both spellings must work.")
-async def ret_simplified(ctx: RunContext) -> str | None:
+async def _ret_simplified(ctx: RunContext) -> str | None:
     await _key_values(ctx, {"format": "simplified"})
     return None
 
@@ -192,7 +192,7 @@ async def _concise(ctx: RunContext, params: dict[str, str]) -> None:
        sends="GET /entities/{id}?options=concise",
        expects="attributes without their type member, values and units kept",
        explain="The concise form is shorter but must lose nothing, not even units.")
-async def ret_concise(ctx: RunContext) -> str | None:
+async def _ret_concise(ctx: RunContext) -> str | None:
     await _concise(ctx, {"options": "concise"})
     return None
 
@@ -201,7 +201,7 @@ async def ret_concise(ctx: RunContext) -> str | None:
        sends="GET /entities/{id}?format=concise",
        expects="attributes without their type member, values and units kept",
        explain="Same as the options spelling, with the format parameter of NGSI-LD 1.9.")
-async def ret_format_concise(ctx: RunContext) -> str | None:
+async def _ret_format_concise(ctx: RunContext) -> str | None:
     await _concise(ctx, {"format": "concise"})
     return None
 
@@ -210,7 +210,7 @@ async def ret_format_concise(ctx: RunContext) -> str | None:
        sends="GET /entities/{id}?options=normalized",
        expects="every attribute as an object with its NGSI-LD type",
        explain="The full form keeps units, times and relationships, which data exchange relies on.")
-async def ret_normalized(ctx: RunContext) -> str | None:
+async def _ret_normalized(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     bad = is_normalized(json_object(await _get(ctx, e, params={"options": "normalized"})))
     expect(not bad, f"attributes not in normalized form: {bad}")
@@ -221,7 +221,7 @@ async def ret_normalized(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with no options",
        expects="every attribute as an object with its NGSI-LD type",
        explain="Without options the API must return the full form, so nothing is silently dropped.")
-async def ret_default_normalized(ctx: RunContext) -> str | None:
+async def _ret_default_normalized(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     bad = is_normalized(json_object(await _get(ctx, e)))
     expect(not bad, f"attributes not in normalized form: {bad}")
@@ -232,7 +232,7 @@ async def ret_default_normalized(ctx: RunContext) -> str | None:
        sends="GET /entities/{id}?options=sysAttrs",
        expects="createdAt and modifiedAt on the entity",
        explain="System times tell an auditor when a record was created and last changed.")
-async def ret_sysattrs(ctx: RunContext) -> str | None:
+async def _ret_sysattrs(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     body = json_object(await _get(ctx, e, params={"options": "sysAttrs"}))
     missing = [k for k in ("createdAt", "modifiedAt") if k not in body]
@@ -244,7 +244,7 @@ async def ret_sysattrs(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with Accept: application/geo+json",
        expects="Content-Type application/geo+json, a Feature whose geometry is the entity's location",
        explain="GIS tools (QGIS, web maps) read GeoJSON directly, without any conversion step.")
-async def ret_geojson(ctx: RunContext) -> str | None:
+async def _ret_geojson(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     point = point_of(e)
     resp = await _get(ctx, e, accept=GEO_JSON)
@@ -261,7 +261,7 @@ async def ret_geojson(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} for an id that does not exist",
        expects="404 with a ProblemDetails of type ResourceNotFound",
        explain="A clear, standard error lets client software tell 'absent' from 'broken'.")
-async def ret_unknown(ctx: RunContext) -> str | None:
+async def _ret_unknown(ctx: RunContext) -> str | None:
     problem(await ctx.api("GET", f"/entities/{ctx.uid('absent')}"), 404, "ResourceNotFound")
     return None
 
@@ -270,7 +270,7 @@ async def ret_unknown(ctx: RunContext) -> str | None:
        sends="GET /entities/not-a-uri",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="Identifiers are URIs in NGSI-LD; anything else is refused with a precise reason.")
-async def ret_bad_id(ctx: RunContext) -> str | None:
+async def _ret_bad_id(ctx: RunContext) -> str | None:
     problem(await ctx.api("GET", "/entities/not-a-uri"), 400, "BadRequestData")
     return None
 
@@ -279,7 +279,7 @@ async def ret_bad_id(ctx: RunContext) -> str | None:
        sends="GET /entities/{id}?jcUnknownParameter=1",
        expects="400 with a ProblemDetails of type InvalidRequest",
        explain="A misspelt parameter must not be ignored silently: the client would trust a wrong answer.")
-async def ret_unknown_param(ctx: RunContext) -> str | None:
+async def _ret_unknown_param(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     problem(await _get(ctx, e, params={"jcUnknownParameter": "1"}), 400, "InvalidRequest")
     return None
@@ -289,7 +289,7 @@ async def ret_unknown_param(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with Accept: text/csv",
        expects="406 Not Acceptable",
        explain="The API says plainly when it cannot produce the format asked for.")
-async def ret_406(ctx: RunContext) -> str | None:
+async def _ret_406(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     status(await _get(ctx, e, accept="text/csv"), 406)
     return None
@@ -299,7 +299,7 @@ async def ret_406(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with Accept: */*",
        expects="200 with application/json or application/ld+json",
        explain="Browsers and generic tools send */*; they must get the data.")
-async def ret_any(ctx: RunContext) -> str | None:
+async def _ret_any(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     resp = await _get(ctx, e, accept="*/*")
     status(resp, 200)
@@ -311,7 +311,7 @@ async def ret_any(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} and GET /entities?type=T&id={id}",
        expects="identical attributes, values, units and times in both answers",
        explain="Two ways of reading the same object must never disagree.")
-async def ret_same(ctx: RunContext) -> str | None:
+async def _ret_same(ctx: RunContext) -> str | None:
     rs, e = await _first(ctx)
     one = json_object(await _get(ctx, e))
     listed = json_list(await _query(ctx, {"type": rs.type, "id": e["id"]}))
@@ -331,7 +331,7 @@ async def ret_same(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T",
        expects="200, only entities of type T, including a known one",
        explain="Listing all objects of one kind (all containers, all lamp posts) is the most common request.")
-async def qry_type(ctx: RunContext) -> str | None:
+async def _qry_type(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     got = json_list(await _query(ctx, {"type": rs.type, "limit": "100"}))
     wrong = [x.get("id") for x in got if x.get("type") != rs.type]
@@ -345,7 +345,7 @@ async def qry_type(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&id=<id1>,<id2>",
        expects="exactly those two entities",
        explain="Applications fetch several known objects in one call.")
-async def qry_ids(ctx: RunContext) -> str | None:
+async def _qry_ids(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     _need(rs, 2)
     wanted = ids(rs.entities[:2])
@@ -358,7 +358,7 @@ async def qry_ids(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&idPattern=<regular expression>",
        expects="only entities whose id matches, including the known one",
        explain="Operators select families of objects by naming convention.")
-async def qry_idpattern(ctx: RunContext) -> str | None:
+async def _qry_idpattern(ctx: RunContext) -> str | None:
     rs, e = await _first(ctx)
     pattern = "^" + re.escape(str(e["id"]))[:-1] + ".*" if rs.seeded else "^" + re.escape(str(e["id"])) + "$"
     got = json_list(await _query(ctx, {"type": rs.type, "idPattern": pattern}))
@@ -392,7 +392,7 @@ async def _q(ctx: RunContext, q: str, *, must: list[str], must_not: tuple[str, .
        sends="GET /entities?type=T&q=<attr>==<value>",
        expects="the known entity, and only entities with that value",
        explain="Filtering on a measured value (e.g. a fill level) is basic to any dashboard.")
-async def qry_eq(ctx: RunContext) -> str | None:
+async def _qry_eq(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     name, v = number_attr(e)
     await _q(ctx, f"{name}=={q_literal(v)}", must=[e["id"]], ok=lambda x: value_of(x, name) == v)
@@ -403,7 +403,7 @@ async def qry_eq(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&q=<attr>><value>",
        expects="only entities with a larger value; the known entity excluded",
        explain="Thresholds (containers more than 80 % full) are how operators find what needs action.")
-async def qry_gt(ctx: RunContext) -> str | None:
+async def _qry_gt(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     name, v = number_attr(e)
     await _q(ctx, f"{name}>{q_literal(v)}", must=[], must_not=(e["id"],),
@@ -415,7 +415,7 @@ async def qry_gt(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&q=<attr><=<value>",
        expects="the known entity, only entities with a value not larger",
        explain="Range filters are needed in both directions.")
-async def qry_le(ctx: RunContext) -> str | None:
+async def _qry_le(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     name, v = number_attr(e)
     await _q(ctx, f"{name}<={q_literal(v)}", must=[e["id"]],
@@ -427,7 +427,7 @@ async def qry_le(ctx: RunContext) -> str | None:
        sends='GET /entities?type=T&q=<attr>=="<text>"',
        expects="the known entity, only entities with that text",
        explain="Filtering on a status or a name is everyday use.")
-async def qry_str(ctx: RunContext) -> str | None:
+async def _qry_str(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     name, v = scalar_attr(e, str)
     await _q(ctx, f"{name}=={q_literal(v)}", must=[e["id"]], ok=lambda x: value_of(x, name) == v)
@@ -438,7 +438,7 @@ async def qry_str(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&q=<a>==<x>;<b>==<y>",
        expects="the known entity, only entities satisfying both terms",
        explain="Combined conditions narrow a selection.")
-async def qry_and(ctx: RunContext) -> str | None:
+async def _qry_and(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     n, v = number_attr(e)
     s, w = scalar_attr(e, str)
@@ -451,7 +451,7 @@ async def qry_and(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&q=<a>==<x>|<a>==<y>",
        expects="both known entities, only entities satisfying one term",
        explain="Alternatives (this status or that one) must be expressible in one request.")
-async def qry_or(ctx: RunContext) -> str | None:
+async def _qry_or(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     _need(rs, 2)
     e0, e1 = rs.entities[0], rs.entities[1]
@@ -468,7 +468,7 @@ async def qry_or(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&q=<attr>!=<value>",
        expects="the known entity excluded; no returned entity has that value",
        explain="Exclusions are part of the query language.")
-async def qry_ne(ctx: RunContext) -> str | None:
+async def _qry_ne(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     n, v = number_attr(e)
     await _q(ctx, f"{n}!={q_literal(v)}", must=[], must_not=(e["id"],), ok=lambda x: value_of(x, n) != v)
@@ -479,7 +479,7 @@ async def qry_ne(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&q=jcNoSuchAttribute==1",
        expects="200 with an empty array",
        explain="A filter on a missing attribute matches nothing; it must not match everything.")
-async def qry_missing(ctx: RunContext) -> str | None:
+async def _qry_missing(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     got = json_list(await _query(ctx, {"type": rs.type, "q": "jcNoSuchAttribute==1"}))
     expect(got == [], f"{len(got)} entities returned")
@@ -490,7 +490,7 @@ async def qry_missing(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&attrs=<one attribute>",
        expects="every returned entity has no other attribute",
        explain="Light answers for large lists.")
-async def qry_attrs(ctx: RunContext) -> str | None:
+async def _qry_attrs(ctx: RunContext) -> str | None:
     rs, e = await _first(ctx)
     name = sorted(attrs_of(e))[0]
     got = json_list(await _query(ctx, {"type": rs.type, "attrs": name, "limit": "100"}))
@@ -504,7 +504,7 @@ async def qry_attrs(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&options=keyValues",
        expects="simplified values in every returned entity",
        explain="Lists are mostly consumed in the simplified form.")
-async def qry_kv(ctx: RunContext) -> str | None:
+async def _qry_kv(ctx: RunContext) -> str | None:
     rs, e = await _first(ctx)
     n, v = number_attr(e)
     got = json_list(await _query(ctx, {"type": rs.type, "id": e["id"], "options": "keyValues"}))
@@ -516,7 +516,7 @@ async def qry_kv(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&options=concise",
        expects="no attribute carries its NGSI-LD type",
        explain="The concise form is valid for lists too.")
-async def qry_concise(ctx: RunContext) -> str | None:
+async def _qry_concise(ctx: RunContext) -> str | None:
     rs, e = await _first(ctx)
     got = json_list(await _query(ctx, {"type": rs.type, "id": e["id"], "options": "concise"}))
     expect(len(got) == 1, f"{len(got)} entities for one id")
@@ -529,7 +529,7 @@ async def qry_concise(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&georel=near;maxDistance==100&geometry=Point&coordinates=[lon,lat]",
        expects="the entity at that point; nothing farther than 100 m",
        explain="Asking what lies within 100 m of a place is the basic question of a territory's map.")
-async def qry_near(ctx: RunContext) -> str | None:
+async def _qry_near(ctx: RunContext) -> str | None:
     rs, e = await _first(ctx)
     p = point_of(e)
     got = json_list(await _query(ctx, {"type": rs.type, "georel": "near;maxDistance==100", "geometry": "Point",
@@ -579,7 +579,7 @@ async def _geo_box(ctx: RunContext, georel: str) -> None:
        sends="GET /entities?type=T&georel=within&geometry=Polygon&coordinates=<small box>",
        expects="the entity inside; nothing outside the box",
        explain="Selecting objects inside a district or a commune boundary.")
-async def qry_within(ctx: RunContext) -> str | None:
+async def _qry_within(ctx: RunContext) -> str | None:
     await _geo_box(ctx, "within")
     return None
 
@@ -588,7 +588,7 @@ async def qry_within(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&georel=intersects&geometry=Polygon&coordinates=<small box>",
        expects="the entity inside; nothing outside the box",
        explain="Intersection is how lines and areas (roads, parks) are selected by zone.")
-async def qry_intersects(ctx: RunContext) -> str | None:
+async def _qry_intersects(ctx: RunContext) -> str | None:
     await _geo_box(ctx, "intersects")
     return None
 
@@ -597,7 +597,7 @@ async def qry_intersects(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&georel=closeTo&geometry=Point&coordinates=[2,48]",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="Unknown geographic operators are refused, not guessed.")
-async def qry_bad_georel(ctx: RunContext) -> str | None:
+async def _qry_bad_georel(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     problem(await _query(ctx, {"type": rs.type, "georel": "closeTo", "geometry": "Point",
                                "coordinates": "[2,48]"}), 400, "BadRequestData")
@@ -608,7 +608,7 @@ async def qry_bad_georel(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&q=temperature==",
        expects="400 with a ProblemDetails of type BadRequestData or InvalidRequest",
        explain="A broken filter is an error, never an empty or a full list.")
-async def qry_bad_q(ctx: RunContext) -> str | None:
+async def _qry_bad_q(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     problem(await _query(ctx, {"type": rs.type, "q": "temperature=="}), 400, "BadRequestData", "InvalidRequest")
     return None
@@ -618,7 +618,7 @@ async def qry_bad_q(ctx: RunContext) -> str | None:
        sends="GET /entities with neither type, id, attrs, q nor geoQ",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="An unbounded query over the whole territory is refused, as the standard requires.")
-async def qry_unbounded(ctx: RunContext) -> str | None:
+async def _qry_unbounded(ctx: RunContext) -> str | None:
     problem(await ctx.api("GET", "/entities"), 400, "BadRequestData")
     return None
 
@@ -627,7 +627,7 @@ async def qry_unbounded(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T with Accept: application/geo+json",
        expects="Content-Type application/geo+json and a FeatureCollection of Features",
        explain="A whole layer can be opened in a GIS.")
-async def qry_geojson(ctx: RunContext) -> str | None:
+async def _qry_geojson(ctx: RunContext) -> str | None:
     rs, e = await _first(ctx)
     resp = await _query(ctx, {"type": rs.type, "limit": "100"}, accept=GEO_JSON)
     body = json_object(resp)
@@ -644,7 +644,7 @@ async def qry_geojson(ctx: RunContext) -> str | None:
        sends="GET /entities?type=JcNoSuchType",
        expects="200 with []",
        explain="An empty result is a normal answer, not an error.")
-async def qry_empty(ctx: RunContext) -> str | None:
+async def _qry_empty(ctx: RunContext) -> str | None:
     got = json_list(await _query(ctx, {"type": f"JcNoSuchType{ctx.run_id}"}))
     expect(got == [], f"{len(got)} entities for a type nobody uses")
     return None
@@ -654,7 +654,7 @@ async def qry_empty(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T,JcOther",
        expects="the entities of T are returned",
        explain="Several kinds of objects can be listed together.")
-async def qry_types(ctx: RunContext) -> str | None:
+async def _qry_types(ctx: RunContext) -> str | None:
     rs, e = await _first(ctx)
     got = json_list(await _query(ctx, {"type": f"{rs.type},JcOther{ctx.run_id}", "limit": "100"}))
     expect(e["id"] in ids(got), f"{e['id']} missing")
@@ -665,7 +665,7 @@ async def qry_types(ctx: RunContext) -> str | None:
        sends='GET /entities?type=T&q=<attr>~="<regular expression>"',
        expects="the known entity, only entities whose text matches",
        explain="Text search on names and addresses.")
-async def qry_pattern(ctx: RunContext) -> str | None:
+async def _qry_pattern(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     s, w = scalar_attr(e, str)
     # A real expression (anchors and a character class) that matches the known text exactly.
@@ -679,7 +679,7 @@ async def qry_pattern(ctx: RunContext) -> str | None:
        sends="GET /entities?attrs=<attribute>&limit=20",
        expects="200; every returned entity has that attribute",
        explain="Selecting everything that measures a given quantity, whatever its type.")
-async def qry_attrs_only(ctx: RunContext) -> str | None:
+async def _qry_attrs_only(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     n, _ = number_attr(e)
     got = json_list(await _query(ctx, {"attrs": n, "limit": "20"}))
@@ -702,7 +702,7 @@ async def _page(ctx: RunContext, limit: int, offset: int = 0, **extra: str) -> R
        sends="GET /entities?type=T&limit=2",
        expects="exactly 2 entities when more exist",
        explain="Paging keeps answers small on territories with thousands of objects.")
-async def pag_limit(ctx: RunContext) -> str | None:
+async def _pag_limit(ctx: RunContext) -> str | None:
     _need(await ctx.read_set(), 3)
     got = json_list(await _page(ctx, 2))
     expect(len(got) == 2, f"{len(got)} entities with limit=2")
@@ -713,7 +713,7 @@ async def pag_limit(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&limit=2",
        expects='a Link header with rel="next"',
        explain="Clients follow the next link instead of computing offsets.")
-async def pag_next(ctx: RunContext) -> str | None:
+async def _pag_next(ctx: RunContext) -> str | None:
     _need(await ctx.read_set(), 3)
     resp = await _page(ctx, 2)
     status(resp, 200)
@@ -725,7 +725,7 @@ async def pag_next(ctx: RunContext) -> str | None:
        sends="GET the URL of the next link",
        expects="200 with entities not on the first page",
        explain="The next link must lead somewhere new, or a client loops or misses data.")
-async def pag_follow(ctx: RunContext) -> str | None:
+async def _pag_follow(ctx: RunContext) -> str | None:
     _need(await ctx.read_set(), 3)
     first = await _page(ctx, 2)
     page1 = json_list(first)
@@ -743,7 +743,7 @@ async def pag_follow(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&limit=2&offset=2",
        expects='a Link header with rel="prev"',
        explain="Interfaces page backwards as well as forwards.")
-async def pag_prev(ctx: RunContext) -> str | None:
+async def _pag_prev(ctx: RunContext) -> str | None:
     _need(await ctx.read_set(), 3)
     resp = await _page(ctx, 2, 2)
     status(resp, 200)
@@ -755,7 +755,7 @@ async def pag_prev(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&limit=2&offset=<total-1>",
        expects='no Link with rel="next"',
        explain="A next link on the last page sends clients into empty requests.")
-async def pag_last(ctx: RunContext) -> str | None:
+async def _pag_last(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     _need(rs, 3)
     resp = await _page(ctx, 2, rs.total - 1)
@@ -768,7 +768,7 @@ async def pag_last(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&limit=3 then ?limit=2&offset=1",
        expects="the second page starts with the second entity of the first",
        explain="A stable order is what makes paging trustworthy.")
-async def pag_offset(ctx: RunContext) -> str | None:
+async def _pag_offset(ctx: RunContext) -> str | None:
     _need(await ctx.read_set(), 3)
     a = json_list(await _page(ctx, 3))
     b = json_list(await _page(ctx, 2, 1))
@@ -780,7 +780,7 @@ async def pag_offset(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&limit=0&count=true",
        expects="200, an empty array and the NGSILD-Results-Count header",
        explain="Counting without downloading is how dashboards show totals.")
-async def pag_zero(ctx: RunContext) -> str | None:
+async def _pag_zero(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     resp = await _page(ctx, 0, count="true")
     got = json_list(resp)
@@ -795,7 +795,7 @@ async def pag_zero(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&limit=0",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="A page of nothing is only meaningful when the count is asked for.")
-async def pag_zero_nocount(ctx: RunContext) -> str | None:
+async def _pag_zero_nocount(ctx: RunContext) -> str | None:
     problem(await _page(ctx, 0), 400, "BadRequestData")
     return None
 
@@ -804,7 +804,7 @@ async def pag_zero_nocount(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&limit=-1",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="Invalid paging values are refused clearly.")
-async def pag_negative(ctx: RunContext) -> str | None:
+async def _pag_negative(ctx: RunContext) -> str | None:
     problem(await _page(ctx, -1), 400, "BadRequestData")
     return None
 
@@ -813,7 +813,7 @@ async def pag_negative(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&limit=abc",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="Invalid paging values are refused clearly.")
-async def pag_nonnumeric(ctx: RunContext) -> str | None:
+async def _pag_nonnumeric(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     problem(await _query(ctx, {"type": rs.type, "limit": "abc"}), 400, "BadRequestData")
     return None
@@ -823,7 +823,7 @@ async def pag_nonnumeric(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&limit=2, then each next link",
        expects="all entities of the type, none twice",
        explain="Harvesting (open data, backups) depends on complete, duplicate-free paging.")
-async def pag_walk(ctx: RunContext) -> str | None:
+async def _pag_walk(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     _need(rs, 3)
     resp = await _page(ctx, 2)
@@ -847,7 +847,7 @@ async def pag_walk(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&limit=2&offset=<total+10>",
        expects="200 with []",
        explain="Reading beyond the end is not an error.")
-async def pag_beyond(ctx: RunContext) -> str | None:
+async def _pag_beyond(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     got = json_list(await _page(ctx, 2, rs.total + 10))
     expect(got == [], f"{len(got)} entities past the end")
@@ -861,7 +861,7 @@ async def pag_beyond(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&count=true",
        expects="an NGSILD-Results-Count header holding an integer",
        explain="The total number of matching objects is needed for any report.")
-async def cnt_header(ctx: RunContext) -> str | None:
+async def _cnt_header(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     resp = await _query(ctx, {"type": rs.type, "count": "true"})
     status(resp, 200)
@@ -874,7 +874,7 @@ async def cnt_header(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&count=true&limit=100",
        expects="NGSILD-Results-Count equal to the number of entities of the type",
        explain="A wrong total misleads every statistic built on it.")
-async def cnt_value(ctx: RunContext) -> str | None:
+async def _cnt_value(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     resp = await _query(ctx, {"type": rs.type, "count": "true", "limit": "100"})
     got = json_list(resp)
@@ -890,7 +890,7 @@ async def cnt_value(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&count=true&limit=2",
        expects="NGSILD-Results-Count equal to the total",
        explain="Paging must not change the total shown to users.")
-async def cnt_paged(ctx: RunContext) -> str | None:
+async def _cnt_paged(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     _need(rs, 3)
     resp = await _page(ctx, 2, count="true")
@@ -904,7 +904,7 @@ async def cnt_paged(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T&q=<attr>==<value>&count=true",
        expects="NGSILD-Results-Count equal to the number of entities returned",
        explain="Counts of filtered selections (how many lamps are off) must be right.")
-async def cnt_filtered(ctx: RunContext) -> str | None:
+async def _cnt_filtered(ctx: RunContext) -> str | None:
     rs, e = await _first(ctx)
     s, w = scalar_attr(e, str)
     resp = await _query(ctx, {"type": rs.type, "q": f"{s}=={q_literal(w)}", "count": "true", "limit": "100"})
@@ -921,7 +921,7 @@ async def cnt_filtered(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T with Link: <core context>",
        expects="200",
        explain="Clients may always state the core vocabulary explicitly.")
-async def ctx_core(ctx: RunContext) -> str | None:
+async def _ctx_core(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     status(await _query(ctx, {"type": rs.type}, link=CORE_CONTEXT), 200)
     return None
@@ -931,7 +931,7 @@ async def ctx_core(ctx: RunContext) -> str | None:
        sends="GET /entities?type=T with a Link header to a context nothing serves",
        expects="504 with a ProblemDetails of type LdContextNotAvailable",
        explain="If the vocabulary cannot be resolved the API must say so, not answer with wrong names.")
-async def ctx_unavailable(ctx: RunContext) -> str | None:
+async def _ctx_unavailable(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     problem(await _query(ctx, {"type": rs.type}, link=UNREACHABLE_CONTEXT), 504, "LdContextNotAvailable")
     return None
@@ -941,7 +941,7 @@ async def ctx_unavailable(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with Accept: application/json",
        expects='one Link with an absolute URI, rel=".../json-ld#context" and type="application/ld+json"',
        explain="A malformed Link header makes the vocabulary unreadable for JSON-LD tools.")
-async def ctx_link_form(ctx: RunContext) -> str | None:
+async def _ctx_link_form(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     resp = await _get(ctx, e, accept=JSON)
     status(resp, 200)
@@ -957,7 +957,7 @@ async def ctx_link_form(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with Link: <core context>",
        expects="the response's context Link names the same context",
        explain="Names are compacted with the vocabulary the client asked for, so they mean what it expects.")
-async def ctx_echo(ctx: RunContext) -> str | None:
+async def _ctx_echo(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     resp = await _get(ctx, e, link=CORE_CONTEXT, accept=JSON)
     status(resp, 200)
@@ -970,7 +970,7 @@ async def ctx_echo(ctx: RunContext) -> str | None:
        sends="GET /entities/{id} with Accept: application/ld+json and no Link",
        expects="@context is (or contains) the NGSI-LD core context",
        explain="Without a client context, names are those of the core vocabulary.")
-async def ctx_body_core(ctx: RunContext) -> str | None:
+async def _ctx_body_core(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     body = json_object(await _get(ctx, e, accept=LD_JSON))
     c = body.get("@context")
@@ -987,7 +987,7 @@ async def ctx_body_core(ctx: RunContext) -> str | None:
        sends="GET /entities/{unknown id}",
        expects="Content-Type application/json on the 404",
        explain="Errors are read by programs; they use one plain format.")
-async def err_ctype(ctx: RunContext) -> str | None:
+async def _err_ctype(ctx: RunContext) -> str | None:
     resp = await ctx.api("GET", f"/entities/{ctx.uid('absent')}")
     status(resp, 404)
     expect(resp.content_type == JSON, f"error Content-Type {resp.content_type!r}")
@@ -998,7 +998,7 @@ async def err_ctype(ctx: RunContext) -> str | None:
        sends="GET /entities/{unknown id}",
        expects="a JSON object with string members type, title and detail",
        explain="Operators need a human-readable reason as well as a machine-readable type.")
-async def err_members(ctx: RunContext) -> str | None:
+async def _err_members(ctx: RunContext) -> str | None:
     body = json_object(await ctx.api("GET", f"/entities/{ctx.uid('absent')}"), 404)
     missing = [k for k in ("type", "title", "detail") if not isinstance(body.get(k), str)]
     expect(not missing, f"ProblemDetails without {missing}")
@@ -1009,7 +1009,7 @@ async def err_members(ctx: RunContext) -> str | None:
        sends="GET /entities/{unknown id} with Accept: application/ld+json",
        expects="404 with Content-Type application/json",
        explain="The standard fixes one format for errors whatever the client accepts.")
-async def err_ctype_ld(ctx: RunContext) -> str | None:
+async def _err_ctype_ld(ctx: RunContext) -> str | None:
     resp = await ctx.api("GET", f"/entities/{ctx.uid('absent')}", accept=LD_JSON)
     status(resp, 404)
     expect(resp.content_type == JSON, f"error Content-Type {resp.content_type!r}")
@@ -1023,7 +1023,7 @@ async def err_ctype_ld(ctx: RunContext) -> str | None:
        sends="GET /ngsi-ld/v1/types",
        expects="200, an EntityTypeList whose typeList contains T",
        explain="Discovering what a platform holds is the first step of any reuse.")
-async def typ_list(ctx: RunContext) -> str | None:
+async def _typ_list(ctx: RunContext) -> str | None:
     rs = await ctx.read_set()
     body = json_object(await ctx.api("GET", "/types"))
     expect(body.get("type") == "EntityTypeList", f"type {body.get('type')!r} instead of EntityTypeList")
@@ -1035,7 +1035,7 @@ async def typ_list(ctx: RunContext) -> str | None:
        sends="GET /ngsi-ld/v1/attributes",
        expects="200, an AttributeList whose attributeList contains a known attribute",
        explain="Discovering which quantities are measured across the platform.")
-async def typ_attrs(ctx: RunContext) -> str | None:
+async def _typ_attrs(ctx: RunContext) -> str | None:
     _, e = await _first(ctx)
     name = sorted(attrs_of(e))[0]
     body = json_object(await ctx.api("GET", "/attributes"))

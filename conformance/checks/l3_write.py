@@ -50,7 +50,7 @@ async def _read(ctx: Ctx, eid: str) -> dict[str, Any]:
        sends="POST /entities with a valid entity (application/json)",
        expects="201 Created",
        explain="A vendor's system must be able to publish a new object.")
-async def cre_ok(ctx: Ctx) -> str | None:
+async def _cre_ok(ctx: Ctx) -> str | None:
     status(await ctx.create(_ent(ctx, "c1")), 201)
     return None
 
@@ -59,7 +59,7 @@ async def cre_ok(ctx: Ctx) -> str | None:
        sends="POST /entities",
        expects="a Location header ending with /ngsi-ld/v1/entities/{id}",
        explain="The client learns where the new object lives.")
-async def cre_location(ctx: Ctx) -> str | None:
+async def _cre_location(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "c2")
     resp = await ctx.create(ent)
     status(resp, 201)
@@ -72,7 +72,7 @@ async def cre_location(ctx: Ctx) -> str | None:
        sends="POST /entities twice with the same id",
        expects="409 with a ProblemDetails of type AlreadyExists",
        explain="An existing object is never silently overwritten by a creation.")
-async def cre_dup(ctx: Ctx) -> str | None:
+async def _cre_dup(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "c3")
     problem(await ctx.create(ent), 409, "AlreadyExists")
     return None
@@ -82,7 +82,7 @@ async def cre_dup(ctx: Ctx) -> str | None:
        sends="POST /entities, Content-Type application/ld+json, body with @context",
        expects="201 Created",
        explain="Linked-data publishers send their vocabulary inside the document.")
-async def cre_ld(ctx: Ctx) -> str | None:
+async def _cre_ld(ctx: Ctx) -> str | None:
     ent = {**_ent(ctx, "c4"), "@context": CORE_CONTEXT}
     status(await ctx.create(ent, ctype=LD_JSON), 201)
     return None
@@ -98,7 +98,7 @@ async def _refused(ctx: Ctx, ent: dict[str, Any], code: int, *names: str, **kw: 
        sends="POST /entities, Content-Type application/ld+json, no @context in the body",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="A JSON-LD document without its vocabulary is ambiguous and is refused.")
-async def cre_ld_noctx(ctx: Ctx) -> str | None:
+async def _cre_ld_noctx(ctx: Ctx) -> str | None:
     await _refused(ctx, _ent(ctx, "c5"), 400, "BadRequestData", ctype=LD_JSON)
     return None
 
@@ -107,7 +107,7 @@ async def cre_ld_noctx(ctx: Ctx) -> str | None:
        sends="POST /entities, Content-Type application/json, body with @context",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="In plain JSON the vocabulary belongs in the Link header; mixing both is refused.")
-async def cre_json_ctx(ctx: Ctx) -> str | None:
+async def _cre_json_ctx(ctx: Ctx) -> str | None:
     await _refused(ctx, {**_ent(ctx, "c6"), "@context": CORE_CONTEXT}, 400, "BadRequestData")
     return None
 
@@ -116,7 +116,7 @@ async def cre_json_ctx(ctx: Ctx) -> str | None:
        sends="POST /entities, application/ld+json with @context and a context Link header",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="Two vocabularies for one document are contradictory and refused.")
-async def cre_ld_link(ctx: Ctx) -> str | None:
+async def _cre_ld_link(ctx: Ctx) -> str | None:
     await _refused(ctx, {**_ent(ctx, "c7"), "@context": CORE_CONTEXT}, 400, "BadRequestData",
                    ctype=LD_JSON, link=CORE_CONTEXT)
     return None
@@ -126,7 +126,7 @@ async def cre_ld_link(ctx: Ctx) -> str | None:
        sends="POST /entities with the bytes '{not json'",
        expects="400 with a ProblemDetails of type InvalidRequest",
        explain="Syntax errors are reported as such.")
-async def cre_notjson(ctx: Ctx) -> str | None:
+async def _cre_notjson(ctx: Ctx) -> str | None:
     problem(await ctx.api("POST", "/entities", raw=b"{not json"), 400, "InvalidRequest")
     return None
 
@@ -232,7 +232,7 @@ async def _patch_plain(ctx: Ctx) -> Response:
        sends="POST /entities with values, a unit, a time, a relationship and two datasetId instances",
        expects="GET returns the same values, unitCode, observedAt, object and both instances",
        explain="No silent change: units, times and links survive storage exactly.")
-async def cre_roundtrip(ctx: Ctx) -> str | None:
+async def _cre_roundtrip(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "c19", 21.25)
     ent["refDevice"] = {"type": "Relationship", "object": ctx.uid("dev", "Device")}
     ent["level"] = [
@@ -254,7 +254,7 @@ async def cre_roundtrip(ctx: Ctx) -> str | None:
        sends="POST /entities (application/json) with a Link header to a context nothing serves",
        expects="504 with a ProblemDetails of type LdContextNotAvailable, and nothing created",
        explain="Data must never be stored with names whose meaning is unknown.")
-async def cre_ctx_unavailable(ctx: Ctx) -> str | None:
+async def _cre_ctx_unavailable(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "c20")
     ctx.track(ent["id"])
     problem(await ctx.api("POST", "/entities", body=ent, link=UNREACHABLE_CONTEXT), 504, "LdContextNotAvailable")
@@ -266,7 +266,7 @@ async def cre_ctx_unavailable(ctx: Ctx) -> str | None:
        sends="POST /entities (application/json) with Link: <core context>",
        expects="201 Created",
        explain="Stating the core vocabulary explicitly is always allowed.")
-async def cre_link_core(ctx: Ctx) -> str | None:
+async def _cre_link_core(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "c21")
     ctx.track(ent["id"])
     status(await ctx.api("POST", "/entities", body=ent, link=CORE_CONTEXT), 201)
@@ -277,7 +277,7 @@ async def cre_link_core(ctx: Ctx) -> str | None:
        sends='POST /entities (ld+json) with @context [{"jcTerm": "https://example.org/jc#jcTerm"}, core]',
        expects="GET without context shows the attribute under its full IRI https://example.org/jc#jcTerm",
        explain="Names mean what the publisher's vocabulary says, not what the reader guesses.")
-async def ctx_expand(ctx: Ctx) -> str | None:
+async def _ctx_expand(ctx: Ctx) -> str | None:
     ent = {**_ent(ctx, "x1"), "jcTerm": {"type": "Property", "value": 7},
            "@context": [{"jcTerm": "https://example.org/jc#jcTerm"}, CORE_CONTEXT]}
     ctx.track(ent["id"])
@@ -292,7 +292,7 @@ async def ctx_expand(ctx: Ctx) -> str | None:
        sends='POST /entities (ld+json) with @context [{"location": "https://example.org/jc#location"}]',
        expects="GET without context shows the attribute as the core 'location'",
        explain="Core names (location, observedAt...) cannot be redefined by a publisher.")
-async def ctx_core_wins(ctx: Ctx) -> str | None:
+async def _ctx_core_wins(ctx: Ctx) -> str | None:
     ent = {**_ent(ctx, "x2"),
            "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [2.35, 48.85]}},
            "@context": [{"location": "https://example.org/jc#location"}, CORE_CONTEXT]}
@@ -311,7 +311,7 @@ async def ctx_core_wins(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{id}/attrs with a new value of an existing attribute",
        expects="204 No Content",
        explain="Measurements are refreshed in place.")
-async def upd_ok(ctx: Ctx) -> str | None:
+async def _upd_ok(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "u1")
     status(await ctx.api("PATCH", f"/entities/{ent['id']}/attrs",
                          body={"temperature": {"type": "Property", "value": 30.5}}), 204)
@@ -322,7 +322,7 @@ async def upd_ok(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{id}/attrs then GET /entities/{id}",
        expects="the new value",
        explain="Readers see the latest value immediately after an update.")
-async def upd_visible(ctx: Ctx) -> str | None:
+async def _upd_visible(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "u2")
     status(await ctx.api("PATCH", f"/entities/{ent['id']}/attrs",
                          body={"temperature": {"type": "Property", "value": 30.5}}), 204)
@@ -335,7 +335,7 @@ async def upd_visible(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{unknown id}/attrs",
        expects="404 with a ProblemDetails of type ResourceNotFound",
        explain="Updates never create objects by accident.")
-async def upd_unknown(ctx: Ctx) -> str | None:
+async def _upd_unknown(ctx: Ctx) -> str | None:
     eid = ctx.uid("u3-absent")
     ctx.track(eid)
     problem(await ctx.api("PATCH", f"/entities/{eid}/attrs",
@@ -347,7 +347,7 @@ async def upd_unknown(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{id}/attrs with one existing and one absent attribute",
        expects="207 with an UpdateResult listing the absent attribute in notUpdated",
        explain="Partial success is reported attribute by attribute, so nothing is lost unnoticed.")
-async def upd_partial(ctx: Ctx) -> str | None:
+async def _upd_partial(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "u4")
     body = json_object(await ctx.api("PATCH", f"/entities/{ent['id']}/attrs", body={
         "temperature": {"type": "Property", "value": 2.0}, "jcAbsent": {"type": "Property", "value": 1}}), 207)
@@ -361,7 +361,7 @@ async def upd_partial(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{id}/attrs with '{not json'",
        expects="400 with a ProblemDetails of type InvalidRequest",
        explain="Syntax errors are reported as such on every write.")
-async def upd_notjson(ctx: Ctx) -> str | None:
+async def _upd_notjson(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "u6")
     problem(await ctx.api("PATCH", f"/entities/{ent['id']}/attrs", raw=b"{not json"), 400, "InvalidRequest")
     return None
@@ -371,7 +371,7 @@ async def upd_notjson(ctx: Ctx) -> str | None:
        sends="POST /entities/{id}/attrs with a new attribute",
        expects="204 No Content",
        explain="New measurements can be added to an existing object.")
-async def app_ok(ctx: Ctx) -> str | None:
+async def _app_ok(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "a1")
     status(await ctx.api("POST", f"/entities/{ent['id']}/attrs",
                          body={"humidity": {"type": "Property", "value": 55}}), 204)
@@ -382,7 +382,7 @@ async def app_ok(ctx: Ctx) -> str | None:
        sends="POST /entities/{id}/attrs then GET",
        expects="the new attribute with its value, the old ones kept",
        explain="Appending adds without removing.")
-async def app_visible(ctx: Ctx) -> str | None:
+async def _app_visible(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "a2")
     status(await ctx.api("POST", f"/entities/{ent['id']}/attrs",
                          body={"humidity": {"type": "Property", "value": 55}}), 204)
@@ -396,7 +396,7 @@ async def app_visible(ctx: Ctx) -> str | None:
        sends="POST /entities/{id}/attrs?options=noOverwrite with an existing attribute",
        expects="204 or 207, and the stored value unchanged",
        explain="A careful publisher can add without ever overwriting.")
-async def app_nooverwrite(ctx: Ctx) -> str | None:
+async def _app_nooverwrite(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "a3")
     resp = await ctx.api("POST", f"/entities/{ent['id']}/attrs", params={"options": "noOverwrite"},
                          body={"temperature": {"type": "Property", "value": 99}})
@@ -410,7 +410,7 @@ async def app_nooverwrite(ctx: Ctx) -> str | None:
        sends="POST /entities/{unknown id}/attrs",
        expects="404 with a ProblemDetails of type ResourceNotFound",
        explain="Appends never create objects by accident.")
-async def app_unknown(ctx: Ctx) -> str | None:
+async def _app_unknown(ctx: Ctx) -> str | None:
     eid = ctx.uid("a4-absent")
     ctx.track(eid)
     problem(await ctx.api("POST", f"/entities/{eid}/attrs",
@@ -422,7 +422,7 @@ async def app_unknown(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{id}/attrs/temperature with a new value",
        expects="204 No Content and the new value",
        explain="The lightest possible update, used by devices on every reading.")
-async def pat_ok(ctx: Ctx) -> str | None:
+async def _pat_ok(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "pa1")
     status(await ctx.api("PATCH", f"/entities/{ent['id']}/attrs/temperature",
                          body={"type": "Property", "value": 12.0}), 204)
@@ -435,7 +435,7 @@ async def pat_ok(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{id}/attrs/temperature with a value only",
        expects="the unitCode of the attribute is kept",
        explain="Updating a value must not strip its unit.")
-async def pat_keeps(ctx: Ctx) -> str | None:
+async def _pat_keeps(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "pa2")
     status(await ctx.api("PATCH", f"/entities/{ent['id']}/attrs/temperature", body={"value": 13.0}), 204)
     got = await _read(ctx, ent["id"])
@@ -448,7 +448,7 @@ async def pat_keeps(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{id}/attrs/jcAbsent",
        expects="404 with a ProblemDetails of type ResourceNotFound",
        explain="Updating something that does not exist is an error, not a creation.")
-async def pat_unknown(ctx: Ctx) -> str | None:
+async def _pat_unknown(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "pa3")
     problem(await ctx.api("PATCH", f"/entities/{ent['id']}/attrs/jcAbsent", body={"value": 1}), 404,
             "ResourceNotFound")
@@ -462,7 +462,7 @@ async def pat_unknown(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{id} with one changed attribute",
        expects="204 No Content",
        explain="Merging updates several attributes at once.")
-async def mrg_ok(ctx: Ctx) -> str | None:
+async def _mrg_ok(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "m1")
     status(await ctx.api("PATCH", f"/entities/{ent['id']}",
                          body={"temperature": {"type": "Property", "value": 5.0}}), 204)
@@ -473,7 +473,7 @@ async def mrg_ok(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{id} then GET",
        expects="the new value, other attributes unchanged",
        explain="A merge never drops attributes it does not mention.")
-async def mrg_keeps(ctx: Ctx) -> str | None:
+async def _mrg_keeps(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "m2")
     status(await ctx.api("PATCH", f"/entities/{ent['id']}",
                          body={"temperature": {"type": "Property", "value": 5.0}}), 204)
@@ -487,7 +487,7 @@ async def mrg_keeps(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{id} with Content-Type application/merge-patch+json",
        expects="204 No Content",
        explain="PATCH requests may use the standard merge-patch media type.")
-async def mrg_mergepatch(ctx: Ctx) -> str | None:
+async def _mrg_mergepatch(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "m3")
     status(await ctx.api("PATCH", f"/entities/{ent['id']}", ctype=MERGE_PATCH,
                          body={"temperature": {"type": "Property", "value": 6.0}}), 204)
@@ -498,7 +498,7 @@ async def mrg_mergepatch(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{unknown id}",
        expects="404 with a ProblemDetails of type ResourceNotFound",
        explain="A merge never creates an object.")
-async def mrg_unknown(ctx: Ctx) -> str | None:
+async def _mrg_unknown(ctx: Ctx) -> str | None:
     eid = ctx.uid("m4-absent")
     ctx.track(eid)
     problem(await ctx.api("PATCH", f"/entities/{eid}", body={"name": {"type": "Property", "value": "x"}}),
@@ -510,7 +510,7 @@ async def mrg_unknown(ctx: Ctx) -> str | None:
        sends="PUT /entities/{id} with a different set of attributes",
        expects="204, the new attributes present and the old ones gone",
        explain="Replacement is how a vendor republishes a complete object.")
-async def rpl_ok(ctx: Ctx) -> str | None:
+async def _rpl_ok(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "r1")
     status(await ctx.api("PUT", f"/entities/{ent['id']}", body={
         "id": ent["id"], "type": ent["type"], "humidity": {"type": "Property", "value": 40}}), 204)
@@ -524,7 +524,7 @@ async def rpl_ok(ctx: Ctx) -> str | None:
        sends="PUT /entities/{unknown id}",
        expects="404 with a ProblemDetails of type ResourceNotFound",
        explain="Replacement never creates an object.")
-async def rpl_unknown(ctx: Ctx) -> str | None:
+async def _rpl_unknown(ctx: Ctx) -> str | None:
     eid = ctx.uid("r2-absent")
     ctx.track(eid)
     problem(await ctx.api("PUT", f"/entities/{eid}", body={"id": eid, "type": ctx.probe_type}),
@@ -536,7 +536,7 @@ async def rpl_unknown(ctx: Ctx) -> str | None:
        sends="DELETE /entities/{id}",
        expects="204 No Content",
        explain="Objects that are removed from the field are removed from the platform.")
-async def del_ok(ctx: Ctx) -> str | None:
+async def _del_ok(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "d1")
     status(await ctx.api("DELETE", f"/entities/{ent['id']}"), 204)
     return None
@@ -546,7 +546,7 @@ async def del_ok(ctx: Ctx) -> str | None:
        sends="DELETE /entities/{id} then GET",
        expects="404 ResourceNotFound",
        explain="Deletion is effective immediately.")
-async def del_gone(ctx: Ctx) -> str | None:
+async def _del_gone(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "d2")
     status(await ctx.api("DELETE", f"/entities/{ent['id']}"), 204)
     problem(await ctx.api("GET", f"/entities/{ent['id']}"), 404, "ResourceNotFound")
@@ -557,7 +557,7 @@ async def del_gone(ctx: Ctx) -> str | None:
        sends="DELETE /entities/{unknown id}",
        expects="404 with a ProblemDetails of type ResourceNotFound",
        explain="Deleting nothing is reported.")
-async def del_unknown(ctx: Ctx) -> str | None:
+async def _del_unknown(ctx: Ctx) -> str | None:
     problem(await ctx.api("DELETE", f"/entities/{ctx.uid('d3-absent')}"), 404, "ResourceNotFound")
     return None
 
@@ -566,7 +566,7 @@ async def del_unknown(ctx: Ctx) -> str | None:
        sends="DELETE /entities/{id}/attrs/name then GET",
        expects="204, the attribute gone, the others kept",
        explain="A field that no longer applies can be removed alone.")
-async def del_attr(ctx: Ctx) -> str | None:
+async def _del_attr(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "d4")
     status(await ctx.api("DELETE", f"/entities/{ent['id']}/attrs/name"), 204)
     got = await _read(ctx, ent["id"])
@@ -578,7 +578,7 @@ async def del_attr(ctx: Ctx) -> str | None:
        sends="DELETE /entities/{id}/attrs/jcAbsent",
        expects="404 with a ProblemDetails of type ResourceNotFound",
        explain="Deleting nothing is reported.")
-async def del_attr_unknown(ctx: Ctx) -> str | None:
+async def _del_attr_unknown(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "d5")
     problem(await ctx.api("DELETE", f"/entities/{ent['id']}/attrs/jcAbsent"), 404, "ResourceNotFound")
     return None
@@ -609,7 +609,7 @@ def _errors_of(body: dict[str, Any]) -> dict[str, str]:
        sends="POST /entityOperations/create with two new entities",
        expects="201 and a JSON array holding both ids",
        explain="Publishing many objects in one request is how gateways stay efficient.")
-async def bat_create(ctx: Ctx) -> str | None:
+async def _bat_create(ctx: Ctx) -> str | None:
     batch = [_ent(ctx, "b1a"), _ent(ctx, "b1b")]
     resp = await _batch(ctx, "create", batch)
     status(resp, 201)
@@ -628,7 +628,7 @@ async def _create_with_existing(ctx: Ctx, label: str) -> tuple[Response, str, st
        sends="POST /entityOperations/create with one existing and one new entity",
        expects='207 with a JSON object {"success": [...], "errors": [...]}',
        explain="Partial failures are reported precisely, so the sender retries only what failed.")
-async def bat_207(ctx: Ctx) -> str | None:
+async def _bat_207(ctx: Ctx) -> str | None:
     resp, _, _ = await _create_with_existing(ctx, "b2")
     body = json_object(resp, 207)
     expect(isinstance(body.get("success"), list) and isinstance(body.get("errors"), list),
@@ -640,7 +640,7 @@ async def bat_207(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/create with one existing and one new entity",
        expects='errors = [{"entityId": <existing id>, "error": {"type": ".../AlreadyExists", ...}}]',
        explain="Each failure says which object failed and why.")
-async def bat_errors(ctx: Ctx) -> str | None:
+async def _bat_errors(ctx: Ctx) -> str | None:
     resp, old, _ = await _create_with_existing(ctx, "b3")
     errs = _errors_of(json_object(resp, 207))
     expect(errs.get(old) == "AlreadyExists", f"errors {errs!r}")
@@ -651,7 +651,7 @@ async def bat_errors(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/create with one existing and one new entity",
        expects="Content-Type application/json",
        explain="Batch results use full names in plain JSON, as the standard requires.")
-async def bat_ctype(ctx: Ctx) -> str | None:
+async def _bat_ctype(ctx: Ctx) -> str | None:
     resp, _, _ = await _create_with_existing(ctx, "b4")
     status(resp, 207)
     expect(resp.content_type == JSON, f"Content-Type {resp.content_type!r}")
@@ -662,7 +662,7 @@ async def bat_ctype(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/create with one existing and one new entity",
        expects="success = [<new id>]",
        explain="The sender must know which objects now exist.")
-async def bat_success(ctx: Ctx) -> str | None:
+async def _bat_success(ctx: Ctx) -> str | None:
     resp, _, new = await _create_with_existing(ctx, "b19")
     body = json_object(resp, 207)
     expect(body.get("success") == [new], f"success {body.get('success')!r}, expected [{new!r}]")
@@ -673,7 +673,7 @@ async def bat_success(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/create with a single JSON object",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="Batch endpoints take arrays; anything else is refused clearly.")
-async def bat_notarray(ctx: Ctx) -> str | None:
+async def _bat_notarray(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "b5")
     ctx.track(ent["id"])
     problem(await ctx.api("POST", "/entityOperations/create", body=ent), 400, "BadRequestData")
@@ -684,7 +684,7 @@ async def bat_notarray(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/create with a valid entity and one whose Relationship is broken",
        expects="207, the broken one in errors with BadRequestData, the valid one in success",
        explain="One bad record must not block the others.")
-async def bat_invalid(ctx: Ctx) -> str | None:
+async def _bat_invalid(ctx: Ctx) -> str | None:
     good, bad = _ent(ctx, "b6good"), _ent(ctx, "b6bad")
     bad["refDevice"] = {"type": "Relationship", "object": "not a uri"}
     body = json_object(await _batch(ctx, "create", [good, bad]), 207)
@@ -697,7 +697,7 @@ async def bat_invalid(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/upsert with two new entities",
        expects="201 and a JSON array holding both ids",
        explain="Upsert is what gateways use: create or update in one call.")
-async def bat_upsert_new(ctx: Ctx) -> str | None:
+async def _bat_upsert_new(ctx: Ctx) -> str | None:
     batch = [_ent(ctx, "b7a"), _ent(ctx, "b7b")]
     resp = await _batch(ctx, "upsert", batch)
     status(resp, 201)
@@ -710,7 +710,7 @@ async def bat_upsert_new(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/upsert with two existing entities",
        expects="204 No Content",
        explain="Updating only is answered without a body.")
-async def bat_upsert_existing(ctx: Ctx) -> str | None:
+async def _bat_upsert_existing(ctx: Ctx) -> str | None:
     a, b = await _fresh(ctx, "b8a"), await _fresh(ctx, "b8b")
     status(await _batch(ctx, "upsert", [a, b]), 204)
     return None
@@ -720,7 +720,7 @@ async def bat_upsert_existing(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/upsert with one existing and one new entity",
        expects="201 and a JSON array containing the new id",
        explain="The sender learns which objects were created.")
-async def bat_upsert_mixed(ctx: Ctx) -> str | None:
+async def _bat_upsert_mixed(ctx: Ctx) -> str | None:
     old = await _fresh(ctx, "b9old")
     new = _ent(ctx, "b9new")
     resp = await _batch(ctx, "upsert", [old, new])
@@ -734,7 +734,7 @@ async def bat_upsert_mixed(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/upsert with an existing entity lacking one attribute",
        expects="the missing attribute is gone afterwards",
        explain="Default upsert republishes the whole object.")
-async def bat_upsert_replace(ctx: Ctx) -> str | None:
+async def _bat_upsert_replace(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "b10")
     status(await _batch(ctx, "upsert", [{"id": ent["id"], "type": ent["type"],
                                           "name": {"type": "Property", "value": "new"}}]), 204)
@@ -747,7 +747,7 @@ async def bat_upsert_replace(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/upsert?options=update with one attribute",
        expects="that attribute updated, the others kept",
        explain="Gateways can refresh some figures without resending everything.")
-async def bat_upsert_update(ctx: Ctx) -> str | None:
+async def _bat_upsert_update(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "b11")
     status(await _batch(ctx, "upsert", [{"id": ent["id"], "type": ent["type"],
                                           "name": {"type": "Property", "value": "new"}}],
@@ -761,7 +761,7 @@ async def bat_upsert_update(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/update with two existing entities",
        expects="204 and the new values stored",
        explain="Bulk updates succeed as a whole when every object exists.")
-async def bat_update(ctx: Ctx) -> str | None:
+async def _bat_update(ctx: Ctx) -> str | None:
     a, b = await _fresh(ctx, "b12a"), await _fresh(ctx, "b12b")
     upd = [{"id": x["id"], "type": x["type"], "temperature": {"type": "Property", "value": 8.0}} for x in (a, b)]
     status(await _batch(ctx, "update", upd), 204)
@@ -774,7 +774,7 @@ async def bat_update(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/update with one existing and one unknown entity",
        expects="207 with errors[entityId=<unknown>].error.type ResourceNotFound",
        explain="Bulk updates report the objects that do not exist.")
-async def bat_update_unknown(ctx: Ctx) -> str | None:
+async def _bat_update_unknown(ctx: Ctx) -> str | None:
     a = await _fresh(ctx, "b13")
     missing = _ent(ctx, "b13absent")
     body = json_object(await _batch(ctx, "update", [a, missing]), 207)
@@ -786,7 +786,7 @@ async def bat_update_unknown(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/delete with two existing ids",
        expects="204, and both return 404 afterwards",
        explain="Bulk removal works and is effective.")
-async def bat_delete(ctx: Ctx) -> str | None:
+async def _bat_delete(ctx: Ctx) -> str | None:
     a, b = await _fresh(ctx, "b14a"), await _fresh(ctx, "b14b")
     status(await _batch(ctx, "delete", [a["id"], b["id"]]), 204)
     status(await ctx.api("GET", f"/entities/{a['id']}"), 404)
@@ -797,7 +797,7 @@ async def bat_delete(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/delete with one existing and one unknown id",
        expects="207 with the unknown id in errors (ResourceNotFound) and the other in success",
        explain="Bulk removal reports what could not be removed.")
-async def bat_delete_unknown(ctx: Ctx) -> str | None:
+async def _bat_delete_unknown(ctx: Ctx) -> str | None:
     a = await _fresh(ctx, "b15")
     missing = ctx.uid("b15absent")
     body = json_object(await _batch(ctx, "delete", [a["id"], missing]), 207)
@@ -810,7 +810,7 @@ async def bat_delete_unknown(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/upsert with the same id twice, values 1 then 2",
        expects="the stored value is 2",
        explain="Readings sent together keep their order; the last one wins.")
-async def bat_order(ctx: Ctx) -> str | None:
+async def _bat_order(ctx: Ctx) -> str | None:
     first, second = _ent(ctx, "b16", 1.0), _ent(ctx, "b16", 2.0)
     status(await _batch(ctx, "upsert", [first, second]), 201, 204)
     got = await _read(ctx, first["id"])
@@ -822,7 +822,7 @@ async def bat_order(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/create with the same new id twice",
        expects="207, the id once in success and once in errors with AlreadyExists",
        explain="Processing in array order makes duplicates predictable.")
-async def bat_create_dup(ctx: Ctx) -> str | None:
+async def _bat_create_dup(ctx: Ctx) -> str | None:
     a = _ent(ctx, "b17", 1.0)
     body = json_object(await _batch(ctx, "create", [a, _ent(ctx, "b17", 2.0)]), 207)
     expect(body.get("success") == [a["id"]], f"success {body.get('success')!r}")

@@ -94,7 +94,7 @@ def _keep(ctx: RunContext, got: Received) -> None:
        sends="POST /subscriptions with entities and a notification endpoint",
        expects="201 with a Location header",
        explain="Applications ask to be told about changes instead of polling.")
-async def sub_create(ctx: RunContext) -> str | None:
+async def _sub_create(ctx: RunContext) -> str | None:
     sub = _sub(ctx, "s1", _etype(ctx, "s1"))
     ctx.track_subscription(sub["id"])
     resp = await ctx.api("POST", "/subscriptions", body=sub)
@@ -108,7 +108,7 @@ async def sub_create(ctx: RunContext) -> str | None:
        sends="GET /subscriptions/{id}",
        expects="200 with the id, type Subscription and the entities selector",
        explain="What a subscription does can be read back and audited.")
-async def sub_get(ctx: RunContext) -> str | None:
+async def _sub_get(ctx: RunContext) -> str | None:
     sub = _sub(ctx, "s2", _etype(ctx, "s2"))
     await _subscribe(ctx, sub)
     body = json_object(await ctx.api("GET", f"/subscriptions/{sub['id']}"))
@@ -123,7 +123,7 @@ async def sub_get(ctx: RunContext) -> str | None:
        sends="GET /subscriptions",
        expects="200, an array containing the subscription",
        explain="Administrators see every active data flow.")
-async def sub_list(ctx: RunContext) -> str | None:
+async def _sub_list(ctx: RunContext) -> str | None:
     sub = _sub(ctx, "s3", _etype(ctx, "s3"))
     await _subscribe(ctx, sub)
     got = json_list(await ctx.api("GET", "/subscriptions", params={"limit": "1000"}))
@@ -135,7 +135,7 @@ async def sub_list(ctx: RunContext) -> str | None:
        sends="POST /subscriptions with no notification member",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="A subscription that cannot notify anyone is a mistake and is refused.")
-async def sub_no_notification(ctx: RunContext) -> str | None:
+async def _sub_no_notification(ctx: RunContext) -> str | None:
     sub = _sub(ctx, "s4", _etype(ctx, "s4"))
     del sub["notification"]
     ctx.track_subscription(sub["id"])
@@ -147,7 +147,7 @@ async def sub_no_notification(ctx: RunContext) -> str | None:
        sends="POST /subscriptions twice with the same id",
        expects="409 with a ProblemDetails of type AlreadyExists",
        explain="Subscriptions are not silently overwritten.")
-async def sub_dup(ctx: RunContext) -> str | None:
+async def _sub_dup(ctx: RunContext) -> str | None:
     sub = _sub(ctx, "s5", _etype(ctx, "s5"))
     await _subscribe(ctx, sub)
     problem(await ctx.api("POST", "/subscriptions", body=sub), 409, "AlreadyExists")
@@ -158,7 +158,7 @@ async def sub_dup(ctx: RunContext) -> str | None:
        sends="GET /subscriptions/{unknown id}",
        expects="404 with a ProblemDetails of type ResourceNotFound",
        explain="Clear errors for subscriptions too.")
-async def sub_unknown(ctx: RunContext) -> str | None:
+async def _sub_unknown(ctx: RunContext) -> str | None:
     problem(await ctx.api("GET", f"/subscriptions/urn:ngsi-ld:Subscription:jc-{ctx.run_id}-absent"), 404,
             "ResourceNotFound")
     return None
@@ -168,7 +168,7 @@ async def sub_unknown(ctx: RunContext) -> str | None:
        sends="PATCH /subscriptions/{id} with a new description",
        expects="204, and the new description read back",
        explain="Subscriptions are maintained without being recreated.")
-async def sub_update(ctx: RunContext) -> str | None:
+async def _sub_update(ctx: RunContext) -> str | None:
     sub = _sub(ctx, "s7", _etype(ctx, "s7"))
     await _subscribe(ctx, sub)
     status(await ctx.api("PATCH", f"/subscriptions/{sub['id']}", body={"description": "jc updated"}), 204)
@@ -181,7 +181,7 @@ async def sub_update(ctx: RunContext) -> str | None:
        sends="DELETE /subscriptions/{id}, then GET",
        expects="204, then 404",
        explain="A data flow can be stopped for good.")
-async def sub_delete(ctx: RunContext) -> str | None:
+async def _sub_delete(ctx: RunContext) -> str | None:
     sub = _sub(ctx, "s8", _etype(ctx, "s8"))
     await _subscribe(ctx, sub)
     status(await ctx.api("DELETE", f"/subscriptions/{sub['id']}"), 204)
@@ -193,7 +193,7 @@ async def sub_delete(ctx: RunContext) -> str | None:
        sends="POST /subscriptions with neither entities nor watchedAttributes",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="A subscription must say what it watches.")
-async def sub_nothing(ctx: RunContext) -> str | None:
+async def _sub_nothing(ctx: RunContext) -> str | None:
     sub = _sub(ctx, "s9", _etype(ctx, "s9"))
     del sub["entities"]
     ctx.track_subscription(sub["id"])
@@ -205,7 +205,7 @@ async def sub_nothing(ctx: RunContext) -> str | None:
        sends="POST /subscriptions with id 'my subscription'",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="Subscription ids are URIs like entity ids.")
-async def sub_bad_id(ctx: RunContext) -> str | None:
+async def _sub_bad_id(ctx: RunContext) -> str | None:
     sub = _sub(ctx, "s10", _etype(ctx, "s10"))
     sub["id"] = "my subscription"
     problem(await ctx.api("POST", "/subscriptions", body=sub), 400, "BadRequestData")
@@ -219,7 +219,7 @@ async def sub_bad_id(ctx: RunContext) -> str | None:
        sends="subscribe to type T; create an entity of type T",
        expects="a notification carrying the entity reaches the checker's receiver",
        explain="The core promise of subscriptions: changes are pushed to whoever asked.")
-async def ntf_basic(ctx: RunContext) -> str | None:
+async def _ntf_basic(ctx: RunContext) -> str | None:
     await _notified(ctx, "n1")
     return None
 
@@ -228,7 +228,7 @@ async def ntf_basic(ctx: RunContext) -> str | None:
        sends="subscribe; create a matching entity",
        expects="a body with id (URI), type Notification, subscriptionId, notifiedAt and a data array",
        explain="Receivers rely on one structure whatever the platform.")
-async def ntf_shape(ctx: RunContext) -> str | None:
+async def _ntf_shape(ctx: RunContext) -> str | None:
     _, got = await _notified(ctx, "n2")
     body = got.body if isinstance(got.body, dict) else {}
     expect(body.get("type") == "Notification", f"type {body.get('type')!r}")
@@ -243,7 +243,7 @@ async def ntf_shape(ctx: RunContext) -> str | None:
        sends="subscribe; create an entity with temperature 1.0 CEL",
        expects="data holds the entity with temperature {type: Property, value: 1.0, unitCode: CEL}",
        explain="Receivers get complete, typed values, units included.")
-async def ntf_data(ctx: RunContext) -> str | None:
+async def _ntf_data(ctx: RunContext) -> str | None:
     ent, got = await _notified(ctx, "n3")
     item = next(d for d in _data(got) if d.get("id") == ent["id"])
     expect(item.get("temperature") == ent["temperature"], f"temperature {item.get('temperature')!r}")
@@ -254,7 +254,7 @@ async def ntf_data(ctx: RunContext) -> str | None:
        sends="subscribe; create; PATCH the temperature to 42",
        expects="a notification carrying temperature 42",
        explain="Receivers see each change, not only creations.")
-async def ntf_update(ctx: RunContext) -> str | None:
+async def _ntf_update(ctx: RunContext) -> str | None:
     ent, _ = await _notified(ctx, "n4")
     status(await ctx.api("PATCH", f"/entities/{ent['id']}/attrs",
                          body={"temperature": {"type": "Property", "value": 42.0}}), 204)
@@ -267,7 +267,7 @@ async def ntf_update(ctx: RunContext) -> str | None:
        sends="subscribe and create in tenant A",
        expects="the notification has the header NGSILD-Tenant: A",
        explain="A receiver serving several communes knows which one a change belongs to.")
-async def ntf_tenant(ctx: RunContext) -> str | None:
+async def _ntf_tenant(ctx: RunContext) -> str | None:
     tenant = ctx.other_tenant("a")
     _, got = await _notified(ctx, "n5", tenant=tenant)
     expect(got.headers.get("ngsild-tenant") == tenant, f"NGSILD-Tenant {got.headers.get('ngsild-tenant')!r}")
@@ -278,7 +278,7 @@ async def ntf_tenant(ctx: RunContext) -> str | None:
        sends='subscribe with notification.format "keyValues"; create',
        expects="data holds temperature as the bare value",
        explain="Simple receivers can ask for simple payloads.")
-async def ntf_kv(ctx: RunContext) -> str | None:
+async def _ntf_kv(ctx: RunContext) -> str | None:
     ent, got = await _notified(ctx, "n6", sub_extra={"notification": {"format": "keyValues"}})
     item = next(d for d in _data(got) if d.get("id") == ent["id"])
     expect(item.get("temperature") == 1.0, f"temperature {item.get('temperature')!r}")
@@ -289,7 +289,7 @@ async def ntf_kv(ctx: RunContext) -> str | None:
        sends='subscribe with notification.attributes ["temperature"]; create',
        expects="data holds temperature and not name",
        explain="Receivers get only what they asked for.")
-async def ntf_attrs(ctx: RunContext) -> str | None:
+async def _ntf_attrs(ctx: RunContext) -> str | None:
     ent, got = await _notified(ctx, "n7", sub_extra={"notification": {"attributes": ["temperature"]}})
     item = next(d for d in _data(got) if d.get("id") == ent["id"])
     expect("temperature" in item and "name" not in item, f"attributes notified: {sorted(item)}")
@@ -300,7 +300,7 @@ async def ntf_attrs(ctx: RunContext) -> str | None:
        sends="subscribe with q=temperature>10; create with 5, then update to 20",
        expects="a notification with 20 and none with 5",
        explain="Alerts fire only when the condition holds (e.g. a container more than 80 % full).")
-async def ntf_q(ctx: RunContext) -> str | None:
+async def _ntf_q(ctx: RunContext) -> str | None:
     etype = _etype(ctx, "n8")
     await _subscribe(ctx, _sub(ctx, "n8", etype, q="temperature>10"))
     ent = _ent(ctx, "n8", etype, 5.0)
@@ -318,7 +318,7 @@ async def ntf_q(ctx: RunContext) -> str | None:
        sends="subscribe with isActive false; create; reactivate; update",
        expects="notifications only after reactivation",
        explain="Pausing a data flow really stops it.")
-async def ntf_paused(ctx: RunContext) -> str | None:
+async def _ntf_paused(ctx: RunContext) -> str | None:
     etype = _etype(ctx, "n9")
     sub = _sub(ctx, "n9", etype, isActive=False)
     await _subscribe(ctx, sub)
@@ -338,7 +338,7 @@ async def ntf_paused(ctx: RunContext) -> str | None:
        sends='subscribe with endpoint.accept "application/json"; create',
        expects="the notification has Content-Type application/json",
        explain="Receivers get the format they declared.")
-async def ntf_ctype(ctx: RunContext) -> str | None:
+async def _ntf_ctype(ctx: RunContext) -> str | None:
     _, got = await _notified(ctx, "n10")
     expect(got.content_type == JSON, f"Content-Type {got.content_type!r}")
     return None
@@ -348,7 +348,7 @@ async def ntf_ctype(ctx: RunContext) -> str | None:
        sends="subscribe; create; GET /subscriptions/{id}",
        expects="notification.timesSent ≥ 1 and notification.lastNotification set",
        explain="Operators can see that a data flow is alive.")
-async def ntf_status(ctx: RunContext) -> str | None:
+async def _ntf_status(ctx: RunContext) -> str | None:
     await _notified(ctx, "n11")
     # The target records a delivery once the receiver has answered, which may be a moment after the
     # notification arrived here: read the subscription again until it does (bounded wait).
@@ -369,7 +369,7 @@ async def ntf_status(ctx: RunContext) -> str | None:
        sends="subscribe to type T; create an entity of type U, then one of type T",
        expects="only the entity of type T is notified",
        explain="Receivers are not flooded with what they did not ask for.")
-async def ntf_other_type(ctx: RunContext) -> str | None:
+async def _ntf_other_type(ctx: RunContext) -> str | None:
     etype = _etype(ctx, "n12")
     await _subscribe(ctx, _sub(ctx, "n12", etype))
     other = _ent(ctx, "n12other", etype + "Other", 1.0)

@@ -62,7 +62,7 @@ def _iso(*idx: int) -> list[str]:
        sends="GET /temporal/entities/{id}",
        expects="200 with the entity's id and type",
        explain="The history of every object is available for audits and analyses.")
-async def tmp_get(ctx: RunContext) -> str | None:
+async def _tmp_get(ctx: RunContext) -> str | None:
     ent = await _history(ctx)
     body = await _temporal(ctx)
     expect(body.get("id") == ent["id"] and body.get("type") == ent["type"], f"id/type {body.get('id')!r}")
@@ -73,7 +73,7 @@ async def tmp_get(ctx: RunContext) -> str | None:
        sends="create with one reading, update twice with new observedAt, GET /temporal/entities/{id}",
        expects="three instances of temperature",
        explain="No reading is lost: history is complete.")
-async def tmp_count(ctx: RunContext) -> str | None:
+async def _tmp_count(ctx: RunContext) -> str | None:
     insts = _instances(await _temporal(ctx))
     expect(len(insts) == 3, f"{len(insts)} instances instead of 3")
     return None
@@ -83,7 +83,7 @@ async def tmp_count(ctx: RunContext) -> str | None:
        sends="GET /temporal/entities/{id}",
        expects="values 1, 2, 3 observed at the three times sent",
        explain="Each historical value stays tied to the moment it was measured.")
-async def tmp_values(ctx: RunContext) -> str | None:
+async def _tmp_values(ctx: RunContext) -> str | None:
     body = await _temporal(ctx)
     pairs = sorted((str(i.get("observedAt")), i.get("value")) for i in _instances(body))
     got = sorted((parse_time(t).isoformat(), v) for t, v in pairs if t != "None")
@@ -96,7 +96,7 @@ async def tmp_values(ctx: RunContext) -> str | None:
        sends="GET /temporal/entities/{id}?timerel=after&timeAt=<between 1st and 2nd reading>",
        expects="the second and third readings only",
        explain="Analyses cover a chosen period.")
-async def tmp_after(ctx: RunContext) -> str | None:
+async def _tmp_after(ctx: RunContext) -> str | None:
     body = await _temporal(ctx, {"timerel": "after", "timeAt": "2024-03-01T10:30:00Z"})
     expect(_times(body) == _iso(1, 2), f"instances at {_times(body)}")
     return None
@@ -106,7 +106,7 @@ async def tmp_after(ctx: RunContext) -> str | None:
        sends="GET /temporal/entities/{id}?timerel=before&timeAt=<between 2nd and 3rd reading>",
        expects="the first and second readings only",
        explain="Analyses cover a chosen period.")
-async def tmp_before(ctx: RunContext) -> str | None:
+async def _tmp_before(ctx: RunContext) -> str | None:
     body = await _temporal(ctx, {"timerel": "before", "timeAt": "2024-03-01T11:30:00Z"})
     expect(_times(body) == _iso(0, 1), f"instances at {_times(body)}")
     return None
@@ -116,7 +116,7 @@ async def tmp_before(ctx: RunContext) -> str | None:
        sends="GET /temporal/entities/{id}?timerel=between&timeAt=…&endTimeAt=… around the 2nd reading",
        expects="the second reading only",
        explain="Analyses cover a chosen period.")
-async def tmp_between(ctx: RunContext) -> str | None:
+async def _tmp_between(ctx: RunContext) -> str | None:
     body = await _temporal(ctx, {"timerel": "between", "timeAt": "2024-03-01T10:30:00Z",
                                  "endTimeAt": "2024-03-01T11:30:00Z"})
     expect(_times(body) == _iso(1), f"instances at {_times(body)}")
@@ -132,7 +132,7 @@ async def _bad(ctx: RunContext, params: dict[str, str]) -> None:
        sends="GET /temporal/entities/{id}?timerel=after",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="An incomplete period is refused, not guessed.")
-async def tmp_no_timeat(ctx: RunContext) -> str | None:
+async def _tmp_no_timeat(ctx: RunContext) -> str | None:
     await _bad(ctx, {"timerel": "after"})
     return None
 
@@ -141,7 +141,7 @@ async def tmp_no_timeat(ctx: RunContext) -> str | None:
        sends="GET /temporal/entities/{id}?options=temporalValues",
        expects="temperature.values as [[value, time], …] with the three readings",
        explain="Compact series feed charts directly.")
-async def tmp_simplified(ctx: RunContext) -> str | None:
+async def _tmp_simplified(ctx: RunContext) -> str | None:
     body = await _temporal(ctx, {"options": "temporalValues"})
     attr = body.get("temperature")
     values = attr.get("values") if isinstance(attr, dict) else None
@@ -156,7 +156,7 @@ async def tmp_simplified(ctx: RunContext) -> str | None:
        sends="GET /temporal/entities/{id}?lastN=1",
        expects="only the last reading (value 3)",
        explain="The latest points of a series are fetched without downloading it all.")
-async def tmp_lastn(ctx: RunContext) -> str | None:
+async def _tmp_lastn(ctx: RunContext) -> str | None:
     body = await _temporal(ctx, {"lastN": "1"})
     insts = _instances(body)
     expect(len(insts) == 1 and insts[0].get("value") == VALUES[-1], f"instances {insts!r}")
@@ -167,7 +167,7 @@ async def tmp_lastn(ctx: RunContext) -> str | None:
        sends="GET /temporal/entities/{unknown id}",
        expects="404 with a ProblemDetails of type ResourceNotFound",
        explain="Clear errors for the history too.")
-async def tmp_unknown(ctx: RunContext) -> str | None:
+async def _tmp_unknown(ctx: RunContext) -> str | None:
     problem(await ctx.api("GET", f"/temporal/entities/{ctx.uid('h-absent')}"), 404, "ResourceNotFound")
     return None
 
@@ -176,7 +176,7 @@ async def tmp_unknown(ctx: RunContext) -> str | None:
        sends="GET /temporal/entities?type=T&timerel=after&timeAt=<before every reading>",
        expects="200, an array containing the entity",
        explain="Histories of a whole family of objects can be extracted at once (reversibility).")
-async def tmp_query(ctx: RunContext) -> str | None:
+async def _tmp_query(ctx: RunContext) -> str | None:
     ent = await _history(ctx)
     got = json_list(await ctx.api("GET", "/temporal/entities", params={
         "type": ent["type"], "timerel": "after", "timeAt": "2024-03-01T00:00:00Z"}))
@@ -188,7 +188,7 @@ async def tmp_query(ctx: RunContext) -> str | None:
        sends="GET /temporal/entities/{id}?timerel=between&timeAt=…",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="An open-ended 'between' is refused.")
-async def tmp_no_end(ctx: RunContext) -> str | None:
+async def _tmp_no_end(ctx: RunContext) -> str | None:
     await _bad(ctx, {"timerel": "between", "timeAt": "2024-03-01T10:30:00Z"})
     return None
 
@@ -197,7 +197,7 @@ async def tmp_no_end(ctx: RunContext) -> str | None:
        sends="GET /temporal/entities/{id}?timerel=after&timeAt=yesterday",
        expects="400 with a ProblemDetails of type BadRequestData",
        explain="Times are RFC 3339; anything else is refused.")
-async def tmp_bad_time(ctx: RunContext) -> str | None:
+async def _tmp_bad_time(ctx: RunContext) -> str | None:
     await _bad(ctx, {"timerel": "after", "timeAt": "yesterday"})
     return None
 
@@ -206,7 +206,7 @@ async def tmp_bad_time(ctx: RunContext) -> str | None:
        sends="GET /temporal/entities/{id} with Accept: application/json",
        expects="Content-Type application/json and a context Link header",
        explain="The history uses the same vocabulary rules as the current state.")
-async def tmp_link(ctx: RunContext) -> str | None:
+async def _tmp_link(ctx: RunContext) -> str | None:
     ent = await _history(ctx)
     resp = await ctx.api("GET", f"/temporal/entities/{ent['id']}", accept=JSON)
     status(resp, 200)

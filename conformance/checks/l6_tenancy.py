@@ -44,7 +44,7 @@ def _echo(resp: Response, tenant: str) -> None:
        sends="GET /entities/{id} with NGSILD-Tenant: A",
        expects="NGSILD-Tenant: A in the response",
        explain="Every answer says which commune's data it carries, so nothing is attributed to the wrong one.")
-async def ten_echo_get(ctx: Ctx) -> str | None:
+async def _ten_echo_get(ctx: Ctx) -> str | None:
     ent = await _in_a(ctx, "t1")
     resp = await ctx.api("GET", f"/entities/{ent['id']}", tenant=ctx.other_tenant("a"))
     status(resp, 200)
@@ -56,7 +56,7 @@ async def ten_echo_get(ctx: Ctx) -> str | None:
        sends="POST /entities with NGSILD-Tenant: A",
        expects="201 with NGSILD-Tenant: A",
        explain="Writers get confirmation of where their data went.")
-async def ten_echo_create(ctx: Ctx) -> str | None:
+async def _ten_echo_create(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "t2")
     resp = await ctx.create(ent, tenant=ctx.other_tenant("a"))
     status(resp, 201)
@@ -68,7 +68,7 @@ async def ten_echo_create(ctx: Ctx) -> str | None:
        sends="GET /entities?type=T with NGSILD-Tenant: A",
        expects="NGSILD-Tenant: A in the response",
        explain="Lists say which commune they belong to.")
-async def ten_echo_query(ctx: Ctx) -> str | None:
+async def _ten_echo_query(ctx: Ctx) -> str | None:
     await _in_a(ctx, "t3")
     resp = await ctx.api("GET", "/entities", params={"type": ctx.probe_type}, tenant=ctx.other_tenant("a"))
     status(resp, 200)
@@ -80,7 +80,7 @@ async def ten_echo_query(ctx: Ctx) -> str | None:
        sends="POST /entities with a tenant never used, then GET in that tenant",
        expects="201, then 200 with the entity",
        explain="A new commune can start publishing without an administrator step.")
-async def ten_implicit(ctx: Ctx) -> str | None:
+async def _ten_implicit(ctx: Ctx) -> str | None:
     tenant = ctx.other_tenant("c")
     ent = _ent(ctx, "t4")
     status(await ctx.create(ent, tenant=tenant), 201)
@@ -97,7 +97,7 @@ async def _nonexistent(ctx: Ctx, method: str, path: str, **kw: Any) -> None:
        sends="GET /entities/{id} with NGSILD-Tenant: <never created>",
        expects="404 with a ProblemDetails of type NonexistentTenant",
        explain="A typing error in a commune's name is reported, never answered with empty or foreign data.")
-async def ten_missing_get(ctx: Ctx) -> str | None:
+async def _ten_missing_get(ctx: Ctx) -> str | None:
     await _nonexistent(ctx, "GET", f"/entities/{ctx.uid('t5')}")
     return None
 
@@ -106,7 +106,7 @@ async def ten_missing_get(ctx: Ctx) -> str | None:
        sends="GET /entities?type=T with NGSILD-Tenant: <never created>",
        expects="404 with a ProblemDetails of type NonexistentTenant",
        explain="An empty list would hide the mistake.")
-async def ten_missing_query(ctx: Ctx) -> str | None:
+async def _ten_missing_query(ctx: Ctx) -> str | None:
     await _nonexistent(ctx, "GET", "/entities", params={"type": ctx.probe_type})
     return None
 
@@ -115,7 +115,7 @@ async def ten_missing_query(ctx: Ctx) -> str | None:
        sends="PATCH /entities/{id}/attrs with NGSILD-Tenant: <never created>",
        expects="404 with a ProblemDetails of type NonexistentTenant",
        explain="Only creations may create a tenant.")
-async def ten_missing_patch(ctx: Ctx) -> str | None:
+async def _ten_missing_patch(ctx: Ctx) -> str | None:
     await _nonexistent(ctx, "PATCH", f"/entities/{ctx.uid('t7')}/attrs",
                        body={"temperature": {"type": "Property", "value": 1}})
     return None
@@ -125,7 +125,7 @@ async def ten_missing_patch(ctx: Ctx) -> str | None:
        sends="DELETE /entities/{id} with NGSILD-Tenant: <never created>",
        expects="404 with a ProblemDetails of type NonexistentTenant",
        explain="Only creations may create a tenant.")
-async def ten_missing_delete(ctx: Ctx) -> str | None:
+async def _ten_missing_delete(ctx: Ctx) -> str | None:
     await _nonexistent(ctx, "DELETE", f"/entities/{ctx.uid('t8')}")
     return None
 
@@ -134,7 +134,7 @@ async def ten_missing_delete(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/delete with NGSILD-Tenant: <never created>",
        expects="404 with a ProblemDetails of type NonexistentTenant",
        explain="Batch operations obey the same tenancy rules.")
-async def ten_missing_batch(ctx: Ctx) -> str | None:
+async def _ten_missing_batch(ctx: Ctx) -> str | None:
     await _nonexistent(ctx, "POST", "/entityOperations/delete", body=[ctx.uid("t9")])
     return None
 
@@ -143,7 +143,7 @@ async def ten_missing_batch(ctx: Ctx) -> str | None:
        sends="create in tenant A; GET /entities/{id} in tenant B",
        expects="404 ResourceNotFound in B",
        explain="One commune never sees another commune's objects.")
-async def ten_iso_get(ctx: Ctx) -> str | None:
+async def _ten_iso_get(ctx: Ctx) -> str | None:
     ent = await _in_a(ctx, "t10")
     tb = await _tenant_b(ctx)
     problem(await ctx.api("GET", f"/entities/{ent['id']}", tenant=tb), 404, "ResourceNotFound")
@@ -154,7 +154,7 @@ async def ten_iso_get(ctx: Ctx) -> str | None:
        sends="create in tenant A; GET /entities?type=T in tenant B",
        expects="none of A's ids in B's answer",
        explain="Lists are strictly per commune.")
-async def ten_iso_query(ctx: Ctx) -> str | None:
+async def _ten_iso_query(ctx: Ctx) -> str | None:
     ent = await _in_a(ctx, "t11")
     tb = await _tenant_b(ctx)
     got = json_list(await ctx.api("GET", "/entities", params={"type": ctx.probe_type, "limit": "100"},
@@ -167,7 +167,7 @@ async def ten_iso_query(ctx: Ctx) -> str | None:
        sends="create in tenant A; GET /entities?type=T without NGSILD-Tenant",
        expects="none of A's ids in the default tenant",
        explain="The default tenant is not a back door to every commune's data.")
-async def ten_iso_default(ctx: Ctx) -> str | None:
+async def _ten_iso_default(ctx: Ctx) -> str | None:
     ent = await _in_a(ctx, "t12")
     got = json_list(await ctx.api("GET", "/entities", params={"type": ctx.probe_type, "limit": "100"},
                                   tenant=None))
@@ -179,7 +179,7 @@ async def ten_iso_default(ctx: Ctx) -> str | None:
        sends="create id X in tenant A, then the same id X in tenant B",
        expects="201 in B (not 409)",
        explain="Communes choose their identifiers independently.")
-async def ten_same_id(ctx: Ctx) -> str | None:
+async def _ten_same_id(ctx: Ctx) -> str | None:
     ent = await _in_a(ctx, "t13")
     tb = await _tenant_b(ctx)
     status(await ctx.create(ent, tenant=tb), 201)
@@ -190,7 +190,7 @@ async def ten_same_id(ctx: Ctx) -> str | None:
        sends="same id in A and B; PATCH in B; GET in A",
        expects="A keeps its value",
        explain="Writes never cross from one commune to another.")
-async def ten_iso_update(ctx: Ctx) -> str | None:
+async def _ten_iso_update(ctx: Ctx) -> str | None:
     ent = await _in_a(ctx, "t14")
     tb = await _tenant_b(ctx)
     status(await ctx.create(ent, tenant=tb), 201)
@@ -205,7 +205,7 @@ async def ten_iso_update(ctx: Ctx) -> str | None:
        sends="same id in A and B; DELETE in B; GET in A",
        expects="200 in A",
        explain="Deletions never cross from one commune to another.")
-async def ten_iso_delete(ctx: Ctx) -> str | None:
+async def _ten_iso_delete(ctx: Ctx) -> str | None:
     ent = await _in_a(ctx, "t15")
     tb = await _tenant_b(ctx)
     status(await ctx.create(ent, tenant=tb), 201)
@@ -218,7 +218,7 @@ async def ten_iso_delete(ctx: Ctx) -> str | None:
        sends="GET /entities?type=T&count=true in tenant B",
        expects="NGSILD-Results-Count equal to B's own number of entities",
        explain="Statistics of one commune never include another's objects.")
-async def ten_iso_count(ctx: Ctx) -> str | None:
+async def _ten_iso_count(ctx: Ctx) -> str | None:
     await _in_a(ctx, "t16")
     tb = await _tenant_b(ctx)
     resp = await ctx.api("GET", "/entities", params={"type": ctx.probe_type, "count": "true", "limit": "100"},
@@ -233,7 +233,7 @@ async def ten_iso_count(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/upsert in tenant A; GET /entities/{id} in tenant B",
        expects="404 in B",
        explain="Bulk publication obeys the same separation.")
-async def ten_iso_batch(ctx: Ctx) -> str | None:
+async def _ten_iso_batch(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "t17")
     ctx.track(ent["id"], ctx.other_tenant("a"))
     status(await ctx.api("POST", "/entityOperations/upsert", body=[ent], tenant=ctx.other_tenant("a")), 201, 204)
@@ -246,7 +246,7 @@ async def ten_iso_batch(ctx: Ctx) -> str | None:
        sends="POST /subscriptions in tenant A; GET /subscriptions in tenant B",
        expects="A's subscription is not listed in B",
        explain="One commune cannot see or receive another commune's notifications.")
-async def ten_iso_subs(ctx: Ctx) -> str | None:
+async def _ten_iso_subs(ctx: Ctx) -> str | None:
     ta, tb = ctx.other_tenant("a"), await _tenant_b(ctx)
     sub_id = f"urn:ngsi-ld:Subscription:jc-{ctx.run_id}-t18"
     ctx.track_subscription(sub_id, ta)
@@ -262,7 +262,7 @@ async def ten_iso_subs(ctx: Ctx) -> str | None:
        sends="create a type only in tenant A; GET /types in tenant B",
        expects="the type is not in B's typeList",
        explain="Even the catalogue of a commune's data stays private.")
-async def ten_iso_types(ctx: Ctx) -> str | None:
+async def _ten_iso_types(ctx: Ctx) -> str | None:
     only_a = f"JcOnlyA{ctx.run_id}"
     ent = {"id": ctx.uid("t19", only_a), "type": only_a, "name": {"type": "Property", "value": "a"}}
     await ctx.create_ok(ent, tenant=ctx.other_tenant("a"))
@@ -287,7 +287,7 @@ def _unauthorized(resp: Response) -> None:
        sends="POST /entities without an Authorization header",
        expects="401 Unauthorized",
        explain="Nobody can publish data into the territory's platform anonymously.")
-async def aut_create(ctx: Ctx) -> str | None:
+async def _aut_create(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "a1")
     ctx.track(ent["id"])
     _unauthorized(await _anon(ctx, "POST", "/entities", body=ent))
@@ -298,7 +298,7 @@ async def aut_create(ctx: Ctx) -> str | None:
        sends="POST /entities without an Authorization header",
        expects="401 with a WWW-Authenticate header",
        explain="Clients learn which scheme to use (RFC 9110 requires the header with every 401).")
-async def aut_www(ctx: Ctx) -> str | None:
+async def _aut_www(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "a2")
     ctx.track(ent["id"])
     resp = await _anon(ctx, "POST", "/entities", body=ent)
@@ -311,7 +311,7 @@ async def aut_www(ctx: Ctx) -> str | None:
        sends="POST /entities with Authorization: Bearer <wrong token>",
        expects="401 Unauthorized",
        explain="Any token is not good enough; only valid ones are.")
-async def aut_wrong(ctx: Ctx) -> str | None:
+async def _aut_wrong(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "a3")
     ctx.track(ent["id"])
     _unauthorized(await _anon(ctx, "POST", "/entities", body=ent, auth=f"Bearer jc-wrong-{ctx.run_id}"))
@@ -322,7 +322,7 @@ async def aut_wrong(ctx: Ctx) -> str | None:
        sends="POST /entities with the target's credentials",
        expects="201 Created",
        explain="Authorised publishers are let in, which shows the refusals above are not blanket ones.")
-async def aut_ok(ctx: Ctx) -> str | None:
+async def _aut_ok(ctx: Ctx) -> str | None:
     status(await ctx.create(_ent(ctx, "a4")), 201)
     return None
 
@@ -331,7 +331,7 @@ async def aut_ok(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/upsert without an Authorization header",
        expects="401 Unauthorized",
        explain="Bulk endpoints are protected like single ones.")
-async def aut_batch(ctx: Ctx) -> str | None:
+async def _aut_batch(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "a5")
     ctx.track(ent["id"])
     _unauthorized(await _anon(ctx, "POST", "/entityOperations/upsert", body=[ent]))
@@ -348,7 +348,7 @@ async def _existing(ctx: Ctx, label: str) -> dict[str, Any]:
        sends="PATCH /entities/{id}/attrs without an Authorization header",
        expects="401, and the stored value unchanged",
        explain="Nobody can alter a commune's data anonymously.")
-async def aut_patch(ctx: Ctx) -> str | None:
+async def _aut_patch(ctx: Ctx) -> str | None:
     ent = await _existing(ctx, "a6")
     _unauthorized(await _anon(ctx, "PATCH", f"/entities/{ent['id']}/attrs",
                               body={"temperature": {"type": "Property", "value": 66.0}}))
@@ -361,7 +361,7 @@ async def aut_patch(ctx: Ctx) -> str | None:
        sends="DELETE /entities/{id} without an Authorization header",
        expects="401, and the entity still there",
        explain="Nobody can remove a commune's data anonymously.")
-async def aut_delete(ctx: Ctx) -> str | None:
+async def _aut_delete(ctx: Ctx) -> str | None:
     ent = await _existing(ctx, "a7")
     _unauthorized(await _anon(ctx, "DELETE", f"/entities/{ent['id']}"))
     status(await ctx.api("GET", f"/entities/{ent['id']}"), 200)
@@ -372,7 +372,7 @@ async def aut_delete(ctx: Ctx) -> str | None:
        sends="POST /subscriptions without an Authorization header",
        expects="401 Unauthorized",
        explain="Subscriptions send data elsewhere; creating one is a privileged act.")
-async def aut_sub(ctx: Ctx) -> str | None:
+async def _aut_sub(ctx: Ctx) -> str | None:
     sub_id = f"urn:ngsi-ld:Subscription:jc-{ctx.run_id}-a8"
     ctx.track_subscription(sub_id)
     _unauthorized(await _anon(ctx, "POST", "/subscriptions", body={
@@ -385,7 +385,7 @@ async def aut_sub(ctx: Ctx) -> str | None:
        sends="POST /entities without credentials, then GET /entities/{id} with them",
        expects="404: nothing was created",
        explain="A refusal that still stores the data is no protection.")
-async def aut_trace(ctx: Ctx) -> str | None:
+async def _aut_trace(ctx: Ctx) -> str | None:
     ent = _ent(ctx, "a9")
     ctx.track(ent["id"])
     _unauthorized(await _anon(ctx, "POST", "/entities", body=ent))
@@ -397,7 +397,7 @@ async def aut_trace(ctx: Ctx) -> str | None:
        sends="PUT /entities/{id} without an Authorization header",
        expects="401, and the entity unchanged",
        explain="Every write method is protected.")
-async def aut_put(ctx: Ctx) -> str | None:
+async def _aut_put(ctx: Ctx) -> str | None:
     ent = await _existing(ctx, "a10")
     _unauthorized(await _anon(ctx, "PUT", f"/entities/{ent['id']}", body={"id": ent["id"], "type": ent["type"]}))
     got = json_object(await ctx.api("GET", f"/entities/{ent['id']}"))
@@ -409,7 +409,7 @@ async def aut_put(ctx: Ctx) -> str | None:
        sends="POST /entities/{id}/attrs without an Authorization header",
        expects="401 Unauthorized",
        explain="Every write method is protected.")
-async def aut_append(ctx: Ctx) -> str | None:
+async def _aut_append(ctx: Ctx) -> str | None:
     ent = await _existing(ctx, "a11")
     _unauthorized(await _anon(ctx, "POST", f"/entities/{ent['id']}/attrs",
                               body={"humidity": {"type": "Property", "value": 1}}))
@@ -420,7 +420,7 @@ async def aut_append(ctx: Ctx) -> str | None:
        sends="POST /entityOperations/delete without an Authorization header",
        expects="401, and the entity still there",
        explain="Bulk removal is protected like single removal.")
-async def aut_batch_delete(ctx: Ctx) -> str | None:
+async def _aut_batch_delete(ctx: Ctx) -> str | None:
     ent = await _existing(ctx, "a12")
     _unauthorized(await _anon(ctx, "POST", "/entityOperations/delete", body=[ent["id"]]))
     status(await ctx.api("GET", f"/entities/{ent['id']}"), 200)

@@ -278,7 +278,7 @@ def _devices(ctx: RunContext, obs: Observation, etype: str, s: TypeSeries) -> An
        sends="polls GET /entities?type=T over the observation window (or reads the delivered series)",
        expects="median interval between observations ≤ declared interval x (1 + tolerance)",
        explain="A sensor sold as reporting every 10 minutes must do so in the field.")
-async def q_interval(ctx: RunContext) -> str | None:
+async def _q_interval(ctx: RunContext) -> str | None:
     return await _judge(ctx, "reporting interval", _interval_median)
 
 
@@ -286,7 +286,7 @@ async def q_interval(ctx: RunContext) -> str | None:
        sends="polls GET /entities?type=T over the observation window",
        expects="95th percentile of intervals ≤ declared interval x p95 factor",
        explain="Long silences are as harmful as a slow average.")
-async def q_interval_p95(ctx: RunContext) -> str | None:
+async def _q_interval_p95(ctx: RunContext) -> str | None:
     return await _judge(ctx, "interval regularity", _interval_p95)
 
 
@@ -294,7 +294,7 @@ async def q_interval_p95(ctx: RunContext) -> str | None:
        sends="polls GET /entities?type=T over the observation window",
        expects="observations received / observations expected ≥ declared completeness",
        explain="Missing readings make statistics and alerts unreliable.")
-async def q_completeness(ctx: RunContext) -> str | None:
+async def _q_completeness(ctx: RunContext) -> str | None:
     return await _judge(ctx, "completeness", _completeness)
 
 
@@ -302,7 +302,7 @@ async def q_completeness(ctx: RunContext) -> str | None:
        sends="polls GET /entities?type=T; notes when each new observedAt is first seen",
        expects="95th percentile of (first seen - observedAt) ≤ declared latency",
        explain="A reading that arrives an hour late is useless for operations.")
-async def q_latency(ctx: RunContext) -> str | None:
+async def _q_latency(ctx: RunContext) -> str | None:
     return await _judge(ctx, "latency", _latency)
 
 
@@ -310,7 +310,7 @@ async def q_latency(ctx: RunContext) -> str | None:
        sends="polls GET /entities?type=T over the observation window",
        expects="share of values outside the declared [min, max] ≤ the profile's threshold",
        explain="Impossible values (a 250 % full container) reveal faulty sensors or wrong scaling.")
-async def q_ranges(ctx: RunContext) -> str | None:
+async def _q_ranges(ctx: RunContext) -> str | None:
     return await _judge(ctx, "plausible ranges", _ranges)
 
 
@@ -318,5 +318,5 @@ async def q_ranges(ctx: RunContext) -> str | None:
        sends="polls GET /entities?type=T over the observation window",
        expects="number of entities with at least one observation ≥ declared devices",
        explain="A fleet sold as 200 sensors must show 200 sensors reporting.")
-async def q_devices(ctx: RunContext) -> str | None:
+async def _q_devices(ctx: RunContext) -> str | None:
     return await _judge(ctx, "devices reporting", _devices)
