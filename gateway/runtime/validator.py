@@ -1,8 +1,8 @@
 """Bridge to the schema validator: a batch of entities in, a list of problems per entity out.
 
-The validator room's ``gateway.validation.validate_batch`` is used when installed; until then
-(and as a floor) the NGSI-LD structure is checked here, so an invalid entity never reaches a
-sink whatever is installed.
+``gateway.validation.validate_batch`` (NGSI-LD structure, then the Smart Data Model schema) is
+used when installed and enabled; otherwise the NGSI-LD structure is checked here, so an invalid
+entity never reaches a sink whatever is installed or configured.
 """
 
 from __future__ import annotations
@@ -81,13 +81,12 @@ def load_validator(enabled: bool = True) -> BatchValidator:
             schema_batch = None
 
     def validate(entities: Sequence[Entity]) -> list[list[Problem]]:
-        results = [structural_problems(e) for e in entities]
-        if schema_batch is not None:
-            todo = [i for i, probs in enumerate(results) if not probs]
-            if todo:
-                verdicts = list(schema_batch([entities[i] for i in todo]))
-                for i, verdict in zip(todo, verdicts, strict=False):
-                    results[i] = _verdict_problems(verdict)
-        return results
+        if schema_batch is None:
+            return [structural_problems(e) for e in entities]
+        # The schema validator checks the NGSI-LD structure first itself: no second pass here.
+        verdicts = list(schema_batch(entities))
+        if len(verdicts) != len(entities):
+            raise RuntimeError("the validator returned a verdict count that does not match the batch")
+        return [_verdict_problems(v) for v in verdicts]
 
     return validate

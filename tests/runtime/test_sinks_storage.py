@@ -170,3 +170,20 @@ async def test_correlation_id_follows_the_message_to_the_broker(tmp_path: Path) 
         assert json.dumps(broker.requests[0]["body"])  # a JSON array of entities
     finally:
         await broker.stop()
+
+
+def test_validator_bridge_with_and_without_schemas() -> None:
+    from gateway.runtime.validator import load_validator
+
+    good = {"id": "urn:ngsi-ld:WasteContainer:v", "type": "WasteContainer",
+            "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [3.87, 43.6]}},
+            "fillingLevel": {"type": "Property", "value": 0.4}}
+    broken = {**good, "fillingLevel": {"type": "Property"}}
+    out_of_range = {**good, "fillingLevel": {"type": "Property", "value": 40}}
+    structural = load_validator(False)([good, broken, out_of_range])
+    assert structural[0] == [] and structural[2] == []  # no model check without schemas
+    assert structural[1] == [("Property without 'value'", "/fillingLevel")]
+    full = load_validator(True)([good, broken, out_of_range])
+    assert full[0] == []
+    assert full[1] and full[1][0][1].startswith("/fillingLevel")
+    assert full[2] and full[2][0][1] == "/fillingLevel/value"
