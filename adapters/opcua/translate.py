@@ -69,6 +69,7 @@ class NodeMapping:
     unit: str | None = None
     dataset_id: str | None = None
     scale: float | None = None
+    convert_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,7 @@ class Mappings:
                     unit=node.get("unit"),
                     dataset_id=node.get("dataset_id"),
                     scale=node.get("scale"),
+                    convert_to=node.get("convert_to"),
                 )
         return out
 
@@ -201,12 +203,15 @@ def to_entities(raw: RawMessage, mappings: Mappings) -> list[Entity]:
 
     if mapping.scale is not None and _is_numeric(value):
         value = _scaled(value, mapping.scale)
+    unit = mapping.unit or _unit_from_eu(doc.get("eu"))
+    if mapping.convert_to and _is_numeric(value):
+        value = _converted(value, unit, mapping.convert_to)
+        unit = mapping.convert_to
     exact = isinstance(value, int) and not isinstance(value, bool) and abs(value) > SAFE_INTEGER
     # The EPANET models describe observed quantities (pressure, level, flow...) as an object
     # {"value": number, "observedBy": id} in their keyValues form; the value is shaped so.
     shaped = {"value": value} if _observation_object(mapping.entity_type, mapping.attribute) else value
     attr: dict[str, Any] = {"type": "Property", "value": shaped}
-    unit = mapping.unit or _unit_from_eu(doc.get("eu"))
     if unit and _is_numeric(value):
         attr["unitCode"] = unit
     attr["observedAt"] = observed
@@ -281,6 +286,20 @@ def _observation_object(entity_type: str, attribute: str) -> bool:
         return False
     inner = spec.get("properties", {}).get("value")
     return isinstance(inner, Mapping) and inner.get("type") == "number"
+
+
+def _converted(value: Any, unit: str | None, target: str) -> Any:
+    """``value`` (a number or a list of numbers) converted from ``unit`` to ``target``."""
+    from gateway.units import UnitError, convert
+
+    if unit is None:
+        raise TranslationError(f"cannot convert to {target}: the node has no unit (EngineeringUnits)", "/eu")
+    try:
+        if isinstance(value, list):
+            return [convert(v, unit, target) for v in value]
+        return convert(value, unit, target)
+    except UnitError as exc:
+        raise TranslationError(str(exc), "/eu") from exc
 
 
 def _scaled(value: Any, factor: float) -> Any:

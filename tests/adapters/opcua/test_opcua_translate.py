@@ -70,7 +70,7 @@ def test_falls_back_to_server_then_receipt_time() -> None:
     assert item["speed"]["observedAt"] == "2024-05-02T06:20:00Z"
 
 
-def test_configured_unit_wins_over_engineering_units() -> None:
+def test_percent_engineering_units_converted_to_a_fraction() -> None:
     doc = {"server": "usine-nord", "ref": "WaterNet/Valve1/Opening", "node": "ns=2;s=Valve1.Opening",
            "value": 40, "status": {"code": 0}, "source_ts": "2024-05-02T06:15:00Z",
            "eu": {"namespace": "http://www.opcfoundation.org/UA/units/un/cefact", "unit_id": 20529}}
@@ -175,3 +175,24 @@ def test_event_without_mapping_or_id_is_refused() -> None:
 def test_a_text_node_saying_nan_is_text() -> None:
     (item,) = adapter().to_entities(raw(speed(value="NaN", datatype="String")))
     assert item["speed"]["value"] == "NaN" and "unitCode" not in item["speed"]
+
+
+def _with_node(**mapping: Any) -> OpcUaAdapter:
+    cfg = yaml.safe_load((FOLDER / "sample.yaml").read_text())
+    cfg["servers"][0]["nodes"][0].update(mapping)
+    return OpcUaAdapter(cfg)
+
+
+def test_unit_override_and_conversion() -> None:
+    (item,) = _with_node(unit="WTT", convert_to="KWT").to_entities(raw(speed(value=1500.0)))
+    assert item["speed"]["value"] == 1.5 and item["speed"]["unitCode"] == "KWT"
+    (item,) = _with_node(unit="HTZ").to_entities(raw(speed()))
+    assert item["speed"]["unitCode"] == "HTZ" and item["speed"]["value"] == 1200.5
+
+
+def test_impossible_conversions_name_the_units() -> None:
+    with pytest.raises(TranslationError) as caught:
+        _with_node(unit="BAR", convert_to="KWT").to_entities(raw(speed()))
+    assert caught.value.pointer == "/eu" and "KWT" in caught.value.reason
+    with pytest.raises(TranslationError, match="no unit"):
+        _with_node(convert_to="KWT").to_entities(raw(speed()))
