@@ -95,7 +95,7 @@ class GatewayConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    data_dir: Path = Path("jonction-data")
+    data_dir: Path = Path("data")
     log_level: str = "INFO"
     admin_token: str | None = None
     durability: str = "normal"
@@ -269,7 +269,7 @@ def _early_source_problems(document: Mapping[str, Any], adapters: Mapping[str, A
                                         else {}, str(item.get("tenant", ""))))
         else:
             sources.append(SourceConfig("", "", {}, enabled=False))
-    probe = GatewayConfig(data_dir=base / "jonction-data", sources=sources)
+    probe = GatewayConfig(data_dir=base / "data", sources=sources)
     try:
         check_source_configs(probe, adapters)
     except ConfigInvalid as exc:
