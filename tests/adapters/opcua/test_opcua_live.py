@@ -455,3 +455,27 @@ async def test_a_pinned_server_certificate_refuses_another_server(secure_sim: tu
     cfg["servers"][0]["timeout_s"] = 2
     with pytest.raises((Unavailable, AuthFailed)):
         await OpcUaAdapter(cfg).check()
+
+
+async def test_sign_only_mode(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path / "pki", "waternet", "urn:jonction:simulator:waternet:server", server=True)
+    sim = create({"port": free_port(), "interval_s": 0.1, "policies": ["Basic256Sha256_Sign"],
+                  "certificate": str(cert), "private_key": str(key)})
+    await sim.start()
+    try:
+        secret = tmp_path / "unused"
+        secret.write_text("x")
+        cfg = secure_config(sim, tmp_path, secret)
+        server = cfg["servers"][0]
+        server["security"]["mode"] = "Sign"
+        for key_name in ("username", "password_file"):
+            server.pop(key_name)
+        adapter = OpcUaAdapter(cfg)
+        out = Collector()
+        async with running(adapter, out):
+            await wait_for(lambda: len(out.docs("Pump1.Speed")) >= 2, "values over a signed channel")
+        with pytest.raises(ConfigInvalid):  # the server offers Sign only: SignAndEncrypt has no endpoint
+            server["security"]["mode"] = "SignAndEncrypt"
+            await OpcUaAdapter(cfg).check()
+    finally:
+        await sim.stop()
