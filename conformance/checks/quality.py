@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from conformance.context import RunContext, is_failure
+from conformance.context import FixtureError, RunContext, is_failure
 from conformance.registry import Fail, Skip, check
 from gateway.model import ENTITY_MEMBERS, parse_time
 
@@ -133,6 +133,11 @@ async def _from_records(ctx: RunContext, series: dict[str, TypeSeries]) -> Obser
 async def _poll(ctx: RunContext, series: dict[str, TypeSeries]) -> Observation:
     window = float(ctx.profile.quality.get("window_seconds", 3600))
     every = float(ctx.profile.quality.get("poll_interval_seconds", 60))
+    shortest = min(float(s.decl["reporting_interval_seconds"]) for s in series.values())
+    if every > shortest / 2:
+        # Polling slower than twice per reporting interval would miss readings and blame the vendor.
+        raise FixtureError(f"poll interval {every:g} s is too long to observe a reporting interval of "
+                           f"{shortest:g} s: poll at most every {shortest / 2:g} s (--poll)")
     start_wall = datetime.now(UTC).timestamp()
     start = time.monotonic()
     polls = 0

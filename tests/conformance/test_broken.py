@@ -180,3 +180,14 @@ async def test_notifications_through_a_public_callback_url(tmp_path: Path, drop_
         "/subscriptions"))
     assert f'"uri": "{pub}/notify/n1"' in sub["request"]["body"]
     assert report["target"]["callback_url"] == pub
+
+
+async def test_quality_window_that_cannot_see_the_interval_is_an_error_not_a_failure(tmp_path: Path) -> None:
+    """Polling slower than half the declared interval would blame the vendor for the checker's blindness."""
+    profile = load_profile(str(FIXTURES / "quality-only.yaml"))
+    profile.quality.update({"window_seconds": 1.0, "poll_interval_seconds": 0.5, "declarations": [QUALITY_DECL]})
+    async with running_store(tmp_path / "store") as url:
+        report = await run(profile, EndpointTarget(url=url, token=TOKEN, token_source="test"))
+    verdicts = {r["id"]: (r["verdict"], r["reason"]) for r in report["results"]}
+    assert {v for v, _ in verdicts.values()} == {"error"}
+    assert "poll at most every 0.25 s" in verdicts["Q-INT-001"][1]
