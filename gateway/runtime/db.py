@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS outbox(
   entity_id TEXT NOT NULL, body TEXT NOT NULL, corr TEXT NOT NULL, source TEXT NOT NULL,
   received REAL NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS outbox_sink ON outbox(sink, id);
+CREATE INDEX IF NOT EXISTS outbox_backlog ON outbox(sink, tenant, at);
 CREATE TABLE IF NOT EXISTS deadletters(
   id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL,
   adapter TEXT NOT NULL, tenant TEXT NOT NULL, reason TEXT NOT NULL, pointer TEXT NOT NULL,
