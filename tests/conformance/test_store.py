@@ -65,6 +65,8 @@ async def test_read_only_endpoint_discovers_data_and_never_writes(tmp_path: Path
             types = (await resp.json())["typeList"]
     assert validate_report(report) == []
     assert sorted(types) == ["Streetlight", "WasteContainer"]  # nothing written
+    methods = {x["request"]["method"] for r in report["results"] for x in r["evidence"]["exchanges"]}
+    assert methods == {"GET"}
     results = {r["id"]: r for r in report["results"]}
     assert results["L2-RET-001"]["verdict"] == "pass"
     assert results["L2-QRY-004"]["verdict"] == "pass"
