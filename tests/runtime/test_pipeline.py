@@ -142,7 +142,7 @@ async def test_tenant_routes_per_device_and_sink_filters(tmp_path: Path, broker:
     cfg = config(tmp_path, sinks=[remote(broker, tenants=["montpellier"])],
                  sources=[{"name": "bins", "adapter": "fake", "tenant": "montpellier",
                            "routes": [{"entity": "urn:ngsi-ld:WasteContainer:lattes-*", "tenant": "lattes"}]}])
-    async with running(cfg) as (_, app):
+    async with running(cfg) as (base, app):
         rt = app[RUNTIME]
         adapter = FakeAdapter.instances["bins"]
         await adapter.send({"id": "a", "device": "mtp-1", "fill": 10, "at": "2026-01-01T10:00:00Z"})
@@ -153,6 +153,17 @@ async def test_tenant_routes_per_device_and_sink_filters(tmp_path: Path, broker:
         await eventually(lambda: "montpellier" in broker.state, what="remote")
         assert set(broker.state) == {"montpellier"}  # the remote broker only takes montpellier
         assert all(r["headers"]["NGSILD-Tenant"] == "montpellier" for r in broker.requests)
+        # dead letters are kept per tenant too
+        await adapter.send({"id": "c", "device": "lattes-2", "fill": 20, "temp": "warm",
+                            "at": "2026-01-01T10:00:00Z"})
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/admin/deadletters", params={"tenant": "lattes"}) as resp:
+                lattes = (await resp.json())["deadLetters"]
+            async with http.get(f"{base}/admin/deadletters", params={"tenant": "montpellier"}) as resp:
+                montpellier = (await resp.json())["deadLetters"]
+        assert [d["entityId"] for d in lattes] == ["urn:ngsi-ld:WasteContainer:lattes-2"]
+        assert lattes[0]["pointer"] == "/temperature/value"
+        assert montpellier == []
 
 
 async def test_broker_down_buffers_then_drains_without_loss(tmp_path: Path, broker: RecordingBroker) -> None:
