@@ -95,6 +95,7 @@ class RecordingBroker:
         self.requests: list[dict[str, Any]] = []
         self.state: dict[str, dict[str, dict[str, Any]]] = {}
         self.fail_ids: dict[str, int] = {}
+        self.reject_ids: set[str] = set()
         self.status_override: int | None = None
         self.port = free_port()
         self._runner: web.AppRunner | None = None
@@ -112,6 +113,11 @@ class RecordingBroker:
             return web.json_response({"title": "unavailable"}, status=self.status_override)
         errors, success = [], []
         for item in body:
+            if item["id"] in self.reject_ids:
+                errors.append({"entityId": item["id"],
+                               "error": {"type": "https://uri.etsi.org/ngsi-ld/errors/BadRequestData",
+                                         "title": "bad data", "detail": "attribute rejected by policy"}})
+                continue
             left = self.fail_ids.get(item["id"], 0)
             if left > 0:
                 self.fail_ids[item["id"]] = left - 1

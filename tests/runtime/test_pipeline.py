@@ -225,3 +225,30 @@ async def test_adapter_bug_is_a_dead_letter_and_spares_the_rest_of_the_group(tmp
             letters = (await resp.json())["deadLetters"]
         assert [(d["stage"], d["idempotencyKey"]) for d in letters] == [("translation", "poison")]
         assert letters[0]["reason"] == "adapter error: ZeroDivisionError: a bug in the adapter"
+
+
+async def test_entity_a_broker_rejects_becomes_a_sink_dead_letter_and_replays(
+    tmp_path: Path, broker: RecordingBroker
+) -> None:
+    bad = "urn:ngsi-ld:WasteContainer:bin-x"
+    broker.reject_ids = {bad}
+    cfg = config(tmp_path, sinks=[remote(broker)], embedded_store={"enabled": False})
+    async with running(cfg) as (base, app):
+        rt = app[RUNTIME]
+        adapter = FakeAdapter.instances["bins"]
+        await adapter.send({"id": "x1", "device": "bin-x", "fill": 5, "at": "2026-01-01T10:00:00Z"})
+        await adapter.send({"id": "y1", "device": "bin-y", "fill": 6, "at": "2026-01-01T10:00:00Z"})
+        async with aiohttp.ClientSession() as http:
+            async def letters() -> list[dict[str, Any]]:
+                async with http.get(f"{base}/admin/deadletters", params={"stage": "sink"}) as resp:
+                    return list((await resp.json())["deadLetters"])
+            found = await eventually(letters, what="sink dead letter")
+            assert found[0]["entityId"] == bad and found[0]["sink"] == "city"
+            assert "BadRequestData" in found[0]["reason"]
+            assert rt.outbox is not None and rt.outbox.depth("city") == 0
+            assert bad not in broker.state.get("", {})
+            broker.reject_ids.clear()  # the broker's policy is fixed
+            async with http.post(f"{base}/admin/deadletters/{found[0]['id']}/replay") as resp:
+                assert resp.status == 200
+        await eventually(lambda: bad in broker.state.get("", {}), what="replayed to the broker")
+        assert broker.state[""][bad]["fillingLevel"]["value"] == 0.05
