@@ -41,12 +41,14 @@ LINK = '<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/js
 
 
 def free_port() -> int:
+    """A TCP port free on loopback now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 def notification(seq: int, devices: int) -> bytes:
+    """NGSI v2 notification number ``seq`` (one WasteContainer reading of device ``seq % devices``)."""
     device = seq % devices
     second = seq // devices
     return json.dumps({"subscriptionId": "bench", "data": [{
@@ -80,6 +82,7 @@ class Gateway:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the process, pinned to CPU 0 when there are two."""
         with self.log.open("ab") as sink:
             self.proc = subprocess.Popen([str(BIN / "jonction"), "run", "--config", str(self.config)],
                                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink)
@@ -87,6 +90,7 @@ class Gateway:
             os.sched_setaffinity(self.proc.pid, {0})
 
     async def ready(self) -> None:
+        """Wait for /readyz and the notification listener."""
         deadline = time.monotonic() + 60
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
@@ -106,14 +110,17 @@ class Gateway:
         raise RuntimeError(f"gateway did not start; see {self.log}")
 
     async def metrics(self) -> str:
+        """The gateway's /metrics text."""
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.port}/metrics") as resp:
             return await resp.text()
 
     async def published(self, sink: str = "embedded") -> int:
+        """Entities published to ``sink`` so far."""
         match = re.search(rf'jonction_entities_published_total{{sink="{sink}"}} (\S+)', await self.metrics())
         return int(float(match.group(1))) if match else 0
 
     def rss_mb(self) -> float:
+        """Resident memory of the gateway process in MB."""
         assert self.proc is not None
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -127,6 +134,7 @@ class Gateway:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
+        """SIGTERM, then wait (kill after 60 s)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -173,6 +181,7 @@ async def send(gw: Gateway, start: int, count: int, devices: int, *, concurrency
 
 
 def histogram_quantiles(metrics: str, name: str, sink: str, qs: tuple[float, ...]) -> list[float]:
+    """Quantiles of a Prometheus histogram, interpolated linearly within buckets."""
     buckets: list[tuple[float, float]] = []
     for m in re.finditer(rf'{name}_bucket{{le="([^"]+)",sink="{sink}"}} (\S+)|'
                          rf'{name}_bucket{{sink="{sink}",le="([^"]+)"}} (\S+)', metrics):
@@ -197,6 +206,7 @@ def histogram_quantiles(metrics: str, name: str, sink: str, qs: tuple[float, ...
 
 
 async def wait_published(gw: Gateway, expected: int, sink: str = "embedded", within: float = 600) -> float:
+    """Wait until ``expected`` entities are published to ``sink``; return the time it happened."""
     began = time.perf_counter()
     while time.perf_counter() - began < within:
         if await gw.published(sink) >= expected:
@@ -206,6 +216,7 @@ async def wait_published(gw: Gateway, expected: int, sink: str = "embedded", wit
 
 
 async def bench_throughput_latency_rss(args: argparse.Namespace, tmp: Path) -> None:
+    """Phases 1-3: throughput, latency at a fixed rate, RSS."""
     gw = Gateway(tmp / "a")
     gw.start()
     try:
@@ -253,6 +264,7 @@ def _delta_quantiles(before: str, after: str) -> tuple[float, float]:
 
 
 async def bench_outage(args: argparse.Namespace, tmp: Path) -> None:
+    """Phase 4: a remote jonction store down in the middle of a stream."""
     store_port = free_port()
     store_cmd = [str(BIN / "jonction"), "store", "--port", str(store_port), "--data", str(tmp / "remote"),
                  "--durability", "normal"]
@@ -349,6 +361,7 @@ async def bench_stages(args: argparse.Namespace, tmp: Path) -> None:
 
 
 async def main() -> None:
+    """Parse the options and run every phase."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=30000)
     parser.add_argument("--concurrency", type=int, default=128)
