@@ -161,7 +161,8 @@ class Subscription:
     @property
     def status(self) -> str:
         """active, paused or expired (§5.2.12, read-only)."""
-        if self.expires_at is not None and self.expires_at <= _now():
+        # compared as instants: RFC 3339 texts with and without fractions do not sort as strings
+        if self.expires_at is not None and model.parse_time(self.expires_at) <= datetime.now(UTC):
             return "expired"
         return "active" if self.is_active else "paused"
 
