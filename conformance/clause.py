@@ -9,6 +9,7 @@ from string import Template
 
 from conformance import TOOL_NAME, __version__
 from conformance.clausemap import clause_map
+from conformance.i18n import title
 from conformance.profile import Profile
 from conformance.registry import LEVEL_TITLES, catalogue
 
@@ -106,18 +107,17 @@ def _thresholds(profile: Profile, t: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _waivers(profile: Profile, t: dict[str, str]) -> str:
+def _waivers(profile: Profile, t: dict[str, str], lang: str) -> str:
     if not profile.waivers:
         return t["no_waiver"]
-    cat = catalogue()
     lines = [t["waivers"], ""]
     for cid, reason in profile.waivers.items():
-        lines.append(f"- **{cid}** ({cat[cid].title}) : {reason}" if t is TEXT["fr"]
-                     else f"- **{cid}** ({cat[cid].title}): {reason}")
+        lines.append(f"- **{cid}** ({title(cid, lang)}) : {reason}" if t is TEXT["fr"]
+                     else f"- **{cid}** ({title(cid, lang)}): {reason}")
     return "\n".join(lines)
 
 
-def _checks(profile: Profile, t: dict[str, str]) -> tuple[str, int]:
+def _checks(profile: Profile, t: dict[str, str], lang: str) -> tuple[str, int]:
     cat = catalogue()
     cmap = clause_map()
     rows = [f"| {t['id']} | {t['level']} | {t['check']} | {t['refs']} |", "|---|---|---|---|"]
@@ -127,7 +127,7 @@ def _checks(profile: Profile, t: dict[str, str]) -> tuple[str, int]:
             continue
         n += 1
         refs = "; ".join(cmap.references(cid)).replace("|", "/")
-        rows.append(f"| {cid} | {cat[cid].level} | {cat[cid].title.replace('|', '/')} | {refs} |")
+        rows.append(f"| {cid} | {cat[cid].level} | {title(cid, lang).replace('|', '/')} | {refs} |")
     return "\n".join(rows), n
 
 
@@ -135,7 +135,7 @@ def markdown(profile: Profile, lang: str = "fr") -> str:
     """The clause and its annex in Markdown."""
     t = TEXT[lang]
     template = Template(files("conformance").joinpath("templates", f"clause.{lang}.md").read_text(encoding="utf-8"))
-    checks, count = _checks(profile, t)
+    checks, count = _checks(profile, t, lang)
     quality = "Q" in profile.levels
     window = ""
     if quality:
@@ -146,7 +146,7 @@ def markdown(profile: Profile, lang: str = "fr") -> str:
         profile_id=profile.id, profile_version=profile.version, profile_title=profile.title[lang],
         profile_sha=profile.sha256, profile_summary=summary, tool=TOOL_NAME, tool_version=__version__,
         models_table=_models(profile, t), levels_table=_levels(profile, lang, t),
-        thresholds=_thresholds(profile, t), waivers=_waivers(profile, t),
+        thresholds=_thresholds(profile, t), waivers=_waivers(profile, t, lang),
         evidence_quality=t["ev_q"] if quality else t["ev_noq"], quality_window=window,
         mandatory_count=count, checks_table=checks,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from conformance.clausemap import clause_map
+from conformance.i18n import title
 from conformance.registry import LEVEL_TITLES, LEVELS
 from conformance.schemadoc import check_against
 
@@ -239,7 +240,7 @@ def html_report(report: dict[str, Any], lang: str = "en") -> str:
     for r in bad:
         refs = "; ".join(cmap.cite(x) for x in r["references"])
         out.append(f'<div class="failure is-{r["verdict"]}" id="{escape(r["id"])}">'
-                   f'<h3>{escape(r["id"])} — {escape(r["title"])} '
+                   f'<h3>{escape(r["id"])} — {escape(title(r["id"], lang))} '
                    f'<span class="verdict {r["verdict"]}">{lab["v_" + r["verdict"]]}</span> '
                    f'<span class="muted">({lab[r["status"] + "_status"]})</span></h3><dl>'
                    f"<dt>{lab['found']}</dt><dd>{escape(r['reason'])}</dd>"
@@ -255,7 +256,7 @@ def html_report(report: dict[str, Any], lang: str = "en") -> str:
     out.append(f"<table><tr><th>{lab['id']}</th><th>{lab['check']}</th><th>{lab['status']}</th>"
                f"<th>{lab['verdict']}</th><th>{lab['reason']}</th><th>{lab['refs']}</th></tr>")
     for r in report["results"]:
-        out.append(f"<tr><td>{escape(r['id'])}</td><td>{escape(r['title'])}</td>"
+        out.append(f"<tr><td>{escape(r['id'])}</td><td>{escape(title(r['id'], lang))}</td>"
                    f"<td>{lab[r['status'] + '_status']}</td>"
                    f'<td class="verdict {r["verdict"]}">{lab["v_" + r["verdict"]]}</td>'
                    f'<td>{escape(r["reason"][:300])}</td>'
@@ -276,7 +277,8 @@ def html_report(report: dict[str, Any], lang: str = "en") -> str:
     out.append(f"<h2>{lab['not_tested']} — {lab['checks']} ({len(nt['checks'])})</h2>")
     out.append(f"<table><tr><th>{lab['id']}</th><th>{lab['check']}</th><th>{lab['reason']}</th></tr>")
     for c in nt["checks"]:
-        out.append(f"<tr><td>{escape(c['id'])}</td><td>{escape(c['title'])}</td><td>{escape(c['why'])}</td></tr>")
+        out.append(f"<tr><td>{escape(c['id'])}</td><td>{escape(title(c['id'], lang))}</td>"
+                   f"<td>{escape(c['why'])}</td></tr>")
     out.append("</table>")
     out.append(f'<p class="muted">{escape(report["tool"]["name"])} {escape(report["tool"]["version"])} — '
                f"report {escape(report['report_version'])}</p></body></html>")

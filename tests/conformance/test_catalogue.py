@@ -64,3 +64,14 @@ def test_conformance_facts_are_each_covered() -> None:
               "application/geo+json", "merge-patch+json", "limit=0"]
     for fact in wanted:
         assert any(fact in t for t in text.values()), fact
+
+
+def test_every_check_has_a_french_title() -> None:
+    """The French clause annex and report never fall back to English titles."""
+    from conformance.i18n import _french, title
+
+    cat = catalogue()
+    assert set(_french()) == {cid for cid, c in cat.items() if c.model is None}
+    for cid in cat:
+        assert title(cid, "fr") != title(cid, "en"), cid
+    assert title("L1-SDM-020", "fr") == "Les entités de type WasteContainer respectent le Smart Data Model WasteContainer"

@@ -56,7 +56,7 @@ def test_clause_states_thresholds_and_waivers_with_their_reasons() -> None:
     }).encode(), "test")
     fr = render(profile, lang="fr")
     assert "délai maximal de réception d'une notification : 30 s" in fr
-    assert "**L4-NTF-011** (The subscription records its notifications) : le courtier historique" in fr
+    assert "**L4-NTF-011** (L'abonnement enregistre ses notifications) : le courtier historique" in fr
     assert "| L4-NTF-011 |" not in fr.split("## Annexe")[-1]  # a waived check is not mandatory
     en = render(profile, lang="en")
     assert "longest wait for a notification: 30 s" in en and "Waivers granted" in en
