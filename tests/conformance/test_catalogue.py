@@ -74,4 +74,5 @@ def test_every_check_has_a_french_title() -> None:
     assert set(_french()) == {cid for cid, c in cat.items() if c.model is None}
     for cid in cat:
         assert title(cid, "fr") != title(cid, "en"), cid
-    assert title("L1-SDM-020", "fr") == "Les entités de type WasteContainer respectent le Smart Data Model WasteContainer"
+    expected = "Les entités de type WasteContainer respectent le Smart Data Model WasteContainer"
+    assert title("L1-SDM-020", "fr") == expected
