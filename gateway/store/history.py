@@ -335,6 +335,30 @@ def delete_attribute(
     return bool(ids)
 
 
+def prune(conn: sqlite3.Connection, before: int, *, tenant: str | None = None, batch: int = 50_000) -> int:
+    """Delete instances written before ``before`` (µs since the epoch): the retention policy hook.
+
+    Works in slices of ``batch`` rows so that a caller can run it in short transactions.
+    """
+    removed = 0
+    while True:
+        if tenant is None:
+            cursor = conn.execute(
+                "DELETE FROM history_instances WHERE rowid IN (SELECT rowid FROM history_instances "
+                "WHERE created_at < ? LIMIT ?)",
+                (before, batch),
+            )
+        else:
+            cursor = conn.execute(
+                "DELETE FROM history_instances WHERE rowid IN (SELECT i.rowid FROM history_instances i "
+                "JOIN history_series s ON s.series_id = i.series_id WHERE s.tenant = ? AND i.created_at < ? LIMIT ?)",
+                (tenant, before, batch),
+            )
+        removed += cursor.rowcount
+        if cursor.rowcount < batch:
+            return removed
+
+
 def find_instance(conn: sqlite3.Connection, tenant: str, entity_id: str, attr_iri: str, instance_id: str) -> int | None:
     """The row id of one stored instance (by its own instanceId or a generated one), or None."""
     series = [r[0] for r in conn.execute(

@@ -274,3 +274,18 @@ def test_aggregation_of_only_the_methods_asked(year_db: sqlite3.Connection) -> N
     assert january.result("min") is None and january.result("distinctCount") == 0
     (full, *_) = history.aggregate(year_db, temp_series(year_db, 1), TimeFilter(), period, methods=["min", "avg"])
     assert full.result("min") == min(reading(1, i) for i in range(31 * 96))
+
+
+def test_prune_by_write_time(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "p.sqlite", isolation_level=None)
+    history.ensure_schema(conn)
+    for day in (1, 2, 3):
+        stamp = f"2024-01-0{day}T00:00:00Z"
+        for tenant in ("", "commune-b"):
+            history.record(conn, tenant, "urn:ngsi-ld:Sensor:1", V + "Sensor", TEMP,
+                           {"type": "Property", "value": day, "modifiedAt": stamp, "createdAt": stamp})
+    cutoff = history.to_micros("2024-01-02T00:00:00Z")
+    assert history.prune(conn, cutoff, tenant="commune-b", batch=1) == 1
+    assert history.prune(conn, cutoff) == 1
+    left = conn.execute("SELECT COUNT(*) FROM history_instances").fetchone()[0]
+    assert left == 4
