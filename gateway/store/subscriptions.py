@@ -949,7 +949,10 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     media = api.negotiate(request)
     limit, offset, count = api.paging(ngsi)
     ctx = ngsi.context()
-    subs = sorted((s for (t, _), s in notifier.subs.items() if t == ngsi.tenant), key=lambda s: (s.created_at, s.id))
+    subs = sorted(
+        (s for (t, _), s in notifier.subs.items() if t == ngsi.tenant),
+        key=lambda s: (model.parse_time(s.created_at), s.id),  # instants: texts with fractions mis-sort
+    )
     page = subs[offset : offset + limit]
     headers = {api.COUNT_HEADER: str(len(subs))} if count else {}
     links = api.page_links(ngsi, limit, offset, offset + limit < len(subs))
