@@ -55,13 +55,19 @@ LABELS: Final[dict[str, dict[str, str]]] = {
     },
 }
 
+WHY_FR: Final = {
+    "not selected by the profile": "non retenue par le profil",
+    "not run: --only selected other checks": "non exécutée : --only a retenu d'autres vérifications",
+}
+"""French for the reasons the runner itself gives for a check that was not run."""
+
 CSS: Final = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:2rem auto;max-width:1100px;
 color:#1d1d1d;line-height:1.45;padding:0 1rem}
 h1{font-size:1.7rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 table{border-collapse:collapse;width:100%;font-size:.9rem;margin:.5rem 0}
 th,td{border:1px solid #ccc;padding:.3rem .45rem;text-align:left;vertical-align:top}
-th{background:#f2f2f2}.verdict{font-weight:700;text-transform:uppercase;font-size:.8rem}
+th{background:#f2f2f2}td:first-child{white-space:nowrap}.verdict{font-weight:700;text-transform:uppercase;font-size:.8rem}
 .pass{color:#1b7f3b}.fail{color:#b3261e}.error{color:#8a4b00}.skip{color:#666}
 .banner{padding:1rem 1.2rem;border-radius:6px;margin:1rem 0;color:#fff;font-size:1.1rem}
 .banner.ok{background:#1b7f3b}.banner.ko{background:#b3261e}.banner b{font-size:1.5rem;margin-right:.6rem}
@@ -277,8 +283,9 @@ def html_report(report: dict[str, Any], lang: str = "en") -> str:
     out.append(f"<h2>{lab['not_tested']} — {lab['checks']} ({len(nt['checks'])})</h2>")
     out.append(f"<table><tr><th>{lab['id']}</th><th>{lab['check']}</th><th>{lab['reason']}</th></tr>")
     for c in nt["checks"]:
+        why = WHY_FR.get(c["why"], c["why"]) if lang == "fr" else c["why"]
         out.append(f"<tr><td>{escape(c['id'])}</td><td>{escape(title(c['id'], lang))}</td>"
-                   f"<td>{escape(c['why'])}</td></tr>")
+                   f"<td>{escape(why)}</td></tr>")
     out.append("</table>")
     out.append(f'<p class="muted">{escape(report["tool"]["name"])} {escape(report["tool"]["version"])} — '
                f"report {escape(report['report_version'])}</p></body></html>")
