@@ -98,6 +98,7 @@ async def main(n: int) -> None:
 
             latencies = []
             found = 0
+            cpu = time.process_time()
             for _ in range(QUERIES):
                 lon = 2.22 + rng.random() * 0.23
                 lat = 48.77 + rng.random() * 0.14
@@ -115,11 +116,13 @@ async def main(n: int) -> None:
                     assert resp.status == 200, body
                 latencies.append((time.perf_counter() - t0) * 1000)
                 found += len(body)
+            cpu_ms = (time.process_time() - cpu) * 1000 / QUERIES
             latencies.sort()
             p50 = statistics.median(latencies)
             p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
             print(f"query type+q+geoQ near:  p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   "
-                  f"({found / QUERIES:.1f} entities/answer over {n})")
+                  f"({found / QUERIES:.1f} entities/answer over {n}; {cpu_ms:.1f} ms CPU per query, "
+                  "client included)")
             t0 = time.perf_counter()
             async with session.get(base + "/entities", params={"type": "Streetlight", "limit": "100"},
                                    headers={"Link": LINK}) as resp:
