@@ -169,3 +169,42 @@ async def test_cli_serves_and_stops(tmp_path: Path) -> None:
         await asyncio.wait_for(proc.wait(), 60)
     assert proc.returncode == 0
     assert (tmp_path / "store.sqlite").exists()
+
+
+async def _start_cli(tmp_path: Path, port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "store", "--port", str(port), "--data", str(tmp_path),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 60)
+    assert b"serving NGSI-LD" in line
+    return proc
+
+
+async def test_acknowledged_writes_survive_a_killed_process(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/ngsi-ld/v1"
+    proc = await _start_cli(tmp_path, port)
+    try:
+        async with aiohttp.ClientSession() as session:
+            batch = [streetlight(i) for i in range(300)]
+            async with session.post(base + "/entityOperations/upsert", json=batch) as resp:
+                assert resp.status == 201
+            async with session.patch(base + "/entities/urn:ngsi-ld:Streetlight:7/attrs",
+                                     json={"powerState": {"type": "Property", "value": "off"}}) as resp:
+                assert resp.status == 204
+    finally:
+        proc.kill()  # no clean shutdown: what was acknowledged must already be on disk
+        await asyncio.wait_for(proc.wait(), 60)
+    proc = await _start_cli(tmp_path, port)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base + "/entities", params={"type": "Streetlight", "count": "true",
+                                                               "limit": "0"}) as resp:
+                assert resp.headers["NGSILD-Results-Count"] == "300"
+            async with session.get(base + "/entities/urn:ngsi-ld:Streetlight:7?options=keyValues") as resp:
+                assert (await resp.json())["powerState"] == "off"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 60)
