@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from conformance.clausemap import clause_map
-from conformance.i18n import title
+from conformance.i18n import explain, title
 from conformance.registry import LEVEL_TITLES, LEVELS
 from conformance.schemadoc import check_against
 
@@ -252,7 +252,7 @@ def html_report(report: dict[str, Any], lang: str = "en") -> str:
                    f"<dt>{lab['found']}</dt><dd>{escape(r['reason'])}</dd>"
                    f"<dt>{lab['requires']}</dt><dd>{escape(r['expects'])}<br>"
                    f'<span class="muted">{escape(refs)}</span></dd>'
-                   f"<dt>{lab['why']}</dt><dd>{escape(r['explain'])}</dd>")
+                   f"<dt>{lab['why']}</dt><dd>{escape(explain(r['id'], lang))}</dd>")
         for ex in r["evidence"]["exchanges"][-3:]:
             out.append(_exchange(ex, lang))
         for m in r["evidence"].get("measurements", []):

@@ -76,3 +76,11 @@ def test_every_check_has_a_french_title() -> None:
         assert title(cid, "fr") != title(cid, "en"), cid
     expected = "Les entités de type WasteContainer respectent le Smart Data Model WasteContainer"
     assert title("L1-SDM-020", "fr") == expected
+
+
+def test_every_check_explains_itself_in_french() -> None:
+    from conformance.i18n import _load, explain
+
+    cat = catalogue()
+    assert set(_load("explain.fr.yaml")) == {cid for cid, c in cat.items() if c.model is None}
+    assert all(explain(cid, "fr") != explain(cid, "en") for cid in cat)
