@@ -388,6 +388,21 @@ class _Endpoint:
         self.emit = emit
         self.keys = keys
         self.max_body = max_body
+        listen = adapter.listen or {}
+        self.rate = float(listen.get("max_posts_per_minute", 60)) / 60.0
+        self.burst = float(listen.get("max_posts_burst", 20))
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _allowed(self, key: str) -> bool:
+        """A token bucket per api_key: a buggy or abused app cannot flood the city's store."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1.0, now)
+        return True
 
     def _fmt(self, request: web.Request) -> str:
         fmt = request.match_info["fmt"]
@@ -448,9 +463,14 @@ class _Endpoint:
         except web.HTTPRequestEntityTooLarge:
             return _error(fmt, 413, f"request body over {self.max_body} bytes")
         fields = {k: str(v) for k, v in form.items() if isinstance(v, str) and k not in PERSONAL_FIELDS}
-        denied = self._authorized(fmt, fields.get("api_key") or request.query.get("api_key"))
+        api_key = fields.get("api_key") or request.query.get("api_key")
+        denied = self._authorized(fmt, api_key)
         if denied is not None:
             return denied
+        if not self._allowed(str(api_key)):
+            response = _error(fmt, 429, "too many requests for this api_key; retry later")
+            response.headers["Retry-After"] = str(max(1, round(1 / self.rate))) if self.rate > 0 else "60"
+            return response
         problem = self._jurisdiction_problem(fmt, fields.get("jurisdiction_id"))
         if problem is not None:
             return problem

@@ -108,7 +108,8 @@ def to_entities(raw: RawMessage) -> list[Entity]:
         item["dateModified"] = _prop(item["updated_datetime"]["value"])
 
     media = _text(request.get("media_url"))
-    if media is not None:
+    if media is not None and media.lower().startswith(("http://", "https://")) and " " not in media:
+        # Only web links: a javascript: or data: URL would be served to every dashboard.
         item["media_url"] = _prop(media)
     address = _text(request.get("address_string") or request.get("address"))
     if address is not None:

@@ -418,3 +418,36 @@ async def test_received_requests_are_listed_after_a_restart(tmp_path: Any) -> No
         assert listed == ids, "requests received before the restart are still listed"
     saved = (tmp_path / "state" / "open311-requests.jsonl").read_text()
     assert EMAIL not in saved and "smith" not in saved
+
+
+async def test_posts_are_rate_limited_per_api_key() -> None:
+    cfg = {**ENDPOINT, "listen": {**ENDPOINT["listen"], "max_posts_per_minute": 1, "max_posts_burst": 3}}
+    adapter = Open311Adapter(cfg)
+    out = Collector()
+    task = asyncio.create_task(adapter.run(out))
+    await asyncio.wait_for(adapter.ready.wait(), 10)
+    url = f"http://127.0.0.1:{adapter.port}/open311/v2/requests.json"
+    try:
+        async with aiohttp.ClientSession() as http:
+            statuses = []
+            for _ in range(5):
+                async with http.post(url, data=FORM) as resp:
+                    statuses.append(resp.status)
+                    retry_after = resp.headers.get("Retry-After")
+            async with http.post(url, data=dict(FORM, api_key="other-app")) as resp:
+                other = resp.status
+    finally:
+        await adapter.stop()
+        await asyncio.wait_for(task, 10)
+    assert statuses == [200, 200, 200, 429, 429] and retry_after == "60"
+    assert other == 200, "each app has its own allowance"
+    assert len(out.messages) == 4
+
+
+def test_only_web_media_links_are_kept() -> None:
+    from adapters.open311.translate import to_entities
+
+    doc = {"jurisdiction_id": "x", "request": {"service_request_id": "1", "media_url": "javascript:alert(1)"}}
+    raw = RawMessage(source="t", tenant="", received_at="2024-01-01T00:00:00Z",
+                     payload=json.dumps(doc).encode(), idempotency_key="k")
+    assert "media_url" not in to_entities(raw)[0]
