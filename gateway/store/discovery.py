@@ -24,6 +24,9 @@ from gateway.store.base import TypeInfo
 from gateway.store.jsonld import Context, normalize_entries
 from gateway.store.problems import NgsiError, bad_request, not_found
 
+MAX_HOSTED_CONTEXTS = 1000
+"""Bound on hosted @contexts (each up to the body limit): the disk is not an open buffer."""
+
 
 def _details(request: web.Request) -> bool:
     value = request.query.get("details", "false")
@@ -149,6 +152,9 @@ async def add_context(request: web.Request) -> web.Response:
         raise bad_request("the body must be a JSON-LD context document ({\"@context\": ...})")
     # Build it once: a context that does not resolve is refused now, not at first use.
     ngsi.contexts.get(normalize_entries(data["@context"]))
+    if len(ngsi.storage.hosted_contexts()) >= MAX_HOSTED_CONTEXTS:
+        raise NgsiError("OperationNotSupported", f"this store hosts at most {MAX_HOSTED_CONTEXTS} @contexts; "
+                        "delete unused ones first")
     context_id = uuid.uuid4().hex
     await ngsi.storage.put_context(context_id, {"@context": data["@context"]})
     response = web.Response(status=201)
