@@ -308,6 +308,7 @@ class ServerLink:
         lost = asyncio.Event()
 
         async def on_lost(exc: Exception) -> None:
+            """asyncua's watchdog saw the connection die: the session loop reconnects."""
             lost.set()
 
         client.connection_lost_callback = on_lost
