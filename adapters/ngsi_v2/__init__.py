@@ -88,7 +88,8 @@ class NgsiV2Adapter:
                                 ["/token: required when /listen/host is not loopback"])
 
     async def run(self, emit: Emit) -> None:
-        """Serve the notification endpoint until stopped."""
+        """Serve the notification endpoint until stopped (the supervisor may call it again after stop)."""
+        self._stopped = asyncio.Event()
         await self.check()
         token = self._secret()
 

@@ -40,7 +40,7 @@ def _load_config(cls: Any, path: Path | None) -> dict[str, Any]:
 
     try:
         text = (path.read_text(encoding="utf-8") if path else
-                files(cls.__module__).joinpath("sample.yaml").read_text(encoding="utf-8"))
+                files(f"adapters.{cls.manifest.domain}").joinpath("sample.yaml").read_text(encoding="utf-8"))
         loaded = yaml.safe_load(text) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"cannot read config {path}: {exc}") from exc

@@ -88,3 +88,29 @@ def test_bad_payloads_name_the_problem(payload: bytes, pointer: str) -> None:
     with pytest.raises(TranslationError) as info:
         adapter.to_entities(RawMessage("s", "", "2024-01-01T00:00:00Z", payload, "k"))
     assert info.value.pointer == pointer
+
+
+async def test_run_again_after_stop_serves_again() -> None:
+    """The supervisor restarts a source by calling stop() then run() on the same instance."""
+    adapter, received, task, url = await _serve({})
+    await adapter.stop()
+    await task
+    second = asyncio.create_task(adapter.run(lambda raw: _append(received, raw)))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.post(url, data=FIXTURE.read_bytes()) as resp:
+                        assert resp.status == 204
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+        assert not second.done()
+    finally:
+        await adapter.stop()
+        await second
+    assert any(raw.payload == FIXTURE.read_bytes() for raw in received)
+
+
+async def _append(received: list[RawMessage], raw: RawMessage) -> None:
+    received.append(raw)
