@@ -670,15 +670,17 @@ class Notifier:
 
     async def flush(self) -> None:
         """Persist the delivery state of the subscriptions that notified since the last flush."""
-        dirty, self._dirty = self._dirty, set()
-        for key in dirty:
+        for key in list(self._dirty):
             sub = self.subs.get(key)
             if sub is None:
+                self._dirty.discard(key)
                 continue
             try:
                 await self.save(sub)
             except Exception:  # the state is in memory; persisting it is best effort
                 log.exception("saving the delivery state of %s failed", sub.id)
+            # only once saved: a flush cancelled by shutdown leaves the rest for the final flush
+            self._dirty.discard(key)
 
     async def _periodic_loop(self) -> None:
         while True:
