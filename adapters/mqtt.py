@@ -304,16 +304,35 @@ class MqttSubscriber:
             maxsize=self.settings.receive_maximum)
         outstanding: set[asyncio.Future[None]] = set()
 
+        buffered = client._queue
+        paho = client._client
+        limit = self.settings.receive_maximum
+
+        def burst(first: aiomqtt.Message) -> list[aiomqtt.Message]:
+            # Take what the socket already holds (paho reads one packet per readiness event): a
+            # burst then reaches the pipeline within one loop turn and is committed as one group.
+            batch = [first]
+            size = -1
+            for _ in range(limit):
+                if buffered.qsize() == size or buffered.qsize() >= limit:
+                    break
+                size = buffered.qsize()
+                paho.loop_read()
+            while len(batch) < limit and not buffered.empty():
+                batch.append(buffered.get_nowait())
+            return batch
+
         async def receive() -> None:
-            async for message in client.messages:
-                if client._disconnected.done():
-                    # The link is gone: its unacknowledged messages will be redelivered, so handling
-                    # what is still buffered would only produce duplicates.
-                    raise aiomqtt.MqttError("connection lost")
-                future = asyncio.ensure_future(handle(message))
-                outstanding.add(future)
-                future.add_done_callback(outstanding.discard)
-                await window.put((message, future))
+            async for first in client.messages:
+                for message in burst(first):
+                    if client._disconnected.done():
+                        # The link is gone: its unacknowledged messages will be redelivered, so
+                        # handling what is still buffered would only produce duplicates.
+                        raise aiomqtt.MqttError("connection lost")
+                    future = asyncio.ensure_future(handle(message))
+                    outstanding.add(future)
+                    future.add_done_callback(outstanding.discard)
+                    await window.put((message, future))
 
         async def acknowledge() -> None:
             while True:
