@@ -70,6 +70,38 @@ async def bench_opcua_live(seconds: float = 5.0) -> None:
           f"({steps} simulator steps x {len(nodes)} variables written = {steps * len(nodes)})")
 
 
+async def bench_opcua_many_nodes(count: int = 1000, seconds: float = 5.0) -> None:
+    """Time to resolve and subscribe ``count`` nodes, then data changes received per second."""
+    sim = create({"port": 48498, "interval_s": 1.0, "extra_points": count})
+    await sim.start()
+    cfg = {"servers": [{"name": "scale", "endpoint": sim.endpoint, "namespace": NAMESPACE,
+                        "publishing_interval_ms": 200, "sampling_interval_ms": 100, "nodes": [
+                            {"browse_path": f"WaterNet/Sensors/P{n:05d}", "entity": f"urn:ngsi-ld:Junction:J{n}",
+                             "type": "Junction", "attribute": "pressure"} for n in range(count)]}]}
+    adapter = OpcUaAdapter(cfg)
+    received: list[RawMessage] = []
+    all_there = asyncio.Event()
+
+    async def emit(raw: RawMessage) -> None:
+        received.append(raw)
+        if len(received) >= count:
+            all_there.set()
+
+    started = time.perf_counter()
+    task = asyncio.create_task(adapter.run(emit))
+    await asyncio.wait_for(all_there.wait(), 300)
+    ready = time.perf_counter() - started
+    before, step = len(received), sim.step
+    await asyncio.sleep(seconds)
+    rate = (len(received) - before) / seconds
+    written = (sim.step - step) * count / seconds
+    await adapter.stop()
+    await task
+    await sim.stop()
+    print(f"opcua {count} nodes: resolved, subscribed and first values in {ready:.1f} s; then {rate:,.0f} msg/s "
+          f"(the simulator wrote {written:,.0f} values/s)")
+
+
 def bench_open311_parse() -> None:
     """One City page of 1000 requests, JSON and XML, parsed and stripped of personal data."""
     items = [{"service_request_id": str(i), "status": "open", "service_code": "001", "service_name": "Voirie",
@@ -95,7 +127,8 @@ def bench_open311_parse() -> None:
 async def bench_open311_endpoint(count: int = 500) -> None:
     """Citizen POSTs (form-encoded) answered by the endpoint, 10 at a time."""
     adapter = Open311Adapter({"jurisdiction_id": "bench", "listen": {
-        "port": 0, "api_keys": "k", "services": [{"service_code": "001", "service_name": "Voirie"}]}})
+        "port": 0, "api_keys": "k", "max_posts_per_minute": 1e9, "max_posts_burst": 1_000_000,
+        "services": [{"service_code": "001", "service_name": "Voirie"}]}})
     received: list[RawMessage] = []
 
     async def emit(raw: RawMessage) -> None:
@@ -124,6 +157,7 @@ def main() -> None:
     """Run every benchmark and print its figures."""
     bench_opcua_translation()
     asyncio.run(bench_opcua_live())
+    asyncio.run(bench_opcua_many_nodes())
     bench_open311_parse()
     asyncio.run(bench_open311_endpoint())
 

@@ -54,6 +54,7 @@ _AUTH_CODES = frozenset(
 )
 _TRANSIENT = (OSError, asyncio.TimeoutError, ConnectionError, UaError, RuntimeError)
 _SEEN_PER_NODE = 64
+_ITEMS_PER_CALL = 500
 
 
 def encode_value(value: Any) -> Any:
@@ -365,30 +366,37 @@ class ServerLink:
         return await self._resolve_path(client, ref)
 
     async def _resolve(self, client: Client) -> list[_Item]:
-        items: list[_Item] = []
-        for spec in self.cfg.get("nodes", []):
-            ref = node_ref(spec)
-            if spec.get("node"):
-                node = client.get_node(await self._resolve_node_id(client, spec["node"]))
-            else:
-                node = await self._resolve_path(client, spec["browse_path"])
-            deadband = spec.get("deadband")
-            if deadband is None and self.deadband and await self._is_scalar(node):
-                # The server-wide default applies to scalars only: a deadband on an array or a
-                # text is either refused or mishandled by servers.
-                deadband = self.deadband
-            item = _Item(
-                ref=ref,
-                node=node,
-                node_id=node.nodeid.to_string(),
-                sampling_ms=float(spec.get("sampling_interval_ms", self.sampling_ms)),
-                deadband=deadband,
-            )
-            item.eu = await self._read_eu(node)
-            if deadband and deadband.get("type") == "percent":
-                item.eu_range = await self._read_range(node)
-            items.append(item)
-        return items
+        # Several nodes at a time: with thousands of nodes, one round trip after the other
+        # (id, rank, value, units) would make every reconnection slow. Order is kept.
+        limit = asyncio.Semaphore(16)
+
+        async def one(spec: Mapping[str, Any]) -> _Item:
+            async with limit:
+                return await self._resolve_one(client, spec)
+
+        return list(await asyncio.gather(*(one(spec) for spec in self.cfg.get("nodes", []))))
+
+    async def _resolve_one(self, client: Client, spec: Mapping[str, Any]) -> _Item:
+        if spec.get("node"):
+            node = client.get_node(await self._resolve_node_id(client, spec["node"]))
+        else:
+            node = await self._resolve_path(client, spec["browse_path"])
+        deadband = spec.get("deadband")
+        if deadband is None and self.deadband and await self._is_scalar(node):
+            # The server-wide default applies to scalars only: a deadband on an array or a
+            # text is either refused or mishandled by servers.
+            deadband = self.deadband
+        item = _Item(
+            ref=node_ref(spec),
+            node=node,
+            node_id=node.nodeid.to_string(),
+            sampling_ms=float(spec.get("sampling_interval_ms", self.sampling_ms)),
+            deadband=deadband,
+        )
+        item.eu = await self._read_eu(node)
+        if deadband and deadband.get("type") == "percent":
+            item.eu_range = await self._read_range(node)
+        return item
 
     @staticmethod
     async def _is_scalar(node: Node) -> bool:
@@ -555,7 +563,10 @@ class ServerLink:
         for number, item in enumerate(items, start=1):
             by_handle[number] = item
             requests.append(self.monitored_item_request(item, number, self.queue_size))
-        results = await sub.create_monitored_items(requests)
+        results: list[Any] = []
+        for start in range(0, len(requests), _ITEMS_PER_CALL):
+            # Servers cap MaxMonitoredItemsPerCall; 500 per request stays under common limits.
+            results += await sub.create_monitored_items(requests[start : start + _ITEMS_PER_CALL])
         for number, result in enumerate(results, start=1):
             if isinstance(result, ua.StatusCode):
                 self.log.error("cannot monitor node", extra={"server": self.name, "node": by_handle[number].node_id,

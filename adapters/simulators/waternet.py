@@ -121,7 +121,8 @@ class WaterNet:
     ``Basic256Sha256_Sign``, ``Basic256Sha256_SignAndEncrypt``), ``certificate`` and
     ``private_key`` (server certificate files, required with a secure policy), ``users``
     (username → password; anonymous is refused when set unless ``allow_anonymous``),
-    ``historize`` (keep an in-memory history of every variable for HistoryRead).
+    ``historize`` (keep an in-memory history of every variable for HistoryRead),
+    ``extra_points`` (that many more pressure sensors under ``WaterNet/Sensors``, for load tests).
     """
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
@@ -137,6 +138,7 @@ class WaterNet:
         self.users: dict[str, str] = dict(cfg.get("users", {}))
         self.allow_anonymous: bool = bool(cfg.get("allow_anonymous", not self.users))
         self.historize: bool = bool(cfg.get("historize", False))
+        self.extra_points: int = int(cfg.get("extra_points", 0))
         self.frozen: set[str] = set()
         """Node ids whose value the simulator stops changing (for deadband tests)."""
         self._server: Server | None = None
@@ -170,7 +172,12 @@ class WaterNet:
         net = await server.nodes.objects.add_folder(ua.NodeId("WaterNet", idx), ua.QualifiedName("WaterNet", idx))
         objects: dict[str, Any] = {}
         now = datetime.now(UTC)
-        for point in (*POINTS, SPECTRUM):
+        extra = tuple(
+            Point("Sensors", f"P{n:05d}", ua.VariantType.Double, "BAR", "bar", 0, 16,
+                  3 + (n % 10) / 10, 0.4, 10 + n % 17)
+            for n in range(self.extra_points)
+        )
+        for point in (*POINTS, SPECTRUM, *extra):
             if point.obj not in objects:
                 objects[point.obj] = await net.add_object(
                     ua.NodeId(point.obj, idx), ua.QualifiedName(point.obj, idx)
