@@ -192,7 +192,7 @@ class MqttSubscriber:
         v5 = s.protocol == "5"
         properties = None
         if v5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = s.session_expiry
             properties.ReceiveMaximum = s.receive_maximum
         client = aiomqtt.Client(

@@ -21,7 +21,6 @@ from aiohttp import web
 from adapters.http_push import Authenticate, PushReceiver, header_token
 from adapters.lorawan.profile import load_profiles
 from adapters.lorawan.provisioning import Registry
-from adapters.lorawan.servers import Parser
 from adapters.lorawan.translate import translate
 from adapters.lorawan.uplink import Uplink, digest_key
 from adapters.mqtt import MqttSettings, MqttSubscriber, payload_of, topic_text
@@ -49,7 +48,10 @@ class NetworkServerAdapter:
 
     manifest: ClassVar[Manifest]
     config_schema: ClassVar[Mapping[str, Any]]
-    parser: ClassVar[Parser]
+    @staticmethod
+    def parser(doc: Mapping[str, Any], event: str | None, body: bytes) -> Uplink:
+        """This server's parser (subclasses bind one from ``adapters.lorawan.servers``)."""
+        raise NotImplementedError
     transports: ClassVar[tuple[str, ...]] = ("mqtt", "http")
     default_topics: ClassVar[tuple[str, ...]] = ()
     default_http_port: ClassVar[int] = 8090
