@@ -1,7 +1,8 @@
 """Normalization between translation and validation: URN ids, RFC 3339 UTC times, unit codes.
 
 Adapters are expected to produce normalized entities already; this stage makes the common
-mistakes harmless (a bare device id, a local time with an offset, a unit written ``°C``) and
+mistakes harmless (a bare device id, a local time with an offset, a unit written ``°C``, a
+Lambert-93 geometry flagged with a legacy GeoJSON ``crs``) and
 reports what it cannot fix as a :class:`NormalizeError` with a JSON pointer.
 """
 
@@ -12,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from gateway.crs import to_wgs84
 from gateway.model import ENTITY_MEMBERS, Entity, ModelError, is_uri, urn, utc_time
 
 _TIME_MEMBERS = ("observedAt", "createdAt", "modifiedAt")
@@ -70,6 +72,8 @@ def _attr(attr: Any, pointer: str) -> None:
                 attr[member] = utc_time(value)
             except ModelError as exc:
                 raise NormalizeError(str(exc), f"{pointer}/{member}") from exc
+    if attr.get("type") == "GeoProperty" and isinstance(attr.get("value"), dict) and "crs" in attr["value"]:
+        attr["value"] = _reproject(attr["value"], pointer + "/value")
     unit = attr.get("unitCode")
     if isinstance(unit, str) and unit:
         mapped = _UNIT(unit)
@@ -78,6 +82,24 @@ def _attr(attr: Any, pointer: str) -> None:
     for key, sub in attr.items():
         if isinstance(sub, dict) and "type" in sub and key not in ("value", "json"):
             _attr(sub, f"{pointer}/{_escape(key)}")
+
+
+def _reproject(geometry: dict[str, Any], pointer: str) -> dict[str, Any]:
+    """A geometry carrying a legacy GeoJSON ``crs`` member, reprojected to WGS84 without it.
+
+    RFC 7946 dropped ``crs`` (coordinates are WGS84 lon/lat), yet vendors still send Lambert-93
+    with ``{"crs": {"type": "name", "properties": {"name": "EPSG:2154"}}}``.
+    """
+    crs = geometry.get("crs")
+    name = crs.get("properties", {}).get("name") if isinstance(crs, dict) else crs
+    if not isinstance(name, str | int) or isinstance(name, bool):
+        raise NormalizeError("unreadable GeoJSON 'crs' member (expected a named CRS such as EPSG:2154)",
+                             pointer + "/crs")
+    bare = {k: v for k, v in geometry.items() if k != "crs"}
+    try:
+        return to_wgs84(bare, name)
+    except ModelError as exc:
+        raise NormalizeError(str(exc), pointer) from exc
 
 
 def normalize(item: Entity) -> Entity:
