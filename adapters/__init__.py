@@ -3,7 +3,7 @@
 Adapter authors import the contract from here.
 """
 
-from gateway.contract import ADAPTER_FILES, Adapter, Emit, Manifest
+from gateway.contract import ADAPTER_FILES, Adapter, Emit, Manifest, load_config_schema
 from gateway.errors import AuthFailed, ConfigInvalid, TranslationError, Unavailable
 from gateway.model import Entity, RawMessage
 
@@ -18,4 +18,5 @@ __all__ = [
     "RawMessage",
     "TranslationError",
     "Unavailable",
+    "load_config_schema",
 ]

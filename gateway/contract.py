@@ -59,6 +59,14 @@ class Manifest:
         )
 
 
+def load_config_schema(package: str) -> Mapping[str, Any]:
+    """Read an adapter package's ``config.schema.json`` (its ``config_schema``)."""
+    loaded: Mapping[str, Any] = json.loads(
+        files(package).joinpath("config.schema.json").read_text(encoding="utf-8")
+    )
+    return loaded
+
+
 @runtime_checkable
 class Adapter(Protocol):
     """One vendor API or protocol, translated to NGSI-LD.

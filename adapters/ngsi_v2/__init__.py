@@ -9,14 +9,13 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp import web
 
-from gateway.contract import Emit, Manifest
+from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import Entity, ModelError, RawMessage, epoch_time, is_uri, urn, utc_time
 
@@ -51,9 +50,7 @@ class NgsiV2Adapter:
     """Receives NGSI v2 subscription notifications over HTTP and emits NGSI-LD entities."""
 
     manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = json.loads(
-        files(__package__).joinpath("config.schema.json").read_text(encoding="utf-8")
-    )
+    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
 
     def __init__(
         self,
