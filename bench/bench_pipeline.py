@@ -36,6 +36,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+PIN = hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
+"""Pin the gateway to CPU 0 and the load generator to CPU 1 (one core each)."""
 LINK = '<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"; ' \
        'type="application/ld+json"'
 
@@ -86,7 +88,7 @@ class Gateway:
         with self.log.open("ab") as sink:
             self.proc = subprocess.Popen([str(BIN / "jonction"), "run", "--config", str(self.config)],
                                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink)
-        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        if PIN:
             os.sched_setaffinity(self.proc.pid, {0})
 
     async def ready(self) -> None:
@@ -231,7 +233,8 @@ async def bench_throughput_latency_rss(args: argparse.Namespace, tmp: Path) -> N
         cpu = (gw.cpu_seconds() - cpu_before) / args.messages
         print(f"throughput: {args.messages} messages, {acked} acknowledged in {acked_at - began:.2f}s "
               f"({acked / (acked_at - began):.0f} msg/s acknowledged); committed in the store at "
-              f"{args.messages / (done - began):.0f} msg/s wall clock (validation on, gateway pinned to one core; "
+              f"{args.messages / (done - began):.0f} msg/s wall clock (validation on, gateway "
+              f"{'pinned to one core' if PIN else 'not pinned'}; "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         print(f"throughput: gateway CPU {cpu * 1e6:.0f} µs per message end to end (HTTP in, archive, "
               f"validation, outbox, store commit) → {1 / cpu:.0f} msg/s on one dedicated core")
@@ -371,8 +374,11 @@ async def main() -> None:
     parser.add_argument("--outage", type=float, default=30.0, help="seconds the remote broker is down")
     parser.add_argument("--outage-rate", type=float, default=500.0)
     parser.add_argument("--skip-outage", action="store_true")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the gateway and the load to one core each")
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+    global PIN
+    PIN = PIN and not args.no_pin
+    if PIN:
         os.sched_setaffinity(0, {1})
     with tempfile.TemporaryDirectory(prefix="jonction-bench-") as tmp:
         await bench_stages(args, Path(tmp))
