@@ -22,6 +22,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--host", help="listen address (overrides server.host)")
     parser.add_argument("--port", type=int, help="listen port (overrides server.port)")
     parser.add_argument("--data", type=Path, help="data directory (overrides data_dir)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the configuration (and every source's adapter config), then exit")
     parser.set_defaults(handler=_handle)
 
 
@@ -48,6 +50,10 @@ def _handle(args: argparse.Namespace) -> int:
     if cfg.log_level != "INFO" and (args.log_level or "INFO").upper() == "INFO":
         setup_logging(cfg.log_level)
     app = create_app(cfg)
+    if args.check:
+        print(f"configuration valid: {len(cfg.sources)} source(s), {len(cfg.sinks)} remote sink(s), "
+              f"embedded store {'on' if cfg.embedded else 'off'}")
+        return 0
     log = logging.getLogger("jonction.runtime")
     try:
         sock = socket.create_server((cfg.host, cfg.port), reuse_port=False)

@@ -55,6 +55,17 @@ async def sources(request: web.Request) -> web.Response:
     return web.json_response({"sources": out})
 
 
+async def restart_source(request: web.Request) -> web.Response:
+    """Restart one source with a fresh adapter instance (after editing its mapping file, say)."""
+    rt = _rt(request)
+    rt.require()
+    name = request.match_info["name"]
+    sup = await rt.restart(name) if rt.restart is not None else None
+    if sup is None:
+        return problem(404, "Not Found", f"no enabled source named {name!r}")
+    return web.json_response(sup.status.to_json())
+
+
 async def sinks(request: web.Request) -> web.Response:
     """Sinks with circuit state and backlog."""
     rt = _rt(request)
@@ -244,6 +255,7 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/admin/openapi.json", openapi)
     r.add_get("/admin/sources", sources)
+    r.add_post("/admin/sources/{name}/restart", restart_source)
     r.add_get("/admin/sinks", sinks)
     r.add_get("/admin/outbox", outbox_status)
     r.add_get("/admin/deadletters", list_dead_letters)
@@ -293,6 +305,10 @@ OPENAPI: Final[dict[str, Any]] = {
         "/admin/openapi.json": {"get": {"summary": "This document", "security": [],
                                         "responses": {"200": {"description": "OK"}}}},
         "/admin/sources": {"get": _op("Sources, their adapter, tenant routes and supervision state")},
+        "/admin/sources/{name}/restart": {"post": _op(
+            "Restart a source with a fresh adapter instance (re-reads its mapping files)",
+            params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            codes=(200, 404))},
         "/admin/sinks": {"get": _op("Sinks, circuit-breaker state and backlog")},
         "/admin/outbox": {"get": _op("Outbox backlog per sink and tenant (entities, bytes, oldest age)")},
         "/admin/deadletters": {"get": _op("List dead letters", params=[

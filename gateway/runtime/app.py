@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hmac
 import importlib
 import logging
@@ -26,7 +27,7 @@ from gateway.errors import ConfigInvalid, JonctionError
 from gateway.model import RawMessage
 from gateway.runtime import admin
 from gateway.runtime.archive import RawArchive
-from gateway.runtime.config import GatewayConfig, check_source_configs, source_config
+from gateway.runtime.config import GatewayConfig, SourceConfig, check_source_configs, source_config
 from gateway.runtime.db import Database
 from gateway.runtime.deadletters import DeadLetters
 from gateway.runtime.logging import redact
@@ -238,6 +239,32 @@ async def _start_simulators(rt: Runtime) -> None:
         rt.simulators.append(sim)
 
 
+def start_source(rt: Runtime, src: SourceConfig) -> Supervised:
+    """Instantiate a source's adapter (no I/O), bind it to the pipeline and supervise it."""
+    assert rt.pipeline is not None and rt.http is not None
+    cls = rt.adapters[src.adapter]
+    effective = source_config(src, getattr(cls, "config_schema", None) or {}, rt.config.data_dir)
+    adapter = cls(effective, http=rt.http, log=adapter_logger(src.adapter))
+    binding = SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes)
+    rt.pipeline.add_source(binding)
+    sup = Supervised(src.name, src.adapter, adapter, _emitter(rt.pipeline, binding))
+    rt.sources[src.name] = sup
+    sup.start()
+    return sup
+
+
+async def restart_source(rt: Runtime, name: str) -> Supervised | None:
+    """Stop a source and start a fresh adapter instance (it re-reads its mapping files)."""
+    src = next((s for s in rt.config.sources if s.name == name and s.enabled), None)
+    if src is None:
+        return None
+    old = rt.sources.get(name)
+    if old is not None:
+        await old.stop()
+    log.info("source %s restarted on request", name, extra={"source": name})
+    return start_source(rt, src)
+
+
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     cfg = rt.config
@@ -266,17 +293,11 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession()
     try:
         await _start_simulators(rt)
+        rt.http = session
+        rt.restart = functools.partial(restart_source, rt)
         for src in cfg.sources:
-            if not src.enabled:
-                continue
-            cls = rt.adapters[src.adapter]
-            effective = source_config(src, getattr(cls, "config_schema", None) or {}, cfg.data_dir)
-            adapter = cls(effective, http=session, log=adapter_logger(src.adapter))
-            binding = SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes)
-            pipeline.add_source(binding)
-            sup = Supervised(src.name, src.adapter, adapter, _emitter(pipeline, binding))
-            rt.sources[src.name] = sup
-            sup.start()
+            if src.enabled:
+                start_source(rt, src)
         rt.ready = True
         log.info("jonction gateway started", extra={
             "sources": len(rt.sources), "sinks": [s.name for s in sinks], "data_dir": str(cfg.data_dir)})

@@ -36,6 +36,10 @@ class Runtime:
     publishers: dict[str, Publisher] = field(default_factory=dict)
     sources: dict[str, Supervised] = field(default_factory=dict)
     simulators: list[Any] = field(default_factory=list)
+    http: Any = None
+    """The aiohttp client session adapters share."""
+    restart: Any = None
+    """``async restart(name) -> Supervised | None``, set by the app (admin restarts a source)."""
     ready: bool = False
 
     def require(self) -> tuple[Database, RawArchive, Outbox, DeadLetters, Pipeline]:

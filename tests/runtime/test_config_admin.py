@@ -164,3 +164,22 @@ async def test_failing_source_restarts_and_logs_unavailable_and_recovered_once(
     messages = [r.getMessage() for r in caplog.records if r.name == "jonction.supervisor"]
     assert sum("unavailable" in m for m in messages) == 1
     assert sum("recovered" in m for m in messages) == 1
+
+
+def test_run_check_reports_problems_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "gw.yaml"
+    path.write_text("sources:\n  - {name: v2, adapter: ngsi_v2, config: {listen: {port: '80'}}}\n",
+                    encoding="utf-8")
+    jonction = str(Path(sys.executable).with_name("jonction"))
+    bad = subprocess.run([jonction, "run", "--check", "--config", str(path)], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert bad.returncode == 2
+    assert "/sources/0/config/listen/port" in bad.stderr and "Traceback" not in bad.stderr
+    path.write_text("sources:\n  - {name: v2, adapter: ngsi_v2, config: {listen: {port: 0}}}\n", encoding="utf-8")
+    good = subprocess.run([jonction, "run", "--check", "--config", str(path)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert good.returncode == 0, good.stderr
+    assert "configuration valid: 1 source(s)" in good.stdout

@@ -252,3 +252,20 @@ async def test_entity_a_broker_rejects_becomes_a_sink_dead_letter_and_replays(
                 assert resp.status == 200
         await eventually(lambda: bad in broker.state.get("", {}), what="replayed to the broker")
         assert broker.state[""][bad]["fillingLevel"]["value"] == 0.05
+
+
+async def test_admin_restarts_a_source_with_a_fresh_adapter(tmp_path: Path) -> None:
+    async with running(config(tmp_path)) as (base, app):
+        rt = app[RUNTIME]
+        first = FakeAdapter.instances["bins"]
+        await first.ready()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/admin/sources/bins/restart") as resp:
+                assert resp.status == 200
+            async with http.post(f"{base}/admin/sources/nope/restart") as resp:
+                assert resp.status == 404
+        second = FakeAdapter.instances["bins"]
+        assert second is not first
+        await second.send({"id": "after", "device": "bin-n", "fill": 50, "at": "2026-01-01T10:00:00Z"})
+        await eventually(lambda: rt.store.get("", "urn:ngsi-ld:WasteContainer:bin-n"), what="new instance works")
+        assert rt.sources["bins"].status.state == "running"
