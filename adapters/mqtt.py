@@ -317,7 +317,10 @@ class MqttSubscriber:
                 if buffered.qsize() == size or buffered.qsize() >= limit:
                     break
                 size = buffered.qsize()
-                paho.loop_read()
+                try:
+                    paho.loop_read()
+                except Exception:  # a broken socket: aiomqtt's own reader reports the disconnection
+                    break
             while len(batch) < limit and not buffered.empty():
                 batch.append(buffered.get_nowait())
             return batch
