@@ -103,7 +103,7 @@ class GatewayConfig:
     archive_max_bytes: int = 1 << 30
     archive_max_age_s: float = 7 * 86400.0
     outbox_max_bytes: int = 1 << 30
-    dedup_max_age_s: float = 7 * 86400.0
+    dedup_max_age_s: float = 86400.0
     schema_validation: bool = True
     publisher: PublisherSettings = field(default_factory=PublisherSettings)
     drain_timeout_s: float = 10.0

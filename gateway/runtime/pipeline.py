@@ -123,7 +123,7 @@ class Pipeline:
         validator: BatchValidator,
         sinks: Sequence[SinkRoute],
         *,
-        dedup_max_age_s: float = 7 * 86400.0,
+        dedup_max_age_s: float = 86400.0,
     ) -> None:
         self.db = db
         self.archive = archive
