@@ -18,7 +18,7 @@ from adapters.lorawan.profile import Measured
 from adapters.lorawan.provisioning import DeviceRecord, Registry
 from adapters.lorawan.uplink import Uplink
 from gateway.errors import TranslationError
-from gateway.model import Entity, geo, point, urn, utc_time
+from gateway.model import Entity, ModelError, geo, point, urn, utc_time
 
 DEVICE_TYPE = "Device"
 
@@ -40,7 +40,10 @@ def _p(value: Any, time: str | None = None, unit: str | None = None) -> dict[str
 
 def translate(uplink: Uplink, registry: Registry, *, received_at: str) -> list[Entity]:
     """The entities one network-server event produces (may be empty; never guesses a device)."""
-    time = uplink.time or utc_time(received_at)
+    try:
+        time = uplink.time or utc_time(received_at)
+    except ModelError as exc:
+        raise TranslationError(f"receipt time: {exc}") from exc
     if uplink.kind != "up":
         record = registry.resolve(uplink)
         if record is None or uplink.kind not in ("join", "status", "log", "location"):
