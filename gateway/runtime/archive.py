@@ -81,28 +81,40 @@ class RawArchive:
         self.bytes += sum(len(raw.payload) for raw, _ in messages)
 
     def prune(self) -> int:
-        """Drop the oldest messages beyond the size budget or the age limit; return how many."""
+        """Drop the oldest messages beyond the age limit or the size budget; return how many.
+
+        Ids grow with time, so both cuts are an id: only the rows being dropped are read, never
+        the whole archive (it may hold gigabytes).
+        """
         removed = 0
         with self.db.transaction() as conn:
-            cur = conn.execute("DELETE FROM archive WHERE at < ?", (time.time() - self.max_age_s,))
-            removed += cur.rowcount
+            row = conn.execute("SELECT id FROM archive WHERE at >= ? ORDER BY id LIMIT 1",
+                               (time.time() - self.max_age_s,)).fetchone()
+            first_kept = int(row[0]) if row else None
+            if first_kept is None:
+                last = conn.execute("SELECT MAX(id) FROM archive").fetchone()[0]
+                first_kept = int(last) + 1 if last is not None else 0
+            removed += self._drop_before(conn, first_kept)
             while self.bytes > self.max_bytes:
                 rows = conn.execute("SELECT id, length(payload) FROM archive ORDER BY id LIMIT 1000").fetchall()
                 if not rows:
                     break
-                cut, freed = rows[-1][0], 0
+                excess, cut = self.bytes - self.max_bytes, int(rows[-1][0]) + 1
                 for rid, size in rows:
-                    freed += int(size)
-                    if self.bytes - freed <= self.max_bytes:
-                        cut = rid
+                    excess -= int(size)
+                    if excess <= 0:
+                        cut = int(rid) + 1
                         break
-                removed += conn.execute("DELETE FROM archive WHERE id <= ?", (cut,)).rowcount
-                self.bytes = int(conn.execute(
-                    "SELECT COALESCE(SUM(length(payload)), 0) FROM archive").fetchone()[0])
-            if removed:
-                self.bytes = int(conn.execute(
-                    "SELECT COALESCE(SUM(length(payload)), 0) FROM archive").fetchone()[0])
+                removed += self._drop_before(conn, cut)
         return removed
+
+    def _drop_before(self, conn: sqlite3.Connection, first_kept: int) -> int:
+        freed, count = conn.execute("SELECT COALESCE(SUM(length(payload)), 0), COUNT(*) FROM archive WHERE id < ?",
+                                    (first_kept,)).fetchone()
+        if count:
+            conn.execute("DELETE FROM archive WHERE id < ?", (first_kept,))
+            self.bytes -= int(freed)
+        return int(count)
 
     def list(
         self, *, source: str | None = None, tenant: str | None = None, after: int = 0, limit: int = 100
