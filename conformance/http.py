@@ -227,8 +227,3 @@ class Client:
 
 async def _stream(body: bytes) -> AsyncIterator[bytes]:
     yield body
-
-
-def query_string(params: Mapping[str, str]) -> str:
-    """Encode query parameters the way the checker sends them."""
-    return urlencode(params)

@@ -15,7 +15,7 @@ import yaml
 
 from conformance.schemadoc import check_against
 from gateway.errors import ConfigInvalid, InputError
-from gateway.model import Entity, format_time
+from gateway.model import format_time
 
 API_ROOT: Final = "/ngsi-ld/v1"
 MAX_FILE: Final = 64 * 1024 * 1024
@@ -176,11 +176,6 @@ def _read_records(path: Path) -> list[tuple[str, Any]]:
     if isinstance(doc, list):
         return [(f"{path}#{i}", item) for i, item in enumerate(doc)]
     return [(str(path), doc)]
-
-
-async def entity_records(target: FilesTarget | AdapterTarget) -> list[tuple[str, Entity | TranslationFailure]]:
-    """The records of a file or adapter target."""
-    return await target.records()
 
 
 def _normalize_url(url: str) -> str:
