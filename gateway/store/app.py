@@ -13,6 +13,9 @@ The runtime shares the SAME storage in one of two ways:
 * it lets the app own it and reads ``store_app[STORAGE_KEY]`` (usable once the app started).
 
 ``create_root_app(settings)`` mounts the sub-app at ``settings.base_path`` for ``jonction store``.
+A root application of your own should be built with ``handler_args=HANDLER_ARGS`` so that long
+``q``/``geoQ`` query strings reach the API's own limits (TooComplexQuery) instead of aiohttp's
+bare 400 for request lines over 8 KiB.
 """
 
 from __future__ import annotations
