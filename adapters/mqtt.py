@@ -185,6 +185,14 @@ class MqttSubscriber:
         self._unavailable = False
         self.connected = asyncio.Event()
         """Set while subscribed (tests and health checks wait on it)."""
+        self._current: aiomqtt.Client | None = None
+        self._window: asyncio.Queue[Any] | None = None
+
+    def in_flight(self) -> int:
+        """Messages received and not yet acknowledged (bounded by about ``receive_maximum``)."""
+        client = self._current
+        buffered = len(client.messages) if client is not None else 0
+        return buffered + (self._window.qsize() if self._window is not None else 0)
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
@@ -258,6 +266,7 @@ class MqttSubscriber:
             client: aiomqtt.Client | None = None
             try:
                 client = self._client()
+                self._current = client
                 async with client:
                     for topic in s.subscriptions():
                         await client.subscribe(topic, qos=s.qos)
@@ -303,6 +312,7 @@ class MqttSubscriber:
         window: asyncio.Queue[tuple[aiomqtt.Message, asyncio.Future[None]] | None] = asyncio.Queue(
             maxsize=self.settings.receive_maximum)
         outstanding: set[asyncio.Future[None]] = set()
+        self._window = window
 
         buffered = client._queue
         paho = client._client

@@ -136,23 +136,35 @@ async def through_runtime(burst: int, rate: int, seconds: float) -> None:
             rt = app[RUNTIME]
             adapter = rt.sources["chirpstack"].adapter
             await asyncio.wait_for(adapter.mqtt.connected.wait(), 30)
+            lines = ("\n".join(uplink(n) for n in range(burst)) + "\n").encode()
             base_rss = rss_mb()
-            lines = "\n".join(uplink(n) for n in range(burst)) + "\n"
+            peak_buffer = 0
+
+            async def sample() -> None:
+                nonlocal peak_buffer
+                while True:
+                    peak_buffer = max(peak_buffer, adapter.mqtt.in_flight())
+                    await asyncio.sleep(0.005)
+
+            sampler = asyncio.create_task(sample())
             started = time.perf_counter()
             cpu = time.process_time()
             publisher = await asyncio.create_subprocess_exec(
                 "mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", TOPIC, "-l",
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            await publisher.communicate(lines.encode())
+            await publisher.communicate(lines)
             finished = await wait_drained(rt, burst, 600)
             elapsed = finished - started
             cpu = time.process_time() - cpu
+            sampler.cancel()
             stored = await rt.store.get("", "urn:ngsi-ld:WasteContainer:bench-0")
             assert stored is not None and "fillingLevel" in stored
             print(f"burst through the runtime (MQTT QoS 1 → validation → outbox → embedded store): "
                   f"{burst / elapsed:,.0f} uplinks/s wall, {burst / cpu:,.0f} per gateway CPU second "
                   f"({burst} uplinks in {elapsed:.2f} s); "
-                  f"peak RSS {rss_mb():.0f} MB (+{rss_mb() - base_rss:.0f} MB during the burst)")
+                  f"peak RSS {rss_mb():.0f} MB (+{rss_mb() - base_rss:.0f} MB during the burst); at most "
+                  f"{peak_buffer} uplinks in flight in the gateway (receive_maximum 500), the rest waited "
+                  f"in Mosquitto")
 
             Timed.latencies.clear()
             publisher = await asyncio.create_subprocess_exec(

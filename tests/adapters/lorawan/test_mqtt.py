@@ -261,3 +261,27 @@ async def test_unavailable_is_logged_once_then_recovered(broker: Broker, caplog:
     messages = [r.getMessage() for r in caplog.records if r.name == "jonction.adapters.chirpstack_v4"]
     assert sum("unavailable" in m for m in messages) == 1
     assert sum("recovered" in m for m in messages) == 1
+
+
+async def test_a_burst_waits_in_the_broker_not_in_memory(broker: Broker) -> None:
+    adapter = ChirpstackV4Adapter(config(broker.port, client_id="jonction-burst", receive_maximum=10))
+    emit = Collector(delay=0.005)
+    task = await started(adapter, emit)
+    peak = 0
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            assert adapter.mqtt is not None
+            peak = max(peak, adapter.mqtt.in_flight())
+            await asyncio.sleep(0.002)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await publish(broker.port, [(topic(), uplink(n)) for n in range(200)])
+        await until(lambda: len(emit.keys()) == 200, what="the whole burst")
+    finally:
+        sampler.cancel()
+        await adapter.stop()
+        await task
+    assert 0 < peak <= 10, "never more unacknowledged messages in the gateway than the Receive Maximum"
