@@ -96,6 +96,8 @@ class RecordingBroker:
         self.state: dict[str, dict[str, dict[str, Any]]] = {}
         self.fail_ids: dict[str, int] = {}
         self.reject_ids: set[str] = set()
+        self.poison_ids: set[str] = set()
+        """Ids that make the broker refuse the whole request with a bare 400 (no per-entity body)."""
         self.status_override: int | None = None
         self.port = free_port()
         self._runner: web.AppRunner | None = None
@@ -111,6 +113,8 @@ class RecordingBroker:
                               "body": body})
         if self.status_override is not None:
             return web.json_response({"title": "unavailable"}, status=self.status_override)
+        if any(item["id"] in self.poison_ids for item in body):
+            return web.json_response({"title": "Bad Request", "detail": "unparsable entity"}, status=400)
         errors, success = [], []
         for item in body:
             if item["id"] in self.reject_ids:

@@ -269,3 +269,23 @@ async def test_admin_restarts_a_source_with_a_fresh_adapter(tmp_path: Path) -> N
         await second.send({"id": "after", "device": "bin-n", "fill": 50, "at": "2026-01-01T10:00:00Z"})
         await eventually(lambda: rt.store.get("", "urn:ngsi-ld:WasteContainer:bin-n"), what="new instance works")
         assert rt.sources["bins"].status.state == "running"
+
+
+async def test_whole_batch_400_is_split_to_find_the_bad_entity(tmp_path: Path, broker: RecordingBroker) -> None:
+    import asyncio
+
+    poison = "urn:ngsi-ld:WasteContainer:bin-2"
+    broker.poison_ids = {poison}
+    cfg = config(tmp_path, sinks=[remote(broker)], embedded_store={"enabled": False}, publisher={"linger": 0.2})
+    async with running(cfg) as (base, app):
+        rt = app[RUNTIME]
+        adapter = FakeAdapter.instances["bins"]
+        await adapter.ready()
+        await asyncio.gather(*(adapter.send({"id": f"p{i}", "device": f"bin-{i}", "fill": i,
+                                             "at": "2026-01-01T10:00:00Z"}) for i in range(5)))
+        await eventually(lambda: rt.outbox is not None and rt.outbox.depth("city") == 0, what="handled")
+        assert sorted(broker.state[""]) == sorted(f"urn:ngsi-ld:WasteContainer:bin-{i}" for i in (0, 1, 3, 4))
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/admin/deadletters") as resp:
+            letters = (await resp.json())["deadLetters"]
+        assert [(d["stage"], d["entityId"]) for d in letters] == [("sink", poison)]
+        assert "HTTP 400" in letters[0]["reason"]
