@@ -13,7 +13,8 @@ from typing import Final
 
 Labels = tuple[tuple[str, str], ...]
 
-LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+                          1.0, 2.5, 5.0, 10.0)
 """Default histogram buckets in seconds."""
 
 
