@@ -33,7 +33,7 @@ COMMITS: Final[dict[str, str]] = {
     "WaterDistributionManagementEPANET": "e16e219dc44eaed668e3cee1db13a9393174513a",
     "WaterQuality": "b94430e713f44fbeb7f0469a5287ef2c7550505f",
 }
-"""Upstream commit of ``dataModel.<subject>`` each schema tracks."""
+"""Upstream commit of ``dataModel.<subject>`` each schema tracks (unless its spec entry gives ``commit``)."""
 
 _P = "Property"
 COMMONS: Final[dict[str, dict[str, tuple[str, str]]]] = {
@@ -107,7 +107,8 @@ def build(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "subject": subject,
             "model": name,
             "schemaVersion": str(spec["schemaVersion"]),
-            "commit": COMMITS[subject],
+            # A model read at another commit than its subject's (no reference copy) names its own.
+            "commit": str(spec.get("commit") or COMMITS[subject]),
         },
         "type": "object",
         "required": list(spec.get("required", ["id", "type"])),

@@ -12,7 +12,8 @@ from tests.conftest import REFERENCE, ROOT
 
 SDM = REFERENCE / "smart-data-models"
 CORE_PREFIXES = {"ngsi-ld": "https://uri.etsi.org/ngsi-ld/", "geojson": "https://purl.org/geojson/vocab#"}
-CONFLICTS = json.loads((ROOT / "schemas" / "contexts" / "conflicts.json").read_text(encoding="utf-8"))
+CONFLICTS_FILE = ROOT / "schemas" / "contexts" / "conflicts.json"
+CONFLICTS = json.loads(CONFLICTS_FILE.read_text(encoding="utf-8"))
 
 
 def _iri(definition: Any, context: Mapping[str, Any]) -> str | None:
@@ -107,3 +108,12 @@ def test_terms_without_upstream_iri_are_listed() -> None:
     assert assigned == set(CONFLICTS["assigned"])
     for term, entry in CONFLICTS["assigned"].items():
         assert contexts.jonction_terms()[term] == entry["chosen"]
+
+
+def test_context_files_are_what_the_rules_build() -> None:
+    """Regenerate with ``python -m tests.schemas.build_context`` after adding a model."""
+    from tests.schemas import build_context
+
+    context, conflicts = build_context.build()
+    assert build_context.render_context(context) == build_context.CONTEXT_FILE.read_text(encoding="utf-8")
+    assert build_context.render_conflicts(conflicts) == CONFLICTS_FILE.read_text(encoding="utf-8")

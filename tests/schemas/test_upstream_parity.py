@@ -35,6 +35,14 @@ OURS_STRICTER: Mapping[tuple[str, str], str] = {
 }
 """Examples the upstream schema accepts and our NGSI-LD validator rejects, and why."""
 
+WITHOUT_REFERENCE: Mapping[str, str] = {
+    "EVChargingStation": "no upstream copy in the reference folder: written from the published schema.json "
+    "($schemaVersion 0.1.0), so nothing to compare side by side",
+}
+"""Supported models the side-by-side tests cannot cover, and why."""
+
+COMPARED = tuple(name for name in schemas.MODELS if name not in WITHOUT_REFERENCE)
+
 
 def _documents(name: str, filename: str) -> list[Any]:
     loaded = example(name, filename)
@@ -50,7 +58,7 @@ def _projected(entity: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v["@value"] if isinstance(v, Mapping) and "@value" in v else v for k, v in out.items()}
 
 
-@pytest.mark.parametrize("name", schemas.MODELS)
+@pytest.mark.parametrize("name", COMPARED)
 def test_key_values_examples_same_verdict_and_same_messages(name: str) -> None:
     spec = schemas.model(name)
     for filename in KEY_VALUES:
@@ -63,7 +71,7 @@ def test_key_values_examples_same_verdict_and_same_messages(name: str) -> None:
             assert bool(theirs) == ((name, filename) in UPSTREAM_WRONG), (filename, theirs)
 
 
-@pytest.mark.parametrize("name", schemas.MODELS)
+@pytest.mark.parametrize("name", COMPARED)
 def test_normalized_examples_same_verdict(name: str) -> None:
     for entity in _documents(name, NORMALIZED_LD):
         verdict = validate(entity)
@@ -77,13 +85,18 @@ def test_normalized_examples_same_verdict(name: str) -> None:
         assert sorted(p.message.split(" (")[0] for p in verdict.errors) == sorted(theirs)
 
 
+def test_every_model_without_reference_is_listed() -> None:
+    missing = {name for name in schemas.MODELS if not any(SDM.glob(f"*/{name}/schema.json"))}
+    assert missing == set(WITHOUT_REFERENCE)
+
+
 def test_upstream_lists_name_real_examples() -> None:
     for name, filename in [*UPSTREAM_WRONG, *OURS_STRICTER]:
         assert name in schemas.MODELS
         assert _documents(name, filename)
 
 
-@pytest.mark.parametrize("name", schemas.MODELS)
+@pytest.mark.parametrize("name", COMPARED)
 def test_ngsi_v2_normalized_examples_are_refused_as_ngsi_ld(name: str) -> None:
     """example-normalized.json files are NGSI-v2: read as NGSI-LD, their v2 types are named."""
     path = next(SDM.glob(f"*/{name}/examples/example-normalized.json"))

@@ -93,8 +93,11 @@ async def test_etalab_irve_statique() -> None:
     assert station["location"]["value"] == {"type": "Point", "coordinates": [7.487105, 48.345345]}
     assert station["socketType"]["value"] == ["Wall_Euro", "Type2"]
     assert station["capacity"]["value"] == 10
+    assert station["allowedVehicleType"]["value"] == ["car"]  # not reserved to two-wheelers
     verdict = validate(station)
-    assert verdict.valid and verdict.warnings  # no bundled schema: structure only, with a warning
+    assert verdict.valid, [p.to_dict() for p in verdict.errors]
+    # Checked against the bundled EVChargingStation schema; only the extra roaming id is flagged.
+    assert [(p.rule, p.pointer) for p in verdict.warnings] == [("unknown-attribute", "/stationCode")]
     # The second example row uses a Spanish roaming id: not a French station identifier.
     assert errors == [
         "etalab_schema-irve__statique_exemple-valide.csv line 3: attribute 'stationCode' "
@@ -115,7 +118,9 @@ async def test_etalab_stationnement() -> None:
     assert first["maximumAllowedHeight"] == {"type": "Property", "value": 2.9, "unitCode": "MTR"}
     assert "maximumAllowedHeight" not in second  # N/A: no height limit
     assert first["totalSpotNumber"]["value"] == 325
-    assert all(validate(e).valid for e in entities)
+    for entity in entities:
+        verdict = validate(entity)
+        assert verdict.valid and not verdict.warnings, [p.to_dict() for p in [*verdict.errors, *verdict.warnings]]
     _golden("stationnement", entities)
 
 
