@@ -290,17 +290,31 @@ async def bench_outage(args: argparse.Namespace, tmp: Path) -> None:
         age = re.search(r'jonction_outbox_oldest_age_seconds\{sink="remote",tenant=""\} (\S+)', text)
         store = spawn(store_cmd)
         up_at = time.perf_counter()
+        caught_up = await wait_backlog_below(gw, "remote", int(rate))  # under a second of traffic
         acked = await sender
         drained = await wait_published(gw, count, sink="remote")
         print(f"outage: remote store down {up_at - down_at:.1f}s during a {rate:.0f} msg/s stream; backlog at "
               f"restart {backlog.group(1) if backlog else '?'} entities, oldest {age.group(1) if age else '?'} s; "
-              f"drained {drained - up_at:.1f}s after restart")
+              f"backlog caught up {caught_up - up_at:.1f}s after restart (stream still running); "
+              f"last entity committed {drained - up_at:.1f}s after restart")
         lost = await check_remote(store_port, count, devices)
         print(f"outage: {acked} acknowledged, {count} sent, entities lost or stale at the remote: {lost}")
     finally:
         gw.stop()
         store.send_signal(signal.SIGTERM)
         store.wait(timeout=30)
+
+
+async def wait_backlog_below(gw: Gateway, sink: str, limit: int, within: float = 600) -> float:
+    """Wait until the outbox holds fewer than ``limit`` entities for ``sink``; return the time."""
+    began = time.perf_counter()
+    pattern = re.compile(rf'jonction_outbox_entities{{sink="{sink}",tenant=""}} (\S+)')
+    while time.perf_counter() - began < within:
+        match = pattern.search(await gw.metrics())
+        if match is None or float(match.group(1)) < limit:
+            return time.perf_counter()
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"backlog of {sink} never went under {limit}")
 
 
 def spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
