@@ -120,17 +120,19 @@ async def _ent_uri(ctx: RunContext) -> str | None:
 
 @check("L1-ENT-003", "Entity ids are unique in a delivery", needs=D,
        sends="(no request) the records delivered or read",
-       expects="no id twice in the same snapshot",
+       expects="no id twice for the same observation time (a series of one id at successive times is fine)",
        explain="Two objects with one identifier overwrite each other downstream.")
 async def _ent_unique(ctx: RunContext) -> str | None:
-    seen: dict[str, str] = {}
+    seen: dict[tuple[str, str], str] = {}
     findings = []
     records = await _records(ctx)
     for loc, rec in records:
         if isinstance(rec, dict) and isinstance(rec.get("id"), str):
-            if rec["id"] in seen:
-                findings.append(f"{loc}: {rec['id']} already at {seen[rec['id']]}")
-            seen.setdefault(rec["id"], loc)
+            # A delivery may be a time series: the same id at successive observation times.
+            key = (rec["id"], max((t for _, t in _observed(rec)), default=""))
+            if key in seen:
+                findings.append(f"{loc}: {rec['id']} already at {seen[key]}")
+            seen.setdefault(key, loc)
     return _report(ctx, findings, "duplicated ids", len(records))
 
 

@@ -100,6 +100,8 @@ def _absorb(series: TypeSeries, ent: dict[str, Any], seen_at: float | None) -> N
 
 async def observe(ctx: RunContext) -> Observation:
     """Run the observation window once per run (shared by every Q check)."""
+    # Records are read before taking the lock: data_entities takes it too (asyncio locks do not nest).
+    records = await ctx.data_entities() if ctx.client is None else []
     async with ctx._lock:
         if "observation" in ctx._cache:
             cached: Observation = ctx._cache["observation"]
@@ -107,16 +109,16 @@ async def observe(ctx: RunContext) -> Observation:
         decls = declarations(ctx)
         series = {d["type"]: TypeSeries(d) for d in decls}
         if ctx.client is None:
-            obs = await _from_records(ctx, series)
+            obs = _from_records(records, series)
         else:
             obs = await _poll(ctx, series)
         ctx._cache["observation"] = obs
         return obs
 
 
-async def _from_records(ctx: RunContext, series: dict[str, TypeSeries]) -> Observation:
+def _from_records(records: list[tuple[str, Any]], series: dict[str, TypeSeries]) -> Observation:
     times = []
-    for _, rec in await ctx.data_entities():
+    for _, rec in records:
         if is_failure(rec) or not isinstance(rec, dict) or rec.get("type") not in series:
             continue
         s = series[rec["type"]]

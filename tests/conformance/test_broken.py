@@ -191,3 +191,40 @@ async def test_quality_window_that_cannot_see_the_interval_is_an_error_not_a_fai
     verdicts = {r["id"]: (r["verdict"], r["reason"]) for r in report["results"]}
     assert {v for v, _ in verdicts.values()} == {"error"}
     assert "poll at most every 0.25 s" in verdicts["Q-INT-001"][1]
+
+
+def _series(every: float, *, readings: int = 12, value: float = 40.0) -> list[dict[str, Any]]:
+    """Two devices' recorded readings, one every ``every`` seconds, as a vendor would deliver them."""
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2025, 3, 1, 0, 0, tzinfo=UTC)
+    out = []
+    for k in range(readings):
+        at = (start + timedelta(seconds=k * every)).isoformat().replace("+00:00", "Z")
+        for dev in ("a", "b"):
+            ent = model_example("WasteContainer")
+            ent["id"] = f"urn:ngsi-ld:WasteContainer:jc-series-{dev}"
+            ent["fillingLevel"] = {"type": "Property", "value": value / 100, "unitCode": "C62", "observedAt": at}
+            out.append(ent)
+    return out
+
+
+@pytest.mark.parametrize(("every", "value", "failing"), [
+    (600, 40.0, set()),
+    (1200, 40.0, {"Q-INT-001", "Q-CMP-001"}),
+    (600, 250.0, {"Q-RNG-001"}),
+], ids=["as-declared", "half-the-readings", "out-of-range"])
+async def test_quality_measured_on_delivered_files(tmp_path: Path, every: float, value: float,
+                                                   failing: set[str]) -> None:
+    """A data-only vendor: the Q level is measured on the recorded series (freshness needs a live API)."""
+    profile = load_profile("fournisseur-donnees")
+    profile.quality["declarations"] = [{
+        "type": "WasteContainer", "reporting_interval_seconds": 600, "completeness_min": 0.9, "devices": 2,
+        "latency_max_seconds": 900, "ranges": {"fillingLevel": {"min": 0, "max": 1, "unit": "C62"}}}]
+    report = await run(profile, _files(tmp_path, _series(every, value=value)))
+    assert validate_report(report) == []
+    verdicts = {r["id"]: r["verdict"] for r in report["results"] if r["level"] == "Q"}
+    assert {cid for cid, v in verdicts.items() if v == "fail"} == failing, verdicts
+    assert verdicts["Q-LAT-001"] == "skip"
+    l1 = {r["id"]: r["verdict"] for r in report["results"] if r["level"] == "L1"}
+    assert l1["L1-ENT-003"] == "pass"  # a series of one id is not a duplicate
