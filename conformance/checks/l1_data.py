@@ -46,6 +46,8 @@ MODEL_CHECKS: Final[dict[str, str]] = {
     "WaterConsumptionObserved": "L1-SDM-021",
     "WaterQualityObserved": "L1-SDM-022",
     "service_requests": "L1-SDM-023",
+    "EVChargingStation": "L1-SDM-024",
+    "OffStreetParking": "L1-SDM-025",
 }
 """Smart Data Model -> the id of the check that validates entities against it (never reused)."""
 
