@@ -197,12 +197,13 @@ def _numeric(value: Any) -> float | None:
 
 
 class _RowMaker:
-    """Turns instances into rows; caches what repeats within one batch (commit times, metadata)."""
+    """Turns instances into rows; caches what repeats within one batch (times, metadata, small values)."""
 
     def __init__(self) -> None:
         self.fallback = now_micros()
         self.times: dict[str, int] = {}
         self.extras: dict[tuple[tuple[str, Any], ...], str] = {}
+        self.texts: dict[str, str] = {}
 
     def micros(self, text: str) -> int:
         found = self.times.get(text)
@@ -222,6 +223,15 @@ class _RowMaker:
             found = self.extras[key] = _DUMPS(extra)
         return found
 
+    def text(self, value: str) -> str:
+        # enumerations ("on", "off", states) repeat across a batch: encode each once
+        found = self.texts.get(value)
+        if found is None:
+            found = _DUMPS(value)
+            if len(self.texts) < 4096:
+                self.texts[value] = found
+        return found
+
     def row(self, series_id: int, instance: Mapping[str, Any]) -> tuple[Any, ...]:
         kind = instance.get("type", "Property")
         if not isinstance(kind, str):
@@ -234,8 +244,11 @@ class _RowMaker:
         modified_us = self.micros(modified) if isinstance(modified, str) else self.fallback
         extra = {k: v for k, v in instance.items() if k not in _SKIP_MEMBERS}
         instance_id = instance.get("instanceId")
-        if isinstance(value, float | int) and not isinstance(value, bool):
-            number: float | None = float(value)
+        number: float | None = None
+        if type(value) is str:
+            text = self.text(value)
+        elif isinstance(value, float | int) and not isinstance(value, bool):
+            number = float(value)
             if math.isfinite(value):
                 text = repr(value)
             else:
@@ -245,14 +258,14 @@ class _RowMaker:
             text = _DUMPS(value)
         return (
             series_id,
-            to_micros(observed) if isinstance(observed, str) else None,
+            self.micros(observed) if isinstance(observed, str) else None,
             modified_us,
             modified_us,
             kind,
             number if kind == "Property" else None,
             text,
             instance_id if isinstance(instance_id, str) else None,
-            self.extra(extra),
+            self.extra(extra) if extra else None,
         )
 
 
@@ -268,43 +281,76 @@ def record(
     record_many(conn, [(tenant, entity_id, entity_type, attr_iri, instance)])
 
 
+SeriesKey = tuple[str, str, str, str]
+"""(tenant, entity id, attribute IRI, datasetId or "")."""
+_CHUNK: Final = 500
+"""Entity ids per ``IN (...)`` list (well below SQLite's limit on bound parameters)."""
+
+
+def resolve_series(conn: sqlite3.Connection, keys: Iterable[SeriesKey]) -> dict[SeriesKey, int]:
+    """The series id of every key, creating the missing series (call inside a write transaction).
+
+    One ``SELECT`` per tenant and 500 entities fetches the series of the batch's entities, and one
+    ``executemany`` creates the new ones with ids taken after ``max(series_id)``: the write
+    transaction holds SQLite's write lock, so no other connection can take those ids meanwhile.
+    This replaced one SELECT (and one INSERT) per series, the larger part of the history's cost.
+    """
+    series: dict[SeriesKey, int] = dict.fromkeys(keys, -1)
+    by_tenant: dict[str, dict[str, None]] = {}
+    for tenant, entity_id, _, _ in series:
+        by_tenant.setdefault(tenant, {})[entity_id] = None
+    for tenant, entity_ids in by_tenant.items():
+        ids = list(entity_ids)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            sql = (
+                "SELECT entity_id, attr, dataset_id, series_id FROM history_series "
+                f"WHERE tenant=? AND entity_id IN ({','.join('?' * len(chunk))})"
+            )
+            for entity_id, attr, dataset, series_id in conn.execute(sql, (tenant, *chunk)):
+                key = (tenant, entity_id, attr, dataset)
+                if key in series:
+                    series[key] = series_id
+    missing = [key for key, series_id in series.items() if series_id < 0]
+    if missing:
+        top = conn.execute("SELECT max(series_id) FROM history_series").fetchone()[0]
+        first = int(top or 0) + 1
+        conn.executemany(
+            "INSERT INTO history_series (series_id, tenant, entity_id, attr, dataset_id) VALUES (?, ?, ?, ?, ?)",
+            [(first + i, *key) for i, key in enumerate(missing)],
+        )
+        for i, key in enumerate(missing):
+            series[key] = first + i
+    return series
+
+
 def record_many(conn: sqlite3.Connection, rows: Iterable[HistoryRow]) -> int:
-    """Append many instances with one statement per table; return how many were written."""
-    series: dict[tuple[str, str, str, str], int] = {}
+    """Append many instances with a few statements per batch; return how many were written."""
+    keys: dict[SeriesKey, None] = {}
     types_seen: dict[tuple[str, str], str] = {}
-    pending: list[tuple[tuple[str, str, str, str], Mapping[str, Any]]] = []
+    pending: list[tuple[SeriesKey, Mapping[str, Any]]] = []
     for tenant, entity_id, entity_type, attr_iri, instance in rows:
         dataset = instance.get("datasetId")
         key = (tenant, entity_id, attr_iri, dataset if isinstance(dataset, str) else "")
         pending.append((key, instance))
-        if key not in series:
-            series[key] = -1
+        keys[key] = None
         ek = (tenant, entity_id)
         if ek not in types_seen:
             types_seen[ek] = _DUMPS([entity_type] if isinstance(entity_type, str) else list(entity_type))
     if not pending:
         return 0
-    for key in series:
-        found = conn.execute(
-            "SELECT series_id FROM history_series WHERE tenant=? AND entity_id=? AND attr=? AND dataset_id=?", key
-        ).fetchone()
-        if found is None:
-            cursor = conn.execute(
-                "INSERT INTO history_series (tenant, entity_id, attr, dataset_id) VALUES (?, ?, ?, ?)", key
-            )
-            series[key] = int(cursor.lastrowid or 0)
-        else:
-            series[key] = int(found[0])
+    series = resolve_series(conn, keys)
     conn.executemany(
         "INSERT INTO history_entities (tenant, entity_id, types) VALUES (?, ?, ?) "
         "ON CONFLICT (tenant, entity_id) DO UPDATE SET types = excluded.types WHERE types != excluded.types",
         [(t, e, types) for (t, e), types in types_seen.items()],
     )
     maker = _RowMaker()
+    row = maker.row
     conn.executemany(
         "INSERT INTO history_instances (series_id, observed_at, created_at, modified_at, kind, num, value, "
         "instance_id, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [maker.row(series[key], inst) for key, inst in pending],
+        [row(series[key], inst) for key, inst in pending],
     )
     return len(pending)
 

@@ -339,7 +339,8 @@ class SqliteStorage(StorageBase):
             originals: dict[str, Doc] = {eid: codec.loads(doc) for eid, doc in raw.items()}
             state: dict[str, Doc | None] = dict(originals)
             touched: dict[str, None] = {}
-            written: list[tuple[str, list[str], str, dict[str, Any]]] = []
+            # history rows, built once in the shape record_many takes
+            written: list[tuple[str, str, list[str], str, dict[str, Any]]] = []
             results: list[ChangeResult] = []
             for change in changes:
                 eid = change.entity_id
@@ -357,13 +358,12 @@ class SqliteStorage(StorageBase):
                     touched[eid] = None
                     if mutation.written and mutation.doc is not None:
                         types = mutation.doc["type"]
-                        written.extend((eid, types, attr, inst) for attr, inst in mutation.written)
+                        written.extend((tenant, eid, types, attr, inst) for attr, inst in mutation.written)
                 results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated))
             self._store_many(conn, tenant, touched, rids, originals, state)
             if self._history is not None and written:
                 # Same transaction: history and current state never disagree.
-                rows = [(tenant, eid, types, attr, inst) for eid, types, attr, inst in written]
-                self._history.record_many(conn, rows)
+                self._history.record_many(conn, written)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import statistics
@@ -289,3 +290,61 @@ def test_prune_by_write_time(tmp_path: Path) -> None:
     assert history.prune(conn, cutoff) == 1
     left = conn.execute("SELECT COUNT(*) FROM history_instances").fetchone()[0]
     assert left == 4
+
+
+def _series_rows(conn: sqlite3.Connection) -> dict[tuple[str, str, str, str], int]:
+    return {
+        (t, e, a, d): sid
+        for sid, t, e, a, d in conn.execute(
+            "SELECT series_id, tenant, entity_id, attr, dataset_id FROM history_series"
+        )
+    }
+
+
+def test_series_resolved_per_batch_across_tenants_datasets_and_deletions(tmp_path: Path) -> None:
+    """One batch mixes known and new series over two tenants; every instance lands in its own series."""
+    conn = sqlite3.connect(tmp_path / "store.sqlite", isolation_level=None)
+    history.ensure_schema(conn)
+    inst = {"type": "Property", "value": 1, "modifiedAt": "2024-01-01T00:00:00Z"}
+    conn.execute("BEGIN")
+    history.record_many(conn, [("", "urn:a", [V + "T"], TEMP, inst), ("t2", "urn:a", [V + "T"], TEMP, inst)])
+    conn.execute("COMMIT")
+    before = _series_rows(conn)
+    assert len(before) == 2
+    batch = [
+        ("", "urn:a", [V + "T"], TEMP, {**inst, "value": 2}),  # known series
+        ("", "urn:a", [V + "T"], TEMP, {**inst, "value": 3, "datasetId": "urn:ds:1"}),  # new: other datasetId
+        ("t2", "urn:a", [V + "T"], STATE, {**inst, "value": "on"}),  # new attribute, other tenant
+        ("t2", "urn:b", [V + "T"], TEMP, {**inst, "value": 4}),  # new entity
+        ("t2", "urn:a", [V + "T"], TEMP, {**inst, "value": 5}),  # known series of the other tenant
+    ]
+    conn.execute("BEGIN")
+    assert history.record_many(conn, batch) == 5
+    conn.execute("COMMIT")
+    after = _series_rows(conn)
+    assert len(after) == 5 and len(set(after.values())) == 5
+    assert all(after[key] == sid for key, sid in before.items())  # known series kept their id
+    values = {
+        key: [json.loads(v) for (v,) in conn.execute(
+            "SELECT value FROM history_instances WHERE series_id=? ORDER BY rowid", (sid,)
+        )]
+        for key, sid in after.items()
+    }
+    assert values[("", "urn:a", TEMP, "")] == [1, 2]
+    assert values[("", "urn:a", TEMP, "urn:ds:1")] == [3]
+    assert values[("t2", "urn:a", STATE, "")] == ["on"]
+    assert values[("t2", "urn:b", TEMP, "")] == [4]
+    assert values[("t2", "urn:a", TEMP, "")] == [1, 5]
+    # a rolled-back batch leaves no series behind; after a deletion, writing again starts a new series
+    conn.execute("BEGIN")
+    history.record_many(conn, [("", "urn:c", [V + "T"], TEMP, inst)])
+    conn.execute("ROLLBACK")
+    assert ("", "urn:c", TEMP, "") not in _series_rows(conn)
+    conn.execute("BEGIN")
+    assert history.delete_entity(conn, "t2", "urn:b")
+    history.record_many(conn, [("t2", "urn:b", [V + "T"], TEMP, {**inst, "value": 6})])
+    conn.execute("COMMIT")
+    sid = _series_rows(conn)[("t2", "urn:b", TEMP, "")]
+    rows = conn.execute("SELECT value FROM history_instances WHERE series_id=?", (sid,)).fetchall()
+    assert [json.loads(v) for (v,) in rows] == [6]
+    conn.close()
