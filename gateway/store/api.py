@@ -649,9 +649,10 @@ async def run_query(
     ngsi: NgsiContext, ctx: Context, qp: QueryParams, render_params: Mapping[str, Any], media: str
 ) -> web.Response:
     """Shared by GET /entities and POST /entityOperations/query."""
-    if not qp.any_filter() and not qp.local:
-        raise bad_request("a query needs at least one of id, type, idPattern, attrs, q, scopeQ or a geo-query "
-                          "(or local=true)")
+    if not qp.any_filter() and not qp.local and not ngsi.settings.allow_unfiltered_queries:
+        # a strict deployment refuses to list a whole tenant; by default it is paginated like any query
+        raise bad_request("this store refuses unfiltered queries: give at least one of id, type, idPattern, attrs, "
+                          "q, scopeQ or a geo-query (or local=true)")
     limit, offset, count = paging(ngsi)
     opts = render_options(ngsi, ctx, render_params)
     spec = build_query(ngsi, ctx, qp, limit=limit, offset=offset, count=count)

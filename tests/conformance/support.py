@@ -33,10 +33,15 @@ check is fixed in the store, never by weakening the check."""
 
 
 @asynccontextmanager
-async def running_store(data_dir: Path) -> AsyncIterator[str]:
-    """The embedded NGSI-LD store on a free loopback port (SQLite in ``data_dir``), token required."""
+async def running_store(data_dir: Path, *, allow_unfiltered_queries: bool = False) -> AsyncIterator[str]:
+    """The embedded NGSI-LD store on a free loopback port (SQLite in ``data_dir``), token required.
+
+    The store lists a tenant on an unfiltered GET /entities by default; check L2-QRY-020 expects
+    the 400 a strict deployment gives, so the checker runs against that configuration unless asked.
+    """
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-    settings = StoreSettings(data_dir=data_dir, auth_required=True, tokens=frozenset({TOKEN}), durability="normal")
+    settings = StoreSettings(data_dir=data_dir, auth_required=True, tokens=frozenset({TOKEN}), durability="normal",
+                             allow_unfiltered_queries=allow_unfiltered_queries)
     runner = web.AppRunner(create_root_app(settings), access_log=None)
     await runner.setup()
     port = free_port()

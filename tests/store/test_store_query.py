@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.store.conftest import StoreServer, streetlight
+from gateway.store.settings import StoreSettings
+from tests.store.conftest import Reply, StoreServer, streetlight
 
 
 def _light(n: int, state: str, lon: float, lat: float, **extra: Any) -> dict[str, Any]:
@@ -45,11 +47,59 @@ async def test_query_by_type_default_limit_and_order(city: StoreServer) -> None:
     assert ids == sorted(ids)
 
 
-async def test_query_requires_a_filter(city: StoreServer) -> None:
+def _rels(reply: Reply) -> dict[str, dict[str, list[str]]]:
+    """rel → query parameters of the Link headers "next" and "prev"."""
+    out = {}
+    for link in reply.links:
+        rel = link.split('rel="')[1].split('"')[0]
+        if rel in ("next", "prev"):
+            out[rel] = parse_qs(urlsplit(link[1:].split(">")[0]).query)
+    return out
+
+
+async def test_unfiltered_query_lists_the_tenant_paginated(city: StoreServer) -> None:
+    """The default: a plain GET /entities lists the tenant's entities, with the usual paging rules."""
     r = await city.get("/entities")
-    assert r.problem() == "BadRequestData"
+    assert r.status == 200, r.raw
+    ids = [e["id"] for e in r.json]
+    assert len(ids) == 20 and ids == sorted(ids)  # default limit, id order
+    assert ids[0] == "urn:ngsi-ld:Device:0"
+    assert _rels(r)["next"]["offset"] == ["20"] and "prev" not in _rels(r)
+    r = await city.get("/entities?offset=20&limit=20&count=true")
+    assert r.headers["NGSILD-Results-Count"] == "32"
+    assert [e["id"] for e in r.json] == [f"urn:ngsi-ld:Streetlight:{n:03d}" for n in range(18, 30)]
+    assert "next" not in _rels(r) and _rels(r)["prev"]["offset"] == ["0"]
     r = await city.get("/entities?local=true&limit=100")
     assert len(r.json) == 32
+    # another tenant sees its own entities only, and an unknown one is still 404
+    other = {"NGSILD-Tenant": "commune-b"}
+    assert (await city.post("/entityOperations/upsert", [streetlight("b1")], headers=other)).status == 201
+    r = await city.get("/entities?count=true", headers=other)
+    assert [e["id"] for e in r.json] == ["urn:ngsi-ld:Streetlight:b1"]
+    assert r.headers["NGSILD-Results-Count"] == "1"
+    r = await city.get("/entities", headers={"NGSILD-Tenant": "nowhere"})
+    assert r.problem() == "NonexistentTenant"
+    r = await city.post("/entityOperations/query?limit=100", {"type": "Query"})
+    assert r.status == 200 and len(r.json) == 32
+
+
+async def test_strict_store_refuses_unfiltered_queries(tmp_path: Path) -> None:
+    """allow_unfiltered_queries=False restores the 400 (a broker may refuse too broad a query)."""
+    srv = StoreServer(StoreSettings(data_dir=tmp_path / "strict", allow_unfiltered_queries=False))
+    await srv.start()
+    try:
+        assert (await srv.post("/entityOperations/create", [streetlight(n) for n in range(3)])).status == 201
+        r = await srv.get("/entities")
+        assert r.status == 400 and r.problem() == "BadRequestData"
+        assert "unfiltered" in r.json["detail"]
+        r = await srv.post("/entityOperations/query", {"type": "Query"})
+        assert r.problem() == "BadRequestData"
+        r = await srv.get("/entities?local=true")
+        assert len(r.json) == 3
+        r = await srv.get("/entities?type=Streetlight")
+        assert len(r.json) == 3
+    finally:
+        await srv.close()
 
 
 async def test_query_by_id_and_id_pattern(city: StoreServer) -> None:
