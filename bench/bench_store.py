@@ -1,6 +1,7 @@
 """Benchmark of the embedded NGSI-LD store: upsert throughput, query latency, memory.
 
-Usage: ``python bench/bench_store.py [N]`` (or ``BENCH_STORE_N=N``; default 100000 entities).
+Usage: ``python bench/bench_store.py [N]`` (or ``BENCH_STORE_N=N``; default 100000 entities);
+``BENCH_STORE_DURABILITY=normal`` measures the Python upserts with ``synchronous=NORMAL`` (default full).
 Prints figures only (targets: upsert >= 20,000 entities/s, query p50 <= 20 ms, RSS <= 300 MB).
 Wall-clock rates depend on what else the machine runs; "entities per CPU-second" does not.
 Every write also appends each attribute instance to the attribute history (same transaction).
@@ -53,12 +54,13 @@ def _entity(n: int, rng: random.Random, prefix: str = "Streetlight") -> dict[str
 
 async def main(n: int) -> None:
     rng = random.Random(42)
-    print(f"store benchmark: {n} entities, batches of {BATCH}")
+    durability = "normal" if os.environ.get("BENCH_STORE_DURABILITY") == "normal" else "full"
+    print(f"store benchmark: {n} entities, batches of {BATCH}, durability {durability}")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         entities = [_entity(i, rng) for i in range(n)]
 
-        storage = await open_storage(data / "store.sqlite")
+        storage = await open_storage(data / "store.sqlite", durability=durability)
         start, cpu = time.perf_counter(), time.process_time()
         for i in range(0, n, BATCH):
             result = await storage.upsert("", entities[i : i + BATCH])

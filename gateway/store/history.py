@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from gateway.store import codec
 from gateway.store.problems import NgsiError, bad_request
 
 SCHEMA_SQL: Final = """
@@ -255,7 +256,7 @@ class _RowMaker:
                 number, text = None, _DUMPS(value)
         else:
             number = _numeric(value) if kind == "Property" else None
-            text = _DUMPS(value)
+            text = codec.dumps(value) if type(value) is dict or type(value) is list else _DUMPS(value)
         return (
             series_id,
             self.micros(observed) if isinstance(observed, str) else None,
@@ -328,6 +329,7 @@ def record_many(conn: sqlite3.Connection, rows: Iterable[HistoryRow]) -> int:
     """Append many instances with a few statements per batch; return how many were written."""
     keys: dict[SeriesKey, None] = {}
     types_seen: dict[tuple[str, str], str] = {}
+    type_texts: dict[str | tuple[str, ...], str] = {}  # the same few type lists repeat over a batch
     pending: list[tuple[SeriesKey, Mapping[str, Any]]] = []
     for tenant, entity_id, entity_type, attr_iri, instance in rows:
         dataset = instance.get("datasetId")
@@ -336,7 +338,11 @@ def record_many(conn: sqlite3.Connection, rows: Iterable[HistoryRow]) -> int:
         keys[key] = None
         ek = (tenant, entity_id)
         if ek not in types_seen:
-            types_seen[ek] = _DUMPS([entity_type] if isinstance(entity_type, str) else list(entity_type))
+            tkey = entity_type if isinstance(entity_type, str) else tuple(entity_type)
+            text = type_texts.get(tkey)
+            if text is None:
+                text = type_texts[tkey] = _DUMPS([tkey] if isinstance(tkey, str) else list(tkey))
+            types_seen[ek] = text
     if not pending:
         return 0
     series = resolve_series(conn, keys)

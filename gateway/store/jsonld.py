@@ -298,7 +298,9 @@ class Context:
                 continue
             insts = self.expand_attribute(value, f"/{_ptr(name)}", partial=partial)
             out[self.expand_attr_name(name, f"/{name}")] = insts
-            geo_count += sum(1 for i in insts if i.get("type") == "GeoProperty")
+            for inst in insts:
+                if inst.get("type") == "GeoProperty":
+                    geo_count += 1
         if geo_count > _MAX_GEO:
             raise bad_request(f"more than {_MAX_GEO} GeoProperty instances in one entity")
         return out
