@@ -63,8 +63,9 @@ def _handle(args: argparse.Namespace) -> int:
     log.info("listening on http://%s:%d (NGSI-LD at /ngsi-ld/v1, admin at /admin/, metrics at /metrics)",
              cfg.host, port)
     if args.config is None and cfg.embedded:
-        log.info("demo territory: try curl 'http://%s:%d/ngsi-ld/v1/entities?local=true&limit=5' "
-                 "(or ?type=Streetlight with the jonction @context in a Link header, see README)", cfg.host, port)
+        log.info("demo territory: try curl 'http://%s:%d/ngsi-ld/v1/entities?limit=5' "
+                 "(short names: ?type=Streetlight with the jonction @context in a Link header, see README)",
+                 cfg.host, port)
     # run_app turns SIGTERM/SIGINT into a graceful shutdown; shutdown_timeout bounds open requests,
     # the runtime bounds the publishers' drain itself (shutdown.drain_timeout).
     web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=cfg.drain_timeout_s + 5,
