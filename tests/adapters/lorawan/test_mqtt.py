@@ -81,9 +81,12 @@ async def until(condition: Callable[[], bool], within: float = 30.0, what: str =
 
 async def publish(port: int, messages: list[tuple[str, bytes]], *, client_id: str = "publisher",
                   between: Callable[[int], Awaitable[None]] | None = None) -> None:
-    """Publish at QoS 1, reconnecting and retrying on broker failure (at-least-once)."""
+    """Publish at QoS 1, reconnecting and retrying on broker failure (at-least-once), for 60 s at most."""
     i = 0
+    deadline = asyncio.get_running_loop().time() + 60
     while i < len(messages):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"could not publish to the broker on port {port} for 60 s")
         try:
             async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, timeout=5) as client:
                 while i < len(messages):
