@@ -30,6 +30,8 @@ def register(sub: Any) -> None:
         "required when not bound to loopback",
     )
     parser.add_argument("--protect-reads", action="store_true", help="require a token for reads as well")
+    parser.add_argument("--allow-unfiltered-queries", action="store_true",
+                        help="list entities on a GET /entities with no filter (CIM 009 asks for one by default)")
     parser.add_argument(
         "--durability",
         choices=("full", "normal"),
@@ -52,6 +54,7 @@ def _handle(args: argparse.Namespace) -> int:
         tokens=tokens,
         tenant_tokens=tenant_tokens,
         protect_reads=args.protect_reads,
+        allow_unfiltered_queries=args.allow_unfiltered_queries,
     )
     settings.check()
     try:

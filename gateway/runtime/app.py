@@ -149,7 +149,8 @@ def _store_api(cfg: GatewayConfig) -> web.Application | None:
         return None
     tokens = frozenset({cfg.admin_token}) if cfg.admin_token else frozenset()
     settings = settings_mod.StoreSettings(data_dir=cfg.data_dir, host=cfg.host, tokens=tokens,
-                                          durability="full" if cfg.durability == "full" else "normal")
+                                          durability="full" if cfg.durability == "full" else "normal",
+                                          allow_unfiltered_queries=cfg.allow_unfiltered_queries)
     sub: web.Application = store_app.create_store_app(settings)
     return sub
 

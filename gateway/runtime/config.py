@@ -109,6 +109,7 @@ class GatewayConfig:
     drain_timeout_s: float = 10.0
     embedded: bool = True
     embedded_tenants: frozenset[str] | None = None
+    allow_unfiltered_queries: bool = False
     sinks: list[SinkConfig] = field(default_factory=list)
     sources: list[SourceConfig] = field(default_factory=list)
     simulators: list[SimulatorConfig] = field(default_factory=list)
@@ -210,6 +211,7 @@ def parse(document: Any, *, base: Path | None = None, adapters: Mapping[str, Any
     cfg.drain_timeout_s = duration(document.get("shutdown", {}).get("drain_timeout"), cfg.drain_timeout_s)
     embedded = document.get("embedded_store", {})
     cfg.embedded = bool(embedded.get("enabled", True))
+    cfg.allow_unfiltered_queries = bool(embedded.get("allow_unfiltered_queries", False))
     if "tenants" in embedded:
         cfg.embedded_tenants = frozenset(embedded["tenants"])
     names: set[str] = set()

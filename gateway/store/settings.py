@@ -48,10 +48,10 @@ class StoreSettings:
     max_geo_vertices: int = 1000
     """Most positions in a geoQ geometry (beyond: TooComplexQuery)."""
     max_id_pattern: int = 256
-    allow_unfiltered_queries: bool = True
-    """GET /entities (and POST /entityOperations/query) with no filter lists the tenant's entities,
-    paginated, as Scorpio and Stellio do; False answers 400 BadRequestData instead unless
-    ``local=true`` (CIM 009 V1.9.1 lets a broker refuse too broad a query)."""
+    allow_unfiltered_queries: bool = False
+    """True: GET /entities (and POST /entityOperations/query) with no filter lists the tenant's
+    entities, paginated (the demo's choice, for newcomers). False (default, CIM 009 §6.4.3.2): 400
+    BadRequestData unless ``local=true``."""
 
     @property
     def store_path(self) -> Path:

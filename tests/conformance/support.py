@@ -36,8 +36,8 @@ check is fixed in the store, never by weakening the check."""
 async def running_store(data_dir: Path, *, allow_unfiltered_queries: bool = False) -> AsyncIterator[str]:
     """The embedded NGSI-LD store on a free loopback port (SQLite in ``data_dir``), token required.
 
-    The store lists a tenant on an unfiltered GET /entities by default; check L2-QRY-020 expects
-    the 400 a strict deployment gives, so the checker runs against that configuration unless asked.
+    By default the store refuses an unfiltered GET /entities as CIM 009 asks (check L2-QRY-020);
+    ``allow_unfiltered_queries=True`` runs it as the demo territory does.
     """
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     settings = StoreSettings(data_dir=data_dir, auth_required=True, tokens=frozenset({TOKEN}), durability="normal",

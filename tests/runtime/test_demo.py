@@ -66,6 +66,11 @@ async def test_demo_territory_has_live_entities_of_each_type(tmp_path: Path) -> 
             items = await eventually(lambda t=entity_type: fetch(port, t), within=60,
                                      what=f"demo {entity_type} entities")
             first[entity_type] = fingerprint(items)
+        # the newcomer's very first request: no filter, no @context, no tenant header
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{port}/ngsi-ld/v1/entities") as resp:
+            assert resp.status == 200
+            assert len(await resp.json()) > 0
         for entity_type, before in first.items():
             async def changed(t: str = entity_type, b: dict[str, str] = before) -> bool:
                 now = fingerprint(await fetch(port, t))

@@ -23,6 +23,12 @@ def _light(n: int, state: str, lon: float, lat: float, **extra: Any) -> dict[str
 
 
 @pytest.fixture
+def store_settings(tmp_path: Path) -> StoreSettings:
+    """This module's store lists entities on an unfiltered query (the demo's setting)."""
+    return StoreSettings(data_dir=tmp_path / "data", allow_unfiltered_queries=True)
+
+
+@pytest.fixture
 async def city(server: StoreServer) -> StoreServer:
     """30 street lights along a line in Paris, every third one off, plus 2 devices."""
     lights = [_light(n, "off" if n % 3 == 0 else "on", 2.30 + n * 0.001, 48.85) for n in range(30)]
@@ -58,7 +64,7 @@ def _rels(reply: Reply) -> dict[str, dict[str, list[str]]]:
 
 
 async def test_unfiltered_query_lists_the_tenant_paginated(city: StoreServer) -> None:
-    """The default: a plain GET /entities lists the tenant's entities, with the usual paging rules."""
+    """allow_unfiltered_queries=True: a plain GET /entities lists the tenant's entities, paginated."""
     r = await city.get("/entities")
     assert r.status == 200, r.raw
     ids = [e["id"] for e in r.json]
@@ -84,8 +90,8 @@ async def test_unfiltered_query_lists_the_tenant_paginated(city: StoreServer) ->
 
 
 async def test_strict_store_refuses_unfiltered_queries(tmp_path: Path) -> None:
-    """allow_unfiltered_queries=False restores the 400 (a broker may refuse too broad a query)."""
-    srv = StoreServer(StoreSettings(data_dir=tmp_path / "strict", allow_unfiltered_queries=False))
+    """The default follows CIM 009: a query needs type, attrs, q or a geo-query (or local=true)."""
+    srv = StoreServer(StoreSettings(data_dir=tmp_path / "strict"))
     await srv.start()
     try:
         assert (await srv.post("/entityOperations/create", [streetlight(n) for n in range(3)])).status == 201
