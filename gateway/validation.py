@@ -10,6 +10,7 @@ entity exactly as the caller sent it.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -573,9 +574,7 @@ def _against_model(
         kind = kinds.get(name)
         declared = spec.attributes.get(name)
         if declared is None:
-            close = lowered.get(name.lower()) or next(
-                iter(difflib.get_close_matches(name, list(spec.attributes), n=1, cutoff=0.8)), None
-            )
+            close = lowered.get(name.lower()) or _closest(spec.name, name)
             hint = f"; did you mean {close}?" if close else ""
             check.warn(_esc(name), "unknown-attribute", f"{name!r} is not defined by {spec.name}{hint}", close)
         elif kind is not None and kind != declared.ngsi_type and not _compatible(declared.ngsi_type, kind, spec, name):
@@ -647,3 +646,10 @@ def _unit_warning(spec: schemas.ModelSpec, name: str, instances: list[Any], chec
 def validate_batch(entities: Iterable[Any]) -> list[Verdict]:
     """One verdict per entity, in order."""
     return [validate(item) for item in entities]
+
+
+@functools.lru_cache(maxsize=4096)
+def _closest(model_name: str, attribute: str) -> str | None:
+    """The model's attribute nearest to an unknown name (cached: difflib costs about a millisecond)."""
+    names = list(schemas.model(model_name).attributes)
+    return next(iter(difflib.get_close_matches(attribute, names, n=1, cutoff=0.8)), None)
