@@ -3,7 +3,7 @@
 Adapter authors import the contract from here.
 """
 
-from gateway.contract import ADAPTER_FILES, Adapter, Emit, Manifest, load_config_schema
+from gateway.contract import ADAPTER_FILES, Adapter, Emit, Manifest, load_config_schema, register_secret
 from gateway.errors import AuthFailed, ConfigInvalid, TranslationError, Unavailable
 from gateway.model import Entity, RawMessage
 
@@ -19,4 +19,5 @@ __all__ = [
     "TranslationError",
     "Unavailable",
     "load_config_schema",
+    "register_secret",
 ]

@@ -17,6 +17,21 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from gateway.errors import ConfigInvalid, UnknownAdapter
 from gateway.model import Entity, RawMessage
+from gateway.runtime.logging import register_secret
+
+__all__ = [
+    "ADAPTER_FILES",
+    "ENTRY_POINT_GROUP",
+    "Adapter",
+    "AdapterFactory",
+    "Emit",
+    "Manifest",
+    "adapter_logger",
+    "discover",
+    "load_adapter",
+    "load_config_schema",
+    "register_secret",
+]
 
 ENTRY_POINT_GROUP = "jonction.adapters"
 """Entry-point group under which adapters register (name == folder == manifest domain)."""

@@ -36,7 +36,7 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
-from gateway.contract import Emit
+from gateway.contract import Emit, register_secret
 from gateway.errors import AuthFailed, ConfigInvalid, Unavailable
 from gateway.model import RawMessage, epoch_time, format_time
 
@@ -128,12 +128,7 @@ def protect_secret(secret: str) -> None:
     if len(secret) < 4:
         return
     _Redact.secrets.add(secret)
-    try:
-        from gateway.runtime.logging import register_secret
-    except ImportError:  # the runtime's formatter is optional for the adapter
-        pass
-    else:
-        register_secret(secret)
+    register_secret(secret)
     names = [n for n in logging.root.manager.loggerDict if n == "asyncua" or n.startswith("asyncua.")]
     for name in names:
         logger = logging.getLogger(name)
