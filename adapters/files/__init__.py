@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +22,7 @@ import aiohttp
 
 from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
 from adapters.mapping.support import Availability, StateFile, content_key, mapping_from_config, sleep_or_stop
-from gateway.contract import Emit, Manifest
+from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import InputError, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
 
@@ -99,9 +98,7 @@ class FilesAdapter:
     """Imports a file, or watches a folder, and translates each row with a mapping."""
 
     manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = json.loads(
-        files(__package__).joinpath("config.schema.json").read_text(encoding="utf-8")
-    )
+    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
 
     def __init__(
         self,

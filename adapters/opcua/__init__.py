@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Mapping
-from importlib.resources import files
 from typing import Any, ClassVar
 
-from gateway.contract import Emit, Manifest
+from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid
 from gateway.model import Entity, RawMessage, is_uri
 
@@ -46,9 +44,7 @@ class OpcUaAdapter:
     """Subscribes to one or several OPC UA servers and maps nodes to entity attributes."""
 
     manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = json.loads(
-        files(__package__).joinpath("config.schema.json").read_text(encoding="utf-8")
-    )
+    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
 
     def __init__(self, config: Mapping[str, Any], *, http: Any = None, log: logging.Logger | None = None) -> None:
         problems = _config_problems(config)

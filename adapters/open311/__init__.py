@@ -13,14 +13,13 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import aiohttp
 from aiohttp import web
 
-from gateway.contract import Emit, Manifest
+from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import AuthFailed, ConfigInvalid, InputError, Unavailable
 from gateway.model import Entity, ModelError, RawMessage, epoch_time, format_time, parse_time
 
@@ -74,9 +73,7 @@ class Open311Adapter:
     """Imports GeoReport v2 service requests (paged by date window) and serves a GeoReport endpoint."""
 
     manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = json.loads(
-        files(__package__).joinpath("config.schema.json").read_text(encoding="utf-8")
-    )
+    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
 
     def __init__(
         self,

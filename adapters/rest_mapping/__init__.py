@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from importlib.resources import files
 from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
@@ -28,7 +27,7 @@ from adapters.mapping.support import (
     sleep_or_stop,
 )
 from adapters.rest_mapping.auth import Auth, make_auth
-from gateway.contract import Emit, Manifest
+from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import AuthFailed, ConfigInvalid, InputError, TranslationError, Unavailable
 from gateway.model import Entity, RawMessage, epoch_time
 
@@ -77,9 +76,7 @@ class RestMappingAdapter:
     """A REST poller (API key, basic or OAuth2; page, offset, cursor or Link pagination) plus a mapping."""
 
     manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = json.loads(
-        files(__package__).joinpath("config.schema.json").read_text(encoding="utf-8")
-    )
+    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
 
     def __init__(
         self,

@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from importlib.resources import files
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -23,7 +22,7 @@ from adapters.http_push import Authenticate
 from adapters.lorawan.adapter import NetworkServerAdapter, load_json
 from adapters.lorawan.servers import thingpark
 from adapters.mqtt import read_secret
-from gateway.contract import Manifest
+from gateway.contract import Manifest, load_config_schema
 from gateway.errors import TranslationError
 
 # Body fields concatenated before the query string, per message kind (ThingPark tunnel security).
@@ -64,8 +63,7 @@ class ThingparkAdapter(NetworkServerAdapter):
     """Reads ThingPark ``DevEUI_uplink`` messages (strings for numbers, local offsets, hex payloads)."""
 
     manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = json.loads(
-        files(__package__).joinpath("config.schema.json").read_text(encoding="utf-8"))
+    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
     parser = staticmethod(thingpark.parse)
     transports = ("http", "mqtt")
     default_http_path = "/thingpark"

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from importlib.resources import files
 from typing import Any, ClassVar
 
 from aiohttp import web
 
 from adapters.lorawan.adapter import NetworkServerAdapter
 from adapters.lorawan.servers import tts
-from gateway.contract import Manifest
+from gateway.contract import Manifest, load_config_schema
 
 
 class TtsV3Adapter(NetworkServerAdapter):
     """Reads The Things Stack application messages (uplinks, join accepts, downlink events)."""
 
     manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = json.loads(
-        files(__package__).joinpath("config.schema.json").read_text(encoding="utf-8"))
+    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
     parser = staticmethod(tts.parse)
     default_topics = ("v3/+/devices/+/up", "v3/+/devices/+/join")
     default_http_path = "/tts"

@@ -12,7 +12,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from importlib.resources import files
 from typing import Any, ClassVar
 
 import aiohttp
@@ -20,7 +19,7 @@ from aiohttp import web
 
 from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
 from adapters.mapping.support import content_key, mapping_from_config, resolve_secret
-from gateway.contract import Emit, Manifest
+from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
 
@@ -52,9 +51,7 @@ class WebhookAdapter:
     """An HTTP listener checking Standard Webhooks signatures, timestamps and ids, plus a mapping."""
 
     manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = json.loads(
-        files(__package__).joinpath("config.schema.json").read_text(encoding="utf-8")
-    )
+    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
 
     def __init__(
         self,
