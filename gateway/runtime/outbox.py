@@ -15,8 +15,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from gateway.model import Entity
 from gateway.runtime.db import Database
+
+
+def encode(entity: Entity) -> str:
+    """The entity as compact JSON, the same value ``json.dumps`` writes (with orjson when it can).
+
+    orjson is several times faster but writes NaN and infinities as ``null`` and refuses some
+    values the standard encoder accepts (non-string keys, very large integers, lone surrogates):
+    a body with a ``null`` in it, or a refusal, goes through the standard encoder instead, so the
+    entity read back from the queue is the same.
+    """
+    try:
+        body = orjson.dumps(entity, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+    except TypeError:
+        body = b"null"
+    if b"null" in body:
+        return json.dumps(entity, separators=(",", ":"), ensure_ascii=False)
+    return body.decode()
 
 
 @dataclass(slots=True)
@@ -35,7 +54,12 @@ class OutboxRow:
 
     def entity(self) -> Entity:
         """The queued entity."""
-        value: Entity = json.loads(self.body)
+        # orjson reads a row several times faster; bodies it refuses (NaN, integers beyond
+        # 64 bits, which json.dumps writes) are still read by the standard parser.
+        try:
+            value: Entity = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            value = json.loads(self.body)
         return value
 
 
@@ -73,7 +97,7 @@ class Outbox:
         now = time.time()
         params = []
         for sink, tenant, ent, corr, source, received in rows:
-            body = json.dumps(ent, separators=(",", ":"), ensure_ascii=False)
+            body = encode(ent)
             self.bytes += len(body)
             params.append((sink, tenant, str(ent.get("id", "")), body, corr, source, received, now))
         conn.executemany(
