@@ -9,9 +9,12 @@ reports what it cannot fix as a :class:`NormalizeError` with a JSON pointer.
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from gateway.crs import to_wgs84
 from gateway.model import ENTITY_MEMBERS, Entity, ModelError, is_uri, urn, utc_time
@@ -118,7 +121,49 @@ def normalize(item: Entity) -> Entity:
     for name, value in item.items():
         if name not in ENTITY_MEMBERS:
             _attr(value, "/" + _escape(name))
+    _check_unicode(item)
     return item
+
+
+def _check_unicode(item: Entity) -> None:
+    """Refuse strings that are not Unicode text (a lone surrogate that ``json.loads`` let through).
+
+    Such a string cannot be stored as UTF-8 by any sink; caught here it is one dead letter,
+    instead of a failed commit for every message that shares the group.
+    """
+    try:
+        orjson.dumps(item)
+        return
+    except TypeError:
+        pass  # orjson also refuses integers beyond 64 bits, which are valid JSON: look closer
+    text = json.dumps(item, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise NormalizeError("a string is not valid Unicode (lone UTF-16 surrogate)",
+                             _surrogate_pointer(item, "")) from exc
+
+
+def _surrogate_pointer(value: Any, pointer: str) -> str:
+    """The JSON pointer of the first string or key holding a lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return pointer or "/"
+        return ""
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            here = f"{pointer}/{_escape(str(key))}"
+            found = _surrogate_pointer(str(key), here) or _surrogate_pointer(sub, here)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, sub in enumerate(value):
+            found = _surrogate_pointer(sub, f"{pointer}/{index}")
+            if found:
+                return found
+    return ""
 
 
 def observed_times(item: Entity) -> dict[str, str]:

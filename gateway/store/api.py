@@ -256,7 +256,12 @@ async def read_body(request: web.Request, *, merge_patch: bool = False, context_
     try:
         data = codec.loads_strict(raw)
     except (ValueError, RecursionError) as exc:
-        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        if isinstance(exc, json.JSONDecodeError):
+            where = f" (line {exc.lineno}, column {exc.colno})"
+        elif isinstance(exc, ValueError) and str(exc):
+            where = f": {exc}"
+        else:
+            where = ""
         raise invalid_request(f"the body is not valid JSON{where}") from None
     link = link_context(request)
     content_type = LD_JSON if request.content_type == LD_JSON else JSON

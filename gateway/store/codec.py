@@ -8,6 +8,7 @@ read per query, response bodies). The standard library stays the fallback for wh
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 try:  # pragma: no cover - depends on the installation
@@ -49,6 +50,19 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def loads_strict(data: bytes) -> Any:
-    """Parse a request body: strict JSON (no NaN/Infinity), ValueError or RecursionError otherwise."""
-    return json.loads(data, parse_constant=_no_constant)
+    """Parse a request body: strict JSON (no NaN/Infinity), ValueError or RecursionError otherwise.
+
+    A ``\\ud800``-style escape that is not half of a surrogate pair is refused too: json.loads
+    accepts it, but such a string is not Unicode text and no UTF-8 storage can keep it.
+    """
+    value = json.loads(data, parse_constant=_no_constant)
+    if _SURROGATE_ESCAPE.search(data):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("a string holds a lone UTF-16 surrogate escape: not Unicode text") from exc
+    return value

@@ -33,3 +33,15 @@ def test_what_cannot_be_normalized_is_reported_with_a_pointer() -> None:
         normalize({"id": "urn:ngsi-ld:X:1", "type": "X", "location": {"type": "GeoProperty", "value": {
             "type": "Point", "coordinates": [1, 2], "crs": {"type": "link"}}}})
     assert info.value.pointer == "/location/value/crs"
+
+
+def test_a_lone_surrogate_is_refused_with_its_pointer() -> None:
+    """json.loads accepts "\\ud800"; no sink can store it as UTF-8, so it is one dead letter."""
+    item = {"id": "urn:ngsi-ld:Streetlight:s1", "type": "Streetlight",
+            "name": {"type": "Property", "value": "ok"},
+            "status": {"type": "Property", "value": "ok", "note": {"type": "Property", "value": "x\ud800"}}}
+    with pytest.raises(NormalizeError, match="lone UTF-16 surrogate") as info:
+        normalize(item)
+    assert info.value.pointer == "/status/note/value"
+    big = {"id": "urn:ngsi-ld:Device:d1", "type": "Device", "n": {"type": "Property", "value": 2**70}}
+    assert normalize(big)["n"]["value"] == 2**70  # beyond 64 bits is still valid JSON

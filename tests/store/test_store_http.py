@@ -295,7 +295,7 @@ async def test_client_error_types_are_problem_json(server: StoreServer) -> None:
 
 @pytest.mark.parametrize(
     "raw", [b'{"id": "urn:x:1", "type": "T", "a": NaN}', b'{"id": "urn:x:1", "type": "T", "a": Infinity}', b"",
-            b"\xff\xfe"]
+            b"\xff\xfe", b'{"id": "urn:x:1", "type": "T", "a": {"type": "Property", "value": "x\\ud800"}}']
 )
 async def test_non_json_bodies_are_invalid_request(server: StoreServer, raw: bytes) -> None:
     r = await server.request("POST", "/entities", data=raw)
