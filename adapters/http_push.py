@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.mqtt import read_secret
+from adapters.secrets import read_secret
 from gateway.errors import ConfigInvalid, InputError
 
 Authenticate = Callable[[web.Request, bytes], "str | None"]
@@ -59,7 +59,7 @@ def _problem(status: int, title: str, detail: str) -> web.Response:
 
 def header_token(config: Mapping[str, Any], name: str) -> Authenticate | None:
     """A shared-token check on one header (``Authorization: Bearer <t>`` or ``<Header>: <t>``); None if no token."""
-    token = read_secret(config.get("token"), config.get("token_file"), config.get("token_env"), f"{name} http token")
+    token = read_secret(config, "token", where=f"{name}: http.")
     if not token:
         return None
     header = str(config.get("header", "Authorization"))

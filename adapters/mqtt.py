@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from adapters.secrets import read_secret
 from gateway.errors import AuthFailed, ConfigInvalid, Unavailable
 
 Handler = Callable[[aiomqtt.Message], Awaitable[None]]
@@ -83,19 +82,6 @@ MQTT_CONFIG_SCHEMA: dict[str, Any] = {
 """JSON Schema of the ``mqtt`` member of an adapter config."""
 
 
-def read_secret(value: str | None, file: str | None, env: str | None, what: str) -> str | None:
-    """A secret from a file (first), an environment variable, or the config value itself."""
-    if file:
-        try:
-            return Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigInvalid(f"{what}: cannot read {file}: {exc.strerror}") from exc
-    if env:
-        found = os.environ.get(env)
-        if found is None:
-            raise ConfigInvalid(f"{what}: environment variable {env} is not set")
-        return found
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +150,7 @@ class MqttSettings:
         try:
             context = ssl.create_default_context(cafile=self.tls.get("ca_file"))
             if self.tls.get("cert_file"):
-                key_password = read_secret(None, self.tls.get("key_password_file"), None, "mqtt tls key password")
+                key_password = read_secret(self.tls, "key_password", where="mqtt.tls.")
                 context.load_cert_chain(self.tls["cert_file"], self.tls.get("key_file"), key_password)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigInvalid(f"mqtt tls: {exc}") from exc
@@ -196,7 +182,8 @@ class MqttSubscriber:
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
-        password = read_secret(s.password, s.password_file, s.password_env, f"{self.name} mqtt password")
+        password = read_secret({"password": s.password, "password_file": s.password_file,
+                                "password_env": s.password_env}, "password", where=f"{self.name}: mqtt.")
         v5 = s.protocol == "5"
         properties = None
         if v5:

@@ -25,36 +25,6 @@ BUILTIN: Final = "builtin:"
 """Prefix of a ``mapping_file`` shipped in the adapter's ``examples/`` folder."""
 
 
-def resolve_secret(config: Mapping[str, Any], key: str, *, where: str = "", required: bool = True) -> str | None:
-    """The secret ``key`` of a config: ``<key>_file`` (file content) wins over ``<key>`` (``${ENV}`` allowed).
-
-    Errors name the key and the file or variable, never the secret itself.
-    """
-    label = f"{where}{key}"
-    path = config.get(f"{key}_file")
-    if path:
-        try:
-            value = Path(str(path)).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigInvalid(f"cannot read {label}_file", [f"{label}_file: {exc.strerror}: {path}"]) from exc
-        if not value:
-            raise ConfigInvalid(f"{label}_file is empty", [f"{label}_file: empty file {path}"])
-        return value
-    raw = config.get(key)
-    if raw is None or raw == "":
-        if required:
-            raise ConfigInvalid(f"{label} is required", [f"{label}: give {key} or {key}_file"])
-        return None
-    text = str(raw)
-    match = _ENV_REF.match(text)
-    if match:
-        found = os.environ.get(match.group(1))
-        if not found:
-            raise ConfigInvalid(
-                f"{label} refers to an unset variable", [f"{label}: environment variable {match.group(1)} is unset"]
-            )
-        return found
-    return text
 
 
 def mapping_from_config(config: Mapping[str, Any], package: str) -> EntityMapping:

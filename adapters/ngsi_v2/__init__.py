@@ -9,12 +9,12 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp import web
 
+from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import Entity, ModelError, RawMessage, epoch_time, is_uri, urn, utc_time
@@ -65,8 +65,7 @@ class NgsiV2Adapter:
         self.path: str = listen.get("path", "/v2/notify")
         self.max_body: int = config.get("max_body_bytes", 1 << 20)
         self.types: Mapping[str, str] = config.get("types", {})
-        self._token_file = config.get("token_file")
-        self._token: str | None = config.get("token")
+        self._config = config
         self.log = log or logging.getLogger("jonction.adapters.ngsi_v2")
         self._runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
@@ -74,9 +73,7 @@ class NgsiV2Adapter:
         self.tenant = str(config.get("tenant", ""))
 
     def _secret(self) -> str | None:
-        if self._token_file:
-            return Path(self._token_file).read_text(encoding="utf-8").strip()
-        return self._token
+        return read_secret(self._config, "token")
 
     async def check(self) -> None:
         """Refuse a listener open to the network without a token."""

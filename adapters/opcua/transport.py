@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
+from adapters.secrets import read_secret
 from gateway.contract import Emit, register_secret
 from gateway.errors import AuthFailed, ConfigInvalid, Unavailable
 from gateway.model import RawMessage, epoch_time, format_time
@@ -90,17 +90,6 @@ def _ts(moment: datetime | None) -> str | None:
     return format_time(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
-def read_secret(spec: Mapping[str, Any], name: str) -> str | None:
-    """A secret given inline (``name``), in a file (``name_file``) or an env var (``name_env``)."""
-    if spec.get(f"{name}_file"):
-        return Path(spec[f"{name}_file"]).read_text(encoding="utf-8").strip()
-    if spec.get(f"{name}_env"):
-        value = os.environ.get(spec[f"{name}_env"])
-        if value is None:
-            raise ConfigInvalid(f"environment variable {spec[f'{name}_env']} is not set", [f"/{name}_env"])
-        return value
-    value = spec.get(name)
-    return None if value is None else str(value)
 
 
 class _Redact(logging.Filter):

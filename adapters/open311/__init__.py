@@ -7,7 +7,6 @@ import contextlib
 import hmac
 import json
 import logging
-import os
 import time
 import uuid
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from typing import Any, ClassVar, Final
 import aiohttp
 from aiohttp import web
 
+from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import AuthFailed, ConfigInvalid, InputError, Unavailable
 from gateway.model import Entity, ModelError, RawMessage, epoch_time, format_time, parse_time
@@ -39,30 +39,6 @@ _OUT_FIELDS: Final = (
 )
 
 
-def _secret(spec: Mapping[str, Any], name: str) -> str | None:
-    value = _read_secret(spec, name)
-    if value:
-        try:
-            from gateway.runtime.logging import register_secret
-        except ImportError:  # the runtime's log formatter is optional for the adapter
-            return value
-        for part in value.split(","):
-            register_secret(part.strip())
-    return value
-
-
-def _read_secret(spec: Mapping[str, Any], name: str) -> str | None:
-    if spec.get(f"{name}_file"):
-        return Path(spec[f"{name}_file"]).read_text(encoding="utf-8").strip()
-    if spec.get(f"{name}_env"):
-        value = os.environ.get(spec[f"{name}_env"])
-        if value is None:
-            raise ConfigInvalid(f"open311: environment variable {spec[f'{name}_env']} is not set")
-        return value
-    value = spec.get(name)
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return None if value is None else str(value)
 
 
 def _iso(moment: datetime) -> str:
@@ -126,7 +102,7 @@ class Open311Adapter:
         """Probe the City endpoint (services list) and the endpoint's configuration."""
         if self.listen is not None:
             host = self.listen.get("host", "127.0.0.1")
-            if not _secret(self.listen, "api_keys"):
+            if not read_secret(self.listen, "api_keys"):
                 raise ConfigInvalid("open311: the endpoint needs api_keys", ["/listen/api_keys: required"])
             if host not in _LOOPBACK:
                 self.log.info("open311 endpoint open beyond loopback", extra={"host": host})
@@ -174,7 +150,7 @@ class Open311Adapter:
         fmt = city.get("format", "json")
         url = f"{city['base_url'].rstrip('/')}/{resource}.{fmt}"
         query = dict(params)
-        key = _secret(city, "api_key")
+        key = read_secret(city, "api_key")
         if key:
             query["api_key"] = key
         if self.jurisdiction:
@@ -338,7 +314,7 @@ class Open311Adapter:
     async def _start_endpoint(self, emit: Emit) -> None:
         self._load_requests()
         listen = self.listen or {}
-        keys_text = _secret(listen, "api_keys")
+        keys_text = read_secret(listen, "api_keys")
         if not keys_text:
             raise ConfigInvalid("open311: the endpoint needs api_keys", ["/listen/api_keys: required"])
         keys = [k.strip() for k in keys_text.split(",") if k.strip()]

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from adapters.mapping.support import resolve_secret
+from adapters.secrets import read_secret
 from gateway.errors import AuthFailed, Unavailable
 
 _MAX_TOKEN_BYTES = 65536
@@ -41,7 +41,7 @@ class ApiKeyAuth(Auth):
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.where = str(config.get("in", "header"))
         self.name = str(config.get("name", "X-API-Key"))
-        self.key = resolve_secret(config, "api_key", where="auth.") or ""
+        self.key = read_secret(config, "api_key", where="auth.", required=True) or ""
 
     async def apply(self, session: aiohttp.ClientSession, headers: dict[str, str], params: dict[str, str]) -> None:
         """Put the key where the vendor expects it."""
@@ -52,7 +52,7 @@ class BasicAuth(Auth):
     """HTTP basic authentication (RFC 7617)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        password = resolve_secret(config, "password", where="auth.") or ""
+        password = read_secret(config, "password", where="auth.", required=True) or ""
         self.header = basic_header(str(config["username"]), password)
 
     async def apply(self, session: aiohttp.ClientSession, headers: dict[str, str], params: dict[str, str]) -> None:
@@ -68,7 +68,7 @@ class OAuth2ClientCredentials(Auth):
     def __init__(self, config: Mapping[str, Any], timeout: float) -> None:
         self.token_url = str(config["token_url"])
         self.client_id = str(config["client_id"])
-        self.secret = resolve_secret(config, "client_secret", where="auth.") or ""
+        self.secret = read_secret(config, "client_secret", where="auth.", required=True) or ""
         self.scope = config.get("scope")
         self.in_body = config.get("client_auth", "basic") == "body"
         self.margin = float(config.get("refresh_margin", 30))

@@ -21,7 +21,7 @@ from aiohttp import web
 from adapters.http_push import Authenticate
 from adapters.lorawan.adapter import NetworkServerAdapter, load_json
 from adapters.lorawan.servers import thingpark
-from adapters.mqtt import read_secret
+from adapters.secrets import read_secret
 from gateway.contract import Manifest, load_config_schema
 from gateway.errors import TranslationError
 
@@ -71,8 +71,7 @@ class ThingparkAdapter(NetworkServerAdapter):
     def authenticator(self) -> Authenticate | None:
         """LRC-AS token security when an AS key is configured, else the shared header token."""
         http = self.config.get("http") or {}
-        key = read_secret(http.get("as_key"), http.get("as_key_file"), http.get("as_key_env"),
-                          f"{self.source} ThingPark AS key")
+        key = read_secret(http, "as_key", where=f"{self.source}: http.")
         if not key:
             return super().authenticator()
         skew = float(http.get("max_clock_skew", 120))

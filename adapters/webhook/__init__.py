@@ -18,7 +18,8 @@ import aiohttp
 from aiohttp import web
 
 from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
-from adapters.mapping.support import content_key, mapping_from_config, resolve_secret
+from adapters.mapping.support import content_key, mapping_from_config
+from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
@@ -92,7 +93,7 @@ class WebhookAdapter:
 
     def _signing_key(self) -> bytes:
         if self._key is None:
-            self._key = signing_key(resolve_secret(self.config, "secret") or "")
+            self._key = signing_key(read_secret(self.config, "secret", required=True) or "")
         return self._key
 
     async def check(self) -> None:
