@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import hmac
 import json
 import logging
 import time
@@ -14,12 +12,12 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
+from adapters.http_push import LOOPBACK, PushReceiver, header_token
 from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
-from gateway.errors import ConfigInvalid, TranslationError
+from gateway.errors import ConfigInvalid, InputError, TranslationError
 from gateway.model import Entity, ModelError, RawMessage, epoch_time, is_uri, urn, utc_time
 
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _TIME_METADATA = ("TimeInstant", "dateObserved", "timestamp")
 # NGSI v2 ids such as "Streetlight:001" are syntactically URIs (scheme "streetlight"); only the
 # schemes NGSI-LD brokers expect are kept as they are.
@@ -59,72 +57,43 @@ class NgsiV2Adapter:
         http: aiohttp.ClientSession | None = None,
         log: logging.Logger | None = None,
     ) -> None:
-        listen = config.get("listen", {})
-        self.host: str = listen.get("host", "127.0.0.1")
-        self.port: int = listen.get("port", 8668)
-        self.path: str = listen.get("path", "/v2/notify")
-        self.max_body: int = config.get("max_body_bytes", 1 << 20)
         self.types: Mapping[str, str] = config.get("types", {})
         self._config = config
         self.log = log or logging.getLogger("jonction.adapters.ngsi_v2")
-        self._runner: web.AppRunner | None = None
-        self._stopped = asyncio.Event()
         self.source = str(config.get("name", "ngsi_v2"))
         self.tenant = str(config.get("tenant", ""))
-
-    def _secret(self) -> str | None:
-        return read_secret(self._config, "token")
+        self.push = PushReceiver({"max_body_bytes": 1 << 20, **config}, default_port=8668,
+                                 default_path="/v2/notify", log=self.log, name=self.source)
 
     async def check(self) -> None:
         """Refuse a listener open to the network without a token."""
-        if self.host not in _LOOPBACK and not self._secret():
+        if self.push.host not in LOOPBACK and not read_secret(self._config, "token"):
             raise ConfigInvalid("ngsi_v2: a token is required when listening beyond loopback",
                                 ["/token: required when /listen/host is not loopback"])
 
     async def run(self, emit: Emit) -> None:
         """Serve the notification endpoint until stopped (the supervisor may call it again after stop)."""
-        self._stopped = asyncio.Event()
         await self.check()
-        token = self._secret()
 
-        async def notify(request: web.Request) -> web.StreamResponse:
-            if token is not None:
-                given = request.headers.get("Authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                    return web.json_response({"error": "missing or wrong bearer token"}, status=401)
-            try:
-                body = await request.read()  # bounded by client_max_size
-            except web.HTTPRequestEntityTooLarge:
-                return web.json_response({"error": f"body over {self.max_body} bytes"}, status=413)
+        async def accept(request: web.Request, body: bytes) -> None:
             try:
                 doc = json.loads(body)
                 sub_id = str(doc["subscriptionId"])
                 if not isinstance(doc["data"], list):
                     raise TypeError
             except (ValueError, KeyError, TypeError):
-                return web.json_response({"error": "not an NGSI v2 notification: expected "
-                                          "{subscriptionId, data: [...]}"}, status=400)
+                raise InputError("not an NGSI v2 notification: expected {subscriptionId, data: [...]}") from None
             digest = hashlib.sha256(body).hexdigest()
             await emit(RawMessage(source=self.source, tenant=request.headers.get("Fiware-Service", self.tenant),
                                   received_at=epoch_time(time.time()),
                                   payload=body, idempotency_key=f"{sub_id}:{digest}",
                                   metadata={"path": request.path}))
-            return web.Response(status=204)
 
-        app = web.Application(client_max_size=self.max_body)
-        app.router.add_post(self.path, notify)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.log.info("ngsi_v2 listening on http://%s:%s%s", self.host, self.port, self.path)
-        await self._stopped.wait()
+        await self.push.serve(header_token(self._config, self.source), accept)
 
     async def stop(self) -> None:
         """Close the listener; safe to call twice or before run."""
-        self._stopped.set()
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await self.push.stop()
 
     # ------------------------------------------------------------------ pure translation
 
