@@ -102,7 +102,22 @@ def create_store_app(settings: StoreSettings, *, storage: Storage | None = None)
     # Context sources, entity maps and broker info are outside what this store implements.
     for prefix in ("/csourceRegistrations", "/csourceSubscriptions", "/entityMaps", "/info"):
         _not_implemented(app, prefix)
+    _accept_trailing_slash(app)
     return app
+
+
+def _accept_trailing_slash(app: web.Application) -> None:
+    """Serve every resource with a trailing slash too: CIM 009 writes ``/entities/`` in its tables.
+
+    Clients (the ETSI suite, FiLiP) send that form; a 404 or a redirect (which drops the body of a
+    POST in many clients) would make the store unusable to them.
+    """
+    for resource in list(app.router.resources()):
+        path = resource.canonical
+        if path.endswith("/") or path.endswith("{tail:.*}"):
+            continue
+        for route in list(resource):
+            app.router.add_route(route.method, path + "/", route.handler)
 
 
 def _not_implemented(app: web.Application, prefix: str) -> None:

@@ -428,12 +428,16 @@ class Context:
         return out
 
     def as_json(self) -> Any:
-        """The @context value to put in an ld+json response body."""
-        core = core_context_iri()
-        items: list[Any] = [e for e in self.entries if e != core]
-        if not items:
-            return core
-        return [*items, core]
+        """The @context value to put in an ld+json response body: the request's own, as it came.
+
+        §6.3.6 answers with the context the client used; the core context is implied (it always
+        wins), so it is only named when the client named nothing.
+        """
+        if not self.entries:
+            return core_context_iri()
+        if len(self.entries) == 1:
+            return self.entries[0]
+        return list(self.entries)
 
 
 def _ptr(name: str) -> str:
