@@ -27,7 +27,12 @@ def register(sub: Any) -> None:
         type=Path,
         default=None,
         help="bearer tokens, one per line: TOKEN, or TENANT TOKEN (also $JONCTION_STORE_TOKEN); "
-        "required when not bound to loopback",
+        "required when not bound to loopback, and required on loopback too once given",
+    )
+    parser.add_argument(
+        "--allowed-host", action="append", default=[], metavar="NAME",
+        help="a public host name clients use to reach the store (repeatable; '*' for any): writes whose "
+        "Host header names neither it, loopback nor the bind address are refused (DNS rebinding)",
     )
     parser.add_argument("--protect-reads", action="store_true", help="require a token for reads as well")
     parser.add_argument("--allow-unfiltered-queries", action="store_true",
@@ -54,6 +59,7 @@ def _handle(args: argparse.Namespace) -> int:
         tokens=tokens,
         tenant_tokens=tenant_tokens,
         protect_reads=args.protect_reads,
+        allowed_hosts=frozenset(args.allowed_host),
         allow_unfiltered_queries=args.allow_unfiltered_queries,
     )
     settings.check()

@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.contract import adapter_logger, discover
+from gateway.crosssite import HostPolicy
 from gateway.errors import ConfigInvalid, JonctionError
 from gateway.model import RawMessage
 from gateway.runtime import admin
@@ -149,6 +150,7 @@ def _store_api(cfg: GatewayConfig) -> web.Application | None:
         return None
     tokens = frozenset({cfg.admin_token}) if cfg.admin_token else frozenset()
     settings = settings_mod.StoreSettings(data_dir=cfg.data_dir, host=cfg.host, tokens=tokens,
+                                          allowed_hosts=frozenset(cfg.allowed_hosts),
                                           durability="full" if cfg.durability == "full" else "normal",
                                           allow_unfiltered_queries=cfg.allow_unfiltered_queries)
     sub: web.Application = store_app.create_store_app(settings)
@@ -345,7 +347,9 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, Any] | None = No
     found = dict(adapters) if adapters is not None else dict(discover())
     check_source_configs(config, found)
     rt = Runtime(config, found)
-    app = web.Application(client_max_size=config.max_body, middlewares=[_errors, _auth_middleware(config.admin_token)])
+    app = web.Application(client_max_size=config.max_body, middlewares=[
+        _errors, admin.cross_site_guard(HostPolicy.of(config.host, config.allowed_hosts)),
+        _auth_middleware(config.admin_token)])
     app[RUNTIME] = rt
     app[_STORE_OWNED_BY_API] = False
     _register_gauges(rt)
