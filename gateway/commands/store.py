@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from gateway.errors import ConfigInvalid
 
 
@@ -72,6 +70,8 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Any, port: int) -> None:
+    from aiohttp import web
+
     from gateway.store.app import create_root_app
 
     runner = web.AppRunner(create_root_app(settings), access_log=None)

@@ -93,11 +93,24 @@ def decode(data: bytes, name: str, line_offset: int = 0) -> str:
         ) from None
 
 
+def _parse_int(digits: str) -> int:
+    """An integer literal; past Python's 4,300-digit conversion limit, one of the same magnitude.
+
+    Such an integer is out of any range the validator accepts (it is flagged with its pointer), so
+    its exact value never matters, and converting it exactly would cost quadratic time.
+    """
+    if len(digits) <= 4000:
+        return int(digits)
+    negative = digits.startswith("-")
+    magnitude = 10 ** (len(digits) - 1 - negative)
+    return -magnitude if negative else magnitude
+
+
 def parse(text: str, name: str, max_depth: int, line_offset: int = 0) -> Any:
     """Parse one JSON document with a depth guard; errors name line and column."""
     check_depth(text, max_depth, name, line_offset)
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{name}: not valid JSON at line {exc.lineno + line_offset}, column {exc.colno}: {exc.msg}"
