@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
+from gateway.commands import stdout_json
 from gateway.errors import InputError
 from gateway.validation import Verdict, validate
 
@@ -102,7 +103,7 @@ def _parse_int(digits: str) -> int:
     if len(digits) <= 4000:
         return int(digits)
     negative = digits.startswith("-")
-    magnitude = 10 ** (len(digits) - 1 - negative)
+    magnitude = int(10 ** (len(digits) - 1 - negative))
     return -magnitude if negative else magnitude
 
 
@@ -248,7 +249,7 @@ def _json(results: list[FileResult]) -> str:
             "unusable": sum(1 for r in results if r.error is not None),
         },
     }
-    return json.dumps(report, ensure_ascii=False, indent=1)
+    return stdout_json(report, indent=1)
 
 
 def run(files: list[str], *, max_bytes: int, max_depth: int) -> list[FileResult]:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway.crosssite import HostPolicy, json_content_type, refusal, simple_content_type
 from gateway.errors import JonctionError
@@ -37,7 +38,7 @@ def _has_body(request: web.Request) -> bool:
     return (length is not None and length > 0) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
 
-def cross_site_guard(policy: HostPolicy) -> Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]:
+def cross_site_guard(policy: HostPolicy) -> Middleware:
     """Middleware refusing (403) admin calls a web page could make from the operator's browser.
 
     Every ``/admin/`` request must name this server in ``Host`` (against DNS rebinding) and carry no
