@@ -72,8 +72,10 @@ def _handle(args: argparse.Namespace) -> int:
 async def _serve(settings: Any, port: int) -> None:
     from aiohttp import web
 
+    from gateway.runtime.logging import quiet_malformed_requests
     from gateway.store.app import create_root_app
 
+    quiet_malformed_requests()  # an oversized request line is one warning, not a traceback
     runner = web.AppRunner(create_root_app(settings), access_log=None)
     await runner.setup()
     try:
