@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest bench clean setup
+.PHONY: run test lint typecheck pytest bench fuzz clean setup
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## make fuzz: the fuzz-marked tests with FUZZ_SCALE times more generated cases (CI runs them at scale 1)
+FUZZ_SCALE ?= 10
+fuzz: $(STAMP)
+	JONCTION_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest -q -p no:cacheprovider -m fuzz $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
