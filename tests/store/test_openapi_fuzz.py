@@ -73,9 +73,9 @@ def live_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 time.sleep(0.05)
             api = base + "/ngsi-ld/v1"
             assert _send("POST", api + "/entityOperations/upsert", SEED) in (201, 204)
-            assert _send("POST", api + "/temporal/entities", {
-                "id": "urn:ngsi-ld:Streetlight:fuzz-1", "type": "Streetlight",
-                "powerState": [{"type": "Property", "value": "off", "observedAt": "2026-01-01T09:00:00Z"}]}) in (201, 204)
+            history = {"id": "urn:ngsi-ld:Streetlight:fuzz-1", "type": "Streetlight", "powerState": [
+                {"type": "Property", "value": "off", "observedAt": "2026-01-01T09:00:00Z"}]}
+            assert _send("POST", api + "/temporal/entities", history) in (201, 204)
             assert _send("POST", api + "/subscriptions", {
                 "id": "urn:ngsi-ld:Subscription:fuzz-1", "type": "Subscription",
                 "entities": [{"type": "Streetlight"}],
