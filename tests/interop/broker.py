@@ -203,4 +203,5 @@ def _no_loading(url: str, options: Any = None) -> Any:
     # broker offline without changing any expansion the tests look at.
     if url == DATA_INTEGRITY:
         return {"contextUrl": None, "documentUrl": url, "document": {"@context": {}}}
-    raise jsonld.JsonLdError(f"unexpected context load {url}", "jsonld.LoadDocumentError", code="loading document failed")
+    raise jsonld.JsonLdError(f"unexpected context load {url}", "jsonld.LoadDocumentError",
+                             code="loading document failed")
