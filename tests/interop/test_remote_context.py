@@ -206,3 +206,48 @@ async def test_broker_cache_keeps_a_context_one_minute(tmp_path: Path) -> None:
             assert len(broker.fetches) == 2
     finally:
         await broker.stop()
+
+
+def test_config_checks_the_new_keys() -> None:
+    from gateway.errors import ConfigInvalid
+
+    base = {"embedded_store": {"enabled": False}}
+    with pytest.raises(ConfigInvalid) as bad:
+        parse({**base, "server": {"public_url": "ftp://gw.example.org"},
+               "sinks": [{"name": "a", "url": "http://b.example", "context": "sometimes"}]})
+    text = "\n".join(bad.value.problems)
+    assert "/server/public_url" in text and "/sinks/0/context" in text, text
+    cfg = parse({**base, "server": {"host": "127.0.0.1", "port": 8099}, "sinks": [
+        {"name": "a", "url": "http://b.example"},
+        {"name": "b", "url": "http://b.example", "context": "inline"},
+        {"name": "c", "url": "http://b.example", "context": "https://ctx.example/j.jsonld"},
+        {"name": "d", "url": "http://b.example", "profile": "jonction"}]})
+    settings = {s.name: s.settings for s in cfg.sinks}
+    assert (settings["a"].context, settings["a"].context_mode) == ("http://127.0.0.1:8099/contexts/jonction.jsonld",
+                                                                   "link")
+    assert (settings["b"].context, settings["b"].context_mode) == (None, "inline")
+    assert settings["c"].context == "https://ctx.example/j.jsonld"
+    sink = RemoteBrokerSink("d", settings["d"])
+    assert sink.settings.context == contexts.JONCTION_CONTEXT_IRI  # a jonction store knows it offline
+    wildcard = parse({**base, "server": {"host": "0.0.0.0", "port": 80, "public_url": "https://gw.example.org/"},
+                      "admin": {"token": "t0ken-for-the-test"}, "sinks": [{"name": "a", "url": "http://b.example"}]})
+    assert wildcard.context_url == "https://gw.example.org/contexts/jonction.jsonld"
+    assert parse({**base, "server": {"host": "::1", "port": 8080},
+                  "sinks": [{"name": "a", "url": "http://b.example"}]}).base_url == "http://[::1]:8080"
+
+
+def test_inline_context_holds_every_term_an_entity_uses() -> None:
+    from gateway.runtime.sinks import entity_terms
+
+    entity = {"id": "urn:ngsi-ld:Streetlight:1", "type": "Streetlight",
+              "powerState": {"type": "Property", "value": "on",
+                             "refDevice": {"type": "Relationship", "object": "urn:ngsi-ld:Device:1"}},
+              "address": {"type": "Property", "value": {"streetAddress": "1 rue", "addressLocality": "Sète"}},
+              "lanternHeight": [{"type": "Property", "value": 8, "datasetId": "urn:a"}],
+              "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [3.7, 43.4]}}}
+    terms = entity_terms(entity)
+    assert {"Streetlight", "powerState", "refDevice", "address", "streetAddress", "addressLocality",
+            "lanternHeight"} <= terms
+    inline = contexts.inline_context(terms)
+    assert inline["refDevice"] == contexts.expand_term("refDevice")
+    assert "location" not in inline and "type" not in inline  # core terms: the core context has them
