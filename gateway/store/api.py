@@ -705,10 +705,12 @@ async def _apply_one(ngsi: NgsiContext, change: Change) -> Any:
 
 
 def _update_result(ngsi: NgsiContext, ctx: Context, fragment: Doc, not_updated: list[tuple[str, str]]) -> web.Response:
+    # A 207 body is plain JSON whose attribute names are full IRIs (§6.3.6): the client's @context
+    # may not even define the names it got wrong.
     failed = {name for name, _ in not_updated}
     body = {
-        "updated": [ctx.compact_iri(n) for n in ops.attr_names(fragment) if n not in failed],
-        "notUpdated": [{"attributeName": ctx.compact_iri(n), "reason": reason} for n, reason in not_updated],
+        "updated": [n for n in ops.attr_names(fragment) if n not in failed],
+        "notUpdated": [{"attributeName": n, "reason": reason} for n, reason in not_updated],
     }
     return respond(ngsi, body, status=207)
 
