@@ -851,7 +851,7 @@ async def replace_attr(request: web.Request) -> web.Response:
     body = await read_body(request)
     ctx, inst = _attr_body(ngsi, body, fragment=False)
     iri = _attr_iri(ctx, request)
-    if any(inst.get(k) == jsonld.NULL_URN for k in ("value", "object")):
+    if ops.is_null(inst):
         raise bad_request("urn:ngsi-ld:null is not a valid value for a replacement")
     await _apply_one(ngsi, Change(entity_id, ops.replace_attr(iri, inst)))
     return no_content()

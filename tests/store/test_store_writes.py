@@ -212,3 +212,10 @@ async def test_create_with_a_json_array_is_invalid_request(server: StoreServer) 
     r = await server.post("/entities", [streetlight(1)])
     assert r.status == 400 and r.problem() == "InvalidRequest"
     assert (await server.post("/entities", {})).problem() == "BadRequestData"
+
+
+async def test_replace_attribute_refuses_ngsi_ld_null(server: StoreServer) -> None:
+    await server.post("/entities", streetlight(1, street=STREET))
+    r = await server.put("/entities/urn:ngsi-ld:Streetlight:1/attrs/street", NULL_LANG)
+    assert r.status == 400 and r.problem() == "BadRequestData"
+    assert (await _get(server, 1))["street"]["languageMap"]["fr"] == "rue"
