@@ -21,14 +21,12 @@ from conformance.reports import validate_report
 from conformance.runner import run
 from conformance.targets import EndpointTarget
 from tests.conformance.support import TOKEN, model_example, running_store
-from tests.conftest import REFERENCE, free_port
+from tests.conftest import free_port, needs_shared
 from tests.runtime.support import eventually
 
 JONCTION_LINK = '<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"; ' \
                 'type="application/ld+json"'
 WASTE = "https://smartdatamodels.org/dataModel.WasteManagement/WasteContainer"
-needs_examples = pytest.mark.skipif(not (REFERENCE / "smart-data-models").is_dir(),
-                                    reason="upstream Smart Data Models examples absent (../shared)")
 
 
 def test_type_selectors_and_compaction_are_offline() -> None:
@@ -54,7 +52,7 @@ async def seed_with_context(url: str, entities: list[dict[str, Any]]) -> None:
         assert resp.status in (201, 204), await resp.text()
 
 
-@needs_examples
+@needs_shared  # the upstream normalized examples
 async def test_read_only_checker_judges_entities_stored_under_iris(tmp_path: Path) -> None:
     profile = load_profile("territoire-essentiel")
     async with running_store(tmp_path / "store") as url:

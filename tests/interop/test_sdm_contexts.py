@@ -13,17 +13,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import pytest
-
 import schemas
 from schemas import contexts
-from tests.conftest import REFERENCE, ROOT
+from tests.conftest import REFERENCE, ROOT, needs_shared
 
 SDM = REFERENCE / "smart-data-models"
 CONFLICTS = json.loads((ROOT / "schemas" / "contexts" / "conflicts.json").read_text(encoding="utf-8"))["conflicts"]
 CORE_PREFIXES = {"ngsi-ld": "https://uri.etsi.org/ngsi-ld/", "geojson": "https://purl.org/geojson/vocab#"}
 
-pytestmark = pytest.mark.skipif(not SDM.is_dir(), reason="upstream Smart Data Models contexts absent (../shared)")
+pytestmark = needs_shared
 
 
 def _iri(definition: Any, context: Mapping[str, Any]) -> str | None:
