@@ -113,8 +113,8 @@ async def test_subscription_notifies_a_real_receiver(tmp_path: Path) -> None:
         assert await call(client.subscriptions.list) == []
 
 
-@pytest.mark.xfail(strict=True, reason="store: the temporal API refuses options=count (the client asks for the "
-                                        "total that way) and pageSize/pageAnchor pagination")
+@pytest.mark.xfail(strict=True, reason="store: GET /temporal/entities refuses options=count (the client asks "
+                                        "for the total with options=count,temporalValues)")
 async def test_temporal_query_returns_the_history(tmp_path: Path) -> None:
     async with connected(tmp_path) as client:
         for hour, fill in enumerate((0.1, 0.4, 0.7)):
