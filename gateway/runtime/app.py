@@ -325,6 +325,10 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
             if src.enabled:
                 start_source(rt, src)
         rt.ready = True
+        if cfg.sinks and not cfg.public_url and not cfg.loopback and cfg.host in ("0.0.0.0", "::"):
+            # Brokers fetch the @context from this URL: a guessed host name may not reach us.
+            log.warning("remote sinks announce the @context at %s (host name guessed): set server.public_url",
+                        cfg.context_url)
         log.info("jonction gateway started", extra={
             "sources": len(rt.sources), "sinks": [s.name for s in sinks], "data_dir": str(cfg.data_dir),
             "context_url": cfg.context_url})
