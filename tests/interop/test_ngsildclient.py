@@ -113,6 +113,18 @@ async def test_subscription_notifies_a_real_receiver(tmp_path: Path) -> None:
         assert await call(client.subscriptions.list) == []
 
 
+async def test_temporal_retrieve_returns_the_history(tmp_path: Path) -> None:
+    async with connected(tmp_path) as client:
+        for hour, fill in enumerate((0.1, 0.4, 0.7)):
+            await call(client.upsert, [container(1, fill, at=f"2026-01-01T1{hour}:00:00Z")])
+        troe = await call(client.temporal.get, "urn:ngsi-ld:WasteContainer:ngl-1", attrs=["fillingLevel"])
+        troe = troe[0] if isinstance(troe, list) else troe
+        assert troe["id"] == "urn:ngsi-ld:WasteContainer:ngl-1"
+        values = troe["fillingLevel"]["values"]  # the simplified temporal representation: [value, time]
+        assert sorted(values, key=lambda v: v[1]) == [[0.1, "2026-01-01T10:00:00Z"], [0.4, "2026-01-01T11:00:00Z"],
+                                                      [0.7, "2026-01-01T12:00:00Z"]]
+
+
 @pytest.mark.xfail(strict=True, reason="store: GET /temporal/entities refuses options=count (the client asks "
                                         "for the total with options=count,temporalValues)")
 async def test_temporal_query_returns_the_history(tmp_path: Path) -> None:
