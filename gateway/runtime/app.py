@@ -12,23 +12,27 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import hmac
 import importlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
+from gateway import home
 from gateway.contract import adapter_logger, discover
 from gateway.crosssite import HostPolicy
 from gateway.errors import ConfigInvalid, JonctionError
 from gateway.model import RawMessage
 from gateway.runtime import admin
 from gateway.runtime.archive import RawArchive
-from gateway.runtime.config import GatewayConfig, SourceConfig, check_source_configs, source_config
+from gateway.runtime.config import CONTEXT_PATH, GatewayConfig, SourceConfig, check_source_configs, source_config
 from gateway.runtime.db import Database
 from gateway.runtime.deadletters import DeadLetters
 from gateway.runtime.logging import redact
@@ -131,6 +135,28 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
+async def jonction_context(request: web.Request) -> web.Response:
+    """The jonction @context, served to brokers that expand entities sent with a Link to it.
+
+    No token: a broker fetching a @context carries none. The document is immutable for a
+    release, so brokers and caches may keep it (an ETag answers their revalidation).
+    """
+    body, etag = _context_document()
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=3600", "Access-Control-Allow-Origin": "*",
+               "X-Content-Type-Options": "nosniff"}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="application/ld+json", headers=headers)
+
+
+@functools.cache
+def _context_document() -> tuple[bytes, str]:
+    contexts = importlib.import_module("schemas.contexts")
+    document = contexts.bundled_context(contexts.JONCTION_CONTEXT_IRI)
+    body = json.dumps(document, ensure_ascii=False, sort_keys=True, indent=1).encode()
+    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
 # ---------------------------------------------------------------------------- store
 
 
@@ -139,6 +165,13 @@ async def _open_store(rt: Runtime) -> Any:
     base = importlib.import_module("gateway.store.base")
     path = rt.config.data_dir / "store.sqlite"
     return await base.open_storage(path, durability="full" if rt.config.durability == "full" else "normal")
+
+
+def allowed_hosts(cfg: GatewayConfig) -> tuple[str, ...]:
+    """Host names the admin and write APIs answer to besides loopback: ``server.allowed_hosts`` and
+    the host of ``server.public_url`` (the name clients were told to use)."""
+    public = urlsplit(cfg.public_url).hostname if cfg.public_url else None
+    return (*cfg.allowed_hosts, *([public] if public else []))
 
 
 def _store_api(cfg: GatewayConfig) -> web.Application | None:
@@ -150,7 +183,7 @@ def _store_api(cfg: GatewayConfig) -> web.Application | None:
         return None
     tokens = frozenset({cfg.admin_token}) if cfg.admin_token else frozenset()
     settings = settings_mod.StoreSettings(data_dir=cfg.data_dir, host=cfg.host, tokens=tokens,
-                                          allowed_hosts=frozenset(cfg.allowed_hosts),
+                                          allowed_hosts=frozenset(allowed_hosts(cfg)),
                                           durability="full" if cfg.durability == "full" else "normal",
                                           allow_unfiltered_queries=cfg.allow_unfiltered_queries)
     sub: web.Application = store_app.create_store_app(settings)
@@ -302,8 +335,13 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
             if src.enabled:
                 start_source(rt, src)
         rt.ready = True
+        if cfg.sinks and not cfg.public_url and not cfg.loopback and cfg.host in ("0.0.0.0", "::"):
+            # Brokers fetch the @context from this URL: a guessed host name may not reach us.
+            log.warning("remote sinks announce the @context at %s (host name guessed): set server.public_url",
+                        cfg.context_url)
         log.info("jonction gateway started", extra={
-            "sources": len(rt.sources), "sinks": [s.name for s in sinks], "data_dir": str(cfg.data_dir)})
+            "sources": len(rt.sources), "sinks": [s.name for s in sinks], "data_dir": str(cfg.data_dir),
+            "context_url": cfg.context_url})
         yield
     finally:
         rt.ready = False
@@ -348,14 +386,17 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, Any] | None = No
     check_source_configs(config, found)
     rt = Runtime(config, found)
     app = web.Application(client_max_size=config.max_body, middlewares=[
-        _errors, admin.cross_site_guard(HostPolicy.of(config.host, config.allowed_hosts)),
+        _errors, admin.cross_site_guard(HostPolicy.of(config.host, allowed_hosts(config))),
         _auth_middleware(config.admin_token)])
     app[RUNTIME] = rt
     app[_STORE_OWNED_BY_API] = False
     _register_gauges(rt)
+    links = [*(home.ngsi_links("/ngsi-ld/v1") if config.embedded else []), *home.ADMIN_LINKS]
+    app.router.add_get("/", home.landing_handler("jonction gateway", links))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get(CONTEXT_PATH, jonction_context)
     admin.add_routes(app)
     if config.embedded:
         api = _store_api(config)
