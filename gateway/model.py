@@ -118,7 +118,11 @@ def urn(entity_type: str, local_id: str | int) -> str:
     local = str(local_id)
     if not local:
         raise ModelError("empty local id")
-    return f"urn:ngsi-ld:{entity_type}:{quote(local, safe=_NSS_SAFE)}"
+    try:
+        escaped = quote(local, safe=_NSS_SAFE)
+    except UnicodeEncodeError:  # a lone UTF-16 surrogate has no UTF-8 form to percent-escape
+        raise ModelError(f"local id {local!a} is not Unicode text") from None
+    return f"urn:ngsi-ld:{entity_type}:{escaped}"
 
 
 def is_uri(value: object) -> bool:
@@ -163,8 +167,11 @@ def utc_time(value: str | datetime) -> str:
 
 
 def epoch_time(seconds: float) -> str:
-    """Format a POSIX timestamp in seconds as RFC 3339 UTC."""
-    return format_time(datetime.fromtimestamp(seconds, tz=UTC))
+    """Format a POSIX timestamp in seconds as RFC 3339 UTC; ModelError outside years 1-9999."""
+    try:
+        return format_time(datetime.fromtimestamp(seconds, tz=UTC))
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ModelError(f"{seconds!r} seconds is not a representable time: {exc}") from None
 
 
 # --------------------------------------------------------------------------- builders
