@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest bench clean setup
+.PHONY: run test lint typecheck pytest bench fuzz clean setup
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## make fuzz: hostile mutations of every adapter's fixtures, fresh random cases (FUZZ_EXAMPLES per adapter)
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	JONCTION_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) JONCTION_FUZZ_RANDOM=1 \
+	  $(BIN)/pytest -q -p no:cacheprovider -o timeout=0 tests/adapters/test_fuzz.py $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -12,7 +12,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -196,21 +196,23 @@ def mutate_doc(doc: Any, choose: Chooser, rounds: int) -> Any:
     for _ in range(rounds):
         where = choose.pick(paths(doc))
         here = get(doc, where)
-        op = choose.pick(("replace", "drop", "retype", "key", "text", "number", "embedded", "nest"))
+        op = choose.pick(("replace", "drop", "retype", "key", "text", "number", "integer", "embedded", "nest"))
         if op == "replace":
-            doc = put(doc, where, choose.pick(HOSTILE))
+            doc = put(doc, where, copy.deepcopy(choose.pick(HOSTILE)))  # later rounds may edit it in place
         elif op == "drop":
             doc = drop(doc, where)
         elif op == "retype":
             doc = put(doc, where, retyped(here, choose))
         elif op == "key" and where and isinstance(get(doc, where[:-1]), dict):
             parent = get(doc, where[:-1])
-            new_key = choose.pick(("", "\ud800", str(where[-1]) + "\udfff", "~1/", str(where[-1]).upper()))
+            new_key = choose.pick(("", "\ud800", str(where[-1]) + "\udfff", "~1/", "a~b", str(where[-1]).upper()))
             parent[new_key] = parent.pop(where[-1])
         elif op == "text":
             doc = put(doc, where, choose.text())
         elif op == "number":
             doc = put(doc, where, choose.number())
+        elif op == "integer":
+            doc = put(doc, where, choose.integer(-(2**70), 2**70))
         elif op == "embedded" and (inner := _embedded(here)) is not None:
             mutated = mutate_doc(inner, choose, 1)
             doc = put(doc, where, serialize(mutated, choose).decode("utf-8", "surrogatepass"))
@@ -278,9 +280,8 @@ def mutate_metadata(metadata: Mapping[str, str], choose: Chooser) -> dict[str, s
     return out
 
 
-def mutate(fixtures: Sequence[tuple[Any, Mapping[str, str]]], choose: Chooser) -> tuple[bytes, dict[str, str]]:
-    """One hostile (payload, metadata) derived from one of the parsed ``fixtures``."""
-    doc, metadata = choose.pick(fixtures)
+def mutate(doc: Any, metadata: Mapping[str, str], choose: Chooser) -> tuple[bytes, dict[str, str]]:
+    """One hostile (payload, metadata) derived from a parsed fixture and its transport facts."""
     kind = choose.pick(("doc", "doc", "doc", "doc", "bytes", "metadata"))
     if kind == "metadata":
         return serialize(mutate_doc(doc, choose, choose.integer(0, 1)), choose), mutate_metadata(metadata, choose)
@@ -288,6 +289,52 @@ def mutate(fixtures: Sequence[tuple[Any, Mapping[str, str]]], choose: Chooser) -
     if kind == "bytes":
         payload = mutate_bytes(payload, choose)
     return payload, dict(metadata)
+
+
+SWEEP: tuple[Any, ...] = (
+    None, "", [], {}, True, 0, -1, 1.5, "x", [None], {"": 1}, math.nan, math.inf, 2**64, 10**400, "\ud800",
+    deep("list", 80), deep("dict", 2500),
+)
+"""The values the exhaustive sweep puts at every place of every fixture (one at a time)."""
+
+
+META_SWEEP: tuple[str, ...] = ("", "\ud800", "NaN", "-1", "9" * 5000, "x" * 300, "item", "up")
+"""The values the sweep gives each transport fact (MQTT event, file line, page index...)."""
+
+
+def single_mutations(doc: Any, metadata: Mapping[str, str]) -> Iterator[tuple[str, bytes, dict[str, str]]]:
+    """(label, payload, metadata) for each place of ``doc`` and each SWEEP value (or the place dropped),
+    then for each transport fact and each META_SWEEP value."""
+    for where in paths(doc):
+        for index, value in enumerate((*SWEEP, _DROP)):
+            mutated = copy.deepcopy(doc)
+            mutated = drop(mutated, where) if value is _DROP else put(mutated, where, copy.deepcopy(value))
+            label = "/" + "/".join(map(str, where)) + (" dropped" if value is _DROP else f" = SWEEP[{index}]")
+            yield label, serialize(mutated, _ASCII), dict(metadata)
+    payload = serialize(doc, _ASCII)
+    for key in sorted({*metadata, "event", "split", "index"}):
+        for index, text in enumerate(META_SWEEP):
+            yield f"metadata {key} = META_SWEEP[{index}]", payload, {**metadata, key: text}
+
+
+class _Ascii:
+    """The chooser of a sweep: escapes every non-ASCII character, as most servers do."""
+
+    def pick(self, options: Sequence[T]) -> T:
+        return options[0]
+
+    def integer(self, low: int, high: int) -> int:
+        return low
+
+    def text(self) -> str:
+        return ""
+
+    def number(self) -> float:
+        return 0.0
+
+
+_ASCII = _Ascii()
+_DROP = object()
 
 
 # --------------------------------------------------------------------------- checks
