@@ -48,16 +48,23 @@ def _constant(name: str) -> _Refused:
     return _Refused(f"{name} is not a JSON number")
 
 
-def _float(text: str) -> float | _Refused:
-    value = float(text)
-    return value if math.isfinite(value) else _Refused(f"{text[:40]} overflows a double")
-
-
 def _int(text: str) -> int | _Refused:
     if len(text.lstrip("-")) > _MAX_INT_DIGITS:
         return _Refused(f"integer of {len(text.lstrip('-'))} digits is too large")
-    value = int(text)
-    return value if INT_MIN <= value <= INT_MAX else _Refused(f"integer {text} is outside 64 bits")
+    return int(text)
+
+
+_DECODER: Final = json.JSONDecoder(parse_constant=_constant)
+_COUNTING_DECODER: Final = json.JSONDecoder(parse_constant=_constant, parse_int=_int)
+
+
+def _parse(data: bytes | str, decoder: json.JSONDecoder) -> Any:
+    """``json.loads`` with a prebuilt decoder (json.loads builds one per call when given hooks)."""
+    if isinstance(data, str):
+        if data.startswith("\ufeff"):
+            raise ValueError("Unexpected UTF-8 BOM (decode using utf-8-sig)")
+        return decoder.decode(data)
+    return decoder.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
 
 
 def token(key: str | int) -> str:
@@ -80,40 +87,88 @@ def finite(value: Any, pointer: str) -> Any:
 def load_json(data: bytes | str, *, base: str = "", what: str = "payload") -> Any:
     """Parse ``data`` as strict JSON; TranslationError with a pointer (prefixed by ``base``) otherwise."""
     try:
-        doc = json.loads(data, parse_constant=_constant, parse_float=_float, parse_int=_int)
+        try:
+            doc = _parse(data, _DECODER)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4,300 digits
+            if "digits" not in str(exc):
+                raise
+            # Parse again with a hook (a call per number, so only now) that marks the long literal.
+            doc = _parse(data, _COUNTING_DECODER)
     except RecursionError:
         raise TranslationError(f"{what} is nested too deeply (more than {MAX_DEPTH} levels)", base) from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+    except ValueError as exc:
         raise NotJson(f"{what} is not JSON: {exc}", base) from None
     # Lone surrogates come only from \uD800-\uDFFF escapes, or from their raw bytes (ED A0..BF,
-    # invalid UTF-8 that json decodes with "surrogatepass"): the walk looks for them in strings
-    # only when one of these, or another encoding than UTF-8, is there.
+    # invalid UTF-8 that json decodes with "surrogatepass"): strings are searched for them only
+    # when one of these, or another encoding than UTF-8, is there.
     if isinstance(data, str):
-        surrogates = _SURROGATE.search(data) is not None or "\\u" in data
+        surrogates = "\\u" in data or _SURROGATE.search(data) is not None
     else:
         surrogates = b"\x00" in data[:4] or data[:2] in (b"\xff\xfe", b"\xfe\xff") or (
-            _SURROGATE_ESCAPE.search(data) is not None)
-    _check(doc, base, surrogates, what)
+            (b"\\u" in data or b"\xed" in data) and _SURROGATE_ESCAPE.search(data) is not None)
+    if not _acceptable(doc, surrogates):
+        _refuse(doc, base, surrogates, what)
     return doc
 
 
-def _check(doc: Any, base: str, surrogates: bool, what: str) -> None:
-    """Walk ``doc`` once (without recursion) and refuse the first hostile value with its pointer."""
+def _bad_scalar(value: Any, surrogates: bool) -> bool:
+    kind = type(value)
+    if kind is float:
+        return not math.isfinite(value)
+    if kind is int:
+        return not INT_MIN <= value <= INT_MAX
+    if kind is str:
+        return surrogates and _SURROGATE.search(value) is not None
+    return kind is _Refused
+
+
+def _acceptable(doc: Any, surrogates: bool) -> bool:
+    """True when ``doc`` holds nothing hostile: the fast pass, without building pointers."""
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            if depth >= MAX_DEPTH or (surrogates and any(_SURROGATE.search(k) for k in value)):
+                return False
+            children = value.values()
+        elif kind is list:
+            if depth >= MAX_DEPTH:
+                return False
+            children = value
+        else:
+            if _bad_scalar(value, surrogates):
+                return False
+            continue
+        for child in children:
+            if type(child) in (dict, list):
+                stack.append((child, depth + 1))
+            elif _bad_scalar(child, surrogates):
+                return False
+    return True
+
+
+def _refuse(doc: Any, base: str, surrogates: bool, what: str) -> None:
+    """Walk ``doc`` again, with pointers, and raise the TranslationError of the first hostile value."""
     stack: list[tuple[str, Any, int]] = [(base, doc, 0)]
     while stack:
         pointer, value, depth = stack.pop()
         if isinstance(value, dict):
             if depth >= MAX_DEPTH:
                 raise TranslationError(f"{what} is nested more than {MAX_DEPTH} levels deep", pointer)
-            for key, child in value.items():
+            for key, child in reversed(value.items()):
                 if surrogates and _SURROGATE.search(key):
                     raise TranslationError(f"member name {key!a} holds a lone UTF-16 surrogate", pointer)
                 stack.append((pointer + token(key), child, depth + 1))
         elif isinstance(value, list):
             if depth >= MAX_DEPTH:
                 raise TranslationError(f"{what} is nested more than {MAX_DEPTH} levels deep", pointer)
-            stack.extend((pointer + token(index), child, depth + 1) for index, child in enumerate(value))
+            stack.extend((pointer + token(index), value[index], depth + 1) for index in reversed(range(len(value))))
         elif isinstance(value, _Refused):
             raise TranslationError(value.why, pointer)
+        elif type(value) is float and not math.isfinite(value):
+            raise TranslationError("number overflows a double", pointer)
+        elif type(value) is int and not INT_MIN <= value <= INT_MAX:
+            raise TranslationError(f"integer {value} is outside 64 bits", pointer)
         elif surrogates and isinstance(value, str) and _SURROGATE.search(value):
             raise TranslationError(f"string {value[:60]!a} holds a lone UTF-16 surrogate", pointer)
