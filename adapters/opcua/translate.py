@@ -295,10 +295,11 @@ def _converted(value: Any, unit: str | None, target: str) -> Any:
 
     if unit is None:
         raise TranslationError(f"cannot convert to {target}: the node has no unit (EngineeringUnits)", "/eu")
+    def each(item: Any) -> Any:  # arrays of arrays (matrices) keep their shape, like _scaled
+        return [each(v) for v in item] if isinstance(item, list) else convert(item, unit, target)
+
     try:
-        if isinstance(value, list):
-            return [convert(v, unit, target) for v in value]
-        return convert(value, unit, target)
+        return each(value)
     except UnitError as exc:
         raise TranslationError(str(exc), "/eu") from exc
 
