@@ -196,7 +196,8 @@ def mutate_doc(doc: Any, choose: Chooser, rounds: int) -> Any:
     for _ in range(rounds):
         where = choose.pick(paths(doc))
         here = get(doc, where)
-        op = choose.pick(("replace", "drop", "retype", "key", "text", "number", "integer", "embedded", "nest"))
+        op = choose.pick(("replace", "drop", "retype", "key", "text", "number", "integer", "embedded", "nest",
+                      "add", "graft"))
         if op == "replace":
             doc = put(doc, where, copy.deepcopy(choose.pick(HOSTILE)))  # later rounds may edit it in place
         elif op == "drop":
@@ -216,6 +217,14 @@ def mutate_doc(doc: Any, choose: Chooser, rounds: int) -> Any:
         elif op == "embedded" and (inner := _embedded(here)) is not None:
             mutated = mutate_doc(inner, choose, 1)
             doc = put(doc, where, serialize(mutated, choose).decode("utf-8", "surrogatepass"))
+        elif op == "add" and isinstance(here, dict):
+            # A member the adapter knows from elsewhere in the document (adapters branch on presence).
+            names = sorted({str(p[-1]) for p in paths(doc) if p and isinstance(p[-1], str)} | {"kind", "type"})
+            here[choose.pick(names)] = copy.deepcopy(choose.pick(HOSTILE))
+        elif op == "graft":
+            # Another part of the same document in this place: well-formed, but the wrong shape here.
+            donor = choose.pick(paths(doc))
+            doc = put(doc, where, copy.deepcopy(get(doc, donor)))
         elif op == "nest":
             levels = choose.pick((70, 1200, 3000))
             doc = put(doc, where, Raw("[" * levels + json.dumps(here, allow_nan=True) + "]" * levels)
