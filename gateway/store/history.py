@@ -361,6 +361,32 @@ def record_many(conn: sqlite3.Connection, rows: Iterable[HistoryRow]) -> int:
     return len(pending)
 
 
+def forget_same_moments(conn: sqlite3.Connection, rows: Iterable[HistoryRow]) -> int:
+    """Delete stored instances that the rows replace: same series and same ``observedAt``.
+
+    Temporal writes (§5.6.11, §5.6.12) send a series of observations; sending an observation again
+    corrects it instead of doubling it. Rows without observedAt replace nothing.
+    """
+    wanted: list[tuple[SeriesKey, int]] = []
+    for tenant, entity_id, _, attr_iri, instance in rows:
+        observed = instance.get("observedAt")
+        if not isinstance(observed, str):
+            continue
+        dataset = instance.get("datasetId")
+        key = (tenant, entity_id, attr_iri, dataset if isinstance(dataset, str) else "")
+        wanted.append((key, to_micros(observed)))
+    if not wanted:
+        return 0
+    series = resolve_series(conn, dict.fromkeys(k for k, _ in wanted))
+    removed = 0
+    for key, moment in wanted:
+        cursor = conn.execute(
+            "DELETE FROM history_instances WHERE series_id=? AND observed_at=?", (series[key], moment)
+        )
+        removed += cursor.rowcount
+    return removed
+
+
 def delete_entity(conn: sqlite3.Connection, tenant: str, entity_id: str) -> bool:
     """Forget the whole temporal evolution of one entity; False when it had none."""
     ids = [r[0] for r in conn.execute(
