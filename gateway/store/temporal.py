@@ -18,9 +18,9 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway import model
-from gateway.store import api, history
+from gateway.store import api, history, operations
 from gateway.store import geo as geo_mod
-from gateway.store.base import Storage
+from gateway.store.base import Change, Doc, Mutation, Storage
 from gateway.store.history import Database, EntitySelector, Instance, Series, TimeFilter
 from gateway.store.jsonld import Context
 from gateway.store.problems import NgsiError, bad_request, invalid_request, not_found
@@ -161,6 +161,7 @@ def _read_request(
     representation, sys_attrs = _representation(_opt_str(params, "options"), _opt_str(params, "format"))
     req = TemporalRequest(EntitySelector(ngsi.tenant), tf, representation, sys_attrs)
     req.time_property = _opt_str(source, "timeproperty") or "observedAt"
+    req.selector.deletions = req.time_property == "deletedAt"
     req.instance_limit = max(1, min(MAX_INSTANCES, ngsi.settings.temporal_instance_limit))
     req.last_n = history.check_limit(_opt_str(source, "lastN") or _opt_str(params, "lastN"), "lastN", MAX_LAST_N)
     if representation == "aggregatedValues":
@@ -332,9 +333,12 @@ def _with_instances(conn: sqlite3.Connection, req: TemporalRequest, entity_ids: 
             sql += f" AND s.attr IN ({','.join('?' * len(sel.attrs))})"
             args.extend(sel.attrs)
         if sel.dataset_ids is not None:
-            wanted = ["" if d == "@none" else d for d in sel.dataset_ids]
+            mark = history.DELETION_MARK if sel.deletions else ""
+            wanted = [mark + ("" if d == "@none" else d) for d in sel.dataset_ids]
             sql += f" AND s.dataset_id IN ({','.join('?' * len(wanted))})"
             args.extend(wanted)
+        else:
+            sql += history.marks_sql(sel.deletions, "s.dataset_id")
         found.update(r[0] for r in conn.execute(f"{sql} AND {exists}", [*args, *exists_args]))
     return found
 
@@ -410,7 +414,7 @@ def _read_entities(
     for entity_id, _ in page:
         fetched[entity_id] = [_fetch(conn, req, s, cap) for s in series_by_entity.get(entity_id, [])]
     content_range = _cut(req, [f for group in fetched.values() for f in group])
-    out = [_render_entity(req, ctx, e, t, fetched[e]) for e, t in page]
+    out = [_render_entity(req, ctx, e, t, fetched[e], cut=content_range is not None) for e, t in page]
     return _Page(out, total, content_range)
 
 
@@ -458,7 +462,7 @@ def _cut(req: TemporalRequest, fetched: Sequence[_Fetched]) -> str | None:
 
 
 def _moment(inst: Instance, time_property: str) -> int:
-    if time_property == "createdAt":
+    if time_property in ("createdAt", "deletedAt"):
         return inst.created_at
     if time_property == "modifiedAt":
         return inst.modified_at
@@ -476,7 +480,8 @@ def _entity_head(req: TemporalRequest, ctx: Context, entity_id: str, types: Sequ
 
 
 def _render_entity(
-    req: TemporalRequest, ctx: Context, entity_id: str, types: Sequence[str], fetched: Sequence[_Fetched]
+    req: TemporalRequest, ctx: Context, entity_id: str, types: Sequence[str], fetched: Sequence[_Fetched],
+    *, cut: bool = False,
 ) -> dict[str, Any]:
     entity = _entity_head(req, ctx, entity_id, types)
     by_name: dict[str, list[Any]] = {}
@@ -484,12 +489,12 @@ def _render_entity(
         name = ctx.compact_iri(f.series.attr)
         group = by_name.setdefault(name, [])
         if req.representation == "temporalValues":
-            if f.insts or f.reached:
+            if f.insts or cut:
                 group.append(_temporal_values(ctx, f.series, f.insts, req.time_property))
         else:
             group.extend(ctx.compact_instance(i.expanded(sys_attrs=req.sys_attrs)) for i in f.insts)
     for name, value in by_name.items():
-        if not value and not any(f.reached for f in fetched):
+        if not value and not cut:
             continue  # nothing in the window; after a cut an emptied attribute stays, as an empty list
         # one dataset: the attribute is one object in the simplified forms; normalized stays an array
         entity[name] = value[0] if req.representation != "normalized" and len(value) == 1 else value
@@ -894,6 +899,7 @@ async def create_temporal(request: web.Request) -> web.Response:
         return existed is None
 
     created = await db.write(run)
+    await _mirror(ngsi, str(entity_id), types, rows, data.get("scope"))
     if not created:
         return api.no_content()
     response = web.Response(status=201)
@@ -901,6 +907,39 @@ async def create_temporal(request: web.Request) -> web.Response:
         f"{ngsi.settings.base_path}/temporal/entities/{quote(str(entity_id), safe=':@!$&()*+,;=-._~')}"
     )
     return response
+
+
+async def _mirror(
+    ngsi: api.NgsiContext, entity_id: str, types: list[str], rows: Sequence[history.HistoryRow], scope: Any
+) -> None:
+    """Create the entity in the current state when it is not there, from its newest instances.
+
+    A temporal entity is an entity (§5.6.11): it can then be read, updated and deleted through
+    /entities, and those changes (deletions included) continue its temporal evolution. An entity
+    that exists already keeps its current state: temporal writes may well be back-fills.
+    """
+    newest: dict[tuple[str, Any], tuple[int, int, dict[str, Any]]] = {}
+    for index, (_, _, _, attr, inst) in enumerate(rows):
+        observed = inst.get("observedAt")
+        moment = history.to_micros(observed) if isinstance(observed, str) else -1
+        key = (attr, inst.get("datasetId"))
+        if key not in newest or (moment, index) >= newest[key][:2]:
+            newest[key] = (moment, index, {k: v for k, v in inst.items() if k != "instanceId"})
+    doc: dict[str, Any] = {"id": entity_id, "type": list(types)}
+    if isinstance(scope, str) or (isinstance(scope, list) and all(isinstance(x, str) for x in scope)):
+        doc["scope"] = [scope] if isinstance(scope, str) else list(scope)
+    for (attr, _), (_, _, inst) in newest.items():
+        doc.setdefault(attr, []).append(inst)
+    make = operations.create(doc)
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is not None:
+            return Mutation(current, "unchanged")
+        mutation = make(None, now)
+        mutation.written = []  # the temporal write recorded these instances already
+        return mutation
+
+    await ngsi.storage.apply(ngsi.tenant, [Change(entity_id, mutate)], create_tenant=True)
 
 
 async def append_temporal_attrs(request: web.Request) -> web.Response:
