@@ -46,13 +46,13 @@ _VALUES_KEY: Final[Mapping[str, str]] = {
 _TIME_PARAMS: Final = ("timerel", "timeAt", "endTimeAt", "timeproperty")
 _READ_PARAMS: Final = frozenset(
     {*_TIME_PARAMS, "attrs", "pick", "omit", "options", "format", "lastN", "aggrMethods", "aggrPeriodDuration",
-     "datasetId", "local"}
+     "datasetId", "local", "lang"}
 )
 _QUERY_PARAMS: Final = frozenset(
     {*_READ_PARAMS, "id", "type", "idPattern", "q", "limit", "offset", "count", "orderBy", "georel", "geometry",
      "coordinates", "geoproperty"}
 )
-_UNSUPPORTED_PARAMS: Final = frozenset({"scopeQ", "lang"})
+_UNSUPPORTED_PARAMS: Final = frozenset({"scopeQ"})
 _CORE_MEMBERS: Final = ("id", "type", "scope")
 """Entity members that ``pick``/``omit`` name besides attributes (§4.21)."""
 _REPRESENTATIONS: Final = ("normalized", "temporalValues", "aggregatedValues")
@@ -102,6 +102,8 @@ class TemporalRequest:
     order_by: list[tuple[str, bool]] = field(default_factory=list)
     """(path, descending) keys of ``orderBy`` (§4.23)."""
     local: bool = False
+    lang: str | None = None
+    """``lang`` (§4.15): LanguageProperty instances become Properties in the chosen language."""
 
 
 def _representation(options: str | None, fmt: str | None) -> tuple[str, bool]:
@@ -197,6 +199,10 @@ def _read_request(
     if local not in (None, "true", "false"):
         raise bad_request(f"local must be true or false, got {local!r}")
     req.local = local == "true"
+    lang = _opt_str(params, "lang")
+    if lang is not None and (not lang or len(lang) > 100):
+        raise bad_request("lang must be a language tag (or a comma-separated list of them)")
+    req.lang = None if lang == "*" else lang
     return req
 
 
@@ -490,7 +496,10 @@ def _render_entity(
         group = by_name.setdefault(name, [])
         if req.representation == "temporalValues":
             if f.insts or cut:
-                group.append(_temporal_values(ctx, f.series, f.insts, req.time_property))
+                group.append(_temporal_values(ctx, f.series, f.insts, req.time_property, req.lang))
+        elif req.lang is not None:
+            group.extend(ctx.compact_instance(_in_language(i.expanded(sys_attrs=req.sys_attrs), req.lang))
+                         for i in f.insts)
         else:
             group.extend(ctx.compact_instance(i.expanded(sys_attrs=req.sys_attrs)) for i in f.insts)
     for name, value in by_name.items():
@@ -501,12 +510,18 @@ def _render_entity(
     return entity
 
 
-def _temporal_values(ctx: Context, series: Series, insts: Sequence[Instance], time_property: str) -> dict[str, Any]:
+def _temporal_values(
+    ctx: Context, series: Series, insts: Sequence[Instance], time_property: str, lang: str | None = None
+) -> dict[str, Any]:
     kind = insts[-1].kind if insts else "Property"
+    if kind == "LanguageProperty" and lang is not None:
+        kind = "Property"  # one language chosen: plain strings (§4.15)
     out: dict[str, Any] = {"type": kind}
     values = []
     for inst in insts:
         value = inst.value
+        if inst.kind == "LanguageProperty" and lang is not None:
+            value = _language_value(value, lang)[1] if isinstance(value, Mapping) else value
         if kind == "VocabProperty":
             value = ctx.compact_iri(value) if isinstance(value, str) else [ctx.compact_iri(v) for v in value]
         if kind in _WRAPPED:
@@ -516,6 +531,34 @@ def _temporal_values(ctx: Context, series: Series, insts: Sequence[Instance], ti
     out[_VALUES_KEY.get(kind, "values")] = values
     if series.dataset_id:
         out["datasetId"] = series.dataset_id
+    return out
+
+
+def _language_value(language_map: Mapping[str, Any], lang: str) -> tuple[str, Any]:
+    """(tag, string) of a languageMap best matching ``lang`` (a tag list); @none or the first else."""
+    for tag in lang.split(","):
+        tag = tag.split(";", 1)[0].strip()
+        if tag in language_map:
+            return tag, language_map[tag]
+        for key in language_map:
+            if key.split("-")[0] == tag.split("-")[0]:
+                return key, language_map[key]
+    if "@none" in language_map:
+        return "@none", language_map["@none"]
+    for key, value in language_map.items():
+        return key, value
+    return "@none", None
+
+
+def _in_language(inst: dict[str, Any], lang: str) -> dict[str, Any]:
+    """A LanguageProperty instance as a Property in one language (§4.15); other kinds unchanged."""
+    language_map = inst.get("languageMap")
+    if inst.get("type") != "LanguageProperty" or not isinstance(language_map, Mapping):
+        return inst
+    tag, value = _language_value(language_map, lang)
+    out = {"type": "Property", "value": value, **{k: v for k, v in inst.items() if k not in ("type", "languageMap")}}
+    if tag != "@none":
+        out["lang"] = tag
     return out
 
 

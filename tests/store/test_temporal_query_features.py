@@ -181,6 +181,18 @@ async def test_simplified_values_of_structured_kinds_are_keyed(server: StoreServ
     assert reply.json["config"]["jsons"] == [[{"json": {"max": 80}}, minute(1, 1)]]
 
 
+async def test_lang_turns_language_maps_into_strings(server: StoreServer) -> None:
+    entity = {"id": f"{VEHICLE}1", "type": "Vehicle",
+              "street": [{"type": "LanguageProperty", "languageMap": {"fr": "Grand Place", "nl": "Grote Markt"},
+                          "observedAt": minute(1, 1)}]}
+    assert (await server.post("/temporal/entities", entity)).status == 201
+    normalized = await server.get(f"/temporal/entities/{VEHICLE}1", params={"lang": "nl"})
+    (street,) = normalized.json["street"]
+    assert (street["type"], street["value"], street["lang"]) == ("Property", "Grote Markt", "nl")
+    values = await server.get(f"/temporal/entities/{VEHICLE}1", params={"lang": "de,fr", "format": "simplified"})
+    assert values.json["street"] == {"type": "Property", "values": [["Grand Place", minute(1, 1)]]}
+
+
 async def test_sending_an_observation_again_corrects_it(server: StoreServer) -> None:
     assert (await server.post("/temporal/entities", vehicle("1", 2, 0))).status == 201
     fix = {"id": f"{VEHICLE}1", "type": "Vehicle",
