@@ -3,7 +3,9 @@
 Reads the attribute history the store records on every write (``gateway.store.history``) and
 renders it as the temporal representation: normalized (arrays of instances), temporalValues
 (``values: [[v, t], ...]``) or aggregatedValues (``avg: [[v, start, end], ...]``). Temporal writes
-(POST /temporal/entities...) add instances to the history only; they do not touch current state.
+(POST /temporal/entities...) add instances to the history; the first one also creates the entity
+when it does not exist (from its newest instances), later ones leave the current state alone.
+Answers are cut at a per-attribute instance limit with one shared time range (206, §6.3.10).
 """
 
 from __future__ import annotations
