@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import ConfigInvalid
 from gateway.store.app import StoreSettings
 from tests.store.conftest import StoreServer
 
@@ -244,3 +245,8 @@ async def test_missing_ids_in_paths_are_bad_requests(server: StoreServer) -> Non
     assert not_uri.problem() == "BadRequestData"
     no_attr = await server.patch(f"/temporal/entities/{VEHICLE}1/attrs//{instance}", fragment)
     assert no_attr.status == 405
+
+
+def test_instance_limit_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigInvalid, match="temporal_instance_limit"):
+        StoreSettings(data_dir=tmp_path, temporal_instance_limit=0).check()
