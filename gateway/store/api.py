@@ -23,12 +23,21 @@ from aiohttp import web
 from gateway import model
 from gateway.store import codec, jsonld
 from gateway.store import geo as geo_mod
+from gateway.store import join as join_mod
 from gateway.store import operations as ops
 from gateway.store import query as query_mod
 from gateway.store.base import Change, Doc, QuerySpec, Storage
 from gateway.store.jsonld import Context, ContextCache, ContextEntry
 from gateway.store.problems import NgsiError, bad_request, invalid_request, not_found
-from gateway.store.representation import RenderOptions, parse_options, render, render_feature
+from gateway.store.representation import (
+    RenderOptions,
+    omitted,
+    parse_options,
+    parse_projection,
+    render,
+    render_feature,
+    selection_from_pick,
+)
 from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings
 
 log = logging.getLogger("jonction.store.api")
@@ -45,7 +54,7 @@ _TENANT = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
 _LINK = re.compile(r"<([^>]*)>([^<]*)")
 _NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*}][^()]*\)\s*[+*{]")
 NOT_IMPLEMENTED_PARAMS: Final = frozenset(
-    {"csf", "join", "joinLevel", "containedBy", "entityMap", "expandValues", "collectValues", "splitEntities",
+    {"csf", "containedBy", "entityMap", "expandValues", "collectValues", "splitEntities",
      "dataset", "contextSourceIds", "jsonKeys"}
 )
 """Query parameters of 1.8/1.9 this store does not implement: 501 instead of 400."""
@@ -353,22 +362,24 @@ def render_options(ngsi: NgsiContext, ctx: Context, params: Mapping[str, Any]) -
     """attrs / pick / omit / options / format / lang / datasetId → RenderOptions."""
     form, sys_attrs, _ = parse_options(params.get("options"), params.get("format"))
     attrs = _split(params.get("attrs"))
-    pick = _split(params.get("pick"))
-    omit = _split(params.get("omit"))
-    if pick is not None and omit is not None:
+    pick_text = params.get("pick")
+    omit_text = params.get("omit")
+    if pick_text is not None and omit_text is not None:
         raise bad_request("pick and omit cannot be combined")
-    if pick is not None and attrs is not None:
-        raise bad_request("pick and attrs cannot be combined")
+    if attrs is not None and (pick_text is not None or omit_text is not None):
+        raise bad_request("attrs cannot be combined with pick or omit (§4.21)")
     limit = ngsi.settings.max_ids
+    pick = parse_projection(pick_text, "pick") if pick_text is not None else None
+    omit = parse_projection(omit_text, "omit") if omit_text is not None else None
     keep_members = None
-    if pick is not None:
-        keep_members = frozenset(p for p in pick if p in ("id", "type", "scope"))
-        attrs = [p for p in pick if p not in ("id", "type", "scope")]
     omit_set: frozenset[str] = frozenset()
+    expanded_attrs = _expand_names(ctx, attrs, "attrs", limit)
+    if pick is not None:
+        selection = selection_from_pick(pick, lambda n: ctx.expand_attr_name(n, "pick"))
+        keep_members = selection["keep_members"]
+        expanded_attrs = selection["attrs"]
     if omit is not None:
-        members = {o for o in omit if o in ("id", "type", "scope")}
-        omit_set = frozenset(members) | (_expand_names(ctx, [o for o in omit if o not in members], "omit", limit)
-                                         or frozenset())
+        omit_set = omitted(omit, lambda n: ctx.expand_attr_name(n, "omit"))
     lang = params.get("lang")
     if lang is not None and (not lang or len(lang) > 100):
         raise bad_request("lang must be a language tag")
@@ -376,11 +387,13 @@ def render_options(ngsi: NgsiContext, ctx: Context, params: Mapping[str, Any]) -
     return RenderOptions(
         form=form,
         sys_attrs=sys_attrs,
-        attrs=_expand_names(ctx, attrs, "attrs", limit),
+        attrs=expanded_attrs,
         keep_members=keep_members,
         omit=omit_set,
         lang=lang,
         dataset_ids=frozenset(dataset_ids) if dataset_ids is not None else None,
+        pick=pick,
+        omit_tree=omit,
     )
 
 
@@ -573,10 +586,11 @@ def page_links(ngsi: NgsiContext, limit: int, offset: int, more: bool) -> list[s
 _QUERY_PARAMS: Final = frozenset(
     {"id", "type", "idPattern", "attrs", "pick", "omit", "q", "scopeQ", "georel", "geometry", "coordinates",
      "geoproperty", "geometryProperty", "lang", "limit", "offset", "count", "options", "format", "datasetId",
-     "orderBy", "local"}
+     "orderBy", "local", "join", "joinLevel"}
 )
 _RETRIEVE_PARAMS: Final = frozenset(
-    {"attrs", "pick", "omit", "options", "format", "lang", "geometryProperty", "datasetId", "type", "local"}
+    {"attrs", "pick", "omit", "options", "format", "lang", "geometryProperty", "datasetId", "type", "local", "join",
+     "joinLevel"}
 )
 
 
@@ -612,6 +626,7 @@ async def retrieve_entity(request: web.Request) -> web.Response:
     entity_id = _entity_id(request)
     ctx = ngsi.context()
     opts = render_options(ngsi, ctx, request.query)
+    joining = join_mod.parse_join(request.query.get("join"), request.query.get("joinLevel"))
     doc = await ngsi.storage.get_doc(ngsi.tenant, entity_id)
     if doc is None:
         raise not_found(f"entity {entity_id} does not exist")
@@ -620,10 +635,41 @@ async def retrieve_entity(request: web.Request) -> web.Response:
         texpr = query_mod.parse_type_expression(wanted_type)
         if not texpr.matches(doc["type"], ctx.expand_term):
             raise not_found(f"entity {entity_id} is not of type {wanted_type}")
+    if "attrs" in request.query and opts.attrs is not None and not opts.attrs.intersection(doc):
+        # §5.7.1: an entity that has none of the requested attributes is not found
+        raise not_found(f"entity {entity_id} has none of the attributes {request.query['attrs']}")
     if media == GEO_JSON:
         geometry = ctx.expand_term(request.query.get("geometryProperty", "location"))
-        return respond(ngsi, render_feature(doc, ctx, opts, geometry), media=GEO_JSON)
-    return respond(ngsi, render(doc, ctx, opts), media=media)
+        feature = render_feature(doc, ctx, opts, geometry)
+        context_value = ctx.as_json()
+        # §6.3.15: a GeoJSON answer carries the @context in its body
+        feature["@context"] = context_value if isinstance(context_value, list) else [context_value]
+        return respond(ngsi, feature, media=GEO_JSON)
+    if joining is not None:
+        entities = await join_mod.join_entities([doc], ctx, opts, _fetcher(ngsi), *joining)
+        if not _has_members(entities[0]):
+            raise not_found(f"nothing of entity {entity_id} is left after pick/omit")
+        body: Any = entities[0] if joining[0] == "inline" or len(entities) == 1 else entities
+        return respond(ngsi, body, media=media)
+    rendered = render(doc, ctx, opts)
+    if not _has_members(rendered):
+        # §4.21: pick/omit that leave nothing of the entity answer ResourceNotFound
+        raise not_found(f"nothing of entity {entity_id} is left after pick/omit")
+    return respond(ngsi, rendered, media=media)
+
+
+def _has_members(entity: Mapping[str, Any]) -> bool:
+    return any(k != "@context" for k in entity)
+
+
+def _fetcher(ngsi: NgsiContext) -> join_mod.Fetch:
+    """The join fetch function over this request's tenant."""
+
+    async def fetch(ids: Sequence[str]) -> Mapping[str, Doc]:
+        result = await ngsi.storage.query(ngsi.tenant, QuerySpec(ids=list(ids), limit=len(ids)))
+        return {d["id"]: d for d in result.docs}
+
+    return fetch
 
 
 async def query_entities(request: web.Request) -> web.Response:
@@ -660,6 +706,7 @@ async def run_query(
                           "q, scopeQ or a geo-query (or local=true)")
     limit, offset, count = paging(ngsi)
     opts = render_options(ngsi, ctx, render_params)
+    joining = join_mod.parse_join(render_params.get("join"), render_params.get("joinLevel"))
     spec = build_query(ngsi, ctx, qp, limit=limit, offset=offset, count=count)
     result = await ngsi.storage.query(ngsi.tenant, spec)
     headers = {COUNT_HEADER: str(result.count)} if result.count is not None else {}
@@ -667,9 +714,17 @@ async def run_query(
     if media == GEO_JSON:
         geometry = ctx.expand_term(str(render_params.get("geometryProperty", "location")))
         features = [render_feature(d, ctx, opts, geometry) for d in result.docs]
-        return respond(ngsi, {"type": "FeatureCollection", "features": features}, media=GEO_JSON,
-                       headers=headers, links=links)
-    return respond(ngsi, [render(d, ctx, opts) for d in result.docs], media=media, headers=headers, links=links)
+        # §6.3.15: a GeoJSON answer carries the @context in its body
+        collection = {"type": "FeatureCollection", "features": features, "@context": ctx.as_json()}
+        return respond(ngsi, collection, media=GEO_JSON, headers=headers, links=links)
+    if joining is not None:
+        entities = await join_mod.join_entities(result.docs, ctx, opts, _fetcher(ngsi), *joining)
+    else:
+        entities = [render(d, ctx, opts) for d in result.docs]
+    if opts.pick is not None or opts.omit:
+        # §4.21: an entity with nothing left after pick/omit is not part of the answer
+        entities = [e for e in entities if _has_members(e)]
+    return respond(ngsi, entities, media=media, headers=headers, links=links)
 
 
 def _fragment(ngsi: NgsiContext, body: Body, entity_id: str) -> Doc:
