@@ -360,7 +360,7 @@ def _expand_names(ctx: Context, names: Sequence[str] | None, what: str, limit: i
 
 def render_options(ngsi: NgsiContext, ctx: Context, params: Mapping[str, Any]) -> RenderOptions:
     """attrs / pick / omit / options / format / lang / datasetId → RenderOptions."""
-    form, sys_attrs, _ = parse_options(params.get("options"), params.get("format"))
+    form, sys_attrs, _ = parse_options(params.get("options"), params.get("format"), unknown=invalid_request)
     attrs = _split(params.get("attrs"))
     pick_text = params.get("pick")
     omit_text = params.get("omit")
@@ -427,11 +427,9 @@ class QueryParams:
     local: bool = False
 
     def any_filter(self) -> bool:
-        """True when at least one restriction is given (a query needs one, §5.7.2)."""
-        return any(
-            v is not None for v in (self.ids, self.types, self.id_pattern, self.attrs, self.q, self.scope_q,
-                                    self.georel)
-        )
+        """True when one of the restrictions §6.4.3.2 requires is given: type, attrs, q, a geo-query
+        (or scopeQ). Entity ids or an idPattern alone do not make a query (ETSI 019_03_05)."""
+        return any(v is not None for v in (self.types, self.attrs, self.q, self.scope_q, self.georel))
 
 
 def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int, offset: int, count: bool) -> QuerySpec:
@@ -458,6 +456,9 @@ def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int,
     if qp.id_pattern is not None:
         spec.id_pattern = _check_id_pattern(ngsi, qp.id_pattern)
     if qp.attrs is not None:
+        reserved = sorted({"id", "type"}.intersection(qp.attrs))
+        if reserved:
+            raise bad_request(f"attrs: {', '.join(reserved)} are entity members, not attribute names")
         spec.attrs = sorted(_expand_names(ctx, qp.attrs, "attrs", settings.max_ids) or ())
     if qp.q is not None:
         qexpr = query_mod.parse_q(qp.q)
@@ -531,20 +532,55 @@ def _number_filters(qexpr: query_mod.QExpr, expand: Callable[[str], str]) -> lis
     return out
 
 
+_ORDER_MEMBERS: Final = frozenset({"id", "type", "createdAt", "modifiedAt", "scope"})
+
+
 def _order_by(ctx: Context, text: str) -> tuple[Callable[[Doc], Any], bool]:
-    """``orderBy=<attr>`` or ``<attr>;desc`` (also ``id``): a sort key on the first instance's value."""
-    name, _, direction = text.partition(";")
-    if direction not in ("", "asc", "desc") or not name:
-        raise bad_request(f"orderBy {text!r}: expected <attribute>[;asc|;desc]")
-    if name == "id":
-        return (lambda doc: doc["id"]), direction == "desc"
-    iri = ctx.expand_attr_name(name, "orderBy")
+    """``orderBy`` (§4.23): ``path[;asc|;desc]`` items separated by commas, where a path is an entity
+    member (id, type, createdAt...) or ``attr[.sub...]`` (a sub-attribute or an attribute's
+    createdAt/observedAt...). Sorts on the first instance's value; missing values sort first."""
+    items: list[tuple[Callable[[Doc], Any], bool]] = []
+    for item in text.split(","):
+        path, _, direction = item.partition(";")
+        if direction not in ("", "asc", "desc") or not path or len(items) >= 16:
+            raise bad_request(f"orderBy {text!r}: expected <attribute>[;asc|;desc] items separated by commas")
+        items.append((_order_getter(ctx, path), direction == "desc"))
+    if len(items) == 1 and not items[0][1]:
+        return items[0][0], False
+    if len(items) == 1:
+        return items[0][0], True
 
     def key(doc: Doc) -> Any:
-        insts = doc.get(iri)
-        return query_mod.attribute_target(insts[0]) if insts else None
+        return query_mod.OrderKey(tuple((query_mod.sort_rank(get(doc)), desc) for get, desc in items))
 
-    return key, direction == "desc"
+    return key, False
+
+
+def _order_getter(ctx: Context, path: str) -> Callable[[Doc], Any]:
+    if path in _ORDER_MEMBERS:
+        if path == "type":
+            return lambda doc: ctx.compact_iri(doc["type"][0]) if doc.get("type") else None
+        return lambda doc: doc.get(path)
+    head, *subs = path.split(".")
+    if not head or any(not s for s in subs):
+        raise bad_request(f"orderBy: {path!r} is not an attribute path")
+    iri = ctx.expand_attr_name(head, "orderBy")
+    sub_keys = [s if s in query_mod.META_MEMBERS else ctx.expand_attr_name(s, "orderBy") for s in subs]
+
+    def get(doc: Doc) -> Any:
+        insts = doc.get(iri)
+        node: Any = insts[0] if insts else None
+        for index, sub in enumerate(sub_keys):
+            if not isinstance(node, Mapping):
+                return None
+            node = node.get(sub)
+            if isinstance(node, list):
+                node = node[0] if node else None
+            if sub in query_mod.META_MEMBERS and index == len(sub_keys) - 1:
+                return node
+        return query_mod.attribute_target(node) if node is not None else None
+
+    return get
 
 
 def paging(ngsi: NgsiContext) -> tuple[int, int, bool]:
@@ -702,8 +738,8 @@ async def run_query(
     """Shared by GET /entities and POST /entityOperations/query."""
     if not qp.any_filter() and not qp.local and not ngsi.settings.allow_unfiltered_queries:
         # a strict deployment refuses to list a whole tenant; by default it is paginated like any query
-        raise bad_request("this store refuses unfiltered queries: give at least one of id, type, idPattern, attrs, "
-                          "q, scopeQ or a geo-query (or local=true)")
+        raise bad_request("unfiltered query: give at least one of type, attrs, q, scopeQ or a geo-query "
+                          "(or local=true); id and idPattern alone are not enough (§6.4.3.2)")
     limit, offset, count = paging(ngsi)
     opts = render_options(ngsi, ctx, render_params)
     joining = join_mod.parse_join(render_params.get("join"), render_params.get("joinLevel"))

@@ -427,6 +427,42 @@ def _compare(value: Any, lit: Literal, op: str, expand: Expand) -> bool:
     return False
 
 
+# --------------------------------------------------------------------------- orderBy
+
+
+def sort_rank(value: Any) -> tuple[int, Any]:
+    """A total order over JSON values for orderBy: missing < numbers < strings < others."""
+    if value is None:
+        return 0, 0
+    if isinstance(value, bool):
+        return 1, int(value)
+    if isinstance(value, int | float):
+        return 1, value
+    if isinstance(value, str):
+        return 2, value
+    return 3, repr(value)
+
+
+class OrderKey:
+    """A multi-item orderBy key (§4.23): compares item by item, each ascending or descending."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: tuple[tuple[tuple[int, Any], bool], ...]) -> None:
+        self.items = items
+
+    def __lt__(self, other: OrderKey) -> bool:
+        for (mine, desc), (theirs, _) in zip(self.items, other.items, strict=True):
+            if mine != theirs:
+                return bool(mine > theirs) if desc else bool(mine < theirs)
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OrderKey) and self.items == other.items
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 # --------------------------------------------------------------------------- the q parser
 
 
@@ -650,26 +686,26 @@ def parse_q(text: str) -> QExpr:
 
 @dataclass(frozen=True, slots=True)
 class ScopeTerm:
-    """One scope pattern: ``/A/B`` exact, ``/A/#`` A and descendants, ``/A/+`` direct children."""
+    """One scope pattern: ``/A/B`` exact, ``/A/#`` A and descendants, ``+`` any one segment (``/A/+/C``)."""
 
     segments: tuple[str, ...]
+    """The segments; ``+`` matches any single segment."""
     wildcard: str = ""
-    """``""`` (exact), ``"#"`` (this and every level below) or ``"+"`` (exactly one level below)."""
+    """``""`` (exact length) or ``"#"`` (this and every level below)."""
 
     def matches(self, scopes: Iterable[str]) -> bool:
         """True when any of the entity's scopes fits the pattern."""
+        n = len(self.segments)
         for scope in scopes:
-            parts = tuple(p for p in scope.split("/")[1:]) if scope.startswith("/") else ()
+            parts = tuple(scope.split("/")[1:]) if scope.startswith("/") else ()
             if not parts:
                 continue
-            n = len(self.segments)
             if self.wildcard == "#":
-                if parts[:n] == self.segments:
-                    return True
-            elif self.wildcard == "+":
-                if len(parts) == n + 1 and parts[:n] == self.segments:
-                    return True
-            elif parts == self.segments:
+                if len(parts) < n:
+                    continue
+            elif len(parts) != n:
+                continue
+            if all(want == "+" or want == got for want, got in zip(self.segments, parts, strict=False)):
                 return True
         return False
 
@@ -776,10 +812,14 @@ class _ScopeParser(_GroupParser):
         wildcard = ""
         while self.pos < len(self.text) and self.text[self.pos] == "/":
             self.pos += 1
-            if self.pos < len(self.text) and self.text[self.pos] in "#+":
-                wildcard = self.text[self.pos]
+            if self.pos < len(self.text) and self.text[self.pos] == "#":
+                wildcard = "#"  # '#' only ends a scope pattern
                 self.pos += 1
                 break
+            if self.pos < len(self.text) and self.text[self.pos] == "+":
+                segments.append("+")
+                self.pos += 1
+                continue
             match = _SCOPE_SEGMENT.match(self.text, self.pos)
             if match is None:
                 raise self.error("empty scope segment")

@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 
 from gateway import model
 from gateway.store.jsonld import SYS_ATTRS, Context
-from gateway.store.problems import bad_request, invalid_request
+from gateway.store.problems import NgsiError, bad_request
 
 Form = Literal["normalized", "concise", "keyValues"]
 
@@ -151,9 +151,17 @@ def omitted(omit: Projection, expand: Callable[[str], str]) -> frozenset[str]:
 
 
 def parse_options(
-    options: str | None, fmt: str | None, *, allowed: frozenset[str] = frozenset()
+    options: str | None,
+    fmt: str | None,
+    *,
+    allowed: frozenset[str] = frozenset(),
+    unknown: Callable[[str], NgsiError] = bad_request,
 ) -> tuple[Form, bool, set[str]]:
-    """Read ``options`` and ``format``: (form, sysAttrs, other allowed options present)."""
+    """Read ``options`` and ``format``: (form, sysAttrs, other allowed options present).
+
+    An unknown value raises ``unknown(detail)``: reads answer InvalidRequest (§6.3.7, ETSI 018_16),
+    writes keep BadRequestData.
+    """
     form: Form | None = None
     sys_attrs = False
     others: set[str] = set()
@@ -171,11 +179,11 @@ def parse_options(
         elif item in allowed:
             others.add(item)
         else:
-            raise invalid_request(f"options: unknown or unsupported option {item!r} for this operation")
+            raise unknown(f"options: unknown or unsupported option {item!r} for this operation")
     if fmt is not None:
         chosen_fmt = _FORMS.get(fmt)
         if chosen_fmt is None:
-            raise invalid_request(f"format: {fmt!r} is not one of normalized, concise, simplified, keyValues")
+            raise unknown(f"format: {fmt!r} is not one of normalized, concise, simplified, keyValues")
         # §6.3.7: format, when present, takes precedence over a representation named in options
         form = chosen_fmt
     return form or "normalized", sys_attrs, others

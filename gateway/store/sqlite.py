@@ -44,6 +44,7 @@ from gateway.store.base import (
 )
 from gateway.store.operations import attr_names
 from gateway.store.problems import NgsiError
+from gateway.store.query import OrderKey
 
 log = logging.getLogger("jonction.store")
 
@@ -641,6 +642,8 @@ class _SortKey:
         self.value: Any
         if value is None:
             self.rank, self.value = 0, 0
+        elif isinstance(value, OrderKey):  # a multi-item orderBy compares itself
+            self.rank, self.value = 4, value
         elif isinstance(value, bool):
             self.rank, self.value = 1, int(value)
         elif isinstance(value, int | float):

@@ -351,7 +351,7 @@ async def test_numeric_prefilter_never_loses_a_match(server: StoreServer, q: str
         ("type=Streetlight&local=maybe", "BadRequestData"),
         ("type=Streetlight&georel=near;maxDistance==10&geometry=Cube&coordinates=[1,2]", "BadRequestData"),
         ("type=Streetlight&georel=near;maxDistance==10&geometry=Point&coordinates=[1,", "BadRequestData"),
-        ("type=Streetlight&options=noOverwrite", "BadRequestData"),
+        ("type=Streetlight&options=noOverwrite", "InvalidRequest"),
         ("id=" + ",".join(f"urn:x:{i}" for i in range(1001)), "TooComplexQuery"),
     ],
 )
