@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any, Final
 
+from gateway.store import patterns
 from gateway.store.problems import NgsiError
 
 Expand = Callable[[str], str]
@@ -25,10 +26,8 @@ MAX_TERMS: Final = 64
 """Most query terms in one expression."""
 MAX_DEPTH: Final = 16
 """Deepest nesting of parentheses."""
-MAX_REGEX_LENGTH: Final = 256
-"""Longest pattern after ``~=``: Python regexes have no timeout, so patterns stay small."""
-MAX_MATCH_LENGTH: Final = 16384
-"""Longest string a pattern is applied to (guards against pathological backtracking)."""
+MAX_REGEX_LENGTH: Final = patterns.MAX_PATTERN_LENGTH
+"""Longest pattern after ``~=`` (patterns run on RE2, see :mod:`gateway.store.patterns`)."""
 
 CORE: Final = "https://uri.etsi.org/ngsi-ld/"
 META_MEMBERS: Final = frozenset(
@@ -162,7 +161,7 @@ class Term:
     """``==``, ``!=``, ``>``, ``>=``, ``<``, ``<=``, ``~=``, ``!~=``, ``!`` (absence) or None (exists)."""
     values: tuple[Literal, ...] = ()
     range: tuple[Literal, Literal] | None = None
-    pattern: re.Pattern[str] | None = None
+    pattern: patterns.Matcher | None = None
 
     def evaluate(self, item: Mapping[str, Any], expand: Expand) -> bool:
         """True when the entity satisfies this term."""
@@ -361,12 +360,12 @@ def _flatten(targets: Iterable[Any]) -> list[Any]:
     return out
 
 
-def _pattern_match(pattern: re.Pattern[str] | None, value: Any) -> bool:
+def _pattern_match(pattern: patterns.Matcher | None, value: Any) -> bool:
     if isinstance(value, tuple):
         value = value[1]
     if pattern is None or not isinstance(value, str):
         return False
-    return pattern.search(value[:MAX_MATCH_LENGTH]) is not None
+    return pattern.search(value)
 
 
 def _order(left: Any, right: Any, op: str) -> bool:
@@ -631,7 +630,7 @@ class _Parser:
             self.pos += 1
         raise self.error("unterminated string", start)
 
-    def parse_regex(self) -> re.Pattern[str]:
+    def parse_regex(self) -> patterns.Matcher:
         start = self.pos
         if self.peek() == '"':
             source = self.parse_quoted()
@@ -663,9 +662,11 @@ class _Parser:
         if len(source) > MAX_REGEX_LENGTH:
             raise TooComplex(f"pattern longer than {MAX_REGEX_LENGTH} characters")
         try:
-            return re.compile(source)
-        except re.error as exc:
-            raise self.error(f"invalid pattern: {exc}", start) from None
+            return patterns.compile_user_pattern(source, "pattern")
+        except NgsiError as exc:
+            if exc.type != "BadRequestData":
+                raise
+            raise self.error(f"invalid pattern: {exc.detail}", start) from None
 
 
 def _check_length(text: str, what: str) -> None:

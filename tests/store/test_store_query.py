@@ -121,8 +121,9 @@ async def test_query_by_id_and_id_pattern(city: StoreServer) -> None:
     ("query", "problem"),
     [
         ("id=not-a-uri", "BadRequestData"),
-        ("idPattern=(", "BadRequestData"),
-        ("idPattern=(a%2B)%2B", "TooComplexQuery"),
+        ("type=Streetlight&idPattern=(", "BadRequestData"),
+        ("type=Streetlight&idPattern=(a)%5C1", "BadRequestData"),  # a backreference: not in RE2 syntax
+        ("type=Streetlight&idPattern=" + "a" * 300, "TooComplexQuery"),
         ("type=Streetlight&q=brightness%3D%3D", "BadRequestData"),
         ("type=Streetlight&q=" + "a%3D%3D1;" * 2000 + "a%3D%3D1", "TooComplexQuery"),
         ("type=Streetlight&limit=1001", "TooManyResults"),
