@@ -286,6 +286,10 @@ def render(doc: Mapping[str, Any], ctx: Context, opts: RenderOptions) -> dict[st
         compacted = ctx.compact_entity(filter_doc(doc, opts))
     else:  # the common case: one pass that compacts and drops system attributes together
         compacted = ctx.compact_entity(doc, sys_attrs=opts.sys_attrs)
+    scope = compacted.get("scope")
+    if isinstance(scope, list) and len(scope) == 1:
+        # one scope is rendered as a string, like a single type (JSON-LD compaction of a one-item set)
+        compacted["scope"] = scope[0]
     if opts.form == "keyValues":
         return model.to_key_values(compacted)
     if opts.form == "concise":

@@ -70,3 +70,13 @@ async def test_query_drops_entities_pick_leaves_empty(server: StoreServer) -> No
     await server.post("/entities", streetlight(2))
     r = await server.get("/entities", params={"type": "Streetlight", "pick": "name"})
     assert r.json == [{"name": {"type": "Property", "value": "one"}}]
+
+
+async def test_single_scope_is_a_string(server: StoreServer) -> None:
+    """JSON-LD compaction of one scope gives a string (ETSI 001_11_01), several stay an array."""
+    await server.post("/entities", streetlight(1, scope="/Madrid/Centro"))
+    await server.post("/entities", streetlight(2, scope=["/A", "/B"]))
+    assert (await server.get("/entities/urn:ngsi-ld:Streetlight:1")).json["scope"] == "/Madrid/Centro"
+    kv = await server.get("/entities/urn:ngsi-ld:Streetlight:1", params={"options": "keyValues"})
+    assert kv.json["scope"] == "/Madrid/Centro"
+    assert (await server.get("/entities/urn:ngsi-ld:Streetlight:2")).json["scope"] == ["/A", "/B"]
