@@ -431,8 +431,15 @@ class QueryParams:
     local: bool = False
 
     def any_filter(self) -> bool:
-        """True when one of the restrictions §6.4.3.2 requires is given: type, attrs, q, a geo-query
-        (or scopeQ). Entity ids or an idPattern alone do not make a query (ETSI 019_03_05)."""
+        """True when at least one selector is given (id and idPattern included; Purge Entities needs one)."""
+        return any(
+            v is not None for v in (self.ids, self.types, self.id_pattern, self.attrs, self.q, self.scope_q,
+                                    self.georel)
+        )
+
+    def query_restriction(self) -> bool:
+        """True when one of the restrictions §6.4.3.2 requires of a query is given: type, attrs, q, a
+        geo-query (or scopeQ). Entity ids or an idPattern alone do not make a query (ETSI 019_03_05)."""
         return any(v is not None for v in (self.types, self.attrs, self.q, self.scope_q, self.georel))
 
 
@@ -742,7 +749,7 @@ async def run_query(
     ngsi: NgsiContext, ctx: Context, qp: QueryParams, render_params: Mapping[str, Any], media: str
 ) -> web.Response:
     """Shared by GET /entities and POST /entityOperations/query."""
-    if not qp.any_filter() and not qp.local and not ngsi.settings.allow_unfiltered_queries:
+    if not qp.query_restriction() and not qp.local and not ngsi.settings.allow_unfiltered_queries:
         # a strict deployment refuses to list a whole tenant; by default it is paginated like any query
         raise bad_request("unfiltered query: give at least one of type, attrs, q, scopeQ or a geo-query "
                           "(or local=true); id and idPattern alone are not enough (§6.4.3.2)")
