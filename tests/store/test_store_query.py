@@ -121,8 +121,9 @@ async def test_query_by_id_and_id_pattern(city: StoreServer) -> None:
     ("query", "problem"),
     [
         ("id=not-a-uri", "BadRequestData"),
-        ("idPattern=(", "BadRequestData"),
-        ("idPattern=(a%2B)%2B", "TooComplexQuery"),
+        ("type=Streetlight&idPattern=(", "BadRequestData"),
+        ("type=Streetlight&idPattern=(a)%5C1", "BadRequestData"),  # a backreference: not in RE2 syntax
+        ("type=Streetlight&idPattern=" + "a" * 300, "TooComplexQuery"),
         ("type=Streetlight&q=brightness%3D%3D", "BadRequestData"),
         ("type=Streetlight&q=" + "a%3D%3D1;" * 2000 + "a%3D%3D1", "TooComplexQuery"),
         ("type=Streetlight&limit=1001", "TooManyResults"),
@@ -351,7 +352,7 @@ async def test_numeric_prefilter_never_loses_a_match(server: StoreServer, q: str
         ("type=Streetlight&local=maybe", "BadRequestData"),
         ("type=Streetlight&georel=near;maxDistance==10&geometry=Cube&coordinates=[1,2]", "BadRequestData"),
         ("type=Streetlight&georel=near;maxDistance==10&geometry=Point&coordinates=[1,", "BadRequestData"),
-        ("type=Streetlight&options=noOverwrite", "BadRequestData"),
+        ("type=Streetlight&options=noOverwrite", "InvalidRequest"),
         ("id=" + ",".join(f"urn:x:{i}" for i in range(1001)), "TooComplexQuery"),
     ],
 )
