@@ -69,6 +69,11 @@ ATTRIBUTE_MEMBERS: Final = frozenset(
         "lang",
         "previousValue",
         "previousObject",
+        "previousLanguageMap",
+        "previousVocab",
+        "previousValueList",
+        "previousObjectList",
+        "previousJson",
     }
 )
 """Members of an attribute that are not sub-attributes."""

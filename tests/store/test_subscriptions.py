@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -123,7 +124,10 @@ async def test_crud_and_representation(server: StoreServer, receiver: Receiver) 
     assert body["id"] == sub_id and body["type"] == "Subscription"
     assert body["entities"] == [{"type": "Sensor"}] and body["watchedAttributes"] == ["temperature"]
     assert body["q"] == "temperature>20" and body["subscriptionName"] == "chaleur"
-    assert body["status"] == "active" and body["isActive"] is True
+    # isActive is echoed only when the client set it; createdAt/modifiedAt only with sysAttrs (§4.8)
+    assert body["status"] == "active" and "isActive" not in body and "createdAt" not in body
+    with_sys = (await server.get(f"/subscriptions/{sub_id}", params={"options": "sysAttrs"})).json
+    assert with_sys["createdAt"] and with_sys["modifiedAt"]
     assert body["notification"]["endpoint"]["uri"] == receiver.url("/a")
     assert body["notification"]["format"] == "normalized"
     second = await create(server, sub(receiver, "/b", id="urn:ngsi-ld:Subscription:fixed"))
@@ -216,7 +220,8 @@ async def test_failure_is_reported_then_retry_recovers(server: StoreServer, rece
     assert down["lastFailure"] and down["timesFailed"] == 1 and "lastSuccess" not in down
     assert receiver.attempts["/down"] == 3  # one try and two bounded retries
     ok = await state(flaky)
-    assert ok["status"] == "ok" and ok["lastSuccess"] and "lastFailure" not in ok
+    # the failed first attempt is recorded at once (lastFailure); the retry's success wins the status
+    assert ok["status"] == "ok" and ok["lastSuccess"] and ok["lastFailure"] <= ok["lastSuccess"]
 
 
 async def test_format_attributes_and_ld_json(server: StoreServer, receiver: Receiver) -> None:
@@ -233,7 +238,10 @@ async def test_format_attributes_and_ld_json(server: StoreServer, receiver: Rece
     assert got.headers["Content-Type"].startswith("application/ld+json")
     assert "Link" not in got.headers and "@context" in got.body
     assert got.headers["X-Auth-Receiver"] == "k1"
-    assert got.body["data"] == [{"id": "urn:ngsi-ld:Sensor:1", "type": "Sensor", "temperature": 21}]
+    # JSON-LD notification: each entity is a JSON-LD document carrying the @context too
+    assert got.body["data"] == [
+        {"id": "urn:ngsi-ld:Sensor:1", "type": "Sensor", "temperature": 21, "@context": got.body["@context"]}
+    ]
 
 
 async def test_id_pattern_and_deletion_trigger(server: StoreServer, receiver: Receiver) -> None:
@@ -307,7 +315,15 @@ async def test_subscriptions_survive_a_restart(server: StoreServer, receiver: Re
         (lambda b: b["notification"].update(format="xml"), 400, "BadRequestData", "/notification/format"),
         (lambda b: b["notification"]["endpoint"].update(uri="nowhere"), 400, "BadRequestData", "endpoint/uri"),
         (lambda b: b["notification"]["endpoint"].update(accept="text/plain"), 400, "BadRequestData", "accept"),
-        (lambda b: b["notification"]["endpoint"].update(uri="mqtt://broker/topic"), 501, "NotImplemented", "mqtt"),
+        (lambda b: b["notification"]["endpoint"].update(uri="ftp://host/file"), 501, "NotImplemented", "ftp"),
+        (lambda b: b["notification"]["endpoint"].update(uri="mqtt://broker"), 400, "BadRequestData", "topic"),
+        (lambda b: b["notification"]["endpoint"].update(notifierInfo=[{"key": "MQTT-QoS", "value": "3"}]), 400,
+         "BadRequestData", "MQTT-QoS"),
+        (lambda b: b.update(id=""), 400, "BadRequestData", "/id"),
+        (lambda b: b.update(expiresAt="2000-01-01T00:00:00Z"), 400, "BadRequestData", "/expiresAt"),
+        (lambda b: b["notification"].update(pick=["id"], omit=["id"]), 400, "BadRequestData", "pick"),
+        (lambda b: b["notification"].update(pick=["id"], attributes=["temperature"]), 400, "BadRequestData", "pick"),
+        (lambda b: b["notification"].update(omit=["id"], attributes=["temperature"]), 400, "BadRequestData", "omit"),
         (lambda b: b.update(notificationTrigger=["sometimes"]), 400, "BadRequestData", "notificationTrigger"),
         (lambda b: b.update(temporalQ={}), 501, "NotImplemented", "temporalQ"),
     ],
@@ -324,9 +340,14 @@ async def test_invalid_subscriptions(
 
 
 async def test_expired_subscription_is_not_notified(server: StoreServer, receiver: Receiver) -> None:
-    old = await create(server, sub(receiver, "/old", expiresAt="2000-01-01T00:00:00Z"))
+    # §5.8.1: an expiresAt in the past is refused, so the subscription expires while we wait
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    old = await create(server, sub(receiver, "/old", expiresAt=soon))
     await create(server, sub(receiver, "/new"))
-    assert (await server.get(f"/subscriptions/{old}")).json["status"] == "expired"
+    deadline = asyncio.get_running_loop().time() + 15
+    while (await server.get(f"/subscriptions/{old}")).json["status"] != "expired":
+        assert asyncio.get_running_loop().time() < deadline, "the subscription never expired"
+        await asyncio.sleep(0.1)
     assert (await server.post("/entities", sensor(1, temperature=1))).status == 201
     await receiver.wait("/new", 1)
     assert receiver.at("/old") == []
@@ -358,7 +379,7 @@ async def test_show_changes_and_same_value_rewrites(server: StoreServer, receive
 async def test_large_batches_are_split(
     server: StoreServer, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(subscriptions, "MAX_ENTITIES_PER_NOTIFICATION", 2)
+    monkeypatch.setattr(subscriptions.notifier, "MAX_ENTITIES_PER_NOTIFICATION", 2)
     await create(server, sub(receiver, "/batch"))
     reply = await server.post("/entityOperations/create", [sensor(n, temperature=n) for n in range(5)])
     assert reply.status == 201, reply.raw
