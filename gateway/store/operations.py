@@ -40,6 +40,7 @@ def _is_null(inst: dict[str, Any]) -> bool:
         or get("object") == NULL_URN
         or get("vocab") == NULL_URN
         or get("languageMap") == NULL_URN
+        or get("languageMap") == {"@none": NULL_URN}  # a LanguageProperty's own Null (§4.5.18)
         or get("json") == NULL_URN
     )
 

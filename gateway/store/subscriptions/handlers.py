@@ -131,10 +131,10 @@ def _page_links(ngsi: api.NgsiContext, media: str, limit: int, offset: int, more
     links = []
     if more and limit > 0:
         params.update(limit=str(limit), offset=str(offset + limit))
-        links.append(f'<{path}?{urlencode(params)}>; rel="next"; type="{media}"')
+        links.append(f'<{path}?{urlencode(params)}>;rel="next";type="{media}"')
     if offset > 0 and limit > 0:
         params.update(limit=str(limit), offset=str(max(0, offset - limit)))
-        links.append(f'<{path}?{urlencode(params)}>; rel="prev"; type="{media}"')
+        links.append(f'<{path}?{urlencode(params)}>;rel="prev";type="{media}"')
     return links
 
 

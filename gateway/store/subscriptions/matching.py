@@ -21,16 +21,34 @@ def _without_created(insts: Any) -> Any:
     return [{k: v for k, v in i.items() if k != "createdAt"} for i in insts]
 
 
+def _by_dataset(insts: Any) -> dict[Any, Any]:
+    if not isinstance(insts, list):
+        return {}
+    return {i.get("datasetId"): i for i in insts if isinstance(i, Mapping)}
+
+
 def _changed_attrs(
     before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
 ) -> tuple[set[str], set[str], set[str]]:
-    """(created, updated, deleted) attribute IRIs between two stored documents."""
+    """(created, updated, deleted) attribute IRIs between two stored documents.
+
+    Instances count one by one (§4.5.5): an attribute that lost one of its datasetIds had an
+    instance deleted, one that gained a datasetId had an instance created.
+    """
     skip = {"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt"}
     old = {k: v for k, v in (before or {}).items() if k not in skip}
     new = {k: v for k, v in (after or {}).items() if k not in skip}
     created = set(new) - set(old)
     deleted = set(old) - set(new)
-    updated = {k for k in set(new) & set(old) if _without_created(new[k]) != _without_created(old[k])}
+    updated: set[str] = set()
+    for name in set(new) & set(old):
+        was, now = _by_dataset(old[name]), _by_dataset(new[name])
+        if set(was) - set(now):
+            deleted.add(name)
+        if set(now) - set(was):
+            created.add(name)
+        if any(_without_created([now[d]]) != _without_created([was[d]]) for d in set(now) & set(was)):
+            updated.add(name)
     if before is not None and after is not None and before.get("scope") != after.get("scope"):
         updated.add("scope")
     return created, updated, deleted
@@ -59,9 +77,14 @@ def triggered(sub: Subscription, event: ChangeEvent) -> bool:
         return False
     before, after = event.before, event.after
     if after is None:
-        if "entityDeleted" not in sub.triggers or before is None:
+        if before is None or not selected(sub, before):
             return False
-        return selected(sub, before)
+        if "entityDeleted" in sub.triggers:
+            return True
+        # the entity's attributes went with it: an attributeDeleted for each watched one
+        return "attributeDeleted" in sub.triggers and (
+            sub.watched is None or any(a in before for a in sub.watched)
+        )
     if not selected(sub, after):
         return False
     if before is None:

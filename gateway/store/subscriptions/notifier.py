@@ -168,7 +168,13 @@ class Notifier:
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # a rendering or sending bug must show in the log, not vanish with its task
+            log.error("notification task failed", exc_info=task.exception())
 
     # -- the listener ------------------------------------------------------------------
 

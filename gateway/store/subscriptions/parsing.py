@@ -35,8 +35,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 TRIGGERS: Final = frozenset(
     {"entityCreated", "entityUpdated", "entityDeleted", "attributeCreated", "attributeUpdated", "attributeDeleted"}
 )
-DEFAULT_TRIGGERS: Final = frozenset({"entityCreated", "entityUpdated", "attributeCreated", "attributeUpdated"})
-"""§5.2.12: the triggers of a subscription that names none (deletions are opt-in)."""
+DEFAULT_TRIGGERS: Final = ("attributeCreated", "attributeUpdated")
+"""§5.2.12: the triggers of a subscription that names none (a new entity creates its attributes)."""
 FORMATS: Final = frozenset({"normalized", "keyValues", "concise"})
 ACCEPTS: Final = frozenset({"application/json", "application/ld+json"})
 SCHEMES: Final = frozenset({"http", "https", "mqtt", "mqtts"})
@@ -118,7 +118,7 @@ class Subscription:
     """The members as sent (compacted terms), minus @context and read-only members."""
     entities: list[EntityInfo] = field(default_factory=list)
     watched: list[str] | None = None
-    triggers: frozenset[str] = DEFAULT_TRIGGERS
+    triggers: frozenset[str] = frozenset(DEFAULT_TRIGGERS)
     time_interval: float | None = None
     throttling: float | None = None
     q: QExpr | None = None
@@ -196,6 +196,7 @@ class Subscription:
         if "status" in self.stats:
             notification["status"] = self.stats["status"]
         out["notification"] = notification
+        out.setdefault("notificationTrigger", list(DEFAULT_TRIGGERS))
         out["status"] = self.status
         if sys_attrs:
             out["createdAt"] = self.created_at

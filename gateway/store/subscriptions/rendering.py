@@ -153,13 +153,17 @@ def render_change(sub: Subscription, change: Change, stamp: str) -> dict[str, An
             if entity_deleted and not sub.show_changes and "attributeDeleted" not in sub.triggers:
                 continue
             remaining = _instances(change.after, iri)
-            for ds, prior in _instances(change.before, iri).items():
-                if ds in remaining or not _selected(sub, iri, ds):
-                    continue
-                _add_instance(
-                    out, ctx.compact_iri(iri),
-                    _deleted_instance(sub, ctx, prior, stamp, entity_deleted=entity_deleted),
-                )
+            gone = {ds: prior for ds, prior in _instances(change.before, iri).items() if ds not in remaining}
+            if gone and not remaining:
+                # the whole attribute went: one Null for it, not one per instance
+                prior = gone.get(None) or next(iter(gone.values()))
+                gone = {None: {k: v for k, v in prior.items() if k != "datasetId"}}
+            for ds, prior in gone.items():
+                if _selected(sub, iri, ds):
+                    _add_instance(
+                        out, ctx.compact_iri(iri),
+                        _deleted_instance(sub, ctx, prior, stamp, entity_deleted=entity_deleted),
+                    )
     if sub.format == "keyValues":
         return model.to_key_values(out)
     if sub.format == "concise":
