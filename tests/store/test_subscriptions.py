@@ -467,7 +467,8 @@ async def test_entity_deletion_contents(server: StoreServer, receiver: Receiver)
     changes = sub(receiver, "/gone-changes", notificationTrigger=["entityDeleted"])
     changes["notification"]["showChanges"] = True
     await create(server, changes)
-    watched = sub(receiver, "/gone-watched", watchedAttributes=["temperature"], notificationTrigger=["attributeDeleted"])
+    watched = sub(receiver, "/gone-watched", watchedAttributes=["temperature"],
+                  notificationTrigger=["attributeDeleted"])
     await create(server, watched)
     entity = {**sensor(1, temperature=20), "label": {"type": "LanguageProperty", "languageMap": {"fr": "capteur"}}}
     assert (await server.post("/entities", entity)).status == 201

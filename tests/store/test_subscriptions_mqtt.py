@@ -116,7 +116,8 @@ async def _create(server: StoreServer, body: dict[str, Any]) -> str:
 
 
 def _sensor(n: int, temperature: float) -> dict[str, Any]:
-    return {"id": f"urn:ngsi-ld:Sensor:{n}", "type": "Sensor", "temperature": {"type": "Property", "value": temperature},
+    return {"id": f"urn:ngsi-ld:Sensor:{n}", "type": "Sensor",
+            "temperature": {"type": "Property", "value": temperature},
             "humidity": {"type": "Property", "value": 40}}
 
 
@@ -160,8 +161,8 @@ async def test_mqtt_credentials_from_the_endpoint_uri(server: StoreServer, secur
         ((_, message),) = await listener.wait(1)
         assert message["body"]["subscriptionId"] == good
 
-        async def state() -> dict[str, Any]:
-            return dict((await server.get(f"/subscriptions/{bad}")).json["notification"])
+        async def state(sub_id: str = bad) -> dict[str, Any]:
+            return dict((await server.get(f"/subscriptions/{sub_id}")).json["notification"])
 
         deadline = asyncio.get_running_loop().time() + 15
         while (await state()).get("status") != "failed":
