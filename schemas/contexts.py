@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache, lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -86,3 +86,14 @@ CORE_VOCAB: Final = "https://uri.etsi.org/ngsi-ld/default-context/"
 def expand_term(term: str) -> str | None:
     """The IRI of ``term``: core first (it is protected), then jonction; None if neither has it."""
     return core_terms().get(term) or jonction_terms().get(term)
+
+
+def inline_context(terms: Iterable[str]) -> dict[str, str]:
+    """The slice of the jonction @context that defines ``terms`` (unknown terms are left out).
+
+    A sink that sends the @context in the body (application/ld+json) sends this slice, not the
+    whole document: every entity of a batch carries its own @context, and the whole one is ~45 kB.
+    Core terms are never included: the core context always applies, last (CIM 009 §5.5.7).
+    """
+    known = jonction_terms()
+    return {term: known[term] for term in sorted(set(terms)) if term in known}

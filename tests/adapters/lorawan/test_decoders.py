@@ -10,7 +10,7 @@ import yaml
 
 from adapters.lorawan.decoders import DECODERS, DecodeError, decode
 from adapters.lorawan.profile import builtin_profiles
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, needs_shared, shared_params
 
 CODECS = {
     "milesight-em310-udl": SAMPLES / "ttn_device_repo_codecs" / "milesight-iot__em310-udl-codec.yaml",
@@ -33,7 +33,7 @@ def _vectors() -> list[Any]:
     return cases
 
 
-@pytest.mark.parametrize(("decoder", "example"), _vectors())
+@pytest.mark.parametrize(("decoder", "example"), shared_params(_vectors, arity=2))
 def test_decoder_reproduces_the_vendor_vector(decoder: str, example: dict[str, Any]) -> None:
     fport = example["input"]["fPort"]
     payload = bytes(example["input"]["bytes"])
@@ -46,6 +46,7 @@ def test_decoder_reproduces_the_vendor_vector(decoder: str, example: dict[str, A
         assert decode(decoder, fport, payload) == expected["data"]
 
 
+@needs_shared
 def test_every_shared_codec_file_is_covered() -> None:
     files = {p.name for p in (SAMPLES / "ttn_device_repo_codecs").glob("*.yaml")}
     covered = {p.name for p in CODECS.values()}
