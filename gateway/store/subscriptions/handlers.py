@@ -155,8 +155,8 @@ async def update_subscription(request: web.Request) -> web.Response:
     ngsi = await api.ngsi_context(request, must_exist=False)
     notifier = request.config_dict[NOTIFIER_KEY]
     sub_id = _sub_id(request)
+    body = await api.read_body(request, merge_patch=True)  # §6.3.4 media checks (415) come first
     sub = _lookup(notifier, ngsi, sub_id)
-    body = await api.read_body(request, merge_patch=True)
     if not isinstance(body.data, Mapping) or not body.data:
         raise bad_request("the body must be a non-empty JSON object (a subscription fragment)")
     fragment = {k: v for k, v in body.data.items() if k != "@context"}
