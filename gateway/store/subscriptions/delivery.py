@@ -8,7 +8,6 @@ mqtt5.0; defaults 0 and 3.1.1). Both senders answer (delivered, reason) and neve
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import ssl
 from collections.abc import Mapping
@@ -20,9 +19,12 @@ import aiohttp
 MQTT_DEFAULT_PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
 
 
-def mqtt_available() -> bool:
-    """True when the optional MQTT client (the ``mqtt`` extra, aiomqtt) is installed."""
-    return importlib.util.find_spec("aiomqtt") is not None
+def redacted(url: str) -> str:
+    """The endpoint URI without its user information, for logs (the password must never be logged)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 async def post(

@@ -317,7 +317,7 @@ class Notifier:
                 sub.stats["timesFailed"] = int(sub.stats.get("timesFailed", 0)) + 1
                 sub.stats["lastFailure"] = stamp
                 sub.stats["status"] = "failed"
-                log.warning("notification of %s to %s failed: %s", sub.id, sub.endpoint, reason)
+                log.warning("notification of %s to %s failed: %s", sub.id, senders.redacted(sub.endpoint), reason)
             if key in self.subs:
                 # persisted by the periodic loop (at most one write per subscription per tick), so a
                 # busy subscription does not compete with the store's writer once per notification
