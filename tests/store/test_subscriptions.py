@@ -320,6 +320,8 @@ async def test_subscriptions_survive_a_restart(server: StoreServer, receiver: Re
         (lambda b: b["notification"]["endpoint"].update(notifierInfo=[{"key": "MQTT-QoS", "value": "3"}]), 400,
          "BadRequestData", "MQTT-QoS"),
         (lambda b: b.update(id=""), 400, "BadRequestData", "/id"),
+        (lambda b: b["notification"]["endpoint"].update(receiverInfo=[{"key": "X-A\nB", "value": "v"}]), 400,
+         "BadRequestData", "receiverInfo"),
         (lambda b: b.update(expiresAt="2000-01-01T00:00:00Z"), 400, "BadRequestData", "/expiresAt"),
         (lambda b: b["notification"].update(pick=["id"], omit=["id"]), 400, "BadRequestData", "pick"),
         (lambda b: b["notification"].update(pick=["id"], attributes=["temperature"]), 400, "BadRequestData", "pick"),

@@ -39,7 +39,7 @@ async def post(
             if 200 <= response.status < 300:
                 return True, ""
             return False, f"HTTP {response.status}"
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         return False, type(exc).__name__
 
 

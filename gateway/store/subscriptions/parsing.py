@@ -61,6 +61,7 @@ _NOTIFICATION_MEMBERS: Final = frozenset(
     }
 )
 _NESTED_QUANTIFIER: Final = re.compile(r"\([^()]*[+*}][^()]*\)\s*[+*{]")
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
 _PERCENT: Final = re.compile(r"%[0-9A-Fa-f]{2}")
 LINK_REL: Final = "http://www.w3.org/ns/json-ld#context"
 STATS: Final = ("timesSent", "timesFailed", "lastNotification", "lastFailure", "lastSuccess")
@@ -449,6 +450,10 @@ def _notification(sub: Subscription, value: Any, ctx: jsonld.Context) -> None:
     ):
         raise _fail("/notification/endpoint/receiverInfo", "must be an array of {key, value} strings")
     sub.receiver_info = [(str(i["key"]), str(i["value"])) for i in info]
+    for key, header in sub.receiver_info:
+        # they become HTTP headers (or MQTT metadata): a token name, a value without line breaks
+        if not _HEADER_NAME.fullmatch(key) or any(c in header for c in "\r\n\0"):
+            raise _fail("/notification/endpoint/receiverInfo", f"{key!r} is not a valid header name and value")
     notifier = endpoint.get("notifierInfo", [])
     if not isinstance(notifier, list) or not all(
         isinstance(i, Mapping) and isinstance(i.get("key"), str) and isinstance(i.get("value"), str | int)
