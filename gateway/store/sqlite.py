@@ -354,11 +354,16 @@ class SqliteStorage(StorageBase):
                     results.append(ChangeResult(eid, error=NgsiError("InternalError", "unexpected error")))
                     continue
                 if mutation.outcome != "unchanged":
+                    before = state.get(eid)
                     state[eid] = mutation.doc
                     touched[eid] = None
                     if mutation.written and mutation.doc is not None:
                         types = mutation.doc["type"]
                         written.extend((tenant, eid, types, attr, inst) for attr, inst in mutation.written)
+                    if before is not None and self._history is not None and hasattr(self._history, "deletions"):
+                        # deleted attributes leave a deletedAt mark in their temporal evolution
+                        gone = self._history.deletions(before, mutation.doc, now)
+                        written.extend((tenant, eid, before["type"], attr, inst) for attr, inst in gone)
                 results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated))
             self._store_many(conn, tenant, touched, rids, originals, state)
             if self._history is not None and written:
