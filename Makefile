@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest bench clean setup
+.PHONY: run test lint typecheck pytest bench clean setup check-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,18 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/jonction run --port $(PORT)
 
-## make test: set up, lint, type-check and run every test
-test: $(STAMP) lint typecheck pytest
+## make test: check the system tools, set up, lint, type-check and run every test
+test: check-tools $(STAMP) lint typecheck pytest
+
+# The tests run a real Mosquitto broker (with a password file) and render reports in Chromium.
+check-tools:
+	@missing=""; \
+	for tool in mosquitto mosquitto_passwd chromium; do \
+	  command -v $$tool >/dev/null 2>&1 || test -x /usr/sbin/$$tool || test -x /usr/bin/$$tool || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make test needs:$$missing (Debian/Ubuntu: sudo apt-get install mosquitto chromium)" >&2; exit 1; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway schemas adapters conformance tests bench
