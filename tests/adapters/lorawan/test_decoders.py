@@ -101,6 +101,7 @@ def test_ws558_switch_mask() -> None:
     assert [out[f"switch_{n}"] for n in range(1, 9)] == ["on", "off", "on", "off", "off", "off", "off", "off"]
 
 
+@needs_shared
 def test_codec_paths_exist() -> None:
     for path in CODECS.values():
         assert Path(path).is_file(), path
