@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,17 @@ def test_extra_examples_are_valid() -> None:
         entity = json.loads((EXAMPLES_DIR / filename).read_text(encoding="utf-8"))
         assert entity["type"] == model
         assert validate(entity).valid
+
+
+async def test_own_examples_pass_every_data_check_of_the_checker(tmp_path: Path) -> None:
+    """All our examples delivered as files: every L1 check passes, each model's check among them."""
+    from conformance.profile import load_profile
+    from conformance.runner import run
+    from conformance.targets import FilesTarget
+
+    delivery = tmp_path / "examples.ndjson"
+    delivery.write_text("".join(json.dumps(own_example(m)) + "\n" for m in MODELS), encoding="utf-8")
+    report = await run(load_profile("fournisseur-donnees"), FilesTarget([delivery]))
+    l1 = {r["id"]: (r["verdict"], r["reason"]) for r in report["results"] if r["level"] == "L1"}
+    assert {cid: v for cid, v in l1.items() if v[0] != "pass"} == {}
+    assert len([cid for cid in l1 if cid.startswith("L1-SDM-")]) >= 10
