@@ -343,6 +343,11 @@ async def _upd_unknown(ctx: Ctx) -> str | None:
     return None
 
 
+def _term(name: Any) -> Any:
+    """The last segment of an attribute IRI (``…/default-context/jcAbsent`` → ``jcAbsent``), else the name."""
+    return name.rsplit("/", 1)[-1].rsplit("#", 1)[-1] if isinstance(name, str) else name
+
+
 @check("L3-UPD-004", "Updating an attribute the entity lacks: 207 with notUpdated", needs=W,
        sends="PATCH /entities/{id}/attrs with one existing and one absent attribute",
        expects="207 with an UpdateResult listing the absent attribute in notUpdated",
@@ -351,9 +356,10 @@ async def _upd_partial(ctx: Ctx) -> str | None:
     ent = await _fresh(ctx, "u4")
     body = json_object(await ctx.api("PATCH", f"/entities/{ent['id']}/attrs", body={
         "temperature": {"type": "Property", "value": 2.0}, "jcAbsent": {"type": "Property", "value": 1}}), 207)
-    names = [n.get("attributeName") for n in body.get("notUpdated", []) if isinstance(n, dict)]
+    # Names may come as terms or, as §6.3.6 has it for 207 bodies, as full IRIs.
+    names = [_term(n.get("attributeName")) for n in body.get("notUpdated", []) if isinstance(n, dict)]
     expect("jcAbsent" in names, f"notUpdated is {body.get('notUpdated')!r}")
-    expect("temperature" in (body.get("updated") or []), f"updated is {body.get('updated')!r}")
+    expect("temperature" in [_term(n) for n in body.get("updated") or []], f"updated is {body.get('updated')!r}")
     return None
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gateway import home
 from gateway.contract import adapter_logger, discover
 from gateway.errors import ConfigInvalid, JonctionError
 from gateway.model import RawMessage
@@ -349,6 +350,8 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, Any] | None = No
     app[RUNTIME] = rt
     app[_STORE_OWNED_BY_API] = False
     _register_gauges(rt)
+    links = [*(home.ngsi_links("/ngsi-ld/v1") if config.embedded else []), *home.ADMIN_LINKS]
+    app.router.add_get("/", home.landing_handler("jonction gateway", links))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

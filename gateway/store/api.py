@@ -80,7 +80,12 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     except Bare as bare:
         response = web.Response(status=bare.status)
     except web.HTTPNotFound:
-        response = _problem_response(not_found(f"no NGSI-LD resource at {request.path}"))
+        if "//" in request.path:
+            # An empty path segment is a missing identifier (/entities//attrs): the request is
+            # malformed, not aimed at a resource that does not exist.
+            response = _problem_response(bad_request(f"{request.path}: an identifier in the path is empty"))
+        else:
+            response = _problem_response(not_found(f"no NGSI-LD resource at {request.path}"))
     except web.HTTPMethodNotAllowed as exc:
         response = _problem_response(
             NgsiError("OperationNotSupported", f"{request.method} is not supported on {request.path}", 405)
@@ -235,10 +240,14 @@ def _has_context(data: Any) -> bool:
     return False
 
 
-async def read_body(request: web.Request, *, merge_patch: bool = False, context_rules: bool = True) -> Body:
+async def read_body(
+    request: web.Request, *, merge_patch: bool = False, context_rules: bool = True, item_contexts: bool = False
+) -> Body:
     """Apply §6.3.4/§6.3.5 to a write: media type (415), length (411, 413), JSON, @context rules.
 
     ``context_rules=False`` is for bodies that are themselves contexts (POST /jsonldContexts).
+    ``item_contexts=True`` (batch operations) leaves an ``@context`` inside the items of an
+    application/json array to the caller, which reports it per entity in a 207.
     """
     allowed = {JSON, LD_JSON, MERGE_PATCH} if merge_patch else {JSON, LD_JSON}
     if "Content-Type" not in request.headers or request.content_type not in allowed:
@@ -271,7 +280,7 @@ async def read_body(request: web.Request, *, merge_patch: bool = False, context_
         if link is not None:
             raise bad_request("with Content-Type application/ld+json the @context must be in the body, "
                               "not in a Link header")
-    elif _has_context(data):
+    elif _has_context(data) and not (item_contexts and isinstance(data, list)):
         raise bad_request("with Content-Type application/json the @context must come in a Link header, "
                           "not in the body")
     return Body(data, content_type, link)
@@ -593,7 +602,9 @@ async def create_entity(request: web.Request) -> web.Response:
     ngsi = await ngsi_context(request, must_exist=False)
     body = await read_body(request)
     if not isinstance(body.data, Mapping):
-        raise bad_request("the body must be one entity (a JSON object)")
+        # JSON of the wrong shape (an array, a number) is not an entity at all: the request
+        # itself is malformed (§5.5.2 InvalidRequest), unlike an object with wrong content.
+        raise invalid_request("the body must be one entity (a JSON object)")
     ctx = body.context_for(ngsi)
     doc = ctx.expand_entity({k: v for k, v in body.data.items() if k != "@context"})
     result = await ngsi.storage.create_entities(ngsi.tenant, [doc])
@@ -694,10 +705,12 @@ async def _apply_one(ngsi: NgsiContext, change: Change) -> Any:
 
 
 def _update_result(ngsi: NgsiContext, ctx: Context, fragment: Doc, not_updated: list[tuple[str, str]]) -> web.Response:
+    # A 207 body is plain JSON whose attribute names are full IRIs (§6.3.6): the client's @context
+    # may not even define the names it got wrong.
     failed = {name for name, _ in not_updated}
     body = {
-        "updated": [ctx.compact_iri(n) for n in ops.attr_names(fragment) if n not in failed],
-        "notUpdated": [{"attributeName": ctx.compact_iri(n), "reason": reason} for n, reason in not_updated],
+        "updated": [n for n in ops.attr_names(fragment) if n not in failed],
+        "notUpdated": [{"attributeName": n, "reason": reason} for n, reason in not_updated],
     }
     return respond(ngsi, body, status=207)
 
@@ -777,9 +790,15 @@ async def delete_entity(request: web.Request) -> web.Response:
     return no_content()
 
 
-def _attr_iri(ngsi: NgsiContext, request: web.Request) -> str:
+_NOT_ATTRIBUTES: Final = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt", "@context"})
+
+
+def _attr_iri(ctx: Context, request: web.Request, *, allow_scope: bool = False) -> str:
+    """The attrId of the path expanded with the request's @context (the body's one for ld+json)."""
     name = request.match_info["attr"]
-    return ngsi.context().expand_attr_name(name, "attrId")
+    if name in _NOT_ATTRIBUTES and not (allow_scope and name == "scope"):
+        raise bad_request(f"attrId: {name!r} is an entity member, not an attribute")
+    return ctx.expand_attr_name(name, "attrId")
 
 
 async def delete_attr(request: web.Request) -> web.Response:
@@ -793,17 +812,23 @@ async def delete_attr(request: web.Request) -> web.Response:
         raise bad_request("datasetId and deleteAll=true cannot be combined")
     if dataset_id is not None and not model.is_uri(dataset_id):
         raise bad_request(f"datasetId {dataset_id!r} is not a URI")
-    mutator = ops.delete_attr(_attr_iri(ngsi, request), dataset_id=dataset_id, delete_all=delete_all)
+    if request.match_info["attr"] == "scope":
+        mutator = ops.delete_scope()  # scope is an entity member that §4.18 lets one delete like this
+    else:
+        mutator = ops.delete_attr(_attr_iri(ngsi.context(), request), dataset_id=dataset_id, delete_all=delete_all)
     await _apply_one(ngsi, Change(entity_id, mutator))
     return no_content()
 
 
-def _attr_body(ngsi: NgsiContext, body: Body, iri: str) -> dict[str, Any]:
+def _attr_body(ngsi: NgsiContext, body: Body, *, fragment: bool) -> tuple[Context, dict[str, Any]]:
+    """The request's @context and the attribute of the body (a whole instance, or a fragment)."""
     if not isinstance(body.data, Mapping):
         raise bad_request("the body must be a JSON object (one attribute)")
     ctx = body.context_for(ngsi)
     data = {k: v for k, v in body.data.items() if k != "@context"}
-    return ctx.expand_attribute(data, "", partial=True)[0]
+    if fragment:
+        return ctx, ctx.expand_attribute_fragment(data)
+    return ctx, ctx.expand_attribute(data, "", partial=True)[0]
 
 
 async def patch_attr(request: web.Request) -> web.Response:
@@ -811,9 +836,9 @@ async def patch_attr(request: web.Request) -> web.Response:
     check_params(request, ())
     ngsi = await ngsi_context(request)
     entity_id = _entity_id(request)
-    iri = _attr_iri(ngsi, request)
     body = await read_body(request, merge_patch=True)
-    inst = _attr_body(ngsi, body, iri)
+    ctx, inst = _attr_body(ngsi, body, fragment=True)
+    iri = _attr_iri(ctx, request)
     await _apply_one(ngsi, Change(entity_id, ops.patch_attr(iri, inst)))
     return no_content()
 
@@ -823,13 +848,70 @@ async def replace_attr(request: web.Request) -> web.Response:
     check_params(request, ())
     ngsi = await ngsi_context(request)
     entity_id = _entity_id(request)
-    iri = _attr_iri(ngsi, request)
     body = await read_body(request)
-    inst = _attr_body(ngsi, body, iri)
-    if any(inst.get(k) == jsonld.NULL_URN for k in ("value", "object")):
+    ctx, inst = _attr_body(ngsi, body, fragment=False)
+    iri = _attr_iri(ctx, request)
+    if ops.is_null(inst):
         raise bad_request("urn:ngsi-ld:null is not a valid value for a replacement")
     await _apply_one(ngsi, Change(entity_id, ops.replace_attr(iri, inst)))
     return no_content()
+
+
+_PURGE_PARAMS: Final = frozenset(
+    {"id", "type", "idPattern", "q", "scopeQ", "georel", "geometry", "coordinates", "geoproperty", "keep", "drop",
+     "local"}
+)
+_PURGE_PAGE: Final = 500
+
+
+async def purge_entities(request: web.Request) -> web.Response:
+    """DELETE /entities (§6.4.3.3, Purge Entities §5.6.21): delete every match, or ``keep``/``drop`` attributes.
+
+    A selector is required (BadRequestData otherwise); ``local=true`` alone selects every entity
+    of the tenant. The matches are collected first, then written in batches of one transaction.
+    """
+    check_params(request, _PURGE_PARAMS)
+    ngsi = await ngsi_context(request)
+    query = request.query
+    qp = QueryParams(
+        ids=_split(query.get("id")),
+        types=query.get("type"),
+        id_pattern=query.get("idPattern"),
+        q=query.get("q"),
+        scope_q=query.get("scopeQ"),
+        georel=query.get("georel"),
+        geometry=query.get("geometry"),
+        coordinates=query.get("coordinates"),
+        geoproperty=query.get("geoproperty"),
+        local=_bool_param(request, "local"),
+    )
+    if not qp.any_filter() and not qp.local:
+        raise bad_request("Purge Entities needs a selector: id, type, idPattern, q, scopeQ, a geo-query or local=true")
+    keep_names, drop_names = _split(query.get("keep")), _split(query.get("drop"))
+    if keep_names is not None and drop_names is not None:
+        raise bad_request("keep and drop cannot be combined")
+    ctx = ngsi.context()
+    limit = ngsi.settings.max_ids
+    keep = _expand_names(ctx, keep_names, "keep", limit)
+    drop = _expand_names(ctx, drop_names, "drop", limit)
+    ids: list[str] = []
+    offset = 0
+    while True:
+        spec = build_query(ngsi, ctx, qp, limit=_PURGE_PAGE, offset=offset, count=False)
+        page = await ngsi.storage.query(ngsi.tenant, spec)
+        ids.extend(doc["id"] for doc in page.docs)
+        if not page.more:
+            break
+        offset += _PURGE_PAGE
+    mutator = ops.purge(keep=keep, drop=drop)
+    for start in range(0, len(ids), _PURGE_PAGE):
+        await ngsi.storage.apply(ngsi.tenant, [Change(i, mutator) for i in ids[start : start + _PURGE_PAGE]])
+    return no_content()
+
+
+async def missing_entity_id(request: web.Request) -> web.Response:
+    """PATCH/PUT /entities without an entity id: the request lacks its target (BadRequestData, not 405)."""
+    raise bad_request(f"{request.method} {request.path}: the entity id is missing from the path")
 
 
 def add_entity_routes(app: web.Application) -> None:
@@ -837,6 +919,9 @@ def add_entity_routes(app: web.Application) -> None:
     r = app.router
     r.add_post("/entities", create_entity)
     r.add_get("/entities", query_entities, allow_head=False)
+    r.add_delete("/entities", purge_entities)
+    r.add_patch("/entities", missing_entity_id)
+    r.add_put("/entities", missing_entity_id)
     r.add_get("/entities/{entity_id}", retrieve_entity, allow_head=False)
     r.add_patch("/entities/{entity_id}", merge_entity)
     r.add_put("/entities/{entity_id}", replace_entity)

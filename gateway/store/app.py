@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import home
 from gateway.store.api import add_entity_routes, error_middleware
 from gateway.store.base import Storage, tune_gc
 from gateway.store.batch import add_batch_routes
@@ -133,5 +134,6 @@ def _not_implemented(app: web.Application, prefix: str) -> None:
 def create_root_app(settings: StoreSettings, *, storage: Storage | None = None) -> web.Application:
     """A root application with the store mounted at ``settings.base_path``."""
     root = web.Application(client_max_size=settings.max_body_bytes, handler_args=HANDLER_ARGS)
+    root.router.add_get("/", home.landing_handler("jonction NGSI-LD store", home.ngsi_links(settings.base_path)))
     root.add_subapp(settings.base_path, create_store_app(settings, storage=storage))
     return root

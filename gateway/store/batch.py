@@ -52,6 +52,9 @@ def _expand_all(
         try:
             if not isinstance(item, Mapping):
                 raise bad_request(f"/{index}: each entity must be a JSON object")
+            if body.content_type == JSON and "@context" in item:
+                raise bad_request(f"/{index}: with Content-Type application/json the @context must come in a "
+                                  "Link header, not in the entity")
             ctx = body.context_for(ngsi, item)
             data = {k: v for k, v in item.items() if k != "@context"}
             if partial and not model.is_uri(data.get("id")):
@@ -69,6 +72,7 @@ async def _run(
     make: Callable[[Doc], Mutator],
     *,
     create_tenant: bool,
+    partial_is_error: bool = False,
 ) -> BatchResult:
     changes = [Change(doc["id"], make(doc)) for _, doc in docs]
     results = await ngsi.storage.apply(ngsi.tenant, changes, create_tenant=create_tenant) if changes else []
@@ -81,6 +85,11 @@ async def _run(
         r = by_index[index]
         if r.error is not None:
             out.errors.append(BatchError(r.entity_id, r.error))
+        elif partial_is_error and r.not_updated:
+            # §5.6.9: an entity whose attributes were not all updated (noOverwrite on an existing
+            # one, Null on an absent one) is reported in errors, with what was left untouched.
+            reasons = "; ".join(f"{name}: {reason}" for name, reason in r.not_updated)
+            out.errors.append(BatchError(r.entity_id, bad_request(f"attributes not updated: {reasons}")))
         else:
             out.success.append(r.entity_id)
             if r.outcome == "created":
@@ -96,7 +105,7 @@ async def batch_create(request: web.Request) -> web.Response:
     """POST /entityOperations/create: 201 with the ids, or 207 BatchOperationResult."""
     check_params(request, ())
     ngsi = await ngsi_context(request, must_exist=False)
-    body = await read_body(request)
+    body = await read_body(request, item_contexts=True)
     docs, early = _expand_all(ngsi, body)
     result = await _run(ngsi, docs, early, ops.create, create_tenant=True)
     if result.errors:
@@ -112,7 +121,7 @@ async def batch_upsert(request: web.Request) -> web.Response:
     if len(others) > 1:
         raise bad_request("options: replace and update cannot be combined")
     mode: Literal["update", "replace"] = "update" if "update" in others else "replace"
-    body = await read_body(request)
+    body = await read_body(request, item_contexts=True)
     docs, early = _expand_all(ngsi, body)
     result = await _run(ngsi, docs, early, lambda d: ops.upsert(d, mode), create_tenant=True)
     if result.errors:
@@ -128,11 +137,12 @@ async def batch_update(request: web.Request) -> web.Response:
     check_params(request, ("options",))
     ngsi = await ngsi_context(request)
     _, _, others = parse_options(request.query.get("options"), None, allowed=frozenset({"noOverwrite"}))
-    body = await read_body(request)
+    body = await read_body(request, item_contexts=True)
     docs, early = _expand_all(ngsi, body, partial=True)
     no_overwrite = "noOverwrite" in others
     result = await _run(
-        ngsi, docs, early, lambda d: ops.update_attrs(d, no_overwrite=no_overwrite, strict=False), create_tenant=False
+        ngsi, docs, early, lambda d: ops.update_attrs(d, no_overwrite=no_overwrite, strict=False), create_tenant=False,
+        partial_is_error=True,
     )
     return _multi(ngsi, result) if result.errors else no_content()
 
@@ -141,7 +151,7 @@ async def batch_merge(request: web.Request) -> web.Response:
     """POST /entityOperations/merge: 204 or 207."""
     check_params(request, ())
     ngsi = await ngsi_context(request)
-    body = await read_body(request)
+    body = await read_body(request, item_contexts=True)
     docs, early = _expand_all(ngsi, body, partial=True)
     result = await _run(ngsi, docs, early, ops.merge, create_tenant=False)
     return _multi(ngsi, result) if result.errors else no_content()

@@ -262,7 +262,7 @@ class Context:
             raise bad_request(f"{pointer}: an entity needs at least one type")
         out: list[str] = []
         for i, name in enumerate(names):
-            if not isinstance(name, str) or not name or not _TERM_OK.match(name):
+            if not isinstance(name, str) or not name or not _TERM_OK.match(name) or self.is_keyword(name):
                 raise bad_request(f"{pointer}/{i}: invalid entity type {name!r}")
             iri = self.expand_term(name)
             if iri not in out:
@@ -305,6 +305,17 @@ class Context:
             raise bad_request(f"more than {_MAX_GEO} GeoProperty instances in one entity")
         return out
 
+    def is_keyword(self, name: str) -> bool:
+        """True for a JSON-LD keyword or a term the context aliases to one (``type`` → ``@type``).
+
+        Such a name expands to no IRI, so it can name neither an entity type nor an attribute.
+        """
+        if name.startswith("@"):
+            return True
+        definition = self._raw.get(name)
+        target = definition.get("@id") if isinstance(definition, Mapping) else definition
+        return isinstance(target, str) and target.startswith("@")
+
     def expand_attr_name(self, name: str, pointer: str) -> str:
         """Expand an attribute name after checking it is usable as a term."""
         if name not in self._valid_names:
@@ -344,6 +355,43 @@ class Context:
                 raise bad_request(f"{where}: two instances with the same datasetId {ds!r}")
             seen.add(ds)
             out.append(expanded)
+        return out
+
+    def expand_attribute_fragment(self, value: Any, pointer: str = "") -> dict[str, Any]:
+        """Expand the body of a Partial Attribute Update (§5.6.4): members of one instance, ``type`` optional.
+
+        With a ``type`` and its value member it is a whole instance; otherwise only the members
+        given are checked (a value, a datasetId, sub-attributes…). An empty fragment is refused.
+        """
+        if not isinstance(value, Mapping):
+            raise bad_request(f"{pointer or '/'}: the attribute fragment must be a JSON object")
+        if not value:
+            raise bad_request(f"{pointer or '/'}: the attribute fragment is empty")
+        attr_type = value.get("type")
+        if attr_type is not None and attr_type not in model.ATTRIBUTE_TYPES:
+            raise bad_request(f"{pointer}/type: {attr_type!r} is not an NGSI-LD attribute type")
+        if attr_type is not None and model.VALUE_KEY[str(attr_type)] in value:
+            return self._expand_instance(value, pointer, partial=True)
+        out: dict[str, Any] = {}
+        for member, sub in value.items():
+            if member in SYS_ATTRS or member == "instanceId":
+                continue
+            if member in model.ATTRIBUTE_MEMBERS:
+                if sub is None:
+                    raise bad_request(f"{pointer}/{member}: null is not allowed")
+                out[member] = sub
+            else:
+                sub_iri = self.expand_attr_name(member, f"{pointer}/{_ptr(member)}")
+                out[sub_iri] = self.expand_attribute(sub, f"{pointer}/{_ptr(member)}", partial=True)[0]
+        if not any(k for k in out if k != "datasetId"):
+            raise bad_request(f"{pointer or '/'}: the attribute fragment changes nothing")
+        if "datasetId" in out and not model.is_uri(out["datasetId"]):
+            raise bad_request(f"{pointer}/datasetId: {out['datasetId']!r} is not a URI")
+        if "observedAt" in out:
+            try:
+                out["observedAt"] = model.utc_time(out["observedAt"])
+            except (model.ModelError, TypeError) as exc:
+                raise bad_request(f"{pointer}/observedAt: {exc}") from None
         return out
 
     def _expand_instance(self, inst: Mapping[str, Any], pointer: str, *, partial: bool) -> dict[str, Any]:
@@ -403,7 +451,8 @@ class Context:
                 if sys_attrs:
                     out[name] = value
             elif name == "scope":
-                out[name] = value
+                # JSON-LD compaction: a set of one scope is the bare string (§4.18 examples)
+                out[name] = value[0] if isinstance(value, list) and len(value) == 1 else value
             else:
                 insts = [self.compact_instance(i, sys_attrs=sys_attrs) for i in value]
                 out[self.compact_iri(name)] = insts[0] if len(insts) == 1 else insts

@@ -34,14 +34,27 @@ def attr_names(doc: Doc) -> list[str]:
 
 
 def _is_null(inst: dict[str, Any]) -> bool:
+    """An NGSI-LD Null instance (§4.5.0): its value member is ``urn:ngsi-ld:null``.
+
+    A LanguageProperty says it with ``{"@none": "urn:ngsi-ld:null"}`` (its languageMap is a map).
+    """
     get = inst.get
+    language_map = get("languageMap")
     return (
         get("value") == NULL_URN
         or get("object") == NULL_URN
         or get("vocab") == NULL_URN
-        or get("languageMap") == NULL_URN
         or get("json") == NULL_URN
+        or language_map == NULL_URN
+        or (isinstance(language_map, dict) and language_map == {"@none": NULL_URN})
+        or get("valueList") == NULL_URN
+        or get("objectList") == NULL_URN
     )
+
+
+def is_null(inst: dict[str, Any]) -> bool:
+    """Public form of the NGSI-LD Null test, for handlers that refuse Null where it means nothing."""
+    return _is_null(inst)
 
 
 def _stamp(inst: dict[str, Any], now: str, created: str | None = None) -> dict[str, Any]:
@@ -163,15 +176,30 @@ def update_attrs(fragment: Doc, *, no_overwrite: bool = False, strict: bool = Tr
         if current is None:
             raise not_found(f"entity {fragment['id']} does not exist")
         result = _apply_attrs(current, fragment, now, no_overwrite=no_overwrite, strict=strict)
-        if result.doc is not None and not strict and fragment.get("type"):
-            types = _union_types(result.doc["type"], fragment.get("type"))
-            if types != result.doc["type"]:
-                result.doc["type"] = types
-                result.doc["modifiedAt"] = now
+        doc = result.doc
+        if doc is None:
+            return result
+        if fragment.get("type"):
+            # Entity types are only ever added (§4.16): update and append both extend the set.
+            types = _union_types(doc["type"], fragment.get("type"))
+            if types != doc["type"]:
+                doc["type"] = types
+                doc["modifiedAt"] = now
                 result.outcome = "updated"
-        if result.doc is not None and not strict and "scope" in fragment:
-            result.doc["scope"] = fragment["scope"]
-            result.outcome = "updated"
+        if "scope" in fragment:
+            new_scope = list(fragment["scope"])
+            old_scope = doc.get("scope")
+            if strict and old_scope is None:
+                # Update only touches what exists (§5.6.2): an absent scope is not added.
+                result.not_updated.append(("scope", "the entity has no scope to update"))
+            else:
+                if no_overwrite and old_scope is not None:
+                    # Append without overwrite adds the new scopes to the existing ones (§4.18).
+                    new_scope = list(old_scope) + [s for s in new_scope if s not in old_scope]
+                if new_scope != old_scope:
+                    doc["scope"] = new_scope
+                    doc["modifiedAt"] = now
+                    result.outcome = "updated"
         return result
 
     return mutate
@@ -278,6 +306,46 @@ def delete_attr(attr: str, *, dataset_id: str | None = None, delete_all: bool = 
             del new[attr][pos]
             if not new[attr]:
                 del new[attr]
+        new["modifiedAt"] = now
+        return Mutation(new, "updated")
+
+    return mutate
+
+
+def delete_scope() -> Mutator:
+    """Delete the scope of an entity (DELETE /entities/{id}/attrs/scope, §4.18); 404 when it has none."""
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is None:
+            raise not_found("entity does not exist")
+        if "scope" not in current:
+            raise not_found("the entity has no scope")
+        new = copy_doc(current)
+        del new["scope"]
+        new["modifiedAt"] = now
+        return Mutation(new, "updated")
+
+    return mutate
+
+
+def purge(*, keep: frozenset[str] | None = None, drop: frozenset[str] | None = None) -> Mutator:
+    """One entity of Purge Entities (§5.6.21): delete it, or only ``drop`` / all attributes but ``keep``.
+
+    An entity that vanished since it was selected is simply skipped.
+    """
+
+    def mutate(current: Doc | None, now: str) -> Mutation:
+        if current is None:
+            return Mutation(None, "unchanged")
+        if keep is None and drop is None:
+            return Mutation(None, "deleted")
+        names = attr_names(current)
+        gone = [n for n in names if n in drop] if drop is not None else [n for n in names if n not in (keep or ())]
+        if not gone:
+            return Mutation(current, "unchanged")
+        new = copy_doc(current)
+        for name in gone:
+            del new[name]
         new["modifiedAt"] = now
         return Mutation(new, "updated")
 

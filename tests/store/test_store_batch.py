@@ -99,15 +99,22 @@ async def test_batch_update(server: StoreServer) -> None:
     patch.append({"id": "urn:ngsi-ld:Streetlight:9", "brightness": 1})
     r = await server.post("/entityOperations/update?options=noOverwrite", patch)
     assert r.status == 207
-    assert r.json["errors"][0]["entityId"] == "urn:ngsi-ld:Streetlight:9"
-    assert r.json["errors"][0]["error"]["type"] == ERR + "ResourceNotFound"
+    errors = {e["entityId"]: e["error"]["type"] for e in r.json["errors"]}
+    assert errors["urn:ngsi-ld:Streetlight:9"] == ERR + "ResourceNotFound"
+    # §5.6.9: attributes left alone by noOverwrite put their entity in errors too
+    assert errors["urn:ngsi-ld:Streetlight:0"] == ERR + "BadRequestData"
+    assert r.json["success"] == []
 
 
 async def test_batch_update_no_overwrite_keeps_values(server: StoreServer) -> None:
     await server.post("/entities", streetlight(0))
     patch = [{"id": "urn:ngsi-ld:Streetlight:0", "powerState": {"type": "Property", "value": "off"},
               "brightness": {"type": "Property", "value": 9}}]
-    assert (await server.post("/entityOperations/update?options=noOverwrite", patch)).status == 204
+    r = await server.post("/entityOperations/update?options=noOverwrite", patch)
+    # powerState exists and is kept: the entity is reported (207), brightness is still appended
+    assert r.status == 207
+    assert [e["entityId"] for e in r.json["errors"]] == ["urn:ngsi-ld:Streetlight:0"]
+    assert "powerState" in r.json["errors"][0]["error"]["detail"]
     got = (await server.get("/entities/urn:ngsi-ld:Streetlight:0")).json
     assert got["powerState"]["value"] == "on"
     assert got["brightness"]["value"] == 9
@@ -146,9 +153,14 @@ async def test_batch_ld_json_context_per_entity(server: StoreServer) -> None:
 
 
 async def test_batch_json_with_context_in_body(server: StoreServer) -> None:
-    body = [{**streetlight(0), "@context": "https://jonction.eu/ns/context/v1.jsonld"}]
+    # application/json with an @context inside an entity: that entity fails (207), the others are written
+    body = [{**streetlight(0), "@context": "https://jonction.eu/ns/context/v1.jsonld"}, streetlight(1)]
     r = await server.post("/entityOperations/upsert", body)
-    assert r.problem() == "BadRequestData"
+    assert r.status == 207
+    assert r.json["success"] == ["urn:ngsi-ld:Streetlight:1"]
+    assert r.json["errors"][0]["entityId"] == "urn:ngsi-ld:Streetlight:0"
+    assert r.json["errors"][0]["error"]["type"] == ERR + "BadRequestData"
+    assert (await server.get("/entities/urn:ngsi-ld:Streetlight:0")).status == 404
 
 
 async def test_batch_is_one_transaction_visible_at_once(server: StoreServer) -> None:

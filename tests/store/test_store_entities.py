@@ -7,6 +7,7 @@ import pytest
 from tests.store.conftest import LINK_JONCTION, StoreServer, streetlight
 
 E1 = "/entities/urn:ngsi-ld:Streetlight:1"
+VOCAB = "https://uri.etsi.org/ngsi-ld/default-context/"
 
 
 async def _entity(server: StoreServer, path: str = E1, **kw: object) -> dict:  # type: ignore[type-arg]
@@ -184,8 +185,9 @@ async def test_update_attrs_204_and_207(server: StoreServer) -> None:
     r = await server.patch(f"{E1}/attrs", {"powerState": {"type": "Property", "value": "on"},
                                            "unknownAttr": {"type": "Property", "value": 1}})
     assert r.status == 207
-    assert r.json["updated"] == ["powerState"]
-    assert r.json["notUpdated"][0]["attributeName"] == "unknownAttr"
+    # 207 bodies name attributes by their full IRI (§6.3.6); no Link header here: the core @vocab
+    assert r.json["updated"] == [VOCAB + "powerState"]
+    assert r.json["notUpdated"][0]["attributeName"] == VOCAB + "unknownAttr"
     assert "unknownAttr" not in await _entity(server)
 
 
@@ -207,8 +209,8 @@ async def test_append_attrs_and_no_overwrite(server: StoreServer) -> None:
     r = await server.post(f"{E1}/attrs?options=noOverwrite", {"temperature": {"type": "Property", "value": 99},
                                                               "humidity": {"type": "Property", "value": 50}})
     assert r.status == 207
-    assert r.json["updated"] == ["humidity"]
-    assert r.json["notUpdated"][0]["attributeName"] == "temperature"
+    assert r.json["updated"] == [VOCAB + "humidity"]
+    assert r.json["notUpdated"][0]["attributeName"] == VOCAB + "temperature"
     got = await _entity(server)
     assert got["temperature"]["value"] == 12
     assert got["humidity"]["value"] == 50

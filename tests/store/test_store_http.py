@@ -102,7 +102,8 @@ async def test_body_not_json_is_invalid_request(server: StoreServer) -> None:
         {"id": "urn:ngsi-ld:X:1", "type": "X", "a": None},
         {"id": "urn:ngsi-ld:X:1", "type": "X", "a b": 1},
         {"id": "urn:ngsi-ld:X:1", "type": "X", "scope": "no scope"},
-        [streetlight(1)],
+        {"id": "urn:ngsi-ld:X:1", "type": "type"},  # "type" is the core alias of @type: no IRI
+        {"id": "urn:ngsi-ld:X:1", "type": "@id"},
     ],
 )
 async def test_wrong_data_is_bad_request_data(server: StoreServer, body: object) -> None:
@@ -257,7 +258,7 @@ async def test_unknown_path_is_problem_details(server: StoreServer) -> None:
 
 
 async def test_method_not_allowed_is_problem_details(server: StoreServer) -> None:
-    r = await server.request("PUT", "/entities", data=b"{}")
+    r = await server.request("POST", "/entities/urn:ngsi-ld:X:1", data=b"{}")
     assert r.status == 405
     assert r.problem() == "OperationNotSupported"
 
