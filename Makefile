@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest bench clean setup check-tools
+.PHONY: run test lint typecheck pytest bench clean setup interop check-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/jonction run --port $(PORT)
 
 ## make test: check the system tools, set up, lint, type-check and run every test
-test: check-tools $(STAMP) lint typecheck pytest
+test: check-tools $(STAMP) lint typecheck pytest interop
 
 # The tests run a real Mosquitto broker (with a password file) and render reports in Chromium.
 check-tools:
@@ -31,6 +31,22 @@ check-tools:
 	if [ -n "$$missing" ]; then \
 	  echo "make test needs:$$missing (Debian/Ubuntu: sudo apt-get install mosquitto chromium)" >&2; exit 1; \
 	fi
+
+# Real NGSI-LD clients (FiLiP, ngsildclient) pin old versions of libraries jonction uses
+# (paho-mqtt): they get their own virtualenv, so the main one stays what users install.
+INTEROP_VENV  ?= .venv-interop
+INTEROP_STAMP := $(INTEROP_VENV)/.installed
+
+$(INTEROP_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/pip install --quiet --upgrade pip
+	$(INTEROP_VENV)/bin/pip install --quiet -e '.[test,interop]'
+	touch $(INTEROP_STAMP)
+
+## make interop: the store driven by real NGSI-LD clients, in their own virtualenv
+## (the rest of tests/interop runs in `make pytest`, where these two skip by name)
+interop: $(INTEROP_STAMP)
+	$(INTEROP_VENV)/bin/pytest -q -p no:cacheprovider tests/interop/test_filip.py tests/interop/test_ngsildclient.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway schemas adapters conformance tests bench
@@ -45,4 +61,4 @@ bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INTEROP_VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -237,14 +237,19 @@ class RunContext:
 
     async def _discover(self) -> ReadSet:
         for model in self.profile.model_names:
-            resp = await self.api("GET", "/entities", params={"type": model, "limit": "20", "count": "true"})
-            found = resp.json() if resp.status == 200 else None
-            if isinstance(found, list) and found:
-                try:
-                    total = int(resp.header("NGSILD-Results-Count") or len(found))
-                except ValueError:
-                    total = len(found)
-                return ReadSet(model, found, False, total)
+            # The type as a full IRI first: entities written with the official @context are stored
+            # under it, and no broker needs a @context to match a full IRI.
+            for selector in type_selectors(model):
+                resp = await self.api("GET", "/entities", params={"type": selector, "limit": "20", "count": "true"})
+                found = resp.json() if resp.status == 200 else None
+                if isinstance(found, list) and found:
+                    try:
+                        total = int(resp.header("NGSILD-Results-Count") or len(found))
+                    except ValueError:
+                        total = len(found)
+                    # Entities as the target answered (names in full where the core context has
+                    # no term for them): the read checks send those names back in their queries.
+                    return ReadSet(selector, found, False, total)
         raise Skip("no entities of the profile's models on the target, and writing is not allowed "
                    "(set allow_write to let the checker seed its own probe entities)")
 
@@ -265,15 +270,18 @@ class RunContext:
         out: list[tuple[str, Any]] = []
         limit = self.profile.max_entities
         for model in self.profile.model_names:
+            # One query for the official IRI and the bare term (a type in the core default
+            # vocabulary): both are the model's entities as far as their data is concerned.
+            selector = ",".join(type_selectors(model))
             offset = 0
             while offset < limit:
                 page = min(100, limit - offset)
-                resp = await self.api("GET", "/entities", params={"type": model, "limit": str(page),
+                resp = await self.api("GET", "/entities", params={"type": selector, "limit": str(page),
                                                                    "offset": str(offset)})
                 if resp.status != 200 or not isinstance(resp.json(), list):
                     raise Fail(f"reading entities of type {model} answered HTTP {resp.status}")
                 items = resp.json()
-                out.extend((f"{model}/{e.get('id')}", e) for e in items)
+                out.extend((f"{model}/{e.get('id')}", compact_entity(e)) for e in items)
                 if len(items) < page:
                     break
                 offset += page
@@ -285,6 +293,51 @@ class RunContext:
         if model is None:
             return data
         return [(loc, e) for loc, e in data if isinstance(e, dict) and e.get("type") == model]
+
+
+def type_selectors(model: str) -> list[str]:
+    """How to name a model's type in a query without a @context: its official IRI, then the term."""
+    from schemas.contexts import expand_term
+
+    iri = expand_term(model)
+    return [iri, model] if iri and iri != model else [model]
+
+
+_MEMBERS: Final = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt", "value", "object",
+                             "objectList", "languageMap", "vocab", "json", "valueList", "observedAt", "unitCode",
+                             "datasetId", "instanceId", "lang", "objectType", "@context"})
+
+
+def compact_entity(entity: Any) -> Any:
+    """An entity read without a @context, with full Smart Data Model IRIs turned back into terms.
+
+    A broker compacts with the core context only, so types and attribute names come back as IRIs;
+    the data checks judge the model's terms. Compaction is offline (the bundled jonction terms).
+    """
+    from schemas.contexts import compact_iri
+
+    def names(node: Any) -> Any:
+        if isinstance(node, list):
+            return [names(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _MEMBERS:
+                out[key] = value
+            else:
+                out[compact_iri(key)] = names(value)
+        return out
+
+    if not isinstance(entity, dict):
+        return entity
+    compacted: dict[str, Any] = names(entity)
+    kind = entity.get("type")
+    if isinstance(kind, str):
+        compacted["type"] = compact_iri(kind)
+    elif isinstance(kind, list):
+        compacted["type"] = [compact_iri(k) if isinstance(k, str) else k for k in kind]
+    return compacted
 
 
 def is_failure(record: Any) -> bool:

@@ -97,3 +97,25 @@ def inline_context(terms: Iterable[str]) -> dict[str, str]:
     """
     known = jonction_terms()
     return {term: known[term] for term in sorted(set(terms)) if term in known}
+
+
+@lru_cache(maxsize=1)
+def _inverse() -> Mapping[str, str]:
+    out: dict[str, str] = {}
+    for term, iri in sorted(jonction_terms().items()):
+        out.setdefault(iri, term)
+    return MappingProxyType(out)
+
+
+def compact_iri(iri: str) -> str:
+    """The jonction term of ``iri`` (or the name under the core default vocabulary); else ``iri`` itself.
+
+    The offline inverse of :func:`expand_term` for what a broker answers without a @context: it
+    compacts Smart Data Model IRIs with the core context only, so they come back in full.
+    """
+    term = _inverse().get(iri)
+    if term is not None:
+        return term
+    if iri.startswith(CORE_VOCAB) and len(iri) > len(CORE_VOCAB):
+        return iri[len(CORE_VOCAB):]
+    return iri

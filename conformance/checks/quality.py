@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from conformance.context import FixtureError, RunContext, is_failure
+from conformance.context import FixtureError, RunContext, compact_entity, is_failure, type_selectors
 from conformance.registry import Fail, Skip, check
 from gateway.model import ENTITY_MEMBERS, parse_time
 
@@ -148,8 +148,10 @@ async def _poll(ctx: RunContext, series: dict[str, TypeSeries]) -> Observation:
         for etype, s in series.items():
             offset = 0
             while offset < ctx.profile.max_entities:
-                resp = await ctx.api("GET", "/entities", params={"type": etype, "limit": "100",
-                                                                  "offset": str(offset)}, record=polls == 1)
+                # By IRI and by term, compacted back offline: a broker needs no @context (as L1).
+                resp = await ctx.api("GET", "/entities", params={"type": ",".join(type_selectors(etype)),
+                                                                  "limit": "100", "offset": str(offset)},
+                                     record=polls == 1)
                 items = resp.json() if resp.status == 200 else None
                 if not isinstance(items, list):
                     raise Fail(f"polling {etype} answered HTTP {resp.status}")
@@ -157,7 +159,7 @@ async def _poll(ctx: RunContext, series: dict[str, TypeSeries]) -> Observation:
                 for ent in items:
                     if isinstance(ent, dict):
                         # Values present at the first poll may be old: their latency is unknown.
-                        _absorb(s, ent, now if polls > 1 else None)
+                        _absorb(s, compact_entity(ent), now if polls > 1 else None)
                 if len(items) < 100:
                     break
                 offset += 100

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import hmac
 import importlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -28,7 +30,7 @@ from gateway.errors import ConfigInvalid, JonctionError
 from gateway.model import RawMessage
 from gateway.runtime import admin
 from gateway.runtime.archive import RawArchive
-from gateway.runtime.config import GatewayConfig, SourceConfig, check_source_configs, source_config
+from gateway.runtime.config import CONTEXT_PATH, GatewayConfig, SourceConfig, check_source_configs, source_config
 from gateway.runtime.db import Database
 from gateway.runtime.deadletters import DeadLetters
 from gateway.runtime.logging import redact
@@ -129,6 +131,28 @@ async def metrics(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     return web.Response(text=rt.metrics.render(), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def jonction_context(request: web.Request) -> web.Response:
+    """The jonction @context, served to brokers that expand entities sent with a Link to it.
+
+    No token: a broker fetching a @context carries none. The document is immutable for a
+    release, so brokers and caches may keep it (an ETag answers their revalidation).
+    """
+    body, etag = _context_document()
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=3600", "Access-Control-Allow-Origin": "*",
+               "X-Content-Type-Options": "nosniff"}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="application/ld+json", headers=headers)
+
+
+@functools.cache
+def _context_document() -> tuple[bytes, str]:
+    contexts = importlib.import_module("schemas.contexts")
+    document = contexts.bundled_context(contexts.JONCTION_CONTEXT_IRI)
+    body = json.dumps(document, ensure_ascii=False, sort_keys=True, indent=1).encode()
+    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 # ---------------------------------------------------------------------------- store
@@ -301,8 +325,13 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
             if src.enabled:
                 start_source(rt, src)
         rt.ready = True
+        if cfg.sinks and not cfg.public_url and not cfg.loopback and cfg.host in ("0.0.0.0", "::"):
+            # Brokers fetch the @context from this URL: a guessed host name may not reach us.
+            log.warning("remote sinks announce the @context at %s (host name guessed): set server.public_url",
+                        cfg.context_url)
         log.info("jonction gateway started", extra={
-            "sources": len(rt.sources), "sinks": [s.name for s in sinks], "data_dir": str(cfg.data_dir)})
+            "sources": len(rt.sources), "sinks": [s.name for s in sinks], "data_dir": str(cfg.data_dir),
+            "context_url": cfg.context_url})
         yield
     finally:
         rt.ready = False
@@ -355,6 +384,7 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, Any] | None = No
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get(CONTEXT_PATH, jonction_context)
     admin.add_routes(app)
     if config.embedded:
         api = _store_api(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,13 @@ from gateway.errors import ConfigInvalid
 from gateway.runtime.logging import redact, register_secret
 from gateway.runtime.pipeline import Route
 from gateway.runtime.publisher import PublisherSettings
-from gateway.runtime.sinks import RemoteSettings
+from gateway.runtime.sinks import PROFILES, RemoteSettings
 
 MAX_CONFIG_BYTES: Final = 1 << 20
 LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+_WILDCARD: Final = frozenset({"0.0.0.0", "::", ""})
+CONTEXT_PATH: Final = "/contexts/jonction.jsonld"
+"""Where the gateway serves the jonction @context (GET, no token: brokers fetch it)."""
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?([KMG])i?B$")
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd])$")
@@ -95,6 +99,8 @@ class GatewayConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    public_url: str | None = None
+    """How brokers and clients reach this gateway (``server.public_url``); None: from host and port."""
     data_dir: Path = Path("data")
     log_level: str = "INFO"
     admin_token: str | None = None
@@ -118,6 +124,25 @@ class GatewayConfig:
     def loopback(self) -> bool:
         """True when the server listens on loopback only."""
         return self.host in LOOPBACK or self.host.startswith("127.")
+
+    @property
+    def base_url(self) -> str:
+        """The gateway's public base URL: ``server.public_url``, or one derived from the listen address.
+
+        A wildcard address (0.0.0.0, ::) is not reachable as such: the machine's name stands in
+        for it, and an operator behind a proxy or NAT sets ``server.public_url``.
+        """
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = socket.getfqdn() if self.host in _WILDCARD else self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 literal in a URL (RFC 3986 §3.2.2)
+        return f"http://{host}:{self.port}"
+
+    @property
+    def context_url(self) -> str:
+        """The public URL of the jonction @context this gateway serves (the Link remote sinks send)."""
+        return self.base_url + CONTEXT_PATH
 
 
 def _substitute(node: Any, path: str, problems: list[str]) -> Any:
@@ -184,6 +209,7 @@ def parse(document: Any, *, base: Path | None = None, adapters: Mapping[str, Any
     server = document.get("server", {})
     cfg.host = server.get("host", cfg.host)
     cfg.port = server.get("port", cfg.port)
+    cfg.public_url = server.get("public_url")
     cfg.max_body = size(server.get("max_body"), cfg.max_body)
     if "data_dir" in document:
         data = Path(document["data_dir"])
@@ -234,9 +260,10 @@ def parse(document: Any, *, base: Path | None = None, adapters: Mapping[str, Any
         tls = sink.get("tls", {})
         if tls.get("ca_file") and not Path(tls["ca_file"]).is_file():
             problems.append(f"{where}/tls/ca_file: no such file {tls['ca_file']!r}")
+        context, context_mode = _sink_context(sink, cfg)
         settings = RemoteSettings(
             url=sink["url"], profile=sink.get("profile", "generic"), tenant_header=sink.get("tenant_header"),
-            context=sink.get("context"), context_mode=sink.get("context_mode"),
+            context=context, context_mode=context_mode,
             max_batch=sink.get("batch_size"), timeout_s=duration(sink.get("timeout"), 10.0),
             bearer_token=bearer, oauth2=oauth, ca_file=tls.get("ca_file"), verify_tls=tls.get("verify", True),
             tenant_map=sink.get("tenant_map"))
@@ -258,6 +285,26 @@ def parse(document: Any, *, base: Path | None = None, adapters: Mapping[str, Any
     if problems:
         raise ConfigInvalid("invalid configuration", problems)
     return cfg
+
+
+def _sink_context(sink: Mapping[str, Any], cfg: GatewayConfig) -> tuple[str | None, str | None]:
+    """(context URL, mode) of a sink: ``context: link`` (default) | ``inline`` | a URL to link to.
+
+    ``link`` names the @context this gateway serves, at its public URL, so that any broker can
+    fetch it; ``inline`` puts the terms each entity uses in the body (nothing to fetch). A sink
+    whose profile has a @context its broker knows offline (``jonction``) keeps that one.
+    """
+    value = sink.get("context")
+    mode = sink.get("context_mode")
+    if value == "inline":
+        return None, "inline"
+    if isinstance(value, str) and value != "link":
+        return value, mode
+    if mode == "inline" and value is None:
+        return None, "inline"
+    if PROFILES[sink.get("profile", "generic")].context_iri:
+        return None, mode
+    return cfg.context_url, "link"
 
 
 def _early_source_problems(document: Mapping[str, Any], adapters: Mapping[str, Any], base: Path) -> list[str]:

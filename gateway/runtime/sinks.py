@@ -121,6 +121,8 @@ class Profile:
     tenant_header: str
     context_mode: str  # "link" (Link header) or "inline" (@context in each entity)
     max_batch: int
+    context_iri: str | None = None
+    """A @context IRI the broker resolves without fetching (a jonction store knows its own)."""
 
 
 PROFILES: Final[Mapping[str, Profile]] = {
@@ -130,10 +132,54 @@ PROFILES: Final[Mapping[str, Profile]] = {
     # Stellio reads the tenant from NGSILD-Tenant too and prefers the @context in a Link header.
     "stellio": Profile("NGSILD-Tenant", "link", 500),
     "generic": Profile("NGSILD-Tenant", "link", 1000),
+    # Another jonction store (``jonction store`` or a gateway's embedded store) has the jonction
+    # @context bundled under its canonical IRI: no fetch, no dependency on this gateway's URL.
+    "jonction": Profile("NGSILD-Tenant", "link", 1000, "https://jonction.eu/ns/context/v1.jsonld"),
 }
 """Per-broker defaults; every field can be overridden per sink in the config."""
 
 _JSONLD_LINK = '<{}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+_MEMBERS: Final = frozenset({"id", "type", "scope", "@context", "createdAt", "modifiedAt", "deletedAt", "value",
+                             "object", "objectList", "languageMap", "vocab", "json", "valueList", "observedAt",
+                             "unitCode", "datasetId", "instanceId", "lang", "objectType"})
+"""NGSI-LD members whose names are core terms, never Smart Data Model terms."""
+
+
+def _contexts() -> Any:
+    return importlib.import_module("schemas.contexts")
+
+
+def entity_terms(entity: Mapping[str, Any]) -> set[str]:
+    """The terms an entity uses that a @context must define: types, attribute names, vocab values."""
+    terms: set[str] = set()
+    types = entity.get("type")
+    terms.update([types] if isinstance(types, str) else [t for t in types or () if isinstance(t, str)])
+
+    def walk(node: Mapping[str, Any]) -> None:
+        for name, value in node.items():
+            if name in _MEMBERS:
+                continue
+            terms.add(name)
+            for instance in value if isinstance(value, list) else [value]:
+                if not isinstance(instance, Mapping):
+                    continue
+                vocab = instance.get("vocab")
+                terms.update(v for v in (vocab if isinstance(vocab, list) else [vocab]) if isinstance(v, str))
+                keys(instance.get("value"))
+                walk(instance)
+
+    def keys(value: Any) -> None:
+        # Members of structured values (address.streetAddress...) are expanded too.
+        if isinstance(value, Mapping):
+            terms.update(k for k in value if isinstance(k, str))
+            for inner in value.values():
+                keys(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                keys(inner)
+
+    walk(entity)
+    return terms
 
 
 @dataclass(slots=True)
@@ -219,11 +265,12 @@ class RemoteBrokerSink:
         profile = PROFILES[settings.profile]
         self.tenant_header = settings.tenant_header or profile.tenant_header
         self.context_mode = settings.context_mode or profile.context_mode
-        if settings.context is None:
+        if settings.context is None and (self.context_mode == "link" or profile.context_iri):
             # Adapters compact entities with the jonction @context (Smart Data Model terms); a
-            # broker must expand them with the same one. jonction stores know it offline; give
-            # other brokers a URL they can fetch (``context:`` in the sink's config).
-            settings.context = str(importlib.import_module("schemas.contexts").JONCTION_CONTEXT_IRI)
+            # broker must expand them with the same one. ``jonction run`` serves it and gives
+            # every sink its public URL (``server.public_url``); the canonical IRI is the fallback
+            # for a sink built without a config, and what jonction stores know offline.
+            settings.context = profile.context_iri or str(_contexts().JONCTION_CONTEXT_IRI)
         self.max_batch = settings.max_batch or profile.max_batch
         base = settings.url.rstrip("/")
         if not base.endswith("/ngsi-ld/v1"):
@@ -258,8 +305,12 @@ class RemoteBrokerSink:
 
     def _body(self, entities: Sequence[Entity]) -> bytes:
         if self.context_mode == "inline":
-            ctx: Any = self.settings.context or "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld"
-            entities = [{**e, "@context": ctx} for e in entities]
+            if self.settings.context:
+                entities = [{**e, "@context": self.settings.context} for e in entities]
+            else:
+                # The terms each entity uses, inline: the broker fetches nothing (CIM 009 §6.3.5).
+                inline = _contexts().inline_context
+                entities = [{**e, "@context": inline(entity_terms(e))} for e in entities]
         return json.dumps(list(entities), separators=(",", ":"), ensure_ascii=False).encode()
 
     async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:

@@ -1,4 +1,4 @@
-"""A second jonction store as the remote broker: stopped mid-stream, restarted, nothing lost."""
+"""A second jonction store as the remote broker (profile jonction): stopped mid-stream, restarted, nothing lost."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ async def test_remote_store_stopped_mid_stream_gets_everything(tmp_path: Path) -
     FakeAdapter.instances.clear()
     remote = RemoteStore(tmp_path / "remote")
     await remote.start()
-    cfg = config(tmp_path, sinks=[{"name": "remote", "url": remote.url, "profile": "generic"}],
+    cfg = config(tmp_path, sinks=[{"name": "remote", "url": remote.url, "profile": "jonction"}],
                  sources=[{"name": "bins", "adapter": "fake", "tenant": "sete"}])
     devices, rounds = 25, 8
     try:
