@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest bench fuzz clean setup interop
+.PHONY: run test lint typecheck pytest bench fuzz clean setup interop check-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,18 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/jonction run --port $(PORT)
 
-## make test: set up, lint, type-check and run every test
-test: $(STAMP) lint typecheck pytest interop
+## make test: check the system tools, set up, lint, type-check and run every test
+test: check-tools $(STAMP) lint typecheck pytest interop
+
+# The tests run a real Mosquitto broker (with a password file) and render reports in Chromium.
+check-tools:
+	@missing=""; \
+	for tool in mosquitto mosquitto_passwd chromium; do \
+	  command -v $$tool >/dev/null 2>&1 || test -x /usr/sbin/$$tool || test -x /usr/bin/$$tool || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make test needs:$$missing (Debian/Ubuntu: sudo apt-get install mosquitto chromium)" >&2; exit 1; \
+	fi
 
 # Real NGSI-LD clients (FiLiP, ngsildclient) pin old versions of libraries jonction uses
 # (paho-mqtt): they get their own virtualenv, so the main one stays what users install.
@@ -47,10 +57,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-## make fuzz: the fuzz-marked tests with FUZZ_SCALE times more generated cases (CI runs them at scale 1)
+## make fuzz: hostile mutations of every adapter's fixtures, fresh random cases (FUZZ_EXAMPLES per adapter),
+## then the CLI and store API fuzz tests (marker fuzz) at FUZZ_SCALE times their CI size
+FUZZ_EXAMPLES ?= 20000
 FUZZ_SCALE ?= 10
 fuzz: $(STAMP)
-	JONCTION_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest -q -p no:cacheprovider -m fuzz $(PYTEST_ARGS)
+	JONCTION_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) JONCTION_FUZZ_RANDOM=1 \
+	  $(BIN)/pytest -q -p no:cacheprovider -o timeout=0 tests/adapters/test_fuzz.py $(PYTEST_ARGS)
+	JONCTION_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest -q -p no:cacheprovider -o timeout=0 -m fuzz tests/gateway tests/store
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -103,7 +103,11 @@ class Adapter(Protocol):
         """Stop receiving; idempotent."""
 
     def to_entities(self, raw: RawMessage) -> list[Entity]:
-        """Translate one raw message: pure and deterministic (no I/O, no clock, no randomness)."""
+        """Translate one raw message: pure and deterministic (no I/O, no clock, no randomness).
+
+        Whatever the payload, the result is entities that are strict JSON (finite numbers, UTF-8
+        text), or a TranslationError whose pointer names the offending value; nothing else.
+        """
 
 
 AdapterFactory = Callable[..., Adapter]

@@ -49,9 +49,17 @@ class TranslationError(JonctionError):
     http_status = 422
 
     def __init__(self, reason: str, pointer: str = "") -> None:
-        self.reason = reason
-        self.pointer = pointer
+        # Both quote the input, which may hold a lone UTF-16 surrogate; a dead letter stores UTF-8.
+        self.reason = _utf8(reason)
+        self.pointer = _utf8(pointer)
         super().__init__(f"{pointer}: {reason}" if pointer else reason)
+
+
+def _utf8(text: str) -> str:
+    """``text`` with any lone surrogate written as its escape, so that it encodes as UTF-8."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class InvalidEntity(JonctionError):

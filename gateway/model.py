@@ -69,6 +69,11 @@ ATTRIBUTE_MEMBERS: Final = frozenset(
         "lang",
         "previousValue",
         "previousObject",
+        "previousLanguageMap",
+        "previousVocab",
+        "previousValueList",
+        "previousObjectList",
+        "previousJson",
     }
 )
 """Members of an attribute that are not sub-attributes."""
@@ -118,7 +123,11 @@ def urn(entity_type: str, local_id: str | int) -> str:
     local = str(local_id)
     if not local:
         raise ModelError("empty local id")
-    return f"urn:ngsi-ld:{entity_type}:{quote(local, safe=_NSS_SAFE)}"
+    try:
+        escaped = quote(local, safe=_NSS_SAFE)
+    except UnicodeEncodeError:  # a lone UTF-16 surrogate has no UTF-8 form to percent-escape
+        raise ModelError(f"local id {local!a} is not Unicode text") from None
+    return f"urn:ngsi-ld:{entity_type}:{escaped}"
 
 
 def is_uri(value: object) -> bool:
@@ -163,8 +172,11 @@ def utc_time(value: str | datetime) -> str:
 
 
 def epoch_time(seconds: float) -> str:
-    """Format a POSIX timestamp in seconds as RFC 3339 UTC."""
-    return format_time(datetime.fromtimestamp(seconds, tz=UTC))
+    """Format a POSIX timestamp in seconds as RFC 3339 UTC; ModelError outside years 1-9999."""
+    try:
+        return format_time(datetime.fromtimestamp(seconds, tz=UTC))
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ModelError(f"{seconds!r} seconds is not a representable time: {exc}") from None
 
 
 # --------------------------------------------------------------------------- builders
@@ -295,16 +307,21 @@ def _kv_attr(attr: Any) -> Any:
 def to_key_values(item: Mapping[str, Any]) -> dict[str, Any]:
     """Project an entity to keyValues (simplified): each attribute becomes its value.
 
-    Multi-instance attributes keep one value per instance, in order, so that nothing but
-    metadata is dropped; keyValues is by definition the form without metadata.
+    A multi-attribute (several datasetIds, CIM 009 V1.9.1 §4.5.4) becomes
+    ``{"dataset": {datasetId: value}}``, the default instance under ``@none``, so that nothing
+    but metadata is dropped; keyValues is by definition the form without metadata.
     """
     out: dict[str, Any] = {}
     for name, value in item.items():
         if name in ENTITY_MEMBERS:
             out[name] = value
         elif isinstance(value, list):
-            projected = [_kv_attr(v) for v in value]
-            out[name] = projected[0] if len(projected) == 1 else projected
+            if len(value) == 1:
+                out[name] = _kv_attr(value[0])
+            elif all(isinstance(v, Mapping) for v in value):
+                out[name] = {"dataset": {str(v.get("datasetId", "@none")): _kv_attr(v) for v in value}}
+            else:
+                out[name] = [_kv_attr(v) for v in value]
         else:
             out[name] = _kv_attr(value)
     return out

@@ -22,6 +22,7 @@ import aiohttp
 
 from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
 from adapters.mapping.support import Availability, StateFile, content_key, mapping_from_config, sleep_or_stop
+from adapters.payload import NotJson, load_json
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import InputError, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
@@ -265,10 +266,10 @@ class FilesAdapter:
         if not per_record and (raw.content_type.startswith("text/csv") or meta.get("format") == "csv"):
             return self._whole_csv(raw.payload, where)
         try:
-            doc = parse_json(raw.payload)
-        except ValueError as exc:
+            doc = load_json(raw.payload, what=f"{where}: payload")
+        except NotJson:
             if per_record:
-                raise TranslationError(f"{where}: payload is not JSON ({exc})") from exc
+                raise
             return self._whole_csv(raw.payload, where)
         if per_record:
             return [map_item(self.mapping, doc, where=where)]

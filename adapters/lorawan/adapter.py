@@ -8,7 +8,6 @@ whose tenant is the device's, and :meth:`to_entities` parses again and translate
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from adapters.lorawan.provisioning import Registry
 from adapters.lorawan.translate import translate
 from adapters.lorawan.uplink import Uplink, digest_key
 from adapters.mqtt import MqttSettings, MqttSubscriber, payload_of, topic_text
+from adapters.payload import load_json as strict_json
 from gateway.contract import Emit, Manifest, adapter_logger
 from gateway.errors import ConfigInvalid, InputError, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
@@ -34,10 +34,7 @@ PARSE_CACHE = 2048
 
 def load_json(body: bytes) -> Mapping[str, Any]:
     """The JSON object in a message body; TranslationError when it is not one."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TranslationError(f"payload is not JSON: {exc}") from exc
+    doc = strict_json(body)
     if not isinstance(doc, dict):
         raise TranslationError(f"payload is a JSON {type(doc).__name__}, expected an object")
     return doc

@@ -7,6 +7,7 @@ import binascii
 import re
 from typing import Any
 
+from adapters.payload import finite
 from gateway.errors import TranslationError
 from gateway.model import ModelError, utc_time
 
@@ -70,17 +71,20 @@ def number(value: Any, pointer: str = "") -> float | int | None:
     if isinstance(value, bool):
         raise TranslationError("expected a number, got a boolean", pointer)
     if isinstance(value, int | float):
-        return value
+        return finite(value, pointer)
     if isinstance(value, str):
         text = value.strip()
+        if len(text) > 40:  # no number a server sends is longer; int() of thousands of digits is slow
+            raise TranslationError(f"{value[:20]!r}... is not a number", pointer)
         try:
-            return int(text)
+            return finite(int(text), pointer)
         except ValueError:
             pass
         try:
             parsed = float(text)
         except ValueError as exc:
             raise TranslationError(f"{value!r} is not a number", pointer) from exc
+        finite(parsed, pointer)
         return int(parsed) if parsed.is_integer() and "." not in text and "e" not in text.lower() else parsed
     raise TranslationError(f"expected a number, got {type(value).__name__}", pointer)
 
@@ -93,7 +97,7 @@ def integer(value: Any, pointer: str = "", default: int | None = None) -> int | 
     if isinstance(parsed, float):
         if not parsed.is_integer():
             raise TranslationError(f"{value!r} is not an integer", pointer)
-        return int(parsed)
+        return finite(int(parsed), pointer)
     return parsed
 
 

@@ -225,7 +225,10 @@ class Profile:
             seconds = number(value, where)
             if seconds is None:
                 return None
-            return epoch_time(float(seconds))
+            try:
+                return epoch_time(float(seconds))
+            except ModelError as exc:
+                raise TranslationError(str(exc), where) from exc
         text = str(value)
         if self.time_spec.get("zone") == "UTC" and not _has_zone(text):
             text += "Z"
@@ -301,6 +304,8 @@ class Profile:
             result *= float(self._param(rule["scale"], params))
         if "offset" in rule:
             result += float(self._param(rule["offset"], params))
+        if not math.isfinite(result):  # a huge reading times a scale overflows
+            raise TranslationError(f"{name}: {value} scales beyond a finite number", where)
         # Scaling in binary floating point leaves noise (92 * 0.01 = 0.9200000000000002).
         result = round(result, rule.get("round", 9))
         low, high = (rule.get("range") or [None, None])

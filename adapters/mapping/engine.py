@@ -26,6 +26,7 @@ import yaml
 from jmespath.exceptions import JMESPathError
 from jmespath.visitor import Options, TreeInterpreter
 
+from adapters.payload import INT_MAX, INT_MIN, load_json
 from gateway.crs import point_from, to_wgs84
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import Entity, ModelError, epoch_time, format_time, is_uri, urn
@@ -98,6 +99,14 @@ def parse_json(data: str | bytes) -> Any:
         return json.loads(data)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def _embedded_json(text: str) -> Any:
+    """JSON carried in a string value, as strictly as a payload (no NaN, huge numbers, surrogates)."""
+    try:
+        return load_json(text, what="JSON text")
+    except TranslationError as exc:
+        raise ValueError(f"{exc.reason} (at {exc.pointer or 'its root'})") from None
 
 
 def load_yaml(text: str) -> Any:
@@ -441,15 +450,15 @@ def _to_number(value: Any) -> float | int:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a number")
     if isinstance(value, int | float):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{value!r} is not a finite number")
-        return value
+        return _storable(value)
     if isinstance(value, str):
         text = value.strip()
+        if len(text) > 40:  # no quantity is written with more digits; int() of thousands of them is slow
+            raise ValueError(f"{value[:20]!r}... is not a number")
         if _DECIMAL_COMMA.match(text):
             text = text.replace(",", ".")
         try:
-            return int(text)
+            return _storable(int(text))
         except ValueError:
             pass
         try:
@@ -461,11 +470,20 @@ def _to_number(value: Any) -> float | int:
     raise ValueError(f"{value!r} is not a number")
 
 
+def _storable(number: float | int) -> float | int:
+    """``number`` if a store can keep it: finite, and within 64 bits for an integer."""
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"{number!r} is not a finite number")
+    if isinstance(number, int) and not INT_MIN <= number <= INT_MAX:
+        raise ValueError("integer is outside 64 bits")
+    return number
+
+
 def _clean(number: float | int) -> float | int:
     """Drop binary noise (0.57000000000000001) left by scaling; keeps 12 significant digits."""
     if isinstance(number, int):
-        return number
-    return float(f"{number:.12g}")
+        return _storable(number)
+    return _storable(float(f"{number:.12g}"))
 
 
 def parse_time(value: Any, spec: TimeSpec | None, default_zone: ZoneInfo | None) -> str:
@@ -502,7 +520,7 @@ def _coerce(value: Any, kind: str, zone: ZoneInfo | None) -> Any:
         if isinstance(number, float):
             if not number.is_integer():
                 raise ValueError(f"{value!r} is not an integer")
-            number = int(number)
+            number = _storable(int(number))
         return number
     if kind == "boolean":
         if isinstance(value, bool):
@@ -518,10 +536,7 @@ def _coerce(value: Any, kind: str, zone: ZoneInfo | None) -> Any:
     if kind == "json":
         if not isinstance(value, str):
             return value
-        try:
-            return parse_json(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not JSON text") from None
+        return _embedded_json(value)
     if kind == "datetime":
         return parse_time(value, None, zone)
     raise ValueError(f"unknown conversion {kind!r}")
@@ -574,10 +589,7 @@ def _geometry(spec: AttributeSpec, item: Any) -> dict[str, Any]:
             if pair is None:
                 raise _Skip
             if isinstance(pair, str):
-                try:
-                    pair = parse_json(pair)
-                except ValueError:
-                    raise ValueError(f"{pair!r} is not an [x, y] pair") from None
+                pair = _embedded_json(pair)
             if not isinstance(pair, list) or len(pair) < 2:
                 raise ValueError(f"{pair!r} is not an [x, y] pair")
             return _wgs84_point(pair[0], pair[1], spec.crs)
@@ -643,7 +655,7 @@ def _value(spec: AttributeSpec, item: Any, zone: ZoneInfo | None) -> Any:
             number = convert(number, spec.from_unit, UNIT_ALIASES.get(spec.unit, spec.unit))
         value = _clean(number)
     if spec.digits is not None:
-        value = round(_to_number(value), spec.digits)
+        value = _storable(round(_to_number(value), spec.digits))
     if spec.template is not None:
         value = _fill(spec.template, value)
     return value

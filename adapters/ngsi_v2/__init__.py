@@ -13,10 +13,21 @@ import aiohttp
 from aiohttp import web
 
 from adapters.http_push import LOOPBACK, PushReceiver, header_token
+from adapters.payload import load_json, token
 from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, InputError, TranslationError
-from gateway.model import Entity, ModelError, RawMessage, epoch_time, is_uri, urn, utc_time
+from gateway.model import (
+    ATTRIBUTE_MEMBERS,
+    ENTITY_MEMBERS,
+    Entity,
+    ModelError,
+    RawMessage,
+    epoch_time,
+    is_uri,
+    urn,
+    utc_time,
+)
 
 _TIME_METADATA = ("TimeInstant", "dateObserved", "timestamp")
 # NGSI v2 ids such as "Streetlight:001" are syntactically URIs (scheme "streetlight"); only the
@@ -39,9 +50,12 @@ def _object_id(attr_name: str, value: str) -> str:
 def _geo_point(text: str, pointer: str) -> dict[str, Any]:
     try:
         lat_text, lon_text = (part.strip() for part in text.split(","))
-        return {"type": "Point", "coordinates": [float(lon_text), float(lat_text)]}
+        lat, lon = float(lat_text), float(lon_text)
     except ValueError as exc:
         raise TranslationError("geo:point must be 'lat, lon'", pointer) from exc
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):  # also refuses NaN, which compares false
+        raise TranslationError(f"geo:point {text[:60]!r} is not a WGS84 position", pointer)
+    return {"type": "Point", "coordinates": [lon, lat]}
 
 
 class NgsiV2Adapter:
@@ -81,7 +95,7 @@ class NgsiV2Adapter:
                 sub_id = str(doc["subscriptionId"])
                 if not isinstance(doc["data"], list):
                     raise TypeError
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise InputError("not an NGSI v2 notification: expected {subscriptionId, data: [...]}") from None
             digest = hashlib.sha256(body).hexdigest()
             await emit(RawMessage(source=self.source, tenant=request.headers.get("Fiware-Service", self.tenant),
@@ -99,10 +113,7 @@ class NgsiV2Adapter:
 
     def to_entities(self, raw: RawMessage) -> list[Entity]:
         """Translate one notification (or a bare v2 entity or list of entities)."""
-        try:
-            doc = json.loads(raw.payload)
-        except ValueError as exc:
-            raise TranslationError(f"payload is not JSON: {exc}") from exc
+        doc = load_json(raw.payload)
         if isinstance(doc, dict) and "data" in doc:
             items, base = doc["data"], "/data"
         elif isinstance(doc, list):
@@ -130,14 +141,22 @@ class NgsiV2Adapter:
             if name in ("id", "type", "TimeInstant"):
                 continue
             if not isinstance(attr, dict) or "value" not in attr:
-                raise TranslationError("attribute must be {type, value, metadata}", f"{pointer}/{name}")
-            out[name] = self._attribute(name, attr, default_time, f"{pointer}/{name}")
+                raise TranslationError("attribute must be {type, value, metadata}", pointer + token(name))
+            if not name or name in ENTITY_MEMBERS:
+                raise TranslationError(f"{name!r} cannot be an NGSI-LD attribute name", pointer + token(name))
+            out[name] = self._attribute(name, attr, default_time, pointer + token(name))
         return out
 
     def _attribute(self, name: str, attr: dict[str, Any], default_time: Any, pointer: str) -> dict[str, Any]:
         v2_type, value = attr.get("type"), attr["value"]
         if v2_type == "Relationship" or (name.startswith("ref") and isinstance(value, str)):
-            result: dict[str, Any] = {"type": "Relationship", "object": _object_id(name, str(value))}
+            if not isinstance(value, str | int) or isinstance(value, bool):
+                raise TranslationError("a Relationship value must be an entity id", f"{pointer}/value")
+            try:
+                target = _object_id(name, str(value))
+            except ModelError as exc:
+                raise TranslationError(str(exc), f"{pointer}/value") from exc
+            result: dict[str, Any] = {"type": "Relationship", "object": target}
         elif v2_type == "geo:json":
             result = {"type": "GeoProperty", "value": value}
         elif v2_type == "geo:point":
@@ -147,6 +166,8 @@ class NgsiV2Adapter:
         else:
             result = {"type": "Property", "value": value}
         metadata = attr.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise TranslationError("metadata must be an object", f"{pointer}/metadata")
         observed = next((metadata[k].get("value") for k in _TIME_METADATA if isinstance(metadata.get(k), dict)),
                         default_time)
         if observed is not None:
@@ -155,6 +176,9 @@ class NgsiV2Adapter:
             meta_value = meta.get("value") if isinstance(meta, dict) else meta
             if meta_name == "unitCode":
                 result["unitCode"] = str(meta_value)
+            elif meta_name in ATTRIBUTE_MEMBERS:  # "value", "type"... would overwrite the attribute itself
+                raise TranslationError(f"metadata {meta_name!r} cannot be a sub-attribute",
+                                       f"{pointer}/metadata" + token(meta_name))
             elif meta_name not in _TIME_METADATA:
                 result[meta_name] = {"type": "Property", "value": meta_value}
         return result

@@ -13,7 +13,6 @@ The configured mapping (``servers[].nodes[]``) says which entity attribute the n
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Final
 
+from adapters.payload import finite, load_json
 from gateway.errors import TranslationError
 from gateway.model import Entity, ModelError, RawMessage, from_concise, is_uri, urn, utc_time
 
@@ -158,10 +158,7 @@ def to_entities(raw: RawMessage, mappings: Mappings) -> list[Entity]:
     """Translate one recorded data change into the entity (one attribute) it updates."""
     if len(raw.payload) > MAX_PAYLOAD:
         raise TranslationError(f"payload over {MAX_PAYLOAD} bytes")
-    try:
-        doc = json.loads(raw.payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TranslationError(f"payload is not JSON: {exc}") from exc
+    doc = load_json(raw.payload)
     if not isinstance(doc, dict):
         raise TranslationError("payload must be a JSON object", "")
     for key in ("server", "ref") if doc.get("kind") == "event" else ("server", "ref", "node"):
@@ -182,6 +179,8 @@ def to_entities(raw: RawMessage, mappings: Mappings) -> list[Entity]:
     server_ts = _time(doc, "server_ts")
     value = doc.get("value")
     datatype = doc.get("datatype")
+    if datatype is not None and not isinstance(datatype, str):
+        raise TranslationError("datatype must be the name of an OPC UA built-in type", "/datatype")
 
     status_attr: dict[str, Any] = {"type": "Property", "value": level}
     if status_name != level:
@@ -203,9 +202,11 @@ def to_entities(raw: RawMessage, mappings: Mappings) -> list[Entity]:
 
     if mapping.scale is not None and _is_numeric(value):
         value = _scaled(value, mapping.scale)
+        _finite(value, "/value")
     unit = mapping.unit or _unit_from_eu(doc.get("eu"))
     if mapping.convert_to and _is_numeric(value):
         value = _converted(value, unit, mapping.convert_to)
+        _finite(value, "/value")
         unit = mapping.convert_to
     exact = isinstance(value, int) and not isinstance(value, bool) and abs(value) > SAFE_INTEGER
     # The EPANET models describe observed quantities (pressure, level, flow...) as an object
@@ -246,7 +247,7 @@ def _alert(doc: Mapping[str, Any], mappings: Mappings, raw: RawMessage) -> Entit
     if not isinstance(event_id, str) or not event_id:
         raise TranslationError("an event needs its event_id", "/event_id")
     severity = doc.get("severity", 0)
-    if not isinstance(severity, int) or isinstance(severity, bool):
+    if not isinstance(severity, int) or isinstance(severity, bool) or not 0 <= severity <= 1000:
         raise TranslationError("severity must be an integer (1-1000)", "/severity")
     source_name = str(doc.get("source_name") or "")
     alert_source = mapping.sources.get(source_name) or mapping.default_source or urn(
@@ -294,10 +295,11 @@ def _converted(value: Any, unit: str | None, target: str) -> Any:
 
     if unit is None:
         raise TranslationError(f"cannot convert to {target}: the node has no unit (EngineeringUnits)", "/eu")
+    def each(item: Any) -> Any:  # arrays of arrays (matrices) keep their shape, like _scaled
+        return [each(v) for v in item] if isinstance(item, list) else convert(item, unit, target)
+
     try:
-        if isinstance(value, list):
-            return [convert(v, unit, target) for v in value]
-        return convert(value, unit, target)
+        return each(value)
     except UnitError as exc:
         raise TranslationError(str(exc), "/eu") from exc
 
@@ -307,6 +309,17 @@ def _scaled(value: Any, factor: float) -> Any:
         return [_scaled(v, factor) for v in value]
     # Rounded to 12 significant digits so that 62.0 * 0.01 reads 0.62, not 0.6200000000000001.
     return float(f"{value * factor:.12g}")
+
+
+def _finite(value: Any, pointer: str) -> None:
+    """Refuse a scaled or converted reading that overflowed (a huge value times a factor)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        else:
+            finite(item, pointer)
 
 
 def _is_numeric(value: Any) -> bool:

@@ -7,11 +7,11 @@ personal data; translation strips it again, so a hand-made payload cannot carry 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any, Final
 
+from adapters.payload import load_json
 from gateway.errors import TranslationError
 from gateway.model import Entity, ModelError, RawMessage, urn, utc_time
 
@@ -62,10 +62,7 @@ def to_entities(raw: RawMessage) -> list[Entity]:
     """Translate one recorded service request into its ``service_requests`` entity."""
     if len(raw.payload) > MAX_PAYLOAD:
         raise TranslationError(f"payload over {MAX_PAYLOAD} bytes")
-    try:
-        doc = json.loads(raw.payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TranslationError(f"payload is not JSON: {exc}") from exc
+    doc = load_json(raw.payload)
     if not isinstance(doc, Mapping) or not isinstance(doc.get("request"), Mapping):
         raise TranslationError("payload must be {origin, jurisdiction_id, request: {...}}", "/request")
     request = {k: v for k, v in doc["request"].items() if k not in PERSONAL_FIELDS}

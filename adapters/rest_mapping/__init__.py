@@ -26,6 +26,7 @@ from adapters.mapping.support import (
     retry_after,
     sleep_or_stop,
 )
+from adapters.payload import load_json
 from adapters.rest_mapping.auth import Auth, make_auth
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import AuthFailed, ConfigInvalid, InputError, TranslationError, Unavailable
@@ -363,9 +364,7 @@ class RestMappingAdapter:
 
     def to_entities(self, raw: RawMessage) -> list[Entity]:
         """Apply the mapping to one page (or one item when the poller split the page)."""
-        doc = _json(raw.payload)
-        if doc is None:
-            raise TranslationError("payload is not JSON (the API answered something else)")
+        doc = load_json(raw.payload, what="payload (the API answered something else)")
         if raw.metadata.get("split") == "item":
             where = f"page {raw.metadata.get('page', '0')} item {raw.metadata.get('index', '0')}"
             return [map_item(self.mapping, doc, where=where)]

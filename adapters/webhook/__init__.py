@@ -19,6 +19,7 @@ from aiohttp import web
 
 from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
 from adapters.mapping.support import content_key, mapping_from_config
+from adapters.payload import load_json
 from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, TranslationError
@@ -216,10 +217,7 @@ class WebhookAdapter:
 
     def to_entities(self, raw: RawMessage) -> list[Entity]:
         """Apply the mapping to one delivery (or one of its items)."""
-        try:
-            doc = parse_json(raw.payload)
-        except ValueError as exc:
-            raise TranslationError(f"delivery is not JSON: {exc}") from exc
+        doc = load_json(raw.payload, what="delivery")
         if raw.metadata.get("split") == "item":
             return [map_item(self.mapping, doc, where=f"item {raw.metadata.get('index', '0')}")]
         return apply_mapping(self.mapping, doc)

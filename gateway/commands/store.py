@@ -35,6 +35,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--protect-reads", action="store_true", help="require a token for reads as well")
     parser.add_argument("--allow-unfiltered-queries", action="store_true",
                         help="list entities on a GET /entities with no filter (CIM 009 asks for one by default)")
+    parser.add_argument("--temporal-instance-limit", type=int, default=10_000, metavar="N",
+                        help="most instances per attribute in one temporal answer; beyond, 206 Partial Content "
+                        "(default: 10000)")
     parser.add_argument(
         "--durability",
         choices=("full", "normal"),
@@ -59,6 +62,7 @@ def _handle(args: argparse.Namespace) -> int:
         protect_reads=args.protect_reads,
         allowed_hosts=frozenset(args.allowed_host),
         allow_unfiltered_queries=args.allow_unfiltered_queries,
+        temporal_instance_limit=args.temporal_instance_limit,
     )
     settings.check()
     try:

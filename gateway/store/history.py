@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from gateway.store import codec
+from gateway.store.patterns import compile_user_pattern
 from gateway.store.problems import NgsiError, bad_request
 
 SCHEMA_SQL: Final = """
@@ -54,8 +55,14 @@ CREATE INDEX IF NOT EXISTS history_instances_by_time ON history_instances (serie
 """
 """Tables of the attribute history; times are integer microseconds since the Unix epoch (UTC)."""
 
-TIME_PROPERTIES: Final = {"observedAt": "observed_at", "createdAt": "created_at", "modifiedAt": "modified_at"}
-"""``timeproperty`` values → column."""
+TIME_PROPERTIES: Final = {
+    "observedAt": "observed_at", "createdAt": "created_at", "modifiedAt": "modified_at", "deletedAt": "created_at"
+}
+"""``timeproperty`` values → column (a deletion mark is created when the attribute is deleted)."""
+DELETION_MARK: Final = "\x1f"
+"""Prefix of the datasetId of the series holding deletion marks (§4.5.x deletedAt): they stay out
+of ordinary reads at no cost (a range on the small series table) and are read for timeproperty=deletedAt."""
+NULL_URN: Final = "urn:ngsi-ld:null"
 AGGREGATION_METHODS: Final = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
 """``aggrMethods`` supported (all of §4.5.19)."""
 INSTANCE_PREFIX: Final = "urn:ngsi-ld:Instance:"
@@ -74,6 +81,7 @@ _VALUE_MEMBERS: Final = {
 _SKIP_MEMBERS: Final = frozenset(
     {"type", "observedAt", "createdAt", "modifiedAt", "datasetId", "instanceId", *_VALUE_MEMBERS.values()}
 )
+_ENTITY_MEMBERS: Final = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt", "@context"})
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 _DUMPS: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -361,6 +369,68 @@ def record_many(conn: sqlite3.Connection, rows: Iterable[HistoryRow]) -> int:
     return len(pending)
 
 
+_NULL_VALUES: Final[Mapping[str, Any]] = {
+    "LanguageProperty": {"@none": NULL_URN},
+    "ListProperty": [NULL_URN],
+    "ListRelationship": [{"object": NULL_URN}],
+}
+
+
+def deletions(before: Mapping[str, Any], after: Mapping[str, Any] | None, now: str) -> list[tuple[str, dict[str, Any]]]:
+    """Deletion marks for the attribute instances ``before`` has and ``after`` lost (None: entity deleted).
+
+    Each mark is an instance whose value is ``urn:ngsi-ld:null`` with ``deletedAt`` (CIM 009 V1.9.1
+    §4.5.x, §5.7.3 timeproperty=deletedAt), kept in a series of its own (see ``DELETION_MARK``).
+    """
+    marks: list[tuple[str, dict[str, Any]]] = []
+    for attr, insts in before.items():
+        if not isinstance(insts, list) or attr in _ENTITY_MEMBERS:
+            continue
+        kept = after.get(attr) if after is not None else None
+        if kept is not None and len(kept) == len(insts):
+            continue  # the common case (updates): same attribute, same number of datasets
+        kept_datasets = {i.get("datasetId") for i in kept or () if isinstance(i, Mapping)}
+        for inst in insts:
+            if not isinstance(inst, Mapping) or inst.get("datasetId") in kept_datasets:
+                continue
+            kind = str(inst.get("type", "Property"))
+            dataset = inst.get("datasetId")
+            marks.append((attr, {
+                "type": kind,
+                _VALUE_MEMBERS.get(kind, "value"): _NULL_VALUES.get(kind, NULL_URN),
+                "datasetId": DELETION_MARK + (dataset if isinstance(dataset, str) else ""),
+                "deletedAt": now,
+                "modifiedAt": now,
+            }))
+    return marks
+
+
+def forget_same_moments(conn: sqlite3.Connection, rows: Iterable[HistoryRow]) -> int:
+    """Delete stored instances that the rows replace: same series and same ``observedAt``.
+
+    Temporal writes (§5.6.11, §5.6.12) send a series of observations; sending an observation again
+    corrects it instead of doubling it. Rows without observedAt replace nothing.
+    """
+    wanted: list[tuple[SeriesKey, int]] = []
+    for tenant, entity_id, _, attr_iri, instance in rows:
+        observed = instance.get("observedAt")
+        if not isinstance(observed, str):
+            continue
+        dataset = instance.get("datasetId")
+        key = (tenant, entity_id, attr_iri, dataset if isinstance(dataset, str) else "")
+        wanted.append((key, to_micros(observed)))
+    if not wanted:
+        return 0
+    series = resolve_series(conn, dict.fromkeys(k for k, _ in wanted))
+    removed = 0
+    for key, moment in wanted:
+        cursor = conn.execute(
+            "DELETE FROM history_instances WHERE series_id=? AND observed_at=?", (series[key], moment)
+        )
+        removed += cursor.rowcount
+    return removed
+
+
 def delete_entity(conn: sqlite3.Connection, tenant: str, entity_id: str) -> bool:
     """Forget the whole temporal evolution of one entity; False when it had none."""
     ids = [r[0] for r in conn.execute(
@@ -568,6 +638,15 @@ class EntitySelector:
     attrs: Sequence[str] | None = None
     dataset_ids: Sequence[str] | None = None
     """``@none`` selects the default instance."""
+    deletions: bool = False
+    """Read the deletion marks (timeproperty=deletedAt) instead of the instances."""
+
+
+def marks_sql(deletions: bool, column: str = "dataset_id") -> str:
+    """The datasetId range of deletion-mark series (or its complement)."""
+    if deletions:
+        return f" AND {column} >= char(31) AND {column} < char(32)"
+    return f" AND ({column} < char(31) OR {column} >= char(32))"
 
 
 def find_entities(conn: sqlite3.Connection, sel: EntitySelector) -> list[tuple[str, list[str]]]:
@@ -578,10 +657,10 @@ def find_entities(conn: sqlite3.Connection, sel: EntitySelector) -> list[tuple[s
         sql += f" AND entity_id IN ({','.join('?' * len(sel.ids))})"
         args.extend(sel.ids)
     sql += " ORDER BY entity_id"
-    pattern = re.compile(sel.id_pattern) if sel.id_pattern else None
+    pattern = compile_user_pattern(sel.id_pattern, "idPattern") if sel.id_pattern else None
     out: list[tuple[str, list[str]]] = []
     for entity_id, types_json in conn.execute(sql, args):
-        if pattern is not None and not pattern.fullmatch(entity_id):
+        if pattern is not None and not pattern.search(entity_id):
             continue
         types = list(json.loads(types_json))
         if sel.type_match is not None and not sel.type_match(types):
@@ -622,11 +701,17 @@ def series_of(conn: sqlite3.Connection, sel: EntitySelector, entity_ids: Sequenc
         if sel.attrs is not None:
             sql += f" AND attr IN ({','.join('?' * len(sel.attrs))})"
             args.extend(sel.attrs)
+        mark = DELETION_MARK if sel.deletions else ""
         if sel.dataset_ids is not None:
-            wanted = ["" if d == "@none" else d for d in sel.dataset_ids]
+            wanted = [mark + ("" if d == "@none" else d) for d in sel.dataset_ids]
             sql += f" AND dataset_id IN ({','.join('?' * len(wanted))})"
             args.extend(wanted)
-        out.extend(Series(*row) for row in conn.execute(sql + " ORDER BY entity_id, attr, dataset_id", args))
+        else:
+            sql += marks_sql(sel.deletions)
+        for series_id, entity_id, attr, dataset in conn.execute(
+            sql + " ORDER BY entity_id, attr, dataset_id", args
+        ):
+            out.append(Series(series_id, entity_id, attr, dataset[len(mark):]))
     return out
 
 

@@ -52,6 +52,9 @@ class StoreSettings:
     max_geo_vertices: int = 1000
     """Most positions in a geoQ geometry (beyond: TooComplexQuery)."""
     max_id_pattern: int = 256
+    temporal_instance_limit: int = 10_000
+    """Most instances per attribute in one temporal answer; beyond, 206 with a ``date-time``
+    Content-Range (CIM 009 V1.9.1 §6.3.10). The ETSI suite's pagination tests need 6 to 19."""
     allow_unfiltered_queries: bool = False
     """True: GET /entities (and POST /entityOperations/query) with no filter lists the tenant's
     entities, paginated (the demo's choice, for newcomers). False (default, CIM 009 §6.4.3.2): 400
@@ -89,6 +92,8 @@ class StoreSettings:
             )
         if self.max_limit < 1 or self.default_limit < 1 or self.default_limit > self.max_limit:
             problems.append("default_limit must be between 1 and max_limit")
+        if self.temporal_instance_limit < 1:
+            problems.append("temporal_instance_limit must be at least 1")
         if problems:
             raise ConfigInvalid("store settings are invalid", problems)
 

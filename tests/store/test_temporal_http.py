@@ -163,8 +163,9 @@ async def test_temporal_create_append_and_delete(server: StoreServer) -> None:
     assert appended.status == 204, appended.raw
     reply = await server.get("/temporal/entities/urn:ngsi-ld:WaterMeter:7", params={"options": "temporalValues"})
     assert [v[0] for v in reply.json["volume"]["values"]] == [100, 130, 150, 170]
-    # temporal writes do not create a current entity
-    assert (await server.get("/entities/urn:ngsi-ld:WaterMeter:7")).status == 404
+    # the creation made the entity itself (its newest instance); later temporal writes leave it alone
+    current = await server.get("/entities/urn:ngsi-ld:WaterMeter:7")
+    assert current.status == 200 and current.json["volume"]["value"] == 130, current.raw
     instance_id = (await server.get("/temporal/entities/urn:ngsi-ld:WaterMeter:7")).json["volume"][0]["instanceId"]
     patched = await server.patch(
         f"/temporal/entities/urn:ngsi-ld:WaterMeter:7/attrs/volume/{instance_id}",
@@ -219,7 +220,14 @@ async def test_errors_are_problem_details(server: StoreServer) -> None:
         ({"options": "temporalValues,aggregatedValues"}, 400, "BadRequestData"),
         ({"q": "temperature>>1"}, 400, "BadRequestData"),
         ({"bogus": "1"}, 400, "InvalidRequest"),
-        ({"georel": "near;maxDistance==10"}, 501, "NotImplemented"),
+        ({"georel": "near;maxDistance==10"}, 400, "BadRequestData"),
+        ({"scopeQ": "/a"}, 501, "NotImplemented"),
+        ({"lang": ""}, 400, "BadRequestData"),
+        ({"options": "bogus"}, 400, "InvalidRequest"),
+        ({"format": "keyValues"}, 400, "InvalidRequest"),
+        ({"pick": "temperature", "attrs": "temperature"}, 400, "BadRequestData"),
+        ({"pick": "temperature", "omit": "temperature"}, 400, "BadRequestData"),
+        ({"orderBy": "temperature;sideways"}, 400, "BadRequestData"),
         ({"timeproperty": "sometime"}, 400, "BadRequestData"),
     ]
     for params, status, kind in cases:
@@ -249,7 +257,9 @@ async def test_partial_content_when_an_attribute_has_too_many_instances(
     reply = await server.get(f"/temporal/entities/{SENSOR}1", params={**WINDOW, "attrs": "temperature"})
     assert reply.status == 206
     assert [i["value"] for i in reply.json["temperature"]] == READINGS[:4]
-    assert reply.headers["Content-Range"] == f"date-time {at(0)}-{at(3)}/4"
+    # CIM 009 V1.9.1 §6.3.10: the range starts at timeAt (after/between), ends at the last instance
+    # returned, and its size is "*" without lastN (it said "/4", the limit, before)
+    assert reply.headers["Content-Range"] == f"date-time {WINDOW['timeAt']}-{at(3)}/*"
     whole = await server.get(f"/temporal/entities/{SENSOR}1", params={"lastN": "3", "attrs": "temperature"})
     assert whole.status == 200 and len(whole.json["temperature"]) == 3
 
@@ -278,5 +288,7 @@ async def test_answer_wide_budget_cuts_with_partial_content(
     await feed(server)
     reply = await server.get("/temporal/entities", params={**WINDOW, "type": "Sensor", "attrs": "temperature"})
     assert reply.status == 206
-    assert [len(e["temperature"]) for e in reply.json] == [6, 1]
-    assert reply.headers["Content-Range"].startswith(f"date-time {at(0)}-")
+    # the budget becomes a per-attribute cap (7 // 2 series = 3) and one time range for every
+    # attribute: sensor 1 is cut after at(2), sensor 2 keeps its two readings of that range
+    assert [len(e["temperature"]) for e in reply.json] == [3, 2]
+    assert reply.headers["Content-Range"] == f"date-time {WINDOW['timeAt']}-{at(2)}/*"

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from adapters.lorawan.normalize import dev_eui, flag, integer, number, payload_bytes, timestamp
-from adapters.lorawan.servers.common import mapping, names, radio, sequence, string_tags
+from adapters.lorawan.servers.common import mapping, names, radio, sequence, string_tags, text
 from adapters.lorawan.uplink import Uplink, digest_key
+from adapters.payload import load_json
 from gateway.errors import TranslationError
 
 V4_EVENTS = ("up", "join", "status", "ack", "txack", "log", "location", "integration")
@@ -129,9 +129,9 @@ def parse_v4(doc: Mapping[str, Any], event: str | None, body: bytes) -> Uplink:
         dev_eui=eui,
         key=key,
         time=time,
-        device_name=info.get("deviceName"),
+        device_name=text(info.get("deviceName"), "/deviceInfo/deviceName"),
         applications=names(info.get("applicationId"), info.get("applicationName")),
-        device_profile=info.get("deviceProfileName"),
+        device_profile=text(info.get("deviceProfileName"), "/deviceInfo/deviceProfileName"),
         tags=string_tags(info.get("tags")),
         f_port=f_port,
         f_cnt=f_cnt,
@@ -213,10 +213,7 @@ def parse_v3(doc: Mapping[str, Any], event: str | None, body: bytes) -> Uplink:
     dev_addr = _b64_hex(doc.get("devAddr")) or None
     if kind == "up":
         if "objectJSON" in doc and doc["objectJSON"] not in (None, ""):
-            try:
-                decoded = json.loads(str(doc["objectJSON"]))
-            except ValueError as exc:
-                raise TranslationError(f"objectJSON is not JSON: {exc}", "/objectJSON") from exc
+            decoded = load_json(str(doc["objectJSON"]), base="/objectJSON", what="objectJSON")
             decoded = _decoded_object(decoded, "/objectJSON")
         elif isinstance(doc.get("object"), Mapping):  # some v3 deployments used the object form
             decoded = doc["object"]
@@ -244,9 +241,9 @@ def parse_v3(doc: Mapping[str, Any], event: str | None, body: bytes) -> Uplink:
         dev_eui=eui,
         key=key,
         time=time,
-        device_name=doc.get("deviceName"),
+        device_name=text(doc.get("deviceName"), "/deviceName"),
         applications=names(doc.get("applicationID"), doc.get("applicationName")),
-        device_profile=doc.get("deviceProfileName"),
+        device_profile=text(doc.get("deviceProfileName"), "/deviceProfileName"),
         tags=string_tags(doc.get("tags")),
         f_port=f_port,
         f_cnt=f_cnt,

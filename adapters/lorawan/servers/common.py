@@ -7,6 +7,7 @@ from typing import Any
 
 from adapters.lorawan.normalize import number
 from adapters.lorawan.uplink import Radio
+from adapters.payload import finite
 from gateway.errors import TranslationError
 
 
@@ -26,6 +27,17 @@ def sequence(value: Any, pointer: str) -> Sequence[Any]:
     if not isinstance(value, list):
         raise TranslationError("expected a JSON array", pointer)
     return value
+
+
+def text(value: Any, pointer: str) -> str | None:
+    """A name or id the server sends as a string (a number is read as its digits); None if absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise TranslationError(f"expected a string, got {type(value).__name__}", pointer)
 
 
 def best_reception(
@@ -54,19 +66,21 @@ def radio(
 ) -> Radio:
     """A :class:`Radio` from receptions and transmission settings (numbers may be strings)."""
     rssi, snr, gateways = best_reception(receptions)
-    sf = number(spreading_factor, f"{pointer}/spreadingFactor")
-    freq = number(frequency, f"{pointer}/frequency")
-    dr = number(data_rate, f"{pointer}/dr")
-    bw = number(bandwidth, f"{pointer}/bandwidth")
     return Radio(
         rssi=rssi,
         snr=snr,
         gateways=gateways,
-        spreading_factor=int(sf) if sf is not None else None,
-        frequency=int(freq) if freq is not None else None,
-        data_rate=int(dr) if dr is not None else None,
-        bandwidth=int(bw) if bw is not None else None,
+        spreading_factor=_whole(spreading_factor, f"{pointer}/spreadingFactor"),
+        frequency=_whole(frequency, f"{pointer}/frequency"),
+        data_rate=_whole(data_rate, f"{pointer}/dr"),
+        bandwidth=_whole(bandwidth, f"{pointer}/bandwidth"),
     )
+
+
+def _whole(value: Any, pointer: str) -> int | None:
+    """A radio setting as an integer (truncated, as servers send 868100000.0), None if absent."""
+    parsed = number(value, pointer)
+    return None if parsed is None else finite(int(parsed), pointer)
 
 
 def string_tags(value: Any) -> dict[str, str]:

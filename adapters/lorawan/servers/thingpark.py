@@ -13,6 +13,7 @@ from typing import Any
 from adapters.lorawan.normalize import dev_eui, flag, integer, number, payload_bytes, timestamp
 from adapters.lorawan.servers.common import mapping, names, radio, sequence
 from adapters.lorawan.uplink import Uplink, digest_key
+from adapters.payload import finite
 from gateway.errors import TranslationError
 
 KINDS = {
@@ -66,7 +67,8 @@ def parse(doc: Mapping[str, Any], event: str | None, body: bytes) -> Uplink:
                                number(msg.get("LrrSNR"), f"{base}/LrrSNR")))
         mhz = number(msg.get("Frequency"), f"{base}/Frequency")
         rad = radio(receptions, spreading_factor=msg.get("SpFact"),
-                    frequency=None if mhz is None else round(float(mhz) * 1_000_000), pointer=base)
+                    frequency=None if mhz is None else round(finite(float(mhz) * 1_000_000, f"{base}/Frequency")),
+                    pointer=base)
         mic = msg.get("mic_hex")
         # The MIC covers the whole frame: equal for every copy of one frame, different across frames.
         key = f"up:{eui}:{f_cnt}:{mic}" if mic else digest_key("up", body)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.lorawan.normalize import dev_eui, integer, number, payload_bytes, timestamp
-from adapters.lorawan.servers.common import mapping, names, radio, sequence, string_tags
+from adapters.lorawan.servers.common import mapping, names, radio, sequence, string_tags, text
 from adapters.lorawan.uplink import Uplink, digest_key
 from gateway.errors import TranslationError
 
@@ -117,7 +117,7 @@ def parse(doc: Mapping[str, Any], event: str | None, body: bytes) -> Uplink:
         dev_eui=eui,
         key=key,
         time=time,
-        device_name=ids.get("device_id"),
+        device_name=text(ids.get("device_id"), "/end_device_ids/device_id"),
         applications=names(app),
         device_profile=profile,
         tags=tags,
@@ -126,7 +126,7 @@ def parse(doc: Mapping[str, Any], event: str | None, body: bytes) -> Uplink:
         payload=payload,
         decoded=decoded,
         radio=rad,
-        dev_addr=ids.get("dev_addr"),
+        dev_addr=text(ids.get("dev_addr"), "/end_device_ids/dev_addr"),
         location=location,
         decoded_at=f"/{member}/decoded_payload",
         payload_at=f"/{member}/frm_payload",
