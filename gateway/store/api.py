@@ -368,7 +368,9 @@ def _expand_names(ctx: Context, names: Sequence[str] | None, what: str, limit: i
 
 def render_options(ngsi: NgsiContext, ctx: Context, params: Mapping[str, Any]) -> RenderOptions:
     """attrs / pick / omit / options / format / lang / datasetId → RenderOptions."""
-    form, sys_attrs, _ = parse_options(params.get("options"), params.get("format"), unknown=invalid_request)
+    # options=count is the FIWARE clients' spelling of count=true (FiLiP, ngsildclient): accepted, see paging()
+    form, sys_attrs, _ = parse_options(params.get("options"), params.get("format"), unknown=invalid_request,
+                                       allowed=frozenset({"count"}))
     attrs = _split(params.get("attrs"))
     pick_text = params.get("pick")
     omit_text = params.get("omit")
@@ -594,12 +596,17 @@ def _order_getter(ctx: Context, path: str) -> Callable[[Doc], Any]:
     return get
 
 
+def _options_count(request: web.Request) -> bool:
+    """``options=count``: not in CIM 009, but what FIWARE clients send for count=true; lenient reading."""
+    return "count" in (item.strip() for item in request.query.get("options", "").split(","))
+
+
 def paging(ngsi: NgsiContext) -> tuple[int, int, bool]:
     """limit/offset/count from the query string, with the §6.3.10 rules."""
     settings = ngsi.settings
     limit = _int_param(ngsi.request, "limit", settings.default_limit)
     offset = _int_param(ngsi.request, "offset", 0)
-    count = _bool_param(ngsi.request, "count")
+    count = _bool_param(ngsi.request, "count") or _options_count(ngsi.request)
     if limit < 0:
         raise bad_request("limit must not be negative")
     if limit > settings.max_limit:

@@ -121,6 +121,8 @@ def _representation(options: str | None, fmt: str | None) -> tuple[str, bool]:
             representation = item
         elif item == "sysAttrs":
             sys_attrs = True
+        elif item == "count":
+            continue  # FIWARE clients' options=count, read as count=true by api.paging
         elif item in ("keyValues", "concise", "simplified"):
             representation = _same(representation, "temporalValues")
         else:

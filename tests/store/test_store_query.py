@@ -245,6 +245,17 @@ async def test_count_header_absent_without_count(city: StoreServer) -> None:
     assert "NGSILD-Results-Count" not in r.headers
 
 
+async def test_options_count_is_read_as_count_true(city: StoreServer) -> None:
+    """FIWARE clients (FiLiP, ngsildclient) ask for the total with options=count: accepted leniently."""
+    r = await city.get("/entities?type=Device&options=count,keyValues")
+    assert r.status == 200
+    assert r.headers["NGSILD-Results-Count"] == (await city.get("/entities?type=Device&count=true")).headers[
+        "NGSILD-Results-Count"]
+    assert all("type" in e and not isinstance(e.get("name"), dict) for e in r.json)  # keyValues still applies
+    r = await city.get("/entities?type=Device&options=counting")
+    assert r.status == 400
+
+
 async def test_order_by(city: StoreServer) -> None:
     r = await city.get("/entities?type=Streetlight&orderBy=brightness;desc&limit=3&options=keyValues")
     assert [e["brightness"] for e in r.json] == [29, 28, 27]
