@@ -335,6 +335,7 @@ async def test_subscriptions_survive_a_restart(server: StoreServer, receiver: Re
         (lambda b: b["notification"].update(join="flat", joinLevel="2"), 400, "BadRequestData", "joinLevel"),
         (lambda b: b["notification"].update(join="inline", joinLevel=True), 400, "BadRequestData", "joinLevel"),
         (lambda b: b["notification"].update(joinLevel=-1), 400, "BadRequestData", "joinLevel"),
+        (lambda b: b["notification"].update(join="flat", joinLevel=9), 403, "TooComplexQuery", "joinLevel"),
     ],
 )
 async def test_invalid_subscriptions(
