@@ -28,10 +28,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway import home
-from gateway.store.api import add_entity_routes, error_middleware, negotiate
+from gateway.store.api import add_entity_routes
 from gateway.store.base import Storage, tune_gc
 from gateway.store.batch import add_batch_routes
 from gateway.store.discovery import add_discovery_routes
+from gateway.store.http import error_middleware, negotiate
 from gateway.store.problems import NgsiError
 from gateway.store.security import auth_middleware, cross_site_middleware
 from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings, load_tokens

@@ -13,22 +13,21 @@ from aiohttp import web
 
 from gateway import model
 from gateway.store import operations as ops
-from gateway.store.api import (
+from gateway.store.api import QueryParams, run_query
+from gateway.store.base import BatchError, BatchResult, Change, Doc, Mutator
+from gateway.store.http import (
     GEO_JSON,
     JSON,
     LD_JSON,
     Body,
     NgsiContext,
-    QueryParams,
     check_params,
     negotiate,
     ngsi_context,
     no_content,
     read_body,
     respond,
-    run_query,
 )
-from gateway.store.base import BatchError, BatchResult, Change, Doc, Mutator
 from gateway.store.problems import NgsiError, bad_request
 from gateway.store.representation import parse_options
 

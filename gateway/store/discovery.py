@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.store.api import (
+from gateway.store.base import QuerySpec, TypeInfo
+from gateway.store.http import (
     JSON,
     LD_JSON,
     NgsiContext,
@@ -20,7 +21,6 @@ from gateway.store.api import (
     read_body,
     respond,
 )
-from gateway.store.base import QuerySpec, TypeInfo
 from gateway.store.jsonld import Context, normalize_entries
 from gateway.store.problems import NgsiError, bad_request, not_found
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.crosssite import HostPolicy, refusal
-from gateway.store.api import TENANT_HEADER
+from gateway.store.http import TENANT_HEADER
 from gateway.store.problems import NgsiError
 from gateway.store.settings import StoreSettings
 

@@ -19,8 +19,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway import model
-from gateway.store import api, history, operations
 from gateway.store import geo as geo_mod
+from gateway.store import history, http, operations
 from gateway.store.base import Change, Doc, Mutation, Storage
 from gateway.store.history import Database, EntitySelector, Instance, Series, TimeFilter
 from gateway.store.jsonld import Context
@@ -122,7 +122,7 @@ def _representation(options: str | None, fmt: str | None) -> tuple[str, bool]:
         elif item == "sysAttrs":
             sys_attrs = True
         elif item == "count":
-            continue  # FIWARE clients' options=count, read as count=true by api.paging
+            continue  # FIWARE clients' options=count, read as count=true by http.paging
         elif item in ("keyValues", "concise", "simplified"):
             representation = _same(representation, "temporalValues")
         else:
@@ -156,7 +156,7 @@ def _names(value: Any, what: str, limit: int) -> list[str] | None:
 
 
 def _read_request(
-    ngsi: api.NgsiContext, ctx: Context, params: Mapping[str, Any], temporal_q: Mapping[str, Any] | None = None
+    ngsi: http.NgsiContext, ctx: Context, params: Mapping[str, Any], temporal_q: Mapping[str, Any] | None = None
 ) -> TemporalRequest:
     source = temporal_q if temporal_q is not None else params
     tf = history.time_filter(
@@ -237,7 +237,7 @@ def _parse_order_by(text: str | None) -> list[tuple[str, bool]]:
     return keys
 
 
-def _entity_filters(ngsi: api.NgsiContext, ctx: Context, req: TemporalRequest, params: Mapping[str, Any]) -> None:
+def _entity_filters(ngsi: http.NgsiContext, ctx: Context, req: TemporalRequest, params: Mapping[str, Any]) -> None:
     ids = params.get("id")
     if isinstance(ids, str):
         ids = [i for i in ids.split(",") if i]
@@ -271,7 +271,7 @@ def _entity_filters(ngsi: api.NgsiContext, ctx: Context, req: TemporalRequest, p
     req.order_by = _parse_order_by(_opt_str(params, "orderBy"))
 
 
-def _check_pattern(ngsi: api.NgsiContext, pattern: str) -> str:
+def _check_pattern(ngsi: http.NgsiContext, pattern: str) -> str:
     if len(pattern) > ngsi.settings.max_id_pattern:
         raise NgsiError("TooComplexQuery", "idPattern too long")
     compile_user_pattern(pattern, "idPattern")  # RE2 syntax, linear time
@@ -708,7 +708,7 @@ def _db(request: web.Request) -> Database:
     return db
 
 
-async def _known_tenant(ngsi: api.NgsiContext, db: Database) -> None:
+async def _known_tenant(ngsi: http.NgsiContext, db: Database) -> None:
     if await ngsi.storage.tenant_exists(ngsi.tenant):
         return
     tenant = ngsi.tenant
@@ -721,20 +721,20 @@ async def _known_tenant(ngsi: api.NgsiContext, db: Database) -> None:
 
 
 async def _query(
-    request: web.Request, ngsi: api.NgsiContext, ctx: Context, req: TemporalRequest, media: str
+    request: web.Request, ngsi: http.NgsiContext, ctx: Context, req: TemporalRequest, media: str
 ) -> web.Response:
     _needs_filter(req)
     db = _db(request)
     await _known_tenant(ngsi, db)
-    limit, offset, count = api.paging(ngsi)
+    limit, offset, count = http.paging(ngsi)
     page = await db.read(
         lambda conn: _read_entities(conn, req, ctx, limit=limit, offset=offset, expand=ctx.expand_term)
     )
-    headers = {api.COUNT_HEADER: str(page.total)} if count else {}
+    headers = {http.COUNT_HEADER: str(page.total)} if count else {}
     if page.content_range is not None:
         headers["Content-Range"] = page.content_range
-    links = api.page_links(ngsi, limit, offset, offset + limit < page.total)
-    response = api.respond(ngsi, page.entities, media=media, headers=headers, links=links)
+    links = http.page_links(ngsi, limit, offset, offset + limit < page.total)
+    response = http.respond(ngsi, page.entities, media=media, headers=headers, links=links)
     if page.content_range is not None:
         response.set_status(206)
     return response
@@ -743,9 +743,9 @@ async def _query(
 async def query_temporal(request: web.Request) -> web.Response:
     """GET /temporal/entities (§6.18.3.2)."""
     _check_unsupported(request.query)
-    api.check_params(request, _QUERY_PARAMS)
-    ngsi = await api.ngsi_context(request, must_exist=False)
-    media = api.negotiate(request)
+    http.check_params(request, _QUERY_PARAMS)
+    ngsi = await http.ngsi_context(request, must_exist=False)
+    media = http.negotiate(request)
     ctx = ngsi.context()
     req = _read_request(ngsi, ctx, request.query)
     _entity_filters(ngsi, ctx, req, request.query)
@@ -760,11 +760,11 @@ _QUERY_MEMBERS: Final = frozenset(
 
 async def query_temporal_post(request: web.Request) -> web.Response:
     """POST /temporal/entityOperations/query (§6.24.3.1): a Query body with temporalQ."""
-    api.check_params(request, {"limit", "offset", "count", "options", "format", "lastN", "aggrMethods",
+    http.check_params(request, {"limit", "offset", "count", "options", "format", "lastN", "aggrMethods",
                                "aggrPeriodDuration", "local", "orderBy"})
-    ngsi = await api.ngsi_context(request, must_exist=False)
-    media = api.negotiate(request)
-    body = await api.read_body(request)
+    ngsi = await http.ngsi_context(request, must_exist=False)
+    media = http.negotiate(request)
+    body = await http.read_body(request)
     data = body.data
     if not isinstance(data, Mapping) or data.get("type") != "Query":
         raise bad_request("the body must be a Query object (type 'Query')")
@@ -807,7 +807,7 @@ async def query_temporal_post(request: web.Request) -> web.Response:
     return await _query(request, ngsi, ctx, req, media)
 
 
-def _selectors(ngsi: api.NgsiContext, ctx: Context, entities: Any) -> EntityMatch:
+def _selectors(ngsi: http.NgsiContext, ctx: Context, entities: Any) -> EntityMatch:
     """The ``entities`` of a Query (EntitySelectors, §5.2.33): an entity matches any one of them."""
     if not isinstance(entities, list) or not entities or len(entities) > ngsi.settings.max_ids:
         raise bad_request("/entities must be a non-empty array of EntitySelectors")
@@ -862,9 +862,9 @@ def _attr_name(request: web.Request) -> str:
 async def retrieve_temporal(request: web.Request) -> web.Response:
     """GET /temporal/entities/{id} (§6.19.3.1)."""
     _check_unsupported(request.query)
-    api.check_params(request, _READ_PARAMS | {"type"})
-    ngsi = await api.ngsi_context(request, must_exist=False)
-    media = api.negotiate(request)
+    http.check_params(request, _READ_PARAMS | {"type"})
+    ngsi = await http.ngsi_context(request, must_exist=False)
+    media = http.negotiate(request)
     db = _db(request)
     await _known_tenant(ngsi, db)
     ctx = ngsi.context()
@@ -881,7 +881,7 @@ async def retrieve_temporal(request: web.Request) -> web.Response:
     if not entity and (req.pick_attrs is not None or req.omit_attrs or req.members != frozenset(_CORE_MEMBERS)):
         raise not_found(f"nothing of entity {entity_id} is left after pick and omit")
     headers = {"Content-Range": page.content_range} if page.content_range is not None else {}
-    response = api.respond(ngsi, entity, media=media, headers=headers)
+    response = http.respond(ngsi, entity, media=media, headers=headers)
     if page.content_range is not None:
         response.set_status(206)
     return response
@@ -912,10 +912,10 @@ def _temporal_rows(
 
 async def create_temporal(request: web.Request) -> web.Response:
     """POST /temporal/entities (§6.18.3.1): 201 when new, 204 when instances were added."""
-    api.check_params(request, ())
-    ngsi = await api.ngsi_context(request, must_exist=False)
+    http.check_params(request, ())
+    ngsi = await http.ngsi_context(request, must_exist=False)
     db = _db(request)
-    body = await api.read_body(request)
+    body = await http.read_body(request)
     if not isinstance(body.data, Mapping):
         raise bad_request("the body must be one temporal entity (a JSON object)")
     ctx = body.context_for(ngsi)
@@ -945,7 +945,7 @@ async def create_temporal(request: web.Request) -> web.Response:
     created = await db.write(run)
     await _mirror(ngsi, str(entity_id), types, rows, data.get("scope"))
     if not created:
-        return api.no_content()
+        return http.no_content()
     response = web.Response(status=201)
     response.headers["Location"] = (
         f"{ngsi.settings.base_path}/temporal/entities/{quote(str(entity_id), safe=':@!$&()*+,;=-._~')}"
@@ -954,7 +954,7 @@ async def create_temporal(request: web.Request) -> web.Response:
 
 
 async def _mirror(
-    ngsi: api.NgsiContext, entity_id: str, types: list[str], rows: Sequence[history.HistoryRow], scope: Any
+    ngsi: http.NgsiContext, entity_id: str, types: list[str], rows: Sequence[history.HistoryRow], scope: Any
 ) -> None:
     """Create the entity in the current state when it is not there, from its newest instances.
 
@@ -988,11 +988,11 @@ async def _mirror(
 
 async def append_temporal_attrs(request: web.Request) -> web.Response:
     """POST /temporal/entities/{id}/attrs (§6.20.3.1): add instances; 204."""
-    api.check_params(request, ())
-    ngsi = await api.ngsi_context(request, must_exist=False)
+    http.check_params(request, ())
+    ngsi = await http.ngsi_context(request, must_exist=False)
     db = _db(request)
     entity_id = _entity_id(request)
-    body = await api.read_body(request)
+    body = await http.read_body(request)
     if not isinstance(body.data, Mapping):
         raise bad_request("the body must be a JSON object of attributes")
     ctx = body.context_for(ngsi)
@@ -1009,25 +1009,25 @@ async def append_temporal_attrs(request: web.Request) -> web.Response:
         history.record_many(conn, rows)
 
     await db.write(run)
-    return api.no_content()
+    return http.no_content()
 
 
 async def delete_temporal(request: web.Request) -> web.Response:
     """DELETE /temporal/entities/{id} (§6.19.3.2): forget the whole temporal evolution."""
-    api.check_params(request, ())
-    ngsi = await api.ngsi_context(request, must_exist=False)
+    http.check_params(request, ())
+    ngsi = await http.ngsi_context(request, must_exist=False)
     db = _db(request)
     entity_id = _entity_id(request)
     tenant = ngsi.tenant
     if not await db.write(lambda conn: history.delete_entity(conn, tenant, entity_id)):
         raise not_found(f"entity {entity_id} has no temporal evolution here")
-    return api.no_content()
+    return http.no_content()
 
 
 async def delete_temporal_attr(request: web.Request) -> web.Response:
     """DELETE /temporal/entities/{id}/attrs/{attr} (§6.21.3.1), with datasetId or deleteAll."""
-    api.check_params(request, ("datasetId", "deleteAll"))
-    ngsi = await api.ngsi_context(request, must_exist=False)
+    http.check_params(request, ("datasetId", "deleteAll"))
+    ngsi = await http.ngsi_context(request, must_exist=False)
     db = _db(request)
     entity_id = _entity_id(request)
     iri = ngsi.context().expand_attr_name(_attr_name(request), "attrId")
@@ -1039,13 +1039,13 @@ async def delete_temporal_attr(request: web.Request) -> web.Response:
     target = None if delete_all else (dataset or "")
     if not await db.write(lambda conn: history.delete_attribute(conn, tenant, entity_id, iri, target)):
         raise not_found(f"attribute {request.match_info['attr']} of {entity_id} has no temporal evolution here")
-    return api.no_content()
+    return http.no_content()
 
 
 async def delete_temporal_instance(request: web.Request) -> web.Response:
     """DELETE /temporal/entities/{id}/attrs/{attr}/{instanceId} (§6.22.3.2)."""
-    api.check_params(request, ())
-    ngsi = await api.ngsi_context(request, must_exist=False)
+    http.check_params(request, ())
+    ngsi = await http.ngsi_context(request, must_exist=False)
     db = _db(request)
     entity_id = _entity_id(request)
     iri = ngsi.context().expand_attr_name(_attr_name(request), "attrId")
@@ -1061,18 +1061,18 @@ async def delete_temporal_instance(request: web.Request) -> web.Response:
 
     if not await db.write(run):
         raise not_found(f"instance {instance_id} of {request.match_info['attr']} does not exist")
-    return api.no_content()
+    return http.no_content()
 
 
 async def patch_temporal_instance(request: web.Request) -> web.Response:
     """PATCH /temporal/entities/{id}/attrs/{attr}/{instanceId} (§6.22.3.1): replace one instance."""
-    api.check_params(request, ())
-    ngsi = await api.ngsi_context(request, must_exist=False)
+    http.check_params(request, ())
+    ngsi = await http.ngsi_context(request, must_exist=False)
     db = _db(request)
     entity_id = _entity_id(request)
     name = _attr_name(request)
     instance_id = _instance_id(request)
-    body = await api.read_body(request, merge_patch=True)
+    body = await http.read_body(request, merge_patch=True)
     if not isinstance(body.data, Mapping):
         raise bad_request("the body must be a JSON object holding the attribute")
     ctx = body.context_for(ngsi)
@@ -1092,7 +1092,7 @@ async def patch_temporal_instance(request: web.Request) -> web.Response:
 
     if not await db.write(run):
         raise not_found(f"instance {instance_id} of {name} does not exist")
-    return api.no_content()
+    return http.no_content()
 
 
 def _now() -> str:

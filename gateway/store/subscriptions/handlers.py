@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from gateway import model
-from gateway.store import api, jsonld
+from gateway.store import http, jsonld
 from gateway.store.base import Storage
 from gateway.store.problems import NgsiError, bad_request
 from gateway.store.subscriptions.notifier import NOTIFIER_KEY, Notifier, subscription_context
@@ -49,13 +49,13 @@ def _sub_id(request: web.Request) -> str:
     return sub_id
 
 
-def _sub_url(ngsi: api.NgsiContext, sub_id: str) -> str:
+def _sub_url(ngsi: http.NgsiContext, sub_id: str) -> str:
     return f"{ngsi.settings.base_path}/subscriptions/{quote(sub_id, safe=':@!$&()*+,;=-._~')}"
 
 
-def _body_context(ngsi: api.NgsiContext, body: api.Body) -> list[jsonld.ContextEntry] | None:
+def _body_context(ngsi: http.NgsiContext, body: http.Body) -> list[jsonld.ContextEntry] | None:
     """The @context entries a subscription body carries (ld+json body or Link), None when absent."""
-    if body.content_type == api.LD_JSON:
+    if body.content_type == http.LD_JSON:
         if not isinstance(body.data, Mapping) or "@context" not in body.data:
             raise bad_request("with Content-Type application/ld+json the @context must be in the body")
         entries = jsonld.normalize_entries(body.data["@context"])
@@ -67,7 +67,7 @@ def _body_context(ngsi: api.NgsiContext, body: api.Body) -> list[jsonld.ContextE
     return None
 
 
-async def _tenant_known(ngsi: api.NgsiContext, notifier: Notifier) -> None:
+async def _tenant_known(ngsi: http.NgsiContext, notifier: Notifier) -> None:
     if await ngsi.storage.tenant_exists(ngsi.tenant):
         return
     if any(t == ngsi.tenant for t, _ in notifier.subs):
@@ -75,7 +75,7 @@ async def _tenant_known(ngsi: api.NgsiContext, notifier: Notifier) -> None:
     raise NgsiError("NonexistentTenant", f"tenant {ngsi.tenant!r} does not exist")
 
 
-def _lookup(notifier: Notifier, ngsi: api.NgsiContext, sub_id: str) -> Subscription:
+def _lookup(notifier: Notifier, ngsi: http.NgsiContext, sub_id: str) -> Subscription:
     sub = notifier.subs.get((ngsi.tenant, sub_id))
     if sub is None:
         raise NgsiError("ResourceNotFound", f"subscription {sub_id} does not exist")
@@ -84,10 +84,10 @@ def _lookup(notifier: Notifier, ngsi: api.NgsiContext, sub_id: str) -> Subscript
 
 async def create_subscription(request: web.Request) -> web.Response:
     """POST /subscriptions (§6.10.3.1): 201 with Location; AlreadyExists 409."""
-    api.check_params(request, ())
-    ngsi = await api.ngsi_context(request, must_exist=False)
+    http.check_params(request, ())
+    ngsi = await http.ngsi_context(request, must_exist=False)
     notifier = request.config_dict[NOTIFIER_KEY]
-    body = await api.read_body(request)
+    body = await http.read_body(request)
     if not isinstance(body.data, Mapping):
         raise bad_request("the body must be one subscription (a JSON object)")
     entries = _body_context(ngsi, body) or []
@@ -103,27 +103,27 @@ async def create_subscription(request: web.Request) -> web.Response:
 
 async def list_subscriptions(request: web.Request) -> web.Response:
     """GET /subscriptions (§6.10.3.2), paginated, sorted by creation time then id."""
-    api.check_params(request, _LIST_PARAMS)
+    http.check_params(request, _LIST_PARAMS)
     options = _options(request, frozenset({"sysAttrs", "count"}))
-    ngsi = await api.ngsi_context(request, must_exist=False)
+    ngsi = await http.ngsi_context(request, must_exist=False)
     notifier = request.config_dict[NOTIFIER_KEY]
     await _tenant_known(ngsi, notifier)
-    media = api.negotiate(request)
-    limit, offset, count = api.paging(ngsi)
+    media = http.negotiate(request)
+    limit, offset, count = http.paging(ngsi)
     ctx = ngsi.context()
     subs = sorted(
         (s for (t, _), s in notifier.subs.items() if t == ngsi.tenant),
         key=lambda s: (model.parse_time(s.created_at), s.id),  # instants: texts with fractions mis-sort
     )
     page = subs[offset : offset + limit]
-    headers = {api.COUNT_HEADER: str(len(subs))} if count or "count" in options else {}
+    headers = {http.COUNT_HEADER: str(len(subs))} if count or "count" in options else {}
     links = _page_links(ngsi, media, limit, offset, offset + limit < len(subs))
     sys_attrs = "sysAttrs" in options
     shown = [redacted_view(s.to_json(ctx, sys_attrs=sys_attrs)) for s in page]
-    return api.respond(ngsi, shown, media=media, headers=headers, links=links)
+    return http.respond(ngsi, shown, media=media, headers=headers, links=links)
 
 
-def _page_links(ngsi: api.NgsiContext, media: str, limit: int, offset: int, more: bool) -> list[str]:
+def _page_links(ngsi: http.NgsiContext, media: str, limit: int, offset: int, more: bool) -> list[str]:
     """rel=next/prev links on the canonical path, typed as the response is (§6.3.13)."""
     params = dict(ngsi.request.query)
     path = f"{ngsi.settings.base_path}/subscriptions"
@@ -139,23 +139,23 @@ def _page_links(ngsi: api.NgsiContext, media: str, limit: int, offset: int, more
 
 async def retrieve_subscription(request: web.Request) -> web.Response:
     """GET /subscriptions/{id} (§6.11.3.1)."""
-    api.check_params(request, _RETRIEVE_PARAMS)
+    http.check_params(request, _RETRIEVE_PARAMS)
     sys_attrs = "sysAttrs" in _options(request, frozenset({"sysAttrs"}))
-    ngsi = await api.ngsi_context(request, must_exist=False)
+    ngsi = await http.ngsi_context(request, must_exist=False)
     notifier = request.config_dict[NOTIFIER_KEY]
-    media = api.negotiate(request)
+    media = http.negotiate(request)
     sub = _lookup(notifier, ngsi, _sub_id(request))
     # readers never see the endpoint's password nor credential headers (deliveries use them)
-    return api.respond(ngsi, redacted_view(sub.to_json(ngsi.context(), sys_attrs=sys_attrs)), media=media)
+    return http.respond(ngsi, redacted_view(sub.to_json(ngsi.context(), sys_attrs=sys_attrs)), media=media)
 
 
 async def update_subscription(request: web.Request) -> web.Response:
     """PATCH /subscriptions/{id} (§6.11.3.2): members of the fragment replace the stored ones."""
-    api.check_params(request, ())
-    ngsi = await api.ngsi_context(request, must_exist=False)
+    http.check_params(request, ())
+    ngsi = await http.ngsi_context(request, must_exist=False)
     notifier = request.config_dict[NOTIFIER_KEY]
     sub_id = _sub_id(request)
-    body = await api.read_body(request, merge_patch=True)  # §6.3.4 media checks (415) come first
+    body = await http.read_body(request, merge_patch=True)  # §6.3.4 media checks (415) come first
     sub = _lookup(notifier, ngsi, sub_id)
     if not isinstance(body.data, Mapping) or not body.data:
         raise bad_request("the body must be a non-empty JSON object (a subscription fragment)")
@@ -178,18 +178,18 @@ async def update_subscription(request: web.Request) -> web.Response:
     merged = {k: v for k, v in {**current, **fragment}.items() if v is not None}
     updated = build(merged, ngsi.tenant, entries, ngsi.contexts, created_at=sub.created_at, stats=sub.stats)
     await notifier.add(updated)
-    return api.no_content()
+    return http.no_content()
 
 
 async def delete_subscription(request: web.Request) -> web.Response:
     """DELETE /subscriptions/{id} (§6.11.3.3)."""
-    api.check_params(request, ())
-    ngsi = await api.ngsi_context(request, must_exist=False)
+    http.check_params(request, ())
+    ngsi = await http.ngsi_context(request, must_exist=False)
     notifier = request.config_dict[NOTIFIER_KEY]
     sub_id = _sub_id(request)
     _lookup(notifier, ngsi, sub_id)
     await notifier.remove(ngsi.tenant, sub_id)
-    return api.no_content()
+    return http.no_content()
 
 
 def setup_subscriptions(app: web.Application, storage: Storage) -> None:
