@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from conformance.context import RunContext, is_failure
-from conformance.registry import Fail, Skip, add, check
+from conformance.registry import Fail, NotApplicable, Skip, add, check
 from gateway.model import ENTITY_MEMBERS, is_uri, parse_time
 
 D = ("entities",)
@@ -342,7 +342,11 @@ def _model_check(model: str) -> Any:
     async def run(ctx: RunContext) -> str | None:
         v = [t for t in await _verdicts(ctx) if isinstance(t[1], dict) and t[1].get("type") == model]
         if not v:
-            raise Skip(f"no entity of type {model} in the data")
+            why = ctx.profile.must_deliver(model)
+            if why is not None:  # a model the target must deliver and does not: a required check that cannot run
+                raise Skip(f"no entity of type {model} in the data, but {why}")
+            raise NotApplicable(f"no {model} entity delivered: the profile asks {model} entities to conform "
+                                "when delivered, and neither it nor the vendor sheet says they are supplied")
         findings = _rule_findings(v, lambda r: r.startswith("schema:"))
         return _report(ctx, findings, f"violations of the {model} model", len(v))
 
