@@ -90,8 +90,8 @@ def register_clause(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "clause", help="generate the contract clause and its technical annex from a profile")
     parser.add_argument("--profile", required=True, help=f"shipped profile ({', '.join(SHIPPED)}) or a YAML file")
-    parser.add_argument("--lang", choices=("fr", "en"), default="fr")
-    parser.add_argument("--format", choices=("md", "html"), default="md")
+    parser.add_argument("--lang", choices=("fr", "en"), default="fr", help="language of the clause (default: fr)")
+    parser.add_argument("--format", choices=("md", "html"), default="md", help="Markdown (default) or HTML")
     parser.add_argument("--out", help="file to write (default: standard output)")
     parser.set_defaults(handler=_handle_clause)
 

@@ -70,6 +70,11 @@ def _handle(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     log.info("listening on http://%s:%d (NGSI-LD at /ngsi-ld/v1, admin at /admin/, metrics at /metrics)",
              cfg.host, port)
+    if args.config is None:
+        from gateway.runtime.demo import demo_notes
+
+        for line in demo_notes(cfg):
+            print(f"demo: {line}", flush=True)
     if args.config is None and cfg.embedded:
         log.info("demo territory: try curl 'http://%s:%d/ngsi-ld/v1/entities?limit=5' "
                  "(short names: ?type=Streetlight with the jonction @context in a Link header, see README)",
