@@ -173,3 +173,32 @@ def test_shipped_example_targets_work_as_they_are(tmp_path: Path, capsys: pytest
     assert code == 0, capsys.readouterr().out
     report = json.loads((tmp_path / "adapter" / "report.json").read_text())
     assert {r["verdict"] for r in report["results"]} == {"pass"}
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["plain", "strict"])
+async def test_a_strict_profile_makes_model_warnings_fail_l1(tmp_path: Path, strict: bool) -> None:
+    at = "2025-03-01T06:00:00Z"
+    odd = dict(_container(0, at), fillLevel={"type": "Property", "value": 0.4})
+    unknown = dict(_container(1, at), id="urn:ngsi-ld:AirQualityObservation:x", type="AirQualityObservation")
+    kelvin = _container(2, at)
+    kelvin["temperature"] = {"type": "Property", "value": 282.6, "unitCode": "KEL", "observedAt": at}
+    path = tmp_path / "livraison.ndjson"
+    path.write_text("".join(json.dumps(e) + "\n" for e in (odd, unknown, kelvin)))
+    profile = parse_profile(yaml.safe_dump({
+        "id": "strict-data", "version": "1.0", "title": {"fr": "Strict", "en": "Strict"}, "strict": strict,
+        "ngsi_ld": {"standard": "ETSI GS CIM 009", "version": "V1.9.1"}, "levels": {"mandatory": ["L1"]},
+        "models": [{"name": "WasteContainer", "version": "0.3.0"}]}).encode(), "test")
+    assert profile.strict is strict
+    report = await run(profile, load_target(str(path)))
+    assert validate_report(report) == []
+    results = {r["id"]: r for r in report["results"]}
+    failed = {cid for cid, r in results.items() if r["verdict"] == "fail"}
+    # A temperature in kelvin fails the unit check either way (CEL is the models' unit).
+    assert "/temperature: KEL instead of CEL" in results["L1-UNT-002"]["reason"]
+    if strict:
+        assert failed == {"L1-ENT-001", "L1-SDM-020", "L1-UNT-002"}
+        assert f"{path}:2/type: no bundled Smart Data Model for type 'AirQualityObservation'" in \
+            results["L1-ENT-001"]["reason"]
+        assert f"{path}:1/fillLevel: 'fillLevel' is not defined by WasteContainer" in results["L1-SDM-020"]["reason"]
+    else:
+        assert failed == {"L1-UNT-002"}
