@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest bench fuzz clean setup interop
+.PHONY: run test lint typecheck pytest bench fuzz clean setup interop check-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,18 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/jonction run --port $(PORT)
 
-## make test: set up, lint, type-check and run every test
-test: $(STAMP) lint typecheck pytest interop
+## make test: check the system tools, set up, lint, type-check and run every test
+test: check-tools $(STAMP) lint typecheck pytest interop
+
+# The tests run a real Mosquitto broker (with a password file) and render reports in Chromium.
+check-tools:
+	@missing=""; \
+	for tool in mosquitto mosquitto_passwd chromium; do \
+	  command -v $$tool >/dev/null 2>&1 || test -x /usr/sbin/$$tool || test -x /usr/bin/$$tool || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make test needs:$$missing (Debian/Ubuntu: sudo apt-get install mosquitto chromium)" >&2; exit 1; \
+	fi
 
 # Real NGSI-LD clients (FiLiP, ngsildclient) pin old versions of libraries jonction uses
 # (paho-mqtt): they get their own virtualenv, so the main one stays what users install.

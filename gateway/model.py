@@ -69,6 +69,11 @@ ATTRIBUTE_MEMBERS: Final = frozenset(
         "lang",
         "previousValue",
         "previousObject",
+        "previousLanguageMap",
+        "previousVocab",
+        "previousValueList",
+        "previousObjectList",
+        "previousJson",
     }
 )
 """Members of an attribute that are not sub-attributes."""
@@ -302,16 +307,21 @@ def _kv_attr(attr: Any) -> Any:
 def to_key_values(item: Mapping[str, Any]) -> dict[str, Any]:
     """Project an entity to keyValues (simplified): each attribute becomes its value.
 
-    Multi-instance attributes keep one value per instance, in order, so that nothing but
-    metadata is dropped; keyValues is by definition the form without metadata.
+    A multi-attribute (several datasetIds, CIM 009 V1.9.1 §4.5.4) becomes
+    ``{"dataset": {datasetId: value}}``, the default instance under ``@none``, so that nothing
+    but metadata is dropped; keyValues is by definition the form without metadata.
     """
     out: dict[str, Any] = {}
     for name, value in item.items():
         if name in ENTITY_MEMBERS:
             out[name] = value
         elif isinstance(value, list):
-            projected = [_kv_attr(v) for v in value]
-            out[name] = projected[0] if len(projected) == 1 else projected
+            if len(value) == 1:
+                out[name] = _kv_attr(value[0])
+            elif all(isinstance(v, Mapping) for v in value):
+                out[name] = {"dataset": {str(v.get("datasetId", "@none")): _kv_attr(v) for v in value}}
+            else:
+                out[name] = [_kv_attr(v) for v in value]
         else:
             out[name] = _kv_attr(value)
     return out

@@ -21,14 +21,23 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from gateway import model
-from gateway.store import codec, jsonld
+from gateway.store import codec, jsonld, patterns
 from gateway.store import geo as geo_mod
+from gateway.store import join as join_mod
 from gateway.store import operations as ops
 from gateway.store import query as query_mod
 from gateway.store.base import Change, Doc, QuerySpec, Storage
 from gateway.store.jsonld import Context, ContextCache, ContextEntry
 from gateway.store.problems import NgsiError, bad_request, invalid_request, not_found
-from gateway.store.representation import RenderOptions, parse_options, render, render_feature
+from gateway.store.representation import (
+    RenderOptions,
+    omitted,
+    parse_options,
+    parse_projection,
+    render,
+    render_feature,
+    selection_from_pick,
+)
 from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings
 
 log = logging.getLogger("jonction.store.api")
@@ -43,9 +52,8 @@ COUNT_HEADER: Final = "NGSILD-Results-Count"
 
 _TENANT = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
 _LINK = re.compile(r"<([^>]*)>([^<]*)")
-_NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*}][^()]*\)\s*[+*{]")
 NOT_IMPLEMENTED_PARAMS: Final = frozenset(
-    {"csf", "join", "joinLevel", "containedBy", "entityMap", "expandValues", "collectValues", "splitEntities",
+    {"csf", "containedBy", "entityMap", "expandValues", "collectValues", "splitEntities",
      "dataset", "contextSourceIds", "jsonKeys"}
 )
 """Query parameters of 1.8/1.9 this store does not implement: 501 instead of 400."""
@@ -360,24 +368,28 @@ def _expand_names(ctx: Context, names: Sequence[str] | None, what: str, limit: i
 
 def render_options(ngsi: NgsiContext, ctx: Context, params: Mapping[str, Any]) -> RenderOptions:
     """attrs / pick / omit / options / format / lang / datasetId → RenderOptions."""
-    form, sys_attrs, _ = parse_options(params.get("options"), params.get("format"))
+    # options=count is the FIWARE clients' spelling of count=true (FiLiP, ngsildclient): accepted, see paging()
+    form, sys_attrs, _ = parse_options(params.get("options"), params.get("format"), unknown=invalid_request,
+                                       allowed=frozenset({"count"}))
     attrs = _split(params.get("attrs"))
-    pick = _split(params.get("pick"))
-    omit = _split(params.get("omit"))
-    if pick is not None and omit is not None:
+    pick_text = params.get("pick")
+    omit_text = params.get("omit")
+    if pick_text is not None and omit_text is not None:
         raise bad_request("pick and omit cannot be combined")
-    if pick is not None and attrs is not None:
-        raise bad_request("pick and attrs cannot be combined")
+    if attrs is not None and (pick_text is not None or omit_text is not None):
+        raise bad_request("attrs cannot be combined with pick or omit (§4.21)")
     limit = ngsi.settings.max_ids
+    pick = parse_projection(pick_text, "pick") if pick_text is not None else None
+    omit = parse_projection(omit_text, "omit") if omit_text is not None else None
     keep_members = None
-    if pick is not None:
-        keep_members = frozenset(p for p in pick if p in ("id", "type", "scope"))
-        attrs = [p for p in pick if p not in ("id", "type", "scope")]
     omit_set: frozenset[str] = frozenset()
+    expanded_attrs = _expand_names(ctx, attrs, "attrs", limit)
+    if pick is not None:
+        selection = selection_from_pick(pick, lambda n: ctx.expand_attr_name(n, "pick"))
+        keep_members = selection["keep_members"]
+        expanded_attrs = selection["attrs"]
     if omit is not None:
-        members = {o for o in omit if o in ("id", "type", "scope")}
-        omit_set = frozenset(members) | (_expand_names(ctx, [o for o in omit if o not in members], "omit", limit)
-                                         or frozenset())
+        omit_set = omitted(omit, lambda n: ctx.expand_attr_name(n, "omit"))
     lang = params.get("lang")
     if lang is not None and (not lang or len(lang) > 100):
         raise bad_request("lang must be a language tag")
@@ -385,23 +397,21 @@ def render_options(ngsi: NgsiContext, ctx: Context, params: Mapping[str, Any]) -
     return RenderOptions(
         form=form,
         sys_attrs=sys_attrs,
-        attrs=_expand_names(ctx, attrs, "attrs", limit),
+        attrs=expanded_attrs,
         keep_members=keep_members,
         omit=omit_set,
         lang=lang,
         dataset_ids=frozenset(dataset_ids) if dataset_ids is not None else None,
+        pick=pick,
+        omit_tree=omit,
     )
 
 
 def _check_id_pattern(ngsi: NgsiContext, pattern: str) -> str:
+    """Validate an idPattern for the RE2 engine the store matches it with (§4.9 regex, searched)."""
     if len(pattern) > ngsi.settings.max_id_pattern:
         raise NgsiError("TooComplexQuery", f"idPattern longer than {ngsi.settings.max_id_pattern} characters")
-    if _NESTED_QUANTIFIER.search(pattern):
-        raise NgsiError("TooComplexQuery", "idPattern with nested quantifiers (catastrophic backtracking)")
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise bad_request(f"idPattern is not a valid regular expression: {exc}") from None
+    patterns.compile_user_pattern(pattern, "idPattern")
     return pattern
 
 
@@ -423,11 +433,16 @@ class QueryParams:
     local: bool = False
 
     def any_filter(self) -> bool:
-        """True when at least one restriction is given (a query needs one, §5.7.2)."""
+        """True when at least one selector is given (id and idPattern included; Purge Entities needs one)."""
         return any(
             v is not None for v in (self.ids, self.types, self.id_pattern, self.attrs, self.q, self.scope_q,
                                     self.georel)
         )
+
+    def query_restriction(self) -> bool:
+        """True when one of the restrictions §6.4.3.2 requires of a query is given: type, attrs, q, a
+        geo-query (or scopeQ). Entity ids or an idPattern alone do not make a query (ETSI 019_03_05)."""
+        return any(v is not None for v in (self.types, self.attrs, self.q, self.scope_q, self.georel))
 
 
 def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int, offset: int, count: bool) -> QuerySpec:
@@ -454,6 +469,9 @@ def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int,
     if qp.id_pattern is not None:
         spec.id_pattern = _check_id_pattern(ngsi, qp.id_pattern)
     if qp.attrs is not None:
+        reserved = sorted({"id", "type"}.intersection(qp.attrs))
+        if reserved:
+            raise bad_request(f"attrs: {', '.join(reserved)} are entity members, not attribute names")
         spec.attrs = sorted(_expand_names(ctx, qp.attrs, "attrs", settings.max_ids) or ())
     if qp.q is not None:
         qexpr = query_mod.parse_q(qp.q)
@@ -527,20 +545,60 @@ def _number_filters(qexpr: query_mod.QExpr, expand: Callable[[str], str]) -> lis
     return out
 
 
+_ORDER_MEMBERS: Final = frozenset({"id", "type", "createdAt", "modifiedAt", "scope"})
+
+
 def _order_by(ctx: Context, text: str) -> tuple[Callable[[Doc], Any], bool]:
-    """``orderBy=<attr>`` or ``<attr>;desc`` (also ``id``): a sort key on the first instance's value."""
-    name, _, direction = text.partition(";")
-    if direction not in ("", "asc", "desc") or not name:
-        raise bad_request(f"orderBy {text!r}: expected <attribute>[;asc|;desc]")
-    if name == "id":
-        return (lambda doc: doc["id"]), direction == "desc"
-    iri = ctx.expand_attr_name(name, "orderBy")
+    """``orderBy`` (§4.23): ``path[;asc|;desc]`` items separated by commas, where a path is an entity
+    member (id, type, createdAt...) or ``attr[.sub...]`` (a sub-attribute or an attribute's
+    createdAt/observedAt...). Sorts on the first instance's value; missing values sort first."""
+    items: list[tuple[Callable[[Doc], Any], bool]] = []
+    for item in text.split(","):
+        path, _, direction = item.partition(";")
+        if direction not in ("", "asc", "desc") or not path or len(items) >= 16:
+            raise bad_request(f"orderBy {text!r}: expected <attribute>[;asc|;desc] items separated by commas")
+        items.append((_order_getter(ctx, path), direction == "desc"))
+    if len(items) == 1 and not items[0][1]:
+        return items[0][0], False
+    if len(items) == 1:
+        return items[0][0], True
 
     def key(doc: Doc) -> Any:
-        insts = doc.get(iri)
-        return query_mod.attribute_target(insts[0]) if insts else None
+        return query_mod.OrderKey(tuple((query_mod.sort_rank(get(doc)), desc) for get, desc in items))
 
-    return key, direction == "desc"
+    return key, False
+
+
+def _order_getter(ctx: Context, path: str) -> Callable[[Doc], Any]:
+    if path in _ORDER_MEMBERS:
+        if path == "type":
+            return lambda doc: ctx.compact_iri(doc["type"][0]) if doc.get("type") else None
+        return lambda doc: doc.get(path)
+    head, *subs = path.split(".")
+    if not head or any(not s for s in subs):
+        raise bad_request(f"orderBy: {path!r} is not an attribute path")
+    iri = ctx.expand_attr_name(head, "orderBy")
+    sub_keys = [s if s in query_mod.META_MEMBERS else ctx.expand_attr_name(s, "orderBy") for s in subs]
+
+    def get(doc: Doc) -> Any:
+        insts = doc.get(iri)
+        node: Any = insts[0] if insts else None
+        for index, sub in enumerate(sub_keys):
+            if not isinstance(node, Mapping):
+                return None
+            node = node.get(sub)
+            if isinstance(node, list):
+                node = node[0] if node else None
+            if sub in query_mod.META_MEMBERS and index == len(sub_keys) - 1:
+                return node
+        return query_mod.attribute_target(node) if node is not None else None
+
+    return get
+
+
+def _options_count(request: web.Request) -> bool:
+    """``options=count``: not in CIM 009, but what FIWARE clients send for count=true; lenient reading."""
+    return "count" in (item.strip() for item in request.query.get("options", "").split(","))
 
 
 def paging(ngsi: NgsiContext) -> tuple[int, int, bool]:
@@ -548,7 +606,7 @@ def paging(ngsi: NgsiContext) -> tuple[int, int, bool]:
     settings = ngsi.settings
     limit = _int_param(ngsi.request, "limit", settings.default_limit)
     offset = _int_param(ngsi.request, "offset", 0)
-    count = _bool_param(ngsi.request, "count")
+    count = _bool_param(ngsi.request, "count") or _options_count(ngsi.request)
     if limit < 0:
         raise bad_request("limit must not be negative")
     if limit > settings.max_limit:
@@ -582,10 +640,11 @@ def page_links(ngsi: NgsiContext, limit: int, offset: int, more: bool) -> list[s
 _QUERY_PARAMS: Final = frozenset(
     {"id", "type", "idPattern", "attrs", "pick", "omit", "q", "scopeQ", "georel", "geometry", "coordinates",
      "geoproperty", "geometryProperty", "lang", "limit", "offset", "count", "options", "format", "datasetId",
-     "orderBy", "local"}
+     "orderBy", "local", "join", "joinLevel"}
 )
 _RETRIEVE_PARAMS: Final = frozenset(
-    {"attrs", "pick", "omit", "options", "format", "lang", "geometryProperty", "datasetId", "type", "local"}
+    {"attrs", "pick", "omit", "options", "format", "lang", "geometryProperty", "datasetId", "type", "local", "join",
+     "joinLevel"}
 )
 
 
@@ -623,6 +682,7 @@ async def retrieve_entity(request: web.Request) -> web.Response:
     entity_id = _entity_id(request)
     ctx = ngsi.context()
     opts = render_options(ngsi, ctx, request.query)
+    joining = join_mod.parse_join(request.query.get("join"), request.query.get("joinLevel"))
     doc = await ngsi.storage.get_doc(ngsi.tenant, entity_id)
     if doc is None:
         raise not_found(f"entity {entity_id} does not exist")
@@ -631,10 +691,41 @@ async def retrieve_entity(request: web.Request) -> web.Response:
         texpr = query_mod.parse_type_expression(wanted_type)
         if not texpr.matches(doc["type"], ctx.expand_term):
             raise not_found(f"entity {entity_id} is not of type {wanted_type}")
+    if "attrs" in request.query and opts.attrs is not None and not opts.attrs.intersection(doc):
+        # §5.7.1: an entity that has none of the requested attributes is not found
+        raise not_found(f"entity {entity_id} has none of the attributes {request.query['attrs']}")
     if media == GEO_JSON:
         geometry = ctx.expand_term(request.query.get("geometryProperty", "location"))
-        return respond(ngsi, render_feature(doc, ctx, opts, geometry), media=GEO_JSON)
-    return respond(ngsi, render(doc, ctx, opts), media=media)
+        feature = render_feature(doc, ctx, opts, geometry)
+        context_value = ctx.as_json()
+        # §6.3.15: a GeoJSON answer carries the @context in its body
+        feature["@context"] = context_value if isinstance(context_value, list) else [context_value]
+        return respond(ngsi, feature, media=GEO_JSON)
+    if joining is not None:
+        entities = await join_mod.join_entities([doc], ctx, opts, _fetcher(ngsi), *joining)
+        if not _has_members(entities[0]):
+            raise not_found(f"nothing of entity {entity_id} is left after pick/omit")
+        body: Any = entities[0] if joining[0] == "inline" or len(entities) == 1 else entities
+        return respond(ngsi, body, media=media)
+    rendered = render(doc, ctx, opts)
+    if not _has_members(rendered):
+        # §4.21: pick/omit that leave nothing of the entity answer ResourceNotFound
+        raise not_found(f"nothing of entity {entity_id} is left after pick/omit")
+    return respond(ngsi, rendered, media=media)
+
+
+def _has_members(entity: Mapping[str, Any]) -> bool:
+    return any(k != "@context" for k in entity)
+
+
+def _fetcher(ngsi: NgsiContext) -> join_mod.Fetch:
+    """The join fetch function over this request's tenant."""
+
+    async def fetch(ids: Sequence[str]) -> Mapping[str, Doc]:
+        result = await ngsi.storage.query(ngsi.tenant, QuerySpec(ids=list(ids), limit=len(ids)))
+        return {d["id"]: d for d in result.docs}
+
+    return fetch
 
 
 async def query_entities(request: web.Request) -> web.Response:
@@ -665,12 +756,13 @@ async def run_query(
     ngsi: NgsiContext, ctx: Context, qp: QueryParams, render_params: Mapping[str, Any], media: str
 ) -> web.Response:
     """Shared by GET /entities and POST /entityOperations/query."""
-    if not qp.any_filter() and not qp.local and not ngsi.settings.allow_unfiltered_queries:
+    if not qp.query_restriction() and not qp.local and not ngsi.settings.allow_unfiltered_queries:
         # a strict deployment refuses to list a whole tenant; by default it is paginated like any query
-        raise bad_request("this store refuses unfiltered queries: give at least one of id, type, idPattern, attrs, "
-                          "q, scopeQ or a geo-query (or local=true)")
+        raise bad_request("unfiltered query: give at least one of type, attrs, q, scopeQ or a geo-query "
+                          "(or local=true); id and idPattern alone are not enough (§6.4.3.2)")
     limit, offset, count = paging(ngsi)
     opts = render_options(ngsi, ctx, render_params)
+    joining = join_mod.parse_join(render_params.get("join"), render_params.get("joinLevel"))
     spec = build_query(ngsi, ctx, qp, limit=limit, offset=offset, count=count)
     result = await ngsi.storage.query(ngsi.tenant, spec)
     headers = {COUNT_HEADER: str(result.count)} if result.count is not None else {}
@@ -678,9 +770,17 @@ async def run_query(
     if media == GEO_JSON:
         geometry = ctx.expand_term(str(render_params.get("geometryProperty", "location")))
         features = [render_feature(d, ctx, opts, geometry) for d in result.docs]
-        return respond(ngsi, {"type": "FeatureCollection", "features": features}, media=GEO_JSON,
-                       headers=headers, links=links)
-    return respond(ngsi, [render(d, ctx, opts) for d in result.docs], media=media, headers=headers, links=links)
+        # §6.3.15: a GeoJSON answer carries the @context in its body
+        collection = {"type": "FeatureCollection", "features": features, "@context": ctx.as_json()}
+        return respond(ngsi, collection, media=GEO_JSON, headers=headers, links=links)
+    if joining is not None:
+        entities = await join_mod.join_entities(result.docs, ctx, opts, _fetcher(ngsi), *joining)
+    else:
+        entities = [render(d, ctx, opts) for d in result.docs]
+    if opts.pick is not None or opts.omit:
+        # §4.21: an entity with nothing left after pick/omit is not part of the answer
+        entities = [e for e in entities if _has_members(e)]
+    return respond(ngsi, entities, media=media, headers=headers, links=links)
 
 
 def _fragment(ngsi: NgsiContext, body: Body, entity_id: str) -> Doc:

@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import home
-from gateway.store.api import add_entity_routes, error_middleware
+from gateway.store.api import add_entity_routes, error_middleware, negotiate
 from gateway.store.base import Storage, tune_gc
 from gateway.store.batch import add_batch_routes
 from gateway.store.discovery import add_discovery_routes
@@ -125,6 +125,8 @@ def _not_implemented(app: web.Application, prefix: str) -> None:
     """Answer 501 NotImplemented (ProblemDetails) under ``prefix`` when its module is absent."""
 
     async def handler(request: web.Request) -> web.Response:
+        if request.method == "GET":
+            negotiate(request)  # §6.3.4 holds on every endpoint: an unacceptable Accept is 406 first
         raise NgsiError("NotImplemented", f"{prefix} is not available in this build of the store")
 
     app.router.add_route("*", prefix, handler)

@@ -148,7 +148,7 @@ class QuerySpec:
     """Exact type-expression test on an entity's type IRIs (AND, parentheses…)."""
     ids: Sequence[str] | None = None
     id_pattern: str | None = None
-    """Python regular expression an id must match (``re.fullmatch``)."""
+    """Regular expression (RE2 syntax, :mod:`gateway.store.patterns`) found somewhere in a matching id."""
     attrs: Sequence[str] | None = None
     """Attribute IRIs: an entity must have at least one of them."""
     bbox: tuple[float, float, float, float] | None = None

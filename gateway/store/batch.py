@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway import model
 from gateway.store import operations as ops
 from gateway.store.api import (
+    GEO_JSON,
     JSON,
     LD_JSON,
     Body,
@@ -174,14 +175,14 @@ async def batch_delete(request: web.Request) -> web.Response:
 
 
 _QUERY_KEYS = frozenset({"type", "id", "entities", "attrs", "pick", "omit", "q", "geoQ", "scopeQ", "lang",
-                         "@context", "temporalQ", "csf", "datasetId"})
+                         "@context", "temporalQ", "csf", "datasetId", "join", "joinLevel", "geometryProperty"})
 
 
 async def batch_query(request: web.Request) -> web.Response:
     """POST /entityOperations/query (§6.23.3.1): a Query body, answered like GET /entities."""
     check_params(request, ("limit", "offset", "count", "options", "format", "lang", "local", "geometryProperty"))
     ngsi = await ngsi_context(request)
-    media = negotiate(request, (JSON, LD_JSON))
+    media = negotiate(request, (JSON, LD_JSON, GEO_JSON))
     body = await read_body(request)
     data = body.data
     if not isinstance(data, Mapping):
@@ -219,6 +220,11 @@ async def batch_query(request: web.Request) -> web.Response:
         qp.coordinates = coords if isinstance(coords, list | str) else None
         qp.geoproperty = geo_q.get("geoproperty")
     render_params: dict[str, Any] = dict(request.query)
+    for key in ("join", "joinLevel"):
+        if key in data:
+            render_params[key] = data[key]
+    if isinstance(data.get("geometryProperty"), str):
+        render_params["geometryProperty"] = data["geometryProperty"]
     for key in ("pick", "omit", "lang", "datasetId"):
         if key in data:
             value = data[key]

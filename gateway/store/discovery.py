@@ -20,7 +20,7 @@ from gateway.store.api import (
     read_body,
     respond,
 )
-from gateway.store.base import TypeInfo
+from gateway.store.base import QuerySpec, TypeInfo
 from gateway.store.jsonld import Context, normalize_entries
 from gateway.store.problems import NgsiError, bad_request, not_found
 
@@ -114,7 +114,12 @@ async def list_attributes(request: web.Request) -> web.Response:
     ctx = ngsi.context()
     attrs = _attributes(await ngsi.storage.type_info(ngsi.tenant))
     if _details(request):
-        body: Any = [_attribute_body(ctx, iri, k, t) for iri, (k, t) in sorted(attrs.items())]
+        # §5.7.9: the detailed list names each attribute and its types; attributeCount and
+        # attributeTypes belong to the single-attribute answer (§5.7.10)
+        body: Any = [
+            {key: value for key, value in _attribute_body(ctx, iri, k, t).items() if key != "attributeTypes"}
+            for iri, (k, t) in sorted(attrs.items())
+        ]
     else:
         names = sorted(ctx.compact_iri(a) for a in attrs)
         body = {"id": _list_id("AttributeList", names), "type": "AttributeList", "attributeList": names}
@@ -131,7 +136,11 @@ async def attribute_details(request: web.Request) -> web.Response:
     found = _attributes(await ngsi.storage.type_info(ngsi.tenant)).get(iri)
     if found is None:
         raise not_found(f"no entity has the attribute {request.match_info['attr']}")
-    return respond(ngsi, _attribute_body(ctx, iri, *found), media=media)
+    body = _attribute_body(ctx, iri, *found)
+    # attributeCount (§5.2.28): how many entities carry the attribute
+    counted = await ngsi.storage.query(ngsi.tenant, QuerySpec(attrs=[iri], limit=0, count=True))
+    body = {**body, "attributeCount": counted.count or 0}
+    return respond(ngsi, body, media=media)
 
 
 # --------------------------------------------------------------------------- hosted contexts

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from gateway.store import codec
+from gateway.store.patterns import compile_user_pattern
 from gateway.store.problems import NgsiError, bad_request
 
 SCHEMA_SQL: Final = """
@@ -656,10 +657,10 @@ def find_entities(conn: sqlite3.Connection, sel: EntitySelector) -> list[tuple[s
         sql += f" AND entity_id IN ({','.join('?' * len(sel.ids))})"
         args.extend(sel.ids)
     sql += " ORDER BY entity_id"
-    pattern = re.compile(sel.id_pattern) if sel.id_pattern else None
+    pattern = compile_user_pattern(sel.id_pattern, "idPattern") if sel.id_pattern else None
     out: list[tuple[str, list[str]]] = []
     for entity_id, types_json in conn.execute(sql, args):
-        if pattern is not None and not pattern.fullmatch(entity_id):
+        if pattern is not None and not pattern.search(entity_id):
             continue
         types = list(json.loads(types_json))
         if sel.type_match is not None and not sel.type_match(types):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any, Final
 
+from gateway.store import patterns
 from gateway.store.problems import NgsiError
 
 Expand = Callable[[str], str]
@@ -25,10 +26,8 @@ MAX_TERMS: Final = 64
 """Most query terms in one expression."""
 MAX_DEPTH: Final = 16
 """Deepest nesting of parentheses."""
-MAX_REGEX_LENGTH: Final = 256
-"""Longest pattern after ``~=``: Python regexes have no timeout, so patterns stay small."""
-MAX_MATCH_LENGTH: Final = 16384
-"""Longest string a pattern is applied to (guards against pathological backtracking)."""
+MAX_REGEX_LENGTH: Final = patterns.MAX_PATTERN_LENGTH
+"""Longest pattern after ``~=`` (patterns run on RE2, see :mod:`gateway.store.patterns`)."""
 
 CORE: Final = "https://uri.etsi.org/ngsi-ld/"
 META_MEMBERS: Final = frozenset(
@@ -162,7 +161,7 @@ class Term:
     """``==``, ``!=``, ``>``, ``>=``, ``<``, ``<=``, ``~=``, ``!~=``, ``!`` (absence) or None (exists)."""
     values: tuple[Literal, ...] = ()
     range: tuple[Literal, Literal] | None = None
-    pattern: re.Pattern[str] | None = None
+    pattern: patterns.Matcher | None = None
 
     def evaluate(self, item: Mapping[str, Any], expand: Expand) -> bool:
         """True when the entity satisfies this term."""
@@ -361,12 +360,12 @@ def _flatten(targets: Iterable[Any]) -> list[Any]:
     return out
 
 
-def _pattern_match(pattern: re.Pattern[str] | None, value: Any) -> bool:
+def _pattern_match(pattern: patterns.Matcher | None, value: Any) -> bool:
     if isinstance(value, tuple):
         value = value[1]
     if pattern is None or not isinstance(value, str):
         return False
-    return pattern.search(value[:MAX_MATCH_LENGTH]) is not None
+    return pattern.search(value)
 
 
 def _order(left: Any, right: Any, op: str) -> bool:
@@ -425,6 +424,42 @@ def _compare(value: Any, lit: Literal, op: str, expand: Expand) -> bool:
         parsed = _parse_time_of_day(value) if isinstance(value, str) else None
         return parsed is not None and _order(parsed, lit.value, op)
     return False
+
+
+# --------------------------------------------------------------------------- orderBy
+
+
+def sort_rank(value: Any) -> tuple[int, Any]:
+    """A total order over JSON values for orderBy: missing < numbers < strings < others."""
+    if value is None:
+        return 0, 0
+    if isinstance(value, bool):
+        return 1, int(value)
+    if isinstance(value, int | float):
+        return 1, value
+    if isinstance(value, str):
+        return 2, value
+    return 3, repr(value)
+
+
+class OrderKey:
+    """A multi-item orderBy key (§4.23): compares item by item, each ascending or descending."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: tuple[tuple[tuple[int, Any], bool], ...]) -> None:
+        self.items = items
+
+    def __lt__(self, other: OrderKey) -> bool:
+        for (mine, desc), (theirs, _) in zip(self.items, other.items, strict=True):
+            if mine != theirs:
+                return bool(mine > theirs) if desc else bool(mine < theirs)
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OrderKey) and self.items == other.items
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 # --------------------------------------------------------------------------- the q parser
@@ -595,7 +630,7 @@ class _Parser:
             self.pos += 1
         raise self.error("unterminated string", start)
 
-    def parse_regex(self) -> re.Pattern[str]:
+    def parse_regex(self) -> patterns.Matcher:
         start = self.pos
         if self.peek() == '"':
             source = self.parse_quoted()
@@ -627,9 +662,11 @@ class _Parser:
         if len(source) > MAX_REGEX_LENGTH:
             raise TooComplex(f"pattern longer than {MAX_REGEX_LENGTH} characters")
         try:
-            return re.compile(source)
-        except re.error as exc:
-            raise self.error(f"invalid pattern: {exc}", start) from None
+            return patterns.compile_user_pattern(source, "pattern")
+        except NgsiError as exc:
+            if exc.type != "BadRequestData":
+                raise
+            raise self.error(f"invalid pattern: {exc.detail}", start) from None
 
 
 def _check_length(text: str, what: str) -> None:
@@ -650,26 +687,26 @@ def parse_q(text: str) -> QExpr:
 
 @dataclass(frozen=True, slots=True)
 class ScopeTerm:
-    """One scope pattern: ``/A/B`` exact, ``/A/#`` A and descendants, ``/A/+`` direct children."""
+    """One scope pattern: ``/A/B`` exact, ``/A/#`` A and descendants, ``+`` any one segment (``/A/+/C``)."""
 
     segments: tuple[str, ...]
+    """The segments; ``+`` matches any single segment."""
     wildcard: str = ""
-    """``""`` (exact), ``"#"`` (this and every level below) or ``"+"`` (exactly one level below)."""
+    """``""`` (exact length) or ``"#"`` (this and every level below)."""
 
     def matches(self, scopes: Iterable[str]) -> bool:
         """True when any of the entity's scopes fits the pattern."""
+        n = len(self.segments)
         for scope in scopes:
-            parts = tuple(p for p in scope.split("/")[1:]) if scope.startswith("/") else ()
+            parts = tuple(scope.split("/")[1:]) if scope.startswith("/") else ()
             if not parts:
                 continue
-            n = len(self.segments)
             if self.wildcard == "#":
-                if parts[:n] == self.segments:
-                    return True
-            elif self.wildcard == "+":
-                if len(parts) == n + 1 and parts[:n] == self.segments:
-                    return True
-            elif parts == self.segments:
+                if len(parts) < n:
+                    continue
+            elif len(parts) != n:
+                continue
+            if all(want == "+" or want == got for want, got in zip(self.segments, parts, strict=False)):
                 return True
         return False
 
@@ -776,10 +813,14 @@ class _ScopeParser(_GroupParser):
         wildcard = ""
         while self.pos < len(self.text) and self.text[self.pos] == "/":
             self.pos += 1
-            if self.pos < len(self.text) and self.text[self.pos] in "#+":
-                wildcard = self.text[self.pos]
+            if self.pos < len(self.text) and self.text[self.pos] == "#":
+                wildcard = "#"  # '#' only ends a scope pattern
                 self.pos += 1
                 break
+            if self.pos < len(self.text) and self.text[self.pos] == "+":
+                segments.append("+")
+                self.pos += 1
+                continue
             match = _SCOPE_SEGMENT.match(self.text, self.pos)
             if match is None:
                 raise self.error("empty scope segment")

@@ -7,13 +7,14 @@ request's @context, then projected to the requested form.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from gateway import model
 from gateway.store.jsonld import SYS_ATTRS, Context
-from gateway.store.problems import bad_request
+from gateway.store.problems import NgsiError, bad_request
 
 Form = Literal["normalized", "concise", "keyValues"]
 
@@ -24,6 +25,69 @@ _FORMS: Final[Mapping[str, Form]] = {
     "simplified": "keyValues",
 }
 _ENTITY_KEYS: Final = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt"})
+ENTITY_MEMBERS: Final = frozenset({"id", "type", "scope"})
+"""Entity members that pick/omit address by name beside attributes."""
+MAX_PROJECTION_NAMES: Final = 256
+"""Most names in one pick/omit expression (nested ones included)."""
+MAX_PROJECTION_DEPTH: Final = 8
+"""Deepest nesting of ``{...}`` in pick/omit."""
+_PROJECTION_NAME = re.compile(r"[A-Za-z0-9_@#:/.\-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """A parsed ``pick`` or ``omit`` (§4.21): names at this level, sub-projections for linked entities.
+
+    ``locatedAt{id,name}`` names the relationship ``locatedAt`` here and projects the entities it
+    links to (with ``join``) through ``{id,name}``.
+    """
+
+    names: tuple[str, ...]
+    children: Mapping[str, Projection] = field(default_factory=dict)
+
+
+def parse_projection(text: str, what: str) -> Projection:
+    """Parse ``a,b{c,d{e}}``; BadRequestData names the problem (empty item, brace, character)."""
+    pos = 0
+    count = 0
+
+    def fail(message: str) -> Exception:
+        return bad_request(f"{what}: {message} at position {pos} in {text!r}")
+
+    def parse_list(depth: int) -> Projection:
+        nonlocal pos, count
+        if depth > MAX_PROJECTION_DEPTH:
+            raise fail(f"more than {MAX_PROJECTION_DEPTH} nested braces")
+        names: list[str] = []
+        children: dict[str, Projection] = {}
+        while True:
+            match = _PROJECTION_NAME.match(text, pos)
+            if match is None:
+                found = repr(text[pos]) if pos < len(text) else "the end"
+                raise fail(f"expected an attribute or member name, found {found}")
+            name = match.group()
+            pos = match.end()
+            count += 1
+            if count > MAX_PROJECTION_NAMES:
+                raise fail(f"more than {MAX_PROJECTION_NAMES} names")
+            names.append(name)
+            if pos < len(text) and text[pos] == "{":
+                pos += 1
+                children[name] = parse_list(depth + 1)
+                if pos >= len(text) or text[pos] != "}":
+                    raise fail("unclosed '{'")
+                pos += 1
+            if pos < len(text) and text[pos] == ",":
+                pos += 1
+                continue
+            return Projection(tuple(dict.fromkeys(names)), children)
+
+    if not text:
+        raise bad_request(f"{what} must name at least one attribute or member")
+    tree = parse_list(0)
+    if pos != len(text):
+        raise fail(f"unexpected {text[pos]!r}")
+    return tree
 
 
 @dataclass(slots=True)
@@ -41,12 +105,63 @@ class RenderOptions:
     lang: str | None = None
     dataset_ids: frozenset[str] | None = None
     """Instances to keep by datasetId (``@none`` is the default instance)."""
+    pick: Projection | None = None
+    """The pick expression, kept for the entities a ``join`` links to."""
+    omit_tree: Projection | None = None
+    """The omit expression, kept for the entities a ``join`` links to."""
+
+    def for_link(self, name: str, expand: Callable[[str], str]) -> RenderOptions:
+        """The options for an entity reached through relationship ``name`` (pick/omit sub-projections)."""
+        pick = _child(self.pick, name, expand)
+        omit = _child(self.omit_tree, name, expand)
+        base = replace(self, attrs=None, keep_members=None, omit=frozenset(), pick=None, omit_tree=None)
+        if pick is not None:
+            base = replace(base, pick=pick, **selection_from_pick(pick, expand))
+        if omit is not None:
+            base = replace(base, omit_tree=omit, omit=omitted(omit, expand))
+        return base
+
+
+def _child(tree: Projection | None, name: str, expand: Callable[[str], str]) -> Projection | None:
+    """The sub-projection for relationship ``name`` (matched as written or by its expanded IRI)."""
+    if tree is None or not tree.children:
+        return None
+    if name in tree.children:
+        return tree.children[name]
+    iri = expand(name)
+    for key, sub in tree.children.items():
+        if expand(key) == iri:
+            return sub
+    return None
+
+
+def selection_from_pick(pick: Projection, expand: Callable[[str], str]) -> dict[str, Any]:
+    """``keep_members`` and ``attrs`` (IRIs) for a pick projection."""
+    return {
+        "keep_members": frozenset(n for n in pick.names if n in ENTITY_MEMBERS),
+        "attrs": frozenset(expand(n) for n in pick.names if n not in ENTITY_MEMBERS),
+    }
+
+
+def omitted(omit: Projection, expand: Callable[[str], str]) -> frozenset[str]:
+    """What an omit projection drops at its level: members and attribute IRIs, but not a name that
+    only carries a sub-projection (``locatedAt{name}`` keeps ``locatedAt`` and omits in what it links)."""
+    dropped = [n for n in omit.names if n not in omit.children]
+    return frozenset(n if n in ENTITY_MEMBERS else expand(n) for n in dropped)
 
 
 def parse_options(
-    options: str | None, fmt: str | None, *, allowed: frozenset[str] = frozenset()
+    options: str | None,
+    fmt: str | None,
+    *,
+    allowed: frozenset[str] = frozenset(),
+    unknown: Callable[[str], NgsiError] = bad_request,
 ) -> tuple[Form, bool, set[str]]:
-    """Read ``options`` and ``format``: (form, sysAttrs, other allowed options present)."""
+    """Read ``options`` and ``format``: (form, sysAttrs, other allowed options present).
+
+    An unknown value raises ``unknown(detail)``: reads answer InvalidRequest (§6.3.7, ETSI 018_16),
+    writes keep BadRequestData.
+    """
     form: Form | None = None
     sys_attrs = False
     others: set[str] = set()
@@ -54,7 +169,7 @@ def parse_options(
         item = item.strip()
         if not item:
             continue
-        if item in _FORMS and item != "simplified":
+        if item in _FORMS:
             chosen = _FORMS[item]
             if form is not None and form != chosen:
                 raise bad_request(f"options: {form} and {chosen} cannot be combined")
@@ -64,13 +179,12 @@ def parse_options(
         elif item in allowed:
             others.add(item)
         else:
-            raise bad_request(f"options: unknown or unsupported option {item!r} for this operation")
+            raise unknown(f"options: unknown or unsupported option {item!r} for this operation")
     if fmt is not None:
         chosen_fmt = _FORMS.get(fmt)
         if chosen_fmt is None:
-            raise bad_request(f"format: {fmt!r} is not one of normalized, concise, simplified, keyValues")
-        if form is not None and form != chosen_fmt:
-            raise bad_request(f"format={fmt} contradicts options={form}")
+            raise unknown(f"format: {fmt!r} is not one of normalized, concise, simplified, keyValues")
+        # §6.3.7: format, when present, takes precedence over a representation named in options
         form = chosen_fmt
     return form or "normalized", sys_attrs, others
 
@@ -88,6 +202,7 @@ def _strip_sys(inst: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _pick_language(language_map: Mapping[str, Any], lang: str) -> tuple[str, Any] | None:
+    # "*" (any language, §4.15) falls through to the first entry of the map
     if lang in language_map:
         return lang, language_map[lang]
     for tag in lang.split(","):
@@ -106,7 +221,7 @@ def _pick_language(language_map: Mapping[str, Any], lang: str) -> tuple[str, Any
 
 
 def _apply_lang(inst: dict[str, Any], lang: str) -> dict[str, Any]:
-    if inst.get("type") != "LanguageProperty" or lang == "*":
+    if inst.get("type") != "LanguageProperty":
         return inst
     language_map = inst.get("languageMap")
     if not isinstance(language_map, Mapping):
@@ -171,6 +286,10 @@ def render(doc: Mapping[str, Any], ctx: Context, opts: RenderOptions) -> dict[st
         compacted = ctx.compact_entity(filter_doc(doc, opts))
     else:  # the common case: one pass that compacts and drops system attributes together
         compacted = ctx.compact_entity(doc, sys_attrs=opts.sys_attrs)
+    scope = compacted.get("scope")
+    if isinstance(scope, list) and len(scope) == 1:
+        # one scope is rendered as a string, like a single type (JSON-LD compaction of a one-item set)
+        compacted["scope"] = scope[0]
     if opts.form == "keyValues":
         return model.to_key_values(compacted)
     if opts.form == "concise":

@@ -43,7 +43,9 @@ from gateway.store.base import (
     TypeInfo,
 )
 from gateway.store.operations import attr_names
+from gateway.store.patterns import compile_user_pattern
 from gateway.store.problems import NgsiError
+from gateway.store.query import OrderKey
 
 log = logging.getLogger("jonction.store")
 
@@ -574,7 +576,8 @@ class SqliteStorage(StorageBase):
         return QueryResult(page, total if spec.count else None, more)
 
     def _filtered(self, conn: sqlite3.Connection, where: str, params: list[Any], spec: QuerySpec) -> Iterator[Doc]:
-        pattern = re.compile(spec.id_pattern) if spec.id_pattern is not None else None
+        # a client's regex: RE2 (linear time), searched anywhere in the id as CIM 009 brokers do
+        pattern = compile_user_pattern(spec.id_pattern, "idPattern") if spec.id_pattern is not None else None
         attrs = set(spec.attrs) if spec.attrs is not None else None
         cursor = conn.execute(f"SELECT e.id, e.attrs, e.doc FROM {where} ORDER BY e.id", params)
         while True:
@@ -582,7 +585,7 @@ class SqliteStorage(StorageBase):
             if not rows:
                 return
             for eid, summary, text in rows:
-                if pattern is not None and pattern.fullmatch(eid) is None:
+                if pattern is not None and not pattern.search(eid):
                     continue
                 if attrs is not None and not attrs.intersection(codec.loads(summary)):
                     continue
@@ -646,6 +649,8 @@ class _SortKey:
         self.value: Any
         if value is None:
             self.rank, self.value = 0, 0
+        elif isinstance(value, OrderKey):  # a multi-item orderBy compares itself
+            self.rank, self.value = 4, value
         elif isinstance(value, bool):
             self.rank, self.value = 1, int(value)
         elif isinstance(value, int | float):

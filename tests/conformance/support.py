@@ -17,13 +17,10 @@ from aiohttp import web
 from gateway.model import format_time
 from gateway.store.app import create_root_app
 from gateway.store.settings import StoreSettings
-from tests.conftest import REFERENCE, ROOT, free_port
+from tests.conftest import free_port
+from tests.schemas.own_examples import own_example
 
 TOKEN = "jc-test-token-5f2a"
-OWN_EXAMPLES = {"AirQualityObserved": ROOT / "schemas" / "examples" / "air-quality-observed.json"}
-"""Models whose upstream normalized example is wrong (AirQualityObserved: times without zone)."""
-UPSTREAM_FIXES: dict[str, dict[str, str]] = {"TrafficFlowObserved": {"dateObserved": "2016-12-07T11:10:00Z"}}
-"""Upstream examples that break a rule the checker verifies (a date-time without zone: L1-TIM-003)."""
 
 KNOWN_STORE_DEVIATIONS: frozenset[str] = frozenset()
 """Checks the embedded store fails today, each with the store bug behind it; empty when the store
@@ -54,17 +51,13 @@ async def running_store(data_dir: Path, *, allow_unfiltered_queries: bool = Fals
 
 
 def model_example(name: str) -> dict[str, Any]:
-    """A valid normalized entity of a Smart Data Model (upstream example, or ours where upstream is wrong)."""
-    if name in OWN_EXAMPLES:
-        doc = json.loads(OWN_EXAMPLES[name].read_text(encoding="utf-8"))
-    else:
-        path = next(REFERENCE.glob(f"smart-data-models/*/{name}/examples/example-normalized.jsonld"))
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    doc = doc[0] if isinstance(doc, list) else doc
+    """A valid normalized entity of a Smart Data Model: our own example (schemas/examples), a fresh copy.
+
+    (The upstream examples are cross-checked against our schemas in tests/schemas/test_upstream_parity.py.)
+    """
+    doc = own_example(name)
     doc.pop("@context", None)
-    for attr, fix in UPSTREAM_FIXES.get(name, {}).items():
-        doc[attr]["value"] = fix
-    return dict(doc)
+    return doc
 
 
 async def seed(url: str, entities: list[dict[str, Any]]) -> None:

@@ -207,6 +207,9 @@ def _series(every: float, *, readings: int = 12, value: float = 40.0) -> list[di
         for dev in ("a", "b"):
             ent = model_example("WasteContainer")
             ent["id"] = f"urn:ngsi-ld:WasteContainer:jc-series-{dev}"
+            for attr in ent.values():  # one reading: every measured attribute observed at its time
+                if isinstance(attr, dict) and "observedAt" in attr:
+                    attr["observedAt"] = at
             ent["fillingLevel"] = {"type": "Property", "value": value / 100, "unitCode": "C62", "observedAt": at}
             out.append(ent)
     return out

@@ -77,7 +77,8 @@ def test_concise_round_trip_is_lossless() -> None:
 def test_key_values_projection_and_back_with_model_types() -> None:
     kv = to_key_values(_rich_entity())
     assert kv["fillingLevel"] == 0.75
-    assert kv["temperature"] == [12.5, 13.0]
+    # §4.5.4: a multi-attribute is keyed by datasetId under "dataset" (@none: the default one)
+    assert kv["temperature"] == {"dataset": {"urn:ngsi-ld:Dataset:a": 12.5, "urn:ngsi-ld:Dataset:b": 13.0}}
     assert kv["refDevice"] == "urn:ngsi-ld:Device:d1"
     assert kv["name"] == {"fr": "Conteneur", "en": "Container"}
     back = from_key_values({"id": "urn:ngsi-ld:X:1", "type": "X", "refDevice": "urn:ngsi-ld:Device:d1",

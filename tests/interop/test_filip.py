@@ -97,8 +97,6 @@ async def test_batch_upsert_then_query_with_q_and_geoq(tmp_path: Path) -> None:
             await call(cb.close)
 
 
-@pytest.mark.xfail(strict=True, reason="store: idPattern is anchored to the whole id; FiLiP (like Orion-LD and "
-                                        "Scorpio) searches it anywhere in the id; being fixed on another branch")
 async def test_id_pattern_matches_anywhere_in_the_id(tmp_path: Path) -> None:
     """idPattern is a regular expression searched in the id, as in Orion-LD and Scorpio (CIM 009 §4.9)."""
     async with store(tmp_path / "store") as url:
@@ -112,8 +110,6 @@ async def test_id_pattern_matches_anywhere_in_the_id(tmp_path: Path) -> None:
             await call(cb.close)
 
 
-@pytest.mark.xfail(strict=True, reason="store: GET /subscriptions refuses options=count (FiLiP lists "
-                                        "subscriptions before creating one); being fixed on another branch")
 async def test_subscription_notifies_a_real_receiver(tmp_path: Path) -> None:
     async with store(tmp_path / "store") as url, Receiver() as receiver:
         cb = await call(client, url)

@@ -125,8 +125,6 @@ async def test_temporal_retrieve_returns_the_history(tmp_path: Path) -> None:
                                                       [0.7, "2026-01-01T12:00:00Z"]]
 
 
-@pytest.mark.xfail(strict=True, reason="store: GET /temporal/entities refuses options=count (the client asks "
-                                        "for the total with options=count,temporalValues)")
 async def test_temporal_query_returns_the_history(tmp_path: Path) -> None:
     async with connected(tmp_path) as client:
         for hour, fill in enumerate((0.1, 0.4, 0.7)):

@@ -8,7 +8,7 @@ from typing import Any
 
 import schemas
 from schemas import contexts
-from tests.conftest import REFERENCE, ROOT
+from tests.conftest import REFERENCE, ROOT, needs_shared
 
 SDM = REFERENCE / "smart-data-models"
 CORE_PREFIXES = {"ngsi-ld": "https://uri.etsi.org/ngsi-ld/", "geojson": "https://purl.org/geojson/vocab#"}
@@ -40,6 +40,7 @@ def _subject_terms() -> dict[str, dict[str, str]]:
     return out
 
 
+@needs_shared
 def test_core_context_has_the_published_facts() -> None:
     reference = json.loads((REFERENCE / "ngsi-ld" / "ngsi-ld-core-context-v1.9.jsonld").read_text())["@context"]
     expected = {t: _iri(d, reference) for t, d in reference.items() if not t.startswith("@")}
@@ -74,6 +75,7 @@ def test_jonction_context_covers_every_model_term_once() -> None:
     assert missing == []
 
 
+@needs_shared
 def test_every_upstream_conflict_is_listed_and_resolved_as_listed() -> None:
     subjects = _subject_terms()
     core = contexts.core_terms()
@@ -101,6 +103,18 @@ def test_every_upstream_conflict_is_listed_and_resolved_as_listed() -> None:
         assert entry["reason"], term
 
 
+def test_listed_resolutions_are_what_the_context_says() -> None:
+    """The committed conflict list and the committed @context agree (our own files, no upstream needed)."""
+    core = contexts.core_terms()
+    jonction = contexts.jonction_terms()
+    for term, entry in CONFLICTS["conflicts"].items():
+        assert (core.get(term) or jonction.get(term)) == entry["chosen"], term
+        assert entry["reason"], term
+    for term, entry in CONFLICTS["assigned"].items():
+        assert jonction[term] == entry["chosen"], term
+
+
+@needs_shared
 def test_terms_without_upstream_iri_are_listed() -> None:
     subjects = _subject_terms()
     upstream = set().union(*subjects.values())
@@ -110,6 +124,7 @@ def test_terms_without_upstream_iri_are_listed() -> None:
         assert contexts.jonction_terms()[term] == entry["chosen"]
 
 
+@needs_shared
 def test_context_files_are_what_the_rules_build() -> None:
     """Regenerate with ``python -m tests.schemas.build_context`` after adding a model."""
     from tests.schemas import build_context

@@ -14,7 +14,8 @@ from gateway.model import ATTRIBUTE_TYPES, from_key_values
 from gateway.units import is_uncefact
 from gateway.validation import validate
 from schemas import generate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, needs_shared, shared_params
+from tests.schemas.own_examples import own_key_values
 from tests.schemas.test_upstream_parity import WITHOUT_REFERENCE
 from tests.schemas.upstream import SDM, example, model_dir
 
@@ -26,23 +27,21 @@ EXPECTED_MODELS = {
     "OffStreetParking", "EVChargingStation",
 }
 
-OWN_EXAMPLES: dict[str, dict[str, Any]] = {
-    # Our own keyValues example for a model with no upstream copy in the reference folder.
-    "EVChargingStation": {
-        "id": "urn:ngsi-ld:EVChargingStation:FRS63P0001", "type": "EVChargingStation",
-        "name": "Place de Jaude", "location": {"type": "Point", "coordinates": [3.0826, 45.7772]},
-        "address": {"streetAddress": "Place de Jaude", "addressLocality": "Clermont-Ferrand", "addressCountry": "FR"},
-        "capacity": 4, "availableCapacity": 2, "socketNumber": 8, "allowedVehicleType": ["car"],
-        "socketType": ["Type2", "CCS/SAE"], "chargeType": ["other"], "acceptedPaymentMethod": ["Cash"],
-        "amperage": 32, "voltage": 400, "status": "working", "operator": "Régie", "network": "Réseau 63",
-        "contactPoint": {"email": "contact@example.org", "telephone": "+33400000000"},
-        "openingHours": "Mo-Su 00:00-23:59", "observationDateTime": "2024-05-01T10:00:00Z",
-    },
-}
 
 
-def _example(name: str) -> Any:
-    return OWN_EXAMPLES[name] if name in WITHOUT_REFERENCE else example(name, "example.json")
+def _own(name: str) -> list[dict[str, Any]]:
+    """Our own example of the model, in keyValues (schemas/examples)."""
+    return [own_key_values(name)]
+
+
+def _upstream(name: str) -> list[Any]:
+    """The upstream keyValues example(s) of the model (../shared)."""
+    loaded = example(name, "example.json")
+    return loaded if isinstance(loaded, list) else [loaded]
+
+
+UPSTREAM_MODELS = shared_params(lambda: sorted(EXPECTED_MODELS - set(WITHOUT_REFERENCE)))
+"""Models with an upstream example to cross-check, or one named skip where ../shared is absent."""
 
 
 @pytest.fixture
@@ -117,6 +116,7 @@ def test_every_packaged_json_file_parses() -> None:
         json.loads(path.read_text(encoding="utf-8"))
 
 
+@needs_shared
 def test_model_facts_track_upstream() -> None:
     commits = {}
     for line in (SDM / "SOURCES.txt").read_text().splitlines():
@@ -153,12 +153,11 @@ def test_units_recorded_as_data() -> None:
     assert set(station.required) == {"id", "type", "socketType", "capacity", "allowedVehicleType"}
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
-def test_key_values_to_normalized_round_trip_keeps_the_verdict(name: str) -> None:
+def _round_trip(name: str, documents: list[Any]) -> list[bool]:
     """keyValues -> normalized with the model's NGSI types -> validate: same verdict as the schema."""
     spec = schemas.model(name)
-    loaded = _example(name)
-    for document in loaded if isinstance(loaded, list) else [loaded]:
+    verdicts = []
+    for document in documents:
         normalized = from_key_values(document, schemas.ngsi_types(name))
         schema_ok = schemas.check_document(spec.schema, document) == []
         verdict = validate(normalized)
@@ -168,6 +167,18 @@ def test_key_values_to_normalized_round_trip_keeps_the_verdict(name: str) -> Non
             assert all(p.rule in ("id-uri", "relationship-object") for p in structural), structural
         else:
             assert verdict.valid == schema_ok, verdict.errors
+        verdicts.append(verdict.valid)
+    return verdicts
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
+def test_key_values_to_normalized_round_trip_keeps_the_verdict(name: str) -> None:
+    assert _round_trip(name, _own(name)) == [True]
+
+
+@pytest.mark.parametrize("name", UPSTREAM_MODELS)
+def test_upstream_key_values_round_trip_keeps_the_verdict(name: str) -> None:
+    assert _round_trip(name, _upstream(name))
 
 
 def test_context_iri_of_model_terms() -> None:
@@ -190,15 +201,26 @@ def _mutations(document: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
-def test_fast_predicate_agrees_with_jsonschema(name: str) -> None:
+def _predicate_agrees(name: str, loaded: list[Any]) -> int:
     """The compiled predicate behind the hot path never accepts what jsonschema rejects."""
     spec = schemas.model(name)
     predicate = schemas.fast_check(spec.schema)
     assert predicate is not None, f"{name} uses a keyword the fast path does not compile"
     validator = schemas.compiled(spec.schema)
-    loaded = _example(name)
-    documents = [{k: v for k, v in d.items() if k != "@context"} for d in (loaded if isinstance(loaded, list)
-                                                                           else [loaded])]
+    documents = [{k: v for k, v in d.items() if k != "@context"} for d in loaded]
+    accepted = 0
     for document in [*documents, *(m for d in documents for m in _mutations(d))]:
         assert predicate(document) == validator.is_valid(document), document
+        accepted += predicate(document)
+    return accepted
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
+def test_fast_predicate_agrees_with_jsonschema(name: str) -> None:
+    # Our example is valid, so at least it is accepted; most mutations are not.
+    assert _predicate_agrees(name, _own(name)) >= 1
+
+
+@pytest.mark.parametrize("name", UPSTREAM_MODELS)
+def test_fast_predicate_agrees_with_jsonschema_on_upstream_examples(name: str) -> None:
+    _predicate_agrees(name, _upstream(name))

@@ -1,6 +1,8 @@
 """Our schemas give the upstream examples the same verdict as the upstream schemas, side by side.
 
-Where upstream is wrong, each case is listed with its reason; the lists must stay exact.
+Where upstream is wrong, each case is listed with its reason; the lists must stay exact. These are
+upstream cross-checks: they skip by name where ../shared is absent (our own examples are tested in
+test_examples.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import pytest
 import schemas
 from gateway.model import to_key_values
 from gateway.validation import validate
+from tests.conftest import needs_shared, shared_params
 from tests.schemas.upstream import SDM, example, upstream_errors
+
+pytestmark = needs_shared
 
 KEY_VALUES = ("example.json", "example.jsonld")
 NORMALIZED_LD = "example-normalized.jsonld"
@@ -41,7 +46,8 @@ WITHOUT_REFERENCE: Mapping[str, str] = {
 }
 """Supported models the side-by-side tests cannot cover, and why."""
 
-COMPARED = tuple(name for name in schemas.MODELS if name not in WITHOUT_REFERENCE)
+COMPARED = shared_params(lambda: [name for name in schemas.MODELS if name not in WITHOUT_REFERENCE])
+"""Models compared side by side, or one named skip where ../shared is absent."""
 
 
 def _documents(name: str, filename: str) -> list[Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.store.geo import GeoQueryError, geojson_shape, haversine, parse_geo_query
-from tests.conftest import REFERENCE
+from tests.conftest import REFERENCE, shared_params
 
 SQUARE = [[[4.80, 45.70], [4.90, 45.70], [4.90, 45.80], [4.80, 45.80], [4.80, 45.70]]]
 """A 0.1° square around Lyon's centre."""
@@ -165,7 +165,8 @@ def _fixtures(kind: str) -> list[Path]:
     return sorted(p for folder in GEOMETRY_FOLDERS for p in (root / folder).glob("*.json"))
 
 
-@pytest.mark.parametrize("path", _fixtures("valid"), ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize("path", shared_params(lambda: _fixtures("valid")),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}" if p else "shared-absent")
 def test_valid_upstream_geometries_are_usable_and_equal_themselves(path: Path) -> None:
     geometry = json.loads(path.read_text(encoding="utf-8"))
     shape = geojson_shape(geometry)
@@ -178,8 +179,8 @@ def test_valid_upstream_geometries_are_usable_and_equal_themselves(path: Path) -
 
 @pytest.mark.parametrize(
     "path",
-    [p for p in _fixtures("invalid") if "bbox" not in p.stem],  # we do not read bbox members at all
-    ids=lambda p: f"{p.parent.name}/{p.stem}",
+    shared_params(lambda: [p for p in _fixtures("invalid") if "bbox" not in p.stem]),  # bbox members are not read
+    ids=lambda p: f"{p.parent.name}/{p.stem}" if p else "shared-absent",
 )
 def test_invalid_upstream_geometries_are_refused(path: Path) -> None:
     geometry = json.loads(path.read_text(encoding="utf-8"))

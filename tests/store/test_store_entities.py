@@ -72,13 +72,40 @@ async def test_representations(server: StoreServer, query: str, expected: dict) 
 
 @pytest.mark.parametrize(
     "query",
-    ["options=keyValues,concise", "options=bogus", "format=weird", "options=keyValues&format=normalized",
-     "pick=a&omit=b", "pick=a&attrs=b"],
+    ["options=keyValues,concise", "pick=a&omit=b", "pick=a&attrs=b", "omit=a&attrs=b", "pick=id,,name",
+     "pick=id,locatedAt{name", "pick=id,locatedAt{{name}", "pick=locatedAt{}", "pick=locatedAt{,name}",
+     "pick=id;name", "omit="],
 )
 async def test_contradictory_representation_options(server: StoreServer, query: str) -> None:
     await server.post("/entities", streetlight(1))
     r = await server.get(f"{E1}?{query}")
     assert r.problem() == "BadRequestData"
+
+
+@pytest.mark.parametrize("query", ["options=bogus", "format=weird", "options=keyValues,bogus"])
+async def test_unknown_representation_is_invalid_request(server: StoreServer, query: str) -> None:
+    """ETSI 018_16: an unknown options/format value on a read is InvalidRequest."""
+    await server.post("/entities", streetlight(1))
+    r = await server.get(f"{E1}?{query}")
+    assert r.status == 400 and r.problem() == "InvalidRequest"
+
+
+async def test_format_takes_precedence_over_options(server: StoreServer) -> None:
+    """§6.3.7 (ETSI 018_15_07): format wins over a representation named in options; simplified is keyValues."""
+    await server.post("/entities", streetlight(1))
+    kv = await _entity(server, f"{E1}?options=normalized&format=keyValues")
+    assert kv["powerState"] == "on"
+    assert (await _entity(server, f"{E1}?options=simplified"))["powerState"] == "on"
+
+
+async def test_pick_or_omit_leaving_nothing_is_not_found(server: StoreServer) -> None:
+    """§4.21 (ETSI 018_19): pick matching nothing, or omit of everything, answers ResourceNotFound."""
+    await server.post("/entities", streetlight(1))
+    assert (await server.get(f"{E1}?pick=unknown")).problem() == "ResourceNotFound"
+    assert (await server.get(f"{E1}?omit=id,type,powerState,location")).problem() == "ResourceNotFound"
+    assert (await server.get(f"{E1}?attrs=unknown")).problem() == "ResourceNotFound"
+    assert await _entity(server, f"{E1}?pick=id,powerState") == {"id": E1.rsplit("/", 1)[-1],
+                                                                 "powerState": {"type": "Property", "value": "on"}}
 
 
 async def test_sys_attrs(server: StoreServer) -> None:
@@ -136,7 +163,8 @@ async def test_language_property_and_lang(server: StoreServer) -> None:
     fallback = await _entity(server, f"{E1}?lang=de")
     assert fallback["name"]["type"] == "Property"
     everything = await _entity(server, f"{E1}?lang=*")
-    assert everything["name"] == name
+    # §4.15 / ETSI 018_07_03: "*" renders a Property in any one of the languages
+    assert everything["name"]["type"] == "Property" and everything["name"]["lang"] in ("en", "fr")
 
 
 async def test_vocab_property_expanded_and_compacted(server: StoreServer) -> None:

@@ -235,7 +235,7 @@ async def test_geo_json_not_offered_for_types(server: StoreServer) -> None:
         ("/entities/urn:ngsi-ld:Streetlight:1?bogus=1", "InvalidRequest"),
         ("/types?x=1", "InvalidRequest"),
         ("/entities?type=Streetlight&csf=a", "NotImplemented"),
-        ("/entities?type=Streetlight&join=inline", "NotImplemented"),
+        ("/entities?type=Streetlight&join=sideways", "BadRequestData"),
     ],
 )
 async def test_unknown_parameters(server: StoreServer, path: str, code: str) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -123,7 +124,10 @@ async def test_crud_and_representation(server: StoreServer, receiver: Receiver) 
     assert body["id"] == sub_id and body["type"] == "Subscription"
     assert body["entities"] == [{"type": "Sensor"}] and body["watchedAttributes"] == ["temperature"]
     assert body["q"] == "temperature>20" and body["subscriptionName"] == "chaleur"
-    assert body["status"] == "active" and body["isActive"] is True
+    # isActive is echoed only when the client set it; createdAt/modifiedAt only with sysAttrs (§4.8)
+    assert body["status"] == "active" and "isActive" not in body and "createdAt" not in body
+    with_sys = (await server.get(f"/subscriptions/{sub_id}", params={"options": "sysAttrs"})).json
+    assert with_sys["createdAt"] and with_sys["modifiedAt"]
     assert body["notification"]["endpoint"]["uri"] == receiver.url("/a")
     assert body["notification"]["format"] == "normalized"
     second = await create(server, sub(receiver, "/b", id="urn:ngsi-ld:Subscription:fixed"))
@@ -216,7 +220,8 @@ async def test_failure_is_reported_then_retry_recovers(server: StoreServer, rece
     assert down["lastFailure"] and down["timesFailed"] == 1 and "lastSuccess" not in down
     assert receiver.attempts["/down"] == 3  # one try and two bounded retries
     ok = await state(flaky)
-    assert ok["status"] == "ok" and ok["lastSuccess"] and "lastFailure" not in ok
+    # the failed first attempt is recorded at once (lastFailure); the retry's success wins the status
+    assert ok["status"] == "ok" and ok["lastSuccess"] and ok["lastFailure"] <= ok["lastSuccess"]
 
 
 async def test_format_attributes_and_ld_json(server: StoreServer, receiver: Receiver) -> None:
@@ -233,7 +238,10 @@ async def test_format_attributes_and_ld_json(server: StoreServer, receiver: Rece
     assert got.headers["Content-Type"].startswith("application/ld+json")
     assert "Link" not in got.headers and "@context" in got.body
     assert got.headers["X-Auth-Receiver"] == "k1"
-    assert got.body["data"] == [{"id": "urn:ngsi-ld:Sensor:1", "type": "Sensor", "temperature": 21}]
+    # JSON-LD notification: each entity is a JSON-LD document carrying the @context too
+    assert got.body["data"] == [
+        {"id": "urn:ngsi-ld:Sensor:1", "type": "Sensor", "temperature": 21, "@context": got.body["@context"]}
+    ]
 
 
 async def test_id_pattern_and_deletion_trigger(server: StoreServer, receiver: Receiver) -> None:
@@ -307,7 +315,17 @@ async def test_subscriptions_survive_a_restart(server: StoreServer, receiver: Re
         (lambda b: b["notification"].update(format="xml"), 400, "BadRequestData", "/notification/format"),
         (lambda b: b["notification"]["endpoint"].update(uri="nowhere"), 400, "BadRequestData", "endpoint/uri"),
         (lambda b: b["notification"]["endpoint"].update(accept="text/plain"), 400, "BadRequestData", "accept"),
-        (lambda b: b["notification"]["endpoint"].update(uri="mqtt://broker/topic"), 501, "NotImplemented", "mqtt"),
+        (lambda b: b["notification"]["endpoint"].update(uri="ftp://host/file"), 501, "NotImplemented", "ftp"),
+        (lambda b: b["notification"]["endpoint"].update(uri="mqtt://broker"), 400, "BadRequestData", "topic"),
+        (lambda b: b["notification"]["endpoint"].update(notifierInfo=[{"key": "MQTT-QoS", "value": "3"}]), 400,
+         "BadRequestData", "MQTT-QoS"),
+        (lambda b: b.update(id=""), 400, "BadRequestData", "/id"),
+        (lambda b: b["notification"]["endpoint"].update(receiverInfo=[{"key": "X-A\nB", "value": "v"}]), 400,
+         "BadRequestData", "receiverInfo"),
+        (lambda b: b.update(expiresAt="2000-01-01T00:00:00Z"), 400, "BadRequestData", "/expiresAt"),
+        (lambda b: b["notification"].update(pick=["id"], omit=["id"]), 400, "BadRequestData", "pick"),
+        (lambda b: b["notification"].update(pick=["id"], attributes=["temperature"]), 400, "BadRequestData", "pick"),
+        (lambda b: b["notification"].update(omit=["id"], attributes=["temperature"]), 400, "BadRequestData", "omit"),
         (lambda b: b.update(notificationTrigger=["sometimes"]), 400, "BadRequestData", "notificationTrigger"),
         (lambda b: b.update(temporalQ={}), 501, "NotImplemented", "temporalQ"),
     ],
@@ -324,9 +342,14 @@ async def test_invalid_subscriptions(
 
 
 async def test_expired_subscription_is_not_notified(server: StoreServer, receiver: Receiver) -> None:
-    old = await create(server, sub(receiver, "/old", expiresAt="2000-01-01T00:00:00Z"))
+    # §5.8.1: an expiresAt in the past is refused, so the subscription expires while we wait
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    old = await create(server, sub(receiver, "/old", expiresAt=soon))
     await create(server, sub(receiver, "/new"))
-    assert (await server.get(f"/subscriptions/{old}")).json["status"] == "expired"
+    deadline = asyncio.get_running_loop().time() + 15
+    while (await server.get(f"/subscriptions/{old}")).json["status"] != "expired":
+        assert asyncio.get_running_loop().time() < deadline, "the subscription never expired"
+        await asyncio.sleep(0.1)
     assert (await server.post("/entities", sensor(1, temperature=1))).status == 201
     await receiver.wait("/new", 1)
     assert receiver.at("/old") == []
@@ -358,7 +381,7 @@ async def test_show_changes_and_same_value_rewrites(server: StoreServer, receive
 async def test_large_batches_are_split(
     server: StoreServer, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(subscriptions, "MAX_ENTITIES_PER_NOTIFICATION", 2)
+    monkeypatch.setattr(subscriptions.notifier, "MAX_ENTITIES_PER_NOTIFICATION", 2)
     await create(server, sub(receiver, "/batch"))
     reply = await server.post("/entityOperations/create", [sensor(n, temperature=n) for n in range(5)])
     assert reply.status == 201, reply.raw
@@ -408,3 +431,137 @@ async def test_jsonld_context_member_and_inline_contexts(server: StoreServer, re
     assert bad.problem() == "BadRequestData"
     unknown = await server.post("/subscriptions", sub(receiver, "/x", jsonldContext="https://example.org/none.jsonld"))
     assert unknown.status == 504 and unknown.problem() == "LdContextNotAvailable"
+
+
+NULL = "urn:ngsi-ld:null"
+
+
+async def test_deleted_attributes_are_notified_as_ngsi_ld_null(server: StoreServer, receiver: Receiver) -> None:
+    # §4.5.18: a deleted attribute (or instance) is notified with NGSI-LD Null as its value
+    await create(server, sub(receiver, "/del", watchedAttributes=["temperature", "owner"],
+                             notificationTrigger=["attributeDeleted"]))
+    entity = {**sensor(1, temperature=[{"type": "Property", "value": 1},
+                                       {"type": "Property", "value": 2, "datasetId": "urn:ngsi-ld:Dataset:b"}]),
+              "owner": {"type": "Relationship", "object": "urn:ngsi-ld:Person:1"},
+              "label": {"type": "LanguageProperty", "languageMap": {"fr": "capteur"}}}
+    entity["temperature"] = entity["temperature"]["value"]  # the multi-instance attribute as is
+    assert (await server.post("/entities", entity)).status == 201, "created"
+    base = "/entities/urn:ngsi-ld:Sensor:1/attrs"
+    assert (await server.delete(f"{base}/temperature", params={"datasetId": "urn:ngsi-ld:Dataset:b"})).status == 204
+    assert (await server.delete(f"{base}/owner")).status == 204
+    assert (await server.delete(f"{base}/label")).status == 204  # not watched: no notification
+    got = await receiver.wait("/del", 2)
+    first, second = (g.body["data"][0] for g in got)
+    assert first["temperature"] == [
+        {"type": "Property", "value": 1},
+        {"type": "Property", "value": NULL, "datasetId": "urn:ngsi-ld:Dataset:b"},
+    ]
+    assert second["owner"] == {"type": "Relationship", "object": NULL}
+    # the rest of the entity as it is at that moment
+    assert first["owner"]["object"] == "urn:ngsi-ld:Person:1" and second["temperature"] == first["temperature"][0]
+    assert len(receiver.at("/del")) == 2
+
+
+async def test_entity_deletion_contents(server: StoreServer, receiver: Receiver) -> None:
+    plain = sub(receiver, "/gone", notificationTrigger=["entityDeleted"])
+    plain["notification"].update(format="keyValues", sysAttrs=True)
+    await create(server, plain)
+    changes = sub(receiver, "/gone-changes", notificationTrigger=["entityDeleted"])
+    changes["notification"]["showChanges"] = True
+    await create(server, changes)
+    watched = sub(receiver, "/gone-watched", watchedAttributes=["temperature"],
+                  notificationTrigger=["attributeDeleted"])
+    await create(server, watched)
+    entity = {**sensor(1, temperature=20), "label": {"type": "LanguageProperty", "languageMap": {"fr": "capteur"}}}
+    assert (await server.post("/entities", entity)).status == 201
+    assert (await server.delete("/entities/urn:ngsi-ld:Sensor:1")).status == 204
+    (gone,) = await receiver.wait("/gone", 1)
+    # entityDeleted: the entity's members only (with sysAttrs: createdAt, modifiedAt), and deletedAt
+    assert set(gone.body["data"][0]) == {"id", "type", "createdAt", "modifiedAt", "deletedAt"}
+    (shown,) = await receiver.wait("/gone-changes", 1)
+    data = shown.body["data"][0]
+    assert data["deletedAt"] and data["temperature"] == {"type": "Property", "value": NULL, "previousValue": 20}
+    assert data["label"] == {"type": "LanguageProperty", "languageMap": NULL, "previousLanguageMap": {"fr": "capteur"}}
+    (only,) = await receiver.wait("/gone-watched", 1)
+    assert {k for k in only.body["data"][0] if k not in ("id", "type")} == {"deletedAt", "temperature"}
+
+
+async def test_show_changes_for_every_attribute_type(server: StoreServer, receiver: Receiver) -> None:
+    body = sub(receiver, "/prev", notificationTrigger=["attributeUpdated", "attributeDeleted"])
+    body["notification"]["showChanges"] = True
+    await create(server, body)
+    entity = {
+        **sensor(1),
+        "label": {"type": "LanguageProperty", "languageMap": {"fr": "un"}},
+        "config": {"type": "JsonProperty", "json": {"a": 1}},
+        "category": {"type": "VocabProperty", "vocab": "indoor"},
+        "place": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1, 2]}},
+    }
+    assert (await server.post("/entities", entity)).status == 201
+    update = {
+        "label": {"type": "LanguageProperty", "languageMap": {"fr": "deux"}},
+        "config": {"type": "JsonProperty", "json": {"a": 2}},
+        "category": {"type": "VocabProperty", "vocab": "outdoor"},
+    }
+    assert (await server.patch("/entities/urn:ngsi-ld:Sensor:1/attrs", update)).status == 204
+    assert (await server.delete("/entities/urn:ngsi-ld:Sensor:1/attrs/place")).status == 204
+    got = await receiver.wait("/prev", 2)
+    changed = got[0].body["data"][0]
+    assert changed["label"]["previousLanguageMap"] == {"fr": "un"}
+    assert changed["config"]["previousJson"] == {"a": 1}
+    assert changed["category"] == {"type": "VocabProperty", "vocab": "outdoor", "previousVocab": "indoor"}
+    deleted = got[1].body["data"][0]["place"]
+    assert deleted == {"type": "GeoProperty", "value": NULL, "previousValue": {"type": "Point", "coordinates": [1, 2]}}
+
+
+async def test_pick_omit_and_dataset_id(server: StoreServer, receiver: Receiver) -> None:
+    picked = sub(receiver, "/pick")
+    picked["notification"]["pick"] = ["id", "temperature"]
+    pick_id = await create(server, picked)
+    omitted = sub(receiver, "/omit")
+    omitted["notification"]["omit"] = ["type", "humidity"]
+    await create(server, omitted)
+    await create(server, sub(receiver, "/ds", datasetId=["urn:ngsi-ld:Dataset:b"]))
+    temperature = [{"type": "Property", "value": 1},
+                   {"type": "Property", "value": 2, "datasetId": "urn:ngsi-ld:Dataset:b"}]
+    entity = {**sensor(1, humidity=50), "temperature": temperature}
+    assert (await server.post("/entities", entity)).status == 201
+    (pick,) = await receiver.wait("/pick", 1)
+    assert pick.body["data"] == [{"id": "urn:ngsi-ld:Sensor:1", "temperature": temperature}]
+    (omit,) = await receiver.wait("/omit", 1)
+    assert omit.body["data"] == [{"id": "urn:ngsi-ld:Sensor:1", "temperature": temperature}]
+    (ds,) = await receiver.wait("/ds", 1)
+    assert ds.body["data"][0]["temperature"] == temperature[1]
+    shown = (await server.get(f"/subscriptions/{pick_id}")).json["notification"]
+    assert shown["pick"] == ["id", "temperature"] and "attributes" not in shown
+
+
+async def test_percent_encoded_q_and_list_options(server: StoreServer, receiver: Receiver) -> None:
+    # lenient: q percent-encoded as in a URL still selects (FIWARE clients and the ETSI suite send it so)
+    await create(server, sub(receiver, "/q", q='name=="Tour%20Eiffel"'))
+    for n, name in ((1, "Tour Eiffel"), (2, "Louvre")):
+        assert (await server.post("/entities", sensor(n, name=name))).status == 201
+    (got,) = await receiver.wait("/q", 1)
+    assert got.body["data"][0]["id"] == "urn:ngsi-ld:Sensor:1"
+    for n in range(2):
+        await create(server, sub(receiver, f"/p{n}"))
+    counted = await server.get("/subscriptions", params={"options": "count", "limit": "1", "offset": "1"})
+    assert counted.status == 200 and counted.headers["NGSILD-Results-Count"] == "3"
+    links = ", ".join(counted.links)
+    assert '</ngsi-ld/v1/subscriptions?options=count&limit=1&offset=2>;rel="next"' in links
+    assert 'rel="prev";type="application/json"' in links
+    assert (await server.get("/subscriptions", params={"options": "bogus"})).problem() == "BadRequestData"
+
+
+async def test_update_rules(server: StoreServer, receiver: Receiver) -> None:
+    sub_id = await create(server, sub(receiver, "/u"))
+    # a member of the fragment replaces the stored one whole: a notification needs its endpoint
+    partial = await server.patch(f"/subscriptions/{sub_id}", {"notification": {"format": "keyValues"}})
+    assert partial.problem() == "BadRequestData"
+    past = await server.patch(f"/subscriptions/{sub_id}", {"expiresAt": "2020-08-01T22:07:00Z"})
+    assert past.problem() == "BadRequestData" and "expiresAt" in past.json["detail"]
+    paused = await server.patch(f"/subscriptions/{sub_id}", {"isActive": False})
+    assert paused.status == 204
+    shown = (await server.get(f"/subscriptions/{sub_id}")).json
+    assert shown["status"] == "paused" and shown["isActive"] is False
+    assert shown["notification"]["endpoint"]["uri"] == receiver.url("/u")

@@ -14,7 +14,7 @@ from adapters.files import FilesAdapter
 from gateway.errors import TranslationError
 from gateway.model import Entity, RawMessage
 from gateway.validation import validate
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, needs_shared
 
 HERE = Path(__file__).resolve().parent
 INVENTORY = HERE / "data/inventaire_eclairage.csv"
@@ -82,6 +82,53 @@ async def test_bad_row_errors_point_at_the_column() -> None:
     assert caught.value.pointer == "/hauteur_feu"
 
 
+async def test_irve_statique_mapping_on_our_file() -> None:
+    """Our own rows in the columns of the national IRVE "statique" schema: car, two-wheeler, bad id."""
+    adapter = _adapter(HERE / "data/irve_statique_jonction.csv", mapping_file="builtin:irve_statique.yaml")
+    emit = Collector()
+    await adapter.scan(emit)
+    entities, errors = _translate(adapter, emit.messages)
+    cars, bikes = entities
+    assert cars["id"] == "urn:ngsi-ld:EVChargingStation:FRJCTP63JAUDE01"
+    assert cars["location"]["value"] == {"type": "Point", "coordinates": [3.0826, 45.7772]}
+    assert cars["socketType"]["value"] == ["Type2", "CCS/SAE"]
+    assert (cars["capacity"]["value"], cars["chargeType"]["value"]) == (2, ["other"])
+    assert cars["allowedVehicleType"]["value"] == ["car"]
+    assert cars["contactPoint"]["value"] == {"email": "bornes@mobilites.example.org", "telephone": "+33473000000"}
+    assert cars["dateModified"]["value"] == "2025-02-13T23:00:00Z"  # a Paris date, midnight in UTC
+    assert bikes["socketType"]["value"] == ["Wall_Euro"]
+    assert bikes["allowedVehicleType"]["value"] == ["motorcycle", "motorscooter"]
+    assert bikes["chargeType"]["value"] == ["free"]
+    for station in entities:
+        verdict = validate(station)
+        assert verdict.valid, [p.to_dict() for p in verdict.errors]
+        assert [(p.rule, p.pointer) for p in verdict.warnings] == [("unknown-attribute", "/stationCode")]
+    assert errors == [
+        "irve_statique_jonction.csv line 4: attribute 'stationCode' (select 'id_station_itinerance'): "
+        "'DEJCTP123' does not match the pattern 'FR[A-Z0-9]{3}P[A-Z0-9]{1,30}'"
+    ]
+
+
+async def test_stationnement_mapping_on_our_file() -> None:
+    """Our own rows in the columns of the national parking schema: heights in cm, N/A for no limit."""
+    adapter = _adapter(HERE / "data/stationnement_jonction.csv", mapping_file="builtin:stationnement.yaml")
+    emit = Collector()
+    await adapter.scan(emit)
+    entities, errors = _translate(adapter, emit.messages)
+    assert errors == []
+    covered, surface = entities
+    assert covered["id"] == "urn:ngsi-ld:OffStreetParking:JCT-69123-CELESTINS"
+    assert covered["maximumAllowedHeight"] == {"type": "Property", "value": 1.9, "unitCode": "MTR"}
+    assert (covered["totalSpotNumber"]["value"], covered["chargeType"]["value"]) == (430, ["other"])
+    assert covered["seeAlso"]["value"] == "https://parkings.example.org/celestins"
+    assert "maximumAllowedHeight" not in surface and "seeAlso" not in surface
+    assert surface["chargeType"]["value"] == ["free"]
+    for entity in entities:
+        verdict = validate(entity)
+        assert verdict.valid and not verdict.warnings, [p.to_dict() for p in [*verdict.errors, *verdict.warnings]]
+
+
+@needs_shared
 async def test_etalab_irve_statique() -> None:
     path = OPEN_DATA / "etalab_schema-irve__statique_exemple-valide.csv"
     adapter = _adapter(path, mapping_file="builtin:irve_statique.yaml")
@@ -107,6 +154,7 @@ async def test_etalab_irve_statique() -> None:
     _golden("irve_statique", entities)
 
 
+@needs_shared
 async def test_etalab_stationnement() -> None:
     path = OPEN_DATA / "etalab_schema-stationnement__exemple-valide.csv"
     adapter = _adapter(path, mapping_file="builtin:stationnement.yaml")

@@ -1,4 +1,8 @@
-"""Every real network-server sample in ../shared/samples goes through its parser (read in place)."""
+"""Every real network-server sample in ../shared/samples goes through its parser (read in place).
+
+Upstream cross-checks: they skip by name where ../shared is absent; each server's parser is also
+tested on our own fixtures (adapters/<server>/fixtures, tests/adapters/test_contract.py).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from adapters.tts_v3 import TtsV3Adapter
 from gateway.errors import TranslationError
 from gateway.model import RawMessage
 from gateway.validation import validate
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, needs_shared, shared_params
 
 # sample → (parser, event from the topic or query, expected kind, DevEUI, time (UTC), idempotency key)
 EXPECTED: dict[str, tuple[Any, str | None, str, str, str | None, str]] = {
@@ -60,6 +64,8 @@ EXPECTED: dict[str, tuple[Any, str | None, str, str, str | None, str]] = {
         "up:70b3d59ba0000000::2017-11-26T14:55:08.767Z"),
 }
 
+pytestmark = needs_shared
+
 NOT_APPLICATION_EVENTS = {
     # The gateway bridge's statistics are not an application event: no device, a clean refusal.
     "chirpstack_v4/gateway_bridge_event_stats.json": (chirpstack.parse_v4, "/deviceInfo/devEui"),
@@ -74,7 +80,7 @@ def test_every_network_server_sample_is_covered() -> None:
     assert found == set(EXPECTED) | set(NOT_APPLICATION_EVENTS)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", shared_params(lambda: sorted(EXPECTED)))
 def test_sample_parses_to_normalized_fields(name: str) -> None:
     parser, event, kind, eui, time, key = EXPECTED[name]
     body = (SAMPLES / name).read_bytes()
@@ -86,7 +92,7 @@ def test_sample_parses_to_normalized_fields(name: str) -> None:
     assert uplink.key == parser(json.loads(body), event, body).key, "keys are deterministic"
 
 
-@pytest.mark.parametrize("name", sorted(NOT_APPLICATION_EVENTS))
+@pytest.mark.parametrize("name", shared_params(lambda: sorted(NOT_APPLICATION_EVENTS)))
 def test_non_application_samples_are_refused_with_a_reason(name: str) -> None:
     parser, pointer = NOT_APPLICATION_EVENTS[name]
     body = (SAMPLES / name).read_bytes()

@@ -14,7 +14,7 @@ from adapters.opcua.translate import decode_unit_id, severity
 from adapters.simulators.waternet import unit_id
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import RawMessage
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, needs_shared
 
 FOLDER = Path(__file__).resolve().parents[3] / "adapters" / "opcua"
 
@@ -133,6 +133,20 @@ def test_config_problems_are_reported_together() -> None:
     assert "used twice" in text and "certificate" in text and "mapped twice" in text
 
 
+def test_a_boolean_node_is_a_boolean_without_unit() -> None:
+    """One entity fed by several nodes (attribute name <- node id), a Boolean node among them."""
+    cfg = {"servers": [{"name": "pompe", "endpoint": "opc.tcp://127.0.0.1:4840/usine", "nodes": [
+        {"node": f"ns=2;s=Pompe1.{name}", "entity": "urn:ngsi-ld:Device:usine:pompe-1", "type": "Device",
+         "attribute": name} for name in ("Arret", "Vitesse")]}]}
+    doc = {"server": "pompe", "ref": "ns=2;s=Pompe1.Arret", "node": "ns=2;s=Pompe1.Arret", "value": True,
+           "datatype": "Boolean", "status": {"code": 0}, "source_ts": "2025-03-01T08:00:00Z"}
+    (item,) = OpcUaAdapter(cfg).to_entities(raw(doc))
+    assert item["id"] == "urn:ngsi-ld:Device:usine:pompe-1"
+    assert item["Arret"]["value"] is True and "unitCode" not in item["Arret"]
+    assert item["Arret"]["observedAt"] == "2025-03-01T08:00:00Z"
+
+
+@needs_shared
 def test_iotagent_style_mapping_translates(tmp_path: Path) -> None:
     """An iotagent-opcua provisioning (attribute name ← node id) expressed as our mapping."""
     device = json.loads((SAMPLES / "opcua" / "iotagent-opcua__performDeviceProvisioning.request.json").read_text())

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -19,7 +20,7 @@ from adapters.open311.georeport import parse_json, parse_requests, parse_xml, to
 from gateway.errors import AuthFailed, InputError
 from gateway.model import RawMessage, parse_time
 from gateway.validation import validate
-from tests.conftest import SAMPLES, free_port
+from tests.conftest import SAMPLES, free_port, needs_shared
 
 PERSONAL = ("first_name", "last_name", "email", "phone", "device_id", "account_id")
 EMAIL = "camille.martin@example.org"
@@ -196,6 +197,32 @@ async def test_wrong_city_key_is_an_auth_failure_logged_once(
     assert "wrong" not in caplog.text
 
 
+def test_codes_written_with_leading_zeros_stay_text() -> None:
+    """GeoReport v2 servers (and the spec's own examples) write bare numbers such as 006: not JSON, read as text."""
+    body = (b'[{"service_request_id":638344,"status":"open","service_code":006,"service_name":"Graffiti",'
+            b'"requested_datetime":"2025-03-01T08:00:00+01:00","lat":45.7573,"long":4.8475},'
+            b'{"service_request_id":638345,"status":"closed","service_code":010,"lat":45.76,"long":4.85}]')
+    with pytest.raises(ValueError):
+        json.loads(body)
+    requests = parse_requests(body, "application/json")
+    assert [r["service_code"] for r in requests] == ["006", "010"]
+    assert requests[0]["service_request_id"] == 638344 and requests[1]["status"] == "closed"
+    services = parse_json(b'[{"service_code":001,"service_name":"Voirie","group":"voirie"}]')
+    assert [s["service_code"] for s in services] == ["001"]
+
+
+def test_xml_services_parse() -> None:
+    body = (b'<?xml version="1.0" encoding="utf-8"?><services>'
+            b'<service><service_code>001</service_code><service_name>D\xc3\xa9p\xc3\xb4t sauvage</service_name>'
+            b'<metadata>false</metadata><type>realtime</type><group>proprete</group></service>'
+            b'<service><service_code>002</service_code><service_name>Lampadaire</service_name>'
+            b'<metadata>true</metadata><type>batch</type><group>eclairage</group></service></services>')
+    services = parse_xml(body, "service")
+    assert [s["service_code"] for s in services] == ["001", "002"]
+    assert services[0]["group"] == "proprete" and services[0]["service_name"] == "Dépôt sauvage"
+
+
+@needs_shared
 def test_upstream_examples_with_leading_zeros_are_a_known_defect() -> None:
     body = (SAMPLES / "open311_georeport_v2" / "GET_requests_response.json").read_bytes()
     with pytest.raises(ValueError):
@@ -207,6 +234,7 @@ def test_upstream_examples_with_leading_zeros_are_a_known_defect() -> None:
     assert [s["service_code"] for s in services] == ["001", "002", "003"]
 
 
+@needs_shared
 def test_upstream_xml_services_parse() -> None:
     body = (SAMPLES / "open311_georeport_v2" / "GET_services_response.xml").read_bytes()
     services = parse_xml(body, "service")
@@ -315,14 +343,23 @@ async def test_bad_posts_are_refused_clearly(
     assert out.messages == []
 
 
+OWN_REPORT = urlencode({**FORM, "email": "smit333@sfgov.edu",
+                        "media_url": "https://photos.ville.example/nid-de-poule.jpg",
+                        "attribute[WHISPAWN]": "123456", "attribute[WHISDORN]": "COISL001"})
+"""A citizen app's report in the GeoReport v2 POST parameters, written by us (same personal data as the spec's)."""
+
+
+@pytest.mark.parametrize("source", ["own", pytest.param("upstream", marks=needs_shared)])
 async def test_a_citizen_report_becomes_an_entity_without_personal_data(
-    endpoint: tuple[Open311Adapter, Collector, str], caplog: pytest.LogCaptureFixture
+    endpoint: tuple[Open311Adapter, Collector, str], caplog: pytest.LogCaptureFixture, source: str
 ) -> None:
     adapter, out, base = endpoint
     caplog.set_level(logging.DEBUG)
-    # The spec's own POST example, as a citizen app would send it.
-    example = (SAMPLES / "open311_georeport_v2" / "POST_requests_example_request.txt").read_text()
-    body = example.strip().splitlines()[-1]
+    body = OWN_REPORT
+    if source == "upstream":
+        # The spec's own POST example, as a citizen app would send it.
+        example = (SAMPLES / "open311_georeport_v2" / "POST_requests_example_request.txt").read_text()
+        body = example.strip().splitlines()[-1]
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{base}/requests.json", data=body.encode(),
                              headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:

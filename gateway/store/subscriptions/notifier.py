@@ -1,0 +1,349 @@
+"""The notifier: subscription registry, change dispatcher and delivery (ETSI GS CIM 009 V1.9.1 §5.8.6, §5.11).
+
+The store calls our listener after each commit; the listener only queues the events, so the
+write path never waits for matching or delivery. A background dispatcher matches events against
+subscriptions, renders the notification and sends it (HTTP POST or MQTT publish) with bounded
+exponential-backoff retries, one delivery at a time per subscription (so a receiver sees
+notifications in commit order). ``timeInterval`` subscriptions are notified periodically with
+every matching entity instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from gateway.store import jsonld
+from gateway.store.base import ChangeEvent, QuerySpec, Storage
+from gateway.store.history import Database
+from gateway.store.problems import NgsiError
+from gateway.store.subscriptions import delivery as senders
+from gateway.store.subscriptions import rendering
+from gateway.store.subscriptions.matching import selected, triggered
+from gateway.store.subscriptions.parsing import (
+    MAX_ENTITIES_PER_NOTIFICATION,
+    MAX_SUBSCRIPTIONS_PER_TENANT,
+    Subscription,
+    build,
+    ensure_schema,
+    now,
+)
+from gateway.store.subscriptions.rendering import Change
+
+log = logging.getLogger("jonction.store.subscriptions")
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One notification to send: a subscription and the entity changes it reports."""
+
+    sub: Subscription
+    changes: list[Change] = field(default_factory=list)
+
+
+class Notifier:
+    """Registry of subscriptions, change dispatcher and notification sender (HTTP and MQTT)."""
+
+    retry_delays: tuple[float, ...] = (0.5, 2.0, 8.0)
+    """Waits before each retry of a failed notification (bounded: then it is given up)."""
+    timeout: float = 10.0
+    """Seconds a receiver has to answer one notification."""
+    queue_size: int = 10_000
+    """Commits waiting for matching; beyond, events are dropped (and logged)."""
+    tick: float = 1.0
+    """How often periodic (timeInterval) subscriptions are checked, seconds."""
+    max_pending: int = 100
+    """Notifications waiting for one subscription; beyond (a dead or slow receiver), new ones are
+    dropped and reported as failures, so memory stays bounded."""
+
+    def __init__(self, storage: Storage, db: Database | None) -> None:
+        self.storage = storage
+        self.db = db
+        self.subs: dict[tuple[str, str], Subscription] = {}
+        self._queue: asyncio.Queue[Sequence[ChangeEvent]] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._pending: dict[tuple[str, str], int] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dropped = 0
+
+    # -- persistence -----------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read every stored subscription into memory."""
+        if self.db is None:
+            return
+
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+            return list(conn.execute("SELECT tenant, id, doc FROM subscriptions"))
+
+        for tenant, sub_id, doc in await self.db.read(run):
+            stored = json.loads(doc)
+            try:
+                sub = build(
+                    {**stored["definition"], "id": sub_id},
+                    tenant,
+                    stored["context"],
+                    self.storage_contexts(),
+                    created_at=stored.get("createdAt"),
+                    stats=stored.get("stats"),
+                )
+            except NgsiError as exc:  # e.g. a hosted @context that is gone
+                log.warning("subscription %s of tenant %r cannot be loaded: %s", sub_id, tenant, exc.detail)
+                continue
+            sub.modified_at = stored.get("modifiedAt", sub.modified_at)
+            self.subs[(tenant, sub_id)] = sub
+
+    def storage_contexts(self) -> jsonld.ContextCache:
+        """The store's context cache (resolves hosted contexts)."""
+        cache = getattr(self.storage, "contexts", None)
+        return cache if isinstance(cache, jsonld.ContextCache) else jsonld.ContextCache()
+
+    async def save(self, sub: Subscription) -> None:
+        """Persist one subscription (definition and delivery state)."""
+        if self.db is None:
+            return
+        doc = json.dumps(sub.stored(), separators=(",", ":"))
+        await self.db.write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO subscriptions (tenant, id, doc) VALUES (?, ?, ?)", (sub.tenant, sub.id, doc)
+            )
+        )
+
+    async def remove(self, tenant: str, sub_id: str) -> bool:
+        """Delete a subscription; False when unknown."""
+        sub = self.subs.pop((tenant, sub_id), None)
+        self._locks.pop((tenant, sub_id), None)
+        if self.db is not None:
+            await self.db.write(
+                lambda conn: conn.execute("DELETE FROM subscriptions WHERE tenant=? AND id=?", (tenant, sub_id))
+            )
+        return sub is not None
+
+    async def add(self, sub: Subscription) -> None:
+        """Register and persist a new or changed subscription."""
+        key = (sub.tenant, sub.id)
+        if key not in self.subs and sum(1 for t, _ in self.subs if t == sub.tenant) >= MAX_SUBSCRIPTIONS_PER_TENANT:
+            raise NgsiError("TooManyResults", f"a tenant may hold at most {MAX_SUBSCRIPTIONS_PER_TENANT} subscriptions")
+        previous = self.subs.get(key)
+        if previous is not None:
+            sub.last_sent = previous.last_sent
+        sub.next_due = time.monotonic()
+        self.subs[key] = sub
+        await self.save(sub)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the queue, the HTTP client and the background tasks."""
+        self._queue = asyncio.Queue(self.queue_size)
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        self._spawn(self._dispatch_loop())
+        self._spawn(self._periodic_loop())
+
+    async def stop(self) -> None:
+        """Stop the background tasks (pending deliveries are abandoned) and close the client."""
+        self._queue = None  # the store keeps its listeners: later events are ignored
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        await self.flush()
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # a rendering or sending bug must show in the log, not vanish with its task
+            log.error("notification task failed", exc_info=task.exception())
+
+    # -- the listener ------------------------------------------------------------------
+
+    async def on_change(self, events: Sequence[ChangeEvent]) -> None:
+        """The store's listener: queue the events and return at once."""
+        if self._queue is None or not self.subs:
+            return
+        try:
+            self._queue.put_nowait(events)
+        except asyncio.QueueFull:
+            self._dropped += len(events)
+            log.warning("notification queue full: %d change events dropped so far", self._dropped)
+
+    async def _dispatch_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            events = await self._queue.get()
+            try:
+                self.dispatch(events)
+            except Exception:  # one bad subscription or event must not stop notifications
+                log.exception("matching change events against subscriptions failed")
+
+    def dispatch(self, events: Sequence[ChangeEvent]) -> None:
+        """Match events against every subscription and schedule one delivery per subscription."""
+        for sub in list(self.subs.values()):
+            changes = [Change(e.before, e.after) for e in events if triggered(sub, e)]
+            if not changes:
+                continue
+            if sub.throttling is not None:
+                moment = time.monotonic()
+                if moment - sub.last_sent < sub.throttling:
+                    continue  # §5.2.12: within the throttling period, changes are not notified
+                sub.last_sent = moment
+            size = MAX_ENTITIES_PER_NOTIFICATION
+            for start in range(0, len(changes), size):
+                self._spawn(self._deliver(Delivery(sub, changes[start : start + size])))
+
+    async def flush(self) -> None:
+        """Persist the delivery state of the subscriptions that notified since the last flush."""
+        for key in list(self._dirty):
+            sub = self.subs.get(key)
+            if sub is None:
+                self._dirty.discard(key)
+                continue
+            try:
+                await self.save(sub)
+            except Exception:  # the state is in memory; persisting it is best effort
+                log.exception("saving the delivery state of %s failed", sub.id)
+            # only once saved: a flush cancelled by shutdown leaves the rest for the final flush
+            self._dirty.discard(key)
+
+    async def _periodic_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            await self.flush()
+            now = time.monotonic()
+            for sub in list(self.subs.values()):
+                if sub.time_interval is None or sub.status != "active" or now < sub.next_due:
+                    continue
+                sub.next_due = now + sub.time_interval
+                try:
+                    docs = await self.matching_entities(sub)
+                except Exception:
+                    log.exception("periodic subscription %s: query failed", sub.id)
+                    continue
+                if docs:
+                    self._spawn(self._deliver(Delivery(sub, [Change(None, doc) for doc in docs])))
+
+    async def matching_entities(self, sub: Subscription) -> list[Mapping[str, Any]]:
+        """Every entity currently matching a subscription (for periodic notifications)."""
+        if not await self.storage.tenant_exists(sub.tenant):
+            return []
+        spec = QuerySpec(
+            types=sorted({iri for info in sub.entities for iri in info.iris}) or None,
+            attrs=sub.watched,
+            predicate=lambda doc: selected(sub, doc),
+            limit=MAX_ENTITIES_PER_NOTIFICATION,
+        )
+        if sub.geo is not None:
+            spec.bbox = sub.geo.bbox()
+            spec.geoproperty = sub.geo_iri
+        result = await self.storage.query(sub.tenant, spec)
+        return list(result.docs)
+
+    # -- delivery ------------------------------------------------------------------------
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        sub = delivery.sub
+        key = (sub.tenant, sub.id)
+        if self._pending.get(key, 0) >= self.max_pending:
+            sub.stats["timesFailed"] = int(sub.stats.get("timesFailed", 0)) + 1
+            sub.stats["lastFailure"] = now()
+            sub.stats["status"] = "failed"
+            log.warning("subscription %s: %d notifications pending, one dropped", sub.id, self.max_pending)
+            return
+        self._pending[key] = self._pending.get(key, 0) + 1
+        try:
+            await self._deliver_now(delivery, key)
+        finally:
+            left = self._pending.get(key, 1) - 1
+            if left > 0:
+                self._pending[key] = left
+            else:
+                self._pending.pop(key, None)
+
+    async def _deliver_now(self, delivery: Delivery, key: tuple[str, str]) -> None:
+        sub = delivery.sub
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            body, headers = rendering.notification(sub, delivery.changes)
+            mqtt = sub.endpoint.split(":", 1)[0].lower() in ("mqtt", "mqtts")
+            if mqtt:
+                payload = senders.mqtt_message(body, headers)
+            else:
+                payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            ok = False
+            reason = ""
+            for attempt in range(len(self.retry_delays) + 1):
+                if attempt:
+                    await asyncio.sleep(self.retry_delays[attempt - 1])
+                    if key not in self.subs:
+                        return  # deleted while we were retrying
+                if mqtt:
+                    ok, reason = await senders.publish(sub.endpoint, payload, sub.notifier_info, self.timeout)
+                else:
+                    ok, reason = await senders.post(self._session, sub.endpoint, payload, headers)
+                if ok:
+                    break
+                if attempt == 0:
+                    # §5.8.6: the failure is visible at once, not only once every retry is spent
+                    sub.stats["lastFailure"] = now()
+                    sub.stats["status"] = "failed"
+            stamp = now()
+            sub.stats["timesSent"] = int(sub.stats.get("timesSent", 0)) + 1
+            sub.stats["lastNotification"] = stamp
+            if ok:
+                sub.stats["lastSuccess"] = stamp
+                sub.stats["status"] = "ok"
+            else:
+                sub.stats["timesFailed"] = int(sub.stats.get("timesFailed", 0)) + 1
+                sub.stats["lastFailure"] = stamp
+                sub.stats["status"] = "failed"
+                log.warning("notification of %s to %s failed: %s", sub.id, senders.redacted(sub.endpoint), reason)
+            if key in self.subs:
+                # persisted by the periodic loop (at most one write per subscription per tick), so a
+                # busy subscription does not compete with the store's writer once per notification
+                self._dirty.add(key)
+
+
+NOTIFIER_KEY: Final = web.AppKey("jonction.store.notifier", Notifier)
+"""The app's Notifier (tests tune ``retry_delays`` and ``tick`` through it)."""
+
+
+def subscription_context(app: web.Application) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup_ctx entry that loads subscriptions and runs the notifier."""
+
+    async def run(_: web.Application) -> AsyncIterator[None]:
+        notifier = app[NOTIFIER_KEY]
+        path = getattr(notifier.storage, "path", None)
+        if path is not None:
+            notifier.db = Database(path, setup=ensure_schema)
+        await notifier.load()
+        await notifier.start()
+        notifier.storage.add_listener(notifier.on_change)
+        yield
+        await notifier.stop()
+        if notifier.db is not None:
+            await notifier.db.close()
+
+    return run
+
+
