@@ -99,6 +99,8 @@ async def join_entities(
     fetch: Fetch,
     mode: JoinMode,
     level: int,
+    *,
+    rendered: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Render ``docs`` with the entities their relationships link to, ``level`` relationships deep.
 
@@ -106,10 +108,15 @@ async def join_entities(
     (an entity already in the answer is not repeated). Pick/omit sub-projections
     (``locatedAt{id,name}``) apply to the entities reached through that relationship; the
     representation (``opts.form``), sysAttrs and lang apply to all. Entities that do not exist
-    are left out; the relationship stays as it is.
+    are left out; the relationship stays as it is. ``rendered``, when given, replaces ``docs``: the
+    entities already rendered (normalized, with ``opts``), as notifications carry them with their
+    deleted attributes and previous values.
     """
     normalized = replace(opts, form="normalized")
-    roots = [_Node(render(doc, ctx, normalized)) for doc in docs]
+    if rendered is not None:
+        roots = [_Node(entity) for entity in rendered]
+    else:
+        roots = [_Node(render(doc, ctx, normalized)) for doc in docs]
     frontier: list[tuple[_Node, RenderOptions]] = [(node, normalized) for node in roots]
     cache: dict[str, Doc | None] = {}
     flat_order: list[_Node] = []

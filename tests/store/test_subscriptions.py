@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -328,6 +329,13 @@ async def test_subscriptions_survive_a_restart(server: StoreServer, receiver: Re
         (lambda b: b["notification"].update(omit=["id"], attributes=["temperature"]), 400, "BadRequestData", "omit"),
         (lambda b: b.update(notificationTrigger=["sometimes"]), 400, "BadRequestData", "notificationTrigger"),
         (lambda b: b.update(temporalQ={}), 501, "NotImplemented", "temporalQ"),
+        (lambda b: b["notification"].update(join="deep"), 400, "BadRequestData", "/notification/join"),
+        (lambda b: b["notification"].update(join=1), 400, "BadRequestData", "/notification/join"),
+        (lambda b: b["notification"].update(join="flat", joinLevel=0), 400, "BadRequestData", "joinLevel"),
+        (lambda b: b["notification"].update(join="flat", joinLevel="2"), 400, "BadRequestData", "joinLevel"),
+        (lambda b: b["notification"].update(join="inline", joinLevel=True), 400, "BadRequestData", "joinLevel"),
+        (lambda b: b["notification"].update(joinLevel=-1), 400, "BadRequestData", "joinLevel"),
+        (lambda b: b["notification"].update(join="flat", joinLevel=9), 403, "TooComplexQuery", "joinLevel"),
     ],
 )
 async def test_invalid_subscriptions(
@@ -565,3 +573,136 @@ async def test_update_rules(server: StoreServer, receiver: Receiver) -> None:
     shown = (await server.get(f"/subscriptions/{sub_id}")).json
     assert shown["status"] == "paused" and shown["isActive"] is False
     assert shown["notification"]["endpoint"]["uri"] == receiver.url("/u")
+
+
+def _linked(kind: str, n: int, **members: Any) -> dict[str, Any]:
+    entity: dict[str, Any] = {"id": f"urn:ngsi-ld:{kind}:{n}", "type": kind}
+    for name, value in members.items():
+        if isinstance(value, str) and value.startswith("urn:"):
+            entity[name] = {"type": "Relationship", "object": value}
+        else:
+            entity[name] = {"type": "Property", "value": value}
+    return entity
+
+
+async def test_join_flat_and_inline_notifications(server: StoreServer, receiver: Receiver) -> None:
+    # §4.5.23, §5.2.14: notification.join/joinLevel notify the linked entities with the entity
+    region = _linked("Region", 1, label="Est")
+    site = _linked("Site", 1, name="Nord", region="urn:ngsi-ld:Region:1")
+    for entity in (region, site):
+        assert (await server.post("/entities", entity)).status == 201
+    flat = sub(receiver, "/flat")
+    flat["notification"].update(join="flat", joinLevel=1)
+    flat_id = await create(server, flat)
+    deep = sub(receiver, "/deep")
+    deep["notification"].update(join="inline", joinLevel=2, format="simplified")
+    deep_id = await create(server, deep)
+    picked = sub(receiver, "/attrs")
+    picked["notification"].update(join="inline", attributes=["site"])
+    await create(server, picked)
+    plain = sub(receiver, "/none")
+    plain["notification"].update(join="@none")
+    await create(server, plain)
+    sensor_1 = _linked("Sensor", 1, temperature=20, site="urn:ngsi-ld:Site:1")
+    assert (await server.post("/entities", sensor_1)).status == 201
+    (got,) = await receiver.wait("/flat", 1)
+    assert got.body["data"] == [sensor_1, site]  # the entity, then each linked entity once
+    (got,) = await receiver.wait("/deep", 1)
+    assert got.body["data"] == [{
+        "id": "urn:ngsi-ld:Sensor:1", "type": "Sensor", "temperature": 20,
+        "site": {"id": "urn:ngsi-ld:Site:1", "type": "Site", "name": "Nord",
+                 "region": {"id": "urn:ngsi-ld:Region:1", "type": "Region", "label": "Est"}},
+    }]
+    (got,) = await receiver.wait("/attrs", 1)
+    # attributes select the notified entity's attributes; the linked entity comes whole
+    assert got.body["data"] == [{
+        "id": "urn:ngsi-ld:Sensor:1", "type": "Sensor",
+        "site": {"type": "Relationship", "object": "urn:ngsi-ld:Site:1", "entity": site},
+    }]
+    (got,) = await receiver.wait("/none", 1)
+    assert got.body["data"] == [sensor_1]
+    shown = (await server.get(f"/subscriptions/{flat_id}")).json["notification"]
+    assert shown["join"] == "flat" and shown["joinLevel"] == 1
+    shown = (await server.get(f"/subscriptions/{deep_id}")).json["notification"]
+    assert shown["join"] == "inline" and shown["joinLevel"] == 2 and shown["format"] == "keyValues"
+    listed = {s["id"]: s["notification"] for s in (await server.get("/subscriptions")).json}
+    assert listed[flat_id]["join"] == "flat"
+    # linked entities are read at delivery time: one that is gone is left out, the relationship stays
+    assert (await server.delete("/entities/urn:ngsi-ld:Site:1")).status == 204
+    await set_attr(server, 1, temperature=21)
+    got_all = await receiver.wait("/flat", 2)
+    assert [e["id"] for e in got_all[1].body["data"]] == ["urn:ngsi-ld:Sensor:1"]
+    assert got_all[1].body["data"][0]["site"] == {"type": "Relationship", "object": "urn:ngsi-ld:Site:1"}
+
+
+async def test_join_on_deleted_entity_and_ld_json(server: StoreServer, receiver: Receiver) -> None:
+    site = _linked("Site", 2, name="Sud")
+    assert (await server.post("/entities", site)).status == 201
+    gone = sub(receiver, "/gone", notificationTrigger=["entityCreated", "entityDeleted"])
+    gone["notification"].update(join="flat", showChanges=True)
+    gone["notification"]["endpoint"]["accept"] = "application/ld+json"
+    await create(server, gone)
+    assert (await server.post("/entities", _linked("Sensor", 2, site="urn:ngsi-ld:Site:2"))).status == 201
+    (created,) = await receiver.wait("/gone", 1)
+    context = created.body["@context"]
+    # JSON-LD notification: the linked entity of a flat join is a document of its own too
+    assert created.body["data"][1] == {**site, "@context": context}
+    assert (await server.delete("/entities/urn:ngsi-ld:Sensor:2")).status == 204
+    deleted = (await receiver.wait("/gone", 2))[1].body["data"]
+    # the deleted relationship is NGSI-LD Null: nothing is linked through it
+    assert [e["id"] for e in deleted] == ["urn:ngsi-ld:Sensor:2"]
+    assert deleted[0]["site"]["object"] == "urn:ngsi-ld:null"
+    assert deleted[0]["site"]["previousObject"] == "urn:ngsi-ld:Site:2"
+
+
+async def test_readers_never_see_endpoint_secrets(server: StoreServer, receiver: Receiver) -> None:
+    basic = sub(receiver, "/basic")
+    basic["notification"]["endpoint"]["uri"] = receiver.url("/basic").replace("http://", "http://alice:pw-9f3k@")
+    basic_id = await create(server, basic)
+    bearer = sub(receiver, "/bearer")
+    bearer["notification"]["endpoint"]["receiverInfo"] = [
+        {"key": "Authorization", "value": "Bearer t0k-77aa"},
+        {"key": "X-Api-Key", "value": "k-5511"},
+        {"key": "X-Tag", "value": "visible"},
+    ]
+    bearer_id = await create(server, bearer)
+    one = await server.get(f"/subscriptions/{basic_id}")
+    assert one.json["notification"]["endpoint"]["uri"] == receiver.url("/basic").replace("http://", "http://alice:***@")
+    two = await server.get(f"/subscriptions/{bearer_id}")
+    assert two.json["notification"]["endpoint"]["receiverInfo"] == [
+        {"key": "Authorization", "value": "***"},
+        {"key": "X-Api-Key", "value": "***"},
+        {"key": "X-Tag", "value": "visible"},
+    ]
+    listed = await server.get("/subscriptions")
+    for reply in (one, two, listed):
+        for secret in (b"pw-9f3k", b"t0k-77aa", b"k-5511"):
+            assert secret not in reply.raw
+    # deliveries use the real values
+    assert (await server.post("/entities", sensor(1, temperature=1))).status == 201
+    (got,) = await receiver.wait("/basic", 1)
+    assert got.headers["Authorization"] == "Basic " + base64.b64encode(b"alice:pw-9f3k").decode()
+    (got,) = await receiver.wait("/bearer", 1)
+    assert got.headers["Authorization"] == "Bearer t0k-77aa" and got.headers["X-Api-Key"] == "k-5511"
+    # a client that sends back what it read (masks included) keeps the secrets, and may change the rest
+    for sub_id, reply in ((basic_id, one), (bearer_id, two)):
+        notification = {k: v for k, v in reply.json["notification"].items() if k not in subscriptions_stats()}
+        notification["format"] = "keyValues"
+        assert (await server.patch(f"/subscriptions/{sub_id}", {"notification": notification})).status == 204
+    await set_attr(server, 1, temperature=2)
+    got_basic = (await receiver.wait("/basic", 2))[1]
+    got_bearer = (await receiver.wait("/bearer", 2))[1]
+    assert got_basic.body["data"][0]["temperature"] == 2 and got_bearer.body["data"][0]["temperature"] == 2
+    assert got_basic.headers["Authorization"] == "Basic " + base64.b64encode(b"alice:pw-9f3k").decode()
+    assert got_bearer.headers["Authorization"] == "Bearer t0k-77aa" and got_bearer.headers["X-Api-Key"] == "k-5511"
+    # a new secret in the fragment replaces the stored one
+    notification = {k: v for k, v in two.json["notification"].items() if k not in subscriptions_stats()}
+    notification["endpoint"]["receiverInfo"][0]["value"] = "Bearer n3w"
+    assert (await server.patch(f"/subscriptions/{bearer_id}", {"notification": notification})).status == 204
+    await set_attr(server, 1, temperature=3)
+    assert (await receiver.wait("/bearer", 3))[2].headers["Authorization"] == "Bearer n3w"
+
+
+def subscriptions_stats() -> set[str]:
+    """The read-only delivery state members of notification (not sent back in a PATCH)."""
+    return {"timesSent", "timesFailed", "lastNotification", "lastFailure", "lastSuccess", "status"}

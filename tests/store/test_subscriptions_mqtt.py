@@ -176,6 +176,32 @@ async def test_mqtt_credentials_from_the_endpoint_uri(
         assert len(listener.messages) == 1  # the refused client published nothing
 
 
+async def test_mqtt_password_is_masked_for_readers(server: StoreServer, secured_broker: Broker) -> None:
+    async for listener in _listen(secured_broker, "secure/#", username="notifier", password="s3cr@t"):
+        uri = f"mqtt://notifier:s3cr%40t@127.0.0.1:{secured_broker.port}/secure/a"
+        sub_id = await _create(server, mqtt_sub(uri))
+        one = await server.get(f"/subscriptions/{sub_id}")
+        masked = f"mqtt://notifier:***@127.0.0.1:{secured_broker.port}/secure/a"
+        assert one.json["notification"]["endpoint"]["uri"] == masked
+        listed = await server.get("/subscriptions")
+        assert [s["notification"]["endpoint"]["uri"] for s in listed.json] == [masked]
+        for reply in (one, listed):
+            assert b"s3cr" not in reply.raw
+        # the broker accepts only the real password: the delivery used it
+        assert (await server.post("/entities", _sensor(5, 7))).status == 201
+        ((_, message),) = await listener.wait(1)
+        assert message["body"]["subscriptionId"] == sub_id
+        # the endpoint sent back as read keeps the real password
+        state = ("timesSent", "timesFailed", "lastNotification", "lastFailure", "lastSuccess", "status")
+        notification = {k: v for k, v in one.json["notification"].items() if k not in state}
+        notification["attributes"] = ["humidity"]
+        assert (await server.patch(f"/subscriptions/{sub_id}", {"notification": notification})).status == 204
+        patch = {"humidity": {"type": "Property", "value": 41}}
+        assert (await server.patch("/entities/urn:ngsi-ld:Sensor:5/attrs", patch)).status == 204
+        messages = await listener.wait(2)
+        assert messages[1][1]["body"]["data"][0]["humidity"]["value"] == 41
+
+
 async def test_mqtt_broker_down_is_a_failure(server: StoreServer, tmp_path: Path) -> None:
     gone = _broker(tmp_path / "gone")
     port = gone.port

@@ -14,7 +14,7 @@ from gateway.store import api, jsonld
 from gateway.store.base import Storage
 from gateway.store.problems import NgsiError, bad_request
 from gateway.store.subscriptions.notifier import NOTIFIER_KEY, Notifier, subscription_context
-from gateway.store.subscriptions.parsing import STATS, Subscription, build
+from gateway.store.subscriptions.parsing import STATS, Subscription, build, redacted_view, unredacted
 
 _LIST_PARAMS: Final = frozenset({"limit", "offset", "count", "options"})
 _RETRIEVE_PARAMS: Final = frozenset({"options"})
@@ -119,9 +119,8 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     headers = {api.COUNT_HEADER: str(len(subs))} if count or "count" in options else {}
     links = _page_links(ngsi, media, limit, offset, offset + limit < len(subs))
     sys_attrs = "sysAttrs" in options
-    return api.respond(
-        ngsi, [s.to_json(ctx, sys_attrs=sys_attrs) for s in page], media=media, headers=headers, links=links
-    )
+    shown = [redacted_view(s.to_json(ctx, sys_attrs=sys_attrs)) for s in page]
+    return api.respond(ngsi, shown, media=media, headers=headers, links=links)
 
 
 def _page_links(ngsi: api.NgsiContext, media: str, limit: int, offset: int, more: bool) -> list[str]:
@@ -146,7 +145,8 @@ async def retrieve_subscription(request: web.Request) -> web.Response:
     notifier = request.config_dict[NOTIFIER_KEY]
     media = api.negotiate(request)
     sub = _lookup(notifier, ngsi, _sub_id(request))
-    return api.respond(ngsi, sub.to_json(ngsi.context(), sys_attrs=sys_attrs), media=media)
+    # readers never see the endpoint's password nor credential headers (deliveries use them)
+    return api.respond(ngsi, redacted_view(sub.to_json(ngsi.context(), sys_attrs=sys_attrs)), media=media)
 
 
 async def update_subscription(request: web.Request) -> web.Response:
@@ -159,7 +159,7 @@ async def update_subscription(request: web.Request) -> web.Response:
     sub = _lookup(notifier, ngsi, sub_id)
     if not isinstance(body.data, Mapping) or not body.data:
         raise bad_request("the body must be a non-empty JSON object (a subscription fragment)")
-    fragment = {k: v for k, v in body.data.items() if k != "@context"}
+    fragment = unredacted({k: v for k, v in body.data.items() if k != "@context"}, sub.definition)
     if fragment.get("id", sub_id) != sub_id:
         raise bad_request("/id: the subscription id cannot be changed")
     given = _body_context(ngsi, body)

@@ -24,8 +24,9 @@ import aiohttp
 from aiohttp import web
 
 from gateway.store import jsonld
-from gateway.store.base import ChangeEvent, QuerySpec, Storage
+from gateway.store.base import ChangeEvent, Doc, QuerySpec, Storage
 from gateway.store.history import Database
+from gateway.store.join import Fetch
 from gateway.store.problems import NgsiError
 from gateway.store.subscriptions import delivery as senders
 from gateway.store.subscriptions import rendering
@@ -259,6 +260,15 @@ class Notifier:
         result = await self.storage.query(sub.tenant, spec)
         return list(result.docs)
 
+    def _fetcher(self, tenant: str) -> Fetch:
+        """Loads the entities a notification links to (join), from the subscription's tenant."""
+
+        async def fetch(ids: Sequence[str]) -> Mapping[str, Doc]:
+            result = await self.storage.query(tenant, QuerySpec(ids=list(ids), limit=len(ids)))
+            return {str(d["id"]): d for d in result.docs}
+
+        return fetch
+
     # -- delivery ------------------------------------------------------------------------
 
     async def _deliver(self, delivery: Delivery) -> None:
@@ -284,7 +294,7 @@ class Notifier:
         sub = delivery.sub
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            body, headers = rendering.notification(sub, delivery.changes)
+            body, headers = await rendering.notification(sub, delivery.changes, self._fetcher(sub.tenant))
             mqtt = sub.endpoint.split(":", 1)[0].lower() in ("mqtt", "mqtts")
             if mqtt:
                 payload = senders.mqtt_message(body, headers)

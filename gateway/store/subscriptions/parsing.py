@@ -19,9 +19,11 @@ from urllib.parse import unquote, urlsplit
 from gateway import model
 from gateway.store import jsonld
 from gateway.store.geo import GeoQuery, parse_geo_query
+from gateway.store.join import JoinMode, parse_join
 from gateway.store.patterns import Matcher, compile_user_pattern
 from gateway.store.problems import NgsiError, bad_request
 from gateway.store.query import QExpr, ScopeExpr, TypeExpr, TypeName, parse_q, parse_scope_q, parse_type_expression
+from gateway.store.representation import Form
 
 SCHEMA_SQL: Final = """
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -38,7 +40,10 @@ TRIGGERS: Final = frozenset(
 )
 DEFAULT_TRIGGERS: Final = ("attributeCreated", "attributeUpdated")
 """§5.2.12: the triggers of a subscription that names none (a new entity creates its attributes)."""
-FORMATS: Final = frozenset({"normalized", "keyValues", "concise"})
+FORMATS: Final[Mapping[str, Form]] = {
+    "normalized": "normalized", "keyValues": "keyValues", "simplified": "keyValues", "concise": "concise",
+}
+"""notification.format values → the representation (§5.2.14: simplified is keyValues)."""
 ACCEPTS: Final = frozenset({"application/json", "application/ld+json"})
 SCHEMES: Final = frozenset({"http", "https", "mqtt", "mqtts"})
 """Endpoint URI schemes notifications can be delivered to (§5.2.15, MQTT binding §5.8.6)."""
@@ -134,7 +139,9 @@ class Subscription:
     dataset_ids: frozenset[str] | None = None
     """datasetId: the attribute instances notified (``@none`` is the default instance)."""
     show_changes: bool = False
-    format: str = "normalized"
+    join: tuple[JoinMode, int] | None = None
+    """notification.join / joinLevel (§5.2.14, §4.5.23): linked entities notified with each entity."""
+    format: Form = "normalized"
     sys_attrs: bool = False
     endpoint: str = ""
     accept: str = "application/json"
@@ -213,6 +220,84 @@ class Subscription:
             "modifiedAt": self.modified_at,
             "stats": self.stats,
         }
+
+
+REDACTED: Final = "***"
+"""What readers see in place of a secret (an endpoint password, an Authorization header value)."""
+_SECRET_KEY: Final = re.compile(r"auth|token|secret|passw|pwd|api[-_]?key|cookie|credential|signature", re.IGNORECASE)
+"""receiverInfo/notifierInfo keys whose values are credentials (Authorization, X-Api-Key, X-Auth-Token...)."""
+
+
+def redact_uri(uri: str) -> str:
+    """``mqtt://user:pass@host/topic`` → ``mqtt://user:***@host/topic`` (a URI without a password as is)."""
+    parts = urlsplit(uri)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return uri
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:{REDACTED}@{host}").geturl()
+
+
+def secret_key(key: str) -> bool:
+    """True when a receiverInfo/notifierInfo key names a credential."""
+    return _SECRET_KEY.search(key) is not None
+
+
+def redacted_view(shown: Mapping[str, Any]) -> dict[str, Any]:
+    """A subscription as readers get it: the endpoint's password and credential headers masked.
+
+    Only responses are redacted; the stored subscription (and so every delivery) keeps the values.
+    """
+    out = dict(shown)
+    notification = out.get("notification")
+    if not isinstance(notification, Mapping) or not isinstance(notification.get("endpoint"), Mapping):
+        return out
+    endpoint = dict(notification["endpoint"])
+    if isinstance(endpoint.get("uri"), str):
+        endpoint["uri"] = redact_uri(endpoint["uri"])
+    for name in ("receiverInfo", "notifierInfo"):
+        items = endpoint.get(name)
+        if isinstance(items, list):
+            endpoint[name] = [
+                {**item, "value": REDACTED}
+                if isinstance(item, Mapping) and isinstance(item.get("key"), str) and secret_key(item["key"])
+                else item
+                for item in items
+            ]
+    out["notification"] = {**notification, "endpoint": endpoint}
+    return out
+
+
+def unredacted(fragment: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A PATCH fragment with masked values sent back as read (``***``) replaced by the stored ones.
+
+    A client that reads a subscription and sends its endpoint back unchanged must not overwrite the
+    real password or token with the mask.
+    """
+    out = dict(fragment)
+    new_n, old_n = out.get("notification"), stored.get("notification")
+    if not isinstance(new_n, Mapping) or not isinstance(old_n, Mapping):
+        return out
+    new_e, old_e = new_n.get("endpoint"), old_n.get("endpoint")
+    if not isinstance(new_e, Mapping) or not isinstance(old_e, Mapping):
+        return out
+    endpoint = dict(new_e)
+    old_uri = old_e.get("uri")
+    if isinstance(old_uri, str) and endpoint.get("uri") == redact_uri(old_uri) != old_uri:
+        endpoint["uri"] = old_uri
+    for name in ("receiverInfo", "notifierInfo"):
+        items, old_items = endpoint.get(name), old_e.get(name)
+        if not isinstance(items, list) or not isinstance(old_items, list):
+            continue
+        known = {i.get("key"): i.get("value") for i in old_items if isinstance(i, Mapping)}
+        endpoint[name] = [
+            {**item, "value": known[item.get("key")]}
+            if isinstance(item, Mapping) and item.get("value") == REDACTED and item.get("key") in known
+            else item
+            for item in items
+        ]
+    out["notification"] = {**new_n, "endpoint": endpoint}
+    return out
 
 
 def _fail(pointer: str, message: str) -> NgsiError:
@@ -379,6 +464,23 @@ def _notification_context(sub: Subscription, jsonld_context: Any, contexts: json
         sub.notify_ctx, sub.notify_link = contexts.get([]), jsonld.core_context_iri()
 
 
+def _join(value: Mapping[str, Any]) -> tuple[JoinMode, int] | None:
+    """notification.join (flat, inline or @none) and joinLevel (a JSON integer ≥ 1), validated."""
+    join, level = value.get("join"), value.get("joinLevel")
+    if "join" in value and not isinstance(join, str):
+        raise _fail("/notification/join", "must be one of flat, inline, @none")
+    if "joinLevel" in value and (isinstance(level, bool) or not isinstance(level, int)):
+        # a JSON body carries a number; a query-string form ("2") is not a NotificationParams value
+        raise _fail("/notification/joinLevel", "must be an integer greater than 0")
+    try:
+        return parse_join(join, level)
+    except NgsiError as exc:
+        if exc.type != "BadRequestData":
+            raise
+        name = "joinLevel" if "joinLevel" in exc.detail else "join"
+        raise _fail(f"/notification/{name}", exc.detail) from None
+
+
 def _notification(sub: Subscription, value: Any, ctx: jsonld.Context) -> None:
     if not isinstance(value, Mapping):
         raise _fail("/notification", "is required (an object with an endpoint)")
@@ -403,13 +505,11 @@ def _notification(sub: Subscription, value: Any, ctx: jsonld.Context) -> None:
     if not isinstance(show_changes, bool):
         raise _fail("/notification/showChanges", "must be true or false")
     sub.show_changes = show_changes
-    for name in ("join", "joinLevel"):
-        if name in value:
-            raise NgsiError("NotImplemented", f"/notification/{name}: linked entity retrieval is not supported")
+    sub.join = _join(value)
     fmt = value.get("format", "normalized")
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise _fail("/notification/format", f"{fmt!r} is not one of {', '.join(sorted(FORMATS))}")
-    sub.format = str(fmt)
+    sub.format = FORMATS[fmt]
     sys_attrs = value.get("sysAttrs", False)
     if not isinstance(sys_attrs, bool):
         raise _fail("/notification/sysAttrs", "must be true or false")

@@ -1,22 +1,30 @@
-"""Notification contents (ETSI GS CIM 009 V1.9.1 §5.3.1, §5.8.6, §4.5.18 showChanges, §4.21 pick/omit).
+"""Notification contents (ETSI GS CIM 009 V1.9.1 §5.3.1, §5.8.6, §4.5.18 showChanges, §4.21 pick/omit, §4.5.23 join).
 
 Each notified entity is rendered from the stored documents before and after the change, in the
 subscription's @context, format and attribute selection. A deleted attribute (or instance) is
 notified with NGSI-LD Null as its value; with ``showChanges`` each changed or deleted instance
-also carries its previous value (previousValue, previousObject, previousLanguageMap...).
+also carries its previous value (previousValue, previousObject, previousLanguageMap...). With
+``join`` the entities the notified ones link to are loaded at delivery time and notified inline
+(under each relationship's ``entity``) or flat (after the notified entities).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from gateway import model
 from gateway.store import jsonld
+from gateway.store.base import Doc
+from gateway.store.join import Fetch, join_entities
+from gateway.store.problems import NgsiError
 from gateway.store.representation import RenderOptions, render
 from gateway.store.subscriptions.parsing import LINK_REL, Subscription, now
+
+log = logging.getLogger("jonction.store.subscriptions")
 
 NULL: Final = "urn:ngsi-ld:null"
 """NGSI-LD Null: the value of a deleted attribute in a notification (§4.5.18)."""
@@ -115,8 +123,34 @@ def _with_previous(
                 target[previous_key(key)] = _compact_value(ctx, prior, key)
 
 
+def _options(sub: Subscription) -> RenderOptions:
+    """How the notified entities are rendered (normalized; the format is applied last)."""
+    return RenderOptions(
+        form="normalized",
+        sys_attrs=sub.sys_attrs,
+        attrs=frozenset(sub.attributes) if sub.attributes is not None else None,
+        keep_members=sub.pick_members,
+        omit=sub.omit,
+        lang=sub.definition["lang"] if isinstance(sub.definition.get("lang"), str) else None,
+        dataset_ids=sub.dataset_ids,
+    )
+
+
+def _in_format(sub: Subscription, entity: dict[str, Any]) -> dict[str, Any]:
+    if sub.format == "keyValues":
+        return model.to_key_values(entity)
+    if sub.format == "concise":
+        return model.to_concise(entity)
+    return entity
+
+
 def render_change(sub: Subscription, change: Change, stamp: str) -> dict[str, Any]:
     """One entity of a notification, in the subscription's @context, format and selection."""
+    return _in_format(sub, _render_normalized(sub, change, stamp))
+
+
+def _render_normalized(sub: Subscription, change: Change, stamp: str) -> dict[str, Any]:
+    """One entity of a notification, normalized (deleted attributes as Null, previous values)."""
     ctx = sub.notify_ctx
     assert ctx is not None
     entity_deleted = change.after is None
@@ -126,16 +160,7 @@ def render_change(sub: Subscription, change: Change, stamp: str) -> dict[str, An
         base["deletedAt"] = stamp
     else:
         base = dict(change.after)
-    opts = RenderOptions(
-        form="normalized",
-        sys_attrs=sub.sys_attrs,
-        attrs=frozenset(sub.attributes) if sub.attributes is not None else None,
-        keep_members=sub.pick_members,
-        omit=sub.omit,
-        lang=sub.definition["lang"] if isinstance(sub.definition.get("lang"), str) else None,
-        dataset_ids=sub.dataset_ids,
-    )
-    out = render(base, ctx, opts)
+    out = render(base, ctx, _options(sub))
     if entity_deleted:
         out["deletedAt"] = stamp  # what the notification is about: shown with or without sysAttrs
     if sub.show_changes and change.before is not None and change.after is not None:
@@ -164,19 +189,49 @@ def render_change(sub: Subscription, change: Change, stamp: str) -> dict[str, An
                         out, ctx.compact_iri(iri),
                         _deleted_instance(sub, ctx, prior, stamp, entity_deleted=entity_deleted),
                     )
-    if sub.format == "keyValues":
-        return model.to_key_values(out)
-    if sub.format == "concise":
-        return model.to_concise(out)
     return out
 
 
-def notification(sub: Subscription, changes: Sequence[Change]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(Notification body, headers) for one delivery (§5.3.1): HTTP headers or MQTT metadata."""
+async def _entities(
+    sub: Subscription, changes: Sequence[Change], stamp: str, fetch: Fetch | None
+) -> list[dict[str, Any]]:
+    """The ``data`` of a notification: the notified entities, with what they link to when joined."""
+    ctx = sub.notify_ctx
+    assert ctx is not None
+    rendered = [_render_normalized(sub, change, stamp) for change in changes]
+    if sub.join is None or fetch is None:
+        return [_in_format(sub, entity) for entity in rendered]
+    mode, level = sub.join
+    opts = replace(_options(sub), form=sub.format)
+    try:
+        return await join_entities([], ctx, opts, _skipping_null(fetch), mode, level, rendered=rendered)
+    except NgsiError as exc:
+        # too many linked entities: the notification still goes out, with the entities alone
+        log.warning("subscription %s: linked entities left out of a notification: %s", sub.id, exc.detail)
+        return [_in_format(sub, entity) for entity in rendered]
+
+
+def _skipping_null(fetch: Fetch) -> Fetch:
+    """A deleted relationship is notified with NGSI-LD Null as its object: nothing to load for it."""
+
+    async def run(ids: Sequence[str]) -> Mapping[str, Doc]:
+        wanted = [i for i in ids if i != NULL]
+        return await fetch(wanted) if wanted else {}
+
+    return run
+
+
+async def notification(
+    sub: Subscription, changes: Sequence[Change], fetch: Fetch | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(Notification body, headers) for one delivery (§5.3.1): HTTP headers or MQTT metadata.
+
+    ``fetch`` loads the linked entities of a subscription with ``join`` (none are notified without it).
+    """
     ctx = sub.notify_ctx
     assert ctx is not None
     stamp = now()
-    data = [render_change(sub, change, stamp) for change in changes]
+    data = await _entities(sub, changes, stamp, fetch)
     body: dict[str, Any] = {
         "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
         "type": "Notification",
