@@ -202,3 +202,16 @@ async def test_a_strict_profile_makes_model_warnings_fail_l1(tmp_path: Path, str
         assert f"{path}:1/fillLevel: 'fillLevel' is not defined by WasteContainer" in results["L1-SDM-020"]["reason"]
     else:
         assert failed == {"L1-UNT-002"}
+
+
+def test_the_clause_names_the_models_that_must_be_delivered() -> None:
+    from conformance.clause import render
+
+    profile = parse_profile(yaml.safe_dump({
+        "id": "lighting", "version": "1.0", "title": {"fr": "Éclairage", "en": "Lighting"},
+        "ngsi_ld": {"standard": "ETSI GS CIM 009", "version": "V1.9.1"}, "levels": {"mandatory": ["L1"]},
+        "models": [{"name": "WasteContainer", "version": "0.3.0"},
+                   {"name": "Streetlight", "version": "0.2.1", "required": True}]}).encode(), "test")
+    text = render(profile, lang="en", fmt="md")
+    assert "| Streetlight (must be delivered) | 0.2.1 |" in text
+    assert "| WasteContainer | 0.3.0 |" in text
