@@ -57,11 +57,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-## make fuzz: hostile mutations of every adapter's fixtures, fresh random cases (FUZZ_EXAMPLES per adapter)
+## make fuzz: hostile mutations of every adapter's fixtures, fresh random cases (FUZZ_EXAMPLES per adapter),
+## then the CLI and store API fuzz tests (marker fuzz) at FUZZ_SCALE times their CI size
 FUZZ_EXAMPLES ?= 20000
+FUZZ_SCALE ?= 10
 fuzz: $(STAMP)
 	JONCTION_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) JONCTION_FUZZ_RANDOM=1 \
 	  $(BIN)/pytest -q -p no:cacheprovider -o timeout=0 tests/adapters/test_fuzz.py $(PYTEST_ARGS)
+	JONCTION_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest -q -p no:cacheprovider -o timeout=0 -m fuzz tests/gateway tests/store
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

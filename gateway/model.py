@@ -290,7 +290,7 @@ def attribute_value(attr: Mapping[str, Any]) -> Any:
 
 def is_geojson(value: Any) -> bool:
     """True for a mapping that looks like a GeoJSON geometry."""
-    return isinstance(value, Mapping) and value.get("type") in GEOJSON_TYPES and (
+    return isinstance(value, Mapping) and str(value.get("type")) in GEOJSON_TYPES and (
         "coordinates" in value or "geometries" in value
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -76,6 +77,12 @@ _LANG_TAG: Final = re.compile(r"^(@none|[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*)$")
 _TIME_MEMBERS: Final = ("observedAt", "createdAt", "modifiedAt", "deletedAt")
 _MAX_NESTING: Final = 32
 """Sub-attribute depth we follow (a guard, not a spec limit: real data nests two or three levels)."""
+_MAX_DEPTH: Final = 128
+"""Deepest JSON nesting checked at all; deeper input is one error (the schema check recurses)."""
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+INTEGER_RANGE: Final = 2**63
+"""Integers must lie in [-2**63, 2**63): what SQLite, Java and Go brokers store exactly; beyond,
+JSON parsers disagree (RFC 8259 §6) and Python cannot even print them past 4,300 digits."""
 
 
 def _esc(token: str | int) -> str:
@@ -92,6 +99,114 @@ def _tag(value: Any) -> str | None:
 
 def _num(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def _number_problem(value: Any) -> str | None:
+    """Why a JSON number cannot be stored, or None; never converts a huge integer to text."""
+    if type(value) is float or (isinstance(value, float) and not isinstance(value, bool)):
+        if math.isfinite(value):
+            return None
+        return f"{'NaN' if math.isnan(value) else 'Infinity' if value > 0 else '-Infinity'} is not a JSON number"
+    if isinstance(value, int) and not isinstance(value, bool) and not -INTEGER_RANGE <= value < INTEGER_RANGE:
+        digits = int(value.bit_length() * 0.30103) + 1
+        return f"an integer of about {digits} digits is outside the 64-bit range"
+    return None
+
+
+def _clean(entity: Mapping[str, Any]) -> bool:
+    """True when no number needs a look and nesting is shallow: the fast path, every entity pays it."""
+    if type(entity) is not dict:
+        return False
+    stack: list[tuple[Any, int]] = [(entity, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        for value in (node.values() if type(node) is dict else node):
+            kind = type(value)
+            if kind is str:
+                if not value.isascii() and _SURROGATE.search(value):
+                    return False
+                continue
+            if kind is dict or kind is list:
+                if depth >= _MAX_DEPTH - 1:
+                    return False
+                push((value, depth + 1))
+            elif kind is float:
+                if value - value != 0.0:  # NaN and the infinities
+                    return False
+            elif kind is int:
+                if not -INTEGER_RANGE <= value < INTEGER_RANGE:
+                    return False
+            elif kind is not bool and value is not None:
+                return False  # another type (a Mapping, a tuple, a subclass): the careful walk decides
+    return True
+
+
+def _scan(entity: Mapping[str, Any]) -> tuple[list[Problem], Mapping[str, Any]]:
+    """Find non-finite and out-of-range numbers and over-deep nesting, without recursion.
+
+    Returns their problems and the entity with each such number replaced by 0, so that the checks
+    that follow (messages quoting values, comparisons, the JSON Schema) can neither raise nor flag
+    the same number twice. The entity is returned as is (not copied) when nothing was found.
+    """
+    if _clean(entity):
+        return [], entity
+    problems: list[Problem] = []
+    bad: list[tuple[str | int, ...]] = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(entity, ())]
+    while stack:
+        node, path = stack.pop()
+        items: Iterable[tuple[Any, Any]] = node.items() if isinstance(node, Mapping) else enumerate(node)
+        for key, value in items:
+            kind = type(value)
+            if isinstance(value, str):
+                if not value.isascii() and _SURROGATE.search(value):
+                    pointer = "".join(_esc(p) for p in (*path, key))
+                    problems.append(Problem(pointer, "unicode", "a lone UTF-16 surrogate is not a Unicode character "
+                                            "(the text cannot be encoded as UTF-8)", "valid Unicode text"))
+                continue
+            if kind is bool or value is None:
+                continue
+            if kind is dict or kind is list or isinstance(value, Mapping | list | tuple):
+                if len(path) >= _MAX_DEPTH:
+                    pointer = "".join(_esc(p) for p in (*path, key))
+                    problems.append(Problem(pointer, "nesting", f"JSON nested deeper than {_MAX_DEPTH} levels",
+                                            f"at most {_MAX_DEPTH} levels"))
+                    bad.append((*path, key))
+                elif value:
+                    stack.append((value, (*path, key)))
+                continue
+            reason = _number_problem(value)
+            if reason is not None:
+                pointer = "".join(_esc(p) for p in (*path, key))
+                problems.append(Problem(pointer, "number", reason, "a finite number (integers within 64 bits)"))
+                bad.append((*path, key))
+    if not bad:
+        return problems, entity
+    problems.sort(key=lambda p: p.pointer)
+    return problems, _replaced(entity, bad)
+
+
+def _replaced(root: Mapping[str, Any], paths: list[tuple[str | int, ...]]) -> dict[str, Any]:
+    """A copy of ``root`` with the value at each path set to 0 (only the containers on a path are copied)."""
+    copy: dict[str, Any] = dict(root)
+    copies: dict[int, Any] = {id(root): copy}
+    for path in paths:
+        original: Any = root
+        current: Any = copy
+        for key in path[:-1]:
+            child = original[key]
+            duplicate = copies.get(id(child))
+            if duplicate is None:
+                duplicate = dict(child) if isinstance(child, Mapping) else list(child)
+                copies[id(child)] = duplicate
+            current[key] = duplicate
+            original, current = child, duplicate
+        current[path[-1]] = 0
+    return copy
 
 
 # --------------------------------------------------------------------------- structure
@@ -451,11 +566,26 @@ def _model_for(entity_type: Any) -> schemas.ModelSpec | None:
 
 
 def validate(entity: Any) -> Verdict:
-    """Validate one NGSI-LD entity (normalized or concise); never raises on bad input."""
-    check = _Checker()
+    """Validate one NGSI-LD entity (normalized or concise); never raises on bad input.
+
+    NaN, Infinity, integers beyond 64 bits and nesting deeper than 128 levels are errors with the
+    pointer of the offending value; the rest of the entity is still checked.
+    """
     if not isinstance(entity, Mapping):
-        check.error("", "entity", f"an entity must be a JSON object, not {type(entity).__name__}", "an object")
-        return Verdict(False, None, None, tuple(check.errors), ())
+        problem = Problem("", "entity", f"an entity must be a JSON object, not {type(entity).__name__}", "an object")
+        return Verdict(False, None, None, (problem,), ())
+    try:
+        numbers, entity = _scan(entity)
+        return _validate(entity, numbers)
+    except Exception as exc:  # a last resort: a verdict, never an exception, whatever the input holds
+        problem = Problem("", "uncheckable", f"the entity could not be checked ({type(exc).__name__})")
+        entity_id = entity.get("id")
+        return Verdict(False, entity_id if isinstance(entity_id, str) else None, None, (problem,), ())
+
+
+def _validate(entity: Mapping[str, Any], numbers: list[Problem]) -> Verdict:
+    check = _Checker()
+    check.errors.extend(numbers)
     entity_id = entity.get("id", entity.get("@id"))
     entity_type = entity.get("type", entity.get("@type"))
     if entity_id is None:

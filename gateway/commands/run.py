@@ -8,8 +8,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from gateway.errors import ConfigInvalid
 
 
@@ -29,6 +27,8 @@ def register(sub: Any) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
     from gateway.runtime import config as config_mod
     from gateway.runtime.app import create_app
     from gateway.runtime.logging import setup_logging

@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from gateway.errors import ConfigInvalid
 
 
@@ -27,7 +25,12 @@ def register(sub: Any) -> None:
         type=Path,
         default=None,
         help="bearer tokens, one per line: TOKEN, or TENANT TOKEN (also $JONCTION_STORE_TOKEN); "
-        "required when not bound to loopback",
+        "required when not bound to loopback, and required on loopback too once given",
+    )
+    parser.add_argument(
+        "--allowed-host", action="append", default=[], metavar="NAME",
+        help="a public host name clients use to reach the store (repeatable; '*' for any): writes whose "
+        "Host header names neither it, loopback nor the bind address are refused (DNS rebinding)",
     )
     parser.add_argument("--protect-reads", action="store_true", help="require a token for reads as well")
     parser.add_argument("--allow-unfiltered-queries", action="store_true",
@@ -57,6 +60,7 @@ def _handle(args: argparse.Namespace) -> int:
         tokens=tokens,
         tenant_tokens=tenant_tokens,
         protect_reads=args.protect_reads,
+        allowed_hosts=frozenset(args.allowed_host),
         allow_unfiltered_queries=args.allow_unfiltered_queries,
         temporal_instance_limit=args.temporal_instance_limit,
     )
@@ -70,8 +74,12 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Any, port: int) -> None:
+    from aiohttp import web
+
+    from gateway.runtime.logging import quiet_malformed_requests
     from gateway.store.app import create_root_app
 
+    quiet_malformed_requests()  # an oversized request line is one warning, not a traceback
     runner = web.AppRunner(create_root_app(settings), access_log=None)
     await runner.setup()
     try:

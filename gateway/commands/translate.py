@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from gateway.commands import stdout_json
 from gateway.contract import load_adapter
 from gateway.errors import ConfigInvalid, InputError, TranslationError
 from gateway.model import RawMessage
@@ -89,7 +90,7 @@ def _handle(args: argparse.Namespace) -> int:
             ],
         })
     if args.format == "json":
-        print(json.dumps(results, indent=2, ensure_ascii=False))
+        print(stdout_json(results, indent=2))
         return worst
     for result in results:
         print(f"# {result['payload']}")

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
+from gateway.commands import stdout_json
 from gateway.errors import InputError
 from gateway.validation import Verdict, validate, validate_strict
 
@@ -98,11 +99,24 @@ def decode(data: bytes, name: str, line_offset: int = 0) -> str:
         ) from None
 
 
+def _parse_int(digits: str) -> int:
+    """An integer literal; past Python's 4,300-digit conversion limit, one of the same magnitude.
+
+    Such an integer is out of any range the validator accepts (it is flagged with its pointer), so
+    its exact value never matters, and converting it exactly would cost quadratic time.
+    """
+    if len(digits) <= 4000:
+        return int(digits)
+    negative = digits.startswith("-")
+    magnitude = int(10 ** (len(digits) - 1 - negative))
+    return -magnitude if negative else magnitude
+
+
 def parse(text: str, name: str, max_depth: int, line_offset: int = 0) -> Any:
     """Parse one JSON document with a depth guard; errors name line and column."""
     check_depth(text, max_depth, name, line_offset)
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{name}: not valid JSON at line {exc.lineno + line_offset}, column {exc.colno}: {exc.msg}"
@@ -240,7 +254,7 @@ def _json(results: list[FileResult]) -> str:
             "unusable": sum(1 for r in results if r.error is not None),
         },
     }
-    return json.dumps(report, ensure_ascii=False, indent=1)
+    return stdout_json(report, indent=1)
 
 
 def run(files: list[str], *, max_bytes: int, max_depth: int, strict: bool = False) -> list[FileResult]:

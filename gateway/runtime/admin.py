@@ -1,16 +1,21 @@
 """Admin API under ``/admin/``: sources, sinks, outbox, dead letters and raw archive.
 
 Every answer is JSON; errors are RFC 9457 problem details. The OpenAPI 3.1 description is
-served at ``/admin/openapi.json``. Authentication is enforced by the app's middleware.
+served at ``/admin/openapi.json``. Authentication is enforced by the app's middleware;
+:func:`cross_site_guard` refuses cross-site calls (``Host``, ``Origin``, non-JSON bodies), with or
+without a token.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from gateway.crosssite import HostPolicy, json_content_type, refusal, simple_content_type
 from gateway.errors import JonctionError
 from gateway.runtime.logging import redact
 from gateway.runtime.state import RUNTIME, Runtime
@@ -22,6 +27,41 @@ def problem(status: int, title: str, detail: str) -> web.Response:
     """An RFC 9457 problem-details response."""
     return web.json_response({"type": "about:blank", "title": title, "status": status, "detail": redact(detail)},
                              status=status, content_type="application/problem+json")
+
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_WRITES: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _has_body(request: web.Request) -> bool:
+    length = request.content_length
+    return (length is not None and length > 0) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def cross_site_guard(policy: HostPolicy) -> Middleware:
+    """Middleware refusing (403) admin calls a web page could make from the operator's browser.
+
+    Every ``/admin/`` request must name this server in ``Host`` (against DNS rebinding) and carry no
+    ``Origin`` of another site; a write carrying a body must be JSON, and a write never carries the
+    form or text types browsers send cross-site without a preflight. Applies on loopback, with or
+    without a token: a token-less loopback gateway would otherwise be driven by any web page.
+    """
+
+    @web.middleware
+    async def guard(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if not request.path.startswith("/admin/"):
+            return await handler(request)
+        reason = refusal(policy, host=request.headers.get("Host"), origin=request.headers.get("Origin"),
+                         scheme=request.scheme, fetch_site=request.headers.get("Sec-Fetch-Site"))
+        if reason is None and request.method in _WRITES:
+            ctype = request.headers.get("Content-Type")
+            if simple_content_type(ctype) or (_has_body(request) and not json_content_type(ctype)):
+                reason = "admin requests with a body must be JSON (Content-Type: application/json)"
+        if reason is not None:
+            return problem(403, "Forbidden", reason)
+        return await handler(request)
+
+    return guard
 
 
 def _int(request: web.Request, name: str, default: int, *, maximum: int | None = None) -> int:
@@ -275,6 +315,7 @@ def _op(summary: str, *, params: list[dict[str, Any]] | None = None, body: bool 
         op["responses"][str(code)] = {"description": {200: "OK", 204: "Done", 404: "Not found",
                                                       422: "Still failing", 401: "Token missing or wrong"}[code]}
     op["responses"]["401"] = {"description": "Token missing or wrong"}
+    op["responses"]["403"] = {"description": "Cross-site call refused (Host, Origin or a non-JSON body)"}
     if params:
         op["parameters"] = params
     if body:
@@ -292,7 +333,9 @@ OPENAPI: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
     "info": {"title": "jonction gateway operations API", "version": "1.0.0",
              "description": "Health, metrics and administration of a jonction gateway. Admin routes need a "
-                            "bearer token unless the gateway listens on loopback only."},
+                            "bearer token once one is configured (always when the gateway listens beyond "
+                            "loopback); with or without one, admin calls naming another Host, carrying "
+                            "another site's Origin or a non-JSON body are refused (403)."},
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     "paths": {
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "alive"}}}},

@@ -20,12 +20,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
 from gateway import home
 from gateway.contract import adapter_logger, discover
+from gateway.crosssite import HostPolicy
 from gateway.errors import ConfigInvalid, JonctionError
 from gateway.model import RawMessage
 from gateway.runtime import admin
@@ -170,6 +172,13 @@ async def _open_store(rt: Runtime) -> Any:
     return await base.open_storage(path, durability="full" if rt.config.durability == "full" else "normal")
 
 
+def allowed_hosts(cfg: GatewayConfig) -> tuple[str, ...]:
+    """Host names the admin and write APIs answer to besides loopback: ``server.allowed_hosts`` and
+    the host of ``server.public_url`` (the name clients were told to use)."""
+    public = urlsplit(cfg.public_url).hostname if cfg.public_url else None
+    return (*cfg.allowed_hosts, *([public] if public else []))
+
+
 def _store_api(cfg: GatewayConfig) -> web.Application | None:
     """The embedded store's HTTP API as a sub-app, when the store room provides it."""
     try:
@@ -179,6 +188,7 @@ def _store_api(cfg: GatewayConfig) -> web.Application | None:
         return None
     tokens = frozenset({cfg.admin_token}) if cfg.admin_token else frozenset()
     settings = settings_mod.StoreSettings(data_dir=cfg.data_dir, host=cfg.host, tokens=tokens,
+                                          allowed_hosts=frozenset(allowed_hosts(cfg)),
                                           durability="full" if cfg.durability == "full" else "normal",
                                           allow_unfiltered_queries=cfg.allow_unfiltered_queries)
     sub: web.Application = store_app.create_store_app(settings)
@@ -380,7 +390,9 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, Any] | None = No
     found = dict(adapters) if adapters is not None else dict(discover())
     check_source_configs(config, found)
     rt = Runtime(config, found)
-    app = web.Application(client_max_size=config.max_body, middlewares=[_errors, _auth_middleware(config.admin_token)])
+    app = web.Application(client_max_size=config.max_body, middlewares=[
+        _errors, admin.cross_site_guard(HostPolicy.of(config.host, allowed_hosts(config))),
+        _auth_middleware(config.admin_token)])
     app[RUNTIME] = rt
     app[_STORE_OWNED_BY_API] = False
     _register_gauges(rt)

@@ -133,6 +133,8 @@ class GatewayConfig:
     data_dir: Path = Path("data")
     log_level: str = "INFO"
     admin_token: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    """Public host names the admin and write APIs answer to, besides loopback and the bind address."""
     durability: str = "normal"
     max_body: int = 1 << 20
     archive_max_bytes: int = 1 << 30
@@ -240,6 +242,7 @@ def parse(document: Any, *, base: Path | None = None, adapters: Mapping[str, Any
     cfg.port = server.get("port", cfg.port)
     cfg.public_url = server.get("public_url")
     cfg.max_body = size(server.get("max_body"), cfg.max_body)
+    cfg.allowed_hosts = tuple(server.get("allowed_hosts", ()))
     if "data_dir" in document:
         data = Path(document["data_dir"])
         cfg.data_dir = data if data.is_absolute() else base / data

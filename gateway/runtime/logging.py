@@ -95,6 +95,42 @@ def quiet_third_party(handler: logging.Handler) -> None:
         handler.addFilter(ThirdPartyFilter())
 
 
+_SERVER_LOGGER: Final = "aiohttp.server"
+"""Where aiohttp logs requests it could not parse (oversized request line or headers, bad syntax)."""
+
+
+class MalformedRequestFilter(logging.Filter):
+    """Turn aiohttp's report of an unparsable request into one WARNING line without a traceback.
+
+    aiohttp answers such a request itself (400, or 431 for headers) and then logs it with the full
+    traceback and the offending bytes, 64 KiB of them for an oversized request line: a client could
+    fill the log at will. The record keeps the peer, the status and the parser's reason, cut short.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite records carrying an HTTP parsing error; let every other record through unchanged."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not any(c.__name__ == "HttpProcessingError" for c in type(exc).__mro__):
+            return True
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        reason = str(getattr(exc, "message", "") or type(exc).__name__)
+        reason = " ".join(reason.split(":", 1)[0].split())[:160]
+        record.msg = "refused a malformed HTTP request from %s: %s %s (%s)"
+        record.args = (peer, getattr(exc, "code", 400), type(exc).__name__, reason)
+        record.exc_info = None
+        record.exc_text = None
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Install :class:`MalformedRequestFilter` on aiohttp's server logger (once; idempotent)."""
+    server = logging.getLogger(_SERVER_LOGGER)
+    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+        server.addFilter(MalformedRequestFilter())
+
+
 def setup_logging(level: str = "INFO", stream: Any = None) -> None:
     """Route the root logger to one JSON-lines handler (replacing earlier handlers)."""
     root = logging.getLogger()
@@ -107,3 +143,4 @@ def setup_logging(level: str = "INFO", stream: Any = None) -> None:
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     # aiohttp's access log is one line per request: too chatty at the gateway's rates.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    quiet_malformed_requests()

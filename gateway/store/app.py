@@ -33,7 +33,7 @@ from gateway.store.base import Storage, tune_gc
 from gateway.store.batch import add_batch_routes
 from gateway.store.discovery import add_discovery_routes
 from gateway.store.problems import NgsiError
-from gateway.store.security import auth_middleware
+from gateway.store.security import auth_middleware, cross_site_middleware
 from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings, load_tokens
 from gateway.store.sqlite import SqliteStorage
 
@@ -69,7 +69,7 @@ def _optional_setup(module: str, function: str) -> Callable[[web.Application, St
 def create_store_app(settings: StoreSettings, *, storage: Storage | None = None) -> web.Application:
     """The NGSI-LD sub-application; opens ``settings.store_path`` unless ``storage`` is given."""
     settings.check()
-    middlewares: list[Any] = [error_middleware]
+    middlewares: list[Any] = [error_middleware, cross_site_middleware(settings)]
     if settings.requires_auth:
         middlewares.append(auth_middleware(settings))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)

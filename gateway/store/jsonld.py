@@ -331,13 +331,13 @@ class Context:
             return [{"type": "Property", "value": NULL_URN}]
         if value is None:
             raise bad_request(f"{pointer}: null is not a valid attribute value")
-        if type(value) is dict and value.get("type") in model.ATTRIBUTE_TYPES:
+        if type(value) is dict and str(value.get("type")) in model.ATTRIBUTE_TYPES:
             return [self._expand_instance(value, pointer, partial=partial)]  # already normalized: fast path
         for i, item in enumerate(value if isinstance(value, list) else [value]):
             if (
                 isinstance(item, Mapping)
                 and "type" in item
-                and item["type"] not in model.ATTRIBUTE_TYPES
+                and str(item["type"]) not in model.ATTRIBUTE_TYPES
                 and not model.is_geojson(item)
                 and any(k in item for k in model.VALUE_KEY.values())
             ):

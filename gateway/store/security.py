@@ -1,4 +1,5 @@
-"""Bearer-token access control of the store API (constant-time compare, tokens never logged)."""
+"""Access control of the store API: bearer tokens (constant-time compare, never logged) and
+refusal of cross-site writes (``Host`` and ``Origin`` checks, see :mod:`gateway.crosssite`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.crosssite import HostPolicy, refusal
 from gateway.store.api import TENANT_HEADER
 from gateway.store.problems import NgsiError
 from gateway.store.settings import StoreSettings
@@ -42,6 +44,26 @@ def auth_middleware(settings: StoreSettings) -> Callable[[web.Request, Handler],
                 401,
                 title="Unauthorized",
             )
+        return await handler(request)
+
+    return middleware
+
+
+def cross_site_middleware(settings: StoreSettings) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Middleware refusing (403) writes whose ``Host`` is not this store's or whose ``Origin`` is another site.
+
+    Runs with or without tokens: a store on loopback with no token is otherwise writable by any
+    web page open in the operator's browser (cross-site form posts, DNS rebinding).
+    """
+    policy = HostPolicy.of(settings.host, settings.allowed_hosts)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method not in _READS:
+            reason = refusal(policy, host=request.headers.get("Host"), origin=request.headers.get("Origin"),
+                             scheme=request.scheme, fetch_site=request.headers.get("Sec-Fetch-Site"))
+            if reason is not None:
+                raise NgsiError("Forbidden", reason, 403, title="Forbidden")
         return await handler(request)
 
     return middleware

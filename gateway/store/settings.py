@@ -35,9 +35,13 @@ class StoreSettings:
     tenant_tokens: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Bearer tokens valid for one tenant only ("" is the default tenant)."""
     auth_required: bool | None = None
-    """None: required for writes unless bound to loopback; True/False forces it."""
+    """None: required for writes once a token is configured, or when not bound to loopback;
+    True/False forces it."""
     protect_reads: bool = False
     """Require a token for reads too (when authentication is required)."""
+    allowed_hosts: frozenset[str] = frozenset()
+    """Names the store answers writes to besides loopback names and its bind address (its public
+    host names, ``*`` for any): a write with another ``Host`` is refused as DNS rebinding."""
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch: int = 10_000
     """Most entities in one batch operation."""
@@ -73,8 +77,10 @@ class StoreSettings:
 
     @property
     def requires_auth(self) -> bool:
-        """Whether writes need a bearer token."""
-        return self.auth_required if self.auth_required is not None else not self.loopback
+        """Whether writes need a bearer token: once one is configured, on loopback too."""
+        if self.auth_required is not None:
+            return self.auth_required
+        return not self.loopback or bool(self.tokens) or any(self.tenant_tokens.values())
 
     def check(self) -> None:
         """Raise ConfigInvalid when the settings cannot work (auth required but no token)."""
