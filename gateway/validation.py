@@ -565,12 +565,15 @@ def _model_for(entity_type: Any) -> schemas.ModelSpec | None:
     return None
 
 
-def validate(entity: Any) -> Verdict:
+def validate(entity: Any, *, strict: bool = False) -> Verdict:
     """Validate one NGSI-LD entity (normalized or concise); never raises on bad input.
 
     NaN, Infinity, integers beyond 64 bits and nesting deeper than 128 levels are errors with the
-    pointer of the offending value; the rest of the entity is still checked.
+    pointer of the offending value; the rest of the entity is still checked. ``strict``: the
+    findings of ``STRICT_RULES`` (unknown type, undefined attribute, unit not the model's) are errors.
     """
+    if strict:
+        return strict_verdict(validate(entity))
     if not isinstance(entity, Mapping):
         problem = Problem("", "entity", f"an entity must be a JSON object, not {type(entity).__name__}", "an object")
         return Verdict(False, None, None, (problem,), ())

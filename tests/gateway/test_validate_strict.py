@@ -91,3 +91,9 @@ def test_a_device_controlling_an_asset_links_it_with_a_relationship() -> None:
     device["controlledAsset"] = {"type": "Relationship", "object": "bin 1"}
     assert [(p.pointer, p.rule) for p in validate_strict(device).errors] == [
         ("/controlledAsset/object", "relationship-object")]
+
+
+def test_validate_takes_strict_as_a_keyword() -> None:
+    unknown = dict(_air(), type="AirQualityObservation")
+    assert validate(unknown).valid
+    assert [(p.pointer, p.rule) for p in validate(unknown, strict=True).errors] == [("/type", "unknown-model")]
