@@ -16,6 +16,7 @@ from conformance.registry import LEVEL_TITLES, catalogue
 TEXT: dict[str, dict[str, str]] = {
     "fr": {
         "model": "Modèle", "version": "Version du schéma", "commit": "Révision amont",
+        "required": "livraison obligatoire",
         "level": "Niveau", "content": "Contenu", "req": "Exigence", "count": "Vérifications",
         "mandatory": "obligatoire", "optional": "facultatif (pour information)",
         "id": "Identifiant", "check": "Vérification", "refs": "Références",
@@ -37,6 +38,7 @@ TEXT: dict[str, dict[str, str]] = {
     },
     "en": {
         "model": "Model", "version": "Schema version", "commit": "Upstream revision",
+        "required": "must be delivered",
         "level": "Level", "content": "Content", "req": "Requirement", "count": "Checks",
         "mandatory": "mandatory", "optional": "optional (for information)",
         "id": "Id", "check": "Check", "refs": "References",
@@ -77,7 +79,9 @@ def _models(profile: Profile, t: dict[str, str]) -> str:
             commit = f"{spec.upstream_subject} {spec.upstream_commit[:12]}".strip()
         except Exception:  # a model jonction does not bundle has no upstream record
             commit = "—"
-        rows.append(f"   | {m['name']} | {m['version']} | {commit or '—'} |")
+        # Every model conforms when delivered; only those marked must be delivered by every target.
+        name = f"{m['name']} ({t['required']})" if m.get("required") else m["name"]
+        rows.append(f"   | {name} | {m['version']} | {commit or '—'} |")
     if not profile.models:
         rows.append("   | — | — | — |")
     return "\n".join(rows)

@@ -32,9 +32,11 @@ def register_check(sub: Any) -> None:
                     "entity files. Exit code 0 when every mandatory check passes, 1 otherwise, 2 when the "
                     "target cannot be reached or the profile is invalid.")
     parser.add_argument("--profile", required=True, help=f"shipped profile ({', '.join(SHIPPED)}) or a YAML file")
-    parser.add_argument("--target", help="endpoint URL (http://host:port[/ngsi-ld/v1]) or a target YAML file")
+    parser.add_argument("--target", help="endpoint URL (http://host:port[/ngsi-ld/v1]), a target YAML file, or "
+                                          "entity files: a .json (one entity or an array), an .ndjson, or a folder")
     parser.add_argument("--out", default="conformance-report", help="directory for report.json/.junit.xml/.html")
-    parser.add_argument("--vendor-sheet", help="YAML vendor declaration for the Q level")
+    parser.add_argument("--vendor-sheet", help="YAML vendor sheet: the models the vendor supplies and its quality "
+                                               "promises (Q level)")
     parser.add_argument("--allow-write", action="store_true", default=None,
                         help="let the checker write to an endpoint given by URL (target files say allow_write)")
     parser.add_argument("--window", type=float, help="observation window in seconds (Q level)")
@@ -55,7 +57,7 @@ def _handle_check(args: argparse.Namespace) -> int:
             print(f"{cid}\t{status}\t{cat[cid].title}")
         return 0
     if not args.target:
-        raise ConfigInvalid("--target is required (an endpoint URL or a target YAML file)")
+        raise ConfigInvalid("--target is required (an endpoint URL, a target YAML file, or entity files)")
     from conformance.reports import validate_report, write_all
     from conformance.runner import exit_code, run
     from conformance.targets import load_target
@@ -71,11 +73,14 @@ def _handle_check(args: argparse.Namespace) -> int:
     paths = write_all(report, Path(args.out), args.lang)
     s = report["summary"]
     print(f"{profile.id}: {s['mandatory_passed']}/{s['mandatory_total']} mandatory checks passed "
-          f"({s['pass']} pass, {s['fail']} fail, {s['skip']} skip, {s['error']} error) — "
-          f"{'ACCEPTED' if s['accepted'] else 'NOT ACCEPTED'}")
+          f"({s['pass']} pass, {s['fail']} fail, {s['skip']} skip, {s['error']} error, "
+          f"{s['not_applicable']} not applicable) — {'ACCEPTED' if s['accepted'] else 'NOT ACCEPTED'}")
     for r in report["results"]:
-        if r["status"] == "mandatory" and r["verdict"] != "pass":
+        if r["status"] == "mandatory" and r["verdict"] not in ("pass", "not_applicable"):
             print(f"  {r['id']} {r['verdict']}: {r['reason'][:200]}")
+    if s["not_applicable"]:
+        print(f"  {s['not_applicable']} checks do not apply to this target (listed apart in the report; "
+              "they do not block acceptance)")
     print(f"reports: {paths['json']} {paths['junit']} {paths['html']}")
     return exit_code(report)
 
@@ -85,8 +90,8 @@ def register_clause(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "clause", help="generate the contract clause and its technical annex from a profile")
     parser.add_argument("--profile", required=True, help=f"shipped profile ({', '.join(SHIPPED)}) or a YAML file")
-    parser.add_argument("--lang", choices=("fr", "en"), default="fr")
-    parser.add_argument("--format", choices=("md", "html"), default="md")
+    parser.add_argument("--lang", choices=("fr", "en"), default="fr", help="language of the clause (default: fr)")
+    parser.add_argument("--format", choices=("md", "html"), default="md", help="Markdown (default) or HTML")
     parser.add_argument("--out", help="file to write (default: standard output)")
     parser.set_defaults(handler=_handle_clause)
 

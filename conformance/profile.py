@@ -73,6 +73,31 @@ class Profile:
         return [m["name"] for m in self.models]
 
     @property
+    def required_models(self) -> list[str]:
+        """Models every target must deliver (``required: true`` in the profile)."""
+        return [m["name"] for m in self.models if m.get("required")]
+
+    @property
+    def supplied_models(self) -> list[str]:
+        """Models the vendor sheet says the vendor delivers (``supplies`` and the declared types)."""
+        names = [str(n) for n in self.quality.get("supplies", [])]
+        names += [str(d["type"]) for d in self.quality.get("declarations", []) if d.get("type") not in names]
+        return names
+
+    def must_deliver(self, model: str) -> str | None:
+        """Why the target must deliver entities of ``model`` (profile or vendor sheet), or None."""
+        if model in self.required_models:
+            return f"the profile requires {model} entities"
+        if model in self.supplied_models:
+            return f"the vendor sheet declares that the vendor supplies {model}"
+        return None
+
+    @property
+    def strict(self) -> bool:
+        """L1 in strict mode (unknown types, undefined attributes and units not allowed are errors)."""
+        return bool(self.doc.get("strict", False))
+
+    @property
     def waivers(self) -> dict[str, str]:
         """Waived check id -> the written reason."""
         return {w["check"]: w["reason"] for w in self.doc.get("waivers", [])}

@@ -51,6 +51,11 @@ class Skip(Exception):
     """The check cannot run against this target; the message is the reason."""
 
 
+class NotApplicable(Skip):
+    """The check does not apply to this target (an API check on files, a model nobody delivers, a promise
+    the vendor did not make); listed apart and never blocks acceptance."""
+
+
 @dataclass(frozen=True, slots=True)
 class Check:
     """One verifiable requirement."""

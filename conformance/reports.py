@@ -13,7 +13,10 @@ from conformance.i18n import explain, title
 from conformance.registry import LEVEL_TITLES, LEVELS
 from conformance.schemadoc import check_against
 
-COLOURS: Final = {"pass": "#1b7f3b", "fail": "#b3261e", "error": "#8a4b00", "skip": "#7a7a7a"}
+COLOURS: Final = {"pass": "#1b7f3b", "fail": "#b3261e", "error": "#8a4b00", "skip": "#7a7a7a",
+                  "not_applicable": "#b8c4cc"}
+BARS: Final = ("pass", "fail", "error", "skip", "not_applicable")
+"""Verdicts in chart order."""
 
 LABELS: Final[dict[str, dict[str, str]]] = {
     "en": {
@@ -33,6 +36,10 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "refs": "References", "yes": "yes", "no": "no", "tested": "tested", "partly": "partly tested",
         "mandatory_status": "mandatory", "optional_status": "optional", "waived_status": "waived",
         "v_pass": "pass", "v_fail": "fail", "v_error": "error", "v_skip": "skipped",
+        "not_applicable": "not applicable", "v_not_applicable": "not applicable",
+        "na_title": "Not applicable to this target",
+        "na_text": "These checks do not apply to this kind of target or to what the vendor supplies and "
+                   "promises; they do not block acceptance.",
     },
     "fr": {
         "title": "Rapport de conformité", "accepted": "CONFORME", "refused": "NON CONFORME",
@@ -52,6 +59,10 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "tested": "testée", "partly": "testée en partie",
         "mandatory_status": "obligatoire", "optional_status": "facultative", "waived_status": "dérogation",
         "v_pass": "réussie", "v_fail": "échec", "v_error": "erreur", "v_skip": "non exécutée",
+        "not_applicable": "sans objet", "v_not_applicable": "sans objet",
+        "na_title": "Sans objet pour cette cible",
+        "na_text": "Ces vérifications ne s'appliquent pas à ce type de cible ni à ce que le fournisseur livre "
+                   "et promet ; elles ne bloquent pas la conformité.",
     },
 }
 
@@ -68,7 +79,7 @@ h1{font-size:1.7rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-
 table{border-collapse:collapse;width:100%;font-size:.9rem;margin:.5rem 0}
 th,td{border:1px solid #ccc;padding:.3rem .45rem;text-align:left;vertical-align:top}
 th{background:#f2f2f2}td:first-child{white-space:nowrap}.verdict{font-weight:700;text-transform:uppercase;font-size:.8rem}
-.pass{color:#1b7f3b}.fail{color:#b3261e}.error{color:#8a4b00}.skip{color:#666}
+.pass{color:#1b7f3b}.fail{color:#b3261e}.error{color:#8a4b00}.skip{color:#666}.not_applicable{color:#5f7380}
 .banner{padding:1rem 1.2rem;border-radius:6px;margin:1rem 0;color:#fff;font-size:1.1rem}
 .banner.ok{background:#1b7f3b}.banner.ko{background:#b3261e}.banner b{font-size:1.5rem;margin-right:.6rem}
 .figures{display:flex;gap:1rem;flex-wrap:wrap}.figure{border:1px solid #ddd;border-radius:6px;padding:.6rem 1rem;
@@ -106,7 +117,7 @@ def junit_xml(report: dict[str, Any]) -> str:
         counts = {"tests": len(results),
                   "failures": sum(r["verdict"] == "fail" for r in results),
                   "errors": sum(r["verdict"] == "error" for r in results),
-                  "skipped": sum(r["verdict"] == "skip" for r in results)}
+                  "skipped": sum(r["verdict"] in ("skip", "not_applicable") for r in results)}
         for k, v in counts.items():
             total[k] += v
         attrs = {"name": f"{level} {LEVEL_TITLES[level]['en']}", **{k: str(v) for k, v in counts.items()},
@@ -118,9 +129,13 @@ def junit_xml(report: dict[str, Any]) -> str:
             props = ET.SubElement(case, "properties")
             ET.SubElement(props, "property", name="status", value=r["status"])
             ET.SubElement(props, "property", name="references", value="; ".join(r["references"]))
-            tag = {"fail": "failure", "error": "error", "skip": "skipped"}.get(r["verdict"])
+            ET.SubElement(props, "property", name="verdict", value=r["verdict"])
+            tag = {"fail": "failure", "error": "error", "skip": "skipped",
+                   "not_applicable": "skipped"}.get(r["verdict"])
             if tag:
                 prefix = "" if r["status"] == "mandatory" else f"[{r['status']}] "
+                if r["verdict"] == "not_applicable":  # JUnit has no such state: a skip that says so
+                    prefix = "not applicable: " + prefix
                 el = ET.SubElement(case, tag, message=prefix + r["reason"][:500])
                 if tag != "skipped":
                     el.text = f"expected: {r['expects']}\n{r['reason']}"
@@ -144,12 +159,12 @@ def _chart(report: dict[str, Any], lang: str) -> str:
              f'viewBox="0 0 {left + width + 60} {height}" aria-label="{escape(LABELS[lang]["by_level"])}">']
     for i, (level, counts) in enumerate(levels):
         y = 10 + i * row
-        total = sum(counts[v] for v in ("pass", "fail", "error", "skip")) or 1
+        total = sum(counts.get(v, 0) for v in BARS) or 1
         label = f"{level} {LEVEL_TITLES[level][lang]}"
         parts.append(f'<text x="0" y="{y + 15}" font-size="12" font-family="sans-serif">{escape(label)}</text>')
         x = float(left)
-        for verdict in ("pass", "fail", "error", "skip"):
-            n = counts[verdict]
+        for verdict in BARS:
+            n = counts.get(verdict, 0)
             if not n:
                 continue
             w = width * n / total
@@ -163,7 +178,7 @@ def _chart(report: dict[str, Any], lang: str) -> str:
                      f'{counts["pass"]}/{total}</text>')
     y = 10 + len(levels) * row + 8
     x = float(left)
-    for verdict in ("pass", "fail", "error", "skip"):
+    for verdict in BARS:
         parts.append(f'<rect x="{x:.0f}" y="{y}" width="12" height="12" fill="{COLOURS[verdict]}"/>'
                      f'<text x="{x + 16:.0f}" y="{y + 11}" font-size="11" font-family="sans-serif">'
                      f'{escape(LABELS[lang][verdict])}</text>')
@@ -230,8 +245,8 @@ def html_report(report: dict[str, Any], lang: str = "en") -> str:
     out.append('<div class="figures">')
     out.append(f'<div class="figure"><div class="n">{s["mandatory_passed"]}/{s["mandatory_total"]}</div>'
                f'{lab["mandatory"]} ({s["mandatory_rate"]:.0%})</div>')
-    for v in ("pass", "fail", "error", "skip"):
-        out.append(f'<div class="figure"><div class="n {v}">{s[v]}</div>{lab[v]}</div>')
+    for v in BARS:
+        out.append(f'<div class="figure"><div class="n {v}">{s.get(v, 0)}</div>{lab[v]}</div>')
     out.append("</div>")
     out.append(f"<h2>{lab['by_level']}</h2>{_chart(report, lang)}")
     if p["waivers"]:
@@ -258,6 +273,16 @@ def html_report(report: dict[str, Any], lang: str = "en") -> str:
         for m in r["evidence"].get("measurements", []):
             out.append(f"<dt>{lab['measurements']}</dt><dd><pre>{escape(json.dumps(m, ensure_ascii=False))}</pre></dd>")
         out.append("</dl></div>")
+    na = report.get("not_applicable", [])
+    out.append(f'<h2 id="not-applicable">{lab["na_title"]} ({len(na)})</h2><p class="muted">{lab["na_text"]}</p>')
+    if na:
+        out.append(f"<table><tr><th>{lab['id']}</th><th>{lab['check']}</th><th>{lab['reason']}</th></tr>")
+        for c in na:
+            out.append(f"<tr><td>{escape(c['id'])}</td><td>{escape(title(c['id'], lang))}</td>"
+                       f"<td>{escape(c['why'][:300])}</td></tr>")
+        out.append("</table>")
+    else:
+        out.append(f"<p>{lab['none']}</p>")
     out.append(f"<h2>{lab['all']} ({len(report['results'])})</h2>")
     out.append(f"<table><tr><th>{lab['id']}</th><th>{lab['check']}</th><th>{lab['status']}</th>"
                f"<th>{lab['verdict']}</th><th>{lab['reason']}</th><th>{lab['refs']}</th></tr>")

@@ -14,7 +14,7 @@ from conformance.context import WRITE_LEVELS, FixtureError, RunContext
 from conformance.http import Client, Unreachable
 from conformance.profile import Profile
 from conformance.receiver import Receiver
-from conformance.registry import LEVELS, Check, Fail, Skip, catalogue
+from conformance.registry import LEVELS, Check, Fail, NotApplicable, Skip, catalogue
 from conformance.targets import API_ROOT, EndpointTarget, Target
 from gateway.errors import JonctionError
 from gateway.model import format_time
@@ -22,6 +22,8 @@ from gateway.model import format_time
 log = logging.getLogger("jonction.check")
 
 REPORT_VERSION: Final = "1.0"
+VERDICTS: Final = ("pass", "fail", "skip", "error", "not_applicable")
+"""Check verdicts; ``not_applicable`` (does not apply to this target) never blocks acceptance."""
 CHECK_TIMEOUT: Final = 120.0
 """Longest a single check may run (seconds); the observation window is added for Q checks."""
 
@@ -36,16 +38,22 @@ def _now() -> str:
     return format_time(datetime.now(UTC))
 
 
-def _missing_need(ctx: RunContext, chk: Check) -> str | None:
+def _missing_need(ctx: RunContext, chk: Check) -> tuple[str, str] | None:
+    """(verdict, reason) when the check cannot run: ``not_applicable`` for the target's kind, else ``skip``."""
     endpoint = isinstance(ctx.target, EndpointTarget)
     if "api" in chk.needs and not endpoint:
-        return "the target is not an NGSI-LD API (files or adapter): API levels cannot be tested"
+        return "not_applicable", (f"an API check does not apply to a {ctx.target.kind} target "
+                                  "(entity files or an adapter's translations are judged on data levels only)")
     if "write" in chk.needs and not ctx.writes_allowed:
-        return ctx.write_refusal
+        if not endpoint:
+            return "not_applicable", f"a write check does not apply to a {ctx.target.kind} target"
+        return "skip", ctx.write_refusal
     if "auth" in chk.needs and not (endpoint and ctx.endpoint.token):
-        return "no credentials configured for the target (credentials.token_env or token_file)"
+        if not endpoint:
+            return "not_applicable", f"an access-control check does not apply to a {ctx.target.kind} target"
+        return "skip", "no credentials configured for the target (credentials.token_env or token_file)"
     if "declaration" in chk.needs and not ctx.profile.quality.get("declarations"):
-        return "no vendor declaration (profile quality block or --vendor-sheet)"
+        return "skip", "no vendor declaration (profile quality block or --vendor-sheet)"
     return None
 
 
@@ -64,6 +72,8 @@ async def _run_one(ctx: RunContext, chk: Check) -> dict[str, Any]:
         reason = note or ""
     except Fail as exc:
         verdict, reason = "fail", str(exc)
+    except NotApplicable as exc:
+        verdict, reason = "not_applicable", str(exc)
     except Skip as exc:
         verdict, reason = "skip", str(exc)
     except FixtureError as exc:
@@ -125,7 +135,7 @@ async def run(profile: Profile, target: Target, *, only: set[str] | None = None)
                 entry.update(verdict="skip", reason=f"waived by the profile: {profile.waivers[cid]}",
                              started=_now(), duration_s=0.0, evidence={"exchanges": []})
             elif (missing := _missing_need(ctx, chk)) is not None:
-                entry.update(verdict="skip", reason=missing, started=_now(), duration_s=0.0,
+                entry.update(verdict=missing[0], reason=missing[1], started=_now(), duration_s=0.0,
                              evidence={"exchanges": []})
             else:
                 log.info("%s %s", cid, chk.title)
@@ -146,7 +156,9 @@ async def run(profile: Profile, target: Target, *, only: set[str] | None = None)
         # count as not passed.
         full = profile.selection()
         report["run"]["only"] = sorted(only)
-        report["summary"]["mandatory_total"] = sum(1 for st in full.values() if st == "mandatory")
+        not_applicable = {r["id"] for r in results if r["verdict"] == "not_applicable"}
+        report["summary"]["mandatory_total"] = sum(1 for cid, st in full.items()
+                                                   if st == "mandatory" and cid not in not_applicable)
         total = report["summary"]["mandatory_total"]
         report["summary"]["mandatory_rate"] = round(report["summary"]["mandatory_passed"] / total, 4) if total else 1.0
         report["summary"]["accepted"] = report["summary"]["mandatory_passed"] == total
@@ -157,15 +169,18 @@ async def run(profile: Profile, target: Target, *, only: set[str] | None = None)
 
 
 def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
-    counts = {v: sum(1 for r in results if r["verdict"] == v) for v in ("pass", "fail", "skip", "error")}
-    mandatory = [r for r in results if r["status"] == "mandatory"]
+    counts = {v: sum(1 for r in results if r["verdict"] == v) for v in VERDICTS}
+    # A check that does not apply to this target neither counts for nor against acceptance; a
+    # mandatory check that could not run (skip) still blocks it.
+    mandatory = [r for r in results if r["status"] == "mandatory" and r["verdict"] != "not_applicable"]
     passed = sum(1 for r in mandatory if r["verdict"] == "pass")
     by_level: dict[str, dict[str, int]] = {}
     for level in LEVELS:
         lr = [r for r in results if r["level"] == level]
         if lr:
-            by_level[level] = {v: sum(1 for r in lr if r["verdict"] == v) for v in ("pass", "fail", "skip", "error")}
-            by_level[level]["mandatory"] = sum(1 for r in lr if r["status"] == "mandatory")
+            by_level[level] = {v: sum(1 for r in lr if r["verdict"] == v) for v in VERDICTS}
+            by_level[level]["mandatory"] = sum(1 for r in lr if r["status"] == "mandatory"
+                                               and r["verdict"] != "not_applicable")
     return {
         "selected": len(results),
         **counts,
@@ -173,9 +188,17 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "mandatory_total": len(mandatory),
         "mandatory_passed": passed,
         "mandatory_rate": round(passed / len(mandatory), 4) if mandatory else 1.0,
-        "accepted": passed == len(mandatory),
+        # Mandatory checks that all turned out not applicable prove nothing: not an acceptance.
+        "accepted": passed == len(mandatory)
+        and (bool(mandatory) or not any(r["status"] == "mandatory" for r in results)),
         "by_level": by_level,
     }
+
+
+def _not_applicable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The checks that do not apply to this target, listed apart from those that could not run."""
+    return [{"id": r["id"], "level": r["level"], "title": r["title"], "status": r["status"], "why": r["reason"]}
+            for r in results if r["verdict"] == "not_applicable"]
 
 
 def _not_tested(results: list[dict[str, Any]], selection: dict[str, str]) -> dict[str, Any]:
@@ -231,6 +254,7 @@ def build_report(profile: Profile, target: Target, ctx: RunContext, results: lis
         },
         "summary": _summary(results),
         "results": results,
+        "not_applicable": _not_applicable(results),
         "not_tested": _not_tested(results, selection),
     }
 

@@ -159,7 +159,7 @@ def _read_bytes(path: Path) -> bytes:
 
 def _read_records(path: Path) -> list[tuple[str, Any]]:
     text = _read_bytes(path).decode("utf-8", "replace")
-    if path.suffix == ".ndjson" or path.suffix == ".jsonl":
+    if path.suffix.lower() in (".ndjson", ".jsonl"):
         out: list[tuple[str, Any]] = []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -204,16 +204,37 @@ def _token(creds: Mapping[str, Any], base: Path) -> tuple[str | None, str]:
     return None, ""
 
 
+ENTITY_SUFFIXES: Final = (".json", ".jsonld", ".ndjson", ".jsonl")
+"""Files read as entities when given directly as the target (or found in a target folder)."""
+MAX_TARGET_FILES: Final = 10000
+
+
+def _entity_files(path: Path) -> FilesTarget:
+    """Entity files given directly: one file, or every entity file under a folder (sorted)."""
+    if path.is_file():
+        return FilesTarget(paths=[path])
+    found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in ENTITY_SUFFIXES
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    if not found:
+        raise ConfigInvalid(f"target folder {path} holds no entity file ({', '.join(ENTITY_SUFFIXES)})")
+    if len(found) > MAX_TARGET_FILES:
+        raise ConfigInvalid(f"target folder {path} holds {len(found)} entity files, more than {MAX_TARGET_FILES}")
+    return FilesTarget(paths=found)
+
+
 def load_target(spec: str, *, allow_write: bool | None = None) -> Target:
-    """A target from an endpoint URL or a target YAML file."""
+    """A target from an endpoint URL, a target YAML file, or entity files (.json, .ndjson, a folder)."""
     if spec.startswith(("http://", "https://")):
         token = os.environ.get("JONCTION_CHECK_TOKEN")
         return EndpointTarget(url=_normalize_url(spec), token=token or None,
                               token_source="environment variable JONCTION_CHECK_TOKEN" if token else "",
                               allow_write=bool(allow_write))
     path = Path(spec)
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in ENTITY_SUFFIXES):
+        return _entity_files(path)
     if not path.is_file():
-        raise ConfigInvalid(f"target {spec!r} is neither an http(s) URL nor a readable file")
+        raise ConfigInvalid(f"target {spec!r} is neither an http(s) URL, a target YAML file, entity files "
+                            f"({', '.join(ENTITY_SUFFIXES)}) nor a folder of them")
     if path.stat().st_size > MAX_TARGET_FILE:
         raise ConfigInvalid(f"target file {path} is larger than {MAX_TARGET_FILE} bytes")
     try:

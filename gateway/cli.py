@@ -29,6 +29,16 @@ BUILTIN_COMMANDS = ("run", "store", "adapters", "validate", "translate")
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _log_level(value: str) -> str:
+    """argparse type of ``--log-level``: a known level, or a usage error naming the known ones."""
+    from gateway.runtime.logging import parse_level
+
+    try:
+        return parse_level(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every built-in and registered command."""
     parser = argparse.ArgumentParser(
@@ -36,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Interoperability gateway for connected territories: vendor data to NGSI-LD.",
     )
     parser.add_argument("--version", action="version", version=f"jonction {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument("--log-level", default="INFO", type=_log_level, metavar="LEVEL",
+                        help="debug, info, warning or error (default: info; third-party libraries log "
+                             "warnings only, unless debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in BUILTIN_COMMANDS:
         importlib.import_module(f"gateway.commands.{name}").register(sub)
@@ -78,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                             format="%(message)s", stream=sys.stderr)
+        from gateway.runtime.logging import quiet_third_party
+
+        for log_handler in logging.getLogger().handlers:
+            quiet_third_party(log_handler)
         handler = cast(Handler | None, getattr(args, "handler", None))
         if handler is None:
             parser.print_help()

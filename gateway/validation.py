@@ -21,9 +21,9 @@ import jsonschema
 
 import schemas
 from gateway.model import ATTRIBUTE_MEMBERS, ATTRIBUTE_TYPES, ENTITY_MEMBERS, VALUE_KEY, ModelError, is_uri, parse_time
-from gateway.units import CODES, is_uncefact
+from gateway.units import CODES, UnitError, _dimension, convert, is_uncefact
 
-__all__ = ["Problem", "Verdict", "validate", "validate_batch"]
+__all__ = ["Problem", "Verdict", "strict_verdict", "validate", "validate_batch", "validate_strict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,12 +565,15 @@ def _model_for(entity_type: Any) -> schemas.ModelSpec | None:
     return None
 
 
-def validate(entity: Any) -> Verdict:
+def validate(entity: Any, *, strict: bool = False) -> Verdict:
     """Validate one NGSI-LD entity (normalized or concise); never raises on bad input.
 
     NaN, Infinity, integers beyond 64 bits and nesting deeper than 128 levels are errors with the
-    pointer of the offending value; the rest of the entity is still checked.
+    pointer of the offending value; the rest of the entity is still checked. ``strict``: the
+    findings of ``STRICT_RULES`` (unknown type, undefined attribute, unit not the model's) are errors.
     """
+    if strict:
+        return strict_verdict(validate(entity))
     if not isinstance(entity, Mapping):
         problem = Problem("", "entity", f"an entity must be a JSON object, not {type(entity).__name__}", "an object")
         return Verdict(False, None, None, (problem,), ())
@@ -669,9 +672,10 @@ def _fast_verdict(info: _ModelInfo, entity: Mapping[str, Any], kinds: Mapping[st
         if declared is None or kind is None or kind != declared.ngsi_type:
             return False
         if type(value) is dict and _tag(value.get("type")) in ATTRIBUTE_TYPES:
-            if declared.unit is not None:
+            unit = declared.unit or CONVENTIONAL_UNITS.get(name)
+            if unit is not None:
                 code = value.get("unitCode")
-                if code is not None and code != declared.unit:
+                if code is not None and code != unit:
                     return False
             projected = value.get(VALUE_KEY[kind])
             if type(projected) is dict and "@value" in projected:
@@ -744,10 +748,21 @@ def _against_model(
 
 
 def _compatible(declared: str, kind: str, spec: schemas.ModelSpec, name: str) -> bool:
-    """Richer NGSI-LD forms of what a model declares: a list of relationships, a text in languages."""
+    """Richer NGSI-LD forms of what a model declares: a list of relationships, a text in languages,
+    a relationship where the model keeps entity ids in a Property (Device.controlledAsset)."""
     if declared == "Relationship" and kind == "ListRelationship":
         return True
+    if declared == "Property" and kind in ("Relationship", "ListRelationship") and _holds_entity_ids(spec, name):
+        return True
     return declared == "Property" and kind == "LanguageProperty" and _wants_string(spec, name)
+
+
+def _holds_entity_ids(spec: schemas.ModelSpec, name: str) -> bool:
+    """True when the model's schema of ``name`` is an entity id or a list of them (a link in all but name)."""
+    subschema = spec.schema.get("properties", {}).get(name)
+    if isinstance(subschema, Mapping) and subschema.get("type") == "array":
+        subschema = subschema.get("items")
+    return isinstance(subschema, Mapping) and str(subschema.get("$ref", "")).endswith("/EntityId")
 
 
 def _wants_string(spec: schemas.ModelSpec, name: str) -> bool:
@@ -762,20 +777,89 @@ def _wants_array(spec: schemas.ModelSpec, name: str) -> bool:
     return isinstance(subschema, Mapping) and subschema.get("type") == "array"
 
 
+_CONCENTRATION: Final = frozenset({"C62", "GQ", "M1"})
+"""Dimensions that all say how much of a substance there is (ratios such as ppm, mass per volume):
+converting between them needs a molar mass, so they are 'not convertible', never 'another quantity'."""
+
+
+def _family(code: str) -> str | None:
+    """The quantity a unit measures (the dimension's first code), concentrations merged; None if unknown."""
+    dimension = _dimension(code)
+    if dimension is None:
+        return None
+    first = next(iter(dimension))
+    return "concentration" if first in _CONCENTRATION else first
+
+
+CONVENTIONAL_UNITS: Final[Mapping[str, str]] = {"temperature": "CEL"}
+"""Units the Smart Data Models use for an attribute when a model's schema names none (its text says
+"Celsius" throughout): a temperature in kelvin is checked as one in any model."""
+
+
 def _unit_warning(spec: schemas.ModelSpec, name: str, instances: list[Any], check: _Checker) -> None:
+    """The unitCode against the model's unit: another quantity is an error; another unit of the same
+    quantity is a warning (an error in strict mode, as a unit that cannot be converted)."""
     unit = spec.attributes[name].unit
+    source = "" if unit is not None else " (the Smart Data Models convention)"
+    unit = unit or CONVENTIONAL_UNITS.get(name)
     if unit is None:
         return
     for index, attr in enumerate(instances):
         code = attr.get("unitCode") if isinstance(attr, Mapping) else None
-        if isinstance(code, str) and code != unit and is_uncefact(code):
-            where = _esc(name) + (_esc(index) if len(instances) > 1 else "") + "/unitCode"
-            check.warn(where, "unit-mismatch", f"{spec.name} expresses {name!r} in {unit}, not {code}", unit)
+        if not isinstance(code, str) or code == unit or not is_uncefact(code):
+            continue
+        where = _esc(name) + (_esc(index) if len(instances) > 1 else "") + "/unitCode"
+        said = f"{spec.name} expresses {name!r} in {unit}{source}"
+        theirs, ours = _family(code), _family(unit)
+        if theirs is not None and ours is not None and theirs != ours:
+            check.error(where, "unit-dimension", f"{said}: {code} measures another quantity", unit)
+            continue
+        try:
+            convert(1.0, code, unit)
+        except UnitError:
+            check.warn(where, "unit-unconvertible", f"{said}, not {code}, and {code} cannot be converted to it",
+                       unit)
+            continue
+        check.warn(where, "unit-mismatch", f"{said}, not {code} (convert the value to {unit})", unit)
 
 
-def validate_batch(entities: Iterable[Any]) -> list[Verdict]:
-    """One verdict per entity, in order."""
-    return [validate(item) for item in entities]
+def validate_batch(entities: Iterable[Any], *, strict: bool = False) -> list[Verdict]:
+    """One verdict per entity, in order (``strict``: see :func:`validate_strict`)."""
+    check = validate_strict if strict else validate
+    return [check(item) for item in entities]
+
+
+STRICT_RULES: Final = frozenset({"unknown-model", "unknown-attribute", "ngsi-type", "unit-mismatch",
+                                 "unit-unconvertible"})
+"""Warnings that strict mode turns into errors: an unknown entity type, an attribute the model does not
+define or declares with another NGSI-LD type, a unit the model does not use (or cannot be converted)."""
+
+
+def validate_strict(entity: Any) -> Verdict:
+    """Validate as :func:`validate`, then hold the entity to its model: every finding of ``STRICT_RULES``
+    is an error (what ``jonction validate --strict`` and a ``strict: true`` profile ask)."""
+    return strict_verdict(validate(entity))
+
+
+def strict_verdict(verdict: Verdict) -> Verdict:
+    """``verdict`` with the warnings of ``STRICT_RULES`` promoted to errors."""
+    promoted = tuple(_with_model_hint(w) for w in verdict.warnings if w.rule in STRICT_RULES)
+    if not promoted:
+        return verdict
+    errors = verdict.errors + promoted
+    warnings = tuple(w for w in verdict.warnings if w.rule not in STRICT_RULES)
+    return Verdict(False, verdict.entity_id, verdict.entity_type, errors, warnings)
+
+
+def _with_model_hint(problem: Problem) -> Problem:
+    """An unknown type names the bundled model it is closest to (AirQualityObservation → AirQualityObserved)."""
+    if problem.rule != "unknown-model" or problem.expected is not None:
+        return problem
+    match = re.search(r"type '([^']+)'", problem.message)
+    close = difflib.get_close_matches(match.group(1), list(schemas.MODELS), n=1, cutoff=0.75) if match else []
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return Problem(problem.pointer, problem.rule, problem.message + hint, close[0] if close else
+                   "a type with a bundled Smart Data Model")
 
 
 @functools.lru_cache(maxsize=4096)

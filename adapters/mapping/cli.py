@@ -26,12 +26,14 @@ def register(sub: Any) -> None:
     )
     actions = parser.add_subparsers(dest="mapping_action", metavar="ACTION")
     check = actions.add_parser("check", help="validate a mapping file")
-    check.add_argument("mapping", type=Path)
+    check.add_argument("mapping", type=Path, help="the mapping YAML file to check")
     check.set_defaults(handler=_check)
     apply = actions.add_parser("apply", help="translate a sample document with a mapping")
-    apply.add_argument("mapping", type=Path)
-    apply.add_argument("document", type=Path)
-    apply.add_argument("--format", choices=("auto", "json", "geojson", "csv"), default="auto")
+    apply.add_argument("mapping", type=Path, help="the mapping YAML file")
+    apply.add_argument("document", type=Path, help="a vendor document to translate (a saved API page, "
+                                                       "a JSON, GeoJSON or CSV file)")
+    apply.add_argument("--format", choices=("auto", "json", "geojson", "csv"), default="auto",
+                       help="format of the document (default: from its file name)")
     apply.add_argument("--no-validate", action="store_true", help="skip Smart Data Model validation")
     apply.set_defaults(handler=_apply)
 

@@ -35,6 +35,15 @@ _TIME_METADATA = ("TimeInstant", "dateObserved", "timestamp")
 _LD_SCHEMES = ("urn:", "http://", "https://")
 
 
+def _model_spelling(entity_type: str) -> Mapping[str, str]:
+    """Lower-cased attribute name -> the spelling of the Smart Data Model of ``entity_type`` (empty if none)."""
+    import schemas
+
+    if entity_type not in schemas.MODELS:
+        return {}
+    return {name.lower(): name for name in schemas.model(entity_type).attributes}
+
+
 def _is_ld_id(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(_LD_SCHEMES) and is_uri(value)
 
@@ -137,6 +146,7 @@ class NgsiV2Adapter:
         instant = item.get("TimeInstant")
         default_time = instant.get("value") if isinstance(instant, dict) else None
         out: Entity = {"id": entity_id, "type": ld_type}
+        spelled = _model_spelling(ld_type)
         for name, attr in item.items():
             if name in ("id", "type", "TimeInstant"):
                 continue
@@ -144,7 +154,11 @@ class NgsiV2Adapter:
                 raise TranslationError("attribute must be {type, value, metadata}", pointer + token(name))
             if not name or name in ENTITY_MEMBERS:
                 raise TranslationError(f"{name!r} cannot be an NGSI-LD attribute name", pointer + token(name))
-            out[name] = self._attribute(name, attr, default_time, pointer + token(name))
+            # v2 data often spells a model attribute its own way (NO2 for no2): keep the model's name,
+            # unless the entity carries both spellings.
+            target = spelled.get(name.lower(), name)
+            out[name if target in item else target] = self._attribute(name, attr, default_time,
+                                                                      pointer + token(name))
         return out
 
     def _attribute(self, name: str, attr: dict[str, Any], default_time: Any, pointer: str) -> dict[str, Any]:

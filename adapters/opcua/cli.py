@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
     target.add_argument("--config", type=Path, help="an opcua adapter config (YAML) holding the server")
     browse.add_argument("--server", help="server name in --config (default: the first)")
     browse.add_argument("--root", default="", help="browse path below Objects to start from")
-    browse.add_argument("--depth", type=int, default=4)
+    browse.add_argument("--depth", type=int, default=4, help="how many levels to browse (default: 4)")
     browse.set_defaults(handler=_browse)
 
     def usage(_args: argparse.Namespace) -> int:

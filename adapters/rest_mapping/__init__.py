@@ -94,7 +94,8 @@ class RestMappingAdapter:
         self.timeout = float(config.get("timeout", 30))
         self.headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
         self.query = {str(k): _param(v) for k, v in (config.get("query") or {}).items()}
-        self.split = str(config.get("split", "page"))
+        # Per item by default: one untranslatable item must not dead-letter the good ones beside it.
+        self.split = str(config.get("split", "item"))
         self.max_pages = int(config.get("max_pages", 1000))
         self.max_bytes = int(config.get("max_response_bytes", 10 << 20))
         retry = config.get("retry") or {}

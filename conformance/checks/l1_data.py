@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from conformance.context import RunContext, is_failure
-from conformance.registry import Fail, Skip, add, check
+from conformance.registry import Fail, NotApplicable, Skip, add, check
 from gateway.model import ENTITY_MEMBERS, is_uri, parse_time
 
 D = ("entities",)
@@ -51,10 +51,14 @@ MODEL_CHECKS: Final[dict[str, str]] = {
 }
 """Smart Data Model -> the id of the check that validates entities against it (never reused)."""
 
-_ENT_RULES: Final = frozenset({"entity", "id-required", "type-required", "type"})
+_ENT_RULES: Final = frozenset({"entity", "id-required", "type-required", "type", "unknown-model"})
+_STRICT_MODEL_RULES: Final = frozenset({"unknown-attribute", "ngsi-type"})
+"""Errors only in strict mode, owned by the model check of the entity's type."""
+_UNIT_RULES: Final = frozenset({"unit-dimension", "unit-mismatch", "unit-unconvertible"})
+"""Unit findings against the model: L1-UNT-002 owns them (it compares units itself)."""
 _TIME_RULES: Final = frozenset({"observedat", "createdat", "modifiedat", "deletedat"})
-_OWN: Final = _ENT_RULES | _TIME_RULES | frozenset({"id-uri", "relationship-object", "dataset-id",
-                                                    "dataset-id-unique", "unit-code", "geojson-ring", "wgs84-range"})
+_OWN: Final = _ENT_RULES | _TIME_RULES | _STRICT_MODEL_RULES | _UNIT_RULES | frozenset({
+    "id-uri", "relationship-object", "dataset-id", "dataset-id-unique", "unit-code", "geojson-ring", "wgs84-range"})
 _NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,255}$")
 _DATE_NAME: Final = re.compile(r"^(date[A-Z]\w*|\w+At)$")
 
@@ -70,11 +74,14 @@ async def _records(ctx: RunContext) -> list[tuple[str, Any]]:
 async def _verdicts(ctx: RunContext) -> list[tuple[str, Any, Any]]:
     """(location, record, verdict or None) for every record; computed once per run."""
     if "verdicts" not in ctx._cache:
-        from gateway.validation import validate
+        from gateway.validation import validate, validate_strict
 
+        # A strict profile holds the data to its models: unknown types, undefined attributes and
+        # units the model does not use are errors (each owned by one check below), not warnings.
+        check = validate_strict if ctx.profile.strict else validate
         out = []
         for loc, rec in await _records(ctx):
-            out.append((loc, rec, None if is_failure(rec) else validate(rec)))
+            out.append((loc, rec, None if is_failure(rec) else check(rec)))
         ctx._cache["verdicts"] = out
     cached: list[tuple[str, Any, Any]] = ctx._cache["verdicts"]
     return cached
@@ -264,7 +271,11 @@ def _expected_unit(ctx: RunContext, etype: str, name: str) -> str | None:
         spec = schemas.model(etype).attributes.get(name)
     except Exception:  # a type without a bundled model has no expected unit
         return None
-    return spec.unit if spec is not None else None
+    if spec is None:
+        return None
+    from gateway.validation import CONVENTIONAL_UNITS
+
+    return spec.unit or CONVENTIONAL_UNITS.get(name)
 
 
 @check("L1-UNT-002", "Units are those the model (or the vendor sheet) specifies", needs=D,
@@ -342,8 +353,12 @@ def _model_check(model: str) -> Any:
     async def run(ctx: RunContext) -> str | None:
         v = [t for t in await _verdicts(ctx) if isinstance(t[1], dict) and t[1].get("type") == model]
         if not v:
-            raise Skip(f"no entity of type {model} in the data")
-        findings = _rule_findings(v, lambda r: r.startswith("schema:"))
+            why = ctx.profile.must_deliver(model)
+            if why is not None:  # a model the target must deliver and does not: a required check that cannot run
+                raise Skip(f"no entity of type {model} in the data, but {why}")
+            raise NotApplicable(f"no {model} entity delivered: the profile asks {model} entities to conform "
+                                "when delivered, and neither it nor the vendor sheet says they are supplied")
+        findings = _rule_findings(v, lambda r: r.startswith("schema:") or r in _STRICT_MODEL_RULES)
         return _report(ctx, findings, f"violations of the {model} model", len(v))
 
     return run

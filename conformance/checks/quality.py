@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from conformance.context import FixtureError, RunContext, compact_entity, is_failure, type_selectors
-from conformance.registry import Fail, Skip, check
+from conformance.registry import Fail, NotApplicable, Skip, check
 from gateway.model import ENTITY_MEMBERS, parse_time
 
 Q = ("declaration",)
@@ -184,7 +184,10 @@ def _intervals(s: TypeSeries) -> list[float]:
     return out
 
 
-async def _judge(ctx: RunContext, what: str, measure: Any) -> str | None:
+async def _judge(ctx: RunContext, what: str, measure: Any, promise: str | None = None) -> str | None:
+    if promise is not None and not any(promise in d for d in declarations(ctx)):
+        # An optional promise the vendor did not make: nothing to hold the data to.
+        raise NotApplicable(f"the vendor declares no {promise} for any type, so {what} is not measured")
     obs = await observe(ctx)
     failures: list[str] = []
     notes: list[str] = []
@@ -200,7 +203,9 @@ async def _judge(ctx: RunContext, what: str, measure: Any) -> str | None:
     if failures:
         raise Fail(f"{what}: " + "; ".join(failures))
     if not measured:
-        raise Skip(f"nothing to measure for {what} (no declaration or no data for it)")
+        types = ", ".join(sorted(obs.series)) or "none"
+        raise Skip(f"nothing to measure for {what}: the data of the declared types ({types}) holds no series to "
+                   "measure (a delivery needs two or more observations per entity, or check the live feed)")
     return "; ".join(notes)
 
 
@@ -304,7 +309,7 @@ async def _q_interval_p95(ctx: RunContext) -> str | None:
        expects="observations received / observations expected ≥ declared completeness",
        explain="Missing readings make statistics and alerts unreliable.")
 async def _q_completeness(ctx: RunContext) -> str | None:
-    return await _judge(ctx, "completeness", _completeness)
+    return await _judge(ctx, "completeness", _completeness, "completeness_min")
 
 
 @check("Q-LAT-001", "Freshness as declared", needs=Q,
@@ -312,7 +317,10 @@ async def _q_completeness(ctx: RunContext) -> str | None:
        expects="95th percentile of (first seen - observedAt) ≤ declared latency",
        explain="A reading that arrives an hour late is useless for operations.")
 async def _q_latency(ctx: RunContext) -> str | None:
-    return await _judge(ctx, "latency", _latency)
+    if ctx.client is None:
+        raise NotApplicable(f"freshness is measured on a live feed (an endpoint target): a {ctx.target.kind} "
+                            "target holds no arrival times")
+    return await _judge(ctx, "latency", _latency, "latency_max_seconds")
 
 
 @check("Q-RNG-001", "Values stay within declared plausible ranges", needs=Q,
@@ -320,7 +328,7 @@ async def _q_latency(ctx: RunContext) -> str | None:
        expects="share of values outside the declared [min, max] ≤ the profile's threshold",
        explain="Impossible values (a 250 % full container) reveal faulty sensors or wrong scaling.")
 async def _q_ranges(ctx: RunContext) -> str | None:
-    return await _judge(ctx, "plausible ranges", _ranges)
+    return await _judge(ctx, "plausible ranges", _ranges, "ranges")
 
 
 @check("Q-DEV-001", "The declared number of devices reports", needs=Q,
@@ -328,4 +336,4 @@ async def _q_ranges(ctx: RunContext) -> str | None:
        expects="number of entities with at least one observation ≥ declared devices",
        explain="A fleet sold as 200 sensors must show 200 sensors reporting.")
 async def _q_devices(ctx: RunContext) -> str | None:
-    return await _judge(ctx, "devices reporting", _devices)
+    return await _judge(ctx, "devices reporting", _devices, "devices")

@@ -14,7 +14,8 @@ def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "adapters", help="list the installed adapters (protocols, entity types)"
     )
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help="text: an aligned table (default); json: one object per adapter, for scripts")
     parser.set_defaults(handler=_handle)
 
 
@@ -33,8 +34,18 @@ def _handle(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    width = max((len(r["domain"]) for r in rows), default=6)
-    for row in rows:
-        print(f"{row['domain']:<{width}}  {', '.join(row['protocols']):<22}  {', '.join(row['entity_types'])}")
-        print(f"{'':<{width}}  {row['name']}")
+    print(_table(rows), end="")
     return 0
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    """Aligned columns (ADAPTER, PROTOCOLS, ENTITY TYPES) and each adapter's description below it."""
+    cells = [(r["domain"], ", ".join(r["protocols"]), ", ".join(r["entity_types"]), r["name"]) for r in rows]
+    header = ("ADAPTER", "PROTOCOLS", "ENTITY TYPES")
+    first = max([len(header[0]), *(len(c[0]) for c in cells)])
+    second = max([len(header[1]), *(len(c[1]) for c in cells)])
+    lines = [f"{header[0]:<{first}}  {header[1]:<{second}}  {header[2]}"]
+    for domain, protocols, types, name in cells:
+        lines.append(f"{domain:<{first}}  {protocols:<{second}}  {types}")
+        lines.append(f"{'':<{first}}  {name}")
+    return "\n".join(lines) + "\n"

@@ -16,7 +16,8 @@ def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "run", help="run the gateway (with no --config: a demo territory on the embedded store)",
         description="Run jonction: sources → validated NGSI-LD → embedded store and remote brokers.")
-    parser.add_argument("--config", type=Path, help="gateway YAML config (default: the demo territory)")
+    parser.add_argument("--config", type=Path, help="gateway YAML config (default: the demo territory; every key is "
+                                                    "described in docs/gateway.example.yaml)")
     parser.add_argument("--host", help="listen address (overrides server.host)")
     parser.add_argument("--port", type=int, help="listen port (overrides server.port)")
     parser.add_argument("--data", type=Path, help="data directory (overrides data_dir)")
@@ -50,11 +51,18 @@ def _handle(args: argparse.Namespace) -> int:
     if cfg.log_level != "INFO" and (args.log_level or "INFO").upper() == "INFO":
         setup_logging(cfg.log_level)
     app = create_app(cfg)
+    idle = args.config is not None and not cfg.sources and not cfg.simulators
+    idle_text = (f"{args.config} configures no source: the gateway will receive no data "
+                 "(add a sources: list; see docs/gateway.example.yaml)")
     if args.check:
         print(f"configuration valid: {len(cfg.sources)} source(s), {len(cfg.sinks)} remote sink(s), "
               f"embedded store {'on' if cfg.embedded else 'off'}")
+        if idle:
+            print(f"warning: {idle_text}")
         return 0
     log = logging.getLogger("jonction.runtime")
+    if idle:
+        log.warning(idle_text)
     try:
         sock = socket.create_server((cfg.host, cfg.port), reuse_port=False)
     except OSError as exc:
@@ -62,6 +70,11 @@ def _handle(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     log.info("listening on http://%s:%d (NGSI-LD at /ngsi-ld/v1, admin at /admin/, metrics at /metrics)",
              cfg.host, port)
+    if args.config is None:
+        from gateway.runtime.demo import demo_notes
+
+        for line in demo_notes(cfg):
+            print(f"demo: {line}", flush=True)
     if args.config is None and cfg.embedded:
         log.info("demo territory: try curl 'http://%s:%d/ngsi-ld/v1/entities?limit=5' "
                  "(short names: ?type=Streetlight with the jonction @context in a Link header, see README)",

@@ -47,9 +47,9 @@ def _load_config(cls: Any, path: Path | None) -> dict[str, Any]:
         raise InputError(f"cannot read config {path}: {exc}") from exc
     if not isinstance(loaded, dict):
         raise ConfigInvalid(f"config {path} must be a mapping")
-    from schemas import check_document
+    from gateway.runtime.config import schema_problems
 
-    problems = check_document(cls.config_schema, loaded)
+    problems = schema_problems(cls.config_schema, loaded)
     if problems:
         raise ConfigInvalid(f"config {path or 'sample.yaml'} is invalid", problems)
     return loaded

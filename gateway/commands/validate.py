@@ -19,7 +19,7 @@ from typing import IO, Any, Final
 
 from gateway.commands import stdout_json
 from gateway.errors import InputError
-from gateway.validation import Verdict, validate
+from gateway.validation import Verdict, validate, validate_strict
 
 DEFAULT_MAX_BYTES: Final = 16 * 1024 * 1024
 """Largest JSON document (or NDJSON line) read; bigger inputs are refused, not loaded.
@@ -51,6 +51,11 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--max-depth", type=int, default=DEFAULT_MAX_DEPTH, metavar="N",
         help=f"deepest JSON nesting accepted (default {DEFAULT_MAX_DEPTH})",
+    )
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="hold entities to their model: an unknown type, an attribute the model does not define (or "
+             "declares with another NGSI-LD type), a unit the model does not use are errors, not warnings",
     )
     parser.add_argument("--quiet", action="store_true", help="text output: list only invalid entities")
     parser.add_argument("--verbose", action="store_true", help="text output: list every valid entity too")
@@ -252,14 +257,15 @@ def _json(results: list[FileResult]) -> str:
     return stdout_json(report, indent=1)
 
 
-def run(files: list[str], *, max_bytes: int, max_depth: int) -> list[FileResult]:
+def run(files: list[str], *, max_bytes: int, max_depth: int, strict: bool = False) -> list[FileResult]:
     """Validate every input; an unusable input keeps the verdicts read before the problem."""
+    check = validate_strict if strict else validate
     results: list[FileResult] = []
     for name in files:
         result = FileResult(name)
         try:
             for item in read_file(name, max_bytes, max_depth):
-                result.verdicts.append(validate(item))
+                result.verdicts.append(check(item))
         except InputError as exc:
             result.error = str(exc).removeprefix(f"{name}: ")
         results.append(result)
@@ -270,7 +276,7 @@ def _handle(args: argparse.Namespace) -> int:
     if args.max_bytes <= 0 or args.max_depth <= 0:
         print("error: --max-bytes and --max-depth must be positive", file=sys.stderr)
         return 2
-    results = run(list(args.files), max_bytes=args.max_bytes, max_depth=args.max_depth)
+    results = run(list(args.files), max_bytes=args.max_bytes, max_depth=args.max_depth, strict=args.strict)
     if args.format == "json":
         print(_json(results))
     else:

@@ -96,8 +96,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Readiness with the state of storage, sinks and sources.
 
-    Not ready (503) when storage or the embedded store fails; a remote broker that is down
-    is reported as ``degraded`` but keeps the gateway ready, because the outbox buffers for it.
+    Not ready (503) when storage or the embedded store fails, or a source has failed (it will not
+    restart on its own); a remote broker that is down is reported as ``degraded`` but keeps the
+    gateway ready, because the outbox buffers for it (a source being retried is reported likewise).
     """
     rt = request.app[RUNTIME]
     checks: dict[str, Any] = {}
@@ -124,6 +125,10 @@ async def readyz(request: web.Request) -> web.Response:
                            "circuit": pub.state, "error": pub.last_error}
     checks["sinks"] = sinks
     checks["sources"] = {n: {"status": s.status.state, "error": s.status.last_error} for n, s in rt.sources.items()}
+    # A source that failed for good (an invalid configuration) will not come back on its own:
+    # the gateway is not doing its job. One that is unavailable is being retried, like a broker.
+    if any(s.status.state == "failed" for s in rt.sources.values()):
+        ready = False
     return web.json_response({"status": "ready" if ready else "not-ready", "checks": checks},
                              status=200 if ready else 503)
 

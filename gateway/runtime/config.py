@@ -35,6 +35,35 @@ _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd])$")
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+def _alternatives(error: Any) -> str:
+    """Say what a oneOf/anyOf wanted, in the user's words (never the whole object it was given)."""
+    branches = error.validator_value if isinstance(error.validator_value, list) else []
+    keys = [b["required"] for b in branches if isinstance(b, Mapping) and set(b) == {"required"}]
+    instance = error.instance
+    if keys and len(keys) == len(branches) and isinstance(instance, Mapping):
+        names = [" and ".join(repr(k) for k in group) for group in keys]
+        given = [n for n, group in zip(names, keys, strict=True) if all(k in instance for k in group)]
+        if error.validator == "oneOf" and len(given) > 1:
+            return f"give only one of {', '.join(given)} (both are set)"
+        return f"missing key: give {' or '.join(names)}"
+    description = error.schema.get("description") if isinstance(error.schema, Mapping) else None
+    shown = repr(instance) if not isinstance(instance, Mapping | list) else type(instance).__name__
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{shown} is not valid" + (f": expected {description}" if description else "")
+
+
+def schema_problems(schema: Mapping[str, Any], document: Any) -> list[str]:
+    """Every problem of ``document`` against ``schema``, each naming its pointer and, for a choice
+    between keys (oneOf/anyOf of ``required``), the key that is missing."""
+    out: list[str] = []
+    for error in schemas.problems(schema, document):
+        where = schemas.pointer(error.absolute_path) or "/"
+        text = _alternatives(error) if error.validator in ("oneOf", "anyOf") else error.message
+        out.append(f"{where}: {text}")
+    return out
+
+
 def gateway_schema() -> dict[str, Any]:
     """The JSON Schema of the gateway configuration."""
     return schemas.load_schema("config/gateway.schema.json")
@@ -159,7 +188,7 @@ def _substitute(node: Any, path: str, problems: list[str]) -> Any:
             if value is None:
                 problems.append(f"{path or '/'}: environment variable {match.group(1)} is not set")
                 return ""
-            if any(word in path.rsplit("/", 1)[-1].lower() for word in _SECRET_NAMES):
+            if _secret_key(path.rsplit("/", 1)[-1]):
                 register_secret(value)  # masked before any error message can quote it
             return value
         return _ENV.sub(repl, node)
@@ -202,7 +231,7 @@ def parse(document: Any, *, base: Path | None = None, adapters: Mapping[str, Any
     document = _substitute(document, "", problems)
     if not isinstance(document, dict):
         raise ConfigInvalid("the configuration must be a mapping", ["/: expected a mapping of settings"])
-    problems.extend(redact(p) for p in schemas.check_document(gateway_schema(), document))
+    problems.extend(redact(p) for p in schema_problems(gateway_schema(), document))
     if problems:
         if adapters is not None:
             problems.extend(_early_source_problems(document, adapters, base))
@@ -340,10 +369,22 @@ def load(path: Path, *, adapters: Mapping[str, Any] | None = None) -> GatewayCon
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
-        raise ConfigInvalid(f"{path}: not valid YAML at {where}") from None
+        raise ConfigInvalid(f"{path}: not valid YAML {yaml_reason(exc)}") from None
+    if document is None:
+        # An empty file is almost always a mistake (a wrong path, a file not yet written): refuse it
+        # rather than start a gateway that receives nothing.
+        raise ConfigInvalid(f"{path}: the configuration is empty", [
+            "/: nothing is configured; start from docs/gateway.example.yaml (every key, commented), "
+            "or run `jonction run` without --config for the demo territory"])
     return parse(document, base=path.parent, adapters=adapters)
+
+
+def yaml_reason(exc: yaml.YAMLError) -> str:
+    """Where and why YAML parsing failed, as the parser says it ("at line 3, column 7: ...")."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    reason = ", ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+    return redact(f"{where}: {reason}" if reason else where or str(exc))
 
 
 def check_source_configs(cfg: GatewayConfig, adapters: Mapping[str, Any]) -> None:
@@ -360,7 +401,7 @@ def check_source_configs(cfg: GatewayConfig, adapters: Mapping[str, Any]) -> Non
         schema = getattr(cls, "config_schema", None) or {}
         effective = source_config(src, schema, cfg.data_dir)
         _register_write_only(schema, effective)
-        for msg in schemas.check_document(schema, effective):
+        for msg in schema_problems(schema, effective):
             where, _, text = msg.partition(": ")
             where = "" if where == "/" else where
             problems.append(redact(f"/sources/{index}/config{where}: {text}"))
@@ -386,6 +427,14 @@ def source_config(src: SourceConfig, schema: Mapping[str, Any], data_dir: Path) 
 
 
 _SECRET_NAMES: Final = ("token", "password", "secret", "api_key", "apikey")
+_NAME_SUFFIXES: Final = ("_env", "_file", "_url")
+"""Keys that name where a secret is (a variable, a file, an endpoint), never a secret themselves."""
+
+
+def _secret_key(key: str) -> bool:
+    """True when the value of ``key`` is a secret to mask (``api_key``), not its name (``api_keys_env``)."""
+    low = key.lower()
+    return any(n in low for n in _SECRET_NAMES) and not low.endswith(_NAME_SUFFIXES)
 
 
 def _register_write_only(schema: Mapping[str, Any], config: Any) -> None:
@@ -396,7 +445,7 @@ def _register_write_only(schema: Mapping[str, Any], config: Any) -> None:
     for key, value in config.items():
         sub = props.get(key, {}) if isinstance(props, Mapping) else {}
         if isinstance(value, str) and ((isinstance(sub, Mapping) and sub.get("writeOnly"))
-                                       or any(n in key.lower() for n in _SECRET_NAMES)):
+                                       or _secret_key(str(key))):
             register_secret(value)
         elif isinstance(value, Mapping):
             _register_write_only(sub if isinstance(sub, Mapping) else {}, value)

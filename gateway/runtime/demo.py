@@ -75,3 +75,27 @@ def demo_config(*, port: int | None = None, data_dir: Path | None = None) -> Gat
     if data_dir is not None:
         cfg.data_dir = data_dir
     return cfg
+
+
+def demo_notes(cfg: GatewayConfig) -> list[str]:
+    """What a reader of docs/onboarding-a-vendor.md needs to reach the demo's simulated vendors.
+
+    The simulators listen on ports chosen at start-up, and the guide asks the reader to fetch a
+    page from the street-lighting platform with its demo credentials: these lines say where and how.
+    They are printed, not logged: the log masks the (demo) client secret, the reader needs it.
+    """
+    notes: list[str] = []
+    for src in cfg.sources:
+        auth = src.config.get("auth") or {}
+        url = src.config.get("url")
+        if src.adapter == "rest_mapping" and isinstance(url, str) and auth.get("type") == "oauth2":
+            client, secret, token_url = auth.get("client_id"), auth.get("client_secret"), auth.get("token_url")
+            notes.append(f"simulated vendor API ({src.name}): {url}  OAuth2 client {client} / secret {secret}")
+            notes.append(f"  token:  curl -s -u {client}:{secret} -d grant_type=client_credentials {token_url}")
+            notes.append(f"  a page: curl -s -H 'Authorization: Bearer <access_token>' '{url}?pagina=1&tamano=50'"
+                         " > page.json")
+        listen = (src.config.get("http") or {}).get("listen") if isinstance(src.config.get("http"), dict) else None
+        if isinstance(listen, dict) and listen.get("port"):
+            notes.append(f"uplinks ({src.name}): the simulated network server posts to "
+                         f"http://{listen.get('host', '127.0.0.1')}:{listen['port']}{listen.get('path', '/')}")
+    return notes

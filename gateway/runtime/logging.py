@@ -61,6 +61,40 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(doc, default=str, ensure_ascii=False))
 
 
+LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""Log levels a user may choose (``--log-level``, ``log_level:``), case-insensitive."""
+OWN_LOGGERS: Final = ("jonction", "gateway", "adapters", "conformance", "schemas", "bench")
+"""Logger name prefixes of jonction itself; every other logger is a third-party library's."""
+
+
+def parse_level(value: str) -> str:
+    """The canonical name of a log level; ValueError names the accepted ones."""
+    name = str(value).strip().upper()
+    if name not in LEVELS:
+        raise ValueError(f"unknown log level {value!r} (choose one of {', '.join(n.lower() for n in LEVELS)})")
+    return name
+
+
+class ThirdPartyFilter(logging.Filter):
+    """Let third-party libraries through at WARNING and above only, unless the level is DEBUG.
+
+    asyncua, for one, writes over a thousand INFO lines in its first second: noise to an operator.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep jonction's records, warnings and worse, and everything at DEBUG."""
+        if record.levelno >= logging.WARNING or logging.getLogger().level <= logging.DEBUG:
+            return True
+        name = record.name
+        return any(name == own or name.startswith(own + ".") for own in OWN_LOGGERS)
+
+
+def quiet_third_party(handler: logging.Handler) -> None:
+    """Install :class:`ThirdPartyFilter` on ``handler`` (once)."""
+    if not any(isinstance(f, ThirdPartyFilter) for f in handler.filters):
+        handler.addFilter(ThirdPartyFilter())
+
+
 _SERVER_LOGGER: Final = "aiohttp.server"
 """Where aiohttp logs requests it could not parse (oversized request line or headers, bad syntax)."""
 
@@ -104,6 +138,7 @@ def setup_logging(level: str = "INFO", stream: Any = None) -> None:
         root.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    quiet_third_party(handler)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     # aiohttp's access log is one line per request: too chatty at the gateway's rates.

@@ -160,7 +160,8 @@ async def test_quality_break_fails_exactly_its_check(tmp_path: Path, name: str, 
     assert validate_report(report) == []
     q = {r["id"]: r for r in report["results"] if r["level"] == "Q"}
     assert {cid for cid, r in q.items() if r["verdict"] == "fail"} == expected, {c: r["reason"] for c, r in q.items()}
-    assert all(r["evidence"].get("measurements") for r in q.values() if r["verdict"] != "skip")
+    measured = [r for r in q.values() if r["verdict"] not in ("skip", "not_applicable")]
+    assert all(r["evidence"].get("measurements") for r in measured)
 
 
 @pytest.mark.parametrize(("drop_tenant", "expected"), [(False, set()), (True, {"L4-NTF-005"})],
@@ -189,6 +190,8 @@ async def test_quality_window_that_cannot_see_the_interval_is_an_error_not_a_fai
     async with running_store(tmp_path / "store") as url:
         report = await run(profile, EndpointTarget(url=url, token=TOKEN, token_source="test"))
     verdicts = {r["id"]: (r["verdict"], r["reason"]) for r in report["results"]}
+    # Completeness was not promised (no completeness_min): not applicable, not an error.
+    assert verdicts.pop("Q-CMP-001")[0] == "not_applicable"
     assert {v for v, _ in verdicts.values()} == {"error"}
     assert "poll at most every 0.25 s" in verdicts["Q-INT-001"][1]
 
@@ -228,6 +231,6 @@ async def test_quality_measured_on_delivered_files(tmp_path: Path, every: float,
     assert validate_report(report) == []
     verdicts = {r["id"]: r["verdict"] for r in report["results"] if r["level"] == "Q"}
     assert {cid for cid, v in verdicts.items() if v == "fail"} == failing, verdicts
-    assert verdicts["Q-LAT-001"] == "skip"
+    assert verdicts["Q-LAT-001"] == "not_applicable"  # freshness needs a live feed, not files
     l1 = {r["id"]: r["verdict"] for r in report["results"] if r["level"] == "L1"}
     assert l1["L1-ENT-003"] == "pass"  # a series of one id is not a duplicate

@@ -95,4 +95,5 @@ def test_shipped_examples_are_valid() -> None:
     for name in ("target-endpoint.yaml", "target-files.yaml", "target-adapter.yaml"):
         assert check_against("target.schema.json", yaml.safe_load((examples / name).read_text())) == [], name
     sheet = load_vendor_sheet(examples / "vendor-sheet.yaml")
-    assert {d["type"] for d in sheet["declarations"]} == {"WasteContainer", "AirQualityObserved"}
+    assert {d["type"] for d in sheet["declarations"]} == {"WasteContainer", "Streetlight"}
+    assert sheet["supplies"] == ["WasteContainer", "Streetlight"]

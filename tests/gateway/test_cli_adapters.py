@@ -72,3 +72,18 @@ def test_unusable_input_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "/listen/port" in invalid.stderr
     for result in (unknown, missing, invalid):
         assert "Traceback" not in result.stderr
+
+
+def test_adapters_table_is_aligned() -> None:
+    result = _jonction("adapters")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = lines[0]
+    assert header.split() == ["ADAPTER", "PROTOCOLS", "ENTITY", "TYPES"]
+    protocols_at, types_at = header.index("PROTOCOLS"), header.index("ENTITY TYPES")
+    rows = lines[1::2]
+    assert len(rows) == len(json.loads(_jonction("adapters", "--format", "json").stdout))
+    for row in rows:
+        # Every column starts where its header does, whatever the length of the cells before it.
+        assert row[protocols_at - 2:protocols_at] == "  " and row[protocols_at] != " ", row
+        assert row[types_at - 2:types_at] == "  " and row[types_at] != " ", row

@@ -80,3 +80,37 @@ async def test_demo_territory_has_live_entities_of_each_type(tmp_path: Path) -> 
         proc.terminate()
         code = proc.wait(timeout=30)
     assert code == 0, log.read_text(encoding="utf-8")[-2000:]
+
+
+async def test_demo_prints_the_simulated_vendor_port_and_credentials_that_work() -> None:
+    # The onboarding guide asks the reader to fetch a page from the simulated platform: the demo
+    # prints where it listens and with which credentials, and those lines must work as printed.
+    import shlex
+
+    from adapters.simulators.streetlighting import create
+    from gateway.runtime.demo import demo_config, demo_notes
+
+    cfg = demo_config()
+    notes = demo_notes(cfg)
+    sim_cfg = next(s for s in cfg.simulators if s.name == "streetlighting")
+    port = int(sim_cfg.options["port"])
+    assert f"http://127.0.0.1:{port}/api/v1/luminarias" in notes[0] and "jonction-demo / secret demo-secret" in notes[0]
+    token_cmd = shlex.split(notes[1].split("token:", 1)[1])
+    user, _, secret = token_cmd[token_cmd.index("-u") + 1].partition(":")
+    sim = create(sim_cfg.options)
+    await sim.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            import base64
+
+            basic = base64.b64encode(f"{user}:{secret}".encode()).decode()
+            async with http.post(token_cmd[-1], data={"grant_type": "client_credentials"},
+                                 headers={"Authorization": f"Basic {basic}"}) as resp:
+                assert resp.status == 200
+                token = (await resp.json())["access_token"]
+            page_url = shlex.split(notes[2].split("a page:", 1)[1])[-3]
+            async with http.get(page_url, headers={"Authorization": f"Bearer {token}"}) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["luminarias"]
+    finally:
+        await sim.stop()
