@@ -44,6 +44,7 @@ from gateway.runtime.sinks import EmbeddedSink, RemoteBrokerSink, Sink
 from gateway.runtime.state import RUNTIME, Runtime
 from gateway.runtime.supervisor import Supervised
 from gateway.runtime.validator import load_validator
+from schemas import contexts
 
 log = logging.getLogger("jonction.runtime")
 
@@ -156,7 +157,6 @@ async def jonction_context(request: web.Request) -> web.Response:
 
 @functools.cache
 def _context_document() -> tuple[bytes, str]:
-    contexts = importlib.import_module("schemas.contexts")
     document = contexts.bundled_context(contexts.JONCTION_CONTEXT_IRI)
     body = json.dumps(document, ensure_ascii=False, sort_keys=True, indent=1).encode()
     return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
@@ -317,6 +317,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     routes: list[SinkRoute] = []
     if cfg.embedded:
         rt.store = rt.store or await _open_store(rt)
+        # A client that follows the Link the gateway announces reads its own store with it.
+        rt.store.alias_context(cfg.context_url, contexts.JONCTION_CONTEXT_IRI)
         sinks.append(EmbeddedSink(EMBEDDED, rt.store))
         routes.append(SinkRoute(EMBEDDED, cfg.embedded_tenants))
     for sc in cfg.sinks:

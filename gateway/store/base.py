@@ -284,6 +284,10 @@ class Storage(Protocol):
         """The hosted contexts (id → document), read from memory."""
         ...
 
+    def alias_context(self, url: str, bundled_iri: str) -> None:
+        """Resolve ``url`` to the bundled context ``bundled_iri`` (a gateway's own public context URL)."""
+        ...
+
     def add_listener(self, callback: Listener) -> None:
         """Call ``callback`` with the events of every commit, after the commit."""
         ...

@@ -164,6 +164,7 @@ class SqliteStorage(StorageBase):
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="store-read")
         self._tenants: set[str] = {DEFAULT_TENANT}
         self._hosted: dict[str, dict[str, Any]] = {}
+        self._aliases: dict[str, str] = {}
         self._contexts = jsonld.ContextCache(self._resolve_hosted)
         self._closed = False
         self._started = False
@@ -255,6 +256,8 @@ class SqliteStorage(StorageBase):
         return self._contexts
 
     def _resolve_hosted(self, iri: str) -> Mapping[str, Any] | None:
+        if iri in self._aliases:
+            return jsonld.bundled(self._aliases[iri])
         match = _HOSTED.search(iri)
         if match is None:
             return None
@@ -263,6 +266,11 @@ class SqliteStorage(StorageBase):
     def hosted_contexts(self) -> Mapping[str, Mapping[str, Any]]:
         """The hosted contexts (id → document)."""
         return dict(self._hosted)
+
+    def alias_context(self, url: str, bundled_iri: str) -> None:
+        """Resolve ``url`` to the bundled context ``bundled_iri``, never fetching it."""
+        self._aliases[url] = bundled_iri
+        self._contexts.clear()
 
     async def put_context(self, context_id: str, document: Mapping[str, Any]) -> None:
         """Host a JSON-LD context document under ``context_id`` (persisted)."""
