@@ -18,9 +18,6 @@ from gateway.validation import validate
 from tests.adapters.test_contract import _fixture_cases
 
 KNOWN_EXCEPTIONS: Mapping[tuple[str, str], str] = {
-    ("opcua", "pump_speed_good"): "Pump.speed is upstream's relative speed setting (EPANET SPEED), described in "
-    "m/s (MTS); the sample maps a shaft speed in RPM to it, which no unit conversion turns into either: the "
-    "sample mapping needs a decision (a DeviceMeasurement for the RPM, or a relative speed from the rated RPM)",
     ("opcua", "vibration_array"): "the sample maps an array node to 'vibrationSpectrum', which Pump does not "
     "define and which is a measurement, not jonction's own extension: it needs a model of its own home "
     "(DeviceMeasurement holds one number) before the fixture can be clean",

@@ -29,9 +29,9 @@ def raw(doc: dict[str, Any] | bytes) -> RawMessage:
                       idempotency_key="k")
 
 
-def speed(**changes: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {"server": "usine-nord", "ref": "nsu=urn:jonction:simulator:waternet;s=Pump1.Speed",
-                           "node": "ns=2;s=Pump1.Speed", "value": 1200.5, "datatype": "Double",
+def power(**changes: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"server": "usine-nord", "ref": "nsu=urn:jonction:simulator:waternet;s=Pump1.Power",
+                           "node": "ns=2;s=Pump1.Power", "value": 1200.5, "datatype": "Double",
                            "status": {"code": 0, "name": "Good"}, "source_ts": "2024-05-02T08:15:00+02:00",
                            "server_ts": None}
     doc.update(changes)
@@ -58,16 +58,16 @@ def test_severity_is_the_top_two_bits() -> None:
 
 
 def test_observed_at_is_the_source_timestamp_in_utc() -> None:
-    (item,) = adapter().to_entities(raw(speed()))
-    assert item["speed"]["observedAt"] == "2024-05-02T06:15:00Z"
-    assert "unitCode" not in item["speed"], "no EngineeringUnits and no configured unit: no unit"
+    (item,) = adapter().to_entities(raw(power()))
+    assert item["power"]["observedAt"] == "2024-05-02T06:15:00Z"
+    assert "unitCode" not in item["power"], "no EngineeringUnits and no configured unit: no unit"
 
 
 def test_falls_back_to_server_then_receipt_time() -> None:
-    (item,) = adapter().to_entities(raw(speed(source_ts=None, server_ts="2024-05-02T06:16:00Z")))
-    assert item["speed"]["observedAt"] == "2024-05-02T06:16:00Z"
-    (item,) = adapter().to_entities(raw(speed(source_ts=None)))
-    assert item["speed"]["observedAt"] == "2024-05-02T06:20:00Z"
+    (item,) = adapter().to_entities(raw(power(source_ts=None, server_ts="2024-05-02T06:16:00Z")))
+    assert item["power"]["observedAt"] == "2024-05-02T06:16:00Z"
+    (item,) = adapter().to_entities(raw(power(source_ts=None)))
+    assert item["power"]["observedAt"] == "2024-05-02T06:20:00Z"
 
 
 def test_percent_engineering_units_converted_to_a_fraction() -> None:
@@ -80,25 +80,25 @@ def test_percent_engineering_units_converted_to_a_fraction() -> None:
 
 
 def test_foreign_unit_namespace_is_not_decoded() -> None:
-    (item,) = adapter().to_entities(raw(speed(eu={"namespace": "urn:vendor:units", "unit_id": 5394509})))
-    assert "unitCode" not in item["speed"]
+    (item,) = adapter().to_entities(raw(power(eu={"namespace": "urn:vendor:units", "unit_id": 5394509})))
+    assert "unitCode" not in item["power"]
 
 
 def test_nan_keeps_the_status_not_a_fake_number() -> None:
-    (item,) = adapter().to_entities(raw(speed(value="NaN")))
-    assert "speed" not in item
-    assert item["opcuaStatus"]["datasetId"] == "urn:ngsi-ld:opcua:speed"
+    (item,) = adapter().to_entities(raw(power(value="NaN")))
+    assert "power" not in item
+    assert item["opcuaStatus"]["datasetId"] == "urn:ngsi-ld:opcua:power"
     assert item["opcuaStatus"]["rawValue"]["value"] == "NaN"
 
 
 def test_small_64_bit_integers_stay_plain_numbers() -> None:
-    (item,) = adapter().to_entities(raw(speed(value=42, datatype="Int64")))
-    assert item["speed"]["value"] == 42 and "exactValue" not in item["speed"]
-    assert item["speed"]["opcuaDataType"]["value"] == "Int64"
+    (item,) = adapter().to_entities(raw(power(value=42, datatype="Int64")))
+    assert item["power"]["value"] == 42 and "exactValue" not in item["power"]
+    assert item["power"]["opcuaDataType"]["value"] == "Int64"
 
 
 def test_static_attributes_complete_the_entity() -> None:
-    (item,) = adapter().to_entities(raw(speed()))
+    (item,) = adapter().to_entities(raw(power()))
     assert item["startsAt"] == {"type": "Relationship", "object": "urn:ngsi-ld:Junction:J1"}
     assert item["initialStatus"]["value"] == "OPEN"
 
@@ -108,10 +108,10 @@ def test_static_attributes_complete_the_entity() -> None:
     [
         (b"not json", "", "not JSON"),
         (b"[1, 2]", "", "JSON object"),
-        (json.dumps(speed(ref="ns=9;s=Unknown")).encode(), "/ref", "no mapping"),
-        (json.dumps(speed(server=None)).encode(), "/server", "server"),
-        (json.dumps(speed(source_ts="yesterday")).encode(), "/source_ts", "RFC 3339"),
-        (json.dumps(speed(status="Good")).encode(), "/status", "status"),
+        (json.dumps(power(ref="ns=9;s=Unknown")).encode(), "/ref", "no mapping"),
+        (json.dumps(power(server=None)).encode(), "/server", "server"),
+        (json.dumps(power(source_ts="yesterday")).encode(), "/source_ts", "RFC 3339"),
+        (json.dumps(power(status="Good")).encode(), "/status", "status"),
         (b"{" + b" " * (1 << 20) + b"}", "", "over"),
     ],
 )
@@ -165,8 +165,8 @@ def test_epanet_observations_take_the_models_object_shape() -> None:
            "status": {"code": 0}, "source_ts": "2024-05-02T06:15:00Z"}
     (tank,) = adapter().to_entities(raw(doc))
     assert tank["level"]["value"] == {"value": 4.2}
-    (pump,) = adapter().to_entities(raw(speed()))
-    assert pump["speed"]["value"] == 1200.5, "a plain number attribute stays a number"
+    (pump,) = adapter().to_entities(raw(power()))
+    assert pump["power"]["value"] == 1200.5, "a plain number attribute stays a number"
 
 
 @pytest.mark.parametrize(("severity", "word"), [(1, "informational"), (199, "informational"), (200, "low"),
@@ -187,26 +187,27 @@ def test_event_without_mapping_or_id_is_refused() -> None:
 
 
 def test_a_text_node_saying_nan_is_text() -> None:
-    (item,) = adapter().to_entities(raw(speed(value="NaN", datatype="String")))
-    assert item["speed"]["value"] == "NaN" and "unitCode" not in item["speed"]
+    (item,) = adapter().to_entities(raw(power(value="NaN", datatype="String")))
+    assert item["power"]["value"] == "NaN" and "unitCode" not in item["power"]
 
 
 def _with_node(**mapping: Any) -> OpcUaAdapter:
     cfg = yaml.safe_load((FOLDER / "sample.yaml").read_text())
-    cfg["servers"][0]["nodes"][0].update(mapping)
+    (node,) = [n for n in cfg["servers"][0]["nodes"] if str(n.get("node", "")).endswith("Pump1.Power")]
+    node.update(mapping)
     return OpcUaAdapter(cfg)
 
 
 def test_unit_override_and_conversion() -> None:
-    (item,) = _with_node(unit="WTT", convert_to="KWT").to_entities(raw(speed(value=1500.0)))
-    assert item["speed"]["value"] == 1.5 and item["speed"]["unitCode"] == "KWT"
-    (item,) = _with_node(unit="HTZ").to_entities(raw(speed()))
-    assert item["speed"]["unitCode"] == "HTZ" and item["speed"]["value"] == 1200.5
+    (item,) = _with_node(unit="WTT", convert_to="KWT").to_entities(raw(power(value=1500.0)))
+    assert item["power"]["value"] == 1.5 and item["power"]["unitCode"] == "KWT"
+    (item,) = _with_node(unit="HTZ").to_entities(raw(power()))
+    assert item["power"]["unitCode"] == "HTZ" and item["power"]["value"] == 1200.5
 
 
 def test_impossible_conversions_name_the_units() -> None:
     with pytest.raises(TranslationError) as caught:
-        _with_node(unit="BAR", convert_to="KWT").to_entities(raw(speed()))
+        _with_node(unit="BAR", convert_to="KWT").to_entities(raw(power()))
     assert caught.value.pointer == "/eu" and "KWT" in caught.value.reason
     with pytest.raises(TranslationError, match="no unit"):
-        _with_node(convert_to="KWT").to_entities(raw(speed()))
+        _with_node(convert_to="KWT").to_entities(raw(power()))
