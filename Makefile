@@ -40,7 +40,7 @@ INTEROP_STAMP := $(INTEROP_VENV)/.installed
 $(INTEROP_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(INTEROP_VENV)
 	$(INTEROP_VENV)/bin/pip install --quiet --upgrade pip
-	$(INTEROP_VENV)/bin/pip install --quiet -e '.[test,interop]'
+	$(INTEROP_VENV)/bin/pip install --quiet -e '.[interop]'
 	touch $(INTEROP_STAMP)
 
 ## make interop: the store driven by real NGSI-LD clients, in their own virtualenv
