@@ -9,8 +9,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.files import csv_records
-from adapters.mapping import apply_mapping, load_mapping, map_item
-from adapters.simulators.streetlighting import luminaire
+from adapters.kit.mapping import apply_mapping, load_mapping, map_item
+from adapters.kit.simulators.streetlighting import luminaire
 
 ROOT = Path(__file__).resolve().parent.parent
 ITEMS = 20_000

@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import yaml
 
+from adapters.kit.simulators.waternet import NAMESPACE, create
 from adapters.opcua import OpcUaAdapter
 from adapters.open311 import Open311Adapter
 from adapters.open311.georeport import parse_requests, to_xml
-from adapters.simulators.waternet import NAMESPACE, create
 from gateway.model import RawMessage
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from adapters.lorawan.adapter import NetworkServerAdapter
-from adapters.lorawan.servers import chirpstack
+from adapters.kit.lorawan.adapter import NetworkServerAdapter
+from adapters.kit.lorawan.servers import chirpstack
 from gateway.contract import Manifest, load_config_schema
 
 

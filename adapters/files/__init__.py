@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
-from adapters.mapping.support import Availability, StateFile, content_key, mapping_from_config, sleep_or_stop
-from adapters.payload import NotJson, load_json
+from adapters.kit.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
+from adapters.kit.mapping.support import Availability, StateFile, content_key, mapping_from_config, sleep_or_stop
+from adapters.kit.payload import NotJson, load_json
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import InputError, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
-from adapters.http_push import LOOPBACK, PushReceiver, header_token
-from adapters.payload import load_json, token
+from adapters.kit.payload import load_json, token
+from adapters.kit.push import LOOPBACK, PushReceiver, header_token
 from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, InputError, TranslationError

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Final
 
-from adapters.payload import finite, load_json
+from adapters.kit.payload import finite, load_json
 from gateway.errors import TranslationError
 from gateway.model import Entity, ModelError, RawMessage, from_concise, is_uri, urn, utc_time
 

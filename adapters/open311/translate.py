@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from adapters.payload import load_json
+from adapters.kit.payload import load_json
 from gateway.errors import TranslationError
 from gateway.model import Entity, ModelError, RawMessage, urn, utc_time
 

@@ -16,8 +16,8 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from yarl import URL
 
-from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
-from adapters.mapping.support import (
+from adapters.kit.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
+from adapters.kit.mapping.support import (
     Availability,
     Backoff,
     StateFile,
@@ -26,7 +26,7 @@ from adapters.mapping.support import (
     retry_after,
     sleep_or_stop,
 )
-from adapters.payload import load_json
+from adapters.kit.payload import load_json
 from adapters.rest_mapping.auth import Auth, make_auth
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import AuthFailed, ConfigInvalid, InputError, TranslationError, Unavailable

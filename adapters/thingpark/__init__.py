@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from adapters.http_push import Authenticate
-from adapters.lorawan.adapter import NetworkServerAdapter, load_json
-from adapters.lorawan.servers import thingpark
+from adapters.kit.lorawan.adapter import NetworkServerAdapter, load_json
+from adapters.kit.lorawan.servers import thingpark
+from adapters.kit.push import Authenticate
 from adapters.secrets import read_secret
 from gateway.contract import Manifest, load_config_schema
 from gateway.errors import TranslationError

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from adapters.lorawan.adapter import NetworkServerAdapter
-from adapters.lorawan.servers import tts
+from adapters.kit.lorawan.adapter import NetworkServerAdapter
+from adapters.kit.lorawan.servers import tts
 from gateway.contract import Manifest, load_config_schema
 
 

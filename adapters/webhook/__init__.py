@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
-from adapters.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
-from adapters.mapping.support import content_key, mapping_from_config
-from adapters.payload import load_json
+from adapters.kit.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
+from adapters.kit.mapping.support import content_key, mapping_from_config
+from adapters.kit.payload import load_json
 from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, TranslationError

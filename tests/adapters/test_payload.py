@@ -1,4 +1,4 @@
-"""Strict JSON for payloads (adapters/payload.py) and the model helpers adapters rely on for hostile input."""
+"""Strict JSON for payloads (adapters/kit/payload.py) and the model helpers adapters rely on for hostile input."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.payload import MAX_DEPTH, NotJson, finite, load_json, token
+from adapters.kit.payload import MAX_DEPTH, NotJson, finite, load_json, token
 from gateway.errors import TranslationError
 from gateway.model import ModelError, epoch_time, urn
 

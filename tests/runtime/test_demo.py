@@ -87,7 +87,7 @@ async def test_demo_prints_the_simulated_vendor_port_and_credentials_that_work()
     # prints where it listens and with which credentials, and those lines must work as printed.
     import shlex
 
-    from adapters.simulators.streetlighting import create
+    from adapters.kit.simulators.streetlighting import create
     from gateway.runtime.demo import demo_config, demo_notes
 
     cfg = demo_config()

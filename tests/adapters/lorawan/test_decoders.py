@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from adapters.lorawan.decoders import DECODERS, DecodeError, decode
-from adapters.lorawan.profile import builtin_profiles
+from adapters.kit.lorawan.decoders import DECODERS, DecodeError, decode
+from adapters.kit.lorawan.profile import builtin_profiles
 from tests.conftest import SAMPLES, needs_shared, shared_params
 
 CODECS = {

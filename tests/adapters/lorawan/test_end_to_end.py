@@ -12,7 +12,7 @@ import aiomqtt
 import yaml
 
 from adapters.chirpstack_v4 import ChirpstackV4Adapter
-from adapters.simulators.lorawan import create as create_simulator
+from adapters.kit.simulators.lorawan import create as create_simulator
 from gateway.runtime.app import RUNTIME
 from gateway.validation import validate
 from tests.adapters.lorawan.mosquitto import Broker

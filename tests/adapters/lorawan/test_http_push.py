@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from adapters.chirpstack_v4 import ChirpstackV4Adapter
-from adapters.lorawan.adapter import NetworkServerAdapter
+from adapters.kit.lorawan.adapter import NetworkServerAdapter
 from adapters.thingpark import ThingparkAdapter
 from adapters.tts_v3 import TtsV3Adapter
 from gateway.errors import ConfigInvalid

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from adapters.lorawan import config as lorawan_config
-from adapters.lorawan.profile import PROFILE_SCHEMA, Profile, builtin_profiles, check_profile, load_profiles
-from adapters.lorawan.provisioning import Registry
-from adapters.lorawan.uplink import Uplink
+from adapters.kit.lorawan import config as lorawan_config
+from adapters.kit.lorawan.profile import PROFILE_SCHEMA, Profile, builtin_profiles, check_profile, load_profiles
+from adapters.kit.lorawan.provisioning import Registry
+from adapters.kit.lorawan.uplink import Uplink
 from gateway.errors import ConfigInvalid, TranslationError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -30,7 +30,7 @@ def test_the_required_profiles_exist_with_their_models() -> None:
         assert profiles[name].entity_type == entity_type
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "adapters/lorawan/profiles").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "adapters/kit/lorawan/profiles").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_profile_file_validates(path: Path) -> None:
     document = yaml.safe_load(path.read_text())
     assert check_profile(document, path.name) == []
@@ -46,7 +46,7 @@ def test_every_profile_has_golden_outputs_in_an_adapter() -> None:
 
 
 def _profile(**changes: Any) -> dict[str, Any]:
-    base = yaml.safe_load((ROOT / "adapters/lorawan/profiles/milesight-em310-udl.yaml").read_text())
+    base = yaml.safe_load((ROOT / "adapters/kit/lorawan/profiles/milesight-em310-udl.yaml").read_text())
     base.update(changes)
     return base
 
@@ -228,7 +228,7 @@ def test_rules_match_by_prefix_application_profile_and_tags() -> None:
 @pytest.mark.parametrize("domain", sorted(lorawan_config.ADAPTERS))
 def test_adapter_config_schema_files_are_the_composed_schema(domain: str) -> None:
     on_disk = json.loads((ROOT / "adapters" / domain / "config.schema.json").read_text())
-    assert on_disk == lorawan_config.schema_for(domain), "run: python -m adapters.lorawan.config"
+    assert on_disk == lorawan_config.schema_for(domain), "run: python -m adapters.kit.lorawan.config"
 
 
 def test_config_errors_before_any_io() -> None:

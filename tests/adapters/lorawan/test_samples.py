@@ -14,8 +14,8 @@ import pytest
 
 from adapters.chirpstack_v3 import ChirpstackV3Adapter
 from adapters.chirpstack_v4 import ChirpstackV4Adapter
+from adapters.kit.lorawan.servers import chirpstack, live_objects, thingpark, tts
 from adapters.live_objects import LiveObjectsAdapter
-from adapters.lorawan.servers import chirpstack, live_objects, thingpark, tts
 from adapters.thingpark import ThingparkAdapter
 from adapters.tts_v3 import TtsV3Adapter
 from gateway.errors import TranslationError

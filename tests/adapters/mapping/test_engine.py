@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adapters.mapping import apply_mapping, compile_mapping, item_tenant, load_mapping, load_yaml
+from adapters.kit.mapping import apply_mapping, compile_mapping, item_tenant, load_mapping, load_yaml
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.validation import validate
 

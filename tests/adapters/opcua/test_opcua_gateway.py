@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from adapters.simulators.waternet import NAMESPACE
+from adapters.kit.simulators.waternet import NAMESPACE
 from gateway.contract import discover
 from tests.conftest import free_port
 from tests.runtime.support import config, eventually, running

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from asyncua import ua
 
+from adapters.kit.simulators.waternet import NAMESPACE, WaterNet, create
 from adapters.opcua import OpcUaAdapter
 from adapters.opcua.certs import make_certificate
-from adapters.simulators.waternet import NAMESPACE, WaterNet, create
 from gateway.errors import AuthFailed, ConfigInvalid, Unavailable
 from gateway.model import RawMessage
 from tests.conftest import free_port

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from adapters.kit.simulators.waternet import unit_id
 from adapters.opcua import OpcUaAdapter
 from adapters.opcua.translate import decode_unit_id, severity
-from adapters.simulators.waternet import unit_id
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import RawMessage
 from tests.conftest import SAMPLES, needs_shared

@@ -9,8 +9,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from adapters.kit.simulators.streetlighting import create as create_simulator
 from adapters.rest_mapping import RestMappingAdapter
-from adapters.simulators.streetlighting import create as create_simulator
 from gateway.runtime.app import RUNTIME
 from tests.runtime.support import config, eventually, running
 

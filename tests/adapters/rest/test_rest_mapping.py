@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from adapters.kit.simulators.streetlighting import create as create_simulator
 from adapters.rest_mapping import RestMappingAdapter
-from adapters.simulators.streetlighting import create as create_simulator
 from gateway.errors import AuthFailed, ConfigInvalid, InputError, Unavailable
 from gateway.model import RawMessage
 from gateway.validation import validate

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import aiohttp
 
+from adapters.kit.simulators.streetlighting import create, luminaire
 from adapters.rest_mapping.auth import OAuth2ClientCredentials
-from adapters.simulators.streetlighting import create, luminaire
 
 
 def _at(text: str) -> float:

@@ -21,8 +21,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from adapters.lorawan.decoders import DECODERS
-from adapters.lorawan.normalize import flag, number
+from adapters.kit.lorawan.decoders import DECODERS
+from adapters.kit.lorawan.normalize import flag, number
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import ModelError, epoch_time, utc_time
 from gateway.units import is_uncefact
@@ -379,7 +379,7 @@ def load_profile_file(path: Path) -> Profile:
 
 @lru_cache(maxsize=1)
 def builtin_profiles() -> Mapping[str, Profile]:
-    """The profiles shipped in ``adapters/lorawan/profiles`` (loaded and checked once)."""
+    """The profiles shipped in ``adapters/kit/lorawan/profiles`` (loaded and checked once)."""
     folder = Path(str(files(__package__).joinpath("profiles")))
     return _index(load_profile_file(p) for p in sorted(folder.glob("*.yaml")))
 

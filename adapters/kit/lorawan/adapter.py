@@ -17,13 +17,13 @@ import aiohttp
 import aiomqtt
 from aiohttp import web
 
-from adapters.http_push import Authenticate, PushReceiver, header_token
-from adapters.lorawan.profile import load_profiles
-from adapters.lorawan.provisioning import Registry
-from adapters.lorawan.translate import translate
-from adapters.lorawan.uplink import Uplink, digest_key
-from adapters.mqtt import MqttSettings, MqttSubscriber, payload_of, topic_text
-from adapters.payload import load_json as strict_json
+from adapters.kit.lorawan.profile import load_profiles
+from adapters.kit.lorawan.provisioning import Registry
+from adapters.kit.lorawan.translate import translate
+from adapters.kit.lorawan.uplink import Uplink, digest_key
+from adapters.kit.mqtt import MqttSettings, MqttSubscriber, payload_of, topic_text
+from adapters.kit.payload import load_json as strict_json
+from adapters.kit.push import Authenticate, PushReceiver, header_token
 from gateway.contract import Emit, Manifest, adapter_logger
 from gateway.errors import ConfigInvalid, InputError, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
@@ -47,7 +47,7 @@ class NetworkServerAdapter:
     config_schema: ClassVar[Mapping[str, Any]]
     @staticmethod
     def parser(doc: Mapping[str, Any], event: str | None, body: bytes) -> Uplink:
-        """This server's parser (subclasses bind one from ``adapters.lorawan.servers``)."""
+        """This server's parser (subclasses bind one from ``adapters.kit.lorawan.servers``)."""
         raise NotImplementedError
     transports: ClassVar[tuple[str, ...]] = ("mqtt", "http")
     default_topics: ClassVar[tuple[str, ...]] = ()

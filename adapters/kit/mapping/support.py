@@ -17,7 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Final
 
-from adapters.mapping.engine import EntityMapping, load_mapping
+from adapters.kit.mapping.engine import EntityMapping, load_mapping
 from gateway.errors import ConfigInvalid
 
 _ENV_REF: Final = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")

@@ -13,10 +13,10 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.lorawan.normalize import dev_eui, flag, integer, number, payload_bytes, timestamp
-from adapters.lorawan.servers.common import mapping, names, radio, sequence, string_tags, text
-from adapters.lorawan.uplink import Uplink, digest_key
-from adapters.payload import load_json
+from adapters.kit.lorawan.normalize import dev_eui, flag, integer, number, payload_bytes, timestamp
+from adapters.kit.lorawan.servers.common import mapping, names, radio, sequence, string_tags, text
+from adapters.kit.lorawan.uplink import Uplink, digest_key
+from adapters.kit.payload import load_json
 from gateway.errors import TranslationError
 
 V4_EVENTS = ("up", "join", "status", "ack", "txack", "log", "location", "integration")

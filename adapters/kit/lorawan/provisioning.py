@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.lorawan.normalize import dev_eui as normalize_eui
-from adapters.lorawan.normalize import number
-from adapters.lorawan.profile import Profile
-from adapters.lorawan.uplink import Uplink
+from adapters.kit.lorawan.normalize import dev_eui as normalize_eui
+from adapters.kit.lorawan.normalize import number
+from adapters.kit.lorawan.profile import Profile
+from adapters.kit.lorawan.uplink import Uplink
 from gateway.crs import to_wgs84
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import ModelError, geo, is_uri, point, urn

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.lorawan.decoders import DecodeError, decode
-from adapters.lorawan.profile import Measured
-from adapters.lorawan.provisioning import DeviceRecord, Registry
-from adapters.lorawan.uplink import Uplink
+from adapters.kit.lorawan.decoders import DecodeError, decode
+from adapters.kit.lorawan.profile import Measured
+from adapters.kit.lorawan.provisioning import DeviceRecord, Registry
+from adapters.kit.lorawan.uplink import Uplink
 from gateway.errors import TranslationError
 from gateway.model import Entity, ModelError, geo, point, urn, utc_time
 

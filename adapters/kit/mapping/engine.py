@@ -26,7 +26,7 @@ import yaml
 from jmespath.exceptions import JMESPathError
 from jmespath.visitor import Options, TreeInterpreter
 
-from adapters.payload import INT_MAX, INT_MIN, load_json
+from adapters.kit.payload import INT_MAX, INT_MIN, load_json
 from gateway.crs import point_from, to_wgs84
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import Entity, ModelError, epoch_time, format_time, is_uri, urn

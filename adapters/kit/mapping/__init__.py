@@ -3,7 +3,7 @@
 Shared by the ``rest_mapping``, ``webhook`` and ``files`` adapters; see docs/onboarding-a-vendor.md.
 """
 
-from adapters.mapping.engine import (
+from adapters.kit.mapping.engine import (
     MAPPING_SCHEMA,
     EntityMapping,
     apply_mapping,

@@ -10,8 +10,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.http_push import HTTP_CONFIG_SCHEMA
-from adapters.mqtt import MQTT_CONFIG_SCHEMA
+from adapters.kit.mqtt import MQTT_CONFIG_SCHEMA
+from adapters.kit.push import HTTP_CONFIG_SCHEMA
 
 LOCATION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -30,7 +30,7 @@ DEVICE_SCHEMA: dict[str, Any] = {
     "required": ["dev_eui", "profile"],
     "properties": {
         "dev_eui": {"type": "string", "description": "16 hex digits (any case, separators allowed)"},
-        "profile": {"type": "string", "description": "device profile id (adapters/lorawan/profiles)"},
+        "profile": {"type": "string", "description": "device profile id (adapters/kit/lorawan/profiles)"},
         "tenant": {"type": "string", "description": "tenant (commune) of this device; default: the source's"},
         "entity_id": {"type": "string",
                       "description": "id of the measured entity (default urn:ngsi-ld:<Type>:<deveui>)"},
@@ -128,7 +128,7 @@ if __name__ == "__main__":  # regenerate the adapters' config.schema.json files
     import json
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for name in ADAPTERS:
         text = json.dumps(schema_for(name), indent=2, ensure_ascii=False) + "\n"
         (root / name / "config.schema.json").write_text(text, encoding="utf-8")

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.lorawan.normalize import dev_eui, integer, number, payload_bytes, timestamp
-from adapters.lorawan.servers.common import mapping, names, radio
-from adapters.lorawan.uplink import Uplink, digest_key
+from adapters.kit.lorawan.normalize import dev_eui, integer, number, payload_bytes, timestamp
+from adapters.kit.lorawan.servers.common import mapping, names, radio
+from adapters.kit.lorawan.uplink import Uplink, digest_key
 from gateway.errors import TranslationError
 
 

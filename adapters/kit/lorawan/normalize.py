@@ -7,7 +7,7 @@ import binascii
 import re
 from typing import Any
 
-from adapters.payload import finite
+from adapters.kit.payload import finite
 from gateway.errors import TranslationError
 from gateway.model import ModelError, utc_time
 

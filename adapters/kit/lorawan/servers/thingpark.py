@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.lorawan.normalize import dev_eui, flag, integer, number, payload_bytes, timestamp
-from adapters.lorawan.servers.common import mapping, names, radio, sequence
-from adapters.lorawan.uplink import Uplink, digest_key
-from adapters.payload import finite
+from adapters.kit.lorawan.normalize import dev_eui, flag, integer, number, payload_bytes, timestamp
+from adapters.kit.lorawan.servers.common import mapping, names, radio, sequence
+from adapters.kit.lorawan.uplink import Uplink, digest_key
+from adapters.kit.payload import finite
 from gateway.errors import TranslationError
 
 KINDS = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from adapters.lorawan.normalize import number
-from adapters.lorawan.uplink import Radio
-from adapters.payload import finite
+from adapters.kit.lorawan.normalize import number
+from adapters.kit.lorawan.uplink import Radio
+from adapters.kit.payload import finite
 from gateway.errors import TranslationError
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapters.mapping.engine import EntityMapping, items_pointer, load_mapping, map_item, select_items
+from adapters.kit.mapping.engine import EntityMapping, items_pointer, load_mapping, map_item, select_items
 from gateway.errors import InputError, TranslationError
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024

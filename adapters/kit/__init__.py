@@ -1,0 +1,6 @@
+"""The adapter kit: transports, parsers and libraries that adapters share.
+
+Adapters (one folder each under ``adapters/``) import from here; nothing here imports a
+concrete adapter. What lives here: MQTT and HTTP push transports, the strict payload parser,
+the declarative mapping engine, the LoRaWAN family and the demo's simulated vendor sources.
+"""
