@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +50,30 @@ def reference() -> Path:
     if not HAS_SHARED:
         pytest.skip(SHARED_ABSENT)
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A PostgreSQL + PostGIS server for the session (tests/postgres.py); skips by name when unavailable."""
+    from tests import postgres
+
+    reason = postgres.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    server = postgres.PostgresServer()
+    try:
+        server.start()
+    except Exception:
+        server.stop()  # installed but not starting is a failure, not a skip
+        raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> str:
+    """The URL of a fresh database (PostGIS ready) for one test."""
+    url: str = postgres_server.new_database()
+    return url

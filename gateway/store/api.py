@@ -21,7 +21,7 @@ from gateway.store import join as join_mod
 from gateway.store import operations as ops
 from gateway.store import patterns
 from gateway.store import query as query_mod
-from gateway.store.base import Change, Doc, QuerySpec
+from gateway.store.base import Change, Doc, GeoFilter, OrderItem, QuerySpec
 from gateway.store.http import (
     COUNT_HEADER,
     GEO_JSON,
@@ -150,6 +150,7 @@ def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int,
     settings = ngsi.settings
     spec = QuerySpec(limit=limit, offset=offset, count=count)
     expand = ctx.expand_term
+    spec.expand = expand
     predicates: list[Callable[[Doc], bool]] = []
     if qp.ids is not None:
         if len(qp.ids) > settings.max_ids:
@@ -164,6 +165,7 @@ def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int,
         if len(names) > settings.max_ids:
             raise NgsiError("TooComplexQuery", f"type: more than {settings.max_ids} names")
         spec.types = sorted({expand(n) for n in names})
+        spec.type_expr = texpr
         if not texpr.is_simple():
             spec.type_match = lambda types: texpr.matches(types, expand)
     if qp.id_pattern is not None:
@@ -175,16 +177,19 @@ def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int,
         spec.attrs = sorted(_expand_names(ctx, qp.attrs, "attrs", settings.max_ids) or ())
     if qp.q is not None:
         qexpr = query_mod.parse_q(qp.q)
+        spec.q = qexpr
         predicates.append(lambda doc: qexpr.evaluate(doc, expand))
         spec.number_filters = _number_filters(qexpr, expand)
     if qp.scope_q is not None:
         sexpr = query_mod.parse_scope_q(qp.scope_q)
+        spec.scope_q = sexpr
         predicates.append(lambda doc: sexpr.matches(doc.get("scope")))
     if qp.georel is not None or qp.geometry is not None or qp.coordinates is not None:
         gq = geo_mod.parse_geo_query(qp.georel, qp.geometry, qp.coordinates, qp.geoproperty or "location")
         if len(gq.shape.vertices()) > settings.max_geo_vertices:
             raise NgsiError("TooComplexQuery", f"geometry with more than {settings.max_geo_vertices} positions")
         geo_iri = expand(gq.geoproperty)
+        spec.geo = GeoFilter(geo_iri, gq)
         box = gq.bbox()
         if box is not None:
             spec.bbox = box
@@ -220,6 +225,7 @@ def build_query(ngsi: NgsiContext, ctx: Context, qp: QueryParams, *, limit: int,
         spec.predicate = (lambda doc: all(p(doc) for p in predicates)) if len(predicates) > 1 else predicates[0]
     if qp.order_by is not None:
         spec.sort_key, spec.sort_reverse = _order_by(ctx, qp.order_by)
+        spec.order_by = _order_items(ctx, qp.order_by)
     return spec
 
 
@@ -267,6 +273,22 @@ def _order_by(ctx: Context, text: str) -> tuple[Callable[[Doc], Any], bool]:
         return query_mod.OrderKey(tuple((query_mod.sort_rank(get(doc)), desc) for get, desc in items))
 
     return key, False
+
+
+def _order_items(ctx: Context, text: str) -> tuple[OrderItem, ...]:
+    """The parsed ``orderBy`` (already checked by :func:`_order_by`), for backends that compile it."""
+    items: list[OrderItem] = []
+    for item in text.split(","):
+        path, _, direction = item.partition(";")
+        desc = direction == "desc"
+        if path in _ORDER_MEMBERS:
+            items.append(OrderItem(path, descending=desc))
+            continue
+        head, *subs = path.split(".")
+        iri = ctx.expand_attr_name(head, "orderBy")
+        keys = tuple(s if s in query_mod.META_MEMBERS else ctx.expand_attr_name(s, "orderBy") for s in subs)
+        items.append(OrderItem(None, iri, keys, desc))
+    return tuple(items)
 
 
 def _order_getter(ctx: Context, path: str) -> Callable[[Doc], Any]:

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from gateway import home
 from gateway.store.api import add_entity_routes
+from gateway.store.backends import create_storage
 from gateway.store.base import Storage, tune_gc
 from gateway.store.batch import add_batch_routes
 from gateway.store.discovery import add_discovery_routes
@@ -36,7 +37,6 @@ from gateway.store.http import error_middleware, negotiate
 from gateway.store.problems import NgsiError
 from gateway.store.security import auth_middleware, cross_site_middleware
 from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings, load_tokens
-from gateway.store.sqlite import SqliteStorage
 
 __all__ = [
     "CONTEXTS_KEY",
@@ -75,13 +75,15 @@ def create_store_app(settings: StoreSettings, *, storage: Storage | None = None)
         middlewares.append(auth_middleware(settings))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     owned = storage is None
-    store: Storage = storage if storage is not None else SqliteStorage(settings.store_path, settings.durability)
+    store: Storage = storage if storage is not None else create_storage(
+        settings.database_url, durability=settings.durability
+    )
     app[SETTINGS_KEY] = settings
     app[STORAGE_KEY] = store
     app[CONTEXTS_KEY] = store.contexts
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        if owned and isinstance(store, SqliteStorage):
+        if owned:
             tune_gc()
             await store.start()
         try:

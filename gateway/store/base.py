@@ -1,10 +1,11 @@
 """The storage interface of the embedded NGSI-LD store, independent of the database.
 
 The API and the runtime only see :class:`Storage`. A backend implements a handful of
-primitives (:meth:`StorageBase._apply`, ``get_doc``, ``query``…); the NGSI-LD write semantics
+primitives (:meth:`StorageBase.apply`, ``get_doc``, ``query``…); the NGSI-LD write semantics
 (create, upsert, update, merge, replace, delete) are pure functions in
-``gateway.store.operations`` that a backend runs inside ONE transaction per batch, so a
-PostgreSQL backend can take the same interface later without touching the API.
+``gateway.store.operations`` that a backend runs inside ONE transaction per batch. The record
+types live in :mod:`gateway.store.records`; :mod:`gateway.store.backends` opens a backend from a
+URL (SQLite, the embedded default, or PostgreSQL).
 
 Stored entities are *expanded normalized* documents (see ``gateway.store.jsonld``): type and
 attribute names are IRIs, every attribute is a list of instances, and system attributes
@@ -12,7 +13,7 @@ attribute names are IRIs, every attribute is a list of instances, and system att
 
 The runtime writes through the compacted interface::
 
-    storage = await open_storage(data_dir / "store.sqlite")
+    storage = await open_storage("sqlite:///data/store.sqlite")   # gateway.store.backends
     result = await storage.upsert("", [entity, ...])          # jonction @context by default
     entity = await storage.get("", "urn:ngsi-ld:Streetlight:1")
     n = await storage.count("", "Streetlight")
@@ -24,168 +25,58 @@ from __future__ import annotations
 import gc
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from gateway.model import Entity
 from gateway.store.problems import NgsiError
+from gateway.store.records import (
+    DEFAULT_TENANT,
+    BatchError,
+    BatchResult,
+    Change,
+    ChangeEvent,
+    ChangeResult,
+    Doc,
+    GeoFilter,
+    Listener,
+    Mutation,
+    Mutator,
+    OrderItem,
+    Outcome,
+    QueryResult,
+    QuerySpec,
+    TypeInfo,
+)
 
 if TYPE_CHECKING:
     from gateway.store.jsonld import ContextCache
 
-Doc = dict[str, Any]
-"""An entity in the stored, expanded normalized form."""
-
-Outcome = Literal["created", "updated", "deleted", "unchanged"]
-"""What one change did to one entity."""
-
-DEFAULT_TENANT = ""
-"""The default tenant (no ``NGSILD-Tenant`` header)."""
+__all__ = [
+    "DEFAULT_TENANT",
+    "BatchError",
+    "BatchResult",
+    "Change",
+    "ChangeEvent",
+    "ChangeResult",
+    "Doc",
+    "GeoFilter",
+    "Listener",
+    "Mutation",
+    "Mutator",
+    "OrderItem",
+    "Outcome",
+    "QueryResult",
+    "QuerySpec",
+    "Storage",
+    "StorageBase",
+    "TypeInfo",
+    "open_storage",
+    "tune_gc",
+]
 
 log = logging.getLogger("jonction.store")
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
-    """One committed change to one entity, as subscriptions and history see it."""
-
-    tenant: str
-    entity_id: str
-    entity_type: str
-    """The first type IRI of the entity (after the change, or before it for a deletion)."""
-    before: Mapping[str, Any] | None
-    """The stored document before the change (None when created)."""
-    after: Mapping[str, Any] | None
-    """The stored document after the change (None when deleted)."""
-
-
-Listener = Callable[[Sequence[ChangeEvent]], Awaitable[None]]
-"""Called after every commit with that commit's events; it must return quickly (queue work)."""
-
-
-@dataclass(slots=True)
-class Mutation:
-    """The result of applying one change to the current document of one entity."""
-
-    doc: Doc | None
-    """The new document; None deletes the entity."""
-    outcome: Outcome
-    written: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    """(attribute IRI, instance) pairs written, for attribute history."""
-    not_updated: list[tuple[str, str]] = field(default_factory=list)
-    """(attribute IRI, reason) pairs left untouched (PATCH /attrs partial results)."""
-
-
-Mutator = Callable[[Doc | None, str], Mutation]
-"""Pure function: (current document or None, commit time RFC 3339) → Mutation; may raise NgsiError."""
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One requested change: which entity, and the pure function that computes its new state."""
-
-    entity_id: str
-    mutate: Mutator
-
-
-@dataclass(slots=True)
-class ChangeResult:
-    """What happened to one change of a batch."""
-
-    entity_id: str
-    outcome: Outcome | None = None
-    error: NgsiError | None = None
-    not_updated: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchError:
-    """One entity of a batch that failed, with its NGSI-LD error."""
-
-    entity_id: str
-    error: NgsiError
-
-
-@dataclass(slots=True)
-class BatchResult:
-    """Result of a batch write: ids that succeeded (in order) and per-entity errors."""
-
-    success: list[str] = field(default_factory=list)
-    errors: list[BatchError] = field(default_factory=list)
-    created: list[str] = field(default_factory=list)
-    """The subset of ``success`` that was created (upsert answers 201 only if all were)."""
-
-    @classmethod
-    def from_results(cls, results: Sequence[ChangeResult]) -> BatchResult:
-        """Fold per-change results into a batch result."""
-        out = cls()
-        for r in results:
-            if r.error is not None:
-                out.errors.append(BatchError(r.entity_id, r.error))
-            else:
-                out.success.append(r.entity_id)
-                if r.outcome == "created":
-                    out.created.append(r.entity_id)
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        """The NGSI-LD BatchOperationResult body (§5.2.16)."""
-        return {
-            "success": list(self.success),
-            "errors": [{"entityId": e.entity_id, "error": e.error.to_problem_details()} for e in self.errors],
-        }
-
-
-@dataclass(slots=True)
-class QuerySpec:
-    """A query over one tenant: SQL-able prefilters plus an exact Python predicate."""
-
-    types: Sequence[str] | None = None
-    """Entity type IRIs: candidates have at least one of them (prefilter)."""
-    type_match: Callable[[Sequence[str]], bool] | None = None
-    """Exact type-expression test on an entity's type IRIs (AND, parentheses…)."""
-    ids: Sequence[str] | None = None
-    id_pattern: str | None = None
-    """Regular expression (RE2 syntax, :mod:`gateway.store.patterns`) found somewhere in a matching id."""
-    attrs: Sequence[str] | None = None
-    """Attribute IRIs: an entity must have at least one of them."""
-    bbox: tuple[float, float, float, float] | None = None
-    """(min lon, min lat, max lon, max lat) prefilter on ``geoproperty``."""
-    geoproperty: str | None = None
-    predicate: Callable[[Doc], bool] | None = None
-    """Exact test (q, scopeQ, geometry relation) on a candidate document."""
-    number_filters: list[tuple[str, str, tuple[float, ...]]] = field(default_factory=list)
-    """Optional prefilters ``(attribute IRI, op, numbers)``, op one of ``> >= < <= == ..``: keep the
-    entities with an instance whose numeric value satisfies it, or whose value is not a number
-    (a superset: ``predicate`` still decides). A backend may ignore them."""
-    sort_key: Callable[[Doc], Any] | None = None
-    """orderBy: sort the matches by this key instead of by id."""
-    sort_reverse: bool = False
-    limit: int = 20
-    offset: int = 0
-    count: bool = False
-
-
-@dataclass(slots=True)
-class QueryResult:
-    """One page of a query."""
-
-    docs: list[Doc]
-    count: int | None
-    """Total matches when ``QuerySpec.count`` was asked."""
-    more: bool
-    """True when matches exist beyond this page."""
-
-
-@dataclass(frozen=True, slots=True)
-class TypeInfo:
-    """Discovery facts about one entity type in one tenant."""
-
-    count: int
-    attributes: Mapping[str, frozenset[str]]
-    """Attribute IRI → the attribute types (Property, Relationship…) seen."""
 
 
 class Storage(Protocol):
@@ -268,6 +159,10 @@ class Storage(Protocol):
         """True when the tenant exists (the default tenant always does)."""
         ...
 
+    async def start(self) -> None:
+        """Open the database: create or migrate its tables, load tenants and hosted contexts (idempotent)."""
+        ...
+
     async def ensure_tenant(self, tenant: str) -> None:
         """Create the tenant if it does not exist (creations such as subscriptions do this)."""
         ...
@@ -327,6 +222,10 @@ class StorageBase(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Flush and release the database."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Open the database: create or migrate its tables, load tenants and hosted contexts (idempotent)."""
 
     async def ensure_tenant(self, tenant: str) -> None:
         """Create the tenant if it does not exist (creations such as subscriptions do this)."""
@@ -468,14 +367,9 @@ def tune_gc() -> None:
 
 
 async def open_storage(
-    path: Path, *, durability: Literal["full", "normal"] = "full", gc_tuning: bool = True
+    path: Path | str, *, durability: Literal["full", "normal"] = "full", gc_tuning: bool = True
 ) -> Storage:
-    """Open (creating if needed) the SQLite store at ``path`` (usually ``<data>/store.sqlite``).
+    """Kept for existing imports: :func:`gateway.store.backends.open_storage` chooses the backend."""
+    from gateway.store.backends import open_storage as open_by_url
 
-    ``gc_tuning`` applies :func:`tune_gc` (process-wide; pass False to keep the defaults).
-    """
-    from gateway.store.sqlite import SqliteStorage
-
-    if gc_tuning:
-        tune_gc()
-    return await SqliteStorage.open(path, durability=durability)
+    return await open_by_url(path, durability=durability, gc_tuning=gc_tuning)

@@ -60,10 +60,18 @@ class StoreSettings:
     entities, paginated (the demo's choice, for newcomers). False (default, CIM 009 §6.4.3.2): 400
     BadRequestData unless ``local=true``."""
 
+    database: str | None = None
+    """The database URL (``postgresql://…`` or ``sqlite:///path``); None: ``<data_dir>/store.sqlite``."""
+
     @property
     def store_path(self) -> Path:
         """The SQLite file."""
         return self.data_dir / "store.sqlite"
+
+    @property
+    def database_url(self) -> str | Path:
+        """What :func:`gateway.store.backends.create_storage` opens: ``database`` or the SQLite file."""
+        return self.database if self.database else self.store_path
 
     @property
     def loopback(self) -> bool:

@@ -42,10 +42,10 @@ from gateway.store.base import (
     StorageBase,
     TypeInfo,
 )
-from gateway.store.operations import attr_names
+from gateway.store.indexing import SortKey as _SortKey
+from gateway.store.indexing import attr_summary, geo_boxes, geo_values
 from gateway.store.patterns import compile_user_pattern
 from gateway.store.problems import NgsiError
-from gateway.store.query import OrderKey
 
 log = logging.getLogger("jonction.store")
 
@@ -75,7 +75,6 @@ CREATE TABLE IF NOT EXISTS contexts(id TEXT PRIMARY KEY, doc TEXT NOT NULL, crea
 """
 
 _CHUNK = 500
-_ENTITY_KEYS = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt"})
 GEO_SLOTS = 64
 """R*Tree ids are ``rid * GEO_SLOTS + k``: at most 64 GeoProperty instances per entity."""
 _HOSTED = re.compile(r"/ngsi-ld/v1/jsonldContexts/([^/?#]+)$")
@@ -87,67 +86,6 @@ def _now() -> str:
 
 def _dumps(doc: Mapping[str, Any]) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-
-
-def _bbox(geometry: Any) -> tuple[float, float, float, float] | None:
-    """(min lon, min lat, max lon, max lat) of a GeoJSON geometry, or None."""
-    xs: list[float] = []
-    ys: list[float] = []
-
-    def walk(coords: Any) -> None:
-        if isinstance(coords, list) and coords and isinstance(coords[0], int | float):
-            xs.append(float(coords[0]))
-            ys.append(float(coords[1]))
-        elif isinstance(coords, list):
-            for c in coords:
-                walk(c)
-
-    if not isinstance(geometry, Mapping):
-        return None
-    if geometry.get("type") == "GeometryCollection":
-        for g in geometry.get("geometries") or []:
-            box = _bbox(g)
-            if box:
-                xs.extend((box[0], box[2]))
-                ys.extend((box[1], box[3]))
-    else:
-        walk(geometry.get("coordinates"))
-    if not xs:
-        return None
-    return min(xs), min(ys), max(xs), max(ys)
-
-
-def geo_values(doc: Doc) -> list[tuple[str, Any]]:
-    """(attribute IRI, GeoJSON value) of every GeoProperty instance, cheap to compare."""
-    return [
-        (name, inst.get("value"))
-        for name, insts in doc.items()
-        if name not in _ENTITY_KEYS
-        for inst in insts
-        if inst.get("type") == "GeoProperty"
-    ]
-
-
-def geo_boxes(doc: Doc) -> list[tuple[str, float, float, float, float]]:
-    """(attribute IRI, min lon, min lat, max lon, max lat) for every GeoProperty instance."""
-    out = []
-    for name in attr_names(doc):
-        for inst in doc[name]:
-            if inst.get("type") == "GeoProperty":
-                box = _bbox(inst.get("value"))
-                if box is not None:
-                    out.append((name, *box))
-    return out
-
-
-def attr_summary(doc: Doc) -> dict[str, list[str]]:
-    """Attribute IRI → attribute types, kept beside the document for discovery."""
-    out: dict[str, list[str]] = {}
-    for name, insts in doc.items():
-        if name in _ENTITY_KEYS:
-            continue
-        out[name] = [str(insts[0].get("type"))] if len(insts) == 1 else sorted({str(i.get("type")) for i in insts})
-    return out
 
 
 class SqliteStorage(StorageBase):
@@ -645,38 +583,6 @@ def _number_clause(iri: str, op: str, numbers: tuple[float, ...]) -> tuple[str, 
         f"OR json_extract(e.doc, ?) {test}))"
     )
     return clause, [first, '$."' + iri + '"[1]', first + ".value", first + ".value", *args]
-
-
-class _SortKey:
-    """Total order over JSON values for orderBy: missing < numbers < strings < others."""
-
-    __slots__ = ("rank", "value")
-
-    def __init__(self, value: Any) -> None:
-        self.rank: int
-        self.value: Any
-        if value is None:
-            self.rank, self.value = 0, 0
-        elif isinstance(value, OrderKey):  # a multi-item orderBy compares itself
-            self.rank, self.value = 4, value
-        elif isinstance(value, bool):
-            self.rank, self.value = 1, int(value)
-        elif isinstance(value, int | float):
-            self.rank, self.value = 1, value
-        elif isinstance(value, str):
-            self.rank, self.value = 2, value
-        else:
-            self.rank, self.value = 3, json.dumps(value, sort_keys=True)
-
-    def __lt__(self, other: _SortKey) -> bool:
-        if self.rank != other.rank:
-            return self.rank < other.rank
-        return bool(self.value < other.value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _SortKey) and (self.rank, self.value) == (other.rank, other.value)
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def _history_module() -> Any:

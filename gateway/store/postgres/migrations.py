@@ -1,0 +1,106 @@
+"""Versioned schema of the PostgreSQL backend, applied in order on start (``jonction store --migrate`` alone).
+
+Each migration runs once, in its own transaction, under an advisory lock so that several store
+processes starting together apply it once. The applied versions are rows of ``jonction_schema``;
+a database migrated by a newer jonction (a version this code does not know) is refused rather
+than written with an older layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from gateway.errors import ConfigInvalid
+
+MIGRATION_LOCK: Final = 0x6A6F6E6374_01
+"""Advisory lock key held while migrating ("jonct" + 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema: a version number, what it does, and its SQL."""
+
+    version: int
+    name: str
+    sql: str
+
+
+_V1 = """
+CREATE EXTENSION IF NOT EXISTS postgis;
+CREATE TABLE tenants(
+    name text PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+-- Tenants are a key column (leading every key and index), not schemas: tenants appear at run time
+-- with any creation, and one set of tables keeps migrations, prepared statements and backups single.
+CREATE TABLE entities(
+    tenant text NOT NULL,
+    id text NOT NULL,
+    type text NOT NULL,
+    types text[] NOT NULL,
+    attrs jsonb NOT NULL,
+    doc jsonb NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX entities_type ON entities(tenant, type, id);
+CREATE INDEX entities_types ON entities USING gin(types);
+CREATE INDEX entities_attrs ON entities USING gin(attrs);
+CREATE INDEX entities_doc ON entities USING gin(doc jsonb_path_ops);
+-- The bounding box of every GeoProperty instance (k-th of attribute attr), the geo-query prefilter.
+CREATE TABLE geo(
+    tenant text NOT NULL,
+    id text NOT NULL,
+    attr text NOT NULL,
+    k integer NOT NULL,
+    geom geometry(Polygon, 4326) NOT NULL,
+    PRIMARY KEY (tenant, id, attr, k),
+    FOREIGN KEY (tenant, id) REFERENCES entities(tenant, id) ON DELETE CASCADE
+);
+CREATE INDEX geo_geom ON geo USING gist(geom);
+CREATE TABLE contexts(
+    id text PRIMARY KEY,
+    doc jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "tenants, entities (JSONB, GIN), geometry boxes (PostGIS, GiST), hosted contexts", _V1),
+)
+"""Every migration, in order; append new ones, never edit an applied one."""
+
+LATEST: Final = MIGRATIONS[-1].version
+
+
+async def applied(conn: Any) -> list[int]:
+    """The versions recorded in the database (empty when it was never migrated)."""
+    exists = await conn.fetchval("SELECT to_regclass('jonction_schema') IS NOT NULL")
+    if not exists:
+        return []
+    return [int(r[0]) for r in await conn.fetch("SELECT version FROM jonction_schema ORDER BY version")]
+
+
+async def migrate(conn: Any) -> list[int]:
+    """Apply the missing migrations in order; return the versions applied now."""
+    done_now: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS jonction_schema(version integer PRIMARY KEY, name text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = set(await applied(conn))
+        newer = sorted(v for v in done if v > LATEST)
+        if newer:
+            raise ConfigInvalid(
+                f"the database schema is at version {newer[-1]}, newer than this jonction knows ({LATEST}): "
+                "upgrade jonction"
+            )
+        for step in MIGRATIONS:
+            if step.version in done:
+                continue
+            await conn.execute(step.sql)
+            await conn.execute("INSERT INTO jonction_schema(version, name) VALUES($1, $2)", step.version, step.name)
+            done_now.append(step.version)
+    return done_now

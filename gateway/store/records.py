@@ -1,0 +1,215 @@
+"""The record types the store's backends and handlers exchange, independent of any database.
+
+Documents (``Doc``), changes (``Change``/``Mutation``), their results (``ChangeResult``,
+``BatchResult``), commit events (``ChangeEvent``) and queries (``QuerySpec``/``QueryResult``).
+:mod:`gateway.store.base` re-exports them, so older imports keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from gateway.store.problems import NgsiError
+
+if TYPE_CHECKING:
+    from gateway.store.geo import GeoQuery
+    from gateway.store.query import QExpr, ScopeExpr, TypeExpr
+
+Doc = dict[str, Any]
+"""An entity in the stored, expanded normalized form."""
+
+Outcome = Literal["created", "updated", "deleted", "unchanged"]
+"""What one change did to one entity."""
+
+DEFAULT_TENANT = ""
+"""The default tenant (no ``NGSILD-Tenant`` header)."""
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One committed change to one entity, as subscriptions and history see it."""
+
+    tenant: str
+    entity_id: str
+    entity_type: str
+    """The first type IRI of the entity (after the change, or before it for a deletion)."""
+    before: Mapping[str, Any] | None
+    """The stored document before the change (None when created)."""
+    after: Mapping[str, Any] | None
+    """The stored document after the change (None when deleted)."""
+
+
+Listener = Callable[[Sequence[ChangeEvent]], Awaitable[None]]
+"""Called after every commit with that commit's events; it must return quickly (queue work)."""
+
+
+@dataclass(slots=True)
+class Mutation:
+    """The result of applying one change to the current document of one entity."""
+
+    doc: Doc | None
+    """The new document; None deletes the entity."""
+    outcome: Outcome
+    written: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(attribute IRI, instance) pairs written, for attribute history."""
+    not_updated: list[tuple[str, str]] = field(default_factory=list)
+    """(attribute IRI, reason) pairs left untouched (PATCH /attrs partial results)."""
+
+
+Mutator = Callable[[Doc | None, str], Mutation]
+"""Pure function: (current document or None, commit time RFC 3339) → Mutation; may raise NgsiError."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One requested change: which entity, and the pure function that computes its new state."""
+
+    entity_id: str
+    mutate: Mutator
+
+
+@dataclass(slots=True)
+class ChangeResult:
+    """What happened to one change of a batch."""
+
+    entity_id: str
+    outcome: Outcome | None = None
+    error: NgsiError | None = None
+    not_updated: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchError:
+    """One entity of a batch that failed, with its NGSI-LD error."""
+
+    entity_id: str
+    error: NgsiError
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Result of a batch write: ids that succeeded (in order) and per-entity errors."""
+
+    success: list[str] = field(default_factory=list)
+    errors: list[BatchError] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    """The subset of ``success`` that was created (upsert answers 201 only if all were)."""
+
+    @classmethod
+    def from_results(cls, results: Sequence[ChangeResult]) -> BatchResult:
+        """Fold per-change results into a batch result."""
+        out = cls()
+        for r in results:
+            if r.error is not None:
+                out.errors.append(BatchError(r.entity_id, r.error))
+            else:
+                out.success.append(r.entity_id)
+                if r.outcome == "created":
+                    out.created.append(r.entity_id)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The NGSI-LD BatchOperationResult body (§5.2.16)."""
+        return {
+            "success": list(self.success),
+            "errors": [{"entityId": e.entity_id, "error": e.error.to_problem_details()} for e in self.errors],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GeoFilter:
+    """A parsed geo-query and the expanded IRI of the GeoProperty it tests."""
+
+    geoproperty: str
+    query: GeoQuery
+
+
+@dataclass(frozen=True, slots=True)
+class OrderItem:
+    """One ``orderBy`` item: an entity member (``id``, ``type``…) or an attribute path, and its direction."""
+
+    member: str | None
+    """``id``, ``type``, ``createdAt``, ``modifiedAt`` or ``scope``; None for an attribute path."""
+    attr: str | None = None
+    """The attribute IRI (None for a member)."""
+    subs: tuple[str, ...] = ()
+    """Sub-attribute IRIs or meta members (``observedAt``…) below the attribute."""
+    descending: bool = False
+
+
+@dataclass(slots=True)
+class QuerySpec:
+    """A query over one tenant: prefilters, the parsed expressions, and exact Python closures.
+
+    A backend narrows candidates with what it can compile (``types``, ``ids``, ``attrs``, ``bbox``,
+    ``q``, ``geo``…) and, unless it compiled everything exactly, decides with ``type_match``,
+    ``predicate`` and ``sort_key``, which are the reference semantics (SQLite evaluates them in process).
+    """
+
+    types: Sequence[str] | None = None
+    """Entity type IRIs: candidates have at least one of them (prefilter)."""
+    type_match: Callable[[Sequence[str]], bool] | None = None
+    """Exact type-expression test on an entity's type IRIs (AND, parentheses…)."""
+    ids: Sequence[str] | None = None
+    id_pattern: str | None = None
+    """Regular expression (RE2 syntax, :mod:`gateway.store.patterns`) found somewhere in a matching id."""
+    attrs: Sequence[str] | None = None
+    """Attribute IRIs: an entity must have at least one of them."""
+    bbox: tuple[float, float, float, float] | None = None
+    """(min lon, min lat, max lon, max lat) prefilter on ``geoproperty``."""
+    geoproperty: str | None = None
+    predicate: Callable[[Doc], bool] | None = None
+    """Exact test (q, scopeQ, geometry relation) on a candidate document."""
+    number_filters: list[tuple[str, str, tuple[float, ...]]] = field(default_factory=list)
+    """Optional prefilters ``(attribute IRI, op, numbers)``, op one of ``> >= < <= == ..``: keep the
+    entities with an instance whose numeric value satisfies it, or whose value is not a number
+    (a superset: ``predicate`` still decides). A backend may ignore them."""
+    sort_key: Callable[[Doc], Any] | None = None
+    """orderBy: sort the matches by this key instead of by id."""
+    sort_reverse: bool = False
+    limit: int = 20
+    offset: int = 0
+    count: bool = False
+    # -- the parsed expressions, for backends that compile them (the closures above stay exact) --
+    q: QExpr | None = None
+    """The parsed ``q`` (§4.9); its terms expand with ``expand``."""
+    scope_q: ScopeExpr | None = None
+    """The parsed ``scopeQ`` (§4.19)."""
+    type_expr: TypeExpr | None = None
+    """The parsed ``type`` expression (§4.17); ``types`` lists its expanded names."""
+    geo: GeoFilter | None = None
+    """The geo-query (§4.10) with its geoproperty expanded."""
+    order_by: tuple[OrderItem, ...] = ()
+    """The parsed ``orderBy`` (§4.23), items in order."""
+    expand: Callable[[str], str] | None = None
+    """Expands a term of the request's @context to its IRI (what the expressions need)."""
+
+    def needs_python(self) -> bool:
+        """True when some part of the spec is only decided by its Python closures."""
+        return (
+            self.type_match is not None
+            or self.id_pattern is not None
+            or self.predicate is not None
+            or self.sort_key is not None
+        )
+
+
+@dataclass(slots=True)
+class QueryResult:
+    """One page of a query."""
+
+    docs: list[Doc]
+    count: int | None
+    """Total matches when ``QuerySpec.count`` was asked."""
+    more: bool
+    """True when matches exist beyond this page."""
+
+
+@dataclass(frozen=True, slots=True)
+class TypeInfo:
+    """Discovery facts about one entity type in one tenant."""
+
+    count: int
+    attributes: Mapping[str, frozenset[str]]
+    """Attribute IRI → the attribute types (Property, Relationship…) seen."""
