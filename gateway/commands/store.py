@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigInvalid
+
+DATABASE_ENV = "JONCTION_STORE_DATABASE"
+"""Environment variable holding the store's database URL (keeps a password out of the command line)."""
 
 
 def register(sub: Any) -> None:
@@ -20,6 +24,13 @@ def register(sub: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=1026, help="TCP port (default: 1026, like the brokers)")
     parser.add_argument("--data", type=Path, default=Path("data"), help="data directory (store.sqlite)")
+    parser.add_argument(
+        "--database", default=None, metavar="URL",
+        help="where entities live: postgresql://user@host:port/db (PostgreSQL + PostGIS, extra "
+        "jonction[postgresql]) or sqlite:///path (default: sqlite in --data); also $JONCTION_STORE_DATABASE",
+    )
+    parser.add_argument("--migrate", action="store_true",
+                        help="apply the database migrations (create or upgrade the tables), then exit")
     parser.add_argument(
         "--token-file",
         type=Path,
@@ -52,9 +63,13 @@ def _handle(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigInvalid(f"--port {args.port} is not a TCP port")
+    database = args.database or os.environ.get(DATABASE_ENV) or None
+    if args.migrate:
+        return _migrate(database or args.data / "store.sqlite")
     tokens, tenant_tokens = load_tokens(args.token_file)
     settings = StoreSettings(
         data_dir=args.data,
+        database=database,
         host=args.host,
         durability=args.durability,
         tokens=tokens,
@@ -70,6 +85,19 @@ def _handle(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _migrate(url: str | Path) -> int:
+    """Open the database (which applies the missing migrations), say what it is, and close it."""
+    from gateway.store.backends import describe, open_storage
+
+    async def run() -> None:
+        storage = await open_storage(url, gc_tuning=False)
+        await storage.close()
+
+    asyncio.run(run())
+    print(f"jonction store: {describe(url)} is migrated", flush=True)
     return 0
 
 

@@ -8,51 +8,25 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 
 from gateway.errors import ConfigInvalid
 from gateway.store.base import Storage, tune_gc
+from gateway.store.urls import describe, is_postgresql, sqlite_path
 
-SQLITE_FILE = "store.sqlite"
-"""The SQLite file's name inside a data directory."""
-
-
-def is_postgresql(url: str | Path | None) -> bool:
-    """True for a ``postgresql://`` (or ``postgres://``) URL."""
-    return isinstance(url, str) and url.split(":", 1)[0] in ("postgresql", "postgres")
-
-
-def sqlite_path(url: str | Path) -> Path:
-    """The file of a ``sqlite:///path`` URL (``sqlite:////abs`` or ``sqlite:///rel``), or a plain path."""
-    if isinstance(url, Path):
-        return url
-    if url.startswith("sqlite:"):
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigInvalid(f"database {url!r}: a sqlite URL names a local file (sqlite:///path)")
-        path = unquote(parts.path)
-        # sqlite:///rel/store.sqlite → "/rel/store.sqlite" is relative, sqlite:////abs → "//abs"
-        return Path(path[1:]) if path.startswith("/") else Path(path)
-    if "://" in url:
-        raise ConfigInvalid(f"database {url!r}: expected sqlite:///path or postgresql://…")
-    return Path(url)
-
-
-def describe(url: str | Path) -> str:
-    """The URL without its password, for logs and messages."""
-    if not is_postgresql(url):
-        return f"sqlite:///{sqlite_path(url)}"
-    parts = urlsplit(str(url))
-    if parts.password is None:
-        return str(url)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+__all__ = ["create_storage", "describe", "is_postgresql", "open_storage", "sqlite_path"]
 
 
 def create_storage(url: str | Path, *, durability: Literal["full", "normal"] = "full") -> Storage:
     """A backend for ``url``, not yet started (``await storage.start()`` opens it)."""
     if is_postgresql(url):
-        from gateway.store.postgres import PostgresStorage  # optional extra: asyncpg
+        try:
+            from gateway.store.postgres import PostgresStorage
+        except ImportError as exc:
+            if exc.name != "asyncpg":
+                raise
+            raise ConfigInvalid(
+                f"database {describe(url)}: the PostgreSQL backend needs asyncpg (pip install 'jonction[postgresql]')"
+            ) from None
 
         return PostgresStorage(str(url))
     from gateway.store.sqlite import SqliteStorage

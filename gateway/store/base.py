@@ -47,6 +47,7 @@ from gateway.store.records import (
     Outcome,
     QueryResult,
     QuerySpec,
+    SubscriptionRecords,
     TypeInfo,
 )
 
@@ -71,6 +72,7 @@ __all__ = [
     "QuerySpec",
     "Storage",
     "StorageBase",
+    "SubscriptionRecords",
     "TypeInfo",
     "open_storage",
     "tune_gc",
@@ -192,6 +194,10 @@ class Storage(Protocol):
         """The @context cache resolving bundled and hosted contexts."""
         ...
 
+    def subscription_records(self) -> SubscriptionRecords | None:
+        """Where this backend persists subscriptions; None: the subscriptions keep their own SQLite table."""
+        ...
+
 
 class StorageBase(ABC):
     """NGSI-LD batch semantics and the compacted runtime interface over backend primitives."""
@@ -230,6 +236,10 @@ class StorageBase(ABC):
     async def ensure_tenant(self, tenant: str) -> None:
         """Create the tenant if it does not exist (creations such as subscriptions do this)."""
         await self.apply(tenant, [], create_tenant=True)
+
+    def subscription_records(self) -> SubscriptionRecords | None:
+        """Where this backend persists subscriptions; None: the subscriptions keep their own SQLite table."""
+        return None
 
     # -- listeners -----------------------------------------------------------------------
 

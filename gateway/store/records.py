@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from gateway.store.problems import NgsiError
 
@@ -213,3 +213,23 @@ class TypeInfo:
     count: int
     attributes: Mapping[str, frozenset[str]]
     """Attribute IRI → the attribute types (Property, Relationship…) seen."""
+
+
+class SubscriptionRecords(Protocol):
+    """Where subscriptions persist: one JSON document (definition and delivery state) per subscription."""
+
+    async def load_all(self) -> list[tuple[str, str, str]]:
+        """Every stored subscription as (tenant, id, JSON document)."""
+        ...
+
+    async def save(self, tenant: str, sub_id: str, document: str) -> None:
+        """Create or replace one subscription's document."""
+        ...
+
+    async def delete(self, tenant: str, sub_id: str) -> None:
+        """Forget one subscription (nothing when unknown)."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the records hold (the storage's own connections stay open)."""
+        ...

@@ -128,10 +128,28 @@ class StoreServer:
         return await self.request("DELETE", path, **kw)
 
 
+BACKENDS = ("sqlite", "postgresql")
+"""The store backends a test module can run over: it sets ``STORE_BACKENDS = BACKENDS``."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the tests of a module that lists ``STORE_BACKENDS`` once per backend (ids ``[sqlite]``...)."""
+    backends = getattr(metafunc.module, "STORE_BACKENDS", None)
+    if backends and "store_backend" in metafunc.fixturenames:
+        metafunc.parametrize("store_backend", backends, scope="function")
+
+
 @pytest.fixture
-def store_settings(tmp_path: Path) -> StoreSettings:
-    """Settings with the data directory in tmp_path."""
-    return StoreSettings(data_dir=tmp_path / "data")
+def store_backend() -> str:
+    """The backend under test: SQLite unless the module asks for several (``STORE_BACKENDS``)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def store_settings(tmp_path: Path, store_backend: str, request: pytest.FixtureRequest) -> StoreSettings:
+    """Settings with the data directory in tmp_path (and a fresh PostgreSQL database for that backend)."""
+    database = request.getfixturevalue("postgres_url") if store_backend == "postgresql" else None
+    return StoreSettings(data_dir=tmp_path / "data", database=database)
 
 
 @pytest.fixture

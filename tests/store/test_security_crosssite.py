@@ -18,7 +18,10 @@ import pytest
 from gateway.crosssite import HostPolicy, host_name, refusal, same_origin
 from gateway.store.app import StoreSettings
 from tests.conftest import free_port
-from tests.store.conftest import StoreServer, streetlight
+from tests.store.conftest import BACKENDS, StoreServer, streetlight
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 EVIL = {"Host": "evil.example", "Origin": "http://evil.example"}
 

@@ -6,7 +6,10 @@ from typing import Any
 
 import pytest
 
-from tests.store.conftest import ERR, StoreServer, streetlight
+from tests.store.conftest import BACKENDS, ERR, StoreServer, streetlight
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 
 def _ids(n: int) -> list[str]:

@@ -12,7 +12,10 @@ import aiohttp
 import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.store.conftest import CONTEXT_REL, LINK_JONCTION, StoreServer, streetlight
+from tests.store.conftest import BACKENDS, CONTEXT_REL, LINK_JONCTION, StoreServer, streetlight
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 
 @pytest.fixture

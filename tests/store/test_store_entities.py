@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.store.conftest import LINK_JONCTION, StoreServer, streetlight
+from tests.store.conftest import BACKENDS, LINK_JONCTION, StoreServer, streetlight
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 E1 = "/entities/urn:ngsi-ld:Streetlight:1"
 VOCAB = "https://uri.etsi.org/ngsi-ld/default-context/"

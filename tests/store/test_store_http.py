@@ -8,7 +8,10 @@ import json
 import aiohttp
 import pytest
 
-from tests.store.conftest import CONTEXT_REL, CORE, JONCTION, LINK_JONCTION, StoreServer, streetlight
+from tests.store.conftest import BACKENDS, CONTEXT_REL, CORE, JONCTION, LINK_JONCTION, StoreServer, streetlight
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 
 async def test_create_then_retrieve_normalized(server: StoreServer) -> None:

@@ -8,7 +8,10 @@ import pytest
 
 from gateway.store.problems import NgsiError
 from gateway.store.representation import Projection, parse_projection
-from tests.store.conftest import StoreServer
+from tests.store.conftest import BACKENDS, StoreServer
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 B = "urn:ngsi-ld:Building:1"
 PARIS = "urn:ngsi-ld:City:Paris"

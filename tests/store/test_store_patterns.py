@@ -14,7 +14,10 @@ import pytest
 from gateway.store.patterns import compile_user_pattern
 from gateway.store.problems import NgsiError
 from tests.conftest import ROOT, free_port
-from tests.store.conftest import StoreServer, streetlight
+from tests.store.conftest import BACKENDS, StoreServer, streetlight
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 EVIL = "(a+)+b"
 """Exponential on a backtracking engine against a run of a's without a final b."""

@@ -9,7 +9,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from gateway.store.settings import StoreSettings
-from tests.store.conftest import Reply, StoreServer, streetlight
+from tests.store.conftest import BACKENDS, Reply, StoreServer, streetlight
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 
 def _light(n: int, state: str, lon: float, lat: float, **extra: Any) -> dict[str, Any]:

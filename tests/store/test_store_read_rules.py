@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.store.conftest import LINK_JONCTION, StoreServer, streetlight
+from tests.store.conftest import BACKENDS, LINK_JONCTION, StoreServer, streetlight
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 
 def _ids(body: list[dict[str, Any]]) -> list[str]:

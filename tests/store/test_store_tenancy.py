@@ -10,7 +10,10 @@ import pytest
 from gateway.errors import ConfigInvalid
 from gateway.store.app import StoreSettings, create_store_app, load_tokens
 from gateway.store.security import token_matches
-from tests.store.conftest import StoreServer, streetlight
+from tests.store.conftest import BACKENDS, StoreServer, streetlight
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 A = {"NGSILD-Tenant": "commune-a"}
 B = {"NGSILD-Tenant": "commune-b"}

@@ -6,7 +6,10 @@ from typing import Any
 
 import pytest
 
-from tests.store.conftest import StoreServer, streetlight
+from tests.store.conftest import BACKENDS, StoreServer, streetlight
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 ERR = "https://uri.etsi.org/ngsi-ld/errors/"
 LD = "application/ld+json"

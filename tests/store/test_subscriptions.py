@@ -15,7 +15,10 @@ from aiohttp import web
 
 from gateway.store import subscriptions
 from tests.conftest import free_port
-from tests.store.conftest import CORE, JONCTION, LINK_JONCTION, StoreServer, streetlight
+from tests.store.conftest import BACKENDS, CORE, JONCTION, LINK_JONCTION, StoreServer, streetlight
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 STREETLIGHT_IRI = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"
 

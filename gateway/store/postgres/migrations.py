@@ -65,8 +65,18 @@ CREATE TABLE contexts(
 );
 """
 
+_V2 = """
+CREATE TABLE subscriptions(
+    tenant text NOT NULL,
+    id text NOT NULL,
+    doc jsonb NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "tenants, entities (JSONB, GIN), geometry boxes (PostGIS, GiST), hosted contexts", _V1),
+    Migration(2, "subscriptions (definition and delivery state, one JSONB document each)", _V2),
 )
 """Every migration, in order; append new ones, never edit an applied one."""
 

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from gateway import model
+from gateway.errors import Unavailable
 from gateway.store import codec, jsonld
 from gateway.store.base import StorageBase
 from gateway.store.indexing import SortKey, attr_summary, geo_boxes, geo_values
@@ -37,8 +38,10 @@ from gateway.store.records import (
     Doc,
     QueryResult,
     QuerySpec,
+    SubscriptionRecords,
     TypeInfo,
 )
+from gateway.store.urls import describe
 
 log = logging.getLogger("jonction.store")
 
@@ -68,6 +71,35 @@ def _now() -> str:
     return model.format_time(datetime.now(UTC))
 
 
+class PostgresSubscriptionRecords:
+    """Subscriptions in the ``subscriptions`` table, through the storage's connection pool."""
+
+    def __init__(self, storage: PostgresStorage) -> None:
+        self.storage = storage
+
+    async def load_all(self) -> list[tuple[str, str, str]]:
+        """Every stored subscription as (tenant, id, JSON document)."""
+        rows = await self.storage._db().fetch("SELECT tenant, id, doc::text FROM subscriptions")
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def save(self, tenant: str, sub_id: str, document: str) -> None:
+        """Create or replace one subscription's document."""
+        await self.storage._db().execute(
+            "INSERT INTO subscriptions(tenant, id, doc) VALUES($1, $2, $3::jsonb) "
+            "ON CONFLICT (tenant, id) DO UPDATE SET doc = excluded.doc",
+            tenant,
+            sub_id,
+            document,
+        )
+
+    async def delete(self, tenant: str, sub_id: str) -> None:
+        """Forget one subscription."""
+        await self.storage._db().execute("DELETE FROM subscriptions WHERE tenant = $1 AND id = $2", tenant, sub_id)
+
+    async def close(self) -> None:
+        """Nothing to release: the pool belongs to the storage."""
+
+
 class PostgresStorage(StorageBase):
     """The store on PostgreSQL 15+ with PostGIS 3 (``postgresql://user@host:port/database``)."""
 
@@ -91,7 +123,7 @@ class PostgresStorage(StorageBase):
         try:
             pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size)
         except (OSError, asyncpg.PostgresError) as exc:
-            raise NgsiError("InternalError", f"cannot connect to PostgreSQL: {exc}") from None
+            raise Unavailable(f"cannot connect to PostgreSQL at {describe(self.url)}: {exc}") from None
         assert pool is not None
         self._pool = pool
         async with pool.acquire() as conn:
@@ -157,6 +189,10 @@ class PostgresStorage(StorageBase):
         self._hosted.pop(context_id, None)
         self._contexts.clear()
         return bool(status != "DELETE 0")
+
+    def subscription_records(self) -> SubscriptionRecords:
+        """Subscriptions in the ``subscriptions`` table of this database."""
+        return PostgresSubscriptionRecords(self)
 
     # ------------------------------------------------------------------ tenants
 

@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.store import jsonld
-from gateway.store.base import ChangeEvent, Doc, QuerySpec, Storage
+from gateway.store.base import ChangeEvent, Doc, QuerySpec, Storage, SubscriptionRecords
 from gateway.store.history import Database
 from gateway.store.join import Fetch
 from gateway.store.problems import NgsiError
@@ -42,6 +42,39 @@ from gateway.store.subscriptions.parsing import (
 from gateway.store.subscriptions.rendering import Change
 
 log = logging.getLogger("jonction.store.subscriptions")
+
+
+class SqliteSubscriptionRecords:
+    """Subscriptions in the ``subscriptions`` table of the store's SQLite file (through a Database thread)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def load_all(self) -> list[tuple[str, str, str]]:
+        """Every stored subscription as (tenant, id, JSON document)."""
+
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+            return list(conn.execute("SELECT tenant, id, doc FROM subscriptions"))
+
+        return await self.db.read(run)
+
+    async def save(self, tenant: str, sub_id: str, document: str) -> None:
+        """Create or replace one subscription's document."""
+        await self.db.write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO subscriptions (tenant, id, doc) VALUES (?, ?, ?)", (tenant, sub_id, document)
+            )
+        )
+
+    async def delete(self, tenant: str, sub_id: str) -> None:
+        """Forget one subscription."""
+        await self.db.write(
+            lambda conn: conn.execute("DELETE FROM subscriptions WHERE tenant=? AND id=?", (tenant, sub_id))
+        )
+
+    async def close(self) -> None:
+        """Close the Database thread and its connection."""
+        await self.db.close()
 
 
 @dataclass(slots=True)
@@ -67,9 +100,9 @@ class Notifier:
     """Notifications waiting for one subscription; beyond (a dead or slow receiver), new ones are
     dropped and reported as failures, so memory stays bounded."""
 
-    def __init__(self, storage: Storage, db: Database | None) -> None:
+    def __init__(self, storage: Storage, db: Database | SubscriptionRecords | None) -> None:
         self.storage = storage
-        self.db = db
+        self.db: SubscriptionRecords | None = SqliteSubscriptionRecords(db) if isinstance(db, Database) else db
         self.subs: dict[tuple[str, str], Subscription] = {}
         self._queue: asyncio.Queue[Sequence[ChangeEvent]] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -85,11 +118,7 @@ class Notifier:
         """Read every stored subscription into memory."""
         if self.db is None:
             return
-
-        def run(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
-            return list(conn.execute("SELECT tenant, id, doc FROM subscriptions"))
-
-        for tenant, sub_id, doc in await self.db.read(run):
+        for tenant, sub_id, doc in await self.db.load_all():
             stored = json.loads(doc)
             try:
                 sub = build(
@@ -116,20 +145,14 @@ class Notifier:
         if self.db is None:
             return
         doc = json.dumps(sub.stored(), separators=(",", ":"))
-        await self.db.write(
-            lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO subscriptions (tenant, id, doc) VALUES (?, ?, ?)", (sub.tenant, sub.id, doc)
-            )
-        )
+        await self.db.save(sub.tenant, sub.id, doc)
 
     async def remove(self, tenant: str, sub_id: str) -> bool:
         """Delete a subscription; False when unknown."""
         sub = self.subs.pop((tenant, sub_id), None)
         self._locks.pop((tenant, sub_id), None)
         if self.db is not None:
-            await self.db.write(
-                lambda conn: conn.execute("DELETE FROM subscriptions WHERE tenant=? AND id=?", (tenant, sub_id))
-            )
+            await self.db.delete(tenant, sub_id)
         return sub is not None
 
     async def add(self, sub: Subscription) -> None:
@@ -343,9 +366,10 @@ def subscription_context(app: web.Application) -> Callable[[web.Application], As
 
     async def run(_: web.Application) -> AsyncIterator[None]:
         notifier = app[NOTIFIER_KEY]
+        notifier.db = notifier.storage.subscription_records()
         path = getattr(notifier.storage, "path", None)
-        if path is not None:
-            notifier.db = Database(path, setup=ensure_schema)
+        if notifier.db is None and path is not None:
+            notifier.db = SqliteSubscriptionRecords(Database(path, setup=ensure_schema))
         await notifier.load()
         await notifier.start()
         notifier.storage.add_listener(notifier.on_change)
