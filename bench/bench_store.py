@@ -1,6 +1,8 @@
 """Benchmark of the embedded NGSI-LD store: upsert throughput, query latency, memory.
 
-Usage: ``python bench/bench_store.py [N]`` (or ``BENCH_STORE_N=N``; default 100000 entities);
+Usage: ``python bench/bench_store.py [N] [--database URL]`` (or ``BENCH_STORE_N=N``; default 100000
+entities; ``--database postgresql://…`` measures the PostgreSQL backend, whose database should be
+empty, default: SQLite in a temporary folder);
 ``BENCH_STORE_DURABILITY=normal`` measures the Python upserts with ``synchronous=NORMAL`` (default full).
 Prints figures only (targets: upsert >= 20,000 entities/s, query p50 <= 20 ms, RSS <= 300 MB).
 Wall-clock rates depend on what else the machine runs; "entities per CPU-second" does not.
@@ -24,6 +26,7 @@ from aiohttp import web
 
 from gateway.store import open_storage
 from gateway.store.app import StoreSettings, create_root_app
+from gateway.store.backends import describe
 
 BATCH = 1000
 QUERIES = 200
@@ -52,15 +55,16 @@ def _entity(n: int, rng: random.Random, prefix: str = "Streetlight") -> dict[str
     }
 
 
-async def main(n: int) -> None:
+async def main(n: int, database: str | None = None) -> None:
     rng = random.Random(42)
     durability = "normal" if os.environ.get("BENCH_STORE_DURABILITY") == "normal" else "full"
-    print(f"store benchmark: {n} entities, batches of {BATCH}, durability {durability}")
+    where = describe(database) if database else "sqlite"
+    print(f"store benchmark: {n} entities, batches of {BATCH}, durability {durability}, database {where}")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         entities = [_entity(i, rng) for i in range(n)]
 
-        storage = await open_storage(data / "store.sqlite", durability=durability)
+        storage = await open_storage(database or data / "store.sqlite", durability=durability)
         start, cpu = time.perf_counter(), time.process_time()
         for i in range(0, n, BATCH):
             result = await storage.upsert("", entities[i : i + BATCH])
@@ -79,7 +83,7 @@ async def main(n: int) -> None:
         await storage.close()
         del entities
 
-        settings = StoreSettings(data_dir=data)
+        settings = StoreSettings(data_dir=data, database=database)
         runner = web.AppRunner(create_root_app(settings), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -141,10 +145,17 @@ async def main(n: int) -> None:
             print(f"query type+q, count, no geo: median {statistics.median(scans):6.1f} ms "
                   f"(last count {total} of {n})")
         print(f"RSS with {n} entities stored and served: {_rss_mb():.0f} MB")
-        print(f"database file: {(data / 'store.sqlite').stat().st_size / 1e6:.0f} MB")
+        if database is None:
+            print(f"database file: {(data / 'store.sqlite').stat().st_size / 1e6:.0f} MB")
         await runner.cleanup()
 
 
 if __name__ == "__main__":
-    size = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("BENCH_STORE_N", "100000"))
-    asyncio.run(main(size))
+    args = sys.argv[1:]
+    url: str | None = None
+    if "--database" in args:
+        at = args.index("--database")
+        url = args[at + 1]
+        del args[at : at + 2]
+    size = int(args[0]) if args else int(os.environ.get("BENCH_STORE_N", "100000"))
+    asyncio.run(main(size, url))

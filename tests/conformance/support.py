@@ -30,15 +30,17 @@ check is fixed in the store, never by weakening the check."""
 
 
 @asynccontextmanager
-async def running_store(data_dir: Path, *, allow_unfiltered_queries: bool = False) -> AsyncIterator[str]:
-    """The embedded NGSI-LD store on a free loopback port (SQLite in ``data_dir``), token required.
+async def running_store(
+    data_dir: Path, *, allow_unfiltered_queries: bool = False, database: str | None = None
+) -> AsyncIterator[str]:
+    """The embedded NGSI-LD store on a free loopback port (SQLite in ``data_dir``, or ``database``), token required.
 
     By default the store refuses an unfiltered GET /entities as CIM 009 asks (check L2-QRY-020);
     ``allow_unfiltered_queries=True`` runs it as the demo territory does.
     """
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     settings = StoreSettings(data_dir=data_dir, auth_required=True, tokens=frozenset({TOKEN}), durability="normal",
-                             allow_unfiltered_queries=allow_unfiltered_queries)
+                             allow_unfiltered_queries=allow_unfiltered_queries, database=database)
     runner = web.AppRunner(create_root_app(settings), access_log=None)
     await runner.setup()
     port = free_port()
