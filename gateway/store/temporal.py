@@ -704,7 +704,7 @@ def _db(request: web.Request) -> Database:
     holder = request.config_dict.get(DB_KEY)
     db = holder.db if holder is not None else None
     if db is None:
-        raise NgsiError("NotImplemented", "the temporal API needs the SQLite store")
+        raise NgsiError("NotImplemented", "the temporal API is not implemented on this store backend yet (SQLite only)")
     return db
 
 

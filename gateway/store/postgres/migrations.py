@@ -74,9 +74,36 @@ CREATE TABLE subscriptions(
 );
 """
 
+_V3 = """
+-- One row per written attribute instance, partitioned by month of ts (observedAt, else write time);
+-- the month partitions are created on first use (gateway.store.postgres.history).
+CREATE TABLE history(
+    tenant text NOT NULL,
+    entity_id text NOT NULL,
+    attr text NOT NULL,
+    dataset_id text NOT NULL DEFAULT '',
+    ts timestamptz NOT NULL,
+    observed_at timestamptz,
+    modified_at timestamptz NOT NULL,
+    kind text NOT NULL,
+    num double precision,
+    value jsonb,
+    instance_id text,
+    extra jsonb
+) PARTITION BY RANGE (ts);
+CREATE INDEX history_series ON history(tenant, entity_id, attr, ts);
+CREATE TABLE history_entities(
+    tenant text NOT NULL,
+    entity_id text NOT NULL,
+    types text[] NOT NULL,
+    PRIMARY KEY (tenant, entity_id)
+);
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "tenants, entities (JSONB, GIN), geometry boxes (PostGIS, GiST), hosted contexts", _V1),
     Migration(2, "subscriptions (definition and delivery state, one JSONB document each)", _V2),
+    Migration(3, "attribute history, partitioned by month", _V3),
 )
 """Every migration, in order; append new ones, never edit an applied one."""
 

@@ -6,9 +6,10 @@ and, in ``geo``, the bounding box of every GeoProperty instance as a PostGIS pol
 A batch is ONE transaction that holds a per-tenant advisory lock, so several store processes on
 one database write a tenant in turn and read each other's writes.
 
-Not (yet) on this backend: attribute history and the temporal API, subscription persistence
-(subscriptions live in the memory of the process that received them); those endpoints answer
-501 NotImplemented naming what is missing.
+Every written attribute instance is appended to ``history`` (partitioned by month) in the same
+transaction, and subscriptions persist in ``subscriptions``. Not yet on this backend: the temporal
+API's reads and writes (501 NotImplemented naming it), and notifications of writes made by
+another process (each process notifies the writes it made).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import asyncpg
 
 from gateway import model
 from gateway.errors import Unavailable
-from gateway.store import codec, jsonld
+from gateway.store import codec, history, jsonld
 from gateway.store.base import StorageBase
 from gateway.store.indexing import SortKey, attr_summary, geo_boxes, geo_values
 from gateway.store.patterns import compile_user_pattern
 from gateway.store.postgres import migrations
 from gateway.store.postgres.compile import compile_spec
+from gateway.store.postgres.history import HistoryRow, Recorder
 from gateway.store.problems import NgsiError
 from gateway.store.records import (
     DEFAULT_TENANT,
@@ -113,6 +115,7 @@ class PostgresStorage(StorageBase):
         self._aliases: dict[str, str] = {}
         self._contexts = jsonld.ContextCache(self._resolve_hosted)
         self._closed = False
+        self._history = Recorder()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -121,16 +124,25 @@ class PostgresStorage(StorageBase):
         if self._pool is not None:
             return
         try:
-            pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size)
+            # Custom plans: a generic plan cannot see which types or attributes a query names, and
+            # would sort a whole tenant where an ordered index scan stops after one page.
+            pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.pool_size,
+                server_settings={"plan_cache_mode": "force_custom_plan", "application_name": "jonction store"},
+            )
         except (OSError, asyncpg.PostgresError) as exc:
             raise Unavailable(f"cannot connect to PostgreSQL at {describe(self.url)}: {exc}") from None
         assert pool is not None
+        try:
+            async with pool.acquire() as conn:
+                await migrations.migrate(conn)
+                self._tenants.update(r[0] for r in await conn.fetch("SELECT name FROM tenants"))
+                for cid, doc in await conn.fetch("SELECT id, doc::text FROM contexts"):
+                    self._hosted[cid] = codec.loads(doc)
+        except BaseException:
+            await pool.close()
+            raise
         self._pool = pool
-        async with pool.acquire() as conn:
-            await migrations.migrate(conn)
-            self._tenants.update(r[0] for r in await conn.fetch("SELECT name FROM tenants"))
-            for cid, doc in await conn.fetch("SELECT id, doc::text FROM contexts"):
-                self._hosted[cid] = codec.loads(doc)
         # Warm up the bundled contexts now rather than in the first request.
         self._contexts.get([])
         self._contexts.get([jsonld.jonction_context_iri()])
@@ -224,15 +236,18 @@ class PostgresStorage(StorageBase):
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _TENANT_LOCK + tenant)
             if tenant not in self._tenants:
                 await conn.execute("INSERT INTO tenants(name) VALUES($1) ON CONFLICT DO NOTHING", tenant)
-            results, events, touched, originals, state = await self._apply_in(conn, tenant, changes)
+            results, events, touched, originals, state, written = await self._apply_in(conn, tenant, changes)
             await self._store_many(conn, tenant, touched, originals, state)
+            if written:
+                # same transaction: history and current state never disagree
+                await self._history.record(conn, tenant, written, _now())
         self._tenants.add(tenant)
         await self._notify(events if self._listeners else [])
         return results
 
-    async def _apply_in(
-        self, conn: Any, tenant: str, changes: Sequence[Change]
-    ) -> tuple[list[ChangeResult], list[ChangeEvent], dict[str, None], dict[str, Doc], dict[str, Doc | None]]:
+    async def _apply_in(self, conn: Any, tenant: str, changes: Sequence[Change]) -> tuple[
+        list[ChangeResult], list[ChangeEvent], dict[str, None], dict[str, Doc], dict[str, Doc | None], list[HistoryRow]
+    ]:
         ids = list(dict.fromkeys(c.entity_id for c in changes))
         rows = await conn.fetch(
             "SELECT id, doc::text FROM entities WHERE tenant = $1 AND id = ANY($2::text[])", tenant, ids
@@ -242,6 +257,7 @@ class PostgresStorage(StorageBase):
         state: dict[str, Doc | None] = dict(originals)
         touched: dict[str, None] = {}
         results: list[ChangeResult] = []
+        written: list[HistoryRow] = []
         now = _now()
         for change in changes:
             eid = change.entity_id
@@ -255,8 +271,16 @@ class PostgresStorage(StorageBase):
                 results.append(ChangeResult(eid, error=NgsiError("InternalError", "unexpected error")))
                 continue
             if mutation.outcome != "unchanged":
+                before = state.get(eid)
                 state[eid] = mutation.doc
                 touched[eid] = None
+                if mutation.written and mutation.doc is not None:
+                    types = mutation.doc["type"]
+                    written.extend((tenant, eid, types, attr, inst) for attr, inst in mutation.written)
+                if before is not None:
+                    # deleted attributes leave a deletedAt mark in their temporal evolution
+                    gone = history.deletions(before, mutation.doc, now)
+                    written.extend((tenant, eid, before["type"], attr, inst) for attr, inst in gone)
             results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated))
         events: list[ChangeEvent] = []
         for eid in touched:
@@ -266,7 +290,7 @@ class PostgresStorage(StorageBase):
                 continue
             etype = (after or before or {}).get("type", [""])[0]
             events.append(ChangeEvent(tenant, eid, etype, before, after))
-        return results, events, touched, originals, state
+        return results, events, touched, originals, state, written
 
     async def _store_many(
         self,

@@ -1,0 +1,259 @@
+"""The PostgreSQL backend beyond the shared suite: migrations, history, SQL aggregation, two processes,
+the same answers as SQLite for q/geo queries, the 501 of what it lacks, and the database URLs."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from gateway.cli import main as cli_main
+from gateway.errors import ConfigInvalid
+from gateway.store.backends import describe, open_storage, sqlite_path
+from gateway.store.base import QuerySpec, Storage
+from gateway.store.postgres import PostgresStorage, migrations
+from gateway.store.postgres.history import aggregate, partition_sql
+from tests.store.conftest import LINK_JONCTION, StoreServer, streetlight
+
+JC = "https://smartdatamodels.org/dataModel.Streetlighting/"
+
+
+async def _fetch(url: str, sql: str, *args: Any) -> list[Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+def test_urls_choose_the_backend_and_hide_passwords() -> None:
+    """sqlite:/// URLs and plain paths are files; a PostgreSQL URL's password never reaches a message."""
+    assert sqlite_path("sqlite:///data/store.sqlite") == Path("data/store.sqlite")
+    assert sqlite_path("sqlite:////var/lib/jonction/store.sqlite") == Path("/var/lib/jonction/store.sqlite")
+    assert sqlite_path(Path("x.sqlite")) == Path("x.sqlite")
+    with pytest.raises(ConfigInvalid):
+        sqlite_path("mysql://host/db")
+    assert describe("postgresql://jc:s3cret@db:5432/territoire") == "postgresql://jc:***@db:5432/territoire"
+    assert "s3cret" not in describe("postgres://jc:s3cret@db/t")
+
+
+async def test_migrations_apply_once_and_refuse_a_newer_schema(postgres_url: str) -> None:
+    """Opening twice applies every migration once; a schema newer than the code is refused, not written."""
+    storage = await open_storage(postgres_url)
+    await storage.close()
+    storage = await open_storage(postgres_url)
+    await storage.close()
+    rows = await _fetch(postgres_url, "SELECT version FROM jonction_schema ORDER BY version")
+    assert [r[0] for r in rows] == [m.version for m in migrations.MIGRATIONS]
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("INSERT INTO jonction_schema(version, name) VALUES($1, 'from the future')",
+                           migrations.LATEST + 1)
+    finally:
+        await conn.close()
+    with pytest.raises(ConfigInvalid, match="newer"):
+        await open_storage(postgres_url)
+
+
+def test_cli_migrate_applies_and_exits(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``jonction store --migrate --database URL`` creates the tables and returns."""
+    assert cli_main(["store", "--migrate", "--database", postgres_url]) == 0
+    assert "is migrated" in capsys.readouterr().out
+
+
+async def test_history_is_recorded_by_month_and_aggregated_in_sql(postgres_url: str) -> None:
+    """Each write appends its instances to the month's partition; aggregatedValues come from SQL."""
+    storage = await open_storage(postgres_url)
+    start = datetime(2026, 1, 31, 12, tzinfo=UTC)
+    try:
+        for hour in range(48):  # two days across a month boundary
+            moment = (start + timedelta(hours=hour)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            entity = streetlight(1)
+            entity["powerState"] = {"type": "Property", "value": hour, "observedAt": moment}
+            result = await storage.upsert("t", [entity], context="https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld")
+            assert not result.errors, result
+        await storage.update_entities("t", [])  # nothing to do: no history row
+        partitions = {r[0] for r in await _fetch(
+            postgres_url, "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'history'::regclass")}
+        assert {"history_y2026m01", "history_y2026m02"} <= partitions
+        attr = "https://uri.etsi.org/ngsi-ld/default-context/powerState"
+        count = (await _fetch(postgres_url, "SELECT count(*) FROM history WHERE attr = $1", attr))[0][0]
+        assert count == 48
+        assert storage.__class__ is PostgresStorage
+        pool = storage._db()  # type: ignore[attr-defined]
+        async with pool.acquire() as conn:
+            buckets = await aggregate(conn, "t", ["urn:ngsi-ld:Streetlight:1"], attr, start, start + timedelta(days=2),
+                                      timedelta(days=1))
+        assert [(b.count, b.minimum, b.maximum, b.avg) for b in buckets] == [(24, 0, 23, 11.5), (24, 24, 47, 35.5)]
+        assert buckets[0].total == sum(range(24))
+    finally:
+        await storage.close()
+
+
+def test_partitions_are_calendar_months() -> None:
+    """December's partition ends on the first of January of the next year."""
+    assert "FROM ('2026-12-01') TO ('2027-01-01')" in partition_sql(2026, 12)
+
+
+async def test_two_processes_on_one_database_see_each_other(postgres_url: str) -> None:
+    """Two storages (as two store processes) on one database: tenants and writes of one are read by the other."""
+    first = await open_storage(postgres_url)
+    second = await open_storage(postgres_url)
+    try:
+        assert not await second.tenant_exists("commune-b")
+        await first.upsert("commune-b", [streetlight(n) for n in range(5)])
+        assert await second.tenant_exists("commune-b")
+        assert await second.count("commune-b", "Streetlight") == 5
+        await second.delete_entities("commune-b", ["urn:ngsi-ld:Streetlight:0"])
+        assert await first.get("commune-b", "urn:ngsi-ld:Streetlight:0") is None
+        assert "commune-b" in await first.tenants()
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.fixture
+async def both(tmp_path: Path, postgres_url: str) -> Any:
+    """The same random territory in a SQLite store and a PostgreSQL store."""
+    rng = random.Random(7)
+    entities = []
+    for n in range(300):
+        entity = streetlight(n)
+        entity["location"]["value"]["coordinates"] = [round(2.2 + rng.random() * 0.3, 5),
+                                                      round(48.75 + rng.random() * 0.2, 5)]
+        kind = n % 6
+        if kind == 0:
+            entity["illuminanceLevel"] = {"type": "Property", "value": rng.randint(0, 100)}
+        elif kind == 1:
+            entity["illuminanceLevel"] = {"type": "Property", "value": str(rng.randint(0, 100))}
+        elif kind == 2:
+            entity["illuminanceLevel"] = [
+                {"type": "Property", "value": rng.randint(0, 100), "datasetId": "urn:ngsi-ld:Dataset:a"},
+                {"type": "Property", "value": rng.randint(0, 100), "datasetId": "urn:ngsi-ld:Dataset:b"},
+            ]
+        elif kind == 3:
+            entity["illuminanceLevel"] = {"type": "Property", "value": [rng.randint(0, 100), 7]}
+        elif kind == 4:
+            entity["illuminanceLevel"] = {"type": "Property", "value": rng.random() * 100,
+                                          "observedAt": "2026-11-22T02:00:00Z"}
+        entity["powerState"]["value"] = rng.choice(["on", "off", "dimmed"])
+        if n % 7 == 0:
+            entity["scope"] = rng.choice(["/Paris/Nord", "/Paris/Sud", "/Lyon"])
+        entities.append(entity)
+    stores: list[Storage] = [await open_storage(tmp_path / "store.sqlite"), await open_storage(postgres_url)]
+    for storage in stores:
+        result = await storage.upsert("", entities)
+        assert not result.errors
+    yield stores
+    for storage in stores:
+        await storage.close()
+
+
+QUERIES = [
+    {"type": "Streetlight", "q": "illuminanceLevel>50"},
+    {"type": "Streetlight", "q": "illuminanceLevel==10..40", "count": "true"},
+    {"type": "Streetlight", "q": "illuminanceLevel==7,12,50"},
+    {"type": "Streetlight", "q": "illuminanceLevel<20;powerState==\"on\""},
+    {"type": "Streetlight", "q": "illuminanceLevel>=90|powerState==\"dimmed\"", "limit": "7", "offset": "3"},
+    {"type": "Streetlight", "q": "!illuminanceLevel", "count": "true"},
+    {"type": "Streetlight", "q": "illuminanceLevel.observedAt>2026-01-01T00:00:00Z"},
+    {"type": "Streetlight", "q": "illuminanceLevel~=^1"},
+    {"type": "Streetlight", "scopeQ": "/Paris/#"},
+    {"type": "Streetlight", "georel": "near;maxDistance==2000", "geometry": "Point", "coordinates": "[2.35,48.85]",
+     "count": "true"},
+    {"type": "Streetlight", "georel": "within", "geometry": "Polygon",
+     "coordinates": "[[[2.2,48.75],[2.35,48.75],[2.35,48.85],[2.2,48.85],[2.2,48.75]]]", "q": "illuminanceLevel>30"},
+    {"type": "Streetlight", "q": "illuminanceLevel>20", "orderBy": "illuminanceLevel;desc,id", "limit": "50"},
+    {"attrs": "illuminanceLevel", "count": "true", "limit": "100"},
+    {"idPattern": "Streetlight:1[0-9]$"},
+]
+
+
+@pytest.mark.parametrize("params", QUERIES, ids=[str(i) for i in range(len(QUERIES))])
+async def test_postgresql_answers_what_sqlite_answers(tmp_path: Path, postgres_url: str,
+                                                      params: dict[str, str]) -> None:
+    """Over HTTP, every query answers the same entities, in the same order, with the same count."""
+    from gateway.store.settings import StoreSettings
+
+    answers = []
+    for database in (None, postgres_url):
+        server = StoreServer(StoreSettings(data_dir=tmp_path / "data", allow_unfiltered_queries=True,
+                                           database=database))
+        await server.start()
+        try:
+            entities = _territory()
+            reply = await server.post("/entityOperations/upsert", entities, headers={"Link": LINK_JONCTION})
+            assert reply.status == 201, reply.raw
+            reply = await server.get("/entities", params={"limit": "1000", **params},
+                                     headers={"Link": LINK_JONCTION})
+            assert reply.status == 200, reply.raw
+            answers.append(([e["id"] for e in reply.json], reply.headers.get("NGSILD-Results-Count")))
+        finally:
+            await server.close()
+    assert answers[0] == answers[1]
+    assert answers[0][0] or params.get("q") == "illuminanceLevel~=^1", "the query should find something"
+
+
+def _territory() -> list[dict[str, Any]]:
+    rng = random.Random(11)
+    out = []
+    for n in range(200):
+        entity = streetlight(n)
+        entity["location"]["value"]["coordinates"] = [round(2.2 + rng.random() * 0.3, 5),
+                                                      round(48.75 + rng.random() * 0.2, 5)]
+        kind = n % 5
+        if kind == 0:
+            entity["illuminanceLevel"] = {"type": "Property", "value": rng.randint(0, 100)}
+        elif kind == 1:
+            entity["illuminanceLevel"] = {"type": "Property", "value": str(rng.randint(0, 100))}
+        elif kind == 2:
+            entity["illuminanceLevel"] = [
+                {"type": "Property", "value": rng.randint(0, 100), "datasetId": "urn:ngsi-ld:Dataset:a"},
+                {"type": "Property", "value": rng.randint(0, 100), "datasetId": "urn:ngsi-ld:Dataset:b"},
+            ]
+        elif kind == 3:
+            entity["illuminanceLevel"] = {"type": "Property", "value": rng.random() * 100,
+                                          "observedAt": "2026-11-22T02:00:00Z"}
+        entity["powerState"]["value"] = rng.choice(["on", "off", "dimmed"])
+        if n % 7 == 0:
+            entity["scope"] = rng.choice(["/Paris/Nord", "/Paris/Sud", "/Lyon"])
+        out.append(entity)
+    return out
+
+
+async def test_storage_queries_agree(both: list[Storage]) -> None:
+    """The storage-level prefilters (types, attrs, bbox, counts, paging) agree between the backends."""
+    sqlite, postgres = both
+    t = [JC + "Streetlight"]
+    for spec in (
+        QuerySpec(types=t, limit=10, offset=25, count=True),
+        QuerySpec(types=t, id_pattern="[05]$", limit=4, count=True),
+        QuerySpec(bbox=(2.3, 48.8, 2.4, 48.9), geoproperty="https://uri.etsi.org/ngsi-ld/location", count=True,
+                  limit=1000),
+        QuerySpec(attrs=["https://uri.etsi.org/ngsi-ld/default-context/illuminanceLevel"], count=True, limit=5),
+    ):
+        a = await sqlite.query("", spec)
+        b = await postgres.query("", spec)
+        assert ([d["id"] for d in a.docs], a.count, a.more) == ([d["id"] for d in b.docs], b.count, b.more)
+    assert await sqlite.type_info("") == await postgres.type_info("")
+
+
+async def test_temporal_api_answers_501_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """What the PostgreSQL backend lacks is a 501 ProblemDetails naming it, never a 500."""
+    from gateway.store.settings import StoreSettings
+
+    server = StoreServer(StoreSettings(data_dir=tmp_path / "data", database=postgres_url))
+    await server.start()
+    try:
+        reply = await server.get("/temporal/entities/urn:ngsi-ld:Streetlight:1")
+        assert reply.status == 501
+        assert reply.problem() == "NotImplemented"
+        assert "temporal API" in reply.json["detail"]
+        reply = await server.post("/temporal/entities", {"id": "urn:ngsi-ld:Streetlight:1", "type": "Streetlight"})
+        assert reply.status == 501
+    finally:
+        await server.close()
