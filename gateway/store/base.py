@@ -198,6 +198,10 @@ class Storage(Protocol):
         """Where this backend persists subscriptions; None: the subscriptions keep their own SQLite table."""
         ...
 
+    def delivers_notifications(self) -> bool:
+        """True when this process sends the notifications (one process among those sharing a database)."""
+        ...
+
 
 class StorageBase(ABC):
     """NGSI-LD batch semantics and the compacted runtime interface over backend primitives."""
@@ -240,6 +244,10 @@ class StorageBase(ABC):
     def subscription_records(self) -> SubscriptionRecords | None:
         """Where this backend persists subscriptions; None: the subscriptions keep their own SQLite table."""
         return None
+
+    def delivers_notifications(self) -> bool:
+        """True when this process sends the notifications (a single-process backend always does)."""
+        return True
 
     # -- listeners -----------------------------------------------------------------------
 

@@ -3,7 +3,9 @@ the same answers as SQLite for q/geo queries, the 501 of what it lacks, and the 
 
 from __future__ import annotations
 
+import asyncio
 import random
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,9 @@ from gateway.store.base import QuerySpec, Storage
 from gateway.store.postgres import PostgresStorage, migrations
 from gateway.store.postgres.history import aggregate, partition_sql
 from tests.store.conftest import LINK_JONCTION, StoreServer, streetlight
+from tests.store.test_subscriptions import Receiver, create, receiver, sensor, sub
+
+__all__ = ["receiver"]  # the notification receiver fixture, shared with the subscription tests
 
 JC = "https://smartdatamodels.org/dataModel.Streetlighting/"
 
@@ -257,3 +262,85 @@ async def test_temporal_api_answers_501_on_postgresql(tmp_path: Path, postgres_u
         assert reply.status == 501
     finally:
         await server.close()
+
+
+async def _wait_for(predicate: Any, seconds: float = 8.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_two_store_processes_notify_once_and_hand_over(tmp_path: Path, postgres_url: str,
+                                                             receiver: Receiver) -> None:
+    """Two stores on one database: a subscription made through one notifies once for writes through
+    the other; when the notifying one stops, the other takes over without losing the writes meanwhile."""
+    from gateway.store.settings import StoreSettings
+
+    first = StoreServer(StoreSettings(data_dir=tmp_path / "a", database=postgres_url))
+    second = StoreServer(StoreSettings(data_dir=tmp_path / "b", database=postgres_url))
+    await first.start()  # takes the notifier lock first
+    await asyncio.sleep(0.3)
+    await second.start()
+    try:
+        sub_id = await create(first, sub(receiver, "/both"))
+        assert (await second.get(f"/subscriptions/{sub_id}")).status in (200, 404)  # followed within a tick
+        await asyncio.sleep(1.5)  # the other process follows the new subscription on its next tick
+        assert (await second.get(f"/subscriptions/{sub_id}")).status == 200
+        reply = await second.post("/entities", sensor(1, temperature=20))
+        assert reply.status == 201, reply.raw
+        await _wait_for(lambda: len(receiver.at("/both")) >= 1)
+        await asyncio.sleep(1.0)
+        assert len(receiver.at("/both")) == 1  # once, though both processes have the subscription
+        await first.stop()  # the notifying process goes away; its session's lock is released
+        reply = await second.patch("/entities/urn:ngsi-ld:Sensor:1/attrs", {"temperature": {"type": "Property",
+                                                                                           "value": 21}})
+        assert reply.status == 204, reply.raw
+        await _wait_for(lambda: len(receiver.at("/both")) >= 2)
+        await asyncio.sleep(1.0)
+        got = receiver.at("/both")
+        assert len(got) == 2
+        assert got[1].body["data"][0]["temperature"]["value"] == 21
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.slow
+async def test_killing_the_notifying_process_hands_over(tmp_path: Path, postgres_url: str,
+                                                        receiver: Receiver) -> None:
+    """Two ``jonction store`` processes on one database; SIGKILL the one that notifies: the other takes over."""
+    import aiohttp
+
+    from tests.conftest import free_port
+
+    ports = [free_port(), free_port()]
+    procs = []
+    for index, port in enumerate(ports):
+        procs.append(await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "store", "--port", str(port), "--data", str(tmp_path / str(index)),
+            "--database", postgres_url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        ))
+        assert procs[-1].stdout is not None
+        line = await asyncio.wait_for(procs[-1].stdout.readline(), 60)
+        assert b"serving NGSI-LD" in line, line
+        await asyncio.sleep(0.5)  # the first one takes the notifier lock
+    bases = [f"http://127.0.0.1:{port}/ngsi-ld/v1" for port in ports]
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(bases[1] + "/subscriptions", json=sub(receiver, "/kill")) as resp:
+                assert resp.status == 201, await resp.text()
+            await asyncio.sleep(1.5)
+            procs[0].kill()  # the notifier dies without closing anything
+            await procs[0].wait()
+            async with http.post(bases[1] + "/entities", json=sensor(7, temperature=3)) as resp:
+                assert resp.status == 201, await resp.text()
+            await _wait_for(lambda: len(receiver.at("/kill")) >= 1, 15)
+            await asyncio.sleep(1.5)
+            assert len(receiver.at("/kill")) == 1
+            assert receiver.at("/kill")[0].body["data"][0]["id"] == "urn:ngsi-ld:Sensor:7"
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()

@@ -100,10 +100,29 @@ CREATE TABLE history_entities(
 );
 """
 
+_V4 = """
+-- Committed changes of tenants that have subscriptions, for the one process that notifies (it holds
+-- an advisory lock); seq follows commit order (writers take a lock before appending), xid groups a commit.
+CREATE TABLE change_log(
+    seq bigserial PRIMARY KEY,
+    xid bigint NOT NULL DEFAULT txid_current(),
+    tenant text NOT NULL,
+    entity_id text NOT NULL,
+    entity_type text NOT NULL,
+    before jsonb,
+    after jsonb
+);
+CREATE TABLE notifier_cursor(
+    name text PRIMARY KEY,
+    seq bigint NOT NULL
+);
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "tenants, entities (JSONB, GIN), geometry boxes (PostGIS, GiST), hosted contexts", _V1),
     Migration(2, "subscriptions (definition and delivery state, one JSONB document each)", _V2),
     Migration(3, "attribute history, partitioned by month", _V3),
+    Migration(4, "change log and cursor of the notifying process", _V4),
 )
 """Every migration, in order; append new ones, never edit an applied one."""
 

@@ -14,11 +14,13 @@ another process (each process notifies the writes it made).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
@@ -38,6 +40,7 @@ from gateway.store.records import (
     ChangeEvent,
     ChangeResult,
     Doc,
+    Listener,
     QueryResult,
     QuerySpec,
     SubscriptionRecords,
@@ -47,6 +50,10 @@ from gateway.store.urls import describe
 
 log = logging.getLogger("jonction.store")
 
+NOTIFIER_LOCK: Final = 0x6A6F6E6374_03
+"""Session advisory lock of the process that sends notifications (released when its connection ends)."""
+CHANGE_LOG_LOCK: Final = 0x6A6F6E6374_04
+"""Transaction advisory lock serializing appends to the change log (seq order = commit order)."""
 _HOSTED = re.compile(r"/ngsi-ld/v1/jsonldContexts/([^/?#]+)$")
 _SCAN_CHUNK = 500
 """Rows fetched per round trip when Python decides (keyset pagination on id)."""
@@ -116,6 +123,12 @@ class PostgresStorage(StorageBase):
         self._contexts = jsonld.ContextCache(self._resolve_hosted)
         self._closed = False
         self._history = Recorder()
+        self._feed: asyncio.Task[None] | None = None
+        self._leader = False
+        self.takeover_interval = 1.0
+        """Seconds between attempts to take the notifier lock (the takeover delay when its holder dies)."""
+        self.poll_interval = 0.1
+        """Seconds between reads of the change log while it is empty."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -152,6 +165,10 @@ class PostgresStorage(StorageBase):
         if self._closed:
             return
         self._closed = True
+        if self._feed is not None:
+            self._feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feed
         if self._pool is not None:
             await self._pool.close()
 
@@ -241,9 +258,79 @@ class PostgresStorage(StorageBase):
             if written:
                 # same transaction: history and current state never disagree
                 await self._history.record(conn, tenant, written, _now())
+            if events and await conn.fetchval("SELECT EXISTS(SELECT 1 FROM subscriptions WHERE tenant = $1)", tenant):
+                await self._log_changes(conn, events)
         self._tenants.add(tenant)
-        await self._notify(events if self._listeners else [])
         return results
+
+    async def _log_changes(self, conn: Any, events: Sequence[ChangeEvent]) -> None:
+        """Append the commit's events for the notifying process (whichever process that is)."""
+        # Held until commit: appends commit in seq order, so the reader's cursor never skips one.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_LOG_LOCK)
+        await conn.execute(
+            "INSERT INTO change_log(tenant, entity_id, entity_type, before, after) "
+            "SELECT $1, u.id, u.type, u.before::jsonb, u.after::jsonb "
+            "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, type, before, after)",
+            events[0].tenant,
+            [e.entity_id for e in events],
+            [e.entity_type for e in events],
+            [None if e.before is None else codec.dumps(e.before) for e in events],
+            [None if e.after is None else codec.dumps(e.after) for e in events],
+        )
+
+    # ------------------------------------------------------------------ notifications
+
+    def add_listener(self, callback: Listener) -> None:
+        """Call ``callback`` with the committed events of every process, while this one holds the notifier lock."""
+        super().add_listener(callback)
+        if self._feed is None and not self._closed:
+            self._feed = asyncio.get_running_loop().create_task(self._follow_changes())
+
+    def delivers_notifications(self) -> bool:
+        """True while this process holds the notifier's advisory lock (it alone sends notifications)."""
+        return self._leader
+
+    async def _follow_changes(self) -> None:
+        """Take the notifier lock when free (another process died or closed), then feed the change log."""
+        while not self._closed:
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(self.url)
+                while True:  # polled: a lock released by a dead session signals nothing to wait on
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", NOTIFIER_LOCK):
+                        break
+                    await asyncio.sleep(self.takeover_interval)
+                self._leader = True
+                log.info("store: this process sends the notifications (it holds the notifier lock)")
+                cursor = int(await conn.fetchval("SELECT seq FROM notifier_cursor WHERE name = 'notifier'") or 0)
+                while True:
+                    rows = await conn.fetch(
+                        "SELECT seq, xid, tenant, entity_id, entity_type, before::text, after::text FROM change_log "
+                        "WHERE seq > $1 ORDER BY seq LIMIT 1000",
+                        cursor,
+                    )
+                    if not rows:
+                        await asyncio.sleep(self.poll_interval)
+                        continue
+                    for group in _commits(rows):
+                        await self._notify(group)
+                    cursor = int(rows[-1][0])
+                    await conn.execute(
+                        "INSERT INTO notifier_cursor(name, seq) VALUES('notifier', $1) "
+                        "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                        cursor,
+                    )
+                    await conn.execute("DELETE FROM change_log WHERE seq <= $1", cursor)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("store: following the change log failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                self._leader = False
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(conn.close(timeout=2))
 
     async def _apply_in(self, conn: Any, tenant: str, changes: Sequence[Change]) -> tuple[
         list[ChangeResult], list[ChangeEvent], dict[str, None], dict[str, Doc], dict[str, Doc | None], list[HistoryRow]
@@ -435,3 +522,18 @@ class PostgresStorage(StorageBase):
         ):
             attrs[t].setdefault(name, set()).add(kind)
         return {t: TypeInfo(counts[t], {a: frozenset(k) for a, k in attrs[t].items()}) for t in sorted(counts)}
+
+
+def _commits(rows: Sequence[Any]) -> list[list[ChangeEvent]]:
+    """Change-log rows as events grouped by commit (as a single process's listeners get them)."""
+    groups: list[list[ChangeEvent]] = []
+    last: Any = None
+    for _, xid, tenant, entity_id, entity_type, before, after in rows:
+        if xid != last:
+            groups.append([])
+            last = xid
+        groups[-1].append(ChangeEvent(
+            tenant, entity_id, entity_type,
+            None if before is None else codec.loads(before), None if after is None else codec.loads(after),
+        ))
+    return groups

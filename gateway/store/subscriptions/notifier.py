@@ -111,6 +111,10 @@ class Notifier:
         self._dirty: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._dropped = 0
+        self._stored: dict[tuple[str, str], Any] = {}
+        """The last stored document of each subscription this process read or wrote."""
+        self.shared = False
+        """True when other processes share the subscriptions (followed every tick)."""
 
     # -- persistence -----------------------------------------------------------------
 
@@ -120,20 +124,52 @@ class Notifier:
             return
         for tenant, sub_id, doc in await self.db.load_all():
             stored = json.loads(doc)
-            try:
-                sub = build(
-                    {**stored["definition"], "id": sub_id},
-                    tenant,
-                    stored["context"],
-                    self.storage_contexts(),
-                    created_at=stored.get("createdAt"),
-                    stats=stored.get("stats"),
-                )
-            except NgsiError as exc:  # e.g. a hosted @context that is gone
-                log.warning("subscription %s of tenant %r cannot be loaded: %s", sub_id, tenant, exc.detail)
+            sub = self._rebuild(tenant, sub_id, stored)
+            if sub is not None:
+                self.subs[(tenant, sub_id)] = sub
+                self._stored[(tenant, sub_id)] = stored
+
+    def _rebuild(self, tenant: str, sub_id: str, stored: Mapping[str, Any]) -> Subscription | None:
+        try:
+            sub = build(
+                {**stored["definition"], "id": sub_id},
+                tenant,
+                stored["context"],
+                self.storage_contexts(),
+                created_at=stored.get("createdAt"),
+                stats=stored.get("stats"),
+            )
+        except NgsiError as exc:  # e.g. a hosted @context that is gone
+            log.warning("subscription %s of tenant %r cannot be loaded: %s", sub_id, tenant, exc.detail)
+            return None
+        sub.modified_at = stored.get("modifiedAt", sub.modified_at)
+        return sub
+
+    async def sync(self) -> None:
+        """Follow what other processes sharing the database did to subscriptions (created, changed, deleted)."""
+        if self.db is None:
+            return
+        known = dict(self._stored)
+        rows = await self.db.load_all()
+        seen: set[tuple[str, str]] = set()
+        for tenant, sub_id, doc in rows:
+            key = (tenant, sub_id)
+            seen.add(key)
+            stored = json.loads(doc)
+            if self._stored.get(key) is not known.get(key) or known.get(key) == stored:
+                continue  # unchanged, or changed here meanwhile (this process's version is newer)
+            sub = self._rebuild(tenant, sub_id, stored)
+            if sub is None:
                 continue
-            sub.modified_at = stored.get("modifiedAt", sub.modified_at)
-            self.subs[(tenant, sub_id)] = sub
+            previous = self.subs.get(key)
+            if previous is not None:
+                sub.last_sent, sub.next_due = previous.last_sent, previous.next_due
+            self.subs[key] = sub
+            self._stored[key] = stored
+        for key in [k for k in known if k not in seen and self._stored.get(k) is known[k]]:
+            self.subs.pop(key, None)
+            self._stored.pop(key, None)
+            self._locks.pop(key, None)
 
     def storage_contexts(self) -> jsonld.ContextCache:
         """The store's context cache (resolves hosted contexts)."""
@@ -146,6 +182,7 @@ class Notifier:
             return
         doc = json.dumps(sub.stored(), separators=(",", ":"))
         await self.db.save(sub.tenant, sub.id, doc)
+        self._stored[(sub.tenant, sub.id)] = json.loads(doc)
 
     async def remove(self, tenant: str, sub_id: str) -> bool:
         """Delete a subscription; False when unknown."""
@@ -153,6 +190,7 @@ class Notifier:
         self._locks.pop((tenant, sub_id), None)
         if self.db is not None:
             await self.db.delete(tenant, sub_id)
+        self._stored.pop((tenant, sub_id), None)
         return sub is not None
 
     async def add(self, sub: Subscription) -> None:
@@ -254,6 +292,13 @@ class Notifier:
         while True:
             await asyncio.sleep(self.tick)
             await self.flush()
+            if self.shared:
+                try:
+                    await self.sync()
+                except Exception:
+                    log.exception("following the shared subscriptions failed")
+            if not self.storage.delivers_notifications():
+                continue  # another process sends the periodic notifications
             now = time.monotonic()
             for sub in list(self.subs.values()):
                 if sub.time_interval is None or sub.status != "active" or now < sub.next_due:
@@ -367,6 +412,7 @@ def subscription_context(app: web.Application) -> Callable[[web.Application], As
     async def run(_: web.Application) -> AsyncIterator[None]:
         notifier = app[NOTIFIER_KEY]
         notifier.db = notifier.storage.subscription_records()
+        notifier.shared = notifier.db is not None
         path = getattr(notifier.storage, "path", None)
         if notifier.db is None and path is not None:
             notifier.db = SqliteSubscriptionRecords(Database(path, setup=ensure_schema))
