@@ -21,6 +21,13 @@ def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "store", help="serve the embedded NGSI-LD store (ETSI GS CIM 009 V1.9.1) on its own"
     )
+    parser.add_argument(
+        "action", nargs="?", choices=("migrate-data",),
+        help="migrate-data: copy a SQLite store (--from sqlite:///…) into PostgreSQL (--to postgresql://…), "
+        "with its history, verified by counts and checksums",
+    )
+    parser.add_argument("--from", dest="source", metavar="URL", help="migrate-data: the SQLite store to read")
+    parser.add_argument("--to", dest="target", metavar="URL", help="migrate-data: the PostgreSQL database to fill")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=1026, help="TCP port (default: 1026, like the brokers)")
     parser.add_argument("--data", type=Path, default=Path("data"), help="data directory (store.sqlite)")
@@ -63,6 +70,9 @@ def _handle(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigInvalid(f"--port {args.port} is not a TCP port")
+    if args.action == "migrate-data":
+        return _migrate_data(args.source or f"sqlite:///{args.data / 'store.sqlite'}",
+                             args.target or args.database or os.environ.get(DATABASE_ENV))
     database = args.database or os.environ.get(DATABASE_ENV) or None
     if args.migrate:
         return _migrate(database or args.data / "store.sqlite")
@@ -85,6 +95,23 @@ def _handle(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _migrate_data(source: str, target: str | None) -> int:
+    """Copy a SQLite store into PostgreSQL; exit 0 only when every tenant verified."""
+    from gateway.store.backends import describe
+    from gateway.store.migrate import migrate_data
+
+    if not target:
+        raise ConfigInvalid("migrate-data needs --to postgresql://…")
+    report = asyncio.run(migrate_data(source, target))
+    for line in report.lines():
+        print(line, flush=True)
+    if not report.verified:
+        print(f"error: the copy in {describe(target)} does not match its source (see above)", file=sys.stderr)
+        return 1
+    print(f"jonction store: {source} copied into {describe(target)} and verified", flush=True)
     return 0
 
 

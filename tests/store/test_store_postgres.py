@@ -344,3 +344,49 @@ async def test_killing_the_notifying_process_hands_over(tmp_path: Path, postgres
             if proc.returncode is None:
                 proc.terminate()
                 await proc.wait()
+
+
+async def test_migrate_data_copies_a_territory_with_its_history(tmp_path: Path, postgres_url: str,
+                                                                receiver: Receiver,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``jonction store migrate-data`` copies entities, history, contexts and subscriptions, and verifies them."""
+    from gateway.store.settings import StoreSettings
+
+    server = StoreServer(StoreSettings(data_dir=tmp_path / "data"))
+    await server.start()
+    try:
+        for tenant in ("", "commune-a"):
+            headers = {"NGSILD-Tenant": tenant} if tenant else {}
+            for step in range(3):
+                batch = [streetlight(n, illuminanceLevel={"type": "Property", "value": n + step,
+                                                          "observedAt": f"2026-0{step + 1}-15T00:00:00Z"})
+                         for n in range(20)]
+                reply = await server.post("/entityOperations/upsert", batch, headers=headers)
+                assert reply.status in (201, 204), reply.raw
+            reply = await server.delete("/entities/urn:ngsi-ld:Streetlight:3/attrs/powerState", headers=headers)
+            assert reply.status == 204, reply.raw
+        await create(server, sub(receiver, "/moved"))
+        reply = await server.post("/jsonldContexts", {"@context": {"lum": "https://example.org/lum"}})
+        assert reply.status == 201, reply.raw
+        before = (await server.get("/entities/urn:ngsi-ld:Streetlight:3", params={"options": "sysAttrs"},
+                                   headers={"NGSILD-Tenant": "commune-a"})).json
+    finally:
+        await server.close()
+    source = f"sqlite:///{tmp_path / 'data' / 'store.sqlite'}"
+    assert await asyncio.to_thread(cli_main, ["store", "migrate-data", "--from", source, "--to", postgres_url]) == 0
+    out = capsys.readouterr().out
+    assert "tenant commune-a: 20 entities" in out and "verified" in out, out
+    assert "1 hosted @contexts, 1 subscriptions" in out
+    storage = await open_storage(postgres_url)
+    try:
+        assert await storage.count("commune-a") == 20
+        after = await storage.get("commune-a", "urn:ngsi-ld:Streetlight:3",
+                                  context="https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld")
+        assert after == before  # createdAt/modifiedAt kept
+        rows = await _fetch(postgres_url, "SELECT count(*) FROM history WHERE tenant = 'commune-a'")
+        assert rows[0][0] >= 20 * 3 * 2  # two attributes per write, three writes, and the deletion mark
+        assert len(await storage.subscription_records().load_all()) == 1  # type: ignore[union-attr]
+    finally:
+        await storage.close()
+    # a second copy into the same database is refused rather than mixed
+    assert await asyncio.to_thread(cli_main, ["store", "migrate-data", "--from", source, "--to", postgres_url]) != 0

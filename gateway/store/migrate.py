@@ -1,0 +1,234 @@
+"""``jonction store migrate-data``: copy a territory from the SQLite store to PostgreSQL, verified.
+
+Copies every tenant's entities (stored documents as they are: ids, types, system times), hosted
+@contexts, subscriptions and the attribute history, then checks per tenant that the counts match
+and that order-independent checksums of the entities (canonical JSON) and of the history
+(entity, attribute, datasetId, time, kind) are equal on both sides. The source is only read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigInvalid
+from gateway.store import codec, history
+from gateway.store.backends import describe, is_postgresql, sqlite_path
+from gateway.store.records import Change, Doc, Mutation
+
+_CHUNK = 2000
+"""Entities per write transaction."""
+_HISTORY_CHUNK = 20_000
+"""History rows per write transaction."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class TenantReport:
+    """What was copied for one tenant, and whether both sides agree."""
+
+    entities: int = 0
+    history: int = 0
+    entity_sums: tuple[str, str] = ("", "")
+    """(source, target) checksums of the entities."""
+    history_sums: tuple[str, str] = ("", "")
+    target_entities: int = 0
+    target_history: int = 0
+
+    @property
+    def verified(self) -> bool:
+        """True when counts and checksums match."""
+        return (
+            self.entities == self.target_entities
+            and self.history == self.target_history
+            and self.entity_sums[0] == self.entity_sums[1]
+            and self.history_sums[0] == self.history_sums[1]
+        )
+
+
+@dataclass(slots=True)
+class MigrationReport:
+    """The whole copy: per tenant figures, contexts and subscriptions."""
+
+    tenants: dict[str, TenantReport] = field(default_factory=dict)
+    contexts: int = 0
+    subscriptions: int = 0
+
+    @property
+    def verified(self) -> bool:
+        """True when every tenant verified."""
+        return all(t.verified for t in self.tenants.values())
+
+    def lines(self) -> list[str]:
+        """A human summary, one line per tenant."""
+        out = []
+        for name, t in sorted(self.tenants.items()):
+            state = "ok" if t.verified else "MISMATCH"
+            out.append(
+                f"tenant {name or '(default)'}: {t.entities} entities, {t.history} history instances, "
+                f"checksums {t.entity_sums[0][:12]}/{t.history_sums[0][:12]}: {state}"
+            )
+        out.append(f"{self.contexts} hosted @contexts, {self.subscriptions} subscriptions")
+        return out
+
+
+class _Sum:
+    """An order-independent checksum: the sum of SHA-256 prefixes of the items, modulo 2**128."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, text: str) -> None:
+        self.total = (self.total + int.from_bytes(hashlib.sha256(text.encode()).digest()[:16], "big")) % (1 << 128)
+
+    def hex(self) -> str:
+        return f"{self.total:032x}"
+
+
+def _canonical(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _history_key(entity_id: str, attr: str, dataset: str, micros: int, kind: str) -> str:
+    return "\x1e".join((entity_id, attr, dataset, str(micros), kind))
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _put(doc: Doc) -> Change:
+    """A change that stores ``doc`` exactly as it is (no new system times, no history row)."""
+    return Change(doc["id"], lambda current, now: Mutation(doc, "created"))
+
+
+def _source(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise ConfigInvalid(f"--from: no SQLite store at {path}")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    return conn
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
+
+
+def _history_rows(conn: sqlite3.Connection, tenant: str) -> Iterator[tuple[str, list[str], str, dict[str, Any], int]]:
+    """(entity id, types, attribute, expanded instance, row id) of one tenant's history, by series."""
+    types: dict[str, list[str]] = {
+        e: json.loads(t)
+        for e, t in conn.execute("SELECT entity_id, types FROM history_entities WHERE tenant = ?", (tenant,))
+    }
+    cursor = conn.execute(
+        "SELECT s.entity_id, s.attr, s.dataset_id, i.rowid, i.observed_at, i.modified_at, i.kind, i.value, "
+        "i.instance_id, i.extra FROM history_series s JOIN history_instances i ON i.series_id = s.series_id "
+        "WHERE s.tenant = ?",
+        (tenant,),
+    )
+    members = {"Relationship": "object", "LanguageProperty": "languageMap", "VocabProperty": "vocab",
+               "ListProperty": "valueList", "ListRelationship": "objectList", "JsonProperty": "json"}
+    for entity_id, attr, dataset, rowid, observed, modified, kind, value, instance_id, extra in cursor:
+        inst: dict[str, Any] = json.loads(extra) if extra else {}
+        inst["type"] = kind
+        inst[members.get(kind, "value")] = json.loads(value) if value is not None else None
+        if observed is not None:
+            inst["observedAt"] = history.from_micros(observed)
+        inst["modifiedAt"] = history.from_micros(modified)
+        if dataset:
+            inst["datasetId"] = dataset
+        inst["instanceId"] = instance_id or f"{history.INSTANCE_PREFIX}{rowid}"
+        yield entity_id, types.get(entity_id, []), attr, inst, (observed if observed is not None else modified)
+
+
+async def migrate_data(source: str | Path, target: str) -> MigrationReport:
+    """Copy the SQLite store at ``source`` into the PostgreSQL database ``target`` and verify the copy."""
+    if is_postgresql(source):
+        raise ConfigInvalid("--from: migrate-data reads a SQLite store (sqlite:///path)")
+    if not is_postgresql(target):
+        raise ConfigInvalid("--to: migrate-data writes to PostgreSQL (postgresql://…)")
+    from gateway.store.postgres import PostgresStorage
+    from gateway.store.postgres.history import Recorder
+
+    conn = _source(sqlite_path(source))
+    storage = PostgresStorage(target)
+    await storage.start()
+    report = MigrationReport()
+    try:
+        tenants = sorted({""} | {r[0] for r in conn.execute("SELECT name FROM tenants")})
+        busy = [t for t in tenants if await storage.count_docs(t)]
+        if busy:
+            raise ConfigInvalid(
+                f"--to {describe(target)} already holds entities of tenants {busy}: migrate into an empty database"
+            )
+        for cid, doc in conn.execute("SELECT id, doc FROM contexts"):
+            await storage.put_context(cid, codec.loads(doc))
+            report.contexts += 1
+        for tenant in tenants:
+            t = report.tenants[tenant] = TenantReport()
+            source_sum = _Sum()
+            batch: list[Change] = []
+            for (text,) in conn.execute("SELECT doc FROM entities WHERE tenant = ? ORDER BY id", (tenant,)):
+                doc = codec.loads(text)
+                source_sum.add(_canonical(doc))
+                batch.append(_put(doc))
+                if len(batch) >= _CHUNK:
+                    await storage.apply(tenant, batch, create_tenant=True)
+                    batch = []
+                t.entities += 1
+            await storage.apply(tenant, batch, create_tenant=True)
+            history_sum = _Sum()
+            if _has_table(conn, "history_instances"):
+                recorder = Recorder()
+                rows: list[Any] = []
+                for entity_id, types, attr, inst, micros in _history_rows(conn, tenant):
+                    history_sum.add(_history_key(entity_id, attr, inst.get("datasetId", ""), micros, inst["type"]))
+                    rows.append((tenant, entity_id, types, attr, inst))
+                    if len(rows) >= _HISTORY_CHUNK:
+                        t.history += await _write_history(storage, recorder, tenant, rows)
+                        rows = []
+                t.history += await _write_history(storage, recorder, tenant, rows)
+            target_sum, target_history, t.target_entities, t.target_history = await _target_sums(storage, tenant)
+            t.entity_sums = (source_sum.hex(), target_sum)
+            t.history_sums = (history_sum.hex(), target_history)
+        if _has_table(conn, "subscriptions"):
+            records = storage.subscription_records()
+            for tenant, sub_id, doc in conn.execute("SELECT tenant, id, doc FROM subscriptions"):
+                await records.save(tenant, sub_id, doc)
+                report.subscriptions += 1
+    finally:
+        conn.close()
+        await storage.close()
+    return report
+
+
+async def _write_history(storage: Any, recorder: Any, tenant: str, rows: list[Any]) -> int:
+    if not rows:
+        return 0
+    async with storage._db().acquire() as pg, pg.transaction():
+        written: int = await recorder.record(pg, tenant, rows, history.from_micros(history.now_micros()))
+    return written
+
+
+async def _target_sums(storage: Any, tenant: str) -> tuple[str, str, int, int]:
+    """Checksums and counts of one tenant as PostgreSQL holds it."""
+    entities = _Sum()
+    count = 0
+    history_sum = _Sum()
+    instances = 0
+    async with storage._db().acquire() as pg, pg.transaction():
+        async for (text,) in pg.cursor("SELECT doc::text FROM entities WHERE tenant = $1", tenant):
+            entities.add(_canonical(codec.loads(text)))
+            count += 1
+        async for entity_id, attr, dataset, ts, kind in pg.cursor(
+            "SELECT entity_id, attr, dataset_id, ts, kind FROM history WHERE tenant = $1", tenant
+        ):
+            history_sum.add(_history_key(entity_id, attr, dataset, _micros(ts), kind))
+            instances += 1
+    return entities.hex(), history_sum.hex(), count, instances
