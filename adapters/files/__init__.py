@@ -27,74 +27,6 @@ from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import InputError, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
 
-FORMATS = {".csv": "csv", ".txt": "csv", ".geojson": "geojson", ".json": "json"}
-DELIMITERS = (",", ";", "\t", "|")
-# csv's own guard against a runaway quoted field; rows longer than this are refused.
-csv.field_size_limit(1 << 20)
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One unit of a file: its payload, where it is (line or index) and any structural problem."""
-
-    payload: bytes
-    position: str
-    kind: str
-    error: str | None = None
-
-
-def sniff_delimiter(header: str) -> str:
-    """The delimiter a header line uses most (French exports often use ';')."""
-    counts = {d: header.count(d) for d in DELIMITERS}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
-
-
-def decode(data: bytes, encoding: str | None) -> tuple[str, str]:
-    """Text of a file: the configured encoding, else UTF-8 (BOM allowed), else Windows-1252."""
-    if encoding:
-        return data.decode(encoding), encoding
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        # Spreadsheet exports in France are often Windows-1252; it decodes any byte sequence.
-        return data.decode("cp1252"), "cp1252"
-
-
-def _dump(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
-
-
-def csv_records(text: str, delimiter: str | None) -> Iterator[Record]:
-    """One record per data row, with the line it starts on; rows of the wrong width carry an error."""
-    lines = io.StringIO(text, newline="")
-    first = text.split("\n", 1)[0]
-    reader = csv.reader(lines, delimiter=delimiter or sniff_delimiter(first))
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    header = [h.strip() for h in header]
-    line = reader.line_num + 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield Record(b"{}", str(line), "line", f"unreadable CSV ({exc})")
-            line = reader.line_num + 1
-            continue
-        start, line = line, reader.line_num + 1
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        error = None
-        if len(row) != len(header):
-            error = f"{len(row)} fields where the header has {len(header)}"
-        values = {name: cell for name, cell in zip(header, row, strict=False)}
-        yield Record(_dump(values), str(start), "line", error)
-
-
 class FilesAdapter:
     """Imports a file, or watches a folder, and translates each row with a mapping."""
 
@@ -229,14 +161,14 @@ class FilesAdapter:
             if not isinstance(features, list):
                 raise InputError("a GeoJSON import needs a FeatureCollection with features")
             for index, feature in enumerate(features):
-                yield Record(_dump(feature), str(index), "feature")
+                yield Record(canonical_json(feature), str(index), "feature")
             return
         try:
             items = select_items(self.mapping, doc)
         except TranslationError as exc:
             raise InputError(exc.reason) from exc
         for index, item in enumerate(items):
-            yield Record(_dump(item), str(index), "item")
+            yield Record(canonical_json(item), str(index), "item")
 
     def _message(self, path: Path, kind: str, digest: str, received: str, record: Record) -> RawMessage:
         metadata = {"file": path.name, "format": kind, record.kind: record.position}

@@ -198,8 +198,9 @@ class WaterNet:
                 ua.QualifiedName(point.name, idx),
                 ua.Variant(initial, point.variant),
             )
+            stamp = _ua_time(now)
             await node.write_value(
-                ua.DataValue(ua.Variant(initial, point.variant), SourceTimestamp=_ua_time(now), ServerTimestamp=_ua_time(now))
+                ua.DataValue(ua.Variant(initial, point.variant), SourceTimestamp=stamp, ServerTimestamp=stamp)
             )
             if point.unit:
                 eu = ua.EUInformation(
@@ -245,12 +246,12 @@ class WaterNet:
 
     async def write_all(self) -> None:
         """Write every moving variable's value for the current step (source timestamp = now)."""
-        now = datetime.now(UTC)
+        now = _ua_time(datetime.now(UTC))
         for node_id, (node, point) in self._nodes.items():
             if node_id in self.frozen or point.variant == ua.VariantType.Boolean:
                 continue
             await node.write_value(
-                ua.DataValue(ua.Variant(self._value(point), point.variant), SourceTimestamp=_ua_time(now), ServerTimestamp=_ua_time(now))
+                ua.DataValue(ua.Variant(self._value(point), point.variant), SourceTimestamp=now, ServerTimestamp=now)
             )
 
     async def set_value(
