@@ -7,31 +7,32 @@ index, so that one file yields its good entities and one dead letter per bad row
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
-import io
 import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import aiohttp
 
-from adapters.kit.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
-from adapters.kit.mapping.support import Availability, StateFile, content_key, mapping_from_config, sleep_or_stop
+from adapters.kit.mapping.adapter import MappingAdapter
+from adapters.kit.mapping.engine import apply_mapping, map_item, parse_json, select_items
+from adapters.kit.mapping.records import FORMATS, Record, canonical_json, csv_records, decode
+from adapters.kit.mapping.support import content_key, sleep_or_stop
 from adapters.kit.payload import NotJson, load_json
-from gateway.contract import Emit, Manifest, load_config_schema
+from gateway.contract import Emit
 from gateway.errors import InputError, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
 
-class FilesAdapter:
-    """Imports a file, or watches a folder, and translates each row with a mapping."""
+# The CSV reading lives in the kit (adapters.kit.mapping.records); it stays importable from here for
+# scripts written against this module (bench/bench_mapping.py).
+__all__ = ["FORMATS", "FilesAdapter", "Record", "csv_records", "decode"]
 
-    manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
+
+class FilesAdapter(MappingAdapter, package=__package__):
+    """Imports a file, or watches a folder, and translates each row with a mapping."""
 
     def __init__(
         self,
@@ -40,9 +41,7 @@ class FilesAdapter:
         http: aiohttp.ClientSession | None = None,
         log: logging.Logger | None = None,
     ) -> None:
-        self.config = config
-        self.name = str(config.get("name", "files"))
-        self.tenant = str(config.get("tenant", ""))
+        super().__init__(config, http=http, log=log)
         self.path = Path(str(config["path"]))
         self.pattern = str(config.get("pattern", "*"))
         self.format = str(config.get("format", "auto"))
@@ -53,12 +52,7 @@ class FilesAdapter:
         self.interval = float(config.get("interval", 30))
         self.settle = float(config.get("settle", 2))
         self.max_bytes = int(config.get("max_file_bytes", 100 << 20))
-        self.mapping = mapping_from_config(config, __package__)
-        self.state = StateFile(config.get("state_dir"), self.name)
-        self.log = log or logging.getLogger("jonction.adapters.files")
-        self.availability = Availability(self.log, self.name)
         self.stats: dict[str, int] = {"scans": 0, "files": 0, "records": 0, "skipped_files": 0, "refused_files": 0}
-        self._stopped = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -176,13 +170,13 @@ class FilesAdapter:
             metadata["row_error"] = record.error
         tenant = self.tenant
         if self.mapping.tenant is not None and not record.error:
-            tenant = item_tenant(self.mapping, json.loads(record.payload)) or self.tenant
+            tenant = self.tenant_of(json.loads(record.payload))
         return RawMessage(
-            source=self.name,
+            source=self.source,
             tenant=tenant,
             received_at=received,
             payload=record.payload,
-            idempotency_key=content_key(self.name, digest, record.kind, record.position),
+            idempotency_key=content_key(self.source, digest, record.kind, record.position),
             metadata=metadata,
         )
 
