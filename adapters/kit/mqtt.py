@@ -188,6 +188,7 @@ class MqttSubscriber:
         v5 = s.protocol == "5"
         properties = None
         if v5:
+            # paho-mqtt's Properties constructor carries no annotations (an untyped third-party API).
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = s.session_expiry
             properties.ReceiveMaximum = s.receive_maximum

@@ -12,9 +12,12 @@ Adapters use it in one of two ways:
   answers, such as Standard Webhooks or Open311 GeoReport), read through ``read_body`` so that the
   limit is enforced the same way.
 
-These receivers answer machine clients (no browser sends ``Origin`` to them); they do not apply
-``gateway.crosssite``'s Host/Origin checks, so a receiver left on loopback without a token is only
-as safe as the machine's browsers: configure a token or signature secret.
+A standard endpoint without authentication (allowed on loopback only) refuses what only a browser
+sends — an ``Origin`` naming another site, ``Sec-Fetch-Site: cross-site`` — with 403, so that a web
+page cannot post forged messages to it (``gateway.crosssite``, as for the admin APIs). Its ``Host``
+is not checked: a receiver behind a reverse proxy sees the proxy's public name, and there is no
+allowed-hosts setting for receivers; a token (or a vendor signature) is the real protection, and
+DNS rebinding is only stopped by one.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.secrets import read_secret
+from gateway.crosssite import HostPolicy, refusal
 from gateway.errors import ConfigInvalid, InputError
 
 Authenticate = Callable[[web.Request, bytes], "str | None"]
@@ -36,6 +40,8 @@ Accept = Callable[[web.Request, bytes], Awaitable[None]]
 """Turns one request into RawMessages and awaits ``emit``; InputError → 400."""
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+_ANY_HOST = HostPolicy.of("0.0.0.0", ["*"])
+"""Receivers accept any Host (see the module docstring); only the Origin checks apply."""
 
 HTTP_CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -139,6 +145,11 @@ class PushReceiver:
         """Serve the standard endpoint (``path`` and its sub-paths) until :meth:`stop`."""
 
         async def receive(request: web.Request) -> web.StreamResponse:
+            if authenticate is None:
+                refused = refusal(_ANY_HOST, host=request.headers.get("Host"), origin=request.headers.get("Origin"),
+                                  scheme=request.scheme, fetch_site=request.headers.get("Sec-Fetch-Site"))
+                if refused is not None:
+                    return problem(403, "Forbidden", refused)
             try:
                 body = await self.read_body(request)
             except BodyTooLarge as exc:

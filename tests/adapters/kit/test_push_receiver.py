@@ -107,3 +107,29 @@ async def test_stop_before_serving_and_twice() -> None:
     await receiver.stop()
     await receiver.stop()
     assert receiver.url == ""
+
+
+async def test_an_endpoint_without_token_refuses_what_only_a_browser_sends() -> None:
+    receiver = _receiver()
+    seen: list[bytes] = []
+
+    async def accept(request: web.Request, body: bytes) -> None:
+        seen.append(body)
+
+    task = asyncio.create_task(receiver.serve(None, accept))
+    await asyncio.wait_for(receiver.started.wait(), 10)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+                async with http.post(receiver.url, data=b"forged", headers=headers) as resp:
+                    assert resp.status == 403 and resp.content_type == "application/problem+json"
+            # A machine client (no Origin), or a page of the receiver's own origin, is served.
+            async with http.post(receiver.url, data=b"a", headers={"Host": "gateway.example:8668"}) as resp:
+                assert resp.status == 200
+            own = f"http://127.0.0.1:{receiver.bound_port}"
+            async with http.post(receiver.url, data=b"b", headers={"Origin": own}) as resp:
+                assert resp.status == 200
+        assert seen == [b"a", b"b"]
+    finally:
+        await receiver.stop()
+        await asyncio.wait_for(task, 10)
