@@ -106,10 +106,10 @@ class ContractReport:
 # --- the checks -------------------------------------------------------------------------------
 
 
-def _validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+def _validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)  # type: ignore[call-arg]
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
 def _read_json(path: Path) -> Any:
@@ -384,7 +384,8 @@ def import_problems(folder: Path, *, package: str | None = None) -> list[str]:
     own = {package.split(".")[0]} if "." not in package else set()
     # (file, its package, how the adapter reaches it) still to read; kit files are followed once.
     todo: list[tuple[Path, str, str]] = [
-        (path, _file_package(path, folder, package), str(path.relative_to(folder))) for path in sorted(folder.rglob("*.py"))
+        (path, _file_package(path, folder, package), str(path.relative_to(folder)))
+        for path in sorted(folder.rglob("*.py"))
     ]
     seen: set[Path] = set()
     while todo:
@@ -401,12 +402,14 @@ def import_problems(folder: Path, *, package: str | None = None) -> list[str]:
             if top in ("gateway", "schemas"):
                 continue  # which gateway modules an adapter may use is the layer test's business
             if top == "conformance":
-                problems.append(f"{where}:{line} imports {module}: adapters never import conformance")
+                problems.append(f"{where}:{line} imports conformance: adapters never import conformance")
                 continue
             if top == "adapters":
                 parts = module.split(".")
                 if len(parts) > 1 and (_ADAPTERS_ROOT / parts[1] / "manifest.json").is_file():
-                    problems.append(f"{where}:{line} imports {module}: an adapter never imports another adapter")
+                    problems.append(
+                        f"{where}:{line} imports adapters.{parts[1]}: an adapter never imports another adapter"
+                    )
                     continue
                 for source in _module_files(module):
                     if source not in seen:
@@ -429,7 +432,7 @@ def import_problems(folder: Path, *, package: str | None = None) -> list[str]:
                 used_extra = True
     if extra is not None and from_extra and not used_extra:
         problems.append(f"manifest.json names extra {extra!r}, but nothing the adapter imports comes from it")
-    return problems
+    return list(dict.fromkeys(problems))  # ``from m import a, b`` names m more than once
 
 
 # --- the suite ---------------------------------------------------------------------------------
