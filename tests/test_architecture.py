@@ -134,7 +134,7 @@ def rule(importer: str, imported: str, adapter_folders: frozenset[str]) -> str |
         return f"{layer} imports only the gateway's public modules"
     if layer == "conformance":
         return "conformance never imports adapters" if target == "adapters" else None
-    # layer == "adapters"
+    # what is left: an adapters module importing adapters, gateway or schemas
     if target == "conformance":
         return "adapters never import conformance"
     if target != "adapters" or imported == "adapters" or importer == "adapters":

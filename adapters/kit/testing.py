@@ -49,9 +49,12 @@ __all__ = [
     "adapter_folder",
     "contract_checks",
     "contract_params",
+    "fixture_message",
+    "fixture_payloads",
     "import_problems",
     "installed_adapters",
     "run_contract_suite",
+    "sample_instance",
 ]
 
 DISTRIBUTION = "jonction"
@@ -122,13 +125,13 @@ def _sample_config(folder: Path) -> dict[str, Any]:
     return loaded
 
 
-def _instance(adapter_class: type[Adapter], folder: Path) -> Adapter:
-    # The contract says __init__ does no I/O: the suite hands it no session and no logger.
+def sample_instance(adapter_class: type[Adapter], folder: Path) -> Adapter:
+    """An instance configured with the folder's ``sample.yaml`` (no HTTP session, no logger: no I/O)."""
     factory: Callable[..., Adapter] = adapter_class
     return factory(_sample_config(folder), http=None, log=None)
 
 
-def _fixtures(folder: Path) -> list[Path]:
+def fixture_payloads(folder: Path) -> list[Path]:
     """Recorded payloads: every file of ``fixtures/`` but the goldens and the ``.meta.json`` sidecars."""
     fixtures = folder / "fixtures"
     if not fixtures.is_dir():
@@ -144,7 +147,8 @@ def _stem(path: Path) -> str:
     return path.name.split(".")[0]
 
 
-def _raw(domain: str, payload_path: Path) -> RawMessage:
+def fixture_message(domain: str, payload_path: Path) -> RawMessage:
+    """The RawMessage of a recorded payload (fields other than the payload from its ``.meta.json``)."""
     meta_path = payload_path.with_name(_stem(payload_path) + ".meta.json")
     meta: dict[str, Any] = _read_json(meta_path) if meta_path.exists() else {}
     return RawMessage(
@@ -230,13 +234,13 @@ def _check_protocol(adapter_class: type[Adapter], folder: Path) -> None:
     for name in ("check", "run", "stop"):
         assert inspect.iscoroutinefunction(getattr(adapter_class, name, None)), f"{name} must be async"
     assert not inspect.iscoroutinefunction(adapter_class.to_entities), "to_entities must be a plain function"
-    assert isinstance(_instance(adapter_class, folder), Adapter)
+    assert isinstance(sample_instance(adapter_class, folder), Adapter)
 
 
 def _check_stop(adapter_class: type[Adapter], folder: Path) -> None:
     async def twice() -> None:
         # Built inside the loop: an adapter may create loop-bound primitives in __init__.
-        adapter = _instance(adapter_class, folder)
+        adapter = sample_instance(adapter_class, folder)
         await adapter.stop()
         await adapter.stop()
 
@@ -244,13 +248,13 @@ def _check_stop(adapter_class: type[Adapter], folder: Path) -> None:
 
 
 def _check_has_fixtures(folder: Path) -> None:
-    assert _fixtures(folder), f"{folder.name}/fixtures has no payload"
+    assert fixture_payloads(folder), f"{folder.name}/fixtures has no payload"
 
 
 def _check_fixture(adapter_class: type[Adapter], folder: Path, payload: Path, update_golden: bool) -> None:
     domain = folder.name
-    first = _instance(adapter_class, folder).to_entities(_raw(domain, payload))
-    second = _instance(adapter_class, folder).to_entities(_raw(domain, payload))
+    first = sample_instance(adapter_class, folder).to_entities(fixture_message(domain, payload))
+    second = sample_instance(adapter_class, folder).to_entities(fixture_message(domain, payload))
     assert first == second, "to_entities must be deterministic"
     golden_path = payload.with_name(_stem(payload) + ".golden.json")
     if update_golden and not golden_path.exists():
@@ -483,7 +487,7 @@ def contract_checks(
     ]
     checks.extend(
         check(f"fixture[{payload.name}]", partial(_check_fixture, adapter_class, folder, payload, update_golden))
-        for payload in _fixtures(folder)
+        for payload in fixture_payloads(folder)
     )
     return checks
 

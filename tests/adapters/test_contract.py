@@ -7,16 +7,41 @@ ones on itself (``tests/thirdparty`` proves it).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from adapters.kit.testing import ContractCheck, contract_checks, installed_adapters
+from adapters import Adapter, RawMessage
+from adapters.kit.testing import (
+    ContractCheck,
+    contract_checks,
+    fixture_message,
+    fixture_payloads,
+    installed_adapters,
+    sample_instance,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 UPDATE_GOLDEN = os.environ.get("JONCTION_UPDATE_GOLDEN") == "1"
 
 ADAPTERS = installed_adapters()
+
+
+# What the fuzz and strict-output suites reuse: every recorded payload, as a message, and an instance.
+def _fixture_cases() -> Iterator[tuple[str, Path]]:
+    for domain, (_, folder, _) in ADAPTERS.items():
+        for payload in fixture_payloads(folder):
+            yield domain, payload
+
+
+def _raw(domain: str, payload: Path) -> RawMessage:
+    return fixture_message(domain, payload)
+
+
+def _instance(domain: str) -> Adapter:
+    cls, folder, _ = ADAPTERS[domain]
+    return sample_instance(cls, folder)
 
 
 def _params() -> list[object]:
