@@ -37,6 +37,7 @@ GATEWAY_PUBLIC = frozenset(
 """What ``adapters`` and ``conformance`` may import from the gateway (never runtime, store, CLI)."""
 
 DYNAMIC = "import_module()/__import__()"
+PROBE = "getattr()/hasattr() on a module of ours"
 
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     ("gateway.contract", "gateway.runtime.logging"): "contract registers secrets with the runtime's log filter; "
@@ -48,6 +49,10 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     ("gateway.runtime.sinks", DYNAMIC): "schemas.contexts probed by import_module; plain import coming",
     ("gateway.store.app", DYNAMIC): "store modules imported by name; plain imports coming",
     ("gateway.store.sqlite", DYNAMIC): "gateway.store.history imported lazily by name; plain import coming",
+    ("gateway.runtime.normalize", PROBE): "tries three function names of gateway.units; plain import coming",
+    ("gateway.runtime.validator", PROBE): "probes gateway.validation for validate_batch; plain import coming",
+    ("gateway.store.app", PROBE): "store module functions looked up by name; plain imports coming",
+    ("gateway.store.sqlite", PROBE): "probes gateway.store.history for record_many; plain import coming",
     ("adapters.kit.mapping.cli", "adapters.files"): "the mapping CLI reuses the files adapter's readers; "
     "they move into the kit (issue 18)",
     ("adapters.kit.mqtt", "adapters.secrets"): "secret resolver moves to gateway.secrets (issue 18)",
@@ -88,25 +93,44 @@ def _resolve(module: str) -> str:
     return module
 
 
+def _called(node: ast.AST) -> str:
+    """The name a call calls (``importlib.import_module(...)`` -> ``import_module``), else ""."""
+    if not isinstance(node, ast.Call):
+        return ""
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
 def imports(module: str, path: Path) -> Iterator[str]:
-    """Names ``module`` imports (relative ones made absolute), and DYNAMIC for each dynamic import."""
+    """Names ``module`` imports (relative ones made absolute), DYNAMIC for each dynamic import, and
+    PROBE for each ``getattr``/``hasattr`` on a name bound to one of our modules (probing its API)."""
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    module_names: set[str] = set()  # local names bound to a module of ours, imported or by name
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield _resolve(alias.name)
+                if alias.name.split(".")[0] in PACKAGES:
+                    module_names.add(alias.asname or alias.name.split(".")[0])
         elif isinstance(node, ast.ImportFrom):
             base = package[: len(package) - node.level + 1] if node.level else []
             source = ".".join([*base, node.module] if node.module else base)
             for alias in node.names:
                 yield _resolve(f"{source}.{alias.name}")
+                if f"{source}.{alias.name}" in _modules():
+                    module_names.add(alias.asname or alias.name)
             if node.module in ("importlib",) and any(a.name == "import_module" for a in node.names):
                 yield DYNAMIC
-        elif isinstance(node, ast.Call):
-            func = node.func
-            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-            if name in ("import_module", "__import__"):
-                yield DYNAMIC
+        elif isinstance(node, ast.Assign) and _called(node.value) in ("import_module", "__import__"):
+            module_names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        if _called(node) in ("import_module", "__import__"):
+            yield DYNAMIC
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _called(node) in ("getattr", "hasattr") and node.args:
+            target = node.args[0]
+            if isinstance(target, ast.Name) and target.id in module_names:
+                yield PROBE
 
 
 def _within(module: str, package: str) -> bool:
@@ -117,6 +141,8 @@ def rule(importer: str, imported: str, adapter_folders: frozenset[str]) -> str |
     """Why ``importer`` may not import ``imported`` (None if it may)."""
     if imported == DYNAMIC:
         return "no dynamic import: entry points are the only dynamic links"
+    if imported == PROBE:
+        return "no probing of our own modules' attributes: import the name itself"
     layer, target = importer.split(".")[0], imported.split(".")[0]
     if target not in PACKAGES:
         return None
@@ -198,6 +224,7 @@ def test_the_rules_can_fail() -> None:
         ("conformance.runner", "gateway.store.query"),
         ("conformance.runner", "adapters.kit.payload"),
         ("gateway.cli", DYNAMIC),
+        ("adapters.opcua.translate", PROBE),
     ]
     for importer, imported in refused:
         assert rule(importer, imported, folders), (importer, imported)
@@ -220,12 +247,13 @@ def test_the_rules_can_fail() -> None:
 def test_the_walk_sees_dynamic_and_relative_imports(tmp_path: Path) -> None:
     source = tmp_path / "__init__.py"
     source.write_text(
-        "import importlib\nfrom . import model\nfrom ..errors import X\n"
-        "def f():\n    return importlib.import_module('x'), __import__('y')\n",
+        "import importlib\nimport schemas\nfrom . import model\nfrom ..errors import X\n"
+        "def f():\n    m = importlib.import_module('x')\n    return getattr(m, 'f', None), __import__('y')\n"
+        "def g(record):\n    return getattr(schemas, 'MODELS', ()), getattr(record, 'x', None)\n",
         encoding="utf-8",
     )
     found = list(imports("gateway.runtime", source))
-    assert found.count(DYNAMIC) == 2
+    assert found.count(DYNAMIC) == 2 and found.count(PROBE) == 2
     # made absolute, then cut to the longest prefix that is one of our modules
     assert "gateway.runtime" in found and "gateway.errors" in found and "importlib" in found
 

@@ -276,11 +276,9 @@ def _alert(doc: Mapping[str, Any], mappings: Mappings, raw: RawMessage) -> Entit
 @cache
 def _observation_object(entity_type: str, attribute: str) -> bool:
     """True when the model wants this attribute as ``{"value": number, ...}`` (EPANET observations)."""
-    try:
-        import schemas
-    except ImportError:  # translation works without the schema package installed
-        return False
-    if entity_type not in getattr(schemas, "MODELS", ()):
+    import schemas  # lazily, as the other adapters do: building the registry costs an import
+
+    if entity_type not in schemas.MODELS:
         return False
     spec = schemas.model(entity_type).schema.get("properties", {}).get(attribute)
     if not isinstance(spec, Mapping) or spec.get("type") != "object":
