@@ -201,7 +201,7 @@ def _not_applicable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for r in results if r["verdict"] == "not_applicable"]
 
 
-def _not_tested(results: list[dict[str, Any]], selection: dict[str, str]) -> dict[str, Any]:
+def _not_tested(results: list[dict[str, Any]], selection: dict[str, str]) -> dict[str, Any]:  # noqa: ARG001  # dead, report rewrite
     cmap = clause_map()
     cat = catalogue()
     ran = {r["id"] for r in results if r["verdict"] in ("pass", "fail", "error")}

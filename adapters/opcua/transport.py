@@ -295,7 +295,7 @@ class ServerLink:
         client = await self._client_for()
         lost = asyncio.Event()
 
-        async def on_lost(exc: Exception) -> None:
+        async def on_lost(exc: Exception) -> None:  # noqa: ARG001  # asyncua callback signature
             """asyncua's watchdog saw the connection die: the session loop reconnects."""
             lost.set()
 

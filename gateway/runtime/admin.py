@@ -285,7 +285,7 @@ async def replay_archive(request: web.Request) -> web.Response:
                               "failed": failed})
 
 
-async def openapi(request: web.Request) -> web.Response:
+async def openapi(request: web.Request) -> web.Response:  # noqa: ARG001  # aiohttp handler signature
     """The OpenAPI 3.1 description of the admin and operations API."""
     return web.json_response(OPENAPI)
 
