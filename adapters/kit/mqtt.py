@@ -22,7 +22,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from adapters.secrets import read_secret
+from gateway.secrets import read_secret
 from gateway.errors import AuthFailed, ConfigInvalid, Unavailable
 
 Handler = Callable[[aiomqtt.Message], Awaitable[None]]

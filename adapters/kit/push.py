@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.secrets import read_secret
+from gateway.problems import problem_response
+from gateway.secrets import read_secret
 from gateway.errors import ConfigInvalid, InputError
 
 Authenticate = Callable[[web.Request, bytes], "str | None"]
@@ -50,11 +51,6 @@ HTTP_CONFIG_SCHEMA: dict[str, Any] = {
     },
 }
 """JSON Schema of the ``http`` member of a push adapter config."""
-
-
-def _problem(status: int, title: str, detail: str) -> web.Response:
-    return web.json_response({"type": "about:blank", "title": title, "status": status, "detail": detail},
-                             status=status, content_type="application/problem+json")
 
 
 def header_token(config: Mapping[str, Any], name: str) -> Authenticate | None:
@@ -108,26 +104,26 @@ class PushReceiver:
 
         async def receive(request: web.Request) -> web.StreamResponse:
             if request.content_length is not None and request.content_length > self.max_body:
-                return _problem(413, "Payload Too Large", f"body over {self.max_body} bytes")
+                return problem_response(413, "Payload Too Large", f"body over {self.max_body} bytes")
             try:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
-                return _problem(413, "Payload Too Large", f"body over {self.max_body} bytes")
+                return problem_response(413, "Payload Too Large", f"body over {self.max_body} bytes")
             if authenticate is not None:
                 reason = authenticate(request, body)
                 if reason is not None:
-                    response = _problem(401, "Unauthorized", reason)
+                    response = problem_response(401, "Unauthorized", reason)
                     response.headers["WWW-Authenticate"] = 'Bearer realm="jonction"'
                     return response
             try:
                 await accept(request, body)
             except InputError as exc:
-                return _problem(400, "Bad Request", str(exc))
+                return problem_response(400, "Bad Request", str(exc))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # not accepted: the sender must retry
                 self.log.error("%s: message not accepted: %s: %s", self.name, type(exc).__name__, exc)
-                return _problem(503, "Service Unavailable", "message not accepted, retry later")
+                return problem_response(503, "Service Unavailable", "message not accepted, retry later")
             return web.json_response({"accepted": True})
 
         app = web.Application(client_max_size=self.max_body)

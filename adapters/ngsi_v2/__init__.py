@@ -14,7 +14,7 @@ from aiohttp import web
 
 from adapters.kit.payload import load_json, token
 from adapters.kit.push import LOOPBACK, PushReceiver, header_token
-from adapters.secrets import read_secret
+from gateway.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, InputError, TranslationError
 from gateway.model import (

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Final
 import aiohttp
 from aiohttp import web
 
-from adapters.secrets import read_secret
+from gateway.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import AuthFailed, ConfigInvalid, InputError, Unavailable
 from gateway.model import Entity, ModelError, RawMessage, epoch_time, format_time, parse_time

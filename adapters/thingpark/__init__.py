@@ -21,7 +21,7 @@ from aiohttp import web
 from adapters.kit.lorawan.adapter import NetworkServerAdapter, load_json
 from adapters.kit.lorawan.servers import thingpark
 from adapters.kit.push import Authenticate
-from adapters.secrets import read_secret
+from gateway.secrets import read_secret
 from gateway.contract import Manifest, load_config_schema
 from gateway.errors import TranslationError
 

@@ -20,7 +20,8 @@ from aiohttp import web
 from adapters.kit.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
 from adapters.kit.mapping.support import content_key, mapping_from_config
 from adapters.kit.payload import load_json
-from adapters.secrets import read_secret
+from gateway.problems import problem_response
+from gateway.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
@@ -42,11 +43,6 @@ def sign(key: bytes, msg_id: str, timestamp: str, body: bytes) -> str:
     """The ``v1,<base64>`` signature of a delivery: HMAC-SHA256 over ``id.timestamp.body``."""
     digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode("ascii")
-
-
-def _problem(status: int, title: str) -> web.Response:
-    return web.json_response({"type": "about:blank", "title": title, "status": status}, status=status,
-                             content_type="application/problem+json")
 
 
 class WebhookAdapter:
@@ -135,18 +131,18 @@ class WebhookAdapter:
     def _reject(self, counter: str, title: str) -> web.Response:
         self.stats[counter] += 1
         self.log.warning("webhook %s refused a delivery: %s", self.name, title)
-        return _problem(401, title)
+        return problem_response(401, title)
 
     async def _receive(self, request: web.Request, key: bytes, emit: Emit) -> web.StreamResponse:
         self.stats["received"] += 1
         if request.content_length is not None and request.content_length > self.max_body:
             self.stats["too_large"] += 1
-            return _problem(413, f"body over {self.max_body} bytes")
+            return problem_response(413, f"body over {self.max_body} bytes")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             self.stats["too_large"] += 1
-            return _problem(413, f"body over {self.max_body} bytes")
+            return problem_response(413, f"body over {self.max_body} bytes")
         msg_id = request.headers.get("webhook-id", "")
         stamp = request.headers.get("webhook-timestamp", "")
         signatures = request.headers.get("webhook-signature", "")
@@ -165,7 +161,7 @@ class WebhookAdapter:
             self.stats["duplicates"] += 1
             return web.json_response({"status": "duplicate", "webhook-id": msg_id})
         if msg_id in self._in_flight:
-            return _problem(409, "the same webhook-id is being processed")
+            return problem_response(409, "the same webhook-id is being processed")
         self._in_flight.add(msg_id)
         try:
             count = await self._emit(emit, msg_id, stamp, body, request.path)
@@ -173,7 +169,7 @@ class WebhookAdapter:
             # The message is not durably accepted: answer 503 so that the sender retries it.
             self.stats["emit_failed"] += 1
             self.log.exception("webhook %s could not hand a delivery over", self.name)
-            return _problem(503, "temporarily unable to accept the delivery")
+            return problem_response(503, "temporarily unable to accept the delivery")
         finally:
             self._in_flight.discard(msg_id)
         self._remember(msg_id)

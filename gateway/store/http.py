@@ -23,6 +23,7 @@ from aiohttp import web
 from gateway.store import codec, jsonld
 from gateway.store.base import Storage
 from gateway.store.jsonld import Context, ContextCache, ContextEntry
+from gateway.problems import write_problem
 from gateway.store.problems import NgsiError, bad_request, invalid_request, not_found
 from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings
 
@@ -57,11 +58,7 @@ class Bare(Exception):
 
 
 def _problem_response(err: NgsiError) -> web.Response:
-    return web.Response(
-        body=json.dumps(err.to_problem_details(), ensure_ascii=False).encode(),
-        status=err.status,
-        content_type=JSON,
-    )
+    return write_problem(err.to_problem_details(), err.status, content_type=JSON)
 
 
 @web.middleware

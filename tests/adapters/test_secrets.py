@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.secrets import read_secret
+from gateway.secrets import read_secret
 from gateway.errors import ConfigInvalid
 from gateway.runtime.logging import redact
 
