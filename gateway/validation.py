@@ -20,8 +20,16 @@ from typing import Any, Final
 import jsonschema
 
 import schemas
-from gateway.model import (ATTRIBUTE_MEMBERS, ATTRIBUTE_TYPES, ENTITY_MEMBERS, VALUE_KEY, VALUE_MEMBERS, ModelError,
-                           is_uri, parse_time)
+from gateway.model import (
+    ATTRIBUTE_MEMBERS,
+    ATTRIBUTE_TYPES,
+    ENTITY_MEMBERS,
+    VALUE_KEY,
+    VALUE_MEMBERS,
+    ModelError,
+    is_uri,
+    parse_time,
+)
 from gateway.pointer import join
 from gateway.units import CODES, UnitError, _dimension, convert, is_uncefact
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.errors import ConfigInvalid, InputError
 from gateway.problems import problem_response
 from gateway.secrets import read_secret
-from gateway.errors import ConfigInvalid, InputError
 
 Authenticate = Callable[[web.Request, bytes], "str | None"]
 """Returns None when the request is authentic, else the reason it is not (sent with the 401)."""

@@ -49,7 +49,7 @@ class BasicAuth(Auth):
 
 
 class OAuth2ClientCredentials(Auth):
-    """OAuth2 client credentials (RFC 6749 §4.4) through the gateway's one client: renewed before expiry and after a 401."""
+    """OAuth2 client credentials (RFC 6749 §4.4) through the one gateway client (gateway.oauth2)."""
 
     renewable = True
 

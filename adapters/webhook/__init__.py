@@ -20,11 +20,11 @@ from aiohttp import web
 from adapters.kit.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
 from adapters.kit.mapping.support import content_key, mapping_from_config
 from adapters.kit.payload import load_json
-from gateway.problems import problem_response
-from gateway.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
+from gateway.problems import problem_response
+from gateway.secrets import read_secret
 
 SECRET_PREFIX = "whsec_"
 

@@ -19,11 +19,11 @@ import yaml
 
 import schemas
 from gateway.errors import ConfigInvalid
+from gateway.pointer import pointer
 from gateway.runtime.logging import redact, register_secret
 from gateway.runtime.pipeline import Route
 from gateway.runtime.publisher import PublisherSettings
 from gateway.runtime.sinks import PROFILES, RemoteSettings
-from gateway.pointer import pointer
 from gateway.secrets import read_secret
 
 MAX_CONFIG_BYTES: Final = 1 << 20

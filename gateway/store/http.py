@@ -20,10 +20,10 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from gateway.problems import write_problem
 from gateway.store import codec, jsonld
 from gateway.store.base import Storage
 from gateway.store.jsonld import Context, ContextCache, ContextEntry
-from gateway.problems import write_problem
 from gateway.store.problems import NgsiError, bad_request, invalid_request, not_found
 from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings
 
