@@ -7,10 +7,10 @@ from collections.abc import Iterable
 
 def escape(token: str | int) -> str:
     """One reference token: ``~`` as ``~0`` and ``/`` as ``~1`` (RFC 6901 §3), in that order."""
-    text = str(token)
-    if "~" not in text and "/" not in text:
-        return text
-    return text.replace("~", "~0").replace("/", "~1")
+    text = token if type(token) is str else str(token)
+    if "~" in text or "/" in text:
+        return text.replace("~", "~0").replace("/", "~1")
+    return text
 
 
 def unescape(token: str) -> str:
@@ -20,7 +20,11 @@ def unescape(token: str) -> str:
 
 def join(base: str, *tokens: str | int) -> str:
     """``base`` followed by each token, escaped (``join("", "a/b", 0) == "/a~1b/0"``)."""
-    return base + "".join("/" + escape(t) for t in tokens)
+    # A plain loop calling escape() only when needed: validation builds a pointer per attribute.
+    for token in tokens:
+        text = token if type(token) is str else str(token)
+        base += "/" + (escape(text) if "~" in text or "/" in text else text)
+    return base
 
 
 def pointer(path: Iterable[str | int]) -> str:
