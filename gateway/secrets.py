@@ -2,8 +2,8 @@
 
 A secret ``key`` comes from ``<key>_file`` (the file's content, first), ``<key>_env`` (an
 environment variable), or ``<key>`` itself, which may be a ``${VARIABLE}`` reference or a list
-(joined with commas). Every value read is registered for masking in the logs; an error names the
-key, the file or the variable, never the secret.
+(joined with commas). Every value read is registered for masking (:func:`redact`, which the log formatter applies to
+every record); an error names the key, the file or the variable, never the secret.
 """
 
 from __future__ import annotations
@@ -15,9 +15,24 @@ from pathlib import Path
 from typing import Any, Final
 
 from gateway.errors import ConfigInvalid
-from gateway.runtime.logging import register_secret
 
 _ENV_REF: Final = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_SECRETS: set[str] = set()
+_MASK: Final = "***"
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` in every log record from now on (tokens, passwords, client secrets)."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, _MASK)
+    return text
 
 
 def mask(value: str | None) -> None:

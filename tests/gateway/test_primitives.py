@@ -22,8 +22,7 @@ from gateway.oauth2 import MAX_TOKEN_BYTES, ClientCredentials, OAuth2Client
 from gateway.pointer import escape, join, pointer, unescape
 from gateway.problems import PROBLEM_JSON, problem_details, problem_error, problem_response, write_problem
 from gateway.runtime import config as config_mod
-from gateway.runtime.logging import redact
-from gateway.secrets import from_env, from_file, read_secret
+from gateway.secrets import from_env, from_file, read_secret, redact
 from gateway.store import history, query
 from gateway.store.settings import load_tokens
 
