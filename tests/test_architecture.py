@@ -54,15 +54,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     ("gateway.runtime.validator", PROBE): "probes gateway.validation for validate_batch; plain import coming",
     ("gateway.store.app", PROBE): "store module functions looked up by name; plain imports coming",
     ("gateway.store.sqlite", PROBE): "probes gateway.store.history for record_many; plain import coming",
-    ("adapters.kit.mqtt", "adapters.secrets"): "secret resolver moves to gateway.secrets (issue 18)",
-    ("adapters.kit.push", "adapters.secrets"): "secret resolver moves to gateway.secrets (issue 18)",
-    ("adapters.ngsi_v2", "adapters.secrets"): "secret resolver moves to gateway.secrets (issue 18)",
-    ("adapters.open311", "adapters.secrets"): "secret resolver moves to gateway.secrets (issue 18)",
-    ("adapters.opcua.transport", "adapters.secrets"): "secret resolver moves to gateway.secrets (issue 18)",
-    ("adapters.rest_mapping.auth", "adapters.secrets"): "secret resolver moves to gateway.secrets (issue 18)",
-    ("adapters.thingpark", "adapters.secrets"): "secret resolver moves to gateway.secrets (issue 18)",
-    ("adapters.webhook", "adapters.secrets"): "secret resolver moves to gateway.secrets (issue 18)",
-    ("adapters.secrets", "(outside kit/ and the adapter folders)"): "moves to gateway.secrets (issue 18)",
 }
 """Violations still on this branch, each with its reason; the list only shrinks."""
 
