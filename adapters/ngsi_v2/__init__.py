@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
+import schemas
 from adapters.kit.payload import load_json, token
 from adapters.kit.push import LOOPBACK, PushReceiver, header_token
-from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, InputError, TranslationError
 from gateway.model import (
@@ -28,6 +28,7 @@ from gateway.model import (
     urn,
     utc_time,
 )
+from gateway.secrets import read_secret
 
 _TIME_METADATA = ("TimeInstant", "dateObserved", "timestamp")
 # NGSI v2 ids such as "Streetlight:001" are syntactically URIs (scheme "streetlight"); only the
@@ -37,8 +38,6 @@ _LD_SCHEMES = ("urn:", "http://", "https://")
 
 def _model_spelling(entity_type: str) -> Mapping[str, str]:
     """Lower-cased attribute name -> the spelling of the Smart Data Model of ``entity_type`` (empty if none)."""
-    import schemas
-
     if entity_type not in schemas.MODELS:
         return {}
     return {name.lower(): name for name in schemas.model(entity_type).attributes}

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -35,10 +36,10 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
-from adapters.secrets import read_secret
 from gateway.contract import Emit, register_secret
 from gateway.errors import AuthFailed, ConfigInvalid, Unavailable
 from gateway.model import RawMessage, epoch_time, format_time
+from gateway.secrets import read_secret
 
 from .translate import UNECE_NAMESPACE, node_ref
 
@@ -213,6 +214,8 @@ class ServerLink:
         self.seen = _Seen()
         self.state_path = Path(state_dir) / f"opcua-{cfg['name']}.json" if state_dir else None
         self._saved_at = 0.0
+        self._lost: WeakKeyDictionary[Client, asyncio.Event] = WeakKeyDictionary()
+        """Per client session, set when asyncua reports the connection lost."""
         self._load_state()
         self.down = False
         self.connected = asyncio.Event()
@@ -292,18 +295,19 @@ class ServerLink:
         client = await self._client_for()
         lost = asyncio.Event()
 
-        async def on_lost(exc: Exception) -> None:
+        async def on_lost(exc: Exception) -> None:  # noqa: ARG001  # asyncua callback signature
             """asyncua's watchdog saw the connection die: the session loop reconnects."""
             lost.set()
 
         client.connection_lost_callback = on_lost
         await asyncio.wait_for(client.connect(auto_reconnect=False), self.timeout * 2)
-        client._jonction_lost = lost  # type: ignore[attr-defined]
+        self._lost[client] = lost
         return client
 
     async def _close(self, client: Client | None) -> None:
         if client is None:
             return
+        # Closing a session that may already be dead: whatever asyncua raises, there is nothing to do.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.disconnect(), self.timeout)
 
@@ -538,7 +542,7 @@ class ServerLink:
 
     async def _session(self, client: Client, emit: Emit) -> None:
         items = await self._resolve(client)
-        lost: asyncio.Event = client._jonction_lost  # type: ignore[attr-defined]
+        lost = self._lost[client]
         sub = await client.create_subscription(
             self.publishing_ms, handler=None, queue_maxsize=10_000, overflow=OverflowPolicy.DISCONNECT
         )

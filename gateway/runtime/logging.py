@@ -1,6 +1,6 @@
 """Structured JSON logs carrying one correlation id from raw message to broker request.
 
-Secrets registered with :func:`register_secret` are masked in every record, whatever the
+Secrets registered with :func:`gateway.secrets.register_secret` are masked in every record, whatever the
 logger, so that a token pasted into an error message never reaches the log stream.
 """
 
@@ -13,28 +13,17 @@ import sys
 import time
 from typing import Any, Final
 
+# Re-exported: the masking registry lives with the secrets (gateway.secrets); callers that
+# import it from here keep working.
+from gateway.secrets import redact as redact
+from gateway.secrets import register_secret as register_secret
+
 correlation_id: Final[contextvars.ContextVar[str]] = contextvars.ContextVar("correlation_id", default="")
 """The correlation id of the message or batch being handled in the current task."""
 
-_SECRETS: set[str] = set()
-_MASK: Final = "***"
 _STANDARD: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime", "taskName"}
 )
-
-
-def register_secret(value: str | None) -> None:
-    """Mask ``value`` in every log record from now on (tokens, passwords, client secrets)."""
-    if value and len(value) >= 4:
-        _SECRETS.add(value)
-
-
-def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, _MASK)
-    return text
 
 
 class JsonFormatter(logging.Formatter):

@@ -18,6 +18,7 @@ import orjson
 
 from gateway.crs import to_wgs84
 from gateway.model import ENTITY_MEMBERS, Entity, ModelError, is_uri, urn, utc_time
+from gateway.pointer import escape
 
 _TIME_MEMBERS = ("observedAt", "createdAt", "modifiedAt")
 # Already canonical (UTC, "Z", no needless fraction): most adapters produce this, and skipping
@@ -57,10 +58,6 @@ def _unit_mapper() -> Callable[[str], str | None]:
 _UNIT = _unit_mapper()
 
 
-def _escape(name: str) -> str:
-    return name.replace("~", "~0").replace("/", "~1")
-
-
 def _attr(attr: Any, pointer: str) -> None:
     if isinstance(attr, list):
         for index, instance in enumerate(attr):
@@ -84,7 +81,7 @@ def _attr(attr: Any, pointer: str) -> None:
             attr["unitCode"] = mapped
     for key, sub in attr.items():
         if isinstance(sub, dict) and "type" in sub and key not in ("value", "json"):
-            _attr(sub, f"{pointer}/{_escape(key)}")
+            _attr(sub, f"{pointer}/{escape(key)}")
 
 
 def _reproject(geometry: dict[str, Any], pointer: str) -> dict[str, Any]:
@@ -120,7 +117,7 @@ def normalize(item: Entity) -> Entity:
         raise NormalizeError("entity has no id", "/id")
     for name, value in item.items():
         if name not in ENTITY_MEMBERS:
-            _attr(value, "/" + _escape(name))
+            _attr(value, "/" + escape(name))
     _check_unicode(item)
     return item
 
@@ -154,7 +151,7 @@ def _surrogate_pointer(value: Any, pointer: str) -> str:
         return ""
     if isinstance(value, dict):
         for key, sub in value.items():
-            here = f"{pointer}/{_escape(str(key))}"
+            here = f"{pointer}/{escape(str(key))}"
             found = _surrogate_pointer(str(key), here) or _surrogate_pointer(sub, here)
             if found:
                 return found

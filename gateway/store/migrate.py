@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigInvalid
+from gateway.model import VALUE_KEY
 from gateway.store import codec, history
 from gateway.store.backends import describe, is_postgresql, sqlite_path
 from gateway.store.records import Change, Doc, Mutation
@@ -132,12 +133,10 @@ def _history_rows(conn: sqlite3.Connection, tenant: str) -> Iterator[tuple[str, 
         "WHERE s.tenant = ?",
         (tenant,),
     )
-    members = {"Relationship": "object", "LanguageProperty": "languageMap", "VocabProperty": "vocab",
-               "ListProperty": "valueList", "ListRelationship": "objectList", "JsonProperty": "json"}
     for entity_id, attr, dataset, rowid, observed, modified, kind, value, instance_id, extra in cursor:
         inst: dict[str, Any] = json.loads(extra) if extra else {}
         inst["type"] = kind
-        inst[members.get(kind, "value")] = json.loads(value) if value is not None else None
+        inst[VALUE_KEY.get(kind, "value")] = json.loads(value) if value is not None else None
         if observed is not None:
             inst["observedAt"] = history.from_micros(observed)
         inst["modifiedAt"] = history.from_micros(modified)

@@ -12,9 +12,10 @@ import pytest
 
 from gateway.store import ChangeEvent, open_storage
 from gateway.store.base import Change, QuerySpec
+from gateway.store.indexing import geo_boxes
 from gateway.store.jsonld import Context, ContextCache
 from gateway.store.problems import NgsiError, problem
-from gateway.store.sqlite import SqliteStorage, geo_boxes
+from gateway.store.sqlite import SqliteStorage
 from tests.store.conftest import LINK_JONCTION, StoreServer, streetlight
 
 SDM_STREETLIGHT = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"

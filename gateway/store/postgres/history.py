@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from gateway.model import VALUE_KEY, VALUE_MEMBERS
 from gateway.store import codec
 
 HistoryRow = tuple[str, str, Sequence[str], str, Mapping[str, Any]]
@@ -27,20 +28,7 @@ HistoryRow = tuple[str, str, Sequence[str], str, Mapping[str, Any]]
 PARTITION_LOCK: Final = 0x6A6F6E6374_02
 """Advisory lock key held while creating a month partition (two processes may need the same one)."""
 
-VALUE_MEMBERS: Final[Mapping[str, str]] = {
-    "Property": "value",
-    "GeoProperty": "value",
-    "Relationship": "object",
-    "LanguageProperty": "languageMap",
-    "VocabProperty": "vocab",
-    "ListProperty": "valueList",
-    "ListRelationship": "objectList",
-    "JsonProperty": "json",
-}
-"""Attribute type → the member holding its value (§4.5)."""
-_SKIP: Final = frozenset(
-    {"type", "observedAt", "createdAt", "modifiedAt", "datasetId", "instanceId", *VALUE_MEMBERS.values()}
-)
+_SKIP: Final = frozenset({"type", "observedAt", "createdAt", "modifiedAt", "datasetId", "instanceId", *VALUE_MEMBERS})
 
 _INSERT: Final = """
 INSERT INTO history(tenant, entity_id, attr, dataset_id, ts, observed_at, modified_at, kind, num, value,
@@ -100,7 +88,7 @@ class Recorder:
         fallback = _moment(now)
         for _, entity_id, entity_types, attr, inst in rows:
             kind = str(inst.get("type", "Property"))
-            value = inst.get(VALUE_MEMBERS.get(kind, "value"))
+            value = inst.get(VALUE_KEY.get(kind, "value"))
             observed = inst.get("observedAt") if isinstance(inst.get("observedAt"), str) else None
             modified = inst.get("modifiedAt") if isinstance(inst.get("modifiedAt"), str) else now
             moment = _moment(observed) or _moment(modified) or fallback

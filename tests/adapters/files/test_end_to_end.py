@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from adapters.files import FilesAdapter
-from gateway.runtime.app import RUNTIME
+from gateway.runtime.state import RUNTIME
 from gateway.validation import validate
 from tests.runtime.support import config, eventually, running
 

@@ -13,7 +13,7 @@ import yaml
 
 from adapters.chirpstack_v4 import ChirpstackV4Adapter
 from adapters.kit.simulators.lorawan import create as create_simulator
-from gateway.runtime.app import RUNTIME
+from gateway.runtime.state import RUNTIME
 from gateway.validation import validate
 from tests.adapters.lorawan.mosquitto import Broker
 from tests.runtime.support import config, eventually, running
@@ -51,7 +51,7 @@ async def test_uplinks_through_mosquitto_reach_the_store_once(tmp_path: Path, br
                                         "7276ff002e062a42")
         second = uplink("22222222-2222-4222-8222-222222222222", "2026-03-04T08:00:00Z", 715, "7276ff002e062a11")
         await eventually(lambda: rt.sources["chirpstack"].status.state == "running", what="source running")
-        adapter = rt.sources["chirpstack"].adapter
+        adapter: Any = rt.sources["chirpstack"].adapter  # a network-server adapter: its MQTT link
         await eventually(lambda: adapter.mqtt.connected.is_set(), what="subscribed")
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="e2e-publisher") as client:
             for body in (first, copy_via_other_gateway, second):

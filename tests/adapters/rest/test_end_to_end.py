@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from adapters.kit.simulators.streetlighting import create as create_simulator
 from adapters.rest_mapping import RestMappingAdapter
-from gateway.runtime.app import RUNTIME
+from gateway.runtime.state import RUNTIME
 from tests.runtime.support import config, eventually, running
 
 
