@@ -169,7 +169,8 @@ async def _open_store(rt: Runtime) -> Any:
     """Open the embedded store's storage (``<data>/store.sqlite``)."""
     base = importlib.import_module("gateway.store.base")
     path = rt.config.data_dir / "store.sqlite"
-    return await base.open_storage(path, durability="full" if rt.config.durability == "full" else "normal")
+    return await base.open_storage(rt.config.embedded_database or path,
+                                   durability="full" if rt.config.durability == "full" else "normal")
 
 
 def allowed_hosts(cfg: GatewayConfig) -> tuple[str, ...]:
@@ -190,7 +191,8 @@ def _store_api(cfg: GatewayConfig) -> web.Application | None:
     settings = settings_mod.StoreSettings(data_dir=cfg.data_dir, host=cfg.host, tokens=tokens,
                                           allowed_hosts=frozenset(allowed_hosts(cfg)),
                                           durability="full" if cfg.durability == "full" else "normal",
-                                          allow_unfiltered_queries=cfg.allow_unfiltered_queries)
+                                          allow_unfiltered_queries=cfg.allow_unfiltered_queries,
+                                          database=cfg.embedded_database)
     sub: web.Application = store_app.create_store_app(settings)
     return sub
 

@@ -148,6 +148,8 @@ class GatewayConfig:
     drain_timeout_s: float = 10.0
     embedded: bool = True
     embedded_tenants: frozenset[str] | None = None
+    embedded_database: str | None = None
+    """``embedded_store.database``: the store's database URL (None: SQLite in the data directory)."""
     allow_unfiltered_queries: bool = False
     sinks: list[SinkConfig] = field(default_factory=list)
     sources: list[SourceConfig] = field(default_factory=list)
@@ -258,6 +260,7 @@ def parse(document: Any, *, base: Path | None = None, adapters: Mapping[str, Any
     embedded = document.get("embedded_store", {})
     cfg.embedded = bool(embedded.get("enabled", True))
     cfg.allow_unfiltered_queries = bool(embedded.get("allow_unfiltered_queries", False))
+    cfg.embedded_database = embedded.get("database")
     if "tenants" in embedded:
         cfg.embedded_tenants = frozenset(embedded["tenants"])
     names: set[str] = set()

@@ -390,3 +390,15 @@ async def test_migrate_data_copies_a_territory_with_its_history(tmp_path: Path, 
         await storage.close()
     # a second copy into the same database is refused rather than mixed
     assert await asyncio.to_thread(cli_main, ["store", "migrate-data", "--from", source, "--to", postgres_url]) != 0
+
+
+def test_gateway_config_selects_the_database() -> None:
+    """``embedded_store.database`` in the gateway config chooses the backend; other URLs are refused."""
+    from gateway.runtime.config import parse
+
+    assert parse({"embedded_store": {"database": "postgresql://jc@db/territoire"}}).embedded_database == (
+        "postgresql://jc@db/territoire"
+    )
+    assert parse({}).embedded_database is None
+    with pytest.raises(ConfigInvalid, match="embedded_store/database"):
+        parse({"embedded_store": {"database": "mysql://db/t"}})
