@@ -102,7 +102,8 @@ CREATE TABLE history_entities(
 
 _V4 = """
 -- Committed changes of tenants that have subscriptions, for the one process that notifies (it holds
--- an advisory lock); seq follows commit order (writers take a lock before appending), xid groups a commit.
+-- an advisory lock); seq follows commit order (writers take a lock before appending), xid groups a commit,
+-- notified_by names the process that notified at commit (the notifying one writing itself).
 CREATE TABLE change_log(
     seq bigserial PRIMARY KEY,
     xid bigint NOT NULL DEFAULT txid_current(),
@@ -110,7 +111,8 @@ CREATE TABLE change_log(
     entity_id text NOT NULL,
     entity_type text NOT NULL,
     before jsonb,
-    after jsonb
+    after jsonb,
+    notified_by text
 );
 CREATE TABLE notifier_cursor(
     name text PRIMARY KEY,

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -125,6 +126,8 @@ class PostgresStorage(StorageBase):
         self._history = Recorder()
         self._feed: asyncio.Task[None] | None = None
         self._leader = False
+        self._origin = uuid.uuid4().hex
+        """This storage's name in the change log (the rows it notified itself are skipped when read back)."""
         self.takeover_interval = 1.0
         """Seconds between attempts to take the notifier lock (the takeover delay when its holder dies)."""
         self.poll_interval = 0.1
@@ -258,24 +261,30 @@ class PostgresStorage(StorageBase):
             if written:
                 # same transaction: history and current state never disagree
                 await self._history.record(conn, tenant, written, _now())
+            # The notifying process notifies its own writes at once (as a single process would, before
+            # its client's next request); the change log carries the others' writes to it.
+            local = self._leader
             if events and await conn.fetchval("SELECT EXISTS(SELECT 1 FROM subscriptions WHERE tenant = $1)", tenant):
-                await self._log_changes(conn, events)
+                await self._log_changes(conn, events, local)
         self._tenants.add(tenant)
+        if local:
+            await self._notify(events)
         return results
 
-    async def _log_changes(self, conn: Any, events: Sequence[ChangeEvent]) -> None:
+    async def _log_changes(self, conn: Any, events: Sequence[ChangeEvent], local: bool) -> None:
         """Append the commit's events for the notifying process (whichever process that is)."""
         # Held until commit: appends commit in seq order, so the reader's cursor never skips one.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", CHANGE_LOG_LOCK)
         await conn.execute(
-            "INSERT INTO change_log(tenant, entity_id, entity_type, before, after) "
-            "SELECT $1, u.id, u.type, u.before::jsonb, u.after::jsonb "
+            "INSERT INTO change_log(tenant, entity_id, entity_type, before, after, notified_by) "
+            "SELECT $1, u.id, u.type, u.before::jsonb, u.after::jsonb, $6 "
             "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, type, before, after)",
             events[0].tenant,
             [e.entity_id for e in events],
             [e.entity_type for e in events],
             [None if e.before is None else codec.dumps(e.before) for e in events],
             [None if e.after is None else codec.dumps(e.after) for e in events],
+            self._origin if local else None,
         )
 
     # ------------------------------------------------------------------ notifications
@@ -305,9 +314,10 @@ class PostgresStorage(StorageBase):
                 cursor = int(await conn.fetchval("SELECT seq FROM notifier_cursor WHERE name = 'notifier'") or 0)
                 while True:
                     rows = await conn.fetch(
-                        "SELECT seq, xid, tenant, entity_id, entity_type, before::text, after::text FROM change_log "
-                        "WHERE seq > $1 ORDER BY seq LIMIT 1000",
+                        "SELECT seq, xid, tenant, entity_id, entity_type, before::text, after::text, "
+                        "notified_by IS NOT DISTINCT FROM $2 FROM change_log WHERE seq > $1 ORDER BY seq LIMIT 1000",
                         cursor,
+                        self._origin,
                     )
                     if not rows:
                         await asyncio.sleep(self.poll_interval)
@@ -528,7 +538,9 @@ def _commits(rows: Sequence[Any]) -> list[list[ChangeEvent]]:
     """Change-log rows as events grouped by commit (as a single process's listeners get them)."""
     groups: list[list[ChangeEvent]] = []
     last: Any = None
-    for _, xid, tenant, entity_id, entity_type, before, after in rows:
+    for _, xid, tenant, entity_id, entity_type, before, after, mine in rows:
+        if mine:
+            continue  # notified at commit by this process
         if xid != last:
             groups.append([])
             last = xid
