@@ -6,6 +6,7 @@ API is the aiohttp sub-application built by ``gateway.store.app.create_store_app
 
 from __future__ import annotations
 
+from gateway.store.backends import open_storage
 from gateway.store.base import (
     DEFAULT_TENANT,
     BatchError,
@@ -14,7 +15,6 @@ from gateway.store.base import (
     Listener,
     QuerySpec,
     Storage,
-    open_storage,
 )
 from gateway.store.problems import NgsiError, problem
 
