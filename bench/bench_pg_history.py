@@ -48,11 +48,15 @@ async def main(url: str, entities: int, days: int, batch: int) -> None:
             }))
             if len(pending) >= batch:
                 async with pool.acquire() as conn, conn.transaction():
-                    total += await recorder.record(conn, "", pending, stamp)
+                    count, months = await recorder.record(conn, "", pending, stamp)
+                recorder.committed(months)
+                total += count
                 pending = []
         if pending:
             async with pool.acquire() as conn, conn.transaction():
-                total += await recorder.record(conn, "", pending, pending[-1][4]["modifiedAt"])
+                count, months = await recorder.record(conn, "", pending, pending[-1][4]["modifiedAt"])
+            recorder.committed(months)
+            total += count
     elapsed = time.perf_counter() - start
     print(f"insertion: {total} rows in {elapsed:.1f} s = {total / elapsed:,.0f} rows/s")
     async with pool.acquire() as conn:

@@ -211,8 +211,9 @@ async def _write_history(storage: Any, recorder: Any, tenant: str, rows: list[An
     if not rows:
         return 0
     async with storage._db().acquire() as pg, pg.transaction():
-        written: int = await recorder.record(pg, tenant, rows, history.from_micros(history.now_micros()))
-    return written
+        written, months = await recorder.record(pg, tenant, rows, history.from_micros(history.now_micros()))
+    recorder.committed(months)
+    return int(written)
 
 
 async def _target_sums(storage: Any, tenant: str) -> tuple[str, str, int, int]:

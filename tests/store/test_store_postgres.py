@@ -19,6 +19,7 @@ from gateway.store.backends import describe, open_storage, sqlite_path
 from gateway.store.base import QuerySpec, Storage
 from gateway.store.postgres import PostgresStorage, migrations
 from gateway.store.postgres.history import aggregate, partition_sql
+from gateway.store.problems import NgsiError
 from tests.store.conftest import LINK_JONCTION, StoreServer, streetlight
 from tests.store.test_subscriptions import Receiver, create, receiver, sensor, sub
 
@@ -116,6 +117,25 @@ async def test_two_processes_on_one_database_see_each_other(postgres_url: str) -
         await second.delete_entities("commune-b", ["urn:ngsi-ld:Streetlight:0"])
         assert await first.get("commune-b", "urn:ngsi-ld:Streetlight:0") is None
         assert "commune-b" in await first.tenants()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_hosted_contexts_and_nul_characters(postgres_url: str) -> None:
+    """A context hosted through one process is served by the other; U+0000 is a 400, not a 500."""
+    first = await open_storage(postgres_url)
+    second = await open_storage(postgres_url)
+    second.context_refresh = 0.1  # type: ignore[attr-defined]
+    try:
+        await asyncio.sleep(0.3)  # the follower has read the (empty) set once
+        await first.put_context("ctx-1", {"@context": {"lum": "https://example.org/lum"}})
+        await _wait_for(lambda: "ctx-1" in second.hosted_contexts(), 5)
+        entity = streetlight(1)
+        entity["powerState"]["value"] = "o\x00n"
+        with pytest.raises(NgsiError) as caught:
+            await first.upsert("", [entity])
+        assert caught.value.type == "BadRequestData"
     finally:
         await first.close()
         await second.close()

@@ -80,8 +80,18 @@ class Recorder:
     def __init__(self) -> None:
         self.months: set[tuple[int, int]] = set()
 
-    async def record(self, conn: Any, tenant: str, rows: Iterable[HistoryRow], now: str) -> int:
-        """Insert the rows of one tenant's batch (inside the write transaction); return how many."""
+    def committed(self, months: Iterable[tuple[int, int]]) -> None:
+        """Remember partitions a committed transaction created (a rolled-back one dropped them)."""
+        self.months.update(months)
+
+    async def record(
+        self, conn: Any, tenant: str, rows: Iterable[HistoryRow], now: str
+    ) -> tuple[int, set[tuple[int, int]]]:
+        """Insert the rows of one tenant's batch (inside the write transaction).
+
+        Returns how many rows, and the month partitions it created: report them with
+        :meth:`committed` once the transaction committed.
+        """
         cols: list[list[Any]] = [[] for _ in range(10)]
         types: dict[str, str] = {}
         months: set[tuple[int, int]] = set()
@@ -110,7 +120,7 @@ class Recorder:
                 col.append(item)
             types.setdefault(entity_id, codec.dumps(list(entity_types)))
         if not cols[0]:
-            return 0
+            return 0, set()
         missing = months - self.months
         if missing:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
@@ -118,9 +128,7 @@ class Recorder:
                 await conn.execute(partition_sql(year, month))
         await conn.execute(_ENTITIES, tenant, list(types), list(types.values()))
         await conn.execute(_INSERT, tenant, *cols)
-        # only once committed do we know the partitions exist (a rollback drops them)
-        self.months.update(missing)
-        return len(cols[0])
+        return len(cols[0]), missing
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,6 +125,9 @@ class PostgresStorage(StorageBase):
         self._closed = False
         self._history = Recorder()
         self._feed: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self.context_refresh = 2.0
+        """Seconds between checks for @contexts hosted (or deleted) through another process."""
         self._leader = False
         self._origin = uuid.uuid4().hex
         """This storage's name in the change log (the rows it notified itself are skipped when read back)."""
@@ -159,6 +162,7 @@ class PostgresStorage(StorageBase):
             await pool.close()
             raise
         self._pool = pool
+        self._follower = asyncio.get_running_loop().create_task(self._follow_contexts())
         # Warm up the bundled contexts now rather than in the first request.
         self._contexts.get([])
         self._contexts.get([jsonld.jonction_context_iri()])
@@ -168,10 +172,11 @@ class PostgresStorage(StorageBase):
         if self._closed:
             return
         self._closed = True
-        if self._feed is not None:
-            self._feed.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._feed
+        for task in (self._feed, self._follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._pool is not None:
             await self._pool.close()
 
@@ -226,6 +231,23 @@ class PostgresStorage(StorageBase):
         """Subscriptions in the ``subscriptions`` table of this database."""
         return PostgresSubscriptionRecords(self)
 
+    async def _follow_contexts(self) -> None:
+        """Reload the hosted contexts when another process sharing the database changed them."""
+        seen: str | None = None
+        while True:
+            await asyncio.sleep(self.context_refresh)
+            try:
+                digest = await self._db().fetchval(
+                    "SELECT coalesce(md5(string_agg(id || ':' || md5(doc::text), ',' ORDER BY id)), '') FROM contexts"
+                )
+                if seen is not None and digest != seen:
+                    rows = await self._db().fetch("SELECT id, doc::text FROM contexts")
+                    self._hosted = {cid: codec.loads(doc) for cid, doc in rows}
+                    self._contexts.clear()
+                seen = digest
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, NgsiError) as exc:
+                log.warning("store: following the hosted @contexts failed (%s)", exc)
+
     # ------------------------------------------------------------------ tenants
 
     async def tenants(self) -> list[str]:
@@ -251,6 +273,15 @@ class PostgresStorage(StorageBase):
         """Apply changes in array order in ONE transaction; per-change errors do not abort."""
         if not create_tenant and not await self.tenant_exists(tenant):
             raise NgsiError("NonexistentTenant", f"tenant {tenant!r} does not exist")
+        try:
+            return await self._apply_tx(tenant, changes)
+        except asyncpg.exceptions.UntranslatableCharacterError:
+            # PostgreSQL text and jsonb cannot hold U+0000; SQLite can: say so instead of a 500
+            raise NgsiError(
+                "BadRequestData", "the batch holds a string with the character U+0000, which this store cannot keep"
+            ) from None
+
+    async def _apply_tx(self, tenant: str, changes: Sequence[Change]) -> list[ChangeResult]:
         async with self._db().acquire() as conn, conn.transaction():
             # one writer per tenant across processes: the read-modify-write below stays consistent
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _TENANT_LOCK + tenant)
@@ -258,15 +289,17 @@ class PostgresStorage(StorageBase):
                 await conn.execute("INSERT INTO tenants(name) VALUES($1) ON CONFLICT DO NOTHING", tenant)
             results, events, touched, originals, state, written = await self._apply_in(conn, tenant, changes)
             await self._store_many(conn, tenant, touched, originals, state)
+            months: set[tuple[int, int]] = set()
             if written:
                 # same transaction: history and current state never disagree
-                await self._history.record(conn, tenant, written, _now())
+                _, months = await self._history.record(conn, tenant, written, _now())
             # The notifying process notifies its own writes at once (as a single process would, before
             # its client's next request); the change log carries the others' writes to it.
             local = self._leader
             if events and await conn.fetchval("SELECT EXISTS(SELECT 1 FROM subscriptions WHERE tenant = $1)", tenant):
                 await self._log_changes(conn, events, local)
         self._tenants.add(tenant)
+        self._history.committed(months)
         if local:
             await self._notify(events)
         return results
