@@ -40,6 +40,8 @@ from gateway.store.records import (
     ChangeResult,
     Doc,
     GeoFilter,
+    HistorySlice,
+    HistoryWrites,
     Listener,
     Mutation,
     Mutator,
@@ -63,6 +65,8 @@ __all__ = [
     "ChangeResult",
     "Doc",
     "GeoFilter",
+    "HistorySlice",
+    "HistoryWrites",
     "Listener",
     "Mutation",
     "Mutator",
@@ -202,6 +206,17 @@ class Storage(Protocol):
         """True when this process sends the notifications (one process among those sharing a database)."""
         ...
 
+    async def history_slice(
+        self, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None
+    ) -> HistorySlice | None:
+        """The history of some entities (all: None) with ``start <= time < end`` (µs; None: open), for the
+        temporal API's reads; None when the temporal API reads the backend's own SQLite history."""
+        ...
+
+    def history_writes(self) -> HistoryWrites | None:
+        """The temporal writes on this backend's history; None: the temporal API writes the SQLite file."""
+        ...
+
 
 class StorageBase(ABC):
     """NGSI-LD batch semantics and the compacted runtime interface over backend primitives."""
@@ -248,6 +263,16 @@ class StorageBase(ABC):
     def delivers_notifications(self) -> bool:
         """True when this process sends the notifications (a single-process backend always does)."""
         return True
+
+    async def history_slice(
+        self, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None
+    ) -> HistorySlice | None:
+        """None: the temporal API reads the history tables of the SQLite file itself."""
+        return None
+
+    def history_writes(self) -> HistoryWrites | None:
+        """None: the temporal API writes the history tables of the SQLite file itself."""
+        return None
 
     # -- listeners -----------------------------------------------------------------------
 

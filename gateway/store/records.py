@@ -233,3 +233,49 @@ class SubscriptionRecords(Protocol):
     async def close(self) -> None:
         """Release what the records hold (the storage's own connections stay open)."""
         ...
+
+
+@dataclass(slots=True)
+class HistorySlice:
+    """Part of a backend's attribute history, in the rows of the SQLite history tables (times in µs).
+
+    The temporal API reads it as it reads the SQLite store's own history, so both backends answer
+    alike (``gateway.store.history`` defines the tables).
+    """
+
+    entities: list[tuple[str, str, str]] = field(default_factory=list)
+    """(tenant, entity id, JSON list of type IRIs)."""
+    series: list[tuple[int, str, str, str, str]] = field(default_factory=list)
+    """(series id, tenant, entity id, attribute IRI, datasetId or "")."""
+    instances: list[tuple[Any, ...]] = field(default_factory=list)
+    """(series id, observedAt, createdAt, modifiedAt, kind, number, JSON value, instanceId, JSON extra)."""
+
+
+class HistoryWrites(Protocol):
+    """Temporal writes (§5.6.11 to §5.6.15) on a backend's attribute history."""
+
+    async def entity_types(self, tenant: str, entity_id: str) -> list[str] | None:
+        """The type IRIs recorded for an entity, or None when it has no history."""
+        ...
+
+    async def write(
+        self, tenant: str, entity_id: str, types: list[str], rows: Sequence[tuple[str, str, Any, str, Any]]
+    ) -> bool:
+        """Add instances (an instance sent again for the same observedAt replaces the stored one);
+        record the entity's types (merged with those known). True when the entity had no history."""
+        ...
+
+    async def delete(self, tenant: str, entity_id: str, attr: str | None = None, dataset_id: str | None = None,
+                     *, every_dataset: bool = False) -> bool:
+        """Forget an entity's history, or one attribute's (one datasetId, or all); False when there was none."""
+        ...
+
+    async def delete_instance(self, tenant: str, entity_id: str, attr: str, instance_id: str) -> bool:
+        """Forget one instance; False when unknown."""
+        ...
+
+    async def replace_instance(
+        self, tenant: str, entity_id: str, attr: str, instance_id: str, instance: Mapping[str, Any]
+    ) -> bool:
+        """Overwrite one instance (its id and creation time stay); False when unknown."""
+        ...

@@ -10,9 +10,11 @@ Answers are cut at a per-attribute instance limit with one shared time range (20
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -21,7 +23,7 @@ from aiohttp import web
 from gateway import model
 from gateway.store import geo as geo_mod
 from gateway.store import history, http, operations
-from gateway.store.base import Change, Doc, Mutation, Storage
+from gateway.store.base import Change, Doc, HistorySlice, Mutation, Storage
 from gateway.store.history import Database, EntitySelector, Instance, Series, TimeFilter
 from gateway.store.jsonld import Context
 from gateway.store.patterns import compile_user_pattern
@@ -704,8 +706,44 @@ def _db(request: web.Request) -> Database:
     holder = request.config_dict.get(DB_KEY)
     db = holder.db if holder is not None else None
     if db is None:
-        raise NgsiError("NotImplemented", "the temporal API is not implemented on this store backend yet (SQLite only)")
+        raise NgsiError("NotImplemented", "temporal writes are not implemented on this store backend yet (SQLite only)")
     return db
+
+
+@contextlib.asynccontextmanager
+async def _reading(request: web.Request, ngsi: http.NgsiContext, req: TemporalRequest) -> AsyncIterator[Database]:
+    """The history to read: the SQLite store's own, or the slice a database backend hands over.
+
+    Another backend's rows are loaded into an in-memory SQLite database with the same tables, so
+    that every temporal read (representations, aggregation, lastN, 206 ranges) is the same code.
+    """
+    holder = request.config_dict.get(DB_KEY)
+    if holder is not None and holder.db is not None:
+        yield holder.db
+        return
+    window = (req.tf.start, req.tf.end) if req.tf.column == "observed_at" else (None, None)
+    part = await ngsi.storage.history_slice(req.selector.tenant, req.selector.ids, *window)
+    if part is None:
+        raise NgsiError("NotImplemented", "the temporal API is not implemented on this store backend")
+    db = Database(Path(":memory:"), setup=history.ensure_schema)
+    try:
+        await db.write(lambda conn: _load_slice(conn, part))
+        yield db
+    finally:
+        await db.close()
+
+
+def _load_slice(conn: sqlite3.Connection, part: HistorySlice) -> None:
+    conn.executemany("INSERT INTO history_entities (tenant, entity_id, types) VALUES (?, ?, ?)", part.entities)
+    conn.executemany(
+        "INSERT INTO history_series (series_id, tenant, entity_id, attr, dataset_id) VALUES (?, ?, ?, ?, ?)",
+        part.series,
+    )
+    conn.executemany(
+        "INSERT INTO history_instances (series_id, observed_at, created_at, modified_at, kind, num, value, "
+        "instance_id, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        part.instances,
+    )
 
 
 async def _known_tenant(ngsi: http.NgsiContext, db: Database) -> None:
@@ -724,12 +762,12 @@ async def _query(
     request: web.Request, ngsi: http.NgsiContext, ctx: Context, req: TemporalRequest, media: str
 ) -> web.Response:
     _needs_filter(req)
-    db = _db(request)
-    await _known_tenant(ngsi, db)
     limit, offset, count = http.paging(ngsi)
-    page = await db.read(
-        lambda conn: _read_entities(conn, req, ctx, limit=limit, offset=offset, expand=ctx.expand_term)
-    )
+    async with _reading(request, ngsi, req) as db:
+        await _known_tenant(ngsi, db)
+        page = await db.read(
+            lambda conn: _read_entities(conn, req, ctx, limit=limit, offset=offset, expand=ctx.expand_term)
+        )
     headers = {http.COUNT_HEADER: str(page.total)} if count else {}
     if page.content_range is not None:
         headers["Content-Range"] = page.content_range
@@ -865,16 +903,19 @@ async def retrieve_temporal(request: web.Request) -> web.Response:
     http.check_params(request, _READ_PARAMS | {"type"})
     ngsi = await http.ngsi_context(request, must_exist=False)
     media = http.negotiate(request)
-    db = _db(request)
-    await _known_tenant(ngsi, db)
+    holder = request.config_dict.get(DB_KEY)
+    if holder is not None and holder.db is not None:
+        await _known_tenant(ngsi, holder.db)  # an unknown tenant first, as before the parameters
     ctx = ngsi.context()
     entity_id = _entity_id(request)
     req = _read_request(ngsi, ctx, request.query)
     req.selector.ids = [entity_id]
     _entity_filters(ngsi, ctx, req, {"type": request.query["type"]} if "type" in request.query else {})
-    page = await db.read(
-        lambda conn: _read_entities(conn, req, ctx, limit=None, offset=0, expand=ctx.expand_term, query=False)
-    )
+    async with _reading(request, ngsi, req) as db:
+        await _known_tenant(ngsi, db)
+        page = await db.read(
+            lambda conn: _read_entities(conn, req, ctx, limit=None, offset=0, expand=ctx.expand_term, query=False)
+        )
     if not page.entities:
         raise not_found(f"entity {entity_id} has no temporal evolution here")
     entity = page.entities[0]
@@ -914,7 +955,6 @@ async def create_temporal(request: web.Request) -> web.Response:
     """POST /temporal/entities (§6.18.3.1): 201 when new, 204 when instances were added."""
     http.check_params(request, ())
     ngsi = await http.ngsi_context(request, must_exist=False)
-    db = _db(request)
     body = await http.read_body(request)
     if not isinstance(body.data, Mapping):
         raise bad_request("the body must be one temporal entity (a JSON object)")
@@ -926,6 +966,7 @@ async def create_temporal(request: web.Request) -> web.Response:
     now = _now()
     types, rows = _temporal_rows(ctx, ngsi.tenant, data, str(entity_id), None, now)
     tenant = ngsi.tenant
+    writes = ngsi.storage.history_writes()
 
     def run(conn: sqlite3.Connection) -> bool:
         existed = history.entity_types(conn, tenant, str(entity_id))
@@ -942,7 +983,10 @@ async def create_temporal(request: web.Request) -> web.Response:
         history.record_many(conn, rows)
         return existed is None
 
-    created = await db.write(run)
+    if writes is not None:
+        created = await writes.write(tenant, str(entity_id), types, rows)
+    else:
+        created = await _db(request).write(run)
     await _mirror(ngsi, str(entity_id), types, rows, data.get("scope"))
     if not created:
         return http.no_content()
@@ -990,7 +1034,8 @@ async def append_temporal_attrs(request: web.Request) -> web.Response:
     """POST /temporal/entities/{id}/attrs (§6.20.3.1): add instances; 204."""
     http.check_params(request, ())
     ngsi = await http.ngsi_context(request, must_exist=False)
-    db = _db(request)
+    writes = ngsi.storage.history_writes()
+    db = _db(request) if writes is None else None
     entity_id = _entity_id(request)
     body = await http.read_body(request)
     if not isinstance(body.data, Mapping):
@@ -1008,7 +1053,14 @@ async def append_temporal_attrs(request: web.Request) -> web.Response:
         history.forget_same_moments(conn, rows)
         history.record_many(conn, rows)
 
-    await db.write(run)
+    if writes is not None:
+        known = await writes.entity_types(tenant, entity_id)
+        if known is None:
+            raise not_found(f"entity {entity_id} has no temporal evolution here")
+        await writes.write(tenant, entity_id, known, _temporal_rows(ctx, tenant, data, entity_id, known, now)[1])
+    else:
+        assert db is not None
+        await db.write(run)
     return http.no_content()
 
 
@@ -1016,10 +1068,16 @@ async def delete_temporal(request: web.Request) -> web.Response:
     """DELETE /temporal/entities/{id} (§6.19.3.2): forget the whole temporal evolution."""
     http.check_params(request, ())
     ngsi = await http.ngsi_context(request, must_exist=False)
-    db = _db(request)
+    writes = ngsi.storage.history_writes()
+    db = _db(request) if writes is None else None
     entity_id = _entity_id(request)
     tenant = ngsi.tenant
-    if not await db.write(lambda conn: history.delete_entity(conn, tenant, entity_id)):
+    if writes is not None:
+        found = await writes.delete(tenant, entity_id)
+    else:
+        assert db is not None
+        found = await db.write(lambda conn: history.delete_entity(conn, tenant, entity_id))
+    if not found:
         raise not_found(f"entity {entity_id} has no temporal evolution here")
     return http.no_content()
 
@@ -1028,7 +1086,8 @@ async def delete_temporal_attr(request: web.Request) -> web.Response:
     """DELETE /temporal/entities/{id}/attrs/{attr} (§6.21.3.1), with datasetId or deleteAll."""
     http.check_params(request, ("datasetId", "deleteAll"))
     ngsi = await http.ngsi_context(request, must_exist=False)
-    db = _db(request)
+    writes = ngsi.storage.history_writes()
+    db = _db(request) if writes is None else None
     entity_id = _entity_id(request)
     iri = ngsi.context().expand_attr_name(_attr_name(request), "attrId")
     delete_all = request.query.get("deleteAll", "false") == "true"
@@ -1037,7 +1096,12 @@ async def delete_temporal_attr(request: web.Request) -> web.Response:
         raise bad_request("datasetId and deleteAll cannot be combined")
     tenant = ngsi.tenant
     target = None if delete_all else (dataset or "")
-    if not await db.write(lambda conn: history.delete_attribute(conn, tenant, entity_id, iri, target)):
+    if writes is not None:
+        found = await writes.delete(tenant, entity_id, iri, target, every_dataset=delete_all)
+    else:
+        assert db is not None
+        found = await db.write(lambda conn: history.delete_attribute(conn, tenant, entity_id, iri, target))
+    if not found:
         raise not_found(f"attribute {request.match_info['attr']} of {entity_id} has no temporal evolution here")
     return http.no_content()
 
@@ -1046,7 +1110,8 @@ async def delete_temporal_instance(request: web.Request) -> web.Response:
     """DELETE /temporal/entities/{id}/attrs/{attr}/{instanceId} (§6.22.3.2)."""
     http.check_params(request, ())
     ngsi = await http.ngsi_context(request, must_exist=False)
-    db = _db(request)
+    writes = ngsi.storage.history_writes()
+    db = _db(request) if writes is None else None
     entity_id = _entity_id(request)
     iri = ngsi.context().expand_attr_name(_attr_name(request), "attrId")
     instance_id = _instance_id(request)
@@ -1059,7 +1124,12 @@ async def delete_temporal_instance(request: web.Request) -> web.Response:
         conn.execute("DELETE FROM history_instances WHERE rowid=?", (rowid,))
         return True
 
-    if not await db.write(run):
+    if writes is not None:
+        found = await writes.delete_instance(tenant, entity_id, iri, instance_id)
+    else:
+        assert db is not None
+        found = await db.write(run)
+    if not found:
         raise not_found(f"instance {instance_id} of {request.match_info['attr']} does not exist")
     return http.no_content()
 
@@ -1068,7 +1138,8 @@ async def patch_temporal_instance(request: web.Request) -> web.Response:
     """PATCH /temporal/entities/{id}/attrs/{attr}/{instanceId} (§6.22.3.1): replace one instance."""
     http.check_params(request, ())
     ngsi = await http.ngsi_context(request, must_exist=False)
-    db = _db(request)
+    writes = ngsi.storage.history_writes()
+    db = _db(request) if writes is None else None
     entity_id = _entity_id(request)
     name = _attr_name(request)
     instance_id = _instance_id(request)
@@ -1090,7 +1161,12 @@ async def patch_temporal_instance(request: web.Request) -> web.Response:
         history.replace_instance(conn, rowid, instance)
         return True
 
-    if not await db.write(run):
+    if writes is not None:
+        found = await writes.replace_instance(tenant, entity_id, iri, instance_id, instance)
+    else:
+        assert db is not None
+        found = await db.write(run)
+    if not found:
         raise not_found(f"instance {instance_id} of {name} does not exist")
     return http.no_content()
 

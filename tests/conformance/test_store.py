@@ -49,9 +49,8 @@ async def test_embedded_store_passes_territoire_complet(tmp_path: Path) -> None:
     assert all(by_level[lv]["skip"] == 0 for lv in by_level), by_level
 
 
-POSTGRESQL_GAPS: frozenset[str] = frozenset(f"L5-TMP-{n:03d}" for n in range(1, 15))
-"""Mandatory checks the store fails on PostgreSQL only: the temporal API (L5), which that backend answers
-with 501 NotImplemented (it records the attribute history, but does not serve it yet)."""
+POSTGRESQL_GAPS: frozenset[str] = frozenset()
+"""Mandatory checks the store fails on PostgreSQL only (none: the temporal reads pass too)."""
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """The PostgreSQL backend beyond the shared suite: migrations, history, SQL aggregation, two processes,
-the same answers as SQLite for q/geo queries, the 501 of what it lacks, and the database URLs."""
+the same answers as SQLite for q/geo queries, migrate-data, and the database URLs."""
 
 from __future__ import annotations
 
@@ -265,23 +265,6 @@ async def test_storage_queries_agree(both: list[Storage]) -> None:
         b = await postgres.query("", spec)
         assert ([d["id"] for d in a.docs], a.count, a.more) == ([d["id"] for d in b.docs], b.count, b.more)
     assert await sqlite.type_info("") == await postgres.type_info("")
-
-
-async def test_temporal_api_answers_501_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
-    """What the PostgreSQL backend lacks is a 501 ProblemDetails naming it, never a 500."""
-    from gateway.store.settings import StoreSettings
-
-    server = StoreServer(StoreSettings(data_dir=tmp_path / "data", database=postgres_url))
-    await server.start()
-    try:
-        reply = await server.get("/temporal/entities/urn:ngsi-ld:Streetlight:1")
-        assert reply.status == 501
-        assert reply.problem() == "NotImplemented"
-        assert "temporal API" in reply.json["detail"]
-        reply = await server.post("/temporal/entities", {"id": "urn:ngsi-ld:Streetlight:1", "type": "Streetlight"})
-        assert reply.status == 501
-    finally:
-        await server.close()
 
 
 async def _wait_for(predicate: Any, seconds: float = 8.0) -> None:

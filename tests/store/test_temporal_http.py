@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 from gateway.store import history, temporal
-from tests.store.conftest import StoreServer
+from tests.store.conftest import BACKENDS, StoreServer
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 SENSOR = "urn:ngsi-ld:Sensor:"
 READINGS = [18.0, 19.5, 21.0, 24.5, 22.0, 31.0]

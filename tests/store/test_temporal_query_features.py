@@ -12,7 +12,10 @@ import pytest
 
 from gateway.errors import ConfigInvalid
 from gateway.store.app import StoreSettings
-from tests.store.conftest import StoreServer
+from tests.store.conftest import BACKENDS, StoreServer
+
+STORE_BACKENDS = BACKENDS
+"""Every test here runs on SQLite and on PostgreSQL."""
 
 VEHICLE = "urn:ngsi-ld:Vehicle:"
 

@@ -21,6 +21,8 @@ from typing import Any, Final
 
 from gateway.model import VALUE_KEY, VALUE_MEMBERS
 from gateway.store import codec
+from gateway.store.problems import NgsiError
+from gateway.store.records import HistorySlice
 
 HistoryRow = tuple[str, str, Sequence[str], str, Mapping[str, Any]]
 """(tenant, entity id, entity types, attribute IRI, instance) as the writer collects them."""
@@ -31,11 +33,12 @@ PARTITION_LOCK: Final = 0x6A6F6E6374_02
 _SKIP: Final = frozenset({"type", "observedAt", "createdAt", "modifiedAt", "datasetId", "instanceId", *VALUE_MEMBERS})
 
 _INSERT: Final = """
-INSERT INTO history(tenant, entity_id, attr, dataset_id, ts, observed_at, modified_at, kind, num, value,
-                    instance_id, extra)
+INSERT INTO history(tenant, entity_id, attr, dataset_id, ts, observed_at, created_at, modified_at, kind, num,
+                    value, instance_id, extra)
 SELECT $1, r.entity_id, r.attr, r.dataset_id, coalesce(r.observed_at, r.modified_at)::timestamptz,
-       r.observed_at::timestamptz, r.modified_at::timestamptz, r.kind, r.num, r.value::jsonb, r.instance_id,
-       r.extra::jsonb
+       r.observed_at::timestamptz, r.modified_at::timestamptz, r.modified_at::timestamptz, r.kind, r.num,
+       r.value::jsonb,
+       coalesce(r.instance_id, 'urn:ngsi-ld:Instance:' || gen_random_uuid()), r.extra::jsonb
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::text[],
             $10::text[], $11::text[])
      AS r(entity_id, attr, dataset_id, observed_at, modified_at, kind, num, value, instance_id, extra)
@@ -74,6 +77,26 @@ def _moment(text: Any) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def instance_row(inst: Mapping[str, Any], now: str) -> tuple[Any, ...]:
+    """(datasetId, observedAt, modifiedAt, kind, number, JSON value, instanceId, JSON extra) of an instance."""
+    kind = str(inst.get("type", "Property"))
+    value = inst.get(VALUE_KEY.get(kind, "value"))
+    observed = inst.get("observedAt") if isinstance(inst.get("observedAt"), str) else None
+    modified = inst.get("modifiedAt") if isinstance(inst.get("modifiedAt"), str) else now
+    number = None
+    if kind == "Property" and isinstance(value, int | float):
+        number = float(value)
+        if not math.isfinite(number):
+            number = None
+    dataset = inst.get("datasetId")
+    extra = {k: v for k, v in inst.items() if k not in _SKIP}
+    instance_id = inst.get("instanceId")
+    return (
+        dataset if isinstance(dataset, str) else "", observed, modified, kind, number, codec.dumps(value),
+        instance_id if isinstance(instance_id, str) else None, codec.dumps(extra) if extra else None,
+    )
+
+
 class Recorder:
     """Appends history rows; remembers the month partitions that exist (per storage)."""
 
@@ -97,26 +120,11 @@ class Recorder:
         months: set[tuple[int, int]] = set()
         fallback = _moment(now)
         for _, entity_id, entity_types, attr, inst in rows:
-            kind = str(inst.get("type", "Property"))
-            value = inst.get(VALUE_KEY.get(kind, "value"))
-            observed = inst.get("observedAt") if isinstance(inst.get("observedAt"), str) else None
-            modified = inst.get("modifiedAt") if isinstance(inst.get("modifiedAt"), str) else now
-            moment = _moment(observed) or _moment(modified) or fallback
+            row = instance_row(inst, now)
+            moment = _moment(row[1]) or _moment(row[2]) or fallback
             if moment is not None:
                 months.add(month_of(moment))
-            number = None
-            if kind == "Property" and isinstance(value, int | float):
-                number = float(value)
-                if not math.isfinite(number):
-                    number = None
-            dataset = inst.get("datasetId")
-            extra = {k: v for k, v in inst.items() if k not in _SKIP}
-            instance_id = inst.get("instanceId")
-            for col, item in zip(cols, (
-                entity_id, attr, dataset if isinstance(dataset, str) else "", observed, modified, kind, number,
-                codec.dumps(value), instance_id if isinstance(instance_id, str) else None,
-                codec.dumps(extra) if extra else None,
-            ), strict=True):
+            for col, item in zip(cols, (entity_id, attr, *row), strict=True):
                 col.append(item)
             types.setdefault(entity_id, codec.dumps(list(entity_types)))
         if not cols[0]:
@@ -177,3 +185,153 @@ async def aggregate(
         attr,
     )
     return [Bucket(r[0], r[1], int(r[2]), int(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows]
+
+
+MAX_SLICE_ROWS: Final = 1_000_000
+"""Most history rows one temporal read may gather (beyond: TooComplexQuery, narrow the window)."""
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime."""
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _moment_of(value: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
+
+
+async def history_slice(
+    conn: Any, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None
+) -> HistorySlice:
+    """The rows of some entities' history in the SQLite history tables' shape (see HistorySlice)."""
+    where = ["tenant = $1"]
+    args: list[Any] = [tenant]
+    if entity_ids is not None:
+        args.append(list(entity_ids))
+        where.append(f"entity_id = ANY(${len(args)}::text[])")
+    out = HistorySlice()
+    for entity_id, types in await conn.fetch(
+        f"SELECT entity_id, types FROM history_entities WHERE {' AND '.join(where)}", *args
+    ):
+        out.entities.append((tenant, entity_id, codec.dumps(list(types))))
+    if start is not None:
+        args.append(_moment_of(start))
+        where.append(f"ts >= ${len(args)}")
+    if end is not None:
+        args.append(_moment_of(end))
+        where.append(f"ts < ${len(args)}")
+    rows = await conn.fetch(
+        "SELECT entity_id, attr, dataset_id, observed_at, created_at, modified_at, kind, num, value::text, "
+        f"instance_id, extra::text FROM history WHERE {' AND '.join(where)} ORDER BY entity_id, attr, dataset_id, ts "
+        f"LIMIT {MAX_SLICE_ROWS + 1}",
+        *args,
+    )
+    if len(rows) > MAX_SLICE_ROWS:
+        raise NgsiError("TooComplexQuery", f"more than {MAX_SLICE_ROWS} history instances: narrow the time window")
+    series: dict[tuple[str, str, str], int] = {}
+    for entity_id, attr, dataset, observed, created, modified, kind, num, value, instance_id, extra in rows:
+        key = (entity_id, attr, dataset)
+        sid = series.get(key)
+        if sid is None:
+            sid = series[key] = len(series) + 1
+            out.series.append((sid, tenant, entity_id, attr, dataset))
+        out.instances.append((
+            sid, None if observed is None else micros(observed), micros(created), micros(modified), kind, num, value,
+            instance_id, extra,
+        ))
+    return out
+
+
+class PostgresHistoryWrites:
+    """Temporal writes on the ``history`` table (the protocol ``gateway.store.records.HistoryWrites``)."""
+
+    def __init__(self, pool: Any, recorder: Recorder) -> None:
+        self.pool = pool
+        self.recorder = recorder
+
+    async def entity_types(self, tenant: str, entity_id: str) -> list[str] | None:
+        """The type IRIs recorded for an entity, or None when it has no history."""
+        types = await self.pool.fetchval(
+            "SELECT types FROM history_entities WHERE tenant = $1 AND entity_id = $2", tenant, entity_id
+        )
+        return None if types is None else list(types)
+
+    async def write(
+        self, tenant: str, entity_id: str, types: list[str], rows: Sequence[tuple[str, str, Any, str, Any]]
+    ) -> bool:
+        """Add instances, replacing those of the same series and observedAt; True when the entity was new."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "jonction.tenant:" + tenant)
+            known = await conn.fetchval(
+                "SELECT types FROM history_entities WHERE tenant = $1 AND entity_id = $2 FOR UPDATE", tenant, entity_id
+            )
+            merged = list(types) if known is None else [*known, *(t for t in types if t not in known)]
+            await conn.execute(
+                "INSERT INTO history_entities(tenant, entity_id, types) VALUES($1, $2, $3) "
+                "ON CONFLICT (tenant, entity_id) DO UPDATE SET types = excluded.types",
+                tenant, entity_id, merged,
+            )
+            again = [(r[3], instance_row(r[4], now)) for r in rows if isinstance(r[4].get("observedAt"), str)]
+            if again:
+                await conn.execute(
+                    "DELETE FROM history h USING unnest($3::text[], $4::text[], $5::text[]) AS u(attr, dataset, at) "
+                    "WHERE h.tenant = $1 AND h.entity_id = $2 AND h.attr = u.attr AND h.dataset_id = u.dataset "
+                    "AND h.observed_at = u.at::timestamptz",
+                    tenant, entity_id, [a for a, _ in again], [r[0] for _, r in again], [r[1] for _, r in again],
+                )
+            _, months = await self.recorder.record(
+                conn, tenant, [(t, e, merged, a, i) for t, e, _, a, i in rows], now
+            )
+        self.recorder.committed(months)
+        return known is None
+
+    async def delete(self, tenant: str, entity_id: str, attr: str | None = None, dataset_id: str | None = None,
+                     *, every_dataset: bool = False) -> bool:
+        """Forget an entity's history, or one attribute's; False when there was none."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if attr is None:
+                gone = await conn.execute("DELETE FROM history WHERE tenant = $1 AND entity_id = $2", tenant, entity_id)
+                known = await conn.execute(
+                    "DELETE FROM history_entities WHERE tenant = $1 AND entity_id = $2", tenant, entity_id
+                )
+                return bool(gone != "DELETE 0" or known != "DELETE 0")
+            if every_dataset:
+                gone = await conn.execute(
+                    "DELETE FROM history WHERE tenant = $1 AND entity_id = $2 AND attr = $3", tenant, entity_id, attr
+                )
+            else:
+                gone = await conn.execute(
+                    "DELETE FROM history WHERE tenant = $1 AND entity_id = $2 AND attr = $3 AND dataset_id = $4",
+                    tenant, entity_id, attr, dataset_id or "",
+                )
+            return bool(gone != "DELETE 0")
+
+    async def delete_instance(self, tenant: str, entity_id: str, attr: str, instance_id: str) -> bool:
+        """Forget one instance; False when unknown."""
+        gone = await self.pool.execute(
+            "DELETE FROM history WHERE tenant = $1 AND entity_id = $2 AND attr = $3 AND instance_id = $4",
+            tenant, entity_id, attr, instance_id,
+        )
+        return bool(gone != "DELETE 0")
+
+    async def replace_instance(
+        self, tenant: str, entity_id: str, attr: str, instance_id: str, instance: Mapping[str, Any]
+    ) -> bool:
+        """Overwrite one instance (its id and creation time stay); False when unknown."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        _, observed, modified, kind, number, value, _, extra = instance_row(instance, now)
+        moment = _moment(observed) or _moment(modified)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if moment is not None and month_of(moment) not in self.recorder.months:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
+                await conn.execute(partition_sql(*month_of(moment)))
+            done = await conn.execute(
+                "UPDATE history SET ts = coalesce($5::text::timestamptz, $6::text::timestamptz), "
+                "observed_at = $5::text::timestamptz, modified_at = $6::text::timestamptz, kind = $7, num = $8, "
+                "value = $9::text::jsonb, extra = $10::text::jsonb "
+                "WHERE tenant = $1 AND entity_id = $2 AND attr = $3 AND instance_id = $4",
+                tenant, entity_id, attr, instance_id, observed, modified, kind, number, value, extra,
+            )
+        return bool(done != "UPDATE 0")

@@ -84,6 +84,7 @@ CREATE TABLE history(
     dataset_id text NOT NULL DEFAULT '',
     ts timestamptz NOT NULL,
     observed_at timestamptz,
+    created_at timestamptz NOT NULL,
     modified_at timestamptz NOT NULL,
     kind text NOT NULL,
     num double precision,

@@ -33,7 +33,7 @@ from gateway.store.indexing import SortKey, attr_summary, geo_boxes, geo_values
 from gateway.store.patterns import compile_user_pattern
 from gateway.store.postgres import migrations
 from gateway.store.postgres.compile import compile_spec
-from gateway.store.postgres.history import HistoryRow, Recorder
+from gateway.store.postgres.history import HistoryRow, PostgresHistoryWrites, Recorder, history_slice
 from gateway.store.problems import NgsiError
 from gateway.store.records import (
     DEFAULT_TENANT,
@@ -41,6 +41,8 @@ from gateway.store.records import (
     ChangeEvent,
     ChangeResult,
     Doc,
+    HistorySlice,
+    HistoryWrites,
     Listener,
     QueryResult,
     QuerySpec,
@@ -247,6 +249,17 @@ class PostgresStorage(StorageBase):
                 seen = digest
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, NgsiError) as exc:
                 log.warning("store: following the hosted @contexts failed (%s)", exc)
+
+    async def history_slice(
+        self, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None
+    ) -> HistorySlice:
+        """The history of some entities within [start, end) (µs), for the temporal API's reads."""
+        async with self._db().acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+            return await history_slice(conn, tenant, entity_ids, start, end)
+
+    def history_writes(self) -> HistoryWrites:
+        """Temporal writes on this database's history."""
+        return PostgresHistoryWrites(self._db(), self._history)
 
     # ------------------------------------------------------------------ tenants
 
