@@ -69,7 +69,7 @@ async def main(url: str, entities: int, days: int, batch: int) -> None:
               f"{(time.perf_counter() - t0) * 1000:.0f} ms")
         ids = [f"urn:ngsi-ld:Meter:{e:05d}" for e in range(entities)]
         t0 = time.perf_counter()
-        buckets = await aggregate(conn, "", ids, attr, START, end, timedelta(days=days))
+        buckets = await aggregate(conn, "", ids, attr, START, end, timedelta(days=days))  # avg, min, max, count
         print(f"every entity, whole-range aggregation: {len(buckets)} buckets over {total} rows in "
               f"{time.perf_counter() - t0:.2f} s")
         size = await conn.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
