@@ -6,9 +6,9 @@ with one partition per calendar month, created on first use. Old months are drop
 with ordinary PostgreSQL tools (``DETACH PARTITION``), without a long DELETE. Aggregations
 (``aggregatedValues``, §4.5.19) run in SQL over ``date_bin`` buckets.
 
-The temporal API does not read this table yet (it answers 501 on this backend); the rows follow
-the SQLite history's content (kind, numeric projection, value, instanceId, other members) so
-that reads and ``migrate-data`` can use them.
+The rows follow the SQLite history's content (kind, numeric projection, value, instanceId, other
+members): the temporal API reads a slice of them (:func:`history_slice`) with the same code as the
+SQLite history, and writes them through :class:`PostgresHistoryWrites`.
 """
 
 from __future__ import annotations

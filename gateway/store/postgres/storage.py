@@ -7,9 +7,10 @@ A batch is ONE transaction that holds a per-tenant advisory lock, so several sto
 one database write a tenant in turn and read each other's writes.
 
 Every written attribute instance is appended to ``history`` (partitioned by month) in the same
-transaction, and subscriptions persist in ``subscriptions``. Not yet on this backend: the temporal
-API's reads and writes (501 NotImplemented naming it), and notifications of writes made by
-another process (each process notifies the writes it made).
+transaction; the temporal API reads it through :meth:`PostgresStorage.history_slice` and writes it
+through :class:`~gateway.store.postgres.history.PostgresHistoryWrites`. Subscriptions persist in
+``subscriptions``; the process holding the notifier's advisory lock notifies every process's
+writes (it follows the change log), and another takes over when it dies.
 """
 
 from __future__ import annotations
