@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -64,7 +65,8 @@ class PostgresServer:
         """initdb, start, and build the template database (PostGIS created once)."""
         if self._as_root:
             # the server runs as nobody: it must own its folder, and reach it
-            os.chown(self.root, 65534, 65534)
+            nobody = pwd.getpwnam("nobody")
+            os.chown(self.root, nobody.pw_uid, nobody.pw_gid)
             self.root.chmod(0o700)
         self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8",
                   "--no-sync", "--locale=C")
