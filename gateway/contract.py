@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from gateway.errors import ConfigInvalid, UnknownAdapter
 from gateway.model import Entity, RawMessage
-from gateway.runtime.logging import register_secret
+from gateway.redaction import register_secret
 
 __all__ = [
     "ADAPTER_FILES",

@@ -13,28 +13,16 @@ import sys
 import time
 from typing import Any, Final
 
+# Re-exported: the secret register lives in a neutral module the adapter contract can import too.
+from gateway.redaction import redact as redact
+from gateway.redaction import register_secret as register_secret
+
 correlation_id: Final[contextvars.ContextVar[str]] = contextvars.ContextVar("correlation_id", default="")
 """The correlation id of the message or batch being handled in the current task."""
 
-_SECRETS: set[str] = set()
-_MASK: Final = "***"
 _STANDARD: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime", "taskName"}
 )
-
-
-def register_secret(value: str | None) -> None:
-    """Mask ``value`` in every log record from now on (tokens, passwords, client secrets)."""
-    if value and len(value) >= 4:
-        _SECRETS.add(value)
-
-
-def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, _MASK)
-    return text
 
 
 class JsonFormatter(logging.Formatter):
