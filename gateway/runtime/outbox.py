@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -63,6 +63,27 @@ class OutboxRow:
         return value
 
 
+class QueuedRow(NamedTuple):
+    """One entity to queue for one sink (what :meth:`Outbox.add` writes)."""
+
+    sink: str
+    tenant: str
+    entity: Entity
+    corr: str
+    source: str
+    received: float
+
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS outbox(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, tenant TEXT NOT NULL,
+  entity_id TEXT NOT NULL, body TEXT NOT NULL, corr TEXT NOT NULL, source TEXT NOT NULL,
+  received REAL NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_sink ON outbox(sink, id);
+CREATE INDEX IF NOT EXISTS outbox_backlog ON outbox(sink, tenant, at);
+"""
+
+
 class OutboxFull(Exception):
     """The outbox disk budget is used up; the source must retry later."""
 
@@ -73,9 +94,17 @@ class Outbox:
     def __init__(self, db: Database, *, max_bytes: int) -> None:
         self.db = db
         self.max_bytes = max_bytes
-        row = db.conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM outbox").fetchone()
-        self.bytes = int(row[0])
+        db.create(SCHEMA)
+        self.bytes = self.stored_bytes()
         self.events: dict[str, asyncio.Event] = {}
+
+    def stored_bytes(self) -> int:
+        """Bytes of entity bodies the outbox holds, read from the table."""
+        return int(self.db.conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM outbox").fetchone()[0])
+
+    def recount(self) -> None:
+        """Reset the byte counter from the table (after a rollback undid writes it had counted)."""
+        self.bytes = self.stored_bytes()
 
     def event(self, sink: str) -> asyncio.Event:
         """The event set whenever rows are added for ``sink``."""
@@ -91,9 +120,9 @@ class Outbox:
     def add(
         self,
         conn: sqlite3.Connection,
-        rows: Iterable[tuple[str, str, Entity, str, str, float]],
+        rows: Iterable[QueuedRow],
     ) -> int:
-        """Insert ``(sink, tenant, entity, corr, source, received)`` rows in the caller's transaction."""
+        """Insert rows in the caller's transaction."""
         now = time.time()
         params = []
         for sink, tenant, ent, corr, source, received in rows:
