@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    """What each command's ``register(sub)`` receives (argparse's sub-command registry)."""
 
 
 def stdout_json(document: Any, indent: int | None = 1) -> str:

@@ -7,12 +7,15 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigInvalid
 
+if TYPE_CHECKING:
+    from gateway.commands import Subparsers
 
-def register(sub: Any) -> None:
+
+def register(sub: Subparsers) -> None:
     """Add the `store` command to the CLI."""
     parser: argparse.ArgumentParser = sub.add_parser(
         "store", help="serve the embedded NGSI-LD store (ETSI GS CIM 009 V1.9.1) on its own"

@@ -111,9 +111,9 @@ async def sinks(request: web.Request) -> web.Response:
     outbox = rt.outbox
     backlog: dict[str, dict[str, Any]] = {}
     for row in outbox.status():
-        entry = backlog.setdefault(row["sink"], {"entities": 0, "oldestAgeSeconds": 0.0})
-        entry["entities"] += row["entities"]
-        entry["oldestAgeSeconds"] = max(entry["oldestAgeSeconds"], row["oldestAgeSeconds"])
+        entry = backlog.setdefault(row.sink, {"entities": 0, "oldestAgeSeconds": 0.0})
+        entry["entities"] += row.entities
+        entry["oldestAgeSeconds"] = max(entry["oldestAgeSeconds"], row.oldest_age_s)
     return web.json_response({"sinks": [
         {**p.describe(), "backlog": backlog.get(name, {"entities": 0, "oldestAgeSeconds": 0.0})}
         for name, p in rt.publishers.items()]})
@@ -125,9 +125,9 @@ async def outbox_status(request: web.Request) -> web.Response:
     outbox = rt.outbox
     rows = outbox.status()
     return web.json_response({"bytes": outbox.bytes, "maxBytes": outbox.max_bytes,
-                              "entities": sum(r["entities"] for r in rows),
-                              "oldestAgeSeconds": max((r["oldestAgeSeconds"] for r in rows), default=0.0),
-                              "backlog": rows})
+                              "entities": sum(r.entities for r in rows),
+                              "oldestAgeSeconds": max((r.oldest_age_s for r in rows), default=0.0),
+                              "backlog": [r.to_json() for r in rows]})
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:

@@ -215,23 +215,18 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _register_gauges(rt: Runtime) -> None:
+    """Gauges read at scrape time: each asks the component that owns the figure."""
+
     def backlog() -> Iterable[tuple[Labels, float]]:
-        if rt.outbox is None:
-            return []
-        return [((("sink", r["sink"]), ("tenant", r["tenant"])), float(r["entities"])) for r in rt.outbox.status()]
+        return [((("sink", r.sink), ("tenant", r.tenant)), float(r.entities)) for r in rt.outbox.status()]
 
     def age() -> Iterable[tuple[Labels, float]]:
-        if rt.outbox is None:
-            return []
-        return [((("sink", r["sink"]), ("tenant", r["tenant"])), float(r["oldestAgeSeconds"]))
-                for r in rt.outbox.status()]
+        return [((("sink", r.sink), ("tenant", r.tenant)), r.oldest_age_s) for r in rt.outbox.status()]
 
     def outbox_bytes() -> Iterable[tuple[Labels, float]]:
-        return [((), float(rt.outbox.bytes if rt.outbox else 0))]
+        return [((), float(rt.outbox.bytes))]
 
     def stored_letters() -> Iterable[tuple[Labels, float]]:
-        if rt.deadletters is None:
-            return []
         return [((("source", s), ("stage", st)), float(n)) for (s, st), n in sorted(rt.deadletters.count().items())]
 
     def circuits() -> Iterable[tuple[Labels, float]]:
@@ -242,7 +237,7 @@ def _register_gauges(rt: Runtime) -> None:
                 for n, s in rt.sources.items()]
 
     def archive_bytes() -> Iterable[tuple[Labels, float]]:
-        return [((), float(rt.archive.bytes if rt.archive else 0))]
+        return [((), float(rt.archive.bytes))]
 
     m = rt.metrics
     m.gauge("jonction_outbox_entities", "Entities waiting in the outbox, per sink and tenant.", backlog)

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 import orjson
 
@@ -82,6 +82,21 @@ CREATE TABLE IF NOT EXISTS outbox(
 CREATE INDEX IF NOT EXISTS outbox_sink ON outbox(sink, id);
 CREATE INDEX IF NOT EXISTS outbox_backlog ON outbox(sink, tenant, at);
 """
+
+
+class Backlog(NamedTuple):
+    """What waits for one sink and tenant."""
+
+    sink: str
+    tenant: str
+    entities: int
+    oldest_age_s: float
+    """Age of the oldest entity waiting, in seconds."""
+
+    def to_json(self) -> dict[str, str | int | float]:
+        """JSON-able view for the admin API."""
+        return {"sink": self.sink, "tenant": self.tenant, "entities": self.entities,
+                "oldestAgeSeconds": self.oldest_age_s}
 
 
 class OutboxFull(Exception):
@@ -159,7 +174,7 @@ class Outbox:
         conn.executemany("DELETE FROM outbox WHERE id = ?", ids)
         return len(ids)
 
-    def status(self) -> list[dict[str, Any]]:
+    def status(self) -> list[Backlog]:
         """Backlog per sink and tenant: entities and oldest age in seconds.
 
         Answered from the ``outbox_backlog`` index alone, so that a scrape stays cheap with a
@@ -169,11 +184,8 @@ class Outbox:
         rows = self.db.conn.execute(
             "SELECT sink, tenant, COUNT(*), MIN(at) FROM outbox GROUP BY sink, tenant ORDER BY sink, tenant"
         ).fetchall()
-        return [
-            {"sink": s, "tenant": t, "entities": int(n),
-             "oldestAgeSeconds": round(max(0.0, now - float(oldest)), 3) if oldest is not None else 0.0}
-            for s, t, n, oldest in rows
-        ]
+        return [Backlog(s, t, int(n), round(max(0.0, now - float(oldest)), 3) if oldest is not None else 0.0)
+                for s, t, n, oldest in rows]
 
     def depth(self, sink: str) -> int:
         """Number of rows queued for ``sink``."""
