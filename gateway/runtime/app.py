@@ -61,6 +61,9 @@ EMBEDDED = "embedded"
 """Name of the embedded store's sink."""
 MAINTENANCE_EVERY_S = 60.0
 
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("jonction_http", aiohttp.ClientSession)
+"""The HTTP client session of the gateway application, shared by the adapters (set when it starts)."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -349,10 +352,6 @@ async def _runtime_ctx(
             with contextlib.suppress(Exception):
                 await sim.stop()
         rt.db.close()
-
-
-HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("jonction_http", aiohttp.ClientSession)
-"""The HTTP client session of the gateway application (set when it starts)."""
 
 
 def create_app(config: GatewayConfig, *, adapters: Mapping[str, type[Adapter]] | None = None) -> web.Application:

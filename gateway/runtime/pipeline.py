@@ -368,10 +368,6 @@ class Pipeline:
             self.deadletters.delete(conn, letter_id)
         self.outbox.notify([sink])
 
-    def prune_dedup(self) -> int:
-        """Forget idempotency keys older than the dedup window."""
-        return self.seen.prune()
-
     def describe(self) -> Iterable[dict[str, Any]]:
         """Configured sources for the admin API."""
         for b in self.sources.values():
