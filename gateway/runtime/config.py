@@ -384,9 +384,10 @@ def load(path: Path, *, adapters: Mapping[str, type[Adapter]] | None = None) -> 
 
 def yaml_reason(exc: yaml.YAMLError) -> str:
     """Where and why YAML parsing failed, as the parser says it ("at line 3, column 7: ...")."""
-    mark = getattr(exc, "problem_mark", None)
+    marked = exc if isinstance(exc, yaml.MarkedYAMLError) else None
+    mark = marked.problem_mark if marked is not None else None
     where = f"at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    reason = ", ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+    reason = ", ".join(str(x) for x in ((marked.context, marked.problem) if marked is not None else ()) if x)
     return redact(f"{where}: {reason}" if reason else where or str(exc))
 
 
