@@ -52,7 +52,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway schemas adapters conformance tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy gateway schemas conformance
+	$(BIN)/mypy gateway schemas conformance adapters
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)

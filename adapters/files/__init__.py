@@ -7,99 +7,32 @@ index, so that one file yields its good entities and one dead letter per bad row
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
-import io
 import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import aiohttp
 
-from adapters.kit.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
-from adapters.kit.mapping.support import Availability, StateFile, content_key, mapping_from_config, sleep_or_stop
+from adapters.kit.mapping.adapter import MappingAdapter
+from adapters.kit.mapping.engine import apply_mapping, map_item, parse_json, select_items
+from adapters.kit.mapping.records import FORMATS, Record, canonical_json, csv_records, decode
+from adapters.kit.mapping.support import content_key, sleep_or_stop
 from adapters.kit.payload import NotJson, load_json
-from gateway.contract import Emit, Manifest, load_config_schema
+from gateway.contract import Emit
 from gateway.errors import InputError, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
 
-FORMATS = {".csv": "csv", ".txt": "csv", ".geojson": "geojson", ".json": "json"}
-DELIMITERS = (",", ";", "\t", "|")
-# csv's own guard against a runaway quoted field; rows longer than this are refused.
-csv.field_size_limit(1 << 20)
+# The CSV reading lives in the kit (adapters.kit.mapping.records); it stays importable from here for
+# scripts written against this module (bench/bench_mapping.py).
+__all__ = ["FORMATS", "FilesAdapter", "Record", "csv_records", "decode"]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One unit of a file: its payload, where it is (line or index) and any structural problem."""
-
-    payload: bytes
-    position: str
-    kind: str
-    error: str | None = None
-
-
-def sniff_delimiter(header: str) -> str:
-    """The delimiter a header line uses most (French exports often use ';')."""
-    counts = {d: header.count(d) for d in DELIMITERS}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
-
-
-def decode(data: bytes, encoding: str | None) -> tuple[str, str]:
-    """Text of a file: the configured encoding, else UTF-8 (BOM allowed), else Windows-1252."""
-    if encoding:
-        return data.decode(encoding), encoding
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        # Spreadsheet exports in France are often Windows-1252; it decodes any byte sequence.
-        return data.decode("cp1252"), "cp1252"
-
-
-def _dump(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
-
-
-def csv_records(text: str, delimiter: str | None) -> Iterator[Record]:
-    """One record per data row, with the line it starts on; rows of the wrong width carry an error."""
-    lines = io.StringIO(text, newline="")
-    first = text.split("\n", 1)[0]
-    reader = csv.reader(lines, delimiter=delimiter or sniff_delimiter(first))
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    header = [h.strip() for h in header]
-    line = reader.line_num + 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield Record(b"{}", str(line), "line", f"unreadable CSV ({exc})")
-            line = reader.line_num + 1
-            continue
-        start, line = line, reader.line_num + 1
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        error = None
-        if len(row) != len(header):
-            error = f"{len(row)} fields where the header has {len(header)}"
-        values = {name: cell for name, cell in zip(header, row, strict=False)}
-        yield Record(_dump(values), str(start), "line", error)
-
-
-class FilesAdapter:
+class FilesAdapter(MappingAdapter, package=__package__):
     """Imports a file, or watches a folder, and translates each row with a mapping."""
-
-    manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
 
     def __init__(
         self,
@@ -108,9 +41,7 @@ class FilesAdapter:
         http: aiohttp.ClientSession | None = None,
         log: logging.Logger | None = None,
     ) -> None:
-        self.config = config
-        self.name = str(config.get("name", "files"))
-        self.tenant = str(config.get("tenant", ""))
+        super().__init__(config, http=http, log=log)
         self.path = Path(str(config["path"]))
         self.pattern = str(config.get("pattern", "*"))
         self.format = str(config.get("format", "auto"))
@@ -121,12 +52,7 @@ class FilesAdapter:
         self.interval = float(config.get("interval", 30))
         self.settle = float(config.get("settle", 2))
         self.max_bytes = int(config.get("max_file_bytes", 100 << 20))
-        self.mapping = mapping_from_config(config, __package__)
-        self.state = StateFile(config.get("state_dir"), self.name)
-        self.log = log or logging.getLogger("jonction.adapters.files")
-        self.availability = Availability(self.log, self.name)
         self.stats: dict[str, int] = {"scans": 0, "files": 0, "records": 0, "skipped_files": 0, "refused_files": 0}
-        self._stopped = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -229,14 +155,14 @@ class FilesAdapter:
             if not isinstance(features, list):
                 raise InputError("a GeoJSON import needs a FeatureCollection with features")
             for index, feature in enumerate(features):
-                yield Record(_dump(feature), str(index), "feature")
+                yield Record(canonical_json(feature), str(index), "feature")
             return
         try:
             items = select_items(self.mapping, doc)
         except TranslationError as exc:
             raise InputError(exc.reason) from exc
         for index, item in enumerate(items):
-            yield Record(_dump(item), str(index), "item")
+            yield Record(canonical_json(item), str(index), "item")
 
     def _message(self, path: Path, kind: str, digest: str, received: str, record: Record) -> RawMessage:
         metadata = {"file": path.name, "format": kind, record.kind: record.position}
@@ -244,13 +170,13 @@ class FilesAdapter:
             metadata["row_error"] = record.error
         tenant = self.tenant
         if self.mapping.tenant is not None and not record.error:
-            tenant = item_tenant(self.mapping, json.loads(record.payload)) or self.tenant
+            tenant = self.tenant_of(json.loads(record.payload))
         return RawMessage(
-            source=self.name,
+            source=self.source,
             tenant=tenant,
             received_at=received,
             payload=record.payload,
-            idempotency_key=content_key(self.name, digest, record.kind, record.position),
+            idempotency_key=content_key(self.source, digest, record.kind, record.position),
             metadata=metadata,
         )
 

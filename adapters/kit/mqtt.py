@@ -21,6 +21,7 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.secrets import read_secret
 from gateway.errors import AuthFailed, ConfigInvalid, Unavailable
@@ -187,6 +188,7 @@ class MqttSubscriber:
         v5 = s.protocol == "5"
         properties = None
         if v5:
+            # paho-mqtt's Properties constructor carries no annotations (an untyped third-party API).
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = s.session_expiry
             properties.ReceiveMaximum = s.receive_maximum
@@ -364,14 +366,15 @@ class MqttSubscriber:
 
 def _consume_disconnect(client: aiomqtt.Client | None) -> None:
     """Mark the client's disconnection reason as seen (we logged it), so asyncio does not report it."""
+    # aiomqtt keeps this future private and has no public way to mark it seen; read it only if present.
     future = getattr(client, "_disconnected", None)
     if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
         future.exception()
 
 
 def _is_auth_error(exc: aiomqtt.MqttCodeError) -> bool:
-    rc = getattr(exc, "rc", None)
-    value = getattr(rc, "value", rc)
+    rc = exc.rc
+    value = rc.value if isinstance(rc, ReasonCode) else rc
     # MQTT 3.1.1 CONNACK 4/5, MQTT 5 reason codes 0x86 (bad user name or password), 0x87 (not authorized)
     return value in (4, 5, 0x86, 0x87)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from gateway.errors import TranslationError
 
@@ -23,6 +23,8 @@ MAX_DEPTH: Final = 64
 INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**64 - 1
 """Integers kept exactly by the store and by JSON codecs: signed 64-bit up to unsigned 64-bit."""
+
+_T = TypeVar("_T")
 
 _MAX_INT_DIGITS: Final = 20
 """Digits of INT_MAX: a longer literal is refused before Python converts it (slow past 4,300)."""
@@ -72,7 +74,7 @@ def token(key: str | int) -> str:
     return "/" + str(key).replace("~", "~0").replace("/", "~1")
 
 
-def finite(value: Any, pointer: str) -> Any:
+def finite(value: _T, pointer: str) -> _T:
     """``value`` unchanged; TranslationError if it is a non-finite float or an integer beyond 64 bits.
 
     For numbers a translation computes (a decoder's float32, a scaled reading), which no parser saw.

@@ -1,9 +1,23 @@
-"""A small aiohttp receiver for push integrations (network-server HTTP integrations, webhooks).
+"""The kit's one HTTP listener for push integrations (network-server HTTP integrations, webhooks, endpoints).
 
-It listens on ``listen: {host, port, path}``, refuses bodies over ``max_body_bytes`` with 413,
-unauthenticated requests with 401 (the adapter supplies the check: a shared header token, or a
-vendor signature), and answers 2xx only after the adapter's ``accept`` — which awaits the
-runtime's ``emit`` — has returned; a failure there is a 503 so that the sender retries.
+``PushReceiver`` listens on ``listen: {host, port, path}`` and owns the site's lifecycle (bind,
+real port for port 0, ``started``, idempotent ``stop``) and the body limit (``max_body_bytes``).
+Adapters use it in one of two ways:
+
+- ``serve(authenticate, accept)``: the standard endpoint. Bodies over the limit get 413,
+  unauthenticated requests 401 (the adapter supplies the check: a shared header token, or a
+  vendor signature), and the answer is 2xx only after the adapter's ``accept`` — which awaits the
+  runtime's ``emit`` — has returned; a failure there is a 503 so that the sender retries.
+- ``serve_routes(routes)`` / ``start(routes)``: the adapter's own routes (a protocol with its own
+  answers, such as Standard Webhooks or Open311 GeoReport), read through ``read_body`` so that the
+  limit is enforced the same way.
+
+A standard endpoint without authentication (allowed on loopback only) refuses what only a browser
+sends — an ``Origin`` naming another site, ``Sec-Fetch-Site: cross-site`` — with 403, so that a web
+page cannot post forged messages to it (``gateway.crosssite``, as for the admin APIs). Its ``Host``
+is not checked: a receiver behind a reverse proxy sees the proxy's public name, and there is no
+allowed-hosts setting for receivers; a token (or a vendor signature) is the real protection, and
+DNS rebinding is only stopped by one.
 """
 
 from __future__ import annotations
@@ -11,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from adapters.secrets import read_secret
+from gateway.crosssite import HostPolicy, refusal
 from gateway.errors import ConfigInvalid, InputError
 
 Authenticate = Callable[[web.Request, bytes], "str | None"]
@@ -25,6 +40,8 @@ Accept = Callable[[web.Request, bytes], Awaitable[None]]
 """Turns one request into RawMessages and awaits ``emit``; InputError → 400."""
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+_ANY_HOST = HostPolicy.of("0.0.0.0", ["*"])
+"""Receivers accept any Host (see the module docstring); only the Origin checks apply."""
 
 HTTP_CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -52,9 +69,16 @@ HTTP_CONFIG_SCHEMA: dict[str, Any] = {
 """JSON Schema of the ``http`` member of a push adapter config."""
 
 
-def _problem(status: int, title: str, detail: str) -> web.Response:
-    return web.json_response({"type": "about:blank", "title": title, "status": status, "detail": detail},
-                             status=status, content_type="application/problem+json")
+class BodyTooLarge(Exception):
+    """A request body over the receiver's ``max_body_bytes``."""
+
+
+def problem(status: int, title: str, detail: str | None = None) -> web.Response:
+    """A problem+json answer (RFC 9457) with ``type: about:blank``."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail is not None:
+        body["detail"] = detail
+    return web.json_response(body, status=status, content_type="application/problem+json")
 
 
 def header_token(config: Mapping[str, Any], name: str) -> Authenticate | None:
@@ -79,22 +103,28 @@ def header_token(config: Mapping[str, Any], name: str) -> Authenticate | None:
 
 
 class PushReceiver:
-    """One aiohttp site serving one POST path for a push adapter."""
+    """One aiohttp site serving a push adapter's routes: the standard POST endpoint, or the adapter's own."""
 
     def __init__(self, config: Mapping[str, Any], *, default_port: int, default_path: str,
-                 log: logging.Logger, name: str) -> None:
+                 log: logging.Logger, name: str, default_max_body: int = 262144) -> None:
         listen = config.get("listen") or {}
         self.host: str = str(listen.get("host", "127.0.0.1"))
         self.port: int = int(listen.get("port", default_port))
         self.path: str = str(listen.get("path", default_path))
-        self.max_body: int = int(config.get("max_body_bytes", 262144))
+        self.max_body: int = int(config.get("max_body_bytes", default_max_body))
         self.log = log
         self.name = name
+        """Name of the source it serves (in logs)."""
         self._runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
         self.started = asyncio.Event()
         """Set once the site listens; ``bound_port`` is then the real port (for port 0)."""
         self.bound_port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/path`` once listening, else ""."""
+        return f"http://{self.host}:{self.bound_port}{self.path}" if self.bound_port is not None else ""
 
     def check_exposure(self, authenticated: bool) -> None:
         """Refuse to listen beyond loopback without authentication."""
@@ -102,51 +132,86 @@ class PushReceiver:
             raise ConfigInvalid(f"{self.name}: authentication is required when listening on {self.host}",
                                 ["/http/token: required when /http/listen/host is not loopback"])
 
+    async def read_body(self, request: web.Request) -> bytes:
+        """The request body; BodyTooLarge when it is over ``max_body_bytes`` (declared or streamed)."""
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise BodyTooLarge(f"body over {self.max_body} bytes")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge(f"body over {self.max_body} bytes") from None
+
     async def serve(self, authenticate: Authenticate | None, accept: Accept) -> None:
-        """Serve until :meth:`stop`."""
-        self._stopped.clear()
+        """Serve the standard endpoint (``path`` and its sub-paths) until :meth:`stop`."""
 
         async def receive(request: web.Request) -> web.StreamResponse:
-            if request.content_length is not None and request.content_length > self.max_body:
-                return _problem(413, "Payload Too Large", f"body over {self.max_body} bytes")
+            if authenticate is None:
+                refused = refusal(_ANY_HOST, host=request.headers.get("Host"), origin=request.headers.get("Origin"),
+                                  scheme=request.scheme, fetch_site=request.headers.get("Sec-Fetch-Site"))
+                if refused is not None:
+                    return problem(403, "Forbidden", refused)
             try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                return _problem(413, "Payload Too Large", f"body over {self.max_body} bytes")
+                body = await self.read_body(request)
+            except BodyTooLarge as exc:
+                return problem(413, "Payload Too Large", str(exc))
             if authenticate is not None:
                 reason = authenticate(request, body)
                 if reason is not None:
-                    response = _problem(401, "Unauthorized", reason)
+                    response = problem(401, "Unauthorized", reason)
                     response.headers["WWW-Authenticate"] = 'Bearer realm="jonction"'
                     return response
             try:
                 await accept(request, body)
             except InputError as exc:
-                return _problem(400, "Bad Request", str(exc))
+                return problem(400, "Bad Request", str(exc))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # not accepted: the sender must retry
                 self.log.error("%s: message not accepted: %s: %s", self.name, type(exc).__name__, exc)
-                return _problem(503, "Service Unavailable", "message not accepted, retry later")
+                return problem(503, "Service Unavailable", "message not accepted, retry later")
             return web.json_response({"accepted": True})
 
+        await self.serve_routes([
+            web.post(self.path, receive),
+            # Integrations that post each message kind to its own sub-path (webhooks: /uplink, /join...)
+            web.post(self.path.rstrip("/") + "/{kind:[A-Za-z0-9_/-]+}", receive),
+        ])
+
+    async def serve_routes(self, routes: Iterable[web.AbstractRouteDef]) -> None:
+        """Serve the adapter's own ``routes`` until :meth:`stop` (bodies bounded by ``max_body_bytes``)."""
+        # The runtime restarts a source by calling stop() then run() again on the same instance.
+        self._stopped.clear()
         app = web.Application(client_max_size=self.max_body)
-        app.router.add_post(self.path, receive)
-        # Integrations that post each message kind to its own sub-path (webhooks: /uplink, /join...)
-        app.router.add_post(self.path.rstrip("/") + "/{kind:[A-Za-z0-9_/-]+}", receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_port = int(sockets[0].getsockname()[1]) if sockets else self.port
-        self.started.set()
-        self.log.info("%s: listening on http://%s:%s%s", self.name, self.host, self.bound_port, self.path)
+        app.router.add_routes(routes)
+        runner = self._runner = web.AppRunner(app, access_log=None)
         try:
+            await runner.setup()
+            await web.TCPSite(runner, self.host, self.port).start()
+            addresses = runner.addresses
+            self.bound_port = int(addresses[0][1]) if addresses else self.port
+            self.started.set()
+            self.log.info("%s: listening on %s", self.name, self.url)
             await self._stopped.wait()
         finally:
-            await self._cleanup()
+            self.started.clear()
+            if self._runner is runner:  # else stop() took it and cleans it up
+                self._runner = None
+                await runner.cleanup()
+
+    async def start(self, routes: Iterable[web.AbstractRouteDef]) -> asyncio.Task[None]:
+        """Serve ``routes`` in a task; return it once listening (raise at once if the site cannot bind)."""
+        task = asyncio.create_task(self.serve_routes(routes), name=f"{self.name}-listener")
+        started = asyncio.create_task(self.started.wait())
+        try:
+            await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the caller was cancelled while waiting: take the listener down too
+            task.cancel()
+            raise
+        finally:
+            started.cancel()
+        if task.done():
+            task.result()  # the bind error (or an early stop, which returns None)
+        return task
 
     async def _cleanup(self) -> None:
         runner, self._runner = self._runner, None
@@ -155,6 +220,6 @@ class PushReceiver:
             await runner.cleanup()
 
     async def stop(self) -> None:
-        """Close the site; idempotent."""
+        """Close the site; idempotent, safe before serving."""
         self._stopped.set()
         await self._cleanup()

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
+import schemas
 from adapters.kit.payload import load_json, token
 from adapters.kit.push import LOOPBACK, PushReceiver, header_token
 from adapters.secrets import read_secret
@@ -37,8 +38,6 @@ _LD_SCHEMES = ("urn:", "http://", "https://")
 
 def _model_spelling(entity_type: str) -> Mapping[str, str]:
     """Lower-cased attribute name -> the spelling of the Smart Data Model of ``entity_type`` (empty if none)."""
-    import schemas
-
     if entity_type not in schemas.MODELS:
         return {}
     return {name.lower(): name for name in schemas.model(entity_type).attributes}

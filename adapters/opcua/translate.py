@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Final
 
+import schemas
 from adapters.kit.payload import finite, load_json
 from gateway.errors import TranslationError
 from gateway.model import Entity, ModelError, RawMessage, from_concise, is_uri, urn, utc_time
+from gateway.units import UnitError, convert
 
 MAX_PAYLOAD: Final = 1 << 20
 """Largest payload accepted (a data change with a big array stays far below)."""
@@ -276,11 +278,7 @@ def _alert(doc: Mapping[str, Any], mappings: Mappings, raw: RawMessage) -> Entit
 @cache
 def _observation_object(entity_type: str, attribute: str) -> bool:
     """True when the model wants this attribute as ``{"value": number, ...}`` (EPANET observations)."""
-    try:
-        import schemas
-    except ImportError:  # translation works without the schema package installed
-        return False
-    if entity_type not in getattr(schemas, "MODELS", ()):
+    if entity_type not in schemas.MODELS:
         return False
     spec = schemas.model(entity_type).schema.get("properties", {}).get(attribute)
     if not isinstance(spec, Mapping) or spec.get("type") != "object":
@@ -291,8 +289,6 @@ def _observation_object(entity_type: str, attribute: str) -> bool:
 
 def _converted(value: Any, unit: str | None, target: str) -> Any:
     """``value`` (a number or a list of numbers) converted from ``unit`` to ``target``."""
-    from gateway.units import UnitError, convert
-
     if unit is None:
         raise TranslationError(f"cannot convert to {target}: the node has no unit (EngineeringUnits)", "/eu")
     def each(item: Any) -> Any:  # arrays of arrays (matrices) keep their shape, like _scaled

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -213,6 +214,8 @@ class ServerLink:
         self.seen = _Seen()
         self.state_path = Path(state_dir) / f"opcua-{cfg['name']}.json" if state_dir else None
         self._saved_at = 0.0
+        self._lost: WeakKeyDictionary[Client, asyncio.Event] = WeakKeyDictionary()
+        """Per client session, set when asyncua reports the connection lost."""
         self._load_state()
         self.down = False
         self.connected = asyncio.Event()
@@ -298,12 +301,13 @@ class ServerLink:
 
         client.connection_lost_callback = on_lost
         await asyncio.wait_for(client.connect(auto_reconnect=False), self.timeout * 2)
-        client._jonction_lost = lost  # type: ignore[attr-defined]
+        self._lost[client] = lost
         return client
 
     async def _close(self, client: Client | None) -> None:
         if client is None:
             return
+        # Closing a session that may already be dead: whatever asyncua raises, there is nothing to do.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.disconnect(), self.timeout)
 
@@ -538,7 +542,7 @@ class ServerLink:
 
     async def _session(self, client: Client, emit: Emit) -> None:
         items = await self._resolve(client)
-        lost: asyncio.Event = client._jonction_lost  # type: ignore[attr-defined]
+        lost = self._lost[client]
         sub = await client.create_subscription(
             self.publishing_ms, handler=None, queue_maxsize=10_000, overflow=OverflowPolicy.DISCONNECT
         )

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Final
 import aiohttp
 from aiohttp import web
 
+from adapters.kit.push import LOOPBACK, PushReceiver
 from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import AuthFailed, ConfigInvalid, InputError, Unavailable
@@ -29,7 +30,6 @@ from .translate import to_entities
 __all__ = ["Open311Adapter"]
 
 _FORMATS: Final = {"json": "application/json", "xml": "text/xml; charset=utf-8"}
-_LOOPBACK: Final = {"127.0.0.1", "::1", "localhost"}
 _SEEN_LIMIT: Final = 100_000
 _KEPT_LIMIT: Final = 10_000
 _OUT_FIELDS: Final = (
@@ -75,7 +75,15 @@ class Open311Adapter:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._down = False
         self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
+        self.push: PushReceiver | None = None
+        """The endpoint's listener (when ``listen`` is configured)."""
+        if self.listen is not None:
+            self.push = PushReceiver(
+                {"listen": {"host": self.listen.get("host", "127.0.0.1"), "port": self.listen.get("port", 8311),
+                            "path": "/" + str(self.listen.get("prefix", "/open311/v2")).strip("/")},
+                 "max_body_bytes": self.listen.get("max_body_bytes", 64 * 1024)},
+                default_port=8311, default_path="/open311/v2", log=self.log, name=self.source)
+        self._endpoint: asyncio.Task[None] | None = None
         self.state_dir: Path | None = Path(config["state_dir"]) if config.get("state_dir") else None
         self.port: int | None = None
         """Port the endpoint listens on (set once started; useful with port 0)."""
@@ -104,7 +112,7 @@ class Open311Adapter:
             host = self.listen.get("host", "127.0.0.1")
             if not read_secret(self.listen, "api_keys"):
                 raise ConfigInvalid("open311: the endpoint needs api_keys", ["/listen/api_keys: required"])
-            if host not in _LOOPBACK:
+            if host not in LOOPBACK:
                 self.log.info("open311 endpoint open beyond loopback", extra={"host": host})
         if self.city is not None:
             async with self._session() as http:
@@ -312,35 +320,33 @@ class Open311Adapter:
                 out.write(json.dumps(item, ensure_ascii=False) + "\n")
 
     async def _start_endpoint(self, emit: Emit) -> None:
+        assert self.push is not None  # run() starts the endpoint only when listen is configured
         self._load_requests()
         listen = self.listen or {}
         keys_text = read_secret(listen, "api_keys")
         if not keys_text:
             raise ConfigInvalid("open311: the endpoint needs api_keys", ["/listen/api_keys: required"])
         keys = [k.strip() for k in keys_text.split(",") if k.strip()]
-        max_body = int(listen.get("max_body_bytes", 64 * 1024))
-        prefix = "/" + str(listen.get("prefix", "/open311/v2")).strip("/")
-        app = web.Application(client_max_size=max_body)
-        handlers = _Endpoint(self, emit, keys, max_body)
-        app.router.add_get(prefix + "/services.{fmt}", handlers.services)
-        app.router.add_get(prefix + "/services/{code}.{fmt}", handlers.definition)
-        app.router.add_post(prefix + "/requests.{fmt}", handlers.create)
-        app.router.add_get(prefix + "/requests.{fmt}", handlers.search)
-        app.router.add_get(prefix + "/requests/{id}.{fmt}", handlers.one)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, listen.get("host", "127.0.0.1"), int(listen.get("port", 8311)))
-        await site.start()
-        self._runner = runner
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else int(listen.get("port", 8311))
+        prefix = self.push.path
+        handlers = _Endpoint(self, emit, keys, self.push.max_body)
+        self._endpoint = await self.push.start([
+            web.get(prefix + "/services.{fmt}", handlers.services),
+            web.get(prefix + "/services/{code}.{fmt}", handlers.definition),
+            web.post(prefix + "/requests.{fmt}", handlers.create),
+            web.get(prefix + "/requests.{fmt}", handlers.search),
+            web.get(prefix + "/requests/{id}.{fmt}", handlers.one),
+        ])
+        self.port = self.push.bound_port
         self.ready.set()
 
     async def _stop_endpoint(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self.push is not None:
+            await self.push.stop()
+        task, self._endpoint = self._endpoint, None
+        if task is not None:
+            await asyncio.wait({task})  # the listener closes once stopped; a failure is logged, not raised
+            if not task.cancelled() and task.exception() is not None:
+                self.log.error("open311 endpoint failed", extra={"reason": repr(task.exception())})
 
 
 def _answer(fmt: str, root: str, item: str, items: list[dict[str, Any]], status: int = 200) -> web.Response:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -16,21 +15,14 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from yarl import URL
 
-from adapters.kit.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
-from adapters.kit.mapping.support import (
-    Availability,
-    Backoff,
-    StateFile,
-    content_key,
-    mapping_from_config,
-    retry_after,
-    sleep_or_stop,
-)
-from adapters.kit.payload import load_json
+from adapters.kit.mapping.adapter import MappingAdapter
+from adapters.kit.mapping.engine import parse_json, select_items
+from adapters.kit.mapping.records import canonical_json
+from adapters.kit.mapping.support import Backoff, content_key, retry_after, sleep_or_stop
 from adapters.rest_mapping.auth import Auth, make_auth
-from gateway.contract import Emit, Manifest, load_config_schema
+from gateway.contract import Emit
 from gateway.errors import AuthFailed, ConfigInvalid, InputError, TranslationError, Unavailable
-from gateway.model import Entity, RawMessage, epoch_time
+from gateway.model import RawMessage, epoch_time
 
 
 class _Retryable(Exception):
@@ -73,11 +65,12 @@ def later(a: Any, b: Any) -> Any:
     return b if _order_key(b) > _order_key(a) else a
 
 
-class RestMappingAdapter:
+class RestMappingAdapter(MappingAdapter, package=__package__):
     """A REST poller (API key, basic or OAuth2; page, offset, cursor or Link pagination) plus a mapping."""
 
-    manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
+    # Per item by default: one untranslatable item must not dead-letter the good ones beside it.
+    default_split = "item"
+    payload_name = "payload (the API answered something else)"
 
     def __init__(
         self,
@@ -86,16 +79,12 @@ class RestMappingAdapter:
         http: aiohttp.ClientSession | None = None,
         log: logging.Logger | None = None,
     ) -> None:
-        self.config = config
-        self.name = str(config.get("name", "rest_mapping"))
-        self.tenant = str(config.get("tenant", ""))
+        super().__init__(config, http=http, log=log)
         self.url = str(config["url"])
         self.interval = float(config.get("interval", 300))
         self.timeout = float(config.get("timeout", 30))
         self.headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
         self.query = {str(k): _param(v) for k, v in (config.get("query") or {}).items()}
-        # Per item by default: one untranslatable item must not dead-letter the good ones beside it.
-        self.split = str(config.get("split", "item"))
         self.max_pages = int(config.get("max_pages", 1000))
         self.max_bytes = int(config.get("max_response_bytes", 10 << 20))
         retry = config.get("retry") or {}
@@ -113,21 +102,15 @@ class RestMappingAdapter:
         self._mark_select = _compile(incremental.get("select"), "incremental.select")
         self._mark_param = incremental.get("param")
         self._mark_initial = incremental.get("initial")
-        self.mapping = mapping_from_config(config, __package__)
-        self.state = StateFile(config.get("state_dir"), self.name)
-        self.log = log or logging.getLogger("jonction.adapters.rest_mapping")
-        self.availability = Availability(self.log, self.name)
         self.stats: dict[str, int] = {"polls": 0, "pages": 0, "messages": 0, "throttled": 0, "retries": 0}
-        self._http = http
         self._own_http: aiohttp.ClientSession | None = None
         self._auth: Auth | None = None
-        self._stopped = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
     def _session(self) -> aiohttp.ClientSession:
-        if self._http is not None:
-            return self._http
+        if self.http is not None:
+            return self.http
         if self._own_http is None or self._own_http.closed:
             self._own_http = aiohttp.ClientSession()
         return self._own_http
@@ -248,7 +231,7 @@ class RestMappingAdapter:
                 # The next link carries every parameter (RFC 8288 style APIs such as GitHub's).
                 params = None
         else:
-            self.log.warning("source %s: stopped after max_pages=%d pages", self.name, self.max_pages)
+            self.log.warning("source %s: stopped after max_pages=%d pages", self.source, self.max_pages)
         if best is not None and best != mark:
             state["watermark"] = best
             self.state.save(state)
@@ -274,17 +257,17 @@ class RestMappingAdapter:
     ) -> int:
         received = epoch_time(time.time())
         position = json.dumps(mark, sort_keys=True)
-        if self.split == "item" or self.mapping.tenant is not None:
+        if self.per_item:
             count = 0
             for index, item in enumerate(items or []):
-                payload = json.dumps(item, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+                payload = canonical_json(item)
                 await emit(
                     RawMessage(
-                        source=self.name,
-                        tenant=item_tenant(self.mapping, item) or self.tenant,
+                        source=self.source,
+                        tenant=self.tenant_of(item),
                         received_at=received,
                         payload=payload,
-                        idempotency_key=content_key(self.name, position, payload),
+                        idempotency_key=content_key(self.source, position, payload),
                         metadata={"url": url, "page": str(page), "index": str(index), "split": "item"},
                     )
                 )
@@ -293,11 +276,11 @@ class RestMappingAdapter:
             return count
         await emit(
             RawMessage(
-                source=self.name,
+                source=self.source,
                 tenant=self.tenant,
                 received_at=received,
                 payload=body,
-                idempotency_key=content_key(self.name, position, body),
+                idempotency_key=content_key(self.source, position, body),
                 metadata={"url": url, "page": str(page)},
             )
         )
@@ -330,7 +313,7 @@ class RestMappingAdapter:
                         if throttled > self.max_throttled:
                             raise Unavailable(f"{_safe(url)} kept answering 429 ({throttled} times)")
                         wait = retry_after(resp.headers.get("Retry-After"), self.initial_delay, self.max_delay)
-                        self.log.debug("source %s throttled, waiting %.1f s", self.name, wait)
+                        self.log.debug("source %s throttled, waiting %.1f s", self.source, wait)
                         if await sleep_or_stop(self._stopped, wait):
                             raise _Stopped
                         continue
@@ -363,13 +346,9 @@ class RestMappingAdapter:
 
     # ------------------------------------------------------------------ pure translation
 
-    def to_entities(self, raw: RawMessage) -> list[Entity]:
-        """Apply the mapping to one page (or one item when the poller split the page)."""
-        doc = load_json(raw.payload, what="payload (the API answered something else)")
-        if raw.metadata.get("split") == "item":
-            where = f"page {raw.metadata.get('page', '0')} item {raw.metadata.get('index', '0')}"
-            return [map_item(self.mapping, doc, where=where)]
-        return apply_mapping(self.mapping, doc)
+    def item_where(self, metadata: Mapping[str, str]) -> str:
+        """An item is named by its page and its index in the page."""
+        return f"page {metadata.get('page', '0')} item {metadata.get('index', '0')}"
 
 
 def _param(value: Any) -> str:

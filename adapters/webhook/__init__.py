@@ -7,23 +7,24 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from adapters.kit.mapping.engine import apply_mapping, item_tenant, map_item, parse_json, select_items
-from adapters.kit.mapping.support import content_key, mapping_from_config
-from adapters.kit.payload import load_json
+from adapters.kit.mapping.adapter import MappingAdapter
+from adapters.kit.mapping.engine import parse_json, select_items
+from adapters.kit.mapping.records import canonical_json
+from adapters.kit.mapping.support import content_key
+from adapters.kit.push import BodyTooLarge, PushReceiver, problem
 from adapters.secrets import read_secret
-from gateway.contract import Emit, Manifest, load_config_schema
+from gateway.contract import Emit
 from gateway.errors import ConfigInvalid, TranslationError
-from gateway.model import Entity, RawMessage, epoch_time
+from gateway.model import RawMessage, epoch_time
 
 SECRET_PREFIX = "whsec_"
 
@@ -44,16 +45,10 @@ def sign(key: bytes, msg_id: str, timestamp: str, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-def _problem(status: int, title: str) -> web.Response:
-    return web.json_response({"type": "about:blank", "title": title, "status": status}, status=status,
-                             content_type="application/problem+json")
-
-
-class WebhookAdapter:
+class WebhookAdapter(MappingAdapter, package=__package__):
     """An HTTP listener checking Standard Webhooks signatures, timestamps and ids, plus a mapping."""
 
-    manifest: ClassVar[Manifest] = Manifest.load(__package__)
-    config_schema: ClassVar[Mapping[str, Any]] = load_config_schema(__package__)
+    payload_name = "delivery"
 
     def __init__(
         self,
@@ -62,30 +57,28 @@ class WebhookAdapter:
         http: aiohttp.ClientSession | None = None,
         log: logging.Logger | None = None,
     ) -> None:
-        self.config = config
-        self.name = str(config.get("name", "webhook"))
-        self.tenant = str(config.get("tenant", ""))
-        listen = config.get("listen") or {}
-        self.host = str(listen.get("host", "127.0.0.1"))
-        self.port = int(listen.get("port", 8090))
-        self.path = str(listen.get("path", "/webhook"))
+        super().__init__(config, http=http, log=log)
         self.tolerance = int(config.get("tolerance", 300))
-        self.max_body = int(config.get("max_body_bytes", 1 << 20))
         self.dedupe_size = int(config.get("dedupe_size", 10000))
-        self.split = str(config.get("split", "message"))
-        self.mapping = mapping_from_config(config, __package__)
-        self.log = log or logging.getLogger("jonction.adapters.webhook")
+        self.push = PushReceiver(config, default_port=8090, default_path="/webhook", default_max_body=1 << 20,
+                                 log=self.log, name=self.source)
         self.stats: dict[str, int] = {
             "received": 0, "accepted": 0, "duplicates": 0, "bad_signature": 0, "stale_timestamp": 0,
             "missing_headers": 0, "too_large": 0, "emit_failed": 0,
         }
-        self.url = ""
-        self.ready = asyncio.Event()
         self._key: bytes | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._in_flight: set[str] = set()
-        self._runner: web.AppRunner | None = None
-        self._stopped = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        """Where the listener receives deliveries ("" until it listens)."""
+        return self.push.url
+
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set once the socket is bound (cleared when the listener closes)."""
+        return self.push.started
 
     @property
     def rejected(self) -> int:
@@ -103,50 +96,33 @@ class WebhookAdapter:
 
     async def run(self, emit: Emit) -> None:
         """Listen until stopped; ``url`` is set and ``ready`` fires once the socket is bound."""
-        # The runtime restarts a source by calling stop() then run() again on the same instance.
-        self._stopped.clear()
-        self.ready.clear()
         key = self._signing_key()
 
         async def receive(request: web.Request) -> web.StreamResponse:
             """One delivery (the handler closes over the key and the emit callback)."""
             return await self._receive(request, key, emit)
 
-        app = web.Application(client_max_size=self.max_body)
-        app.router.add_post(self.path, receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://{self.host}:{port}{self.path}"
-        self.log.info("webhook %s listening on %s", self.name, self.url)
-        self.ready.set()
-        await self._stopped.wait()
+        # Only the configured path: Standard Webhooks senders post every event type to one URL.
+        await self.push.serve_routes([web.post(self.push.path, receive)])
 
     async def stop(self) -> None:
         """Close the listener; idempotent, safe before run."""
-        self._stopped.set()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await self.push.stop()
 
     # ------------------------------------------------------------------ one delivery
 
     def _reject(self, counter: str, title: str) -> web.Response:
         self.stats[counter] += 1
-        self.log.warning("webhook %s refused a delivery: %s", self.name, title)
-        return _problem(401, title)
+        self.log.warning("webhook %s refused a delivery: %s", self.source, title)
+        return problem(401, title)
 
     async def _receive(self, request: web.Request, key: bytes, emit: Emit) -> web.StreamResponse:
         self.stats["received"] += 1
-        if request.content_length is not None and request.content_length > self.max_body:
-            self.stats["too_large"] += 1
-            return _problem(413, f"body over {self.max_body} bytes")
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+            body = await self.push.read_body(request)
+        except BodyTooLarge as exc:
             self.stats["too_large"] += 1
-            return _problem(413, f"body over {self.max_body} bytes")
+            return problem(413, str(exc))
         msg_id = request.headers.get("webhook-id", "")
         stamp = request.headers.get("webhook-timestamp", "")
         signatures = request.headers.get("webhook-signature", "")
@@ -165,15 +141,15 @@ class WebhookAdapter:
             self.stats["duplicates"] += 1
             return web.json_response({"status": "duplicate", "webhook-id": msg_id})
         if msg_id in self._in_flight:
-            return _problem(409, "the same webhook-id is being processed")
+            return problem(409, "the same webhook-id is being processed")
         self._in_flight.add(msg_id)
         try:
             count = await self._emit(emit, msg_id, stamp, body, request.path)
         except Exception:
             # The message is not durably accepted: answer 503 so that the sender retries it.
             self.stats["emit_failed"] += 1
-            self.log.exception("webhook %s could not hand a delivery over", self.name)
-            return _problem(503, "temporarily unable to accept the delivery")
+            self.log.exception("webhook %s could not hand a delivery over", self.source)
+            return problem(503, "temporarily unable to accept the delivery")
         finally:
             self._in_flight.discard(msg_id)
         self._remember(msg_id)
@@ -188,22 +164,21 @@ class WebhookAdapter:
     async def _emit(self, emit: Emit, msg_id: str, stamp: str, body: bytes, path: str) -> int:
         received = epoch_time(time.time())
         metadata = {"webhook_id": msg_id, "webhook_timestamp": stamp, "path": path}
-        if self.split == "item" or self.mapping.tenant is not None:
+        if self.per_item:
             items = self._items(body)
             if items is not None:
                 for index, item in enumerate(items):
-                    payload = json.dumps(item, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
                     await emit(RawMessage(
-                        source=self.name, tenant=item_tenant(self.mapping, item) or self.tenant,
-                        received_at=received, payload=payload,
-                        idempotency_key=content_key(self.name, msg_id, str(index)),
+                        source=self.source, tenant=self.tenant_of(item),
+                        received_at=received, payload=canonical_json(item),
+                        idempotency_key=content_key(self.source, msg_id, str(index)),
                         metadata={**metadata, "split": "item", "index": str(index)},
                     ))
                 return len(items)
         # One message per delivery (also for a body the mapping cannot split: it becomes a dead letter).
         await emit(RawMessage(
-            source=self.name, tenant=self.tenant, received_at=received, payload=body,
-            idempotency_key=content_key(self.name, msg_id), metadata=metadata,
+            source=self.source, tenant=self.tenant, received_at=received, payload=body,
+            idempotency_key=content_key(self.source, msg_id), metadata=metadata,
         ))
         return 1
 
@@ -212,12 +187,3 @@ class WebhookAdapter:
             return select_items(self.mapping, parse_json(body))
         except (ValueError, TranslationError):
             return None
-
-    # ------------------------------------------------------------------ pure translation
-
-    def to_entities(self, raw: RawMessage) -> list[Entity]:
-        """Apply the mapping to one delivery (or one of its items)."""
-        doc = load_json(raw.payload, what="delivery")
-        if raw.metadata.get("split") == "item":
-            return [map_item(self.mapping, doc, where=f"item {raw.metadata.get('index', '0')}")]
-        return apply_mapping(self.mapping, doc)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.kit.mapping.engine import EntityMapping, items_pointer, load_mapping, map_item, select_items
+from adapters.kit.mapping.records import FORMATS, csv_records, decode
 from gateway.errors import InputError, TranslationError
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
@@ -52,8 +53,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _items(mapping: EntityMapping, path: Path, kind: str) -> list[tuple[str, str, Any]]:
-    from adapters.files import FORMATS, csv_records, decode
-
     try:
         if path.stat().st_size > MAX_DOCUMENT_BYTES:
             raise InputError(f"{path} is over {MAX_DOCUMENT_BYTES} bytes")

@@ -26,11 +26,12 @@ import yaml
 from jmespath.exceptions import JMESPathError
 from jmespath.visitor import Options, TreeInterpreter
 
+import schemas
 from adapters.kit.payload import INT_MAX, INT_MIN, load_json
 from gateway.crs import point_from, to_wgs84
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import Entity, ModelError, epoch_time, format_time, is_uri, urn
-from gateway.units import UNIT_ALIASES, convert, is_uncefact
+from gateway.units import UNIT_ALIASES, UnitError, convert, is_uncefact
 
 MAPPING_SCHEMA: Final[Mapping[str, Any]] = json.loads(
     files(__package__).joinpath("mapping.schema.json").read_text(encoding="utf-8")
@@ -226,14 +227,14 @@ def _time_spec(raw: Any, where: str, problems: list[str]) -> TimeSpec | None:
 
 
 def _model_types(entity_type: str) -> Mapping[str, str]:
-    """NGSI-LD attribute types the Smart Data Model declares, when the schemas room knows it."""
-    try:
-        import schemas
+    """NGSI-LD attribute types the Smart Data Model declares; none for a type without a bundled schema.
 
-        found = schemas.ngsi_types(entity_type)
-    except Exception:
+    A mapping may target a type jonction bundles no schema for (a vendor's own model): its
+    attributes then default to Property unless the mapping says otherwise.
+    """
+    if entity_type not in schemas.MODELS:
         return {}
-    return found if isinstance(found, Mapping) else {}
+    return schemas.ngsi_types(entity_type)
 
 
 def _check_unit(from_unit: str | None, unit: str | None, where: str, problems: list[str]) -> str | None:
@@ -248,7 +249,7 @@ def _check_unit(from_unit: str | None, unit: str | None, where: str, problems: l
         return code
     try:
         convert(1.0, code, UNIT_ALIASES.get(unit, unit))
-    except Exception as exc:
+    except UnitError as exc:  # unknown target unit, or no linear conversion between the two
         problems.append(f"{where}: cannot convert {from_unit!r} to {unit!r} ({_one_line(exc)})")
     return code
 

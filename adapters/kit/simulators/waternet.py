@@ -32,6 +32,16 @@ UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 """Namespace URI OPC UA uses for EUInformation built from UN/CEFACT Recommendation 20."""
 
 
+def _node_id(name: str, namespace: int) -> ua.NodeId:
+    """A string NodeId in ``namespace`` (asyncua types its fields with its own int/str subclasses)."""
+    return ua.NodeId(ua.String(name), ua.Int16(namespace))
+
+
+def _ua_time(moment: datetime) -> ua.DateTime:
+    """``moment`` as asyncua's DateTime (a datetime subclass), exactly."""
+    return ua.DateTime.combine(moment.date(), moment.timetz())
+
+
 def unit_id(common_code: str) -> int:
     """Encode a UN/CEFACT common code as the OPC UA ``UnitId`` (OPC 10000-8 §5.6.3)."""
     value = 0
@@ -169,7 +179,7 @@ class WaterNet:
             await server.load_certificate(Path(self.certificate))
             await server.load_private_key(Path(self.private_key))
         idx = await server.register_namespace(NAMESPACE)
-        net = await server.nodes.objects.add_folder(ua.NodeId("WaterNet", idx), ua.QualifiedName("WaterNet", idx))
+        net = await server.nodes.objects.add_folder(_node_id("WaterNet", idx), ua.QualifiedName("WaterNet", idx))
         objects: dict[str, Any] = {}
         now = datetime.now(UTC)
         extra = tuple(
@@ -180,16 +190,17 @@ class WaterNet:
         for point in (*POINTS, SPECTRUM, *extra):
             if point.obj not in objects:
                 objects[point.obj] = await net.add_object(
-                    ua.NodeId(point.obj, idx), ua.QualifiedName(point.obj, idx)
+                    _node_id(point.obj, idx), ua.QualifiedName(point.obj, idx)
                 )
             initial = self._value(point)
             node = await objects[point.obj].add_variable(
-                ua.NodeId(point.node_id, idx),
+                _node_id(point.node_id, idx),
                 ua.QualifiedName(point.name, idx),
                 ua.Variant(initial, point.variant),
             )
+            stamp = _ua_time(now)
             await node.write_value(
-                ua.DataValue(ua.Variant(initial, point.variant), SourceTimestamp=now, ServerTimestamp=now)
+                ua.DataValue(ua.Variant(initial, point.variant), SourceTimestamp=stamp, ServerTimestamp=stamp)
             )
             if point.unit:
                 eu = ua.EUInformation(
@@ -199,10 +210,10 @@ class WaterNet:
                     Description=ua.LocalizedText(point.display),
                 )
                 await node.add_property(
-                    ua.NodeId(point.node_id + ".EngineeringUnits", idx), "EngineeringUnits", eu
+                    _node_id(point.node_id + ".EngineeringUnits", idx), "EngineeringUnits", eu
                 )
                 await node.add_property(
-                    ua.NodeId(point.node_id + ".EURange", idx),
+                    _node_id(point.node_id + ".EURange", idx),
                     "EURange",
                     ua.Range(Low=float(point.low), High=float(point.high)),
                 )
@@ -215,7 +226,9 @@ class WaterNet:
         if self.historize:
             # In-memory history, so that a client cut off for a while can read back what it missed.
             for node, _point in self._nodes.values():
-                await server.historize_node_data_change(node, period=None, count=10_000)
+                # asyncua annotates ``period`` as timedelta, but its history manager takes None for "no age
+                # limit" (only ``count`` bounds it), which is what a simulator needs.
+                await server.historize_node_data_change(node, period=None, count=10_000)  # type: ignore[arg-type]
         self._server = server
         self._task = asyncio.create_task(self._tick(), name="waternet-simulator")
         self._log.info("waternet simulator listening", extra={"endpoint": self.endpoint})
@@ -233,7 +246,7 @@ class WaterNet:
 
     async def write_all(self) -> None:
         """Write every moving variable's value for the current step (source timestamp = now)."""
-        now = datetime.now(UTC)
+        now = _ua_time(datetime.now(UTC))
         for node_id, (node, point) in self._nodes.items():
             if node_id in self.frozen or point.variant == ua.VariantType.Boolean:
                 continue
@@ -249,7 +262,8 @@ class WaterNet:
         moment = source_ts or datetime.now(UTC)
         variant = ua.Variant(value, point.variant) if value is not None else ua.Variant()
         await node.write_value(
-            ua.DataValue(variant, StatusCode=ua.StatusCode(status), SourceTimestamp=moment, ServerTimestamp=moment)
+            ua.DataValue(variant, StatusCode=ua.StatusCode(ua.UInt32(status)), SourceTimestamp=_ua_time(moment),
+                         ServerTimestamp=_ua_time(moment))
         )
 
     async def alarm(self, obj: str, message: str, severity: int = 700) -> None:
