@@ -59,30 +59,31 @@ def _handle_check(args: argparse.Namespace) -> int:
     if not args.target:
         raise ConfigInvalid("--target is required (an endpoint URL, a target YAML file, or entity files)")
     from conformance.reports import validate_report, write_all
-    from conformance.runner import exit_code, run
+    from conformance.runner import exit_code, run_report
     from conformance.targets import load_target
 
     target = load_target(args.target, allow_write=args.allow_write)
     only = {x.strip() for x in args.only.split(",")} if args.only else None
-    report = asyncio.run(run(profile, target, only=only))
+    result = asyncio.run(run_report(profile, target, only=only))
+    report = result.to_json()
     problems = validate_report(report)
     if problems:  # a checker bug: say so loudly rather than hand over an invalid report
         print("error: the report does not validate against report.schema.json:\n  " + "\n  ".join(problems[:20]),
               file=sys.stderr)
         return 2
     paths = write_all(report, Path(args.out), args.lang)
-    s = report["summary"]
-    print(f"{profile.id}: {s['mandatory_passed']}/{s['mandatory_total']} mandatory checks passed "
-          f"({s['pass']} pass, {s['fail']} fail, {s['skip']} skip, {s['error']} error, "
-          f"{s['not_applicable']} not applicable) — {'ACCEPTED' if s['accepted'] else 'NOT ACCEPTED'}")
-    for r in report["results"]:
-        if r["status"] == "mandatory" and r["verdict"] not in ("pass", "not_applicable"):
-            print(f"  {r['id']} {r['verdict']}: {r['reason'][:200]}")
-    if s["not_applicable"]:
-        print(f"  {s['not_applicable']} checks do not apply to this target (listed apart in the report; "
+    s, n = result.summary, result.summary.counts
+    print(f"{profile.id}: {s.mandatory_passed}/{s.mandatory_total} mandatory checks passed "
+          f"({n['pass']} pass, {n['fail']} fail, {n['skip']} skip, {n['error']} error, "
+          f"{n['not_applicable']} not applicable) — {'ACCEPTED' if s.accepted else 'NOT ACCEPTED'}")
+    for r in result.results:
+        if r.status == "mandatory" and r.verdict not in ("pass", "not_applicable"):
+            print(f"  {r.id} {r.verdict}: {r.reason[:200]}")
+    if n["not_applicable"]:
+        print(f"  {n['not_applicable']} checks do not apply to this target (listed apart in the report; "
               "they do not block acceptance)")
     print(f"reports: {paths['json']} {paths['junit']} {paths['html']}")
-    return exit_code(report)
+    return exit_code(result)
 
 
 def register_clause(sub: Any) -> None:

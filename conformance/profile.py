@@ -11,9 +11,11 @@ from typing import Any, Final
 
 import yaml
 
+import schemas
 from conformance.registry import LEVELS, Check, catalogue
 from conformance.schemadoc import check_against, load_schema
 from gateway.errors import ConfigInvalid
+from schemas import check_document
 
 SHIPPED: Final = ("territoire-essentiel", "territoire-complet", "fournisseur-donnees")
 """Profiles shipped with jonction (``conformance/profiles/<name>.yaml``)."""
@@ -160,27 +162,15 @@ def _semantic_problems(doc: Mapping[str, Any]) -> list[str]:
 
 
 def _model_problems(name: str, version: str) -> list[str]:
-    """Compare a model and version with what ``schemas`` ships (when it can tell)."""
+    """Compare a model and version with what ``schemas`` ships."""
     try:
-        import schemas
-
         info = schemas.model(name)
-    except (ImportError, AttributeError):
-        return []
-    except Exception as exc:  # the schemas room raises its own error for an unknown model
+    except schemas.UnknownModel as exc:
         return [f"name: {name} is not a Smart Data Model jonction ships ({exc})"]
-    shipped = _model_version(info)
+    shipped = info.upstream_version
     if shipped and shipped != version:
         return [f"version: {name} {version} does not match the shipped schema version {shipped}"]
     return []
-
-
-def _model_version(info: Any) -> str | None:
-    for attr in ("upstream_version", "version"):
-        value = info.get(attr) if isinstance(info, Mapping) else getattr(info, attr, None)
-        if isinstance(value, str):
-            return value
-    return None
 
 
 def _read(spec: str) -> tuple[bytes, str]:
@@ -233,14 +223,7 @@ def load_vendor_sheet(path: Path) -> dict[str, Any]:
         raise ConfigInvalid(f"vendor sheet {path} cannot be read: {exc}") from exc
     schema = load_schema("profile.schema.json")
     wrapper = {"$schema": schema["$schema"], "$ref": "#/$defs/quality", "$defs": schema["$defs"]}
-    from conformance.schemadoc import _fallback
-
-    try:
-        from schemas import check_document
-
-        problems: list[str] = check_document(wrapper, doc)
-    except ImportError:
-        problems = _fallback(wrapper, doc)
+    problems = check_document(wrapper, doc)
     if problems:
         raise ConfigInvalid(f"vendor sheet {path} is invalid", problems)
     result: dict[str, Any] = doc

@@ -41,6 +41,13 @@ class Receiver:
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
+    async def __aenter__(self) -> Receiver:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def start(self) -> None:
         """Bind and serve."""
         app = web.Application(client_max_size=MAX_NOTIFICATION)

@@ -1,10 +1,11 @@
-"""Run a profile's checks against a target and build the JSON report (the source of truth)."""
+"""Run a profile's checks against a target and build the typed report (:mod:`conformance.report`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -15,15 +16,24 @@ from conformance.http import Client, Unreachable
 from conformance.profile import Profile
 from conformance.receiver import Receiver
 from conformance.registry import LEVELS, Check, Fail, NotApplicable, Skip, catalogue
+from conformance.report import (
+    VERDICTS,
+    CheckResult,
+    ClauseCoverage,
+    Evidence,
+    NotTestedCheck,
+    Outcome,
+    ProfileInfo,
+    Report,
+    RunInfo,
+    Summary,
+)
 from conformance.targets import API_ROOT, EndpointTarget, Target
 from gateway.errors import JonctionError
 from gateway.model import format_time
 
 log = logging.getLogger("jonction.check")
 
-REPORT_VERSION: Final = "1.0"
-VERDICTS: Final = ("pass", "fail", "skip", "error", "not_applicable")
-"""Check verdicts; ``not_applicable`` (does not apply to this target) never blocks acceptance."""
 CHECK_TIMEOUT: Final = 120.0
 """Longest a single check may run (seconds); the observation window is added for Q checks."""
 
@@ -57,7 +67,7 @@ def _missing_need(ctx: RunContext, chk: Check) -> tuple[str, str] | None:
     return None
 
 
-async def _run_one(ctx: RunContext, chk: Check) -> dict[str, Any]:
+async def _run_one(ctx: RunContext, chk: Check) -> Outcome:
     if ctx.client is not None:
         ctx.client.recorder.exchanges = []
     ctx.measurements = []
@@ -85,15 +95,26 @@ async def _run_one(ctx: RunContext, chk: Check) -> dict[str, Any]:
     except Exception as exc:  # a checker bug or an unexpected answer must not stop the run
         log.debug("check %s raised", chk.id, exc_info=True)
         verdict, reason = "error", f"{type(exc).__name__}: {exc}"
-    evidence: dict[str, Any] = {"exchanges": list(ctx.client.recorder.exchanges) if ctx.client else []}
-    if ctx.measurements:
-        evidence["measurements"] = list(ctx.measurements)
-    return {"verdict": verdict, "reason": reason, "started": started,
-            "duration_s": round(time.monotonic() - t0, 3), "evidence": evidence}
+    evidence = Evidence(list(ctx.client.recorder.exchanges) if ctx.client else [], list(ctx.measurements))
+    return Outcome(verdict, reason, started, round(time.monotonic() - t0, 3), evidence)
 
 
-async def run(profile: Profile, target: Target, *, only: set[str] | None = None) -> dict[str, Any]:
-    """Run every check the profile selects (or ``only`` those ids) and return the report."""
+async def _open_endpoint(stack: AsyncExitStack, ctx: RunContext, target: EndpointTarget, needs_receiver: bool) -> None:
+    """Enter the HTTP client (and the notification receiver) on ``stack``; cleanup runs first on exit."""
+    ctx.client = await stack.enter_async_context(
+        Client(target.url, timeout=target.timeout, secrets=(target.token,) if target.token else ()))
+    try:
+        await ctx.client.request("GET", API_ROOT + "/entities", params={"type": ctx.probe_type, "limit": "1"},
+                                 record=False)
+    except Unreachable as exc:
+        raise TargetUnreachable(f"the target cannot be reached: {exc}") from exc
+    if needs_receiver and ctx.writes_allowed:
+        ctx.receiver = await stack.enter_async_context(
+            Receiver(target.listen_host, target.listen_port, target.callback_url))
+
+
+async def run_report(profile: Profile, target: Target, *, only: set[str] | None = None) -> Report:
+    """Run every check the profile selects (or ``only`` those ids) and return the typed report."""
     selection = profile.selection()
     if only:
         selection = {k: v for k, v in selection.items() if k in only}
@@ -109,110 +130,109 @@ async def run(profile: Profile, target: Target, *, only: set[str] | None = None)
         ctx.writes_allowed = True
     started = _now()
     t0 = time.monotonic()
-    results: list[dict[str, Any]] = []
+    results: list[CheckResult] = []
     left: list[str] = []
     cat = catalogue()
-    client: Client | None = None
-    try:
+    cmap = clause_map()
+
+    async def cleanup() -> None:
+        left.extend(await ctx.cleanup())
+
+    async with AsyncExitStack() as stack:
         if isinstance(target, EndpointTarget):
-            client = Client(target.url, timeout=target.timeout, secrets=(target.token,) if target.token else ())
-            await client.__aenter__()
-            ctx.client = client
-            try:
-                await client.request("GET", API_ROOT + "/entities", params={"type": ctx.probe_type, "limit": "1"},
-                                     record=False)
-            except Unreachable as exc:
-                raise TargetUnreachable(f"the target cannot be reached: {exc}") from exc
-            if any("receiver" in cat[c].needs for c in selection) and ctx.writes_allowed:
-                ctx.receiver = Receiver(target.listen_host, target.listen_port, target.callback_url)
-                await ctx.receiver.start()
+            await _open_endpoint(stack, ctx, target, any("receiver" in cat[c].needs for c in selection))
+            stack.push_async_callback(cleanup)  # last in, first out: before the receiver and the client close
         for cid, status in selection.items():
             chk = cat[cid]
-            entry: dict[str, Any] = {"id": cid, "level": chk.level, "title": chk.title, "status": status,
-                                     "references": clause_map().references(cid), "sends": chk.sends,
-                                     "expects": chk.expects, "explain": chk.explain}
             if status == "waived":
-                entry.update(verdict="skip", reason=f"waived by the profile: {profile.waivers[cid]}",
-                             started=_now(), duration_s=0.0, evidence={"exchanges": []})
+                outcome = Outcome("skip", f"waived by the profile: {profile.waivers[cid]}", _now())
             elif (missing := _missing_need(ctx, chk)) is not None:
-                entry.update(verdict=missing[0], reason=missing[1], started=_now(), duration_s=0.0,
-                             evidence={"exchanges": []})
+                outcome = Outcome(missing[0], missing[1], _now())
             else:
                 log.info("%s %s", cid, chk.title)
-                entry.update(await _run_one(ctx, chk))
-            results.append(entry)
-    finally:
-        try:
-            if ctx.client is not None:
-                left = await ctx.cleanup()
-        finally:
-            if ctx.receiver is not None:
-                await ctx.receiver.stop()
-            if client is not None:
-                await client.__aexit__(None, None, None)
-    report = build_report(profile, target, ctx, results, started, time.monotonic() - t0, left, selection)
-    if only:
-        # A partial run is a diagnosis, never an acceptance: the mandatory checks it did not run
-        # count as not passed.
-        full = profile.selection()
-        report["run"]["only"] = sorted(only)
-        not_applicable = {r["id"] for r in results if r["verdict"] == "not_applicable"}
-        report["summary"]["mandatory_total"] = sum(1 for cid, st in full.items()
-                                                   if st == "mandatory" and cid not in not_applicable)
-        total = report["summary"]["mandatory_total"]
-        report["summary"]["mandatory_rate"] = round(report["summary"]["mandatory_passed"] / total, 4) if total else 1.0
-        report["summary"]["accepted"] = report["summary"]["mandatory_passed"] == total
-        for item in report["not_tested"]["checks"]:
-            if item["id"] in full and item["why"] == "not selected by the profile":
-                item["why"] = "not run: --only selected other checks"
-    return report
+                outcome = await _run_one(ctx, chk)
+            results.append(CheckResult(cid, chk.level, chk.title, status, cmap.references(cid), chk.sends,
+                                       chk.expects, chk.explain, outcome))
+    # A partial run is a diagnosis, never an acceptance: the mandatory checks it did not run
+    # count as not passed.
+    full = profile.selection() if only else None
+    return Report(
+        tool={"name": TOOL_NAME, "version": __version__},
+        profile=_profile_info(profile),
+        target=target.describe(),
+        run=RunInfo(
+            id=ctx.run_id, started=started, ended=_now(), duration_s=time.monotonic() - t0,
+            writes=ctx.writes_allowed, write_refusal=ctx.write_refusal, left=left,
+            # NGSI-LD has no operation to delete a tenant: the empty tenants the tenancy checks
+            # created stay, and the report says which.
+            tenants_created=sorted({str(t) for t in (*ctx.created, *ctx.subscriptions) if t and t != ctx.tenant}),
+            quality={k: v for k, v in profile.quality.items() if k != "declarations"}
+            | {"declarations": profile.quality.get("declarations", [])},
+            only=sorted(only) if only else None),
+        summary=_summary(results, full),
+        results=results,
+        not_tested_checks=_not_tested(results, full),
+        clauses=_clauses(results),
+    )
 
 
-def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
-    counts = {v: sum(1 for r in results if r["verdict"] == v) for v in VERDICTS}
+async def run(profile: Profile, target: Target, *, only: set[str] | None = None) -> dict[str, Any]:
+    """Run every check the profile selects (or ``only`` those ids) and return the JSON report."""
+    return (await run_report(profile, target, only=only)).to_json()
+
+
+def _ran(results: list[CheckResult]) -> set[str]:
+    return {r.id for r in results if r.verdict in ("pass", "fail", "error")}
+
+
+def _summary(results: list[CheckResult], full: dict[str, str] | None = None) -> Summary:
     # A check that does not apply to this target neither counts for nor against acceptance; a
     # mandatory check that could not run (skip) still blocks it.
-    mandatory = [r for r in results if r["status"] == "mandatory" and r["verdict"] != "not_applicable"]
-    passed = sum(1 for r in mandatory if r["verdict"] == "pass")
+    mandatory = [r for r in results if r.counts_as_mandatory]
+    passed = sum(1 for r in mandatory if r.verdict == "pass")
     by_level: dict[str, dict[str, int]] = {}
     for level in LEVELS:
-        lr = [r for r in results if r["level"] == level]
+        lr = [r for r in results if r.level == level]
         if lr:
-            by_level[level] = {v: sum(1 for r in lr if r["verdict"] == v) for v in VERDICTS}
-            by_level[level]["mandatory"] = sum(1 for r in lr if r["status"] == "mandatory"
-                                               and r["verdict"] != "not_applicable")
-    return {
-        "selected": len(results),
-        **counts,
-        "waived": sum(1 for r in results if r["status"] == "waived"),
-        "mandatory_total": len(mandatory),
-        "mandatory_passed": passed,
-        "mandatory_rate": round(passed / len(mandatory), 4) if mandatory else 1.0,
-        # Mandatory checks that all turned out not applicable prove nothing: not an acceptance.
-        "accepted": passed == len(mandatory)
-        and (bool(mandatory) or not any(r["status"] == "mandatory" for r in results)),
-        "by_level": by_level,
-    }
+            by_level[level] = {v: sum(1 for r in lr if r.verdict == v) for v in VERDICTS}
+            by_level[level]["mandatory"] = sum(1 for r in lr if r.counts_as_mandatory)
+    total = len(mandatory)
+    # Mandatory checks that all turned out not applicable prove nothing: not an acceptance.
+    accepted = passed == total and (bool(mandatory) or not any(r.status == "mandatory" for r in results))
+    if full is not None:  # --only: every mandatory check of the profile counts, run or not
+        not_applicable = {r.id for r in results if r.verdict == "not_applicable"}
+        total = sum(1 for cid, st in full.items() if st == "mandatory" and cid not in not_applicable)
+        accepted = passed == total
+    return Summary(
+        selected=len(results),
+        counts={v: sum(1 for r in results if r.verdict == v) for v in VERDICTS},
+        waived=sum(1 for r in results if r.status == "waived"),
+        mandatory_total=total, mandatory_passed=passed, accepted=accepted, by_level=by_level)
 
 
-def _not_applicable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The checks that do not apply to this target, listed apart from those that could not run."""
-    return [{"id": r["id"], "level": r["level"], "title": r["title"], "status": r["status"], "why": r["reason"]}
-            for r in results if r["verdict"] == "not_applicable"]
-
-
-def _not_tested(results: list[dict[str, Any]], selection: dict[str, str]) -> dict[str, Any]:
+def _not_tested(results: list[CheckResult], full: dict[str, str] | None) -> list[NotTestedCheck]:
     cmap = clause_map()
     cat = catalogue()
-    ran = {r["id"] for r in results if r["verdict"] in ("pass", "fail", "error")}
+    ran = _ran(results)
+    by_id = {r.id: r for r in results}
     checks = []
     for cid in sorted(cat):
         if cid in ran:
             continue
-        r = next((x for x in results if x["id"] == cid), None)
-        why = r["reason"] if r else "not selected by the profile"
-        checks.append({"id": cid, "level": cat[cid].level, "title": cat[cid].title,
-                       "references": cmap.references(cid), "why": why})
+        r = by_id.get(cid)
+        if r is not None:
+            why = r.reason
+        elif full is not None and cid in full:
+            why = "not run: --only selected other checks"
+        else:
+            why = "not selected by the profile"
+        checks.append(NotTestedCheck(cid, cat[cid].level, cat[cid].title, cmap.references(cid), why))
+    return checks
+
+
+def _clauses(results: list[CheckResult]) -> list[ClauseCoverage]:
+    cmap = clause_map()
+    ran = _ran(results)
     clauses = []
     for doc, sections in cmap.clauses.items():
         for section, title in sections.items():
@@ -220,45 +240,20 @@ def _not_tested(results: list[dict[str, Any]], selection: dict[str, str]) -> dic
             users = [cid for cid, refs in cmap.checks.items() if ref in refs]
             done = [c for c in users if c in ran]
             state = "tested" if users and len(done) == len(users) else "partly tested" if done else "not tested"
-            clauses.append({"document": doc, "clause": section, "title": title, "state": state,
-                            "checks": users, "checks_run": done})
-    return {"checks": checks, "clauses": clauses}
+            clauses.append(ClauseCoverage(doc, section, title, state, users, done))
+    return clauses
 
 
-def build_report(profile: Profile, target: Target, ctx: RunContext, results: list[dict[str, Any]],
-                 started: str, duration: float, left: list[str], selection: dict[str, str]) -> dict[str, Any]:
-    """Assemble the JSON report."""
+def _profile_info(profile: Profile) -> ProfileInfo:
     cmap = clause_map()
-    return {
-        "report_version": REPORT_VERSION,
-        "tool": {"name": TOOL_NAME, "version": __version__},
-        "profile": {
-            "id": profile.id, "version": profile.version, "title": profile.title, "source": profile.source,
-            "sha256": profile.sha256,
-            "levels": {"mandatory": profile.mandatory_levels, "optional": profile.optional_levels},
-            "models": profile.models,
-            "waivers": [{"check": k, "reason": v} for k, v in profile.waivers.items()],
-            "standards": {k: {"title": v["title"], "version": v["version"]} for k, v in cmap.documents.items()},
-        },
-        "target": target.describe(),
-        "run": {
-            "id": ctx.run_id, "started": started, "ended": _now(), "duration_s": round(duration, 3),
-            "writes": ctx.writes_allowed, "write_refusal": ctx.write_refusal,
-            "cleanup": {"left": left},
-            # NGSI-LD has no operation to delete a tenant: the empty tenants the tenancy checks
-            # created stay, and the report says which.
-            "tenants_created": sorted({str(t) for t in (*ctx.created, *ctx.subscriptions)
-                                       if t and t != ctx.tenant}),
-            "quality": {k: v for k, v in profile.quality.items() if k != "declarations"}
-            | {"declarations": profile.quality.get("declarations", [])},
-        },
-        "summary": _summary(results),
-        "results": results,
-        "not_applicable": _not_applicable(results),
-        "not_tested": _not_tested(results, selection),
-    }
+    return ProfileInfo(
+        id=profile.id, version=profile.version, title=profile.title, source=profile.source, sha256=profile.sha256,
+        mandatory_levels=profile.mandatory_levels, optional_levels=profile.optional_levels,
+        models=list(profile.models), waivers=profile.waivers,
+        standards={k: {"title": v["title"], "version": v["version"]} for k, v in cmap.documents.items()})
 
 
-def exit_code(report: dict[str, Any]) -> int:
+def exit_code(report: Report | dict[str, Any]) -> int:
     """0 when every mandatory check passed, 1 otherwise."""
-    return 0 if report["summary"]["accepted"] else 1
+    accepted = report.summary.accepted if isinstance(report, Report) else report["summary"]["accepted"]
+    return 0 if accepted else 1

@@ -7,6 +7,8 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
+from schemas import check_document
+
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
@@ -16,24 +18,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 def check_against(name: str, doc: Any) -> list[str]:
-    """Every problem of ``doc`` against the shipped schema ``name``, as ``/pointer: message``."""
-    schema = load_schema(name)
-    try:
-        from schemas import check_document  # the shared, offline validator (Draft 2020-12, formats)
-    except ImportError:
-        return _fallback(schema, doc)
-    problems: list[str] = check_document(schema, doc)
-    return problems
+    """Every problem of ``doc`` against the shipped schema ``name``, as ``/pointer: message``.
 
-
-def _fallback(schema: dict[str, Any], doc: Any) -> list[str]:
-    # Same rules as schemas.check_document (Draft 2020-12, format checking), for a source tree
-    # where the schemas room's helper is not importable.
-    from jsonschema import Draft202012Validator
-
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-    out = []
-    for err in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path)):
-        pointer = "".join(f"/{p}" for p in err.absolute_path)
-        out.append(f"{pointer or '/'}: {err.message}")
-    return out
+    The one validator the gateway uses too (Draft 2020-12, format checking, offline registry).
+    """
+    return check_document(load_schema(name), doc)

@@ -19,7 +19,7 @@ import aiohttp
 
 from gateway.errors import ConfigInvalid, UnknownAdapter
 from gateway.model import Entity, RawMessage
-from gateway.redaction import register_secret
+from gateway.secrets import register_secret
 
 __all__ = [
     "ADAPTER_FILES",

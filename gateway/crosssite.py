@@ -95,7 +95,7 @@ class HostPolicy:
         return _is_loopback(name) or name == self.bound or name in self.allowed
 
 
-def same_origin(origin: str, host_header: str | None, scheme: str) -> bool:
+def same_origin(origin: str, host_header: str | None, scheme: str) -> bool:  # noqa: ARG001  # see below
     """True when the ``Origin`` header names the very server (host and port) the request was sent to.
 
     The scheme is not compared: behind a TLS-terminating proxy the request arrives over http while

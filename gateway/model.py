@@ -41,7 +41,9 @@ VALUE_KEY: Final[Mapping[str, str]] = {
     "ListRelationship": "objectList",
     "JsonProperty": "json",
 }
-"""Which member carries the attribute's value, per attribute type."""
+"""Which member carries the attribute's value, per attribute type (the one table)."""
+VALUE_MEMBERS: Final = tuple(dict.fromkeys(VALUE_KEY.values()))
+"""The members that can carry an attribute's value, in ``VALUE_KEY`` order."""
 
 ENTITY_MEMBERS: Final = frozenset(
     {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt", "@id", "@type"}
@@ -393,13 +395,10 @@ def _normalize_attr(attr: Any) -> Any:
     return out
 
 
-_VALUE_MEMBERS: Final = ("value", "object", "languageMap", "vocab", "valueList", "objectList", "json")
-
-
 def _looks_like_attribute(attr: Mapping[str, Any]) -> bool:
     if attr.get("type") in ATTRIBUTE_TYPES:
         return True
-    return any(k in attr for k in _VALUE_MEMBERS)
+    return any(k in attr for k in VALUE_MEMBERS)
 
 
 def from_concise(item: Mapping[str, Any]) -> Entity:

@@ -20,7 +20,17 @@ from typing import Any, Final
 import jsonschema
 
 import schemas
-from gateway.model import ATTRIBUTE_MEMBERS, ATTRIBUTE_TYPES, ENTITY_MEMBERS, VALUE_KEY, ModelError, is_uri, parse_time
+from gateway.model import (
+    ATTRIBUTE_MEMBERS,
+    ATTRIBUTE_TYPES,
+    ENTITY_MEMBERS,
+    VALUE_KEY,
+    VALUE_MEMBERS,
+    ModelError,
+    is_uri,
+    parse_time,
+)
+from gateway.pointer import join
 from gateway.units import CODES, UnitError, _dimension, convert, is_uncefact
 
 __all__ = ["Problem", "Verdict", "strict_verdict", "validate", "validate_batch", "validate_strict"]
@@ -61,7 +71,6 @@ class Verdict:
         }
 
 
-_VALUE_MEMBERS: Final = ("value", "object", "languageMap", "vocab", "valueList", "objectList", "json")
 _MEMBER_TYPE: Final[Mapping[str, str]] = {
     "object": "Relationship",
     "languageMap": "LanguageProperty",
@@ -83,13 +92,6 @@ _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 INTEGER_RANGE: Final = 2**63
 """Integers must lie in [-2**63, 2**63): what SQLite, Java and Go brokers store exactly; beyond,
 JSON parsers disagree (RFC 8259 §6) and Python cannot even print them past 4,300 digits."""
-
-
-def _esc(token: str | int) -> str:
-    text = str(token)
-    if "~" not in text and "/" not in text:
-        return "/" + text
-    return "/" + text.replace("~", "~0").replace("/", "~1")
 
 
 def _tag(value: Any) -> str | None:
@@ -164,7 +166,7 @@ def _scan(entity: Mapping[str, Any]) -> tuple[list[Problem], Mapping[str, Any]]:
             kind = type(value)
             if isinstance(value, str):
                 if not value.isascii() and _SURROGATE.search(value):
-                    pointer = "".join(_esc(p) for p in (*path, key))
+                    pointer = join("", *path, key)
                     problems.append(Problem(pointer, "unicode", "a lone UTF-16 surrogate is not a Unicode character "
                                             "(the text cannot be encoded as UTF-8)", "valid Unicode text"))
                 continue
@@ -172,7 +174,7 @@ def _scan(entity: Mapping[str, Any]) -> tuple[list[Problem], Mapping[str, Any]]:
                 continue
             if kind is dict or kind is list or isinstance(value, Mapping | list | tuple):
                 if len(path) >= _MAX_DEPTH:
-                    pointer = "".join(_esc(p) for p in (*path, key))
+                    pointer = join("", *path, key)
                     problems.append(Problem(pointer, "nesting", f"JSON nested deeper than {_MAX_DEPTH} levels",
                                             f"at most {_MAX_DEPTH} levels"))
                     bad.append((*path, key))
@@ -181,7 +183,7 @@ def _scan(entity: Mapping[str, Any]) -> tuple[list[Problem], Mapping[str, Any]]:
                 continue
             reason = _number_problem(value)
             if reason is not None:
-                pointer = "".join(_esc(p) for p in (*path, key))
+                pointer = join("", *path, key)
                 problems.append(Problem(pointer, "number", reason, "a finite number (integers within 64 bits)"))
                 bad.append((*path, key))
     if not bad:
@@ -235,7 +237,7 @@ class _Checker:
             seen: dict[str | None, int] = {}
             kinds: set[str | None] = set()
             for index, instance in enumerate(value):
-                here = pointer + _esc(index)
+                here = join(pointer, index)
                 kinds.add(self.instance(name, instance, here, depth))
                 dataset = instance.get("datasetId")
                 key = dataset if isinstance(dataset, str) else None
@@ -284,7 +286,7 @@ class _Checker:
                     if depth >= _MAX_NESTING:
                         self.error(pointer, "nesting", f"sub-attributes nest deeper than {_MAX_NESTING} levels")
                         return kind
-                    self.attribute(sub, sub_value, pointer + _esc(sub), depth + 1)
+                    self.attribute(sub, sub_value, join(pointer, sub), depth + 1)
         return kind
 
     def content(self, kind: str, attr: Mapping[str, Any], pointer: str) -> None:
@@ -302,7 +304,7 @@ class _Checker:
             targets = value if isinstance(value, list) else [value]
             for index, target in enumerate(targets):
                 if not is_uri(target):
-                    where = here + (_esc(index) if isinstance(value, list) else "")
+                    where = join(here, index) if isinstance(value, list) else here
                     self.error(where, "relationship-object", f"{target!r} is not a URI", "an entity id (URI)")
         elif kind == "GeoProperty":
             self.geometry(value, here)
@@ -312,9 +314,9 @@ class _Checker:
                 return
             for tag, text in value.items():
                 if not _LANG_TAG.match(tag):
-                    self.error(here + _esc(tag), "language-tag", f"{tag!r} is not a BCP 47 language tag", "e.g. fr")
+                    self.error(join(here, tag), "language-tag", f"{tag!r} is not a BCP 47 language tag", "e.g. fr")
                 if not (isinstance(text, str) or (isinstance(text, list) and all(isinstance(t, str) for t in text))):
-                    self.error(here + _esc(tag), "language-map", "languageMap values are strings", "a string")
+                    self.error(join(here, tag), "language-map", "languageMap values are strings", "a string")
         elif kind == "VocabProperty":
             terms = value if isinstance(value, list) else [value]
             if not terms or not all(isinstance(t, str) and t for t in terms):
@@ -329,7 +331,7 @@ class _Checker:
             for index, item in enumerate(value):
                 target = item.get("object") if isinstance(item, Mapping) else item
                 if not is_uri(target):
-                    where = here + _esc(index) + ("/object" if isinstance(item, Mapping) else "")
+                    where = join(here, index) + ("/object" if isinstance(item, Mapping) else "")
                     self.error(where, "relationship-object", f"{target!r} is not a URI", "an entity id (URI)")
 
     def metadata(self, attr: Mapping[str, Any], pointer: str) -> None:
@@ -390,15 +392,15 @@ class _Checker:
         if kind in ("LineString", "MultiLineString"):
             lines = [coordinates] if kind == "LineString" else coordinates
             for index, line in enumerate(lines):
-                where = pointer if kind == "LineString" else pointer + _esc(index)
+                where = pointer if kind == "LineString" else join(pointer, index)
                 if len(line) < 2:
                     self.error(where, "geojson-line", "a LineString needs two or more positions", ">= 2 positions")
         elif kind in ("Polygon", "MultiPolygon"):
             polygons = [coordinates] if kind == "Polygon" else coordinates
             for p_index, rings in enumerate(polygons):
-                base = pointer if kind == "Polygon" else pointer + _esc(p_index)
+                base = pointer if kind == "Polygon" else join(pointer, p_index)
                 for r_index, ring in enumerate(rings):
-                    where = base + _esc(r_index)
+                    where = join(base, r_index)
                     if len(ring) < 4:
                         self.error(where, "geojson-ring", "a linear ring needs four or more positions",
                                    ">= 4 positions")
@@ -424,7 +426,7 @@ class _Checker:
             self.error(pointer, "geojson", f"{kind} coordinates must be nested arrays", "an array")
             return
         for index, item in enumerate(value):
-            self.positions(item, depth - 1, pointer + _esc(index), kind)
+            self.positions(item, depth - 1, join(pointer, index), kind)
 
 
 def _is_attribute_object(value: Any) -> bool:
@@ -433,7 +435,7 @@ def _is_attribute_object(value: Any) -> bool:
     declared = value.get("type")
     if _tag(declared) in ATTRIBUTE_TYPES:
         return True
-    return any(k in value for k in _VALUE_MEMBERS)
+    return any(k in value for k in VALUE_MEMBERS)
 
 
 def _is_geometry_like(value: Any) -> bool:
@@ -476,7 +478,7 @@ def _project(kind: str | None, attr: Any) -> tuple[Any, tuple[str | int, ...], s
         return attr, (), "same"
     key = VALUE_KEY.get(kind or "", "value")
     if kind is None:
-        key = next((k for k in _VALUE_MEMBERS if k in attr), "value")
+        key = next((k for k in VALUE_MEMBERS if k in attr), "value")
     value = attr.get(key)
     if isinstance(value, Mapping) and "@value" in value:
         # A JSON-LD value object ({"@type": "DateTime", "@value": ...}) projects to its literal.
@@ -496,10 +498,8 @@ def _map_pointer(path: Iterable[str | int], prefixes: Mapping[str, tuple[tuple[s
     if mode == "wrap":
         rest = rest[1:]
     if mode == "objectList" and rest:
-        return _esc(head) + "".join(_esc(p) for p in prefix) + _esc(rest[0]) + "/object" + "".join(
-            _esc(p) for p in rest[1:]
-        )
-    return _esc(head) + "".join(_esc(p) for p in prefix) + "".join(_esc(p) for p in rest)
+        return join("", head, *prefix, rest[0], "object", *rest[1:])
+    return join("", head, *prefix, *rest)
 
 
 def _expected(error: jsonschema.ValidationError) -> str | None:
@@ -605,13 +605,13 @@ def _validate(entity: Mapping[str, Any], numbers: list[Problem]) -> Verdict:
     for name, value in entity.items():
         if name in ENTITY_MEMBERS:
             continue
-        kinds[name] = check.attribute(name, value, _esc(name), 0)
+        kinds[name] = check.attribute(name, value, join("", name), 0)
     for member in ("createdAt", "modifiedAt"):
         if member in entity:
             try:
                 parse_time(entity[member])
             except ModelError as exc:
-                check.error(_esc(member), member.lower(), str(exc), "RFC 3339 date-time with Z or an offset")
+                check.error(join("", member), member.lower(), str(exc), "RFC 3339 date-time with Z or an offset")
 
     spec = _model_for(entity_type)
     shown_id = entity_id if isinstance(entity_id, str) else None
@@ -710,9 +710,9 @@ def _against_model(
         if declared is None:
             close = lowered.get(name.lower()) or _closest(spec.name, name)
             hint = f"; did you mean {close}?" if close else ""
-            check.warn(_esc(name), "unknown-attribute", f"{name!r} is not defined by {spec.name}{hint}", close)
+            check.warn(join("", name), "unknown-attribute", f"{name!r} is not defined by {spec.name}{hint}", close)
         elif kind is not None and kind != declared.ngsi_type and not _compatible(declared.ngsi_type, kind, spec, name):
-            check.warn(_esc(name), "ngsi-type", f"{spec.name} declares {name!r} as a {declared.ngsi_type}, "
+            check.warn(join("", name), "ngsi-type", f"{spec.name} declares {name!r} as a {declared.ngsi_type}, "
                        f"not a {kind}", declared.ngsi_type)
         multi = isinstance(value, list) and value and all(_is_attribute_object(v) for v in value)
         for index, instance in enumerate(value if multi else [value]):
@@ -808,7 +808,7 @@ def _unit_warning(spec: schemas.ModelSpec, name: str, instances: list[Any], chec
         code = attr.get("unitCode") if isinstance(attr, Mapping) else None
         if not isinstance(code, str) or code == unit or not is_uncefact(code):
             continue
-        where = _esc(name) + (_esc(index) if len(instances) > 1 else "") + "/unitCode"
+        where = join("", name, *((index,) if len(instances) > 1 else ()), "unitCode")
         said = f"{spec.name} expresses {name!r} in {unit}{source}"
         theirs, ours = _family(code), _family(unit)
         if theirs is not None and ours is not None and theirs != ours:

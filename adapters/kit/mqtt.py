@@ -23,8 +23,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from adapters.secrets import read_secret
 from gateway.errors import AuthFailed, ConfigInvalid, Unavailable
+from gateway.secrets import read_secret
 
 Handler = Callable[[aiomqtt.Message], Awaitable[None]]
 """Called once per received message; returns once the message is durably accepted."""

@@ -16,6 +16,7 @@ import re
 from typing import Any, Final, TypeVar
 
 from gateway.errors import TranslationError
+from gateway.pointer import join
 
 MAX_DEPTH: Final = 64
 """Deepest nesting of arrays and objects accepted (real payloads nest fewer than ten levels)."""
@@ -71,7 +72,7 @@ def _parse(data: bytes | str, decoder: json.JSONDecoder) -> Any:
 
 def token(key: str | int) -> str:
     """One reference token of a JSON pointer (RFC 6901 §3: ``~`` and ``/`` escaped)."""
-    return "/" + str(key).replace("~", "~0").replace("/", "~1")
+    return join("", key)
 
 
 def finite(value: _T, pointer: str) -> _T:

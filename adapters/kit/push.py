@@ -30,9 +30,10 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.secrets import read_secret
 from gateway.crosssite import HostPolicy, refusal
 from gateway.errors import ConfigInvalid, InputError
+from gateway.problems import problem_response
+from gateway.secrets import read_secret
 
 Authenticate = Callable[[web.Request, bytes], "str | None"]
 """Returns None when the request is authentic, else the reason it is not (sent with the 401)."""
@@ -73,14 +74,6 @@ class BodyTooLarge(Exception):
     """A request body over the receiver's ``max_body_bytes``."""
 
 
-def problem(status: int, title: str, detail: str | None = None) -> web.Response:
-    """A problem+json answer (RFC 9457) with ``type: about:blank``."""
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail is not None:
-        body["detail"] = detail
-    return web.json_response(body, status=status, content_type="application/problem+json")
-
-
 def header_token(config: Mapping[str, Any], name: str) -> Authenticate | None:
     """A shared-token check on one header (``Authorization: Bearer <t>`` or ``<Header>: <t>``); None if no token."""
     token = read_secret(config, "token", where=f"{name}: http.")
@@ -91,7 +84,7 @@ def header_token(config: Mapping[str, Any], name: str) -> Authenticate | None:
     if header.lower() == "authorization" and not token.lower().startswith(("bearer ", "basic ")):
         accepted = [f"Bearer {token}".encode()]
 
-    def check(request: web.Request, body: bytes) -> str | None:
+    def check(request: web.Request, body: bytes) -> str | None:  # noqa: ARG001  # PushReceiver check signature
         given = request.headers.get(header)
         if given is None:
             return f"missing {header} header"
@@ -149,26 +142,26 @@ class PushReceiver:
                 refused = refusal(_ANY_HOST, host=request.headers.get("Host"), origin=request.headers.get("Origin"),
                                   scheme=request.scheme, fetch_site=request.headers.get("Sec-Fetch-Site"))
                 if refused is not None:
-                    return problem(403, "Forbidden", refused)
+                    return problem_response(403, "Forbidden", refused)
             try:
                 body = await self.read_body(request)
             except BodyTooLarge as exc:
-                return problem(413, "Payload Too Large", str(exc))
+                return problem_response(413, "Payload Too Large", str(exc))
             if authenticate is not None:
                 reason = authenticate(request, body)
                 if reason is not None:
-                    response = problem(401, "Unauthorized", reason)
+                    response = problem_response(401, "Unauthorized", reason)
                     response.headers["WWW-Authenticate"] = 'Bearer realm="jonction"'
                     return response
             try:
                 await accept(request, body)
             except InputError as exc:
-                return problem(400, "Bad Request", str(exc))
+                return problem_response(400, "Bad Request", str(exc))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # not accepted: the sender must retry
                 self.log.error("%s: message not accepted: %s: %s", self.name, type(exc).__name__, exc)
-                return problem(503, "Service Unavailable", "message not accepted, retry later")
+                return problem_response(503, "Service Unavailable", "message not accepted, retry later")
             return web.json_response({"accepted": True})
 
         await self.serve_routes([

@@ -15,7 +15,6 @@ from aiohttp import web
 import schemas
 from adapters.kit.payload import load_json, token
 from adapters.kit.push import LOOPBACK, PushReceiver, header_token
-from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, InputError, TranslationError
 from gateway.model import (
@@ -29,6 +28,7 @@ from gateway.model import (
     urn,
     utc_time,
 )
+from gateway.secrets import read_secret
 
 _TIME_METADATA = ("TimeInstant", "dateObserved", "timestamp")
 # NGSI v2 ids such as "Streetlight:001" are syntactically URIs (scheme "streetlight"); only the

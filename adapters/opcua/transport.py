@@ -36,10 +36,10 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
-from adapters.secrets import read_secret
 from gateway.contract import Emit, register_secret
 from gateway.errors import AuthFailed, ConfigInvalid, Unavailable
 from gateway.model import RawMessage, epoch_time, format_time
+from gateway.secrets import read_secret
 
 from .translate import UNECE_NAMESPACE, node_ref
 
@@ -295,7 +295,7 @@ class ServerLink:
         client = await self._client_for()
         lost = asyncio.Event()
 
-        async def on_lost(exc: Exception) -> None:
+        async def on_lost(exc: Exception) -> None:  # noqa: ARG001  # asyncua callback signature
             """asyncua's watchdog saw the connection die: the session loop reconnects."""
             lost.set()
 

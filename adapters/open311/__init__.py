@@ -19,10 +19,10 @@ import aiohttp
 from aiohttp import web
 
 from adapters.kit.push import LOOPBACK, PushReceiver
-from adapters.secrets import read_secret
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import AuthFailed, ConfigInvalid, InputError, Unavailable
 from gateway.model import Entity, ModelError, RawMessage, epoch_time, format_time, parse_time
+from gateway.secrets import read_secret
 
 from .georeport import PERSONAL_FIELDS, parse_json, parse_requests, strip_personal, to_xml
 from .translate import to_entities

@@ -21,9 +21,9 @@ from aiohttp import web
 from adapters.kit.lorawan.adapter import NetworkServerAdapter, load_json
 from adapters.kit.lorawan.servers import thingpark
 from adapters.kit.push import Authenticate
-from adapters.secrets import read_secret
 from gateway.contract import Manifest, load_config_schema
 from gateway.errors import TranslationError
+from gateway.secrets import read_secret
 
 # Body fields concatenated before the query string, per message kind (ThingPark tunnel security).
 _SIGNED_FIELDS: dict[str, tuple[str, ...]] = {

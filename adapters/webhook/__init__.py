@@ -20,11 +20,12 @@ from adapters.kit.mapping.adapter import MappingAdapter
 from adapters.kit.mapping.engine import parse_json, select_items
 from adapters.kit.mapping.records import canonical_json
 from adapters.kit.mapping.support import content_key
-from adapters.kit.push import BodyTooLarge, PushReceiver, problem
-from adapters.secrets import read_secret
+from adapters.kit.push import BodyTooLarge, PushReceiver
 from gateway.contract import Emit
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import RawMessage, epoch_time
+from gateway.problems import problem_response
+from gateway.secrets import read_secret
 
 SECRET_PREFIX = "whsec_"
 
@@ -114,7 +115,7 @@ class WebhookAdapter(MappingAdapter, package=__package__):
     def _reject(self, counter: str, title: str) -> web.Response:
         self.stats[counter] += 1
         self.log.warning("webhook %s refused a delivery: %s", self.source, title)
-        return problem(401, title)
+        return problem_response(401, title)
 
     async def _receive(self, request: web.Request, key: bytes, emit: Emit) -> web.StreamResponse:
         self.stats["received"] += 1
@@ -122,7 +123,7 @@ class WebhookAdapter(MappingAdapter, package=__package__):
             body = await self.push.read_body(request)
         except BodyTooLarge as exc:
             self.stats["too_large"] += 1
-            return problem(413, str(exc))
+            return problem_response(413, str(exc))
         msg_id = request.headers.get("webhook-id", "")
         stamp = request.headers.get("webhook-timestamp", "")
         signatures = request.headers.get("webhook-signature", "")
@@ -141,7 +142,7 @@ class WebhookAdapter(MappingAdapter, package=__package__):
             self.stats["duplicates"] += 1
             return web.json_response({"status": "duplicate", "webhook-id": msg_id})
         if msg_id in self._in_flight:
-            return problem(409, "the same webhook-id is being processed")
+            return problem_response(409, "the same webhook-id is being processed")
         self._in_flight.add(msg_id)
         try:
             count = await self._emit(emit, msg_id, stamp, body, request.path)
@@ -149,7 +150,7 @@ class WebhookAdapter(MappingAdapter, package=__package__):
             # The message is not durably accepted: answer 503 so that the sender retries it.
             self.stats["emit_failed"] += 1
             self.log.exception("webhook %s could not hand a delivery over", self.source)
-            return problem(503, "temporarily unable to accept the delivery")
+            return problem_response(503, "temporarily unable to accept the delivery")
         finally:
             self._in_flight.discard(msg_id)
         self._remember(msg_id)

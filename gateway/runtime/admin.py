@@ -17,6 +17,7 @@ from aiohttp.typedefs import Middleware
 
 from gateway.crosssite import HostPolicy, json_content_type, refusal, simple_content_type
 from gateway.errors import JonctionError
+from gateway.problems import problem_error, problem_response
 from gateway.runtime.logging import redact
 from gateway.runtime.state import RUNTIME, Runtime
 
@@ -24,9 +25,8 @@ MAX_LIMIT: Final = 1000
 
 
 def problem(status: int, title: str, detail: str) -> web.Response:
-    """An RFC 9457 problem-details response."""
-    return web.json_response({"type": "about:blank", "title": title, "status": status, "detail": redact(detail)},
-                             status=status, content_type="application/problem+json")
+    """An RFC 9457 problem-details response (secrets masked in ``detail``)."""
+    return problem_response(status, title, redact(detail))
 
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,9 +71,7 @@ def _int(request: web.Request, name: str, default: int, *, maximum: int | None =
     try:
         value = int(raw)
     except ValueError:
-        raise web.HTTPBadRequest(text=json.dumps({"title": "Bad Request", "status": 400,
-                                                  "detail": f"query parameter {name!r} must be an integer"}),
-                                 content_type="application/problem+json") from None
+        raise problem_error(400, "Bad Request", f"query parameter {name!r} must be an integer") from None
     if value < 0:
         value = 0
     return min(value, maximum) if maximum is not None else value
@@ -244,11 +242,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
-        raise web.HTTPBadRequest(text='{"title":"Bad Request","status":400,"detail":"body is not JSON"}',
-                                 content_type="application/problem+json") from None
+        raise problem_error(400, "Bad Request", "body is not JSON") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text='{"title":"Bad Request","status":400,"detail":"body must be an object"}',
-                                 content_type="application/problem+json")
+        raise problem_error(400, "Bad Request", "body must be an object")
     return body
 
 
@@ -282,7 +278,7 @@ async def replay_archive(request: web.Request) -> web.Response:
                               "failed": failed})
 
 
-async def openapi(request: web.Request) -> web.Response:
+async def openapi(request: web.Request) -> web.Response:  # noqa: ARG001  # aiohttp handler signature
     """The OpenAPI 3.1 description of the admin and operations API."""
     return web.json_response(OPENAPI)
 

@@ -101,7 +101,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 # ---------------------------------------------------------------------------- routes
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(request: web.Request) -> web.Response:  # noqa: ARG001  # aiohttp handler signature
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
 

@@ -20,10 +20,12 @@ import yaml
 import schemas
 from gateway.contract import Adapter
 from gateway.errors import ConfigInvalid
+from gateway.pointer import pointer
 from gateway.runtime.logging import redact, register_secret
 from gateway.runtime.pipeline import Route
 from gateway.runtime.publisher import PublisherSettings
 from gateway.runtime.sinks import PROFILES, RemoteSettings
+from gateway.secrets import read_secret
 
 MAX_CONFIG_BYTES: Final = 1 << 20
 LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -59,7 +61,7 @@ def schema_problems(schema: Mapping[str, Any], document: Any) -> list[str]:
     between keys (oneOf/anyOf of ``required``), the key that is missing."""
     out: list[str] = []
     for error in schemas.problems(schema, document):
-        where = schemas.pointer(error.absolute_path) or "/"
+        where = pointer(error.absolute_path) or "/"
         text = _alternatives(error) if error.validator in ("oneOf", "anyOf") else error.message
         out.append(f"{where}: {text}")
     return out
@@ -196,27 +198,13 @@ def _substitute(node: Any, path: str, problems: list[str]) -> Any:
     return node
 
 
-def _secret(block: Mapping[str, Any] | None, key: str, file_key: str, where: str, problems: list[str],
-            base: Path) -> str | None:
-    """A secret from ``block[key]`` or the file named by ``block[file_key]``."""
-    if not block:
+def _secret(block: Mapping[str, Any] | None, key: str, where: str, problems: list[str], base: Path) -> str | None:
+    """The secret ``key`` of ``block`` (``<key>_file``, ``<key>_env`` or the value), listing any problem."""
+    try:
+        return read_secret(block or {}, key, where=f"{where}/", base=base)
+    except ConfigInvalid as exc:
+        problems.extend(exc.problems)
         return None
-    value: str | None = None
-    if block.get(file_key):
-        path = Path(str(block[file_key]))
-        path = path if path.is_absolute() else base / path
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            problems.append(f"{where}/{file_key}: cannot read the secret file ({exc.strerror})")
-            return None
-        if not value:
-            problems.append(f"{where}/{file_key}: the secret file is empty")
-            return None
-    elif block.get(key):
-        value = str(block[key])
-    register_secret(value)
-    return value
 
 
 def parse(
@@ -250,7 +238,7 @@ def parse(
         data = Path(document["data_dir"])
         cfg.data_dir = data if data.is_absolute() else base / data
     cfg.log_level = str(document.get("log_level", cfg.log_level)).upper()
-    cfg.admin_token = _secret(document.get("admin"), "token", "token_file", "/admin", problems, base)
+    cfg.admin_token = _secret(document.get("admin"), "token", "/admin", problems, base)
     cfg.durability = document.get("storage", {}).get("durability", cfg.durability)
     archive = document.get("archive", {})
     cfg.archive_max_bytes = size(archive.get("max_bytes"), cfg.archive_max_bytes)
@@ -282,11 +270,11 @@ def parse(
             problems.append(f"{where}/name: sink name {sink['name']!r} is used twice (or reserved)")
         names.add(sink["name"])
         auth = sink.get("auth", {})
-        bearer = _secret(auth.get("bearer"), "token", "token_file", f"{where}/auth/bearer", problems, base)
+        bearer = _secret(auth.get("bearer"), "token", f"{where}/auth/bearer", problems, base)
         oauth: dict[str, str] | None = None
         if "oauth2" in auth:
             o = auth["oauth2"]
-            secret = _secret(o, "client_secret", "client_secret_file", f"{where}/auth/oauth2", problems, base)
+            secret = _secret(o, "client_secret", f"{where}/auth/oauth2", problems, base)
             if secret is None:
                 problems.append(f"{where}/auth/oauth2: client_secret or client_secret_file is required")
             oauth = {"token_url": o["token_url"], "client_id": o["client_id"], "client_secret": secret or ""}

@@ -1,6 +1,6 @@
 """Structured JSON logs carrying one correlation id from raw message to broker request.
 
-Secrets registered with :func:`register_secret` are masked in every record, whatever the
+Secrets registered with :func:`gateway.secrets.register_secret` are masked in every record, whatever the
 logger, so that a token pasted into an error message never reaches the log stream.
 """
 
@@ -13,9 +13,10 @@ import sys
 import time
 from typing import Any, Final, TextIO
 
-# Re-exported: the secret register lives in a neutral module the adapter contract can import too.
-from gateway.redaction import redact as redact
-from gateway.redaction import register_secret as register_secret
+# Re-exported: the masking registry lives with the secrets (gateway.secrets); callers that
+# import it from here keep working.
+from gateway.secrets import redact as redact
+from gateway.secrets import register_secret as register_secret
 
 correlation_id: Final[contextvars.ContextVar[str]] = contextvars.ContextVar("correlation_id", default="")
 """The correlation id of the message or batch being handled in the current task."""

@@ -16,6 +16,7 @@ import orjson
 
 from gateway.crs import to_wgs84
 from gateway.model import ENTITY_MEMBERS, Entity, ModelError, is_uri, urn, utc_time
+from gateway.pointer import escape
 from gateway.units import UnitError, code_for
 
 _TIME_MEMBERS = ("observedAt", "createdAt", "modifiedAt")
@@ -45,10 +46,6 @@ def _unit_code(code: str) -> str | None:
         return None
 
 
-def _escape(name: str) -> str:
-    return name.replace("~", "~0").replace("/", "~1")
-
-
 def _attr(attr: Any, pointer: str) -> None:
     if isinstance(attr, list):
         for index, instance in enumerate(attr):
@@ -72,7 +69,7 @@ def _attr(attr: Any, pointer: str) -> None:
             attr["unitCode"] = mapped
     for key, sub in attr.items():
         if isinstance(sub, dict) and "type" in sub and key not in ("value", "json"):
-            _attr(sub, f"{pointer}/{_escape(key)}")
+            _attr(sub, f"{pointer}/{escape(key)}")
 
 
 def _reproject(geometry: dict[str, Any], pointer: str) -> dict[str, Any]:
@@ -108,7 +105,7 @@ def normalize(item: Entity) -> Entity:
         raise NormalizeError("entity has no id", "/id")
     for name, value in item.items():
         if name not in ENTITY_MEMBERS:
-            _attr(value, "/" + _escape(name))
+            _attr(value, "/" + escape(name))
     _check_unicode(item)
     return item
 
@@ -142,7 +139,7 @@ def _surrogate_pointer(value: Any, pointer: str) -> str:
         return ""
     if isinstance(value, dict):
         for key, sub in value.items():
-            here = f"{pointer}/{_escape(str(key))}"
+            here = f"{pointer}/{escape(str(key))}"
             found = _surrogate_pointer(str(key), here) or _surrogate_pointer(sub, here)
             if found:
                 return found

@@ -7,21 +7,19 @@ failures are exceptions: :class:`SinkUnavailable` (retry later: network, 5xx, au
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
 import logging
 import ssl
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
-from urllib.parse import quote
 
 import aiohttp
 
+from gateway.errors import JonctionError
 from gateway.model import Entity
+from gateway.oauth2 import ClientCredentials, OAuth2Client
 from gateway.runtime.logging import redact
 from gateway.store.base import Storage
 from schemas import contexts
@@ -194,52 +192,6 @@ class RemoteSettings:
     tenant_map: Mapping[str, str] | None = None
 
 
-class OAuth2ClientCredentials:
-    """Fetch and refresh an access token with the client-credentials grant (RFC 6749 §4.4)."""
-
-    def __init__(self, session: aiohttp.ClientSession, settings: Mapping[str, str]) -> None:
-        self.session = session
-        self.token_url = settings["token_url"]
-        self.client_id = settings["client_id"]
-        self.client_secret = settings["client_secret"]
-        self.scope = settings.get("scope")
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = asyncio.Lock()
-
-    def invalidate(self) -> None:
-        """Forget the current token (after a 401)."""
-        self._token = None
-
-    async def token(self) -> str:
-        """A valid access token, refreshed 30 s before it expires."""
-        async with self._lock:
-            if self._token is not None and time.monotonic() < self._expires:
-                return self._token
-            form = {"grant_type": "client_credentials"}
-            if self.scope:
-                form["scope"] = self.scope
-            # client_secret_basic (RFC 6749 §2.3.1), written out: aiohttp.BasicAuth is deprecated.
-            basic = base64.b64encode(f"{quote(self.client_id)}:{quote(self.client_secret)}".encode()).decode()
-            try:
-                async with self.session.post(self.token_url, data=form,
-                                             headers={"Authorization": f"Basic {basic}"}) as resp:
-                    if resp.status != 200:
-                        raise SinkUnavailable(f"token endpoint answered {resp.status}")
-                    doc = await resp.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                raise SinkUnavailable(f"token endpoint: {type(exc).__name__}") from exc
-            token = doc.get("access_token") if isinstance(doc, dict) else None
-            if not isinstance(token, str) or not token:
-                raise SinkUnavailable("token endpoint answered without access_token")
-            from gateway.runtime.logging import register_secret
-
-            register_secret(token)
-            self._token = token
-            self._expires = time.monotonic() + max(5.0, float(doc.get("expires_in", 300)) - 30.0)
-            return token
-
-
 def _ssl_context(settings: RemoteSettings) -> ssl.SSLContext | bool:
     if not settings.verify_tls:
         return False
@@ -271,7 +223,7 @@ class RemoteBrokerSink:
             base += "/ngsi-ld/v1"
         self.base = base
         self._session: aiohttp.ClientSession | None = None
-        self._oauth: OAuth2ClientCredentials | None = None
+        self._oauth: OAuth2Client | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -279,7 +231,10 @@ class RemoteBrokerSink:
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s))
             if self.settings.oauth2:
-                self._oauth = OAuth2ClientCredentials(self._session, self.settings.oauth2)
+                o = self.settings.oauth2
+                self._oauth = OAuth2Client(ClientCredentials(
+                    token_url=o["token_url"], client_id=o["client_id"], client_secret=o["client_secret"],
+                    scope=o.get("scope"), timeout=self.settings.timeout_s))
         return self._session
 
     async def _headers(self, tenant: str, corr: str) -> dict[str, str]:
@@ -292,7 +247,10 @@ class RemoteBrokerSink:
         if remote_tenant:
             headers[self.tenant_header] = remote_tenant
         if self._oauth is not None:
-            headers["Authorization"] = f"Bearer {await self._oauth.token()}"
+            try:
+                headers["Authorization"] = await self._oauth.authorization(self._client())
+            except JonctionError as exc:  # refused or unreachable token endpoint: retry the batch later
+                raise SinkUnavailable(f"{self.name}: {exc}") from exc
         elif self.settings.bearer_token:
             headers["Authorization"] = f"Bearer {self.settings.bearer_token}"
         return headers

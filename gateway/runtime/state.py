@@ -58,6 +58,13 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     ready: bool = False
 
+    @property
+    def embedded_store(self) -> Storage:
+        """The embedded store's storage, for callers that know it is enabled (RuntimeError otherwise)."""
+        if self.store is None:
+            raise RuntimeError("the embedded store is disabled in this gateway's configuration")
+        return self.store
+
     def start_source(self, src: SourceConfig) -> Supervised:
         """Instantiate a source's adapter (no I/O), bind it to the pipeline and supervise it."""
         cls = self.adapters[src.adapter]

@@ -10,16 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from gateway.model import ATTRIBUTE_TYPES, ENTITY_MEMBERS, VALUE_KEY, Entity, is_uri
+from gateway.pointer import escape
 from gateway.validation import Verdict, validate_batch
 
 Problem = tuple[str, str]
 """``(reason, JSON pointer)``."""
 
 BatchValidator = Callable[[Sequence[Entity]], list[list[Problem]]]
-
-
-def _escape(name: str) -> str:
-    return name.replace("~", "~0").replace("/", "~1")
 
 
 def structural_problems(item: Entity) -> list[Problem]:
@@ -33,7 +30,7 @@ def structural_problems(item: Entity) -> list[Problem]:
         if name in ENTITY_MEMBERS:
             continue
         for index, instance in enumerate(value if isinstance(value, list) else [value]):
-            pointer = f"/{_escape(name)}" + (f"/{index}" if isinstance(value, list) else "")
+            pointer = f"/{escape(name)}" + (f"/{index}" if isinstance(value, list) else "")
             if not isinstance(instance, dict):
                 problems.append(("attribute is not an NGSI-LD attribute object", pointer))
                 continue

@@ -466,7 +466,7 @@ async def _apply_one(ngsi: NgsiContext, change: Change) -> Any:
     return result
 
 
-def _update_result(ngsi: NgsiContext, ctx: Context, fragment: Doc, not_updated: list[tuple[str, str]]) -> web.Response:
+def _update_result(ngsi: NgsiContext, fragment: Doc, not_updated: list[tuple[str, str]]) -> web.Response:
     # A 207 body is plain JSON whose attribute names are full IRIs (§6.3.6): the client's @context
     # may not even define the names it got wrong.
     failed = {name for name, _ in not_updated}
@@ -484,10 +484,10 @@ async def update_attrs(request: web.Request) -> web.Response:
     entity_id = _entity_id(request)
     body = await read_body(request, merge_patch=True)
     fragment = _fragment(ngsi, body, entity_id)
-    ctx = body.context_for(ngsi)
+    body.context_for(ngsi)  # refuses a body whose @context is missing or unknown (400)
     result = await _apply_one(ngsi, Change(entity_id, ops.update_attrs(fragment, strict=True)))
     if result.not_updated:
-        return _update_result(ngsi, ctx, fragment, result.not_updated)
+        return _update_result(ngsi, fragment, result.not_updated)
     return no_content()
 
 
@@ -499,11 +499,11 @@ async def append_attrs(request: web.Request) -> web.Response:
     entity_id = _entity_id(request)
     body = await read_body(request)
     fragment = _fragment(ngsi, body, entity_id)
-    ctx = body.context_for(ngsi)
+    body.context_for(ngsi)  # refuses a body whose @context is missing or unknown (400)
     mutator = ops.update_attrs(fragment, no_overwrite="noOverwrite" in others, strict=False)
     result = await _apply_one(ngsi, Change(entity_id, mutator))
     if result.not_updated:
-        return _update_result(ngsi, ctx, fragment, result.not_updated)
+        return _update_result(ngsi, fragment, result.not_updated)
     return no_content()
 
 

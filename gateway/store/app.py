@@ -71,7 +71,7 @@ def create_store_app(settings: StoreSettings, *, storage: Storage | None = None)
     app[STORAGE_KEY] = store
     app[CONTEXTS_KEY] = store.contexts
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:  # noqa: ARG001  # cleanup_ctx signature
         if owned and isinstance(store, SqliteStorage):
             tune_gc()
             await store.start()

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from gateway.model import VALUE_KEY, VALUE_MEMBERS
 from gateway.store import codec
 from gateway.store.patterns import compile_user_pattern
 from gateway.store.problems import NgsiError, bad_request
@@ -68,18 +69,8 @@ AGGREGATION_METHODS: Final = ("totalCount", "distinctCount", "sum", "avg", "min"
 INSTANCE_PREFIX: Final = "urn:ngsi-ld:Instance:"
 """Prefix of generated instanceIds (the suffix is the row id, unique in the file)."""
 
-_VALUE_MEMBERS: Final = {
-    "Property": "value",
-    "GeoProperty": "value",
-    "Relationship": "object",
-    "LanguageProperty": "languageMap",
-    "VocabProperty": "vocab",
-    "ListProperty": "valueList",
-    "ListRelationship": "objectList",
-    "JsonProperty": "json",
-}
 _SKIP_MEMBERS: Final = frozenset(
-    {"type", "observedAt", "createdAt", "modifiedAt", "datasetId", "instanceId", *_VALUE_MEMBERS.values()}
+    {"type", "observedAt", "createdAt", "modifiedAt", "datasetId", "instanceId", *VALUE_MEMBERS}
 )
 _ENTITY_MEMBERS: Final = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt", "@context"})
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -245,7 +236,7 @@ class _RowMaker:
         kind = instance.get("type", "Property")
         if not isinstance(kind, str):
             kind = str(kind)
-        member = _VALUE_MEMBERS.get(kind, "value")
+        member = VALUE_KEY.get(kind, "value")
         value = instance.get(member)
         observed = instance.get("observedAt")
         modified = instance.get("modifiedAt")
@@ -397,7 +388,7 @@ def deletions(before: Mapping[str, Any], after: Mapping[str, Any] | None, now: s
             dataset = inst.get("datasetId")
             marks.append((attr, {
                 "type": kind,
-                _VALUE_MEMBERS.get(kind, "value"): _NULL_VALUES.get(kind, NULL_URN),
+                VALUE_KEY.get(kind, "value"): _NULL_VALUES.get(kind, NULL_URN),
                 "datasetId": DELETION_MARK + (dataset if isinstance(dataset, str) else ""),
                 "deletedAt": now,
                 "modifiedAt": now,
@@ -603,7 +594,7 @@ class Instance:
 
     def expanded(self, *, sys_attrs: bool = False) -> dict[str, Any]:
         """The instance in the expanded normalized form (``instanceId`` included)."""
-        out: dict[str, Any] = {"type": self.kind, _VALUE_MEMBERS.get(self.kind, "value"): self.value}
+        out: dict[str, Any] = {"type": self.kind, VALUE_KEY.get(self.kind, "value"): self.value}
         if self.extra:
             out.update(self.extra)
         if self.observed_at is not None:

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from gateway.problems import write_problem
 from gateway.store import codec, jsonld
 from gateway.store.base import Storage
 from gateway.store.jsonld import Context, ContextCache, ContextEntry
@@ -57,11 +58,7 @@ class Bare(Exception):
 
 
 def _problem_response(err: NgsiError) -> web.Response:
-    return web.Response(
-        body=json.dumps(err.to_problem_details(), ensure_ascii=False).encode(),
-        status=err.status,
-        content_type=JSON,
-    )
+    return write_problem(err.to_problem_details(), err.status, content_type=JSON)
 
 
 @web.middleware

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from gateway import model
+from gateway.pointer import escape
 from gateway.store.problems import NgsiError, bad_request
 
 ContextEntry = str | Mapping[str, Any]
@@ -296,7 +297,7 @@ class Context:
         for name, value in item.items():
             if name in model.ENTITY_MEMBERS:
                 continue
-            insts = self.expand_attribute(value, f"/{_ptr(name)}", partial=partial)
+            insts = self.expand_attribute(value, f"/{escape(name)}", partial=partial)
             out[self.expand_attr_name(name, f"/{name}")] = insts
             for inst in insts:
                 if inst.get("type") == "GeoProperty":
@@ -381,8 +382,8 @@ class Context:
                     raise bad_request(f"{pointer}/{member}: null is not allowed")
                 out[member] = sub
             else:
-                sub_iri = self.expand_attr_name(member, f"{pointer}/{_ptr(member)}")
-                out[sub_iri] = self.expand_attribute(sub, f"{pointer}/{_ptr(member)}", partial=True)[0]
+                sub_iri = self.expand_attr_name(member, f"{pointer}/{escape(member)}")
+                out[sub_iri] = self.expand_attribute(sub, f"{pointer}/{escape(member)}", partial=True)[0]
         if not any(k for k in out if k != "datasetId"):
             raise bad_request(f"{pointer or '/'}: the attribute fragment changes nothing")
         if "datasetId" in out and not model.is_uri(out["datasetId"]):
@@ -412,8 +413,8 @@ class Context:
             if member in model.ATTRIBUTE_MEMBERS:
                 out[member] = sub
             else:
-                sub_iri = self.expand_attr_name(member, f"{pointer}/{_ptr(member)}")
-                sub_insts = self.expand_attribute(sub, f"{pointer}/{_ptr(member)}", partial=partial)
+                sub_iri = self.expand_attr_name(member, f"{pointer}/{escape(member)}")
+                sub_insts = self.expand_attribute(sub, f"{pointer}/{escape(member)}", partial=partial)
                 out[sub_iri] = sub_insts[0]
         if not is_null:
             _check_value(str(attr_type), val, f"{pointer}/{key}")
@@ -487,10 +488,6 @@ class Context:
         if len(self.entries) == 1:
             return self.entries[0]
         return list(self.entries)
-
-
-def _ptr(name: str) -> str:
-    return name.replace("~", "~0").replace("/", "~1")
 
 
 def _check_scope(value: Any) -> list[str]:

@@ -279,7 +279,7 @@ def merge(fragment: Doc) -> Mutator:
 def delete() -> Mutator:
     """Delete Entity; 404 when missing."""
 
-    def mutate(current: Doc | None, now: str) -> Mutation:
+    def mutate(current: Doc | None, now: str) -> Mutation:  # noqa: ARG001  # the mutation callback signature
         if current is None:
             raise not_found("entity does not exist")
         return Mutation(None, "deleted")

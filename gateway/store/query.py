@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any, Final
 
+from gateway.model import VALUE_KEY
 from gateway.store import patterns
 from gateway.store.problems import NgsiError
 
@@ -252,18 +253,6 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-_VALUE_MEMBER: Final[Mapping[str, str]] = {
-    "Property": "value",
-    "GeoProperty": "value",
-    "Relationship": "object",
-    "LanguageProperty": "languageMap",
-    "VocabProperty": "vocab",
-    "ListProperty": "valueList",
-    "ListRelationship": "objectList",
-    "JsonProperty": "json",
-}
-
-
 def _attr_type(attr: Mapping[str, Any]) -> str:
     kind = attr.get("type", attr.get("@type", "Property"))
     if isinstance(kind, list):
@@ -277,7 +266,7 @@ def attribute_target(attr: Any) -> Any:
     if not isinstance(attr, Mapping):
         return _unwrap(attr)
     kind = _attr_type(attr)
-    member = _VALUE_MEMBER.get(kind, "value")
+    member = VALUE_KEY.get(kind, "value")
     value = attr.get(member)
     if value is None:
         value = attr.get(CORE + member, attr.get("value"))

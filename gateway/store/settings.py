@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Literal
 from aiohttp import web
 
 from gateway.errors import ConfigInvalid
+from gateway.secrets import from_env, from_file, mask
 from gateway.store.base import Storage
 from gateway.store.jsonld import ContextCache
 
@@ -105,16 +105,13 @@ def load_tokens(
 
     ``#`` starts a comment; ``-`` as TENANT is the default tenant. Tokens are never logged.
     """
-    environ = os.environ if env is None else env
     everyone: set[str] = set()
     per_tenant: dict[str, set[str]] = {}
-    if environ.get(TOKEN_ENV, "").strip():
-        everyone.add(environ[TOKEN_ENV].strip())
+    from_environment = (from_env(TOKEN_ENV, TOKEN_ENV, environ=env, required=False) or "").strip()
+    if from_environment:
+        everyone.add(from_environment)
     if token_file is not None:
-        try:
-            text = Path(token_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigInvalid(f"cannot read token file {token_file}: {exc.strerror}") from None
+        text = from_file(token_file, "token file", allow_empty=True, strip=False)
         for number, line in enumerate(text.splitlines(), 1):
             stripped = line.split("#", 1)[0].strip()
             if not stripped:
@@ -127,6 +124,8 @@ def load_tokens(
                 per_tenant.setdefault(tenant, set()).add(parts[1])
             else:
                 raise ConfigInvalid(f"{token_file}:{number}: expected 'TOKEN' or 'TENANT TOKEN'")
+    for token in (*everyone, *(t for tokens in per_tenant.values() for t in tokens)):
+        mask(token)
     return frozenset(everyone), {t: frozenset(v) for t, v in per_tenant.items()}
 
 

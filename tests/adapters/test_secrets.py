@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.secrets import read_secret
 from gateway.errors import ConfigInvalid
 from gateway.runtime.logging import redact
+from gateway.secrets import read_secret
 
 
 def test_file_wins_then_env_then_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

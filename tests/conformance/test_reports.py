@@ -65,7 +65,7 @@ async def test_junit_xml_has_one_case_per_check(broken_report: dict[str, Any]) -
     cases = root.findall(".//testcase")
     assert len(cases) == len(ONLY)
     assert root.get("failures") == "3" and root.get("tests") == str(len(ONLY))
-    failures = [c.get("name") for c in cases if c.find("failure") is not None]
+    failures = [c.get("name", "") for c in cases if c.find("failure") is not None]
     assert sorted(n.split()[0] for n in failures) == ["L6-TEN-001", "L6-TEN-002", "L6-TEN-003"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gateway.crs import CRSError, point_from, to_wgs84
@@ -32,7 +34,7 @@ def test_cc_zones_round_trip_through_their_own_projection(zone: int) -> None:
 def test_every_geometry_type_is_reprojected() -> None:
     x, y = NOTRE_DAME_L93
     ring = [[x, y], [x + 100, y], [x + 100, y + 100], [x, y]]
-    geometries = [
+    geometries: list[dict[str, Any]] = [
         {"type": "Point", "coordinates": [x, y]},
         {"type": "MultiPoint", "coordinates": [[x, y], [x + 10, y]]},
         {"type": "LineString", "coordinates": [[x, y], [x + 10, y + 10]]},

@@ -29,7 +29,7 @@ def resolve(document: Any, pointer: str) -> Any:
                                  -INTEGER_RANGE - 1],
                          ids=["nan", "inf", "-inf", "5000-digits", "-5000-digits", "2**63", "-2**63-1"])
 def test_numbers_that_cannot_be_stored_are_errors_at_their_pointer(bad: float | int) -> None:
-    entity = {**BASE, "fillingLevel": {"type": "Property", "value": bad}}
+    entity: dict[str, Any] = {**BASE, "fillingLevel": {"type": "Property", "value": bad}}
     verdict = validate(entity)
     assert not verdict.valid
     numbers = [p for p in verdict.errors if p.rule == "number"]

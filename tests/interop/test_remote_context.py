@@ -172,7 +172,7 @@ async def test_unavailable_context_is_retried_not_dropped(status: int) -> None:
     url = f"http://127.0.0.1:{port}/ctx.jsonld"
     sink = RemoteBrokerSink("orion", RemoteSettings(url=broker.url, profile="orion-ld", context=url))
     runner = web.AppRunner(served, access_log=None)
-    item = {"id": "urn:ngsi-ld:WasteContainer:x", "type": "WasteContainer",
+    item: dict[str, Any] = {"id": "urn:ngsi-ld:WasteContainer:x", "type": "WasteContainer",
             "fillingLevel": {"type": "Property", "value": 0.5}}
     try:
         with pytest.raises(SinkUnavailable, match=f"HTTP {status}"):

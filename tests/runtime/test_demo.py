@@ -63,7 +63,7 @@ async def test_demo_territory_has_live_entities_of_each_type(tmp_path: Path) -> 
     try:
         first: dict[str, dict[str, str]] = {}
         for entity_type in expected_types():
-            items = await eventually(lambda t=entity_type: fetch(port, t), within=60,
+            items = await eventually(lambda t=entity_type: fetch(port, t), within=60,  # type: ignore[misc]  # binds this type
                                      what=f"demo {entity_type} entities")
             first[entity_type] = fingerprint(items)
         # the newcomer's very first request: no filter, no @context, no tenant header

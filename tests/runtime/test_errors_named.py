@@ -14,9 +14,9 @@ import pytest
 from gateway.cli import main
 from gateway.contract import Manifest
 from gateway.errors import ConfigInvalid
-from gateway.runtime.app import RUNTIME
 from gateway.runtime.config import check_source_configs, load, parse
 from gateway.runtime.logging import redact, setup_logging
+from gateway.runtime.state import RUNTIME
 from tests.runtime.support import FakeAdapter, config, eventually, running
 
 

@@ -89,7 +89,7 @@ async def test_batch_upsert_duplicates_processed_in_order(server: StoreServer) -
 
 async def test_batch_update(server: StoreServer) -> None:
     await server.post("/entityOperations/create", [streetlight(0), streetlight(1)])
-    patch = [
+    patch: list[dict[str, Any]] = [
         {"id": "urn:ngsi-ld:Streetlight:0", "type": "Streetlight", "powerState": {"type": "Property", "value": "off"}},
         {"id": "urn:ngsi-ld:Streetlight:1", "brightness": {"type": "Property", "value": 3}},
     ]

@@ -25,6 +25,7 @@ from adapters.kit.lorawan.decoders import DECODERS
 from adapters.kit.lorawan.normalize import flag, number
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import ModelError, epoch_time, utc_time
+from gateway.pointer import join, pointer
 from gateway.units import is_uncefact
 
 PROFILE_SCHEMA: dict[str, Any] = json.loads(
@@ -60,7 +61,7 @@ def lookup(document: Any, path: str) -> Any:
 
 
 def _pointer(base: str, path: str) -> str:
-    return base + "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in _segments(path))
+    return join(base, *_segments(path))
 
 
 def _text(value: Any) -> str:
@@ -97,7 +98,7 @@ def _lookup(document: Any, segments: tuple[str, ...]) -> Any:
 
 
 def _pointer_of(base: str, segments: tuple[str, ...]) -> str:
-    return base + "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in segments)
+    return join(base, *segments)
 
 
 class _Compiled:
@@ -341,7 +342,7 @@ def check_profile(document: Any, origin: str) -> list[str]:
     """Every problem in a profile document (schema, decoder, units, parameter references)."""
     if not isinstance(document, Mapping):
         return [f"{origin}: a device profile must be a mapping"]
-    problems = [f"{origin}: /{'/'.join(map(str, e.absolute_path))}: {e.message}"
+    problems = [f"{origin}: {pointer(e.absolute_path) or '/'}: {e.message}"
                 for e in sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))]
     if problems:
         return problems

@@ -98,9 +98,7 @@ def _deleted_instance(
     return inst
 
 
-def _with_previous(
-    sub: Subscription, ctx: jsonld.Context, rendered: dict[str, Any], change: Change
-) -> None:
+def _with_previous(ctx: jsonld.Context, rendered: dict[str, Any], change: Change) -> None:
     """showChanges: each changed instance carries the value it had before."""
     before, after = change.before or {}, change.after or {}
     for iri, insts in after.items():
@@ -164,7 +162,7 @@ def _render_normalized(sub: Subscription, change: Change, stamp: str) -> dict[st
     if entity_deleted:
         out["deletedAt"] = stamp  # what the notification is about: shown with or without sysAttrs
     if sub.show_changes and change.before is not None and change.after is not None:
-        _with_previous(sub, ctx, out, change)
+        _with_previous(ctx, out, change)
     if change.before is not None and (
         sub.show_changes or "attributeDeleted" in sub.triggers or "entityUpdated" in sub.triggers
     ):

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from adapters.files import FilesAdapter
-from gateway.runtime.app import RUNTIME
+from gateway.runtime.state import RUNTIME
 from gateway.validation import validate
 from tests.runtime.support import config, eventually, running
 
@@ -24,7 +24,7 @@ async def test_file_import_through_the_runtime_keeps_one_dead_letter_per_bad_lin
                          "mapping_file": "builtin:streetlights_gis.yaml"}}
     async with running(config(tmp_path, sources=[source]), adapters={"files": FilesAdapter}) as (base, app):
         rt = app[RUNTIME]
-        stored = await eventually(lambda: rt.store.get("", "urn:ngsi-ld:Streetlight:Montpellier-PL-0009"),
+        stored = await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:Streetlight:Montpellier-PL-0009"),
                                   what="the last good row in the store")
         assert validate(stored).valid
 

@@ -10,8 +10,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from adapters.kit.push import BodyTooLarge, PushReceiver, problem
+from adapters.kit.push import BodyTooLarge, PushReceiver
 from gateway.errors import InputError
+from gateway.problems import problem_response
 
 LOG = logging.getLogger("test.push")
 
@@ -67,7 +68,7 @@ async def test_own_routes_share_the_body_limit_and_can_restart() -> None:
         try:
             body = await receiver.read_body(request)
         except BodyTooLarge as exc:
-            return problem(413, str(exc))
+            return problem_response(413, str(exc))
         return web.json_response({"length": len(body)})
 
     async def ping(request: web.Request) -> web.StreamResponse:

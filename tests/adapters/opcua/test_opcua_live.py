@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from asyncua import ua
+from asyncua.ua.status_codes import StatusCodes
 
 from adapters.kit.simulators.waternet import NAMESPACE, WaterNet, create
 from adapters.opcua import OpcUaAdapter
@@ -250,7 +251,7 @@ def test_monitored_item_request_carries_sampling_and_percent_deadband() -> None:
     from adapters.opcua.transport import ServerLink, _Item
 
     class _Node:
-        nodeid = ua.NodeId("Pump1.Flow", 2)
+        nodeid = ua.NodeId("Pump1.Flow", 2)  # type: ignore[arg-type]  # asyncua annotates its wire types
 
     item = _Item(ref="x", node=_Node(), node_id="ns=2;s=Pump1.Flow", sampling_ms=250.0,  # type: ignore[arg-type]
                  deadband={"type": "percent", "value": 1.5})
@@ -267,9 +268,9 @@ async def test_bad_status_is_kept_not_dropped(sim: WaterNet) -> None:
     async with running(adapter, out):
         await wait_for(lambda: len(out.docs("Junction1.Pressure")) >= 1, "a first pressure")
         sim.frozen.add("Junction1.Pressure")
-        await sim.set_value("Junction1.Pressure", None, status=ua.StatusCodes.BadSensorFailure)
+        await sim.set_value("Junction1.Pressure", None, status=StatusCodes.BadSensorFailure)
         await wait_for(lambda: any(d["status"]["code"] != 0 for d in out.docs("Junction1.Pressure")), "a Bad value")
-        await sim.set_value("Junction1.Pressure", 2.5, status=ua.StatusCodes.UncertainLastUsableValue)
+        await sim.set_value("Junction1.Pressure", 2.5, status=StatusCodes.UncertainLastUsableValue)
         await wait_for(lambda: out.docs("Junction1.Pressure")[-1]["value"] == 2.5, "an Uncertain value")
     raws = [m for m in out.messages if m.metadata["node"].endswith("Junction1.Pressure")]
     bad = next(m for m in raws if json.loads(m.payload)["status"]["name"] == "BadSensorFailure")

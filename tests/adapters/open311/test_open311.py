@@ -254,7 +254,7 @@ def test_xml_with_entities_is_refused() -> None:
 
 # --------------------------------------------------------------------------- the endpoint
 
-ENDPOINT = {
+ENDPOINT: dict[str, Any] = {
     "name": "signalements", "jurisdiction_id": "city.gov",
     "listen": {"host": "127.0.0.1", "port": 0, "api_keys": ["xyz", "other-app"], "max_body_bytes": 4096,
                "service_notice": "Merci.", "services": [
@@ -443,7 +443,7 @@ async def test_received_requests_are_listed_after_a_restart(tmp_path: Any) -> No
     for _ in range(2):
         adapter = Open311Adapter(cfg)
         task = asyncio.create_task(adapter.run(Collector()))
-        await wait_for(lambda a=adapter: a.port is not None, "the endpoint")
+        await wait_for(lambda a=adapter: a.port is not None, "the endpoint")  # type: ignore[misc]  # binds this loop's adapter
         base = f"http://127.0.0.1:{adapter.port}/open311/v2"
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{base}/requests.json", data=FORM) as resp:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from adapters.webhook import WebhookAdapter, sign, signing_key
-from gateway.runtime.app import RUNTIME
+from gateway.runtime.state import RUNTIME
 from gateway.validation import validate
 from tests.conftest import free_port
 from tests.runtime.support import config, eventually, running
@@ -29,7 +30,7 @@ async def test_signed_push_reaches_the_store_and_a_forgery_does_not(tmp_path: Pa
     async with running(config(tmp_path, sources=[source]), adapters={"webhook": WebhookAdapter}) as (_, app):
         rt = app[RUNTIME]
         await eventually(lambda: rt.sources["parking"].status.state == "running", what="source running")
-        adapter = rt.sources["parking"].adapter
+        adapter: Any = rt.sources["parking"].adapter  # a WebhookAdapter: its listener state
         await eventually(lambda: adapter.ready.is_set(), what="listener bound")
         url = f"http://127.0.0.1:{port}/hook"
         stamp = str(int(time.time()))
@@ -43,7 +44,7 @@ async def test_signed_push_reaches_the_store_and_a_forgery_does_not(tmp_path: Pa
                 assert resp.status == 202
             async with http.post(url, data=BODY, headers=good) as resp:
                 assert resp.status == 200  # the vendor's redelivery
-        spot = await eventually(lambda: rt.store.get("", "urn:ngsi-ld:ParkingSpot:ZONE-GARE:B12"),
+        spot = await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:ParkingSpot:ZONE-GARE:B12"),
                                 what="the parking spot in the store")
         assert spot["status"]["value"] == "occupied"
         assert validate(spot).valid
