@@ -32,7 +32,6 @@ GATEWAY_PUBLIC = frozenset(
         "gateway.oauth2",
         "gateway.problems",
         "gateway.pointer",
-        "gateway.contexts",
     }
 )
 """What ``adapters`` and ``conformance`` may import from the gateway (never runtime, store, CLI)."""
