@@ -12,7 +12,7 @@ say) is printed as a backslash escape.
 from __future__ import annotations
 
 import argparse
-import importlib
+import io
 import logging
 import os
 import sys
@@ -21,10 +21,12 @@ from importlib import metadata
 from typing import cast
 
 from gateway import __version__
+from gateway.commands import adapters, run, store, translate, validate
 from gateway.errors import JonctionError
 
-BUILTIN_COMMANDS = ("run", "store", "adapters", "validate", "translate")
-"""Modules under ``gateway.commands`` registered in this order."""
+BUILTIN_COMMANDS = (run, store, adapters, validate, translate)
+"""Modules under ``gateway.commands`` registered in this order (commands of other packages come
+from the ``jonction.commands`` entry points)."""
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -50,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="debug, info, warning or error (default: info; third-party libraries log "
                              "warnings only, unless debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in BUILTIN_COMMANDS:
-        importlib.import_module(f"gateway.commands.{name}").register(sub)
+    parser.set_defaults(handler=None)
+    for command in BUILTIN_COMMANDS:
+        command.register(sub)
     for ep in metadata.entry_points(group="jonction.commands"):
         ep.load()(sub)
     return parser
@@ -60,10 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _tolerant_streams() -> None:
     """Escape what stdout/stderr cannot encode instead of raising UnicodeEncodeError mid-output."""
     for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
+        if isinstance(stream, io.TextIOWrapper):  # a StringIO (tests, embedding) has nothing to reconfigure
             try:
-                reconfigure(errors="backslashreplace")
+                stream.reconfigure(errors="backslashreplace")
             except (ValueError, OSError):  # a closed or detached stream: nothing to protect
                 pass
 
@@ -88,13 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        logging.basicConfig(level=logging.getLevelNamesMapping().get(str(args.log_level).upper(), logging.INFO),
                             format="%(message)s", stream=sys.stderr)
         from gateway.runtime.logging import quiet_third_party
 
         for log_handler in logging.getLogger().handlers:
             quiet_third_party(log_handler)
-        handler = cast(Handler | None, getattr(args, "handler", None))
+        handler = cast(Handler | None, args.handler)
         if handler is None:
             parser.print_help()
             return 2

@@ -15,19 +15,26 @@ from importlib import metadata
 from importlib.resources import files
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import aiohttp
+
 from gateway.errors import ConfigInvalid, UnknownAdapter
 from gateway.model import Entity, RawMessage
-from gateway.runtime.logging import register_secret
+from gateway.secrets import register_secret
 
 __all__ = [
     "ADAPTER_FILES",
     "ENTRY_POINT_GROUP",
+    "SIMULATOR_GROUP",
     "Adapter",
     "AdapterFactory",
     "Emit",
     "Manifest",
+    "Simulator",
+    "SimulatorFactory",
     "adapter_logger",
     "discover",
+    "discover_simulators",
+    "instantiate",
     "load_adapter",
     "load_config_schema",
     "register_secret",
@@ -122,6 +129,14 @@ def discover() -> dict[str, type[Adapter]]:
     return dict(sorted(found.items()))
 
 
+def instantiate(
+    cls: type[Adapter], config: Mapping[str, Any], *, http: aiohttp.ClientSession, log: logging.Logger
+) -> Adapter:
+    """An adapter instance: ``cls(config, http=session, log=logger)`` (no I/O happens here)."""
+    factory: AdapterFactory = cls  # the Protocol does not declare __init__: the factory type does
+    return factory(config, http=http, log=log)
+
+
 def load_adapter(domain: str) -> type[Adapter]:
     """The adapter class registered under ``domain``; UnknownAdapter if none is."""
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP, name=domain):
@@ -134,3 +149,37 @@ def load_adapter(domain: str) -> type[Adapter]:
 def adapter_logger(domain: str) -> logging.Logger:
     """The logger an adapter instance receives."""
     return logging.getLogger(f"jonction.adapters.{domain}")
+
+
+SIMULATOR_GROUP = "jonction.simulators"
+"""Entry-point group of simulated vendor sources (the demo territory)."""
+
+
+class Simulator(Protocol):
+    """A simulated vendor platform, run in-process beside the gateway (demo, tests)."""
+
+    async def start(self) -> None:
+        """Start serving (or publishing)."""
+
+    async def stop(self) -> None:
+        """Stop; idempotent."""
+
+
+SimulatorFactory = Callable[[Mapping[str, Any]], Simulator]
+"""What a ``jonction.simulators`` entry point loads: ``factory(options)`` (no I/O until ``start``)."""
+
+
+def discover_simulators() -> dict[str, SimulatorFactory]:
+    """Installed simulators by name, from the ``jonction.simulators`` entry points (loaded lazily)."""
+    return {ep.name: _LazySimulator(ep) for ep in metadata.entry_points(group=SIMULATOR_GROUP)}
+
+
+@dataclass(frozen=True, slots=True)
+class _LazySimulator:
+    """Loads its entry point only when a simulator is wanted (a broken one never blocks the others)."""
+
+    entry_point: metadata.EntryPoint
+
+    def __call__(self, options: Mapping[str, Any]) -> Simulator:
+        factory: SimulatorFactory = self.entry_point.load()
+        return factory(options)

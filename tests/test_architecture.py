@@ -32,7 +32,6 @@ GATEWAY_PUBLIC = frozenset(
         "gateway.oauth2",
         "gateway.problems",
         "gateway.pointer",
-        "gateway.contexts",
     }
 )
 """What ``adapters`` and ``conformance`` may import from the gateway (never runtime, store, CLI)."""
@@ -40,21 +39,7 @@ GATEWAY_PUBLIC = frozenset(
 DYNAMIC = "import_module()/__import__()"
 PROBE = "getattr()/hasattr() on a module of ours"
 
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("gateway.contract", "gateway.runtime.logging"): "contract registers secrets with the runtime's log filter; "
-    "being moved out of the runtime (issue 18, explicit wiring)",
-    ("gateway.cli", DYNAMIC): "built-in commands imported by name; plain imports coming (issue 18)",
-    ("gateway.runtime.app", DYNAMIC): "store sub-app and settings reached by import_module; composition root coming",
-    ("gateway.runtime.normalize", DYNAMIC): "gateway.units probed by import_module; plain import coming",
-    ("gateway.runtime.validator", DYNAMIC): "gateway.validation probed by import_module; plain import coming",
-    ("gateway.runtime.sinks", DYNAMIC): "schemas.contexts probed by import_module; plain import coming",
-    ("gateway.store.app", DYNAMIC): "store modules imported by name; plain imports coming",
-    ("gateway.store.sqlite", DYNAMIC): "gateway.store.history imported lazily by name; plain import coming",
-    ("gateway.runtime.normalize", PROBE): "tries three function names of gateway.units; plain import coming",
-    ("gateway.runtime.validator", PROBE): "probes gateway.validation for validate_batch; plain import coming",
-    ("gateway.store.app", PROBE): "store module functions looked up by name; plain imports coming",
-    ("gateway.store.sqlite", PROBE): "probes gateway.store.history for record_many; plain import coming",
-}
+KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 """Violations still on this branch, each with its reason; the list only shrinks."""
 
 

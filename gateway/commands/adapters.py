@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.contract import discover
 
+if TYPE_CHECKING:
+    from gateway.commands import Subparsers
 
-def register(sub: Any) -> None:
+
+def register(sub: Subparsers) -> None:
     """Add the ``adapters`` command to the CLI."""
     parser: argparse.ArgumentParser = sub.add_parser(
         "adapters", help="list the installed adapters (protocols, entity types)"

@@ -6,12 +6,15 @@ import argparse
 import logging
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigInvalid
 
+if TYPE_CHECKING:
+    from gateway.commands import Subparsers
 
-def register(sub: Any) -> None:
+
+def register(sub: Subparsers) -> None:
     """Add the `run` command to the CLI."""
     parser: argparse.ArgumentParser = sub.add_parser(
         "run", help="run the gateway (with no --config: a demo territory on the embedded store)",

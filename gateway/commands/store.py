@@ -8,15 +8,18 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigInvalid
+
+if TYPE_CHECKING:
+    from gateway.commands import Subparsers
 
 DATABASE_ENV = "JONCTION_STORE_DATABASE"
 """Environment variable holding the store's database URL (keeps a password out of the command line)."""
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers) -> None:
     """Add the `store` command to the CLI."""
     parser: argparse.ArgumentParser = sub.add_parser(
         "store", help="serve the embedded NGSI-LD store (ETSI GS CIM 009 V1.9.1) on its own"

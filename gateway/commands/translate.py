@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -18,8 +18,11 @@ from gateway.model import RawMessage
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 """Largest payload file translate reads; recorded messages are far smaller."""
 
+if TYPE_CHECKING:
+    from gateway.commands import Subparsers
 
-def register(sub: Any) -> None:
+
+def register(sub: Subparsers) -> None:
     """Add the ``translate`` command to the CLI."""
     parser: argparse.ArgumentParser = sub.add_parser(
         "translate",

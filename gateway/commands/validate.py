@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from gateway.commands import stdout_json
 from gateway.errors import InputError
@@ -34,8 +34,11 @@ DEFAULT_MAX_DEPTH: Final = 64
 _NDJSON_SUFFIXES: Final = (".ndjson", ".jsonl", ".ldjson")
 _TOKENS: Final = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
+if TYPE_CHECKING:
+    from gateway.commands import Subparsers
 
-def register(sub: Any) -> None:
+
+def register(sub: Subparsers) -> None:
     """Add the `validate` command to the CLI."""
     parser: argparse.ArgumentParser = sub.add_parser(
         "validate",

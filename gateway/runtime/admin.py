@@ -84,7 +84,7 @@ def _rt(request: web.Request) -> Runtime:
 async def sources(request: web.Request) -> web.Response:
     """Configured sources and their supervision state."""
     rt = _rt(request)
-    _, _, _, _, pipeline = rt.require()
+    pipeline = rt.pipeline
     configured = {d["name"]: d for d in pipeline.describe()}
     out = []
     for name, desc in configured.items():
@@ -96,9 +96,8 @@ async def sources(request: web.Request) -> web.Response:
 async def restart_source(request: web.Request) -> web.Response:
     """Restart one source with a fresh adapter instance (after editing its mapping file, say)."""
     rt = _rt(request)
-    rt.require()
     name = request.match_info["name"]
-    sup = await rt.restart(name) if rt.restart is not None else None
+    sup = await rt.restart_source(name)
     if sup is None:
         return problem(404, "Not Found", f"no enabled source named {name!r}")
     return web.json_response(sup.status.to_json())
@@ -107,12 +106,12 @@ async def restart_source(request: web.Request) -> web.Response:
 async def sinks(request: web.Request) -> web.Response:
     """Sinks with circuit state and backlog."""
     rt = _rt(request)
-    _, _, outbox, _, _ = rt.require()
+    outbox = rt.outbox
     backlog: dict[str, dict[str, Any]] = {}
     for row in outbox.status():
-        entry = backlog.setdefault(row["sink"], {"entities": 0, "oldestAgeSeconds": 0.0})
-        entry["entities"] += row["entities"]
-        entry["oldestAgeSeconds"] = max(entry["oldestAgeSeconds"], row["oldestAgeSeconds"])
+        entry = backlog.setdefault(row.sink, {"entities": 0, "oldestAgeSeconds": 0.0})
+        entry["entities"] += row.entities
+        entry["oldestAgeSeconds"] = max(entry["oldestAgeSeconds"], row.oldest_age_s)
     return web.json_response({"sinks": [
         {**p.describe(), "backlog": backlog.get(name, {"entities": 0, "oldestAgeSeconds": 0.0})}
         for name, p in rt.publishers.items()]})
@@ -121,18 +120,18 @@ async def sinks(request: web.Request) -> web.Response:
 async def outbox_status(request: web.Request) -> web.Response:
     """Outbox backlog per sink and tenant, with the disk budget."""
     rt = _rt(request)
-    _, _, outbox, _, _ = rt.require()
+    outbox = rt.outbox
     rows = outbox.status()
     return web.json_response({"bytes": outbox.bytes, "maxBytes": outbox.max_bytes,
-                              "entities": sum(r["entities"] for r in rows),
-                              "oldestAgeSeconds": max((r["oldestAgeSeconds"] for r in rows), default=0.0),
-                              "backlog": rows})
+                              "entities": sum(r.entities for r in rows),
+                              "oldestAgeSeconds": max((r.oldest_age_s for r in rows), default=0.0),
+                              "backlog": [r.to_json() for r in rows]})
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
     """Dead letters, oldest first, filtered by source, tenant or stage; paged with ``after``."""
     rt = _rt(request)
-    _, _, _, letters, _ = rt.require()
+    letters = rt.deadletters
     limit = _int(request, "limit", 100, maximum=MAX_LIMIT)
     items = letters.list(source=request.query.get("source"), tenant=request.query.get("tenant"),
                          stage=request.query.get("stage"), after=_int(request, "after", 0), limit=limit)
@@ -150,7 +149,7 @@ def _letter_id(request: web.Request) -> int:
 async def get_dead_letter(request: web.Request) -> web.Response:
     """One dead letter with its raw payload and the entity that failed."""
     rt = _rt(request)
-    _, _, _, letters, _ = rt.require()
+    letters = rt.deadletters
     letter = letters.get(_letter_id(request))
     if letter is None:
         return problem(404, "Not Found", "no such dead letter")
@@ -158,7 +157,7 @@ async def get_dead_letter(request: web.Request) -> web.Response:
 
 
 def _replay_letter(rt: Runtime, letter_id: int) -> dict[str, Any]:
-    _, _, _, letters, pipeline = rt.require()
+    letters, pipeline = rt.deadletters, rt.pipeline
     letter = letters.get(letter_id)
     if letter is None:
         return {"id": letter_id, "status": "not-found"}
@@ -194,7 +193,7 @@ async def replay_dead_letter(request: web.Request) -> web.Response:
 async def replay_dead_letters(request: web.Request) -> web.Response:
     """Replay every dead letter matching the body's filters (source, tenant, stage, limit)."""
     rt = _rt(request)
-    _, _, _, letters, _ = rt.require()
+    letters = rt.deadletters
     body = await _json_body(request)
     limit = min(int(body.get("limit", 1000)), 10000) if isinstance(body.get("limit", 0), int) else 1000
     items = letters.list(source=body.get("source"), tenant=body.get("tenant"), stage=body.get("stage"),
@@ -206,16 +205,14 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
 async def delete_dead_letter(request: web.Request) -> web.Response:
     """Drop a dead letter for good."""
     rt = _rt(request)
-    db, _, _, letters, _ = rt.require()
-    with db.transaction() as conn:
-        found = letters.delete(conn, _letter_id(request))
+    found = rt.deadletters.discard(_letter_id(request))
     return web.Response(status=204) if found else problem(404, "Not Found", "no such dead letter")
 
 
 async def list_archive(request: web.Request) -> web.Response:
     """Archived raw messages, oldest first, paged with ``after``; with the archive's bounds."""
     rt = _rt(request)
-    _, archive, _, _, _ = rt.require()
+    archive = rt.archive
     limit = _int(request, "limit", 100, maximum=MAX_LIMIT)
     items = archive.list(source=request.query.get("source"), tenant=request.query.get("tenant"),
                          after=_int(request, "after", 0), limit=limit)
@@ -226,7 +223,7 @@ async def list_archive(request: web.Request) -> web.Response:
 async def get_archived(request: web.Request) -> web.Response:
     """One archived message, payload included."""
     rt = _rt(request)
-    _, archive, _, _, _ = rt.require()
+    archive = rt.archive
     msg = archive.get(_letter_id(request))
     if msg is None:
         return problem(404, "Not Found", "no such archived message")
@@ -254,7 +251,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 async def replay_archive(request: web.Request) -> web.Response:
     """Translate archived messages again: ``{"ids": [...]}`` or ``{"source", "after", "limit"}``."""
     rt = _rt(request)
-    _, archive, _, _, pipeline = rt.require()
+    archive, pipeline = rt.archive, rt.pipeline
     body = await _json_body(request)
     ids = body.get("ids")
     if ids is not None:

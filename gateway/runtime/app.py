@@ -1,20 +1,25 @@
 """The one wiring place: ``create_app(config)`` builds the gateway's aiohttp application.
 
-Everything with a lifetime (databases, the embedded store, sinks, publishers, supervised
-sources, simulators) is set up by one async generator run like a ``cleanup_ctx`` (see
-``_add_lifecycle``), so that teardown runs only for what started, in reverse order: sources stop
-first, what they sent is committed, publishers drain within a bound, then sinks and storage close.
+The application owns the shared resources and hands them to what uses them: the embedded
+store's Storage (shared by the store API sub-app and the runtime's embedded sink) and the HTTP
+client session (shared by the adapters). :func:`build_runtime` creates every component of the
+runtime, typed, in one place. Lifetimes, in start order (teardown runs in reverse, and only for
+what started):
+
+1. the Storage (before, and closed after, everything else, the store sub-app included);
+2. the HTTP client session (``cleanup_ctx``);
+3. the store API sub-app (its subscriptions notifier and temporal database);
+4. the runtime (:func:`_runtime_ctx`): sources stop first, what they sent is committed,
+   publishers drain within a bound, then sinks and the gateway database close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import hmac
-import importlib
 import json
 import logging
 import time
@@ -24,26 +29,30 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway import home
-from gateway.contract import adapter_logger, discover
+from gateway.contract import Adapter, discover, discover_simulators
 from gateway.crosssite import HostPolicy
 from gateway.errors import ConfigInvalid, JonctionError
-from gateway.model import RawMessage
 from gateway.runtime import admin
 from gateway.runtime.archive import RawArchive
-from gateway.runtime.config import CONTEXT_PATH, GatewayConfig, SourceConfig, check_source_configs, source_config
+from gateway.runtime.config import CONTEXT_PATH, GatewayConfig, check_source_configs
 from gateway.runtime.db import Database
 from gateway.runtime.deadletters import DeadLetters
+from gateway.runtime.dedup import SeenKeys
 from gateway.runtime.logging import redact
-from gateway.runtime.metrics import Labels
+from gateway.runtime.metrics import Labels, Metrics
 from gateway.runtime.outbox import Outbox
-from gateway.runtime.pipeline import Pipeline, SinkRoute, SourceBinding
+from gateway.runtime.pipeline import Pipeline, SinkRoute
 from gateway.runtime.publisher import Publisher
 from gateway.runtime.sinks import EmbeddedSink, RemoteBrokerSink, Sink
 from gateway.runtime.state import RUNTIME, Runtime
-from gateway.runtime.supervisor import Supervised
 from gateway.runtime.validator import load_validator
+from gateway.store.app import create_store_app
+from gateway.store.backends import create_storage
+from gateway.store.base import Storage, tune_gc
+from gateway.store.settings import StoreSettings
 from schemas import contexts
 
 log = logging.getLogger("jonction.runtime")
@@ -52,13 +61,16 @@ EMBEDDED = "embedded"
 """Name of the embedded store's sink."""
 MAINTENANCE_EVERY_S = 60.0
 
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("jonction_http", aiohttp.ClientSession)
+"""The HTTP client session of the gateway application, shared by the adapters (set when it starts)."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # ---------------------------------------------------------------------------- middlewares
 
 
-def _auth_middleware(token: str | None) -> Any:
+def _auth_middleware(token: str | None) -> Middleware:
     expected = f"Bearer {token}".encode() if token else None
 
     @web.middleware
@@ -105,8 +117,6 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, Any] = {}
     ready = rt.ready
     try:
-        if rt.db is None:
-            raise RuntimeError("not open")
         rt.db.ping()
         checks["storage"] = {"status": "ok"}
     except Exception as exc:
@@ -165,14 +175,6 @@ def _context_document() -> tuple[bytes, str]:
 # ---------------------------------------------------------------------------- store
 
 
-async def _open_store(rt: Runtime) -> Any:
-    """Open the embedded store's storage (``<data>/store.sqlite``)."""
-    base = importlib.import_module("gateway.store.base")
-    path = rt.config.data_dir / "store.sqlite"
-    return await base.open_storage(rt.config.embedded_database or path,
-                                   durability="full" if rt.config.durability == "full" else "normal")
-
-
 def allowed_hosts(cfg: GatewayConfig) -> tuple[str, ...]:
     """Host names the admin and write APIs answer to besides loopback: ``server.allowed_hosts`` and
     the host of ``server.public_url`` (the name clients were told to use)."""
@@ -180,44 +182,55 @@ def allowed_hosts(cfg: GatewayConfig) -> tuple[str, ...]:
     return (*cfg.allowed_hosts, *([public] if public else []))
 
 
-def _store_api(cfg: GatewayConfig) -> web.Application | None:
-    """The embedded store's HTTP API as a sub-app, when the store room provides it."""
-    try:
-        store_app = importlib.import_module("gateway.store.app")
-        settings_mod = importlib.import_module("gateway.store.settings")
-    except ImportError:
-        return None
+def store_settings(cfg: GatewayConfig) -> StoreSettings:
+    """The embedded store API's settings, from the gateway's config (same token, hosts, data)."""
     tokens = frozenset({cfg.admin_token}) if cfg.admin_token else frozenset()
-    settings = settings_mod.StoreSettings(data_dir=cfg.data_dir, host=cfg.host, tokens=tokens,
-                                          allowed_hosts=frozenset(allowed_hosts(cfg)),
-                                          durability="full" if cfg.durability == "full" else "normal",
-                                          allow_unfiltered_queries=cfg.allow_unfiltered_queries,
-                                          database=cfg.embedded_database)
-    sub: web.Application = store_app.create_store_app(settings)
-    return sub
+    return StoreSettings(data_dir=cfg.data_dir, host=cfg.host, tokens=tokens,
+                         allowed_hosts=frozenset(allowed_hosts(cfg)),
+                         durability="full" if cfg.durability == "full" else "normal",
+                         allow_unfiltered_queries=cfg.allow_unfiltered_queries,
+                         database=cfg.embedded_database)
+
+
+def _storage_ctx(storage: Storage, cfg: GatewayConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The embedded store's Storage: opened first, closed last (see :func:`_enclosing`)."""
+
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        tune_gc()
+        await storage.start()
+        # A client that follows the Link the gateway announces reads its own store with it.
+        storage.alias_context(cfg.context_url, contexts.JONCTION_CONTEXT_IRI)
+        try:
+            yield
+        finally:
+            await storage.close()
+
+    return ctx
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The HTTP client session the adapters share."""
+    async with aiohttp.ClientSession() as session:
+        app[HTTP] = session
+        yield
 
 
 # ---------------------------------------------------------------------------- gauges
 
 
 def _register_gauges(rt: Runtime) -> None:
+    """Gauges read at scrape time: each asks the component that owns the figure."""
+
     def backlog() -> Iterable[tuple[Labels, float]]:
-        if rt.outbox is None:
-            return []
-        return [((("sink", r["sink"]), ("tenant", r["tenant"])), float(r["entities"])) for r in rt.outbox.status()]
+        return [((("sink", r.sink), ("tenant", r.tenant)), float(r.entities)) for r in rt.outbox.status()]
 
     def age() -> Iterable[tuple[Labels, float]]:
-        if rt.outbox is None:
-            return []
-        return [((("sink", r["sink"]), ("tenant", r["tenant"])), float(r["oldestAgeSeconds"]))
-                for r in rt.outbox.status()]
+        return [((("sink", r.sink), ("tenant", r.tenant)), r.oldest_age_s) for r in rt.outbox.status()]
 
     def outbox_bytes() -> Iterable[tuple[Labels, float]]:
-        return [((), float(rt.outbox.bytes if rt.outbox else 0))]
+        return [((), float(rt.outbox.bytes))]
 
     def stored_letters() -> Iterable[tuple[Labels, float]]:
-        if rt.deadletters is None:
-            return []
         return [((("source", s), ("stage", st)), float(n)) for (s, st), n in sorted(rt.deadletters.count().items())]
 
     def circuits() -> Iterable[tuple[Labels, float]]:
@@ -228,7 +241,7 @@ def _register_gauges(rt: Runtime) -> None:
                 for n, s in rt.sources.items()]
 
     def archive_bytes() -> Iterable[tuple[Labels, float]]:
-        return [((), float(rt.archive.bytes if rt.archive else 0))]
+        return [((), float(rt.archive.bytes))]
 
     m = rt.metrics
     m.gauge("jonction_outbox_entities", "Entities waiting in the outbox, per sink and tenant.", backlog)
@@ -243,119 +256,87 @@ def _register_gauges(rt: Runtime) -> None:
 # ---------------------------------------------------------------------------- lifecycle
 
 
-def _emitter(pipeline: Pipeline, binding: SourceBinding) -> Callable[[RawMessage], Awaitable[None]]:
-    async def emit(raw: RawMessage) -> None:
-        # The runtime, not the adapter, knows the source's name; the adapter may pick a tenant.
-        if raw.source != binding.name or (not raw.tenant and binding.tenant):
-            raw = dataclasses.replace(raw, source=binding.name, tenant=raw.tenant or binding.tenant)
-        await pipeline.emit(raw)
-
-    return emit
-
-
 async def _maintenance(rt: Runtime) -> None:
     while True:
         await asyncio.sleep(MAINTENANCE_EVERY_S)
         try:
-            if rt.archive is not None:
-                rt.archive.prune()
-            if rt.pipeline is not None:
-                rt.pipeline.prune_dedup()
+            rt.archive.prune()
+            rt.seen.prune()
         except Exception as exc:  # maintenance must never stop the gateway
             log.warning("maintenance failed: %s", exc)
 
 
 async def _start_simulators(rt: Runtime) -> None:
-    from importlib import metadata
-
-    wanted = {s.name: s for s in rt.config.simulators}
-    if not wanted:
+    if not rt.config.simulators:
         return
-    found = {ep.name: ep for ep in metadata.entry_points(group="jonction.simulators")}
-    for name, sim_cfg in wanted.items():
-        ep = found.get(name)
-        if ep is None:
-            log.warning("simulator %s is not installed; skipped", name)
+    found = discover_simulators()
+    for sim_cfg in {s.name: s for s in rt.config.simulators}.values():
+        factory = found.get(sim_cfg.name)
+        if factory is None:
+            log.warning("simulator %s is not installed; skipped", sim_cfg.name)
             continue
-        sim = ep.load()(sim_cfg.options)
+        sim = factory(sim_cfg.options)
         await sim.start()
         rt.simulators.append(sim)
 
 
-def start_source(rt: Runtime, src: SourceConfig) -> Supervised:
-    """Instantiate a source's adapter (no I/O), bind it to the pipeline and supervise it."""
-    assert rt.pipeline is not None and rt.http is not None
-    cls = rt.adapters[src.adapter]
-    effective = source_config(src, getattr(cls, "config_schema", None) or {}, rt.config.data_dir)
-    adapter = cls(effective, http=rt.http, log=adapter_logger(src.adapter))
-    binding = SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes)
-    rt.pipeline.add_source(binding)
-    sup = Supervised(src.name, src.adapter, adapter, _emitter(rt.pipeline, binding))
-    rt.sources[src.name] = sup
-    sup.start()
-    return sup
-
-
-async def restart_source(rt: Runtime, name: str) -> Supervised | None:
-    """Stop a source and start a fresh adapter instance (it re-reads its mapping files)."""
-    src = next((s for s in rt.config.sources if s.name == name and s.enabled), None)
-    if src is None:
-        return None
-    old = rt.sources.get(name)
-    if old is not None:
-        await old.stop()
-    log.info("source %s restarted on request", name, extra={"source": name})
-    return start_source(rt, src)
-
-
-async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    rt = app[RUNTIME]
-    cfg = rt.config
-    db = rt.db = Database(cfg.data_dir / "gateway.sqlite", durability=cfg.durability)
-    rt.archive = RawArchive(db, max_bytes=cfg.archive_max_bytes, max_age_s=cfg.archive_max_age_s)
-    rt.outbox = Outbox(db, max_bytes=cfg.outbox_max_bytes)
-    rt.deadletters = DeadLetters(db)
+def build_runtime(
+    config: GatewayConfig,
+    adapters: Mapping[str, type[Adapter]],
+    *,
+    http: aiohttp.ClientSession,
+    storage: Storage | None,
+) -> Runtime:
+    """Every component of the running gateway, created and wired here (opens the gateway database)."""
+    db = Database(config.data_dir / "gateway.sqlite", durability=config.durability)
+    metrics = Metrics()
+    archive = RawArchive(db, max_bytes=config.archive_max_bytes, max_age_s=config.archive_max_age_s)
+    outbox = Outbox(db, max_bytes=config.outbox_max_bytes)
+    deadletters = DeadLetters(db)
+    seen = SeenKeys(db, max_age_s=config.dedup_max_age_s)
     sinks: list[Sink] = []
     routes: list[SinkRoute] = []
-    if cfg.embedded:
-        rt.store = rt.store or await _open_store(rt)
-        # A client that follows the Link the gateway announces reads its own store with it.
-        rt.store.alias_context(cfg.context_url, contexts.JONCTION_CONTEXT_IRI)
-        sinks.append(EmbeddedSink(EMBEDDED, rt.store))
-        routes.append(SinkRoute(EMBEDDED, cfg.embedded_tenants))
-    for sc in cfg.sinks:
+    if storage is not None:
+        sinks.append(EmbeddedSink(EMBEDDED, storage))
+        routes.append(SinkRoute(EMBEDDED, config.embedded_tenants))
+    for sc in config.sinks:
         sinks.append(RemoteBrokerSink(sc.name, sc.settings))
         routes.append(SinkRoute(sc.name, sc.tenants))
-    pipeline = rt.pipeline = Pipeline(db, rt.archive, rt.outbox, rt.deadletters, rt.metrics,
-                                      load_validator(cfg.schema_validation), routes,
-                                      dedup_max_age_s=cfg.dedup_max_age_s)
-    tasks: list[asyncio.Task[None]] = []
-    for sink in sinks:
-        pub = Publisher(sink, db, rt.outbox, rt.deadletters, rt.metrics, cfg.publisher)
-        rt.publishers[sink.name] = pub
-        tasks.append(asyncio.create_task(pub.run(), name=f"publisher:{sink.name}"))
+    pipeline = Pipeline(db, archive, outbox, deadletters, seen, metrics, load_validator(config.schema_validation),
+                        routes)
+    publishers = {sink.name: Publisher(sink, db, outbox, deadletters, metrics, config.publisher) for sink in sinks}
+    rt = Runtime(config, adapters, http, storage, metrics, db, archive, outbox, deadletters, seen, pipeline,
+                 publishers)
+    _register_gauges(rt)
+    return rt
+
+
+async def _runtime_ctx(
+    app: web.Application, config: GatewayConfig, adapters: Mapping[str, type[Adapter]], storage: Storage | None
+) -> AsyncIterator[None]:
+    rt = build_runtime(config, adapters, http=app[HTTP], storage=storage)
+    app[RUNTIME] = rt
+    cfg = rt.config
+    tasks = [asyncio.create_task(pub.run(), name=f"publisher:{name}") for name, pub in rt.publishers.items()]
     tasks.append(asyncio.create_task(_maintenance(rt), name="maintenance"))
-    session = aiohttp.ClientSession()
     try:
         await _start_simulators(rt)
-        rt.http = session
-        rt.restart = functools.partial(restart_source, rt)
         for src in cfg.sources:
             if src.enabled:
-                start_source(rt, src)
+                rt.start_source(src)
         rt.ready = True
         if cfg.sinks and not cfg.public_url and not cfg.loopback and cfg.host in ("0.0.0.0", "::"):
             # Brokers fetch the @context from this URL: a guessed host name may not reach us.
             log.warning("remote sinks announce the @context at %s (host name guessed): set server.public_url",
                         cfg.context_url)
         log.info("jonction gateway started", extra={
-            "sources": len(rt.sources), "sinks": [s.name for s in sinks], "data_dir": str(cfg.data_dir),
+            "sources": len(rt.sources), "sinks": list(rt.publishers), "data_dir": str(cfg.data_dir),
             "context_url": cfg.context_url})
         yield
     finally:
         rt.ready = False
         await asyncio.gather(*(s.stop() for s in rt.sources.values()), return_exceptions=True)
-        pipeline.close()
+        rt.pipeline.close()
         started = time.monotonic()
         drained = await asyncio.gather(*(p.drain(cfg.drain_timeout_s) for p in rt.publishers.values()))
         log.info("shutdown: publishers %s in %.2fs", "drained" if all(drained) else "stopped with a backlog",
@@ -365,23 +346,16 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for sink in sinks:
+        for pub in rt.publishers.values():
             with contextlib.suppress(Exception):
-                await sink.close()
+                await pub.sink.close()
         for sim in rt.simulators:
             with contextlib.suppress(Exception):
                 await sim.stop()
-        await session.close()
-        if rt.store is not None and not app.get(_STORE_OWNED_BY_API, False):
-            with contextlib.suppress(Exception):
-                await rt.store.close()
-        db.close()
+        rt.db.close()
 
 
-_STORE_OWNED_BY_API: web.AppKey[bool] = web.AppKey("jonction_store_owned_by_api", bool)
-
-
-def create_app(config: GatewayConfig, *, adapters: Mapping[str, Any] | None = None) -> web.Application:
+def create_app(config: GatewayConfig, *, adapters: Mapping[str, type[Adapter]] | None = None) -> web.Application:
     """Build the gateway application (no I/O: everything starts when the app starts).
 
     ``adapters`` replaces entry-point discovery (tests inject adapter classes this way).
@@ -391,15 +365,11 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, Any] | None = No
         raise ConfigInvalid("refusing to start", [
             f"/admin: the gateway listens on {config.host!r} (not loopback): set admin.token_file or "
             "admin.token (${ENV}) so that the admin and write APIs require a bearer token"])
-    found = dict(adapters) if adapters is not None else dict(discover())
+    found = dict(adapters) if adapters is not None else discover()
     check_source_configs(config, found)
-    rt = Runtime(config, found)
     app = web.Application(client_max_size=config.max_body, middlewares=[
         _errors, admin.cross_site_guard(HostPolicy.of(config.host, allowed_hosts(config))),
         _auth_middleware(config.admin_token)])
-    app[RUNTIME] = rt
-    app[_STORE_OWNED_BY_API] = False
-    _register_gauges(rt)
     links = [*(home.ngsi_links("/ngsi-ld/v1") if config.embedded else []), *home.ADMIN_LINKS]
     app.router.add_get("/", home.landing_handler("jonction gateway", links))
     app.router.add_get("/healthz", healthz)
@@ -407,41 +377,56 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, Any] | None = No
     app.router.add_get("/metrics", metrics)
     app.router.add_get(CONTEXT_PATH, jonction_context)
     admin.add_routes(app)
+    app.cleanup_ctx.append(_http_ctx)
+    storage: Storage | None = None
     if config.embedded:
-        api = _store_api(config)
-        if api is not None:
-            app.add_subapp("/ngsi-ld/v1", api)
-            app[_STORE_API] = api
-            # The API's Storage is the one the runtime writes through (Python, no HTTP hop);
-            # the sub-app opens it on startup (before the runtime) and closes it last.
-            rt.store = api[importlib.import_module("gateway.store.settings").STORAGE_KEY]
-            app[_STORE_OWNED_BY_API] = True
-    _add_lifecycle(app)
+        # One Storage, created here and handed over: the store API serves it, the runtime's
+        # embedded sink writes through it (Python, no HTTP hop).
+        storage = create_storage(config.embedded_database or config.data_dir / "store.sqlite",
+                                 durability="full" if config.durability == "full" else "normal")
+        app.add_subapp("/ngsi-ld/v1", create_store_app(store_settings(config), storage=storage))
+        _enclosing(app, _storage_ctx(storage, config))
+    _after_subapps(app, functools.partial(_runtime_ctx, app, config, found, storage))
     return app
 
 
-_STORE_API: web.AppKey[web.Application] = web.AppKey("jonction_store_api", web.Application)
-_LIFECYCLE: web.AppKey[list[AsyncIterator[None]]] = web.AppKey("jonction_lifecycle", list)
+def _enclosing(app: web.Application, ctx: Callable[[web.Application], AsyncIterator[None]]) -> None:
+    """Run ``ctx`` like a ``cleanup_ctx`` that encloses the sub-apps too (call after ``add_subapp``).
 
-
-def _add_lifecycle(app: web.Application) -> None:
-    """Run ``_runtime_ctx`` like a ``cleanup_ctx``, but after the store sub-app has started.
-
-    aiohttp starts a parent's ``cleanup_ctx`` before its sub-apps, and cleans it up before
-    them too. The runtime needs the store API's Storage open before it starts, and must drain
-    its publishers before that Storage closes: so it starts last (``on_startup``, appended after
-    the sub-app) and stops first (``on_shutdown``), with the same generator discipline.
+    aiohttp cleans a parent's ``cleanup_ctx`` up before its sub-apps: a resource the parent
+    hands to a sub-app would close while the sub-app still uses it. This one is entered before
+    anything starts and exited after everything, sub-apps included, has been cleaned up.
     """
-    app[_LIFECYCLE] = []
+    stack = contextlib.AsyncExitStack()
+
+    async def enter(_app: web.Application) -> None:
+        await stack.enter_async_context(contextlib.asynccontextmanager(ctx)(app))
+
+    async def leave(_app: web.Application) -> None:
+        await stack.aclose()
+
+    app.on_startup.insert(0, enter)
+    app.on_cleanup.append(leave)
+
+
+def _after_subapps(app: web.Application, ctx: Callable[[], AsyncIterator[None]]) -> None:
+    """Run ``ctx`` like a ``cleanup_ctx``, but after the sub-apps have started and before they stop.
+
+    The runtime publishes into the embedded store as soon as it starts (a backlog from the last
+    run, say): the store API's subscriptions notifier must be listening by then. So it starts
+    last (``on_startup``, appended after the sub-app) and stops first (``on_shutdown``), with the
+    same generator discipline.
+    """
+    running: list[AsyncIterator[None]] = []
 
     async def start(_app: web.Application) -> None:
-        gen = _runtime_ctx(app)
+        gen = ctx()
         await gen.__anext__()
-        app[_LIFECYCLE].append(gen)
+        running.append(gen)
 
     async def stop(_app: web.Application) -> None:
-        while app[_LIFECYCLE]:
-            gen = app[_LIFECYCLE].pop()
+        while running:
+            gen = running.pop()
             with contextlib.suppress(StopAsyncIteration):
                 await gen.__anext__()
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 from gateway.model import RawMessage
 from gateway.runtime.db import Database
@@ -46,6 +47,21 @@ def _row_to_message(row: tuple[Any, ...]) -> ArchivedMessage:
 
 _COLUMNS = "id, source, tenant, received_at, idem, content_type, metadata, payload, corr"
 
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS archive(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, tenant TEXT NOT NULL,
+  received_at TEXT NOT NULL, at REAL NOT NULL, idem TEXT NOT NULL, content_type TEXT NOT NULL,
+  metadata TEXT NOT NULL, payload BLOB NOT NULL, corr TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS archive_source ON archive(source, id);
+"""
+
+
+class ArchiveEntry(NamedTuple):
+    """A raw message to archive and the correlation id it was given."""
+
+    raw: RawMessage
+    corr: str
+
 
 class RawArchive:
     """The ``archive`` table: append, prune by size and age, list, fetch for replay."""
@@ -54,8 +70,20 @@ class RawArchive:
         self.db = db
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
-        row = db.conn.execute("SELECT COALESCE(SUM(length(payload)), 0) FROM archive").fetchone()
-        self.bytes = int(row[0])
+        db.create(SCHEMA)
+        self.bytes = self.stored_bytes()
+
+    def stored_bytes(self) -> int:
+        """Bytes of payload the archive holds, read from the table."""
+        return int(self.db.conn.execute("SELECT COALESCE(SUM(length(payload)), 0) FROM archive").fetchone()[0])
+
+    def recount(self) -> None:
+        """Reset the byte counter from the table (after a rollback undid writes it had counted)."""
+        self.bytes = self.stored_bytes()
+
+    def count(self) -> int:
+        """Number of archived messages."""
+        return int(self.db.conn.execute("SELECT COUNT(*) FROM archive").fetchone()[0])
 
     def append(self, conn: sqlite3.Connection, raw: RawMessage, corr: str) -> int:
         """Insert ``raw`` inside the caller's transaction; return its archive id."""
@@ -68,8 +96,8 @@ class RawArchive:
         self.bytes += len(raw.payload)
         return int(cur.lastrowid or 0)
 
-    def append_many(self, conn: sqlite3.Connection, messages: list[tuple[RawMessage, str]]) -> None:
-        """Insert several ``(raw, correlation id)`` in the caller's transaction."""
+    def append_many(self, conn: sqlite3.Connection, messages: Sequence[ArchiveEntry]) -> None:
+        """Insert several messages in the caller's transaction."""
         now = time.time()
         conn.executemany(
             "INSERT INTO archive(source, tenant, received_at, at, idem, content_type, metadata, payload, corr)"

@@ -18,6 +18,7 @@ from typing import Any, Final
 import yaml
 
 import schemas
+from gateway.contract import Adapter
 from gateway.errors import ConfigInvalid
 from gateway.pointer import pointer
 from gateway.runtime.logging import redact, register_secret
@@ -208,7 +209,9 @@ def _secret(block: Mapping[str, Any] | None, key: str, where: str, problems: lis
         return None
 
 
-def parse(document: Any, *, base: Path | None = None, adapters: Mapping[str, Any] | None = None) -> GatewayConfig:
+def parse(
+    document: Any, *, base: Path | None = None, adapters: Mapping[str, type[Adapter]] | None = None
+) -> GatewayConfig:
     """Check a config document (already parsed from YAML) and build the typed config.
 
     With ``adapters`` (name → class), each source's adapter and its config are checked in the
@@ -330,7 +333,7 @@ def _sink_context(sink: Mapping[str, Any], cfg: GatewayConfig) -> tuple[str | No
     return cfg.context_url, "link"
 
 
-def _early_source_problems(document: Mapping[str, Any], adapters: Mapping[str, Any], base: Path) -> list[str]:
+def _early_source_problems(document: Mapping[str, Any], adapters: Mapping[str, type[Adapter]], base: Path) -> list[str]:
     """Source problems of a document that already failed the gateway schema (best effort)."""
     sources = []
     raw_sources = document.get("sources")
@@ -349,7 +352,7 @@ def _early_source_problems(document: Mapping[str, Any], adapters: Mapping[str, A
     return []
 
 
-def load(path: Path, *, adapters: Mapping[str, Any] | None = None) -> GatewayConfig:
+def load(path: Path, *, adapters: Mapping[str, type[Adapter]] | None = None) -> GatewayConfig:
     """Read, check and build the configuration in ``path``."""
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
@@ -372,13 +375,14 @@ def load(path: Path, *, adapters: Mapping[str, Any] | None = None) -> GatewayCon
 
 def yaml_reason(exc: yaml.YAMLError) -> str:
     """Where and why YAML parsing failed, as the parser says it ("at line 3, column 7: ...")."""
-    mark = getattr(exc, "problem_mark", None)
+    marked = exc if isinstance(exc, yaml.MarkedYAMLError) else None
+    mark = marked.problem_mark if marked is not None else None
     where = f"at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    reason = ", ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+    reason = ", ".join(str(x) for x in ((marked.context, marked.problem) if marked is not None else ()) if x)
     return redact(f"{where}: {reason}" if reason else where or str(exc))
 
 
-def check_source_configs(cfg: GatewayConfig, adapters: Mapping[str, Any]) -> None:
+def check_source_configs(cfg: GatewayConfig, adapters: Mapping[str, type[Adapter]]) -> None:
     """Check each source's adapter exists and its config validates, all problems together."""
     problems: list[str] = []
     for index, src in enumerate(cfg.sources):
@@ -389,7 +393,7 @@ def check_source_configs(cfg: GatewayConfig, adapters: Mapping[str, Any]) -> Non
             known = ", ".join(sorted(adapters)) or "none"
             problems.append(f"/sources/{index}/adapter: unknown adapter {src.adapter!r} (installed: {known})")
             continue
-        schema = getattr(cls, "config_schema", None) or {}
+        schema = cls.config_schema
         effective = source_config(src, schema, cfg.data_dir)
         _register_write_only(schema, effective)
         for msg in schema_problems(schema, effective):

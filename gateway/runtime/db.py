@@ -1,4 +1,9 @@
-"""The gateway's own SQLite database (WAL): raw archive, dedup keys, outbox, dead letters.
+"""The gateway's own SQLite database (WAL), shared by the components that keep state in it.
+
+Each component owns its table and creates it (:meth:`Database.create`): the raw archive
+(``archive``), the idempotency keys (``seen``), the outbox (``outbox``), the dead letters
+(``deadletters``) and the publishers' last observation times (``latest``). No component reads
+another's table; it asks that component.
 
 One connection, used from the event loop only. Every write happens in a short synchronous
 transaction with no ``await`` inside, so the stages never interleave half-done work. WAL with
@@ -12,33 +17,6 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
-
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS archive(
-  id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, tenant TEXT NOT NULL,
-  received_at TEXT NOT NULL, at REAL NOT NULL, idem TEXT NOT NULL, content_type TEXT NOT NULL,
-  metadata TEXT NOT NULL, payload BLOB NOT NULL, corr TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS archive_source ON archive(source, id);
-CREATE TABLE IF NOT EXISTS seen(
-  source TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY(source, key)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
-CREATE TABLE IF NOT EXISTS outbox(
-  id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, tenant TEXT NOT NULL,
-  entity_id TEXT NOT NULL, body TEXT NOT NULL, corr TEXT NOT NULL, source TEXT NOT NULL,
-  received REAL NOT NULL, at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS outbox_sink ON outbox(sink, id);
-CREATE INDEX IF NOT EXISTS outbox_backlog ON outbox(sink, tenant, at);
-CREATE TABLE IF NOT EXISTS deadletters(
-  id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL,
-  adapter TEXT NOT NULL, tenant TEXT NOT NULL, reason TEXT NOT NULL, pointer TEXT NOT NULL,
-  entity_id TEXT, entity TEXT, sink TEXT, received_at TEXT NOT NULL, idem TEXT NOT NULL,
-  content_type TEXT NOT NULL, metadata TEXT NOT NULL, payload BLOB NOT NULL, corr TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS deadletters_source ON deadletters(source, id);
-CREATE TABLE IF NOT EXISTS latest(
-  sink TEXT NOT NULL, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, attr TEXT NOT NULL,
-  observed REAL NOT NULL, PRIMARY KEY(sink, tenant, entity_id, attr)) WITHOUT ROWID;
-"""
 
 
 class Database:
@@ -51,7 +29,10 @@ class Database:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         self.conn.execute("PRAGMA busy_timeout=5000")
-        self.conn.executescript(SCHEMA)
+
+    def create(self, schema: str) -> None:
+        """Create a component's tables and indexes if they do not exist (``CREATE ... IF NOT EXISTS``)."""
+        self.conn.executescript(schema)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

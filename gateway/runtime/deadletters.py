@@ -10,7 +10,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from gateway.model import Entity, RawMessage
 from gateway.runtime.db import Database
@@ -63,6 +63,15 @@ class DeadLetter:
         return doc
 
 
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS deadletters(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL,
+  adapter TEXT NOT NULL, tenant TEXT NOT NULL, reason TEXT NOT NULL, pointer TEXT NOT NULL,
+  entity_id TEXT, entity TEXT, sink TEXT, received_at TEXT NOT NULL, idem TEXT NOT NULL,
+  content_type TEXT NOT NULL, metadata TEXT NOT NULL, payload BLOB NOT NULL, corr TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deadletters_source ON deadletters(source, id);
+"""
+
 _COLUMNS = ("id, at, stage, adapter, reason, pointer, source, tenant, received_at, idem, content_type,"
             " metadata, payload, corr, entity_id, entity, sink")
 
@@ -80,6 +89,7 @@ class DeadLetters:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        db.create(SCHEMA)
 
     def add(
         self,
@@ -136,6 +146,11 @@ class DeadLetters:
     def delete(self, conn: sqlite3.Connection, letter_id: int) -> bool:
         """Remove one dead letter inside the caller's transaction; False if it did not exist."""
         return conn.execute("DELETE FROM deadletters WHERE id = ?", (letter_id,)).rowcount > 0
+
+    def discard(self, letter_id: int) -> bool:
+        """Remove one dead letter in a transaction of its own; False if it did not exist."""
+        with self.db.transaction() as conn:
+            return self.delete(conn, letter_id)
 
     def count(self) -> dict[tuple[str, str], int]:
         """Number of dead letters per (source, stage)."""

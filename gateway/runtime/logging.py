@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 # Re-exported: the masking registry lives with the secrets (gateway.secrets); callers that
 # import it from here keep working.
@@ -120,7 +120,7 @@ def quiet_malformed_requests() -> None:
         server.addFilter(MalformedRequestFilter())
 
 
-def setup_logging(level: str = "INFO", stream: Any = None) -> None:
+def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Route the root logger to one JSON-lines handler (replacing earlier handlers)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -129,7 +129,7 @@ def setup_logging(level: str = "INFO", stream: Any = None) -> None:
     handler.setFormatter(JsonFormatter())
     quiet_third_party(handler)
     root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    root.setLevel(logging.getLevelNamesMapping().get(level.upper(), logging.INFO))
     # aiohttp's access log is one line per request: too chatty at the gateway's rates.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     quiet_malformed_requests()

@@ -8,10 +8,8 @@ reports what it cannot fix as a :class:`NormalizeError` with a JSON pointer.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,6 +17,7 @@ import orjson
 from gateway.crs import to_wgs84
 from gateway.model import ENTITY_MEMBERS, Entity, ModelError, is_uri, urn, utc_time
 from gateway.pointer import escape
+from gateway.units import UnitError, code_for
 
 _TIME_MEMBERS = ("observedAt", "createdAt", "modifiedAt")
 # Already canonical (UTC, "Z", no needless fraction): most adapters produce this, and skipping
@@ -36,26 +35,15 @@ class NormalizeError(ValueError):
         self.pointer = pointer
 
 
-def _unit_mapper() -> Callable[[str], str | None]:
-    """The units room's alias → UN/CEFACT lookup when installed, else a no-op."""
+def _unit_code(code: str) -> str | None:
+    """The UN/CEFACT code of a unit alias (``°C`` → ``CEL``), or None when it is unknown.
+
+    An unknown alias is left as it is: the validator reports it with its pointer.
+    """
     try:
-        module = importlib.import_module("gateway.units")
-    except ImportError:
-        return lambda _code: None
-    for name in ("code_for", "to_cefact", "normalize_unit"):
-        func = getattr(module, name, None)
-        if callable(func):
-            def lookup(code: str, _f: Callable[..., Any] = func) -> str | None:
-                try:
-                    result = _f(code)
-                except Exception:  # an unknown alias is left for the validator to report
-                    return None
-                return result if isinstance(result, str) else None
-            return lookup
-    return lambda _code: None
-
-
-_UNIT = _unit_mapper()
+        return code_for(code)
+    except UnitError:
+        return None
 
 
 def _attr(attr: Any, pointer: str) -> None:
@@ -76,7 +64,7 @@ def _attr(attr: Any, pointer: str) -> None:
         attr["value"] = _reproject(attr["value"], pointer + "/value")
     unit = attr.get("unitCode")
     if isinstance(unit, str) and unit:
-        mapped = _UNIT(unit)
+        mapped = _unit_code(unit)
         if mapped:
             attr["unitCode"] = mapped
     for key, sub in attr.items():

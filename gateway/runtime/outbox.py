@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Final, NamedTuple
 
 import orjson
 
@@ -63,6 +63,42 @@ class OutboxRow:
         return value
 
 
+class QueuedRow(NamedTuple):
+    """One entity to queue for one sink (what :meth:`Outbox.add` writes)."""
+
+    sink: str
+    tenant: str
+    entity: Entity
+    corr: str
+    source: str
+    received: float
+
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS outbox(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, tenant TEXT NOT NULL,
+  entity_id TEXT NOT NULL, body TEXT NOT NULL, corr TEXT NOT NULL, source TEXT NOT NULL,
+  received REAL NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_sink ON outbox(sink, id);
+CREATE INDEX IF NOT EXISTS outbox_backlog ON outbox(sink, tenant, at);
+"""
+
+
+class Backlog(NamedTuple):
+    """What waits for one sink and tenant."""
+
+    sink: str
+    tenant: str
+    entities: int
+    oldest_age_s: float
+    """Age of the oldest entity waiting, in seconds."""
+
+    def to_json(self) -> dict[str, str | int | float]:
+        """JSON-able view for the admin API."""
+        return {"sink": self.sink, "tenant": self.tenant, "entities": self.entities,
+                "oldestAgeSeconds": self.oldest_age_s}
+
+
 class OutboxFull(Exception):
     """The outbox disk budget is used up; the source must retry later."""
 
@@ -73,9 +109,17 @@ class Outbox:
     def __init__(self, db: Database, *, max_bytes: int) -> None:
         self.db = db
         self.max_bytes = max_bytes
-        row = db.conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM outbox").fetchone()
-        self.bytes = int(row[0])
+        db.create(SCHEMA)
+        self.bytes = self.stored_bytes()
         self.events: dict[str, asyncio.Event] = {}
+
+    def stored_bytes(self) -> int:
+        """Bytes of entity bodies the outbox holds, read from the table."""
+        return int(self.db.conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM outbox").fetchone()[0])
+
+    def recount(self) -> None:
+        """Reset the byte counter from the table (after a rollback undid writes it had counted)."""
+        self.bytes = self.stored_bytes()
 
     def event(self, sink: str) -> asyncio.Event:
         """The event set whenever rows are added for ``sink``."""
@@ -91,9 +135,9 @@ class Outbox:
     def add(
         self,
         conn: sqlite3.Connection,
-        rows: Iterable[tuple[str, str, Entity, str, str, float]],
+        rows: Iterable[QueuedRow],
     ) -> int:
-        """Insert ``(sink, tenant, entity, corr, source, received)`` rows in the caller's transaction."""
+        """Insert rows in the caller's transaction."""
         now = time.time()
         params = []
         for sink, tenant, ent, corr, source, received in rows:
@@ -130,7 +174,7 @@ class Outbox:
         conn.executemany("DELETE FROM outbox WHERE id = ?", ids)
         return len(ids)
 
-    def status(self) -> list[dict[str, Any]]:
+    def status(self) -> list[Backlog]:
         """Backlog per sink and tenant: entities and oldest age in seconds.
 
         Answered from the ``outbox_backlog`` index alone, so that a scrape stays cheap with a
@@ -140,11 +184,8 @@ class Outbox:
         rows = self.db.conn.execute(
             "SELECT sink, tenant, COUNT(*), MIN(at) FROM outbox GROUP BY sink, tenant ORDER BY sink, tenant"
         ).fetchall()
-        return [
-            {"sink": s, "tenant": t, "entities": int(n),
-             "oldestAgeSeconds": round(max(0.0, now - float(oldest)), 3) if oldest is not None else 0.0}
-            for s, t, n, oldest in rows
-        ]
+        return [Backlog(s, t, int(n), round(max(0.0, now - float(oldest)), 3) if oldest is not None else 0.0)
+                for s, t, n, oldest in rows]
 
     def depth(self, sink: str) -> int:
         """Number of rows queued for ``sink``."""

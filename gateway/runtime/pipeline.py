@@ -24,13 +24,14 @@ from typing import Any
 from gateway.contract import Adapter
 from gateway.errors import TranslationError, Unavailable
 from gateway.model import Entity, RawMessage
-from gateway.runtime.archive import RawArchive
+from gateway.runtime.archive import ArchiveEntry, RawArchive
 from gateway.runtime.db import Database
 from gateway.runtime.deadletters import DeadLetters
+from gateway.runtime.dedup import SeenKey, SeenKeys
 from gateway.runtime.logging import correlation_id
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.normalize import NormalizeError, normalize
-from gateway.runtime.outbox import Outbox
+from gateway.runtime.outbox import Outbox, QueuedRow
 from gateway.runtime.validator import BatchValidator
 
 log = logging.getLogger("jonction.pipeline")
@@ -97,7 +98,6 @@ class Outcome:
     """What became of one message."""
 
     duplicate: bool = False
-    archive_id: int = 0
     queued: list[str] = field(default_factory=list)
     dead_letters: list[int] = field(default_factory=list)
 
@@ -110,8 +110,25 @@ class _Pending:
     corr: str
 
 
+@dataclass(slots=True)
+class _Message:
+    """One message going through the stages inside a transaction, and what became of it so far."""
+
+    conn: sqlite3.Connection
+    binding: SourceBinding
+    raw: RawMessage
+    corr: str
+    received: float
+    outcome: Outcome = field(default_factory=Outcome)
+
+
 class Pipeline:
-    """Turns raw messages into queued entities and dead letters, durably, with group commit."""
+    """Turns raw messages into queued entities and dead letters, durably, with group commit.
+
+    Two paths share the same stages (translate → normalize → validate → queue): *ingest*
+    (``emit``/``submit``: live messages, deduplicated, archived, group-committed) and *replay*
+    (``replay``: an archived or dead-lettered message again, on an operator's request).
+    """
 
     def __init__(
         self,
@@ -119,21 +136,20 @@ class Pipeline:
         archive: RawArchive,
         outbox: Outbox,
         deadletters: DeadLetters,
+        seen: SeenKeys,
         metrics: Metrics,
         validator: BatchValidator,
         sinks: Sequence[SinkRoute],
-        *,
-        dedup_max_age_s: float = 86400.0,
     ) -> None:
         self.db = db
         self.archive = archive
         self.outbox = outbox
         self.deadletters = deadletters
+        self.seen = seen
         self.metrics = metrics
         self.validate = validator
         self.sinks = list(sinks)
         self.sources: dict[str, SourceBinding] = {}
-        self.dedup_max_age_s = dedup_max_age_s
         self._pending: list[_Pending] = []
         self._scheduled = False
         self._closed = False
@@ -175,14 +191,16 @@ class Pipeline:
         touched: set[str] = set()
         try:
             with self.db.transaction() as conn:
-                rows: list[tuple[str, str, Entity, str, str, float]] = []
-                archived: list[tuple[RawMessage, str]] = []
-                fresh = self._first_deliveries(conn, batch)
-                outcomes = [self._process(conn, p.raw, p.corr, p.received, touched, rows=rows, archived=archived,
-                                          dedup=False) if i in fresh else self._duplicate(p.raw, p.corr)
+                rows: list[QueuedRow] = []
+                fresh = self.seen.first_deliveries(
+                    conn, [SeenKey(p.raw.source, p.raw.idempotency_key, p.received) for p in batch])
+                outcomes = [self._ingest(_Message(conn, self.sources[p.raw.source], p.raw, p.corr, p.received),
+                                         rows, touched)
+                            if i in fresh else self._duplicate(p.raw, p.corr)
                             for i, p in enumerate(batch)]
                 # One statement per group, not per message: the group commit's point.
-                self.archive.append_many(conn, archived)
+                self.archive.append_many(conn, [ArchiveEntry(p.raw, p.corr) for i, p in enumerate(batch)
+                                                if i in fresh])
                 if rows:
                     self.outbox.add(conn, rows)
         except Exception as exc:  # the whole group failed to commit: nothing was acknowledged
@@ -200,37 +218,10 @@ class Pipeline:
     def _recount(self) -> None:
         """Re-read the byte counters after a rollback (they were advanced optimistically)."""
         try:
-            conn = self.db.conn
-            self.archive.bytes = int(conn.execute("SELECT COALESCE(SUM(length(payload)), 0) FROM archive")
-                                     .fetchone()[0])
-            self.outbox.bytes = int(conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM outbox").fetchone()[0])
+            self.archive.recount()
+            self.outbox.recount()
         except Exception as exc:  # storage is failing already; the next commit will say so again
             log.debug("could not recount storage after a rollback: %s", exc)
-
-    def _first_deliveries(self, conn: sqlite3.Connection, batch: Sequence[_Pending]) -> set[int]:
-        """Indexes of the messages seen for the first time; records their keys (one query per source).
-
-        Checking keys in bulk matters: each SQLite statement hands the GIL back and forth, and
-        per-message statements would make the store's writer thread a convoy for this loop.
-        """
-        by_source: dict[str, list[int]] = {}
-        for index, p in enumerate(batch):
-            by_source.setdefault(p.raw.source, []).append(index)
-        fresh: set[int] = set()
-        new_keys: list[tuple[str, str, float]] = []
-        for source, indexes in by_source.items():
-            keys = list({batch[i].raw.idempotency_key for i in indexes})
-            known = {row[0] for row in conn.execute(
-                f"SELECT key FROM seen WHERE source = ? AND key IN ({','.join('?' * len(keys))})",
-                [source, *keys])}
-            for i in indexes:
-                key = batch[i].raw.idempotency_key
-                if key not in known:
-                    known.add(key)
-                    fresh.add(i)
-                    new_keys.append((source, key, batch[i].received))
-        conn.executemany("INSERT INTO seen(source, key, at) VALUES (?,?,?)", new_keys)
-        return fresh
 
     def _duplicate(self, raw: RawMessage, corr: str) -> Outcome:
         self.metrics.duplicates.inc(source=raw.source)
@@ -248,109 +239,15 @@ class Pipeline:
         self._flush()
         self._closed = True
 
-    # ------------------------------------------------------------------ processing
+    # ------------------------------------------------------------------ the two paths
 
-    def _process(
-        self,
-        conn: sqlite3.Connection,
-        raw: RawMessage,
-        corr: str,
-        received: float,
-        touched: set[str],
-        *,
-        dedup: bool = True,
-        archive: bool = True,
-        only_entity: str | None = None,
-        only_sink: str | None = None,
-        rows: list[tuple[str, str, Entity, str, str, float]] | None = None,
-        archived: list[tuple[RawMessage, str]] | None = None,
-    ) -> Outcome:
-        binding = self.sources[raw.source]
-        outcome = Outcome()
-        if dedup:
-            cur = conn.execute("INSERT OR IGNORE INTO seen(source, key, at) VALUES (?,?,?)",
-                               (raw.source, raw.idempotency_key, received))
-            if cur.rowcount == 0:
-                return self._duplicate(raw, corr)
-        if archive:
-            if archived is not None:
-                archived.append((raw, corr))
-            else:
-                outcome.archive_id = self.archive.append(conn, raw, corr)
-            self.metrics.messages_in.inc(source=raw.source, adapter=binding.adapter_name)
-        try:
-            produced = list(binding.adapter.to_entities(raw))
-        except TranslationError as exc:
-            outcome.dead_letters.append(self._dead(conn, "translation", binding, raw, exc.reason, exc.pointer, corr))
-            return outcome
-        except Exception as exc:  # an adapter bug must not stop the pipeline; keep the message
-            reason = f"adapter error: {type(exc).__name__}: {exc}"
-            outcome.dead_letters.append(self._dead(conn, "translation", binding, raw, reason, "", corr))
-            return outcome
-        if only_entity is not None:
-            produced = [e for e in produced if isinstance(e, dict) and e.get("id") == only_entity]
-        valid: list[Entity] = []
-        for item in produced:
-            if not isinstance(item, dict):
-                outcome.dead_letters.append(
-                    self._dead(conn, "translation", binding, raw, "adapter produced a non-object entity", "", corr))
-                continue
-            try:
-                valid.append(normalize(item))
-            except NormalizeError as exc:
-                outcome.dead_letters.append(
-                    self._dead(conn, "validation", binding, raw, exc.reason, exc.pointer, corr, item))
-            except Exception as exc:  # odd values normalize cannot read: a dead letter, not a crash
-                outcome.dead_letters.append(self._dead(conn, "validation", binding, raw,
-                                                       f"cannot normalize: {type(exc).__name__}: {exc}", "",
-                                                       corr, item))
-        try:
-            verdicts = self.validate(valid) if valid else []
-        except Exception as exc:  # a validator crash on odd input: keep the message, not the group
-            reason = f"validator error: {type(exc).__name__}: {exc}"
-            verdicts = [[(reason, "")] for _ in valid]
-        deferred = rows is not None
-        rows = rows if rows is not None else []
-        for item, problems in zip(valid, verdicts, strict=True):
-            if problems:
-                reason = "; ".join(r for r, _ in problems[:5])
-                outcome.dead_letters.append(
-                    self._dead(conn, "validation", binding, raw, reason, problems[0][1], corr, item))
-                continue
-            tenant = binding.tenant_for(raw, item)
-            for sink in self.sinks:
-                if sink.accepts(tenant) and (only_sink is None or sink.name == only_sink):
-                    rows.append((sink.name, tenant, item, corr, raw.source, received))
-                    touched.add(sink.name)
-            outcome.queued.append(str(item["id"]))
-        if outcome.queued:
-            self.metrics.entities_in.inc(len(outcome.queued), source=raw.source)
-        if rows and not deferred:
-            self.outbox.add(conn, rows)
-        log.debug("message accepted", extra={"correlation_id": corr, "source": raw.source,
-                                             "entities": len(outcome.queued),
-                                             "dead_letters": len(outcome.dead_letters)})
-        return outcome
-
-    def _dead(
-        self,
-        conn: sqlite3.Connection,
-        stage: str,
-        binding: SourceBinding,
-        raw: RawMessage,
-        reason: str,
-        pointer: str,
-        corr: str,
-        item: Entity | None = None,
-    ) -> int:
-        self.metrics.dead_letters.inc(source=raw.source, stage=stage)
-        log.warning("dead letter: %s", reason, extra={"correlation_id": corr, "source": raw.source,
-                                                      "stage": stage, "pointer": pointer})
-        tenant = binding.tenant_for(raw, item) if item is not None else raw.tenant
-        return self.deadletters.add(conn, stage=stage, adapter=binding.adapter_name, raw=raw, reason=reason,
-                                    pointer=pointer, corr=corr, entity=item, tenant=tenant)
-
-    # ------------------------------------------------------------------ replay
+    def _ingest(self, msg: _Message, rows: list[QueuedRow], touched: set[str]) -> Outcome:
+        """A live message seen for the first time (the caller writes its archive entry)."""
+        self.metrics.messages_in.inc(source=msg.raw.source, adapter=msg.binding.adapter_name)
+        produced = self._translate(msg)
+        if produced is not None:
+            self._queue(msg, self._validated(msg, self._normalized(msg, produced)), self.sinks, rows, touched)
+        return msg.outcome
 
     def replay(
         self,
@@ -365,29 +262,111 @@ class Pipeline:
 
         The idempotency check is skipped on purpose: replay is an explicit request. Older
         observations still never overwrite newer ones (the publisher's observedAt guard).
+        ``only_entity`` / ``only_sink`` narrow what is queued (a dead letter names one of each);
+        ``delete_letter`` is dropped in the same transaction.
         """
-        if raw.source not in self.sources:
+        binding = self.sources.get(raw.source)
+        if binding is None:
             raise TranslationError(f"source {raw.source!r} is not configured any more")
+        sinks = self.sinks if only_sink is None else [s for s in self.sinks if s.name == only_sink]
+        rows: list[QueuedRow] = []
         touched: set[str] = set()
         with self.db.transaction() as conn:
-            outcome = self._process(conn, raw, corr, time.time(), touched, dedup=False, archive=False,
-                                    only_entity=only_entity, only_sink=only_sink)
+            msg = _Message(conn, binding, raw, corr, time.time())
+            produced = self._translate(msg)
+            if produced is not None:
+                if only_entity is not None:
+                    produced = [e for e in produced if isinstance(e, dict) and e.get("id") == only_entity]
+                self._queue(msg, self._validated(msg, self._normalized(msg, produced)), sinks, rows, touched)
+            if rows:
+                self.outbox.add(conn, rows)
             if delete_letter is not None:
                 self.deadletters.delete(conn, delete_letter)
         self.outbox.notify(touched)
-        return outcome
+        return msg.outcome
+
+    # ------------------------------------------------------------------ the stages both paths share
+
+    def _translate(self, msg: _Message) -> list[Entity] | None:
+        """The adapter's entities, or None when the message became a dead letter."""
+        try:
+            return list(msg.binding.adapter.to_entities(msg.raw))
+        except TranslationError as exc:
+            self._dead(msg, "translation", exc.reason, exc.pointer)
+        except Exception as exc:  # an adapter bug must not stop the pipeline; keep the message
+            self._dead(msg, "translation", f"adapter error: {type(exc).__name__}: {exc}", "")
+        return None
+
+    def _normalized(self, msg: _Message, produced: list[Entity]) -> list[Entity]:
+        """Normalized entities; what cannot be normalized becomes a dead letter."""
+        normalized: list[Entity] = []
+        for item in produced:
+            if not isinstance(item, dict):
+                self._dead(msg, "translation", "adapter produced a non-object entity", "")
+                continue
+            try:
+                normalized.append(normalize(item))
+            except NormalizeError as exc:
+                self._dead(msg, "validation", exc.reason, exc.pointer, item)
+            except Exception as exc:  # odd values normalize cannot read: a dead letter, not a crash
+                self._dead(msg, "validation", f"cannot normalize: {type(exc).__name__}: {exc}", "", item)
+        return normalized
+
+    def _validated(self, msg: _Message, entities: list[Entity]) -> list[Entity]:
+        """The entities that pass validation; each one that fails becomes a dead letter."""
+        if not entities:
+            return []
+        try:
+            verdicts = self.validate(entities)
+        except Exception as exc:  # a validator crash on odd input: keep the message, not the group
+            reason = f"validator error: {type(exc).__name__}: {exc}"
+            verdicts = [[(reason, "")] for _ in entities]
+        valid: list[Entity] = []
+        for item, problems in zip(entities, verdicts, strict=True):
+            if problems:
+                self._dead(msg, "validation", "; ".join(r for r, _ in problems[:5]), problems[0][1], item)
+            else:
+                valid.append(item)
+        return valid
+
+    def _queue(
+        self, msg: _Message, entities: list[Entity], sinks: Sequence[SinkRoute], rows: list[QueuedRow],
+        touched: set[str],
+    ) -> None:
+        """One outbox row per valid entity and sink that takes its tenant (written by the caller)."""
+        raw, outcome = msg.raw, msg.outcome
+        for item in entities:
+            tenant = msg.binding.tenant_for(raw, item)
+            for sink in sinks:
+                if sink.accepts(tenant):
+                    rows.append(QueuedRow(sink.name, tenant, item, msg.corr, raw.source, msg.received))
+                    touched.add(sink.name)
+            outcome.queued.append(str(item["id"]))
+        if outcome.queued:
+            self.metrics.entities_in.inc(len(outcome.queued), source=raw.source)
+        log.debug("message accepted", extra={"correlation_id": msg.corr, "source": raw.source,
+                                             "entities": len(outcome.queued),
+                                             "dead_letters": len(outcome.dead_letters)})
+
+    def _dead(self, msg: _Message, stage: str, reason: str, pointer: str, item: Entity | None = None) -> None:
+        """Keep the message as a dead letter of ``stage`` (with the entity it concerns, if any)."""
+        raw = msg.raw
+        self.metrics.dead_letters.inc(source=raw.source, stage=stage)
+        log.warning("dead letter: %s", reason, extra={"correlation_id": msg.corr, "source": raw.source,
+                                                      "stage": stage, "pointer": pointer})
+        tenant = msg.binding.tenant_for(raw, item) if item is not None else raw.tenant
+        msg.outcome.dead_letters.append(self.deadletters.add(
+            msg.conn, stage=stage, adapter=msg.binding.adapter_name, raw=raw, reason=reason, pointer=pointer,
+            corr=msg.corr, entity=item, tenant=tenant))
+
+    # ------------------------------------------------------------------ operator requests
 
     def requeue(self, sink: str, tenant: str, item: Entity, corr: str, source: str, letter_id: int) -> None:
         """Queue an entity a sink rejected once more (dead letter of stage ``sink``) and drop the letter."""
         with self.db.transaction() as conn:
-            self.outbox.add(conn, [(sink, tenant, item, corr, source, time.time())])
+            self.outbox.add(conn, [QueuedRow(sink, tenant, item, corr, source, time.time())])
             self.deadletters.delete(conn, letter_id)
         self.outbox.notify([sink])
-
-    def prune_dedup(self) -> int:
-        """Forget idempotency keys older than the dedup window."""
-        with self.db.transaction() as conn:
-            return conn.execute("DELETE FROM seen WHERE at < ?", (time.time() - self.dedup_max_age_s,)).rowcount
 
     def describe(self) -> Iterable[dict[str, Any]]:
         """Configured sources for the admin API."""

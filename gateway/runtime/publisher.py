@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from gateway.model import ENTITY_MEMBERS, Entity, ModelError, RawMessage, parse_time
 from gateway.runtime.db import Database
@@ -32,6 +32,13 @@ from gateway.runtime.outbox import Outbox, OutboxRow
 from gateway.runtime.sinks import Sink, SinkRejected, SinkUnavailable
 
 log = logging.getLogger("jonction.publisher")
+
+LATEST_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS latest(
+  sink TEXT NOT NULL, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, attr TEXT NOT NULL,
+  observed REAL NOT NULL, PRIMARY KEY(sink, tenant, entity_id, attr)) WITHOUT ROWID;
+"""
+"""The publishers' table: the newest observedAt each sink has committed, per entity attribute."""
 
 
 @dataclass(slots=True)
@@ -92,6 +99,7 @@ class Publisher:
         self.draining = False
         self.idle = asyncio.Event()
         self.latest: dict[tuple[str, str], dict[str, float]] = {}
+        db.create(LATEST_SCHEMA)
         for tenant, entity_id, attr, observed in db.conn.execute(
             "SELECT tenant, entity_id, attr, observed FROM latest WHERE sink = ?", (sink.name,)
         ):

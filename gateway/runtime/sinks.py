@@ -7,7 +7,6 @@ failures are exceptions: :class:`SinkUnavailable` (retry later: network, 5xx, au
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import ssl
@@ -22,6 +21,8 @@ from gateway.errors import JonctionError
 from gateway.model import Entity
 from gateway.oauth2 import ClientCredentials, OAuth2Client
 from gateway.runtime.logging import redact
+from gateway.store.base import Storage
+from schemas import contexts
 
 log = logging.getLogger("jonction.sinks")
 
@@ -77,7 +78,7 @@ class EmbeddedSink:
 
     kind = "embedded"
 
-    def __init__(self, name: str, store: Any, *, max_batch: int = 1000, context: str | None = None) -> None:
+    def __init__(self, name: str, store: Storage, *, max_batch: int = 1000, context: str | None = None) -> None:
         self.name = name
         self.store = store
         self.max_batch = max_batch
@@ -90,12 +91,9 @@ class EmbeddedSink:
         except Exception as exc:  # the store's own storage failed: retry the whole batch
             raise SinkUnavailable(f"embedded store: {type(exc).__name__}: {exc}") from exc
         failed: dict[str, tuple[str, bool]] = {}
-        for err in getattr(result, "errors", ()):
-            entity_id = str(getattr(err, "entity_id", "") or "")
-            error = getattr(err, "error", err)
-            etype = str(getattr(error, "type", "") or "")
-            detail = str(getattr(error, "detail", "") or error)
-            failed[entity_id] = (f"{etype}: {detail}" if etype else detail, _is_permanent(etype))
+        for err in result.errors:
+            etype, detail = err.error.type, err.error.detail or str(err.error)
+            failed[err.entity_id] = (f"{etype}: {detail}" if etype else detail, _is_permanent(etype))
         return SinkResult(failed)
 
     async def check(self) -> None:
@@ -141,10 +139,6 @@ _MEMBERS: Final = frozenset({"id", "type", "scope", "@context", "createdAt", "mo
                              "object", "objectList", "languageMap", "vocab", "json", "valueList", "observedAt",
                              "unitCode", "datasetId", "instanceId", "lang", "objectType"})
 """NGSI-LD members whose names are core terms, never Smart Data Model terms."""
-
-
-def _contexts() -> Any:
-    return importlib.import_module("schemas.contexts")
 
 
 def entity_terms(entity: Mapping[str, Any]) -> set[str]:
@@ -222,7 +216,7 @@ class RemoteBrokerSink:
             # broker must expand them with the same one. ``jonction run`` serves it and gives
             # every sink its public URL (``server.public_url``); the canonical IRI is the fallback
             # for a sink built without a config, and what jonction stores know offline.
-            settings.context = profile.context_iri or str(_contexts().JONCTION_CONTEXT_IRI)
+            settings.context = profile.context_iri or contexts.JONCTION_CONTEXT_IRI
         self.max_batch = settings.max_batch or profile.max_batch
         base = settings.url.rstrip("/")
         if not base.endswith("/ngsi-ld/v1"):
@@ -267,7 +261,7 @@ class RemoteBrokerSink:
                 entities = [{**e, "@context": self.settings.context} for e in entities]
             else:
                 # The terms each entity uses, inline: the broker fetches nothing (CIM 009 §6.3.5).
-                inline = _contexts().inline_context
+                inline = contexts.inline_context
                 entities = [{**e, "@context": inline(entity_terms(e))} for e in entities]
         return json.dumps(list(entities), separators=(",", ":"), ensure_ascii=False).encode()
 

@@ -1,18 +1,17 @@
 """Bridge to the schema validator: a batch of entities in, a list of problems per entity out.
 
 ``gateway.validation.validate_batch`` (NGSI-LD structure, then the Smart Data Model schema) is
-used when installed and enabled; otherwise the NGSI-LD structure is checked here, so an invalid
-entity never reaches a sink whatever is installed or configured.
+used when schema validation is enabled; otherwise the NGSI-LD structure is checked here, so an
+invalid entity never reaches a sink whatever is configured.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from gateway.model import ATTRIBUTE_TYPES, ENTITY_MEMBERS, VALUE_KEY, Entity, is_uri
 from gateway.pointer import escape
+from gateway.validation import Verdict, validate_batch
 
 Problem = tuple[str, str]
 """``(reason, JSON pointer)``."""
@@ -46,44 +45,29 @@ def structural_problems(item: Entity) -> list[Problem]:
     return problems
 
 
-def _verdict_problems(verdict: Any) -> list[Problem]:
-    """Read a validator verdict whatever its exact shape (ok/valid flag, errors list)."""
-    ok = getattr(verdict, "ok", getattr(verdict, "valid", None))
-    errors = getattr(verdict, "errors", None)
-    if errors is None and isinstance(verdict, dict):
-        errors = verdict.get("errors")
-        ok = verdict.get("ok", verdict.get("valid"))
-    out: list[Problem] = []
-    for err in errors or ():
-        if isinstance(err, dict):
-            reason = err.get("message") or err.get("reason") or str(err)
-            pointer = err.get("pointer") or err.get("path") or ""
-        else:
-            reason = getattr(err, "message", None) or getattr(err, "reason", None) or str(err)
-            pointer = getattr(err, "pointer", None) or getattr(err, "path", None) or ""
-        out.append((str(reason), str(pointer)))
-    if ok is False and not out:
+def verdict_problems(verdict: Verdict) -> list[Problem]:
+    """The errors of a verdict as ``(reason, JSON pointer)`` pairs (warnings never reject an entity)."""
+    out: list[Problem] = [(err.message or str(err), err.pointer) for err in verdict.errors]
+    if not verdict.valid and not out:
         out.append(("entity rejected by the validator", ""))
     return out
 
 
 def load_validator(enabled: bool = True) -> BatchValidator:
-    """The batch validator to use in the pipeline."""
-    schema_batch: Callable[..., Any] | None = None
-    if enabled:
-        try:
-            module = importlib.import_module("gateway.validation")
-            schema_batch = getattr(module, "validate_batch", None)
-        except ImportError:
-            schema_batch = None
+    """The batch validator to use in the pipeline: the schema validator when ``enabled``, else structure only."""
+    if not enabled:
+        return structural_batch
 
     def validate(entities: Sequence[Entity]) -> list[list[Problem]]:
-        if schema_batch is None:
-            return [structural_problems(e) for e in entities]
         # The schema validator checks the NGSI-LD structure first itself: no second pass here.
-        verdicts = list(schema_batch(entities))
+        verdicts = validate_batch(entities)
         if len(verdicts) != len(entities):
             raise RuntimeError("the validator returned a verdict count that does not match the batch")
-        return [_verdict_problems(v) for v in verdicts]
+        return [verdict_problems(v) for v in verdicts]
 
     return validate
+
+
+def structural_batch(entities: Sequence[Entity]) -> list[list[Problem]]:
+    """The NGSI-LD structure checks alone, for each entity (schema validation disabled)."""
+    return [structural_problems(e) for e in entities]

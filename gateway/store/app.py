@@ -2,15 +2,16 @@
 
 Wiring lives here only. ``create_store_app(settings)`` builds the sub-application: middlewares
 (ProblemDetails errors, tenant echo, bearer tokens), the entity, batch, discovery and
-@context routes, plus subscriptions and the temporal API when ``gateway.store.subscriptions``
-/ ``gateway.store.temporal`` provide ``setup_subscriptions(app, storage)`` /
-``setup_temporal(app, storage)``. The storage is opened and closed in ``cleanup_ctx``.
+@context routes, subscriptions (``gateway.store.subscriptions``) and the temporal API
+(``gateway.store.temporal``).
 
-The runtime shares the SAME storage in one of two ways:
+Who owns the storage is explicit:
 
-* it opens it itself (``storage = await open_storage(settings.store_path)``) and passes it:
-  ``create_store_app(settings, storage=storage)`` — the app then never closes it; or
-* it lets the app own it and reads ``store_app[STORAGE_KEY]`` (usable once the app started).
+* an application that shares it (the gateway: its runtime writes through it) creates it, starts
+  and closes it, and hands it over: ``create_store_app(settings, storage=storage)`` — the store
+  app then never opens nor closes it;
+* without ``storage`` (``jonction store``, tests) the store app creates its own, opened and
+  closed in its ``cleanup_ctx``.
 
 ``create_root_app(settings)`` mounts the sub-app at ``settings.base_path`` for ``jonction store``.
 A root application of your own should be built with ``handler_args=HANDLER_ARGS`` so that long
@@ -20,9 +21,8 @@ bare 400 for request lines over 8 KiB.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +37,8 @@ from gateway.store.http import error_middleware, negotiate
 from gateway.store.problems import NgsiError
 from gateway.store.security import auth_middleware, cross_site_middleware
 from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings, load_tokens
+from gateway.store.subscriptions import setup_subscriptions
+from gateway.store.temporal import setup_temporal
 
 __all__ = [
     "CONTEXTS_KEY",
@@ -54,17 +56,6 @@ log = logging.getLogger("jonction.store")
 HANDLER_ARGS: dict[str, Any] = {"max_line_size": 65536, "max_field_size": 16384}
 """Give the ROOT app ``web.Application(handler_args=HANDLER_ARGS)``: long q/geoQ query strings then
 reach the API (which answers TooComplexQuery past its own limits) instead of aiohttp's bare 400."""
-
-
-def _optional_setup(module: str, function: str) -> Callable[[web.Application, Storage], Any] | None:
-    try:
-        found = importlib.import_module(f"gateway.store.{module}")
-    except ImportError as exc:
-        if exc.name != f"gateway.store.{module}":
-            raise  # the module exists but is broken: say so instead of hiding a feature
-        return None
-    setup = getattr(found, function, None)
-    return setup if callable(setup) else None
 
 
 def create_store_app(settings: StoreSettings, *, storage: Storage | None = None) -> web.Application:
@@ -97,12 +88,8 @@ def create_store_app(settings: StoreSettings, *, storage: Storage | None = None)
     add_entity_routes(app)
     add_batch_routes(app)
     add_discovery_routes(app)
-    for module, function in (("subscriptions", "setup_subscriptions"), ("temporal", "setup_temporal")):
-        setup = _optional_setup(module, function)
-        if setup is not None:
-            setup(app, store)
-        else:
-            _not_implemented(app, "/subscriptions" if module == "subscriptions" else "/temporal")
+    setup_subscriptions(app, store)
+    setup_temporal(app, store)
     # Context sources, entity maps and broker info are outside what this store implements.
     for prefix in ("/csourceRegistrations", "/csourceSubscriptions", "/entityMaps", "/info"):
         _not_implemented(app, prefix)

@@ -17,7 +17,6 @@ a batch writes them with executemany), ``tenants``, ``contexts``.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import re
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from gateway import model
-from gateway.store import codec, jsonld
+from gateway.store import codec, history, jsonld
 from gateway.store.base import (
     DEFAULT_TENANT,
     Change,
@@ -106,7 +105,6 @@ class SqliteStorage(StorageBase):
         self._contexts = jsonld.ContextCache(self._resolve_hosted)
         self._closed = False
         self._started = False
-        self._history: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,11 +149,7 @@ class SqliteStorage(StorageBase):
         # the first time; do it now rather than in the first request.
         self._contexts.get([])
         self._contexts.get([jsonld.jonction_context_iri()])
-        self._history = _history_module()
-        if self._history is not None:
-            setup = getattr(self._history, "setup_schema", None) or getattr(self._history, "ensure_schema", None)
-            if setup is not None:
-                setup(conn)
+        history.ensure_schema(conn)
 
     async def close(self) -> None:
         """Wait for pending work, then close every connection (idempotent)."""
@@ -308,15 +302,15 @@ class SqliteStorage(StorageBase):
                     if mutation.written and mutation.doc is not None:
                         types = mutation.doc["type"]
                         written.extend((tenant, eid, types, attr, inst) for attr, inst in mutation.written)
-                    if before is not None and self._history is not None and hasattr(self._history, "deletions"):
+                    if before is not None:
                         # deleted attributes leave a deletedAt mark in their temporal evolution
-                        gone = self._history.deletions(before, mutation.doc, now)
+                        gone = history.deletions(before, mutation.doc, now)
                         written.extend((tenant, eid, before["type"], attr, inst) for attr, inst in gone)
                 results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated))
             self._store_many(conn, tenant, touched, rids, originals, state)
-            if self._history is not None and written:
+            if written:
                 # Same transaction: history and current state never disagree.
-                self._history.record_many(conn, written)
+                history.record_many(conn, written)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -583,12 +577,3 @@ def _number_clause(iri: str, op: str, numbers: tuple[float, ...]) -> tuple[str, 
         f"OR json_extract(e.doc, ?) {test}))"
     )
     return clause, [first, '$."' + iri + '"[1]', first + ".value", first + ".value", *args]
-
-
-def _history_module() -> Any:
-    """``gateway.store.history`` when it provides ``record_many`` (attribute history), else None."""
-    try:
-        history = importlib.import_module("gateway.store.history")
-    except ImportError:
-        return None
-    return history if callable(getattr(history, "record_many", None)) else None

@@ -62,4 +62,4 @@ async def test_hostile_values_become_dead_letters_with_pointers(tmp_path: Path) 
         assert [(d["stage"], d["pointer"]) for d in letters] == [("translation", p) for p in cases.values()]
         assert all("adapter error" not in d["reason"] for d in letters), [d["reason"] for d in letters]
         # The whole notification is one message: its valid entity waits for the fixed payload too.
-        assert await rt.store.get("", "urn:ngsi-ld:AirQualityObserved:ok-1") is None
+        assert await rt.embedded_store.get("", "urn:ngsi-ld:AirQualityObserved:ok-1") is None

@@ -61,7 +61,7 @@ async def test_cross_site_admin_calls_are_refused_on_loopback(tmp_path: Path, wi
                                        {**auth, **EVIL_HOST, "Content-Type": "application/json"},
                                        json.dumps(ENTITY).encode())
             assert status == 403
-            assert rt.store is not None and await rt.store.get("", ENTITY["id"]) is None
+            assert await rt.embedded_store.get("", str(ENTITY["id"])) is None
 
             # legitimate calls pass: curl (no Origin, no body), and a same-origin page posting JSON
             status, _, doc = await _call(http, "POST", url, auth)

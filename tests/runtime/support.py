@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,7 +29,7 @@ class FakeAdapter:
     """
 
     manifest: ClassVar[Manifest] = Manifest("fake", "Fake test source", ("test",), ("WasteContainer",))
-    config_schema: ClassVar[dict[str, Any]] = {
+    config_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object", "additionalProperties": False,
         "properties": {"name": {"type": "string"}, "tenant": {"type": "string"}, "fail_check": {"type": "boolean"},
                        "api_token": {"type": "string", "writeOnly": True}},

@@ -16,7 +16,7 @@ async def test_the_announced_context_url_resolves_in_the_embedded_store(tmp_path
         rt = app[RUNTIME]
         await FakeAdapter.instances["bins"].send({"id": "m1", "device": "bin-1", "fill": 42,
                                                   "at": "2026-01-01T10:00:00Z"})
-        await eventually(lambda: rt.store.get("", "urn:ngsi-ld:WasteContainer:bin-1"), what="store write")
+        await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:WasteContainer:bin-1"), what="store write")
         assert cfg.context_url == "https://gw.ville-a.example/contexts/jonction.jsonld"
         link = f'<{cfg.context_url}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
         async with aiohttp.ClientSession() as http:

@@ -37,7 +37,8 @@ async def test_message_reaches_embedded_store_and_remote_broker(tmp_path: Path, 
         rt = app[RUNTIME]
         await FakeAdapter.instances["bins"].send({"id": "m1", "device": "bin-1", "fill": 42,
                                                   "at": "2026-01-01T10:00:00+01:00"})
-        stored = await eventually(lambda: rt.store.get("", "urn:ngsi-ld:WasteContainer:bin-1"), what="store write")
+        stored = await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:WasteContainer:bin-1"),
+                                  what="store write")
         assert stored["fillingLevel"]["value"] == 0.42
         # normalized to UTC on the way
         assert stored["fillingLevel"]["observedAt"] == "2026-01-01T09:00:00Z"
@@ -104,7 +105,7 @@ async def test_dead_letters_keep_reason_pointer_and_replay_after_fix(tmp_path: P
                 text = await resp.text()
             assert 'jonction_dead_letters_stored{source="bins",stage="validation"} 1' in text
             assert 'jonction_dead_letters_total{source="bins",stage="translation"} 1' in text
-            assert await rt.store.get("", "urn:ngsi-ld:WasteContainer:bin-3") is None
+            assert await rt.embedded_store.get("", "urn:ngsi-ld:WasteContainer:bin-3") is None
             # Replaying before the fix keeps the letter.
             async with http.post(f"{base}/admin/deadletters/{letters[0]['id']}/replay") as resp:
                 assert resp.status == 422
@@ -112,7 +113,8 @@ async def test_dead_letters_keep_reason_pointer_and_replay_after_fix(tmp_path: P
             async with http.post(f"{base}/admin/deadletters/{letters[0]['id']}/replay") as resp:
                 assert resp.status == 200
                 assert (await resp.json())["queued"] == ["urn:ngsi-ld:WasteContainer:bin-3"]
-            stored = await eventually(lambda: rt.store.get("", "urn:ngsi-ld:WasteContainer:bin-3"), what="replayed")
+            stored = await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:WasteContainer:bin-3"),
+                                      what="replayed")
             assert stored["fillingLevel"]["value"] == 0.75
             async with http.get(f"{base}/admin/deadletters") as resp:
                 left = (await resp.json())["deadLetters"]
@@ -132,8 +134,9 @@ async def test_older_observation_never_overwrites_newer(tmp_path: Path, broker: 
                             "at": "2026-01-01T11:00:00Z"})
         await eventually(lambda: rt.outbox is not None and rt.outbox.depth("city") == 0
                          and rt.outbox.depth("embedded") == 0, what="late packet handled")
-        for stored in (await rt.store.get("", "urn:ngsi-ld:WasteContainer:bin-9"),
+        for stored in (await rt.embedded_store.get("", "urn:ngsi-ld:WasteContainer:bin-9"),
                        broker.state[""]["urn:ngsi-ld:WasteContainer:bin-9"]):
+            assert stored is not None
             assert stored["fillingLevel"]["value"] == 0.8
             assert stored["temperature"]["value"] == 9.5  # never seen before: kept
 
@@ -147,9 +150,9 @@ async def test_tenant_routes_per_device_and_sink_filters(tmp_path: Path, broker:
         adapter = FakeAdapter.instances["bins"]
         await adapter.send({"id": "a", "device": "mtp-1", "fill": 10, "at": "2026-01-01T10:00:00Z"})
         await adapter.send({"id": "b", "device": "lattes-1", "fill": 20, "at": "2026-01-01T10:00:00Z"})
-        await eventually(lambda: rt.store.get("lattes", "urn:ngsi-ld:WasteContainer:lattes-1"), what="lattes")
-        await eventually(lambda: rt.store.get("montpellier", "urn:ngsi-ld:WasteContainer:mtp-1"), what="mtp")
-        assert await rt.store.get("montpellier", "urn:ngsi-ld:WasteContainer:lattes-1") is None
+        await eventually(lambda: rt.embedded_store.get("lattes", "urn:ngsi-ld:WasteContainer:lattes-1"), what="lattes")
+        await eventually(lambda: rt.embedded_store.get("montpellier", "urn:ngsi-ld:WasteContainer:mtp-1"), what="mtp")
+        assert await rt.embedded_store.get("montpellier", "urn:ngsi-ld:WasteContainer:lattes-1") is None
         await eventually(lambda: "montpellier" in broker.state, what="remote")
         assert set(broker.state) == {"montpellier"}  # the remote broker only takes montpellier
         assert all(r["headers"]["NGSILD-Tenant"] == "montpellier" for r in broker.requests)
@@ -201,7 +204,7 @@ async def test_archive_replay_requeues(tmp_path: Path) -> None:
         rt = app[RUNTIME]
         await FakeAdapter.instances["bins"].send({"id": "r1", "device": "bin-r", "fill": 5,
                                                   "at": "2026-01-01T10:00:00Z"})
-        await eventually(lambda: rt.store.get("", "urn:ngsi-ld:WasteContainer:bin-r"), what="first")
+        await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:WasteContainer:bin-r"), what="first")
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{base}/admin/archive/replay", json={"source": "bins"}) as resp:
                 result = await resp.json()
@@ -219,7 +222,8 @@ async def test_adapter_bug_is_a_dead_letter_and_spares_the_rest_of_the_group(tmp
             adapter.send({"id": "poison", "device": "bin-p", "fill": 1, "crash": True}),
             adapter.send({"id": "fine", "device": "bin-f", "fill": 30, "at": "2026-01-01T10:00:00Z"}),
         )
-        stored = await eventually(lambda: rt.store.get("", "urn:ngsi-ld:WasteContainer:bin-f"), what="good one")
+        stored = await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:WasteContainer:bin-f"),
+                                  what="good one")
         assert stored["fillingLevel"]["value"] == 0.3
         async with aiohttp.ClientSession() as http, http.get(f"{base}/admin/deadletters") as resp:
             letters = (await resp.json())["deadLetters"]
@@ -267,7 +271,8 @@ async def test_admin_restarts_a_source_with_a_fresh_adapter(tmp_path: Path) -> N
         second = FakeAdapter.instances["bins"]
         assert second is not first
         await second.send({"id": "after", "device": "bin-n", "fill": 50, "at": "2026-01-01T10:00:00Z"})
-        await eventually(lambda: rt.store.get("", "urn:ngsi-ld:WasteContainer:bin-n"), what="new instance works")
+        await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:WasteContainer:bin-n"),
+                         what="new instance works")
         assert rt.sources["bins"].status.state == "running"
 
 

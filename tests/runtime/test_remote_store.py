@@ -85,7 +85,7 @@ async def test_remote_store_stopped_mid_stream_gets_everything(tmp_path: Path) -
                 await round_(r)
             await eventually(lambda: rt.outbox is not None and rt.outbox.depth("remote") == 0, within=60,
                              what="backlog drained")
-            embedded_count = await rt.store.count("sete")
+            embedded_count = await rt.embedded_store.count("sete")
         state = await remote.entities("sete")
         assert len(state) == devices == embedded_count
         for d in range(devices):

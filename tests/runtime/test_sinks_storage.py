@@ -14,6 +14,7 @@ from gateway.errors import Unavailable
 from gateway.model import RawMessage
 from gateway.runtime.archive import RawArchive
 from gateway.runtime.db import Database
+from gateway.runtime.outbox import QueuedRow
 from gateway.runtime.sinks import RemoteBrokerSink, RemoteSettings
 from gateway.runtime.state import RUNTIME
 from tests.conftest import free_port
@@ -206,7 +207,7 @@ def test_outbox_rows_read_back_what_the_standard_encoder_would_queue(tmp_path: P
         {"id": "urn:ngsi-ld:T:null", "type": "T", "a": {"type": "Property", "value": [None, "nullable"]}},
     ]
     with db.transaction() as conn:
-        outbox.add(conn, [("s", "", e, "c", "src", 0.0) for e in entities])
+        outbox.add(conn, [QueuedRow("s", "", e, "c", "src", 0.0) for e in entities])
     rows = outbox.fetch("s", 0, 100)
     assert [r.entity_id for r in rows] == [e["id"] for e in entities]
     assert outbox.bytes == sum(len(r.body) for r in rows)

@@ -24,7 +24,7 @@ async def test_file_import_through_the_runtime_keeps_one_dead_letter_per_bad_lin
                          "mapping_file": "builtin:streetlights_gis.yaml"}}
     async with running(config(tmp_path, sources=[source]), adapters={"files": FilesAdapter}) as (base, app):
         rt = app[RUNTIME]
-        stored = await eventually(lambda: rt.store.get("", "urn:ngsi-ld:Streetlight:Montpellier-PL-0009"),
+        stored = await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:Streetlight:Montpellier-PL-0009"),
                                   what="the last good row in the store")
         assert validate(stored).valid
 

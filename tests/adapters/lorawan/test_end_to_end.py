@@ -58,7 +58,7 @@ async def test_uplinks_through_mosquitto_reach_the_store_once(tmp_path: Path, br
                 await client.publish(TOPIC, body, qos=1)
 
         async def latest() -> Any:
-            stored = await rt.store.get("ville-a", CONTAINER)
+            stored = await rt.embedded_store.get("ville-a", CONTAINER)
             ok = stored and stored["fillingLevel"]["observedAt"] == "2026-03-04T08:00:00Z"
             return stored if ok else None
 
@@ -66,7 +66,7 @@ async def test_uplinks_through_mosquitto_reach_the_store_once(tmp_path: Path, br
         assert stored["fillingLevel"]["value"] == 0.7 and stored["fillingLevel"]["unitCode"] == "C62"
         assert stored["location"]["value"]["type"] == "Point"
         assert stored["refDevice"]["object"] == f"urn:ngsi-ld:Device:{EUI}"
-        device = await rt.store.get("ville-a", f"urn:ngsi-ld:Device:{EUI}")
+        device = await rt.embedded_store.get("ville-a", f"urn:ngsi-ld:Device:{EUI}")
         assert device is not None and device["rssi"]["value"] == -100 and device["rssi"]["snr"]["unitCode"] == "2N"
         assert validate(stored).valid and validate(device).valid
         assert rt.metrics.duplicates.get(source="chirpstack") == 1, "the copy from the second gateway is a duplicate"
@@ -96,9 +96,9 @@ async def test_simulator_feeds_the_http_integration(tmp_path: Path) -> None:
         rt = app[RUNTIME]
         await simulator.start()
         try:
-            waste = await eventually(lambda: rt.store.get("", "urn:ngsi-ld:WasteContainer:24e124713b100101"),
+            waste = await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:WasteContainer:24e124713b100101"),
                                      what="a simulated EM310 uplink in the store")
-            air = await eventually(lambda: rt.store.get("", "urn:ngsi-ld:AirQualityObserved:a84041000181e101"),
+            air = await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:AirQualityObserved:a84041000181e101"),
                                    what="a simulated LAQ4 uplink in the store")
         finally:
             await simulator.stop()

@@ -38,7 +38,7 @@ async def test_vendor_api_to_store_with_tokens_wearing_out(tmp_path: Path) -> No
             ids = [f"urn:ngsi-ld:Streetlight:LUM-{n:04d}" for n in range(1, 13)]
 
             async def all_stored() -> list[Any] | None:
-                found = [await rt.store.get("", i) for i in ids]
+                found = [await rt.embedded_store.get("", i) for i in ids]
                 return found if all(found) else None
 
             stored = await eventually(all_stored, what="the 12 luminaires in the store")
@@ -88,14 +88,14 @@ async def test_one_bad_item_among_23_is_one_dead_letter_and_22_are_stored(tmp_pa
             good = [f"urn:ngsi-ld:Streetlight:SL-{n}" for n in range(23) if n != 11]
 
             async def all_good_stored() -> list[Any] | None:
-                found = [await rt.store.get("", i) for i in good]
+                found = [await rt.embedded_store.get("", i) for i in good]
                 return found if all(found) else None
 
             stored = await eventually(all_good_stored, what="the 22 good streetlights in the store")
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{base}/admin/deadletters") as resp:
                     letters = (await resp.json())["deadLetters"]
-            assert await rt.store.get("", "urn:ngsi-ld:Streetlight:SL-11") is None
+            assert await rt.embedded_store.get("", "urn:ngsi-ld:Streetlight:SL-11") is None
         assert len(stored) == 22
         assert len(letters) == 1
         assert letters[0]["stage"] == "translation" and "item 11" in letters[0]["reason"]

@@ -44,7 +44,7 @@ async def test_signed_push_reaches_the_store_and_a_forgery_does_not(tmp_path: Pa
                 assert resp.status == 202
             async with http.post(url, data=BODY, headers=good) as resp:
                 assert resp.status == 200  # the vendor's redelivery
-        spot = await eventually(lambda: rt.store.get("", "urn:ngsi-ld:ParkingSpot:ZONE-GARE:B12"),
+        spot = await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:ParkingSpot:ZONE-GARE:B12"),
                                 what="the parking spot in the store")
         assert spot["status"]["value"] == "occupied"
         assert validate(spot).valid
