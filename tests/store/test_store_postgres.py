@@ -405,3 +405,28 @@ def test_gateway_config_selects_the_database() -> None:
     assert parse({}).embedded_database is None
     with pytest.raises(ConfigInvalid, match="embedded_store/database"):
         parse({"embedded_store": {"database": "mysql://db/t"}})
+
+
+async def test_jonction_run_writes_into_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """With ``embedded_store.database`` the gateway's pipeline writes into PostgreSQL and serves it."""
+    import aiohttp
+
+    from gateway.runtime.state import RUNTIME
+    from tests.runtime.support import FakeAdapter, config, eventually, running
+
+    FakeAdapter.instances.clear()
+    cfg = config(tmp_path, embedded_store={"database": postgres_url})
+    async with running(cfg) as (base, app):
+        rt = app[RUNTIME]
+        await FakeAdapter.instances["bins"].send({"id": "m1", "device": "bin-9", "fill": 42,
+                                                  "at": "2026-01-01T10:00:00Z"})
+        stored = await eventually(lambda: rt.embedded_store.get("", "urn:ngsi-ld:WasteContainer:bin-9"),
+                                  what="store write")
+        assert stored["fillingLevel"]["value"] == 0.42
+        async with aiohttp.ClientSession() as http, http.get(
+            f"{base}/ngsi-ld/v1/entities/urn:ngsi-ld:WasteContainer:bin-9"
+        ) as resp:
+            assert resp.status == 200
+    rows = await _fetch(postgres_url, "SELECT count(*) FROM entities WHERE id = 'urn:ngsi-ld:WasteContainer:bin-9'")
+    assert rows[0][0] == 1
+    assert not (tmp_path / "data" / "store.sqlite").exists()
