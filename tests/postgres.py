@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -108,3 +109,29 @@ class PostgresServer:
             pass  # never started, or already gone
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.postgres COMMAND...``: run COMMAND with a throw-away PostgreSQL database.
+
+    The database URL is in ``$JONCTION_STORE_DATABASE`` (which ``jonction store`` reads), so that a
+    tool driving ``jonction store`` (the ETSI suite runner in CI) runs against PostgreSQL.
+    """
+    reason = unavailable()
+    if reason is not None:
+        print(f"tests.postgres: {reason}", file=sys.stderr)
+        return 2
+    if not argv:
+        print("usage: python -m tests.postgres COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    server = PostgresServer()
+    try:
+        server.start()
+        env = {**os.environ, "JONCTION_STORE_DATABASE": server.new_database()}
+        return subprocess.run(argv, env=env, check=False).returncode
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
