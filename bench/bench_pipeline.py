@@ -349,7 +349,7 @@ async def bench_stages(args: argparse.Namespace, tmp: Path) -> None:
     from gateway.model import RawMessage
     from gateway.runtime.normalize import normalize
     from gateway.runtime.validator import load_validator
-    from gateway.store.base import open_storage
+    from gateway.store.backends import open_storage
 
     n = 2000
     adapter = NgsiV2Adapter({"name": "bench"})

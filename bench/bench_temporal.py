@@ -75,7 +75,7 @@ def generate(path: Path, entities: int, days: int, step: int, batch: int) -> tup
 
 async def store_upserts(data_dir: Path, updates: int, batch: int) -> float:
     """Entity updates per second through the store (current state + history in one transaction)."""
-    from gateway.store.base import open_storage
+    from gateway.store.backends import open_storage
 
     storage = await open_storage(data_dir / "upsert.sqlite", durability="normal")
     core = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld"

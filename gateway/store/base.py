@@ -26,7 +26,6 @@ import gc
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from gateway.model import Entity
@@ -78,7 +77,6 @@ __all__ = [
     "StorageBase",
     "SubscriptionRecords",
     "TypeInfo",
-    "open_storage",
     "tune_gc",
 ]
 
@@ -407,12 +405,3 @@ def tune_gc() -> None:
     gen0, gen1, gen2 = gc.get_threshold()
     if gen0 < 10_000:
         gc.set_threshold(10_000, max(gen1, 50), max(gen2, 100))
-
-
-async def open_storage(
-    path: Path | str, *, durability: Literal["full", "normal"] = "full", gc_tuning: bool = True
-) -> Storage:
-    """Kept for existing imports: :func:`gateway.store.backends.open_storage` chooses the backend."""
-    from gateway.store.backends import open_storage as open_by_url
-
-    return await open_by_url(path, durability=durability, gc_tuning=gc_tuning)
