@@ -205,7 +205,8 @@ class Storage(Protocol):
         ...
 
     async def history_slice(
-        self, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None
+        self, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None,
+        *, types: Sequence[str] | None = None,
     ) -> HistorySlice | None:
         """The history of some entities (all: None) with ``start <= time < end`` (µs; None: open), for the
         temporal API's reads; None when the temporal API reads the backend's own SQLite history."""
@@ -263,7 +264,8 @@ class StorageBase(ABC):
         return True
 
     async def history_slice(
-        self, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None
+        self, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None,
+        *, types: Sequence[str] | None = None,
     ) -> HistorySlice | None:
         """None: the temporal API reads the history tables of the SQLite file itself."""
         return None

@@ -624,6 +624,8 @@ class EntitySelector:
 
     tenant: str
     ids: Sequence[str] | None = None
+    type_names: Sequence[str] | None = None
+    """Type IRIs (and terms) a selected entity has one of: a prefilter for database backends."""
     id_pattern: str | None = None
     type_match: Callable[[Sequence[str]], bool] | None = None
     attrs: Sequence[str] | None = None

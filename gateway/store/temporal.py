@@ -255,6 +255,7 @@ def _entity_filters(ngsi: http.NgsiContext, ctx: Context, req: TemporalRequest, 
         texpr = parse_type_expression(types)
         expand = ctx.expand_term
         req.selector.type_match = lambda found: texpr.matches(found, expand)
+        req.selector.type_names = sorted({n for name in texpr.types() for n in (name, expand(name))})
     pattern = _opt_str(params, "idPattern")
     if pattern is not None:
         req.selector.id_pattern = _check_pattern(ngsi, pattern)
@@ -722,7 +723,9 @@ async def _reading(request: web.Request, ngsi: http.NgsiContext, req: TemporalRe
         yield holder.db
         return
     window = (req.tf.start, req.tf.end) if req.tf.column == "observed_at" else (None, None)
-    part = await ngsi.storage.history_slice(req.selector.tenant, req.selector.ids, *window)
+    part = await ngsi.storage.history_slice(
+        req.selector.tenant, req.selector.ids, *window, types=req.selector.type_names
+    )
     if part is None:
         raise NgsiError("NotImplemented", "the temporal API is not implemented on this store backend")
     db = Database(Path(":memory:"), setup=history.ensure_schema)

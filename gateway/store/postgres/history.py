@@ -206,7 +206,8 @@ def _moment_of(value: int) -> datetime:
 
 
 async def history_slice(
-    conn: Any, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None
+    conn: Any, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None,
+    types: Sequence[str] | None = None,
 ) -> HistorySlice:
     """The rows of some entities' history in the SQLite history tables' shape (see HistorySlice)."""
     where = ["tenant = $1"]
@@ -214,11 +215,16 @@ async def history_slice(
     if entity_ids is not None:
         args.append(list(entity_ids))
         where.append(f"entity_id = ANY(${len(args)}::text[])")
+    if types is not None:
+        args.append(list(types))
+        where.append(
+            f"entity_id IN (SELECT entity_id FROM history_entities WHERE tenant = $1 AND types && ${len(args)})"
+        )
     out = HistorySlice()
-    for entity_id, types in await conn.fetch(
+    for entity_id, known in await conn.fetch(
         f"SELECT entity_id, types FROM history_entities WHERE {' AND '.join(where)}", *args
     ):
-        out.entities.append((tenant, entity_id, codec.dumps(list(types))))
+        out.entities.append((tenant, entity_id, codec.dumps(list(known))))
     if start is not None:
         args.append(_moment_of(start))
         where.append(f"ts >= ${len(args)}")

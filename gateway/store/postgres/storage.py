@@ -252,11 +252,12 @@ class PostgresStorage(StorageBase):
                 log.warning("store: following the hosted @contexts failed (%s)", exc)
 
     async def history_slice(
-        self, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None
+        self, tenant: str, entity_ids: Sequence[str] | None, start: int | None, end: int | None,
+        *, types: Sequence[str] | None = None,
     ) -> HistorySlice:
         """The history of some entities within [start, end) (µs), for the temporal API's reads."""
         async with self._db().acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
-            return await history_slice(conn, tenant, entity_ids, start, end)
+            return await history_slice(conn, tenant, entity_ids, start, end, types)
 
     def history_writes(self) -> HistoryWrites:
         """Temporal writes on this database's history."""
