@@ -430,3 +430,25 @@ async def test_jonction_run_writes_into_postgresql(tmp_path: Path, postgres_url:
     rows = await _fetch(postgres_url, "SELECT count(*) FROM entities WHERE id = 'urn:ngsi-ld:WasteContainer:bin-9'")
     assert rows[0][0] == 1
     assert not (tmp_path / "data" / "store.sqlite").exists()
+
+
+async def test_a_subscription_made_elsewhere_notifies_the_next_write(tmp_path: Path, postgres_url: str,
+                                                                     receiver: Receiver) -> None:
+    """Subscribe through the process that does not notify, write at once: the notifying one knows it."""
+    from gateway.store.settings import StoreSettings
+
+    first = StoreServer(StoreSettings(data_dir=tmp_path / "a", database=postgres_url))
+    second = StoreServer(StoreSettings(data_dir=tmp_path / "b", database=postgres_url))
+    await first.start()  # takes the notifier lock
+    await asyncio.sleep(0.3)
+    await second.start()
+    try:
+        await create(second, sub(receiver, "/at-once"))
+        reply = await second.post("/entities", sensor(2, temperature=5))
+        assert reply.status == 201, reply.raw
+        await _wait_for(lambda: len(receiver.at("/at-once")) >= 1, 5)
+        await asyncio.sleep(0.5)
+        assert len(receiver.at("/at-once")) == 1
+    finally:
+        await first.close()
+        await second.close()

@@ -242,7 +242,7 @@ class Notifier:
 
     async def on_change(self, events: Sequence[ChangeEvent]) -> None:
         """The store's listener: queue the events and return at once."""
-        if self._queue is None or not self.subs:
+        if self._queue is None or (not self.subs and not self.shared):
             return
         try:
             self._queue.put_nowait(events)
@@ -253,11 +253,21 @@ class Notifier:
     async def _dispatch_loop(self) -> None:
         assert self._queue is not None
         while True:
-            events = await self._queue.get()
-            try:
-                self.dispatch(events)
-            except Exception:  # one bad subscription or event must not stop notifications
-                log.exception("matching change events against subscriptions failed")
+            batches = [await self._queue.get()]
+            if self.shared:
+                # A subscription made through another process is committed before any write its
+                # client makes next: reading the subscriptions after taking these events sees it.
+                while not self._queue.empty():
+                    batches.append(self._queue.get_nowait())
+                try:
+                    await self.sync()
+                except Exception:
+                    log.exception("following the shared subscriptions failed")
+            for events in batches:
+                try:
+                    self.dispatch(events)
+                except Exception:  # one bad subscription or event must not stop notifications
+                    log.exception("matching change events against subscriptions failed")
 
     def dispatch(self, events: Sequence[ChangeEvent]) -> None:
         """Match events against every subscription and schedule one delivery per subscription."""
