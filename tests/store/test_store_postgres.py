@@ -10,18 +10,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
-from gateway.cli import main as cli_main
-from gateway.errors import ConfigInvalid
-from gateway.store.backends import describe, open_storage, sqlite_path
-from gateway.store.base import QuerySpec, Storage
-from gateway.store.postgres import PostgresStorage, migrations
-from gateway.store.postgres.history import aggregate, partition_sql
-from gateway.store.problems import NgsiError
-from tests.store.conftest import LINK_JONCTION, StoreServer, streetlight
-from tests.store.test_subscriptions import Receiver, create, receiver, sensor, sub
+asyncpg = pytest.importorskip("asyncpg", reason="asyncpg absent: pip install 'jonction[postgresql]'")
+
+from gateway.cli import main as cli_main  # noqa: E402  (after the skip: the backend imports asyncpg)
+from gateway.errors import ConfigInvalid  # noqa: E402
+from gateway.store.backends import describe, open_storage, sqlite_path  # noqa: E402
+from gateway.store.base import QuerySpec, Storage  # noqa: E402
+from gateway.store.postgres import PostgresStorage, migrations  # noqa: E402
+from gateway.store.postgres.history import aggregate, partition_sql  # noqa: E402
+from gateway.store.problems import NgsiError  # noqa: E402
+from tests.store.conftest import LINK_JONCTION, StoreServer, streetlight  # noqa: E402
+from tests.store.test_subscriptions import Receiver, create, receiver, sensor, sub  # noqa: E402
 
 __all__ = ["receiver"]  # the notification receiver fixture, shared with the subscription tests
 
