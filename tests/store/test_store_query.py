@@ -26,9 +26,10 @@ def _light(n: int, state: str, lon: float, lat: float, **extra: Any) -> dict[str
 
 
 @pytest.fixture
-def store_settings(tmp_path: Path) -> StoreSettings:
+def store_settings(tmp_path: Path, store_backend: str, request: pytest.FixtureRequest) -> StoreSettings:
     """This module's store lists entities on an unfiltered query (the demo's setting)."""
-    return StoreSettings(data_dir=tmp_path / "data", allow_unfiltered_queries=True)
+    database = request.getfixturevalue("postgres_url") if store_backend == "postgresql" else None
+    return StoreSettings(data_dir=tmp_path / "data", allow_unfiltered_queries=True, database=database)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ CREATE TABLE tenants(
 -- with any creation, and one set of tables keeps migrations, prepared statements and backups single.
 CREATE TABLE entities(
     tenant text NOT NULL,
-    id text NOT NULL,
+    id text COLLATE "C" NOT NULL,  -- byte order, as SQLite: pages and answers in the same order
     type text NOT NULL,
     types text[] NOT NULL,
     attrs jsonb NOT NULL,
