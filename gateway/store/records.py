@@ -38,6 +38,8 @@ class ChangeEvent:
     """The stored document before the change (None when created)."""
     after: Mapping[str, Any] | None
     """The stored document after the change (None when deleted)."""
+    remote: bool = False
+    """True when another process sharing the database committed it (read back from its change log)."""
 
 
 Listener = Callable[[Sequence[ChangeEvent]], Awaitable[None]]

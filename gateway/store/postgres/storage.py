@@ -595,5 +595,6 @@ def _commits(rows: Sequence[Any]) -> list[list[ChangeEvent]]:
         groups[-1].append(ChangeEvent(
             tenant, entity_id, entity_type,
             None if before is None else codec.loads(before), None if after is None else codec.loads(after),
+            remote=True,
         ))
     return groups

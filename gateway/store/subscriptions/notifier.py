@@ -254,16 +254,20 @@ class Notifier:
         assert self._queue is not None
         while True:
             batches = [await self._queue.get()]
-            if self.shared:
-                # A subscription made through another process is committed before any write its
-                # client makes next: reading the subscriptions after taking these events sees it.
-                while not self._queue.empty():
-                    batches.append(self._queue.get_nowait())
-                try:
-                    await self.sync()
-                except Exception:
-                    log.exception("following the shared subscriptions failed")
+            while not self._queue.empty():
+                batches.append(self._queue.get_nowait())
+            synced = False
             for events in batches:
+                if self.shared and not synced and any(e.remote for e in events):
+                    # A subscription made through another process is committed before any write its
+                    # client makes next: reading the subscriptions after taking these events sees it.
+                    # This process's own commits are matched at once, as a single process does (a
+                    # subscription paused or resumed just after a write is judged as at the commit).
+                    synced = True
+                    try:
+                        await self.sync()
+                    except Exception:
+                        log.exception("following the shared subscriptions failed")
                 try:
                     self.dispatch(events)
                 except Exception:  # one bad subscription or event must not stop notifications
