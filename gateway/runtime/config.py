@@ -115,6 +115,8 @@ class SinkConfig:
     name: str
     settings: RemoteSettings
     tenants: frozenset[str] | None = None
+    latest_only: bool = False
+    """Merge an entity's readings waiting together into one upsert (brokers without history)."""
 
 
 @dataclass(slots=True)
@@ -149,6 +151,8 @@ class GatewayConfig:
     drain_timeout_s: float = 10.0
     embedded: bool = True
     embedded_tenants: frozenset[str] | None = None
+    embedded_latest_only: bool = False
+    """Publish only the latest of an entity's readings waiting together to the embedded store."""
     allow_unfiltered_queries: bool = False
     sinks: list[SinkConfig] = field(default_factory=list)
     sources: list[SourceConfig] = field(default_factory=list)
@@ -261,6 +265,7 @@ def parse(
     embedded = document.get("embedded_store", {})
     cfg.embedded = bool(embedded.get("enabled", True))
     cfg.allow_unfiltered_queries = bool(embedded.get("allow_unfiltered_queries", False))
+    cfg.embedded_latest_only = bool(embedded.get("latest_only", False))
     if "tenants" in embedded:
         cfg.embedded_tenants = frozenset(embedded["tenants"])
     names: set[str] = set()
@@ -291,7 +296,7 @@ def parse(
             bearer_token=bearer, oauth2=oauth, ca_file=tls.get("ca_file"), verify_tls=tls.get("verify", True),
             tenant_map=sink.get("tenant_map"))
         tenants = frozenset(sink["tenants"]) if "tenants" in sink else None
-        cfg.sinks.append(SinkConfig(sink["name"], settings, tenants))
+        cfg.sinks.append(SinkConfig(sink["name"], settings, tenants, bool(sink.get("latest_only", False))))
     source_names: set[str] = set()
     for index, src in enumerate(document.get("sources", [])):
         if src["name"] in source_names:
