@@ -13,6 +13,7 @@ webhook-style source every NGSI ecosystem has. Prints figures; asserts nothing.
    of a steady stream: zero loss check (every device's last value) and time to drain the backlog.
 
     .venv/bin/python bench/bench_pipeline.py [--messages 30000] [--rate 1000] [--outage 30]
+        [--repeat 2] [--remote] [--devices 1000 --concurrency 50] [--skip-stages] [--skip-outage]
 """
 
 from __future__ import annotations
@@ -218,28 +219,43 @@ async def wait_published(gw: Gateway, expected: int, sink: str = "embedded", wit
 
 
 async def bench_throughput_latency_rss(args: argparse.Namespace, tmp: Path) -> None:
-    """Phases 1-3: throughput, latency at a fixed rate, RSS."""
-    gw = Gateway(tmp / "a")
+    """Phases 1-3: throughput (``--repeat`` runs over the same devices), latency at a fixed rate, RSS."""
+    store: subprocess.Popen[bytes] | None = None
+    if args.remote:
+        # A loopback jonction store as the only sink: the gateway's cost to a remote broker.
+        store_port = free_port()
+        store = spawn([str(BIN / "jonction"), "store", "--port", str(store_port), "--data", str(tmp / "remote-a"),
+                       "--durability", "normal"])
+        gw = Gateway(tmp / "a", sinks=[{"name": "remote", "url": f"http://127.0.0.1:{store_port}",
+                                        "profile": "jonction"}], embedded=False)
+    else:
+        gw = Gateway(tmp / "a")
+    sink = "remote" if args.remote else "embedded"
     gw.start()
     try:
         await gw.ready()
         await send(gw, 0, 500, args.devices)  # warm-up
-        await wait_published(gw, 500)
-        began = time.perf_counter()
-        cpu_before = gw.cpu_seconds()
-        acked = await send(gw, 500, args.messages, args.devices, concurrency=args.concurrency)
-        acked_at = time.perf_counter()
-        done = await wait_published(gw, 500 + args.messages)
-        cpu = (gw.cpu_seconds() - cpu_before) / args.messages
-        print(f"throughput: {args.messages} messages, {acked} acknowledged in {acked_at - began:.2f}s "
-              f"({acked / (acked_at - began):.0f} msg/s acknowledged); committed in the store at "
-              f"{args.messages / (done - began):.0f} msg/s wall clock (validation on, gateway "
-              f"{'pinned to one core' if PIN else 'not pinned'}; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-        print(f"throughput: gateway CPU {cpu * 1e6:.0f} µs per message end to end (HTTP in, archive, "
-              f"validation, outbox, store commit) → {1 / cpu:.0f} msg/s on one dedicated core")
+        await wait_published(gw, 500, sink)
+        start = 500
+        for run in range(args.repeat):
+            began = time.perf_counter()
+            cpu_before = gw.cpu_seconds()
+            acked = await send(gw, start, args.messages, args.devices, concurrency=args.concurrency)
+            acked_at = time.perf_counter()
+            start += args.messages
+            done = await wait_published(gw, start, sink)
+            cpu = (gw.cpu_seconds() - cpu_before) / args.messages
+            label = "throughput" if run == 0 else f"throughput (run {run + 1}, the same {args.devices} devices again)"
+            print(f"{label}: {args.messages} messages, {acked} acknowledged in {acked_at - began:.2f}s "
+                  f"({acked / (acked_at - began):.0f} msg/s acknowledged); committed in the {sink} store at "
+                  f"{args.messages / (done - began):.0f} msg/s wall clock (validation on, gateway "
+                  f"{'pinned to one core' if PIN else 'not pinned'}; {args.devices} devices, "
+                  f"{args.concurrency} in flight; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+            print(f"{label}: gateway CPU {cpu * 1e6:.0f} µs per message end to end (HTTP in, archive, "
+                  f"validation, outbox, {sink} store commit) → {1 / cpu:.0f} msg/s on one dedicated core")
+        if args.remote:
+            return
         before = await gw.metrics()
-        start = 500 + args.messages
         count = int(args.rate * args.latency_seconds)
         await send(gw, start, count, args.devices, concurrency=args.concurrency, rate=args.rate)
         await wait_published(gw, start + count)
@@ -250,6 +266,9 @@ async def bench_throughput_latency_rss(args: argparse.Namespace, tmp: Path) -> N
         print(f"RSS after readings from {args.devices} devices: {gw.rss_mb():.0f} MB")
     finally:
         gw.stop()
+        if store is not None:
+            store.send_signal(signal.SIGTERM)
+            store.wait(timeout=30)
 
 
 def _delta_quantiles(before: str, after: str) -> tuple[float, float]:
@@ -388,6 +407,12 @@ async def main() -> None:
     parser.add_argument("--outage", type=float, default=30.0, help="seconds the remote broker is down")
     parser.add_argument("--outage-rate", type=float, default=500.0)
     parser.add_argument("--skip-outage", action="store_true")
+    parser.add_argument("--skip-stages", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="throughput runs over the same devices (the first is cold, the others warm)")
+    parser.add_argument("--remote", action="store_true",
+                        help="throughput to a loopback remote jonction store instead of the embedded one "
+                             "(no latency or RSS phase)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the gateway and the load to one core each")
     args = parser.parse_args()
     global PIN
@@ -395,7 +420,8 @@ async def main() -> None:
     if PIN:
         os.sched_setaffinity(0, {1})
     with tempfile.TemporaryDirectory(prefix="jonction-bench-") as tmp:
-        await bench_stages(args, Path(tmp))
+        if not args.skip_stages:
+            await bench_stages(args, Path(tmp))
         await bench_throughput_latency_rss(args, Path(tmp))
         if not args.skip_outage:
             await bench_outage(args, Path(tmp))

@@ -159,7 +159,8 @@ def format_time(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ModelError("naive datetime: a time zone is required")
     utc = moment.astimezone(UTC)
-    base = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    # What strftime("%Y-%m-%dT%H:%M:%S") writes (the year unpadded, as glibc does), without its cost.
+    base = f"{utc.year}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
     micro = utc.microsecond
     if micro == 0:
         return base + "Z"

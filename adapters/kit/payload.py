@@ -114,6 +114,34 @@ def load_json(data: bytes | str, *, base: str = "", what: str = "payload") -> An
     return doc
 
 
+_MISSING: Final = object()
+
+
+class ParsedBodies:
+    """Documents a transport has parsed, handed once to the translation of the same bytes.
+
+    A push transport parses a body to answer 400 or to find its idempotency key; keeping the
+    result lets ``to_entities`` skip a second parse of the same bytes. Each document is handed
+    out once (then parsed afresh, as on a replay), so no two translations share one; memory is
+    bounded by ``limit`` bodies (all forgotten when it is reached).
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._docs: dict[bytes, Any] = {}
+
+    def keep(self, body: bytes, doc: Any) -> None:
+        """Remember ``doc`` as what ``load_json(body)`` returned."""
+        if len(self._docs) >= self.limit:
+            self._docs.clear()
+        self._docs[body] = doc
+
+    def load(self, body: bytes, *, base: str = "", what: str = "payload") -> Any:
+        """The document kept for ``body`` (forgotten once handed out), else ``load_json(body)``."""
+        doc = self._docs.pop(body, _MISSING) if self._docs else _MISSING
+        return load_json(body, base=base, what=what) if doc is _MISSING else doc
+
+
 def _bad_scalar(value: Any, surrogates: bool) -> bool:
     kind = type(value)
     if kind is float:

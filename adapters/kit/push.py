@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -41,6 +42,8 @@ Accept = Callable[[web.Request, bytes], Awaitable[None]]
 """Turns one request into RawMessages and awaits ``emit``; InputError → 400."""
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+_ACCEPTED = json.dumps({"accepted": True})
+"""The answer to every accepted message (what ``web.json_response`` writes), encoded once."""
 _ANY_HOST = HostPolicy.of("0.0.0.0", ["*"])
 """Receivers accept any Host (see the module docstring); only the Origin checks apply."""
 
@@ -162,7 +165,7 @@ class PushReceiver:
             except Exception as exc:  # not accepted: the sender must retry
                 self.log.error("%s: message not accepted: %s: %s", self.name, type(exc).__name__, exc)
                 return problem_response(503, "Service Unavailable", "message not accepted, retry later")
-            return web.json_response({"accepted": True})
+            return web.Response(text=_ACCEPTED, content_type="application/json")
 
         await self.serve_routes([
             web.post(self.path, receive),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -13,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 import schemas
-from adapters.kit.payload import load_json, token
+from adapters.kit.payload import ParsedBodies, load_json, token
 from adapters.kit.push import LOOPBACK, PushReceiver, header_token
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, InputError, TranslationError
@@ -40,7 +41,13 @@ def _model_spelling(entity_type: str) -> Mapping[str, str]:
     """Lower-cased attribute name -> the spelling of the Smart Data Model of ``entity_type`` (empty if none)."""
     if entity_type not in schemas.MODELS:
         return {}
-    return {name.lower(): name for name in schemas.model(entity_type).attributes}
+    return _spelling(entity_type)
+
+
+@functools.cache
+def _spelling(model: str) -> Mapping[str, str]:
+    # Once per model (a known, finite set), not once per entity.
+    return {name.lower(): name for name in schemas.model(model).attributes}
 
 
 def _is_ld_id(value: Any) -> bool:
@@ -86,6 +93,7 @@ class NgsiV2Adapter:
         self.tenant = str(config.get("tenant", ""))
         self.push = PushReceiver({"max_body_bytes": 1 << 20, **config}, default_port=8668,
                                  default_path="/v2/notify", log=self.log, name=self.source)
+        self.parsed = ParsedBodies()
 
     async def check(self) -> None:
         """Refuse a listener open to the network without a token."""
@@ -99,13 +107,24 @@ class NgsiV2Adapter:
 
         async def accept(request: web.Request, body: bytes) -> None:
             try:
-                doc = json.loads(body)
+                # Parsed strictly once: the translation takes this document instead of parsing
+                # again. What the strict parser refuses is checked as before (json.loads), and
+                # the translation dead-letters it with the reason.
+                doc = load_json(body)
+                strict = True
+            except TranslationError:
+                doc, strict = None, False
+            try:
+                if not strict:
+                    doc = json.loads(body)
                 sub_id = str(doc["subscriptionId"])
                 if not isinstance(doc["data"], list):
                     raise TypeError
             except (ValueError, KeyError, TypeError, RecursionError):
                 raise InputError("not an NGSI v2 notification: expected {subscriptionId, data: [...]}") from None
             digest = hashlib.sha256(body).hexdigest()
+            if strict:
+                self.parsed.keep(body, doc)
             await emit(RawMessage(source=self.source, tenant=request.headers.get("Fiware-Service", self.tenant),
                                   received_at=epoch_time(time.time()),
                                   payload=body, idempotency_key=f"{sub_id}:{digest}",
@@ -121,7 +140,7 @@ class NgsiV2Adapter:
 
     def to_entities(self, raw: RawMessage) -> list[Entity]:
         """Translate one notification (or a bare v2 entity or list of entities)."""
-        doc = load_json(raw.payload)
+        doc = self.parsed.load(raw.payload)
         if isinstance(doc, dict) and "data" in doc:
             items, base = doc["data"], "/data"
         elif isinstance(doc, list):

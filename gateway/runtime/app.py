@@ -296,15 +296,19 @@ def build_runtime(
     seen = SeenKeys(db, max_age_s=config.dedup_max_age_s)
     sinks: list[Sink] = []
     routes: list[SinkRoute] = []
+    latest_only: dict[str, bool] = {}
     if storage is not None:
         sinks.append(EmbeddedSink(EMBEDDED, storage))
         routes.append(SinkRoute(EMBEDDED, config.embedded_tenants))
+        latest_only[EMBEDDED] = config.embedded_latest_only
     for sc in config.sinks:
         sinks.append(RemoteBrokerSink(sc.name, sc.settings))
         routes.append(SinkRoute(sc.name, sc.tenants))
+        latest_only[sc.name] = sc.latest_only
     pipeline = Pipeline(db, archive, outbox, deadletters, seen, metrics, load_validator(config.schema_validation),
                         routes)
-    publishers = {sink.name: Publisher(sink, db, outbox, deadletters, metrics, config.publisher) for sink in sinks}
+    publishers = {sink.name: Publisher(sink, db, outbox, deadletters, metrics, config.publisher,
+                                       latest_only=latest_only[sink.name]) for sink in sinks}
     rt = Runtime(config, adapters, http, storage, metrics, db, archive, outbox, deadletters, seen, pipeline,
                  publishers)
     _register_gauges(rt)

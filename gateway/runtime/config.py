@@ -115,6 +115,8 @@ class SinkConfig:
     name: str
     settings: RemoteSettings
     tenants: frozenset[str] | None = None
+    latest_only: bool = False
+    """Merge an entity's readings waiting together into one upsert (brokers without history)."""
 
 
 @dataclass(slots=True)
@@ -151,6 +153,8 @@ class GatewayConfig:
     embedded_tenants: frozenset[str] | None = None
     embedded_database: str | None = None
     """``embedded_store.database``: the store's database URL (None: SQLite in the data directory)."""
+    embedded_latest_only: bool = False
+    """Publish only the latest of an entity's readings waiting together to the embedded store."""
     allow_unfiltered_queries: bool = False
     sinks: list[SinkConfig] = field(default_factory=list)
     sources: list[SourceConfig] = field(default_factory=list)
@@ -264,6 +268,7 @@ def parse(
     cfg.embedded = bool(embedded.get("enabled", True))
     cfg.allow_unfiltered_queries = bool(embedded.get("allow_unfiltered_queries", False))
     cfg.embedded_database = embedded.get("database")
+    cfg.embedded_latest_only = bool(embedded.get("latest_only", False))
     if "tenants" in embedded:
         cfg.embedded_tenants = frozenset(embedded["tenants"])
     names: set[str] = set()
@@ -294,7 +299,7 @@ def parse(
             bearer_token=bearer, oauth2=oauth, ca_file=tls.get("ca_file"), verify_tls=tls.get("verify", True),
             tenant_map=sink.get("tenant_map"))
         tenants = frozenset(sink["tenants"]) if "tenants" in sink else None
-        cfg.sinks.append(SinkConfig(sink["name"], settings, tenants))
+        cfg.sinks.append(SinkConfig(sink["name"], settings, tenants, bool(sink.get("latest_only", False))))
     source_names: set[str] = set()
     for index, src in enumerate(document.get("sources", [])):
         if src["name"] in source_names:

@@ -21,8 +21,8 @@ from gateway.model import Entity
 from gateway.runtime.db import Database
 
 
-def encode(entity: Entity) -> str:
-    """The entity as compact JSON, the same value ``json.dumps`` writes (with orjson when it can).
+def encode(entity: Entity | list[Entity]) -> str:
+    """The entity (or list) as compact JSON, the same value ``json.dumps`` writes (with orjson when it can).
 
     orjson is several times faster but writes NaN and infinities as ``null`` and refuses some
     values the standard encoder accepts (non-string keys, very large integers, lone surrogates):
@@ -140,8 +140,12 @@ class Outbox:
         """Insert rows in the caller's transaction."""
         now = time.time()
         params = []
+        bodies: dict[int, str] = {}
         for sink, tenant, ent, corr, source, received in rows:
-            body = encode(ent)
+            # One encoding per entity, not one per sink: the pipeline queues the same object for each.
+            body = bodies.get(id(ent))
+            if body is None:
+                body = bodies[id(ent)] = encode(ent)
             self.bytes += len(body)
             params.append((sink, tenant, str(ent.get("id", "")), body, corr, source, received, now))
         conn.executemany(

@@ -1,7 +1,13 @@
-"""Publisher: drains one sink's outbox in coalesced batch upserts, without loss or regression.
+"""Publisher: drains one sink's outbox in batch upserts, without loss or regression.
 
 * Entities from many devices are grouped per tenant into batches of the sink's size, after a
   short linger so that a burst becomes one request.
+* Every observation is delivered: when one entity has several readings in the rows read
+  together, its k-th reading goes in the k-th round of batches, sent only after the round
+  before it, so a broker that keeps history (and the embedded store's temporal API) records
+  each reading, in order. A reading waiting for a retry holds the entity's later readings back.
+  A sink configured ``latest_only`` instead merges an entity's readings into one upsert (fewer
+  requests, for brokers without history).
 * A 207 answer retries only the entities that failed, each with its own exponential backoff;
   an entity that keeps failing (or fails permanently) becomes a dead letter of stage ``sink``.
 * A sink that is down makes the whole batch wait in the outbox; after repeated failures a
@@ -79,8 +85,11 @@ class Publisher:
         deadletters: DeadLetters,
         metrics: Metrics,
         settings: PublisherSettings,
+        *,
+        latest_only: bool = False,
     ) -> None:
         self.sink = sink
+        self.latest_only = latest_only
         self.db = db
         self.outbox = outbox
         self.deadletters = deadletters
@@ -90,6 +99,8 @@ class Publisher:
         self.cursor = 0
         self.retries: list[tuple[float, int, OutboxRow]] = []
         self.in_retry: set[int] = set()
+        self.held: dict[tuple[str, str], tuple[int, float]] = {}
+        """Entities with readings waiting in ``retries``: (tenant, id) → (rows waiting, last due time)."""
         self.attempts: dict[int, int] = {}
         self.state = "closed"
         self.failures = 0
@@ -160,6 +171,7 @@ class Publisher:
         while self.retries and self.retries[0][0] <= now and len(out) < self.batch_size * 4:
             _, _, row = heapq.heappop(self.retries)
             self.in_retry.discard(row.id)
+            self._release(row)
             out.append(row)
         return out
 
@@ -181,6 +193,34 @@ class Publisher:
         if row.id not in self.in_retry:
             self.in_retry.add(row.id)
             heapq.heappush(self.retries, (at, row.id, row))
+            key = (row.tenant, row.entity_id)
+            waiting, until = self.held.get(key, (0, at))
+            self.held[key] = (waiting + 1, max(until, at))
+
+    def _release(self, row: OutboxRow) -> None:
+        key = (row.tenant, row.entity_id)
+        waiting, until = self.held.get(key, (1, 0.0))
+        if waiting <= 1:
+            self.held.pop(key, None)
+        else:
+            self.held[key] = (waiting - 1, until)
+
+    def _hold_back(self, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """Rows free to send now; later readings of an entity waiting for a retry queue up behind it.
+
+        The retry heap is ordered by (due time, row id), so a reading scheduled at its entity's
+        last due time leaves the heap after the readings before it.
+        """
+        if self.latest_only or not self.held:
+            return rows
+        free: list[OutboxRow] = []
+        for row in rows:
+            hold = self.held.get((row.tenant, row.entity_id))
+            if hold is None:
+                free.append(row)
+            else:
+                self._schedule(row, hold[1])
+        return free
 
     async def _on_unavailable(self, exc: SinkUnavailable) -> None:
         self.failures += 1
@@ -210,27 +250,52 @@ class Publisher:
         by_tenant: dict[str, list[OutboxRow]] = {}
         for row in sorted(rows, key=lambda r: r.id):
             by_tenant.setdefault(row.tenant, []).append(row)
-        batches: list[tuple[str, list[OutboxRow]]] = []
+        batches: list[tuple[int, str, list[OutboxRow]]] = []
         for tenant, tenant_rows in by_tenant.items():
-            current: list[OutboxRow] = []
-            ids: set[str] = set()
-            for row in tenant_rows:
-                if row.entity_id not in ids and len(ids) >= self.batch_size:
-                    batches.append((tenant, current))
-                    current, ids = [], set()
-                current.append(row)
-                ids.add(row.entity_id)
-            if current:
-                batches.append((tenant, current))
-        batches.sort(key=lambda b: b[1][0].id)
-        for index, (tenant, batch_rows) in enumerate(batches):
+            if self.latest_only:
+                batches.extend((0, tenant, b) for b in self._coalesced(tenant_rows))
+            else:
+                batches.extend((k, tenant, b) for k, b in self._rounds(tenant_rows))
+        # Round k of every tenant before round k + 1: an entity's readings go out in order.
+        batches.sort(key=lambda b: (b[0], b[2][0].id))
+        for index, (_, tenant, batch_rows) in enumerate(batches):
             try:
-                await self._send(tenant, batch_rows)
+                ready = self._hold_back(batch_rows)
+                if ready:
+                    await self._send(tenant, ready)
             except SinkUnavailable:
-                pending = [r for _, rs in batches[index:] for r in rs]
+                pending = [r for _, _, rs in batches[index:] for r in rs if r.id not in self.in_retry]
                 retried = [r for r in pending if r.id in self.attempts]
                 self._rewind([r for r in pending if r.id not in self.attempts], retried)
                 raise
+
+    def _coalesced(self, rows: list[OutboxRow]) -> list[list[OutboxRow]]:
+        """Batches of up to ``batch_size`` entities; an entity's rows share one batch (merged in ``_send``)."""
+        batches: list[list[OutboxRow]] = []
+        current: list[OutboxRow] = []
+        ids: set[str] = set()
+        for row in rows:
+            if row.entity_id not in ids and len(ids) >= self.batch_size:
+                batches.append(current)
+                current, ids = [], set()
+            current.append(row)
+            ids.add(row.entity_id)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _rounds(self, rows: list[OutboxRow]) -> list[tuple[int, list[OutboxRow]]]:
+        """(round, batch) pairs: round k holds each entity's k-th row, cut into ``batch_size`` batches."""
+        rounds: list[list[OutboxRow]] = []
+        count: dict[str, int] = {}
+        for row in rows:
+            k = count.get(row.entity_id, 0)
+            count[row.entity_id] = k + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(row)
+        return [(k, members[i:i + self.batch_size])
+                for k, members in enumerate(rounds) for i in range(0, len(members), self.batch_size)]
 
     def _merge(self, tenant: str, rows: Sequence[OutboxRow]) -> tuple[list[Entity], dict[str, list[OutboxRow]],
                                                                       list[OutboxRow], dict[str, dict[str, float]]]:

@@ -21,6 +21,7 @@ from gateway.errors import JonctionError
 from gateway.model import Entity
 from gateway.oauth2 import ClientCredentials, OAuth2Client
 from gateway.runtime.logging import redact
+from gateway.runtime.outbox import encode
 from gateway.store.base import Storage
 from schemas import contexts
 
@@ -263,7 +264,8 @@ class RemoteBrokerSink:
                 # The terms each entity uses, inline: the broker fetches nothing (CIM 009 §6.3.5).
                 inline = contexts.inline_context
                 entities = [{**e, "@context": inline(entity_terms(e))} for e in entities]
-        return json.dumps(list(entities), separators=(",", ":"), ensure_ascii=False).encode()
+        # The outbox's encoder: the bytes json.dumps writes, several times faster (orjson).
+        return encode(list(entities)).encode()
 
     async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
         """POST one batch; read 201/204 as all done, 207 (or 400 with a batch body) per entity."""

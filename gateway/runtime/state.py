@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -93,7 +92,9 @@ def _emitter(pipeline: Pipeline, binding: SourceBinding) -> Callable[[RawMessage
     async def emit(raw: RawMessage) -> None:
         # The runtime, not the adapter, knows the source's name; the adapter may pick a tenant.
         if raw.source != binding.name or (not raw.tenant and binding.tenant):
-            raw = dataclasses.replace(raw, source=binding.name, tenant=raw.tenant or binding.tenant)
+            # Built directly: dataclasses.replace costs several microseconds per message.
+            raw = RawMessage(binding.name, raw.tenant or binding.tenant, raw.received_at, raw.payload,
+                             raw.idempotency_key, raw.content_type, raw.metadata)
         await pipeline.emit(raw)
 
     return emit

@@ -18,7 +18,7 @@ import aiomqtt
 from aiohttp import web
 
 from adapters.kit.lorawan.profile import load_profiles
-from adapters.kit.lorawan.provisioning import Registry
+from adapters.kit.lorawan.provisioning import DeviceRecord, Registry
 from adapters.kit.lorawan.translate import translate
 from adapters.kit.lorawan.uplink import Uplink, digest_key
 from adapters.kit.mqtt import MqttSettings, MqttSubscriber, payload_of, topic_text
@@ -74,7 +74,7 @@ class NetworkServerAdapter:
                                 [f"/transport: one of {', '.join(self.transports)}"])
         self._mqtt: MqttSubscriber | None = None
         self._push: PushReceiver | None = None
-        self._parsed: dict[tuple[str | None, bytes], Uplink] = {}
+        self._parsed: dict[tuple[str | None, bytes], tuple[Uplink, DeviceRecord | None]] = {}
         if self.transport == "mqtt":
             if not isinstance(config.get("mqtt"), Mapping):
                 raise ConfigInvalid(f"{domain}: transport mqtt needs an mqtt section", ["/mqtt: required"])
@@ -126,11 +126,12 @@ class NetworkServerAdapter:
 
             async def accept(request: web.Request, body: bytes) -> None:
                 try:
-                    load_json(body)
+                    doc = load_json(body)
                 except TranslationError as exc:
                     raise InputError(exc.reason) from exc
                 await emit(self.raw_message(body, event=self.event_from_request(request),
-                                            metadata={"path": request.path}, max_bytes=self._push_limit()))
+                                            metadata={"path": request.path}, max_bytes=self._push_limit(),
+                                            doc=doc))
 
             await self._push.serve(authenticate, accept)
 
@@ -156,12 +157,13 @@ class NetworkServerAdapter:
         return request.query.get("event") or None
 
     def raw_message(self, body: bytes, *, event: str | None, metadata: Mapping[str, str],
-                    max_bytes: int, received_at: str | None = None) -> RawMessage:
+                    max_bytes: int, received_at: str | None = None,
+                    doc: Mapping[str, Any] | None = None) -> RawMessage:
         """A RawMessage with the server's idempotency key and the device's tenant.
 
         A body that cannot be parsed here is still emitted (with a digest key) so that the
         translation step dead-letters it with its reason; an oversize one is emitted without its
-        bytes, only with the reason.
+        bytes, only with the reason. ``doc`` is the body already parsed (``load_json(body)``).
         """
         meta = dict(metadata)
         if event:
@@ -173,12 +175,11 @@ class NetworkServerAdapter:
                               idempotency_key=digest_key("oversize", body), metadata=meta)
         key, tenant = digest_key("unparsed", body), self.tenant
         try:
-            uplink = self.parse(body, event)
+            uplink, record = self._resolved(body, event, doc)
         except TranslationError:
             pass
         else:
             key = uplink.key
-            record = self.registry.resolve(uplink)
             if record is not None and record.tenant:
                 tenant = record.tenant
         return RawMessage(source=self.source, tenant=tenant, received_at=now, payload=body,
@@ -187,25 +188,32 @@ class NetworkServerAdapter:
     # ------------------------------------------------------------------ pure translation
 
     def parse(self, body: bytes, event: str | None) -> Uplink:
-        """Parse one message body with this server's parser.
+        """Parse one message body with this server's parser."""
+        return self._resolved(body, event)[0]
+
+    def _resolved(self, body: bytes, event: str | None,
+                  doc: Mapping[str, Any] | None = None) -> tuple[Uplink, DeviceRecord | None]:
+        """The parsed uplink and its device record (``Registry.resolve``), from a small cache.
 
         The transport parses each message once to learn its key and tenant, and the translation
-        parses it again: a small cache of recent results (an Uplink is immutable and depends only
-        on the bytes and the event) halves that work without changing any result.
+        needs the same uplink and device again: a small cache of recent results (an Uplink and
+        its record are immutable and depend only on the bytes and the event) saves the second
+        parse and the second resolve without changing any result.
         """
         cache_key = (event, body)
         cached = self._parsed.get(cache_key)
         if cached is not None:
             return cached
-        uplink = type(self).parser(load_json(body), event, body)
+        uplink = type(self).parser(doc if doc is not None else load_json(body), event, body)
+        result = (uplink, self.registry.resolve(uplink))
         if len(self._parsed) >= PARSE_CACHE:
             self._parsed.clear()
-        self._parsed[cache_key] = uplink
-        return uplink
+        self._parsed[cache_key] = result
+        return result
 
     def to_entities(self, raw: RawMessage) -> list[Entity]:
         """Translate one network-server message: pure and deterministic."""
         if raw.metadata.get("oversize"):
             raise TranslationError(f"message of {raw.metadata['oversize']} bytes exceeds the configured limit")
-        uplink = self.parse(raw.payload, raw.metadata.get("event") or None)
-        return translate(uplink, self.registry, received_at=raw.received_at)
+        uplink, record = self._resolved(raw.payload, raw.metadata.get("event") or None)
+        return translate(uplink, self.registry, received_at=raw.received_at, record=record)

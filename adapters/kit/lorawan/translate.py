@@ -11,7 +11,7 @@ other events translate to nothing. Pure: times come from the message or from ``r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from adapters.kit.lorawan.decoders import DecodeError, decode
 from adapters.kit.lorawan.profile import Measured
@@ -38,18 +38,27 @@ def _p(value: Any, time: str | None = None, unit: str | None = None) -> dict[str
     return attr
 
 
-def translate(uplink: Uplink, registry: Registry, *, received_at: str) -> list[Entity]:
-    """The entities one network-server event produces (may be empty; never guesses a device)."""
+_UNRESOLVED: Final = object()
+
+
+def translate(uplink: Uplink, registry: Registry, *, received_at: str,
+              record: DeviceRecord | object | None = _UNRESOLVED) -> list[Entity]:
+    """The entities one network-server event produces (may be empty; never guesses a device).
+
+    ``record`` is ``registry.resolve(uplink)`` when the caller has it already (the transport
+    resolved the device to find its tenant): the device is then not resolved a second time.
+    """
     try:
         time = uplink.time or utc_time(received_at)
     except ModelError as exc:
         raise TranslationError(f"receipt time: {exc}") from exc
+    known = registry.resolve(uplink) if record is _UNRESOLVED else record
     if uplink.kind != "up":
-        record = registry.resolve(uplink)
-        if record is None or uplink.kind not in ("join", "status", "log", "location"):
+        if not isinstance(known, DeviceRecord) or uplink.kind not in ("join", "status", "log", "location"):
             return []
-        return [_device(uplink, record, time, {}, measured=False)]
-    record = registry.require(uplink, uplink.decoded_at.rsplit("/", 1)[0] or "/")
+        return [_device(uplink, known, time, {}, measured=False)]
+    record = known if isinstance(known, DeviceRecord) else registry.require(
+        uplink, uplink.decoded_at.rsplit("/", 1)[0] or "/")
     profile = record.profile
     if not profile.measures(uplink.f_port) or (uplink.decoded is None and not uplink.payload):
         # A frame on a configuration port, or a MAC-only frame: the device was heard, nothing measured.
