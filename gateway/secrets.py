@@ -18,18 +18,22 @@ from gateway.errors import ConfigInvalid
 
 _ENV_REF: Final = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _SECRETS: set[str] = set()
+# Longest first: a secret that contains another (a token that starts with a client id) is masked
+# whole, not left with its tail showing.
+_ORDER: list[str] = []
 _MASK: Final = "***"
 
 
 def register_secret(value: str | None) -> None:
     """Mask ``value`` in every log record from now on (tokens, passwords, client secrets)."""
-    if value and len(value) >= 4:
+    if value and len(value) >= 4 and value not in _SECRETS:
         _SECRETS.add(value)
+        _ORDER[:] = sorted(_SECRETS, key=len, reverse=True)
 
 
 def redact(text: str) -> str:
     """``text`` with every registered secret replaced by ``***``."""
-    for secret in _SECRETS:
+    for secret in _ORDER:
         if secret in text:
             text = text.replace(secret, _MASK)
     return text

@@ -22,7 +22,7 @@ from gateway.oauth2 import MAX_TOKEN_BYTES, ClientCredentials, OAuth2Client
 from gateway.pointer import escape, join, pointer, unescape
 from gateway.problems import PROBLEM_JSON, problem_details, problem_error, problem_response, write_problem
 from gateway.runtime import config as config_mod
-from gateway.secrets import from_env, from_file, read_secret, redact
+from gateway.secrets import from_env, from_file, read_secret, redact, register_secret
 from gateway.store import history, query
 from gateway.store.settings import load_tokens
 
@@ -267,3 +267,10 @@ def _sources() -> list[tuple[Path, str]]:
 def test_one_implementation_each(pattern: str, allowed: set[str]) -> None:
     found = {str(path.relative_to(ROOT)) for path, text in _sources() if re.search(pattern, text)}
     assert found <= allowed, sorted(found - allowed)
+
+
+def test_a_secret_containing_another_is_masked_whole() -> None:
+    # Registered shortest first, so the order of registration cannot hide the longer one's tail.
+    register_secret("part-7f3a")
+    register_secret("part-7f3a-and-its-tail-91c2")
+    assert redact("sent part-7f3a-and-its-tail-91c2 then part-7f3a") == "sent *** then ***"
