@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from gateway.model import Entity
+from gateway.store import jsonld
 from gateway.store.problems import NgsiError
 from gateway.store.records import (
     DEFAULT_TENANT,
@@ -217,11 +219,20 @@ class Storage(Protocol):
         ...
 
 
+_HOSTED = re.compile(r"/ngsi-ld/v1/jsonldContexts/([^/?#]+)$")
+"""The id of a context hosted by the store, from its URL."""
+
+
 class StorageBase(ABC):
     """NGSI-LD batch semantics and the compacted runtime interface over backend primitives."""
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        # Hosted contexts (id -> document, loaded and persisted by the backend) and aliases of
+        # announced context URLs; the same resolution on every backend.
+        self._hosted: dict[str, dict[str, Any]] = {}
+        self._aliases: dict[str, str] = {}
+        self._contexts = jsonld.ContextCache(self._resolve_hosted)
 
     # -- primitives ----------------------------------------------------------------------
 
@@ -347,9 +358,26 @@ class StorageBase(ABC):
         return self.contexts.get(entries)
 
     @property
-    @abstractmethod
-    def contexts(self) -> Any:
-        """The backend's ``jsonld.ContextCache`` (resolves hosted contexts too)."""
+    def contexts(self) -> jsonld.ContextCache:
+        """Contexts cache resolving bundled and hosted contexts."""
+        return self._contexts
+
+    def _resolve_hosted(self, iri: str) -> Mapping[str, Any] | None:
+        if iri in self._aliases:
+            return jsonld.bundled(self._aliases[iri])
+        match = _HOSTED.search(iri)
+        if match is None:
+            return None
+        return self._hosted.get(match.group(1))
+
+    def hosted_contexts(self) -> Mapping[str, Mapping[str, Any]]:
+        """The hosted contexts (id → document)."""
+        return dict(self._hosted)
+
+    def alias_context(self, url: str, bundled_iri: str) -> None:
+        """Resolve ``url`` to the bundled context ``bundled_iri``, never fetching it."""
+        self._aliases[url] = bundled_iri
+        self._contexts.clear()
 
     async def upsert(
         self,

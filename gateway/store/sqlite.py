@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -76,7 +75,6 @@ CREATE TABLE IF NOT EXISTS contexts(id TEXT PRIMARY KEY, doc TEXT NOT NULL, crea
 _CHUNK = 500
 GEO_SLOTS = 64
 """R*Tree ids are ``rid * GEO_SLOTS + k``: at most 64 GeoProperty instances per entity."""
-_HOSTED = re.compile(r"/ngsi-ld/v1/jsonldContexts/([^/?#]+)$")
 
 
 def _now() -> str:
@@ -100,9 +98,6 @@ class SqliteStorage(StorageBase):
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="store-read")
         self._tenants: set[str] = {DEFAULT_TENANT}
-        self._hosted: dict[str, dict[str, Any]] = {}
-        self._aliases: dict[str, str] = {}
-        self._contexts = jsonld.ContextCache(self._resolve_hosted)
         self._closed = False
         self._started = False
 
@@ -181,28 +176,6 @@ class SqliteStorage(StorageBase):
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
 
     # ------------------------------------------------------------------ contexts
-
-    @property
-    def contexts(self) -> jsonld.ContextCache:
-        """Contexts cache resolving bundled and hosted contexts."""
-        return self._contexts
-
-    def _resolve_hosted(self, iri: str) -> Mapping[str, Any] | None:
-        if iri in self._aliases:
-            return jsonld.bundled(self._aliases[iri])
-        match = _HOSTED.search(iri)
-        if match is None:
-            return None
-        return self._hosted.get(match.group(1))
-
-    def hosted_contexts(self) -> Mapping[str, Mapping[str, Any]]:
-        """The hosted contexts (id → document)."""
-        return dict(self._hosted)
-
-    def alias_context(self, url: str, bundled_iri: str) -> None:
-        """Resolve ``url`` to the bundled context ``bundled_iri``, never fetching it."""
-        self._aliases[url] = bundled_iri
-        self._contexts.clear()
 
     async def put_context(self, context_id: str, document: Mapping[str, Any]) -> None:
         """Host a JSON-LD context document under ``context_id`` (persisted)."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -58,7 +57,6 @@ NOTIFIER_LOCK: Final = 0x6A6F6E6374_03
 """Session advisory lock of the process that sends notifications (released when its connection ends)."""
 CHANGE_LOG_LOCK: Final = 0x6A6F6E6374_04
 """Transaction advisory lock serializing appends to the change log (seq order = commit order)."""
-_HOSTED = re.compile(r"/ngsi-ld/v1/jsonldContexts/([^/?#]+)$")
 _SCAN_CHUNK = 500
 """Rows fetched per round trip when Python decides (keyset pagination on id)."""
 _TENANT_LOCK = "jonction.tenant:"
@@ -122,9 +120,6 @@ class PostgresStorage(StorageBase):
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._tenants: set[str] = {DEFAULT_TENANT}
-        self._hosted: dict[str, dict[str, Any]] = {}
-        self._aliases: dict[str, str] = {}
-        self._contexts = jsonld.ContextCache(self._resolve_hosted)
         self._closed = False
         self._history = Recorder()
         self._feed: asyncio.Task[None] | None = None
@@ -189,28 +184,6 @@ class PostgresStorage(StorageBase):
         return self._pool
 
     # ------------------------------------------------------------------ contexts
-
-    @property
-    def contexts(self) -> jsonld.ContextCache:
-        """Contexts cache resolving bundled and hosted contexts."""
-        return self._contexts
-
-    def _resolve_hosted(self, iri: str) -> Mapping[str, Any] | None:
-        if iri in self._aliases:
-            return jsonld.bundled(self._aliases[iri])
-        match = _HOSTED.search(iri)
-        if match is None:
-            return None
-        return self._hosted.get(match.group(1))
-
-    def hosted_contexts(self) -> Mapping[str, Mapping[str, Any]]:
-        """The hosted contexts (id → document)."""
-        return dict(self._hosted)
-
-    def alias_context(self, url: str, bundled_iri: str) -> None:
-        """Resolve ``url`` to the bundled context ``bundled_iri``, never fetching it."""
-        self._aliases[url] = bundled_iri
-        self._contexts.clear()
 
     async def put_context(self, context_id: str, document: Mapping[str, Any]) -> None:
         """Host a JSON-LD context document under ``context_id`` (persisted)."""
