@@ -44,24 +44,11 @@ def _segments(path: str) -> list[str]:
 
 def lookup(document: Any, path: str) -> Any:
     """The value at a dotted path (``bytes.counterValues.0``), or a private MISSING marker."""
-    node = document
-    for segment in _segments(path):
-        if isinstance(node, Mapping):
-            if segment not in node:
-                return _MISSING
-            node = node[segment]
-        elif isinstance(node, list) and segment.isdigit():
-            index = int(segment)
-            if index >= len(node):
-                return _MISSING
-            node = node[index]
-        else:
-            return _MISSING
-    return node
+    return _lookup(document, tuple(_segments(path)))
 
 
 def _pointer(base: str, path: str) -> str:
-    return join(base, *_segments(path))
+    return _pointer_of(base, tuple(_segments(path)))
 
 
 def _text(value: Any) -> str:
