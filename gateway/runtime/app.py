@@ -11,6 +11,10 @@ what started):
 3. the store API sub-app (its subscriptions notifier and temporal database);
 4. the runtime (:func:`_runtime_ctx`): sources stop first, what they sent is committed,
    publishers drain within a bound, then sinks and the gateway database close.
+
+With ``jonction run --workers N`` this process is the parent of N ingestion workers
+(:mod:`gateway.runtime.workers`): they run the sources that can share their input and commit to
+the same gateway database; they start after this process's sources and stop before them.
 """
 
 from __future__ import annotations

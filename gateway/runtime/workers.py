@@ -438,6 +438,9 @@ class _ParentLink:
 def run_worker(config: GatewayConfig, index: int, control_fd: int) -> int:
     """The main of worker process ``index`` (``jonction run --worker-index``): ingestion only, until SIGTERM."""
     SHARED_PORTS.set(True)
+    # Ctrl-C reaches the whole process group: the parent stops the workers itself (SIGTERM), in
+    # order, and must not mistake a worker that stopped on its own for one that died.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return asyncio.run(_worker(config, index, control_fd))
 
 
@@ -449,8 +452,7 @@ async def _worker(config: GatewayConfig, index: int, control_fd: int) -> int:
     reader, writer = await asyncio.open_unix_connection(sock=control, limit=LINE_LIMIT)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     adapters = discover()
     async with aiohttp.ClientSession() as http:
         rt = build_runtime(config, adapters, http=http, storage=None, publishing=False)

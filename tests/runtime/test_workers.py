@@ -71,11 +71,14 @@ class Gateway:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
+    def spawn(self) -> None:
         with self.log.open("ab") as sink:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [JONCTION, "run", "--config", str(self.config), "--workers", str(self.workers)],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink)
+
+    async def start(self) -> None:
+        self.spawn()
 
         async def ready() -> bool:
             assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
@@ -322,10 +325,14 @@ def uplink(n: int) -> bytes:
     return json.dumps(doc).encode()
 
 
-async def test_mqtt_shared_group_two_workers_store_every_uplink_once(tmp_path: Path) -> None:
+def _mosquitto(folder: Path) -> Broker:
     if not os.path.exists(MOSQUITTO):
         pytest.fail("mosquitto is not installed (Debian package 'mosquitto'; .ci/run installs it)")
-    broker = Broker(tmp_path / "broker")
+    return Broker(folder)
+
+
+async def test_mqtt_shared_group_two_workers_store_every_uplink_once(tmp_path: Path) -> None:
+    broker = _mosquitto(tmp_path / "broker")
     broker.start()
     try:
         cfg = copy.deepcopy(SAMPLE)
