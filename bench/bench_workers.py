@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +77,15 @@ class WorkersGateway(Gateway):
         """CPU of every gateway process, summed."""
         return sum(cpu_seconds(pid) for pid in self.pids)
 
+    def parent_cpu_seconds(self) -> float:
+        """CPU of the parent alone (store writes, publishers, admin; all of it with one worker)."""
+        return cpu_seconds(self.pids[0])
+
+    async def batches(self, sink: str) -> float:
+        """Batch upserts sent to ``sink`` so far (the publish histogram's count)."""
+        match = re.search(rf'jonction_publish_seconds_count{{sink="{sink}"}} (\S+)', await self.metrics())
+        return float(match.group(1)) if match else 0.0
+
 
 async def one_run(args: argparse.Namespace, tmp: Path, sink: str, workers: int) -> dict[str, float]:
     """A fresh gateway (and remote store), a warm-up, then ``--messages`` measured."""
@@ -95,7 +105,8 @@ async def one_run(args: argparse.Namespace, tmp: Path, sink: str, workers: int) 
         await wait_published(gw, 500, sink)
         load_before = os.getloadavg()[0]
         began = time.perf_counter()
-        cpu_gw, cpu_gen = gw.cpu_seconds(), time.process_time()
+        cpu_gw, cpu_gen, cpu_parent = gw.cpu_seconds(), time.process_time(), gw.parent_cpu_seconds()
+        batches = await gw.batches(sink)
         cpu_store = cpu_seconds(store.pid) if store is not None else 0.0
         acked = await send(gw, 500, args.messages, args.devices, concurrency=args.concurrency)
         acked_at = time.perf_counter()
@@ -104,6 +115,8 @@ async def one_run(args: argparse.Namespace, tmp: Path, sink: str, workers: int) 
         n = args.messages
         return {"acked": acked, "ack_rate": acked / (acked_at - began), "rate": n / (done - began),
                 "gw_us": (gw.cpu_seconds() - cpu_gw) / n * 1e6, "gen_us": gen / n * 1e6,
+                "parent_us": (gw.parent_cpu_seconds() - cpu_parent) / n * 1e6,
+                "batch": n / max(1.0, await gw.batches(sink) - batches),
                 "store_us": (cpu_seconds(store.pid) - cpu_store) / n * 1e6 if store is not None else 0.0,
                 "load_before": load_before, "load_after": os.getloadavg()[0]}
     finally:
@@ -135,13 +148,16 @@ async def main() -> None:
                     results.setdefault((sink, workers), []).append(r)
                     print(f"{sink:8} --workers {workers} run {rep + 1}: {r['acked']:.0f} acked at "
                           f"{r['ack_rate']:.0f} msg/s, committed at {r['rate']:.0f} msg/s; gateway CPU "
-                          f"{r['gw_us']:.0f} µs/msg (all processes), load generator {r['gen_us']:.0f} µs/msg"
+                          f"{r['gw_us']:.0f} µs/msg (all processes; parent {r['parent_us']:.0f}), "
+                          f"{r['batch']:.0f} entities per batch, load generator {r['gen_us']:.0f} µs/msg"
                           + (f", remote store {r['store_us']:.0f} µs/msg" if sink == "remote" else "")
                           + f"; load {r['load_before']:.2f} → {r['load_after']:.2f}", flush=True)
     print("medians:")
     for (sink, workers), runs in results.items():
         print(f"  {sink:8} --workers {workers}: {median(r['rate'] for r in runs):.0f} msg/s committed, "
-              f"gateway {median(r['gw_us'] for r in runs):.0f} µs/msg, "
+              f"gateway {median(r['gw_us'] for r in runs):.0f} µs/msg "
+              f"(parent {median(r['parent_us'] for r in runs):.0f}), "
+              f"{median(r['batch'] for r in runs):.0f} entities per batch, "
               f"load generator {median(r['gen_us'] for r in runs):.0f} µs/msg"
               + (f", remote store {median(r['store_us'] for r in runs):.0f} µs/msg" if sink == "remote" else ""))
 

@@ -245,6 +245,13 @@ async def test_dead_letters_from_workers_replay_in_the_parent(tmp_path: Path) ->
                 # The parent translates it again with its own binding of the source: still invalid.
                 assert resp.status == 422
                 assert (await resp.json())["status"] == "still-failing"
+            # Restarting a shared source restarts it in every worker (a fresh adapter instance each).
+            async with http.post(f"{gw.base}/admin/sources/orion/restart") as resp:
+                assert resp.status == 200
+        await eventually(lambda: gw.log.read_text().count('restarted on request", "source": "orion", "worker"') == 2,
+                         what="the source restarted in both workers")
+        await eventually(lambda: _port_open(notify_port), what="shared listener again")
+        assert await post_each(notify_port, range(1)) == [0]
         assert await gw.stop() == 0
 
 
