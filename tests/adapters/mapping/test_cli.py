@@ -24,7 +24,7 @@ def test_check_lists_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture
                    'attributes:\n  a: {select: "x[", unit: KWHH}\n  b: {value: 1, crs: "EPSG:2154"}\n')
     assert main(["mapping", "check", str(bad)]) == 2
     err = capsys.readouterr().err
-    for key in ("attributes.a.select", "attributes.a.unit", "attributes.b.crs"):
+    for key in ("/attributes/a/select:", "/attributes/a/unit:", "/attributes/b/crs:"):
         assert key in err
 
 
