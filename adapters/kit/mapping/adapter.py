@@ -75,7 +75,7 @@ class MappingAdapter:
         self.split: str = str(config.get("split", self.default_split))
         self.mapping: EntityMapping = mapping_from_config(config, self.package)
         if self.mapping.context and not self.push_context:
-            inline = "mapping" in config
+            inline = config.get("mapping") is not None
             raise ConfigInvalid("invalid mapping", [
                 (f"/mapping{where}: " if inline else f"/mapping_file: {where}: ")
                 + f"the {domain} adapter receives no pushes, so $query and $headers selectors have nothing to read"
