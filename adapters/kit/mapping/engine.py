@@ -1,9 +1,12 @@
 """The declarative mapping engine: a small YAML language from vendor documents to NGSI-LD entities.
 
 A mapping names the entity type, an id template, where the items are (JMESPath), and for each
-attribute where its value is and how to clean it (value map, type, scale, unit, CRS, time).
-``compile_mapping`` checks a mapping once and reports every problem together, naming the key;
-``apply_mapping`` is then a pure function of the document.
+attribute where its value is and how to clean it (value map, type, scale, unit, CRS, time,
+``epoch: s|ms``), or a constant (a static attribute). A push's query parameters and headers are
+read with ``$query.<name>`` and ``$headers.<name>`` from the context the transport gives.
+``compile_mapping`` checks a mapping once — static attributes included, built there — and reports
+every problem together, each named by the JSON pointer of its key; ``apply_mapping`` is then a pure
+function of the document (and of the push context).
 """
 
 from __future__ import annotations
@@ -516,9 +519,9 @@ def _context_uses(
     attributes: tuple[AttributeSpec, ...],
 ) -> dict[str, str]:
     """Every push-context key the mapping reads, with the JSON pointer of (one) place that reads it."""
-    uses: list[tuple[Selector | None, str]] = [(tenant, "/tenant")]
+    uses: list[tuple[Selector | None, str]] = [(expr, "/id") for _, expr in id_parts]
+    uses.append((tenant, "/tenant"))
     uses.append((observed.expr if observed else None, "/observed_at"))
-    uses += [(expr, "/id") for _, expr in id_parts]
     for spec in attributes:
         where = json_pointer("attributes", spec.name)
         uses.append((spec.select, f"{where}/{spec.source}"))
