@@ -193,7 +193,8 @@ class WebhookAdapter(MappingAdapter, package=__package__):
             return web.json_response({"status": "duplicate", "webhook-id": msg_id})
         if msg_id and msg_id in self._in_flight:
             return problem_response(409, "the same webhook-id is being processed")
-        self._in_flight.add(msg_id)
+        if msg_id:
+            self._in_flight.add(msg_id)
         try:
             count = await self._emit(emit, msg_id, stamp, body, request)
         except Exception:

@@ -22,7 +22,7 @@ from gateway.validation import validate
 
 KEY = "device-fleet-key-7f3a9c"
 MISSING_HEADER = "the API key is required in the header X-API-Key"
-MEASURES = {
+MEASURES: dict[str, Any] = {
     "entity_type": "AirQualityObserved",
     "id": "urn:ngsi-ld:AirQualityObserved:{$query.i}",
     "tenant": "$headers.fiware-service",
