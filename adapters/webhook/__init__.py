@@ -62,7 +62,7 @@ def sign(key: bytes, msg_id: str, timestamp: str, body: bytes) -> str:
 
 
 class WebhookAdapter(MappingAdapter, package=__package__):
-    """An HTTP listener checking Standard Webhooks signatures, timestamps and ids, plus a mapping."""
+    """An HTTP listener checking Standard Webhooks signatures, timestamps and ids (or an API key), plus a mapping."""
 
     payload_name = "delivery"
     push_context = True
@@ -169,11 +169,16 @@ class WebhookAdapter(MappingAdapter, package=__package__):
 
     async def _receive(self, request: web.Request, key: bytes, emit: Emit) -> web.StreamResponse:
         self.stats["received"] += 1
+        # An unsigned request is judged before its body is read: a stranger's body costs nothing.
         if self.auth_mode == NONE:
-            forbidden = cross_site_refusal(request)
-            if forbidden is not None:
+            refused = cross_site_refusal(request)
+            if refused is not None:
                 self.stats["cross_site"] += 1
-                return forbidden
+                return refused
+        elif self.auth_mode == API_KEY:
+            refused = self._verify_api_key(request, key)
+            if refused is not None:
+                return refused
         try:
             body = await self.push.read_body(request)
         except BodyTooLarge as exc:
@@ -181,13 +186,12 @@ class WebhookAdapter(MappingAdapter, package=__package__):
             return problem_response(413, str(exc))
         if self.auth_mode == HMAC:
             refused, msg_id, stamp = self._verify_signature(request, key, body)
+            if refused is not None:
+                return refused
         else:
-            refused = self._verify_api_key(request, key) if self.auth_mode == API_KEY else None
             # Unsigned senders may still name a delivery, so that their retries are not imported twice.
             msg_id = request.headers.get("webhook-id") or request.headers.get("Idempotency-Key") or ""
             stamp = request.headers.get("webhook-timestamp", "")
-        if refused is not None:
-            return refused
         if msg_id and msg_id in self._seen:
             self.stats["duplicates"] += 1
             return web.json_response({"status": "duplicate", "webhook-id": msg_id})

@@ -246,3 +246,17 @@ def test_a_mapping_may_not_read_the_api_key(auth: dict[str, Any], selector: str)
         WebhookAdapter({"mapping": mapping, "auth": auth})
     (problem,) = caught.value.problems
     assert problem.startswith("/mapping/attributes/leak/select: reads the API key")
+
+
+async def test_an_unauthenticated_request_is_refused_before_its_body_is_read(client: aiohttp.ClientSession) -> None:
+    emit = Collector()
+    adapter, task = await _started({"auth": {"type": "api_key", "api_key": KEY}, "max_body_bytes": 1024}, emit)
+    try:
+        big = b"x" * 4096
+        async with client.post(adapter.url, data=big, headers={"X-API-Key": "guess"}) as resp:
+            assert resp.status == 401  # not 413: a stranger learns nothing about the limits
+        async with client.post(adapter.url, data=big, headers={"X-API-Key": KEY}) as resp:
+            assert resp.status == 413
+        assert adapter.stats["bad_api_key"] == 1 and adapter.stats["too_large"] == 1 and emit.messages == []
+    finally:
+        await _stop(adapter, task)
