@@ -61,7 +61,7 @@ _SECRET_NAME: Final = re.compile(
 )
 """Header and query names a mapping may not read: credentials must never reach entities or dead letters."""
 _NO_CONTEXT: Final[Mapping[str, str]] = {}
-_ABSENT: Final = ""
+_ABSENT: Final[Mapping[str, Any]] = {}
 
 
 # One interpreter for every search: jmespath builds a new one per call otherwise, which costs
@@ -198,8 +198,8 @@ class AttributeSpec:
     inherit_time: bool = True
     null_values: frozenset[str] = frozenset()
     lang: str | None = None
-    static: str | None = None
-    """A constant attribute built at compile time (its JSON text; "" when it is never present)."""
+    static: Mapping[str, Any] | None = None
+    """A constant attribute built at compile time (empty when it is never present); copied per entity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,11 +447,20 @@ def _static(spec: AttributeSpec, zone: ZoneInfo | None, problems: list[str]) -> 
         problems.append(f"{where}: {_one_line(exc)}")
         return spec
     try:
-        text = json.dumps(built, allow_nan=False, ensure_ascii=False)
+        json.dumps(built, allow_nan=False)
     except ValueError as exc:
         problems.append(f"{where}: {_one_line(exc)}")
         return spec
-    return replace(spec, static=text)
+    return replace(spec, static=built)
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars): several times faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copy(v) if isinstance(v, dict | list) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) if isinstance(v, dict | list) else v for v in value]
+    return value
 
 
 def _id_parts(template: str, problems: list[str]) -> tuple[tuple[str, Selector | None], ...]:
@@ -929,10 +938,10 @@ def map_item(
         hint = spec.select_text
         try:
             if spec.static is not None:
-                if spec.static == _ABSENT:
+                if not spec.static:
                     continue
                 # A fresh copy per entity: later stages may change an attribute in place.
-                attr = json.loads(spec.static)
+                attr = _copy(spec.static)
             else:
                 attr = _build(spec, _value(spec, item, mapping.timezone, context), None)
             observed = default_time if spec.inherit_time else None
