@@ -100,14 +100,22 @@ async def test_api_key_in_a_header_is_accepted_and_query_and_headers_reach_the_e
 
 async def test_api_key_in_the_query_string_is_accepted_and_never_kept(client: aiohttp.ClientSession) -> None:
     emit = Collector()
-    adapter, task = await _started({"auth": {"type": "api_key", "in": "query", "name": "k", "api_key": KEY}}, emit)
+    # The shipped example mapping for such devices.
+    adapter, task = await _started({"auth": {"type": "api_key", "in": "query", "name": "k", "api_key": KEY},
+                                    "mapping": None, "mapping_file": "builtin:device_measures.yaml"}, emit)
     try:
         async with client.post(adapter.url, params={"k": KEY, "i": "aq-18"}, data=_body(),
                                 headers={"Fiware-Service": "openiot"}) as resp:
             assert resp.status == 202
         (raw,) = emit.messages
         assert KEY not in repr(raw)
-        assert adapter.to_entities(raw)[0]["id"] == "urn:ngsi-ld:AirQualityObserved:aq-18"
+        assert raw.tenant == "openiot"
+        (entity,) = adapter.to_entities(raw)
+        assert entity["id"] == "urn:ngsi-ld:AirQualityObserved:aq-18"
+        assert entity["no2"] == {"type": "Property", "value": 30, "unitCode": "GQ",
+                                 "observedAt": "2025-12-03T10:00:00Z"}
+        assert entity["typeofLocation"] == {"type": "Property", "value": "outdoor"}
+        assert validate(entity).valid, validate(entity).errors
         # The key in a header does not count when the config says the query string.
         async with client.post(adapter.url, params={"i": "aq-18"}, data=_body(), headers={"k": KEY}) as resp:
             assert resp.status == 401
