@@ -34,6 +34,7 @@ from adapters.kit.payload import INT_MAX, INT_MIN, load_json
 from gateway.crs import point_from, to_wgs84
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import Entity, ModelError, epoch_time, format_time, is_uri, urn
+from gateway.pointer import pointer
 from gateway.units import UNIT_ALIASES, UnitError, convert, is_uncefact
 
 MAPPING_SCHEMA: Final[Mapping[str, Any]] = json.loads(
@@ -236,7 +237,7 @@ def _schema_problems(doc: Any) -> list[str]:
 
 def json_pointer(*parts: str | int) -> str:
     """RFC 6901 pointer of a key path (``/attributes/location/value``); "" for the root."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    return pointer(parts)
 
 
 def _compile_expr(text: Any, where: str, problems: list[str], *, context: bool = True) -> Selector | None:
