@@ -44,7 +44,7 @@ def _workers(value: str) -> int:
     except ValueError:
         count = 0
     if count < 1:
-        raise argparse.ArgumentTypeError(f"--workers: {value!r} is not a positive number of processes")
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of processes")
     return count
 
 

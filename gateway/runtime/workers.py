@@ -499,7 +499,11 @@ async def _hear(rt: Runtime, link: _ParentLink, reader: asyncio.StreamReader, st
                 log.warning("worker %d: the parent process is gone; stopping", index)
                 stop.set()
             return
-        message = orjson.loads(line)
+        try:
+            message = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.warning("worker %d: unreadable control message", index)
+            continue
         kind = message.get("t")
         if kind == "budget":
             link.budget(int(message["o"]))
