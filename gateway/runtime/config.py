@@ -18,6 +18,7 @@ from typing import Any, Final
 import yaml
 
 import schemas
+from gateway.console.outlines import outline_problems
 from gateway.contract import Adapter
 from gateway.errors import ConfigInvalid
 from gateway.pointer import pointer
@@ -159,6 +160,8 @@ class GatewayConfig:
     sinks: list[SinkConfig] = field(default_factory=list)
     sources: list[SourceConfig] = field(default_factory=list)
     simulators: list[SimulatorConfig] = field(default_factory=list)
+    console_outlines: Path | None = None
+    """``console.outlines``: a GeoJSON file drawn under the console's map (checked when parsed)."""
 
     @property
     def loopback(self) -> bool:
@@ -309,6 +312,10 @@ def parse(
                        for r in src.get("routes", []))
         cfg.sources.append(SourceConfig(src["name"], src["adapter"], dict(src.get("config", {})),
                                         src.get("tenant", ""), routes, src.get("enabled", True)))
+    if "outlines" in document.get("console", {}):
+        outlines = Path(document["console"]["outlines"])
+        cfg.console_outlines = outlines if outlines.is_absolute() else base / outlines
+        problems.extend(f"/console/outlines: {p}" for p in outline_problems(cfg.console_outlines))
     for sim in document.get("simulators", []):
         cfg.simulators.append(SimulatorConfig(sim["name"], dict(sim.get("options", {}))))
     if not cfg.embedded and not cfg.sinks:
