@@ -33,7 +33,7 @@ export function timeChart(points, { unit = '', label = '' } = {}) {
   }
   svg.append(s('text', { x: M.left, y: H - 10 }, fmtTime(new Date(t0).toISOString())),
     s('text', { x: W - M.right, y: H - 10, 'text-anchor': 'end' }, fmtTime(new Date(t1).toISOString())));
-  if (unit) svg.append(s('text', { x: 4, y: M.top + 4 }, unit));
+  if (unit) svg.append(s('text', { x: M.left + 6, y: M.top + 10, class: 'unit-label' }, unit));
   if (points.some((p) => p.min !== undefined && p.max !== undefined)) {
     const upper = points.map((p) => `${x(p.t).toFixed(1)},${y(p.max ?? p.v).toFixed(1)}`);
     const lower = points.slice().reverse().map((p) => `${x(p.t).toFixed(1)},${y(p.min ?? p.v).toFixed(1)}`);

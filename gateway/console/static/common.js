@@ -75,7 +75,7 @@ export function ngsiBase() {
   return document.body.dataset.ngsi || '';
 }
 
-/** The short name of an IRI: its last path segment or fragment (https://.../WasteContainer -> WasteContainer). */
+/** The short name of an IRI: its last path segment or fragment (an IRI ending in /WasteContainer -> WasteContainer). */
 export function shortName(iri) {
   if (typeof iri !== 'string') return String(iri);
   const m = /[/#:]([^/#:]+)$/.exec(iri);
