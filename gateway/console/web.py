@@ -140,7 +140,8 @@ def _security_headers(request: web.Request, response: web.StreamResponse) -> Awa
     if path == "/" or path.startswith("/console/"):
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        # same-origin, not no-referrer: with no-referrer Chromium sends "Origin: null" on the login form
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         if path == "/" or path == "/console/login":
             response.headers.setdefault("Cache-Control", "no-store")
     return nothing()

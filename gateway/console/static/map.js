@@ -117,16 +117,38 @@ export async function renderMap(view, _rest, params) {
       sw.style.background = c;
       return h('li', {}, sw, label);
     }));
-    // clusters: items sharing a screen cell at this zoom
-    const cells = new Map();
+    // clusters: each item joins the nearest cluster seed closer than CELL screen pixels (seeds found
+    // through a grid of CELL-sized cells, so that ten thousand markers cluster in one pass)
+    const grid = new Map();
+    const clusters = [];
     for (const it of items) {
-      const key = `${Math.floor((it.xy[0] * zoom) / CELL)}:${Math.floor((it.xy[1] * zoom) / CELL)}`;
-      if (!cells.has(key)) cells.set(key, []);
-      cells.get(key).push(it);
+      const px = it.xy[0] * zoom;
+      const py = it.xy[1] * zoom;
+      const gx = Math.floor(px / CELL);
+      const gy = Math.floor(py / CELL);
+      let best = null;
+      let bestD = CELL * CELL;
+      for (let dx = -1; dx <= 1; dx += 1) {
+        for (let dy = -1; dy <= 1; dy += 1) {
+          for (const c of grid.get(`${gx + dx}:${gy + dy}`) || []) {
+            const d = (c.px - px) ** 2 + (c.py - py) ** 2;
+            if (d < bestD) { best = c; bestD = d; }
+          }
+        }
+      }
+      if (best) best.items.push(it);
+      else {
+        const c = { px, py, items: [it] };
+        clusters.push(c);
+        const key = `${gx}:${gy}`;
+        if (!grid.has(key)) grid.set(key, []);
+        grid.get(key).push(c);
+      }
     }
+    const cells = clusters.map((c) => c.items);
     const r = 6 / zoom;
     layer.replaceChildren();
-    for (const group of cells.values()) {
+    for (const group of cells) {
       if (group.length === 1) {
         const it = group[0];
         const dot = s('circle', { class: 'marker', cx: it.xy[0], cy: it.xy[1], r, fill: colour.of(it), 'stroke-width': 1.5 / zoom });
