@@ -8,6 +8,16 @@ from typing import Any, Final
 
 MAX_BYTES: Final = 8 << 20
 """Largest outlines file (the browser draws every vertex)."""
+BUILTIN: Final = Path(__file__).parent / "outlines"
+"""Outlines shipped with jonction (``builtin:NAME``): only a hand-drawn sketch of the demo territory."""
+
+
+def outlines_path(value: str, base: Path) -> Path:
+    """The file ``console.outlines`` names: ``builtin:NAME`` or a path (relative to the config's folder)."""
+    if value.startswith("builtin:"):
+        return BUILTIN / f"{value.removeprefix('builtin:')}.geojson"
+    path = Path(value)
+    return path if path.is_absolute() else base / path
 
 
 def outline_problems(path: Path, *, max_bytes: int = MAX_BYTES) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any, Final
 import yaml
 
 import schemas
-from gateway.console.outlines import outline_problems
+from gateway.console.outlines import outline_problems, outlines_path
 from gateway.contract import Adapter
 from gateway.errors import ConfigInvalid
 from gateway.pointer import pointer
@@ -313,8 +313,7 @@ def parse(
         cfg.sources.append(SourceConfig(src["name"], src["adapter"], dict(src.get("config", {})),
                                         src.get("tenant", ""), routes, src.get("enabled", True)))
     if "outlines" in document.get("console", {}):
-        outlines = Path(document["console"]["outlines"])
-        cfg.console_outlines = outlines if outlines.is_absolute() else base / outlines
+        cfg.console_outlines = outlines_path(document["console"]["outlines"], base)
         problems.extend(f"/console/outlines: {p}" for p in outline_problems(cfg.console_outlines))
     for sim in document.get("simulators", []):
         cfg.simulators.append(SimulatorConfig(sim["name"], dict(sim.get("options", {}))))

@@ -126,6 +126,9 @@ async def test_entity_page_shows_units_and_a_history_chart(tmp_path: Path) -> No
         await series.wait_for()
         assert (await series.get_attribute("d") or "").count("L") == n - 1
         await w.shot("entity")
+        await page.select_option("#hist-period", "7d")  # long periods: min/avg/max per hour (aggregatedValues)
+        await page.locator("#chart polygon.band").wait_for(state="attached")
+        assert int(await page.locator("#chart path.series").get_attribute("data-points") or 0) >= 1
         await page.goto(base + "/#/map")
         await page.locator("svg.map path.outline").wait_for()
         assert await page.locator("svg.map a[data-entity]").count() == 1

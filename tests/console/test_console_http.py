@@ -25,21 +25,17 @@ def _session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
-def _no_redirects() -> dict[str, bool]:
-    return {"allow_redirects": False}
-
-
 async def test_pages_and_data_need_a_login_when_a_token_is_configured(tmp_path: Path) -> None:
     cfg = config(tmp_path, admin={"token": TOKEN})
     async with running(cfg) as (base, _app), _session() as http:
-        async with http.get(base + "/", **_no_redirects()) as resp:
+        async with http.get(base + "/", allow_redirects=False) as resp:
             assert resp.status == 303 and resp.headers["Location"] == "/console/login"
         async with http.get(base + "/console/login") as resp:
             assert resp.status == 200 and 'name="token"' in await resp.text()
         for path in ("/console/api/overview", "/console/api/info", "/admin/sources"):
             async with http.get(base + path) as resp:
                 assert resp.status == 401, path
-        async with http.post(base + "/console/login", data={"token": "wrong"}, **_no_redirects()) as resp:
+        async with http.post(base + "/console/login", data={"token": "wrong"}, allow_redirects=False) as resp:
             assert resp.status == 401 and "wrong token" in await resp.text()
             assert "Set-Cookie" not in resp.headers
 
@@ -47,7 +43,7 @@ async def test_pages_and_data_need_a_login_when_a_token_is_configured(tmp_path: 
 async def test_login_sets_an_http_only_strict_cookie_that_opens_the_admin_api(tmp_path: Path) -> None:
     cfg = config(tmp_path, admin={"token": TOKEN})
     async with running(cfg) as (base, _app), _session() as http:
-        async with http.post(base + "/console/login", data={"token": TOKEN}, **_no_redirects()) as resp:
+        async with http.post(base + "/console/login", data={"token": TOKEN}, allow_redirects=False) as resp:
             assert resp.status == 303 and resp.headers["Location"] == "/"
             cookie = resp.headers["Set-Cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
@@ -58,7 +54,7 @@ async def test_login_sets_an_http_only_strict_cookie_that_opens_the_admin_api(tm
             assert resp.status == 200 and (await resp.json())["sources"][0]["name"] == "bins"
         async with http.get(base + "/console/api/overview") as resp:
             assert resp.status == 200
-        async with http.post(base + "/console/logout", **_no_redirects()) as resp:
+        async with http.post(base + "/console/logout", allow_redirects=False) as resp:
             assert resp.status == 303 and resp.headers["Location"] == "/console/login"
         async with http.get(base + "/admin/sources") as resp:
             assert resp.status == 401
@@ -69,9 +65,9 @@ async def test_cross_site_logins_and_cookie_writes_are_refused(tmp_path: Path) -
     async with running(cfg) as (base, _app), _session() as http:
         evil = {"Origin": "http://evil.example"}
         async with http.post(base + "/console/login", data={"token": TOKEN}, headers=evil,
-                             **_no_redirects()) as resp:
+                             allow_redirects=False) as resp:
             assert resp.status == 403 and "Set-Cookie" not in resp.headers
-        async with http.post(base + "/console/login", data={"token": TOKEN}, **_no_redirects()) as resp:
+        async with http.post(base + "/console/login", data={"token": TOKEN}, allow_redirects=False) as resp:
             assert resp.status == 303
         # the session cookie never lets another site drive the admin API
         async with http.post(base + "/admin/deadletters/replay", json={}, headers=evil) as resp:
@@ -93,7 +89,7 @@ async def test_open_on_loopback_without_a_token(tmp_path: Path) -> None:
             doc = await resp.json()
         assert doc["mode"] == "gateway" and doc["auth"] is False and doc["units"]["CEL"] == "°C"
         assert doc["units"]["MTQ"] == "m³" and doc["tenants"] == [""]
-        async with http.post(base + "/console/login", data={"token": "x"}, **_no_redirects()) as resp:
+        async with http.post(base + "/console/login", data={"token": "x"}, allow_redirects=False) as resp:
             assert resp.status == 401  # nothing to log in to
 
 
@@ -217,9 +213,9 @@ async def test_store_console_needs_a_login_when_the_store_has_tokens(tmp_path: P
     try:
         async with _session() as http:
             base = f"http://127.0.0.1:{port}"
-            async with http.get(base + "/", **_no_redirects()) as resp:
+            async with http.get(base + "/", allow_redirects=False) as resp:
                 assert resp.status == 303
-            async with http.post(base + "/console/login", data={"token": TOKEN}, **_no_redirects()) as resp:
+            async with http.post(base + "/console/login", data={"token": TOKEN}, allow_redirects=False) as resp:
                 assert resp.status == 303
             async with http.get(base + "/console/api/info") as resp:
                 assert (await resp.json())["mode"] == "store"

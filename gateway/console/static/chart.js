@@ -41,6 +41,10 @@ export function timeChart(points, { unit = '', label = '' } = {}) {
   }
   const d = points.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
   svg.append(s('path', { class: 'series', d, 'data-points': points.length }));
-  if (points.length === 1) svg.append(s('circle', { cx: x(t0), cy: y(points[0].v), r: 4 }));
+  if (points.length === 1) {
+    const p = points[0];
+    if (p.min !== undefined && p.max !== undefined) svg.append(s('line', { class: 'series', x1: x(t0), x2: x(t0), y1: y(p.min), y2: y(p.max) }));
+    svg.append(s('circle', { cx: x(t0), cy: y(p.v), r: 4 }));
+  }
   return svg;
 }

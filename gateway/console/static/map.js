@@ -4,7 +4,7 @@ import { api, attrValue, entitiesOfType, entityPoint, errorBox, h, info, ngsiBas
 
 const W = 900;
 const H = 600;
-const CELL = 28; // markers closer than this (in screen pixels) are drawn as one cluster
+const CELL = 32; // markers closer than this (in screen pixels) are drawn as one cluster
 const PALETTE = ['#1f5fa8', '#c2410c', '#15803d', '#7e22ce', '#b91c1c', '#0e7490', '#a16207', '#be185d', '#4d7c0f', '#475569'];
 
 function eachCoord(geometry, fn) {
@@ -94,7 +94,8 @@ export async function renderMap(view, _rest, params) {
   const base = s('g', { class: 'outlines' });
   for (const f of outlines.features || []) {
     const d = f.geometry ? pathOf(f.geometry, project) : '';
-    if (d) base.append(s('path', { class: 'outline', d }, s('title', {}, (f.properties && (f.properties.name || f.properties.nom)) || '')));
+    const line = f.geometry && /LineString$/.test(f.geometry.type);
+    if (d) base.append(s('path', { class: line ? 'outline line' : 'outline', d }, s('title', {}, (f.properties && (f.properties.name || f.properties.nom)) || '')));
   }
   const layer = s('g', { class: 'markers' });
   const scene = s('g', {}, base, layer);
@@ -158,7 +159,7 @@ export async function renderMap(view, _rest, params) {
       } else {
         const cx = group.reduce((a, it) => a + it.xy[0], 0) / group.length;
         const cy = group.reduce((a, it) => a + it.xy[1], 0) / group.length;
-        const rr = (10 + Math.min(Math.log2(group.length) * 3, 14)) / zoom;
+        const rr = (9 + Math.min(Math.log2(group.length) * 2.5, 9)) / zoom;
         const g = s('a', { href: '#', class: 'cluster-link', 'data-count': group.length, 'aria-label': `${group.length} entities: zoom in` },
           s('circle', { class: 'cluster', cx, cy, r: rr, 'stroke-width': 2 / zoom }),
           s('text', { class: 'cluster-label', x: cx, y: cy, 'font-size': 12 / zoom }, String(group.length)));
