@@ -136,7 +136,7 @@ export function entityPoint(entity) {
 }
 
 /** Every entity of one type (up to `max`), following the NGSI-LD pages. */
-export async function entitiesOfType(type, tenant, max = 5000) {
+export async function entitiesOfType(type, tenant, max = 5000, onPage = null) {
   const out = [];
   const pageSize = 1000;
   for (let offset = 0; offset < max; offset += pageSize) {
@@ -144,6 +144,7 @@ export async function entitiesOfType(type, tenant, max = 5000) {
       { tenant, accept: 'application/json' });
     out.push(...page);
     if (page.length < pageSize) break;
+    if (onPage) onPage(out); // more to come: let the caller show what is there
   }
   return out;
 }

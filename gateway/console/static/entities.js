@@ -82,7 +82,11 @@ export async function renderEntities(view, _rest, params) {
     if (!typeSel.value) { entities = []; show(); return; }
     list.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
     try {
-      entities = await entitiesOfType(typeSel.value, tenantSel.value.trim());
+      const wanted = typeSel.value;
+      // the first page is shown at once; the list (and the search) grows as the next ones arrive
+      entities = await entitiesOfType(wanted, tenantSel.value.trim(), 5000, (sofar) => {
+        if (typeSel.value === wanted) { entities = sofar.slice(); show(); }
+      });
     } catch (err) {
       list.replaceChildren(errorBox(err));
       return;
