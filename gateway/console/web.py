@@ -12,6 +12,8 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.console.auth import Sessions, login_form, login_handler, logout_handler, session_middleware
+from gateway.console.conformance import Conformance, conformance_ctx
+from gateway.console.conformance import routes as conformance_routes
 from gateway.console.overview import Sampler, overview_handler, sampler_ctx
 from gateway.crosssite import HostPolicy
 from gateway.home import Link
@@ -55,6 +57,8 @@ class Console:
     tenants: Sequence[str] = ("",)
     outlines: Path | None = None
     """Operator-supplied GeoJSON outlines drawn under the map (already validated)."""
+    conformance_target: str = ""
+    """The target the conformance page proposes (this gateway's own NGSI-LD API)."""
 
 
 def _shell(console: Console) -> str:
@@ -118,6 +122,7 @@ def _info(console: Console) -> Handler:
     async def info(request: web.Request) -> web.Response:  # noqa: ARG001  # aiohttp handler signature
         return web.json_response({"mode": console.mode, "ngsi": console.ngsi_base, "tenants": list(console.tenants),
                                   "units": units, "outlines": console.outlines is not None,
+                                  "conformanceTarget": console.conformance_target,
                                   "auth": console.sessions.required})
 
     return info
@@ -169,12 +174,17 @@ def mount_gateway(app: web.Application, config: GatewayConfig, *, links: Sequenc
                *(config.embedded_tenants or ())}
     sessions = Sessions(frozenset({config.admin_token} if config.admin_token else ()), policy)
     console = Console("gateway", "jonction gateway", links, sessions, "/ngsi-ld/v1" if config.embedded else None,
-                      sorted(tenants), config.console_outlines)
+                      sorted(tenants), config.console_outlines,
+                      config.base_url + "/ngsi-ld/v1" if config.embedded else "")
     sampler = Sampler()
+
+    conf = Conformance(config.data_dir / "conformance")
 
     def extra(app: web.Application) -> None:
         app.router.add_get("/console/api/overview", _guarded(console, overview_handler(sampler)))
         app.cleanup_ctx.append(sampler_ctx(sampler))
+        app.router.add_routes(conformance_routes(conf, lambda h: _guarded(console, h), sessions.refusal))
+        app.cleanup_ctx.append(conformance_ctx(conf))
 
     _mount(app, console, extra)
 

@@ -200,3 +200,34 @@ async def test_login_and_logout_when_a_token_is_configured(tmp_path: Path) -> No
         assert page.url == base + "/console/login"
     # the refused login answers 401: the browser logs that one failed load, nothing else
     assert [e for e in w.errors if "401" not in e] == [] and w.elsewhere == []
+
+
+async def test_conformance_run_from_the_page_and_its_reports(tmp_path: Path) -> None:
+    need_browser()
+    async with running(config(tmp_path)) as (base, _app), browser_page(base, tmp_path) as w, \
+            aiohttp.ClientSession() as http:
+        page = w.page
+        await page.goto(base + "/#/conformance")
+        await page.get_by_label("Profile").fill("fournisseur-donnees")
+        await page.get_by_label("Target (NGSI-LD API)").fill(base + "/ngsi-ld/v1")
+        await page.get_by_role("button", name="Run").click()
+        done = page.locator('#cf-runs tr[data-status="done"]')
+        await done.wait_for(timeout=120_000)
+        run_id = await done.get_attribute("data-run")
+        async with http.get(f"{base}/console/api/conformance/{run_id}") as resp:
+            run = await resp.json()
+        assert run["total"] > 0 and run["done"] == run["total"] and run["exit_code"] in (0, 1)
+        assert set(run["files"]) == {"report.json", "report.junit.xml", "report.html", "clause.fr.html",
+                                     "clause.en.html"}
+        assert "mandatory checks passed" in (await done.locator("td").nth(3).text_content() or "")
+        await done.get_by_role("button", name="Read").click()
+        frame = page.frame_locator("iframe.report")
+        await frame.locator(".banner").wait_for()
+        await w.shot("conformance")
+        links = await done.locator("a[download]").all_text_contents()
+        assert links == ["JSON", "JUnit", "HTML", "Clause FR", "Clause EN"]
+        href = await done.locator("a", has_text="JSON").get_attribute("href")
+        async with http.get(base + (href or "")) as resp:
+            assert resp.status == 200 and "attachment" in resp.headers["Content-Disposition"]
+            assert (await resp.json())["profile"]["id"] == "fournisseur-donnees"
+    assert w.errors == [] and w.elsewhere == []

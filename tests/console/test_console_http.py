@@ -221,3 +221,26 @@ async def test_store_console_needs_a_login_when_the_store_has_tokens(tmp_path: P
                 assert (await resp.json())["mode"] == "store"
     finally:
         await runner.cleanup()
+
+
+async def test_conformance_runs_take_a_shipped_profile_and_an_http_target_only(tmp_path: Path) -> None:
+    async with running(config(tmp_path, admin={"token": TOKEN})) as (base, _app), _session() as http:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with http.post(base + "/console/api/conformance", json={"profile": "x", "target": base}) as resp:
+            assert resp.status == 401
+        for body, where in (({"profile": "../etc/passwd", "target": base}, "/profile"),
+                            ({"profile": "territoire-essentiel", "target": "file:///etc/passwd"}, "/target"),
+                            ({"profile": "territoire-essentiel", "target": base, "lang": "de"}, "/lang")):
+            async with http.post(base + "/console/api/conformance", json=body, headers=auth) as resp:
+                assert resp.status == 400 and where in (await resp.json())["detail"], body
+        async with http.post(base + "/console/api/conformance", data='{"profile": "territoire-essentiel"}',
+                             headers={**auth, "Content-Type": "text/plain"}) as resp:
+            assert resp.status == 403  # a form or text body is what another site could send
+        async with http.post(base + "/console/api/conformance", json={"profile": "p", "target": base},
+                             headers={**auth, "Origin": "http://evil.example"}) as resp:
+            assert resp.status == 403
+        async with http.get(base + "/console/api/conformance/20260101T000000Z-p/../../gateway.sqlite",
+                            headers=auth) as resp:
+            assert resp.status == 404
+        async with http.get(base + "/console/api/conformance", headers=auth) as resp:
+            assert (await resp.json()) == {"running": False, "runs": []}
