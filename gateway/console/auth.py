@@ -119,28 +119,54 @@ def session_middleware(sessions: Sessions) -> Middleware:
     return middleware
 
 
-def _login_page(message: str = "") -> str:
+def language(request: web.Request) -> str:
+    """``fr`` when the browser prefers French to English (``Accept-Language``), else ``en``."""
+    best, best_q = "en", -1.0
+    for item in request.headers.get("Accept-Language", "")[:1000].split(","):
+        tag, _, params = item.strip().partition(";")
+        primary = tag.strip().lower().split("-", 1)[0]
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        if primary in ("fr", "en") and q > best_q:
+            best, best_q = primary, q
+    return best
+
+
+_LOGIN_TEXT: Final = {
+    "en": ("log in", "Admin token", "Log in",
+           "The token is the gateway's <code>admin.token</code> (or a store token)."),
+    "fr": ("connexion", "Jeton d'administration", "Se connecter",
+           "Le jeton est l'<code>admin.token</code> de la passerelle (ou un jeton du store)."),
+}
+
+
+def _login_page(message: str = "", lang: str = "en") -> str:
+    title, label, button, hint = _LOGIN_TEXT[lang]
     note = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>jonction console — log in</title>
+<html lang="{lang}"><head><meta charset="utf-8"><title>jonction console — {title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/console/static/console.css">
 <link rel="icon" href="/console/static/icon.svg" type="image/svg+xml"></head>
 <body class="login"><main>
 <h1>jonction console</h1>
 <form method="post" action="/console/login">
-<label for="token">Admin token</label>
+<label for="token">{label}</label>
 <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
-<button type="submit">Log in</button>
+<button type="submit">{button}</button>
 </form>{note}
-<p class="hint">The token is the gateway's <code>admin.token</code> (or a store token).</p>
+<p class="hint">{hint}</p>
 </main></body></html>
 """
 
 
-async def login_form(request: web.Request) -> web.Response:  # noqa: ARG001  # aiohttp handler signature
+async def login_form(request: web.Request) -> web.Response:  # aiohttp handler signature
     """The login page (GET)."""
-    return web.Response(text=_login_page(), content_type="text/html")
+    return web.Response(text=_login_page(lang=language(request)), content_type="text/html")
 
 
 def login_handler(sessions: Sessions) -> Handler:
@@ -149,14 +175,20 @@ def login_handler(sessions: Sessions) -> Handler:
     async def login(request: web.Request) -> web.StreamResponse:
         reason = sessions.refusal(request)
         if reason is not None:
-            return web.Response(status=403, text=_login_page(reason), content_type="text/html")
+            return web.Response(status=403, text=_login_page(reason, language(request)), content_type="text/html")
         if (request.content_length or 0) > MAX_LOGIN_BODY:
-            return web.Response(status=413, text=_login_page("request too large"), content_type="text/html")
+            return web.Response(status=413, text=_login_page("request too large", language(request)),
+                                content_type="text/html")
         form = await request.post()
         token = form.get("token")
         if not isinstance(token, str) or not sessions.required or not sessions.accepts(token.strip()):
-            message = "no token is configured: the console is open" if not sessions.required else "wrong token"
-            return web.Response(status=401, text=_login_page(message), content_type="text/html")
+            fr = language(request) == "fr"
+            if not sessions.required:
+                message = "aucun jeton configuré : la console est ouverte" if fr else \
+                    "no token is configured: the console is open"
+            else:
+                message = "jeton incorrect" if fr else "wrong token"
+            return web.Response(status=401, text=_login_page(message, language(request)), content_type="text/html")
         sid = sessions.open(token.strip())
         response = web.HTTPSeeOther("/")
         response.set_cookie(COOKIE, sid, httponly=True, samesite="Strict", path="/", secure=request.secure,
@@ -172,7 +204,7 @@ def logout_handler(sessions: Sessions) -> Handler:
     async def logout(request: web.Request) -> web.StreamResponse:
         reason = sessions.refusal(request)
         if reason is not None:
-            return web.Response(status=403, text=_login_page(reason), content_type="text/html")
+            return web.Response(status=403, text=_login_page(reason, language(request)), content_type="text/html")
         sessions.close(request)
         response = web.HTTPSeeOther("/console/login")
         response.del_cookie(COOKIE, path="/")

@@ -11,7 +11,7 @@ from typing import Final
 from aiohttp import web
 
 from gateway import __version__
-from gateway.console.auth import Sessions, login_form, login_handler, logout_handler, session_middleware
+from gateway.console.auth import Sessions, language, login_form, login_handler, logout_handler, session_middleware
 from gateway.console.conformance import Conformance, conformance_ctx
 from gateway.console.conformance import routes as conformance_routes
 from gateway.console.overview import Sampler, overview_handler, sampler_ctx
@@ -61,29 +61,40 @@ class Console:
     """The target the conformance page proposes (this gateway's own NGSI-LD API)."""
 
 
-def _shell(console: Console) -> str:
-    nav = [("#/overview", "Overview"), ("#/deadletters", "Dead letters")] if console.mode == "gateway" else []
+_NAV: Final = {
+    "en": {"overview": "Overview", "deadletters": "Dead letters", "entities": "Entities", "map": "Map",
+           "conformance": "Conformance", "logout": "Log out", "apis": "APIs served here", "pages": "Console pages",
+           "loading": "Loading…"},
+    "fr": {"overview": "Vue d\u2019ensemble", "deadletters": "Lettres mortes", "entities": "Entités", "map": "Carte",
+           "conformance": "Conformité", "logout": "Se déconnecter", "apis": "API servies ici",
+           "pages": "Pages de la console", "loading": "Chargement…"},
+}
+
+
+def _shell(console: Console, lang: str) -> str:
+    text = _NAV[lang]
+    pages = ["overview", "deadletters"] if console.mode == "gateway" else []
     if console.ngsi_base:
-        nav += [("#/entities", "Entities"), ("#/map", "Map")]
+        pages += ["entities", "map"]
     if console.mode == "gateway":
-        nav.append(("#/conformance", "Conformance"))
-    items = "".join(f'<li><a href="{h}">{t}</a></li>' for h, t in nav)
+        pages.append("conformance")
+    items = "".join(f'<li><a href="#/{p}">{text[p]}</a></li>' for p in pages)
     apis = "\n".join(
         f'<li><a href="{html.escape(link.href)}">{html.escape(link.title)}</a> — {html.escape(link.what)}</li>'
         for link in console.links)
-    logout = ('<form method="post" action="/console/logout" class="logout"><button type="submit">Log out</button>'
-              "</form>") if console.sessions.required else ""
+    logout = ('<form method="post" action="/console/logout" class="logout">'
+              f'<button type="submit">{text["logout"]}</button></form>') if console.sessions.required else ""
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(console.title)}</title>
+<html lang="{lang}"><head><meta charset="utf-8"><title>{html.escape(console.title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/console/static/console.css">
 <link rel="icon" href="/console/static/icon.svg" type="image/svg+xml">
 <script type="module" src="/console/static/app.js"></script>
 </head><body data-mode="{console.mode}" data-ngsi="{html.escape(console.ngsi_base or '')}">
-<header><span class="brand">{html.escape(console.title)}</span><nav aria-label="Console pages"><ul>{items}</ul></nav>
+<header><span class="brand">{html.escape(console.title)}</span><nav aria-label="{text["pages"]}"><ul>{items}</ul></nav>
 {logout}</header>
-<main id="view" tabindex="-1"><p>Loading…</p></main>
-<footer><details><summary>APIs served here (jonction {html.escape(__version__)})</summary><ul>
+<main id="view" tabindex="-1"><p>{text["loading"]}</p></main>
+<footer><details><summary>{text["apis"]} (jonction {html.escape(__version__)})</summary><ul>
 {apis}
 </ul></details></footer>
 </body></html>
@@ -91,7 +102,7 @@ def _shell(console: Console) -> str:
 
 
 def _index(console: Console) -> Handler:
-    page = _shell(console).encode()
+    pages = {lang: _shell(console, lang).encode() for lang in _NAV}
     as_json = {"name": "jonction", "version": __version__,
                "links": [{"href": link.href, "title": link.title, "description": link.what}
                          for link in console.links]}
@@ -102,7 +113,8 @@ def _index(console: Console) -> Handler:
             return web.json_response(as_json)  # the API links, for scripts (public, as before)
         if not console.sessions.authorized(request):
             raise web.HTTPSeeOther("/console/login")
-        return web.Response(body=page, content_type="text/html", charset="utf-8")
+        return web.Response(body=pages[language(request)], content_type="text/html", charset="utf-8",
+                            headers={"Vary": "Accept-Language, Cookie"})
 
     return index
 

@@ -43,14 +43,15 @@ class Watched:
 
 
 @asynccontextmanager
-async def browser_page(base: str, shots: Path) -> AsyncIterator[Watched]:
-    """A 1366x768 page in a fresh Chromium, watching console errors and every request."""
+async def browser_page(base: str, shots: Path, *, locale: str = "en-GB",
+                       viewport: tuple[int, int] = (1366, 768)) -> AsyncIterator[Watched]:
+    """A page (a 1366x768 laptop screen by default) in a fresh Chromium, watching console errors and requests."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = await browser.new_page(viewport={"width": 1366, "height": 768})
+            page = await browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, locale=locale)
             page.set_default_timeout(20_000)
             watched = Watched(page, base, shots)
             page.on("console", lambda m: watched.errors.append(m.text) if m.type == "error" else None)

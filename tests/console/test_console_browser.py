@@ -231,3 +231,23 @@ async def test_conformance_run_from_the_page_and_its_reports(tmp_path: Path) -> 
             assert resp.status == 200 and "attachment" in resp.headers["Content-Disposition"]
             assert (await resp.json())["profile"]["id"] == "fournisseur-donnees"
     assert w.errors == [] and w.elsewhere == []
+
+
+async def test_french_browsers_get_french_text_and_a_phone_gets_a_readable_page(tmp_path: Path) -> None:
+    need_browser()
+    FakeAdapter.DIVISOR = 100.0
+    async with running(config(tmp_path)) as (base, _app), \
+            browser_page(base, tmp_path, locale="fr-FR", viewport=(390, 844)) as w:
+        page = w.page
+        await page.goto(base + "/")
+        await page.locator('tr[data-source="bins"] .badge', has_text="en marche").wait_for()
+        assert await page.locator("html").get_attribute("lang") == "fr"
+        assert await page.locator("h1").text_content() == "Vue d\u2019ensemble"
+        assert "Lettres mortes" in await page.locator("header nav").inner_text()
+        # nothing wider than the phone's screen: wide tables scroll in their own box
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        await w.shot("overview-fr-phone")
+        await page.goto(base + "/#/deadletters")
+        await page.get_by_label("Raison contenant").wait_for()
+        assert await page.locator("#dl-empty").text_content() == "Aucune lettre morte ne correspond."
+    assert w.errors == [] and w.elsewhere == []

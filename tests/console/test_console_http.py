@@ -244,3 +244,16 @@ async def test_conformance_runs_take_a_shipped_profile_and_an_http_target_only(t
             assert resp.status == 404
         async with http.get(base + "/console/api/conformance", headers=auth) as resp:
             assert (await resp.json()) == {"running": False, "runs": []}
+
+
+async def test_the_login_page_speaks_french_to_french_browsers(tmp_path: Path) -> None:
+    async with running(config(tmp_path, admin={"token": TOKEN})) as (base, _app), _session() as http:
+        for accept, lang, label in (("fr-FR,fr;q=0.9,en;q=0.8", "fr", "Jeton d'administration"),
+                                    ("en-US,en;q=0.9,fr;q=0.5", "en", "Admin token"),
+                                    ("de-DE", "en", "Admin token")):
+            async with http.get(base + "/console/login", headers={"Accept-Language": accept}) as resp:
+                page = await resp.text()
+            assert f'<html lang="{lang}">' in page and label in page, accept
+        async with http.post(base + "/console/login", data={"token": "nope"}, allow_redirects=False,
+                             headers={"Accept-Language": "fr"}) as resp:
+            assert resp.status == 401 and "jeton incorrect" in await resp.text()

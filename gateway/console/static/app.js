@@ -6,6 +6,7 @@ import { renderDeadLetters } from './deadletters.js';
 import { renderEntities, renderEntity } from './entities.js';
 import { renderMap } from './map.js';
 import { renderConformance } from './conformance.js';
+import { t } from './i18n.js';
 
 const VIEWS = {
   overview: renderOverview,
@@ -37,7 +38,7 @@ async function route() {
   }
   const render = VIEWS[name];
   if (!render) {
-    view.append(h('p', { class: 'error', role: 'alert' }, `No page named ${name}.`));
+    view.append(h('p', { class: 'error', role: 'alert' }, t('No page named {0}.', name)));
     return;
   }
   try {

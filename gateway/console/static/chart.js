@@ -1,6 +1,7 @@
 // A time-series chart in SVG: a line of values, or min/max as a band with the average as a line.
 
 import { fmtTime, s } from './common.js';
+import { t } from './i18n.js';
 
 const W = 720;
 const H = 260;
@@ -13,7 +14,7 @@ const M = { left: 56, right: 12, top: 12, bottom: 32 };
 export function timeChart(points, { unit = '', label = '' } = {}) {
   const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': `${label} history, ${points.length} points` });
   if (!points.length) {
-    svg.append(s('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle' }, 'No values in this period'));
+    svg.append(s('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle' }, t('No values in this period')));
     return svg;
   }
   const t0 = points[0].t;
@@ -23,7 +24,7 @@ export function timeChart(points, { unit = '', label = '' } = {}) {
   if (lo === hi) { lo -= 1; hi += 1; }
   const pad = (hi - lo) * 0.05;
   lo -= pad; hi += pad;
-  const x = (t) => M.left + (t1 === t0 ? (W - M.left - M.right) / 2 : ((t - t0) / (t1 - t0)) * (W - M.left - M.right));
+  const x = (at) => M.left + (t1 === t0 ? (W - M.left - M.right) / 2 : ((at - t0) / (t1 - t0)) * (W - M.left - M.right));
   const y = (v) => M.top + (1 - (v - lo) / (hi - lo)) * (H - M.top - M.bottom);
   svg.append(s('line', { class: 'axis', x1: M.left, y1: H - M.bottom, x2: W - M.right, y2: H - M.bottom }),
     s('line', { class: 'axis', x1: M.left, y1: M.top, x2: M.left, y2: H - M.bottom }));

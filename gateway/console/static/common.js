@@ -1,5 +1,7 @@
 // Shared helpers of the console: DOM and SVG builders, API calls with the session cookie, formatting.
 
+import { t } from './i18n.js';
+
 export const SVG_NS = 'http://www.w3.org/2000/svg';
 
 /** An HTML element: h('td', {class: 'x', onclick: f}, 'text', child). */
@@ -96,10 +98,10 @@ export function ago(iso) {
   if (!iso) return '';
   const seconds = Math.round((Date.now() - new Date(iso).getTime()) / 1000);
   if (Number.isNaN(seconds)) return '';
-  if (seconds < 60) return `${Math.max(seconds, 0)} s ago`;
-  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
-  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
-  return `${Math.round(seconds / 86400)} d ago`;
+  if (seconds < 60) return t('{0} s ago', Math.max(seconds, 0));
+  if (seconds < 3600) return t('{0} min ago', Math.round(seconds / 60));
+  if (seconds < 86400) return t('{0} h ago', Math.round(seconds / 3600));
+  return t('{0} d ago', Math.round(seconds / 86400));
 }
 
 /** A duration in seconds, readable. */

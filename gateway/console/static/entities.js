@@ -2,24 +2,25 @@
 
 import { api, attrValue, entitiesOfType, errorBox, fmtTime, h, info, ngsiBase, shortName } from './common.js';
 import { timeChart } from './chart.js';
+import { t } from './i18n.js';
 
 const CORE = new Set(['id', 'type', '@context', 'scope', 'createdAt', 'modifiedAt']);
 
 const PERIODS = [
-  { key: '1h', label: 'last hour', seconds: 3600 },
-  { key: '6h', label: 'last 6 hours', seconds: 6 * 3600 },
-  { key: '24h', label: 'last 24 hours', seconds: 86400 },
-  { key: '7d', label: 'last 7 days (min/avg/max per hour)', seconds: 7 * 86400, aggregate: 'PT1H' },
-  { key: '30d', label: 'last 30 days (min/avg/max per day)', seconds: 30 * 86400, aggregate: 'P1D' },
+  { key: '1h', label: t('last hour'), seconds: 3600 },
+  { key: '6h', label: t('last 6 hours'), seconds: 6 * 3600 },
+  { key: '24h', label: t('last 24 hours'), seconds: 86400 },
+  { key: '7d', label: t('last 7 days (min/avg/max per hour)'), seconds: 7 * 86400, aggregate: 'PT1H' },
+  { key: '30d', label: t('last 30 days (min/avg/max per day)'), seconds: 30 * 86400, aggregate: 'P1D' },
 ];
 
 /** A tenant picker: the tenants the gateway routes to, or free text for a store. */
 async function tenantPicker(current) {
   const { tenants } = await info();
   if (tenants && tenants.length > 1) {
-    return h('select', { id: 'tenant' }, tenants.map((t) => h('option', { value: t, selected: t === current }, t || '(default)')));
+    return h('select', { id: 'tenant' }, tenants.map((name) => h('option', { value: name, selected: name === current }, name || t('(default)'))));
   }
-  return h('input', { id: 'tenant', type: 'text', value: current, placeholder: '(default)', size: 12 });
+  return h('input', { id: 'tenant', type: 'text', value: current, placeholder: t('(default)'), size: 12 });
 }
 
 function matches(entity, needle) {
@@ -43,13 +44,13 @@ function entityHref(id, tenant) {
 export async function renderEntities(view, _rest, params) {
   const tenantSel = await tenantPicker(params.get('tenant') || '');
   const typeSel = h('select', { id: 'etype' });
-  const search = h('input', { id: 'esearch', type: 'search', placeholder: 'id or attribute value', value: params.get('q') || '' });
+  const search = h('input', { id: 'esearch', type: 'search', placeholder: t('id or attribute value'), value: params.get('q') || '' });
   const list = h('div', { class: 'table-wrap' });
-  view.append(h('h1', {}, 'Entities'),
+  view.append(h('h1', {}, t('Entities')),
     h('div', { class: 'toolbar' },
-      h('label', { for: 'tenant' }, 'Tenant', tenantSel),
-      h('label', { for: 'etype' }, 'Type', typeSel),
-      h('label', { for: 'esearch' }, 'Search', search)),
+      h('label', { for: 'tenant' }, t('Tenant'), tenantSel),
+      h('label', { for: 'etype' }, t('Type'), typeSel),
+      h('label', { for: 'esearch' }, t('Search'), search)),
     list);
   let entities = [];
 
@@ -58,7 +59,7 @@ export async function renderEntities(view, _rest, params) {
     const doc = await api(`${ngsiBase()}/types`, { tenant });
     const types = (doc.typeList || []).slice().sort((a, b) => shortName(a).localeCompare(shortName(b)));
     const wanted = params.get('type');
-    typeSel.replaceChildren(...types.map((t) => h('option', { value: t, title: t, selected: shortName(t) === wanted || t === wanted }, shortName(t))));
+    typeSel.replaceChildren(...types.map((iri) => h('option', { value: iri, title: iri, selected: shortName(iri) === wanted || iri === wanted }, shortName(iri))));
   }
 
   function show() {
@@ -66,11 +67,11 @@ export async function renderEntities(view, _rest, params) {
     const found = entities.filter((e) => matches(e, needle));
     const tenant = tenantSel.value.trim();
     if (!found.length) {
-      list.replaceChildren(h('p', { class: 'muted' }, typeSel.value ? 'No entity matches.' : 'No entity type in this tenant.'));
+      list.replaceChildren(h('p', { class: 'muted' }, typeSel.value ? t('No entity matches.') : t('No entity type in this tenant.')));
       return;
     }
-    list.replaceChildren(h('table', { id: 'entity-list' }, h('caption', {}, `${found.length} of ${entities.length} ${shortName(typeSel.value)}`),
-      h('thead', {}, h('tr', {}, ['Id', 'Name', 'Last observed'].map((t) => h('th', { scope: 'col' }, t)))),
+    list.replaceChildren(h('table', { id: 'entity-list' }, h('caption', {}, t('{0} of {1} {2}', found.length, entities.length, shortName(typeSel.value))),
+      h('thead', {}, h('tr', {}, ['Id', t('Name'), t('Last observed')].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, found.slice(0, 500).map((e) => {
         const nameKey = Object.keys(e).find((k) => shortName(k) === 'name');
         return h('tr', { 'data-entity': e.id }, h('td', {}, h('a', { href: entityHref(e.id, tenant) }, e.id)),
@@ -80,7 +81,7 @@ export async function renderEntities(view, _rest, params) {
 
   async function loadEntities() {
     if (!typeSel.value) { entities = []; show(); return; }
-    list.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+    list.replaceChildren(h('p', { class: 'muted' }, t('Loading…')));
     try {
       const wanted = typeSel.value;
       // the first page is shown at once; the list (and the search) grows as the next ones arrive
@@ -128,18 +129,18 @@ export async function renderEntity(view, rest, params) {
       h('td', { class: 'unit', title: code ? `UN/CEFACT ${code}` : '' }, code ? (units[code] || code) : ''),
       h('td', {}, a && a.observedAt ? fmtTime(a.observedAt) : ''));
   });
-  view.append(h('p', {}, h('a', { href: `#/entities?type=${encodeURIComponent(shortName(entity.type))}${tenant ? `&tenant=${encodeURIComponent(tenant)}` : ''}` }, '← Entities')),
+  view.append(h('p', {}, h('a', { href: `#/entities?type=${encodeURIComponent(shortName(entity.type))}${tenant ? `&tenant=${encodeURIComponent(tenant)}` : ''}` }, t('← Entities'))),
     h('h1', {}, id),
-    h('p', { class: 'muted' }, `${shortName(entity.type)}${tenant ? ` · tenant ${tenant}` : ''}`),
-    h('table', { id: 'attributes' }, h('caption', {}, 'Attributes'),
-      h('thead', {}, h('tr', {}, ['Attribute', 'Value', 'Unit', 'Observed at'].map((t) => h('th', { scope: 'col' }, t)))),
-      h('tbody', {}, rows)));
+    h('p', { class: 'muted' }, `${shortName(entity.type)}${tenant ? ` · ${t('tenant {0}', tenant)}` : ''}`),
+    h('div', { class: 'table-wrap' }, h('table', { id: 'attributes' }, h('caption', {}, t('Attributes')),
+      h('thead', {}, h('tr', {}, [t('Attribute'), t('Value'), t('Unit'), t('Observed at')].map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, rows))));
   if (!numeric.length) return;
   const attrSel = h('select', { id: 'hist-attr' }, numeric.map((k) => h('option', { value: k, selected: shortName(k) === params.get('attr') }, shortName(k))));
   const periodSel = h('select', { id: 'hist-period' }, PERIODS.map((p) => h('option', { value: p.key, selected: p.key === (params.get('period') || '1h') }, p.label)));
   const chartBox = h('div', { id: 'chart' });
-  view.append(h('h2', {}, 'History'), h('div', { class: 'toolbar' },
-    h('label', { for: 'hist-attr' }, 'Attribute', attrSel), h('label', { for: 'hist-period' }, 'Period', periodSel)), chartBox);
+  view.append(h('h2', {}, t('History')), h('div', { class: 'toolbar' },
+    h('label', { for: 'hist-attr' }, t('Attribute'), attrSel), h('label', { for: 'hist-period' }, t('Period'), periodSel)), chartBox);
 
   async function draw() {
     const attr = attrSel.value;
@@ -154,7 +155,7 @@ export async function renderEntity(view, rest, params) {
       q.set('options', 'temporalValues');
       q.set('lastN', '5000');
     }
-    chartBox.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+    chartBox.replaceChildren(h('p', { class: 'muted' }, t('Loading…')));
     let doc;
     try {
       doc = await api(`${ngsiBase()}/temporal/entities/${encodeURIComponent(id)}?${q}`, { tenant });

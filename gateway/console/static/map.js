@@ -1,6 +1,7 @@
 // Map: located entities as SVG markers over the operator's GeoJSON outlines, coloured, clustered, clickable.
 
 import { api, attrValue, entitiesOfType, entityPoint, errorBox, h, info, ngsiBase, s, shortName } from './common.js';
+import { t } from './i18n.js';
 
 const W = 900;
 const H = 600;
@@ -51,7 +52,7 @@ function colouring(items, key) {
     const lo = Math.min(...numbers);
     const hi = Math.max(...numbers);
     const colour = (v) => (typeof v !== 'number' ? '#9ca3af' : `hsl(${(220 - (hi === lo ? 0.5 : (v - lo) / (hi - lo)) * 220).toFixed(0)}, 70%, 45%)`);
-    return { of: (it) => colour(valueOf(it)), legend: [[`${+lo.toPrecision(4)}`, colour(lo)], [`${+hi.toPrecision(4)}`, colour(hi)], ['no value', '#9ca3af']] };
+    return { of: (it) => colour(valueOf(it)), legend: [[`${+lo.toPrecision(4)}`, colour(lo)], [`${+hi.toPrecision(4)}`, colour(hi)], [t('no value'), '#9ca3af']] };
   }
   const cats = [...new Set(values.map((v) => (v === undefined ? '(none)' : typeof v === 'object' ? JSON.stringify(v) : String(v))))].sort();
   const colourOf = new Map(cats.map((c, i) => [c, c === '(none)' ? '#9ca3af' : PALETTE[i % PALETTE.length]]));
@@ -76,21 +77,21 @@ export async function renderMap(view, _rest, params) {
   items.forEach((it) => grow(it.lonlat));
   for (const f of outlines.features || []) eachCoord(f.geometry, grow);
   if (!Number.isFinite(box[0])) {
-    view.append(h('h1', {}, 'Map'), h('p', { class: 'muted' }, 'No entity with a location in this tenant.'));
+    view.append(h('h1', {}, t('Map')), h('p', { class: 'muted' }, t('No entity with a location in this tenant.')));
     return;
   }
   const project = projection(box);
   const attrNames = [...new Set(items.flatMap((it) => Object.keys(it.entity).filter((k) => !['id', 'type', 'location', '@context'].includes(k)).map(shortName)))].sort();
   const tenantSel = tenants && tenants.length > 1
-    ? h('select', { id: 'map-tenant' }, tenants.map((t) => h('option', { value: t, selected: t === tenant }, t || '(default)')))
+    ? h('select', { id: 'map-tenant' }, tenants.map((name) => h('option', { value: name, selected: name === tenant }, name || t('(default)'))))
     : null;
-  const colourSel = h('select', { id: 'map-colour' }, h('option', { value: '@type' }, 'type'),
+  const colourSel = h('select', { id: 'map-colour' }, h('option', { value: '@type' }, t('type')),
     attrNames.map((n) => h('option', { value: n, selected: n === params.get('colour') }, n)));
-  const zoomIn = h('button', { type: 'button', 'aria-label': 'zoom in' }, '+');
-  const zoomOut = h('button', { type: 'button', 'aria-label': 'zoom out' }, '−');
-  const reset = h('button', { type: 'button' }, 'Fit');
-  const legend = h('ul', { class: 'legend', 'aria-label': 'legend' });
-  const svg = s('svg', { class: 'map', viewBox: `0 0 ${W} ${H}`, role: 'group', 'aria-label': `map of ${items.length} located entities` });
+  const zoomIn = h('button', { type: 'button', 'aria-label': t('zoom in') }, '+');
+  const zoomOut = h('button', { type: 'button', 'aria-label': t('zoom out') }, '−');
+  const reset = h('button', { type: 'button' }, t('Fit'));
+  const legend = h('ul', { class: 'legend', 'aria-label': t('legend') });
+  const svg = s('svg', { class: 'map', viewBox: `0 0 ${W} ${H}`, role: 'group', 'aria-label': t('map of {0} located entities', items.length) });
   const base = s('g', { class: 'outlines' });
   for (const f of outlines.features || []) {
     const d = f.geometry ? pathOf(f.geometry, project) : '';
@@ -100,11 +101,11 @@ export async function renderMap(view, _rest, params) {
   const layer = s('g', { class: 'markers' });
   const scene = s('g', {}, base, layer);
   svg.append(scene);
-  view.append(h('h1', {}, 'Map'),
-    h('div', { class: 'toolbar' }, tenantSel ? h('label', { for: 'map-tenant' }, 'Tenant', tenantSel) : null,
-      h('label', { for: 'map-colour' }, 'Colour by', colourSel), zoomIn, zoomOut, reset),
+  view.append(h('h1', {}, t('Map')),
+    h('div', { class: 'toolbar' }, tenantSel ? h('label', { for: 'map-tenant' }, t('Tenant'), tenantSel) : null,
+      h('label', { for: 'map-colour' }, t('Colour by'), colourSel), zoomIn, zoomOut, reset),
     legend, h('div', { class: 'map-wrap' }, svg),
-    h('p', { class: 'muted' }, `${items.length} entities with a location; outlines: ${(outlines.features || []).length ? 'operator-supplied' : 'none configured'}.`));
+    h('p', { class: 'muted' }, t('{0} entities with a location; outlines: {1}.', items.length, (outlines.features || []).length ? t('operator-supplied') : t('none configured'))));
 
   let zoom = 1;
   let centre = [W / 2, H / 2];
@@ -160,7 +161,7 @@ export async function renderMap(view, _rest, params) {
         const cx = group.reduce((a, it) => a + it.xy[0], 0) / group.length;
         const cy = group.reduce((a, it) => a + it.xy[1], 0) / group.length;
         const rr = (9 + Math.min(Math.log2(group.length) * 2.5, 9)) / zoom;
-        const g = s('a', { href: '#', class: 'cluster-link', 'data-count': group.length, 'aria-label': `${group.length} entities: zoom in` },
+        const g = s('a', { href: '#', class: 'cluster-link', 'data-count': group.length, 'aria-label': t('{0} entities: zoom in', group.length) },
           s('circle', { class: 'cluster', cx, cy, r: rr, 'stroke-width': 2 / zoom }),
           s('text', { class: 'cluster-label', x: cx, y: cy, 'font-size': 12 / zoom }, String(group.length)));
         g.addEventListener('click', (ev) => {
