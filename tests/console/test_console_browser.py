@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from gateway.store.app import create_root_app
@@ -251,3 +252,49 @@ async def test_french_browsers_get_french_text_and_a_phone_gets_a_readable_page(
         await page.get_by_label("Raison contenant").wait_for()
         assert await page.locator("#dl-empty").text_content() == "Aucune lettre morte ne correspond."
     assert w.errors == [] and w.elsewhere == []
+
+
+async def test_no_serious_accessibility_violation_on_any_page(tmp_path: Path) -> None:
+    need_browser()
+    try:
+        from axe_playwright_python.async_playwright import Axe
+    except ImportError:
+        pytest.skip("axe-playwright-python is missing (the axe-core engine): pip install -e '.[test]'")
+    FakeAdapter.DIVISOR = 1.0  # one dead letter to show
+    try:
+        async with running(config(tmp_path, admin={"token": TOKEN})) as (base, _app), \
+                browser_page(base, tmp_path) as w:
+            fake = FakeAdapter.instances["bins"]
+            await fake.send({"device": "c1", "fill": 55, "id": "bad"})
+            FakeAdapter.DIVISOR = 100.0
+            await fake.send({"device": "c2", "fill": 40, "temp": 12.5, "id": "ok"})
+            page = w.page
+            axe = Axe()
+            found: dict[str, list[str]] = {}
+
+            async def audit(name: str, ready: str) -> None:
+                await page.locator(ready).first.wait_for()
+                results = await axe.run(page)
+                found[name] = [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
+                               for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+
+            await page.goto(base + "/")
+            await audit("login", "#token")
+            await page.get_by_label("Admin token").fill(TOKEN)
+            await page.get_by_role("button", name="Log in").click()
+            await audit("overview", "tr[data-source] svg.spark, tr[data-source] td.rate")
+            await page.goto(base + "/#/deadletters")
+            await page.locator("tr[data-letter] a").first.click()
+            await audit("dead letters", "#dl-detail")
+            await page.goto(base + "/#/entities")
+            await audit("entities", "#entity-list")
+            await page.goto(base + "/#/entity/urn:ngsi-ld:WasteContainer:c2")
+            await audit("entity", "#chart svg")
+            await page.goto(base + "/#/map")
+            await audit("map", "svg.map .markers > a")
+            await page.goto(base + "/#/conformance")
+            await audit("conformance", "#cf-profile")
+        assert found == {name: [] for name in found}
+        assert len(found) == 7
+    finally:
+        FakeAdapter.DIVISOR = 100.0
