@@ -149,10 +149,7 @@ def _outlines(console: Console) -> Handler:
     return outlines
 
 
-def _security_headers(request: web.Request, response: web.StreamResponse) -> Awaitable[None]:
-    async def nothing() -> None:
-        return None
-
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     path = request.path
     if path == "/" or path.startswith("/console/"):
         response.headers.setdefault("Content-Security-Policy", CSP)
@@ -161,7 +158,6 @@ def _security_headers(request: web.Request, response: web.StreamResponse) -> Awa
         response.headers.setdefault("Referrer-Policy", "same-origin")
         if path == "/" or path == "/console/login":
             response.headers.setdefault("Cache-Control", "no-store")
-    return nothing()
 
 
 def _mount(app: web.Application, console: Console, extra: Callable[[web.Application], None] | None = None) -> None:
@@ -189,7 +185,6 @@ def mount_gateway(app: web.Application, config: GatewayConfig, *, links: Sequenc
                       sorted(tenants), config.console_outlines,
                       config.base_url + "/ngsi-ld/v1" if config.embedded else "")
     sampler = Sampler()
-
     conf = Conformance(config.data_dir / "conformance")
 
     def extra(app: web.Application) -> None:
