@@ -298,3 +298,23 @@ async def test_no_serious_accessibility_violation_on_any_page(tmp_path: Path) ->
         assert len(found) == 7
     finally:
         FakeAdapter.DIVISOR = 100.0
+
+
+async def test_overview_says_since_when_and_why_a_source_is_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    need_browser()
+    from gateway.runtime import supervisor
+
+    monkeypatch.setattr(supervisor, "BACKOFF_INITIAL_S", 600.0)  # it stays unavailable while we look
+    cfg = config(tmp_path, sources=[{"name": "bins", "adapter": "fake", "config": {"fail_check": True}}])
+    async with running(cfg) as (base, _app), browser_page(base, tmp_path) as w:
+        page = w.page
+        await page.goto(base + "/")
+        row = page.locator('tr[data-source="bins"]')
+        await row.locator(".badge", has_text="unavailable").wait_for()
+        assert "since" in (await row.locator("td.state .muted").text_content() or "")
+        why = await row.locator("td.state .why").text_content()
+        assert why == "ConnectionError: vendor platform refused the connection"
+        await w.shot("overview-unavailable")
+    assert w.errors == [] and w.elsewhere == []
