@@ -236,10 +236,18 @@ def definition(text: str) -> Definition:
     """The compiled definition from its JSON (TranslationError if it cannot be used)."""
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise TranslationError("the device definition recorded with the message is not JSON", "") from None
     if not isinstance(doc, dict):
         raise TranslationError("the device definition recorded with the message is not an object", "")
+    try:
+        return _definition(doc)
+    except (TypeError, AttributeError, KeyError, ValueError, RecursionError) as exc:
+        raise TranslationError(f"the device definition recorded with the message is malformed: {exc}", "") \
+            from None
+
+
+def _definition(doc: Mapping[str, Any]) -> Definition:
     entity_type = str(doc.get("entity_type") or "Thing")
     device_id = str(doc.get("device_id") or "")
     name = doc.get("entity_name")
@@ -284,6 +292,13 @@ def definition(text: str) -> Definition:
         date_observed=has_date)
 
 
+def _check_text(name: str, pointer: str) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TranslationError(f"attribute name {name!a} is not Unicode text", pointer) from None
+
+
 def _time(value: Any, pointer: str) -> str:
     try:
         return utc_time(str(value))
@@ -323,6 +338,8 @@ def measure_entity(d: Definition, values: Mapping[str, Any], *, observed_at: str
                     continue
         if name in d.commands or name in _RESERVED or not name:
             continue
+        if not name.isascii():
+            _check_text(name, where)
         entity[name] = attribute(name, kind, value, where, observed_at=observed_at, unit=unit,
                                  from_text=from_text and spec is None)
     for spec in d.derived:
