@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from gateway.errors import TranslationError
+from gateway.model import ModelError, utc_time
 
 MAX_GROUPS = 1000
 """Groups one payload may hold (each becomes one observation)."""
@@ -30,6 +31,7 @@ class Group:
 
     values: Mapping[str, str]
     time: str | None = None
+    """RFC 3339 UTC."""
 
 
 def _decode(text: str) -> str:
@@ -53,9 +55,15 @@ def parse_measures(payload: str) -> list[Group]:
             raise TranslationError(f"UltraLight group {index} {raw[:60]!r}: a key is empty", where)
         time: str | None = None
         if len(fields) % 2 == 1:
-            time, fields = fields[0].strip(), fields[1:]
+            # An odd group starts with its time; otherwise its last key has no value.
+            try:
+                time = utc_time(fields[0].strip())
+            except ModelError:
+                raise TranslationError(f"UltraLight group {index} {raw[:60]!r}: a key has no value "
+                                       "(or the group's first field is not an ISO 8601 time)", where) from None
+            fields = fields[1:]
             if not fields:
-                raise TranslationError(f"UltraLight group {index} {raw[:60]!r}: a key has no value", where)
+                raise TranslationError(f"UltraLight group {index} {raw[:60]!r}: a time without measures", where)
         values: dict[str, str] = {}
         try:
             for key, value in zip(fields[::2], fields[1::2], strict=True):
