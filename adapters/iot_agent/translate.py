@@ -361,7 +361,11 @@ def measure_entity(d: Definition, values: Mapping[str, Any], *, observed_at: str
 
 def command_entity(d: Definition, results: Mapping[str, Any], *, status: str, observed_at: str,
                    pointer: str) -> Entity:
-    """``<cmd>_status`` and ``<cmd>_info`` attributes for command results (or a status change)."""
+    """``<cmd>_status`` and ``<cmd>_info`` attributes for command results (or a status change).
+
+    A model whose required attributes are measured (``dateObserved``...) makes such an entity a
+    dead letter: commands belong to actuators, whose required attributes are static.
+    """
     entity: Entity = {"id": d.entity_id, "type": d.entity_type}
     for command, info in results.items():
         if command not in d.commands:
@@ -371,4 +375,7 @@ def command_entity(d: Definition, results: Mapping[str, Any], *, status: str, ob
             if isinstance(info, float) and not math.isfinite(info):
                 raise TranslationError("not a finite number", pointer + token(command))
             entity[f"{command}_info"] = {"type": "Property", "value": info, "observedAt": observed_at}
+    # The static attributes too: the entity stays valid against its model (location, status...).
+    for name, attr in d.static.items():
+        entity.setdefault(name, attr)
     return entity
