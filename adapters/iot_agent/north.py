@@ -164,7 +164,7 @@ class NorthApi:
 
     # ------------------------------------------------------------------ handlers
 
-    async def about(self, request: web.Request) -> web.Response:  # noqa: ARG002  # aiohttp handler signature
+    async def about(self, request: web.Request) -> web.Response:  # aiohttp handler signature
         """What the IoT Agents answer on ``/iot/about`` (with jonction's version)."""
         return web.json_response({"libVersion": __version__, "port": str(self.receiver.bound_port or ""),
                                   "baseRoot": "/", "version": __version__, "name": "jonction iot_agent",

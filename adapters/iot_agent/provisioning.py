@@ -292,7 +292,7 @@ class Registry:
         chosen = (typed or candidates)[:1]
         return chosen[0].apikey if chosen else None
 
-    # ------------------------------------------------------------------ configuration (YAML)
+    # ------------------------------------------------------------------ provisioning from the gateway YAML
 
     def load_configured(self, groups: Iterable[Mapping[str, Any]], devices: Iterable[Mapping[str, Any]]) -> None:
         """Add the YAML's groups and devices (read-only); ConfigInvalid lists every problem."""

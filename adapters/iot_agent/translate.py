@@ -38,9 +38,9 @@ from typing import Any, Final
 
 import schemas
 from adapters.iot_agent.expressions import Expression, compile_expression
+from adapters.kit.payload import token
 from gateway.errors import TranslationError
 from gateway.model import Entity, ModelError, is_uri, urn, utc_time
-from adapters.kit.payload import token
 
 NUMERIC_TYPES: Final = frozenset({"Number", "Float", "Integer", "Double", "number", "float", "integer", "Percentage"})
 BOOLEAN_TYPES: Final = frozenset({"Boolean", "boolean", "Bool"})

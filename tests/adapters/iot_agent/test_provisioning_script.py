@@ -68,8 +68,8 @@ async def test_the_tutorial_script_runs_unchanged(tmp_path: Path) -> None:
                                     data=command.data.encode() if command.data is not None else None) as r:
                 statuses.append(r.status)
                 answers.append(await r.text())
-        assert statuses == [200, 201, 201, 201, 200, 200, 200, 204, 200, 204, 200, 204, 200], list(zip(statuses,
-                                                                                                       answers))
+        expected = [200, 201, 201, 201, 200, 200, 200, 204, 200, 204, 200, 204, 200]
+        assert statuses == expected, list(zip(statuses, answers, strict=True))
         store = gw.app[RUNTIME].embedded_store
 
         async def motion_counted_twice() -> Any:
