@@ -29,7 +29,7 @@ from adapters.iot_agent.north import NorthApi
 from adapters.iot_agent.provisioning import Device, ProvisioningError, Registry
 from adapters.iot_agent.translate import command_entity, definition, measure_entity
 from adapters.kit.mqtt import MqttSettings, MqttSubscriber, payload_of, topic_text
-from adapters.kit.payload import load_json
+from adapters.kit.payload import ParsedBodies, load_json
 from adapters.kit.push import BodyTooLarge, PushReceiver
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.crosssite import HostPolicy, refusal
@@ -107,6 +107,7 @@ class IotAgentAdapter:
         self.ready = asyncio.Event()
         """Set while the listeners are bound."""
         self.stats: dict[str, int] = {"measures": 0, "refused": 0, "malformed": 0, "commands": 0}
+        self.parsed = ParsedBodies()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -186,7 +187,9 @@ class IotAgentAdapter:
         ProvisioningError for an unknown apikey or device (nothing emitted).
         """
         service, _, definition_json = self._definition(apikey, device_id, resource)
-        problem = _parse_problem(payload, fmt, kind)
+        problem, doc = _parse(payload, fmt, kind)
+        if doc is not None:
+            self.parsed.keep(payload, doc)  # the translation takes it instead of parsing again
         extra = {"object_id": object_id} if object_id is not None else None
         await self.emit(self.message(tenant=service, payload=payload, kind=kind, fmt=fmt,
                                      definition_json=definition_json, device_key=f"{apikey}\0{device_id}",
@@ -273,10 +276,7 @@ class IotAgentAdapter:
         return web.json_response({c.name: c.value for c in commands})
 
     def _device(self, apikey: str, device_id: str) -> Device | None:
-        for device in self.registry.devices.values():
-            if device.device_id == device_id and self.registry.apikey_of(device) == apikey:
-                return device
-        return None
+        return self.registry.device_by_key(apikey, device_id)
 
     # ------------------------------------------------------------------ southbound MQTT
 
@@ -419,7 +419,7 @@ class IotAgentAdapter:
                 result = ultralight.parse_command_result(_text(raw.payload))
                 results: Mapping[str, Any] = {result.command: result.result}
             else:
-                doc = load_json(raw.payload)
+                doc = self.parsed.load(raw.payload)
                 if not isinstance(doc, dict):
                     raise TranslationError("a command result must be a JSON object {command: result}")
                 results = doc
@@ -439,7 +439,7 @@ class IotAgentAdapter:
             return [measure_entity(d, group.values, observed_at=_group_time(group.time, observed, i),
                                    pointer=f"/{i}", from_text=True)
                     for i, group in enumerate(ultralight.parse_measures(_text(raw.payload)))]
-        doc = load_json(raw.payload)
+        doc = self.parsed.load(raw.payload)
         if isinstance(doc, dict):
             return [measure_entity(d, doc, observed_at=observed, pointer="", from_text=False)]
         if isinstance(doc, list) and doc and all(isinstance(item, dict) for item in doc):
@@ -472,13 +472,13 @@ def _guess_format(body: bytes) -> str:
     return UL
 
 
-def _parse_problem(payload: bytes, fmt: str, kind: str) -> str | None:
-    """Why a payload does not parse (to answer 400 after keeping it), or None."""
+def _parse(payload: bytes, fmt: str, kind: str) -> tuple[str | None, Any]:
+    """(why the payload does not parse — to answer 400 after keeping it —, the parsed JSON document)."""
+    doc: Any = None
     try:
         if kind == "attr":
             _text(payload)
-            return None
-        if fmt == UL:
+        elif fmt == UL:
             text = _text(payload)
             if kind == "cmdexe":
                 ultralight.parse_command_result(text)
@@ -487,10 +487,10 @@ def _parse_problem(payload: bytes, fmt: str, kind: str) -> str | None:
         else:
             doc = load_json(payload)
             if not isinstance(doc, dict | list):
-                return "a JSON measure must be an object of measures (or an array of them)"
+                return "a JSON measure must be an object of measures (or an array of them)", None
     except TranslationError as exc:
-        return f"There was a syntax error in the request: {exc}"
-    return None
+        return f"There was a syntax error in the request: {exc}", None
+    return None, doc
 
 
 async def publish(settings: MqttSettings, topic: str, payload: bytes, *, client_id: str) -> None:

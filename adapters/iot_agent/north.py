@@ -247,13 +247,11 @@ class NorthApi:
 
     # ------------------------------------------------------------------ commands
 
-    def _device_by_entity(self, service: str, subservice: str | None, entity_id: str) -> Device:
-        registry = self.adapter.registry
-        for device in registry.list_devices(service, subservice):
-            if definition(registry.definition_of(device)).entity_id == entity_id or \
-                    device.doc.get("entity_name") == entity_id:
-                return device
-        raise ProvisioningError("DEVICE_NOT_FOUND", f"No device was found with entity id:{entity_id}", 404)
+    def _device_by_entity(self, service: str, entity_id: str) -> Device:
+        device = self.adapter.registry.device_by_entity(service, entity_id)
+        if device is None:
+            raise ProvisioningError("DEVICE_NOT_FOUND", f"No device was found with entity id:{entity_id}", 404)
+        return device
 
     async def _commands(self, device: Device, requested: Mapping[str, Any]) -> None:
         declared = definition(self.adapter.registry.definition_of(device)).commands
@@ -266,7 +264,7 @@ class NorthApi:
 
     async def v2_update(self, request: web.Request) -> web.Response:
         """``POST /v2/op/update``: the commands a context broker forwards (NGSI v2 registration)."""
-        service, subservice = self.scope(request)
+        service, _ = self.scope(request)
         body = await self._body(request)
         entities = body.get("entities") if isinstance(body, dict) else None
         if not isinstance(entities, list):
@@ -274,7 +272,7 @@ class NorthApi:
         for i, item in enumerate(entities):
             if not isinstance(item, dict) or not isinstance(item.get("id"), str):
                 raise ProvisioningError("WRONG_SYNTAX", f"Wrong syntax in request: /entities/{i} needs an id", 400)
-            device = self._device_by_entity(service, subservice, item["id"])
+            device = self._device_by_entity(service, item["id"])
             requested = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in item.items()
                          if k not in ("id", "type")}
             await self._commands(device, requested)
@@ -292,6 +290,6 @@ class NorthApi:
         items: Mapping[str, Any] = {attr: body} if attr else body
         requested = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in items.items()
                      if k not in ("id", "type", "@context")}
-        device = self._device_by_entity(service, None, request.match_info["entity_id"])
+        device = self._device_by_entity(service, request.match_info["entity_id"])
         await self._commands(device, requested)
         return web.Response(status=204)

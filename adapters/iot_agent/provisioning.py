@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from adapters.iot_agent.expressions import ExpressionError, compile_expression
+from adapters.iot_agent.translate import entity_id_of
 from gateway.errors import ConfigInvalid
 
 MAX_GROUPS: Final = 10_000
@@ -239,6 +240,7 @@ class Registry:
         """By (service, subservice, device_id)."""
         self._by_key: dict[tuple[str, str], Device] = {}
         self._definitions: dict[tuple[str, str, str, str], tuple[str, str, str]] = {}
+        self._by_entity: dict[tuple[str, str], Device] | None = None
         self.generation = 0
         """Incremented at every change (caches keyed on it)."""
 
@@ -278,6 +280,7 @@ class Registry:
     def _changed(self) -> None:
         self.generation += 1
         self._definitions.clear()
+        self._by_entity = None
         by_key: dict[tuple[str, str], Device] = {}
         for device in self.devices.values():
             apikey = device.doc.get("apikey") or self._group_apikey(device.service, device.subservice,
@@ -467,7 +470,11 @@ class Registry:
         created = Device(group.service, group.subservice, {"device_id": device_id, "apikey": apikey,
                                                            "autoprovisioned": True})
         self._put_device(created)
-        self._changed()
+        # Only this device is new: index it rather than rebuilding every index (a fleet coming
+        # online autoprovisions thousands of devices).
+        self._by_key[(apikey, device_id)] = created
+        self._by_entity = None
+        self.generation += 1
         return group, created, group.service, group.subservice
 
     def _group_for(self, apikey: str, resource: str | None, device: Device | None) -> Group | None:
@@ -492,6 +499,19 @@ class Registry:
                 self._definitions.clear()
             cached = self._definitions[cache_key] = (service, subservice, text)
         return cached
+
+    def device_by_key(self, apikey: str, device_id: str) -> Device | None:
+        """The device whose measures carry ``apikey`` and ``device_id``, if provisioned."""
+        return self._by_key.get((apikey, device_id))
+
+    def device_by_entity(self, service: str, entity_id: str) -> Device | None:
+        """The device of a service whose entity is ``entity_id`` (the target of a command)."""
+        if self._by_entity is None:
+            index: dict[tuple[str, str], Device] = {}
+            for device in self.devices.values():
+                index.setdefault((device.service, entity_id_of(self.definition_of(device))), device)
+            self._by_entity = index
+        return self._by_entity.get((service, entity_id))
 
     def apikey_of(self, device: Device) -> str | None:
         """The apikey a device's messages carry (its own, or its group's)."""

@@ -247,18 +247,31 @@ def definition(text: str) -> Definition:
             from None
 
 
-def _definition(doc: Mapping[str, Any]) -> Definition:
-    entity_type = str(doc.get("entity_type") or "Thing")
-    device_id = str(doc.get("device_id") or "")
+def entity_id_of(definition_json: str) -> str:
+    """The entity id of a definition ("" when it has none that can be built)."""
+    try:
+        return definition(definition_json).entity_id
+    except TranslationError:
+        return ""
+
+
+def _entity_id(doc: Mapping[str, Any], entity_type: str) -> str:
+    """``entity_name`` when it is a URI, else ``urn:ngsi-ld:<type>:<entity_name or device_id>``."""
     name = doc.get("entity_name")
     try:
         if isinstance(name, str) and name:
-            entity_id = name if (name.startswith(("urn:", "http://", "https://")) and is_uri(name)) \
-                else urn(entity_type, name)
-        else:
-            entity_id = urn(entity_type, device_id)
+            if name.startswith(("urn:", "http://", "https://")) and is_uri(name):
+                return name
+            return urn(entity_type, name)
+        return urn(entity_type, str(doc.get("device_id") or ""))
     except ModelError as exc:
         raise TranslationError(str(exc), "/entity_name") from exc
+
+
+def _definition(doc: Mapping[str, Any]) -> Definition:
+    entity_type = str(doc.get("entity_type") or "Thing")
+    device_id = str(doc.get("device_id") or "")
+    entity_id = _entity_id(doc, entity_type)
     by_key: dict[str, AttributeSpec] = {}
     derived: list[AttributeSpec] = []
     for i, item in enumerate(doc.get("attributes") or []):
