@@ -221,10 +221,10 @@ def effective(group: Group | None, device: Device | None, *, service: str, subse
         "attributes": merged("attributes") + merged("lazy"),
         "static_attributes": merged("static_attributes"), "commands": merged("commands"),
         "explicitAttrs": first("explicitAttrs", False), "timestamp": first("timestamp", False),
+        "entity_name": d.get("entity_name"),
     }
-    if d.get("entity_name"):
-        out["entity_name"] = d["entity_name"]
-    return out
+    # Every message carries this (and the raw archive keeps it): defaults are left out.
+    return {k: v for k, v in out.items() if v or k in ("service", "device_id", "entity_type")}
 
 
 class Registry:
