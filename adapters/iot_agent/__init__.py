@@ -232,6 +232,12 @@ class IotAgentAdapter:
                 return iota_error("MANDATORY_PARAMS_NOT_FOUND",
                                   f"Some of the mandatory params weren't found in the request: {json.dumps(missing)}",
                                   400)
+            time_param = query.get("t")
+            if time_param is not None:
+                try:
+                    utc_time(time_param)
+                except ModelError:
+                    return iota_error("BAD_TIMESTAMP", f"Invalid ISO8601 timestamp[{time_param[:64]}]", 400)
             if request.method == "GET" and "d" in query:
                 body = query["d"].encode("utf-8", "surrogateescape")
                 if len(body) > self.south.max_body:
@@ -241,7 +247,7 @@ class IotAgentAdapter:
                 if body or request.method == "POST":
                     problem = await self.accept_measure(
                         apikey=apikey, device_id=device_id, resource=resource, fmt=fmt, payload=body,
-                        kind=kind, time_param=query.get("t"), object_id=request.match_info.get("attr"))
+                        kind=kind, time_param=time_param, object_id=request.match_info.get("attr"))
                 elif query.get("getCmd") == "1":
                     self._definition(apikey, device_id, resource)  # the device must exist (or be created)
             except ProvisioningError as exc:

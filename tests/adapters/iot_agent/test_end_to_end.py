@@ -129,6 +129,8 @@ async def test_unknown_apikey_and_device_answer_as_the_iot_agents(tmp_path: Path
             assert body["name"] == "DEVICE_GROUP_NOT_FOUND" and "nope" in body["message"]
         async with http.post(f"{gw.south}/iot/json?k={APIKEY}&i=stranger", json={"t": 1}) as r:
             assert r.status == 404 and (await r.json())["name"] == "DEVICE_NOT_FOUND"
+        async with http.post(f"{gw.south}/iot/json?k={APIKEY}&i=stranger&t=yesterday", json={"t": 1}) as r:
+            assert r.status == 400 and (await r.json())["name"] == "BAD_TIMESTAMP"
         async with http.post(f"{gw.south}/iot/json?i=d1", json={"t": 1}) as r:
             assert r.status == 400 and (await r.json())["name"] == "MANDATORY_PARAMS_NOT_FOUND"
         async with http.post(f"{gw.south}/iot/json?k={APIKEY}&i=stranger", data=b"x" * 5000,
