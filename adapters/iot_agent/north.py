@@ -16,7 +16,6 @@ not JSON).
 from __future__ import annotations
 
 import hmac
-import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -25,10 +24,11 @@ from aiohttp import web
 
 from adapters.iot_agent.provisioning import DEFAULT_SUBSERVICE, Device, ProvisioningError
 from adapters.iot_agent.translate import definition
+from adapters.kit.payload import load_json
 from adapters.kit.push import LOOPBACK, BodyTooLarge, PushReceiver
 from gateway import __version__
 from gateway.crosssite import HostPolicy, json_content_type, refusal, simple_content_type
-from gateway.errors import ConfigInvalid
+from gateway.errors import ConfigInvalid, TranslationError
 from gateway.secrets import read_secret
 
 if TYPE_CHECKING:
@@ -100,7 +100,11 @@ class NorthApi:
                     response.headers["WWW-Authenticate"] = 'Bearer realm="jonction"'
                     return response
             try:
-                return await handler(request)
+                answer = await handler(request)
+                if request.method in _WRITES and answer.status < 300:
+                    self.adapter.log.info("%s: %s %s (service %r)", self.adapter.source, request.method,
+                                          request.path, request.headers.get("fiware-service", ""))
+                return answer
             except ProvisioningError as exc:
                 return _error(exc)
             except BodyTooLarge as exc:
@@ -111,9 +115,10 @@ class NorthApi:
     async def _body(self, request: web.Request) -> Any:
         raw = await self.receiver.read_body(request)
         try:
-            return json.loads(raw)
-        except (ValueError, RecursionError):
-            raise ProvisioningError("WRONG_SYNTAX", "Wrong syntax in request: the body is not JSON", 400) from None
+            # Strict JSON: a NaN or a 400-digit number in a static attribute would reach every entity.
+            return load_json(raw, what="body")
+        except TranslationError as exc:
+            raise ProvisioningError("WRONG_SYNTAX", f"Wrong syntax in request: {exc}", 400) from None
 
     @staticmethod
     def scope(request: web.Request, *, listing: bool = False) -> tuple[str, str | None]:
