@@ -17,9 +17,12 @@ script would, then posts ``POST /iot/json?k=<apikey>&i=<device>`` measures from 
 
 Sinks: the embedded store, then a fake NGSI-LD broker on loopback (in this process), which with
 ``--outage S`` answers 503 for S seconds in the middle of the stream (zero loss expected).
+Then MQTT (a Mosquitto started for the run): ``--messages`` QoS 1 measures published as fast as
+the broker acknowledges them (a burst: the gateway takes at most ``receive_maximum`` at once)
+into the embedded store, and a paced stream for the receipt → commit latency.
 
     .venv/bin/python bench/bench_iot_agent.py [--messages 20000] [--devices 1000] [--concurrency 50]
-        [--outage 10] [--skip-embedded] [--skip-broker]
+        [--outage 10] [--skip-embedded] [--skip-broker] [--skip-mqtt] [--mqtt-rate 200 --mqtt-seconds 10]
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class FakeBroker:
 class Gateway:
     """A ``jonction run`` subprocess with one iot_agent source."""
 
-    def __init__(self, tmp: Path, *, broker: FakeBroker | None) -> None:
+    def __init__(self, tmp: Path, *, broker: FakeBroker | None, mqtt_port: int | None = None) -> None:
         self.port, self.north, self.south = free_port(), free_port(), free_port()
         sinks = [{"name": "fake", "url": f"http://127.0.0.1:{broker.port}"}] if broker else []
         doc = {
@@ -113,7 +116,9 @@ class Gateway:
             "embedded_store": {"enabled": broker is None},
             "sources": [{"name": "iota", "adapter": "iot_agent", "config": {
                 "north": {"host": "127.0.0.1", "port": self.north},
-                "http": {"host": "127.0.0.1", "port": self.south}}}],
+                "http": {"host": "127.0.0.1", "port": self.south},
+                **({"mqtt": {"host": "127.0.0.1", "port": mqtt_port, "client_id": "jonction-bench",
+                             "receive_maximum": 500}} if mqtt_port else {})}}],
         }
         tmp.mkdir(parents=True, exist_ok=True)
         self.config = tmp / "gateway.yaml"
@@ -315,6 +320,90 @@ async def run_one(args: argparse.Namespace, tmp: Path, broker: FakeBroker | None
         gw.stop()
 
 
+async def mqtt_publish(port: int, start: int, count: int, devices: int, *, rate: float | None = None) -> None:
+    """Publish ``count`` JSON measures at QoS 1 on ``/<apikey>/<device>/attrs`` (as fast as acknowledged, or paced)."""
+    import logging
+
+    import aiomqtt
+
+    logging.getLogger("mqtt").setLevel(logging.ERROR)  # not one warning per queued publish
+    window = asyncio.Semaphore(200)
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-devices", timeout=30,
+                              max_queued_outgoing_messages=0) as client:
+        began = time.perf_counter()
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(seq: int) -> None:
+            try:
+                body = json.dumps({"t": 15 + (seq % 100) / 10, "no2": seq}).encode()
+                await client.publish(f"/{APIKEY}/dev{seq % devices:04d}/attrs", body, qos=1)
+            finally:
+                window.release()
+
+        for i in range(count):
+            if rate is not None:
+                delay = began + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await window.acquire()
+            task = asyncio.create_task(one(start + i))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+
+
+async def run_mqtt(args: argparse.Namespace, tmp: Path) -> None:
+    """MQTT QoS 1 through Mosquitto: a burst of ``--messages`` (throughput, CPU, RSS, loss), then a paced stream."""
+    sys.path.insert(0, str(ROOT))
+    from tests.adapters.lorawan.mosquitto import Broker
+
+    mosquitto = Broker(tmp / "mosquitto", extra="max_inflight_messages 500")
+    mosquitto.start()
+    gw = Gateway(tmp / "gateway-mqtt", broker=None, mqtt_port=mosquitto.port)
+    gw.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            await gw.ready(http)
+            async with http.post(f"http://127.0.0.1:{gw.north}/iot/services", json={"services": [GROUP]},
+                                 headers=HEADERS) as resp:
+                assert resp.status == 201, await resp.text()
+            await asyncio.sleep(1.0)  # the subscription is made when the source starts
+            await mqtt_publish(mosquitto.port, 0, args.devices, args.devices)  # autoprovision, outside the figures
+            await wait_published(gw, http, args.devices, 600)
+            published_before = await gw.published(http)
+            cpu_before = gw.cpu_seconds()
+            began = time.perf_counter()
+            await mqtt_publish(mosquitto.port, args.devices, args.messages, args.devices)
+            published_at = time.perf_counter()
+            await wait_published(gw, http, published_before + args.messages, 600)
+            done = time.perf_counter()
+            await asyncio.sleep(0.5)
+            published = await gw.published(http) - published_before
+            cpu = (gw.cpu_seconds() - cpu_before) / args.messages
+            last_seq = args.devices + args.messages
+            expected = {f"urn:ngsi-ld:AirQualityObserved:dev{seq % args.devices:04d}": float(seq)
+                        for seq in range(last_seq - args.devices, last_seq)}
+            found = await final_values(gw, http)
+            lost = sum(1 for k, v in expected.items() if found.get(k) != v)
+            print(f"[mqtt burst] {args.messages} QoS 1 measures from {args.devices} devices published in "
+                  f"{published_at - began:.1f} s; all committed in the embedded store at "
+                  f"{published / (done - began):.0f} msg/s wall clock; gateway CPU {cpu * 1e6:.0f} µs per measure; "
+                  f"peak RSS {gw.peak_rss_mb():.0f} MB (receive_maximum 500)")
+            print(f"[mqtt burst] lost: {lost} devices without their last measure, "
+                  f"{max(0, args.messages - published)} never published; duplicated: "
+                  f"{max(0, published - args.messages)}; load average {os.getloadavg()[0]:.1f}")
+            before = await gw.metrics(http)
+            paced = int(args.mqtt_rate * args.mqtt_seconds)
+            await mqtt_publish(mosquitto.port, last_seq, paced, args.devices, rate=args.mqtt_rate)
+            await wait_published(gw, http, published_before + published + paced, 600)
+            c50, c99 = commit_quantiles(before, await gw.metrics(http), "embedded")
+            print(f"[mqtt paced] {paced} measures at {args.mqtt_rate:.0f}/s: receipt → commit p50 {c50 * 1000:.1f} ms, "
+                  f"p99 {c99 * 1000:.1f} ms")
+    finally:
+        gw.stop()
+        mosquitto.stop()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=20000)
@@ -323,6 +412,9 @@ async def main() -> None:
     parser.add_argument("--outage", type=float, default=10.0, help="seconds the fake broker answers 503 (0: none)")
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--skip-broker", action="store_true")
+    parser.add_argument("--skip-mqtt", action="store_true")
+    parser.add_argument("--mqtt-rate", type=float, default=200.0, help="paced MQTT measures per second")
+    parser.add_argument("--mqtt-seconds", type=float, default=10.0)
     args = parser.parse_args()
     if PIN:
         os.sched_setaffinity(0, {1})
@@ -337,6 +429,8 @@ async def main() -> None:
                 await run_one(args, tmp / "broker", broker)
             finally:
                 await broker.stop()
+        if not args.skip_mqtt:
+            await run_mqtt(args, tmp / "mqtt")
 
 
 if __name__ == "__main__":
