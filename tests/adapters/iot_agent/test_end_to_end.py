@@ -292,3 +292,66 @@ async def test_a_public_north_without_token_is_refused() -> None:
         assert "/north/token" in json.dumps(getattr(exc, "problems", [])) or "token" in str(exc)
     else:
         raise AssertionError("a provisioning API open to the network without a token was accepted")
+
+
+async def test_a_command_to_an_http_device_endpoint(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    received: list[tuple[dict[str, str], Any]] = []
+
+    async def device_endpoint(request: web.Request) -> web.Response:
+        received.append((dict(request.headers), await request.json()))
+        return web.json_response({"ring": "rung twice"})
+
+    app = web.Application()
+    app.router.add_post("/iot/bell002", device_endpoint)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    endpoint_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", endpoint_port).start()
+    bell = {"device_id": "bell002", "entity_name": "urn:ngsi-ld:Bell:002", "entity_type": "Bell",
+            "protocol": "IoTA-JSON", "transport": "HTTP", "endpoint": f"http://127.0.0.1:{endpoint_port}/iot/bell002",
+            "commands": [{"name": "ring", "type": "command"}]}
+    try:
+        async with gateway(tmp_path) as gw, aiohttp.ClientSession() as http:
+            async with http.post(f"{gw.north}/iot/services", json={"services": [AIR_GROUP]}, headers=FIWARE) as r:
+                assert r.status == 201
+            async with http.post(f"{gw.north}/iot/devices", json={"devices": [bell]}, headers=FIWARE) as r:
+                assert r.status == 201
+            update = {"actionType": "update", "entities": [{"id": "urn:ngsi-ld:Bell:002", "type": "Bell",
+                                                            "ring": {"type": "command", "value": 2}}]}
+            async with http.post(f"{gw.north}/v2/op/update", json=update, headers=FIWARE) as r:
+                assert r.status == 204, await r.text()
+            headers, body = received[0]
+            assert body == {"ring": 2}
+            assert headers["fiware-service"] == "openiot" and headers["fiware-servicepath"] == "/"
+            store = gw.app[RUNTIME].embedded_store
+
+            async def answered() -> Any:
+                found = await store.get("openiot", "urn:ngsi-ld:Bell:002")
+                return found if found and found["ring_status"]["value"] == "OK" else None
+
+            done = await eventually(answered, what="the command's result")
+            assert done["ring_info"]["value"] == "rung twice"
+    finally:
+        await runner.cleanup()
+
+
+async def test_update_and_delete_a_group_with_its_devices(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw, aiohttp.ClientSession() as http:
+        async with http.post(f"{gw.north}/iot/services", json={"services": [AIR_GROUP]}, headers=FIWARE) as r:
+            assert r.status == 201
+        async with http.post(f"{gw.south}/iot/json?k={APIKEY}&i=auto1", json={"t": 1, "no2": 2}) as r:
+            assert r.status == 200
+        async with http.put(f"{gw.north}/iot/services?resource=/iot/json&apikey={APIKEY}",
+                            json={"entity_type": "IndoorEnvironmentObserved"}, headers=FIWARE) as r:
+            assert r.status == 204
+        async with http.get(f"{gw.north}/iot/services?apikey={APIKEY}", headers=FIWARE) as r:
+            assert (await r.json())["services"][0]["entity_type"] == "IndoorEnvironmentObserved"
+        async with http.delete(f"{gw.north}/iot/services?resource=/iot/json&apikey={APIKEY}&device=true",
+                               headers=FIWARE) as r:
+            assert r.status == 204
+        async with http.get(f"{gw.north}/iot/devices", headers=FIWARE) as r:
+            assert (await r.json())["count"] == 0
+        async with http.post(f"{gw.south}/iot/json?k={APIKEY}&i=auto1", json={"t": 1}) as r:
+            assert r.status == 404 and (await r.json())["name"] == "DEVICE_GROUP_NOT_FOUND"
