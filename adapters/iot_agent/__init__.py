@@ -313,6 +313,8 @@ class IotAgentAdapter:
             await self.accept_measure(apikey=apikey, device_id=device_id, resource=None, fmt=fmt, payload=body,
                                       kind=kind, object_id=object_id)
         except ProvisioningError as exc:
+            if exc.code >= 500:
+                raise  # not accepted: unacknowledged, the broker delivers it again
             # No one to answer on MQTT: keep it as a dead letter that says why.
             self.stats["refused"] += 1
             await self.emit(self.message(tenant=self.tenant, payload=body, kind=kind, fmt=fmt, definition_json=None,

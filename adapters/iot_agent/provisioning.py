@@ -272,6 +272,8 @@ class Registry:
 
     def _write(self, sql: str, args: Sequence[Any]) -> int:
         if self._db is None:
+            if self.path is not None:  # closed (stopping): never answer a change that is not on disk
+                raise ProvisioningError("SERVICE_UNAVAILABLE", "the provisioning store is closed, retry later", 503)
             return 0
         with self._lock:
             cursor = self._db.execute(sql, args)
