@@ -355,3 +355,17 @@ async def test_update_and_delete_a_group_with_its_devices(tmp_path: Path) -> Non
             assert (await r.json())["count"] == 0
         async with http.post(f"{gw.south}/iot/json?k={APIKEY}&i=auto1", json={"t": 1}) as r:
             assert r.status == 404 and (await r.json())["name"] == "DEVICE_GROUP_NOT_FOUND"
+
+
+async def test_groups_declared_in_the_yaml_serve_and_are_read_only(tmp_path: Path) -> None:
+    declared = {**AIR_GROUP, "service": "lyon", "subservice": "/air"}
+    headers = {"fiware-service": "lyon", "fiware-servicepath": "/air", "Content-Type": "application/json"}
+    async with gateway(tmp_path, services=[declared]) as gw, aiohttp.ClientSession() as http:
+        async with http.post(f"{gw.south}/iot/json?k={APIKEY}&i=yaml1", json={"t": 8, "no2": 9}) as r:
+            assert r.status == 200
+        assert (await gw.entity("lyon", "urn:ngsi-ld:AirQualityObserved:yaml1"))["no2"]["value"] == 9
+        async with http.get(f"{gw.north}/iot/services", headers=headers) as r:
+            assert (await r.json())["count"] == 1
+        async with http.put(f"{gw.north}/iot/services?resource=/iot/json&apikey={APIKEY}",
+                            json={"entity_type": "Thing"}, headers=headers) as r:
+            assert r.status == 409 and (await r.json())["name"] == "CONFIGURED_IN_GATEWAY"
