@@ -142,7 +142,7 @@ async def main(server: PostgresServer, args: argparse.Namespace) -> None:
         configurations.append(("2-local", 2, False))
     if args.only:
         configurations = [c for c in configurations if c[0] in args.only.split(",")]
-    print(f"{args.uplinks} uplinks from {DEVICES} devices, each published {args.copies}×, MQTT QoS 1 $share → "
+    print(f"{args.uplinks} uplinks from {DEVICES} devices, each published {args.copies} times, MQTT QoS 1 $share → "
           f"N gateways (validation on) → one PostgreSQL store; {os.cpu_count()} cores")
     for _ in range(args.runs):
         for label, instances, shared in configurations:
