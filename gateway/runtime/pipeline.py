@@ -263,8 +263,8 @@ class Pipeline:
     def _failed(self, batch: list[_Pending], exc: BaseException) -> None:
         """Fail every message of a group that was not committed (the sources deliver them again)."""
         if isinstance(exc, Unavailable):
-            error = exc
-            log.warning("could not accept %d messages: %s", len(batch), exc)
+            error = exc  # the component that knows (the shared dedup store) logs it once, not per group
+            log.debug("could not accept %d messages: %s", len(batch), exc)
         else:
             error = Unavailable(f"storage error: {exc}")
             log.error("could not commit %d messages", len(batch), exc_info=exc)

@@ -243,3 +243,15 @@ async def test_two_gateways_write_a_message_reaching_both_once(tmp_path: Path, p
     assert set(sent.values()) == {1}  # ... once
     assert sum(accepted) == 180 and sum(duplicates) == 182
     assert all(n > 0 for n in accepted)  # both instances did part of the work
+
+
+async def test_a_gateway_whose_shared_store_is_down_refuses_messages(tmp_path: Path) -> None:
+    FakeAdapter.instances.clear()
+    cfg = config(tmp_path, dedup={"database": f"postgresql://jonction@127.0.0.1:{free_port()}/nowhere"})
+    async with running(cfg) as (_, app):
+        rt = app[RUNTIME]
+        with pytest.raises(Unavailable, match="dedup database"):  # no ack: the source delivers it again
+            await FakeAdapter.instances["bins"].send({"id": "up-1", "device": "bin-1", "fill": 5})
+        assert rt.outbox.depth("embedded") == 0
+        assert rt.metrics.messages_in.get(source="bins", adapter="fake") == 0
+        assert rt.seen.count() == 0  # not even remembered locally: the next delivery is claimed afresh
