@@ -10,12 +10,14 @@ and until every entity was stored (end to end), uplinks lost and stored twice (c
 store's history), gateway CPU per copy received (all instances) and PostgreSQL's CPU, and the
 load average before and after (the machine is shared).
 
-Configurations: ``1-local`` (one instance, its own keys only: the baseline), ``1-shared`` (one
-instance claiming keys in PostgreSQL: the claim's cost), ``2-shared`` (two instances, the
-feature), and with ``--unsafe`` ``2-local`` (two instances without shared keys: what is stored
-twice without it).
+First, the claim alone (in this process, groups of 100 keys): milliseconds per group and
+gateway CPU per key. Then the configurations: ``1-local`` (one instance, its own keys only:
+the baseline), ``1-shared`` (one instance claiming keys in PostgreSQL: the claim's cost),
+``2-shared`` (two instances, the feature), and with ``--unsafe`` ``2-local`` (two instances
+without shared keys: what is stored twice without it).
 
-Run: ``.venv/bin/python bench/bench_instances.py [--uplinks 10000] [--copies 2] [--runs 1]``.
+Run: ``.venv/bin/python bench/bench_instances.py [--uplinks 10000] [--copies 2] [--runs 1] [--unsafe]``
+(``--only claims`` runs the claim alone).
 Needs the Debian packages ``mosquitto``, ``postgresql-15`` and ``postgresql-15-postgis-3``.
 """
 
@@ -136,7 +138,32 @@ async def run(server: PostgresServer, label: str, instances: int, shared: bool, 
           f"load {load_before[0]:.1f} → {load_after[0]:.1f}")
 
 
+async def claims_only(server: PostgresServer, groups: int, size: int) -> None:
+    """The claim alone, in this process: groups of fresh keys, then the same groups again (all duplicates)."""
+    from gateway.runtime.dedup import SeenKey
+    from gateway.runtime.dedup_pg import PostgresClaims
+
+    claims = PostgresClaims(server.new_database())
+    await claims.open()
+    try:
+        for label in ("fresh keys", "known keys"):
+            now = time.time()
+            batches = [[SeenKey("chirpstack", f"up:{g}:{i}", now) for i in range(size)] for g in range(groups)]
+            cpu, started = time.process_time(), time.perf_counter()
+            won = 0
+            for batch in batches:
+                async with claims.claim(batch) as indexes:
+                    won += len(indexes)
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+            print(f"claim alone, {label}: {groups} groups of {size}: {wall / groups * 1000:.2f} ms per group, "
+                  f"{cpu / (groups * size) * 1e6:.1f} µs gateway CPU per key ({won} won); "
+                  f"load {os.getloadavg()[0]:.1f}")
+    finally:
+        await claims.close()
+
+
 async def main(server: PostgresServer, args: argparse.Namespace) -> None:
+    await claims_only(server, 200, 100)
     configurations = [("1-local", 1, False), ("1-shared", 1, True), ("2-shared", 2, True)]
     if args.unsafe:
         configurations.append(("2-local", 2, False))
