@@ -57,8 +57,11 @@ def uplink(n: int, device_count: int) -> str:
 
 
 def gateway_config(folder: Path, name: str, *, mqtt_port: int, database: str, http_port: int,
-                   device_count: int, shared_dedup: bool = True) -> Path:
-    """One instance's config file: its own port, data folder and MQTT client id; the rest shared."""
+                   device_count: int, shared_dedup: bool = True, push_port: int | None = None) -> Path:
+    """One instance's config file: its own port, data folder and MQTT client id; the rest shared.
+
+    With ``push_port`` the source is ChirpStack's HTTP integration on that port instead of MQTT.
+    """
     doc: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": http_port},
         "data_dir": str(folder / name),
@@ -74,6 +77,11 @@ def gateway_config(folder: Path, name: str, *, mqtt_port: int, database: str, ht
     }
     if shared_dedup:
         doc["dedup"] = {"database": database}
+    if push_port is not None:
+        source = doc["sources"][0]["config"]
+        del source["mqtt"]
+        source["transport"] = "http"
+        source["http"] = {"listen": {"host": "127.0.0.1", "port": push_port, "path": "/lorawan"}}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     return path
@@ -262,3 +270,49 @@ async def test_an_instance_killed_mid_stream_loses_nothing(tmp_path: Path, postg
 async def _stored_at_least(database: str, count: int) -> bool:
     _, distinct = await history_rows(database)
     return distinct >= count
+
+
+@pytest.mark.slow
+async def test_two_instances_behind_a_load_balancer_store_each_uplink_once(tmp_path: Path,
+                                                                          postgres_url: str) -> None:
+    """ChirpStack's HTTP integration through a load balancer that sends a retry to the other instance."""
+    pytest.importorskip("asyncpg", reason="asyncpg absent: pip install 'jonction[postgresql]'")
+    uplinks, device_count = 200, 20
+    ports, pushes = [free_port(), free_port()], [free_port(), free_port()]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, port, push in zip(("a", "b"), ports, pushes, strict=True):
+            config = gateway_config(tmp_path, name, mqtt_port=1, database=postgres_url, http_port=port,
+                                    device_count=device_count, push_port=push)
+            procs.append(start(config, tmp_path / f"{name}.log"))
+        for port in ports:
+            await ready(port)
+        statuses: list[int] = []
+        async with aiohttp.ClientSession() as http:
+            async def post(push: int, body: str) -> None:
+                url = f"http://127.0.0.1:{push}/lorawan?event=up"
+                for _ in range(50):  # the listener may still be binding: connection refused is retried
+                    try:
+                        async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+                            statuses.append(resp.status)
+                            return
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.1)
+                raise AssertionError(f"no answer from port {push}")
+
+            # Every uplink reaches both instances at the same time (a retry after a timeout that the
+            # balancer routed to the other one), half of them to A first.
+            for n in range(0, uplinks, 20):
+                bodies = [uplink(i, device_count) for i in range(n, n + 20)]
+                order = pushes if n % 40 == 0 else pushes[::-1]
+                await asyncio.gather(*(post(p, b) for b in bodies for p in order))
+        figures = await settled(ports, 2 * uplinks)
+        rows, distinct = await history_rows(postgres_url)
+    finally:
+        codes = stop(procs)
+    assert statuses and set(statuses) <= {200, 202, 204}, sorted(set(statuses))  # every copy acknowledged
+    assert len(statuses) == 2 * uplinks
+    assert (rows, distinct) == (uplinks, uplinks)  # each uplink stored once
+    received = [m.get("jonction_messages_received_total", 0) for m in figures]
+    assert sum(received) == uplinks and all(n > 0 for n in received), received
+    assert codes == [0, 0]
