@@ -36,15 +36,16 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway import home
+from gateway.console import web as console
 from gateway.contract import Adapter, discover, discover_simulators
 from gateway.crosssite import HostPolicy
-from gateway.errors import ConfigInvalid, JonctionError
+from gateway.errors import ConfigInvalid, JonctionError, Unavailable
 from gateway.runtime import admin
 from gateway.runtime.archive import RawArchive
 from gateway.runtime.config import CONTEXT_PATH, GatewayConfig, check_source_configs
 from gateway.runtime.db import Database
 from gateway.runtime.deadletters import DeadLetters
-from gateway.runtime.dedup import SeenKeys
+from gateway.runtime.dedup import SeenKeys, shared_claims
 from gateway.runtime.logging import redact
 from gateway.runtime.metrics import Labels, Metrics
 from gateway.runtime.outbox import Outbox
@@ -319,8 +320,10 @@ def build_runtime(
             sinks.append(RemoteBrokerSink(sc.name, sc.settings))
         routes.append(SinkRoute(sc.name, sc.tenants))
         latest_only[sc.name] = sc.latest_only
+    shared = (shared_claims(config.dedup_database, password=config.dedup_password, max_age_s=config.dedup_max_age_s)
+              if config.dedup_database else None)
     pipeline = Pipeline(db, archive, outbox, deadletters, seen, metrics, load_validator(config.schema_validation),
-                        routes)
+                        routes, shared)
     publishers = {sink.name: Publisher(sink, db, outbox, deadletters, metrics, config.publisher,
                                        latest_only=latest_only[sink.name]) for sink in sinks}
     parts = (config, adapters, http, storage, metrics, db, archive, outbox, deadletters, seen, pipeline, publishers)
@@ -342,6 +345,9 @@ async def _runtime_ctx(
     pool: WorkerPool | None = None
     try:
         await _start_simulators(rt)
+        if rt.pipeline.shared is not None:
+            with contextlib.suppress(Unavailable):  # logged; claims connect again when messages come
+                await rt.pipeline.shared.open()
         for src in cfg.sources:
             if src.enabled:
                 rt.start_source(src)
@@ -364,7 +370,7 @@ async def _runtime_ctx(
             # Workers first: each stops its listeners, commits what it accepted and reports it.
             await pool.stop(cfg.drain_timeout_s + 5)
         await asyncio.gather(*(s.stop() for s in rt.sources.values()), return_exceptions=True)
-        rt.pipeline.close()
+        await rt.pipeline.aclose()
         started = time.monotonic()
         drained = await asyncio.gather(*(p.drain(cfg.drain_timeout_s) for p in rt.publishers.values()))
         log.info("shutdown: publishers %s in %.2fs", "drained" if all(drained) else "stopped with a backlog",
@@ -397,11 +403,12 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, type[Adapter]] |
             "admin.token (${ENV}) so that the admin and write APIs require a bearer token"])
     found = dict(adapters) if adapters is not None else discover()
     check_source_configs(config, found)
+    policy = HostPolicy.of(config.host, allowed_hosts(config))
     app = web.Application(client_max_size=config.max_body, middlewares=[
-        _errors, admin.cross_site_guard(HostPolicy.of(config.host, allowed_hosts(config))),
+        _errors, admin.cross_site_guard(policy),
         _auth_middleware(config.admin_token)])
     links = [*(home.ngsi_links("/ngsi-ld/v1") if config.embedded else []), *home.ADMIN_LINKS]
-    app.router.add_get("/", home.landing_handler("jonction gateway", links))
+    console.mount_gateway(app, config, links=links, policy=policy)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
