@@ -45,6 +45,7 @@ import orjson
 from aiohttp import web
 
 from gateway.contract import SHARED_PORTS, Adapter, adapter_logger, instantiate
+from gateway.errors import Unavailable
 from gateway.model import RawMessage
 from gateway.runtime.config import GatewayConfig, SourceConfig, source_config
 from gateway.runtime.metrics import Counter, Labels, Metrics
@@ -125,13 +126,23 @@ def plan(config: GatewayConfig, adapters: Mapping[str, type[Adapter]], workers: 
 
 
 def worker_source(src: SourceConfig, index: int) -> SourceConfig:
-    """The source as worker ``index`` runs it: an MQTT source joins a shared group, under its own client id."""
+    """The source as worker ``index`` runs it: an MQTT source joins a shared group, under its own client id.
+
+    With a configured ``shared_group`` worker 0 keeps the configured client id (and the session the
+    broker holds under it); the others add ``-w<k>``. Without one, the workers join
+    ``jonction-<source>`` and every one adds ``-w<k>``: the session under the configured id holds a
+    plain subscription, which would hand a worker every message a second time.
+    """
     mqtt = src.config.get("mqtt")
     if not isinstance(mqtt, Mapping):
         return src
     own = dict(mqtt)
+    client_id = str(mqtt.get("client_id", f"jonction-{src.name}"))
+    if "shared_group" in mqtt and index == 0:
+        own["client_id"] = client_id
+    else:
+        own["client_id"] = f"{client_id}-w{index}"
     own.setdefault("shared_group", f"jonction-{src.name}")
-    own["client_id"] = f"{mqtt.get('client_id', f'jonction-{src.name}')}-w{index}"
     return SourceConfig(src.name, src.adapter, {**src.config, "mqtt": own}, src.tenant, src.routes, src.enabled)
 
 
@@ -461,6 +472,9 @@ async def _worker(config: GatewayConfig, index: int, control_fd: int) -> int:
         tasks = [asyncio.create_task(_hear(rt, link, reader, stop, index), name="control"),
                  asyncio.create_task(_report(link), name="report")]
         try:
+            if rt.pipeline.shared is not None:
+                with contextlib.suppress(Unavailable):  # logged; claims connect again when messages come
+                    await rt.pipeline.shared.open()
             for src in config.sources:
                 if src.enabled and src.name in _shared_names(config, adapters):
                     rt.start_source(worker_source(src, index))
@@ -472,7 +486,7 @@ async def _worker(config: GatewayConfig, index: int, control_fd: int) -> int:
             rt.ready = False
             # Listeners close and finish the requests they hold; what they accepted is committed.
             await asyncio.gather(*(s.stop() for s in rt.sources.values()), return_exceptions=True)
-            rt.pipeline.close()
+            await rt.pipeline.aclose()
             link.stats()
             for task in tasks:
                 task.cancel()

@@ -419,6 +419,9 @@ def test_which_sources_the_workers_share() -> None:
     src = SourceConfig("lns", "chirpstack_v4", {"mqtt": {"host": "b", "client_id": "gw-1"}})
     one = worker_source(src, 1).config["mqtt"]
     assert one["client_id"] == "gw-1-w1" and one["shared_group"] == "jonction-lns"
-    own = worker_source(SourceConfig("lns", "chirpstack_v4", {"mqtt": {"host": "b", "shared_group": "g"}}), 0)
-    assert own.config["mqtt"] == {"host": "b", "shared_group": "g", "client_id": "jonction-lns-w0"}
+    grouped = SourceConfig("lns", "chirpstack_v4", {"mqtt": {"host": "b", "shared_group": "g"}})
+    # A configured group: worker 0 keeps the configured (here default) id and its broker session.
+    assert worker_source(grouped, 0).config["mqtt"] == {"host": "b", "shared_group": "g", "client_id": "jonction-lns"}
+    assert worker_source(grouped, 1).config["mqtt"]["client_id"] == "jonction-lns-w1"
+    assert worker_source(src, 0).config["mqtt"]["client_id"] == "gw-1-w0", "no group: a new session for each"
     assert src.config["mqtt"] == {"host": "b", "client_id": "gw-1"}, "the configured source is left as it was"
