@@ -13,11 +13,12 @@ SQLite history, and writes them through :class:`PostgresHistoryWrites`.
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 from gateway.model import VALUE_KEY, VALUE_MEMBERS
@@ -44,6 +45,27 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text
             $10::text[], $11::text[])
      AS r(entity_id, attr, dataset_id, observed_at, modified_at, kind, num, value, instance_id, extra)
 """
+_BUMP: Final = """
+INSERT INTO history_daily_state AS s (tenant, day, version) SELECT $1, unnest($2::date[]), 1
+ON CONFLICT (tenant, day) DO UPDATE SET version = s.version + 1
+"""
+_BUILD: Final = """
+SELECT entity_id, attr, dataset_id, (observed_at AT TIME ZONE 'UTC')::date, count(*), count(num), sum(num),
+       sum(num * num), min(num), max(num),
+       min(value::text COLLATE "C") FILTER (WHERE num IS NULL AND jsonb_typeof(value) = 'string'),
+       max(value::text COLLATE "C") FILTER (WHERE num IS NULL AND jsonb_typeof(value) = 'string'),
+       min(observed_at), max(observed_at)
+FROM history
+WHERE tenant = $1 AND ts >= $2 AND ts < $3 AND observed_at >= $2 AND observed_at < $3
+  AND (observed_at AT TIME ZONE 'UTC')::date = ANY($4::date[]) AND NOT starts_with(dataset_id, chr(31))
+GROUP BY 1, 2, 3, 4
+"""
+_ROLLUP_COLUMNS: Final = (
+    "tenant", "entity_id", "attr", "dataset_id", "day", "n", "numbers", "total", "squares", "low", "high", "slow",
+    "shigh", "first_at", "last_at",
+)
+TENANT_LOCK: Final = "jonction.tenant:"
+"""Prefix of the per-tenant transaction advisory lock (hashed) every history writer holds."""
 _ENTITIES: Final = """
 INSERT INTO history_entities(tenant, entity_id, types)
 SELECT $1, u.entity_id, ARRAY(SELECT jsonb_array_elements_text(u.types::jsonb))
@@ -120,9 +142,13 @@ class Recorder:
         types: dict[str, str] = {}
         months: set[tuple[int, int]] = set()
         fallback = _moment(now)
+        days: set[date] = set()
         for _, entity_id, entity_types, attr, inst in rows:
             row = instance_row(inst, now)
-            moment = _moment(row[1]) or _moment(row[2]) or fallback
+            observed = _moment(row[1])
+            if observed is not None:
+                days.add(observed.astimezone(UTC).date())
+            moment = observed or _moment(row[2]) or fallback
             if moment is not None:
                 months.add(month_of(moment))
             for col, item in zip(cols, (entity_id, attr, *row), strict=True):
@@ -137,6 +163,8 @@ class Recorder:
                 await conn.execute(partition_sql(year, month))
         await conn.execute(_ENTITIES, tenant, list(types), list(types.values()))
         await conn.execute(_INSERT, tenant, *cols)
+        if days:
+            await conn.execute(_BUMP, tenant, sorted(days))  # those days of the roll-up are out of date
         return len(cols[0]), missing
 
 
@@ -256,6 +284,12 @@ async def history_slice(
 
 MAX_PERIODS: Final = 100_000
 """Most aggregation periods per series (the temporal API refuses more with TooComplexQuery)."""
+DAY: Final = 86_400_000_000
+"""One day in µs: the grain of the roll-up."""
+MAX_ROLLUP_DAYS: Final = 40_000
+MAX_RUNS: Final = 64
+"""Beyond this many separate runs of roll-up days (dirty days in between), the raw history is read."""
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _month_bounds(start: int, stop: int, months: int, extra: int) -> list[int]:
@@ -300,6 +334,7 @@ async def aggregate_history(conn: Any, query: AggregationQuery) -> HistoryAggreg
     tenant = query.tenant
     where = ["h.tenant = $1"]
     args: list[Any] = [tenant]
+    times: list[str] = []
 
     def arg(value: Any, cast: str = "") -> str:
         args.append(value)
@@ -327,16 +362,20 @@ async def aggregate_history(conn: Any, query: AggregationQuery) -> HistoryAggreg
         moment = "h.observed_at" if bounded else "coalesce(h.observed_at, h.created_at)"
     else:
         moment = f"h.{query.column}"
+    filters = list(where)  # the series conditions (the roll-up has the same columns)
     if query.start is not None:
         ref = arg(_moment_of(query.start))
-        where.append(f"{moment} >= {ref}")
+        times.append(f"{moment} >= {ref}")
+        filters.append(f"h.last_at >= {ref}")  # true of every roll-up day read; the parameter is used
         if query.column == "observed_at":
-            where.append(f"h.ts >= {ref}")  # ts is observedAt when there is one: partitions pruned
+            times.append(f"h.ts >= {ref}")  # ts is observedAt when there is one: partitions pruned
     if query.end is not None:
         ref = arg(_moment_of(query.end))
-        where.append(f"{moment} < {ref}")
+        times.append(f"{moment} < {ref}")
+        filters.append(f"h.first_at < {ref}")
         if query.column == "observed_at":
-            where.append(f"h.ts < {ref}")
+            times.append(f"h.ts < {ref}")
+    where.extend(times)
     out = HistoryAggregates(HistorySlice())
     for entity_id, known in await conn.fetch(
         f"SELECT entity_id, types FROM history_entities WHERE {' AND '.join(entity_where)} ORDER BY entity_id",
@@ -345,15 +384,9 @@ async def aggregate_history(conn: Any, query: AggregationQuery) -> HistoryAggreg
         out.slice.entities.append((tenant, entity_id, codec.dumps(list(known))))
     zero = query.months == 0 and query.micros == 0
     calendar_period = query.months != 0
-    shared = query.start is not None and (query.end is not None or not (zero or calendar_period))
+    shared = _shared(query)
     series: dict[tuple[str, str, str], _Series] = {}
-    if shared:
-        assert query.start is not None
-        stop = query.end if query.end is not None else 0
-        if not calendar_period and not zero and query.end is not None and (
-            (query.end - query.start) // max(query.micros, 1) > MAX_PERIODS
-        ):
-            shared = False  # too many periods: the spans only (the temporal API refuses the read)
+    stop = query.end if query.end is not None else 0
     if not shared:
         rows = await conn.fetch(
             f"SELECT h.entity_id, h.attr, h.dataset_id, min({moment}), max({moment}) FROM history h "
@@ -384,14 +417,46 @@ async def aggregate_history(conn: Any, query: AggregationQuery) -> HistoryAggreg
         grid: list[int] | None = None
         if calendar_period:
             grid = _month_bounds(origin, stop, query.months, query.micros)
-            bucket = f"width_bucket({moment}, {arg([_moment_of(b) for b in grid], '::timestamptz[]')})"
+            grid_ref = arg([_moment_of(b) for b in grid], "::timestamptz[]")
+            bucket = "width_bucket({t}, " + grid_ref + ")"
         elif zero:
             bucket = "0"
         else:
-            bucket = f"date_bin({arg(timedelta(microseconds=query.micros))}, {moment}, {arg(_moment_of(origin))})"
-        sql = f"{head.format(bucket=bucket)} WHERE {' AND '.join(where)} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
-        rows = await conn.fetch(sql, *args)
-        for row in rows:
+            bucket = f"date_bin({arg(timedelta(microseconds=query.micros))}, {{t}}, {arg(_moment_of(origin))})"
+        runs = await _usable_days(conn, query, grid) if _rolls_up(query) else []
+        raw_where, raw_args = where, args
+        if runs:
+            # the raw history outside the roll-up's days (each query binds only the parameters it names)
+            raw_args = list(args)
+            spans = []
+            for gap_low, gap_high in _gaps(query.start, query.end, runs):
+                raw_args.append(_moment_of(gap_low))
+                spans.append(f"(h.ts >= ${len(raw_args)}")
+                if gap_high is not None:
+                    raw_args.append(_moment_of(gap_high))
+                    spans[-1] += f" AND h.ts < ${len(raw_args)}"
+                spans[-1] += ")"
+            raw_where = [*where, "(" + (" OR ".join(spans) or "false") + ")"]
+        grouped: dict[tuple[Any, ...], list[Any]] = {}
+        sql = (f"{head.format(bucket=bucket.format(t=moment))} WHERE {' AND '.join(raw_where)} "
+               "GROUP BY 1, 2, 3, 4")
+        for row in await conn.fetch(sql, *raw_args):
+            grouped[tuple(row[:4])] = list(row)
+        if runs:
+            day_start = "(h.day::timestamp AT TIME ZONE 'UTC')"
+            roll_args = [*args, [_date_of(low) for low, _ in runs], [_date_of(high) for _, high in runs]]
+            sql = (
+                f"SELECT h.entity_id, h.attr, h.dataset_id, {bucket.format(t=day_start)} AS b, sum(h.n), 0, "
+                "sum(h.numbers), sum(h.total), sum(h.squares), min(h.low), max(h.high), min(h.slow), max(h.shigh), "
+                f"min(h.first_at), max(h.last_at) FROM history_daily h "
+                f"JOIN unnest(${len(args) + 1}::date[], ${len(args) + 2}::date[]) AS r(low, high) "
+                f"ON h.day >= r.low AND h.day < r.high WHERE {' AND '.join(filters)} GROUP BY 1, 2, 3, 4"
+            )
+            for row in await conn.fetch(sql, *roll_args):
+                found = grouped.get(tuple(row[:4]))
+                grouped[tuple(row[:4])] = list(row) if found is None else _combine(found, row)
+        for group in sorted(grouped, key=lambda k: (k[0], k[1], k[2], _order_key(k[3]))):
+            row = grouped[group]
             key = (row[0], row[1], row[2])
             item = series.get(key)
             if item is None:
@@ -438,6 +503,110 @@ async def aggregate_history(conn: Any, query: AggregationQuery) -> HistoryAggreg
             _add_bucket(series[(row[0], row[1], row[2])], row, zero)
     await _fill_slice(conn, tenant, moment, series, out)
     return out
+
+
+async def _bump(conn: Any, tenant: str, moments: Sequence[datetime | None]) -> None:
+    """Mark the roll-up days of these observedAt times out of date (inside the writing transaction)."""
+    days = sorted({m.astimezone(UTC).date() for m in moments if m is not None})
+    if days:
+        await conn.execute(_BUMP, tenant, days)
+
+
+def _shared(query: AggregationQuery) -> bool:
+    """Whether every series' periods start at ``timeAt`` (one statement groups them all)."""
+    zero = query.months == 0 and query.micros == 0
+    if query.start is None or (query.end is None and (zero or query.months != 0)):
+        return False
+    # too many periods: the spans only (the temporal API refuses the read)
+    return query.months != 0 or zero or query.end is None or (
+        (query.end - query.start) // max(query.micros, 1) <= MAX_PERIODS
+    )
+
+
+def _rolls_up(query: AggregationQuery) -> bool:
+    """Whether the daily roll-up can serve this read: observedAt windows, methods composable from sums."""
+    return (
+        query.column == "observed_at" and _shared(query) and "distinctCount" not in query.methods
+        and not query.deletions
+    )
+
+
+def _order_key(bucket: Any) -> Any:
+    return bucket if isinstance(bucket, int) else micros(bucket)
+
+
+def _date_of(value: int) -> date:
+    return (_EPOCH + timedelta(microseconds=value)).date()
+
+
+def _combine(row: list[Any], other: Sequence[Any]) -> list[Any]:
+    """Two partial aggregates of one period (raw rows and roll-up days) as one."""
+
+    def plus(a: Any, b: Any) -> Any:
+        return b if a is None else a if b is None else a + b
+
+    def low(a: Any, b: Any) -> Any:
+        return b if a is None else a if b is None else min(a, b)
+
+    def high(a: Any, b: Any) -> Any:
+        return b if a is None else a if b is None else max(a, b)
+
+    return [
+        *row[:4], row[4] + other[4], 0, row[6] + other[6], plus(row[7], other[7]), plus(row[8], other[8]),
+        low(row[9], other[9]), high(row[10], other[10]), low(row[11], other[11]), high(row[12], other[12]),
+        low(row[13], other[13]), high(row[14], other[14]),
+    ]
+
+
+async def _usable_days(conn: Any, query: AggregationQuery, grid: Sequence[int] | None) -> list[tuple[int, int]]:
+    """Runs [start, end) (µs, whole UTC days) the roll-up serves: inside the window and one period, up to date."""
+    assert query.start is not None
+    first = -(-query.start // DAY) * DAY
+    end = query.end
+    if end is None:
+        newest = await conn.fetchval("SELECT max(day) FROM history_daily_state WHERE tenant = $1", query.tenant)
+        if newest is None:
+            return []
+        end = micros(datetime(newest.year, newest.month, newest.day, tzinfo=UTC)) + DAY
+    last = end // DAY * DAY
+    if last - first < DAY or (last - first) // DAY > MAX_ROLLUP_DAYS:
+        return []
+    dirty = {
+        micros(datetime(d.year, d.month, d.day, tzinfo=UTC))
+        for (d,) in await conn.fetch(
+            "SELECT day FROM history_daily_state WHERE tenant = $1 AND day >= $2 AND day < $3 "
+            "AND built IS DISTINCT FROM version",
+            query.tenant, _date_of(first), _date_of(last),
+        )
+    }
+    runs: list[tuple[int, int]] = []
+    for day in range(first, last, DAY):
+        if day in dirty:
+            continue
+        if grid is not None:
+            if bisect.bisect_right(grid, day) != bisect.bisect_right(grid, day + DAY - 1):
+                continue
+        elif query.micros and (day - query.start) // query.micros != (day + DAY - 1 - query.start) // query.micros:
+            continue
+        if runs and runs[-1][1] == day:
+            runs[-1] = (runs[-1][0], day + DAY)
+        else:
+            runs.append((day, day + DAY))
+    return runs if len(runs) <= MAX_RUNS else []
+
+
+def _gaps(start: int | None, end: int | None, runs: Sequence[tuple[int, int]]) -> list[tuple[int, int | None]]:
+    """The parts of [start, end) outside the runs (read from the raw history)."""
+    assert start is not None
+    gaps: list[tuple[int, int | None]] = []
+    low = start
+    for run_start, run_end in runs:
+        if run_start > low:
+            gaps.append((low, run_start))
+        low = run_end
+    if end is None or low < end:
+        gaps.append((low, end))
+    return gaps
 
 
 def _add_bucket(item: _Series, row: Sequence[Any], zero: bool) -> None:
@@ -493,6 +662,60 @@ async def _fill_slice(
         out.buckets[sid] = item.buckets
 
 
+async def refresh_rollup(pool: Any, tenant: str, start: int, end: int | None) -> int:
+    """Build the daily roll-up of the past days of [start, end) written since; return how many days.
+
+    One month at a time: its days are aggregated from a snapshot, then stored under the tenant's
+    lock, only those whose write count did not move meanwhile (a day written during the build
+    stays read from the history itself, and is built next time).
+    """
+    today = datetime.now(UTC).date()
+    high = today if end is None else min(today, _date_of(end - 1) + timedelta(days=1))
+    dirty = [
+        r[0] for r in await pool.fetch(
+            "SELECT day FROM history_daily_state WHERE tenant = $1 AND day >= $2 AND day < $3 "
+            "AND built IS DISTINCT FROM version ORDER BY day",
+            tenant, _date_of(start), high,
+        )
+    ]
+    chunks: dict[tuple[int, int], list[date]] = {}
+    for day in dirty:
+        chunks.setdefault((day.year, day.month), []).append(day)
+    built = 0
+    for chunk in chunks.values():
+        low_at = datetime(chunk[0].year, chunk[0].month, chunk[0].day, tzinfo=UTC)
+        high_at = datetime(chunk[-1].year, chunk[-1].month, chunk[-1].day, tzinfo=UTC) + timedelta(days=1)
+        async with pool.acquire() as conn:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                versions = dict(await conn.fetch(
+                    "SELECT day, version FROM history_daily_state WHERE tenant = $1 AND day = ANY($2::date[])",
+                    tenant, chunk,
+                ))
+                rows = await conn.fetch(_BUILD, tenant, low_at, high_at, chunk)
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", TENANT_LOCK + tenant)
+                current = dict(await conn.fetch(
+                    "SELECT day, version FROM history_daily_state WHERE tenant = $1 AND day = ANY($2::date[]) "
+                    "FOR UPDATE", tenant, chunk,
+                ))
+                done = [d for d in chunk if d in versions and current.get(d) == versions[d]]
+                if not done:
+                    continue
+                await conn.execute(
+                    "DELETE FROM history_daily WHERE tenant = $1 AND day = ANY($2::date[])", tenant, done
+                )
+                kept = set(done)
+                await conn.copy_records_to_table(
+                    "history_daily", records=[(tenant, *r) for r in rows if r[3] in kept], columns=_ROLLUP_COLUMNS
+                )
+                await conn.execute(
+                    "UPDATE history_daily_state SET built = version WHERE tenant = $1 AND day = ANY($2::date[])",
+                    tenant, done,
+                )
+                built += len(done)
+    return built
+
+
 class PostgresHistoryWrites:
     """Temporal writes on the ``history`` table (the protocol ``gateway.store.records.HistoryWrites``)."""
 
@@ -501,7 +724,14 @@ class PostgresHistoryWrites:
         self.recorder = recorder
 
     async def aggregate(self, query: AggregationQuery) -> HistoryAggregates:
-        """``aggregatedValues`` computed in SQL over one consistent snapshot (§4.5.19)."""
+        """``aggregatedValues`` computed in SQL over one consistent snapshot (§4.5.19).
+
+        Past days the daily roll-up can serve are brought up to date first (the first long read of
+        a tenant builds them; later ones read a row per series and day instead of every instance).
+        """
+        if _rolls_up(query):
+            assert query.start is not None
+            await refresh_rollup(self.pool, query.tenant, query.start, query.end)
         async with self.pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
             return await aggregate_history(conn, query)
 
@@ -518,7 +748,7 @@ class PostgresHistoryWrites:
         """Add instances, replacing those of the same series and observedAt; True when the entity was new."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "jonction.tenant:" + tenant)
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", TENANT_LOCK + tenant)
             known = await conn.fetchval(
                 "SELECT types FROM history_entities WHERE tenant = $1 AND entity_id = $2 FOR UPDATE", tenant, entity_id
             )
@@ -546,6 +776,17 @@ class PostgresHistoryWrites:
                      *, every_dataset: bool = False) -> bool:
         """Forget an entity's history, or one attribute's; False when there was none."""
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", TENANT_LOCK + tenant)
+            # whole series go: their roll-up rows go with them (the days' other series stay valid)
+            series = ["tenant = $1", "entity_id = $2"]
+            keys: list[Any] = [tenant, entity_id]
+            if attr is not None:
+                series.append("attr = $3")
+                keys.append(attr)
+                if not every_dataset:
+                    series.append("dataset_id = $4")
+                    keys.append(dataset_id or "")
+            await conn.execute(f"DELETE FROM history_daily WHERE {' AND '.join(series)}", *keys)
             if attr is None:
                 gone = await conn.execute("DELETE FROM history WHERE tenant = $1 AND entity_id = $2", tenant, entity_id)
                 known = await conn.execute(
@@ -565,11 +806,15 @@ class PostgresHistoryWrites:
 
     async def delete_instance(self, tenant: str, entity_id: str, attr: str, instance_id: str) -> bool:
         """Forget one instance; False when unknown."""
-        gone = await self.pool.execute(
-            "DELETE FROM history WHERE tenant = $1 AND entity_id = $2 AND attr = $3 AND instance_id = $4",
-            tenant, entity_id, attr, instance_id,
-        )
-        return bool(gone != "DELETE 0")
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", TENANT_LOCK + tenant)
+            gone = await conn.fetch(
+                "DELETE FROM history WHERE tenant = $1 AND entity_id = $2 AND attr = $3 AND instance_id = $4 "
+                "RETURNING observed_at",
+                tenant, entity_id, attr, instance_id,
+            )
+            await _bump(conn, tenant, [r[0] for r in gone])
+        return bool(gone)
 
     async def replace_instance(
         self, tenant: str, entity_id: str, attr: str, instance_id: str, instance: Mapping[str, Any]
@@ -579,6 +824,12 @@ class PostgresHistoryWrites:
         _, observed, modified, kind, number, value, _, extra = instance_row(instance, now)
         moment = _moment(observed) or _moment(modified)
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", TENANT_LOCK + tenant)
+            before = await conn.fetch(
+                "SELECT observed_at FROM history WHERE tenant = $1 AND entity_id = $2 AND attr = $3 "
+                "AND instance_id = $4", tenant, entity_id, attr, instance_id,
+            )
+            await _bump(conn, tenant, [r[0] for r in before] + [_moment(observed)])
             if moment is not None and month_of(moment) not in self.recorder.months:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
                 await conn.execute(partition_sql(*month_of(moment)))
