@@ -11,6 +11,7 @@ Answers are cut at a per-attribute instance limit with one shared time range (20
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -587,6 +588,10 @@ def _render_aggregated(
     return entity
 
 
+_period_bound: Final = functools.lru_cache(maxsize=8192)(history.from_micros)
+"""Period bounds as text: the same few hundred repeat over every series of an answer."""
+
+
 def _aggregated(conn: sqlite3.Connection, req: TemporalRequest, series: Series) -> dict[str, Any] | None:
     span = history.time_span(conn, series, req.tf)
     if span is None:
@@ -608,10 +613,9 @@ def _aggregated(conn: sqlite3.Connection, req: TemporalRequest, series: Series) 
         "SELECT kind FROM history_instances WHERE series_id=? ORDER BY rowid DESC LIMIT 1", (series.series_id,)
     ).fetchone()
     out: dict[str, Any] = {"type": kind_row[0] if kind_row else "Property"}
+    bounds = [(_period_bound(b.start), _period_bound(b.end)) for b in buckets]  # once, not per method
     for method in req.methods:
-        out[method] = [
-            [b.result(method), history.from_micros(b.start), history.from_micros(b.end)] for b in buckets
-        ]
+        out[method] = [[b.result(method), start, end] for b, (start, end) in zip(buckets, bounds, strict=True)]
     if series.dataset_id:
         out["datasetId"] = series.dataset_id
     return out

@@ -290,6 +290,8 @@ MAX_ROLLUP_DAYS: Final = 40_000
 MAX_RUNS: Final = 64
 """Beyond this many separate runs of roll-up days (dirty days in between), the raw history is read."""
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_US: Final = "(extract(epoch FROM {}) * 1000000)::bigint"
+"""A timestamptz as µs since the epoch, computed once per period rather than in Python."""
 
 
 def _month_bounds(start: int, stop: int, months: int, extra: int) -> list[int]:
@@ -409,7 +411,8 @@ async def aggregate_history(conn: Any, query: AggregationQuery) -> HistoryAggreg
     )
     head = (
         f"SELECT h.entity_id, h.attr, h.dataset_id, {{bucket}} AS b, count(*), {distinct}, count(h.num), "
-        f"sum(h.num), sum(h.num * h.num), {extremes}, min({moment}), max({moment}) FROM history h"
+        f"sum(h.num), sum(h.num * h.num), {extremes}, {_US.format(f'min({moment})')}, "
+        f"{_US.format(f'max({moment})')} FROM history h"
     )
     if shared:
         assert query.start is not None
@@ -422,7 +425,9 @@ async def aggregate_history(conn: Any, query: AggregationQuery) -> HistoryAggreg
         elif zero:
             bucket = "0"
         else:
-            bucket = f"date_bin({arg(timedelta(microseconds=query.micros))}, {{t}}, {arg(_moment_of(origin))})"
+            bucket = _US.format(
+                f"date_bin({arg(timedelta(microseconds=query.micros))}, {{t}}, {arg(_moment_of(origin))})"
+            )
         runs = await _usable_days(conn, query, grid) if _rolls_up(query) else []
         raw_where, raw_args = where, args
         if runs:
@@ -437,26 +442,23 @@ async def aggregate_history(conn: Any, query: AggregationQuery) -> HistoryAggreg
                     spans[-1] += f" AND h.ts < ${len(raw_args)}"
                 spans[-1] += ")"
             raw_where = [*where, "(" + (" OR ".join(spans) or "false") + ")"]
-        grouped: dict[tuple[Any, ...], list[Any]] = {}
         sql = (f"{head.format(bucket=bucket.format(t=moment))} WHERE {' AND '.join(raw_where)} "
-               "GROUP BY 1, 2, 3, 4")
-        for row in await conn.fetch(sql, *raw_args):
-            grouped[tuple(row[:4])] = list(row)
+               "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
+        rows = await conn.fetch(sql, *raw_args)
         if runs:
             day_start = "(h.day::timestamp AT TIME ZONE 'UTC')"
             roll_args = [*args, [_date_of(low) for low, _ in runs], [_date_of(high) for _, high in runs]]
             sql = (
                 f"SELECT h.entity_id, h.attr, h.dataset_id, {bucket.format(t=day_start)} AS b, sum(h.n), 0, "
                 "sum(h.numbers), sum(h.total), sum(h.squares), min(h.low), max(h.high), min(h.slow), max(h.shigh), "
-                f"min(h.first_at), max(h.last_at) FROM history_daily h "
+                f"{_US.format('min(h.first_at)')}, {_US.format('max(h.last_at)')} FROM history_daily h "
                 f"JOIN unnest(${len(args) + 1}::date[], ${len(args) + 2}::date[]) AS r(low, high) "
-                f"ON h.day >= r.low AND h.day < r.high WHERE {' AND '.join(filters)} GROUP BY 1, 2, 3, 4"
+                f"ON h.day >= r.low AND h.day < r.high WHERE {' AND '.join(filters)} "
+                "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
             )
-            for row in await conn.fetch(sql, *roll_args):
-                found = grouped.get(tuple(row[:4]))
-                grouped[tuple(row[:4])] = list(row) if found is None else _combine(found, row)
-        for group in sorted(grouped, key=lambda k: (k[0], k[1], k[2], _order_key(k[3]))):
-            row = grouped[group]
+            rolled = await conn.fetch(sql, *roll_args)
+            rows = _merged(rows, rolled) if rows else rolled
+        for row in rows:
             key = (row[0], row[1], row[2])
             item = series.get(key)
             if item is None:
@@ -493,7 +495,7 @@ async def aggregate_history(conn: Any, query: AggregationQuery) -> HistoryAggreg
         elif zero:
             bucket = "0"
         else:
-            bucket = f"date_bin(p.step, {moment}, p.origin)"
+            bucket = _US.format(f"date_bin(p.step, {moment}, p.origin)")
         sql = (
             f"{head.format(bucket=bucket)} JOIN {params} ON h.entity_id = p.e AND h.attr = p.a AND h.dataset_id = p.d "
             f"WHERE {' AND '.join(where)} AND NOT p.skip AND {moment} >= p.origin AND {moment} < p.stop "
@@ -531,15 +533,20 @@ def _rolls_up(query: AggregationQuery) -> bool:
     )
 
 
-def _order_key(bucket: Any) -> Any:
-    return bucket if isinstance(bucket, int) else micros(bucket)
-
-
 def _date_of(value: int) -> date:
     return (_EPOCH + timedelta(microseconds=value)).date()
 
 
-def _combine(row: list[Any], other: Sequence[Any]) -> list[Any]:
+def _merged(rows: Sequence[Any], rolled: Sequence[Any]) -> list[Any]:
+    """The periods of the raw history and of the roll-up (both sorted), those of both combined."""
+    grouped: dict[tuple[Any, ...], Any] = {tuple(r[:4]): r for r in rows}
+    for row in rolled:
+        found = grouped.get(tuple(row[:4]))
+        grouped[tuple(row[:4])] = row if found is None else _combine(found, row)
+    return [grouped[k] for k in sorted(grouped)]
+
+
+def _combine(row: Sequence[Any], other: Sequence[Any]) -> list[Any]:
     """Two partial aggregates of one period (raw rows and roll-up days) as one."""
 
     def plus(a: Any, b: Any) -> Any:
@@ -619,7 +626,7 @@ def _add_bucket(item: _Series, row: Sequence[Any], zero: bool) -> None:
             return  # beyond the last of the MAX_PERIODS periods, as the SQLite history stops there
         start, end = item.bounds[int(b) - 1], item.bounds[int(b)]
     else:
-        start = micros(b)
+        start = int(b)
         end = start + item.step
     count, n_distinct, numbers, total, squares, low, high, slow, shigh = row[4:13]
     if numbers:
@@ -632,7 +639,7 @@ def _add_bucket(item: _Series, row: Sequence[Any], zero: bool) -> None:
         start, end, int(count), int(n_distinct), int(numbers), float(total or 0.0), float(squares or 0.0),
         low_value, high_value,
     ))
-    first, last = micros(row[13]), micros(row[14])
+    first, last = int(row[13]), int(row[14])
     item.first = first if item.first is None else min(item.first, first)
     item.last = last if item.last is None else max(item.last, last)
 
