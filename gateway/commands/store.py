@@ -33,11 +33,14 @@ def register(sub: Subparsers) -> None:
     )
     parser.add_argument(
         "action", nargs="?", choices=("migrate-data",),
-        help="migrate-data: copy a SQLite store (--from sqlite:///…) into PostgreSQL (--to postgresql://…), "
-        "with its history, verified by counts and checksums",
+        help="migrate-data: copy a SQLite store (--from sqlite:///…) into PostgreSQL (--to postgresql://…), or "
+        "back, with its history, verified by counts and checksums",
     )
-    parser.add_argument("--from", dest="source", metavar="URL", help="migrate-data: the SQLite store to read")
-    parser.add_argument("--to", dest="target", metavar="URL", help="migrate-data: the PostgreSQL database to fill")
+    parser.add_argument("--from", dest="source", metavar="URL",
+                        help="migrate-data: the store to read (default: the SQLite store in --data)")
+    parser.add_argument("--to", dest="target", metavar="URL",
+                        help="migrate-data: the empty store to fill (default: --database for a SQLite source, "
+                        "else the SQLite store in --data)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=1026, help="TCP port (default: 1026, like the brokers)")
     parser.add_argument("--data", type=Path, default=Path("data"), help="data directory (store.sqlite)")
@@ -87,8 +90,12 @@ def _handle(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigInvalid(f"--port {args.port} is not a TCP port")
     if args.action == "migrate-data":
-        return _migrate_data(args.source or f"sqlite:///{args.data / 'store.sqlite'}",
-                             args.target or args.database or os.environ.get(DATABASE_ENV))
+        from gateway.store.backends import is_postgresql
+
+        local = f"sqlite:///{args.data / 'store.sqlite'}"
+        source = args.source or local
+        default = local if is_postgresql(source) else args.database or os.environ.get(DATABASE_ENV)
+        return _migrate_data(source, args.target or default)
     database = args.database or os.environ.get(DATABASE_ENV) or None
     if args.migrate:
         return _migrate(database or args.data / "store.sqlite")
@@ -134,7 +141,7 @@ def _migrate_data(source: str, target: str | None) -> int:
     from gateway.store.migrate import migrate_data
 
     if not target:
-        raise ConfigInvalid("migrate-data needs --to postgresql://…")
+        raise ConfigInvalid("migrate-data needs --to postgresql://… (or --from postgresql://… --to sqlite:///…)")
     report = asyncio.run(migrate_data(source, target))
     for line in report.lines():
         print(line, flush=True)
