@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("asyncpg", reason="asyncpg absent: pip install 'jonction[postgresql]'")
 
-from gateway.cli import main as cli_main  # noqa: E402  (after the skip: the backend imports asyncpg)
-from gateway.store.settings import StoreSettings  # noqa: E402
-from tests.store.conftest import StoreServer, streetlight  # noqa: E402
-from tests.store.test_subscriptions import Receiver, create, receiver, sub  # noqa: E402
+from gateway.cli import main as cli_main  # (after the skip: the backend imports asyncpg)
+from gateway.store.settings import StoreSettings
+from tests.store.conftest import StoreServer, streetlight
+from tests.store.test_subscriptions import Receiver, create, receiver, sub
 
 __all__ = ["receiver"]  # the fixture, imported for the test below
 
