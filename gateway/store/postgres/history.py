@@ -50,7 +50,8 @@ INSERT INTO history_daily_state AS s (tenant, day, version) SELECT $1, unnest($2
 ON CONFLICT (tenant, day) DO UPDATE SET version = s.version + 1
 """
 _BUILD: Final = """
-SELECT entity_id, attr, dataset_id, (observed_at AT TIME ZONE 'UTC')::date, count(*), count(num), sum(num),
+INSERT INTO pg_temp.jonction_daily_build
+SELECT $1, entity_id, attr, dataset_id, (observed_at AT TIME ZONE 'UTC')::date, count(*), count(num), sum(num),
        sum(num * num), min(num), max(num),
        min(value::text COLLATE "C") FILTER (WHERE num IS NULL AND jsonb_typeof(value) = 'string'),
        max(value::text COLLATE "C") FILTER (WHERE num IS NULL AND jsonb_typeof(value) = 'string'),
@@ -58,12 +59,8 @@ SELECT entity_id, attr, dataset_id, (observed_at AT TIME ZONE 'UTC')::date, coun
 FROM history
 WHERE tenant = $1 AND ts >= $2 AND ts < $3 AND observed_at >= $2 AND observed_at < $3
   AND (observed_at AT TIME ZONE 'UTC')::date = ANY($4::date[]) AND NOT starts_with(dataset_id, chr(31))
-GROUP BY 1, 2, 3, 4
+GROUP BY 2, 3, 4, 5
 """
-_ROLLUP_COLUMNS: Final = (
-    "tenant", "entity_id", "attr", "dataset_id", "day", "n", "numbers", "total", "squares", "low", "high", "slow",
-    "shigh", "first_at", "last_at",
-)
 TENANT_LOCK: Final = "jonction.tenant:"
 """Prefix of the per-tenant transaction advisory lock (hashed) every history writer holds."""
 _ENTITIES: Final = """
@@ -693,12 +690,18 @@ async def refresh_rollup(pool: Any, tenant: str, start: int, end: int | None) ->
         low_at = datetime(chunk[0].year, chunk[0].month, chunk[0].day, tzinfo=UTC)
         high_at = datetime(chunk[-1].year, chunk[-1].month, chunk[-1].day, tzinfo=UTC) + timedelta(days=1)
         async with pool.acquire() as conn:
+            # the month is aggregated into a temporary table of this session (writable in a read-only
+            # snapshot), then copied under the lock: the rows never travel through Python
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS jonction_daily_build (LIKE history_daily); "
+                "TRUNCATE pg_temp.jonction_daily_build"
+            )
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 versions = dict(await conn.fetch(
                     "SELECT day, version FROM history_daily_state WHERE tenant = $1 AND day = ANY($2::date[])",
                     tenant, chunk,
                 ))
-                rows = await conn.fetch(_BUILD, tenant, low_at, high_at, chunk)
+                await conn.execute(_BUILD, tenant, low_at, high_at, chunk)
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", TENANT_LOCK + tenant)
                 current = dict(await conn.fetch(
@@ -711,9 +714,9 @@ async def refresh_rollup(pool: Any, tenant: str, start: int, end: int | None) ->
                 await conn.execute(
                     "DELETE FROM history_daily WHERE tenant = $1 AND day = ANY($2::date[])", tenant, done
                 )
-                kept = set(done)
-                await conn.copy_records_to_table(
-                    "history_daily", records=[(tenant, *r) for r in rows if r[3] in kept], columns=_ROLLUP_COLUMNS
+                await conn.execute(
+                    "INSERT INTO history_daily SELECT * FROM pg_temp.jonction_daily_build WHERE day = ANY($1::date[])",
+                    done,
                 )
                 await conn.execute(
                     "UPDATE history_daily_state SET built = version WHERE tenant = $1 AND day = ANY($2::date[])",
