@@ -58,7 +58,7 @@ SELECT $1, entity_id, attr, dataset_id, (observed_at AT TIME ZONE 'UTC')::date, 
        min(observed_at), max(observed_at)
 FROM history
 WHERE tenant = $1 AND ts >= $2 AND ts < $3 AND observed_at >= $2 AND observed_at < $3
-  AND (observed_at AT TIME ZONE 'UTC')::date = ANY($4::date[]) AND NOT starts_with(dataset_id, chr(31))
+  AND NOT starts_with(dataset_id, chr(31))
 GROUP BY 2, 3, 4, 5
 """
 TENANT_LOCK: Final = "jonction.tenant:"
@@ -701,7 +701,10 @@ async def refresh_rollup(pool: Any, tenant: str, start: int, end: int | None) ->
                     "SELECT day, version FROM history_daily_state WHERE tenant = $1 AND day = ANY($2::date[])",
                     tenant, chunk,
                 ))
-                await conn.execute(_BUILD, tenant, low_at, high_at, chunk)
+                # every day from the first to the last out-of-date one (those up to date are not copied);
+                # a month holds tens of thousands of (series, day) groups: hashed in memory, not spilled
+                await conn.execute("SET LOCAL work_mem = '64MB'")
+                await conn.execute(_BUILD, tenant, low_at, high_at)
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", TENANT_LOCK + tenant)
                 current = dict(await conn.fetch(
