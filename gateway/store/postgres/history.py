@@ -4,7 +4,9 @@ Rows are written in the entity write's transaction (history and current state ne
 into ``history``, range-partitioned on ``ts`` (the instance's ``observedAt``, else its write time)
 with one partition per calendar month, created on first use. Old months are dropped or archived
 with ordinary PostgreSQL tools (``DETACH PARTITION``), without a long DELETE. Aggregations
-(``aggregatedValues``, §4.5.19) run in SQL over ``date_bin`` buckets.
+(``aggregatedValues``, §4.5.19) run in SQL (:func:`aggregate_history`, the SQLite history's period
+rules), whole past days read from a daily roll-up (``history_daily``) kept valid by a per-day
+version every writer bumps in its transaction (:func:`refresh_rollup` rebuilds the days it lost).
 
 The rows follow the SQLite history's content (kind, numeric projection, value, instanceId, other
 members): the temporal API reads a slice of them (:func:`history_slice`) with the same code as the
