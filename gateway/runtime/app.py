@@ -32,6 +32,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway import home
+from gateway.console import web as console
 from gateway.contract import Adapter, discover, discover_simulators
 from gateway.crosssite import HostPolicy
 from gateway.errors import ConfigInvalid, JonctionError, Unavailable
@@ -376,11 +377,12 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, type[Adapter]] |
             "admin.token (${ENV}) so that the admin and write APIs require a bearer token"])
     found = dict(adapters) if adapters is not None else discover()
     check_source_configs(config, found)
+    policy = HostPolicy.of(config.host, allowed_hosts(config))
     app = web.Application(client_max_size=config.max_body, middlewares=[
-        _errors, admin.cross_site_guard(HostPolicy.of(config.host, allowed_hosts(config))),
+        _errors, admin.cross_site_guard(policy),
         _auth_middleware(config.admin_token)])
     links = [*(home.ngsi_links("/ngsi-ld/v1") if config.embedded else []), *home.ADMIN_LINKS]
-    app.router.add_get("/", home.landing_handler("jonction gateway", links))
+    console.mount_gateway(app, config, links=links, policy=policy)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

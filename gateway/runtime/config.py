@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 import schemas
+from gateway.console.outlines import outline_problems, outlines_path
 from gateway.contract import Adapter
 from gateway.errors import ConfigInvalid
 from gateway.pointer import pointer
@@ -164,6 +165,8 @@ class GatewayConfig:
     sinks: list[SinkConfig] = field(default_factory=list)
     sources: list[SourceConfig] = field(default_factory=list)
     simulators: list[SimulatorConfig] = field(default_factory=list)
+    console_outlines: Path | None = None
+    """``console.outlines``: a GeoJSON file drawn under the console's map (checked when parsed)."""
 
     @property
     def loopback(self) -> bool:
@@ -325,6 +328,9 @@ def parse(
                        for r in src.get("routes", []))
         cfg.sources.append(SourceConfig(src["name"], src["adapter"], dict(src.get("config", {})),
                                         src.get("tenant", ""), routes, src.get("enabled", True)))
+    if "outlines" in document.get("console", {}):
+        cfg.console_outlines = outlines_path(document["console"]["outlines"], base)
+        problems.extend(f"/console/outlines: {p}" for p in outline_problems(cfg.console_outlines))
     for sim in document.get("simulators", []):
         cfg.simulators.append(SimulatorConfig(sim["name"], dict(sim.get("options", {}))))
     if not cfg.embedded and not cfg.sinks:

@@ -28,6 +28,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway import home
+from gateway.console.web import mount_store
+from gateway.crosssite import HostPolicy
 from gateway.store.api import add_entity_routes
 from gateway.store.backends import create_storage
 from gateway.store.base import Storage, tune_gc
@@ -126,6 +128,7 @@ def _not_implemented(app: web.Application, prefix: str) -> None:
 def create_root_app(settings: StoreSettings, *, storage: Storage | None = None) -> web.Application:
     """A root application with the store mounted at ``settings.base_path``."""
     root = web.Application(client_max_size=settings.max_body_bytes, handler_args=HANDLER_ARGS)
-    root.router.add_get("/", home.landing_handler("jonction NGSI-LD store", home.ngsi_links(settings.base_path)))
+    mount_store(root, title="jonction NGSI-LD store", links=home.ngsi_links(settings.base_path), tokens=settings.tokens,
+                policy=HostPolicy.of(settings.host, settings.allowed_hosts), ngsi_base=settings.base_path)
     root.add_subapp(settings.base_path, create_store_app(settings, storage=storage))
     return root

@@ -1,4 +1,4 @@
-"""``/`` answers a page that links to every API the process serves, not a 404."""
+"""``/`` answers the console, which links to every API the process serves, not a 404."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ async def test_gateway_root_links_to_apis_that_answer(tmp_path: Path) -> None:
             assert resp.status == 200
             assert resp.content_type == "text/html"
             page = await resp.text()
-        hrefs = re.findall(r'<a href="([^"]+)"', page)
+        hrefs = [h for h in re.findall(r'<a href="([^"]+)"', page) if not h.startswith("#")]  # "#": console pages
         assert {"/admin/sources", "/metrics", "/readyz"} <= set(hrefs)
         assert any(h.startswith("/ngsi-ld/v1/entities") for h in hrefs)
-        assert "<script" not in page and "http://" not in page and "https://" not in page  # offline, no asset
+        assert "http://" not in page and "https://" not in page  # offline: no asset from elsewhere
         for href in hrefs:  # every link leads somewhere real (no 404 from the page itself)
             assert await _links_answer(session, base, href.replace("&amp;", "&")) == 200, href
         async with session.get(base + "/", headers={"Accept": "application/json"}) as resp:
@@ -46,7 +46,7 @@ async def test_store_root_links_under_its_base_path(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/") as resp:
                 page = await resp.text()
-            hrefs = re.findall(r'<a href="([^"]+)"', page)
+            hrefs = [h for h in re.findall(r'<a href="([^"]+)"', page) if not h.startswith("#")]
             assert hrefs and all(h.startswith("/broker/v1/") for h in hrefs)
             for href in hrefs:
                 assert await _links_answer(session, f"http://127.0.0.1:{port}", href) == 200, href
