@@ -32,7 +32,7 @@ from gateway.store.base import StorageBase
 from gateway.store.indexing import SortKey, attr_summary, geo_boxes, geo_values
 from gateway.store.patterns import compile_user_pattern
 from gateway.store.postgres import migrations
-from gateway.store.postgres.compile import compile_spec
+from gateway.store.postgres.compile import Where, compile_spec
 from gateway.store.postgres.history import HistoryRow, PostgresHistoryWrites, Recorder, history_slice
 from gateway.store.problems import NgsiError
 from gateway.store.records import (
@@ -59,6 +59,8 @@ CHANGE_LOG_LOCK: Final = 0x6A6F6E6374_04
 """Transaction advisory lock serializing appends to the change log (seq order = commit order)."""
 _SCAN_CHUNK = 500
 """Rows fetched per round trip when Python decides (keyset pagination on id)."""
+_FIRST_CHUNK_MIN = 32
+"""Fewest rows the first round trip asks for (a page's worth, plus what the Python test may reject)."""
 _TENANT_LOCK = "jonction.tenant:"
 """Prefix of the per-tenant advisory lock key (hashed with hashtext)."""
 
@@ -80,6 +82,48 @@ FROM unnest($2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[], $7::f
 
 def _now() -> str:
     return model.format_time(datetime.now(UTC))
+
+
+class _Sequenced:
+    """A connection shared by coroutines of one transaction: their statements run one at a time, in turn.
+
+    asyncpg refuses a statement while another is in flight on the connection; the lock (first come,
+    first served) lets one coroutine prepare its next statement's rows while another's runs.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """``Connection.execute``, in turn."""
+        async with self._lock:
+            return str(await self._conn.execute(sql, *args))
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """``Connection.fetch``, in turn."""
+        async with self._lock:
+            return list(await self._conn.fetch(sql, *args))
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """``Connection.fetchval``, in turn."""
+        async with self._lock:
+            return await self._conn.fetchval(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        """``Connection.fetchrow``, in turn."""
+        async with self._lock:
+            return await self._conn.fetchrow(sql, *args)
+
+    async def executemany(self, sql: str, args: Any) -> None:
+        """``Connection.executemany``, in turn."""
+        async with self._lock:
+            await self._conn.executemany(sql, args)
+
+    async def copy_records_to_table(self, table: str, **kwargs: Any) -> str:
+        """``Connection.copy_records_to_table``, in turn."""
+        async with self._lock:
+            return str(await self._conn.copy_records_to_table(table, **kwargs))
 
 
 class PostgresSubscriptionRecords:
@@ -276,11 +320,25 @@ class PostgresStorage(StorageBase):
             if tenant not in self._tenants:
                 await conn.execute("INSERT INTO tenants(name) VALUES($1) ON CONFLICT DO NOTHING", tenant)
             results, events, touched, originals, state, written = await self._apply_in(conn, tenant, changes)
-            await self._store_many(conn, tenant, touched, originals, state)
             months: set[tuple[int, int]] = set()
             if written:
-                # same transaction: history and current state never disagree
-                _, months = await self._history.record(conn, tenant, written, _now())
+                # Same transaction: history and current state never disagree. The history rows are built
+                # in Python while PostgreSQL writes the entities (two cores work at once); the statements
+                # still go one at a time on the connection, entities first.
+                serial = _Sequenced(conn)
+                outcomes = await asyncio.gather(
+                    self._store_many(serial, tenant, touched, originals, state),
+                    self._history.record(serial, tenant, written, _now()),
+                    return_exceptions=True,
+                )
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome  # the entities' error first: the history's may only follow from it
+                recorded = outcomes[1]
+                assert isinstance(recorded, tuple)
+                months = recorded[1]
+            else:
+                await self._store_many(conn, tenant, touched, originals, state)
             # The notifying process notifies its own writes at once (as a single process would, before
             # its client's next request); the change log carries the others' writes to it.
             local = self._leader
@@ -481,7 +539,8 @@ class PostgresStorage(StorageBase):
         if not spec.needs_python():
             n = len(where.params)
             rows = await db.fetch(
-                f"SELECT e.doc::text FROM entities e WHERE {where.sql()} ORDER BY e.id LIMIT ${n + 1} OFFSET ${n + 2}",
+                f"SELECT e.doc::text FROM {where.source()} WHERE {where.sql()} "
+                f"ORDER BY e.id LIMIT ${n + 1} OFFSET ${n + 2}",
                 *where.params,
                 spec.limit + 1,
                 spec.offset,
@@ -489,9 +548,11 @@ class PostgresStorage(StorageBase):
             docs = [codec.loads(r[0]) for r in rows[: spec.limit]]
             count = None
             if spec.count:
-                count = int(await db.fetchval(f"SELECT count(*) FROM entities e WHERE {where.sql()}", *where.params))
+                count = int(await db.fetchval(
+                    f"SELECT count(*) FROM {where.source()} WHERE {where.sql()}", *where.params
+                ))
             return QueryResult(docs, count, len(rows) > spec.limit)
-        matches = self._filtered(db, where.sql(), where.params, spec)
+        matches = self._filtered(db, where, spec)
         if spec.sort_key is not None:
             all_docs = [d async for d in matches]
             key = spec.sort_key
@@ -512,17 +573,22 @@ class PostgresStorage(StorageBase):
             total += 1
         return QueryResult(page, total if spec.count else None, more)
 
-    async def _filtered(self, db: asyncpg.Pool, where: str, params: list[Any], spec: QuerySpec) -> Any:
+    async def _filtered(self, db: asyncpg.Pool, where: Where, spec: QuerySpec) -> Any:
         """The candidates in id order (keyset pages), kept when the Python tests hold."""
         pattern = compile_user_pattern(spec.id_pattern, "idPattern") if spec.id_pattern is not None else None
+        params = where.params
         n = len(params)
         sql = (
-            f"SELECT e.id, e.doc::text FROM entities e WHERE {where} AND e.id > ${n + 1} "
-            f"ORDER BY e.id LIMIT {_SCAN_CHUNK}"
+            f"SELECT e.id, e.doc::text FROM {where.source(f'${n + 1}')} WHERE {where.sql()} AND e.id > ${n + 1} "
+            f"ORDER BY e.id LIMIT ${n + 2}"
         )
+        # The first round trip asks for about one page: the database evaluates (and sorts) only the
+        # candidates it returns, so a page of a large area does not cost the whole area. Later ones,
+        # and scans that need every match (count, orderBy), go by full chunks.
+        chunk = _first_chunk(spec)
         last = ""
         while True:
-            rows = await db.fetch(sql, *params, last)
+            rows = await db.fetch(sql, *params, last, chunk)
             for eid, text in rows:
                 if pattern is not None and not pattern.search(eid):
                     continue
@@ -532,9 +598,10 @@ class PostgresStorage(StorageBase):
                 if spec.predicate is not None and not spec.predicate(doc):
                     continue
                 yield doc
-            if len(rows) < _SCAN_CHUNK:
+            if len(rows) < chunk:
                 return
             last = rows[-1][0]
+            chunk = _SCAN_CHUNK
 
     async def type_info(self, tenant: str) -> dict[str, TypeInfo]:
         """Entity type IRI → discovery facts, for one tenant (aggregated in SQL)."""
@@ -553,6 +620,14 @@ class PostgresStorage(StorageBase):
         ):
             attrs[t].setdefault(name, set()).add(kind)
         return {t: TypeInfo(counts[t], {a: frozenset(k) for a, k in attrs[t].items()}) for t in sorted(counts)}
+
+
+def _first_chunk(spec: QuerySpec) -> int:
+    """Rows of the first keyset round trip of a query Python decides: a page plus a margin for rejects."""
+    if spec.count or spec.sort_key is not None:
+        return _SCAN_CHUNK
+    wanted = spec.offset + spec.limit + 1  # one more tells whether a next page exists
+    return min(_SCAN_CHUNK, max(_FIRST_CHUNK_MIN, wanted + wanted // 2))
 
 
 def _commits(rows: Sequence[Any]) -> list[list[ChangeEvent]]:
