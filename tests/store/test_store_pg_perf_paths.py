@@ -1,5 +1,5 @@
 """The store's fast paths keep the NGSI-LD answers: paging when Python rejects many candidates, and the
-PostgreSQL batch write whose entity and history statements are prepared side by side."""
+PostgreSQL batch write of state and history in one transaction."""
 
 from __future__ import annotations
 

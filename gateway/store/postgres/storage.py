@@ -84,48 +84,6 @@ def _now() -> str:
     return model.format_time(datetime.now(UTC))
 
 
-class _Sequenced:
-    """A connection shared by coroutines of one transaction: their statements run one at a time, in turn.
-
-    asyncpg refuses a statement while another is in flight on the connection; the lock (first come,
-    first served) lets one coroutine prepare its next statement's rows while another's runs.
-    """
-
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-        self._lock = asyncio.Lock()
-
-    async def execute(self, sql: str, *args: Any) -> str:
-        """``Connection.execute``, in turn."""
-        async with self._lock:
-            return str(await self._conn.execute(sql, *args))
-
-    async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        """``Connection.fetch``, in turn."""
-        async with self._lock:
-            return list(await self._conn.fetch(sql, *args))
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        """``Connection.fetchval``, in turn."""
-        async with self._lock:
-            return await self._conn.fetchval(sql, *args)
-
-    async def fetchrow(self, sql: str, *args: Any) -> Any:
-        """``Connection.fetchrow``, in turn."""
-        async with self._lock:
-            return await self._conn.fetchrow(sql, *args)
-
-    async def executemany(self, sql: str, args: Any) -> None:
-        """``Connection.executemany``, in turn."""
-        async with self._lock:
-            await self._conn.executemany(sql, args)
-
-    async def copy_records_to_table(self, table: str, **kwargs: Any) -> str:
-        """``Connection.copy_records_to_table``, in turn."""
-        async with self._lock:
-            return str(await self._conn.copy_records_to_table(table, **kwargs))
-
-
 class PostgresSubscriptionRecords:
     """Subscriptions in the ``subscriptions`` table, through the storage's connection pool."""
 
@@ -320,25 +278,11 @@ class PostgresStorage(StorageBase):
             if tenant not in self._tenants:
                 await conn.execute("INSERT INTO tenants(name) VALUES($1) ON CONFLICT DO NOTHING", tenant)
             results, events, touched, originals, state, written = await self._apply_in(conn, tenant, changes)
+            await self._store_many(conn, tenant, touched, originals, state)
             months: set[tuple[int, int]] = set()
             if written:
-                # Same transaction: history and current state never disagree. The history rows are built
-                # in Python while PostgreSQL writes the entities (two cores work at once); the statements
-                # still go one at a time on the connection, entities first.
-                serial = _Sequenced(conn)
-                outcomes = await asyncio.gather(
-                    self._store_many(serial, tenant, touched, originals, state),
-                    self._history.record(serial, tenant, written, _now()),
-                    return_exceptions=True,
-                )
-                for outcome in outcomes:
-                    if isinstance(outcome, BaseException):
-                        raise outcome  # the entities' error first: the history's may only follow from it
-                recorded = outcomes[1]
-                assert isinstance(recorded, tuple)
-                months = recorded[1]
-            else:
-                await self._store_many(conn, tenant, touched, originals, state)
+                # same transaction: history and current state never disagree
+                _, months = await self._history.record(conn, tenant, written, _now())
             # The notifying process notifies its own writes at once (as a single process would, before
             # its client's next request); the change log carries the others' writes to it.
             local = self._leader
