@@ -114,3 +114,22 @@ async def test_failed_batch_writes_neither_state_nor_history(server: StoreServer
     # one instance each: nothing of the refused batch reached the history
     assert [inst["value"] for inst in _as_list(reply.json["powerState"])] == ["on"]
     assert len(_as_list(reply.json["illuminanceLevel"])) == 1
+
+
+async def test_deleted_entity_leaves_no_geometry_behind(server: StoreServer) -> None:
+    """A deleted entity is no geo-query answer, and its id re-created elsewhere is found only there."""
+    near = {"type": "Streetlight", "georel": "near;maxDistance==100", "geometry": "Point",
+            "coordinates": "[2.35,48.85]", "count": "true"}
+    reply = await server.post("/entityOperations/upsert", [streetlight("gone")], headers=_HEADERS)
+    assert reply.status == 201, reply.raw
+    assert (await _ids(server, near))[0] == ["urn:ngsi-ld:Streetlight:gone"]
+    reply = await server.post("/entityOperations/delete", ["urn:ngsi-ld:Streetlight:gone"])
+    assert reply.status == 204, reply.raw
+    assert (await _ids(server, near))[0] == []
+    moved = streetlight("gone")
+    moved["location"]["value"]["coordinates"] = [2.5, 48.9]
+    reply = await server.post("/entityOperations/upsert", [moved], headers=_HEADERS)
+    assert reply.status == 201, reply.raw
+    assert (await _ids(server, near))[:3:2] == ([], "0")
+    there = {**near, "coordinates": "[2.5,48.9]"}
+    assert (await _ids(server, there))[0] == ["urn:ngsi-ld:Streetlight:gone"]
