@@ -121,7 +121,8 @@ CREATE TABLE notifier_cursor(
 );
 """
 
-_V5 = """
+_V6 = """
+-- (Version 6: version 5 is the history's daily roll-up, built beside this one.)
 -- Write cost (measured with bench/bench_store.py): the boxes' foreign key ran one check per box inserted
 -- (about two thirds of the insert's time); the store deletes an entity's boxes itself. No query reads the
 -- whole-document GIN index (the attrs and types indexes serve them), and every write updated it.
@@ -134,7 +135,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "subscriptions (definition and delivery state, one JSONB document each)", _V2),
     Migration(3, "attribute history, partitioned by month", _V3),
     Migration(4, "change log and cursor of the notifying process", _V4),
-    Migration(5, "cheaper writes: no foreign key on geometry boxes, no whole-document GIN index", _V5),
+    Migration(6, "cheaper writes: no foreign key on geometry boxes, no whole-document GIN index", _V6),
 )
 """Every migration, in order; append new ones, never edit an applied one."""
 

@@ -449,7 +449,7 @@ class PostgresStorage(StorageBase):
             )
         if deletes:
             await conn.execute("DELETE FROM entities WHERE tenant = $1 AND id = ANY($2::text[])", tenant, deletes)
-            # no foreign key cascades (migration 5): the boxes go with their entity
+            # no foreign key cascades (migration 6): the boxes go with their entity
             await conn.execute("DELETE FROM geo WHERE tenant = $1 AND id = ANY($2::text[])", tenant, deletes)
         if up_ids:
             await conn.execute(_UPSERT, tenant, up_ids, up_attrs, up_docs, up_types)
