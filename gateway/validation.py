@@ -634,6 +634,7 @@ class _ModelInfo:
     spec: schemas.ModelSpec
     predicate: Callable[[Any], bool] | None
     array_relationships: frozenset[str]
+    links: frozenset[str]
     lowered: Mapping[str, str]
 
 
@@ -646,7 +647,10 @@ def _info(spec: schemas.ModelSpec) -> _ModelInfo:
         found = _ModelInfo(
             spec,
             schemas.fast_check(spec.schema),
-            frozenset(n for n, a in spec.attributes.items() if a.ngsi_type == "Relationship" and _wants_array(spec, n)),
+            frozenset(n for n, a in spec.attributes.items()
+                      if a.ngsi_type in ("Relationship", "Property") and _wants_array(spec, n)),
+            frozenset(n for n, a in spec.attributes.items()
+                      if a.ngsi_type == "Property" and _holds_entity_ids(spec, n)),
             {name.lower(): name for name in spec.attributes},
         )
         _INFO[spec.name] = found
@@ -669,7 +673,11 @@ def _fast_verdict(info: _ModelInfo, entity: Mapping[str, Any], kinds: Mapping[st
             continue
         declared = attributes.get(name)
         kind = kinds.get(name)
-        if declared is None or kind is None or kind != declared.ngsi_type:
+        if declared is None or kind is None:
+            return False
+        if kind != declared.ngsi_type and not (kind == "Relationship" and name in info.links):
+            # A Relationship where the model keeps entity ids in a Property (Device.controlledAsset) is
+            # compatible, not unusual: it stays on the fast path instead of paying the detailed one.
             return False
         if type(value) is dict and _tag(value.get("type")) in ATTRIBUTE_TYPES:
             unit = declared.unit or CONVENTIONAL_UNITS.get(name)

@@ -73,6 +73,13 @@ HTTP_CONFIG_SCHEMA: dict[str, Any] = {
 """JSON Schema of the ``http`` member of a push adapter config."""
 
 
+def cross_site_refusal(request: web.Request) -> web.Response | None:
+    """403 for what only a browser on another site sends (an endpoint without authentication uses it), else None."""
+    refused = refusal(_ANY_HOST, host=request.headers.get("Host"), origin=request.headers.get("Origin"),
+                      scheme=request.scheme, fetch_site=request.headers.get("Sec-Fetch-Site"))
+    return None if refused is None else problem_response(403, "Forbidden", refused)
+
+
 class BodyTooLarge(Exception):
     """A request body over the receiver's ``max_body_bytes``."""
 
@@ -142,10 +149,9 @@ class PushReceiver:
 
         async def receive(request: web.Request) -> web.StreamResponse:
             if authenticate is None:
-                refused = refusal(_ANY_HOST, host=request.headers.get("Host"), origin=request.headers.get("Origin"),
-                                  scheme=request.scheme, fetch_site=request.headers.get("Sec-Fetch-Site"))
-                if refused is not None:
-                    return problem_response(403, "Forbidden", refused)
+                forbidden = cross_site_refusal(request)
+                if forbidden is not None:
+                    return forbidden
             try:
                 body = await self.read_body(request)
             except BodyTooLarge as exc:

@@ -34,13 +34,13 @@ from aiohttp.typedefs import Middleware
 from gateway import home
 from gateway.contract import Adapter, discover, discover_simulators
 from gateway.crosssite import HostPolicy
-from gateway.errors import ConfigInvalid, JonctionError
+from gateway.errors import ConfigInvalid, JonctionError, Unavailable
 from gateway.runtime import admin
 from gateway.runtime.archive import RawArchive
 from gateway.runtime.config import CONTEXT_PATH, GatewayConfig, check_source_configs
 from gateway.runtime.db import Database
 from gateway.runtime.deadletters import DeadLetters
-from gateway.runtime.dedup import SeenKeys
+from gateway.runtime.dedup import SeenKeys, shared_claims
 from gateway.runtime.logging import redact
 from gateway.runtime.metrics import Labels, Metrics
 from gateway.runtime.outbox import Outbox
@@ -305,8 +305,10 @@ def build_runtime(
         sinks.append(RemoteBrokerSink(sc.name, sc.settings))
         routes.append(SinkRoute(sc.name, sc.tenants))
         latest_only[sc.name] = sc.latest_only
+    shared = (shared_claims(config.dedup_database, password=config.dedup_password, max_age_s=config.dedup_max_age_s)
+              if config.dedup_database else None)
     pipeline = Pipeline(db, archive, outbox, deadletters, seen, metrics, load_validator(config.schema_validation),
-                        routes)
+                        routes, shared)
     publishers = {sink.name: Publisher(sink, db, outbox, deadletters, metrics, config.publisher,
                                        latest_only=latest_only[sink.name]) for sink in sinks}
     rt = Runtime(config, adapters, http, storage, metrics, db, archive, outbox, deadletters, seen, pipeline,
@@ -325,6 +327,9 @@ async def _runtime_ctx(
     tasks.append(asyncio.create_task(_maintenance(rt), name="maintenance"))
     try:
         await _start_simulators(rt)
+        if rt.pipeline.shared is not None:
+            with contextlib.suppress(Unavailable):  # logged; claims connect again when messages come
+                await rt.pipeline.shared.open()
         for src in cfg.sources:
             if src.enabled:
                 rt.start_source(src)
@@ -340,7 +345,7 @@ async def _runtime_ctx(
     finally:
         rt.ready = False
         await asyncio.gather(*(s.stop() for s in rt.sources.values()), return_exceptions=True)
-        rt.pipeline.close()
+        await rt.pipeline.aclose()
         started = time.monotonic()
         drained = await asyncio.gather(*(p.drain(cfg.drain_timeout_s) for p in rt.publishers.values()))
         log.info("shutdown: publishers %s in %.2fs", "drained" if all(drained) else "stopped with a backlog",

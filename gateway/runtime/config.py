@@ -7,6 +7,7 @@ in logs, and never echoed back in an error message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -146,6 +148,9 @@ class GatewayConfig:
     archive_max_age_s: float = 7 * 86400.0
     outbox_max_bytes: int = 1 << 30
     dedup_max_age_s: float = 86400.0
+    dedup_database: str | None = None
+    """``dedup.database``: idempotency keys shared with other instances (PostgreSQL URL); None: local only."""
+    dedup_password: str | None = None
     schema_validation: bool = True
     publisher: PublisherSettings = field(default_factory=PublisherSettings)
     drain_timeout_s: float = 10.0
@@ -213,6 +218,13 @@ def _secret(block: Mapping[str, Any] | None, key: str, where: str, problems: lis
         return None
 
 
+def _mask_url_password(block: Any, key: str) -> None:
+    """Mask the password a database URL carries (``postgresql://user:secret@host/db``) before any message quotes it."""
+    if isinstance(block, dict) and isinstance(block.get(key), str):
+        with contextlib.suppress(ValueError):
+            register_secret(urlsplit(block[key]).password)
+
+
 def parse(
     document: Any, *, base: Path | None = None, adapters: Mapping[str, type[Adapter]] | None = None
 ) -> GatewayConfig:
@@ -228,6 +240,7 @@ def parse(
     document = _substitute(document, "", problems)
     if not isinstance(document, dict):
         raise ConfigInvalid("the configuration must be a mapping", ["/: expected a mapping of settings"])
+    _mask_url_password(document.get("dedup"), "database")
     problems.extend(redact(p) for p in schema_problems(gateway_schema(), document))
     if problems:
         if adapters is not None:
@@ -250,7 +263,10 @@ def parse(
     cfg.archive_max_bytes = size(archive.get("max_bytes"), cfg.archive_max_bytes)
     cfg.archive_max_age_s = duration(archive.get("max_age"), cfg.archive_max_age_s)
     cfg.outbox_max_bytes = size(document.get("outbox", {}).get("max_bytes"), cfg.outbox_max_bytes)
-    cfg.dedup_max_age_s = duration(document.get("dedup", {}).get("max_age"), cfg.dedup_max_age_s)
+    dedup = document.get("dedup", {})
+    cfg.dedup_max_age_s = duration(dedup.get("max_age"), cfg.dedup_max_age_s)
+    cfg.dedup_database = dedup.get("database")
+    cfg.dedup_password = _secret(dedup, "password", "/dedup", problems, base)
     cfg.schema_validation = bool(document.get("validation", {}).get("schemas", True))
     pub = document.get("publisher", {})
     defaults = PublisherSettings()

@@ -3,6 +3,13 @@
 A redelivered message (an MQTT retry, a webhook resent after a timeout) carries the key of the
 first delivery: it is acknowledged again without a second write. Keys older than the dedup
 window are forgotten.
+
+Two scopes. :class:`SeenKeys` is this instance's memory, in the gateway's SQLite database and in
+the same transaction as the archive and outbox rows: a redelivery to the same instance. A
+:class:`SharedClaims` (``dedup.database``; :mod:`gateway.runtime.dedup_pg`) is the memory of
+several instances on one feed (an MQTT ``$share`` group, an HTTP load balancer): the same uplink
+heard by two LoRaWAN gateways and reaching two instances is accepted by one of them only. The
+pipeline asks both; a message is written when both see it for the first time.
 """
 
 from __future__ import annotations
@@ -10,8 +17,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Final, NamedTuple
+from contextlib import AbstractAsyncContextManager
+from typing import Final, NamedTuple, Protocol
 
+from gateway.errors import ConfigInvalid
 from gateway.runtime.db import Database
 
 SCHEMA: Final = """
@@ -70,3 +79,36 @@ class SeenKeys:
     def count(self) -> int:
         """Number of keys remembered."""
         return int(self.db.conn.execute("SELECT COUNT(*) FROM seen").fetchone()[0])
+
+
+class SharedClaims(Protocol):
+    """Idempotency keys several gateway instances share (a database all of them reach)."""
+
+    def claim(self, deliveries: Sequence[SeenKey]) -> AbstractAsyncContextManager[set[int]]:
+        """Claim the keys of ``deliveries``; yields the indexes this instance won.
+
+        The claim is provisional inside the ``async with`` block and becomes final when the
+        block exits normally; an exception in the block (the local commit failed) releases it.
+        Raises :class:`~gateway.errors.Unavailable` when the shared store cannot be reached.
+        """
+        ...
+
+    async def open(self) -> None:
+        """Connect now (Unavailable when the store cannot be reached; claims retry later)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connections (idempotent)."""
+        ...
+
+
+def shared_claims(url: str, *, password: str | None, max_age_s: float) -> SharedClaims:
+    """The shared store of keys at ``url`` (``dedup.database``), not yet connected."""
+    try:
+        from gateway.runtime.dedup_pg import PostgresClaims
+    except ImportError as exc:
+        if exc.name != "asyncpg":
+            raise
+        raise ConfigInvalid("dedup.database needs asyncpg", [
+            "/dedup/database: the shared dedup store needs asyncpg (pip install 'jonction[postgresql]')"]) from None
+    return PostgresClaims(url, password=password, max_age_s=max_age_s)

@@ -5,12 +5,14 @@ the same event-loop turn are handled together in one SQLite transaction (group c
 each ``emit`` returns only after that commit: the message is then archived and its entities
 are durably queued for every sink (or kept as dead letters). That return is the acknowledgement
 transports rely on (MQTT ack, HTTP 2xx). A redelivered message (same source and idempotency
-key) is acknowledged without a second write.
+key) is acknowledged without a second write. With ``dedup.database``, the keys are also claimed
+in a store shared by several instances before the commit (:mod:`gateway.runtime.dedup_pg`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import itertools
 import logging
@@ -27,7 +29,7 @@ from gateway.model import Entity, RawMessage
 from gateway.runtime.archive import ArchiveEntry, RawArchive
 from gateway.runtime.db import Database
 from gateway.runtime.deadletters import DeadLetters
-from gateway.runtime.dedup import SeenKey, SeenKeys
+from gateway.runtime.dedup import SeenKey, SeenKeys, SharedClaims
 from gateway.runtime.logging import correlation_id
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.normalize import NormalizeError, normalize
@@ -140,6 +142,7 @@ class Pipeline:
         metrics: Metrics,
         validator: BatchValidator,
         sinks: Sequence[SinkRoute],
+        shared: SharedClaims | None = None,
     ) -> None:
         self.db = db
         self.archive = archive
@@ -149,6 +152,9 @@ class Pipeline:
         self.metrics = metrics
         self.validate = validator
         self.sinks = list(sinks)
+        self.shared = shared
+        """Idempotency keys shared with other instances (``dedup.database``), claimed before each commit."""
+        self._flusher: asyncio.Task[None] | None = None
         self.sources: dict[str, SourceBinding] = {}
         self._pending: list[_Pending] = []
         self._scheduled = False
@@ -185,15 +191,60 @@ class Pipeline:
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self.shared is not None:
+            # The shared claim needs a round trip: one task commits group after group, and what
+            # arrives meanwhile forms the next group.
+            if self._pending and (self._flusher is None or self._flusher.done()):
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_shared(self.shared))
+            return
         batch, self._pending = self._pending, []
         if not batch:
             return
+        try:
+            outcomes = self._commit(batch, None)
+        except Exception as exc:  # the whole group failed to commit: nothing was acknowledged
+            self._failed(batch, exc)
+            return
+        self._acknowledge(batch, outcomes)
+
+    async def _flush_shared(self, shared: SharedClaims) -> None:
+        """Commit pending groups, each claimed in the shared store first (see gateway.runtime.dedup_pg)."""
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+            outcomes: list[Outcome] | None = None
+            try:
+                async with shared.claim([SeenKey(p.raw.source, p.raw.idempotency_key, p.received)
+                                         for p in batch]) as won:
+                    outcomes = self._commit(batch, won)
+            except Exception as exc:
+                if outcomes is None:  # claim or local commit failed: rolled back, nothing acknowledged
+                    self._failed(batch, exc)
+                    continue
+                # Durable in this outbox; only the claim's commit failed (a duplicate elsewhere, at worst).
+                log.warning("%d messages accepted without a recorded shared claim: %s", len(batch), exc)
+            except BaseException:  # cancelled: settle every waiting message before leaving
+                if outcomes is None:
+                    self._failed(batch, Unavailable("the gateway is shutting down"))
+                else:
+                    self._acknowledge(batch, outcomes)
+                rest, self._pending = self._pending, []
+                self._failed(rest, Unavailable("the gateway is shutting down"))
+                raise
+            self._acknowledge(batch, outcomes)
+
+    def _commit(self, batch: list[_Pending], won: set[int] | None) -> list[Outcome]:
+        """One transaction: dedup keys, archive, translation, outbox rows; what became of each message.
+
+        ``won``: the indexes this instance claimed in the shared store (None: no shared store).
+        """
         touched: set[str] = set()
         try:
             with self.db.transaction() as conn:
                 rows: list[QueuedRow] = []
                 fresh = self.seen.first_deliveries(
                     conn, [SeenKey(p.raw.source, p.raw.idempotency_key, p.received) for p in batch])
+                if won is not None:
+                    fresh &= won
                 outcomes = [self._ingest(_Message(conn, self.sources[p.raw.source], p.raw, p.corr, p.received),
                                          rows, touched)
                             if i in fresh else self._duplicate(p.raw, p.corr)
@@ -203,14 +254,26 @@ class Pipeline:
                                                 if i in fresh])
                 if rows:
                     self.outbox.add(conn, rows)
-        except Exception as exc:  # the whole group failed to commit: nothing was acknowledged
-            log.error("could not commit %d messages", len(batch), exc_info=exc)
+        except Exception:
             self._recount()
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(Unavailable(f"storage error: {exc}"))
-            return
+            raise
         self.outbox.notify(touched)
+        return outcomes
+
+    def _failed(self, batch: list[_Pending], exc: BaseException) -> None:
+        """Fail every message of a group that was not committed (the sources deliver them again)."""
+        if isinstance(exc, Unavailable):
+            error = exc  # the component that knows (the shared dedup store) logs it once, not per group
+            log.debug("could not accept %d messages: %s", len(batch), exc)
+        else:
+            error = Unavailable(f"storage error: {exc}")
+            log.error("could not commit %d messages", len(batch), exc_info=exc)
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(error)
+
+    @staticmethod
+    def _acknowledge(batch: list[_Pending], outcomes: list[Outcome]) -> None:
         for p, outcome in zip(batch, outcomes, strict=True):
             if not p.future.done():
                 p.future.set_result(outcome)
@@ -233,11 +296,22 @@ class Pipeline:
         """Handle what is pending now (used at shutdown)."""
         self._flush()
         await asyncio.sleep(0)
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
 
     def close(self) -> None:
-        """Refuse new messages and commit what is pending."""
+        """Refuse new messages and commit what is pending (see :meth:`aclose` with a shared store)."""
         self._flush()
         self._closed = True
+
+    async def aclose(self) -> None:
+        """Refuse new messages, commit what is pending, and close the shared dedup store if any."""
+        self.close()
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+        if self.shared is not None:
+            await self.shared.close()
 
     # ------------------------------------------------------------------ the two paths
 

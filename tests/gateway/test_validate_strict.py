@@ -97,3 +97,27 @@ def test_validate_takes_strict_as_a_keyword() -> None:
     unknown = dict(_air(), type="AirQualityObservation")
     assert validate(unknown).valid
     assert [(p.pointer, p.rule) for p in validate(unknown, strict=True).errors] == [("/type", "unknown-model")]
+
+
+
+def test_a_device_linking_its_asset_stays_on_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every LoRaWAN uplink carries a Device whose controlledAsset is a Relationship: that common case
+    must not pay the detailed path (the schema walk with pointers), and a bad link must still take it."""
+    import gateway.validation as validation
+
+    walks: list[str] = []
+    real = validation._schema_problems
+
+    def counted(spec: Any, *args: Any, **kwargs: Any) -> Any:
+        walks.append(spec.name)
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(validation, "_schema_problems", counted)
+    device = {"id": "urn:ngsi-ld:Device:em310-1", "type": "Device",
+              "controlledProperty": {"type": "Property", "value": ["fillingLevel"]},
+              "controlledAsset": {"type": "Relationship", "object": "urn:ngsi-ld:WasteContainer:w1"}}
+    assert validate(device).valid and validate(device).warnings == ()
+    assert walks == []
+    device["controlledAsset"] = {"type": "Relationship", "object": "bin 1"}
+    assert not validate(device).valid
+    assert walks == ["Device"]

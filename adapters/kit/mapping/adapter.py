@@ -27,6 +27,7 @@ from adapters.kit.mapping.engine import EntityMapping, apply_mapping, item_tenan
 from adapters.kit.mapping.support import Availability, StateFile, mapping_from_config
 from adapters.kit.payload import load_json
 from gateway.contract import Manifest, adapter_logger, load_config_schema
+from gateway.errors import ConfigInvalid
 from gateway.model import Entity, RawMessage
 
 __all__ = ["MappingAdapter"]
@@ -47,6 +48,8 @@ class MappingAdapter:
     """``split`` when the config gives none: one RawMessage per ``message`` (page, delivery) or per ``item``."""
     payload_name: ClassVar[str] = "payload"
     """What a payload is called in a TranslationError when it is not JSON ("delivery", "payload"...)."""
+    push_context: ClassVar[bool] = False
+    """True when the transport gives the mapping a push's query string and headers (``$query.i``)."""
 
     def __init_subclass__(cls, *, package: str | None = None, **kwargs: Any) -> None:
         """Load the subclass's manifest and config schema from ``package``."""
@@ -71,6 +74,13 @@ class MappingAdapter:
         self.tenant: str = str(config.get("tenant", ""))
         self.split: str = str(config.get("split", self.default_split))
         self.mapping: EntityMapping = mapping_from_config(config, self.package)
+        if self.mapping.context and not self.push_context:
+            inline = config.get("mapping") is not None
+            raise ConfigInvalid("invalid mapping", [
+                (f"/mapping{where}: " if inline else f"/mapping_file: {where}: ")
+                + f"the {domain} adapter receives no pushes, so $query and $headers selectors have nothing to read"
+                for where in self.mapping.context.values()
+            ])
         self.log: logging.Logger = log or adapter_logger(domain)
         self.http = http
         """The runtime's shared client session, when it gives one."""
@@ -85,18 +95,20 @@ class MappingAdapter:
         """True when each item becomes its own RawMessage: ``split: item``, or items routed to tenants."""
         return self.split == "item" or self.mapping.tenant is not None
 
-    def tenant_of(self, item: Any) -> str:
-        """The tenant of one item: the one the mapping's ``tenant`` selector finds, else the source's."""
-        return item_tenant(self.mapping, item) or self.tenant
+    def tenant_of(self, item: Any, context: Mapping[str, str] | None = None) -> str:
+        """The tenant of one item: the one the mapping's ``tenant`` selector finds (in the item or, for a
+        push, its ``context``), else the source's."""
+        return item_tenant(self.mapping, item, context or {}) or self.tenant
 
     # ------------------------------------------------------------------ pure translation
 
     def to_entities(self, raw: RawMessage) -> list[Entity]:
         """Apply the mapping to one message: a whole document, or one item when the transport split it."""
         doc = load_json(raw.payload, what=self.payload_name)
+        # A push transport put the query parameters and headers the mapping reads in the metadata.
         if raw.metadata.get("split") == "item":
-            return [map_item(self.mapping, doc, where=self.item_where(raw.metadata))]
-        return apply_mapping(self.mapping, doc)
+            return [map_item(self.mapping, doc, where=self.item_where(raw.metadata), context=raw.metadata)]
+        return apply_mapping(self.mapping, doc, raw.metadata)
 
     def item_where(self, metadata: Mapping[str, str]) -> str:
         """How a TranslationError names an item (the transport's metadata says where it came from)."""

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapters.kit.mapping.engine import EntityMapping, items_pointer, load_mapping, map_item, select_items
+from adapters.kit.mapping.engine import (
+    EntityMapping,
+    context_key,
+    items_pointer,
+    load_mapping,
+    map_item,
+    select_items,
+)
 from adapters.kit.mapping.records import FORMATS, csv_records, decode
 from gateway.errors import InputError, TranslationError
 
@@ -36,6 +43,10 @@ def register(sub: Any) -> None:
     apply.add_argument("--format", choices=("auto", "json", "geojson", "csv"), default="auto",
                        help="format of the document (default: from its file name)")
     apply.add_argument("--no-validate", action="store_true", help="skip Smart Data Model validation")
+    apply.add_argument("--query", action="append", default=[], metavar="NAME=VALUE",
+                       help="a query parameter of the push, for $query.NAME selectors (repeatable)")
+    apply.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
+                       help="a header of the push, for $headers.NAME selectors (repeatable)")
     apply.set_defaults(handler=_apply)
 
     def usage(_args: argparse.Namespace) -> int:
@@ -48,8 +59,24 @@ def register(sub: Any) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     mapping = load_mapping(args.mapping)
-    print(f"ok: {args.mapping} builds {mapping.entity_type} entities with {len(mapping.attributes)} attributes")
+    static = sum(1 for a in mapping.attributes if a.static is not None)
+    print(f"ok: {args.mapping} builds {mapping.entity_type} entities with {len(mapping.attributes)} attributes"
+          + (f" ({static} static)" if static else ""))
+    if mapping.context:
+        print("reads from the push: " + ", ".join(f"${key} ({where})" for key, where in mapping.context.items()))
     return 0
+
+
+def _context(args: argparse.Namespace) -> dict[str, str]:
+    """The push context ``--query`` and ``--header`` give (keys as a push transport writes them)."""
+    context: dict[str, str] = {}
+    for given, scope, sep in [(q, "query", "=") for q in args.query] + [(h, "headers", ":") for h in args.header]:
+        name, found, value = given.partition(sep)
+        key = context_key(f"${scope}.{name.strip()}")
+        if not found or key is None:
+            raise InputError(f"--{'query' if scope == 'query' else 'header'} {given!r}: expected NAME{sep}VALUE")
+        context[key] = value.strip() if scope == "headers" else value
+    return context
 
 
 def _items(mapping: EntityMapping, path: Path, kind: str) -> list[tuple[str, str, Any]]:
@@ -87,12 +114,13 @@ def _apply(args: argparse.Namespace) -> int:
     from gateway.validation import validate
 
     mapping = load_mapping(args.mapping)
+    context = _context(args)
     entities, bad = [], 0
     for where, pointer, item in _items(mapping, args.document, args.format):
         try:
             if isinstance(item, dict) and "__row_error__" in item:
                 raise TranslationError(f"{where}: {item['__row_error__']}")
-            entity = map_item(mapping, item, where=where, pointer=pointer)
+            entity = map_item(mapping, item, where=where, pointer=pointer, context=context)
         except TranslationError as exc:
             bad += 1
             print(f"untranslatable: {exc.reason}" + (f" (at {exc.pointer})" if exc.pointer else ""),

@@ -1,9 +1,12 @@
 """The declarative mapping engine: a small YAML language from vendor documents to NGSI-LD entities.
 
 A mapping names the entity type, an id template, where the items are (JMESPath), and for each
-attribute where its value is and how to clean it (value map, type, scale, unit, CRS, time).
-``compile_mapping`` checks a mapping once and reports every problem together, naming the key;
-``apply_mapping`` is then a pure function of the document.
+attribute where its value is and how to clean it (value map, type, scale, unit, CRS, time,
+``epoch: s|ms``), or a constant (a static attribute). A push's query parameters and headers are
+read with ``$query.<name>`` and ``$headers.<name>`` from the context the transport gives.
+``compile_mapping`` checks a mapping once — static attributes included, built there — and reports
+every problem together, each named by the JSON pointer of its key; ``apply_mapping`` is then a pure
+function of the document (and of the push context).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
@@ -31,6 +34,7 @@ from adapters.kit.payload import INT_MAX, INT_MIN, load_json
 from gateway.crs import point_from, to_wgs84
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import Entity, ModelError, epoch_time, format_time, is_uri, urn
+from gateway.pointer import pointer
 from gateway.units import UNIT_ALIASES, UnitError, convert, is_uncefact
 
 MAPPING_SCHEMA: Final[Mapping[str, Any]] = json.loads(
@@ -50,6 +54,17 @@ _TRUE: Final = frozenset({"true", "1", "yes", "oui", "vrai", "y", "o"})
 _FALSE: Final = frozenset({"false", "0", "no", "non", "faux", "n"})
 _SOURCES: Final = ("select", "value", "point", "geometry")
 _WGS84: Final = "EPSG:4326"
+# $query.<parameter> and $headers.<header name> (an HTTP token, RFC 9110).
+_CONTEXT_SELECTOR: Final = re.compile(r"^\$(query|headers)\.([!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
+_SECRET_NAME: Final = re.compile(
+    r"authorization|authentication|cookie|signature|token|secret|password|passwd|api[-_]?key|credential|session",
+    re.IGNORECASE,
+)
+"""Header and query names a mapping may not read: credentials must never reach entities or dead letters."""
+_NO_CONTEXT: Final[Mapping[str, str]] = {}
+_ABSENT: Final[Mapping[str, Any]] = {}
+_SCALARS: Final = frozenset({str, int, float, bool})
+"""JSON scalar types, tested by ``type()`` before the dearer Mapping ABC check on hot paths."""
 
 
 # One interpreter for every search: jmespath builds a new one per call otherwise, which costs
@@ -57,25 +72,51 @@ _WGS84: Final = "EPSG:4326"
 _INTERPRETER: Final = TreeInterpreter(Options())
 
 
-class Selector:
-    """A compiled JMESPath expression; plain dotted paths take a direct, faster route."""
+def context_key(text: str) -> str | None:
+    """The push-context key a ``$query.<name>`` / ``$headers.<name>`` selector reads, else None.
 
-    __slots__ = ("_keys", "_tree", "text")
+    Header names are case-insensitive (RFC 9110), so their key is lower-cased; a query parameter
+    name is kept as written. The key is also the ``RawMessage.metadata`` key a transport fills.
+    """
+    match = _CONTEXT_SELECTOR.match(text)
+    if match is None:
+        return None
+    scope, name = match.groups()
+    return f"headers.{name.lower()}" if scope == "headers" else f"query.{name}"
+
+
+class Selector:
+    """A compiled JMESPath expression; plain dotted paths take a direct, faster route.
+
+    ``$query.<name>`` and ``$headers.<name>`` are not JMESPath: they read the push's query
+    string and headers from the context a transport gives (``RawMessage.metadata``).
+    """
+
+    __slots__ = ("_keys", "_tree", "context", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self.context: str | None = context_key(text)
+        """The push-context key this selector reads (``query.i``, ``headers.fiware-service``), else None."""
+        if self.context is not None:
+            self._tree: Any = None
+            self._keys: tuple[str, ...] | None = None
+            return
+        if text.startswith("$"):
+            raise JMESPathError(f"{text!r}: only $query.<name> and $headers.<name> start with $")
         compiled = jmespath.compile(text)  # raises JMESPathError on a bad expression
         self._tree = compiled.parsed
-        self._keys: tuple[str, ...] | None = (
-            () if text == "@" else tuple(text.split(".")) if _SIMPLE_PATH.match(text) else None
-        )
+        self._keys = () if text == "@" else tuple(text.split(".")) if _SIMPLE_PATH.match(text) else None
 
-    def search(self, value: Any) -> Any:
-        """Evaluate on ``value`` (None when the path does not exist)."""
+    def search(self, value: Any, context: Mapping[str, str] = _NO_CONTEXT) -> Any:
+        """Evaluate on ``value`` (None when the path does not exist); context selectors read ``context``."""
+        # Documents are parsed JSON, so a dict: the type test spares the Mapping ABC check (~10x dearer).
+        if self.context is not None:
+            return context.get(self.context)
         if self._keys is None:
             return _INTERPRETER.visit(self._tree, value)
         for key in self._keys:
-            if not isinstance(value, Mapping):
+            if type(value) is not dict and not isinstance(value, Mapping):
                 return None
             value = value.get(key)
         return value
@@ -155,10 +196,14 @@ class AttributeSpec:
     unit: str | None = None
     digits: int | None = None
     template: str | None = None
+    epoch: str | None = None
+    """``s`` or ``ms``: the value is a POSIX time, written as an RFC 3339 UTC date-time."""
     observed_at: TimeSpec | None = None
     inherit_time: bool = True
     null_values: frozenset[str] = frozenset()
     lang: str | None = None
+    static: Mapping[str, Any] | None = None
+    """A constant attribute built at compile time (empty when it is never present); copied per entity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +220,8 @@ class EntityMapping:
     timezone: ZoneInfo | None = None
     observed_at: TimeSpec | None = None
     document: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, str] = field(default_factory=dict)
+    """Push-context keys the mapping reads (``query.i``, ``headers.fiware-service``) -> where (JSON pointer)."""
 
 
 # --------------------------------------------------------------------------- compiling
@@ -184,19 +231,34 @@ def _schema_problems(doc: Any) -> list[str]:
     validator = jsonschema.Draft202012Validator(MAPPING_SCHEMA)
     problems = []
     for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
-        where = ".".join(str(p) for p in error.absolute_path) or "(mapping)"
-        problems.append(f"{where}: {error.message}")
+        problems.append(f"{json_pointer(*error.absolute_path) or '/'}: {error.message}")
     return problems
 
 
-def _compile_expr(text: Any, where: str, problems: list[str]) -> Selector | None:
+def json_pointer(*parts: str | int) -> str:
+    """RFC 6901 pointer of a key path (``/attributes/location/value``); "" for the root."""
+    return pointer(parts)
+
+
+def _compile_expr(text: Any, where: str, problems: list[str], *, context: bool = True) -> Selector | None:
     if not isinstance(text, str):
         return None
     try:
-        return Selector(text)
+        selector = Selector(text)
     except JMESPathError as exc:
         problems.append(f"{where}: {text!r} is not a valid JMESPath expression ({_one_line(exc)})")
         return None
+    if selector.context is None:
+        return selector
+    if not context:
+        problems.append(f"{where}: {text!r} reads the push's query string or headers, which only an item's "
+                        "values, id, tenant and times may do")
+        return None
+    if _SECRET_NAME.search(selector.context.split(".", 1)[1]):
+        problems.append(f"{where}: {text!r} names a credential; authentication headers and parameters are "
+                        "never given to a mapping (nor kept with the message)")
+        return None
+    return selector
 
 
 def _one_line(exc: BaseException) -> str:
@@ -218,8 +280,8 @@ def _time_spec(raw: Any, where: str, problems: list[str]) -> TimeSpec | None:
         expr = _compile_expr(raw, where, problems)
         return TimeSpec(expr, raw) if expr is not None else None
     if isinstance(raw, Mapping):
-        expr = _compile_expr(raw.get("select"), f"{where}.select", problems)
-        zone = _zone(raw.get("timezone"), f"{where}.timezone", problems)
+        expr = _compile_expr(raw.get("select"), f"{where}/select", problems)
+        zone = _zone(raw.get("timezone"), f"{where}/timezone", problems)
         if expr is None:
             return None
         return TimeSpec(expr, str(raw["select"]), raw.get("format"), raw.get("epoch"), zone)
@@ -242,10 +304,10 @@ def _check_unit(from_unit: str | None, unit: str | None, where: str, problems: l
         return None
     code = UNIT_ALIASES.get(from_unit, from_unit)
     if not is_uncefact(code):
-        problems.append(f"{where}.from_unit: unknown unit {from_unit!r}")
+        problems.append(f"{where}/from_unit: unknown unit {from_unit!r}")
         return None
     if unit is None:
-        problems.append(f"{where}.from_unit: needs unit (the UN/CEFACT code to convert to)")
+        problems.append(f"{where}/from_unit: needs unit (the UN/CEFACT code to convert to)")
         return code
     try:
         convert(1.0, code, UNIT_ALIASES.get(unit, unit))
@@ -262,7 +324,7 @@ def _check_crs(crs: str, where: str, problems: list[str]) -> None:
     try:
         pyproj.CRS.from_user_input(crs)
     except pyproj.exceptions.CRSError:
-        problems.append(f"{where}.crs: unknown coordinate reference system {crs!r}")
+        problems.append(f"{where}/crs: unknown coordinate reference system {crs!r}")
 
 
 def _map_key(value: Any) -> str:
@@ -276,7 +338,7 @@ def _map_key(value: Any) -> str:
 def _attribute(
     name: str, raw: Mapping[str, Any], model: Mapping[str, str], nulls: frozenset[str], problems: list[str]
 ) -> AttributeSpec:
-    where = f"attributes.{name}"
+    where = json_pointer("attributes", name)
     given = [key for key in _SOURCES if key in raw]
     if len(given) != 1:
         problems.append(
@@ -288,50 +350,61 @@ def _attribute(
     if ngsi_type not in ("Property", "Relationship", "GeoProperty", "LanguageProperty", "ListProperty", "JsonProperty"):
         ngsi_type = "Property"
     if geometric and ngsi_type != "GeoProperty":
-        problems.append(f"{where}.type: point and geometry build a GeoProperty, not a {ngsi_type}")
+        problems.append(f"{where}/type: point and geometry build a GeoProperty, not a {ngsi_type}")
     if "lang" in raw and ngsi_type != "LanguageProperty":
-        problems.append(f"{where}.lang: only meaningful with type: LanguageProperty")
-    if "crs" in raw and not geometric:
-        problems.append(f"{where}.crs: only meaningful with point or geometry")
+        problems.append(f"{where}/lang: only meaningful with type: LanguageProperty")
+    if "crs" in raw and not geometric and not (source == "value" and ngsi_type == "GeoProperty"):
+        problems.append(f"{where}/crs: only meaningful with point, geometry or a constant GeoProperty value")
     point: dict[str, Selector] = {}
     if source == "point" and isinstance(raw.get("point"), Mapping):
         keys = set(raw["point"])
         if keys not in ({"x", "y"}, {"xy"}):
-            problems.append(f"{where}.point: give either x and y, or xy")
+            problems.append(f"{where}/point: give either x and y, or xy")
         for key in sorted(keys):
-            expr = _compile_expr(raw["point"][key], f"{where}.point.{key}", problems)
+            expr = _compile_expr(raw["point"][key], f"{where}/point/{key}", problems)
             if expr is not None:
                 point[key] = expr
     select_text = str(raw.get("select") or raw.get("geometry") or "")
     if source == "point" and isinstance(raw.get("point"), Mapping):
         select_text = ", ".join(str(raw["point"][k]) for k in ("x", "y", "xy") if k in raw["point"])
     select = (
-        _compile_expr(raw.get(source), f"{where}.{source}", problems) if source in ("select", "geometry") else None
+        _compile_expr(raw.get(source), f"{where}/{source}", problems) if source in ("select", "geometry") else None
     )
     crs = str(raw.get("crs", _WGS84))
-    if geometric:
+    if "crs" in raw:
         _check_crs(crs, where, problems)
     pattern = None
     if "pattern" in raw:
         try:
             pattern = re.compile(str(raw["pattern"]))
         except re.error as exc:
-            problems.append(f"{where}.pattern: not a regular expression ({exc})")
+            problems.append(f"{where}/pattern: not a regular expression ({exc})")
     value_map = None
     if isinstance(raw.get("map"), Mapping):
         value_map = {_map_key(k): v for k, v in raw["map"].items()}
     if "map_default" in raw and value_map is None:
-        problems.append(f"{where}.map_default: only meaningful with map")
+        problems.append(f"{where}/map_default: only meaningful with map")
     numeric = any(k in raw for k in ("scale", "offset", "from_unit", "round"))
     if numeric and ngsi_type != "Property":
         problems.append(f"{where}: scale, offset, from_unit and round apply to a Property's number")
     if "unit" in raw and ngsi_type != "Property":
-        problems.append(f"{where}.unit: a unitCode belongs to a Property")
+        problems.append(f"{where}/unit: a unitCode belongs to a Property")
     from_unit = _check_unit(raw.get("from_unit"), raw.get("unit"), where, problems)
     if "unit" in raw and not is_uncefact(raw["unit"]):
-        problems.append(f"{where}.unit: {raw['unit']!r} is not a UN/CEFACT common code (e.g. KWH, WTT, CEL)")
+        problems.append(f"{where}/unit: {raw['unit']!r} is not a UN/CEFACT common code (e.g. KWH, WTT, CEL)")
+    epoch = raw.get("epoch")
+    if epoch is not None:
+        # A POSIX time becomes an RFC 3339 date-time text: nothing numeric may follow it.
+        if raw.get("as", "datetime") != "datetime":
+            problems.append(f"{where}/epoch: builds a date-time, which contradicts as: {raw['as']}")
+        clashes = [k for k in ("scale", "offset", "from_unit", "unit", "round", "template") if k in raw]
+        if clashes:
+            problems.append(f"{where}/epoch: cannot be combined with {', '.join(clashes)} (the value becomes a "
+                            "date-time text)")
+        if ngsi_type != "Property" or geometric:
+            problems.append(f"{where}/epoch: a date-time is the value of a Property, not a {ngsi_type}")
     observed_raw = raw.get("observed_at")
-    observed = _time_spec(observed_raw, f"{where}.observed_at", problems) if observed_raw is not False else None
+    observed = _time_spec(observed_raw, f"{where}/observed_at", problems) if observed_raw is not False else None
     return AttributeSpec(
         name=name,
         ngsi_type=ngsi_type,
@@ -355,11 +428,43 @@ def _attribute(
         unit=raw.get("unit"),
         digits=raw.get("round"),
         template=raw.get("template"),
+        epoch=epoch,
         observed_at=observed,
         inherit_time=observed_raw is not False,
         null_values=nulls | {_map_key(v) for v in raw.get("null_values", ())},
         lang=raw.get("lang"),
     )
+
+
+def _static(spec: AttributeSpec, zone: ZoneInfo | None, problems: list[str]) -> AttributeSpec:
+    """Build a constant attribute once, at compile time: a bad constant is a config problem, not a dead letter."""
+    if spec.source != "value":
+        return spec
+    where = json_pointer("attributes", spec.name, "value")
+    try:
+        built = _build(spec, _value(spec, None, zone), None)
+    except _Skip:
+        if spec.required:
+            problems.append(f"{where}: a required attribute needs a constant value (or a default)")
+        return replace(spec, static=_ABSENT)
+    except (ValueError, TypeError, ArithmeticError) as exc:  # ModelError and CRSError are ValueErrors
+        problems.append(f"{where}: {_one_line(exc)}")
+        return spec
+    try:
+        json.dumps(built, allow_nan=False)
+    except ValueError as exc:
+        problems.append(f"{where}: {_one_line(exc)}")
+        return spec
+    return replace(spec, static=built)
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars): several times faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copy(v) if isinstance(v, dict | list) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) if isinstance(v, dict | list) else v for v in value]
+    return value
 
 
 def _id_parts(template: str, problems: list[str]) -> tuple[tuple[str, Selector | None], ...]:
@@ -369,19 +474,19 @@ def _id_parts(template: str, problems: list[str]) -> tuple[tuple[str, Selector |
         parts.append((template[cursor : match.start()], None))
         text = match.group(1).strip()
         if not text:
-            problems.append("id: empty placeholder {} (name the field, e.g. {identificador})")
-        expr = _compile_expr(text, f"id placeholder {{{text}}}", problems) if text else None
+            problems.append("/id: empty placeholder {} (name the field, e.g. {identificador})")
+        expr = _compile_expr(text, f"/id: placeholder {{{text}}}", problems) if text else None
         if expr is not None:
             parts.append((text, expr))
         cursor = match.end()
     parts.append((template[cursor:], None))
     if not any(expr is not None for _, expr in parts) and not problems:
-        problems.append("id: the template has no {placeholder}, so every item would get the same id")
+        problems.append("/id: the template has no {placeholder}, so every item would get the same id")
     literal = "".join(text for text, expr in parts if expr is None)
     if "{" in literal or "}" in literal:
-        problems.append("id: unbalanced braces in the template")
+        problems.append("/id: unbalanced braces in the template")
     if not template.startswith(("urn:", "http://", "https://")):
-        problems.append("id: the template must build a URI, e.g. urn:ngsi-ld:Streetlight:{id}")
+        problems.append("/id: the template must build a URI, e.g. urn:ngsi-ld:Streetlight:{id}")
     return tuple(parts)
 
 
@@ -389,18 +494,21 @@ def compile_mapping(doc: Any) -> EntityMapping:
     """Check a mapping document and compile it; ConfigInvalid lists every problem, naming the key."""
     problems = _schema_problems(doc)
     if problems or not isinstance(doc, Mapping):
-        raise ConfigInvalid("invalid mapping", problems or ["(mapping): must be an object"])
+        raise ConfigInvalid("invalid mapping", problems or ["/: a mapping must be an object"])
     entity_type = str(doc["entity_type"])
     model = _model_types(entity_type)
     id_parts = _id_parts(str(doc["id"]), problems)
     items_text = str(doc.get("items", "@"))
-    items = _compile_expr(items_text, "items", problems)
-    tenant = _compile_expr(doc.get("tenant"), "tenant", problems)
-    zone = _zone(doc.get("timezone"), "timezone", problems)
-    observed = _time_spec(doc.get("observed_at"), "observed_at", problems)
+    items = _compile_expr(items_text, "/items", problems, context=False)
+    tenant = _compile_expr(doc.get("tenant"), "/tenant", problems)
+    zone = _zone(doc.get("timezone"), "/timezone", problems)
+    observed = _time_spec(doc.get("observed_at"), "/observed_at", problems)
     nulls = frozenset(_map_key(v) for v in doc.get("null_values", ()))
     attributes = tuple(_attribute(name, raw, model, nulls, problems) for name, raw in doc["attributes"].items())
     if problems or items is None:
+        raise ConfigInvalid("invalid mapping", problems)
+    attributes = tuple(_static(spec, zone, problems) for spec in attributes)
+    if problems:
         raise ConfigInvalid("invalid mapping", problems)
     return EntityMapping(
         entity_type=entity_type,
@@ -413,7 +521,30 @@ def compile_mapping(doc: Any) -> EntityMapping:
         timezone=zone,
         observed_at=observed,
         document=dict(doc),
+        context=_context_uses(tenant, observed, id_parts, attributes),
     )
+
+
+def _context_uses(
+    tenant: Selector | None,
+    observed: TimeSpec | None,
+    id_parts: tuple[tuple[str, Selector | None], ...],
+    attributes: tuple[AttributeSpec, ...],
+) -> dict[str, str]:
+    """Every push-context key the mapping reads, with the JSON pointer of (one) place that reads it."""
+    uses: list[tuple[Selector | None, str]] = [(expr, "/id") for _, expr in id_parts]
+    uses.append((tenant, "/tenant"))
+    uses.append((observed.expr if observed else None, "/observed_at"))
+    for spec in attributes:
+        where = json_pointer("attributes", spec.name)
+        uses.append((spec.select, f"{where}/{spec.source}"))
+        uses += [(expr, f"{where}/point/{key}") for key, expr in spec.point.items()]
+        uses.append((spec.observed_at.expr if spec.observed_at else None, f"{where}/observed_at"))
+    found: dict[str, str] = {}
+    for selector, where in uses:
+        if selector is not None and selector.context is not None:
+            found.setdefault(selector.context, where)
+    return found
 
 
 def load_mapping(source: str | Path | Mapping[str, Any]) -> EntityMapping:
@@ -424,7 +555,7 @@ def load_mapping(source: str | Path | Mapping[str, Any]) -> EntityMapping:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigInvalid(f"cannot read mapping file {path}", [f"mapping_file: {exc.strerror}: {path}"]) from exc
+        raise ConfigInvalid(f"cannot read mapping file {path}", [f"/mapping_file: {exc.strerror}: {path}"]) from exc
     try:
         doc = load_yaml(text)
     except yaml.YAMLError as exc:
@@ -491,8 +622,7 @@ def parse_time(value: Any, spec: TimeSpec | None, default_zone: ZoneInfo | None)
     """Read a source time (ISO 8601, strptime format or epoch) and return RFC 3339 UTC."""
     epoch = spec.epoch if spec else None
     if epoch is not None:
-        seconds = float(_to_number(value))
-        return epoch_time(seconds / 1000 if epoch == "ms" else seconds)
+        return _epoch(value, epoch)
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a date-time text (set epoch: s or ms for numbers)")
     text = value.strip()
@@ -511,6 +641,26 @@ def parse_time(value: Any, spec: TimeSpec | None, default_zone: ZoneInfo | None)
             raise ValueError(f"{value!r} has no time zone offset (set timezone, e.g. Europe/Paris)")
         moment = moment.replace(tzinfo=zone)
     return format_time(moment)
+
+
+def _epoch(value: Any, unit: str) -> str:
+    """A POSIX time in seconds (``s``) or milliseconds (``ms``) as RFC 3339 UTC; ValueError says why not."""
+    try:
+        number = _to_number(value)
+    except ValueError:
+        raise ValueError(f"{_short(value)} is not a number (epoch: {unit} reads POSIX time in "
+                         f"{'seconds' if unit == 's' else 'milliseconds'})") from None
+    seconds = float(number) / 1000 if unit == "ms" else float(number)
+    try:
+        return epoch_time(seconds)
+    except ModelError:
+        raise ValueError(f"{number!r} is out of range for epoch: {unit} (years 1 to 9999; "
+                         f"{'ms given as s?' if unit == 's' else 'not milliseconds?'})") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _coerce(value: Any, kind: str, zone: ZoneInfo | None) -> Any:
@@ -583,10 +733,10 @@ def _blank_none(value: Any) -> Any:
     return None if value == "" else value
 
 
-def _geometry(spec: AttributeSpec, item: Any) -> dict[str, Any]:
+def _geometry(spec: AttributeSpec, item: Any, context: Mapping[str, str]) -> dict[str, Any]:
     if spec.source == "point":
         if "xy" in spec.point:
-            pair = _blank_none(spec.point["xy"].search(item))
+            pair = _blank_none(spec.point["xy"].search(item, context))
             if pair is None:
                 raise _Skip
             if isinstance(pair, str):
@@ -594,14 +744,14 @@ def _geometry(spec: AttributeSpec, item: Any) -> dict[str, Any]:
             if not isinstance(pair, list) or len(pair) < 2:
                 raise ValueError(f"{pair!r} is not an [x, y] pair")
             return _wgs84_point(pair[0], pair[1], spec.crs)
-        x, y = (_blank_none(spec.point[k].search(item)) for k in ("x", "y"))
+        x, y = (_blank_none(spec.point[k].search(item, context)) for k in ("x", "y"))
         if x is None and y is None:
             raise _Skip
         if x is None or y is None:
             raise ValueError("only one of x and y is present")
         return _wgs84_point(x, y, spec.crs)
     assert spec.select is not None
-    found = spec.select.search(item)
+    found = spec.select.search(item, context)
     if found is None:
         raise _Skip
     if not isinstance(found, Mapping) or not isinstance(found.get("type"), str):
@@ -615,11 +765,11 @@ def _drop_nulls(value: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _drop_nulls(v) if isinstance(v, Mapping) else v for k, v in value.items() if v is not None}
 
 
-def _value(spec: AttributeSpec, item: Any, zone: ZoneInfo | None) -> Any:
+def _value(spec: AttributeSpec, item: Any, zone: ZoneInfo | None, context: Mapping[str, str] = _NO_CONTEXT) -> Any:
     if spec.source in ("point", "geometry"):
-        return _geometry(spec, item)
-    value = spec.constant if spec.source == "value" else spec.select.search(item) if spec.select else None
-    if isinstance(value, Mapping):
+        return _geometry(spec, item, context)
+    value = spec.constant if spec.source == "value" else spec.select.search(item, context) if spec.select else None
+    if type(value) is dict or isinstance(value, Mapping):
         # A multiselect such as {street: calle, city: 'X'} yields null for absent fields: drop them.
         value = _drop_nulls(value) or None
     if value is None or value == "" or (spec.null_values and _map_key(value) in spec.null_values):
@@ -644,8 +794,15 @@ def _value(spec: AttributeSpec, item: Any, zone: ZoneInfo | None) -> Any:
             raise ValueError(f"{value!r} is not in the value map ({known})")
         if value is None:
             raise _Skip
+    if spec.epoch is not None:
+        return _epoch(value, spec.epoch)
     if spec.coerce is not None:
         value = _coerce(value, spec.coerce, zone)
+    if spec.ngsi_type == "GeoProperty" and spec.source == "value":
+        # A constant GeoJSON geometry (a static location): checked, and reprojected when crs says so.
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{_short(value)} is not a GeoJSON geometry")
+        return to_wgs84(value, spec.crs)
     if spec.scale is not None or spec.offset is not None or spec.from_unit is not None:
         number = _to_number(value)
         if spec.scale is not None:
@@ -695,21 +852,21 @@ def _build(spec: AttributeSpec, value: Any, observed: str | None) -> dict[str, A
     return attr
 
 
-def _time_of(spec: TimeSpec, item: Any, zone: ZoneInfo | None) -> str | None:
-    found = spec.expr.search(item)
+def _time_of(spec: TimeSpec, item: Any, zone: ZoneInfo | None, context: Mapping[str, str]) -> str | None:
+    found = spec.expr.search(item, context)
     if found is None or found == "":
         return None
     return parse_time(found, spec, zone)
 
 
-def _entity_id(mapping: EntityMapping, item: Any, where: str) -> str:
+def _entity_id(mapping: EntityMapping, item: Any, where: str, context: Mapping[str, str]) -> str:
     pieces: list[str] = []
     for text, expr in mapping.id_parts:
         if expr is None:
             pieces.append(text)
             continue
-        found = expr.search(item)
-        if found is None or found == "" or isinstance(found, Mapping | list):
+        found = expr.search(item, context)
+        if found is None or found == "" or (type(found) not in _SCALARS and isinstance(found, Mapping | list)):
             state = "missing" if found is None or found == "" else "not a scalar"
             raise TranslationError(f"{where}: id placeholder {{{text}}} is {state}", _pointer_hint(text))
         pieces.append(_map_key(found))
@@ -732,11 +889,11 @@ def _pointer_hint(selector: str) -> str:
     return "/" + selector.replace(".", "/") if _SIMPLE_PATH.match(selector) else ""
 
 
-def item_tenant(mapping: EntityMapping, item: Any) -> str | None:
-    """The tenant an item belongs to, when the mapping has a tenant selector and the item names one."""
+def item_tenant(mapping: EntityMapping, item: Any, context: Mapping[str, str] = _NO_CONTEXT) -> str | None:
+    """The tenant an item belongs to, when the mapping has a tenant selector and the item (or push) names one."""
     if mapping.tenant is None:
         return None
-    found = mapping.tenant.search(item)
+    found = mapping.tenant.search(item, context)
     return None if found is None or found == "" else _map_key(found)
 
 
@@ -752,18 +909,29 @@ def select_items(mapping: EntityMapping, document: Any) -> list[Any]:
     raise TranslationError(f"items selector {mapping.items_text!r} gave a {type(found).__name__}, not a list")
 
 
-def map_item(mapping: EntityMapping, item: Any, *, where: str = "item 0", pointer: str = "") -> Entity:
-    """Translate one item; TranslationError names ``where`` (item index, line) and the selector."""
-    if not isinstance(item, Mapping):
+def map_item(
+    mapping: EntityMapping,
+    item: Any,
+    *,
+    where: str = "item 0",
+    pointer: str = "",
+    context: Mapping[str, str] = _NO_CONTEXT,
+) -> Entity:
+    """Translate one item; TranslationError names ``where`` (item index, line) and the selector.
+
+    ``context`` holds what ``$query.<name>`` and ``$headers.<name>`` selectors read: the
+    ``RawMessage.metadata`` of a push, whose transport filled the keys in ``mapping.context``.
+    """
+    if type(item) is not dict and not isinstance(item, Mapping):
         raise TranslationError(f"{where}: an item must be an object, not {type(item).__name__}", pointer)
     try:
-        entity_id = _entity_id(mapping, item, where)
+        entity_id = _entity_id(mapping, item, where, context)
     except TranslationError as exc:
         raise TranslationError(exc.reason, pointer + exc.pointer) from exc
     default_time: str | None = None
     if mapping.observed_at is not None:
         try:
-            default_time = _time_of(mapping.observed_at, item, mapping.timezone)
+            default_time = _time_of(mapping.observed_at, item, mapping.timezone, context)
         except ValueError as exc:
             raise TranslationError(
                 f"{where}: observed_at (select {mapping.observed_at.text!r}): {exc}",
@@ -771,19 +939,29 @@ def map_item(mapping: EntityMapping, item: Any, *, where: str = "item 0", pointe
             ) from exc
     out: Entity = {"id": entity_id, "type": mapping.entity_type}
     for spec in mapping.attributes:
+        hint = spec.select_text
         try:
-            value = _value(spec, item, mapping.timezone)
+            if spec.static is not None:
+                if not spec.static:
+                    continue
+                # A fresh copy per entity: later stages may change an attribute in place.
+                attr = _copy(spec.static)
+            else:
+                attr = _build(spec, _value(spec, item, mapping.timezone, context), None)
             observed = default_time if spec.inherit_time else None
             if spec.observed_at is not None:
-                observed = _time_of(spec.observed_at, item, mapping.timezone)
-            out[spec.name] = _build(spec, value, observed)
+                hint = spec.observed_at.text
+                observed = _time_of(spec.observed_at, item, mapping.timezone, context)
+            if observed is not None:
+                attr["observedAt"] = observed
+            out[spec.name] = attr
         except _Skip:
             if spec.required:
                 message = _problem(where, spec, "required value is missing")
                 raise TranslationError(message, pointer + _pointer_hint(spec.select_text)) from None
             continue
         except (ValueError, TypeError, ArithmeticError, ModelError) as exc:
-            raise TranslationError(_problem(where, spec, str(exc)), pointer + _pointer_hint(spec.select_text)) from exc
+            raise TranslationError(_problem(where, spec, str(exc)), pointer + _pointer_hint(hint)) from exc
     return out
 
 
@@ -796,8 +974,10 @@ def items_pointer(mapping: EntityMapping, document: Any) -> str | None:
     return None
 
 
-def apply_mapping(mapping: EntityMapping | Mapping[str, Any], document: Any) -> list[Entity]:
-    """Translate a whole document (pure): one entity per item, in document order."""
+def apply_mapping(
+    mapping: EntityMapping | Mapping[str, Any], document: Any, context: Mapping[str, str] = _NO_CONTEXT
+) -> list[Entity]:
+    """Translate a whole document (pure): one entity per item, in document order (``context``: see map_item)."""
     compiled = mapping if isinstance(mapping, EntityMapping) else compile_mapping(mapping)
     items = select_items(compiled, document)
     base = items_pointer(compiled, document)
@@ -806,7 +986,7 @@ def apply_mapping(mapping: EntityMapping | Mapping[str, Any], document: Any) -> 
     for index, item in enumerate(items):
         pointer = f"{base}/{index}" if base is not None else ""
         try:
-            entities.append(map_item(compiled, item, where=f"item {index}", pointer=pointer))
+            entities.append(map_item(compiled, item, where=f"item {index}", pointer=pointer, context=context))
         except TranslationError as exc:
             failed.append(exc)
     if failed:

@@ -32,22 +32,28 @@ def mapping_from_config(config: Mapping[str, Any], package: str) -> EntityMappin
     inline = config.get("mapping")
     path = config.get("mapping_file")
     if (inline is None) == (path is None):
-        raise ConfigInvalid("a mapping is required", ["mapping / mapping_file: give exactly one of them"])
+        raise ConfigInvalid("a mapping is required", ["/mapping, /mapping_file: give exactly one of them"])
     if inline is not None:
         if not isinstance(inline, Mapping):
-            raise ConfigInvalid("invalid mapping", ["mapping: must be an object"])
+            raise ConfigInvalid("invalid mapping", ["/mapping: must be an object"])
         try:
             return load_mapping(inline)
         except ConfigInvalid as exc:
-            raise ConfigInvalid("invalid mapping", [f"mapping.{p}" for p in exc.problems]) from exc
+            # The engine's pointers are relative to the mapping document: anchor them in the config.
+            raise ConfigInvalid("invalid mapping", [_under("/mapping", p) for p in exc.problems]) from exc
     text = str(path)
     if text.startswith(BUILTIN):
         name = text[len(BUILTIN) :]
         resource = files(package).joinpath("examples", name)
         if "/" in name or not resource.is_file():
-            raise ConfigInvalid("unknown built-in mapping", [f"mapping_file: no example named {name!r}"])
+            raise ConfigInvalid("unknown built-in mapping", [f"/mapping_file: no example named {name!r}"])
         return load_mapping(Path(str(resource)))
     return load_mapping(Path(text))
+
+
+def _under(prefix: str, problem: str) -> str:
+    """``problem`` (``/pointer: text``, ``/: text`` at the root) with its pointer moved under ``prefix``."""
+    return prefix + (problem[1:] if problem.startswith("/:") else problem)
 
 
 def content_key(*parts: str | bytes) -> str:

@@ -24,7 +24,7 @@ def test_check_lists_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture
                    'attributes:\n  a: {select: "x[", unit: KWHH}\n  b: {value: 1, crs: "EPSG:2154"}\n')
     assert main(["mapping", "check", str(bad)]) == 2
     err = capsys.readouterr().err
-    for key in ("attributes.a.select", "attributes.a.unit", "attributes.b.crs"):
+    for key in ("/attributes/a/select:", "/attributes/a/unit:", "/attributes/b/crs:"):
         assert key in err
 
 
@@ -45,3 +45,27 @@ def test_apply_to_a_csv_reports_each_bad_line(capsys: pytest.CaptureFixture[str]
     assert [line.split(":")[1].strip() for line in err.splitlines() if line.startswith("untranslatable")] == [
         "line 4", "line 5", "line 7", "line 8", "line 9"]
     assert "4 entities, 5 problems" in err
+
+
+def test_check_and_apply_a_mapping_that_reads_the_push(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mapping = tmp_path / "device.yaml"
+    mapping.write_text('entity_type: AirQualityObserved\nid: "urn:ngsi-ld:AirQualityObserved:{$query.i}"\n'
+                       "tenant: $headers.Fiware-Service\nattributes:\n  no2: {select: no2, unit: GQ}\n"
+                       "  dateObserved: {select: ts, epoch: ms}\n"
+                       "  location: {type: GeoProperty, value: {type: Point, coordinates: [3.8767, 43.6108]}}\n")
+    assert main(["mapping", "check", str(mapping)]) == 0
+    out = capsys.readouterr().out
+    assert "with 3 attributes (1 static)" in out
+    assert "reads from the push: $query.i (/id), $headers.fiware-service (/tenant)" in out
+    document = tmp_path / "measure.json"
+    document.write_text('{"no2": 30, "ts": 1764756000000}')
+    assert main(["mapping", "apply", str(mapping), str(document), "--query", "i=aq-1",
+                 "--header", "Fiware-Service: openiot"]) == 0
+    (entity,) = json.loads(capsys.readouterr().out)
+    assert entity["id"] == "urn:ngsi-ld:AirQualityObserved:aq-1"
+    assert entity["dateObserved"]["value"] == "2025-12-03T10:00:00Z"
+    # Without the query parameter the id cannot be built: the item is reported, not a crash.
+    assert main(["mapping", "apply", str(mapping), str(document)]) == 1
+    assert "id placeholder {$query.i} is missing" in capsys.readouterr().err
+    assert main(["mapping", "apply", str(mapping), str(document), "--query", "i"]) == 2
+    assert "--query 'i': expected NAME=VALUE" in capsys.readouterr().err

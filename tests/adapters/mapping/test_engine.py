@@ -39,8 +39,8 @@ def test_every_problem_is_reported_together_naming_the_key() -> None:
         compile_mapping(doc)
     problems = caught.value.problems
     # Structural problems come first (JSON Schema), each naming its key...
-    assert any(p.startswith("(mapping): Additional properties") and "colour" in p for p in problems)
-    assert any(p.startswith("attributes.status.as:") for p in problems)
+    assert any(p.startswith("/: Additional properties") and "colour" in p for p in problems)
+    assert any(p.startswith("/attributes/status/as:") for p in problems)
     # ...then, once the structure is right, the meaning is checked the same way.
     doc.pop("colour")
     doc["attributes"]["status"] = {"select": "s"}  # type: ignore[index]
@@ -48,15 +48,15 @@ def test_every_problem_is_reported_together_naming_the_key() -> None:
         compile_mapping(doc)
     problems = caught.value.problems
     expected = [
-        "id: the template must build a URI",
-        "items: 'rows[' is not a valid JMESPath",
-        "timezone: unknown time zone 'Europe/Lutece'",
-        "attributes.location.point: give either x and y, or xy",
-        "attributes.location.crs: unknown coordinate reference system 'EPSG:99999'",
-        "attributes.powerState: give exactly one of select, value, point or geometry (found select, value)",
-        "attributes.illuminanceLevel.from_unit: unknown unit 'furlong'",
-        "attributes.lifetimePowerConsumption.unit: 'kWh-ish' is not a UN/CEFACT common code",
-        "attributes.refStreetlightGroup: scale, offset, from_unit and round apply to a Property's number",
+        "/id: the template must build a URI",
+        "/items: 'rows[' is not a valid JMESPath",
+        "/timezone: unknown time zone 'Europe/Lutece'",
+        "/attributes/location/point: give either x and y, or xy",
+        "/attributes/location/crs: unknown coordinate reference system 'EPSG:99999'",
+        "/attributes/powerState: give exactly one of select, value, point or geometry (found select, value)",
+        "/attributes/illuminanceLevel/from_unit: unknown unit 'furlong'",
+        "/attributes/lifetimePowerConsumption/unit: 'kWh-ish' is not a UN/CEFACT common code",
+        "/attributes/refStreetlightGroup: scale, offset, from_unit and round apply to a Property's number",
     ]
     for text in expected:
         assert any(p.startswith(text) for p in problems), (text, problems)
