@@ -1,6 +1,6 @@
 """Benchmark of the embedded NGSI-LD store: upsert throughput, query latency, memory.
 
-Usage: ``python bench/bench_store.py [N] [--database URL]`` (or ``BENCH_STORE_N=N``; default 100000
+Usage: ``python bench/bench_store.py [N | --entities N] [--database URL]`` (or ``BENCH_STORE_N=N``; default 100000
 entities; ``--database postgresql://…`` measures the PostgreSQL backend, whose database should be
 empty, default: SQLite in a temporary folder);
 ``BENCH_STORE_DURABILITY=normal`` measures the Python upserts with ``synchronous=NORMAL`` (default full).
@@ -41,6 +41,11 @@ def _rss_mb() -> float:
     return float("nan")
 
 
+def _load() -> str:
+    # the machine may be shared: figures mean little without what else ran
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _entity(n: int, rng: random.Random, prefix: str = "Streetlight") -> dict[str, Any]:
     # ~100,000 lights over a 20 km x 20 km territory around Paris.
     lon = 2.20 + rng.random() * 0.27
@@ -59,7 +64,8 @@ async def main(n: int, database: str | None = None) -> None:
     rng = random.Random(42)
     durability = "normal" if os.environ.get("BENCH_STORE_DURABILITY") == "normal" else "full"
     where = describe(database) if database else "sqlite"
-    print(f"store benchmark: {n} entities, batches of {BATCH}, durability {durability}, database {where}")
+    print(f"store benchmark: {n} entities, batches of {BATCH}, durability {durability}, database {where}; "
+          f"load average {_load()}")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         entities = [_entity(i, rng) for i in range(n)]
@@ -144,7 +150,7 @@ async def main(n: int, database: str | None = None) -> None:
                 scans.append((time.perf_counter() - t0) * 1000)
             print(f"query type+q, count, no geo: median {statistics.median(scans):6.1f} ms "
                   f"(last count {total} of {n})")
-        print(f"RSS with {n} entities stored and served: {_rss_mb():.0f} MB")
+        print(f"RSS with {n} entities stored and served: {_rss_mb():.0f} MB; load average {_load()}")
         if database is None:
             print(f"database file: {(data / 'store.sqlite').stat().st_size / 1e6:.0f} MB")
         await runner.cleanup()
@@ -157,5 +163,8 @@ if __name__ == "__main__":
         at = args.index("--database")
         url = args[at + 1]
         del args[at : at + 2]
+    if "--entities" in args:
+        at = args.index("--entities")
+        args[at : at + 2] = [args[at + 1]]
     size = int(args[0]) if args else int(os.environ.get("BENCH_STORE_N", "100000"))
     asyncio.run(main(size, url))

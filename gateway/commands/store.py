@@ -6,7 +6,11 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +21,9 @@ if TYPE_CHECKING:
 
 DATABASE_ENV = "JONCTION_STORE_DATABASE"
 """Environment variable holding the store's database URL (keeps a password out of the command line)."""
+MAX_WORKERS = 64
+FAST_FAILURES = 5
+"""Workers dying within a second of their start this many times in a row stop the service (a bad setup)."""
 
 
 def register(sub: Subparsers) -> None:
@@ -26,11 +33,14 @@ def register(sub: Subparsers) -> None:
     )
     parser.add_argument(
         "action", nargs="?", choices=("migrate-data",),
-        help="migrate-data: copy a SQLite store (--from sqlite:///…) into PostgreSQL (--to postgresql://…), "
-        "with its history, verified by counts and checksums",
+        help="migrate-data: copy a SQLite store (--from sqlite:///…) into PostgreSQL (--to postgresql://…), or "
+        "back, with its history, verified by counts and checksums",
     )
-    parser.add_argument("--from", dest="source", metavar="URL", help="migrate-data: the SQLite store to read")
-    parser.add_argument("--to", dest="target", metavar="URL", help="migrate-data: the PostgreSQL database to fill")
+    parser.add_argument("--from", dest="source", metavar="URL",
+                        help="migrate-data: the store to read (default: the SQLite store in --data)")
+    parser.add_argument("--to", dest="target", metavar="URL",
+                        help="migrate-data: the empty store to fill (default: --database for a SQLite source, "
+                        "else the SQLite store in --data)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=1026, help="TCP port (default: 1026, like the brokers)")
     parser.add_argument("--data", type=Path, default=Path("data"), help="data directory (store.sqlite)")
@@ -60,6 +70,12 @@ def register(sub: Subparsers) -> None:
                         help="most instances per attribute in one temporal answer; beyond, 206 Partial Content "
                         "(default: 10000)")
     parser.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="serve with N processes sharing one listening socket (PostgreSQL only: they share the database, "
+        "one of them sends the notifications); a worker that dies is restarted (default: 1)",
+    )
+    parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's inherited socket
+    parser.add_argument(
         "--durability",
         choices=("full", "normal"),
         default="full",
@@ -74,8 +90,12 @@ def _handle(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigInvalid(f"--port {args.port} is not a TCP port")
     if args.action == "migrate-data":
-        return _migrate_data(args.source or f"sqlite:///{args.data / 'store.sqlite'}",
-                             args.target or args.database or os.environ.get(DATABASE_ENV))
+        from gateway.store.backends import is_postgresql
+
+        local = f"sqlite:///{args.data / 'store.sqlite'}"
+        source = args.source or local
+        default = local if is_postgresql(source) else args.database or os.environ.get(DATABASE_ENV)
+        return _migrate_data(source, args.target or default)
     database = args.database or os.environ.get(DATABASE_ENV) or None
     if args.migrate:
         return _migrate(database or args.data / "store.sqlite")
@@ -93,8 +113,22 @@ def _handle(args: argparse.Namespace) -> int:
         temporal_instance_limit=args.temporal_instance_limit,
     )
     settings.check()
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ConfigInvalid(f"--workers {args.workers}: expected 1 to {MAX_WORKERS} processes")
+    if args.workers > 1:
+        from gateway.store.backends import is_postgresql
+
+        if not database or not is_postgresql(database):
+            raise ConfigInvalid(
+                f"--workers {args.workers} needs a PostgreSQL database (--database postgresql://…): a SQLite store "
+                "has one writer and notifies from its own process, so it is served by one process"
+            )
+        return _supervise(args, database)
     try:
-        asyncio.run(_serve(settings, args.port))
+        if args.listen_fd is not None:
+            asyncio.run(_serve(settings, args.port, socket.socket(fileno=args.listen_fd)))
+        else:
+            asyncio.run(_serve(settings, args.port))
     except OSError as exc:
         print(f"error: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -107,7 +141,7 @@ def _migrate_data(source: str, target: str | None) -> int:
     from gateway.store.migrate import migrate_data
 
     if not target:
-        raise ConfigInvalid("migrate-data needs --to postgresql://…")
+        raise ConfigInvalid("migrate-data needs --to postgresql://… (or --from postgresql://… --to sqlite:///…)")
     report = asyncio.run(migrate_data(source, target))
     for line in report.lines():
         print(line, flush=True)
@@ -131,7 +165,96 @@ def _migrate(url: str | Path) -> int:
     return 0
 
 
-async def _serve(settings: Any, port: int) -> None:
+def _worker_argv(args: argparse.Namespace, fd: int, port: int) -> list[str]:
+    """The command line of one worker: this command's options, and the listening socket it inherits."""
+    argv = [sys.executable, "-m", "gateway.cli", "store", "--listen-fd", str(fd), "--host", args.host,
+            "--port", str(port), "--data", str(args.data), "--durability", args.durability,
+            "--temporal-instance-limit", str(args.temporal_instance_limit)]
+    if args.token_file is not None:
+        argv += ["--token-file", str(args.token_file)]
+    for name in args.allowed_host:
+        argv += ["--allowed-host", name]
+    if args.protect_reads:
+        argv.append("--protect-reads")
+    if args.allow_unfiltered_queries:
+        argv.append("--allow-unfiltered-queries")
+    return argv
+
+
+def _supervise(args: argparse.Namespace, database: str) -> int:
+    """Bind once, run ``--workers`` store processes on that socket, restart those that die.
+
+    The parent binds and the workers inherit the listening socket, rather than each binding with
+    SO_REUSEPORT: they share ONE accept queue, so connections waiting for a worker that dies are
+    taken by the others (with SO_REUSEPORT the kernel would have queued some to the dead one, and
+    they would be reset); ``--port 0`` gives every worker the same port; and no other program can
+    join the port. The notifier is elected among the workers by PostgreSQL's advisory lock.
+    """
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    try:
+        sock = socket.create_server((args.host, args.port), family=family, backlog=1024)
+    except OSError as exc:
+        print(f"error: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    sock.set_inheritable(True)
+    port = sock.getsockname()[1]
+    argv = _worker_argv(args, sock.fileno(), port)
+    env = {**os.environ, DATABASE_ENV: database}  # the URL (and its password) stays off the command lines
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def spawn() -> tuple[subprocess.Popen[bytes], float]:
+        return subprocess.Popen(argv, pass_fds=(sock.fileno(),), env=env), time.monotonic()
+
+    workers = [spawn() for _ in range(args.workers)]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"jonction store: serving NGSI-LD at http://{host}:{port}/ngsi-ld/v1 with {args.workers} workers "
+          f"(pids {', '.join(str(p.pid) for p, _ in workers)})", flush=True)
+    fast = 0
+    code = 0
+    try:
+        while not stop.wait(0.2):
+            for index, (proc, started) in enumerate(workers):
+                status = proc.poll()
+                if status is None:
+                    continue
+                fast = fast + 1 if time.monotonic() - started < 1.0 else 0
+                if fast >= FAST_FAILURES:
+                    print(f"error: the store workers keep exiting at start (last code {status}); stopping",
+                          file=sys.stderr, flush=True)
+                    code = 1
+                    stop.set()
+                    break
+                workers[index] = spawn()
+                print(f"jonction store: worker {proc.pid} exited (code {status}); started worker "
+                      f"{workers[index][0].pid}", flush=True)
+    finally:
+        for proc, _ in workers:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 15
+        for proc, _ in workers:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
+
+
+async def _orphaned(stop: asyncio.Event) -> None:
+    """Stop a worker whose supervising process is gone (it would otherwise serve on, unsupervised)."""
+    parent = os.getppid()
+    while not stop.is_set():
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            stop.set()
+
+
+async def _serve(settings: Any, port: int, sock: socket.socket | None = None) -> None:
     from aiohttp import web
 
     from gateway.runtime.logging import quiet_malformed_requests
@@ -141,15 +264,25 @@ async def _serve(settings: Any, port: int) -> None:
     runner = web.AppRunner(create_root_app(settings), access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, port)
-        await site.start()
-        bound = runner.addresses[0][1] if runner.addresses else port
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        print(f"jonction store: serving NGSI-LD at http://{host}:{bound}{settings.base_path}", flush=True)
         stop = asyncio.Event()
+        watch: asyncio.Task[None] | None = None
+        if sock is None:
+            site: web.BaseSite = web.TCPSite(runner, settings.host, port)
+        else:
+            site = web.SockSite(runner, sock)
+            watch = asyncio.create_task(_orphaned(stop))
+        await site.start()
+        if sock is None:
+            bound = runner.addresses[0][1] if runner.addresses else port
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            print(f"jonction store: serving NGSI-LD at http://{host}:{bound}{settings.base_path}", flush=True)
+        else:
+            print(f"jonction store: worker {os.getpid()} ready", flush=True)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if watch is not None:
+            watch.cancel()
     finally:
         await runner.cleanup()

@@ -1,9 +1,11 @@
-"""``jonction store migrate-data``: copy a territory from the SQLite store to PostgreSQL, verified.
+"""``jonction store migrate-data``: copy a territory between the SQLite store and PostgreSQL, verified.
 
-Copies every tenant's entities (stored documents as they are: ids, types, system times), hosted
-@contexts, subscriptions and the attribute history, then checks per tenant that the counts match
-and that order-independent checksums of the entities (canonical JSON) and of the history
-(entity, attribute, datasetId, time, kind) are equal on both sides. The source is only read.
+Either direction (SQLite to PostgreSQL, or back). Copies every tenant's entities (stored documents
+as they are: ids, types, system times), hosted @contexts, subscriptions and the attribute history,
+then checks per tenant that the counts match and that order-independent checksums of the entities
+(canonical JSON) and of the history (entity, attribute, datasetId, time, kind) are equal on both
+sides. The source is only read (a PostgreSQL source in one read-only snapshot), and a target
+already holding entities is refused.
 """
 
 from __future__ import annotations
@@ -146,12 +148,15 @@ def _history_rows(conn: sqlite3.Connection, tenant: str) -> Iterator[tuple[str, 
         yield entity_id, types.get(entity_id, []), attr, inst, (observed if observed is not None else modified)
 
 
-async def migrate_data(source: str | Path, target: str) -> MigrationReport:
-    """Copy the SQLite store at ``source`` into the PostgreSQL database ``target`` and verify the copy."""
+async def migrate_data(source: str | Path, target: str | Path) -> MigrationReport:
+    """Copy the store at ``source`` into ``target`` (SQLite to PostgreSQL, or back) and verify the copy."""
+    if is_postgresql(source) and not is_postgresql(target):
+        return await _to_sqlite(str(source), sqlite_path(target))
     if is_postgresql(source):
-        raise ConfigInvalid("--from: migrate-data reads a SQLite store (sqlite:///path)")
+        raise ConfigInvalid("--from and --to are both PostgreSQL databases: use pg_dump and pg_restore")
     if not is_postgresql(target):
-        raise ConfigInvalid("--to: migrate-data writes to PostgreSQL (postgresql://…)")
+        raise ConfigInvalid("--from and --to are both SQLite stores: copy the file (with the store stopped)")
+    target = str(target)
     from gateway.store.postgres import PostgresStorage
     from gateway.store.postgres.history import Recorder
 
@@ -232,3 +237,131 @@ async def _target_sums(storage: Any, tenant: str) -> tuple[str, str, int, int]:
             history_sum.add(_history_key(entity_id, attr, dataset, _micros(ts), kind))
             instances += 1
     return entities.hex(), history_sum.hex(), count, instances
+
+
+async def _to_sqlite(source: str, path: Path) -> MigrationReport:
+    """Copy the PostgreSQL database ``source`` into the SQLite store at ``path`` and verify the copy."""
+    import asyncpg
+
+    from gateway.store.backends import open_storage
+    from gateway.store.postgres.migrations import applied
+    from gateway.store.subscriptions import ensure_schema as subscriptions_schema
+
+    report = MigrationReport()
+    sums: dict[str, tuple[_Sum, _Sum]] = {}
+    pg = await asyncpg.connect(source)
+    try:
+        async with pg.transaction(isolation="repeatable_read", readonly=True):
+            if not await applied(pg):
+                raise ConfigInvalid(f"--from {describe(source)} holds no jonction store (never migrated)")
+            tenants = sorted({""} | {r[0] for r in await pg.fetch("SELECT name FROM tenants")})
+            storage = await open_storage(path, gc_tuning=False)
+            try:
+                busy = [t for t in tenants if await storage.count(t)]
+                if busy:
+                    raise ConfigInvalid(
+                        f"--to {describe(path)} already holds entities of tenants {busy}: migrate into an empty store"
+                    )
+                for cid, doc in await pg.fetch("SELECT id, doc::text FROM contexts ORDER BY id"):
+                    await storage.put_context(cid, codec.loads(doc))
+                    report.contexts += 1
+                for tenant in tenants:
+                    t = report.tenants[tenant] = TenantReport()
+                    sums[tenant] = (_Sum(), _Sum())
+                    batch: list[Change] = []
+                    async for (text,) in pg.cursor(
+                        "SELECT doc::text FROM entities WHERE tenant = $1 ORDER BY id", tenant
+                    ):
+                        doc = codec.loads(text)
+                        sums[tenant][0].add(_canonical(doc))
+                        batch.append(_put(doc))
+                        if len(batch) >= _CHUNK:
+                            await storage.apply(tenant, batch, create_tenant=True)
+                            batch = []
+                        t.entities += 1
+                    await storage.apply(tenant, batch, create_tenant=True)
+            finally:
+                await storage.close()
+            # the history and subscriptions go straight into the file, the storage closed
+            conn = sqlite3.connect(path, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                history.ensure_schema(conn)
+                subscriptions_schema(conn)
+                for tenant in tenants:
+                    t = report.tenants[tenant]
+                    types = {e: list(k) for e, k in await pg.fetch(
+                        "SELECT entity_id, types FROM history_entities WHERE tenant = $1", tenant
+                    )}
+                    rows: list[history.HistoryRow] = []
+                    async for row in pg.cursor(
+                        "SELECT entity_id, attr, dataset_id, ts, observed_at, modified_at, kind, value::text, "
+                        "instance_id, extra::text FROM history WHERE tenant = $1 ORDER BY entity_id, attr, dataset_id, "
+                        "ts", tenant,
+                    ):
+                        entity_id, attr, dataset, ts, observed, modified, kind, value, instance_id, extra = row
+                        sums[tenant][1].add(_history_key(entity_id, attr, dataset, _micros(ts), kind))
+                        inst: dict[str, Any] = codec.loads(extra) if extra else {}
+                        inst["type"] = kind
+                        inst[VALUE_KEY.get(kind, "value")] = codec.loads(value) if value is not None else None
+                        if observed is not None:
+                            inst["observedAt"] = history.from_micros(_micros(observed))
+                        inst["modifiedAt"] = history.from_micros(_micros(modified))
+                        if dataset:
+                            inst["datasetId"] = dataset
+                        if instance_id:
+                            inst["instanceId"] = instance_id
+                        rows.append((tenant, entity_id, types.get(entity_id, []), attr, inst))
+                        if len(rows) >= _HISTORY_CHUNK:
+                            t.history += _write_sqlite_history(conn, rows)
+                            rows = []
+                    t.history += _write_sqlite_history(conn, rows)
+                subs = await pg.fetch("SELECT tenant, id, doc::text FROM subscriptions ORDER BY tenant, id")
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT INTO subscriptions (tenant, id, doc) VALUES (?, ?, ?)",
+                                 [tuple(r) for r in subs])
+                conn.execute("COMMIT")
+                report.subscriptions = len(subs)
+            finally:
+                conn.close()
+    finally:
+        await pg.close()
+    check = _source(path)
+    try:
+        for tenant, t in report.tenants.items():
+            entities, count, history_sum, instances = _sqlite_sums(check, tenant)
+            t.target_entities, t.target_history = count, instances
+            t.entity_sums = (sums[tenant][0].hex(), entities)
+            t.history_sums = (sums[tenant][1].hex(), history_sum)
+    finally:
+        check.close()
+    return report
+
+
+def _write_sqlite_history(conn: sqlite3.Connection, rows: list[history.HistoryRow]) -> int:
+    if not rows:
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        written = history.record_many(conn, rows)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return written
+
+
+def _sqlite_sums(conn: sqlite3.Connection, tenant: str) -> tuple[str, int, str, int]:
+    """Checksums and counts of one tenant as the SQLite store holds it."""
+    entities = _Sum()
+    count = 0
+    for (text,) in conn.execute("SELECT doc FROM entities WHERE tenant = ?", (tenant,)):
+        entities.add(_canonical(codec.loads(text)))
+        count += 1
+    history_sum = _Sum()
+    instances = 0
+    if _has_table(conn, "history_instances"):
+        for entity_id, _, attr, inst, micros in _history_rows(conn, tenant):
+            history_sum.add(_history_key(entity_id, attr, inst.get("datasetId", ""), micros, inst["type"]))
+            instances += 1
+    return entities.hex(), count, history_sum.hex(), instances

@@ -40,6 +40,9 @@ def _is_null(inst: dict[str, Any]) -> bool:
     """
     get = inst.get
     language_map = get("languageMap")
+    if NULL_URN not in inst.values():
+        # the usual instance: no member is the null URN (one pass in C instead of eight lookups)
+        return isinstance(language_map, dict) and language_map == {"@none": NULL_URN}
     return (
         get("value") == NULL_URN
         or get("object") == NULL_URN

@@ -253,8 +253,56 @@ class HistorySlice:
     """(series id, observedAt, createdAt, modifiedAt, kind, number, JSON value, instanceId, JSON extra)."""
 
 
+@dataclass(frozen=True, slots=True)
+class AggregationQuery:
+    """An ``aggregatedValues`` read a backend computes itself (§4.5.19; times in µs since the epoch).
+
+    The buckets follow the SQLite history's rules (``gateway.store.history.aggregate``): periods start
+    at ``start``, else at each series' first instance in the window, and run to ``end``, else to just
+    after its last; only periods holding instances are returned.
+    """
+
+    tenant: str
+    entity_ids: Sequence[str] | None
+    types: Sequence[str] | None
+    """Type IRIs (and terms) an entity has one of: the same prefilter as ``history_slice``."""
+    attrs: Sequence[str] | None
+    dataset_ids: Sequence[str] | None
+    """Stored datasetIds ("" for the default instance, the deletion-mark prefix included); None: all."""
+    deletions: bool
+    column: str
+    """The time the window and periods are on: observed_at, created_at or modified_at."""
+    start: int | None
+    end: int | None
+    months: int
+    """The calendar part of the period (months); with ``micros`` both 0 for P0D."""
+    micros: int
+    methods: Sequence[str]
+
+
+AggregateBucket = tuple[int, int, int, int, int, float, float, Any, Any]
+"""(start, end, count, distinctCount, how many numbers, sum, sum of squares, min, max) of one period."""
+
+
+@dataclass(slots=True)
+class HistoryAggregates:
+    """A backend's answer to an :class:`AggregationQuery`.
+
+    ``slice`` holds the entities, the series with instances in the window and, per series, its first
+    and last instance there (the temporal API reads the span and attribute type from them); ``buckets``
+    the computed periods by series id.
+    """
+
+    slice: HistorySlice
+    buckets: dict[int, list[AggregateBucket]] = field(default_factory=dict)
+
+
 class HistoryWrites(Protocol):
-    """Temporal writes (§5.6.11 to §5.6.15) on a backend's attribute history."""
+    """Temporal writes (§5.6.11 to §5.6.15) on a backend's attribute history, and its aggregation."""
+
+    async def aggregate(self, query: AggregationQuery) -> HistoryAggregates:
+        """Compute ``aggregatedValues`` in the backend (§4.5.19) rather than from a loaded slice."""
+        ...
 
     async def entity_types(self, tenant: str, entity_id: str) -> list[str] | None:
         """The type IRIs recorded for an entity, or None when it has no history."""

@@ -11,6 +11,7 @@ Answers are cut at a per-attribute instance limit with one shared time range (20
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from gateway.store.jsonld import Context
 from gateway.store.patterns import compile_user_pattern
 from gateway.store.problems import NgsiError, bad_request, invalid_request, not_found
 from gateway.store.query import QExpr, parse_q, parse_type_expression
+from gateway.store.records import AggregateBucket, AggregationQuery
 
 MAX_INSTANCES: Final = 10_000
 """Most instances per attribute in one answer; beyond, 206 with a Content-Range (§6.3.10.3)."""
@@ -107,6 +109,8 @@ class TemporalRequest:
     local: bool = False
     lang: str | None = None
     """``lang`` (§4.15): LanguageProperty instances become Properties in the chosen language."""
+    buckets: Mapping[int, Sequence[AggregateBucket]] | None = None
+    """aggregatedValues a database backend computed, by series id (None: aggregate the history read)."""
 
 
 def _representation(options: str | None, fmt: str | None) -> tuple[str, bool]:
@@ -584,6 +588,10 @@ def _render_aggregated(
     return entity
 
 
+_period_bound: Final = functools.lru_cache(maxsize=8192)(history.from_micros)
+"""Period bounds as text: the same few hundred repeat over every series of an answer."""
+
+
 def _aggregated(conn: sqlite3.Connection, req: TemporalRequest, series: Series) -> dict[str, Any] | None:
     span = history.time_span(conn, series, req.tf)
     if span is None:
@@ -594,15 +602,20 @@ def _aggregated(conn: sqlite3.Connection, req: TemporalRequest, series: Series) 
         stop = req.tf.end if req.tf.end is not None else span[1] + 1
         if (stop - start) // max(period.micros, 1) > MAX_BUCKETS:
             raise NgsiError("TooComplexQuery", f"more than {MAX_BUCKETS} aggregation periods per attribute")
-    buckets = history.aggregate(conn, series, req.tf, period, methods=req.methods)
+    if req.buckets is not None:
+        buckets = [
+            history.Bucket(start, end, count, total, squares, numbers, low, high, distinct)
+            for start, end, count, distinct, numbers, total, squares, low, high in req.buckets.get(series.series_id, ())
+        ]
+    else:
+        buckets = history.aggregate(conn, series, req.tf, period, methods=req.methods)
     kind_row = conn.execute(
         "SELECT kind FROM history_instances WHERE series_id=? ORDER BY rowid DESC LIMIT 1", (series.series_id,)
     ).fetchone()
     out: dict[str, Any] = {"type": kind_row[0] if kind_row else "Property"}
+    bounds = [(_period_bound(b.start), _period_bound(b.end)) for b in buckets]  # once, not per method
     for method in req.methods:
-        out[method] = [
-            [b.result(method), history.from_micros(b.start), history.from_micros(b.end)] for b in buckets
-        ]
+        out[method] = [[b.result(method), start, end] for b, (start, end) in zip(buckets, bounds, strict=True)]
     if series.dataset_id:
         out["datasetId"] = series.dataset_id
     return out
@@ -722,10 +735,18 @@ async def _reading(request: web.Request, ngsi: http.NgsiContext, req: TemporalRe
     if holder is not None and holder.db is not None:
         yield holder.db
         return
-    window = (req.tf.start, req.tf.end) if req.tf.column == "observed_at" else (None, None)
-    part = await ngsi.storage.history_slice(
-        req.selector.tenant, req.selector.ids, *window, types=req.selector.type_names
-    )
+    writes = ngsi.storage.history_writes()
+    part: HistorySlice | None
+    if writes is not None and req.representation == "aggregatedValues" and req.q is None and req.geo is None \
+            and not req.order_by:
+        # aggregated in the database: only each series' span comes back, not its instances
+        found = await writes.aggregate(_aggregation_query(req))
+        part, req.buckets = found.slice, found.buckets
+    else:
+        window = (req.tf.start, req.tf.end) if req.tf.column == "observed_at" else (None, None)
+        part = await ngsi.storage.history_slice(
+            req.selector.tenant, req.selector.ids, *window, types=req.selector.type_names
+        )
     if part is None:
         raise NgsiError("NotImplemented", "the temporal API is not implemented on this store backend")
     db = Database(Path(":memory:"), setup=history.ensure_schema)
@@ -734,6 +755,17 @@ async def _reading(request: web.Request, ngsi: http.NgsiContext, req: TemporalRe
         yield db
     finally:
         await db.close()
+
+
+def _aggregation_query(req: TemporalRequest) -> AggregationQuery:
+    """The aggregatedValues read a database backend computes (q, geo-query and orderBy read instances)."""
+    sel = req.selector
+    mark = history.DELETION_MARK if sel.deletions else ""
+    datasets = None if sel.dataset_ids is None else [mark + ("" if d == "@none" else d) for d in sel.dataset_ids]
+    return AggregationQuery(
+        sel.tenant, sel.ids, sel.type_names, sel.attrs, datasets, sel.deletions, req.tf.column, req.tf.start,
+        req.tf.end, req.period.months, req.period.micros, req.methods,
+    )
 
 
 def _load_slice(conn: sqlite3.Connection, part: HistorySlice) -> None:

@@ -23,6 +23,8 @@ class Where:
 
     clauses: list[str] = field(default_factory=list)
     params: list[Any] = field(default_factory=list)
+    geo: str | None = None
+    """Conditions on ``geo g`` (the box prefilter): the candidates come from its ids, in id order."""
 
     def arg(self, value: Any) -> str:
         """Add a parameter; return its placeholder."""
@@ -33,11 +35,27 @@ class Where:
         """The conditions as one SQL expression."""
         return " AND ".join(self.clauses) if self.clauses else "true"
 
+    def source(self, after: str | None = None) -> str:
+        """The FROM clause giving ``e`` (with ``after``, a placeholder: only ids above it).
+
+        With a box, the candidates are the distinct ids of the boxes it meets, sorted by id (byte
+        order, as ``entities.id``): PostgreSQL can then read the entities of one page in order and
+        stop, instead of reading every entity in the box and sorting them.
+        """
+        if self.geo is None:
+            return "entities e"
+        above = f' AND g.id COLLATE "C" > {after}' if after is not None else ""
+        return (
+            f'(SELECT DISTINCT g.id COLLATE "C" AS id FROM geo g WHERE {self.geo}{above}) c '
+            "JOIN entities e ON e.id = c.id"
+        )
+
 
 def compile_spec(tenant: str, spec: QuerySpec) -> Where:
     """The WHERE conditions for ``spec`` in ``tenant`` (a superset of the matches when Python must decide)."""
     w = Where()
-    w.clauses.append(f"e.tenant = {w.arg(tenant)}")
+    tenant_arg = w.arg(tenant)
+    w.clauses.append(f"e.tenant = {tenant_arg}")
     if spec.types is not None:
         w.clauses.append(f"e.types && {w.arg(list(spec.types))}::text[]")
     if spec.ids is not None:
@@ -48,10 +66,7 @@ def compile_spec(tenant: str, spec: QuerySpec) -> Where:
         minlon, minlat, maxlon, maxlat = spec.bbox
         attr = w.arg(spec.geoproperty or "")
         box = ", ".join(w.arg(float(v)) for v in (minlon, minlat, maxlon, maxlat))
-        w.clauses.append(
-            "EXISTS (SELECT 1 FROM geo g WHERE g.tenant = e.tenant AND g.id = e.id "
-            f"AND g.attr = {attr} AND g.geom && ST_MakeEnvelope({box}, 4326))"
-        )
+        w.geo = f"g.tenant = {tenant_arg} AND g.attr = {attr} AND g.geom && ST_MakeEnvelope({box}, 4326)"
     for iri, op, numbers in spec.number_filters:
         _number_clause(w, iri, op, numbers)
     if spec.q is not None and spec.expand is not None:

@@ -32,7 +32,7 @@ from gateway.store.base import StorageBase
 from gateway.store.indexing import SortKey, attr_summary, geo_boxes, geo_values
 from gateway.store.patterns import compile_user_pattern
 from gateway.store.postgres import migrations
-from gateway.store.postgres.compile import compile_spec
+from gateway.store.postgres.compile import Where, compile_spec
 from gateway.store.postgres.history import HistoryRow, PostgresHistoryWrites, Recorder, history_slice
 from gateway.store.problems import NgsiError
 from gateway.store.records import (
@@ -59,6 +59,8 @@ CHANGE_LOG_LOCK: Final = 0x6A6F6E6374_04
 """Transaction advisory lock serializing appends to the change log (seq order = commit order)."""
 _SCAN_CHUNK = 500
 """Rows fetched per round trip when Python decides (keyset pagination on id)."""
+_FIRST_CHUNK_MIN = 32
+"""Fewest rows the first round trip asks for (a page's worth, plus what the Python test may reject)."""
 _TENANT_LOCK = "jonction.tenant:"
 """Prefix of the per-tenant advisory lock key (hashed with hashtext)."""
 
@@ -447,6 +449,8 @@ class PostgresStorage(StorageBase):
             )
         if deletes:
             await conn.execute("DELETE FROM entities WHERE tenant = $1 AND id = ANY($2::text[])", tenant, deletes)
+            # no foreign key cascades (migration 6): the boxes go with their entity
+            await conn.execute("DELETE FROM geo WHERE tenant = $1 AND id = ANY($2::text[])", tenant, deletes)
         if up_ids:
             await conn.execute(_UPSERT, tenant, up_ids, up_attrs, up_docs, up_types)
         if regeo:
@@ -481,7 +485,8 @@ class PostgresStorage(StorageBase):
         if not spec.needs_python():
             n = len(where.params)
             rows = await db.fetch(
-                f"SELECT e.doc::text FROM entities e WHERE {where.sql()} ORDER BY e.id LIMIT ${n + 1} OFFSET ${n + 2}",
+                f"SELECT e.doc::text FROM {where.source()} WHERE {where.sql()} "
+                f"ORDER BY e.id LIMIT ${n + 1} OFFSET ${n + 2}",
                 *where.params,
                 spec.limit + 1,
                 spec.offset,
@@ -489,9 +494,11 @@ class PostgresStorage(StorageBase):
             docs = [codec.loads(r[0]) for r in rows[: spec.limit]]
             count = None
             if spec.count:
-                count = int(await db.fetchval(f"SELECT count(*) FROM entities e WHERE {where.sql()}", *where.params))
+                count = int(await db.fetchval(
+                    f"SELECT count(*) FROM {where.source()} WHERE {where.sql()}", *where.params
+                ))
             return QueryResult(docs, count, len(rows) > spec.limit)
-        matches = self._filtered(db, where.sql(), where.params, spec)
+        matches = self._filtered(db, where, spec)
         if spec.sort_key is not None:
             all_docs = [d async for d in matches]
             key = spec.sort_key
@@ -512,17 +519,22 @@ class PostgresStorage(StorageBase):
             total += 1
         return QueryResult(page, total if spec.count else None, more)
 
-    async def _filtered(self, db: asyncpg.Pool, where: str, params: list[Any], spec: QuerySpec) -> Any:
+    async def _filtered(self, db: asyncpg.Pool, where: Where, spec: QuerySpec) -> Any:
         """The candidates in id order (keyset pages), kept when the Python tests hold."""
         pattern = compile_user_pattern(spec.id_pattern, "idPattern") if spec.id_pattern is not None else None
+        params = where.params
         n = len(params)
         sql = (
-            f"SELECT e.id, e.doc::text FROM entities e WHERE {where} AND e.id > ${n + 1} "
-            f"ORDER BY e.id LIMIT {_SCAN_CHUNK}"
+            f"SELECT e.id, e.doc::text FROM {where.source(f'${n + 1}')} WHERE {where.sql()} AND e.id > ${n + 1} "
+            f"ORDER BY e.id LIMIT ${n + 2}"
         )
+        # The first round trip asks for about one page: the database evaluates (and sorts) only the
+        # candidates it returns, so a page of a large area does not cost the whole area. Later ones,
+        # and scans that need every match (count, orderBy), go by full chunks.
+        chunk = _first_chunk(spec)
         last = ""
         while True:
-            rows = await db.fetch(sql, *params, last)
+            rows = await db.fetch(sql, *params, last, chunk)
             for eid, text in rows:
                 if pattern is not None and not pattern.search(eid):
                     continue
@@ -532,9 +544,10 @@ class PostgresStorage(StorageBase):
                 if spec.predicate is not None and not spec.predicate(doc):
                     continue
                 yield doc
-            if len(rows) < _SCAN_CHUNK:
+            if len(rows) < chunk:
                 return
             last = rows[-1][0]
+            chunk = _SCAN_CHUNK
 
     async def type_info(self, tenant: str) -> dict[str, TypeInfo]:
         """Entity type IRI → discovery facts, for one tenant (aggregated in SQL)."""
@@ -553,6 +566,14 @@ class PostgresStorage(StorageBase):
         ):
             attrs[t].setdefault(name, set()).add(kind)
         return {t: TypeInfo(counts[t], {a: frozenset(k) for a, k in attrs[t].items()}) for t in sorted(counts)}
+
+
+def _first_chunk(spec: QuerySpec) -> int:
+    """Rows of the first keyset round trip of a query Python decides: a page plus a margin for rejects."""
+    if spec.count or spec.sort_key is not None:
+        return _SCAN_CHUNK
+    wanted = spec.offset + spec.limit + 1  # one more tells whether a next page exists
+    return min(_SCAN_CHUNK, max(_FIRST_CHUNK_MIN, wanted + wanted // 2))
 
 
 def _commits(rows: Sequence[Any]) -> list[list[ChangeEvent]]:
