@@ -83,3 +83,17 @@ async def test_entity_without_scope_leaves_no_scope_mark(server: StoreServer) ->
     assert (await server.delete(f"/entities/{VEHICLE}/attrs/scope")).status == 404
     assert (await server.delete(f"/entities/{VEHICLE}/attrs/speed")).status == 204
     assert set(await deleted_at(server)) == {"id", "type", "speed"}
+
+
+async def test_scope_marks_follow_pick_and_omit_and_aggregate(server: StoreServer) -> None:
+    assert (await server.post("/temporal/entities", temporal_vehicle())).status == 201
+    assert (await server.delete(f"/entities/{VEHICLE}/attrs/scope")).status == 204
+    assert (await server.delete(f"/entities/{VEHICLE}/attrs/fuelLevel")).status == 204
+    picked = await deleted_at(server, pick="id,scope")
+    assert set(picked) == {"id", "scope"}
+    assert set(await deleted_at(server, pick="fuelLevel")) == {"fuelLevel"}
+    assert set(await deleted_at(server, omit="scope")) == {"id", "type", "fuelLevel"}
+    counted = await deleted_at(server, options="aggregatedValues", aggrMethods="totalCount",
+                               aggrPeriodDuration="P1D")
+    assert [row[0] for row in counted["scope"]["totalCount"]] == [1]
+    assert [row[0] for row in counted["fuelLevel"]["totalCount"]] == [1]
