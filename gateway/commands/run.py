@@ -26,11 +26,14 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--data", type=Path, help="data directory (overrides data_dir)")
     parser.add_argument("--check", action="store_true",
                         help="check the configuration (and every source's adapter config), then exit")
-    parser.add_argument("--workers", type=_workers, metavar="N",
-                        help="ingestion processes (default: the number of cores). Push listeners on a fixed port "
-                             "share it (SO_REUSEPORT) and MQTT sources subscribe as one $share group; this process "
-                             "keeps the store, the publishers, the admin API and every other source. 1: one "
-                             "process does it all. The demo territory always runs in one process")
+    parser.add_argument("--workers", type=_workers, metavar="N|auto",
+                        help="ingestion processes (default 1: one process does it all; auto: the number of cores). "
+                             "Push listeners on a fixed port share it (SO_REUSEPORT) and MQTT sources subscribe as "
+                             "one $share group; this process keeps the store, the publishers, the admin API and "
+                             "every other source. With several workers, two readings of one device handled by two "
+                             "workers can reach a sink out of order: the current state keeps the newer one, but "
+                             "the older one is left out of the temporal history. The demo territory always runs "
+                             "in one process")
     # How the parent starts a worker (see gateway/runtime/workers.py); not for users.
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--control-fd", type=int, help=argparse.SUPPRESS)
@@ -38,7 +41,11 @@ def register(sub: Subparsers) -> None:
 
 
 def _workers(value: str) -> int:
-    """argparse type of ``--workers``: a positive count."""
+    """argparse type of ``--workers``: a positive count, or ``auto`` for the number of cores."""
+    if value == "auto":
+        from gateway.runtime.workers import default_workers
+
+        return default_workers()
     try:
         count = int(value)
     except ValueError:
@@ -85,7 +92,7 @@ def _handle(args: argparse.Namespace) -> int:
 
         # Each worker reads the same config with the same overrides (the demo picks free ports
         # when it starts, which a second process would pick differently: it stays in one process).
-        plan = workers.plan(cfg, discover(), args.workers or workers.default_workers(),
+        plan = workers.plan(cfg, discover(), args.workers or 1,
                             workers.worker_command(_worker_argv(args)))
     app = create_app(cfg, workers=plan)
     idle = args.config is not None and not cfg.sources and not cfg.simulators

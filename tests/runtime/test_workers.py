@@ -425,3 +425,17 @@ def test_which_sources_the_workers_share() -> None:
     assert worker_source(grouped, 1).config["mqtt"]["client_id"] == "jonction-lns-w1"
     assert worker_source(src, 0).config["mqtt"]["client_id"] == "gw-1-w0", "no group: a new session for each"
     assert src.config["mqtt"] == {"host": "b", "client_id": "gw-1"}, "the configured source is left as it was"
+
+
+def test_workers_option_is_a_count_or_auto() -> None:
+    """One process unless asked: auto is the number of cores, and nonsense is refused by name."""
+    import argparse
+
+    from gateway.commands.run import _workers
+    from gateway.runtime.workers import default_workers
+
+    assert _workers("auto") == default_workers() >= 1
+    assert _workers("3") == 3
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(bad)):
+            _workers(bad)
