@@ -92,7 +92,8 @@ async def sources(request: web.Request) -> web.Response:
     out = []
     for name, desc in configured.items():
         sup = rt.sources.get(name)
-        out.append({**desc, **(sup.status.to_json() if sup else {"state": "disabled"})})
+        out.append({**desc, **(sup.status.to_json() if sup else {"state": "disabled"}),
+                    "devices": sup is not None and isinstance(sup.adapter, DeviceProvisioning)})
     return web.json_response({"sources": out})
 
 

@@ -133,6 +133,8 @@ async def test_invalid_devices_are_refused_with_pointers(tmp_path: Path) -> None
             assert resp.status == 413
         async with http.get(url) as resp:
             assert [d["devEui"] for d in (await resp.json())["devices"]] == ["24e124707c100002"]
+        async with http.get(base + "/admin/sources") as resp:
+            assert {s["name"]: s["devices"] for s in (await resp.json())["sources"]} == {"lora": True, "bins": False}
         async with http.get(base + "/admin/sources/bins/devices") as resp:
             assert resp.status == 404  # an adapter without a device registry
         async with http.get(base + "/admin/sources/nope/devices") as resp:
