@@ -63,8 +63,8 @@ class Console:
 
 _NAV: Final = {
     "en": {"overview": "Overview", "deadletters": "Dead letters", "entities": "Entities", "map": "Map",
-           "conformance": "Conformance", "devices": "Devices", "logout": "Log out", "apis": "APIs served here", "pages": "Console pages",
-           "loading": "Loading…"},
+           "conformance": "Conformance", "devices": "Devices", "logout": "Log out", "apis": "APIs served here",
+           "pages": "Console pages", "loading": "Loading…"},
     "fr": {"overview": "Vue d\u2019ensemble", "deadletters": "Lettres mortes", "entities": "Entités", "map": "Carte",
            "conformance": "Conformité", "devices": "Capteurs", "logout": "Se déconnecter", "apis": "API servies ici",
            "pages": "Pages de la console", "loading": "Chargement…"},
