@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import free_port
 from tests.console.browser import browser_page, need_browser
 from tests.console.test_console_devices_http import ADAPTERS, lora_config
 from tests.runtime.support import running
+
+
+async def _serious_violations(page: Any) -> list[str]:
+    """Serious or critical axe-core findings on the page as it is (skips when axe is not installed)."""
+    try:
+        from axe_playwright_python.async_playwright import Axe
+    except ImportError:
+        pytest.skip("axe-playwright-python is missing (the axe-core engine): pip install -e '.[test]'")
+    results = await Axe().run(page)
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
+            for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
 
 
 async def test_devices_page_lists_adds_and_points_at_an_invalid_deveui(tmp_path: Path) -> None:
@@ -29,6 +43,7 @@ async def test_devices_page_lists_adds_and_points_at_an_invalid_deveui(tmp_path:
         assert "DevEUI" in (await error.text_content() or "")
         assert await page.locator("#dev-dev_eui").get_attribute("aria-invalid") == "true"
         await w.shot("devices-invalid")
+        assert await _serious_violations(page) == []
         # a valid one, with the profile's parameters: it shows up in the list
         await page.get_by_label("DevEUI (16 hex digits)").fill("24e124713b100001")
         await page.get_by_label("Profile", exact=True).select_option("milesight-em310-udl")
@@ -46,3 +61,17 @@ async def test_devices_page_lists_adds_and_points_at_an_invalid_deveui(tmp_path:
         await w.shot("devices")
     # the refused POST is the one expected error Chromium logs ("status of 422")
     assert [e for e in w.errors if "status of 422" not in e] == [] and w.elsewhere == []
+
+
+async def test_devices_page_in_french_on_a_phone(tmp_path: Path) -> None:
+    need_browser()
+    async with running(lora_config(tmp_path, free_port()), ADAPTERS) as (base, _app), \
+            browser_page(base, tmp_path, locale="fr-FR", viewport=(390, 844)) as w:
+        page = w.page
+        await page.goto(base + "/#/devices")
+        await page.locator('tr[data-device="24e124707c100002"]').wait_for()
+        assert await page.locator("h1").text_content() == "Capteurs"
+        await page.get_by_label("DevEUI (16 chiffres hexadécimaux)").wait_for()
+        assert "aucune remontée" in (await page.locator('tr[data-device="24e124707c100002"]').text_content() or "")
+        await w.shot("devices-fr-phone")
+    assert w.errors == [] and w.elsewhere == []

@@ -33,8 +33,8 @@ function entityLink(d) {
 
 function deviceTable(devices) {
   if (!devices.length) return h('p', { class: 'muted', id: 'dev-empty' }, t('No device provisioned.'));
-  return h('div', { class: 'table-wrap' }, h('table', { id: 'dev-table' },
-    h('caption', { class: 'muted' }, t('{0} device(s); radio metadata is kept in memory since the gateway started', devices.length)),
+  return h('div', {}, h('p', { class: 'muted' }, t('{0} device(s); radio metadata is kept in memory since the gateway started', devices.length)),
+    h('div', { class: 'table-wrap' }, h('table', { id: 'dev-table', 'aria-label': t('Devices') },
     h('thead', {}, h('tr', {}, [t('DevEUI'), t('Name'), t('Profile'), t('Entity'), t('Tenant'), t('Location'),
       t('Last uplink'), t('RSSI / SNR'), t('Gateways'), t('fCnt')].map((c) => h('th', { scope: 'col' }, c)))),
     h('tbody', {}, devices.map((d) => h('tr', { 'data-device': d.devEui },
@@ -46,7 +46,7 @@ function deviceTable(devices) {
       h('td', {}, d.tenant || t('(default)')),
       h('td', {}, d.location && d.location.type === 'Point'
         ? d.location.coordinates.map((c) => c.toFixed(5)).join(', ') : (d.location ? d.location.type : '—')),
-      radioCells(d.lastUplink))))));
+      radioCells(d.lastUplink)))))));
 }
 
 function profileDetails(profiles) {
