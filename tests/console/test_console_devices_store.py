@@ -42,7 +42,7 @@ def test_a_broken_devices_file_names_the_file_and_entry(tmp_path: Path) -> None:
         ChirpstackV4Adapter(_config(tmp_path, [AM307]))
     assert any(p.startswith("devices.json:/0/dev_eui") for p in caught.value.problems)
     (tmp_path / "devices.json").write_text("{not json")
-    with pytest.raises(ConfigInvalid, match="devices.json: cannot read"):
+    with pytest.raises(ConfigInvalid, match=r"devices\.json: cannot read"):
         ChirpstackV4Adapter(_config(tmp_path, [AM307]))
 
 
