@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import metadata
 from importlib.resources import files
@@ -24,6 +25,7 @@ from gateway.secrets import register_secret
 __all__ = [
     "ADAPTER_FILES",
     "ENTRY_POINT_GROUP",
+    "SHARED_PORTS",
     "SIMULATOR_GROUP",
     "Adapter",
     "AdapterFactory",
@@ -43,6 +45,10 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "jonction.adapters"
 """Entry-point group under which adapters register (name == folder == manifest domain)."""
+
+SHARED_PORTS: ContextVar[bool] = ContextVar("jonction_shared_ports", default=False)
+"""True in a worker of ``jonction run --workers N``: push listeners bind with ``SO_REUSEPORT``, so that
+the workers share each port and the kernel spreads connections among them."""
 
 ADAPTER_FILES = ("manifest.json", "config.schema.json", "sample.yaml", "README.md", "__init__.py")
 """Files every adapter folder must have (``fixtures/`` holds recorded payloads and goldens)."""
