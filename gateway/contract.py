@@ -29,6 +29,7 @@ __all__ = [
     "SIMULATOR_GROUP",
     "Adapter",
     "AdapterFactory",
+    "DeviceProvisioning",
     "Emit",
     "Manifest",
     "Simulator",
@@ -121,6 +122,26 @@ class Adapter(Protocol):
         Whatever the payload, the result is entities that are strict JSON (finite numbers, UTF-8
         text), or a TranslationError whose pointer names the offending value; nothing else.
         """
+
+
+@runtime_checkable
+class DeviceProvisioning(Protocol):
+    """Optional adapter capability: provisioned devices listed and added at run time.
+
+    An adapter that keeps a device registry (the LoRaWAN network-server adapters) offers it so
+    that the admin API and the console can show and extend it without knowing the adapter.
+    Everything crosses as plain JSON-ready dicts.
+    """
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Provisioned devices (with their last radio metadata when seen), in a stable order."""
+
+    def device_profiles(self) -> list[dict[str, Any]]:
+        """The device profiles a new device may name (id, entity type, parameters, requirements)."""
+
+    def add_device(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate one device like the config's and keep it durably; ConfigInvalid names each problem
+        with a JSON pointer relative to ``item`` (``/dev_eui: ...``)."""
 
 
 AdapterFactory = Callable[..., Adapter]
