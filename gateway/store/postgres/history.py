@@ -62,7 +62,7 @@ TENANT_LOCK: Final = "jonction.tenant:"
 """Prefix of the per-tenant transaction advisory lock (hashed) every history writer holds."""
 _ENTITIES: Final = """
 INSERT INTO history_entities(tenant, entity_id, types)
-SELECT $1, u.entity_id, ARRAY(SELECT jsonb_array_elements_text(u.types::jsonb))
+SELECT $1, u.entity_id, u.types::text[]
 FROM unnest($2::text[], $3::text[]) AS u(entity_id, types)
 ON CONFLICT (tenant, entity_id) DO UPDATE SET types = excluded.types WHERE history_entities.types <> excluded.types
 """
@@ -92,6 +92,11 @@ def _moment(text: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def array_literal(items: Iterable[str]) -> str:
+    """A PostgreSQL text[] literal, every element quoted: cheaper to cast than a JSON array to unpack."""
+    return "{" + ",".join('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in items) + "}"
 
 
 def instance_row(inst: Mapping[str, Any], now: str) -> tuple[Any, ...]:
@@ -165,7 +170,7 @@ class Recorder:
                 kind, number, value, instance_id or f"{prefix}{serial + len(records):012x}", extra,
             ))
             if entity_id not in types:
-                types[entity_id] = codec.dumps(list(entity_types))
+                types[entity_id] = array_literal(entity_types)
         if not records:
             return 0, set()
         missing = months - self.months
