@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import metadata
 from importlib.resources import files
@@ -24,9 +25,11 @@ from gateway.secrets import register_secret
 __all__ = [
     "ADAPTER_FILES",
     "ENTRY_POINT_GROUP",
+    "SHARED_PORTS",
     "SIMULATOR_GROUP",
     "Adapter",
     "AdapterFactory",
+    "DeviceProvisioning",
     "Emit",
     "Manifest",
     "Simulator",
@@ -42,6 +45,10 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "jonction.adapters"
 """Entry-point group under which adapters register (name == folder == manifest domain)."""
+
+SHARED_PORTS: ContextVar[bool] = ContextVar("jonction_shared_ports", default=False)
+"""True in a worker of ``jonction run --workers N``: push listeners bind with ``SO_REUSEPORT``, so that
+the workers share each port and the kernel spreads connections among them."""
 
 ADAPTER_FILES = ("manifest.json", "config.schema.json", "sample.yaml", "README.md", "__init__.py")
 """Files every adapter folder must have (``fixtures/`` holds recorded payloads and goldens)."""
@@ -115,6 +122,26 @@ class Adapter(Protocol):
         Whatever the payload, the result is entities that are strict JSON (finite numbers, UTF-8
         text), or a TranslationError whose pointer names the offending value; nothing else.
         """
+
+
+@runtime_checkable
+class DeviceProvisioning(Protocol):
+    """Optional adapter capability: provisioned devices listed and added at run time.
+
+    An adapter that keeps a device registry (the LoRaWAN network-server adapters) offers it so
+    that the admin API and the console can show and extend it without knowing the adapter.
+    Everything crosses as plain JSON-ready dicts.
+    """
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Provisioned devices (with their last radio metadata when seen), in a stable order."""
+
+    def device_profiles(self) -> list[dict[str, Any]]:
+        """The device profiles a new device may name (id, entity type, parameters, requirements)."""
+
+    def add_device(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate one device like the config's and keep it durably; ConfigInvalid names each problem
+        with a JSON pointer relative to ``item`` (``/dev_eui: ...``)."""
 
 
 AdapterFactory = Callable[..., Adapter]

@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.contract import SHARED_PORTS
 from gateway.crosssite import HostPolicy, refusal
 from gateway.errors import ConfigInvalid, InputError
 from gateway.problems import problem_response
@@ -188,7 +189,8 @@ class PushReceiver:
         runner = self._runner = web.AppRunner(app, access_log=None)
         try:
             await runner.setup()
-            await web.TCPSite(runner, self.host, self.port).start()
+            # Workers of one gateway share the port (``jonction run --workers``): SO_REUSEPORT.
+            await web.TCPSite(runner, self.host, self.port, reuse_port=SHARED_PORTS.get() or None).start()
             addresses = runner.addresses
             self.bound_port = int(addresses[0][1]) if addresses else self.port
             self.started.set()

@@ -26,7 +26,33 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--data", type=Path, help="data directory (overrides data_dir)")
     parser.add_argument("--check", action="store_true",
                         help="check the configuration (and every source's adapter config), then exit")
+    parser.add_argument("--workers", type=_workers, metavar="N|auto",
+                        help="ingestion processes (default 1: one process does it all; auto: the number of cores). "
+                             "Push listeners on a fixed port share it (SO_REUSEPORT) and MQTT sources subscribe as "
+                             "one $share group; this process keeps the store, the publishers, the admin API and "
+                             "every other source. With several workers, two readings of one device handled by two "
+                             "workers can reach a sink out of order: the current state keeps the newer one, but "
+                             "the older one is left out of the temporal history. The demo territory always runs "
+                             "in one process")
+    # How the parent starts a worker (see gateway/runtime/workers.py); not for users.
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--control-fd", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(handler=_handle)
+
+
+def _workers(value: str) -> int:
+    """argparse type of ``--workers``: a positive count, or ``auto`` for the number of cores."""
+    if value == "auto":
+        from gateway.runtime.workers import default_workers
+
+        return default_workers()
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of processes")
+    return count
 
 
 def _handle(args: argparse.Namespace) -> int:
@@ -53,7 +79,22 @@ def _handle(args: argparse.Namespace) -> int:
         cfg.data_dir = args.data
     if cfg.log_level != "INFO" and (args.log_level or "INFO").upper() == "INFO":
         setup_logging(cfg.log_level)
-    app = create_app(cfg)
+    if args.worker_index is not None:
+        if args.control_fd is None or args.config is None:
+            raise ConfigInvalid("--worker-index is started by `jonction run --workers`, with --control-fd and --config")
+        from gateway.runtime.workers import run_worker
+
+        return run_worker(cfg, args.worker_index, args.control_fd)
+    plan = None
+    if args.config is not None and not args.check:
+        from gateway.contract import discover
+        from gateway.runtime import workers
+
+        # Each worker reads the same config with the same overrides (the demo picks free ports
+        # when it starts, which a second process would pick differently: it stays in one process).
+        plan = workers.plan(cfg, discover(), args.workers or 1,
+                            workers.worker_command(_worker_argv(args)))
+    app = create_app(cfg, workers=plan)
     idle = args.config is not None and not cfg.sources and not cfg.simulators
     idle_text = (f"{args.config} configures no source: the gateway will receive no data "
                  "(add a sources: list; see docs/gateway.example.yaml)")
@@ -87,3 +128,15 @@ def _handle(args: argparse.Namespace) -> int:
     web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=cfg.drain_timeout_s + 5,
                 handle_signals=True)
     return 0
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The CLI arguments that make a worker read the config exactly as this process did."""
+    argv = ["--log-level", str(args.log_level or "INFO"), "run", "--config", str(Path(args.config).resolve())]
+    if args.host:
+        argv += ["--host", args.host]
+    if args.port is not None:
+        argv += ["--port", str(args.port)]
+    if args.data is not None:
+        argv += ["--data", str(Path(args.data).resolve())]
+    return argv

@@ -63,10 +63,10 @@ class Console:
 
 _NAV: Final = {
     "en": {"overview": "Overview", "deadletters": "Dead letters", "entities": "Entities", "map": "Map",
-           "conformance": "Conformance", "logout": "Log out", "apis": "APIs served here", "pages": "Console pages",
-           "loading": "Loading…"},
+           "conformance": "Conformance", "devices": "Devices", "logout": "Log out", "apis": "APIs served here",
+           "pages": "Console pages", "loading": "Loading…"},
     "fr": {"overview": "Vue d\u2019ensemble", "deadletters": "Lettres mortes", "entities": "Entités", "map": "Carte",
-           "conformance": "Conformité", "logout": "Se déconnecter", "apis": "API servies ici",
+           "conformance": "Conformité", "devices": "Capteurs", "logout": "Se déconnecter", "apis": "API servies ici",
            "pages": "Pages de la console", "loading": "Chargement…"},
 }
 
@@ -77,7 +77,7 @@ def _shell(console: Console, lang: str) -> str:
     if console.ngsi_base:
         pages += ["entities", "map"]
     if console.mode == "gateway":
-        pages.append("conformance")
+        pages += ["devices", "conformance"]
     items = "".join(f'<li><a href="#/{p}">{text[p]}</a></li>' for p in pages)
     apis = "\n".join(
         f'<li><a href="{html.escape(link.href)}">{html.escape(link.title)}</a> — {html.escape(link.what)}</li>'

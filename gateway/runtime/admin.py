@@ -15,13 +15,16 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from gateway.contract import DeviceProvisioning
 from gateway.crosssite import HostPolicy, json_content_type, refusal, simple_content_type
-from gateway.errors import JonctionError
+from gateway.errors import ConfigInvalid, JonctionError
 from gateway.problems import problem_error, problem_response
 from gateway.runtime.logging import redact
 from gateway.runtime.state import RUNTIME, Runtime
 
 MAX_LIMIT: Final = 1000
+MAX_DEVICE_BYTES: Final = 64 * 1024
+"""Largest body of a device added through the admin API."""
 
 
 def problem(status: int, title: str, detail: str) -> web.Response:
@@ -89,7 +92,8 @@ async def sources(request: web.Request) -> web.Response:
     out = []
     for name, desc in configured.items():
         sup = rt.sources.get(name)
-        out.append({**desc, **(sup.status.to_json() if sup else {"state": "disabled"})})
+        out.append({**desc, **(sup.status.to_json() if sup else {"state": "disabled"}),
+                    "devices": sup is not None and isinstance(sup.adapter, DeviceProvisioning)})
     return web.json_response({"sources": out})
 
 
@@ -101,6 +105,59 @@ async def restart_source(request: web.Request) -> web.Response:
     if sup is None:
         return problem(404, "Not Found", f"no enabled source named {name!r}")
     return web.json_response(sup.status.to_json())
+
+
+def _provisioning(request: web.Request) -> DeviceProvisioning:
+    name = request.match_info["name"]
+    sup = _rt(request).sources.get(name)
+    if sup is None:
+        raise problem_error(404, "Not Found", f"no enabled source named {name!r}")
+    adapter = sup.adapter
+    if not isinstance(adapter, DeviceProvisioning):
+        raise problem_error(404, "Not Found", f"source {name!r} (adapter {sup.status.adapter}) has no device registry")
+    return adapter
+
+
+def _pointed(problems: list[str]) -> list[dict[str, str]]:
+    """``"/dev_eui: reason"`` problems as ``{"pointer", "message"}`` (pointer "" for the whole device)."""
+    out = []
+    for text in problems:
+        where, sep, message = text.partition(": ")
+        if sep and (where.startswith("/") or where == ""):
+            out.append({"pointer": "" if where == "/" else where, "message": message})
+        else:
+            out.append({"pointer": "", "message": text})
+    return out
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    """A source's provisioned devices (with their last radio metadata) and the profiles it knows."""
+    adapter = _provisioning(request)
+    return web.json_response({"source": request.match_info["name"], "devices": adapter.devices(),
+                              "profiles": adapter.device_profiles()})
+
+
+async def add_device(request: web.Request) -> web.Response:
+    """Provision one device at run time, validated like the config's; 422 names each problem's pointer."""
+    adapter = _provisioning(request)
+    if (request.content_length or 0) > MAX_DEVICE_BYTES:
+        return problem(413, "Payload Too Large", f"a device is at most {MAX_DEVICE_BYTES} bytes of JSON")
+    raw = await request.content.read(MAX_DEVICE_BYTES + 1)
+    if len(raw) > MAX_DEVICE_BYTES:
+        return problem(413, "Payload Too Large", f"a device is at most {MAX_DEVICE_BYTES} bytes of JSON")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return problem(400, "Bad Request", "body is not JSON")
+    if not isinstance(body, dict):
+        return problem(400, "Bad Request", "body must be a JSON object (a device as in the config's devices)")
+    try:
+        added = adapter.add_device(body)
+    except ConfigInvalid as exc:
+        doc = {"type": "about:blank", "title": "Unprocessable Content", "status": 422,
+               "detail": redact(str(exc)), "errors": _pointed(exc.problems)}
+        return web.json_response(doc, status=422, content_type="application/problem+json")
+    return web.json_response(added, status=201)
 
 
 async def sinks(request: web.Request) -> web.Response:
@@ -289,6 +346,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/admin/openapi.json", openapi)
     r.add_get("/admin/sources", sources)
     r.add_post("/admin/sources/{name}/restart", restart_source)
+    r.add_get("/admin/sources/{name}/devices", list_devices)
+    r.add_post("/admin/sources/{name}/devices", add_device)
     r.add_get("/admin/sinks", sinks)
     r.add_get("/admin/outbox", outbox_status)
     r.add_get("/admin/deadletters", list_dead_letters)
@@ -305,8 +364,9 @@ def _op(summary: str, *, params: list[dict[str, Any]] | None = None, body: bool 
         codes: tuple[int, ...] = (200,)) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}], "responses": {}}
     for code in codes:
-        op["responses"][str(code)] = {"description": {200: "OK", 204: "Done", 404: "Not found",
-                                                      422: "Still failing", 401: "Token missing or wrong"}[code]}
+        op["responses"][str(code)] = {"description": {200: "OK", 201: "Created", 204: "Done", 404: "Not found",
+                                                      413: "Body too large", 422: "Still failing or invalid",
+                                                      401: "Token missing or wrong"}[code]}
     op["responses"]["401"] = {"description": "Token missing or wrong"}
     op["responses"]["403"] = {"description": "Cross-site call refused (Host, Origin or a non-JSON body)"}
     if params:
@@ -320,6 +380,7 @@ def _q(name: str, kind: str = "string") -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": {"type": kind}}
 
 
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
 OPENAPI: Final[dict[str, Any]] = {
@@ -345,6 +406,13 @@ OPENAPI: Final[dict[str, Any]] = {
             "Restart a source with a fresh adapter instance (re-reads its mapping files)",
             params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
             codes=(200, 404))},
+        "/admin/sources/{name}/devices": {
+            "get": _op("A source's provisioned devices with their last radio metadata, and its device profiles",
+                       params=[_NAME], codes=(200, 404)),
+            "post": _op("Provision a device (config's devices form), kept in the source's state folder; "
+                        "422 lists each problem with its JSON pointer", params=[_NAME], body=True,
+                        codes=(201, 404, 413, 422)),
+        },
         "/admin/sinks": {"get": _op("Sinks, circuit-breaker state and backlog")},
         "/admin/outbox": {"get": _op("Outbox backlog per sink and tenant (entities, bytes, oldest age)")},
         "/admin/deadletters": {"get": _op("List dead letters", params=[

@@ -11,6 +11,10 @@ what started):
 3. the store API sub-app (its subscriptions notifier and temporal database);
 4. the runtime (:func:`_runtime_ctx`): sources stop first, what they sent is committed,
    publishers drain within a bound, then sinks and the gateway database close.
+
+With ``jonction run --workers N`` this process is the parent of N ingestion workers
+(:mod:`gateway.runtime.workers`): they run the sources that can share their input and commit to
+the same gateway database; they start after this process's sources and stop before them.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from gateway.runtime.publisher import Publisher
 from gateway.runtime.sinks import EmbeddedSink, RemoteBrokerSink, Sink
 from gateway.runtime.state import RUNTIME, Runtime
 from gateway.runtime.validator import load_validator
+from gateway.runtime.workers import PoolRuntime, WorkerPlan, WorkerPool, workers_handler
 from gateway.store.app import create_store_app
 from gateway.store.backends import create_storage
 from gateway.store.base import Storage, tune_gc
@@ -287,8 +292,15 @@ def build_runtime(
     *,
     http: aiohttp.ClientSession,
     storage: Storage | None,
+    publishing: bool = True,
+    workers: WorkerPlan | None = None,
 ) -> Runtime:
-    """Every component of the running gateway, created and wired here (opens the gateway database)."""
+    """Every component of the running gateway, created and wired here (opens the gateway database).
+
+    ``publishing=False`` builds a worker of ``jonction run --workers``: the ingestion half only
+    (it queues for every configured sink; the parent publishes). ``workers`` builds the parent of
+    such workers: the sources they run are bound here but supervised there.
+    """
     db = Database(config.data_dir / "gateway.sqlite", durability=config.durability)
     metrics = Metrics()
     archive = RawArchive(db, max_bytes=config.archive_max_bytes, max_age_s=config.archive_max_age_s)
@@ -298,12 +310,14 @@ def build_runtime(
     sinks: list[Sink] = []
     routes: list[SinkRoute] = []
     latest_only: dict[str, bool] = {}
-    if storage is not None:
-        sinks.append(EmbeddedSink(EMBEDDED, storage))
+    if storage is not None or (not publishing and config.embedded):
+        if storage is not None:
+            sinks.append(EmbeddedSink(EMBEDDED, storage))
         routes.append(SinkRoute(EMBEDDED, config.embedded_tenants))
         latest_only[EMBEDDED] = config.embedded_latest_only
     for sc in config.sinks:
-        sinks.append(RemoteBrokerSink(sc.name, sc.settings))
+        if publishing:
+            sinks.append(RemoteBrokerSink(sc.name, sc.settings))
         routes.append(SinkRoute(sc.name, sc.tenants))
         latest_only[sc.name] = sc.latest_only
     shared = (shared_claims(config.dedup_database, password=config.dedup_password, max_age_s=config.dedup_max_age_s)
@@ -312,20 +326,23 @@ def build_runtime(
                         routes, shared)
     publishers = {sink.name: Publisher(sink, db, outbox, deadletters, metrics, config.publisher,
                                        latest_only=latest_only[sink.name]) for sink in sinks}
-    rt = Runtime(config, adapters, http, storage, metrics, db, archive, outbox, deadletters, seen, pipeline,
-                 publishers)
-    _register_gauges(rt)
+    parts = (config, adapters, http, storage, metrics, db, archive, outbox, deadletters, seen, pipeline, publishers)
+    rt = Runtime(*parts) if workers is None else PoolRuntime(*parts, shared=workers.shared)
+    if publishing:
+        _register_gauges(rt)
     return rt
 
 
 async def _runtime_ctx(
-    app: web.Application, config: GatewayConfig, adapters: Mapping[str, type[Adapter]], storage: Storage | None
+    app: web.Application, config: GatewayConfig, adapters: Mapping[str, type[Adapter]], storage: Storage | None,
+    workers: WorkerPlan | None = None,
 ) -> AsyncIterator[None]:
-    rt = build_runtime(config, adapters, http=app[HTTP], storage=storage)
+    rt = build_runtime(config, adapters, http=app[HTTP], storage=storage, workers=workers)
     app[RUNTIME] = rt
     cfg = rt.config
     tasks = [asyncio.create_task(pub.run(), name=f"publisher:{name}") for name, pub in rt.publishers.items()]
     tasks.append(asyncio.create_task(_maintenance(rt), name="maintenance"))
+    pool: WorkerPool | None = None
     try:
         await _start_simulators(rt)
         if rt.pipeline.shared is not None:
@@ -334,6 +351,10 @@ async def _runtime_ctx(
         for src in cfg.sources:
             if src.enabled:
                 rt.start_source(src)
+        if workers is not None and isinstance(rt, PoolRuntime):
+            # The publishers are running already: the workers' first commits wake them.
+            pool = rt.pool = WorkerPool(rt, workers)
+            await pool.start()
         rt.ready = True
         if cfg.sinks and not cfg.public_url and not cfg.loopback and cfg.host in ("0.0.0.0", "::"):
             # Brokers fetch the @context from this URL: a guessed host name may not reach us.
@@ -345,6 +366,9 @@ async def _runtime_ctx(
         yield
     finally:
         rt.ready = False
+        if pool is not None:
+            # Workers first: each stops its listeners, commits what it accepted and reports it.
+            await pool.stop(cfg.drain_timeout_s + 5)
         await asyncio.gather(*(s.stop() for s in rt.sources.values()), return_exceptions=True)
         await rt.pipeline.aclose()
         started = time.monotonic()
@@ -365,10 +389,12 @@ async def _runtime_ctx(
         rt.db.close()
 
 
-def create_app(config: GatewayConfig, *, adapters: Mapping[str, type[Adapter]] | None = None) -> web.Application:
+def create_app(config: GatewayConfig, *, adapters: Mapping[str, type[Adapter]] | None = None,
+               workers: WorkerPlan | None = None) -> web.Application:
     """Build the gateway application (no I/O: everything starts when the app starts).
 
     ``adapters`` replaces entry-point discovery (tests inject adapter classes this way).
+    ``workers`` makes this process the parent of ingestion workers (``jonction run --workers``).
     Raises ConfigInvalid, listing every problem, before anything is opened.
     """
     if not config.loopback and not config.admin_token:
@@ -388,6 +414,7 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, type[Adapter]] |
     app.router.add_get("/metrics", metrics)
     app.router.add_get(CONTEXT_PATH, jonction_context)
     admin.add_routes(app)
+    app.router.add_get("/admin/workers", workers_handler)
     app.cleanup_ctx.append(_http_ctx)
     storage: Storage | None = None
     if config.embedded:
@@ -397,7 +424,7 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, type[Adapter]] |
                                  durability="full" if config.durability == "full" else "normal")
         app.add_subapp("/ngsi-ld/v1", create_store_app(store_settings(config), storage=storage))
         _enclosing(app, _storage_ctx(storage, config))
-    _after_subapps(app, functools.partial(_runtime_ctx, app, config, found, storage))
+    _after_subapps(app, functools.partial(_runtime_ctx, app, config, found, storage, workers))
     return app
 
 

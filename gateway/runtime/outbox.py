@@ -11,7 +11,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -112,6 +112,8 @@ class Outbox:
         db.create(SCHEMA)
         self.bytes = self.stored_bytes()
         self.events: dict[str, asyncio.Event] = {}
+        self.on_commit: Callable[[list[str]], None] | None = None
+        """Called by :meth:`notify` with the sinks woken (a worker process tells the publishing parent)."""
 
     def stored_bytes(self) -> int:
         """Bytes of entity bodies the outbox holds, read from the table."""
@@ -157,8 +159,11 @@ class Outbox:
 
     def notify(self, sinks: Iterable[str]) -> None:
         """Wake the publishers of ``sinks`` (call after commit)."""
-        for sink in sinks:
+        woken = list(sinks)
+        for sink in woken:
             self.event(sink).set()
+        if self.on_commit is not None:
+            self.on_commit(woken)
 
     def fetch(self, sink: str, after: int, limit: int) -> list[OutboxRow]:
         """Rows for ``sink`` with id > ``after``, oldest first."""

@@ -64,6 +64,8 @@ DELETION_MARK: Final = "\x1f"
 """Prefix of the datasetId of the series holding deletion marks (§4.5.x deletedAt): they stay out
 of ordinary reads at no cost (a range on the small series table) and are read for timeproperty=deletedAt."""
 NULL_URN: Final = "urn:ngsi-ld:null"
+SCOPE_IRI: Final = "https://uri.etsi.org/ngsi-ld/scope"
+"""Attribute under which a deleted scope leaves its deletedAt mark (§4.18: scope reads like a Property)."""
 AGGREGATION_METHODS: Final = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
 """``aggrMethods`` supported (all of §4.5.19)."""
 INSTANCE_PREFIX: Final = "urn:ngsi-ld:Instance:"
@@ -372,8 +374,13 @@ def deletions(before: Mapping[str, Any], after: Mapping[str, Any] | None, now: s
 
     Each mark is an instance whose value is ``urn:ngsi-ld:null`` with ``deletedAt`` (CIM 009 V1.9.1
     §4.5.x, §5.7.3 timeproperty=deletedAt), kept in a series of its own (see ``DELETION_MARK``).
+    A deleted scope (§4.18) marks the ``scope`` Property with an empty scope list, its value once gone.
     """
     marks: list[tuple[str, dict[str, Any]]] = []
+    if before.get("scope") and not (after or {}).get("scope"):
+        marks.append((SCOPE_IRI, {
+            "type": "Property", "value": [], "datasetId": DELETION_MARK, "deletedAt": now, "modifiedAt": now,
+        }))
     for attr, insts in before.items():
         if not isinstance(insts, list) or attr in _ENTITY_MEMBERS:
             continue

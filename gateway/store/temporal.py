@@ -412,6 +412,11 @@ def _read_entities(
     page = found[offset:] if limit is None else found[offset : offset + limit]
     series_by_entity: dict[str, list[Series]] = {}
     for series in history.series_of(conn, req.selector, [e for e, _ in page]):
+        if series.attr == history.SCOPE_IRI:
+            # a deleted scope's marks (deletedAt) follow the scope member under pick/omit
+            if "scope" in req.members:
+                series_by_entity.setdefault(series.entity_id, []).append(series)
+            continue
         if req.pick_attrs is not None and series.attr not in req.pick_attrs:
             continue
         if series.attr in req.omit_attrs:

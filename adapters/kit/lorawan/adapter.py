@@ -17,8 +17,15 @@ import aiohttp
 import aiomqtt
 from aiohttp import web
 
+from adapters.kit.lorawan.normalize import dev_eui as normalize_eui
 from adapters.kit.lorawan.profile import load_profiles
-from adapters.kit.lorawan.provisioning import DeviceRecord, Registry
+from adapters.kit.lorawan.provisioning import (
+    DeviceRecord,
+    Registry,
+    StoredDevices,
+    device_record,
+    device_summary,
+)
 from adapters.kit.lorawan.translate import translate
 from adapters.kit.lorawan.uplink import Uplink, digest_key
 from adapters.kit.mqtt import MqttSettings, MqttSubscriber, payload_of, topic_text
@@ -31,6 +38,9 @@ from gateway.model import Entity, RawMessage, epoch_time
 PARSE_CACHE = 2048
 """Parsed messages kept between the transport and the translation (bounded memory)."""
 
+RADIO_SEEN = 10000
+"""Devices whose last radio metadata is kept in memory (bounded: oldest forgotten first)."""
+
 
 def load_json(body: bytes) -> Mapping[str, Any]:
     """The JSON object in a message body; TranslationError when it is not one."""
@@ -38,6 +48,13 @@ def load_json(body: bytes) -> Mapping[str, Any]:
     if not isinstance(doc, dict):
         raise TranslationError(f"payload is a JSON {type(doc).__name__}, expected an object")
     return doc
+
+
+def _eui(value: Any) -> str | None:
+    try:
+        return normalize_eui(value)
+    except TranslationError:
+        return None
 
 
 class NetworkServerAdapter:
@@ -67,7 +84,11 @@ class NetworkServerAdapter:
         self.tenant = str(config.get("tenant", ""))
         self.log = log or adapter_logger(domain)
         self.profiles = load_profiles(config.get("profiles_dirs", ()))
-        self.registry = Registry.from_config(config, self.profiles)
+        state_dir = config.get("state_dir")
+        self.stored = StoredDevices(state_dir) if state_dir else None
+        self.registry = Registry.from_config(config, self.profiles,
+                                             self.stored.records(self.profiles) if self.stored else ())
+        self._radio: dict[str, tuple[DeviceRecord, dict[str, Any]]] = {}
         self.transport = str(config.get("transport", self.transports[0]))
         if self.transport not in self.transports:
             raise ConfigInvalid(f"{domain}: transport {self.transport!r} is not supported",
@@ -180,10 +201,64 @@ class NetworkServerAdapter:
             pass
         else:
             key = uplink.key
-            if record is not None and record.tenant:
-                tenant = record.tenant
+            if record is not None:
+                self._note_radio(uplink, record, now)
+                if record.tenant:
+                    tenant = record.tenant
         return RawMessage(source=self.source, tenant=tenant, received_at=now, payload=body,
                           idempotency_key=key, metadata=meta)
+
+    # ------------------------------------------------------------------ provisioning: the DeviceProvisioning capability
+
+    def _note_radio(self, uplink: Uplink, record: DeviceRecord, received_at: str) -> None:
+        """Remember the last uplink's radio metadata of a device (memory only: it is lost on restart)."""
+        if uplink.kind != "up":
+            return
+        radio = uplink.radio
+        seen = {"time": uplink.time or received_at, "fCnt": uplink.f_cnt, "fPort": uplink.f_port,
+                "rssi": radio.rssi if radio else None, "snr": radio.snr if radio else None,
+                "gateways": list(radio.gateways) if radio else [],
+                "spreadingFactor": radio.spreading_factor if radio else None,
+                "frequency": radio.frequency if radio else None}
+        self._radio.pop(uplink.dev_eui, None)
+        if len(self._radio) >= RADIO_SEEN:
+            del self._radio[next(iter(self._radio))]
+        self._radio[uplink.dev_eui] = (record, seen)
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Declared devices (config, CSV, added at run time) and auto-provisioned ones seen, by DevEUI."""
+        out: dict[str, dict[str, Any]] = {}
+        for eui, record in self.registry.devices.items():
+            out[eui] = device_summary(record)
+        for eui, (record, seen) in self._radio.items():
+            entry = out.setdefault(eui, device_summary(record))
+            entry["lastUplink"] = seen
+        stored = {_eui(item.get("dev_eui")) for item in self.stored.items()} if self.stored else set()
+        for entry in out.values():
+            entry.setdefault("lastUplink", None)
+            entry["addedAtRunTime"] = entry["devEui"] in stored
+        return [out[eui] for eui in sorted(out)]
+
+    def device_profiles(self) -> list[dict[str, Any]]:
+        """The loaded device profiles: id, vendor, model, entity type, parameters and requirements."""
+        return [{"id": p.id, "vendor": p.vendor, "model": p.model, "entityType": p.entity_type,
+                 "requires": list(p.requires), "controlledProperty": list(p.controlled_property),
+                 "parameters": {name: dict(spec) for name, spec in p.parameters.items()},
+                 "attributes": sorted(p.rules)}
+                for p in sorted(self.profiles.values(), key=lambda p: p.id)]
+
+    def add_device(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate one device like the config's, keep it in ``<state_dir>/devices.json``, use it now."""
+        record = device_record(item, self.profiles)
+        if record.dev_eui in self.registry.devices:
+            raise ConfigInvalid("the device is invalid", [f"/dev_eui: DevEUI {record.dev_eui} is already provisioned"])
+        if self.stored is None:
+            raise ConfigInvalid("this source has no state folder: a device added now would be lost on restart",
+                                ["/: declare the device in the source's config (devices or devices_csv)"])
+        self.stored.append({**item, "dev_eui": record.dev_eui})
+        self.registry.add(record)
+        self._parsed.clear()  # a cached resolve may say "unknown device" for this DevEUI
+        return device_summary(record)
 
     # ------------------------------------------------------------------ pure translation
 

@@ -88,6 +88,8 @@ def compose(domain: str, title: str, transports: tuple[str, ...], *,
                            "description": "rules that provision unknown devices (first match wins)"},
         "profiles_dirs": {"type": "array", "items": {"type": "string"},
                           "description": "folders of extra device profiles (YAML)"},
+        "state_dir": {"type": "string", "description": "where devices added at run time (admin API, console) "
+                                                       "are kept: devices.json (the runtime sets it)"},
     })
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

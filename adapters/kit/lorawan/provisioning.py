@@ -12,11 +12,15 @@ from __future__ import annotations
 import csv
 import fnmatch
 import io
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import schemas
+from adapters.kit.lorawan.config import DEVICE_SCHEMA
 from adapters.kit.lorawan.normalize import dev_eui as normalize_eui
 from adapters.kit.lorawan.normalize import number
 from adapters.kit.lorawan.profile import Profile
@@ -24,9 +28,13 @@ from adapters.kit.lorawan.uplink import Uplink
 from gateway.crs import to_wgs84
 from gateway.errors import ConfigInvalid, TranslationError
 from gateway.model import ModelError, geo, is_uri, point, urn
+from gateway.pointer import pointer
 
 MAX_CSV_BYTES = 16 * 1024 * 1024
 """Largest provisioning CSV read (about 100 000 devices)."""
+
+DEVICES_FILE = "devices.json"
+"""Devices added at run time, in the source's state folder."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +179,18 @@ class Registry:
 
     # ------------------------------------------------------------------ from config
 
+    def add(self, record: DeviceRecord) -> None:
+        """Declare one more device (added at run time, already validated and not yet known)."""
+        self.devices[record.dev_eui] = record
+
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], profiles: Mapping[str, Profile]) -> Registry:
-        """Build the registry from an adapter config; ConfigInvalid lists every problem at once."""
+    def from_config(cls, config: Mapping[str, Any], profiles: Mapping[str, Profile],
+                    stored: Sequence[DeviceRecord] = ()) -> Registry:
+        """Build the registry from an adapter config; ConfigInvalid lists every problem at once.
+
+        ``stored`` are devices added at run time (see :class:`StoredDevices`): the config's
+        declaration of a DevEUI wins over a stored one, so copying a device into the config is safe.
+        """
         problems: list[str] = []
         records: list[DeviceRecord] = []
         for index, item in enumerate(config.get("devices", ())):
@@ -186,6 +203,7 @@ class Registry:
         for record in records:
             seen[record.dev_eui] = seen.get(record.dev_eui, 0) + 1
         problems.extend(f"DevEUI {eui} is provisioned {n} times" for eui, n in seen.items() if n > 1)
+        records.extend(r for r in stored if r.dev_eui not in seen)
         rules = []
         for index, item in enumerate(config.get("auto_provision", ())):
             rule = _rule(item, profiles, f"/auto_provision/{index}", problems)
@@ -194,6 +212,79 @@ class Registry:
         if problems:
             raise ConfigInvalid("LoRaWAN provisioning is invalid", problems)
         return cls(records, rules)
+
+
+def device_record(item: Any, profiles: Mapping[str, Profile]) -> DeviceRecord:
+    """One device in the config's ``devices`` form, validated as the config's are.
+
+    ConfigInvalid lists every problem, each as ``<JSON pointer in item>: <reason>``.
+    """
+    problems = [f"{pointer(e.absolute_path)}: {e.message}" for e in schemas.problems(DEVICE_SCHEMA, item)]
+    if problems:
+        raise ConfigInvalid("the device is invalid", problems)
+    record = _record(item, profiles, "", problems)
+    if problems or record is None:
+        raise ConfigInvalid("the device is invalid", problems or ["/dev_eui: invalid"])
+    return record
+
+
+def device_summary(record: DeviceRecord) -> dict[str, Any]:
+    """A device as plain JSON (what the admin API lists)."""
+    return {"devEui": record.dev_eui, "profile": record.profile.id, "entityType": record.profile.entity_type,
+            "entityId": record.entity_id, "tenant": record.tenant, "name": record.name,
+            "location": dict(record.location) if record.location is not None else None,
+            "params": dict(record.params), "attributes": dict(record.attributes), "auto": record.auto}
+
+
+class StoredDevices:
+    """Devices added at run time, kept in ``<state_dir>/devices.json`` in the config's ``devices`` form.
+
+    A JSON list rather than a database: the devices added by hand are few, the file reads like the
+    config (an operator can move an entry into it), and it goes through the same validation at start.
+    Written whole to a temporary file, flushed and renamed, so a crash leaves the old or the new list.
+    """
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.path = Path(state_dir) / DEVICES_FILE
+
+    def items(self) -> list[dict[str, Any]]:
+        """The stored device entries (an empty list when the file does not exist yet)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size > MAX_CSV_BYTES:
+            raise ConfigInvalid(f"{self.path}: {size} bytes, over the {MAX_CSV_BYTES}-byte limit")
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigInvalid(f"{self.path}: cannot read the devices added at run time: {exc}") from exc
+        if not isinstance(doc, list) or not all(isinstance(i, dict) for i in doc):
+            raise ConfigInvalid(f"{self.path}: expected a JSON list of devices")
+        return doc
+
+    def records(self, profiles: Mapping[str, Profile]) -> list[DeviceRecord]:
+        """The stored devices, validated; ConfigInvalid names the file and entry of each problem."""
+        problems: list[str] = []
+        records = []
+        for index, item in enumerate(self.items()):
+            record = _record(item, profiles, f"{self.path.name}:/{index}", problems)
+            if record is not None:
+                records.append(record)
+        if problems:
+            raise ConfigInvalid("devices added at run time are invalid", problems)
+        return records
+
+    def append(self, item: Mapping[str, Any]) -> None:
+        """Add one entry durably (write a temporary file, fsync, rename)."""
+        entries = [*self.items(), dict(item)]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            json.dump(entries, out, ensure_ascii=False, indent=1)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(self.path)
 
 
 def _profile(name: Any, profiles: Mapping[str, Profile], where: str, problems: list[str]) -> Profile | None:

@@ -1,4 +1,4 @@
-// The console's router: one view per hash (#/overview, #/deadletters, #/entities, #/entity/<id>, #/map).
+// The console's router: one view per hash (#/overview, #/deadletters, #/entities, #/entity/<id>, #/map, #/devices).
 
 import { errorBox, h } from './common.js';
 import { renderOverview } from './overview.js';
@@ -6,6 +6,7 @@ import { renderDeadLetters } from './deadletters.js';
 import { renderEntities, renderEntity } from './entities.js';
 import { renderMap } from './map.js';
 import { renderConformance } from './conformance.js';
+import { renderDevices } from './devices.js';
 import { t } from './i18n.js';
 
 const VIEWS = {
@@ -15,6 +16,7 @@ const VIEWS = {
   entity: renderEntity,
   map: renderMap,
   conformance: renderConformance,
+  devices: renderDevices,
 };
 
 let stopCurrent = null;

@@ -52,6 +52,24 @@ const FR = {
   'Result': 'Résultat', 'Reports': 'Rapports', 'Read': 'Lire', 'running…': 'en cours…', 'Report {0}': 'Rapport {0}',
   'Running {0} against {1}: {2}/{3} checks ': '{0} contre {1} : {2}/{3} vérifications ',
   'Clause FR': 'Clause FR', 'Clause EN': 'Clause EN',
+  // devices
+  'Devices': 'Capteurs', 'DevEUI': 'DevEUI', 'Profile': 'Profil', 'Location': 'Emplacement',
+  'Last uplink': 'Dernière remontée', 'RSSI / SNR': 'RSSI / SNR', 'Gateways': 'Passerelles', 'fCnt': 'fCnt',
+  'no uplink since the gateway started': 'aucune remontée depuis le démarrage de la passerelle',
+  'No device provisioned.': 'Aucun capteur provisionné.', 'auto': 'auto', 'added here': 'ajouté ici',
+  '{0} device(s); radio metadata is kept in memory since the gateway started':
+    '{0} capteur(s) ; les métadonnées radio sont gardées en mémoire depuis le démarrage de la passerelle',
+  'Measures': 'Mesure', 'Required for every device': 'Requis pour chaque capteur', 'Parameters': 'Paramètres',
+  'default': 'par défaut', 'Add a device': 'Ajouter un capteur', 'Device profiles': 'Profils de capteurs',
+  'No source of this gateway keeps a device registry (LoRaWAN sources do).':
+    'Aucune source de cette passerelle ne tient de registre de capteurs (les sources LoRaWAN le font).',
+  'DevEUI (16 hex digits)': 'DevEUI (16 chiffres hexadécimaux)',
+  'Entity id (default urn:ngsi-ld:<Type>:<DevEUI>)': 'Id de l’entité (par défaut urn:ngsi-ld:<Type>:<DevEUI>)',
+  'Tenant (default: the source\u2019s)': 'Locataire (par défaut : celui de la source)',
+  'Longitude (WGS84)': 'Longitude (WGS84)', 'Latitude (WGS84)': 'Latitude (WGS84)',
+  'Add the device': 'Ajouter le capteur', 'Profile parameters': 'Paramètres du profil',
+  'choose a profile': 'choisir un profil',
+  'Device {0} added: its uplinks now become {1}.': 'Capteur {0} ajouté : ses remontées alimentent désormais {1}.',
   // app
   'No page named {0}.': 'Aucune page nommée {0}.',
 };

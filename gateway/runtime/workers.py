@@ -1,0 +1,549 @@
+"""Several ingestion processes on one machine: ``jonction run --workers N``.
+
+Where each part runs, and why:
+
+* **N worker processes** run the sources whose input can be shared: an HTTP push listener on a
+  fixed port binds it with ``SO_REUSEPORT`` in every worker (the kernel spreads connections), an
+  MQTT source subscribes as one ``$share/<group>/`` group (the broker spreads messages; each
+  worker has its own client id). A worker archives, deduplicates, translates, validates and
+  commits the outbox rows to the gateway's SQLite file (WAL, shared by every process) in its own
+  group-commit transaction, and acknowledges (2xx, PUBACK) only after that commit, as one process
+  does. ``BEGIN IMMEDIATE`` serialises writers, so outbox ids grow in commit order and the
+  publisher's cursor never skips a row committed late.
+* **The parent process** runs what must exist once: the main port (store API, admin API,
+  ``/metrics``, the @context), the embedded store and its writer thread, one publisher per sink
+  (an entity's readings in order, the ``observedAt`` guard and the circuit breaker are per
+  publisher), sources that cannot share their input (pollers, OPC UA, files, a listener on port
+  0), simulators and maintenance (archive and key pruning). Ingestion no longer shares a core
+  (or the GIL) with the store's writes or the publishers.
+* **One control socket per worker.** The worker reports each commit (the sinks to wake, the
+  bytes it added to the outbox and archive) and, every half second, its counters and its
+  sources' state; the parent answers with the outbox size (the disk budget is shared) and
+  forwards source restarts. Counters appear in the parent's ``/metrics`` with a ``worker`` label.
+* **A worker that dies is restarted** by the parent, with backoff, logged as an error and shown
+  in ``jonction_worker_restarts``; what it acknowledged is on disk already. A worker whose parent
+  is gone (its control socket closes) shuts down gracefully. On SIGTERM the parent stops the
+  workers first (each commits what it accepted), then drains the publishers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from gateway.contract import SHARED_PORTS, Adapter, adapter_logger, instantiate
+from gateway.errors import Unavailable
+from gateway.model import RawMessage
+from gateway.runtime.config import GatewayConfig, SourceConfig, source_config
+from gateway.runtime.metrics import Counter, Labels, Metrics
+from gateway.runtime.pipeline import SourceBinding
+from gateway.runtime.state import RUNTIME, Runtime
+from gateway.runtime.supervisor import Supervised
+
+log = logging.getLogger("jonction.workers")
+
+REPORT_EVERY_S: Final = 0.5
+"""How often a worker sends its counters and sources' state, and the parent the outbox size."""
+RESTART_INITIAL_S: Final = 0.5
+RESTART_MAX_S: Final = 30.0
+HEALTHY_AFTER_S: Final = 30.0
+"""A worker that ran this long before dying is restarted at once (its failures are forgotten)."""
+READY_WITHIN_S: Final = 120.0
+LINE_LIMIT: Final = 64 << 20
+_PUSH_PROTOCOLS: Final = frozenset({"http-push", "webhook"})
+_POLL_PROTOCOLS: Final = frozenset({"http-poll", "opcua", "file"})
+_STATE_ORDER: Final = ("failed", "unavailable", "starting", "running", "stopped")
+"""How the state of a source run by several workers reads: the worst worker's."""
+
+
+def default_workers() -> int:
+    """The number of cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------- plan
+
+
+def sharing(src: SourceConfig, cls: type[Adapter]) -> str | None:
+    """How a source can be spread over workers: ``"http"`` (SO_REUSEPORT), ``"mqtt"`` ($share) or None."""
+    config = src.config
+    transport = config.get("transport")
+    if isinstance(config.get("mqtt"), Mapping) and transport in (None, "mqtt") and (
+            transport == "mqtt" or "http" not in config):
+        return "mqtt"
+    protocols = set(cls.manifest.protocols)
+    if not protocols & _PUSH_PROTOCOLS or protocols & _POLL_PROTOCOLS or transport not in (None, "http"):
+        return None
+    listen = config.get("listen")
+    if not isinstance(listen, Mapping):
+        http = config.get("http")
+        listen = http.get("listen") if isinstance(http, Mapping) else None
+    # Port 0 picks a free port in each process: the workers would not share it.
+    if isinstance(listen, Mapping) and listen.get("port") == 0:
+        return None
+    return "http"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPlan:
+    """How ``jonction run --workers N`` splits the gateway: which sources the workers run, and how many."""
+
+    count: int
+    shared: frozenset[str]
+    """Names of the sources the workers run (every worker runs each of them)."""
+    command: tuple[str, ...]
+    """The command line that starts one worker (``--worker-index`` and ``--control-fd`` are added)."""
+
+
+def plan(config: GatewayConfig, adapters: Mapping[str, type[Adapter]], workers: int,
+         command: Sequence[str]) -> WorkerPlan | None:
+    """The split for ``workers`` processes, or None when one process does it all (N = 1, nothing to share)."""
+    if workers <= 1:
+        return None
+    shared = frozenset(s.name for s in config.sources
+                       if s.enabled and s.adapter in adapters and sharing(s, adapters[s.adapter]) is not None)
+    if not shared:
+        log.info("no source can share its input among workers (push listeners on a fixed port, MQTT): "
+                 "running in one process")
+        return None
+    return WorkerPlan(workers, shared, tuple(command))
+
+
+def worker_source(src: SourceConfig, index: int) -> SourceConfig:
+    """The source as worker ``index`` runs it: an MQTT source joins a shared group, under its own client id.
+
+    With a configured ``shared_group`` worker 0 keeps the configured client id (and the session the
+    broker holds under it); the others add ``-w<k>``. Without one, the workers join
+    ``jonction-<source>`` and every one adds ``-w<k>``: the session under the configured id holds a
+    plain subscription, which would hand a worker every message a second time.
+    """
+    mqtt = src.config.get("mqtt")
+    if not isinstance(mqtt, Mapping):
+        return src
+    own = dict(mqtt)
+    client_id = str(mqtt.get("client_id", f"jonction-{src.name}"))
+    if "shared_group" in mqtt and index == 0:
+        own["client_id"] = client_id
+    else:
+        own["client_id"] = f"{client_id}-w{index}"
+    own.setdefault("shared_group", f"jonction-{src.name}")
+    return SourceConfig(src.name, src.adapter, {**src.config, "mqtt": own}, src.tenant, src.routes, src.enabled)
+
+
+def _encode(message: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(message) + b"\n"
+
+
+def _counters(metrics: Metrics) -> tuple[Counter, ...]:
+    """The counters the ingestion path increments (what a worker reports)."""
+    return (metrics.messages_in, metrics.duplicates, metrics.entities_in, metrics.dead_letters)
+
+
+# ---------------------------------------------------------------------------- parent side
+
+
+async def _no_emit(raw: RawMessage) -> None:  # noqa: ARG001  # the parent never runs a shared source
+    raise RuntimeError("a shared source runs in the workers")
+
+
+class SharedSource(Supervised):
+    """A source the workers run. Its adapter instance here serves replays; its state is the workers'."""
+
+    def start(self) -> None:
+        """The workers run it."""
+
+    async def stop(self, within: float = 5.0) -> None:
+        """The workers stop it."""
+        self.status.state = "stopped"
+
+    def merge(self, states: Iterable[Mapping[str, Any]]) -> None:
+        """Read the workers' reports into one state: the worst state, summed counts, the last error."""
+        reports = list(states)
+        if not reports:
+            return
+        status = self.status
+        rank = {s: i for i, s in enumerate(_STATE_ORDER)}
+        status.state = min((str(r.get("state", "starting")) for r in reports), key=lambda s: rank.get(s, 2))
+        status.messages = sum(int(r.get("messages", 0)) for r in reports)
+        status.restarts = sum(int(r.get("restarts", 0)) for r in reports)
+        status.last_error = next((str(r["lastError"]) for r in reports if r.get("lastError")), None)
+
+
+@dataclass(slots=True)
+class PoolRuntime(Runtime):
+    """The parent's runtime: sources the workers run are bound here (replay) but supervised there."""
+
+    shared: frozenset[str] = frozenset()
+    pool: WorkerPool | None = None
+
+    def start_source(self, src: SourceConfig) -> Supervised:
+        """Bind a shared source (its restart goes to the workers); run any other one here."""
+        if src.name not in self.shared:
+            return Runtime.start_source(self, src)
+        cls = self.adapters[src.adapter]
+        effective = source_config(src, cls.config_schema, self.config.data_dir)
+        adapter = instantiate(cls, effective, http=self.http, log=adapter_logger(src.adapter))
+        self.pipeline.add_source(SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes))
+        sup = SharedSource(src.name, src.adapter, adapter, _no_emit)
+        self.sources[src.name] = sup
+        if self.pool is not None and self.pool.started:
+            self.pool.restart_source(src.name)
+        return sup
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process
+    writer: asyncio.StreamWriter
+    reader: asyncio.Task[None] | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class WorkerPool:
+    """The parent's side: starts the workers, hears their commits and reports, restarts a dead one."""
+
+    def __init__(self, rt: Runtime, plan: WorkerPlan) -> None:
+        self.rt = rt
+        self.plan = plan
+        self.workers: dict[int, _Worker] = {}
+        self.restarts: dict[int, int] = dict.fromkeys(range(plan.count), 0)
+        self.started = False
+        self.stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._counters = {c.name: c for c in _counters(rt.metrics)}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start every worker and wait until each has started its sources (or raise if one exits first)."""
+        first = [asyncio.get_running_loop().create_future() for _ in range(self.plan.count)]
+        self._tasks = [asyncio.create_task(self._keep(i, first[i]), name=f"worker:{i}")
+                       for i in range(self.plan.count)]
+        self._tasks.append(asyncio.create_task(self._tell_budget(), name="workers:budget"))
+        self._register_gauges()
+        try:
+            await asyncio.wait_for(asyncio.gather(*first), READY_WITHIN_S)
+        except BaseException:
+            await self.stop(5.0)
+            raise
+        self.started = True
+        log.info("%d workers started (pids %s) for sources %s", self.plan.count,
+                 ", ".join(str(w.process.pid) for w in self.workers.values()), ", ".join(sorted(self.plan.shared)))
+
+    async def stop(self, within: float) -> None:
+        """SIGTERM every worker (each commits what it accepted and exits), SIGKILL one still there after ``within``."""
+        self.stopping = True
+        processes = [w.process for w in self.workers.values() if w.process.returncode is None]
+        for proc in processes:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        if processes:
+            _, late = await asyncio.wait([asyncio.create_task(p.wait()) for p in processes], timeout=within)
+            if late:
+                log.error("%d workers did not stop within %.0fs: killed", len(late), within)
+                for proc in processes:
+                    if proc.returncode is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.kill()
+                await asyncio.gather(*(p.wait() for p in processes))
+        for w in self.workers.values():
+            if w.reader is not None:
+                # The last commit reports are still in the socket: read them before closing.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(w.reader, 5.0)
+            w.writer.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _spawn(self, index: int) -> _Worker:
+        parent_end, child_end = socket.socketpair()
+        try:
+            fd = child_end.fileno()
+            process = await asyncio.create_subprocess_exec(
+                *self.plan.command, "--worker-index", str(index), "--control-fd", str(fd),
+                pass_fds=(fd,), stdin=asyncio.subprocess.DEVNULL)
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_end, limit=LINE_LIMIT)
+        worker = _Worker(index, process, writer)
+        worker.reader = asyncio.create_task(self._listen(worker, reader), name=f"worker:{index}:control")
+        self.workers[index] = worker
+        return worker
+
+    async def _keep(self, index: int, first: asyncio.Future[None]) -> None:
+        """Run worker ``index``; restart it with backoff whenever it exits before the gateway stops."""
+        failures = 0
+        while not self.stopping:
+            started = time.monotonic()
+            worker = await self._spawn(index)
+            waiting = asyncio.create_task(worker.ready.wait())
+            exited = asyncio.create_task(worker.process.wait())
+            await asyncio.wait({waiting, exited}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            if not first.done():
+                if worker.ready.is_set():
+                    first.set_result(None)
+                else:
+                    first.set_exception(RuntimeError(
+                        f"worker {index} exited with code {worker.process.returncode} before starting "
+                        "(see the log above)"))
+                    return
+            code = await exited
+            if self.stopping:
+                return
+            self.restarts[index] += 1
+            failures = 1 if time.monotonic() - started > HEALTHY_AFTER_S else failures + 1
+            delay = min(RESTART_MAX_S, RESTART_INITIAL_S * 2 ** (failures - 1))
+            log.error("worker %d (pid %d) exited with code %s: restarting it in %.1fs", index,
+                      worker.process.pid, code, delay, extra={"worker": index})
+            self._merge_sources()
+            await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------ messages
+
+    async def _listen(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+        rt = self.rt
+        while True:
+            try:
+                line = await reader.readline()
+            except (ConnectionError, ValueError) as exc:
+                log.warning("worker %d: control socket: %s", worker.index, exc)
+                return
+            if not line:
+                return
+            try:
+                message = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                log.warning("worker %d: unreadable control message", worker.index)
+                continue
+            kind = message.get("t")
+            if kind == "c":
+                # The worker's outbox and archive grew by these bytes: keep the parent's budgets right.
+                rt.outbox.bytes += int(message.get("o", 0))
+                rt.archive.bytes += int(message.get("a", 0))
+                rt.outbox.notify(message.get("s") or ())
+            elif kind == "stats":
+                self._take_stats(worker, message)
+            elif kind == "ready":
+                worker.ready.set()
+
+    def _take_stats(self, worker: _Worker, message: Mapping[str, Any]) -> None:
+        label = ("worker", str(worker.index))
+        for name, series in (message.get("counters") or {}).items():
+            counter = self._counters.get(name)
+            if counter is None:
+                continue
+            for labels, value in series:
+                key: Labels = tuple(sorted((*(tuple(pair) for pair in labels), label)))
+                counter.values[key] = float(value)
+        worker.sources = dict(message.get("sources") or {})
+        self._merge_sources()
+
+    def _merge_sources(self) -> None:
+        live = [w for w in self.workers.values() if w.process.returncode is None]
+        for name, sup in self.rt.sources.items():
+            if isinstance(sup, SharedSource):
+                reports = [w.sources[name] for w in live if name in w.sources]
+                if len(live) < self.plan.count:
+                    reports.append({"state": "unavailable", "lastError": "a worker is restarting"})
+                sup.merge(reports)
+
+    def _send(self, worker: _Worker, message: Mapping[str, Any]) -> None:
+        if worker.process.returncode is None and not worker.writer.is_closing():
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                worker.writer.write(_encode(message))
+
+    async def _tell_budget(self) -> None:
+        """Tell the workers how full the outbox is (its disk budget holds for all processes together)."""
+        while True:
+            for worker in list(self.workers.values()):
+                self._send(worker, {"t": "budget", "o": self.rt.outbox.bytes})
+            await asyncio.sleep(REPORT_EVERY_S / 2)
+
+    def restart_source(self, name: str) -> None:
+        """Ask every worker to restart a shared source (a fresh adapter that re-reads its files)."""
+        for worker in self.workers.values():
+            self._send(worker, {"t": "restart", "source": name})
+
+    # ------------------------------------------------------------------ views
+
+    def _register_gauges(self) -> None:
+        def up() -> Iterable[tuple[Labels, float]]:
+            return [((("worker", str(i)),), 1.0 if w.process.returncode is None and w.ready.is_set() else 0.0)
+                    for i, w in sorted(self.workers.items())]
+
+        def restarts() -> Iterable[tuple[Labels, float]]:
+            return [((("worker", str(i)),), float(n)) for i, n in sorted(self.restarts.items())]
+
+        self.rt.metrics.gauge("jonction_worker_up", "1 when the ingestion worker process runs.", up)
+        self.rt.metrics.gauge("jonction_worker_restarts", "Times the worker process was restarted after it died.",
+                              restarts)
+
+    def describe(self) -> dict[str, Any]:
+        """Workers for the admin API."""
+        return {"workers": [
+            {"index": i, "pid": w.process.pid, "running": w.process.returncode is None,
+             "ready": w.ready.is_set(), "restarts": self.restarts.get(i, 0), "sources": w.sources}
+            for i, w in sorted(self.workers.items())], "sharedSources": sorted(self.plan.shared)}
+
+
+# ---------------------------------------------------------------------------- worker side
+
+
+class _ParentLink:
+    """The worker's end of the control socket."""
+
+    def __init__(self, rt: Runtime, writer: asyncio.StreamWriter) -> None:
+        self.rt = rt
+        self.writer = writer
+        self.outbox_mark = rt.outbox.bytes
+        self.archive_mark = rt.archive.bytes
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        if not self.writer.is_closing():
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                self.writer.write(_encode(message))
+
+    def committed(self, sinks: list[str]) -> None:
+        """After each commit: wake the parent's publishers, with the bytes this commit added."""
+        outbox, archive = self.rt.outbox, self.rt.archive
+        self.send({"t": "c", "s": sinks, "o": outbox.bytes - self.outbox_mark, "a": archive.bytes - self.archive_mark})
+        self.outbox_mark, self.archive_mark = outbox.bytes, archive.bytes
+
+    def budget(self, outbox_bytes: int) -> None:
+        """The outbox size the parent sees (this worker's commits included, the publishers' deletes too)."""
+        # Every commit of this worker was reported right after it (same loop turn): none is missing here.
+        self.rt.outbox.bytes = self.outbox_mark = outbox_bytes
+
+    def stats(self) -> None:
+        counters = _counters(self.rt.metrics)
+        self.send({"t": "stats",
+                   "counters": {c.name: [[list(k), v] for k, v in c.values.items()] for c in counters},
+                   "sources": {n: s.status.to_json() for n, s in self.rt.sources.items()}})
+
+
+def run_worker(config: GatewayConfig, index: int, control_fd: int) -> int:
+    """The main of worker process ``index`` (``jonction run --worker-index``): ingestion only, until SIGTERM."""
+    SHARED_PORTS.set(True)
+    # Ctrl-C reaches the whole process group: the parent stops the workers itself (SIGTERM), in
+    # order, and must not mistake a worker that stopped on its own for one that died.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return asyncio.run(_worker(config, index, control_fd))
+
+
+async def _worker(config: GatewayConfig, index: int, control_fd: int) -> int:
+    from gateway.contract import discover
+    from gateway.runtime.app import build_runtime
+
+    control = socket.socket(fileno=control_fd)
+    reader, writer = await asyncio.open_unix_connection(sock=control, limit=LINE_LIMIT)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    adapters = discover()
+    async with aiohttp.ClientSession() as http:
+        rt = build_runtime(config, adapters, http=http, storage=None, publishing=False)
+        link = _ParentLink(rt, writer)
+        rt.outbox.on_commit = link.committed
+        tasks = [asyncio.create_task(_hear(rt, link, reader, stop, index), name="control"),
+                 asyncio.create_task(_report(link), name="report")]
+        try:
+            if rt.pipeline.shared is not None:
+                with contextlib.suppress(Unavailable):  # logged; claims connect again when messages come
+                    await rt.pipeline.shared.open()
+            for src in config.sources:
+                if src.enabled and src.name in _shared_names(config, adapters):
+                    rt.start_source(worker_source(src, index))
+            rt.ready = True
+            link.send({"t": "ready", "pid": os.getpid()})
+            log.info("worker %d started", index, extra={"worker": index, "sources": sorted(rt.sources)})
+            await stop.wait()
+        finally:
+            rt.ready = False
+            # Listeners close and finish the requests they hold; what they accepted is committed.
+            await asyncio.gather(*(s.stop() for s in rt.sources.values()), return_exceptions=True)
+            await rt.pipeline.aclose()
+            link.stats()
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await writer.drain()
+            writer.close()
+            rt.db.close()
+    log.info("worker %d stopped", index, extra={"worker": index})
+    return 0
+
+
+def _shared_names(config: GatewayConfig, adapters: Mapping[str, type[Adapter]]) -> frozenset[str]:
+    return frozenset(s.name for s in config.sources
+                     if s.enabled and s.adapter in adapters and sharing(s, adapters[s.adapter]) is not None)
+
+
+async def _hear(rt: Runtime, link: _ParentLink, reader: asyncio.StreamReader, stop: asyncio.Event,
+                index: int) -> None:
+    """Messages from the parent; its end closing (the parent died) stops this worker."""
+    while True:
+        line = await reader.readline()
+        if not line:
+            if not stop.is_set():
+                log.warning("worker %d: the parent process is gone; stopping", index)
+                stop.set()
+            return
+        try:
+            message = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.warning("worker %d: unreadable control message", index)
+            continue
+        kind = message.get("t")
+        if kind == "budget":
+            link.budget(int(message["o"]))
+        elif kind == "restart":
+            name = str(message.get("source"))
+            src = next((s for s in rt.config.sources if s.name == name and s.enabled), None)
+            if src is not None and name in rt.sources:
+                await rt.sources[name].stop()
+                log.info("source %s restarted on request", name, extra={"source": name, "worker": index})
+                rt.start_source(worker_source(src, index))
+
+
+async def _report(link: _ParentLink) -> None:
+    while True:
+        await asyncio.sleep(REPORT_EVERY_S)
+        link.stats()
+
+
+def worker_command(argv: Sequence[str]) -> tuple[str, ...]:
+    """The command line of a worker: this interpreter running the CLI with the parent's arguments."""
+    return (sys.executable, "-m", "gateway.cli", *argv)
+
+
+async def workers_handler(request: web.Request) -> web.Response:
+    """``GET /admin/workers``: the ingestion worker processes (pid, running, restarts, sources)."""
+    rt = request.app[RUNTIME]
+    if isinstance(rt, PoolRuntime) and rt.pool is not None:
+        return web.json_response(rt.pool.describe())
+    return web.json_response({"workers": [], "sharedSources": []})
