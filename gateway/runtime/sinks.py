@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import aiohttp
 
@@ -64,6 +64,21 @@ class Sink(Protocol):
         """Release connections."""
 
 
+class HistorySink(Protocol):
+    """A sink that can add attribute instances to its temporal history without touching the current state."""
+
+    async def append_history(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
+        """Add the instances of ``entities`` to their temporal evolution only (late readings)."""
+
+
+def history_of(sink: Sink) -> HistorySink | None:
+    """The sink's history-only writes, or None when a late reading can only be dropped there."""
+    late = getattr(sink, "late_readings", "drop")
+    if late == "temporal" and callable(getattr(sink, "append_history", None)):
+        return cast(HistorySink, sink)
+    return None
+
+
 # ---------------------------------------------------------------------------- embedded
 
 _PERMANENT_TYPES: Final = ("BadRequestData", "InvalidRequest", "InvalidRequest", "AlreadyExists",
@@ -84,6 +99,8 @@ class EmbeddedSink:
         self.store = store
         self.max_batch = max_batch
         self.context = context
+        self.late_readings = "temporal"
+        """Readings older than the current state go to the store's temporal history only."""
 
     async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
         """Upsert through ``store.upsert(tenant, entities, mode="update")``."""
@@ -96,6 +113,15 @@ class EmbeddedSink:
             etype, detail = err.error.type, err.error.detail or str(err.error)
             failed[err.entity_id] = (f"{etype}: {detail}" if etype else detail, _is_permanent(etype))
         return SinkResult(failed)
+
+    async def append_history(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
+        """Add late readings to the history through ``store.append_history`` (current state untouched)."""
+        try:
+            result = await self.store.append_history(tenant, list(entities), context=self.context)
+        except Exception as exc:  # the store's own storage failed: retry the whole batch
+            raise SinkUnavailable(f"embedded store: {type(exc).__name__}: {exc}") from exc
+        return SinkResult({err.entity_id: (f"{err.error.type}: {err.error.detail or err.error}", True)
+                           for err in result.errors})
 
     async def check(self) -> None:
         """The store answers a count."""
