@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, Final, Protocol, cast
 
 import aiohttp
@@ -217,6 +218,8 @@ class RemoteSettings:
     ca_file: str | None = None
     verify_tls: bool = True
     tenant_map: Mapping[str, str] | None = None
+    late_readings: str = "drop"
+    """``drop`` (counted) or ``temporal``: an older reading goes to the broker's temporal history only."""
 
 
 def _ssl_context(settings: RemoteSettings) -> ssl.SSLContext | bool:
@@ -245,6 +248,7 @@ class RemoteBrokerSink:
             # for a sink built without a config, and what jonction stores know offline.
             settings.context = profile.context_iri or contexts.JONCTION_CONTEXT_IRI
         self.max_batch = settings.max_batch or profile.max_batch
+        self.late_readings = settings.late_readings
         base = settings.url.rstrip("/")
         if not base.endswith("/ngsi-ld/v1"):
             base += "/ngsi-ld/v1"
@@ -283,6 +287,10 @@ class RemoteBrokerSink:
         return headers
 
     def _body(self, entities: Sequence[Entity]) -> bytes:
+        # The outbox's encoder: the bytes json.dumps writes, several times faster (orjson).
+        return encode(self._in_context(entities)).encode()
+
+    def _in_context(self, entities: Sequence[Entity]) -> list[Entity]:
         if self.context_mode == "inline":
             if self.settings.context:
                 entities = [{**e, "@context": self.settings.context} for e in entities]
@@ -290,8 +298,7 @@ class RemoteBrokerSink:
                 # The terms each entity uses, inline: the broker fetches nothing (CIM 009 §6.3.5).
                 inline = contexts.inline_context
                 entities = [{**e, "@context": inline(entity_terms(e))} for e in entities]
-        # The outbox's encoder: the bytes json.dumps writes, several times faster (orjson).
-        return encode(list(entities)).encode()
+        return list(entities)
 
     async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
         """POST one batch; read 201/204 as all done, 207 (or 400 with a batch body) per entity."""
@@ -333,6 +340,38 @@ class RemoteBrokerSink:
         if status in (401, 403, 408, 429) or status >= 500:
             raise SinkUnavailable(f"{self.name}: HTTP {status}: {summary}")
         raise SinkRejected(f"{self.name}: HTTP {status}: {summary}", status)
+
+    async def append_history(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
+        """POST each entity's late attributes to ``/temporal/entities/{id}/attrs`` (CIM 009 §6.20.3.1).
+
+        Used only with ``late_readings: temporal``. A 4xx refuses that entity (permanently: the
+        broker has no temporal API for it); a network error, 401/403/408/429 or 5xx retries later.
+        """
+        session = self._client()
+        failed: dict[str, tuple[str, bool]] = {}
+        for entity in entities:
+            entity_id = str(entity["id"])
+            url = f"{self.base}/temporal/entities/{quote(entity_id, safe=':')}/attrs"
+            body = encode(self._in_context([{k: v for k, v in entity.items() if k not in ("id", "type")}])[0]).encode()
+            for attempt in (1, 2):
+                try:
+                    headers = await self._headers(tenant, corr)
+                    async with session.post(url, data=body, headers=headers) as resp:
+                        status = resp.status
+                        text = await resp.text()
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    raise SinkUnavailable(f"{self.name}: {type(exc).__name__}: {redact(str(exc))}") from exc
+                if status == 401 and self._oauth is not None and attempt == 1:
+                    self._oauth.invalidate()
+                    continue
+                break
+            if status in (200, 201, 204):
+                continue
+            summary = redact(text[:300])
+            if status in (401, 403, 408, 429) or status >= 500:
+                raise SinkUnavailable(f"{self.name}: temporal append: HTTP {status}: {summary}")
+            failed[entity_id] = (f"{self.name}: temporal append: HTTP {status}: {summary}", True)
+        return SinkResult(failed)
 
     async def check(self) -> None:
         """GET the broker's type list (cheap on every broker)."""

@@ -3,7 +3,7 @@
 A device's readings committed out of order (the newer one first, then an older one: a network
 server flushing a backlog, or two workers) leave the newer current state in the store and both
 readings in its temporal history, on SQLite and on PostgreSQL. A sink without history-only
-writes still drops the older reading and counts it.
+writes (a remote broker unless `late_readings: temporal`) still drops the older reading and counts it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from gateway.runtime.app import EMBEDDED
 from gateway.runtime.state import RUNTIME
 from tests.runtime.support import FakeAdapter, RecordingBroker, config, eventually, running
 from tests.runtime.test_observations import BIN, _history
+from tests.runtime.test_remote_store import RemoteStore
 
 NEWER = (50, "2026-01-01T10:10:00Z")
 OLDER = (20, "2026-01-01T10:00:00Z")
@@ -92,3 +93,28 @@ async def test_a_sink_without_history_writes_still_drops_and_counts(tmp_path: Pa
             assert rt.metrics.late_to_history.get(sink="city") == 0
     finally:
         await broker.stop()
+
+
+@pytest.mark.parametrize("late_readings", ["temporal", "drop"])
+async def test_a_remote_store_gets_the_older_reading_in_its_history_when_asked(
+        tmp_path: Path, late_readings: str) -> None:
+    remote = RemoteStore(tmp_path / "remote")
+    await remote.start()
+    cfg = config(tmp_path, embedded_store={"enabled": False},
+                 sinks=[{"name": "remote", "url": remote.url, "profile": "jonction",
+                         "late_readings": late_readings}])
+    try:
+        async with running(cfg) as (_, app):
+            rt = app[RUNTIME]
+            await _send_out_of_order(app, "remote")
+            current = await remote.entities("")
+            assert current[BIN]["fillingLevel"]["value"] == 0.5
+            if late_readings == "temporal":
+                assert await _history(remote.url) == [(0.2, OLDER[1]), (0.5, NEWER[1])]
+                assert rt.metrics.late_to_history.get(sink="remote") == 1
+                assert rt.metrics.stale_dropped.get(sink="remote") == 0
+            else:
+                assert await _history(remote.url) == [(0.5, NEWER[1])]
+                assert rt.metrics.stale_dropped.get(sink="remote") == 1
+    finally:
+        await remote.stop()
