@@ -348,9 +348,9 @@ class Publisher:
             owners.setdefault(entity_id, []).append(row)
         return list(merged.values()), owners, empty, seen_times, late
 
-    async def _send(self, tenant: str, rows: Sequence[OutboxRow]) -> None:
+    async def _send(self, tenant: str, rows: Sequence[OutboxRow], *, late_done: bool = False) -> None:
         entities, owners, empty, times, late = self._merge(tenant, rows)
-        if late:
+        if late and not late_done:
             # The late part first: a row leaves the outbox only once both of its parts are written.
             # An entity whose late part failed waits whole (retry or dead letter); sent again, its
             # late instances replace those of the same observedAt, so nothing is doubled.
@@ -379,7 +379,7 @@ class Publisher:
                 if len(entities) > 1:
                     # One bad entity must not sink the batch: try each one alone.
                     for owned in owners.values():
-                        await self._send(tenant, owned)
+                        await self._send(tenant, owned, late_done=True)
                     return
                 self._dead_letter(tenant, owners, {entities[0]["id"]: (str(exc), True)})
                 return
@@ -423,6 +423,7 @@ class Publisher:
             result: SinkResult = await self.history.append_history(tenant, fragments, corr)
         except SinkRejected as exc:
             result = SinkResult({str(f["id"]): (str(exc), True) for f in fragments})
+        self._on_success()
         written = sum(len(f) - 2 for f in fragments if f["id"] not in result.failed)
         if written:
             self.metrics.late_to_history.inc(written, sink=self.sink.name)

@@ -13,8 +13,8 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any, Final, Protocol, cast
+from urllib.parse import quote
 
 import aiohttp
 
