@@ -8,6 +8,7 @@ writes (a remote broker unless `late_readings: temporal`) still drops the older 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from gateway.runtime.app import EMBEDDED
 from gateway.runtime.state import RUNTIME
+from gateway.store.base import ChangeEvent, StorageBase
 from tests.runtime.support import FakeAdapter, RecordingBroker, config, eventually, running
 from tests.runtime.test_observations import BIN, _history
 from tests.runtime.test_remote_store import RemoteStore
@@ -53,7 +55,19 @@ async def test_an_older_reading_reaches_the_embedded_history_not_the_current_sta
         tmp_path: Path, store: dict[str, Any]) -> None:
     async with running(config(tmp_path, embedded_store=store)) as (base, app):
         rt = app[RUNTIME]
+        storage = rt.embedded_store
+        assert isinstance(storage, StorageBase)
+        changed: list[list[Any]] = []
+
+        async def listen(events: Sequence[ChangeEvent]) -> None:
+            changed.extend([inst.get("observedAt") for name, insts in (e.after or {}).items()
+                            if name.endswith("fillingLevel") for inst in insts] for e in events)
+
+        storage.add_listener(listen)
         await _send_out_of_order(app, EMBEDDED)
+        # What subscriptions hear of: the newer fillingLevel, then the older row's location (it has
+        # no observedAt, so it is written) beside the same newer fillingLevel; never the older one.
+        assert changed == [[NEWER[1]], [NEWER[1]]]
         stored = await rt.embedded_store.get("", BIN)
         assert stored is not None and stored["fillingLevel"]["value"] == 0.5
         assert stored["fillingLevel"]["observedAt"] == NEWER[1]
