@@ -15,7 +15,8 @@
 * An older observation never overwrites a newer one: per sink, tenant, entity and attribute,
   the last ``observedAt`` written is remembered (on disk). An older attribute (a late reading:
   a network server flushing a backlog, or two workers committing one device out of order) goes
-  to the sink's temporal history only when the sink can do that (the embedded store), and its
+  to the sink's temporal history only when the sink can do that (the embedded store; a remote
+  broker with ``late_readings: temporal``), and its
   row leaves the outbox only once both its current-state part and its late part are written;
   a sink without that capability drops it (counted).
 """
