@@ -16,9 +16,8 @@
   the last ``observedAt`` written is remembered (on disk). An older attribute (a late reading:
   a network server flushing a backlog, or two workers committing one device out of order) goes
   to the sink's temporal history only when the sink can do that (the embedded store; a remote
-  broker with ``late_readings: temporal``), and its
-  row leaves the outbox only once both its current-state part and its late part are written;
-  a sink without that capability drops it (counted).
+  broker with ``late_readings: temporal``), and its row leaves the outbox only once both its
+  current-state part and its late part are written; another sink drops it (counted).
 """
 
 from __future__ import annotations
