@@ -141,33 +141,65 @@ class Recorder:
         types: dict[str, str] = {}
         months: set[tuple[int, int]] = set()
         days: set[date] = set()
-        # A batch repeats its timestamps (one write time, shared observedAt): parse each text once.
-        moments: dict[str, datetime | None] = {}
+        # A batch repeats its timestamps (one write time, shared observedAt): parse each text once,
+        # and file its month (and, for an observedAt, its day) once.
+        moments: dict[str, tuple[datetime | None, tuple[int, int] | None]] = {}
         fallback = _moment(now)
         # one random UUID per batch, its last 48 bits counting: unique, and no urandom call per row
         prefix = "urn:ngsi-ld:Instance:" + str(uuid.uuid4())[:24]
         serial = random.getrandbits(40)
+        dumps = codec.dumps
+        append = records.append
+        # the fields of instance_row, inlined: three rows per entity make the call and tuple count
         for _, entity_id, entity_types, attr, inst in rows:
-            dataset, observed_text, modified_text, kind, number, value, instance_id, extra = instance_row(inst, now)
-            observed = None
-            if observed_text is not None:
-                if observed_text in moments:
-                    observed = moments[observed_text]
-                else:
-                    observed = moments[observed_text] = _moment(observed_text)
-            if modified_text in moments:
-                modified = moments[modified_text]
-            else:
-                modified = moments[modified_text] = _moment(modified_text)
+            get = inst.get
+            kind = get("type", "Property")
+            if type(kind) is not str:
+                kind = str(kind)
+            value = get(VALUE_KEY.get(kind, "value"))
+            observed_text = get("observedAt")
+            modified_text = get("modifiedAt")
+            if not isinstance(modified_text, str):
+                modified_text = now
+            number = None
+            if kind == "Property" and isinstance(value, int | float):
+                number = float(value)
+                if not math.isfinite(number):
+                    number = None
+            dataset = get("datasetId")
+            instance_id = get("instanceId")
+            extra = {k: v for k, v in inst.items() if k not in _SKIP}
+            observed = month = None
+            if isinstance(observed_text, str):
+                known = moments.get(observed_text)
+                if known is None:
+                    observed = _moment(observed_text)
+                    if observed is not None:
+                        month = month_of(observed)
+                        days.add(observed.astimezone(UTC).date())
+                    known = moments[observed_text] = (observed, month)
+                observed, month = known
+            known = moments.get(modified_text)
+            if known is None:
+                modified = _moment(modified_text)
+                known = moments[modified_text] = (modified, None if modified is None else month_of(modified))
+            modified, modified_month = known
             if observed is not None:
-                days.add(observed.astimezone(UTC).date())
-            moment = observed or modified or fallback
-            if moment is None:
+                moment, month = observed, month
+            elif modified is not None:
+                moment, month = modified, modified_month
+            elif fallback is not None:
+                moment, month = fallback, month_of(fallback)
+            else:
                 raise NgsiError("InternalError", f"no time to file the history of {entity_id} {attr} under")
-            months.add(month_of(moment))
-            records.append((
-                tenant, entity_id, attr, dataset, moment, observed, modified or fallback, modified or fallback,
-                kind, number, value, instance_id or f"{prefix}{serial + len(records):012x}", extra,
+            months.add(month)  # type: ignore[arg-type]  # set with its moment above
+            written = modified or fallback
+            append((
+                tenant, entity_id, attr, dataset if isinstance(dataset, str) else "", moment, observed,
+                written, written, kind, number, dumps(value),
+                instance_id if isinstance(instance_id, str) and instance_id
+                else f"{prefix}{serial + len(records):012x}",
+                dumps(extra) if extra else None,
             ))
             if entity_id not in types:
                 types[entity_id] = array_literal(entity_types)

@@ -71,6 +71,12 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, attrs, doc,
 ON CONFLICT (tenant, id) DO UPDATE
 SET type = excluded.type, types = excluded.types, attrs = excluded.attrs, doc = excluded.doc
 """
+_UPDATE = """
+UPDATE entities AS e
+SET type = (u.types::text[])[1], types = u.types::text[], attrs = u.attrs::jsonb, doc = u.doc::jsonb
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, attrs, doc, types)
+WHERE e.tenant = $1 AND e.id = u.id
+"""
 _ADD_BOXES = """
 INSERT INTO geo(tenant, id, attr, k, geom)
 SELECT $1, b.id, b.attr, b.k, ST_MakeEnvelope(b.minlon, b.minlat, b.maxlon, b.maxlat, 4326)
@@ -425,6 +431,10 @@ class PostgresStorage(StorageBase):
         up_attrs: list[str] = []
         up_docs: list[str] = []
         up_types: list[str] = []
+        ch_ids: list[str] = []
+        ch_attrs: list[str] = []
+        ch_docs: list[str] = []
+        ch_types: list[str] = []
         regeo: list[str] = []
         boxes: list[tuple[str, str, int, float, float, float, float]] = []
         for eid in touched:
@@ -434,10 +444,12 @@ class PostgresStorage(StorageBase):
                 if old is not None:
                     deletes.append(eid)
                 continue
-            up_ids.append(eid)
-            up_attrs.append(codec.dumps(attr_summary(doc)))
-            up_docs.append(codec.dumps(doc))
-            up_types.append(array_literal(doc["type"]))
+            # new ids go by INSERT, existing ones by UPDATE: no speculative insertion for an update
+            into = (up_ids, up_attrs, up_docs, up_types) if old is None else (ch_ids, ch_attrs, ch_docs, ch_types)
+            into[0].append(eid)
+            into[1].append(codec.dumps(attr_summary(doc)))
+            into[2].append(codec.dumps(doc))
+            into[3].append(array_literal(doc["type"]))
             if old is not None and geo_values(old) == geo_values(doc):
                 continue  # same geometries (the usual telemetry update): the boxes stay
             if old is not None:
@@ -452,6 +464,9 @@ class PostgresStorage(StorageBase):
             await conn.execute("DELETE FROM geo WHERE tenant = $1 AND id = ANY($2::text[])", tenant, deletes)
         if up_ids:
             await conn.execute(_UPSERT, tenant, up_ids, up_attrs, up_docs, up_types)
+        if ch_ids:
+            # the tenant's advisory lock is held since the read: every one of these rows is still there
+            await conn.execute(_UPDATE, tenant, ch_ids, ch_attrs, ch_docs, ch_types)
         if regeo:
             await conn.execute("DELETE FROM geo WHERE tenant = $1 AND id = ANY($2::text[])", tenant, regeo)
         if boxes:
