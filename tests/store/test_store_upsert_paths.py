@@ -71,3 +71,32 @@ async def test_upsert_of_existing_entities_replaces_their_types_and_attrs(server
     assert "state" not in got and got["power"]["value"] == 2.0
     devices = await server.get("/entities", params={"type": "Device"})
     assert [e["id"] for e in devices.json] == ["urn:ngsi-ld:Meter:1"]
+
+
+async def test_one_batch_mixing_new_and_existing_entities_writes_every_one(server: StoreServer) -> None:
+    # existing entities take the UPDATE path, new ones the INSERT path, in one transaction
+    first = [reading(i, float(i), "2024-05-01T00:00:00Z") for i in range(3)]
+    assert (await server.post("/entityOperations/upsert", first)).status == 201
+    mixed = [
+        {"id": "urn:ngsi-ld:Meter:1", "type": "Meter", "level": {"type": "Property", "value": 7}},
+        reading(5, 5.0, "2024-05-02T00:00:00Z"),
+        {"id": "urn:ngsi-ld:Meter:2", "type": ["Meter", "Device"], "level": {"type": "Property", "value": 9}},
+        # the same new id twice in one batch: created, then replaced
+        {"id": "urn:ngsi-ld:Meter:6", "type": "Meter", "level": {"type": "Property", "value": 1}},
+        {"id": "urn:ngsi-ld:Meter:6", "type": "Meter", "level": {"type": "Property", "value": 2}},
+    ]
+    reply = await server.post("/entityOperations/upsert", mixed)
+    assert reply.status == 201, reply.raw
+    assert sorted(reply.json) == ["urn:ngsi-ld:Meter:5", "urn:ngsi-ld:Meter:6"]
+    got = {e["id"]: e for e in (await server.get("/entities", params={"type": "Meter", "limit": "100"})).json}
+    assert sorted(got) == [f"urn:ngsi-ld:Meter:{i}" for i in (0, 1, 2, 5, 6)]
+    assert "power" not in got["urn:ngsi-ld:Meter:1"] and got["urn:ngsi-ld:Meter:1"]["level"]["value"] == 7
+    assert got["urn:ngsi-ld:Meter:0"]["power"]["value"] == 0.0
+    assert got["urn:ngsi-ld:Meter:6"]["level"]["value"] == 2
+    # the attribute summary and the type array of the updated rows follow (queries read them)
+    having = await server.get("/entities", params={"type": "Meter", "attrs": "level", "q": "level>5", "limit": "100"})
+    assert sorted(e["id"] for e in having.json) == ["urn:ngsi-ld:Meter:1", "urn:ngsi-ld:Meter:2"]
+    devices = await server.get("/entities", params={"type": "Device"})
+    assert [e["id"] for e in devices.json] == ["urn:ngsi-ld:Meter:2"]
+    gone = await server.get("/entities", params={"type": "Meter", "q": "power", "limit": "100"})
+    assert sorted(e["id"] for e in gone.json) == ["urn:ngsi-ld:Meter:0", "urn:ngsi-ld:Meter:5"]
