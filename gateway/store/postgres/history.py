@@ -143,7 +143,9 @@ class Recorder:
         days: set[date] = set()
         # A batch repeats its timestamps (one write time, shared observedAt): parse each text once,
         # and file its month (and, for an observedAt, its day) once.
+        # (two caches: an observedAt text also marks its day of the roll-up, a modifiedAt text does not)
         moments: dict[str, tuple[datetime | None, tuple[int, int] | None]] = {}
+        observed_moments: dict[str, tuple[datetime | None, tuple[int, int] | None]] = {}
         fallback = _moment(now)
         # one random UUID per batch, its last 48 bits counting: unique, and no urandom call per row
         prefix = "urn:ngsi-ld:Instance:" + str(uuid.uuid4())[:24]
@@ -169,30 +171,30 @@ class Recorder:
             dataset = get("datasetId")
             instance_id = get("instanceId")
             extra = {k: v for k, v in inst.items() if k not in _SKIP}
-            observed = month = None
+            observed: datetime | None = None
+            observed_month: tuple[int, int] | None = None
             if isinstance(observed_text, str):
-                known = moments.get(observed_text)
+                known = observed_moments.get(observed_text)
                 if known is None:
-                    observed = _moment(observed_text)
-                    if observed is not None:
-                        month = month_of(observed)
-                        days.add(observed.astimezone(UTC).date())
-                    known = moments[observed_text] = (observed, month)
-                observed, month = known
+                    parsed = _moment(observed_text)
+                    if parsed is not None:
+                        days.add(parsed.astimezone(UTC).date())
+                    known = observed_moments[observed_text] = (parsed, None if parsed is None else month_of(parsed))
+                observed, observed_month = known
             known = moments.get(modified_text)
             if known is None:
-                modified = _moment(modified_text)
-                known = moments[modified_text] = (modified, None if modified is None else month_of(modified))
+                parsed = _moment(modified_text)
+                known = moments[modified_text] = (parsed, None if parsed is None else month_of(parsed))
             modified, modified_month = known
-            if observed is not None:
-                moment, month = observed, month
-            elif modified is not None:
-                moment, month = modified, modified_month
+            if observed is not None and observed_month is not None:
+                moment, bucket = observed, observed_month
+            elif modified is not None and modified_month is not None:
+                moment, bucket = modified, modified_month
             elif fallback is not None:
-                moment, month = fallback, month_of(fallback)
+                moment, bucket = fallback, month_of(fallback)
             else:
                 raise NgsiError("InternalError", f"no time to file the history of {entity_id} {attr} under")
-            months.add(month)  # type: ignore[arg-type]  # set with its moment above
+            months.add(bucket)
             written = modified or fallback
             append((
                 tenant, entity_id, attr, dataset if isinstance(dataset, str) else "", moment, observed,
