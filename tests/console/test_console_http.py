@@ -147,11 +147,13 @@ def test_no_asset_refers_to_another_server() -> None:
 
 def test_vendored_libraries_are_recorded_with_their_licence_and_digests() -> None:
     record = (_VENDOR / "README.md").read_text(encoding="utf-8")
-    libraries = sorted(d.name for d in _VENDOR.iterdir() if d.is_dir())
-    assert libraries == ["leaflet", "leaflet.markercluster", "uplot"]
-    for name in libraries:
-        assert (_VENDOR / name / "LICENSE").is_file(), name
-        assert re.search(rf"^\| {re.escape(name)} \| [0-9.]+ \| (MIT|BSD-2-Clause) \| `{re.escape(name)}@", record, re.M), name
+    libraries = {"leaflet": "leaflet", "markercluster": "leaflet.markercluster", "uplot": "uplot"}  # folder: npm name
+    assert sorted(d.name for d in _VENDOR.iterdir() if d.is_dir()) == sorted(libraries)
+    for folder, npm in libraries.items():
+        assert folder.isidentifier(), f"setuptools would leave {folder}/ out of the package"
+        assert (_VENDOR / folder / "LICENSE").is_file(), folder
+        assert re.search(rf"^\| {folder} \| {re.escape(npm)} \| [0-9.]+ \| (MIT|BSD-2-Clause) \| `{re.escape(npm)}@",
+                         record, re.M), folder
     digests = dict(reversed(line.split("  ", 1)) for line in record.splitlines() if re.match(r"^[0-9a-f]{64}  ", line))
     files = {str(p.relative_to(_VENDOR)): p for p in _VENDOR.rglob("*") if p.is_file() and p.name != "README.md"}
     assert set(digests) == set(files)  # every shipped file is recorded, nothing recorded is missing
@@ -159,9 +161,9 @@ def test_vendored_libraries_are_recorded_with_their_licence_and_digests() -> Non
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digests[rel], f"{rel} differs from the recorded copy"
     # the versions in the record are the ones in the files' own banners
     assert "Leaflet 1.9.4" in (_VENDOR / "leaflet" / "leaflet.js").read_text(encoding="utf-8")[:200]
-    assert "| leaflet | 1.9.4 |" in record
+    assert "| leaflet | leaflet | 1.9.4 |" in record
     assert "(v1.6.32)" in (_VENDOR / "uplot" / "uPlot.iife.min.js").read_text(encoding="utf-8")[:200]
-    assert "| uplot | 1.6.32 |" in record
+    assert "| uplot | uplot | 1.6.32 |" in record
 
 
 async def test_assets_are_served_with_their_types(tmp_path: Path) -> None:

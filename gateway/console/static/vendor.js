@@ -35,10 +35,10 @@ const BASE = '/console/static/vendor';
 export async function leaflet() {
   await Promise.all([
     stylesheet(`${BASE}/leaflet/leaflet.css`),
-    stylesheet(`${BASE}/leaflet.markercluster/MarkerCluster.css`),
-    stylesheet(`${BASE}/leaflet.markercluster/MarkerCluster.Default.css`),
+    stylesheet(`${BASE}/markercluster/MarkerCluster.css`),
+    stylesheet(`${BASE}/markercluster/MarkerCluster.Default.css`),
     script(`${BASE}/leaflet/leaflet.js`),
-    script(`${BASE}/leaflet.markercluster/leaflet.markercluster.js`),
+    script(`${BASE}/markercluster/leaflet.markercluster.js`),
   ]);
   return window.L;
 }
