@@ -88,7 +88,10 @@ export async function renderMap(view, _rest, params) {
     showCoverageOnHover: false,
     maxClusterRadius: 40,
     // markers are clustered in slices, the page stays responsive; data-clustered says how far it got
-    chunkProgress: (done) => { box.dataset.clustered = String(done); },
+    chunkProgress: (done, total) => {
+      box.dataset.clustered = String(done);
+      if (done === total) box.dataset.ready = 'true';
+    },
     iconCreateFunction: (cluster) => {
       const n = cluster.getChildCount();
       return L.divIcon({
