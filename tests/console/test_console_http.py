@@ -154,7 +154,7 @@ def test_vendored_libraries_are_recorded_with_their_licence_and_digests() -> Non
         assert (_VENDOR / folder / "LICENSE").is_file(), folder
         assert re.search(rf"^\| {folder} \| {re.escape(npm)} \| [0-9.]+ \| (MIT|BSD-2-Clause) \| `{re.escape(npm)}@",
                          record, re.M), folder
-    digests = dict(reversed(line.split("  ", 1)) for line in record.splitlines() if re.match(r"^[0-9a-f]{64}  ", line))
+    digests = {m[2]: m[1] for m in re.finditer(r"^([0-9a-f]{64})  (\S+)$", record, re.M)}  # path: sha256
     files = {str(p.relative_to(_VENDOR)): p for p in _VENDOR.rglob("*") if p.is_file() and p.name != "README.md"}
     assert set(digests) == set(files)  # every shipped file is recorded, nothing recorded is missing
     for rel, path in files.items():

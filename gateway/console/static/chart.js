@@ -5,6 +5,17 @@ import { t } from './i18n.js';
 import { uplot } from './vendor.js';
 
 const ACCENT = '#1f5fa8';
+const [S, MIN, HOUR, DAY] = [1, 60, 3600, 86400];
+// uPlot's table of time-axis labels, in 24-hour time and day-first dates (its default is US 12-hour):
+// [tick step (s), label, then the label added when the year, month, day, hour, minute or second rolls over, mode]
+const TIME_LABELS = [
+  [365 * DAY, '{YYYY}', null, null, null, null, null, null, 1],
+  [28 * DAY, '{MM}/{YYYY}', null, null, null, null, null, null, 1],
+  [DAY, '{DD}/{MM}', '\n{YYYY}', null, null, null, null, null, 1],
+  [HOUR, '{HH}:{mm}', '\n{DD}/{MM}/{YYYY}', null, '\n{DD}/{MM}', null, null, null, 1],
+  [MIN, '{HH}:{mm}', '\n{DD}/{MM}/{YYYY}', null, '\n{DD}/{MM}', null, null, null, 1],
+  [S, ':{ss}', '\n{DD}/{MM}/{YYYY} {HH}:{mm}', null, '\n{DD}/{MM} {HH}:{mm}', null, '\n{HH}:{mm}', null, 1],
+];
 
 /**
  * points: [{t: ms, v: number, min?: number, max?: number}], sorted by t; width: the pixels available.
@@ -26,7 +37,7 @@ export async function timeChart(points, { unit = '', label = '', width = 720 } =
     width: Math.max(280, Math.min(width, 960)),
     height: 260,
     series,
-    axes: [{}, { label: unit || undefined }],
+    axes: [{ values: TIME_LABELS }, { label: unit || undefined }],
     legend: { live: false },
     cursor: { drag: { x: true, y: false } }, // drag across the chart to zoom into a time range
   };

@@ -7,6 +7,7 @@ import { leaflet } from './vendor.js';
 
 const PALETTE = ['#1f5fa8', '#c2410c', '#15803d', '#7e22ce', '#b91c1c', '#0e7490', '#a16207', '#be185d', '#4d7c0f', '#475569'];
 const NONE = '#9ca3af';
+const MAX_PER_TYPE = 20000;
 
 /** A colour function for the chosen key: type (categorical), a numeric attribute (scale) or any other (categorical). */
 function colouring(items, key) {
@@ -37,7 +38,8 @@ export async function renderMap(view, _rest, params) {
   const typeList = (await api(`${ngsiBase()}/types`, { tenant })).typeList || [];
   const items = [];
   for (const type of typeList) {
-    for (const entity of await entitiesOfType(type, tenant)) {
+    // the cluster layer keeps tens of thousands of markers fluid: up to 20,000 of each type are drawn
+    for (const entity of await entitiesOfType(type, tenant, MAX_PER_TYPE)) {
       const p = entityPoint(entity);
       if (p) items.push({ entity, lonlat: p });
     }
