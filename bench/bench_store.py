@@ -46,6 +46,44 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _proc_times(pid: int) -> tuple[int, int, float]:
+    """(parent pid, own CPU ticks, reaped children's CPU ticks) of a local process, from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+
+async def _postmaster(url: str) -> int | None:
+    """The pid of the PostgreSQL server at ``url`` when it runs on this machine (else None)."""
+    import asyncpg  # only for a PostgreSQL run
+
+    conn = await asyncpg.connect(url)
+    try:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        try:
+            return _proc_times(int(backend))[0]  # read while the backend lives
+        except OSError:
+            return None  # a server on another machine (or another pid namespace)
+    finally:
+        await conn.close()
+
+
+def _server_cpu(postmaster: int | None) -> float:
+    """CPU seconds the server's processes used so far (live children plus reaped ones)."""
+    if postmaster is None:
+        return 0.0
+    total = sum(_proc_times(postmaster)[1:])
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent, ticks, _ = _proc_times(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue  # exited meanwhile
+            if parent == postmaster:
+                total += ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _entity(n: int, rng: random.Random, prefix: str = "Streetlight") -> dict[str, Any]:
     # ~100,000 lights over a 20 km x 20 km territory around Paris.
     lon = 2.20 + rng.random() * 0.27
@@ -71,21 +109,21 @@ async def main(n: int, database: str | None = None) -> None:
         entities = [_entity(i, rng) for i in range(n)]
 
         storage = await open_storage(database or data / "store.sqlite", durability=durability)
-        start, cpu = time.perf_counter(), time.process_time()
-        for i in range(0, n, BATCH):
-            result = await storage.upsert("", entities[i : i + BATCH])
-            assert not result.errors
-        elapsed, used = time.perf_counter() - start, time.process_time() - cpu
-        print(f"python upsert (create):  {n / elapsed:10.0f} entities/s  ({elapsed:.1f} s; "
-              f"{n / used:.0f} entities per CPU-second)")
-        for e in entities:
-            e["illuminanceLevel"]["value"] = rng.randint(0, 100)
-        start, cpu = time.perf_counter(), time.process_time()
-        for i in range(0, n, BATCH):
-            await storage.upsert("", entities[i : i + BATCH])
-        elapsed, used = time.perf_counter() - start, time.process_time() - cpu
-        print(f"python upsert (update):  {n / elapsed:10.0f} entities/s  ({elapsed:.1f} s; "
-              f"{n / used:.0f} entities per CPU-second)")
+        postmaster = await _postmaster(database) if database and database.startswith("postgres") else None
+        for phase in ("create", "update"):
+            if phase == "update":
+                for e in entities:
+                    e["illuminanceLevel"]["value"] = rng.randint(0, 100)
+            start, cpu, server = time.perf_counter(), time.process_time(), _server_cpu(postmaster)
+            for i in range(0, n, BATCH):
+                result = await storage.upsert("", entities[i : i + BATCH])
+                assert not result.errors
+            elapsed, used = time.perf_counter() - start, time.process_time() - cpu
+            # the database server's CPU, when it is local: the other half of the cost of a write
+            served = f"; server {(_server_cpu(postmaster) - server) / n * 1e6:.0f} us" if postmaster else ""
+            print(f"python upsert ({phase}):  {n / elapsed:10.0f} entities/s  ({elapsed:.1f} s; "
+                  f"{n / used:.0f} entities per CPU-second; CPU per entity: python {used / n * 1e6:.0f} us"
+                  f"{served})")
         await storage.close()
         del entities
 

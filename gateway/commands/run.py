@@ -31,8 +31,9 @@ def register(sub: Subparsers) -> None:
                              "Push listeners on a fixed port share it (SO_REUSEPORT) and MQTT sources subscribe as "
                              "one $share group; this process keeps the store, the publishers, the admin API and "
                              "every other source. With several workers, two readings of one device handled by two "
-                             "workers can reach a sink out of order: the current state keeps the newer one, but "
-                             "the older one is left out of the temporal history. The demo territory always runs "
+                             "workers can reach a sink out of order: the current state keeps the newer one; the "
+                             "embedded store adds the older one to its temporal history only, a remote broker "
+                             "sink drops it (counted). The demo territory always runs "
                              "in one process")
     # How the parent starts a worker (see gateway/runtime/workers.py); not for users.
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)

@@ -18,7 +18,7 @@ from aiohttp.typedefs import Middleware
 from gateway.contract import DeviceProvisioning
 from gateway.crosssite import HostPolicy, json_content_type, refusal, simple_content_type
 from gateway.errors import ConfigInvalid, JonctionError
-from gateway.problems import problem_error, problem_response
+from gateway.problems import problem_error, problem_response, write_problem
 from gateway.runtime.logging import redact
 from gateway.runtime.state import RUNTIME, Runtime
 
@@ -156,7 +156,7 @@ async def add_device(request: web.Request) -> web.Response:
     except ConfigInvalid as exc:
         doc = {"type": "about:blank", "title": "Unprocessable Content", "status": 422,
                "detail": redact(str(exc)), "errors": _pointed(exc.problems)}
-        return web.json_response(doc, status=422, content_type="application/problem+json")
+        return write_problem(doc, 422)
     return web.json_response(added, status=201)
 
 

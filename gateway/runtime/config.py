@@ -316,7 +316,7 @@ def parse(
             context=context, context_mode=context_mode,
             max_batch=sink.get("batch_size"), timeout_s=duration(sink.get("timeout"), 10.0),
             bearer_token=bearer, oauth2=oauth, ca_file=tls.get("ca_file"), verify_tls=tls.get("verify", True),
-            tenant_map=sink.get("tenant_map"))
+            tenant_map=sink.get("tenant_map"), late_readings=sink.get("late_readings", "drop"))
         tenants = frozenset(sink["tenants"]) if "tenants" in sink else None
         cfg.sinks.append(SinkConfig(sink["name"], settings, tenants, bool(sink.get("latest_only", False))))
     source_names: set[str] = set()

@@ -123,6 +123,10 @@ class Metrics:
         self.stale_dropped = Counter(
             "jonction_stale_attributes_dropped_total", "Attributes older than what the sink holds."
         )
+        self.late_to_history = Counter(
+            "jonction_late_attributes_to_history_total",
+            "Attributes older than what the sink holds, added to its temporal history only.",
+        )
         self.publish_latency = Histogram("jonction_publish_seconds", "Duration of one batch upsert, per sink.")
         self.end_to_end = Histogram(
             "jonction_end_to_end_seconds", "Receipt of a raw message to commit in the sink."
@@ -144,6 +148,7 @@ class Metrics:
             self.entities_out,
             self.publish_errors,
             self.stale_dropped,
+            self.late_to_history,
             self.publish_latency,
             self.end_to_end,
         ):

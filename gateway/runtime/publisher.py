@@ -13,7 +13,11 @@
 * A sink that is down makes the whole batch wait in the outbox; after repeated failures a
   circuit breaker opens (no request for a cool-down), then lets one batch probe the sink.
 * An older observation never overwrites a newer one: per sink, tenant, entity and attribute,
-  the last ``observedAt`` written is remembered (on disk) and older attributes are dropped.
+  the last ``observedAt`` written is remembered (on disk). An older attribute (a late reading:
+  a network server flushing a backlog, or two workers committing one device out of order) goes
+  to the sink's temporal history only when the sink can do that (the embedded store; a remote
+  broker with ``late_readings: temporal``), and its row leaves the outbox only once both its
+  current-state part and its late part are written; another sink drops it (counted).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from gateway.runtime.deadletters import DeadLetters
 from gateway.runtime.logging import correlation_id
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.outbox import Outbox, OutboxRow
-from gateway.runtime.sinks import Sink, SinkRejected, SinkUnavailable
+from gateway.runtime.sinks import Sink, SinkRejected, SinkResult, SinkUnavailable, history_of
 
 log = logging.getLogger("jonction.publisher")
 
@@ -89,6 +93,7 @@ class Publisher:
         latest_only: bool = False,
     ) -> None:
         self.sink = sink
+        self.history = history_of(sink)
         self.latest_only = latest_only
         self.db = db
         self.outbox = outbox
@@ -297,9 +302,15 @@ class Publisher:
         return [(k, members[i:i + self.batch_size])
                 for k, members in enumerate(rounds) for i in range(0, len(members), self.batch_size)]
 
-    def _merge(self, tenant: str, rows: Sequence[OutboxRow]) -> tuple[list[Entity], dict[str, list[OutboxRow]],
-                                                                      list[OutboxRow], dict[str, dict[str, float]]]:
-        """Coalesce rows of one tenant by entity id, dropping attributes older than the sink holds."""
+    def _merge(self, tenant: str, rows: Sequence[OutboxRow]) -> tuple[
+            list[Entity], dict[str, list[OutboxRow]], list[OutboxRow], dict[str, dict[str, float]],
+            list[tuple[OutboxRow, Entity]]]:
+        """Coalesce rows of one tenant by entity id, setting aside attributes older than the sink holds.
+
+        The older ones come back as (row, fragment) pairs for the sink's history when it keeps one;
+        otherwise they are dropped.
+        """
+        late: list[tuple[OutboxRow, Entity]] = []
         merged: dict[str, Entity] = {}
         seen_times: dict[str, dict[str, float]] = {}
         owners: dict[str, list[OutboxRow]] = {}
@@ -316,8 +327,13 @@ class Publisher:
                 if observed is not None:
                     newest = max(known.get(name, float("-inf")), times.get(name, float("-inf")))
                     if observed < newest:
-                        del item[name]
-                        self.metrics.stale_dropped.inc(sink=self.sink.name)
+                        value = item.pop(name)
+                        if self.history is None:
+                            self.metrics.stale_dropped.inc(sink=self.sink.name)
+                        elif late and late[-1][0] is row:
+                            late[-1][1][name] = value
+                        else:
+                            late.append((row, {"id": entity_id, "type": item.get("type"), name: value}))
                         continue
                     times[name] = observed
                 kept += 1
@@ -330,10 +346,23 @@ class Publisher:
             else:
                 target.update({k: v for k, v in item.items() if k not in ("id", "type")})
             owners.setdefault(entity_id, []).append(row)
-        return list(merged.values()), owners, empty, seen_times
+        return list(merged.values()), owners, empty, seen_times, late
 
-    async def _send(self, tenant: str, rows: Sequence[OutboxRow]) -> None:
-        entities, owners, empty, times = self._merge(tenant, rows)
+    async def _send(self, tenant: str, rows: Sequence[OutboxRow], *, late_done: bool = False) -> None:
+        entities, owners, empty, times, late = self._merge(tenant, rows)
+        if late and not late_done:
+            # The late part first: a row leaves the outbox only once both of its parts are written.
+            # An entity whose late part failed waits whole (retry or dead letter); sent again, its
+            # late instances replace those of the same observedAt, so nothing is doubled.
+            failed = await self._send_late(tenant, late)
+            if failed:
+                waiting = {eid: [r for r in rows if r.entity_id == eid] for eid in failed}
+                entities = [e for e in entities if e["id"] not in failed]
+                empty = [r for r in empty if r.entity_id not in failed]
+                for eid in failed:
+                    owners.pop(eid, None)
+                    times.pop(eid, None)
+                self._retry_failed(tenant, waiting, failed)
         if empty:
             with self.db.transaction() as conn:
                 self.outbox.remove(conn, empty)
@@ -350,7 +379,7 @@ class Publisher:
                 if len(entities) > 1:
                     # One bad entity must not sink the batch: try each one alone.
                     for owned in owners.values():
-                        await self._send(tenant, owned)
+                        await self._send(tenant, owned, late_done=True)
                     return
                 self._dead_letter(tenant, owners, {entities[0]["id"]: (str(exc), True)})
                 return
@@ -384,6 +413,21 @@ class Publisher:
                 self._retry_failed(tenant, owners, result.failed)
         finally:
             correlation_id.reset(token)
+
+    async def _send_late(self, tenant: str, late: list[tuple[OutboxRow, Entity]]) -> dict[str, tuple[str, bool]]:
+        """Add late readings to the sink's history; the entities that failed (SinkUnavailable propagates)."""
+        assert self.history is not None
+        fragments = [fragment for _, fragment in late]
+        corr = late[0][0].corr if len(late) == 1 else "l-" + uuid.uuid4().hex[:12]
+        try:
+            result: SinkResult = await self.history.append_history(tenant, fragments, corr)
+        except SinkRejected as exc:
+            result = SinkResult({str(f["id"]): (str(exc), True) for f in fragments})
+        self._on_success()
+        written = sum(len(f) - 2 for f in fragments if f["id"] not in result.failed)
+        if written:
+            self.metrics.late_to_history.inc(written, sink=self.sink.name)
+        return result.failed
 
     def _forget(self, rows: Sequence[OutboxRow]) -> None:
         for row in rows:

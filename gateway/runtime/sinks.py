@@ -13,7 +13,8 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
+from urllib.parse import quote
 
 import aiohttp
 
@@ -64,6 +65,21 @@ class Sink(Protocol):
         """Release connections."""
 
 
+class HistorySink(Protocol):
+    """A sink that can add attribute instances to its temporal history without touching the current state."""
+
+    async def append_history(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
+        """Add the instances of ``entities`` to their temporal evolution only (late readings)."""
+
+
+def history_of(sink: Sink) -> HistorySink | None:
+    """The sink's history-only writes, or None when a late reading can only be dropped there."""
+    late = getattr(sink, "late_readings", "drop")
+    if late == "temporal" and callable(getattr(sink, "append_history", None)):
+        return cast(HistorySink, sink)
+    return None
+
+
 # ---------------------------------------------------------------------------- embedded
 
 _PERMANENT_TYPES: Final = ("BadRequestData", "InvalidRequest", "InvalidRequest", "AlreadyExists",
@@ -84,6 +100,8 @@ class EmbeddedSink:
         self.store = store
         self.max_batch = max_batch
         self.context = context
+        self.late_readings = "temporal"
+        """Readings older than the current state go to the store's temporal history only."""
 
     async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
         """Upsert through ``store.upsert(tenant, entities, mode="update")``."""
@@ -96,6 +114,15 @@ class EmbeddedSink:
             etype, detail = err.error.type, err.error.detail or str(err.error)
             failed[err.entity_id] = (f"{etype}: {detail}" if etype else detail, _is_permanent(etype))
         return SinkResult(failed)
+
+    async def append_history(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
+        """Add late readings to the history through ``store.append_history`` (current state untouched)."""
+        try:
+            result = await self.store.append_history(tenant, list(entities), context=self.context)
+        except Exception as exc:  # the store's own storage failed: retry the whole batch
+            raise SinkUnavailable(f"embedded store: {type(exc).__name__}: {exc}") from exc
+        return SinkResult({err.entity_id: (f"{err.error.type}: {err.error.detail or err.error}", True)
+                           for err in result.errors})
 
     async def check(self) -> None:
         """The store answers a count."""
@@ -191,6 +218,8 @@ class RemoteSettings:
     ca_file: str | None = None
     verify_tls: bool = True
     tenant_map: Mapping[str, str] | None = None
+    late_readings: str = "drop"
+    """``drop`` (counted) or ``temporal``: an older reading goes to the broker's temporal history only."""
 
 
 def _ssl_context(settings: RemoteSettings) -> ssl.SSLContext | bool:
@@ -219,6 +248,7 @@ class RemoteBrokerSink:
             # for a sink built without a config, and what jonction stores know offline.
             settings.context = profile.context_iri or contexts.JONCTION_CONTEXT_IRI
         self.max_batch = settings.max_batch or profile.max_batch
+        self.late_readings = settings.late_readings
         base = settings.url.rstrip("/")
         if not base.endswith("/ngsi-ld/v1"):
             base += "/ngsi-ld/v1"
@@ -257,6 +287,10 @@ class RemoteBrokerSink:
         return headers
 
     def _body(self, entities: Sequence[Entity]) -> bytes:
+        # The outbox's encoder: the bytes json.dumps writes, several times faster (orjson).
+        return encode(self._in_context(entities)).encode()
+
+    def _in_context(self, entities: Sequence[Entity]) -> list[Entity]:
         if self.context_mode == "inline":
             if self.settings.context:
                 entities = [{**e, "@context": self.settings.context} for e in entities]
@@ -264,8 +298,7 @@ class RemoteBrokerSink:
                 # The terms each entity uses, inline: the broker fetches nothing (CIM 009 §6.3.5).
                 inline = contexts.inline_context
                 entities = [{**e, "@context": inline(entity_terms(e))} for e in entities]
-        # The outbox's encoder: the bytes json.dumps writes, several times faster (orjson).
-        return encode(list(entities)).encode()
+        return list(entities)
 
     async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
         """POST one batch; read 201/204 as all done, 207 (or 400 with a batch body) per entity."""
@@ -307,6 +340,38 @@ class RemoteBrokerSink:
         if status in (401, 403, 408, 429) or status >= 500:
             raise SinkUnavailable(f"{self.name}: HTTP {status}: {summary}")
         raise SinkRejected(f"{self.name}: HTTP {status}: {summary}", status)
+
+    async def append_history(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
+        """POST each entity's late attributes to ``/temporal/entities/{id}/attrs`` (CIM 009 §6.20.3.1).
+
+        Used only with ``late_readings: temporal``. A 4xx refuses that entity (permanently: the
+        broker has no temporal API for it); a network error, 401/403/408/429 or 5xx retries later.
+        """
+        session = self._client()
+        failed: dict[str, tuple[str, bool]] = {}
+        for entity in entities:
+            entity_id = str(entity["id"])
+            url = f"{self.base}/temporal/entities/{quote(entity_id, safe=':')}/attrs"
+            body = encode(self._in_context([{k: v for k, v in entity.items() if k not in ("id", "type")}])[0]).encode()
+            for attempt in (1, 2):
+                try:
+                    headers = await self._headers(tenant, corr)
+                    async with session.post(url, data=body, headers=headers) as resp:
+                        status = resp.status
+                        text = await resp.text()
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    raise SinkUnavailable(f"{self.name}: {type(exc).__name__}: {redact(str(exc))}") from exc
+                if status == 401 and self._oauth is not None and attempt == 1:
+                    self._oauth.invalidate()
+                    continue
+                break
+            if status in (200, 201, 204):
+                continue
+            summary = redact(text[:300])
+            if status in (401, 403, 408, 429) or status >= 500:
+                raise SinkUnavailable(f"{self.name}: temporal append: HTTP {status}: {summary}")
+            failed[entity_id] = (f"{self.name}: temporal append: HTTP {status}: {summary}", True)
+        return SinkResult(failed)
 
     async def check(self) -> None:
         """GET the broker's type list (cheap on every broker)."""

@@ -19,12 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from gateway.model import VALUE_KEY, VALUE_MEMBERS
+from gateway.model import ENTITY_MEMBERS, VALUE_KEY, VALUE_MEMBERS
 from gateway.store import codec
 from gateway.store.patterns import compile_user_pattern
 from gateway.store.problems import NgsiError, bad_request
+
+if TYPE_CHECKING:
+    from gateway.store.jsonld import Context
 
 SCHEMA_SQL: Final = """
 CREATE TABLE IF NOT EXISTS history_series (
@@ -367,6 +370,38 @@ _NULL_VALUES: Final[Mapping[str, Any]] = {
     "ListProperty": [NULL_URN],
     "ListRelationship": [{"object": NULL_URN}],
 }
+
+
+def temporal_rows(
+    ctx: Context, tenant: str, data: Mapping[str, Any], entity_id: str, types: list[str] | None, now: str
+) -> tuple[list[str], list[HistoryRow]]:
+    """Expand a compacted (temporal) entity fragment to history rows, every instance stamped ``now``.
+
+    The temporal API's writes and the runtime's late readings (``Storage.append_history``) share it.
+    """
+    if types is None:
+        if "type" not in data:
+            raise bad_request("/type: the entity type is missing")
+        types = ctx.expand_type(data["type"])
+    rows: list[HistoryRow] = []
+    for name, value in data.items():
+        if name in ENTITY_MEMBERS:
+            continue
+        iri = ctx.expand_attr_name(name, f"/{name}")
+        items = value if isinstance(value, list) and all(isinstance(v, Mapping) for v in value) else [value]
+        for index, item in enumerate(items):
+            (inst,) = ctx.expand_attribute(item, f"/{name}/{index}")
+            inst = {**inst, "createdAt": now, "modifiedAt": now}
+            rows.append((tenant, entity_id, types, iri, inst))
+    if len(rows) > 100_000:
+        raise NgsiError("PayloadTooLarge", "more than 100000 instances in one temporal write")
+    return types, rows
+
+
+def append_instances(conn: sqlite3.Connection, rows: Sequence[HistoryRow]) -> int:
+    """Add instances to their series; one sent again for the same observedAt replaces the stored one."""
+    forget_same_moments(conn, rows)
+    return record_many(conn, rows)
 
 
 def deletions(before: Mapping[str, Any], after: Mapping[str, Any] | None, now: str) -> list[tuple[str, dict[str, Any]]]:

@@ -225,6 +225,21 @@ class SqliteStorage(StorageBase):
         await self._notify(events)
         return results
 
+    async def _write_history(self, tenant: str, rows: Sequence[history.HistoryRow]) -> None:
+        """Append history rows in one write transaction of the store's own writer."""
+
+        def run() -> None:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                history.append_instances(conn, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._write(run)
+
     def _apply_sync(
         self, tenant: str, changes: Sequence[Change], create_tenant: bool, want_events: bool
     ) -> tuple[list[ChangeResult], list[ChangeEvent]]:

@@ -968,29 +968,6 @@ async def retrieve_temporal(request: web.Request) -> web.Response:
     return response
 
 
-def _temporal_rows(
-    ctx: Context, tenant: str, data: Mapping[str, Any], entity_id: str, types: list[str] | None, now: str
-) -> tuple[list[str], list[history.HistoryRow]]:
-    """Expand a temporal entity fragment to history rows (every instance stamped ``now``)."""
-    if types is None:
-        if "type" not in data:
-            raise bad_request("/type: the entity type is missing")
-        types = ctx.expand_type(data["type"])
-    rows: list[history.HistoryRow] = []
-    for name, value in data.items():
-        if name in model.ENTITY_MEMBERS:
-            continue
-        iri = ctx.expand_attr_name(name, f"/{name}")
-        items = value if isinstance(value, list) and all(isinstance(v, Mapping) for v in value) else [value]
-        for index, item in enumerate(items):
-            (inst,) = ctx.expand_attribute(item, f"/{name}/{index}")
-            inst = {**inst, "createdAt": now, "modifiedAt": now}
-            rows.append((tenant, entity_id, types, iri, inst))
-    if len(rows) > 100_000:
-        raise NgsiError("PayloadTooLarge", "more than 100000 instances in one temporal write")
-    return types, rows
-
-
 async def create_temporal(request: web.Request) -> web.Response:
     """POST /temporal/entities (§6.18.3.1): 201 when new, 204 when instances were added."""
     http.check_params(request, ())
@@ -1004,7 +981,7 @@ async def create_temporal(request: web.Request) -> web.Response:
     if not model.is_uri(entity_id):
         raise bad_request(f"/id: entity id {entity_id!r} is missing or not a URI")
     now = _now()
-    types, rows = _temporal_rows(ctx, ngsi.tenant, data, str(entity_id), None, now)
+    types, rows = history.temporal_rows(ctx, ngsi.tenant, data, str(entity_id), None, now)
     tenant = ngsi.tenant
     writes = ngsi.storage.history_writes()
 
@@ -1089,15 +1066,14 @@ async def append_temporal_attrs(request: web.Request) -> web.Response:
         types = history.entity_types(conn, tenant, entity_id)
         if types is None:
             raise not_found(f"entity {entity_id} has no temporal evolution here")
-        _, rows = _temporal_rows(ctx, tenant, data, entity_id, types, now)
-        history.forget_same_moments(conn, rows)
-        history.record_many(conn, rows)
+        _, rows = history.temporal_rows(ctx, tenant, data, entity_id, types, now)
+        history.append_instances(conn, rows)
 
     if writes is not None:
         known = await writes.entity_types(tenant, entity_id)
         if known is None:
             raise not_found(f"entity {entity_id} has no temporal evolution here")
-        await writes.write(tenant, entity_id, known, _temporal_rows(ctx, tenant, data, entity_id, known, now)[1])
+        await writes.write(tenant, entity_id, known, history.temporal_rows(ctx, tenant, data, entity_id, known, now)[1])
     else:
         assert db is not None
         await db.write(run)

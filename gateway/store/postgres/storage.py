@@ -33,7 +33,7 @@ from gateway.store.indexing import SortKey, attr_summary, geo_boxes, geo_values
 from gateway.store.patterns import compile_user_pattern
 from gateway.store.postgres import migrations
 from gateway.store.postgres.compile import Where, compile_spec
-from gateway.store.postgres.history import HistoryRow, PostgresHistoryWrites, Recorder, history_slice
+from gateway.store.postgres.history import HistoryRow, PostgresHistoryWrites, Recorder, array_literal, history_slice
 from gateway.store.problems import NgsiError
 from gateway.store.records import (
     DEFAULT_TENANT,
@@ -66,9 +66,8 @@ _TENANT_LOCK = "jonction.tenant:"
 
 _UPSERT = """
 INSERT INTO entities(tenant, id, type, types, attrs, doc)
-SELECT $1, u.id, t.types[1], t.types, u.attrs::jsonb, u.doc::jsonb
+SELECT $1, u.id, (u.types::text[])[1], u.types::text[], u.attrs::jsonb, u.doc::jsonb
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, attrs, doc, types)
-CROSS JOIN LATERAL (SELECT ARRAY(SELECT jsonb_array_elements_text(u.types::jsonb)) AS types) t
 ON CONFLICT (tenant, id) DO UPDATE
 SET type = excluded.type, types = excluded.types, attrs = excluded.attrs, doc = excluded.doc
 """
@@ -438,7 +437,7 @@ class PostgresStorage(StorageBase):
             up_ids.append(eid)
             up_attrs.append(codec.dumps(attr_summary(doc)))
             up_docs.append(codec.dumps(doc))
-            up_types.append(codec.dumps(doc["type"]))
+            up_types.append(array_literal(doc["type"]))
             if old is not None and geo_values(old) == geo_values(doc):
                 continue  # same geometries (the usual telemetry update): the boxes stay
             if old is not None:
