@@ -212,7 +212,6 @@ def render(doc: Mapping[str, Any], ctx: jsonld.Context, *, sys_attrs: bool = Fal
                 out[key] = value
         else:
             out[key] = value
-    out["status"] = "active" if not _expired(doc) else "expired"
     return out
 
 
@@ -262,8 +261,8 @@ def _info_matches(
 ) -> bool:
     if types is not None or ids is not None or pattern is not None:
         entities = info.get("entities")
-        # §5.12: a RegistrationInfo without entities matches no entity-scoped query
-        if not entities or not any(_entity_matches(e, types, ids, pattern) for e in entities):
+        # a RegistrationInfo without entities holds its attributes for entities of any type and id
+        if entities and not any(_entity_matches(e, types, ids, pattern) for e in entities):
             return False
     if attrs is not None:
         names = [*info.get("propertyNames", ()), *info.get("relationshipNames", ())]
@@ -287,7 +286,7 @@ def _time_filter(request: web.Request) -> tuple[str, datetime, datetime | None, 
     if timerel == "between" and end is None:
         raise bad_request("endTimeAt is mandatory with timerel=between")
     prop = request.query.get("timeproperty", "observedAt")
-    interval = "managementInterval" if prop == "modifiedAt" else "observationInterval"
+    interval = "managementInterval" if prop in ("createdAt", "modifiedAt") else "observationInterval"
     return timerel, at, end, interval
 
 
@@ -441,6 +440,9 @@ async def query_registrations(request: web.Request) -> web.Response:
         geo_query = geo.parse_geo_query(q.get("georel"), q.get("geometry"), q.get("coordinates"),
                                         q.get("geoproperty") or "location")
     tq = _time_filter(request)
+    if (types, ids, pattern, attrs, terms, csf, geo_query, tq) == (None,) * 8:
+        # §5.10.2: discovery names at least entity types, ids or attributes, or a filter
+        raise bad_request("a registration query needs type, id, idPattern, attrs, q, csf, geoQ or timeQ")
     found = []
     for text in await _records(request).load(ngsi.tenant):
         doc = codec.loads(text)
