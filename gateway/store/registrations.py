@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway import model
 from gateway.store import codec, geo, http, jsonld
+from gateway.store.patterns import Matcher, compile_user_pattern
 from gateway.store.problems import NgsiError, bad_request
 from gateway.store.records import RegistrationRecords
 from gateway.store.settings import STORAGE_KEY
@@ -79,10 +80,7 @@ def _entity_info(value: Any, pointer: str, ctx: jsonld.Context) -> dict[str, Any
         pattern = value["idPattern"]
         if not isinstance(pattern, str):
             raise _fail(f"{pointer}/idPattern", "must be a string")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise _fail(f"{pointer}/idPattern", f"is not a valid regular expression ({exc})") from None
+        compile_user_pattern(pattern, f"{pointer}/idPattern")  # RE2: linear time when matched later
         out["idPattern"] = pattern
     return out
 
@@ -240,23 +238,23 @@ def _expired(doc: Mapping[str, Any]) -> bool:
 
 
 def _entity_matches(
-    e: Mapping[str, Any], types: set[str] | None, ids: set[str] | None, pattern: re.Pattern[str] | None
+    e: Mapping[str, Any], types: set[str] | None, ids: set[str] | None, pattern: Matcher | None
 ) -> bool:
     if types is not None and not types.intersection(e["type"]):
         return False
     if ids is not None:
         if "id" in e and e["id"] not in ids:
             return False
-        if "id" not in e and "idPattern" in e and not any(re.fullmatch(e["idPattern"], i) for i in ids):
+        if "id" not in e and "idPattern" in e and not any(compile_user_pattern(e["idPattern"]).search(i) for i in ids):
             return False
     if pattern is not None:
-        if "id" in e and not pattern.fullmatch(e["id"]):
+        if "id" in e and not pattern.search(e["id"]):
             return False
     return True
 
 
 def _info_matches(
-    info: Mapping[str, Any], types: set[str] | None, ids: set[str] | None, pattern: re.Pattern[str] | None,
+    info: Mapping[str, Any], types: set[str] | None, ids: set[str] | None, pattern: Matcher | None,
     attrs: set[str] | None,
 ) -> bool:
     if types is not None or ids is not None or pattern is not None:
@@ -427,12 +425,7 @@ async def query_registrations(request: web.Request) -> web.Response:
     types = None if raw_types is None else {ctx.expand_term(t) for t in raw_types}
     raw_attrs = _ids(q.get("attrs"), "attrs")
     attrs = None if raw_attrs is None else {ctx.expand_term(a) for a in raw_attrs}
-    pattern = None
-    if "idPattern" in q:
-        try:
-            pattern = re.compile(q["idPattern"])
-        except re.error as exc:
-            raise bad_request(f"idPattern: not a valid regular expression ({exc})") from None
+    pattern = compile_user_pattern(q["idPattern"], "idPattern") if "idPattern" in q else None
     terms = _q_filter(q.get("q"))
     csf = _q_filter(q.get("csf"))
     geo_query = None
