@@ -37,6 +37,7 @@ from gateway.store.batch import add_batch_routes
 from gateway.store.discovery import add_discovery_routes
 from gateway.store.http import error_middleware, negotiate
 from gateway.store.problems import NgsiError
+from gateway.store.registrations import add_registration_routes
 from gateway.store.security import auth_middleware, cross_site_middleware
 from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings, load_tokens
 from gateway.store.subscriptions import setup_subscriptions
@@ -92,8 +93,9 @@ def create_store_app(settings: StoreSettings, *, storage: Storage | None = None)
     add_discovery_routes(app)
     setup_subscriptions(app, store)
     setup_temporal(app, store)
-    # Context sources, entity maps and broker info are outside what this store implements.
-    for prefix in ("/csourceRegistrations", "/csourceSubscriptions", "/entityMaps", "/info"):
+    add_registration_routes(app)
+    # Context source subscriptions, entity maps and broker info are outside what this store implements.
+    for prefix in ("/csourceSubscriptions", "/entityMaps", "/info"):
         _not_implemented(app, prefix)
     _accept_trailing_slash(app)
     return app

@@ -329,3 +329,27 @@ class HistoryWrites(Protocol):
     ) -> bool:
         """Overwrite one instance (its id and creation time stay); False when unknown."""
         ...
+
+
+class RegistrationRecords(Protocol):
+    """Where a backend persists context source registrations (one JSON document each, per tenant)."""
+
+    async def load(self, tenant: str) -> list[str]:
+        """Every registration of a tenant, as JSON documents."""
+        ...
+
+    async def get(self, tenant: str, reg_id: str) -> str | None:
+        """One registration's JSON document, or None."""
+        ...
+
+    async def create(self, tenant: str, reg_id: str, document: str) -> bool:
+        """Store a new registration; False when one with that id exists."""
+        ...
+
+    async def replace(self, tenant: str, reg_id: str, document: str) -> bool:
+        """Replace a registration's document; False when unknown."""
+        ...
+
+    async def delete(self, tenant: str, reg_id: str) -> bool:
+        """Forget a registration; False when unknown."""
+        ...

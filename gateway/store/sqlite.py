@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS xtypes(
 CREATE INDEX IF NOT EXISTS xtypes_rid ON xtypes(rid);
 CREATE VIRTUAL TABLE IF NOT EXISTS geo_box USING rtree(gid, minlon, maxlon, minlat, maxlat, +attr);
 CREATE TABLE IF NOT EXISTS contexts(id TEXT PRIMARY KEY, doc TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS csource_registrations(
+    tenant TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY(tenant, id)
+) WITHOUT ROWID;
 """
 
 _CHUNK = 500
@@ -546,6 +549,76 @@ class SqliteStorage(StorageBase):
             }
 
         return await self._read(run)
+
+
+    # ------------------------------------------------------------------ context source registrations
+
+    def registration_records(self) -> SqliteRegistrationRecords:
+        """Context source registrations in the ``csource_registrations`` table of this file."""
+        return SqliteRegistrationRecords(self)
+
+
+class SqliteRegistrationRecords:
+    """Context source registrations (CIM 009 §5.9) in the ``csource_registrations`` table."""
+
+    def __init__(self, storage: SqliteStorage) -> None:
+        self.storage = storage
+
+    async def load(self, tenant: str) -> list[str]:
+        """Every registration of a tenant, as JSON documents."""
+
+        def run() -> list[str]:
+            rows = self.storage._conn().execute(
+                "SELECT doc FROM csource_registrations WHERE tenant = ? ORDER BY id", (tenant,)
+            )
+            return [r[0] for r in rows]
+
+        return await self.storage._read(run)
+
+    async def get(self, tenant: str, reg_id: str) -> str | None:
+        """One registration's JSON document, or None."""
+
+        def run() -> str | None:
+            row = self.storage._conn().execute(
+                "SELECT doc FROM csource_registrations WHERE tenant = ? AND id = ?", (tenant, reg_id)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self.storage._read(run)
+
+    async def create(self, tenant: str, reg_id: str, document: str) -> bool:
+        """Store a new registration; False when one with that id exists."""
+
+        def run() -> bool:
+            cur = self.storage._conn().execute(
+                "INSERT OR IGNORE INTO csource_registrations(tenant, id, doc) VALUES(?, ?, ?)",
+                (tenant, reg_id, document),
+            )
+            return cur.rowcount > 0
+
+        return await self.storage._write(run)
+
+    async def replace(self, tenant: str, reg_id: str, document: str) -> bool:
+        """Replace a registration's document; False when unknown."""
+
+        def run() -> bool:
+            cur = self.storage._conn().execute(
+                "UPDATE csource_registrations SET doc = ? WHERE tenant = ? AND id = ?", (document, tenant, reg_id)
+            )
+            return cur.rowcount > 0
+
+        return await self.storage._write(run)
+
+    async def delete(self, tenant: str, reg_id: str) -> bool:
+        """Forget a registration; False when unknown."""
+
+        def run() -> bool:
+            cur = self.storage._conn().execute(
+                "DELETE FROM csource_registrations WHERE tenant = ? AND id = ?", (tenant, reg_id)
+            )
+            return cur.rowcount > 0
+
+        return await self.storage._write(run)
 
 
 def _number_clause(iri: str, op: str, numbers: tuple[float, ...]) -> tuple[str, list[Any]]:

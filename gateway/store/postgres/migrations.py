@@ -165,6 +165,15 @@ ALTER TABLE geo DROP CONSTRAINT IF EXISTS geo_tenant_id_fkey;
 DROP INDEX IF EXISTS entities_doc;
 """
 
+_V7 = """
+CREATE TABLE csource_registrations(
+    tenant text NOT NULL,
+    id text NOT NULL,
+    doc jsonb NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "tenants, entities (JSONB, GIN), geometry boxes (PostGIS, GiST), hosted contexts", _V1),
     Migration(2, "subscriptions (definition and delivery state, one JSONB document each)", _V2),
@@ -172,6 +181,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(4, "change log and cursor of the notifying process", _V4),
     Migration(5, "daily roll-up of the attribute history (aggregatedValues over long windows)", _V5),
     Migration(6, "cheaper writes: no foreign key on geometry boxes, no whole-document GIN index", _V6),
+    Migration(7, "context source registrations (one JSONB document each)", _V7),
 )
 """Every migration, in order; append new ones, never edit an applied one."""
 

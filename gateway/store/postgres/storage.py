@@ -582,6 +582,56 @@ class PostgresStorage(StorageBase):
         return {t: TypeInfo(counts[t], {a: frozenset(k) for a, k in attrs[t].items()}) for t in sorted(counts)}
 
 
+    # ------------------------------------------------------------------ context source registrations
+
+    def registration_records(self) -> PostgresRegistrationRecords:
+        """Context source registrations in the ``csource_registrations`` table of this database."""
+        return PostgresRegistrationRecords(self)
+
+
+class PostgresRegistrationRecords:
+    """Context source registrations (CIM 009 §5.9) in the ``csource_registrations`` table."""
+
+    def __init__(self, storage: PostgresStorage) -> None:
+        self.storage = storage
+
+    async def load(self, tenant: str) -> list[str]:
+        """Every registration of a tenant, as JSON documents."""
+        rows = await self.storage._db().fetch(
+            "SELECT doc::text FROM csource_registrations WHERE tenant = $1 ORDER BY id", tenant
+        )
+        return [r[0] for r in rows]
+
+    async def get(self, tenant: str, reg_id: str) -> str | None:
+        """One registration's JSON document, or None."""
+        value = await self.storage._db().fetchval(
+            "SELECT doc::text FROM csource_registrations WHERE tenant = $1 AND id = $2", tenant, reg_id
+        )
+        return None if value is None else str(value)
+
+    async def create(self, tenant: str, reg_id: str, document: str) -> bool:
+        """Store a new registration; False when one with that id exists."""
+        status = await self.storage._db().execute(
+            "INSERT INTO csource_registrations(tenant, id, doc) VALUES($1, $2, $3::jsonb) ON CONFLICT DO NOTHING",
+            tenant, reg_id, document,
+        )
+        return bool(status != "INSERT 0 0")
+
+    async def replace(self, tenant: str, reg_id: str, document: str) -> bool:
+        """Replace a registration's document; False when unknown."""
+        status = await self.storage._db().execute(
+            "UPDATE csource_registrations SET doc = $3::jsonb WHERE tenant = $1 AND id = $2", tenant, reg_id, document
+        )
+        return bool(status != "UPDATE 0")
+
+    async def delete(self, tenant: str, reg_id: str) -> bool:
+        """Forget a registration; False when unknown."""
+        status = await self.storage._db().execute(
+            "DELETE FROM csource_registrations WHERE tenant = $1 AND id = $2", tenant, reg_id
+        )
+        return bool(status != "DELETE 0")
+
+
 def _first_chunk(spec: QuerySpec) -> int:
     """Rows of the first keyset round trip of a query Python decides: a page plus a margin for rejects."""
     if spec.count or spec.sort_key is not None:
