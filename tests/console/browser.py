@@ -53,6 +53,9 @@ async def browser_page(base: str, shots: Path, *, locale: str = "en-GB",
         try:
             page = await browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, locale=locale)
             page.set_default_timeout(20_000)
+            # a style or script the page's CSP refuses is an error of the page (the libraries must not need one)
+            await page.add_init_script("document.addEventListener('securitypolicyviolation', (e) => "
+                                       "console.error(`CSP refused ${e.violatedDirective}: ${e.blockedURI}`))")
             watched = Watched(page, base, shots)
             page.on("console", lambda m: watched.errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: watched.errors.append(str(e)))

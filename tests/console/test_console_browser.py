@@ -47,7 +47,8 @@ async def test_overview_lists_sources_with_live_counts(tmp_path: Path) -> None:
             await fake.send({"device": f"c{i}", "fill": 30 + i, "id": f"m{i}"})
         # the page polls: the count changes without a reload, and a sparkline appears
         await row.locator("td.messages").filter(has_text="4").wait_for()
-        await row.locator("svg.spark path").wait_for()
+        # attached, not visible: a flat line (no message in the sampled minutes yet) has an empty box
+        await row.locator("svg.spark path").wait_for(state="attached")
         assert await row.locator("td.last").text_content() != "—"
         await w.shot("overview")
     assert w.errors == [] and w.elsewhere == []
@@ -123,16 +124,24 @@ async def test_entity_page_shows_units_and_a_history_chart(tmp_path: Path) -> No
         assert await row.locator("td.unit").text_content() == "°C"
         assert await row.locator("td").nth(0).text_content() == str(10.5 + n - 1)
         await page.select_option("#hist-attr", label="temperature")
-        series = page.locator(f'#chart path.series[data-points="{n}"]')
-        await series.wait_for()
-        assert (await series.get_attribute("d") or "").count("L") == n - 1
+        # uPlot draws on a canvas; data-points is the length of the data uPlot holds
+        chart = page.locator('#chart .chart[aria-label^="temperature"]')
+        await chart.locator("canvas").wait_for()
+        assert await chart.get_attribute("data-points") == str(n)
+        assert await chart.get_attribute("data-band") is None  # raw values: one line, no band
+        assert await chart.locator(".u-legend .u-label").all_text_contents() == ["temperature"]
         await w.shot("entity")
         await page.select_option("#hist-period", "7d")  # long periods: min/avg/max per hour (aggregatedValues)
-        await page.locator("#chart polygon.band").wait_for(state="attached")
-        assert int(await page.locator("#chart path.series").get_attribute("data-points") or 0) >= 1
+        banded = page.locator('#chart .chart[data-band="min-max"]')
+        await banded.locator("canvas").wait_for()
+        # six readings 5 minutes apart fall in one or two hours
+        assert int(await banded.get_attribute("data-points") or 0) in (1, 2)
+        assert await banded.locator(".u-legend .u-label").all_text_contents() == ["temperature", "min", "max"]
         await page.goto(base + "/#/map")
-        await page.locator("svg.map path.outline").wait_for()
-        assert await page.locator("svg.map a[data-entity]").count() == 1
+        await page.locator("#map path.outline").wait_for()
+        await page.locator("#map .entity-marker[data-entity]").wait_for()
+        assert await page.locator("#map .entity-marker[data-entity]").count() == 1
+        assert await page.locator("#map .marker-cluster").count() == 0
         await w.shot("map-gateway")
     assert w.errors == [] and w.elsewhere == []
 
@@ -160,20 +169,33 @@ async def test_store_map_draws_every_located_entity_and_clusters_the_dense_ones(
             await page.goto(base + "/")  # a store's console opens on its entities
             await page.locator("#entity-list").wait_for()
             await page.goto(base + "/#/map")
-            cluster = page.locator("svg.map a.cluster-link")
+            markers = page.locator("#map .entity-marker[data-entity]")
+            cluster = page.locator("#map .marker-cluster [data-count]")
+            await page.locator(f'#map[data-clustered="{len(docs)}"]').wait_for()
             await cluster.wait_for()
-            assert await page.locator("svg.map a[data-entity]").count() == len(spread)
-            assert await cluster.get_attribute("data-count") == str(len(dense))
+            assert await markers.count() == len(spread)
+            assert await cluster.count() == 1 and await cluster.get_attribute("data-count") == str(len(dense))
             await page.select_option("#map-colour", label="powerState")
             assert await page.locator(".legend li").all_text_contents() == ["off", "on"]
+            # the markers are repainted: s1 is on, s0 off, in the legend's colours
+            colours = await page.locator(".legend .swatch").evaluate_all("els => els.map(e => e.style.background)")
+            painted = page.locator('#map .entity-marker[data-entity="urn:ngsi-ld:Streetlight:s0"]')
+            assert await painted.evaluate("e => e.style.background") == colours[0] != colours[1]
+            # no tile layer and no link off this server (the attribution names Leaflet without linking to it)
+            assert await page.locator("#map img, #map a[href^='http']").count() == 0
             await w.shot("map-store")
-            for _ in range(6):  # zooming in on a cluster splits it, in a few steps at most
+            for _ in range(6):  # a click on a cluster zooms in until it splits, in a few steps at most
                 if not await cluster.count():
                     break
+                before = await page.locator("#map").get_attribute("data-settled")
                 await cluster.first.click()
-            assert await page.locator("svg.map a[data-entity]").count() == len(spread + dense)
+                await page.locator(f'#map:not([data-settled="{before}"])').wait_for()  # the new view is drawn
+            for i in range(len(spread), len(spread + dense)):
+                await page.locator(f'#map .entity-marker[data-entity="urn:ngsi-ld:Streetlight:s{i}"]').wait_for()
+            await cluster.first.wait_for(state="detached")
             await page.get_by_role("button", name="Fit").click()
-            await page.locator('svg.map a[data-entity="urn:ngsi-ld:Streetlight:s0"]').click()
+            await cluster.wait_for()  # back to the whole view: the dense ones cluster again
+            await page.locator('#map .entity-marker[data-entity="urn:ngsi-ld:Streetlight:s0"]').click()
             await page.locator("h1", has_text="urn:ngsi-ld:Streetlight:s0").wait_for()
             assert await page.locator('tr[data-attr="powerState"] td').first.text_content() == "off"
         assert w.errors == [] and w.elsewhere == []
@@ -289,9 +311,9 @@ async def test_no_serious_accessibility_violation_on_any_page(tmp_path: Path) ->
             await page.goto(base + "/#/entities")
             await audit("entities", "#entity-list")
             await page.goto(base + "/#/entity/urn:ngsi-ld:WasteContainer:c2")
-            await audit("entity", "#chart svg")
+            await audit("entity", "#chart .chart canvas")
             await page.goto(base + "/#/map")
-            await audit("map", "svg.map .markers > a")
+            await audit("map", "#map .entity-marker, #map .marker-cluster")
             await page.goto(base + "/#/conformance")
             await audit("conformance", "#cf-profile")
         assert found == {name: [] for name in found}

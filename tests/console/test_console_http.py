@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -107,18 +108,62 @@ async def test_console_pages_carry_a_strict_content_security_policy(tmp_path: Pa
 
 _URL = re.compile(r"https?://[^\s'\"<>)]+")
 _NAMESPACES = {"http://www.w3.org/2000/svg"}
+_VENDOR = STATIC / "vendor"
+# The only URLs the vendored libraries carry, none of them fetched: banner and CSS comments, and
+# Leaflet's default attribution link, which the map replaces (the browser test checks that no link
+# off the server is shown).
+_VENDOR_URLS = {
+    "vendor/leaflet/leaflet.js": {"https://leafletjs.com"},
+    "vendor/leaflet/leaflet.css": {"https://bugs.chromium.org/p/chromium/issues/detail?id=600120",
+                                   "https://bugzilla.mozilla.org/show_bug.cgi?id=888319"},
+    "vendor/uplot/uPlot.iife.min.js": {"https://github.com/leeoniya/uPlot"},
+}
+# Read by people, never loaded by a page: the licences and the record of what is vendored.
+_PROSE = {"LICENSE", "README.md"}
+_BINARY = {".png"}
+
+
+def _served() -> list[Path]:
+    return sorted(p for p in STATIC.rglob("*") if p.is_file() and p.name not in _PROSE and p.suffix not in _BINARY)
 
 
 def test_no_asset_refers_to_another_server() -> None:
-    files = sorted(p for p in STATIC.rglob("*") if p.is_file())
+    files = _served()
     assert {p.suffix for p in files} >= {".js", ".css", ".svg"}
-    found = {str(p.relative_to(STATIC)): url for p in files
-             for url in _URL.findall(p.read_text(encoding="utf-8")) if url not in _NAMESPACES}
-    assert found == {}
+    found: dict[str, set[str]] = {}
     for p in files:
-        if p.suffix == ".js":  # modules import each other by relative path only
+        urls = set(_URL.findall(p.read_text(encoding="utf-8"))) - _NAMESPACES
+        if urls:
+            found[str(p.relative_to(STATIC))] = urls
+    assert found == _VENDOR_URLS  # our own files carry none; a library upgrade adding one shows here
+    for p in files:
+        if p.suffix == ".js" and _VENDOR not in p.parents:  # our modules import each other by relative path only
             for spec in re.findall(r"""^import .* from '([^']+)';""", p.read_text(encoding="utf-8"), re.M):
                 assert spec.startswith("./") and (STATIC / spec[2:]).is_file(), (p.name, spec)
+        if p.suffix == ".css":  # whatever a style sheet refers to is a file of the package (or a fragment)
+            for ref in re.findall(r"url\(\s*['\"]?([^'\")]+)", p.read_text(encoding="utf-8")):
+                assert ref.startswith("#") or (p.parent / ref).resolve().is_file(), (p.name, ref)
+
+
+def test_vendored_libraries_are_recorded_with_their_licence_and_digests() -> None:
+    record = (_VENDOR / "README.md").read_text(encoding="utf-8")
+    libraries = {"leaflet": "leaflet", "markercluster": "leaflet.markercluster", "uplot": "uplot"}  # folder: npm name
+    assert sorted(d.name for d in _VENDOR.iterdir() if d.is_dir()) == sorted(libraries)
+    for folder, npm in libraries.items():
+        assert folder.isidentifier(), f"setuptools would leave {folder}/ out of the package"
+        assert (_VENDOR / folder / "LICENSE").is_file(), folder
+        assert re.search(rf"^\| {folder} \| {re.escape(npm)} \| [0-9.]+ \| (MIT|BSD-2-Clause) \| `{re.escape(npm)}@",
+                         record, re.M), folder
+    digests = {m[2]: m[1] for m in re.finditer(r"^([0-9a-f]{64})  (\S+)$", record, re.M)}  # path: sha256
+    files = {str(p.relative_to(_VENDOR)): p for p in _VENDOR.rglob("*") if p.is_file() and p.name != "README.md"}
+    assert set(digests) == set(files)  # every shipped file is recorded, nothing recorded is missing
+    for rel, path in files.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digests[rel], f"{rel} differs from the recorded copy"
+    # the versions in the record are the ones in the files' own banners
+    assert "Leaflet 1.9.4" in (_VENDOR / "leaflet" / "leaflet.js").read_text(encoding="utf-8")[:200]
+    assert "| leaflet | leaflet | 1.9.4 |" in record
+    assert "(v1.6.32)" in (_VENDOR / "uplot" / "uPlot.iife.min.js").read_text(encoding="utf-8")[:200]
+    assert "| uplot | uplot | 1.6.32 |" in record
 
 
 async def test_assets_are_served_with_their_types(tmp_path: Path) -> None:

@@ -1,51 +1,54 @@
-// A time-series chart in SVG: a line of values, or min/max as a band with the average as a line.
+// A time-series chart drawn by uPlot (vendored): a line of values, or min/max as a band with the average as a line.
 
-import { fmtTime, s } from './common.js';
+import { h } from './common.js';
 import { t } from './i18n.js';
+import { uplot } from './vendor.js';
 
-const W = 720;
-const H = 260;
-const M = { left: 56, right: 12, top: 12, bottom: 32 };
+const ACCENT = '#1f5fa8';
+const [S, MIN, HOUR, DAY] = [1, 60, 3600, 86400];
+// uPlot's table of time-axis labels, in 24-hour time and day-first dates (its default is US 12-hour):
+// [tick step (s), label, then the label added when the year, month, day, hour, minute or second rolls over, mode]
+const TIME_LABELS = [
+  [365 * DAY, '{YYYY}', null, null, null, null, null, null, 1],
+  [28 * DAY, '{MM}/{YYYY}', null, null, null, null, null, null, 1],
+  [DAY, '{DD}/{MM}', '\n{YYYY}', null, null, null, null, null, 1],
+  [HOUR, '{HH}:{mm}', '\n{DD}/{MM}/{YYYY}', null, '\n{DD}/{MM}', null, null, null, 1],
+  [MIN, '{HH}:{mm}', '\n{DD}/{MM}/{YYYY}', null, '\n{DD}/{MM}', null, null, null, 1],
+  [S, ':{ss}', '\n{DD}/{MM}/{YYYY} {HH}:{mm}', null, '\n{DD}/{MM} {HH}:{mm}', null, '\n{HH}:{mm}', null, 1],
+];
 
 /**
- * points: [{t: ms, v: number, min?: number, max?: number}], sorted by t.
- * Returns an <svg class="chart"> whose series path carries data-points = number of points.
+ * points: [{t: ms, v: number, min?: number, max?: number}], sorted by t; width: the pixels available.
+ * Resolves to a <div class="chart"> holding uPlot's canvas; data-points is the number of points uPlot holds,
+ * data-band is set when the min/max band is drawn.
  */
-export function timeChart(points, { unit = '', label = '' } = {}) {
-  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': `${label} history, ${points.length} points` });
+export async function timeChart(points, { unit = '', label = '', width = 720 } = {}) {
+  const box = h('div', { class: 'chart', role: 'img', 'aria-label': t('{0} history, {1} points', label, points.length) });
   if (!points.length) {
-    svg.append(s('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle' }, t('No values in this period')));
-    return svg;
+    box.append(h('p', { class: 'muted' }, t('No values in this period')));
+    box.dataset.points = '0';
+    return box;
   }
-  const t0 = points[0].t;
-  const t1 = points[points.length - 1].t;
-  let lo = Math.min(...points.map((p) => p.min ?? p.v));
-  let hi = Math.max(...points.map((p) => p.max ?? p.v));
-  if (lo === hi) { lo -= 1; hi += 1; }
-  const pad = (hi - lo) * 0.05;
-  lo -= pad; hi += pad;
-  const x = (at) => M.left + (t1 === t0 ? (W - M.left - M.right) / 2 : ((at - t0) / (t1 - t0)) * (W - M.left - M.right));
-  const y = (v) => M.top + (1 - (v - lo) / (hi - lo)) * (H - M.top - M.bottom);
-  svg.append(s('line', { class: 'axis', x1: M.left, y1: H - M.bottom, x2: W - M.right, y2: H - M.bottom }),
-    s('line', { class: 'axis', x1: M.left, y1: M.top, x2: M.left, y2: H - M.bottom }));
-  for (let i = 0; i <= 4; i += 1) {
-    const v = lo + ((hi - lo) * i) / 4;
-    svg.append(s('text', { x: M.left - 6, y: y(v) + 4, 'text-anchor': 'end' }, `${+v.toPrecision(4)}`));
+  const UPlot = await uplot();
+  const banded = points.some((p) => p.min !== undefined && p.max !== undefined);
+  const data = [points.map((p) => p.t / 1000), points.map((p) => p.v)];
+  const series = [{}, { label, stroke: ACCENT, width: 2 }];
+  const opts = {
+    width: Math.max(280, Math.min(width, 960)),
+    height: 260,
+    series,
+    axes: [{ values: TIME_LABELS }, { label: unit || undefined }],
+    legend: { live: false },
+    cursor: { drag: { x: true, y: false } }, // drag across the chart to zoom into a time range
+  };
+  if (banded) {
+    data.push(points.map((p) => p.min ?? p.v), points.map((p) => p.max ?? p.v));
+    series.push({ label: 'min', stroke: '#8fb1dc', width: 1 }, { label: 'max', stroke: '#8fb1dc', width: 1 });
+    opts.bands = [{ series: [3, 2], fill: 'rgba(31, 95, 168, 0.15)' }];
   }
-  svg.append(s('text', { x: M.left, y: H - 10 }, fmtTime(new Date(t0).toISOString())),
-    s('text', { x: W - M.right, y: H - 10, 'text-anchor': 'end' }, fmtTime(new Date(t1).toISOString())));
-  if (unit) svg.append(s('text', { x: M.left + 6, y: M.top + 10, class: 'unit-label' }, unit));
-  if (points.some((p) => p.min !== undefined && p.max !== undefined)) {
-    const upper = points.map((p) => `${x(p.t).toFixed(1)},${y(p.max ?? p.v).toFixed(1)}`);
-    const lower = points.slice().reverse().map((p) => `${x(p.t).toFixed(1)},${y(p.min ?? p.v).toFixed(1)}`);
-    svg.append(s('polygon', { class: 'band', points: [...upper, ...lower].join(' ') }));
-  }
-  const d = points.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
-  svg.append(s('path', { class: 'series', d, 'data-points': points.length }));
-  if (points.length === 1) {
-    const p = points[0];
-    if (p.min !== undefined && p.max !== undefined) svg.append(s('line', { class: 'series', x1: x(t0), x2: x(t0), y1: y(p.min), y2: y(p.max) }));
-    svg.append(s('circle', { cx: x(t0), cy: y(p.v), r: 4 }));
-  }
-  return svg;
+  const chart = new UPlot(opts, data);
+  box.append(chart.root);
+  box.dataset.points = String(chart.data[0].length);
+  if (banded) box.dataset.band = 'min-max';
+  return box;
 }

@@ -181,7 +181,8 @@ export async function renderEntity(view, rest, params) {
     }
     points.sort((a, b) => a.t - b.t);
     const code = entity[attr] && entity[attr].unitCode;
-    chartBox.replaceChildren(timeChart(points, { unit: code ? (units[code] || code) : '', label: shortName(attr) }));
+    const chart = await timeChart(points, { unit: code ? (units[code] || code) : '', label: shortName(attr), width: chartBox.clientWidth - 2 }); // less the border
+    if (attrSel.value === attr && periodSel.value === period.key) chartBox.replaceChildren(chart); // a later pick won
   }
   attrSel.addEventListener('change', draw);
   periodSel.addEventListener('change', draw);

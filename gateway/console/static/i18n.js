@@ -37,7 +37,7 @@ const FR = {
   'last 6 hours': '6 dernières heures', 'last 24 hours': '24 dernières heures',
   'last 7 days (min/avg/max per hour)': '7 derniers jours (min/moy/max par heure)',
   'last 30 days (min/avg/max per day)': '30 derniers jours (min/moy/max par jour)',
-  'No values in this period': 'Aucune valeur sur cette période', 'tenant {0}': 'locataire {0}',
+  'No values in this period': 'Aucune valeur sur cette période', '{0} history, {1} points': '{0} : historique, {1} points', 'tenant {0}': 'locataire {0}',
   // map
   'Map': 'Carte', 'Colour by': 'Couleur selon', 'type': 'type', 'zoom in': 'zoomer', 'zoom out': 'dézoomer',
   'Fit': 'Ajuster', 'legend': 'légende', 'no value': 'sans valeur',
