@@ -197,6 +197,7 @@ async def mqtt_run(args: argparse.Namespace, tmp: Path, workers: int) -> dict[st
     """A fresh Mosquitto and gateway; a burst of ``--burst`` uplinks, then ``--rate``/s for ``--seconds``."""
     sys.path.insert(0, str(ROOT))
     from bench_mqtt import uplink
+
     from tests.adapters.lorawan.mosquitto import Broker
 
     broker = Broker(tmp / "broker", extra="max_inflight_messages 500")
@@ -219,8 +220,6 @@ async def mqtt_run(args: argparse.Namespace, tmp: Path, workers: int) -> dict[st
         burst = {"rate": n / (done - began), "gw_us": (gw.cpu_seconds() - cpu_gw) / n * 1e6,
                  "parent_us": (gw.parent_cpu_seconds() - cpu_parent) / n * 1e6}
         # Paced: the end-to-end histogram (gateway receipt → committed in the store) of these uplinks only.
-        from bench_pipeline import histogram_quantiles
-
         before = await gw.metrics()
         paced = int(args.rate * args.seconds)
         now = time.time()
