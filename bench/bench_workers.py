@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import BIN, Gateway, free_port, send, spawn, wait_published
+from bench_pipeline import BIN, ROOT, Gateway, free_port, send, spawn, wait_published
 
 
 def cpu_seconds(pid: int) -> float:
@@ -126,6 +126,145 @@ async def one_run(args: argparse.Namespace, tmp: Path, sink: str, workers: int) 
             store.wait(timeout=30)
 
 
+PER_UPLINK = 2
+"""Entities stored per chirpstack_v4 uplink in this benchmark: the WasteContainer and its Device."""
+
+
+class MqttGateway(WorkersGateway):
+    """``jonction run --workers N`` with one chirpstack_v4 source over MQTT (QoS 1) and the embedded store."""
+
+    def __init__(self, tmp: Path, workers: int, broker_port: int) -> None:
+        super().__init__(tmp, workers)
+        import yaml
+        from bench_mqtt import devices
+
+        doc = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        doc["sources"] = [{"name": "chirpstack", "adapter": "chirpstack_v4", "tenant": "", "config": {
+            "transport": "mqtt",
+            "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "jonction-bench",
+                     "topics": ["application/+/device/+/event/+"], "receive_maximum": 500},
+            "devices": devices()}}]
+        self.config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+
+    async def ready(self) -> None:
+        """Readiness of the admin port (the MQTT source has no port of its own)."""
+        deadline = time.monotonic() + 60
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError(f"gateway did not start; see {self.log}")
+            async with http.get(f"http://127.0.0.1:{self.port}/admin/workers") as resp:
+                workers = (await resp.json())["workers"]
+        assert self.proc is not None
+        self.pids = [self.proc.pid, *(int(w["pid"]) for w in workers)]
+        await asyncio.sleep(1.0)  # the workers' MQTT sessions subscribe after readiness
+
+    async def counter(self, name: str) -> float:
+        """Sum of every series of counter ``name`` in /metrics."""
+        return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", await self.metrics(),
+                                                          re.MULTILINE))
+
+
+async def publish(port: int, lines: list[str], rate: float | None = None) -> None:
+    """Publish ``lines`` (QoS 1) with ``mosquitto_pub -l``, at once or paced at ``rate`` per second."""
+    from bench_mqtt import TOPIC
+
+    pub = await asyncio.create_subprocess_exec(
+        "mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", TOPIC, "-l",
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert pub.stdin is not None
+    if rate is None:
+        pub.stdin.write(("\n".join(lines) + "\n").encode())
+    else:
+        per_slice, began = max(1, int(rate / 100)), time.perf_counter()
+        for i in range(0, len(lines), per_slice):
+            pub.stdin.write(("\n".join(lines[i:i + per_slice]) + "\n").encode())
+            await pub.stdin.drain()
+            await asyncio.sleep(max(0.0, began + (i + per_slice) / rate - time.perf_counter()))
+    await pub.stdin.drain()
+    pub.stdin.close()
+    await pub.wait()
+
+
+async def mqtt_run(args: argparse.Namespace, tmp: Path, workers: int) -> dict[str, float]:
+    """A fresh Mosquitto and gateway; a burst of ``--burst`` uplinks, then ``--rate``/s for ``--seconds``."""
+    sys.path.insert(0, str(ROOT))
+    from bench_mqtt import uplink
+
+    from tests.adapters.lorawan.mosquitto import Broker
+
+    broker = Broker(tmp / "broker", extra="max_inflight_messages 500")
+    broker.start()
+    gw = MqttGateway(tmp / "gw", workers, broker.port)
+    gw.start()
+    try:
+        await gw.ready()
+        stored = "jonction_entities_published_total"
+        await publish(broker.port, [uplink(n) for n in range(200)])
+        await wait_published(gw, 200 * PER_UPLINK, "embedded")
+        load_before = os.getloadavg()[0]
+        cpu_gw, cpu_parent = gw.cpu_seconds(), gw.parent_cpu_seconds()
+        base = await gw.counter(stored)
+        n = args.burst
+        lines = [uplink(200 + i) for i in range(n)]
+        began = time.perf_counter()
+        await publish(broker.port, lines)
+        done = await wait_published(gw, int(base) + n * PER_UPLINK, "embedded")
+        burst = {"rate": n / (done - began), "gw_us": (gw.cpu_seconds() - cpu_gw) / n * 1e6,
+                 "parent_us": (gw.parent_cpu_seconds() - cpu_parent) / n * 1e6}
+        # Paced: the end-to-end histogram (gateway receipt → committed in the store) of these uplinks only.
+        before = await gw.metrics()
+        paced = int(args.rate * args.seconds)
+        now = time.time()
+        lines = [uplink(200 + n + i, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now + i / args.rate))
+                        + f".{int((now + i / args.rate) % 1 * 1e6):06d}Z") for i in range(paced)]
+        await publish(broker.port, lines, args.rate)
+        total = 200 + n + paced
+        await wait_published(gw, int(base) + (n + paced) * PER_UPLINK, "embedded")
+        after = await gw.metrics()
+        p50, p99 = _window_quantiles(before, after)
+        await asyncio.sleep(1.0)  # anything redelivered late would show up now
+        published = (await gw.counter(stored) - base) / PER_UPLINK + 200
+        duplicates = await gw.counter("jonction_messages_duplicate_total")
+        return {**{f"burst_{k}": v for k, v in burst.items()}, "p50": p50, "p99": p99,
+                "lost": max(0.0, total - published), "dup": max(0.0, published - total),
+                "dedup": duplicates, "load_before": load_before, "load_after": os.getloadavg()[0]}
+    finally:
+        gw.stop()
+        broker.stop()
+
+
+def _window_quantiles(before: str, after: str) -> tuple[float, float]:
+    """p50 and p99 (ms) of the end-to-end histogram between two /metrics snapshots."""
+    def buckets(text: str) -> dict[str, float]:
+        return {m.group(1): float(m.group(2)) for m in re.finditer(
+            r'jonction_end_to_end_seconds_bucket{(?:sink="embedded",)?le="([^"]+)"(?:,sink="embedded")?} (\S+)', text)}
+
+    a, b = buckets(before), buckets(after)
+    diff = sorted(((float("inf") if le == "+Inf" else float(le)), b[le] - a.get(le, 0.0)) for le in b)
+    total = diff[-1][1] if diff else 0.0
+    out = []
+    for q in (0.5, 0.99):
+        target, prev_le, prev = q * total, 0.0, 0.0
+        for le, count in diff:
+            if count >= target:
+                span = count - prev
+                out.append(1000 * (prev_le + (le - prev_le) * ((target - prev) / span if span else 0.0))
+                           if le != float("inf") else 1000 * prev_le)
+                break
+            prev_le, prev = le, count
+        else:
+            out.append(float("nan"))
+    return out[0], out[1]
+
+
 async def main() -> None:
     """Parse the options, alternate the runs, print every run and the medians."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -135,7 +274,15 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--sinks", nargs="+", default=["embedded", "remote"], choices=["embedded", "remote"])
+    parser.add_argument("--mqtt", action="store_true",
+                        help="LoRaWAN (chirpstack_v4) uplinks over MQTT QoS 1 → embedded store instead of HTTP")
+    parser.add_argument("--burst", type=int, default=20000, help="MQTT: uplinks published at once")
+    parser.add_argument("--rate", type=float, default=2000.0, help="MQTT: paced uplinks per second")
+    parser.add_argument("--seconds", type=float, default=5.0, help="MQTT: how long the paced run lasts")
     args = parser.parse_args()
+    if args.mqtt:
+        await mqtt_main(args)
+        return
     print(f"{os.cpu_count()} cores; {args.messages} messages from {args.devices} devices, {args.concurrency} in "
           f"flight, validation on; load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
@@ -160,6 +307,22 @@ async def main() -> None:
               f"{median(r['batch'] for r in runs):.0f} entities per batch, "
               f"load generator {median(r['gen_us'] for r in runs):.0f} µs/msg"
               + (f", remote store {median(r['store_us'] for r in runs):.0f} µs/msg" if sink == "remote" else ""))
+
+
+async def mqtt_main(args: argparse.Namespace) -> None:
+    """Alternate ``--workers`` counts on the MQTT feed; print every run."""
+    print(f"{os.cpu_count()} cores; chirpstack_v4 uplinks over MQTT QoS 1 → embedded store, burst {args.burst}, "
+          f"paced {args.rate:.0f}/s for {args.seconds:g} s; load average now "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="jonction-bench-mqtt-") as folder:
+        for rep in range(args.repeat):
+            for workers in args.workers:
+                r = await mqtt_run(args, Path(folder) / f"mqtt-{workers}-{rep}", workers)
+                print(f"mqtt --workers {workers} run {rep + 1}: burst {r['burst_rate']:.0f} uplinks/s stored, "
+                      f"gateway CPU {r['burst_gw_us']:.0f} µs/uplink (parent {r['burst_parent_us']:.0f}); "
+                      f"paced {args.rate:.0f}/s: receipt → stored p50 {r['p50']:.0f} ms, p99 {r['p99']:.0f} ms; "
+                      f"lost {r['lost']:.0f}, duplicated {r['dup']:.0f} (duplicates dropped by dedup "
+                      f"{r['dedup']:.0f}); load {r['load_before']:.2f} → {r['load_after']:.2f}", flush=True)
 
 
 if __name__ == "__main__":

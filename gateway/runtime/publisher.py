@@ -64,15 +64,29 @@ class PublisherSettings:
     max_attempts: int = 8
 
 
-def _observed(attr: Any) -> float | None:
+_UNPARSED: Any = object()
+"""Marks a time not yet in the batch's cache of parsed ``observedAt`` texts."""
+
+
+def _observed(attr: Any, stamps: dict[str, float | None]) -> float | None:
+    """The newest ``observedAt`` of an attribute's instances, as epoch seconds (None when none is valid).
+
+    ``stamps`` caches parsed times for one batch: an entity's attributes usually share one
+    ``observedAt``, so each distinct text is parsed once instead of once per attribute.
+    """
     newest: float | None = None
     for instance in attr if isinstance(attr, list) else (attr,):
         if isinstance(instance, dict):
             text = instance.get("observedAt")
             if isinstance(text, str):
-                try:
-                    moment = parse_time(text).timestamp()
-                except ModelError:
+                moment = stamps.get(text, _UNPARSED)
+                if moment is _UNPARSED:
+                    try:
+                        moment = parse_time(text).timestamp()
+                    except ModelError:
+                        moment = None
+                    stamps[text] = moment
+                if moment is None:
                     continue
                 newest = moment if newest is None or moment > newest else newest
     return newest
@@ -315,6 +329,7 @@ class Publisher:
         seen_times: dict[str, dict[str, float]] = {}
         owners: dict[str, list[OutboxRow]] = {}
         empty: list[OutboxRow] = []
+        stamps: dict[str, float | None] = {}
         for row in rows:
             item = row.entity()
             entity_id = row.entity_id
@@ -323,7 +338,7 @@ class Publisher:
             target = merged.get(entity_id)
             kept = 0
             for name in [n for n in item if n not in ENTITY_MEMBERS]:
-                observed = _observed(item[name])
+                observed = _observed(item[name], stamps)
                 if observed is not None:
                     newest = max(known.get(name, float("-inf")), times.get(name, float("-inf")))
                     if observed < newest:
