@@ -300,11 +300,9 @@ class RemoteBrokerSink:
                 entities = [{**e, "@context": inline(entity_terms(e))} for e in entities]
         return list(entities)
 
-    async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
-        """POST one batch; read 201/204 as all done, 207 (or 400 with a batch body) per entity."""
+    async def _post(self, url: str, body: bytes, tenant: str, corr: str) -> tuple[int, str]:
+        """POST ``body``: status and text (a refused OAuth2 token is renewed once; network errors: unavailable)."""
         session = self._client()
-        url = f"{self.base}/entityOperations/upsert?options=update"
-        body = self._body(entities)
         for attempt in (1, 2):
             try:
                 headers = await self._headers(tenant, corr)
@@ -317,6 +315,12 @@ class RemoteBrokerSink:
                 self._oauth.invalidate()
                 continue
             break
+        return status, text
+
+    async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
+        """POST one batch; read 201/204 as all done, 207 (or 400 with a batch body) per entity."""
+        url = f"{self.base}/entityOperations/upsert?options=update"
+        status, text = await self._post(url, self._body(entities), tenant, corr)
         if status in (200, 201, 204):
             return SinkResult({})
         doc: Any = None
@@ -347,24 +351,12 @@ class RemoteBrokerSink:
         Used only with ``late_readings: temporal``. A 4xx refuses that entity (permanently: the
         broker has no temporal API for it); a network error, 401/403/408/429 or 5xx retries later.
         """
-        session = self._client()
         failed: dict[str, tuple[str, bool]] = {}
         for entity in entities:
             entity_id = str(entity["id"])
             url = f"{self.base}/temporal/entities/{quote(entity_id, safe=':')}/attrs"
             body = encode(self._in_context([{k: v for k, v in entity.items() if k not in ("id", "type")}])[0]).encode()
-            for attempt in (1, 2):
-                try:
-                    headers = await self._headers(tenant, corr)
-                    async with session.post(url, data=body, headers=headers) as resp:
-                        status = resp.status
-                        text = await resp.text()
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    raise SinkUnavailable(f"{self.name}: {type(exc).__name__}: {redact(str(exc))}") from exc
-                if status == 401 and self._oauth is not None and attempt == 1:
-                    self._oauth.invalidate()
-                    continue
-                break
+            status, text = await self._post(url, body, tenant, corr)
             if status in (200, 201, 204):
                 continue
             summary = redact(text[:300])
