@@ -1,11 +1,11 @@
 """``jonction store migrate-data``: copy a territory between the SQLite store and PostgreSQL, verified.
 
 Either direction (SQLite to PostgreSQL, or back). Copies every tenant's entities (stored documents
-as they are: ids, types, system times), hosted @contexts, subscriptions and the attribute history,
-then checks per tenant that the counts match and that order-independent checksums of the entities
-(canonical JSON) and of the history (entity, attribute, datasetId, time, kind) are equal on both
-sides. The source is only read (a PostgreSQL source in one read-only snapshot), and a target
-already holding entities is refused.
+as they are: ids, types, system times), hosted @contexts, subscriptions, context source
+registrations and the attribute history, then checks per tenant that the counts match and that
+order-independent checksums of the entities (canonical JSON) and of the history (entity,
+attribute, datasetId, time, kind) are equal on both sides. The source is only read (a PostgreSQL
+source in one read-only snapshot), and a target already holding entities is refused.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class MigrationReport:
     tenants: dict[str, TenantReport] = field(default_factory=dict)
     contexts: int = 0
     subscriptions: int = 0
+    registrations: int = 0
 
     @property
     def verified(self) -> bool:
@@ -77,7 +78,8 @@ class MigrationReport:
                 f"tenant {name or '(default)'}: {t.entities} entities, {t.history} history instances, "
                 f"checksums {t.entity_sums[0][:12]}/{t.history_sums[0][:12]}: {state}"
             )
-        out.append(f"{self.contexts} hosted @contexts, {self.subscriptions} subscriptions")
+        out.append(f"{self.contexts} hosted @contexts, {self.subscriptions} subscriptions, "
+                   f"{self.registrations} context source registrations")
         return out
 
 
@@ -206,6 +208,11 @@ async def migrate_data(source: str | Path, target: str | Path) -> MigrationRepor
             for tenant, sub_id, doc in conn.execute("SELECT tenant, id, doc FROM subscriptions"):
                 await records.save(tenant, sub_id, doc)
                 report.subscriptions += 1
+        if _has_table(conn, "csource_registrations"):
+            registrations = storage.registration_records()
+            for tenant, reg_id, doc in conn.execute("SELECT tenant, id, doc FROM csource_registrations"):
+                await registrations.create(tenant, reg_id, doc)
+                report.registrations += 1
     finally:
         conn.close()
         await storage.close()
@@ -322,6 +329,12 @@ async def _to_sqlite(source: str, path: Path) -> MigrationReport:
                                  [tuple(r) for r in subs])
                 conn.execute("COMMIT")
                 report.subscriptions = len(subs)
+                regs = await pg.fetch("SELECT tenant, id, doc::text FROM csource_registrations ORDER BY tenant, id")
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT INTO csource_registrations (tenant, id, doc) VALUES (?, ?, ?)",
+                                 [tuple(r) for r in regs])
+                conn.execute("COMMIT")
+                report.registrations = len(regs)
             finally:
                 conn.close()
     finally:

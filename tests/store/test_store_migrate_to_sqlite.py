@@ -14,6 +14,10 @@ from gateway.store.settings import StoreSettings
 from tests.store.conftest import StoreServer, streetlight
 from tests.store.test_subscriptions import Receiver, create, receiver, sub
 
+REGISTRATION = {"id": "urn:ngsi-ld:ContextSourceRegistration:neighbour", "type": "ContextSourceRegistration",
+                "information": [{"entities": [{"type": "Streetlight"}]}], "endpoint": "http://neighbour.example/ngsi"}
+"""A context source registration: migrate-data carries it like a subscription."""
+
 __all__ = ["receiver"]  # the fixture, imported for the test below
 
 LAMP = "urn:ngsi-ld:Streetlight:3"
@@ -39,6 +43,8 @@ async def test_a_postgresql_store_is_copied_into_sqlite_and_verified(
             reply = await pg.delete(f"/entities/{LAMP}/attrs/powerState", headers=headers)
             assert reply.status == 204, reply.raw
         await create(pg, sub(receiver, "/back"))
+        reply = await pg.post("/csourceRegistrations", REGISTRATION, headers={"NGSILD-Tenant": "commune-a"})
+        assert reply.status == 201, reply.raw
         reply = await pg.post("/jsonldContexts", {"@context": {"lum": "https://example.org/lum"}})
         assert reply.status == 201, reply.raw
         tenant_a = {"NGSILD-Tenant": "commune-a"}
@@ -56,7 +62,7 @@ async def test_a_postgresql_store_is_copied_into_sqlite_and_verified(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "tenant commune-a: 20 entities" in out and ": ok" in out and "verified" in out, out
-    assert "1 hosted @contexts, 1 subscriptions" in out
+    assert "1 hosted @contexts, 1 subscriptions, 1 context source registrations" in out
 
     lite = StoreServer(StoreSettings(data_dir=tmp_path / "lite"))
     await lite.start()
@@ -70,6 +76,8 @@ async def test_a_postgresql_store_is_copied_into_sqlite_and_verified(
         subscriptions = (await lite.get("/subscriptions")).json
         assert [s["notification"]["endpoint"]["uri"] for s in subscriptions] == [receiver.url("/back")]
         assert (await lite.get("/jsonldContexts")).status == 200
+        registration = (await lite.get(f"/csourceRegistrations/{REGISTRATION['id']}", headers=tenant_a)).json
+        assert registration["endpoint"] == REGISTRATION["endpoint"]
     finally:
         await lite.close()
     # a second copy into the same store is refused rather than mixed
