@@ -118,7 +118,7 @@ async def _export(args: argparse.Namespace, options: Any, progress: Any) -> dict
     if args.broker:
         from gateway.reversibility.remote import BrokerReader
 
-        async with BrokerReader(args.broker, broker_token(args), options.context) as reader:
+        async with BrokerReader(args.broker, broker_token(args), options.context, args.tenant) as reader:
             result: dict[str, Any] = await run_export(reader, args.out, options, progress)
             return result
     from gateway.reversibility.embedded import EmbeddedReader

@@ -312,3 +312,60 @@ def verify(bundle: Bundle) -> list[str]:
             where = f"{bundle.where(name)}: "
         problems.append(f"{where}the file differs from the manifest ({detail})")
     return problems
+
+
+def type_key(line: Any) -> str:
+    """The type an export line is counted under: its (first) type as written."""
+    value = line.get("type") if isinstance(line, dict) else None
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    return str(value) if value is not None else ""
+
+
+def consistency(bundle: Bundle) -> list[str]:
+    """Counts the manifest gives per tenant that its own file list contradicts."""
+    problems = []
+    tenants = bundle.manifest.get("tenants")
+    if not isinstance(tenants, dict):
+        return ["manifest.json: no tenants object"]
+    for tenant, facts in tenants.items():
+        if not isinstance(facts, dict):
+            problems.append(f"manifest.json: tenant {tenant!r} is not an object")
+            continue
+        for kind, total in (("entities", facts.get("entities_total")), ("history", facts.get("history_total")),
+                            ("subscriptions", facts.get("subscriptions"))):
+            files = bundle.files_of(kind, tenant)
+            if kind == "history" and not files and not total:
+                continue
+            lines = sum(int(f.get("lines", 0)) for f in files)
+            if not files:
+                problems.append(f"manifest.json: tenant {tenant!r} has no {kind} file")
+            elif lines != total:
+                problems.append(f"manifest.json: tenant {tenant!r} counts {total} {kind} but its files hold {lines} lines")
+            per_type = facts.get(kind)
+            if isinstance(per_type, dict) and sum(per_type.values()) != total:
+                problems.append(f"manifest.json: tenant {tenant!r}: the {kind} per type do not add up to {total}")
+    return problems
+
+
+def recount(bundle: Bundle) -> list[str]:
+    """Count the entities and history instances per tenant and type in the files, against the manifest."""
+    problems = []
+    tenants = bundle.manifest.get("tenants")
+    if not isinstance(tenants, dict):
+        return []
+    for tenant, facts in tenants.items():
+        if not isinstance(facts, dict):
+            continue
+        for kind in ("entities", "history"):
+            counted: dict[str, int] = {}
+            for entry in bundle.files_of(kind, tenant):
+                for _, record in bundle.records(entry["path"]):
+                    key = type_key(record)
+                    counted[key] = counted.get(key, 0) + 1
+            declared = facts.get(kind) if isinstance(facts.get(kind), dict) else {}
+            for key in sorted(set(counted) | set(declared)):
+                if counted.get(key, 0) != declared.get(key, 0):
+                    problems.append(f"tenant {tenant!r}: {counted.get(key, 0)} {kind} of type {key} in the files, "
+                                    f"the manifest says {declared.get(key, 0)}")
+    return problems

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from gateway import __version__
 from gateway.model import format_time
-from gateway.reversibility.bundle import BundleWriter
+from gateway.reversibility.bundle import BundleWriter, type_key
 from gateway.reversibility.config import config_records
 from gateway.reversibility.progress import Progress
 from gateway.store import history
@@ -96,14 +96,6 @@ class TenantSummary:
             "subscriptions": self.subscriptions,
             "time_range": self.time_range.to_json(),
         }
-
-
-def type_key(line: Any) -> str:
-    """The type an export line is counted under: its (first) type as written."""
-    value = line.get("type") if isinstance(line, dict) else None
-    if isinstance(value, list):
-        value = value[0] if value else ""
-    return str(value) if value is not None else ""
 
 
 def instance_time(line: dict[str, Any]) -> int | None:

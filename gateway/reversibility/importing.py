@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from gateway.errors import InputError, JonctionError
-from gateway.reversibility.bundle import Bundle, verify
+from gateway.reversibility.bundle import Bundle, consistency, verify
 from gateway.reversibility.progress import Progress
 
 BATCHES: Final = {"entities": 500, "history": 5000, "subscriptions": 100}
@@ -59,32 +59,6 @@ class Writer(Protocol):
     async def contexts(self, documents: Mapping[str, Any]) -> None:
         """Host @contexts."""
         ...
-
-
-def consistency(bundle: Bundle) -> list[str]:
-    """Counts the manifest gives per tenant that its own file list contradicts."""
-    problems = []
-    tenants = bundle.manifest.get("tenants")
-    if not isinstance(tenants, dict):
-        return ["manifest.json: no tenants object"]
-    for tenant, facts in tenants.items():
-        if not isinstance(facts, dict):
-            problems.append(f"manifest.json: tenant {tenant!r} is not an object")
-            continue
-        for kind, total in (("entities", facts.get("entities_total")), ("history", facts.get("history_total")),
-                            ("subscriptions", facts.get("subscriptions"))):
-            files = bundle.files_of(kind, tenant)
-            if kind == "history" and not files and not total:
-                continue
-            lines = sum(int(f.get("lines", 0)) for f in files)
-            if not files:
-                problems.append(f"manifest.json: tenant {tenant!r} has no {kind} file")
-            elif lines != total:
-                problems.append(f"manifest.json: tenant {tenant!r} counts {total} {kind} but its files hold {lines} lines")
-            per_type = facts.get(kind)
-            if isinstance(per_type, dict) and sum(per_type.values()) != total:
-                problems.append(f"manifest.json: tenant {tenant!r}: the {kind} per type do not add up to {total}")
-    return problems
 
 
 def bundle_id(bundle: Bundle) -> str:
