@@ -30,6 +30,9 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--journal", type=Path, default=None,
                         help="the progress journal (default: in the data directory, or next to the export for "
                         "--target)")
+    parser.add_argument("--batch", type=int, default=None, metavar="N",
+                        help="lines per committed batch (default: 500 entities, 5000 history instances): smaller "
+                        "batches resume closer to where an interruption stopped")
     parser.add_argument("--restart", action="store_true", help="ignore the journal and import everything again")
     parser.add_argument("--progress", action="store_true", default=None,
                         help="show progress on stderr even when it is not a terminal")
@@ -43,6 +46,8 @@ def _handle(args: argparse.Namespace) -> int:
 
     if args.broker and (args.data is not None or args.database):
         raise ConfigInvalid("--target writes a broker; --data/--database the embedded store: give one")
+    if args.batch is not None and not 1 <= args.batch <= 100_000:
+        raise ConfigInvalid(f"--batch {args.batch}: expected 1 to 100000 lines")
     bundle = Bundle.open(args.path)
     if args.journal is not None:
         journal = args.journal
@@ -72,13 +77,13 @@ async def _import(args: argparse.Namespace, bundle: Any, journal: Path, progress
 
         async with BrokerWriter(args.broker, broker_token(args)) as writer:
             return await run_import(bundle, writer, journal, progress, restart=args.restart, tenants=args.tenant,
-                                    verified=True)
+                                    verified=True, batch=args.batch)
     from gateway.reversibility.embedded import EmbeddedWriter
     from gateway.store.backends import open_storage
 
     storage = await open_storage(database_url(args), gc_tuning=False)
     try:
         return await run_import(bundle, EmbeddedWriter(storage), journal, progress, restart=args.restart,
-                                tenants=args.tenant, verified=True)
+                                tenants=args.tenant, verified=True, batch=args.batch)
     finally:
         await storage.close()

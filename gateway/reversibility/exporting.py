@@ -99,16 +99,15 @@ class TenantSummary:
 
 
 def instance_time(line: dict[str, Any]) -> int | None:
-    """µs of an instance line's observedAt (else modifiedAt), None when it has neither."""
-    for name, value in line.items():
+    """µs of an instance line's observedAt (the time range is the observations'), None without one."""
+    for value in line.values():
         if isinstance(value, dict):
-            for member in ("observedAt", "modifiedAt"):
-                text = value.get(member)
-                if isinstance(text, str):
-                    try:
-                        return history.to_micros(text)
-                    except ValueError:
-                        return None
+            text = value.get("observedAt")
+            if isinstance(text, str):
+                try:
+                    return history.to_micros(text)
+                except ValueError:
+                    return None
     return None
 
 

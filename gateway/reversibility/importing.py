@@ -124,7 +124,7 @@ def check_bundle(bundle: Bundle) -> None:
 
 async def run_import(
     bundle: Bundle, writer: Writer, journal_path: Path, progress: Progress, *, restart: bool = False,
-    tenants: Sequence[str] | None = None, verified: bool = False,
+    tenants: Sequence[str] | None = None, verified: bool = False, batch: int | None = None,
 ) -> ImportSummary:
     """Verify ``bundle`` (unless the caller just did), then write it through ``writer``, journaling progress."""
     if not verified:
@@ -152,26 +152,28 @@ async def run_import(
                 if skip >= entry["lines"]:
                     continue
                 progress.at(f"{tenant or '(default)'} {kind}")
-                batch: list[Mapping[str, Any]] = []
+                size = batch or BATCHES[kind]
+                pending: list[Mapping[str, Any]] = []
                 position = skip
                 for number, record in bundle.records(name, skip=skip):
                     if not isinstance(record, dict):
                         raise InputError(f"{bundle.where(name)}:{number}: not a JSON object")
-                    batch.append(record)
-                    if len(batch) >= BATCHES[kind]:
-                        position = await _commit(write, tenant, batch, bundle.where(name), position)
-                        committed += len(batch)
-                        summary.written[kind] = summary.written.get(kind, 0) + len(batch)
-                        progress.add(kind, len(batch))
-                        batch = []
-                        if kill_after and committed >= kill_after:
-                            os.kill(os.getpid(), signal.SIGKILL)
-                        journal.done[name] = position
-                        journal.save()
-                if batch:
-                    position = await _commit(write, tenant, batch, bundle.where(name), position)
-                    summary.written[kind] = summary.written.get(kind, 0) + len(batch)
-                    progress.add(kind, len(batch))
+                    pending.append(record)
+                    if len(pending) < size:
+                        continue
+                    position = await _commit(write, tenant, pending, bundle.where(name), position)
+                    committed += len(pending)
+                    summary.written[kind] = summary.written.get(kind, 0) + len(pending)
+                    progress.add(kind, len(pending))
+                    pending = []
+                    if kill_after and committed >= kill_after:
+                        os.kill(os.getpid(), signal.SIGKILL)  # committed, not yet journaled
+                    journal.done[name] = position
+                    journal.save()
+                if pending:
+                    position = await _commit(write, tenant, pending, bundle.where(name), position)
+                    summary.written[kind] = summary.written.get(kind, 0) + len(pending)
+                    progress.add(kind, len(pending))
                 journal.done[name] = position
                 journal.save()
     journal.complete = True
