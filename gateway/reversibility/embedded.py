@@ -25,8 +25,8 @@ from gateway.store.subscriptions.parsing import ensure_schema as subscriptions_s
 
 PAGE: Final = 500
 """Entities per query page (and per write transaction on import)."""
-WINDOW_US: Final = 31 * 86_400_000_000
-"""History read from PostgreSQL one entity and one month at a time (bounded memory)."""
+SLICE_ROWS: Final = 50_000
+"""History read from PostgreSQL one entity and about this many instances at a time (bounded memory)."""
 _MARKS: Final = history.DELETION_MARK
 
 
@@ -95,18 +95,7 @@ class EmbeddedReader:
             return
         entities = sorted((e, json.loads(t)) for _, e, t in everyone.entities)
         for entity_id, types_ in entities:
-            first = since if since is not None else 0
-            last = until if until is not None else history.now_micros() + 366 * 86_400_000_000
-            low = first
-            # the instances before the epoch (or without observedAt, placed at their write time)
-            # are rare: one slice below ``first`` takes them when no lower bound was asked
-            windows: list[tuple[int | None, int]] = [(None, first)] if since is None else []
-            while low < last:
-                windows.append((low, min(low + WINDOW_US, last)))
-                low += WINDOW_US
-            if until is None:
-                windows.append((last, 2**62))
-            for start, end in windows:
+            for start, end in await self._windows(tenant, entity_id, since, until):
                 part = await self.storage.history_slice(tenant, [entity_id], start, end)
                 if part is None:
                     return
@@ -118,6 +107,34 @@ class EmbeddedReader:
                     yield entity_id, types_, attr, _instance(
                         kind, value, observed, created, modified, dataset, instance_id, extra, None
                     )
+
+    async def _windows(
+        self, tenant: str, entity_id: str, since: int | None, until: int | None
+    ) -> list[tuple[int | None, int | None]]:
+        """Time windows over one entity's history holding about SLICE_ROWS instances each.
+
+        The backend counts the instances and finds their span (one aggregation, no rows read);
+        the first and last windows stay open so that instances outside the span (without
+        observedAt, placed at their write time) are read too.
+        """
+        from gateway.store.records import AggregationQuery
+
+        writes = self.storage.history_writes()
+        if writes is None:
+            return [(since, until)]
+        query = AggregationQuery(tenant, [entity_id], None, None, None, False, "observed_at", since, until, 0, 0,
+                                 ["totalCount"])
+        buckets = [b for found in (await writes.aggregate(query)).buckets.values() for b in found]
+        total = sum(b[2] for b in buckets)
+        if not buckets or total <= SLICE_ROWS:
+            return [(since, until)]
+        low = min(b[0] for b in buckets)
+        high = max(b[1] for b in buckets)
+        count = -(-total // SLICE_ROWS)
+        width = max(1, -(-(high - low) // count))
+        edges = [low + i * width for i in range(1, count)]
+        bounds: list[int | None] = [since, *edges, until]
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
 
     async def subscriptions(self, tenant: str, removed: list[str]) -> AsyncIterator[dict[str, Any]]:
         """The tenant's subscriptions as export lines, by id (credentials removed, listed in ``removed``)."""

@@ -4,6 +4,7 @@ subscription whose endpoint carries a credential."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -97,6 +98,13 @@ def jonction(
     if check is not None:
         assert proc.returncode == check, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+async def ajonction(
+    *args: str | Path, env: dict[str, str] | None = None, check: int | None = 0
+) -> subprocess.CompletedProcess[str]:
+    """:func:`jonction` off the event loop, so that a store server of the test answers meanwhile."""
+    return await asyncio.to_thread(jonction, *args, env=env, check=check)
 
 
 def store_args(data: Path, database: str | None) -> list[str]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from gateway.store import history
 from tests.reversibility.territory import (
     LIGHTS,
     READINGS,
@@ -68,3 +70,30 @@ async def test_round_trip_keeps_every_entity_and_instance(
     assert content_sums(third) == content_sums(out)
     # and with its journal, a second run knows it is done
     assert "already imported" in jonction("import", out, *target).stdout
+
+
+async def test_history_read_in_small_windows_is_the_same(
+    server: StoreServer, store_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL's history is read one entity and a bounded number of instances at a time."""
+    from gateway.reversibility import embedded
+    from gateway.store.backends import open_storage
+    from gateway.store.jsonld import jonction_context_iri
+
+    expected = await feed(server)
+    await server.stop()
+    storage = await open_storage(server.settings.database or server.settings.data_dir / "store.sqlite",
+                                 gc_tuning=False)
+    try:
+        reader = embedded.EmbeddedReader(storage, jonction_context_iri())
+        whole = [json.dumps(r, sort_keys=True) async for r in reader.history("ville-a", None, None, None)]
+        monkeypatch.setattr(embedded, "SLICE_ROWS", 3)
+        pieces = [json.dumps(r, sort_keys=True) async for r in reader.history("ville-a", None, None, None)]
+        bounded = [r async for r in reader.history("ville-a", None, history.to_micros(at(2)), history.to_micros(at(4)))]
+    finally:
+        await storage.close()
+    assert len(whole) == expected["ville-a"] and len(set(whole)) == len(whole)
+    assert sorted(pieces) == sorted(whole)
+    observed = {next(v["observedAt"] for k, v in r.items() if isinstance(v, dict)) for r in bounded
+                if any(isinstance(v, dict) and "observedAt" in v for v in r.values())}
+    assert observed == {at(2), at(3)}
