@@ -9,7 +9,6 @@ compares each file with the manifest before anything uses it.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -161,14 +160,14 @@ class Bundle:
                 raise InputError(f"{path}: not a directory, .tar or .tar.gz archive")
             try:
                 with tarfile.open(path, "r:*") as tar:
-                    for info in tar:
-                        members[info.name] = info
-                    info = members.get(MANIFEST)
-                    if info is None or not info.isfile():
+                    for member in tar:
+                        members[member.name] = member
+                    found = members.get(MANIFEST)
+                    if found is None or not found.isfile():
                         raise InputError(f"{path}: no {MANIFEST} in the archive (not a jonction export)")
-                    if info.size > MAX_MANIFEST:
+                    if found.size > MAX_MANIFEST:
                         raise InputError(f"{path}!{MANIFEST}: larger than {MAX_MANIFEST} bytes")
-                    handle = tar.extractfile(info)
+                    handle = tar.extractfile(found)
                     assert handle is not None
                     raw = handle.read()
             except (tarfile.TarError, OSError, EOFError) as exc:
@@ -201,17 +200,16 @@ class Bundle:
         if info is None or not info.isfile():
             raise InputError(f"{self.where(name)}: listed in the manifest but missing")
         with tarfile.open(self.path, "r:*") as tar:
-            handle = tar.extractfile(info)
-            assert handle is not None
-            yield handle
+            member = tar.extractfile(info)
+            assert member is not None
+            yield member
 
     def raw_lines(self, name: str) -> Iterator[bytes]:
         """The lines of one file as bytes (newline included), streamed."""
         try:
             for handle in self._open_raw(name):
-                reader = io.BufferedReader(handle) if not isinstance(handle, io.BufferedReader) else handle
                 while True:
-                    line = reader.readline(MAX_LINE + 1)
+                    line = handle.readline(MAX_LINE + 1)
                     if not line:
                         return
                     if len(line) > MAX_LINE:
@@ -273,7 +271,8 @@ def verify(bundle: Bundle) -> list[str]:
         name = entry["path"]
         digest = hashlib.sha256()
         block = hashlib.sha256()
-        expected = entry.get("blocks") if isinstance(entry.get("blocks"), list) else []
+        listed = entry.get("blocks")
+        expected: list[Any] = listed if isinstance(listed, list) else []
         lines = 0
         first_bad: int | None = None
         first_block: int | None = None
@@ -341,7 +340,9 @@ def consistency(bundle: Bundle) -> list[str]:
             if not files:
                 problems.append(f"manifest.json: tenant {tenant!r} has no {kind} file")
             elif lines != total:
-                problems.append(f"manifest.json: tenant {tenant!r} counts {total} {kind} but its files hold {lines} lines")
+                problems.append(
+                    f"manifest.json: tenant {tenant!r} counts {total} {kind} but its files hold {lines} lines"
+                )
             per_type = facts.get(kind)
             if isinstance(per_type, dict) and sum(per_type.values()) != total:
                 problems.append(f"manifest.json: tenant {tenant!r}: the {kind} per type do not add up to {total}")
@@ -363,7 +364,8 @@ def recount(bundle: Bundle) -> list[str]:
                 for _, record in bundle.records(entry["path"]):
                     key = type_key(record)
                     counted[key] = counted.get(key, 0) + 1
-            declared = facts.get(kind) if isinstance(facts.get(kind), dict) else {}
+            listed = facts.get(kind)
+            declared: dict[str, Any] = listed if isinstance(listed, dict) else {}
             for key in sorted(set(counted) | set(declared)):
                 if counted.get(key, 0) != declared.get(key, 0):
                     problems.append(f"tenant {tenant!r}: {counted.get(key, 0)} {kind} of type {key} in the files, "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final
 
@@ -134,7 +135,7 @@ class EmbeddedReader:
         width = max(1, -(-(high - low) // count))
         edges = [low + i * width for i in range(1, count)]
         bounds: list[int | None] = [since, *edges, until]
-        return list(zip(bounds[:-1], bounds[1:], strict=True))
+        return list(pairwise(bounds))
 
     async def subscriptions(self, tenant: str, removed: list[str]) -> AsyncIterator[dict[str, Any]]:
         """The tenant's subscriptions as export lines, by id (credentials removed, listed in ``removed``)."""
@@ -179,7 +180,7 @@ def _instance(
     instance_id: str | None, extra: Any, rowid: int | None,
 ) -> dict[str, Any]:
     """An expanded instance from the history columns (the shape the temporal API reads)."""
-    inst: dict[str, Any] = {"type": kind, VALUE_KEY.get(kind, "value"): json.loads(value) if value is not None else None}
+    inst: dict[str, Any] = {"type": kind, VALUE_KEY.get(kind, "value"): None if value is None else json.loads(value)}
     if extra:
         inst.update(json.loads(extra) if isinstance(extra, str) else extra)
     if observed is not None:
@@ -219,8 +220,8 @@ def _sqlite_history(
         if iris and not iris.intersection(entity_types):
             continue
         cursor = conn.execute(
-            "SELECT rowid, observed_at, created_at, modified_at, kind, value, instance_id, extra FROM history_instances "
-            f"WHERE series_id = ?{where} ORDER BY observed_at, rowid", (series_id, *args),
+            "SELECT rowid, observed_at, created_at, modified_at, kind, value, instance_id, extra "
+            f"FROM history_instances WHERE series_id = ?{where} ORDER BY observed_at, rowid", (series_id, *args),
         )
         while rows := cursor.fetchmany(2000):
             for rowid, observed, created, modified, kind, value, instance_id, extra in rows:
@@ -235,7 +236,7 @@ def _sqlite_history(
 def _put(doc: Doc) -> Change:
     """A change storing ``doc`` as it is (its system times kept, no history row); unchanged when equal."""
 
-    def mutate(current: Doc | None, now: str) -> Mutation:
+    def mutate(current: Doc | None, now: str) -> Mutation:  # noqa: ARG001  # the Mutator signature
         if current == doc:
             return Mutation(current, "unchanged")
         return Mutation(doc, "created" if current is None else "updated")
@@ -303,8 +304,8 @@ class EmbeddedWriter:
             for _, _, _, attr, inst in own:
                 if not isinstance(inst.get("observedAt"), str):
                     await writes.delete_instance(tenant, entity_id, attr, str(inst["instanceId"]))
-            types = own[0][2]
-            await writes.write(tenant, entity_id, [types] if isinstance(types, str) else list(types), own)
+            known = own[0][2]
+            await writes.write(tenant, entity_id, [known] if isinstance(known, str) else list(known), own)
         return len(rows)
 
     async def subscriptions(self, tenant: str, lines: Sequence[Mapping[str, Any]]) -> int:

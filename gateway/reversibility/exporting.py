@@ -127,7 +127,9 @@ def parse_time(text: str | None, option: str) -> int | None:
     try:
         return history.to_micros(value)
     except ValueError:
-        raise ConfigInvalid(f"{option} {text!r}: expected an RFC 3339 time with a zone, or a date (YYYY-MM-DD)") from None
+        raise ConfigInvalid(
+            f"{option} {text!r}: expected an RFC 3339 time with a zone, or a date (YYYY-MM-DD)"
+        ) from None
 
 
 async def run_export(reader: Reader, out: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:

@@ -119,7 +119,9 @@ def check_bundle(bundle: Bundle) -> None:
     """Raise BundleRejected unless every file matches the manifest and the counts agree."""
     problems = verify(bundle) + consistency(bundle)
     if problems:
-        raise BundleRejected("the export does not match its manifest; nothing was imported:\n  " + "\n  ".join(problems))
+        raise BundleRejected(
+            "the export does not match its manifest; nothing was imported:\n  " + "\n  ".join(problems)
+        )
 
 
 async def run_import(

@@ -50,7 +50,8 @@ def redact_uri(uri: str) -> tuple[str, bool]:
 
 def redact(node: Any, pointer: str, removed: list[str]) -> Any:
     """A copy of ``node`` with secret-named values and URI passwords replaced; ``removed`` gets their pointers."""
-    if isinstance(node, Mapping) and isinstance(node.get("key"), str) and "value" in node and is_secret_key(node["key"]):
+    pair = isinstance(node, Mapping) and isinstance(node.get("key"), str) and "value" in node
+    if pair and is_secret_key(node["key"]):
         # a key/value pair (receiverInfo, notifierInfo): an Authorization header is a credential
         removed.append(f"{pointer}/value")
         return {**node, "value": SECRET_MARKER}

@@ -321,8 +321,9 @@ class BrokerWriter(_Client):
         if status == 207 and isinstance(body, Mapping):
             errors = body.get("errors") or []
             first = errors[0] if errors else {}
+            problem = first.get("error") or {}
             raise ValueError(f"{len(errors)} entities refused, first {first.get('entityId')}: "
-                             f"{(first.get('error') or {}).get('title', '')} {(first.get('error') or {}).get('detail', '')}")
+                             f"{problem.get('title', '')} {problem.get('detail', '')}")
         raise self.fail("POST /entityOperations/upsert", status, body)
 
     async def _unchanged(self, tenant: str, wanted: Sequence[dict[str, Any]]) -> set[str]:
