@@ -263,54 +263,57 @@ def _manifest_problems(manifest: Any) -> list[str]:
 def verify(bundle: Bundle) -> list[str]:
     """Every file's SHA-256 and line count against the manifest; one problem per file that differs.
 
-    The message names the first line that is not JSON, else the first block of lines whose hash
-    differs from the manifest's block hashes (where an edit or a truncation shows).
+    A file that differs is read again to name where: the first line that is not JSON, else the first
+    block of lines whose hash differs from the manifest's block hashes.
     """
     problems = []
     for entry in bundle.files:
         name = entry["path"]
         digest = hashlib.sha256()
-        block = hashlib.sha256()
-        listed = entry.get("blocks")
-        expected: list[Any] = listed if isinstance(listed, list) else []
         lines = 0
-        first_bad: int | None = None
-        first_block: int | None = None
         try:
             for line in bundle.raw_lines(name):
                 digest.update(line)
-                block.update(line)
                 lines += 1
-                if first_bad is None:
-                    try:
-                        json.loads(line)
-                    except ValueError:
-                        first_bad = lines
-                if lines % BLOCK == 0:
-                    index = lines // BLOCK - 1
-                    if first_block is None and (index >= len(expected) or expected[index] != block.hexdigest()[:16]):
-                        first_block = index
-                    block = hashlib.sha256()
         except InputError as exc:
             problems.append(str(exc))
             continue
-        if lines % BLOCK:
-            index = lines // BLOCK
-            if first_block is None and (index >= len(expected) or expected[index] != block.hexdigest()[:16]):
-                first_block = index
         if digest.hexdigest() == entry["sha256"] and lines == entry["lines"]:
             continue
         detail = (f"SHA-256 {digest.hexdigest()[:16]}… and {lines} lines, the manifest says "
                   f"{str(entry['sha256'])[:16]}… and {entry['lines']} lines")
-        if first_bad is not None:
-            where = f"{bundle.where(name)}:{first_bad}: line {first_bad} is not JSON; "
-        elif first_block is not None:
-            low = first_block * BLOCK + 1
-            where = f"{bundle.where(name)}:{low}: lines {low} to {min(low + BLOCK - 1, max(lines, low))} differ; "
-        else:
-            where = f"{bundle.where(name)}: "
-        problems.append(f"{where}the file differs from the manifest ({detail})")
+        problems.append(f"{_where_it_differs(bundle, entry)}the file differs from the manifest ({detail})")
     return problems
+
+
+def _where_it_differs(bundle: Bundle, entry: dict[str, Any]) -> str:
+    """``file:line: …; `` naming the first line that is not JSON, else the first block that differs."""
+    name = entry["path"]
+    listed = entry.get("blocks")
+    expected: list[Any] = listed if isinstance(listed, list) else []
+    block = hashlib.sha256()
+    lines = 0
+    first_block: int | None = None
+    for line in bundle.raw_lines(name):
+        block.update(line)
+        lines += 1
+        try:
+            json.loads(line)
+        except ValueError:
+            return f"{bundle.where(name)}:{lines}: line {lines} is not JSON; "
+        if lines % BLOCK == 0:
+            index = lines // BLOCK - 1
+            if first_block is None and (index >= len(expected) or expected[index] != block.hexdigest()[:16]):
+                first_block = index
+            block = hashlib.sha256()
+    if lines % BLOCK:
+        index = lines // BLOCK
+        if first_block is None and (index >= len(expected) or expected[index] != block.hexdigest()[:16]):
+            first_block = index
+    if first_block is None:
+        return f"{bundle.where(name)}: "
+    low = first_block * BLOCK + 1
+    return f"{bundle.where(name)}:{low}: lines {low} to {min(low + BLOCK - 1, max(lines, low))} differ; "
 
 
 def type_key(line: Any) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final
@@ -79,9 +80,22 @@ class EmbeddedReader:
         iris = set(self.type_iris(types) or ())
         if self._sqlite is not None:
             conn = sqlite3.connect(f"file:{self._sqlite}?mode=ro", uri=True)
+            # names compacted once per series and type list, not once per instance (millions of them)
+            names: dict[str, str] = {}
+            kinds: dict[str, Any] = {}
             try:
-                for entity_id, types_, attr, inst in _sqlite_history(conn, tenant, iris, since, until):
-                    yield _instance_line(self.ctx, entity_id, types_, attr, inst, self.context)
+                for entity_id, types_, attr, inst, extra in _sqlite_history(conn, tenant, iris, since, until):
+                    name = names.get(attr)
+                    if name is None:
+                        name = names[attr] = self.ctx.compact_iri(attr)
+                    key = "\x1e".join(types_)
+                    compact = kinds.get(key)
+                    if compact is None:
+                        found = [self.ctx.compact_iri(t) for t in types_]
+                        compact = kinds[key] = found[0] if len(found) == 1 else found
+                    if extra or inst["type"] == "VocabProperty":
+                        inst = self.ctx.compact_instance(inst, sys_attrs=True)  # sub-attributes, vocab values
+                    yield {"id": entity_id, "type": compact, name: inst, "@context": self.context}
             finally:
                 conn.close()
             return
@@ -175,6 +189,10 @@ def _instance_line(
     return instance_line(ctx, entity_id, types, attr, inst, context)
 
 
+_time = lru_cache(maxsize=1 << 16)(history.from_micros)
+"""Times repeat (observedAt across entities, createdAt equal to modifiedAt): each formatted once."""
+
+
 def _instance(
     kind: str, value: Any, observed: int | None, created: int, modified: int, dataset: str,
     instance_id: str | None, extra: Any, rowid: int | None,
@@ -184,20 +202,21 @@ def _instance(
     if extra:
         inst.update(json.loads(extra) if isinstance(extra, str) else extra)
     if observed is not None:
-        inst["observedAt"] = history.from_micros(observed)
+        inst["observedAt"] = _time(observed)
     if dataset:
         inst["datasetId"] = dataset
     inst["instanceId"] = instance_id or f"{history.INSTANCE_PREFIX}{rowid}"
-    inst["createdAt"] = history.from_micros(created)
-    inst["modifiedAt"] = history.from_micros(modified)
+    inst["createdAt"] = _time(created)
+    inst["modifiedAt"] = _time(modified)
     return inst
 
 
 def _sqlite_history(
     conn: sqlite3.Connection, tenant: str, iris: set[str], since: int | None, until: int | None
-) -> Iterator[tuple[str, list[str], str, dict[str, Any]]]:
+) -> Iterator[tuple[str, list[str], str, dict[str, Any], bool]]:
     """The history of one tenant in the SQLite file: series by (entity, attribute, datasetId), each on its
-    (series_id, observed_at) index (instances without observedAt first, then by time, ties by row)."""
+    (series_id, observed_at) index (instances without observedAt first, then by time, ties by row); the last
+    member says whether the instance has more members (sub-attributes, unitCode…) to compact."""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'history_instances'").fetchone() is None:
         return
     types = {e: json.loads(t) for e, t in conn.execute(
@@ -227,7 +246,7 @@ def _sqlite_history(
             for rowid, observed, created, modified, kind, value, instance_id, extra in rows:
                 yield entity_id, entity_types, attr, _instance(
                     kind, value, observed, created, modified, dataset, instance_id, extra, rowid
-                )
+                ), bool(extra)
 
 
 # --------------------------------------------------------------------------- import
@@ -250,6 +269,7 @@ class EmbeddedWriter:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self._sqlite = _sqlite_path(storage)
+        self._names: dict[tuple[str, str, str], tuple[Any, list[str], str]] = {}
 
     def describe(self) -> str:
         """The destination in messages."""
@@ -278,9 +298,17 @@ class EmbeddedWriter:
         rows: list[history.HistoryRow] = []
         for line in lines:
             entity_id, type_, attr_name, instance = split_instance(line)
-            ctx = self.storage.contexts.get(_entries(line.get("@context")))
-            types = ctx.expand_type(type_)
-            attr = ctx.expand_attr_name(attr_name, f"/{attr_name}")
+            context = line.get("@context")
+            # the same context, types and names on every line: expanded once per batch
+            key = (context if isinstance(context, str) else json.dumps(context), str(type_), attr_name)
+            known = self._names.get(key)
+            if known is None:
+                ctx = self.storage.contexts.get(_entries(context))
+                known = (ctx, ctx.expand_type(type_), ctx.expand_attr_name(attr_name, f"/{attr_name}"))
+                if len(self._names) > 10_000:
+                    self._names.clear()
+                self._names[key] = known
+            ctx, types, attr = known
             (expanded,) = ctx.expand_attribute(instance, f"/{attr_name}")
             expanded = dict(expanded)
             for member in ("instanceId", "createdAt", "modifiedAt"):
@@ -304,8 +332,8 @@ class EmbeddedWriter:
             for _, _, _, attr, inst in own:
                 if not isinstance(inst.get("observedAt"), str):
                     await writes.delete_instance(tenant, entity_id, attr, str(inst["instanceId"]))
-            known = own[0][2]
-            await writes.write(tenant, entity_id, [known] if isinstance(known, str) else list(known), own)
+            recorded = own[0][2]
+            await writes.write(tenant, entity_id, [recorded] if isinstance(recorded, str) else list(recorded), own)
         return len(rows)
 
     async def subscriptions(self, tenant: str, lines: Sequence[Mapping[str, Any]]) -> int:
