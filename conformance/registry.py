@@ -30,9 +30,9 @@ LEVEL_TITLES: Final[dict[str, dict[str, str]]] = {
 }
 """Human titles of the levels, in English and French."""
 
-NEEDS: Final = frozenset({"api", "write", "entities", "receiver", "declaration", "auth", "tenancy", "export"})
+NEEDS: Final = frozenset({"api", "write", "entities", "receiver", "declaration", "auth", "tenancy"})
 """What a check may need from the target: an API, write access, entities, the notification
-receiver, a vendor declaration, credentials, tenancy, an export's manifest."""
+receiver, a vendor declaration, credentials, tenancy."""
 
 RETIRED: Final[dict[str, str]] = {}
 """Ids that once existed and must never be given to another check (id -> why retired)."""

@@ -62,8 +62,6 @@ def _missing_need(ctx: RunContext, chk: Check) -> tuple[str, str] | None:
         if not endpoint:
             return "not_applicable", f"an access-control check does not apply to a {ctx.target.kind} target"
         return "skip", "no credentials configured for the target (credentials.token_env or token_file)"
-    if "export" in chk.needs and ctx.target.kind != "export":
-        return "not_applicable", f"a check of an export's manifest does not apply to a {ctx.target.kind} target"
     if "declaration" in chk.needs and not ctx.profile.quality.get("declarations"):
         return "skip", "no vendor declaration (profile quality block or --vendor-sheet)"
     return None

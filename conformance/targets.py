@@ -93,9 +93,17 @@ class ExportTarget:
         return Bundle.open(self.path)
 
     async def records(self) -> list[tuple[str, Any]]:
-        """Every entity of every tenant with its location (``file:line``); history lines are not entities."""
+        """Every entity of every tenant with its location (``file:line``); history lines are not entities.
+
+        An export that does not match its manifest (a file modified or cut short, counts per tenant
+        and type that differ) yields one failure record per difference first: L1-ENT-001 ("every
+        record is an entity, every payload translates") reports them, so the export is refused.
+        """
         bundle = self.open()
-        out: list[tuple[str, Any]] = []
+        out: list[tuple[str, Any]] = [
+            (bundle.where("manifest.json"), TranslationFailure(f"the export does not match its manifest: {problem}"))
+            for problem in await self.manifest_problems()
+        ]
         for entry in bundle.files_of("entities"):
             for number, line in bundle.records(entry["path"]):
                 if isinstance(line, dict):

@@ -386,17 +386,3 @@ for _model, _cid in MODEL_CHECKS.items():
 
 
 
-
-@check("L1-EXP-001", "An export is complete: every file and every count matches its manifest", needs=("export",),
-       sends="(no request) the files of the export and its manifest.json",
-       expects="each file's SHA-256 and line count equal the manifest's; the entities and history instances per "
-               "tenant and type counted in the files equal the manifest's counts",
-       explain="A truncated or edited export cannot restore the territory elsewhere: reversibility would not hold.")
-async def _exp_manifest(ctx: RunContext) -> str | None:
-    target: Any = ctx.target
-    problems: list[str] = await target.manifest_problems()
-    if problems:
-        ctx.measurements.append({"findings": problems[:EVIDENCE_LIMIT], "count": len(problems)})
-        shown = "; ".join(problems[:MAX_LISTED])
-        raise Fail(f"{len(problems)} differences from the manifest: {shown}")
-    return "every file and count matches the manifest"

@@ -56,14 +56,17 @@ async def test_check_target_export_passes_l1_and_catches_a_truncated_file(server
     report = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
     verdicts = {r["id"]: r["verdict"] for r in report["results"]}
     assert report["target"]["kind"] == "export"
-    assert verdicts["L1-EXP-001"] == "pass" and verdicts["L1-SDM-013"] == "pass" and verdicts["L1-SDM-020"] == "pass"
+    assert verdicts["L1-ENT-001"] == "pass" and verdicts["L1-SDM-013"] == "pass" and verdicts["L1-SDM-020"] == "pass"
     assert verdicts["L2-QRY-001"] == "not_applicable"
     # a history file cut short: its hash, its line count and the counts per type no longer match
     history = next(f for f in manifest(out)["files"] if f["kind"] == "history" and f["tenant"] == "ville-a")
     path = out / history["path"]
     path.write_text("".join(path.read_text(encoding="utf-8").splitlines(keepends=True)[:-3]), encoding="utf-8")
     failed = jonction("check", "--profile", "territoire-essentiel", "--target", out, "--out", tmp_path / "r2", check=1)
-    assert "L1-EXP-001 fail" in failed.stdout and history["path"] in failed.stdout
+    assert "L1-ENT-001 fail" in failed.stdout
+    report = json.loads((tmp_path / "r2" / "report.json").read_text(encoding="utf-8"))
+    reason = next(r["reason"] for r in report["results"] if r["id"] == "L1-ENT-001")
+    assert "does not match its manifest" in reason and f"{history['path']}:" in reason
 
 
 async def test_tampered_file_is_refused_before_anything_is_written(server: StoreServer, tmp_path: Path) -> None:
