@@ -13,6 +13,7 @@ from typing import Any
 from tests.reversibility.territory import (
     READINGS,
     SECRET_HEADER,
+    at,
     content_sums,
     feed,
     jonction,
@@ -129,3 +130,24 @@ async def test_subscription_credentials_are_left_out(server: StoreServer, tmp_pa
     assert SECRET_HEADER not in json.dumps(subs)
     assert all(s["notification"]["endpoint"]["uri"] == "http://127.0.0.1:9/notify" for s in subs)
     assert len(manifest(out)["secrets_removed"]) == 2
+
+
+async def test_filters_choose_tenants_types_and_a_period(server: StoreServer, tmp_path: Path) -> None:
+    await feed(server)
+    await server.stop()
+    out = tmp_path / "part"
+    jonction("export", "--data", server.settings.data_dir, "--out", out, "--tenant", "ville-a",
+             "--type", "WasteContainer", "--since", at(2), "--until", at(5))
+    facts = manifest(out)["tenants"]
+    assert list(facts) == ["ville-a"]
+    assert facts["ville-a"]["entities"] == {"WasteContainer": 1}
+    history = [r for f in manifest(out)["files"] if f["kind"] == "history" for r in lines(out / f["path"])]
+    observed = sorted(r["fillingLevel"]["observedAt"] for r in history if "fillingLevel" in r)
+    assert observed == [at(2), at(3), at(4)]
+    assert {r["id"] for r in history} == {"urn:ngsi-ld:WasteContainer:test:0"}
+    assert facts["ville-a"]["time_range"] == {"first": at(2), "last": at(4)}
+    missing = jonction("export", "--data", server.settings.data_dir, "--out", tmp_path / "none",
+                       "--tenant", "ville-z", check=2)
+    assert "ville-z" in missing.stderr and not (tmp_path / "none").exists()
+    assert jonction("export", "--data", tmp_path / "nowhere", "--out", tmp_path / "n2", check=2).stderr.startswith(
+        "error: no store at")
