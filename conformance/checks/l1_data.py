@@ -383,6 +383,3 @@ for _model, _cid in MODEL_CHECKS.items():
         expects=f"each {_model} entity, projected to keyValues, validates against the {_model} schema "
                 f"(version {_version(_model)})",
         explain="Following the shared model is what lets any application reuse the data without a custom mapping.")
-
-
-
