@@ -93,8 +93,9 @@ class StorageReader:
         self._storage = storage
 
     async def tenants(self) -> list[str]:
-        """Every tenant of the store (those without history yield no figures)."""
-        return list(await self._storage.tenants())
+        """Every tenant with attribute history (history-only writes create no tenant row, so ask the history)."""
+        rows = await self._storage._db().fetch("SELECT DISTINCT tenant FROM history_entities ORDER BY tenant")
+        return [str(r[0]) for r in rows]
 
     async def entities(self, tenant: str, type_iris: Sequence[str]) -> list[tuple[str, list[str]]]:
         """(entity id, type IRIs) of the entities with history having one of ``type_iris``, by id."""
