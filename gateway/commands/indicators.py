@@ -121,7 +121,7 @@ async def _run(args: argparse.Namespace, defs: list[Definition], windows: list[W
     except OSError as exc:
         raise ConfigInvalid(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
     computed = sum(1 for ind in doc["indicators"]
-                   if ind["territory"]["baseline"]["value"] is not None or ind["territory"]["period"]["value"] is not None)
+                   if any(ind["territory"][w.name]["value"] is not None for w in windows))
     print(f"{len(defs)} indicators ({computed} with figures) over {len(chosen)} tenant(s), {totals.entities} "
           f"entities, {totals.instances} history instances read; wrote {args.out}/indicators.json, indicators.csv, "
           "report.html")

@@ -77,7 +77,7 @@ def run(defn: Definition, points: Sequence[p.Point], cal: p.Calendar) -> p.Parti
                               down_after=float(prm.get("down_after", 3.0)),
                               tolerance=float(prm.get("tolerance", 0.5)), scale=scale)
     if kind == "linear_trend":
-        return p.linear_trend(points, cal, replacement_jump=float(prm.get("replacement_jump", 0.2)), scale=scale)
+        return p.linear_trend(points, replacement_jump=float(prm.get("replacement_jump", 0.2)), scale=scale)
     if kind == "repairs":
         return p.repairs(points, cal, measure=str(prm["measure"]), ok_values=list(prm.get("ok_values", ["ok"])))
     raise ValueError(f"unknown indicator kind {kind!r}")  # the schema's enum makes this unreachable

@@ -173,7 +173,8 @@ def _semantic(doc: Mapping[str, Any]) -> list[str]:
             if isinstance(params.get(key), str) and duration_micros(params[key]) <= 0:
                 problems.append(f"{pointer(['indicators', index, 'params', key])}: the duration must not be zero")
         window = params.get("window")
-        if item.get("kind") == "night_minimum" and isinstance(window, list) and len(window) == 2 and window[0] >= window[1]:
+        ordered = isinstance(window, list) and len(window) == 2 and window[0] < window[1]
+        if item.get("kind") == "night_minimum" and window is not None and not ordered:
             problems.append(f"{pointer(['indicators', index, 'params', 'window'])}: the window must start before "
                             "it ends, within one night (e.g. [\"02:00\", \"04:00\"])")
     return problems

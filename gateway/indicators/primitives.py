@@ -12,6 +12,7 @@ them with the clock (the March night from 02:00 to 04:00 lasts one hour, the Oct
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -144,7 +145,7 @@ def meter(points: Iterable[Point], cal: Calendar, *, scale: float = 1.0, reset_t
     if not series:
         return out
     out.entities = 1
-    for (t0, v0), (t1, v1) in zip(series, series[1:], strict=False):
+    for (t0, v0), (t1, v1) in itertools.pairwise(series):
         if v1 >= v0:
             step = v1 - v0
         elif v0 - v1 > reset_tolerance:
@@ -255,7 +256,7 @@ def night_minimum(
     """Mean over the nights of the minimum reading between two local wall-clock times.
 
     Each local night's window is computed on the local clock, so on the last Sunday of March the
-    02:00–04:00 window lasts one hour and on the last Sunday of October three. A night without a
+    02:00-04:00 window lasts one hour and on the last Sunday of October three. A night without a
     reading in its window is left out (``den`` counts the nights that had one).
     """
     series = numbers(points)
@@ -283,7 +284,7 @@ def night_minimum(
 
 
 def collections(
-    points: Iterable[Point], cal: Calendar, *, drop: float = 0.3, max_gap: int = 12 * HOUR,
+    points: Iterable[Point], *, drop: float = 0.3, max_gap: int = 12 * HOUR,
 ) -> list[tuple[int, float]]:
     """The collections of a container: (time, fill level just before) for each drop of at least ``drop``.
 
@@ -292,7 +293,7 @@ def collections(
     """
     series = numbers(points)
     found: list[tuple[int, float]] = []
-    for (t0, v0), (t1, v1) in zip(series, series[1:], strict=False):
+    for (t0, v0), (t1, v1) in itertools.pairwise(series):
         if v0 - v1 >= drop and t1 - t0 <= max_gap:
             found.append((t1, v0))
     return found
@@ -305,7 +306,7 @@ def collection_figure(
     """``level``: mean fill level at collection; ``share_below``: share of collections below ``below``;
     ``count``: number of collections."""
     listed = list(points)
-    found = collections(listed, cal, drop=drop, max_gap=max_gap)
+    found = collections(listed, drop=drop, max_gap=max_gap)
     out = Partial(entities=1 if listed else 0)
     for t, level in found:
         key = cal.month(t)
@@ -366,7 +367,7 @@ def availability(
     return out
 
 
-def linear_trend(points: Iterable[Point], cal: Calendar, *, replacement_jump: float = 0.2,
+def linear_trend(points: Iterable[Point], *, replacement_jump: float = 0.2,
                  scale: float = 1.0) -> Partial:
     """Least-squares slope of the readings, per average month (a battery's decline).
 

@@ -249,7 +249,8 @@ def write_html(doc: Mapping[str, Any], path: Path, lang: str) -> None:
            f"{esc(windows['period']['start'])} {esc(t['to'])} {esc(windows['period']['end'])}</p>"]
     out.append(f'<table><caption>{esc(t["summary"])}</caption><thead><tr><th scope="col" class="l">'
                f'{esc(t["indicator"])}</th><th scope="col">{esc(t["unit"])}</th><th scope="col">{esc(t["baseline"])}'
-               f'</th><th scope="col">{esc(t["period"])}</th><th scope="col">{esc(t["change"])}</th></tr></thead><tbody>')
+               f'</th><th scope="col">{esc(t["period"])}</th><th scope="col">{esc(t["change"])}</th></tr></thead>'
+               "<tbody>")
     for ind in doc["indicators"]:
         fig = ind["territory"]
         out.append(f'<tr><th scope="row"><a href="#{esc(ind["id"])}">{esc(ind["title"][lang])}</a></th>'

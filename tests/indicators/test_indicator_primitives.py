@@ -203,7 +203,7 @@ FILL = [
 def test_collections_level_share_below_and_count() -> None:
     c = cal("2026-01-01T00:00:00+01:00", "2026-02-01T00:00:00+01:00")
     points = [(t(a), v) for a, v in reversed(FILL)]  # out of order on purpose
-    assert p.collections(points, c, drop=0.3, max_gap=12 * p.HOUR) == [
+    assert p.collections(points, drop=0.3, max_gap=12 * p.HOUR) == [
         (t("2026-01-07T10:00:00Z"), 0.8), (t("2026-01-09T09:00:00Z"), 0.4)]
     level = p.collection_figure(points, c, measure="level", scale=100)
     assert level.num / level.den == pytest.approx(60.0)
@@ -252,13 +252,12 @@ def test_battery_decline_pools_segments_around_a_replacement() -> None:
     month = p.AVERAGE_MONTH
     base = t("2026-01-01T00:00:00Z")
     points = [(base + int(x * month), v) for x, v in [(0, 1.0), (1, 0.97), (2, 0.94), (2.5, 1.0), (3.5, 0.99)]]
-    c = p.Calendar(base, base + int(4 * month), PARIS)
-    part = p.linear_trend(points, c, replacement_jump=0.05, scale=100)  # the 0.06 rise is a replacement
+    part = p.linear_trend(points, replacement_jump=0.05, scale=100)  # the 0.06 rise is a replacement
     # segment 1: Sxx 2, Sxy -0.06; segment 2: Sxx 0.5, Sxy -0.005 -> -0.065 / 2.5 per month
     assert part.num == pytest.approx(-2.6)
-    assert p.linear_trend(points, c, replacement_jump=0.2).num > part.num / 100  # one segment: the rise blurs it
-    assert p.linear_trend(points[:1], c).entities == 0
-    assert p.linear_trend([(base, 1.0), (base + p.HOUR, 0.9)], c).entities == 0  # less than a day apart
+    assert p.linear_trend(points, replacement_jump=0.2).num > part.num / 100  # one segment: the rise blurs it
+    assert p.linear_trend(points[:1]).entities == 0
+    assert p.linear_trend([(base, 1.0), (base + p.HOUR, 0.9)]).entities == 0  # less than a day apart
 
 
 def test_repairs_failures_and_time_to_repair() -> None:

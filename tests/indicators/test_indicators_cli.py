@@ -177,7 +177,9 @@ def test_english_report_one_tenant_and_own_definition(store: list[str], tmp_path
     assert '<html lang="en">' in page and "Mean fill level" in page and "Evaluation indicators" in page
 
 
-def test_bad_definitions_exit_2_with_a_pointer_before_any_io(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_definitions_exit_2_with_a_pointer_before_any_io(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "indicators:\n"
