@@ -150,7 +150,8 @@ async def compute(
             totals.entities += 1
             needed = sorted({a for o in mine for a in attrs[o.definition.id]})
             for w in windows:
-                series = await reader.series(tenant, entity_id, needed, w.start, w.end)
+                series = {a: p.prepare(points)  # sorted and checked once for every definition reading it
+                          for a, points in (await reader.series(tenant, entity_id, needed, w.start, w.end)).items()}
                 totals.instances += sum(len(s) for s in series.values())
                 for o in mine:
                     d = o.definition

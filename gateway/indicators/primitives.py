@@ -64,24 +64,36 @@ def micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def prepare(points: Iterable[Point]) -> list[Point]:
+class Prepared(list[Point]):
+    """Points in time order, one per moment: :func:`prepare` returns them as they are (one check per series)."""
+
+    numeric: list[tuple[int, float]] | None = None
+    """The numeric points, computed once by :func:`numbers`."""
+
+
+def prepare(points: Iterable[Point]) -> Prepared:
     """Points in time order, one per moment (the last given wins, as the store keeps a resent reading)."""
+    if isinstance(points, Prepared):
+        return points
     listed = list(points)
-    if any(listed[i][0] >= listed[i + 1][0] for i in range(len(listed) - 1)):
+    times = [t for t, _ in listed]
+    if any(a >= b for a, b in zip(times, times[1:], strict=False)):
         by_time: dict[int, Any] = {}
         for t, v in listed:
             by_time[t] = v
         listed = sorted(by_time.items())
-    return listed
+    return Prepared(listed)
 
 
 def numbers(points: Iterable[Point]) -> list[tuple[int, float]]:
     """The points whose value is a finite number (booleans and text left out), prepared."""
-    out: list[tuple[int, float]] = []
-    for t, v in prepare(points):
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            out.append((t, float(v)))
-    return out
+    prepared = prepare(points)
+    if prepared.numeric is None:
+        prepared.numeric = [
+            (t, float(v)) for t, v in prepared
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ]
+    return prepared.numeric
 
 
 class Calendar:
@@ -101,20 +113,32 @@ class Calendar:
             year, month = (year + 1, 1) if month == 12 else (year, month + 1)
             moment = micros(datetime(year, month, 1, tzinfo=self.zone))
         self.bounds.append(moment)
+        self._last = 0
 
     def month(self, t: int) -> str:
         """The local month ``YYYY-MM`` of the moment ``t`` (inside the window)."""
         return self.keys[max(0, bisect.bisect_right(self.bounds, t) - 1)]
 
-    def split(self, lo: int, hi: int) -> Iterable[tuple[str, int, int]]:
+    def index(self, t: int) -> int:
+        """Index in ``keys`` of the month holding ``t`` (clamped to the window's months)."""
+        return min(max(0, bisect.bisect_right(self.bounds, t) - 1), len(self.keys) - 1)
+
+    def split(self, lo: int, hi: int) -> list[tuple[str, int, int]]:
         """``[lo, hi)`` cut at local month boundaries: (month, lo, hi) pieces."""
-        index = max(0, bisect.bisect_right(self.bounds, lo) - 1)
+        bounds = self.bounds
+        index = self._last
+        if not bounds[index] <= lo < bounds[index + 1]:
+            index = self._last = self.index(lo)
+        if hi <= bounds[index + 1]:  # the common case, without a search: one month
+            return [(self.keys[index], lo, hi)] if hi > lo else []
+        pieces = []
         while lo < hi and index < len(self.keys):
-            top = min(hi, self.bounds[index + 1])
+            top = min(hi, bounds[index + 1])
             if top > lo:
-                yield self.keys[index], lo, top
+                pieces.append((self.keys[index], lo, top))
             lo = top
             index += 1
+        return pieces
 
     def months(self) -> float:
         """The window's length in average months."""
@@ -145,6 +169,8 @@ def meter(points: Iterable[Point], cal: Calendar, *, scale: float = 1.0, reset_t
     if not series:
         return out
     out.entities = 1
+    bounds, keys = cal.bounds, cal.keys
+    month = cal.index(series[0][0])
     for (t0, v0), (t1, v1) in itertools.pairwise(series):
         if v1 >= v0:
             step = v1 - v0
@@ -154,9 +180,13 @@ def meter(points: Iterable[Point], cal: Calendar, *, scale: float = 1.0, reset_t
             step = 0.0
         step *= scale
         out.num += step
+        if bounds[month] <= t0 and t1 <= bounds[month + 1]:  # the common case: within one month
+            out.put(keys[month], step)
+            continue
         span = t1 - t0
         for key, lo, hi in cal.split(t0, t1):
             out.put(key, step * (hi - lo) / span)
+        month = cal.index(t1)
     return out
 
 

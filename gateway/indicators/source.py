@@ -21,6 +21,10 @@ from gateway.store import history
 from gateway.store.problems import NgsiError
 
 
+_BOOLEANS = ("true", "false")
+"""JSON texts whose numeric projection (1.0, 0.0) is not the value."""
+
+
 class HistoryReader(Protocol):
     """What the indicators need from a store."""
 
@@ -72,11 +76,19 @@ class SqliteReader:
     ) -> dict[str, list[Point]]:
         """Attribute IRI → (observedAt µs, value) in ``[start, end)``, in time order (default instances)."""
         selector = history.EntitySelector(tenant, attrs=list(attrs), dataset_ids=["@none"])
-        window = history.TimeFilter("observed_at", start, end)
+        where, args = history.TimeFilter("observed_at", start, end).sql()
         out: dict[str, list[Point]] = {}
         for series in history.series_of(self._conn, selector, [entity_id]):
-            points = [(i.observed_at, i.value) for i in history.instances(self._conn, series, window)
-                      if i.observed_at is not None]
+            # The store's numeric projection (num) spares a JSON parse per reading; booleans, text and
+            # structured values are parsed from their JSON.
+            rows = self._conn.execute(
+                f"SELECT observed_at, num, value FROM history_instances WHERE series_id=?{where} "
+                "ORDER BY observed_at, rowid", [series.series_id, *args])
+            points: list[Point] = [
+                (observed, num if num is not None and value not in _BOOLEANS else
+                 (json.loads(value) if value is not None else None))
+                for observed, num, value in rows
+            ]
             if points:
                 out[series.attr] = points
         return out
