@@ -77,7 +77,7 @@ def prepare(points: Iterable[Point]) -> Prepared:
         return points
     listed = list(points)
     times = [t for t, _ in listed]
-    if any(a >= b for a, b in zip(times, times[1:], strict=False)):
+    if any(a >= b for a, b in itertools.pairwise(times)):
         by_time: dict[int, Any] = {}
         for t, v in listed:
             by_time[t] = v

@@ -20,7 +20,6 @@ from gateway.indicators.primitives import Point
 from gateway.store import history
 from gateway.store.problems import NgsiError
 
-
 _BOOLEANS = ("true", "false")
 """JSON texts whose numeric projection (1.0, 0.0) is not the value."""
 
