@@ -90,3 +90,34 @@ def test_unreadable_and_oversized_files(tmp_path: Path) -> None:
     latin.write_bytes("indicators: [] # é".encode("latin-1"))
     with pytest.raises(ConfigInvalid, match="not UTF-8"):
         definitions.read(latin)
+
+
+def _properties(node: Any) -> set[str]:
+    """Every name declared under a ``properties`` keyword anywhere in a JSON Schema."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if isinstance(node.get("properties"), dict):
+            found.update(node["properties"])
+        for child in node.values():
+            found |= _properties(child)
+    elif isinstance(node, list):
+        for child in node:
+            found |= _properties(child)
+    return found
+
+
+def test_shipped_definitions_use_attributes_the_smart_data_models_declare() -> None:
+    """The attribute names are those of the bundled Smart Data Models schemas (what the adapters write)."""
+    import json
+
+    models = Path(__file__).resolve().parents[2] / "schemas" / "models"
+    checked = 0
+    for d in definitions.load():
+        for entity_type in d.types:
+            schema = models / entity_type / "schema.json"
+            if not schema.is_file():
+                continue  # WaterObserved has no bundled schema: its flow is the EPANET Pipe's term
+            declared = _properties(json.loads(schema.read_text(encoding="utf-8")))
+            assert d.attributes[0] in declared, (d.id, entity_type, d.attributes[0])
+            checked += 1
+    assert checked >= len(definitions.load())
