@@ -57,7 +57,7 @@ def generate(path: Path, entities: int, days: int, step_minutes: int) -> int:
     conn.execute("BEGIN")
     for e in range(entities):
         kind, attr, expr = KINDS[e % len(KINDS)]
-        tenant = f"commune-{e % 4}"
+        tenant = f"commune-{e // len(KINDS) % 4}"  # every commune has every kind
         eid = f"urn:ngsi-ld:{kind}:bench-{e:05d}"
         conn.execute("INSERT INTO history_entities (tenant, entity_id, types) VALUES (?, ?, ?)",
                      (tenant, eid, json.dumps([context.expand_term(kind)])))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from datetime import datetime
@@ -76,6 +77,12 @@ def parse_window(name: str, text: str, zone: str) -> Window:
     return Window(name, bounds[0], bounds[1])
 
 
+def _progress(tenant: str, entities: int) -> None:
+    """A line on stderr every 250 entities: a year of a large territory takes minutes."""
+    if entities % 250 == 0:
+        logging.getLogger("jonction.indicators").info("%d entities read (tenant %r)", entities, tenant)
+
+
 def _handle(args: argparse.Namespace) -> int:
     from gateway.indicators import definitions
 
@@ -109,7 +116,7 @@ async def _run(args: argparse.Namespace, defs: list[Definition], windows: list[W
                 raise ConfigInvalid(f"--tenant {', '.join(repr(t) for t in unknown)}: no history in this store "
                                     f"(tenants with history: {', '.join(repr(t) for t in known) or 'none'})")
         tenants = list(dict.fromkeys(args.tenant)) if args.tenant is not None else known
-        outcomes, chosen, totals = await compute(reader, defs, windows, context.expand_term, tenants)
+        outcomes, chosen, totals = await compute(reader, defs, windows, context.expand_term, tenants, _progress)
     finally:
         await reader.close()
     doc = report.document(outcomes, windows, chosen, now_micros())

@@ -33,7 +33,7 @@ TEXT: Final[dict[str, dict[str, str]]] = {
         "theme.lighting": "Éclairage public", "theme.waste": "Déchets", "theme.water": "Eau",
         "theme.air": "Qualité de l'air", "theme.sensors": "Les capteurs eux-mêmes", "theme.other": "Autres",
         "better.lower": "plus bas est mieux", "better.higher": "plus haut est mieux", "better.none": "",
-        "decimal": ",",
+        "colon": " : ",
     },
     "en": {
         "title": "Evaluation indicators", "baseline": "Baseline", "period": "Period", "difference": "Difference",
@@ -44,7 +44,7 @@ TEXT: Final[dict[str, dict[str, str]]] = {
         "theme.lighting": "Street lighting", "theme.waste": "Waste", "theme.water": "Water",
         "theme.air": "Air quality", "theme.sensors": "The sensors themselves", "theme.other": "Other",
         "better.lower": "lower is better", "better.higher": "higher is better", "better.none": "",
-        "decimal": ".",
+        "colon": ": ",
     },
 }
 
@@ -205,7 +205,7 @@ def _columns(ind: Mapping[str, Any], lang: str, t: Mapping[str, str]) -> str:
     top = max(max(v for _, v, _ in points), 0.0) or 1.0
     low = min(min(v for _, v, _ in points), 0.0)
     span = top - low or 1.0
-    col_w, chart_h, base_y = 24, 160, 175
+    col_w, chart_h, base_y = 34, 160, 175
     width = 40 + len(points) * col_w
     parts = []
     for i, (key, v, which) in enumerate(points):
@@ -244,8 +244,8 @@ def write_html(doc: Mapping[str, Any], path: Path, lang: str) -> None:
            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
            f"<title>{esc(t['title'])}</title><style>{_CSS}</style></head><body><main>"
            f"<h1>{esc(t['title'])}</h1>"
-           f"<p>{esc(t['baseline'])} : {esc(t['from'])} {esc(windows['baseline']['start'])} {esc(t['to'])} "
-           f"{esc(windows['baseline']['end'])}<br>{esc(t['period'])} : {esc(t['from'])} "
+           f"<p>{esc(t['baseline'])}{t['colon']}{esc(t['from'])} {esc(windows['baseline']['start'])} {esc(t['to'])} "
+           f"{esc(windows['baseline']['end'])}<br>{esc(t['period'])}{t['colon']}{esc(t['from'])} "
            f"{esc(windows['period']['start'])} {esc(t['to'])} {esc(windows['period']['end'])}</p>"]
     out.append(f'<table><caption>{esc(t["summary"])}</caption><thead><tr><th scope="col" class="l">'
                f'{esc(t["indicator"])}</th><th scope="col">{esc(t["unit"])}</th><th scope="col">{esc(t["baseline"])}'
