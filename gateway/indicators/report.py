@@ -34,6 +34,7 @@ TEXT: Final[dict[str, dict[str, str]]] = {
         "theme.air": "Qualité de l'air", "theme.sensors": "Les capteurs eux-mêmes", "theme.other": "Autres",
         "better.lower": "plus bas est mieux", "better.higher": "plus haut est mieux", "better.none": "",
         "colon": " : ",
+        "changes": "Objets dont la valeur a le plus changé", "entity": "Objet", "commune": "Commune",
     },
     "en": {
         "title": "Evaluation indicators", "baseline": "Baseline", "period": "Period", "difference": "Difference",
@@ -45,6 +46,7 @@ TEXT: Final[dict[str, dict[str, str]]] = {
         "theme.air": "Air quality", "theme.sensors": "The sensors themselves", "theme.other": "Other",
         "better.lower": "lower is better", "better.higher": "higher is better", "better.none": "",
         "colon": ": ",
+        "changes": "Things whose figure changed most", "entity": "Thing", "commune": "Commune",
     },
 }
 
@@ -224,6 +226,26 @@ def _columns(ind: Mapping[str, Any], lang: str, t: Mapping[str, str]) -> str:
             f'<figcaption>{html.escape(t["monthly"])}</figcaption></figure>')
 
 
+def _movers(ind: Mapping[str, Any], lang: str, t: Mapping[str, str], count: int = 10) -> str:
+    """The entities whose own figure changed most between the windows (a district meter whose night rises)."""
+    both = [e for e in ind["entities"] if e.get("baseline") is not None and e.get("period") is not None]
+    both.sort(key=lambda e: abs(e["period"] - e["baseline"]), reverse=True)
+    if not both:
+        return ""
+    esc = html.escape
+    rows = "".join(
+        f'<tr><th scope="row" class="l">{esc(e["id"])}</th><td class="l">{esc(_tenant(e["tenant"], t))}</td>'
+        f'<td>{_num(e["baseline"], lang)}</td><td>{_num(e["period"], lang)}</td>'
+        f'<td>{_num(e["period"] - e["baseline"], lang)}</td></tr>'
+        for e in both[:count]
+    )
+    return (f'<details><summary>{esc(t["changes"])} ({min(count, len(both))})</summary><table><caption>'
+            f'{esc(t["changes"])} — {esc(ind["title"][lang])}</caption><thead><tr><th scope="col" class="l">'
+            f'{esc(t["entity"])}</th><th scope="col" class="l">{esc(t["commune"])}</th><th scope="col">'
+            f'{esc(t["baseline"])}</th><th scope="col">{esc(t["period"])}</th><th scope="col">{esc(t["difference"])}'
+            f"</th></tr></thead><tbody>{rows}</tbody></table></details>")
+
+
 def _change_cell(fig: Mapping[str, Any], better: str, lang: str) -> str:
     change = fig["change_percent"]
     if change is None:
@@ -279,6 +301,7 @@ def write_html(doc: Mapping[str, Any], path: Path, lang: str) -> None:
                        f'{_change_cell(fig, ind["better"], lang)}<td>{fig["baseline"]["entities"]} / '
                        f'{fig["period"]["entities"]}</td></tr>')
         out.append("</tbody></table>")
+        out.append(_movers(ind, lang, t))
         out.append(_bars(ind, lang, t))
         out.append(_columns(ind, lang, t))
         out.append("</section>")

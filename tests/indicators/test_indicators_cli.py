@@ -150,6 +150,24 @@ def test_figures_json_csv_and_html(store: list[str], tmp_path: Path, capsys: pyt
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing to fetch
     assert "src=" not in page and "<link" not in page
     assert "history instances read" in capsys.readouterr().out
+    assert "<summary>Objets dont la valeur a le plus changé" in page and "urn:ngsi-ld:Streetlight:1</th>" in page
+
+
+def test_postgresql_reads_halve_a_window_too_large_for_one_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str
+) -> None:
+    """A slice over the backend's row limit is read in halves, with the same figures."""
+    from gateway.store.postgres import history as pg_history
+
+    asyncio.run(_fill(postgres_url))
+    options = ["indicators", "--database", postgres_url, *WINDOWS, "--tenant", "ville-a"]
+    assert main([*options, "--out", str(tmp_path / "whole")]) == 0
+    monkeypatch.setattr(pg_history, "MAX_SLICE_ROWS", 300)  # a month of hourly readings is ~2,200 rows
+    assert main([*options, "--out", str(tmp_path / "halves")]) == 0
+    whole, halves = (json.loads((tmp_path / d / "indicators.json").read_text(encoding="utf-8"))["indicators"]
+                     for d in ("whole", "halves"))
+    assert [i["territory"] for i in whole] == [i["territory"] for i in halves]
+    assert _indicator({"indicators": halves}, "lighting.energy")["territory"]["baseline"]["value"] == 2 * 743
 
 
 def test_english_report_one_tenant_and_own_definition(store: list[str], tmp_path: Path) -> None:
