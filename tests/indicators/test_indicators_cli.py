@@ -56,7 +56,8 @@ def _waste_and_sensors() -> list[dict[str, Any]]:
     fill = [(datetime(2026, 1, 10, 6, tzinfo=UTC), 0.5), (datetime(2026, 1, 11, 6, tzinfo=UTC), 0.9),
             (datetime(2026, 1, 11, 9, tzinfo=UTC), 0.05),
             (datetime(2026, 2, 5, 6, tzinfo=UTC), 0.8), (datetime(2026, 2, 5, 9, tzinfo=UTC), 0.1),
-            (datetime(2026, 2, 9, 6, tzinfo=UTC), 0.4), (datetime(2026, 2, 9, 9, tzinfo=UTC), 0.05)]
+            (datetime(2026, 2, 9, 9, tzinfo=UTC), 0.05),
+            (datetime(2026, 2, 9, 6, tzinfo=UTC), 0.4)]  # a late reading, written after the one that followed it
     out: list[dict[str, Any]] = [{"id": "urn:ngsi-ld:WasteContainer:c1", "type": "WasteContainer",
                                   "fillingLevel": _prop(v, m)} for m, v in fill]
     moment = FEB
