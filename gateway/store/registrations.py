@@ -1,7 +1,8 @@
 """The /csourceRegistrations HTTP API (ETSI GS CIM 009 V1.9.1 §5.9, §5.10, §6.8, §6.9).
 
-Registrations are stored (on the storage's backend) and discoverable; the store does not forward
-queries or updates to the registered context sources (no distributed operations yet).
+Registrations are stored (on the storage's backend) and discoverable; every change is told to the
+context source registration subscriptions (:mod:`gateway.store.csource_subscriptions`), and
+:mod:`gateway.store.federation` forwards entity operations to the registered sources.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway import model
-from gateway.store import codec, geo, http, jsonld
+from gateway.store import codec, csource_subscriptions, geo, http, jsonld
 from gateway.store.patterns import Matcher, compile_user_pattern
 from gateway.store.problems import NgsiError, bad_request
 from gateway.store.records import RegistrationRecords
@@ -378,6 +379,7 @@ async def create_registration(request: web.Request) -> web.Response:
     await ngsi.storage.ensure_tenant(ngsi.tenant)
     if not await _records(request).create(ngsi.tenant, doc["id"], codec.dumps(doc)):
         raise NgsiError("AlreadyExists", f"context source registration {doc['id']} already exists")
+    await csource_subscriptions.registration_changed(request, ngsi.tenant, None, doc)
     response = web.Response(status=201)
     response.headers["Location"] = _url(ngsi, doc["id"])
     return response
@@ -485,6 +487,7 @@ async def update_registration(request: web.Request) -> web.Response:
         raise _fail("/expiresAt", "must be a DateTime in the future")
     if not await _records(request).replace(ngsi.tenant, reg_id, codec.dumps(updated)):
         raise NgsiError("ResourceNotFound", f"context source registration {reg_id} does not exist")
+    await csource_subscriptions.registration_changed(request, ngsi.tenant, doc, updated)
     return http.no_content()
 
 
@@ -493,8 +496,11 @@ async def delete_registration(request: web.Request) -> web.Response:
     http.check_params(request, ())
     ngsi = await http.ngsi_context(request)
     reg_id = _reg_id(request)
+    before = await _records(request).get(ngsi.tenant, reg_id)
     if not await _records(request).delete(ngsi.tenant, reg_id):
         raise NgsiError("ResourceNotFound", f"context source registration {reg_id} does not exist")
+    if before is not None:
+        await csource_subscriptions.registration_changed(request, ngsi.tenant, codec.loads(before), None)
     return http.no_content()
 
 

@@ -60,6 +60,13 @@ class StoreSettings:
     entities, paginated (the demo's choice, for newcomers). False (default, CIM 009 §6.4.3.2): 400
     BadRequestData unless ``local=true``."""
 
+    federation_timeout: float = 2.0
+    """Seconds each context source (registration) has to answer a forwarded request; a slower one is
+    reported in the NGSILD-Warning header and the rest of the answer returns."""
+    identity: str = ""
+    """This store's identity in the Via header of forwarded requests (loop detection); empty: a URN
+    derived from the host name and the database (stable across restarts)."""
+
     database: str | None = None
     """The database URL (``postgresql://…`` or ``sqlite:///path``); None: ``<data_dir>/store.sqlite``."""
 
@@ -100,6 +107,8 @@ class StoreSettings:
             )
         if self.max_limit < 1 or self.default_limit < 1 or self.default_limit > self.max_limit:
             problems.append("default_limit must be between 1 and max_limit")
+        if not 0 < self.federation_timeout <= 300:
+            problems.append("federation_timeout must be between 0 and 300 seconds")
         if self.temporal_instance_limit < 1:
             problems.append("temporal_instance_limit must be at least 1")
         if problems:

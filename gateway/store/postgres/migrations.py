@@ -174,6 +174,15 @@ CREATE TABLE csource_registrations(
 );
 """
 
+_V8 = """
+CREATE TABLE csource_subscriptions(
+    tenant text NOT NULL,
+    id text NOT NULL,
+    doc jsonb NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "tenants, entities (JSONB, GIN), geometry boxes (PostGIS, GiST), hosted contexts", _V1),
     Migration(2, "subscriptions (definition and delivery state, one JSONB document each)", _V2),
@@ -182,6 +191,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(5, "daily roll-up of the attribute history (aggregatedValues over long windows)", _V5),
     Migration(6, "cheaper writes: no foreign key on geometry boxes, no whole-document GIN index", _V6),
     Migration(7, "context source registrations (one JSONB document each)", _V7),
+    Migration(8, "context source registration subscriptions (one JSONB document each)", _V8),
 )
 """Every migration, in order; append new ones, never edit an applied one."""
 

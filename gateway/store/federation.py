@@ -1,0 +1,647 @@
+"""Distributed operations over context source registrations (ETSI GS CIM 009 V1.9.1 §4.3.6, §6.3.18).
+
+The store acts as a federating broker in front of the context sources its registrations name (other
+jonction stores, or any NGSI-LD broker at an URL). A middleware wraps the entity endpoints:
+
+* reads (GET /entities, GET /entities/{id}): the local answer and the answers of every matching
+  registration (``inclusive``, ``auxiliary``, ``exclusive``, ``redirect``: all may hold entities
+  a consumer asks for) are merged by entity id, each source asked concurrently with its own
+  timeout (``StoreSettings.federation_timeout``); a source that fails, is too slow or answers
+  garbage is named in the ``NGSILD-Warning`` header (``199 <registration id> "reason"``) and the
+  rest of the answer still returns;
+* writes on one entity (create, update, merge, replace, delete and attribute operations):
+  ``exclusive`` and ``redirect`` registrations receive the request instead of the local store,
+  ``inclusive`` ones as well as the local store, ``auxiliary`` ones never (§4.3.6.3);
+* ``local=true`` disables forwarding; the ``Via`` header (RFC 9110 §7.6.3) carries this store's
+  identity to the sources, and a request whose ``Via`` already names it is refused with
+  LoopDetected (508), which ends a registration loop (A registers B, B registers A) after one hop;
+* ``contextSourceInfo`` key/value pairs become headers of the forwarded requests (a neighbour's
+  bearer token travels this way; they are never logged); ``jsonldContext`` among them names the
+  @context the source speaks, which must be one this store already has (it never fetches one);
+* opt-in commune tag: a registration whose ``contextSourceInfo`` has ``jonction:commune`` marks every
+  entity it contributes with a Property ``commune`` holding that value (an empty value: the
+  registration's ``tenant``, else its ``registrationName``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from aiohttp import web
+
+from gateway.store import codec, http, jsonld
+from gateway.store import registrations as regs
+from gateway.store.problems import NgsiError
+from gateway.store.query import parse_type_expression
+from gateway.store.representation import render, render_feature
+from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings
+
+log = logging.getLogger("jonction.store.federation")
+
+WARNING_HEADER: Final = "NGSILD-Warning"
+COMMUNE_KEY: Final = "jonction:commune"
+CONTEXT_KEY: Final = "jsonldContext"
+COMMUNE_ATTR: Final = "commune"
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
+_HOP_HEADERS: Final = frozenset({"host", "content-length", "connection", "transfer-encoding", "via", "authorization",
+                                 "ngsild-tenant", "link", "accept-encoding"})
+_READ_OPS: Final = {"query": frozenset({"federationOps", "retrieveOps", "queryEntity", "redirectionOps"}),
+                    "retrieve": frozenset({"federationOps", "retrieveOps", "retrieveEntity", "redirectionOps"})}
+_WRITE_OPS: Final = frozenset({"federationOps", "updateOps", "redirectionOps", "createEntity", "updateEntity",
+                               "mergeEntity", "replaceEntity", "deleteEntity", "appendAttrs", "updateAttrs",
+                               "deleteAttrs", "replaceAttrs"})
+_QUERY_FORWARD: Final = ("id", "type", "idPattern", "attrs", "q", "scopeQ", "georel", "geometry", "coordinates",
+                         "geoproperty", "limit", "offset", "count", "lang", "datasetId")
+
+
+def store_identity(settings: StoreSettings) -> str:
+    """This store's identity in ``Via``: the setting, else a URN stable for one host and one database."""
+    if settings.identity:
+        return settings.identity
+    seed = f"{socket.gethostname()}|{settings.database_url}"
+    return f"urn:jonction:store:{hashlib.sha256(seed.encode()).hexdigest()[:16]}"
+
+
+def _via_names(request: web.Request) -> list[str]:
+    names = []
+    for header in request.headers.getall("Via", []):
+        for element in header.split(","):
+            parts = element.split()
+            if len(parts) >= 2:
+                names.append(parts[1])
+    return names
+
+
+@dataclass(slots=True)
+class Source:
+    """One registration a request is forwarded to."""
+
+    doc: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        """The registration id."""
+        return str(self.doc["id"])
+
+    @property
+    def mode(self) -> str:
+        """inclusive, exclusive, redirect or auxiliary."""
+        return str(self.doc.get("mode", "inclusive"))
+
+    def info(self) -> dict[str, str]:
+        """contextSourceInfo as a dict (a list of {key, value}, or an object)."""
+        raw = self.doc.get("contextSourceInfo") or []
+        pairs: dict[str, str] = {}
+        if isinstance(raw, list):
+            for item in raw:
+                if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+                    pairs[item["key"]] = str(item.get("value", ""))
+        elif isinstance(raw, Mapping):
+            pairs = {str(k): str(v) for k, v in raw.items()}
+        return pairs
+
+    def commune(self) -> str | None:
+        """The commune tag of what this source contributes (opt-in), or None."""
+        info = self.info()
+        if COMMUNE_KEY not in info:
+            return None
+        return info[COMMUNE_KEY] or self.doc.get("tenant") or self.doc.get("registrationName") or None
+
+    def base(self) -> str:
+        """The NGSI-LD API root of the source (its endpoint + /ngsi-ld/v1)."""
+        return str(self.doc["endpoint"]).rstrip("/") + "/ngsi-ld/v1"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one source answered: entities (expanded) or a failure reason."""
+
+    source: Source
+    status: int = 0
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    count: int | None = None
+    error: str | None = None
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class FederationClient:
+    """The HTTP client towards context sources: bounded connections, timeouts and answer sizes."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = settings
+        self.identity = store_identity(settings)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the session."""
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, limit_per_host=16),
+            timeout=aiohttp.ClientTimeout(total=self.settings.federation_timeout),
+        )
+
+    async def close(self) -> None:
+        """Close the session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def headers(self, request: web.Request, source: Source, context_link: str | None) -> dict[str, str]:
+        """Headers of a forwarded request: Via, tenant, @context, Accept and the contextSourceInfo ones."""
+        via = ", ".join([*request.headers.getall("Via", []), f"1.1 {self.identity}"])
+        out = {"Via": via, "Accept": http.JSON}
+        tenant = source.doc.get("tenant")
+        if isinstance(tenant, str) and tenant:
+            out[http.TENANT_HEADER] = tenant
+        if context_link:
+            out["Link"] = f'<{context_link}>; rel="{http.CONTEXT_REL}"; type="{http.LD_JSON}"'
+        for key, value in source.info().items():
+            # valid header names only (jonction:commune and jsonldContext are not headers); values never logged
+            if key != CONTEXT_KEY and _HEADER_NAME.fullmatch(key) and not any(c in value for c in "\r\n\0"):
+                out[key] = value
+        return out
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, source: Source
+    ) -> Outcome:
+        """One request to a source; never raises (the failure is the Outcome's error)."""
+        outcome = Outcome(source)
+        if self._session is None:
+            outcome.error = "the federation client is stopped"
+            return outcome
+        limit = self.settings.max_body_bytes
+        try:
+            async with asyncio.timeout(self.settings.federation_timeout):
+                async with self._session.request(method, url, headers=dict(headers), data=body,
+                                                 allow_redirects=False) as response:
+                    data = await response.content.read(limit + 1)
+                    if len(data) > limit:
+                        outcome.error = f"answer larger than {limit} bytes"
+                        return outcome
+                    outcome.status = response.status
+                    outcome.body = data
+                    outcome.headers = {k: v for k, v in response.headers.items()
+                                       if k.lower() in ("content-type", "location", http.COUNT_HEADER.lower())}
+        except TimeoutError:
+            outcome.error = f"no answer within {self.settings.federation_timeout:g} s"
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            outcome.error = f"unreachable ({type(exc).__name__})"
+        return outcome
+
+
+FEDERATION_KEY: Final = web.AppKey("jonction.store.federation", FederationClient)
+
+
+# ------------------------------------------------------------------ choosing the sources
+
+
+def _operations_allow(doc: Mapping[str, Any], allowed: frozenset[str]) -> bool:
+    ops = doc.get("operations") or ["federationOps"]
+    return any(o in allowed for o in ops)
+
+
+async def _registrations(request: web.Request, tenant: str) -> list[dict[str, Any]]:
+    records = regs_records(request)
+    if records is None:
+        return []
+    out = []
+    for text in await records.load(tenant):
+        doc = codec.loads(text)
+        if not regs._expired(doc):
+            out.append(doc)
+    return out
+
+
+def regs_records(request: web.Request) -> Any:
+    """The storage's registration records, or None."""
+    factory = getattr(request.config_dict[STORAGE_KEY], "registration_records", None)
+    return None if factory is None else factory()
+
+
+def _matching(
+    docs: Sequence[dict[str, Any]], *, types: set[str] | None, ids: set[str] | None, pattern: Any,
+    attrs: set[str] | None, ops: frozenset[str],
+) -> list[Source]:
+    found = []
+    for doc in docs:
+        if not _operations_allow(doc, ops):
+            continue
+        if any(regs._info_matches(i, types, ids, pattern, attrs) for i in doc.get("information", ())):
+            found.append(Source(doc))
+    return found
+
+
+# ------------------------------------------------------------------ reads
+
+
+def _warnings(failed: Sequence[Outcome]) -> str:
+    return ", ".join(f'199 <{o.source.id}> "{(o.error or "failed").replace(chr(34), chr(39))}"' for o in failed)
+
+
+def _remote_context(source: Source, request_link: str | None) -> str | None:
+    return source.info().get(CONTEXT_KEY) or request_link
+
+
+def _expand_answer(outcome: Outcome, contexts: jsonld.ContextCache, link: str | None, *, single: bool) -> None:
+    """Parse a source's JSON answer into expanded documents (or set the outcome's error)."""
+    try:
+        data = codec.loads(outcome.body)
+    except ValueError:
+        outcome.error = "answer is not JSON"
+        return
+    items = [data] if single else data
+    if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+        outcome.error = "answer is not an entity array"
+        return
+    try:
+        ctx = contexts.get([link] if link else [])
+        outcome.docs = [ctx.expand_entity({k: v for k, v in i.items() if k != "@context"}) for i in items]
+    except NgsiError as exc:
+        outcome.error = f"answer refused: {exc.type} {exc.detail}"[:300]
+
+
+def _merge_doc(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    """Attributes of ``other`` the entity does not have yet are added (the first source keeps its own)."""
+    for key, value in other.items():
+        if key not in into:
+            into[key] = value
+    into_types = list(into.get("type") or [])
+    for t in other.get("type") or []:
+        if t not in into_types:
+            into_types.append(t)
+    if into_types:
+        into["type"] = into_types
+
+
+def _tag(entity: dict[str, Any], commune: str, form: str) -> None:
+    entity[COMMUNE_ATTR] = {"type": "Property", "value": commune} if form == "normalized" else commune
+
+
+async def _forward_reads(
+    request: web.Request, client: FederationClient, sources: Sequence[Source], path: str, params: Mapping[str, str],
+    *, single: bool,
+) -> list[Outcome]:
+    contexts = request.config_dict[CONTEXTS_KEY]
+    request_link = http.link_context(request)
+
+    async def one(source: Source) -> Outcome:
+        link = _remote_context(source, request_link)
+        url = f"{source.base()}{path}"
+        if params:
+            url += "?" + urlencode(params)
+        outcome = await client.send("GET", url, client.headers(request, source, link), None, source)
+        if outcome.error is None:
+            if outcome.status == 404 and single:
+                return outcome  # not there: not a failure
+            if outcome.status == 508:
+                outcome.error = "loop detected (the source forwarded back to this store)"
+            elif outcome.status != 200:
+                outcome.error = f"HTTP {outcome.status}"
+            else:
+                _expand_answer(outcome, contexts, link, single=single)
+                count = outcome.headers.get(http.COUNT_HEADER)
+                outcome.count = int(count) if count and count.isdigit() else None
+        if outcome.error is not None:
+            log.info("context source %s (registration %s) failed: %s", source.base(), source.id, outcome.error)
+        return outcome
+
+    return list(await asyncio.gather(*(one(s) for s in sources)))
+
+
+def _render_remote(
+    request: web.Request, outcomes: Sequence[Outcome], seen: dict[str, dict[str, Any]], media: str,
+) -> list[dict[str, Any]]:
+    """Render the sources' documents like the local answer (new ids only; known ids merged into ``seen``)."""
+    from gateway.store.api import render_options  # late: api imports much of the store
+
+    settings = request.config_dict[SETTINGS_KEY]
+    contexts = request.config_dict[CONTEXTS_KEY]
+    link = http.link_context(request)
+    ctx = contexts.get([link] if link else [])
+    ngsi = http.NgsiContext(request, request.config_dict[STORAGE_KEY], settings, "", contexts, link)
+    opts = render_options(ngsi, ctx, request.query)
+    out: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        commune = outcome.source.commune()
+        for doc in outcome.docs:
+            if media == http.GEO_JSON:
+                geometry = ctx.expand_term(request.query.get("geometryProperty", "location"))
+                entity = render_feature(doc, ctx, opts, geometry)
+                if commune is not None:
+                    entity.setdefault("properties", {})[COMMUNE_ATTR] = commune
+            else:
+                entity = render(doc, ctx, opts)
+                if commune is not None:
+                    _tag(entity, commune, opts.form)
+                if media == http.LD_JSON:
+                    entity = {"@context": ctx.as_json(), **entity}
+            known = seen.get(str(doc.get("id")))
+            if known is not None:
+                _merge_rendered(known, entity)
+                continue
+            seen[str(doc.get("id"))] = entity
+            out.append(entity)
+    return out
+
+
+def _merge_rendered(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    target = into.get("properties") if into.get("type") == "Feature" else into
+    extra = other.get("properties") if other.get("type") == "Feature" else other
+    if isinstance(target, dict) and isinstance(extra, Mapping):
+        for key, value in extra.items():
+            target.setdefault(key, value)
+
+
+def _query_scope(request: web.Request) -> tuple[set[str] | None, set[str] | None, Any, set[str] | None]:
+    contexts = request.config_dict[CONTEXTS_KEY]
+    link = http.link_context(request)
+    ctx = contexts.get([link] if link else [])
+    q = request.query
+    types = None
+    if "type" in q:
+        types = {ctx.expand_term(t) for t in parse_type_expression(q["type"]).types()}
+    ids = set(http.split_list(q.get("id")) or []) or None
+    pattern = None
+    if "idPattern" in q:
+        from gateway.store.patterns import compile_user_pattern
+
+        pattern = compile_user_pattern(q["idPattern"], "idPattern")
+    attrs = {ctx.expand_term(a) for a in http.split_list(q.get("attrs")) or []} or None
+    return types, ids, pattern, attrs
+
+
+def _local_answer(response: web.StreamResponse) -> Any:
+    body = response.body if isinstance(response, web.Response) else None
+    if not isinstance(body, bytes | bytearray):
+        return None
+    try:
+        return codec.loads(bytes(body))
+    except ValueError:
+        return None
+
+
+def _respond_merged(local: web.Response, data: Any, failed: Sequence[Outcome], count: int | None) -> web.Response:
+    response = web.Response(body=codec.dumps_bytes(data), status=local.status, content_type=local.content_type)
+    for name, value in local.headers.items():
+        if name.lower() not in ("content-length", "content-type", http.COUNT_HEADER.lower()):
+            response.headers.add(name, value)
+    if count is not None:
+        response.headers[http.COUNT_HEADER] = str(count)
+    if failed:
+        response.headers[WARNING_HEADER] = _warnings(failed)
+    return response
+
+
+async def federated_query(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], client: FederationClient,
+    tenant: str,
+) -> web.StreamResponse:
+    """GET /entities: the local answer merged with every matching source's answer."""
+    local = await handler(request)  # validation errors of the request come from the local handler, first
+    if not isinstance(local, web.Response) or local.status != 200:
+        return local
+    types, ids, pattern, attrs = _query_scope(request)
+    sources = _matching(await _registrations(request, tenant), types=types, ids=ids, pattern=pattern, attrs=attrs,
+                        ops=_READ_OPS["query"])
+    if not sources:
+        return local
+    params = {k: request.query[k] for k in _QUERY_FORWARD if k in request.query}
+    outcomes = await _forward_reads(request, client, sources, "/entities", params, single=False)
+    data = _local_answer(local)
+    media = local.content_type
+    features = media == http.GEO_JSON and isinstance(data, dict)
+    entities = data["features"] if features else data
+    if not isinstance(entities, list):
+        return local
+    seen = {str(e.get("id")): e for e in entities if isinstance(e, dict)}
+    entities.extend(_render_remote(request, [o for o in outcomes if o.error is None], seen, media))
+    count = None
+    if http.COUNT_HEADER in local.headers:
+        count = int(local.headers[http.COUNT_HEADER]) + sum(o.count or 0 for o in outcomes if o.error is None)
+    failed = [o for o in outcomes if o.error is not None]
+    return _respond_merged(local, data, failed, count)
+
+
+async def federated_retrieve(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], client: FederationClient,
+    tenant: str,
+) -> web.StreamResponse:
+    """GET /entities/{id}: the local entity merged with the sources' views of it."""
+    entity_id = request.match_info["entity_id"]
+    docs = await _registrations(request, tenant)
+    types = None
+    if "type" in request.query:
+        contexts = request.config_dict[CONTEXTS_KEY]
+        link = http.link_context(request)
+        ctx = contexts.get([link] if link else [])
+        types = {ctx.expand_term(t) for t in parse_type_expression(request.query["type"]).types()}
+    sources = _matching(docs, types=types, ids={entity_id}, pattern=None, attrs=None, ops=_READ_OPS["retrieve"])
+    if not sources:
+        return await handler(request)
+    params = {k: request.query[k] for k in ("attrs", "type", "lang", "datasetId") if k in request.query}
+    path = f"/entities/{quote(entity_id, safe=':@!$&()*+,;=-._~')}"
+    remote_task = asyncio.ensure_future(_forward_reads(request, client, sources, path, params, single=True))
+    try:
+        local: web.StreamResponse | None = await handler(request)
+    except NgsiError as exc:
+        if exc.type != "ResourceNotFound":
+            remote_task.cancel()
+            raise
+        local = None
+        missing = exc
+    outcomes = await remote_task
+    failed = [o for o in outcomes if o.error is not None]
+    found = [o for o in outcomes if o.error is None and o.docs]
+    if local is not None and (not isinstance(local, web.Response) or local.status != 200):
+        return local
+    if local is None:
+        if not found:
+            raise missing
+        template = web.Response(status=200, content_type=_media_of(request))
+        template.headers["Link"] = f'<{http.link_context(request) or jsonld.core_context_iri()}>; ' \
+                                   f'rel="{http.CONTEXT_REL}"; type="{http.LD_JSON}"'
+        seen: dict[str, dict[str, Any]] = {}
+        rendered = _render_remote(request, found, seen, _media_of(request))
+        return _respond_merged(template, rendered[0], failed, None)
+    data = _local_answer(local)
+    if not isinstance(data, dict):
+        return local
+    seen = {entity_id: data}
+    _render_remote(request, found, seen, local.content_type)
+    return _respond_merged(local, data, failed, None)
+
+
+def _media_of(request: web.Request) -> str:
+    try:
+        return http.negotiate(request, (http.JSON, http.LD_JSON, http.GEO_JSON))
+    except NgsiError:
+        return http.JSON
+
+
+# ------------------------------------------------------------------ writes
+
+
+async def _entity_type(request: web.Request, tenant: str, entity_id: str, body: Any) -> set[str] | None:
+    contexts = request.config_dict[CONTEXTS_KEY]
+    link = http.link_context(request)
+    if isinstance(body, Mapping) and "type" in body:
+        entries = jsonld.normalize_entries(body["@context"]) if "@context" in body else ([link] if link else [])
+        ctx = contexts.get(entries)
+        raw = body["type"]
+        return {ctx.expand_term(t) for t in (raw if isinstance(raw, list) else [raw]) if isinstance(t, str)}
+    doc = await request.config_dict[STORAGE_KEY].get_doc(tenant, entity_id)
+    return set(doc["type"]) if doc is not None else None
+
+
+async def federated_write(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], client: FederationClient,
+    tenant: str,
+) -> web.StreamResponse:
+    """A write on one entity: forwarded to exclusive/redirect sources instead of, inclusive ones besides, the store."""
+    docs = await _registrations(request, tenant)
+    if not docs:
+        return await handler(request)
+    raw = b""
+    length = request.content_length
+    settings = request.config_dict[SETTINGS_KEY]
+    if request.can_read_body and length is not None and 0 < length <= settings.max_body_bytes:
+        try:
+            raw = await request.content.readexactly(length)
+        except Exception:  # IncompleteReadError, connection reset: the local handler answers it
+            return await handler(request)
+        request[http.BODY_KEY] = raw
+    body: Any = None
+    if raw:
+        try:
+            body = codec.loads(raw)
+        except ValueError:
+            return await handler(request)  # the local handler names the malformed body
+    entity_id = request.match_info.get("entity_id")
+    if entity_id is None:
+        if request.method != "POST" or not isinstance(body, Mapping) or not isinstance(body.get("id"), str):
+            return await handler(request)
+        entity_id = str(body["id"])
+    types = await _entity_type(request, tenant, entity_id, body)
+    sources = [
+        s for s in _matching(docs, types=None, ids={entity_id}, pattern=None, attrs=None, ops=_WRITE_OPS)
+        if s.mode != "auxiliary"
+        and (types is None or any(regs._info_matches(i, types, None, None, None) for i in s.doc["information"]))
+    ]
+    if not sources:
+        return await handler(request)
+    proxies = [s for s in sources if s.mode in ("exclusive", "redirect")]
+    local: web.StreamResponse | None = None
+    if not proxies:
+        local = await handler(request)  # inclusive: the local write first; a refused write goes nowhere
+        if local.status >= 300:
+            return local
+    link = http.link_context(request)
+    sub_path = request.path[len(request.config_dict[SETTINGS_KEY].base_path):] if request.path.startswith(
+        request.config_dict[SETTINGS_KEY].base_path) else request.path
+    query = {k: v for k, v in request.query.items() if k != "local"}
+    outcomes = []
+    for source in proxies or sources:
+        headers = client.headers(request, source, _remote_context(source, link))
+        if request.content_type:
+            headers["Content-Type"] = request.content_type
+        url = source.base() + sub_path + (("?" + urlencode(query)) if query else "")
+        outcomes.append(client.send(request.method, url, headers, raw or None, source))
+    results = list(await asyncio.gather(*outcomes))
+    failed = [o for o in results if o.error is not None or o.status >= 300]
+    for o in failed:
+        if o.error is None:
+            o.error = f"HTTP {o.status}"
+        log.info("forwarding %s to registration %s failed: %s", request.method, o.source.id, o.error)
+    if local is not None:
+        if failed:
+            local.headers[WARNING_HEADER] = _warnings(failed)
+        return local
+    # exclusive/redirect: the sources' answer is the answer (the first success, else the first failure)
+    chosen = next((o for o in results if o.error is None), results[0])
+    if chosen.error is not None and chosen.status == 0:
+        raise NgsiError("InternalError", f"registration {chosen.source.id}: {chosen.error}", status=502)
+    response = web.Response(status=chosen.status, body=chosen.body or None)
+    for name in ("Content-Type",):
+        if name in chosen.headers:
+            response.headers[name] = chosen.headers[name]
+    if chosen.status == 201 and request.method == "POST":
+        response.headers["Location"] = http.entity_url(
+            http.NgsiContext(request, request.config_dict[STORAGE_KEY], request.config_dict[SETTINGS_KEY], tenant,
+                             request.config_dict[CONTEXTS_KEY], link), entity_id)
+    others = [o for o in failed if o is not chosen]
+    if others:
+        response.headers[WARNING_HEADER] = _warnings(others)
+    return response
+
+
+# ------------------------------------------------------------------ the middleware
+
+
+_READ_PATHS: Final = {("GET", "/entities"): federated_query, ("GET", "/entities/{entity_id}"): federated_retrieve}
+_WRITE_PATHS: Final = frozenset({
+    ("POST", "/entities"), ("PATCH", "/entities/{entity_id}"), ("PUT", "/entities/{entity_id}"),
+    ("DELETE", "/entities/{entity_id}"), ("POST", "/entities/{entity_id}/attrs"),
+    ("PATCH", "/entities/{entity_id}/attrs"), ("PATCH", "/entities/{entity_id}/attrs/{attr}"),
+    ("PUT", "/entities/{entity_id}/attrs/{attr}"), ("DELETE", "/entities/{entity_id}/attrs/{attr}"),
+})
+
+
+def _route_path(request: web.Request, base: str) -> str | None:
+    info = request.match_info
+    resource = info.route.resource if info.route is not None else None
+    if resource is None:
+        return None
+    path = resource.canonical
+    if path.startswith(base):
+        path = path[len(base):]
+    return path.rstrip("/") or "/"
+
+
+@web.middleware
+async def federation_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Loop detection (Via) and forwarding of the entity endpoints to matching registrations."""
+    settings = request.config_dict[SETTINGS_KEY]
+    path = _route_path(request, settings.base_path)
+    key = (request.method, path or "")
+    if key not in _READ_PATHS and key not in _WRITE_PATHS:
+        return await handler(request)
+    client = request.config_dict[FEDERATION_KEY]
+    if client.identity in _via_names(request):
+        raise NgsiError("LoopDetected", f"this request already passed through this store ({client.identity}): "
+                                        "a registration loop")
+    if request.query.get("local") == "true":
+        if key in _WRITE_PATHS:
+            # writes have no local parameter of their own: the local store alone answers, as if not given
+            query = {k: v for k, v in request.query.items() if k != "local"}
+            request = request.clone(rel_url=request.rel_url.with_query(query))
+        return await handler(request)
+    tenant = http.tenant_of(request)
+    if key in _READ_PATHS:
+        return await _READ_PATHS[key](request, handler, client, tenant)
+    return await federated_write(request, handler, client, tenant)
+
+
+def setup_federation(app: web.Application, settings: StoreSettings) -> None:
+    """The federation client in the app's lifecycle (the middleware is added by the app factory)."""
+    client = FederationClient(settings)
+    app[FEDERATION_KEY] = client
+
+    async def lifecycle(app: web.Application) -> Any:  # noqa: ARG001  # cleanup_ctx signature
+        await client.start()
+        try:
+            yield
+        finally:
+            await client.close()
+
+    app.cleanup_ctx.append(lifecycle)
