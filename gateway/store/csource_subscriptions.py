@@ -211,6 +211,7 @@ class CsourceSubscriptions:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._doc_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def start(self) -> None:
         """Open the HTTP client used for notifications."""
@@ -269,22 +270,31 @@ class CsourceSubscriptions:
                 log.info("csource notification of %s to %s failed: %s", sub.id, delivery.redacted(sub.endpoint),
                          reason_text)
             stamp = now()
-            text = await records.get(sub.tenant, sub.id)
-            if text is None:
-                return  # deleted meanwhile
-            stored = codec.loads(text)
-            stats = dict(stored.get("stats") or {})
-            stats["timesSent"] = int(stats.get("timesSent", 0)) + 1
-            stats["lastNotification"] = stamp
-            if ok:
-                stats["lastSuccess"] = stamp
-                stats["status"] = "ok"
-            else:
-                stats["timesFailed"] = int(stats.get("timesFailed", 0)) + 1
-                stats["lastFailure"] = stamp
-                stats["status"] = "failed"
-            stored["stats"] = stats
-            await records.replace(sub.tenant, sub.id, codec.dumps(stored))
+            async with self.doc_lock(sub.tenant, sub.id):
+                await self._count(records, sub, ok, stamp)
+
+    def doc_lock(self, tenant: str, sub_id: str) -> asyncio.Lock:
+        """Held around every read-modify-write of one stored subscription (PATCH, delivery statistics)."""
+        return self._doc_locks.setdefault((tenant, sub_id), asyncio.Lock())
+
+    async def _count(self, records: RegistrationRecords, sub: Subscription, ok: bool, stamp: str) -> None:
+        """Add one delivery to the stored statistics (§5.2.14 timesSent, lastSuccess...)."""
+        text = await records.get(sub.tenant, sub.id)
+        if text is None:
+            return  # deleted meanwhile
+        stored = codec.loads(text)
+        stats = dict(stored.get("stats") or {})
+        stats["timesSent"] = int(stats.get("timesSent", 0)) + 1
+        stats["lastNotification"] = stamp
+        if ok:
+            stats["lastSuccess"] = stamp
+            stats["status"] = "ok"
+        else:
+            stats["timesFailed"] = int(stats.get("timesFailed", 0)) + 1
+            stats["lastFailure"] = stamp
+            stats["status"] = "failed"
+        stored["stats"] = stats
+        await records.replace(sub.tenant, sub.id, codec.dumps(stored))
 
     async def registration_changed(
         self, storage: Any, tenant: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
@@ -461,6 +471,16 @@ async def update_csource_subscription(request: web.Request) -> web.Response:
     ngsi = await http.ngsi_context(request, must_exist=False)
     sub_id = _sub_id(request)
     body = await http.read_body(request, merge_patch=True)
+    service = request.config_dict[CSOURCE_SUBS_KEY]
+    async with service.doc_lock(ngsi.tenant, sub_id):
+        updated, records = await _update(request, ngsi, sub_id, body)
+    await service.notify_current(ngsi.storage, records, updated)
+    return http.no_content()
+
+
+async def _update(
+    request: web.Request, ngsi: http.NgsiContext, sub_id: str, body: http.Body
+) -> tuple[CsourceSubscription, RegistrationRecords]:
     csub = await _lookup(request, ngsi, sub_id)
     if not isinstance(body.data, Mapping) or not body.data:
         raise bad_request("the body must be a non-empty JSON object (a subscription fragment)")
@@ -486,8 +506,7 @@ async def update_csource_subscription(request: web.Request) -> web.Response:
     records = _records(request)
     if not await records.replace(ngsi.tenant, sub_id, codec.dumps({"id": sub_id, **updated.stored()})):
         raise NgsiError("ResourceNotFound", f"context source subscription {sub_id} does not exist")
-    await request.config_dict[CSOURCE_SUBS_KEY].notify_current(ngsi.storage, records, updated)
-    return http.no_content()
+    return updated, records
 
 
 async def delete_csource_subscription(request: web.Request) -> web.Response:
