@@ -265,6 +265,8 @@ class CsourceSubscriptions:
                 if ok:
                     break
                 await asyncio.sleep(wait)
+                if await records.get(sub.tenant, sub.id) is None:
+                    return  # deleted meanwhile: its receiver may be someone else's by now
                 ok, reason_text = await delivery.post(self._session, sub.endpoint, payload, headers)
             if not ok:
                 log.info("csource notification of %s to %s failed: %s", sub.id, delivery.redacted(sub.endpoint),
