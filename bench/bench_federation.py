@@ -73,7 +73,9 @@ async def load(session: aiohttp.ClientSession, base: str, commune: str, n: int) 
             assert r.status in (201, 204), await r.text()
 
 
-async def timed(session: aiohttp.ClientSession, url: str, params: dict[str, str], runs: int) -> tuple[float, float, int]:
+async def timed(
+    session: aiohttp.ClientSession, url: str, params: dict[str, str], runs: int
+) -> tuple[float, float, int]:
     """p50 and p99 in milliseconds, and the entities of the last answer."""
     samples = []
     size = 0

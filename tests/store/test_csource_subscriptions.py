@@ -109,7 +109,9 @@ async def test_notifications_follow_registration_changes(server: StoreServer, re
     assert body["triggerReason"] == "newlyMatching" and body["notifiedAt"]
     assert [r["id"] for r in body["data"]] == ["urn:ngsi-ld:ContextSourceRegistration:1"]
     # only the matching RegistrationInfo is sent (§5.11.7)
-    assert body["data"][0]["information"] == [{"entities": [{"type": ["Streetlight"]}], "propertyNames": ["powerState"]}]
+    assert body["data"][0]["information"] == [
+        {"entities": [{"type": ["Streetlight"]}], "propertyNames": ["powerState"]}
+    ]
     assert "json-ld#context" in headers["Link"]
 
     assert (await server.post(REGS, registration(2, "Parking"))).status == 201  # not matching: no notification
@@ -150,8 +152,9 @@ async def test_filters_q_temporal_geo_and_paused(server: StoreServer, receiver: 
     interval = {"startAt": "2021-01-01T00:00:00Z"}
     assert (await server.post(REGS, registration(1, registrationName="south", location=near,
                                                  observationInterval=interval))).status == 201
+    paris = {"type": "Point", "coordinates": [2.35, 48.85]}
     assert (await server.post(REGS, registration(2, registrationName="north", observationInterval=interval,
-                                                 location={"type": "Point", "coordinates": [2.35, 48.85]}))).status == 201
+                                                 location=paris))).status == 201
     assert (await server.post(REGS, registration(3, registrationName="north", location=near))).status == 201
     assert (await server.post(REGS, registration(4, registrationName="north", location=near,
                                                  observationInterval=interval))).status == 201

@@ -157,7 +157,8 @@ async def test_registration_loop_is_detected_and_ends(stores: list[StoreServer])
 
     # a request that already went through a store is refused by it: LoopDetected (508)
     me = store_identity(a.settings)
-    looped = await a.get("/entities", params={"type": AQ}, headers={"Via": f"1.1 {store_identity(b.settings)}, 1.1 {me}"})
+    via = f"1.1 {store_identity(b.settings)}, 1.1 {me}"
+    looped = await a.get("/entities", params={"type": AQ}, headers={"Via": via})
     assert looped.status == 508 and looped.problem() == "LoopDetected"
     # B, asked directly, tells that its forward to A came back as a loop
     from_b = await b.get("/entities", params={"type": AQ})
