@@ -197,3 +197,13 @@ async def test_crud_errors_and_persistence(server: StoreServer, receiver: Receiv
     assert body["subscriptionId"] == SUB_ID
     assert (await server.delete(f"{SUBS}/{SUB_ID}")).status == 204
     assert (await server.get(f"{SUBS}/{SUB_ID}")).status == 404
+
+
+async def test_failed_delivery_is_counted(server: StoreServer) -> None:
+    """A receiver that is down: the notification is retried, then counted as failed (§5.2.14 status)."""
+    down = f"http://127.0.0.1:{free_port()}/notify"
+    assert (await server.post(SUBS, subscription(down))).status == 201
+    assert (await server.post(REGS, registration(1))).status == 201
+    got = await stats_after(server, 1)
+    assert got["timesFailed"] == 1 and got["status"] == "failed"
+    assert "lastFailure" in got and "lastSuccess" not in got
