@@ -3,7 +3,8 @@
 The store acts as a federating broker in front of the context sources its registrations name (other
 jonction stores, or any NGSI-LD broker at an URL). A middleware wraps the entity endpoints:
 
-* reads (GET /entities, GET /entities/{id}): the local answer and the answers of every matching
+* reads (GET /entities, GET /entities/{id}; the temporal API's GET /temporal/entities[/{id}] too, passed
+  through with the request's @context and added by entity id): the local answer and the answers of every matching
   registration (``inclusive``, ``auxiliary``, ``exclusive``, ``redirect``: all may hold entities
   a consumer asks for) are merged by entity id, each source asked concurrently with its own
   timeout (``StoreSettings.federation_timeout``); a source that fails, is too slow or answers
@@ -487,6 +488,109 @@ def _media_of(request: web.Request) -> str:
         return http.JSON
 
 
+# ------------------------------------------------------------------ temporal reads
+
+
+async def _forward_raw(
+    request: web.Request, client: FederationClient, sources: Sequence[Source], path: str,
+) -> list[Outcome]:
+    """The same GET (path and parameters but local) to each source, with the request's own @context."""
+    link = http.link_context(request)
+    params = {k: v for k, v in request.query.items() if k != "local"}
+
+    async def one(source: Source) -> Outcome:
+        url = source.base() + path + (("?" + urlencode(params)) if params else "")
+        outcome = await client.send("GET", url, client.headers(request, source, link), None, source)
+        if outcome.error is None:
+            if outcome.status == 508:
+                outcome.error = "loop detected (the source forwarded back to this store)"
+            elif outcome.status not in (200, 206, 404):
+                outcome.error = f"HTTP {outcome.status}"
+            elif outcome.status != 404:
+                try:
+                    data = codec.loads(outcome.body)
+                except ValueError:
+                    data = None
+                items = [data] if isinstance(data, dict) else data
+                if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                    outcome.error = "answer is not a temporal entity array"
+                else:
+                    outcome.docs = items
+        if outcome.error is not None:
+            log.info("context source %s (registration %s) failed: %s", source.base(), source.id, outcome.error)
+        return outcome
+
+    return list(await asyncio.gather(*(one(s) for s in sources)))
+
+
+def _tagged(entity: dict[str, Any], source: Source) -> dict[str, Any]:
+    commune = source.commune()
+    if commune is not None:
+        entity.setdefault(COMMUNE_ATTR, {"type": "Property", "value": commune})
+    return entity
+
+
+async def federated_temporal(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], client: FederationClient,
+    tenant: str,
+) -> web.StreamResponse:
+    """GET /temporal/entities[/{id}]: the sources' temporal entities added to the local answer, by id.
+
+    The sources are asked with the request's own parameters and @context (a temporal representation is
+    not re-rendered here), so they must know that @context; a source that does not is named as failed.
+    """
+    entity_id = request.match_info.get("entity_id")
+    if entity_id is not None:
+        sources = _matching(await _registrations(request, tenant), types=None, ids={entity_id}, pattern=None,
+                            attrs=None, ops=_READ_OPS["retrieve"])
+        path = f"/temporal/entities/{quote(entity_id, safe=':@!$&()*+,;=-._~')}"
+    else:
+        types, ids, pattern, attrs = _query_scope(request)
+        sources = _matching(await _registrations(request, tenant), types=types, ids=ids, pattern=pattern,
+                            attrs=attrs, ops=_READ_OPS["query"])
+        path = "/temporal/entities"
+    if not sources:
+        return await handler(request)
+    remote = asyncio.ensure_future(_forward_raw(request, client, sources, path))
+    try:
+        local: web.StreamResponse | None = await handler(request)
+    except NgsiError as exc:
+        if exc.type != "ResourceNotFound" or entity_id is None:
+            remote.cancel()
+            raise
+        local, missing = None, exc
+    outcomes = await remote
+    failed = [o for o in outcomes if o.error is not None]
+    if local is not None and (not isinstance(local, web.Response) or local.status not in (200, 206)):
+        return local
+    if entity_id is not None:
+        found = next((o for o in outcomes if o.error is None and o.docs), None)
+        if local is None:
+            if found is None:
+                raise missing
+            template = web.Response(status=200, content_type=http.JSON)
+            return _respond_merged(template, _tagged(found.docs[0], found.source), failed, None)
+        data = _local_answer(local)
+        if isinstance(data, dict):
+            for o in outcomes:
+                for item in o.docs:
+                    for key, value in _tagged(item, o.source).items():
+                        data.setdefault(key, value)
+            return _respond_merged(local, data, failed, None)
+        return local
+    assert local is not None
+    data = _local_answer(local)
+    if not isinstance(data, list):
+        return local
+    seen = {e.get("id") for e in data if isinstance(e, dict)}
+    for o in outcomes:
+        for item in o.docs:
+            if item.get("id") not in seen:
+                seen.add(item.get("id"))
+                data.append(_tagged(item, o.source))
+    return _respond_merged(local, data, failed, None)
+
+
 # ------------------------------------------------------------------ writes
 
 
@@ -586,7 +690,9 @@ async def federated_write(
 # ------------------------------------------------------------------ the middleware
 
 
-_READ_PATHS: Final = {("GET", "/entities"): federated_query, ("GET", "/entities/{entity_id}"): federated_retrieve}
+_READ_PATHS: Final = {("GET", "/entities"): federated_query, ("GET", "/entities/{entity_id}"): federated_retrieve,
+                      ("GET", "/temporal/entities"): federated_temporal,
+                      ("GET", "/temporal/entities/{entity_id}"): federated_temporal}
 _WRITE_PATHS: Final = frozenset({
     ("POST", "/entities"), ("PATCH", "/entities/{entity_id}"), ("PUT", "/entities/{entity_id}"),
     ("DELETE", "/entities/{entity_id}"), ("POST", "/entities/{entity_id}/attrs"),

@@ -218,3 +218,27 @@ async def test_context_source_info_travels_as_headers(stores: list[StoreServer],
         assert "HTTP 401" in partial.headers["NGSILD-Warning"]
     finally:
         await secured.close()
+
+
+async def test_temporal_queries_are_federated(stores: list[StoreServer]) -> None:
+    syndicat, annecy, _ = stores
+    for value, at in ((20.0, "2026-01-01T00:00:00Z"), (25.0, "2026-01-01T01:00:00Z")):
+        reading = air("annecy", 1, value)
+        reading["no2"]["observedAt"] = at
+        assert (await annecy.post("/entityOperations/upsert", [reading])).status in (201, 204)
+    mine = air("syndicat", 1)
+    mine["no2"]["observedAt"] = "2026-01-01T00:30:00Z"
+    assert (await syndicat.post("/entities", mine)).status == 201
+    assert (await syndicat.post(REGS, registration("annecy", root(annecy), commune="Annecy"))).status == 201
+    params = {"type": AQ, "timerel": "after", "timeAt": "2025-12-31T00:00:00Z"}
+    got = await syndicat.get("/temporal/entities", params=params)
+    assert got.status == 200, got.raw
+    found = by_id(got.json)
+    assert sorted(found) == [f"urn:ngsi-ld:{AQ}:annecy-1", f"urn:ngsi-ld:{AQ}:syndicat-1"]
+    assert sorted(i["value"] for i in found[f"urn:ngsi-ld:{AQ}:annecy-1"]["no2"]) == [20.0, 25.0]
+    assert found[f"urn:ngsi-ld:{AQ}:annecy-1"]["commune"]["value"] == "Annecy"
+    one = await syndicat.get(f"/temporal/entities/urn:ngsi-ld:{AQ}:annecy-1", params={"timerel": "after",
+                                                                                      "timeAt": "2025-12-31T00:00:00Z"})
+    assert one.status == 200 and len(one.json["no2"]) == 2
+    local = await syndicat.get("/temporal/entities", params={**params, "local": "true"})
+    assert [e["id"] for e in local.json] == [f"urn:ngsi-ld:{AQ}:syndicat-1"]
