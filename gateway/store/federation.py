@@ -644,9 +644,17 @@ async def federated_write(
         return await handler(request)
     proxies = [s for s in sources if s.mode in ("exclusive", "redirect")]
     local: web.StreamResponse | None = None
+    local_error: NgsiError | None = None
     if not proxies:
-        local = await handler(request)  # inclusive: the local write first; a refused write goes nowhere
-        if local.status >= 300:
+        # inclusive: the local write first. A request refused as malformed goes nowhere; one the local store
+        # cannot apply (AlreadyExists, ResourceNotFound) is still forwarded, and the answer says which failed.
+        try:
+            local = await handler(request)
+        except NgsiError as exc:
+            if exc.status == 400 or exc.status >= 500:
+                raise
+            local_error = exc
+        if local is not None and local.status >= 300:
             return local
     link = http.link_context(request)
     sub_path = request.path[len(request.config_dict[SETTINGS_KEY].base_path):] if request.path.startswith(
@@ -665,10 +673,8 @@ async def federated_write(
         if o.error is None:
             o.error = f"HTTP {o.status}"
         log.info("forwarding %s to registration %s failed: %s", request.method, o.source.id, o.error)
-    if local is not None:
-        if failed:
-            local.headers[WARNING_HEADER] = _warnings(failed)
-        return local
+    if not proxies:
+        return _inclusive_answer(local, local_error, failed, len(results), entity_id)
     # exclusive/redirect: the sources' answer is the answer (the first success, else the first failure)
     chosen = next((o for o in results if o.error is None), results[0])
     if chosen.error is not None and chosen.status == 0:
@@ -684,6 +690,42 @@ async def federated_write(
     others = [o for o in failed if o is not chosen]
     if others:
         response.headers[WARNING_HEADER] = _warnings(others)
+    return response
+
+
+def _problem_of(outcome: Outcome) -> dict[str, Any]:
+    """The ProblemDetails of a failed forward: the source's own, else one that names the reason."""
+    if outcome.status >= 300:
+        try:
+            body = codec.loads(outcome.body) if outcome.body else None
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "type" in body:
+            return {**body, "status": body.get("status", outcome.status)}
+        return {"type": "https://uri.etsi.org/ngsi-ld/errors/InternalError", "title": f"HTTP {outcome.status}",
+                "status": outcome.status, "detail": f"registration {outcome.source.id} answered {outcome.status}"}
+    return {"type": "https://uri.etsi.org/ngsi-ld/errors/InternalError", "title": "Context source failed",
+            "status": 502, "detail": f"registration {outcome.source.id}: {outcome.error}"}
+
+
+def _inclusive_answer(
+    local: web.StreamResponse | None, local_error: NgsiError | None, failed: Sequence[Outcome], sent: int,
+    entity_id: str,
+) -> web.StreamResponse:
+    """All succeeded: the local answer. Some failed: 207 with a BatchOperationResult (§5.2.16) naming
+    each failure (the registration in ``registrationId``). All failed: the local error."""
+    if local is not None and not failed:
+        return local
+    if local is None and len(failed) == sent:
+        assert local_error is not None
+        raise local_error
+    errors: list[dict[str, Any]] = []
+    if local_error is not None:
+        errors.append({"entityId": entity_id, "error": local_error.to_problem_details()})
+    errors += [{"entityId": entity_id, "registrationId": o.source.id, "error": _problem_of(o)} for o in failed]
+    response = web.json_response({"success": [entity_id], "errors": errors}, status=207)
+    if failed:
+        response.headers[WARNING_HEADER] = _warnings(failed)
     return response
 
 

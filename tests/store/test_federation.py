@@ -242,3 +242,28 @@ async def test_temporal_queries_are_federated(stores: list[StoreServer]) -> None
     assert one.status == 200 and len(one.json["no2"]) == 2
     local = await syndicat.get("/temporal/entities", params={**params, "local": "true"})
     assert [e["id"] for e in local.json] == [f"urn:ngsi-ld:{AQ}:syndicat-1"]
+
+
+async def test_inclusive_write_partial_failures_answer_207(stores: list[StoreServer]) -> None:
+    syndicat, annecy, _ = stores
+    entity_id = f"urn:ngsi-ld:{AQ}:annecy-7"
+    assert (await syndicat.post("/entities", air("annecy", 7), params={"local": "true"})).status == 201
+    assert (await syndicat.post(REGS, registration("inc", root(annecy), entities=[{"type": AQ}]))).status == 201
+    # exists locally (409 here) and is created at the source: 207 naming the local failure
+    created = await syndicat.post("/entities", air("annecy", 7))
+    assert created.status == 207, created.raw
+    assert created.json["errors"][0]["error"]["status"] == 409
+    assert (await annecy.get(f"/entities/{entity_id}")).status == 200
+    # a malformed entity goes nowhere
+    bad = await syndicat.post("/entities", {"id": "not a uri", "type": AQ})
+    assert bad.status == 400 and bad.problem() == "BadRequestData"
+    # a source that is down: the local write stands, the answer names the registration that failed
+    down = registration("down", f"http://127.0.0.1:{free_port()}", entities=[{"type": AQ}])
+    assert (await syndicat.post(REGS, down)).status == 201
+    patched = await syndicat.patch(f"/entities/{entity_id}/attrs", {"no2": {"type": "Property", "value": 60.0}})
+    assert patched.status == 207, patched.raw
+    errors = patched.json["errors"]
+    assert [e.get("registrationId") for e in errors] == ["urn:ngsi-ld:ContextSourceRegistration:down"]
+    assert errors[0]["error"]["status"] == 502 and "unreachable" in errors[0]["error"]["detail"]
+    assert (await syndicat.get(f"/entities/{entity_id}", params={"local": "true"})).json["no2"]["value"] == 60.0
+    assert (await annecy.get(f"/entities/{entity_id}")).json["no2"]["value"] == 60.0
