@@ -606,11 +606,51 @@ async def _entity_type(request: web.Request, tenant: str, entity_id: str, body: 
     return set(doc["type"]) if doc is not None else None
 
 
+def _registered_attrs(source: Source, entity_id: str, types: set[str] | None) -> set[str] | None:
+    """The attribute IRIs a registration holds for this entity; None: the whole entity."""
+    names: set[str] = set()
+    for info in source.doc.get("information", ()):
+        if not regs._info_matches(info, types, {entity_id}, None, None):
+            continue
+        listed = [*info.get("propertyNames", ()), *info.get("relationshipNames", ())]
+        if not listed:
+            return None
+        names.update(listed)
+    return names
+
+
+_MEMBERS: Final = frozenset({"id", "type", "@context", "scope", "createdAt", "modifiedAt"})
+
+
+def _split(body: Any, ctx: jsonld.Context, names: set[str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(the body with the registered attributes only, the body without them); None when not an entity body."""
+    if not isinstance(body, Mapping):
+        return None
+    head = {k: v for k, v in body.items() if k in _MEMBERS}
+    mine = {k: v for k, v in body.items() if k not in _MEMBERS and ctx.expand_term(k) in names}
+    rest = {k: v for k, v in body.items() if k not in _MEMBERS and ctx.expand_term(k) not in names}
+    return {**head, **mine}, {**head, **rest}
+
+
+@dataclass(slots=True)
+class _Target:
+    """Where one part of a write goes: a source (with its body) or, source None, this store."""
+
+    source: Source | None
+    body: bytes | None
+
+
 async def federated_write(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], client: FederationClient,
     tenant: str,
 ) -> web.StreamResponse:
-    """A write on one entity: forwarded to exclusive/redirect sources instead of, inclusive ones besides, the store."""
+    """A write on one entity, split by the registrations' modes (§4.3.6.3).
+
+    ``exclusive``/``redirect`` registrations receive the attributes they register (all of them when they list
+    none) instead of the local store; ``inclusive`` ones receive the whole write as well as the local store;
+    ``auxiliary`` ones never. All parts succeed: the answer of the local store (else of the source); some
+    fail: 207 with a BatchOperationResult naming each failure; all fail: the first failure.
+    """
     docs = await _registrations(request, tenant)
     if not docs:
         return await handler(request)
@@ -642,12 +682,53 @@ async def federated_write(
     ]
     if not sources:
         return await handler(request)
-    proxies = [s for s in sources if s.mode in ("exclusive", "redirect")]
+    contexts = request.config_dict[CONTEXTS_KEY]
+    link = http.link_context(request)
+    try:
+        entries = jsonld.normalize_entries(body["@context"]) if isinstance(body, Mapping) and "@context" in body \
+            else ([link] if link else [])
+        ctx = contexts.get(entries)
+    except NgsiError:
+        return await handler(request)  # the local handler names the @context problem
+    attr = request.match_info.get("attr")
+    targets: list[_Target] = []
+    local_body: bytes | None = raw or None
+    local_wanted = True
+    for source in sources:
+        if source.mode == "inclusive":
+            targets.append(_Target(source, raw or None))
+            continue
+        names = _registered_attrs(source, entity_id, types)
+        if names is None:
+            local_wanted = False  # the whole entity lives at the source
+            targets.append(_Target(source, raw or None))
+            continue
+        if attr is not None:
+            if ctx.expand_term(attr) in names:
+                local_wanted = False
+                targets.append(_Target(source, None))
+            continue
+        parts = _split(body, ctx, names) if local_body is not None else None
+        if parts is None:
+            if request.method == "DELETE":
+                targets.append(_Target(source, None))  # the entity: its registered part at the source too
+            continue
+        mine, rest = parts
+        if len(mine) > len([k for k in mine if k in _MEMBERS]):
+            targets.append(_Target(source, codec.dumps_bytes(mine)))
+            local_body = codec.dumps_bytes(rest)
+            if len(rest) == len([k for k in rest if k in _MEMBERS]):
+                local_wanted = False  # nothing left for this store
+    if not targets:
+        return await handler(request)
     local: web.StreamResponse | None = None
     local_error: NgsiError | None = None
-    if not proxies:
-        # inclusive: the local write first. A request refused as malformed goes nowhere; one the local store
-        # cannot apply (AlreadyExists, ResourceNotFound) is still forwarded, and the answer says which failed.
+    if local_wanted:
+        if local_body is not None and local_body != raw:
+            request[http.BODY_KEY] = local_body
+            request = request.clone(headers={**request.headers, "Content-Length": str(len(local_body))})
+        # A request refused as malformed goes nowhere; one the local store cannot apply (AlreadyExists,
+        # ResourceNotFound) is still forwarded, and the answer says which part failed.
         try:
             local = await handler(request)
         except NgsiError as exc:
@@ -656,40 +737,36 @@ async def federated_write(
             local_error = exc
         if local is not None and local.status >= 300:
             return local
-    link = http.link_context(request)
-    sub_path = request.path[len(request.config_dict[SETTINGS_KEY].base_path):] if request.path.startswith(
-        request.config_dict[SETTINGS_KEY].base_path) else request.path
+    sub_path = request.path[len(settings.base_path):] if request.path.startswith(settings.base_path) else request.path
     query = {k: v for k, v in request.query.items() if k != "local"}
-    outcomes = []
-    for source in proxies or sources:
-        headers = client.headers(request, source, _remote_context(source, link))
-        if request.content_type:
+    sends = []
+    for target in targets:
+        assert target.source is not None
+        headers = client.headers(request, target.source, _remote_context(target.source, link))
+        if target.body is not None and request.content_type:
             headers["Content-Type"] = request.content_type
-        url = source.base() + sub_path + (("?" + urlencode(query)) if query else "")
-        outcomes.append(client.send(request.method, url, headers, raw or None, source))
-    results = list(await asyncio.gather(*outcomes))
+        url = target.source.base() + sub_path + (("?" + urlencode(query)) if query else "")
+        sends.append(client.send(request.method, url, headers, target.body, target.source))
+    results = list(await asyncio.gather(*sends))
     failed = [o for o in results if o.error is not None or o.status >= 300]
     for o in failed:
         if o.error is None:
             o.error = f"HTTP {o.status}"
         log.info("forwarding %s to registration %s failed: %s", request.method, o.source.id, o.error)
-    if not proxies:
+    if local_wanted:
         return _inclusive_answer(local, local_error, failed, len(results), entity_id)
-    # exclusive/redirect: the sources' answer is the answer (the first success, else the first failure)
-    chosen = next((o for o in results if o.error is None), results[0])
-    if chosen.error is not None and chosen.status == 0:
+    succeeded = [o for o in results if o not in failed]
+    if succeeded and failed:
+        return _inclusive_answer(None, None, failed, len(results) + 1, entity_id)
+    chosen = succeeded[0] if succeeded else results[0]
+    if chosen.status == 0:
         raise NgsiError("InternalError", f"registration {chosen.source.id}: {chosen.error}", status=502)
     response = web.Response(status=chosen.status, body=chosen.body or None)
-    for name in ("Content-Type",):
-        if name in chosen.headers:
-            response.headers[name] = chosen.headers[name]
+    if "Content-Type" in chosen.headers:
+        response.headers["Content-Type"] = chosen.headers["Content-Type"]
     if chosen.status == 201 and request.method == "POST":
         response.headers["Location"] = http.entity_url(
-            http.NgsiContext(request, request.config_dict[STORAGE_KEY], request.config_dict[SETTINGS_KEY], tenant,
-                             request.config_dict[CONTEXTS_KEY], link), entity_id)
-    others = [o for o in failed if o is not chosen]
-    if others:
-        response.headers[WARNING_HEADER] = _warnings(others)
+            http.NgsiContext(request, request.config_dict[STORAGE_KEY], settings, tenant, contexts, link), entity_id)
     return response
 
 

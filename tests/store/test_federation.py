@@ -267,3 +267,27 @@ async def test_inclusive_write_partial_failures_answer_207(stores: list[StoreSer
     assert errors[0]["error"]["status"] == 502 and "unreachable" in errors[0]["error"]["detail"]
     assert (await syndicat.get(f"/entities/{entity_id}", params={"local": "true"})).json["no2"]["value"] == 60.0
     assert (await annecy.get(f"/entities/{entity_id}")).json["no2"]["value"] == 60.0
+
+
+async def test_exclusive_registered_attributes_live_at_the_source(stores: list[StoreServer]) -> None:
+    """An exclusive registration of one attribute: that attribute goes to the source, the rest stays here."""
+    syndicat, annecy, _ = stores
+    entity_id = f"urn:ngsi-ld:{AQ}:annecy-5"
+    reg = registration("no2", root(annecy), mode="exclusive", entities=[{"type": AQ, "id": entity_id}],
+                       commune="Annecy")
+    reg["information"][0]["propertyNames"] = ["no2"]
+    assert (await syndicat.post(REGS, reg)).status == 201
+    assert (await syndicat.post("/entities", air("annecy", 5))).status == 201
+    remote = (await annecy.get(f"/entities/{entity_id}")).json
+    assert "no2" in remote and "location" not in remote
+    mine = (await syndicat.get(f"/entities/{entity_id}", params={"local": "true"})).json
+    assert "location" in mine and "no2" not in mine
+    merged = (await syndicat.get(f"/entities/{entity_id}")).json
+    assert merged["no2"]["value"] == 20.0 and "location" in merged and merged["commune"]["value"] == "Annecy"
+
+    patched = await syndicat.patch(f"/entities/{entity_id}/attrs", {"no2": {"type": "Property", "value": 40.0}})
+    assert patched.status == 204, patched.raw
+    assert (await annecy.get(f"/entities/{entity_id}")).json["no2"]["value"] == 40.0
+    assert "no2" not in (await syndicat.get(f"/entities/{entity_id}", params={"local": "true"})).json
+    assert (await syndicat.delete(f"/entities/{entity_id}/attrs/no2")).status == 204
+    assert "no2" not in (await annecy.get(f"/entities/{entity_id}")).json
