@@ -175,7 +175,7 @@ def _notification(
     sub = csub.sub
     ctx = sub.notify_ctx
     assert ctx is not None
-    data = [regs.render({**doc, "information": infos}, ctx) for doc, infos in docs]
+    data = [regs.redacted(regs.render({**doc, "information": infos}, ctx)) for doc, infos in docs]
     for reg in data:
         for info in reg.get("information", ()):
             for entity in info.get("entities", ()):

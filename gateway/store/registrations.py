@@ -22,6 +22,7 @@ from gateway.store.patterns import Matcher, compile_user_pattern
 from gateway.store.problems import NgsiError, bad_request
 from gateway.store.records import RegistrationRecords
 from gateway.store.settings import STORAGE_KEY
+from gateway.store.subscriptions.parsing import REDACTED, secret_key
 
 _TYPE: Final = "ContextSourceRegistration"
 _MODES: Final = frozenset({"inclusive", "exclusive", "redirect", "auxiliary"})
@@ -214,6 +215,36 @@ def render(doc: Mapping[str, Any], ctx: jsonld.Context, *, sys_attrs: bool = Fal
     return out
 
 
+def redacted(shown: Mapping[str, Any]) -> dict[str, Any]:
+    """A registration as readers get it: credential values of ``contextSourceInfo`` masked.
+
+    They are headers of the requests forwarded to the source (a neighbour's bearer token travels this
+    way); only responses and notifications are redacted, the stored registration keeps them.
+    """
+    out = dict(shown)
+    info = out.get("contextSourceInfo")
+    if isinstance(info, list):
+        out["contextSourceInfo"] = [
+            {**item, "value": REDACTED}
+            if isinstance(item, Mapping) and isinstance(item.get("key"), str) and secret_key(item["key"]) else item
+            for item in info
+        ]
+    return out
+
+
+def _unredacted(fragment: dict[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A PATCH fragment whose masked values (sent back as read) are replaced by the stored ones."""
+    new, old = fragment.get("contextSourceInfo"), stored.get("contextSourceInfo")
+    if isinstance(new, list) and isinstance(old, list):
+        known = {i.get("key"): i.get("value") for i in old if isinstance(i, Mapping)}
+        fragment["contextSourceInfo"] = [
+            {**i, "value": known[i.get("key")]}
+            if isinstance(i, Mapping) and i.get("value") == REDACTED and i.get("key") in known else i
+            for i in new
+        ]
+    return fragment
+
+
 def _render_info(info: Mapping[str, Any], ctx: jsonld.Context) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "entities" in info:
@@ -399,7 +430,7 @@ async def retrieve_registration(request: web.Request) -> web.Response:
     ngsi = await http.ngsi_context(request)
     media = http.negotiate(request)
     doc = await _lookup(request, ngsi, _reg_id(request))
-    return http.respond(ngsi, render(doc, ngsi.context(), sys_attrs=sys_attrs), media=media)
+    return http.respond(ngsi, redacted(render(doc, ngsi.context(), sys_attrs=sys_attrs)), media=media)
 
 
 def _ids(value: str | None, name: str) -> set[str] | None:
@@ -461,7 +492,7 @@ async def query_registrations(request: web.Request) -> web.Response:
     page = found[offset : offset + limit]
     headers = {http.COUNT_HEADER: str(len(found))} if count or "count" in q.get("options", "") else {}
     links = http.page_links(ngsi, limit, offset, offset + limit < len(found))
-    shown = [render(d, ctx, sys_attrs=sys_attrs) for d in page]
+    shown = [redacted(render(d, ctx, sys_attrs=sys_attrs)) for d in page]
     return http.respond(ngsi, shown, media=media, headers=headers, links=links)
 
 
@@ -477,7 +508,7 @@ async def update_registration(request: web.Request) -> web.Response:
     doc = await _lookup(request, ngsi, reg_id)
     current = render(doc, ctx)
     current.pop("status", None)
-    fragment = {k: v for k, v in body.data.items() if k != "@context"}
+    fragment = _unredacted({k: v for k, v in body.data.items() if k != "@context"}, doc)
     if "type" in fragment and fragment["type"] != _TYPE:
         raise _fail("/type", f"must be {_TYPE!r}")
     merged = {k: v for k, v in {**current, **fragment}.items() if v is not None}

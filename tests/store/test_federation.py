@@ -207,7 +207,13 @@ async def test_context_source_info_travels_as_headers(stores: list[StoreServer],
         assert (await syndicat.post(REGS, reg)).status == 201
         got = await syndicat.get("/entities", params={"type": AQ})
         assert [e["id"] for e in got.json] == [f"urn:ngsi-ld:{AQ}:secured-1"], got.headers.get("NGSILD-Warning")
-        # the registration is readable, but the stored token never reaches the logs (checked by review) and
+        # readers of the registration see the token masked; sending the masked value back keeps the token
+        reg_url = f"{REGS}/urn:ngsi-ld:ContextSourceRegistration:secured"
+        shown = (await syndicat.get(reg_url)).json["contextSourceInfo"]
+        assert {"key": "Authorization", "value": "***"} in shown
+        assert (await syndicat.patch(reg_url, {"contextSourceInfo": shown, "registrationName": "s"})).status == 204
+        again = await syndicat.get("/entities", params={"type": AQ})
+        assert [e["id"] for e in again.json] == [f"urn:ngsi-ld:{AQ}:secured-1"], again.headers.get("NGSILD-Warning")
         # a wrong token is a named partial failure, not an error of the whole query
         bad = registration("secured", root(secured), commune="Secured")
         bad["contextSourceInfo"].append({"key": "Authorization", "value": "Bearer wrong"})
