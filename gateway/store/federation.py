@@ -770,6 +770,139 @@ async def federated_write(
     return response
 
 
+async def federated_batch(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], client: FederationClient,
+    tenant: str,
+) -> web.StreamResponse:
+    """Batch create/upsert/update/merge/delete: each entity split by the registrations' modes, as one write.
+
+    One request per source carries its part of every entity; the local store gets what stays here. The
+    answer merges the parts: every part succeeded, the usual answer; some failed, 207 with the failed
+    entities (``registrationId`` naming the source) in ``errors``.
+    """
+    docs = await _registrations(request, tenant)
+    length = request.content_length
+    settings = request.config_dict[SETTINGS_KEY]
+    if not docs or not request.can_read_body or length is None or not 0 < length <= settings.max_body_bytes:
+        return await handler(request)
+    try:
+        raw = await request.content.readexactly(length)
+    except Exception:  # IncompleteReadError, connection reset: the local handler answers it
+        return await handler(request)
+    request[http.BODY_KEY] = raw
+    try:
+        items = codec.loads(raw)
+    except ValueError:
+        return await handler(request)
+    if not isinstance(items, list):
+        return await handler(request)
+    contexts = request.config_dict[CONTEXTS_KEY]
+    link = http.link_context(request)
+    deleting = request.path.rstrip("/").endswith("/delete")
+    storage = request.config_dict[STORAGE_KEY]
+    parts: dict[str, tuple[Source, list[Any]]] = {}
+    local_items: list[Any] = []
+    for item in items:
+        if deleting:
+            entity_id = item if isinstance(item, str) else None
+            entity: Any = None
+        else:
+            entity = item
+            entity_id = item.get("id") if isinstance(item, Mapping) else None
+        if not isinstance(entity_id, str):
+            local_items.append(item)  # the local store reports it
+            continue
+        try:
+            entries = jsonld.normalize_entries(entity["@context"]) if isinstance(entity, Mapping) and \
+                "@context" in entity else ([link] if link else [])
+            ctx = contexts.get(entries)
+        except NgsiError:
+            local_items.append(item)
+            continue
+        if isinstance(entity, Mapping) and "type" in entity:
+            raw_types = entity["type"] if isinstance(entity["type"], list) else [entity["type"]]
+            types: set[str] | None = {ctx.expand_term(t) for t in raw_types if isinstance(t, str)}
+        else:
+            doc = await storage.get_doc(tenant, entity_id)
+            types = set(doc["type"]) if doc is not None else None
+        sources = [
+            src for src in _matching(docs, types=None, ids={entity_id}, pattern=None, attrs=None, ops=_WRITE_OPS)
+            if src.mode != "auxiliary"
+            and (types is None or any(regs._info_matches(i, types, None, None, None) for i in src.doc["information"]))
+        ]
+        keep: Any = item
+        for src in sources:
+            names = None if src.mode == "inclusive" else _registered_attrs(src, entity_id, types)
+            if src.mode == "inclusive":
+                parts.setdefault(src.id, (src, []))[1].append(item)
+            elif names is None or deleting:
+                parts.setdefault(src.id, (src, []))[1].append(item)
+                if names is None:
+                    keep = None
+            elif isinstance(keep, Mapping):
+                split = _split(keep, ctx, names)
+                if split is not None and len(split[0]) > len([k for k in split[0] if k in _MEMBERS]):
+                    parts.setdefault(src.id, (src, []))[1].append(split[0])
+                    keep = split[1] if len(split[1]) > len([k for k in split[1] if k in _MEMBERS]) else None
+        if keep is not None:
+            local_items.append(keep)
+    if not parts:
+        return await handler(request)
+    local: web.StreamResponse | None = None
+    if local_items:
+        body = codec.dumps_bytes(local_items)
+        request[http.BODY_KEY] = body
+        local = await handler(request.clone(headers={**request.headers, "Content-Length": str(len(body))}))
+        if local.status >= 400:
+            return local
+    sub_path = request.path[len(settings.base_path):] if request.path.startswith(settings.base_path) else request.path
+    sends = []
+    for src, chunk in parts.values():
+        headers = client.headers(request, src, _remote_context(src, link))
+        headers["Content-Type"] = request.content_type or http.JSON
+        sends.append(client.send("POST", src.base() + sub_path, headers, codec.dumps_bytes(chunk), src))
+    results = list(await asyncio.gather(*sends))
+    success: list[str] = []
+    errors: list[dict[str, Any]] = []
+    created: list[str] = []
+    if local is not None:
+        answer = _local_answer(local)
+        if local.status == 207 and isinstance(answer, dict):
+            success += [str(i) for i in answer.get("success", [])]
+            errors += list(answer.get("errors", []))
+        else:
+            ids = [i if isinstance(i, str) else i.get("id") for i in local_items if isinstance(i, str | Mapping)]
+            success += [str(i) for i in ids if i is not None]
+            if local.status == 201 and isinstance(answer, list):
+                created += [str(i) for i in answer]
+    for outcome in results:
+        chunk = parts[outcome.source.id][1]
+        sent_ids = [str(i if isinstance(i, str) else i.get("id")) for i in chunk]
+        if outcome.error is None and outcome.status < 300:
+            success += [i for i in sent_ids if i not in success]
+            if outcome.status == 201:
+                created += sent_ids
+            continue
+        if outcome.error is None:
+            outcome.error = f"HTTP {outcome.status}"
+        log.info("forwarding a batch to registration %s failed: %s", outcome.source.id, outcome.error)
+        problem = _problem_of(outcome)
+        errors += [{"entityId": i, "registrationId": outcome.source.id, "error": problem} for i in sent_ids]
+    failed_ids = {e.get("entityId") for e in errors}
+    success = [i for i in dict.fromkeys(success) if i not in failed_ids]
+    if errors:
+        response = web.json_response({"success": success, "errors": errors}, status=207)
+        failed = [o for o in results if o.error is not None]
+        if failed:
+            response.headers[WARNING_HEADER] = _warnings(failed)
+        return response
+    if local is not None and (local.status != 201 or not created):
+        return local
+    if request.path.rstrip("/").endswith(("/create", "/upsert")) and created:
+        return web.json_response(list(dict.fromkeys(created)), status=201)
+    return web.Response(status=204)
+
+
 def _problem_of(outcome: Outcome) -> dict[str, Any]:
     """The ProblemDetails of a failed forward: the source's own, else one that names the reason."""
     if outcome.status >= 300:
@@ -831,6 +964,10 @@ def _route_path(request: web.Request, base: str) -> str | None:
     return path.rstrip("/") or "/"
 
 
+_BATCH_PATHS: Final = frozenset({("POST", f"/entityOperations/{op}")
+                                 for op in ("create", "upsert", "update", "delete", "merge")})
+
+
 @web.middleware
 async def federation_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -839,14 +976,14 @@ async def federation_middleware(
     settings = request.config_dict[SETTINGS_KEY]
     path = _route_path(request, settings.base_path)
     key = (request.method, path or "")
-    if key not in _READ_PATHS and key not in _WRITE_PATHS:
+    if key not in _READ_PATHS and key not in _WRITE_PATHS and key not in _BATCH_PATHS:
         return await handler(request)
     client = request.config_dict[FEDERATION_KEY]
     if client.identity in _via_names(request):
         raise NgsiError("LoopDetected", f"this request already passed through this store ({client.identity}): "
                                         "a registration loop")
     if request.query.get("local") == "true":
-        if key in _WRITE_PATHS:
+        if key in _WRITE_PATHS or key in _BATCH_PATHS:
             # writes have no local parameter of their own: the local store alone answers, as if not given
             query = {k: v for k, v in request.query.items() if k != "local"}
             request = request.clone(rel_url=request.rel_url.with_query(query))
@@ -854,6 +991,8 @@ async def federation_middleware(
     tenant = http.tenant_of(request)
     if key in _READ_PATHS:
         return await _READ_PATHS[key](request, handler, client, tenant)
+    if key in _BATCH_PATHS:
+        return await federated_batch(request, handler, client, tenant)
     return await federated_write(request, handler, client, tenant)
 
 

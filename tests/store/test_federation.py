@@ -297,3 +297,33 @@ async def test_exclusive_registered_attributes_live_at_the_source(stores: list[S
     assert "no2" not in (await syndicat.get(f"/entities/{entity_id}", params={"local": "true"})).json
     assert (await syndicat.delete(f"/entities/{entity_id}/attrs/no2")).status == 204
     assert "no2" not in (await annecy.get(f"/entities/{entity_id}")).json
+
+
+async def test_batch_operations_follow_the_modes(stores: list[StoreServer]) -> None:
+    """A batch upsert at the syndicat: exclusive entities go to their commune, inclusive ones to both."""
+    syndicat, annecy, seynod = stores
+    exclusive = registration("exc", root(annecy), mode="exclusive", entities=[{"type": AQ, "idPattern": ".*annecy.*"}])
+    inclusive = registration("inc", root(seynod), entities=[{"type": AQ, "idPattern": ".*seynod.*"}])
+    for reg in (exclusive, inclusive):
+        assert (await syndicat.post(REGS, reg)).status == 201
+    batch = [air("annecy", 1), air("seynod", 1), air("syndicat", 1)]
+    created = await syndicat.post("/entityOperations/create", batch)
+    assert created.status == 201, created.raw
+    assert sorted(created.json) == sorted(e["id"] for e in batch)
+    local = await syndicat.get("/entities", params={"type": AQ, "local": "true"})
+    assert sorted(e["id"] for e in local.json) == [f"urn:ngsi-ld:{AQ}:seynod-1", f"urn:ngsi-ld:{AQ}:syndicat-1"]
+    assert [e["id"] for e in (await annecy.get("/entities", params={"type": AQ})).json] == [f"urn:ngsi-ld:{AQ}:annecy-1"]
+    assert [e["id"] for e in (await seynod.get("/entities", params={"type": AQ})).json] == [f"urn:ngsi-ld:{AQ}:seynod-1"]
+
+    # seynod down: its part of the batch fails and is named, the rest is applied
+    await seynod.stop()
+    upserted = await syndicat.post("/entityOperations/upsert", [air("annecy", 1, 50.0), air("seynod", 1, 50.0)])
+    assert upserted.status == 207, upserted.raw
+    assert upserted.json["success"] == [f"urn:ngsi-ld:{AQ}:annecy-1"]
+    assert [(e["entityId"], e["registrationId"]) for e in upserted.json["errors"]] == [
+        (f"urn:ngsi-ld:{AQ}:seynod-1", "urn:ngsi-ld:ContextSourceRegistration:inc")]
+    assert (await annecy.get(f"/entities/urn:ngsi-ld:{AQ}:annecy-1")).json["no2"]["value"] == 50.0
+    await seynod.start()
+    deleted = await syndicat.post("/entityOperations/delete", [f"urn:ngsi-ld:{AQ}:annecy-1"])
+    assert deleted.status == 204, deleted.raw
+    assert (await annecy.get(f"/entities/urn:ngsi-ld:{AQ}:annecy-1")).status == 404
