@@ -3,16 +3,17 @@
 The store acts as a federating broker in front of the context sources its registrations name (other
 jonction stores, or any NGSI-LD broker at an URL). A middleware wraps the entity endpoints:
 
-* reads (GET /entities, GET /entities/{id}; the temporal API's GET /temporal/entities[/{id}] too, passed
-  through with the request's @context and added by entity id): the local answer and the answers of every matching
+* reads (GET /entities, GET /entities/{id}; GET /temporal/entities[/{id}] too, passed through with
+  the request's @context and added by entity id): the local answer and the answers of every matching
   registration (``inclusive``, ``auxiliary``, ``exclusive``, ``redirect``: all may hold entities
   a consumer asks for) are merged by entity id, each source asked concurrently with its own
   timeout (``StoreSettings.federation_timeout``); a source that fails, is too slow or answers
   garbage is named in the ``NGSILD-Warning`` header (``199 <registration id> "reason"``) and the
   rest of the answer still returns;
-* writes on one entity (create, update, merge, replace, delete and attribute operations):
-  ``exclusive`` and ``redirect`` registrations receive the request instead of the local store,
-  ``inclusive`` ones as well as the local store, ``auxiliary`` ones never (§4.3.6.3);
+* writes on one entity (create, update, merge, replace, delete and attribute operations) and batch
+  operations: ``exclusive`` and ``redirect`` registrations receive the request (or, when they list
+  attributes, those attributes of it) instead of the local store, ``inclusive`` ones as well as the
+  local store, ``auxiliary`` ones never (§4.3.6.3); a part that fails makes the answer a 207 naming it;
 * ``local=true`` disables forwarding; the ``Via`` header (RFC 9110 §7.6.3) carries this store's
   identity to the sources, and a request whose ``Via`` already names it is refused with
   LoopDetected (508), which ends a registration loop (A registers B, B registers A) after one hop;
@@ -268,19 +269,6 @@ def _expand_answer(outcome: Outcome, contexts: jsonld.ContextCache, link: str | 
         outcome.docs = [ctx.expand_entity({k: v for k, v in i.items() if k != "@context"}) for i in items]
     except NgsiError as exc:
         outcome.error = f"answer refused: {exc.type} {exc.detail}"[:300]
-
-
-def _merge_doc(into: dict[str, Any], other: Mapping[str, Any]) -> None:
-    """Attributes of ``other`` the entity does not have yet are added (the first source keeps its own)."""
-    for key, value in other.items():
-        if key not in into:
-            into[key] = value
-    into_types = list(into.get("type") or [])
-    for t in other.get("type") or []:
-        if t not in into_types:
-            into_types.append(t)
-    if into_types:
-        into["type"] = into_types
 
 
 def _tag(entity: dict[str, Any], commune: str, form: str) -> None:
