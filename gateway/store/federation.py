@@ -594,6 +594,12 @@ async def _entity_type(request: web.Request, tenant: str, entity_id: str, body: 
     return set(doc["type"]) if doc is not None else None
 
 
+def _sub_path(request: web.Request, settings: StoreSettings) -> str:
+    """The request's path below the API root, without a trailing slash (sources serve the canonical form)."""
+    path = request.path[len(settings.base_path):] if request.path.startswith(settings.base_path) else request.path
+    return path.rstrip("/") or "/"
+
+
 def _registered_attrs(source: Source, entity_id: str, types: set[str] | None) -> set[str] | None:
     """The attribute IRIs a registration holds for this entity; None: the whole entity."""
     names: set[str] = set()
@@ -725,7 +731,7 @@ async def federated_write(
             local_error = exc
         if local is not None and local.status >= 300:
             return local
-    sub_path = request.path[len(settings.base_path):] if request.path.startswith(settings.base_path) else request.path
+    sub_path = _sub_path(request, settings)
     query = {k: v for k, v in request.query.items() if k != "local"}
     sends = []
     for target in targets:
@@ -843,7 +849,7 @@ async def federated_batch(
         local = await handler(request.clone(headers={**request.headers, "Content-Length": str(len(body))}))
         if local.status >= 400:
             return local
-    sub_path = request.path[len(settings.base_path):] if request.path.startswith(settings.base_path) else request.path
+    sub_path = _sub_path(request, settings)
     sends = []
     for src, chunk in parts.values():
         headers = client.headers(request, src, _remote_context(src, link))
