@@ -897,6 +897,38 @@ async def federated_batch(
     return web.Response(status=204)
 
 
+async def federated_purge(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], client: FederationClient,
+    tenant: str,
+) -> web.StreamResponse:
+    """DELETE /entities (Purge Entities): purged here and at every matching non-auxiliary source."""
+    types, ids, pattern, _ = _query_scope(request)
+    sources = [s for s in _matching(await _registrations(request, tenant), types=types, ids=ids, pattern=pattern,
+                                    attrs=None, ops=_WRITE_OPS) if s.mode != "auxiliary"]
+    if not sources:
+        return await handler(request)
+    local = await handler(request)  # a malformed purge is refused here before anything is forwarded
+    if local.status >= 300:
+        return local
+    link = http.link_context(request)
+    query = {k: v for k, v in request.query.items() if k != "local"}
+    sends = []
+    for src in sources:
+        url = src.base() + "/entities" + (("?" + urlencode(query)) if query else "")
+        sends.append(client.send("DELETE", url, client.headers(request, src, _remote_context(src, link)), None, src))
+    results = list(await asyncio.gather(*sends))
+    failed = [o for o in results if o.error is not None or o.status >= 300]
+    if not failed:
+        return local
+    for o in failed:
+        if o.error is None:
+            o.error = f"HTTP {o.status}"
+    response = web.json_response({"success": [], "errors": [
+        {"registrationId": o.source.id, "error": _problem_of(o)} for o in failed]}, status=207)
+    response.headers[WARNING_HEADER] = _warnings(failed)
+    return response
+
+
 def _problem_of(outcome: Outcome) -> dict[str, Any]:
     """The ProblemDetails of a failed forward: the source's own, else one that names the reason."""
     if outcome.status >= 300:
@@ -958,8 +990,10 @@ def _route_path(request: web.Request, base: str) -> str | None:
     return path.rstrip("/") or "/"
 
 
-_BATCH_PATHS: Final = frozenset({("POST", f"/entityOperations/{op}")
-                                 for op in ("create", "upsert", "update", "delete", "merge")})
+_BATCH_PATHS: Final = frozenset(
+    {("POST", f"/entityOperations/{op}") for op in ("create", "upsert", "update", "delete", "merge")}
+    | {("DELETE", "/entities")}  # Purge Entities
+)
 
 
 @web.middleware
@@ -977,7 +1011,7 @@ async def federation_middleware(
         raise NgsiError("LoopDetected", f"this request already passed through this store ({client.identity}): "
                                         "a registration loop")
     if request.query.get("local") == "true":
-        if key in _WRITE_PATHS or key in _BATCH_PATHS:
+        if key in _WRITE_PATHS or (key in _BATCH_PATHS and key != ("DELETE", "/entities")):  # purge has local
             # writes have no local parameter of their own: the local store alone answers, as if not given
             query = {k: v for k, v in request.query.items() if k != "local"}
             request = request.clone(rel_url=request.rel_url.with_query(query))
@@ -985,6 +1019,8 @@ async def federation_middleware(
     tenant = http.tenant_of(request)
     if key in _READ_PATHS:
         return await _READ_PATHS[key](request, handler, client, tenant)
+    if key == ("DELETE", "/entities"):
+        return await federated_purge(request, handler, client, tenant)
     if key in _BATCH_PATHS:
         return await federated_batch(request, handler, client, tenant)
     return await federated_write(request, handler, client, tenant)

@@ -328,3 +328,21 @@ async def test_batch_operations_follow_the_modes(stores: list[StoreServer]) -> N
     deleted = await syndicat.post("/entityOperations/delete", [f"urn:ngsi-ld:{AQ}:annecy-1"])
     assert deleted.status == 204, deleted.raw
     assert (await annecy.get(f"/entities/urn:ngsi-ld:{AQ}:annecy-1")).status == 404
+
+
+async def test_purge_reaches_the_sources(stores: list[StoreServer]) -> None:
+    syndicat, annecy, seynod = stores
+    assert (await annecy.post("/entities", air("annecy", 1))).status == 201
+    assert (await seynod.post("/entities", air("seynod", 1))).status == 201
+    assert (await syndicat.post("/entities", air("syndicat", 1))).status == 201
+    assert (await syndicat.post(REGS, registration("inc", root(annecy)))).status == 201
+    assert (await syndicat.post(REGS, registration("aux", root(seynod), mode="auxiliary"))).status == 201
+    assert (await syndicat.delete("/entities", params={"type": AQ})).status == 204
+    assert (await syndicat.get("/entities", params={"type": AQ, "local": "true"})).json == []
+    assert (await annecy.get("/entities", params={"type": AQ})).json == []
+    assert len((await seynod.get("/entities", params={"type": AQ})).json) == 1  # auxiliary: never written
+    # local=true alone still purges this store only
+    made = await syndicat.post("/entities", air("syndicat", 2))
+    assert made.status == 201, made.raw
+    assert (await syndicat.delete("/entities", params={"local": "true"})).status == 204
+    assert len((await annecy.get("/entities", params={"type": AQ})).json) == 1
