@@ -195,7 +195,7 @@ def store_settings(cfg: GatewayConfig) -> StoreSettings:
                          allowed_hosts=frozenset(allowed_hosts(cfg)),
                          durability="full" if cfg.durability == "full" else "normal",
                          allow_unfiltered_queries=cfg.allow_unfiltered_queries,
-                         database=cfg.embedded_database)
+                         database=cfg.embedded_database, sharing=cfg.embedded_sharing)
 
 
 def _storage_ctx(storage: Storage, cfg: GatewayConfig) -> Callable[[web.Application], AsyncIterator[None]]:

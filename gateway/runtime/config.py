@@ -29,6 +29,8 @@ from gateway.runtime.pipeline import Route
 from gateway.runtime.publisher import PublisherSettings
 from gateway.runtime.sinks import PROFILES, RemoteSettings
 from gateway.secrets import read_secret
+from gateway.store import sharing
+from gateway.store.sharing import Policies
 
 MAX_CONFIG_BYTES: Final = 1 << 20
 LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -161,6 +163,8 @@ class GatewayConfig:
     """``embedded_store.database``: the store's database URL (None: SQLite in the data directory)."""
     embedded_latest_only: bool = False
     """Publish only the latest of an entity's readings waiting together to the embedded store."""
+    embedded_sharing: Policies | None = None
+    """``embedded_store.sharing``: the sharing policy file, loaded and checked (None: owners only)."""
     allow_unfiltered_queries: bool = False
     sinks: list[SinkConfig] = field(default_factory=list)
     sources: list[SourceConfig] = field(default_factory=list)
@@ -288,6 +292,12 @@ def parse(
     cfg.allow_unfiltered_queries = bool(embedded.get("allow_unfiltered_queries", False))
     cfg.embedded_database = embedded.get("database")
     cfg.embedded_latest_only = bool(embedded.get("latest_only", False))
+    if embedded.get("sharing"):
+        sharing_path = Path(embedded["sharing"])
+        try:
+            cfg.embedded_sharing = sharing.load(sharing_path if sharing_path.is_absolute() else base / sharing_path)
+        except ConfigInvalid as exc:
+            problems.extend(f"/embedded_store/sharing: {p}" for p in exc.problems)
     if "tenants" in embedded:
         cfg.embedded_tenants = frozenset(embedded["tenants"])
     names: set[str] = set()
