@@ -61,13 +61,16 @@ def is_audit_path(path: str) -> bool:
 
 def clean_query(query_string: str, secrets: Iterable[str] = ()) -> str:
     """The query string without credential-like parameters, known tokens masked, bounded in length."""
-    kept = [(k, v) for k, v in parse_qsl(query_string, keep_blank_values=True)
+    known = [s for s in secrets if s]
+
+    def masked(value: str) -> str:
+        for secret in known:
+            value = value.replace(secret, "***")
+        return value
+
+    kept = [(k, masked(v)) for k, v in parse_qsl(query_string, keep_blank_values=True)
             if not any(word in k.lower() for word in _SECRET_WORDS)]
-    text = urlencode(kept)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text[:_MAX_QUERY]
+    return urlencode(kept)[:_MAX_QUERY]
 
 
 def _text(moment: datetime) -> str:
@@ -83,13 +86,14 @@ def _sqlite(storage: Storage) -> Any:
 async def record(
     storage: Storage, *, principal: str, tenant: str, path: str, query: str = "", returned: int = 0,
     method: str = "GET", status: int = 200, view: bool = False, via: str | None = None,
-    retention_days: int = 365,
+    retention_days: int = 365, at: datetime | None = None,
 ) -> None:
     """Write one audit row (federation: ``via`` names the registration a read went through).
 
-    ``query`` must already be cleaned (:func:`clean_query`); ``view`` marks a syndicat-view read.
+    ``query`` must already be cleaned (:func:`clean_query`); ``view`` marks a syndicat-view read;
+    ``at`` defaults to now.
     """
-    moment = datetime.now(UTC)
+    moment = at or datetime.now(UTC)
     row = (moment, principal, tenant, method, path, query[:_MAX_QUERY], int(status), int(returned),
            via if via is not None else ("view" if view else None))
     cutoff = _cutoff(storage, retention_days)

@@ -149,7 +149,7 @@ def link_context(request: web.Request) -> str | None:
 async def ngsi_context(request: web.Request, *, must_exist: bool = True) -> NgsiContext:
     """Build the request context; NonexistentTenant when ``must_exist`` and the tenant is unknown."""
     # a reader who is not the tenant's owner sees the storage through its sharing policy (readers.py)
-    storage = request.get(READER_STORAGE) or request.config_dict[STORAGE_KEY]
+    storage = READER_STORAGE.get() or request.config_dict[STORAGE_KEY]
     tenant = tenant_of(request)
     if must_exist and not await storage.tenant_exists(tenant):
         raise NgsiError("NonexistentTenant", f"tenant {tenant!r} does not exist")

@@ -53,8 +53,6 @@ from gateway.store.sharing import OWNER, PUBLIC, Access, Policies, Rule, View, s
 
 log = logging.getLogger("jonction.store.sharing")
 
-READER_KEY: Final = "jonction.store.reader"
-"""Request key: the :class:`ReaderStorage` of a non-owner read (also what the temporal API asks)."""
 _MEMBERS: Final = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt", "@context"})
 _READ_POSTS: Final = ("/entityOperations/query",)
 """POST endpoints that only read (Query Entities and Query Temporal Evolution of Entities)."""
@@ -451,9 +449,9 @@ class TemporalPolicy:
         return any(r.coarsen.temporal == "hourly" for r in self.storage.access(self.tenant).rules)
 
 
-def temporal_policy(request: web.Request, tenant: str) -> TemporalPolicy | None:
-    """The policy a temporal read applies (None: the owner, everything); views are not served there."""
-    reader = request.get(READER_KEY)
+def temporal_policy(tenant: str) -> TemporalPolicy | None:
+    """The policy the temporal read being served applies (None: the owner, everything); views are not served there."""
+    reader = READER_STORAGE.get()
     if not isinstance(reader, ReaderStorage):
         return None
     if reader.view is not None and tenant == reader.view.name:
@@ -493,8 +491,7 @@ def sharing_middleware(settings: StoreSettings) -> Callable[[web.Request, Handle
             return await handler(request)  # the auth middleware asks for a token
         storage = request.config_dict[STORAGE_KEY]
         reader = ReaderStorage(storage, policies, principal, view if view and view.principal == principal else None)
-        request[READER_STORAGE] = reader
-        request[READER_KEY] = reader
+        bound = READER_STORAGE.set(reader)
         status = 500
         returned = 0
         try:
@@ -506,6 +503,7 @@ def sharing_middleware(settings: StoreSettings) -> Callable[[web.Request, Handle
             status = exc.status
             raise
         finally:
+            READER_STORAGE.reset(bound)
             try:
                 await audit.record(
                     storage, principal=principal, tenant=tenant, method=request.method, path=request.path,

@@ -33,7 +33,7 @@ def auth_middleware(settings: StoreSettings) -> Callable[[web.Request, Handler],
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method in _READS and not settings.protect_reads:
             return await handler(request)
-        if request.get(READER_STORAGE) is not None:
+        if READER_STORAGE.get() is not None:
             return await handler(request)  # a read the sharing policy filters (gateway.store.readers)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -151,5 +152,6 @@ SETTINGS_KEY = web.AppKey("jonction.store.settings", StoreSettings)
 """The StoreSettings the app was built with."""
 CONTEXTS_KEY = web.AppKey("jonction.store.contexts", ContextCache)
 """The @context cache (bundled and hosted contexts)."""
-READER_STORAGE = "jonction.store.reader_storage"
-"""Request key: the Storage as one non-owner reader may see it (set by the sharing middleware)."""
+READER_STORAGE: ContextVar[Storage | None] = ContextVar("jonction.store.reader_storage", default=None)
+"""The Storage as the non-owner reader of the request being served may see it (set by the sharing
+middleware for the request's task, ``gateway.store.readers``); None: the owner, or no policy."""

@@ -215,7 +215,7 @@ def _read_request(
     if lang is not None and (not lang or len(lang) > 100):
         raise bad_request("lang must be a language tag (or a comma-separated list of them)")
     req.lang = None if lang == "*" else lang
-    req.policy = readers.temporal_policy(ngsi.request, ngsi.tenant)
+    req.policy = readers.temporal_policy(ngsi.tenant)
     if req.policy is not None and representation == "aggregatedValues" and not req.period.is_zero \
             and req.period.months == 0 and req.period.micros < _HOUR and req.policy.any_hourly():
         raise bad_request("aggrPeriodDuration: what is shared with this reader is averaged per hour; "
