@@ -56,7 +56,7 @@ log = logging.getLogger("jonction.store.sharing")
 _MEMBERS: Final = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt", "@context"})
 _READ_POSTS: Final = ("/entityOperations/query",)
 """POST endpoints that only read (Query Entities and Query Temporal Evolution of Entities)."""
-_OWNER_ONLY: Final = ("/subscriptions", "/csourceSubscriptions")
+_OWNER_ONLY: Final = frozenset({"subscriptions", "csourceSubscriptions"})
 """Resources of the tenant's owner: their definitions name attributes and endpoints."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -93,6 +93,9 @@ class ReaderStorage:
         self._jonction = storage.contexts.get([jsonld.jonction_context_iri()])
         self._core = storage.contexts.get([])
         self._tag = self._core.expand_term(view.tag) if view is not None else ""
+        # one request compacts the same few IRIs for every entity: remembered for its duration
+        self._type_memo: dict[str, tuple[str, ...]] = {}
+        self._attr_memo: dict[tuple[int, str], bool] = {}
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -101,7 +104,10 @@ class ReaderStorage:
         return self.policies.access(tenant, self.principal)
 
     def _type_names(self, iri: str) -> tuple[str, ...]:
-        return (iri, self._jonction.compact_iri(iri), self._core.compact_iri(iri))
+        names = self._type_memo.get(iri)
+        if names is None:
+            names = self._type_memo[iri] = (iri, self._jonction.compact_iri(iri), self._core.compact_iri(iri))
+        return names
 
     def rule(self, access: Access, types: Iterable[str]) -> Rule | None:
         """The rule showing an entity of these type IRIs, or None (invisible)."""
@@ -109,7 +115,12 @@ class ReaderStorage:
 
     def attribute_allowed(self, rule: Rule, iri: str) -> bool:
         """True when the attribute IRI may be shown under ``rule``."""
-        return rule.allows_attribute((iri, self._jonction.compact_iri(iri), _tail(iri)), self.policies.personal)
+        key = (id(rule), iri)
+        allowed = self._attr_memo.get(key)
+        if allowed is None:
+            names = (iri, self._jonction.compact_iri(iri), _tail(iri))
+            allowed = self._attr_memo[key] = rule.allows_attribute(names, self.policies.personal)
+        return allowed
 
     def shared_type_iris(self, access: Access, expand: Callable[[str], str] | None) -> set[str]:
         """Every IRI a shared type name may have been stored under (the query's SQL prefilter)."""
@@ -484,7 +495,7 @@ def sharing_middleware(settings: StoreSettings) -> Callable[[web.Request, Handle
             return await handler(request)
         if request.path.rstrip("/").endswith("/jsonldContexts") or "/jsonldContexts/" in request.path:
             return await handler(request)  # @context documents are public, no tenant's data
-        if any(part in request.path for part in _OWNER_ONLY):
+        if _owner_only(request):
             raise NgsiError("Unauthorized", "subscriptions belong to the tenant's owner: a store token valid "
                             "for this tenant is required", 401, title="Unauthorized")
         if principal == PUBLIC and settings.protect_reads:
@@ -515,6 +526,13 @@ def sharing_middleware(settings: StoreSettings) -> Callable[[web.Request, Handle
                 log.exception("sharing: the audit record of a read could not be written")
 
     return middleware
+
+
+def _owner_only(request: web.Request) -> bool:
+    """True for the owner's resources (by the route, so that no id in the path can pass for one)."""
+    route = request.match_info.route.resource
+    path = route.canonical if route is not None else request.path
+    return any(segment in _OWNER_ONLY for segment in path.split("/"))
 
 
 def _secrets(settings: StoreSettings, policies: Policies) -> list[str]:
