@@ -46,6 +46,7 @@ from gateway.store.base import (
     TypeInfo,
 )
 from gateway.store.http import TENANT_HEADER
+from gateway.store.indexing import SortKey
 from gateway.store.problems import NgsiError
 from gateway.store.security import token_matches
 from gateway.store.settings import READER_STORAGE, STORAGE_KEY, StoreSettings
@@ -56,8 +57,8 @@ log = logging.getLogger("jonction.store.sharing")
 _MEMBERS: Final = frozenset({"id", "type", "scope", "createdAt", "modifiedAt", "deletedAt", "@context"})
 _READ_POSTS: Final = ("/entityOperations/query",)
 """POST endpoints that only read (Query Entities and Query Temporal Evolution of Entities)."""
-_OWNER_ONLY: Final = frozenset({"subscriptions", "csourceSubscriptions"})
-"""Resources of the tenant's owner: their definitions name attributes and endpoints."""
+_OWNER_ONLY: Final = frozenset({"subscriptions", "csourceSubscriptions", "csourceRegistrations"})
+"""Resources of the tenant's owner: their definitions name types, attributes and endpoints."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -169,12 +170,12 @@ class ReaderStorage:
         more = False
         for member in self._members(tenant):
             page = await self._query_one(member, dataclasses.replace(spec, offset=0, limit=end))
-            docs.extend(self._tagged(member, d) for d in page.docs)
+            docs.extend(page.docs)
             total += page.count or 0
             more = more or page.more
         if spec.sort_key is not None:
             key = spec.sort_key
-            docs.sort(key=lambda d: (_Sortable(key(d)), d["id"]), reverse=spec.sort_reverse)
+            docs.sort(key=lambda d: (SortKey(key(d)), d["id"]), reverse=spec.sort_reverse)
         else:
             docs.sort(key=lambda d: d["id"])
         return QueryResult(docs[spec.offset : end], total if spec.count else None, more or len(docs) > end)
@@ -186,6 +187,9 @@ class ReaderStorage:
             return empty
         shared = self.shared_type_iris(access, spec.expand)
         narrowed = dataclasses.replace(spec)
+        if self.view is not None:
+            # q and attrs may name the view's tag, which no stored entity has: the exact test alone decides
+            narrowed.q, narrowed.number_filters, narrowed.attrs = None, [], None
         if spec.types is None:
             narrowed.types = sorted(shared)
         elif spec.type_match is None:
@@ -200,6 +204,7 @@ class ReaderStorage:
             shown = self.visible(tenant, doc, access)
             if shown is None:
                 return False
+            shown = self._tagged(tenant, shown)
             if wanted is not None and not any(a in shown for a in wanted):
                 return False
             return exact is None or exact(shown)
@@ -207,13 +212,14 @@ class ReaderStorage:
         narrowed.predicate = predicate
         if spec.sort_key is not None:
             key = spec.sort_key
-            narrowed.sort_key = lambda doc: key(self.visible(tenant, doc, access) or doc)
+            narrowed.sort_key = lambda doc: key(self._tagged(tenant, self.visible(tenant, doc, access) or doc))
         if any(rule.coarsen.location_grid_m for rule in access.rules):
             # the geometry box prefilter reads precise positions: the snapped ones decide alone
             narrowed.bbox = None
             narrowed.geoproperty = None
         result = await self.storage.query(tenant, narrowed)
-        docs = [shown for d in result.docs if (shown := self.visible(tenant, d, access)) is not None]
+        shown_docs = (self.visible(tenant, d, access) for d in result.docs)
+        docs = [self._tagged(tenant, shown) for shown in shown_docs if shown is not None]
         return QueryResult(docs, result.count, result.more)
 
     async def type_info(self, tenant: str) -> dict[str, TypeInfo]:
@@ -375,25 +381,6 @@ class ReaderStorage:
         return self.storage.history_writes()
 
 
-class _Sortable:
-    """Orders values of mixed kinds (None first, numbers, strings, the rest by their JSON)."""
-
-    __slots__ = ("rank",)
-
-    def __init__(self, value: Any) -> None:
-        if value is None:
-            self.rank: tuple[int, Any] = (0, 0)
-        elif isinstance(value, bool | int | float):
-            self.rank = (1, float(value))
-        elif isinstance(value, str):
-            self.rank = (2, value)
-        else:
-            self.rank = (3, codec.dumps(value))
-
-    def __lt__(self, other: _Sortable) -> bool:
-        return self.rank < other.rank
-
-
 def _snap_positions(coords: Any, grid: float) -> Any:
     if isinstance(coords, list) and len(coords) >= 2 and all(isinstance(c, int | float) for c in coords[:2]):
         lon, lat = float(coords[0]), float(coords[1])
@@ -496,8 +483,8 @@ def sharing_middleware(settings: StoreSettings) -> Callable[[web.Request, Handle
         if request.path.rstrip("/").endswith("/jsonldContexts") or "/jsonldContexts/" in request.path:
             return await handler(request)  # @context documents are public, no tenant's data
         if _owner_only(request):
-            raise NgsiError("Unauthorized", "subscriptions belong to the tenant's owner: a store token valid "
-                            "for this tenant is required", 401, title="Unauthorized")
+            raise NgsiError("Unauthorized", "subscriptions and registrations belong to the tenant's owner: a store "
+                            "token valid for this tenant is required", 401, title="Unauthorized")
         if principal == PUBLIC and settings.protect_reads:
             return await handler(request)  # the auth middleware asks for a token
         storage = request.config_dict[STORAGE_KEY]

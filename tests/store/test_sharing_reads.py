@@ -277,6 +277,8 @@ async def test_subscriptions_and_writes_stay_the_owners(shared: StoreServer) -> 
     assert created.status == 201
     listed = await shared.get("/subscriptions", headers={**A, **bearer(SYNDICAT_TOKEN)})
     assert listed.status == 401 and b"Open311" not in listed.raw
+    registrations = await shared.get("/csourceRegistrations", headers={**A, **bearer(SYNDICAT_TOKEN)})
+    assert registrations.status == 401
 
 
 async def test_a_neighbour_with_no_rule_sees_what_the_public_sees(shared: StoreServer) -> None:

@@ -57,6 +57,11 @@ async def test_the_view_reads_every_member_tagged_by_commune(shared: StoreServer
     assert one.status == 200 and one.json["commune"]["value"] == "Pont-Neuf"
     for hidden in (REPORT["id"], WATER["id"]):
         assert (await shared.get(f"/entities/{hidden}", headers=syndicat)).status == 404
+    by_commune = await shared.get("/entities", headers=syndicat,
+                                  params={"q": 'commune=="Pont-Neuf"', "orderBy": "commune;desc,id"})
+    assert [e["id"] for e in by_commune.json] == [PARKING["id"]]
+    ordered = await shared.get("/entities", headers=syndicat, params={"local": "true", "orderBy": "commune,id"})
+    assert [e["commune"]["value"] for e in ordered.json] == ["Pont-Neuf", "Saint-Martin", "Saint-Martin"]
     types = await shared.get("/types", headers=syndicat)
     assert sorted(types.json["typeList"]) == ["AirQualityObserved", "ParkingSpot"]
 
