@@ -298,6 +298,9 @@ def parse(
             cfg.embedded_sharing = sharing.load(sharing_path if sharing_path.is_absolute() else base / sharing_path)
         except ConfigInvalid as exc:
             problems.extend(f"/embedded_store/sharing: {p}" for p in exc.problems)
+        if not cfg.admin_token:
+            problems.append("/embedded_store/sharing: needs admin.token, the owners' store token (a policy tells "
+                            "owners from other readers by it)")
     if "tenants" in embedded:
         cfg.embedded_tenants = frozenset(embedded["tenants"])
     names: set[str] = set()
