@@ -71,8 +71,9 @@ def air(n: int, pm25: float, **extra: Any) -> dict[str, Any]:
     }
 
 
-REPORT = {
-    "id": "urn:ngsi-ld:Open311ServiceRequest:r1",
+REPORT_ID = "urn:ngsi-ld:Open311ServiceRequest:r1"
+REPORT: dict[str, Any] = {
+    "id": REPORT_ID,
     "type": "Open311ServiceRequest",
     "description": {"type": "Property", "value": "pothole in front of number 12"},
 }
@@ -174,7 +175,7 @@ async def test_retrieving_a_hidden_entity_is_the_404_of_an_absent_one(shared: St
     absent_id = "urn:ngsi-ld:Open311ServiceRequest:r2"
     absent = await shared.get(f"/entities/{absent_id}", headers=A)
     assert hidden.status == absent.status == 404
-    assert hidden.raw.replace(REPORT["id"].encode(), b"<id>") == absent.raw.replace(absent_id.encode(), b"<id>")
+    assert hidden.raw.replace(REPORT_ID.encode(), b"<id>") == absent.raw.replace(absent_id.encode(), b"<id>")
     assert hidden.headers["Content-Type"] == absent.headers["Content-Type"]
     shown = await shared.get("/entities/urn:ngsi-ld:AirQualityObserved:1", headers=A,
                              params={"attrs": "secretNote"})
@@ -262,7 +263,7 @@ async def test_temporal_reads_follow_the_policy_and_average_per_hour(shared: Sto
     hidden = await shared.get(f"/temporal/entities/{REPORT['id']}", headers=A, params=window)
     absent = await shared.get("/temporal/entities/urn:ngsi-ld:Open311ServiceRequest:r2", headers=A, params=window)
     assert hidden.status == absent.status == 404
-    assert hidden.raw.replace(REPORT["id"].encode(), b"<id>") == absent.raw.replace(
+    assert hidden.raw.replace(REPORT_ID.encode(), b"<id>") == absent.raw.replace(
         b"urn:ngsi-ld:Open311ServiceRequest:r2", b"<id>")
 
 
