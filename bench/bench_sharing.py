@@ -2,8 +2,9 @@
 
 Usage: ``python bench/bench_sharing.py [N]`` (default 20000 entities, SQLite in a temporary folder).
 Half the entities are of a shared type (AirQualityObserved, attributes filtered, location snapped),
-half of a type that is not shared. Prints p50/p99 of a page of 100 (``count=true``) for the owner,
-a principal (attributes filtered) and the public (filtered and coarsened), and the load average.
+half of a type that is not shared. Prints p50/p99 of a page of 100 (``count=true``, without and with
+``q``) for the owner, a principal (attributes filtered) and the public (filtered and coarsened), and
+the load average.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ async def main(n: int) -> None:
                 async with session.post(f"{base}/entityOperations/upsert", json=batch,
                                         headers={**tenant, "Authorization": f"Bearer {OWNER}"}) as reply:
                     assert reply.status in (201, 204), await reply.text()
-            for who, token in (("owner", OWNER), ("syndicat", SYNDICAT), ("public", None)):
+            cases = [(who, token, q) for q in (None, "pm25>10")
+                     for who, token in (("owner", OWNER), ("syndicat", SYNDICAT), ("public", None))]
+            for who, token, q in cases:
                 headers = dict(tenant)
                 if token:
                     headers["Authorization"] = f"Bearer {token}"
@@ -78,13 +81,15 @@ async def main(n: int) -> None:
                 for i in range(QUERIES):
                     params = {"type": "AirQualityObserved", "limit": "100", "offset": str(i * 100 % (n // 2)),
                               "count": "true"}
+                    if q is not None:
+                        params["q"] = q
                     began = time.perf_counter()
                     async with session.get(f"{base}/entities", params=params, headers=headers) as reply:
                         await reply.read()
                         assert reply.status == 200
                     timings.append((time.perf_counter() - began) * 1000)
                 timings.sort()
-                print(f"{who:9s} page of 100 of {n // 2} visible, count=true: p50 {statistics.median(timings):6.1f} ms"
+                print(f"{who:9s} page of 100, count=true, q={q or '-':8s}: p50 {statistics.median(timings):6.1f} ms"
                       f"  p99 {timings[int(len(timings) * 0.99) - 1]:6.1f} ms")
         await runner.cleanup()
     print("load average:", " ".join(f"{x:.2f}" for x in os.getloadavg()))

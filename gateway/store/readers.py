@@ -123,13 +123,11 @@ class ReaderStorage:
             allowed = self._attr_memo[key] = rule.allows_attribute(names, self.policies.personal)
         return allowed
 
-    def shared_type_iris(self, access: Access, expand: Callable[[str], str] | None) -> set[str]:
-        """Every IRI a shared type name may have been stored under (the query's SQL prefilter)."""
+    def shared_type_iris(self, access: Access) -> set[str]:
+        """The IRIs of the shared types (the query's SQL prefilter): exactly those :meth:`rule` recognises."""
         out: set[str] = set()
         for name in access.shared_types():
             out.update((name, self._jonction.expand_term(name), self._core.expand_term(name)))
-            if expand is not None:
-                out.add(expand(name))
         return out
 
     def visible(self, tenant: str, doc: Doc, access: Access | None = None) -> Doc | None:
@@ -185,7 +183,7 @@ class ReaderStorage:
         empty = QueryResult([], 0 if spec.count else None, False)
         if access.sees_nothing or not await self.storage.tenant_exists(tenant):
             return empty
-        shared = self.shared_type_iris(access, spec.expand)
+        shared = self.shared_type_iris(access)
         narrowed = dataclasses.replace(spec)
         if self.view is not None:
             # q and attrs may name the view's tag, which no stored entity has: the exact test alone decides
@@ -199,6 +197,12 @@ class ReaderStorage:
         # else: a type expression with AND; its names stay the prefilter, visibility decides below
         exact = spec.predicate
         wanted = spec.attrs
+        if exact is None and wanted is None and spec.sort_key is None and spec.type_match is None \
+                and self.view is None:
+            # visibility depends on the type alone, which the prefilter decided: the database pages and counts
+            result = await self.storage.query(tenant, narrowed)
+            docs = [shown for d in result.docs if (shown := self.visible(tenant, d, access)) is not None]
+            return QueryResult(docs, result.count, result.more)
 
         def predicate(doc: Doc) -> bool:
             shown = self.visible(tenant, doc, access)
