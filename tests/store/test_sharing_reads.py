@@ -7,6 +7,7 @@ locations are snapped and hourly coarsening averages; subscriptions stay the own
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway.errors import ConfigInvalid
 from gateway.store import sharing
 from gateway.store.app import StoreSettings
+from tests.conftest import free_port
 from tests.store.conftest import BACKENDS, StoreServer
 
 STORE_BACKENDS = BACKENDS
@@ -294,3 +297,37 @@ async def test_a_neighbour_with_no_rule_sees_what_the_public_sees(shared: StoreS
 def test_a_policy_needs_store_tokens(tmp_path: Path) -> None:
     with pytest.raises(ConfigInvalid, match="sharing policy"):
         StoreSettings(data_dir=tmp_path, sharing=policies(tmp_path)).check()
+
+
+async def test_notifications_go_only_to_the_owners_subscriptions(shared: StoreServer) -> None:
+    """Readers cannot subscribe; the owner's subscription keeps notifying everything, on a real receiver."""
+    got: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        got.append(json.loads(await request.read()))
+        arrived.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/notify", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        body = {"type": "Subscription", "entities": [{"type": "AirQualityObserved"}],
+                "notification": {"endpoint": {"uri": f"http://127.0.0.1:{port}/notify"}}}
+        for token in (SYNDICAT_TOKEN, VOISIN_TOKEN):
+            assert (await shared.post("/subscriptions", body, headers={**A, **bearer(token)})).status == 401
+        owner = {**A, **bearer(TENANT_A_TOKEN)}
+        assert (await shared.post("/subscriptions", body, headers=owner)).status == 201
+        reply = await shared.patch("/entities/urn:ngsi-ld:AirQualityObserved:1/attrs",
+                                   {"pm25": {"type": "Property", "value": 42}}, headers=owner)
+        assert reply.status == 204
+        await asyncio.wait_for(arrived.wait(), 15)
+        notified = got[0]["data"][0]
+        assert notified["pm25"]["value"] == 42 and "secretNote" in notified  # the owner's own data
+        assert len(got) == 1  # one subscription in the store: the owner's
+    finally:
+        await runner.cleanup()
