@@ -447,17 +447,32 @@ class TemporalPolicy:
         return rule is not None and rule.coarsen.temporal == "hourly"
 
     def any_hourly(self) -> bool:
-        """True when some shared type is averaged per hour."""
-        return any(r.coarsen.temporal == "hourly" for r in self.storage.access(self.tenant).rules)
+        """True when some shared type (of some member of a view) is averaged per hour."""
+        return any(r.coarsen.temporal == "hourly" for m in self.members() for r in self.storage.access(m).rules)
+
+    @property
+    def is_view(self) -> bool:
+        """True when the tenant read is a view: read member by member (:meth:`members`, :meth:`for_member`)."""
+        return self.storage.view is not None and self.tenant == self.storage.view.name
+
+    def members(self) -> tuple[str, ...]:
+        """The tenants read: a view's members, or the tenant itself."""
+        return self.storage._members(self.tenant)
+
+    def for_member(self, member: str) -> TemporalPolicy:
+        """The policy of one member tenant of a view."""
+        return TemporalPolicy(self.storage, member)
+
+    def tag(self, member: str) -> tuple[str, str]:
+        """(IRI of the view's tag Property, the member's label) added to each entity read through a view."""
+        return self.storage._tag, self.storage.policies.label(member)
 
 
 def temporal_policy(tenant: str) -> TemporalPolicy | None:
-    """The policy the temporal read being served applies (None: the owner, everything); views are not served there."""
+    """The policy the temporal read being served applies (None: the owner, everything)."""
     reader = READER_STORAGE.get()
     if not isinstance(reader, ReaderStorage):
         return None
-    if reader.view is not None and tenant == reader.view.name:
-        raise NgsiError("NotImplemented", f"{tenant!r} is a view: read the temporal evolution of its member tenants")
     return TemporalPolicy(reader, tenant)
 
 

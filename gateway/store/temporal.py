@@ -862,16 +862,42 @@ async def _known_tenant(ngsi: http.NgsiContext, db: Database) -> None:
         raise NgsiError("NonexistentTenant", f"tenant {ngsi.tenant!r} does not exist")
 
 
+async def _view_page(
+    request: web.Request, ngsi: http.NgsiContext, ctx: Context, req: TemporalRequest, policy: readers.TemporalPolicy,
+    *, limit: int | None, offset: int, query: bool = True,
+) -> _Page:
+    """A sharing view's answer: each member tenant read as the view's principal, tagged, merged by id."""
+    end = None if limit is None else offset + limit
+    entities: list[dict[str, Any]] = []
+    total = 0
+    content_range = None
+    for member in policy.members():
+        one = dataclasses.replace(req, selector=dataclasses.replace(req.selector, tenant=member),
+                                  policy=policy.for_member(member))
+        async with _reading(request, ngsi, one) as db:
+            page = await db.read(functools.partial(_read_entities, req=one, ctx=ctx, limit=end, offset=0,
+                                                   expand=ctx.expand_term, query=query))
+        tag, label = policy.tag(member)
+        entities.extend({**e, ctx.compact_iri(tag): {"type": "Property", "value": label}} for e in page.entities)
+        total += page.total
+        content_range = content_range or page.content_range
+    entities.sort(key=lambda e: str(e.get("id", "")))
+    return _Page(entities[offset:end], total, content_range)
+
+
 async def _query(
     request: web.Request, ngsi: http.NgsiContext, ctx: Context, req: TemporalRequest, media: str
 ) -> web.Response:
     _needs_filter(req)
     limit, offset, count = http.paging(ngsi)
-    async with _reading(request, ngsi, req) as db:
-        await _known_tenant(ngsi, db)
-        page = await db.read(
-            lambda conn: _read_entities(conn, req, ctx, limit=limit, offset=offset, expand=ctx.expand_term)
-        )
+    if req.policy is not None and req.policy.is_view:
+        page = await _view_page(request, ngsi, ctx, req, req.policy, limit=limit, offset=offset)
+    else:
+        async with _reading(request, ngsi, req) as db:
+            await _known_tenant(ngsi, db)
+            page = await db.read(
+                lambda conn: _read_entities(conn, req, ctx, limit=limit, offset=offset, expand=ctx.expand_term)
+            )
     headers = {http.COUNT_HEADER: str(page.total)} if count else {}
     if page.content_range is not None:
         headers["Content-Range"] = page.content_range
@@ -1015,11 +1041,14 @@ async def retrieve_temporal(request: web.Request) -> web.Response:
     req = _read_request(ngsi, ctx, request.query)
     req.selector.ids = [entity_id]
     _entity_filters(ngsi, ctx, req, {"type": request.query["type"]} if "type" in request.query else {})
-    async with _reading(request, ngsi, req) as db:
-        await _known_tenant(ngsi, db)
-        page = await db.read(
-            lambda conn: _read_entities(conn, req, ctx, limit=None, offset=0, expand=ctx.expand_term, query=False)
-        )
+    if req.policy is not None and req.policy.is_view:
+        page = await _view_page(request, ngsi, ctx, req, req.policy, limit=1, offset=0, query=False)
+    else:
+        async with _reading(request, ngsi, req) as db:
+            await _known_tenant(ngsi, db)
+            page = await db.read(
+                lambda conn: _read_entities(conn, req, ctx, limit=None, offset=0, expand=ctx.expand_term, query=False)
+            )
     if not page.entities:
         raise not_found(f"entity {entity_id} has no temporal evolution here")
     entity = page.entities[0]

@@ -85,3 +85,26 @@ async def test_without_the_principal_token_a_view_is_an_absent_tenant(shared: St
                                   params={"local": "true"})
         assert reply.status == absent.status == 404
         assert reply.raw.replace(b"syndicat-view", b"<t>") == absent.raw.replace(b"nowhere-view", b"<t>")
+
+
+async def test_the_view_reads_the_temporal_evolution_of_every_member(shared: StoreServer) -> None:
+    window = {"timerel": "between", "timeAt": "2026-03-01T00:00:00Z", "endTimeAt": "2026-03-02T00:00:00Z"}
+    for tenant, entity_id, attr in (("commune-a", "urn:ngsi-ld:AirQualityObserved:1", "pm25"),
+                                    ("commune-b", PARKING["id"], "status"),
+                                    ("commune-b", WATER["id"], "volume")):
+        reply = await shared.post(f"/temporal/entities/{entity_id}/attrs", {
+            attr: {"type": "Property", "value": 7, "observedAt": "2026-03-01T08:00:00Z"},
+        }, headers={"NGSILD-Tenant": tenant, **bearer(OWNER_TOKEN)})
+        assert reply.status == 204, reply.raw
+    syndicat = {**VIEW, **bearer(SYNDICAT_TOKEN)}
+    reply = await shared.get("/temporal/entities", headers=syndicat,
+                             params={**window, "type": "AirQualityObserved,ParkingSpot,WaterConsumption",
+                                     "count": "true"})
+    assert reply.status == 200, reply.raw
+    assert [(e["id"], e["commune"]["value"]) for e in reply.json] == [
+        ("urn:ngsi-ld:AirQualityObserved:1", "Saint-Martin"), (PARKING["id"], "Pont-Neuf")]
+    assert reply.headers["NGSILD-Results-Count"] == "2"
+    assert "secretNote" not in reply.raw.decode()
+    one = await shared.get(f"/temporal/entities/{PARKING['id']}", headers=syndicat, params=window)
+    assert one.status == 200 and one.json["commune"]["value"] == "Pont-Neuf"
+    assert (await shared.get(f"/temporal/entities/{WATER['id']}", headers=syndicat, params=window)).status == 404
