@@ -26,6 +26,8 @@ from gateway.errors import ConfigInvalid
 from gateway.pointer import pointer
 from gateway.runtime.logging import redact, register_secret
 from gateway.runtime.pipeline import Route
+from gateway.runtime.routing import Router
+from gateway.runtime.routing import build as build_router
 from gateway.runtime.publisher import PublisherSettings
 from gateway.runtime.sinks import PROFILES, RemoteSettings
 from gateway.secrets import read_secret
@@ -109,6 +111,8 @@ class SourceConfig:
     tenant: str = ""
     routes: tuple[Route, ...] = ()
     enabled: bool = True
+    routing: Router | None = None
+    """``routing``: each entity to its commune's tenant (mapping, attribute, location)."""
 
 
 @dataclass(slots=True)
@@ -326,8 +330,12 @@ def parse(
         source_names.add(src["name"])
         routes = tuple(Route(tenant=r["tenant"], entity=r.get("entity"), device=r.get("device"))
                        for r in src.get("routes", []))
+        router = None
+        if "routing" in src:
+            router, routing_problems = build_router(src["routing"], base=base, where=f"/sources/{index}/routing")
+            problems.extend(routing_problems)
         cfg.sources.append(SourceConfig(src["name"], src["adapter"], dict(src.get("config", {})),
-                                        src.get("tenant", ""), routes, src.get("enabled", True)))
+                                        src.get("tenant", ""), routes, src.get("enabled", True), router))
     if "outlines" in document.get("console", {}):
         cfg.console_outlines = outlines_path(document["console"]["outlines"], base)
         problems.extend(f"/console/outlines: {p}" for p in outline_problems(cfg.console_outlines))

@@ -69,7 +69,7 @@ class Runtime:
         cls = self.adapters[src.adapter]
         effective = source_config(src, cls.config_schema, self.config.data_dir)
         adapter = instantiate(cls, effective, http=self.http, log=adapter_logger(src.adapter))
-        binding = SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes)
+        binding = SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes, src.routing)
         self.pipeline.add_source(binding)
         sup = Supervised(src.name, src.adapter, adapter, _emitter(self.pipeline, binding))
         self.sources[src.name] = sup

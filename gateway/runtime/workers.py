@@ -199,7 +199,7 @@ class PoolRuntime(Runtime):
         cls = self.adapters[src.adapter]
         effective = source_config(src, cls.config_schema, self.config.data_dir)
         adapter = instantiate(cls, effective, http=self.http, log=adapter_logger(src.adapter))
-        self.pipeline.add_source(SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes))
+        self.pipeline.add_source(SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes, src.routing))
         sup = SharedSource(src.name, src.adapter, adapter, _no_emit)
         self.sources[src.name] = sup
         if self.pool is not None and self.pool.started:
