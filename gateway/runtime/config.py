@@ -25,6 +25,8 @@ from gateway.contract import Adapter
 from gateway.errors import ConfigInvalid
 from gateway.pointer import pointer
 from gateway.runtime.logging import redact, register_secret
+from gateway.opendata.export import OpenDataSettings
+from gateway.opendata.schedule import OpenDataJob
 from gateway.runtime.pipeline import Route
 from gateway.runtime.routing import Router
 from gateway.runtime.routing import build as build_router
@@ -170,6 +172,8 @@ class GatewayConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     simulators: list[SimulatorConfig] = field(default_factory=list)
     console_outlines: Path | None = None
+    open_data: OpenDataJob | None = None
+    """``open_data``: the periodic export of what communes share with the public."""
     """``console.outlines``: a GeoJSON file drawn under the console's map (checked when parsed)."""
 
     @property
@@ -339,6 +343,8 @@ def parse(
     if "outlines" in document.get("console", {}):
         cfg.console_outlines = outlines_path(document["console"]["outlines"], base)
         problems.extend(f"/console/outlines: {p}" for p in outline_problems(cfg.console_outlines))
+    if "open_data" in document:
+        cfg.open_data = _open_data(document["open_data"], base, cfg.embedded, problems)
     for sim in document.get("simulators", []):
         cfg.simulators.append(SimulatorConfig(sim["name"], dict(sim.get("options", {}))))
     if not cfg.embedded and not cfg.sinks:
@@ -346,6 +352,30 @@ def parse(
     if problems:
         raise ConfigInvalid("invalid configuration", problems)
     return cfg
+
+
+def _open_data(block: Mapping[str, Any], base: Path, embedded: bool, problems: list[str]) -> OpenDataJob | None:
+    """The periodic export, its policy file checked now (it is read again at every export)."""
+    from gateway.store import sharing
+
+    def resolved(value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else base / path
+
+    if not embedded:
+        problems.append("/open_data: the export reads the embedded store, which is disabled")
+    policy = resolved(block["sharing"])
+    try:
+        sharing.load(policy)
+    except ConfigInvalid as exc:
+        problems.extend(f"/open_data/sharing: {p}" for p in exc.problems)
+    every = duration(block.get("every"), 86400.0)
+    if every <= 0:
+        problems.append("/open_data/every: must be more than 0")
+    settings = OpenDataSettings(out=resolved(block["out"]), licence=block.get("licence", "etalab-2.0"),
+                                publisher=block.get("publisher", "jonction"), title=block.get("title", "Open data"),
+                                base_url=block.get("base_url"))
+    return OpenDataJob(settings, policy, every)
 
 
 def _sink_context(sink: Mapping[str, Any], cfg: GatewayConfig) -> tuple[str | None, str | None]:
