@@ -242,3 +242,42 @@ def test_cli_open_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     policy.write_text("version: 2\ntenants: {}\n", encoding="utf-8")
     assert main(["open-data", "--data", str(tmp_path / "data"), "--sharing", str(policy), "--out", str(out)]) == 2
     assert "/version" in capsys.readouterr().err
+
+
+async def test_the_gateway_exports_on_a_schedule(tmp_path: Path) -> None:
+    from tests.runtime.support import FakeAdapter, config, eventually, running
+
+    policy = tmp_path / "sharing.yaml"
+    policy.write_text("version: 1\ntenants:\n  lattes:\n    share:\n      - with: [public]\n"
+                      "        types: [WasteContainer]\n", encoding="utf-8")
+    out = tmp_path / "open"
+    cfg = config(tmp_path, sources=[{"name": "bins", "adapter": "fake", "tenant": "lattes"}],
+                 open_data={"every": 0.2, "out": str(out), "sharing": str(policy), "licence": "odbl"})
+    FakeAdapter.instances.clear()
+    async with running(cfg):
+        await FakeAdapter.instances["bins"].send({"id": "m1", "device": "bin-1", "fill": 42, "at": AT})
+
+        def exported() -> bool:
+            path = out / "WasteContainer.csv"
+            return path.is_file() and b"urn:ngsi-ld:WasteContainer:bin-1" in path.read_bytes()
+
+        await eventually(exported, what="the periodic export")
+        catalog = json.loads((out / "catalog.jsonld").read_bytes())
+        assert [d["dct:identifier"] for d in catalog["dcat:dataset"]] == ["WasteContainer"]
+        assert catalog["dct:license"]["@id"] == LICENCES["odbl"].iri
+    FakeAdapter.instances.clear()
+
+
+def test_open_data_config_is_checked(tmp_path: Path) -> None:
+    from gateway.errors import ConfigInvalid
+    from gateway.runtime.config import parse
+
+    bad = tmp_path / "sharing.yaml"
+    bad.write_text("version: 1\ntenants: {a: {share: [{with: [nobody], types: [X]}]}}\n", encoding="utf-8")
+    with pytest.raises(ConfigInvalid) as caught:
+        parse({"open_data": {"out": "x", "sharing": str(bad), "every": 0, "licence": "cc0"}})
+    assert caught.value.problems == ["/open_data/licence: 'cc0' is not one of ['etalab-2.0', 'odbl']"]
+    with pytest.raises(ConfigInvalid) as caught:
+        parse({"open_data": {"out": "x", "sharing": str(bad), "every": 0}})
+    assert "/open_data/sharing: /tenants/a/share/0/with: unknown principal 'nobody'" in caught.value.problems
+    assert "/open_data/every: must be more than 0" in caught.value.problems
