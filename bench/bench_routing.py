@@ -4,8 +4,8 @@ The territory is synthetic and the size of a French department: a 40 x 25 grid o
 1.2 x 0.75 degrees, inner vertices moved, every shared edge a jagged random walk of 50 to 500
 points (the same points for both neighbours), so each polygon has about 200 to 2,000 vertices,
 like IGN Admin Express communes. Figures: file check + index build, then lookups through the
-index (``GeoIndex.find``), through the router (entity → tenant, as the pipeline calls it), and two baselines: without the
-grid (bounding-box scan of every polygon, then the same banded test) and with no index at all.
+index (``GeoIndex.find``), through the router (entity → tenant, as the pipeline calls it), and two
+baselines: without the grid (bounding-box scan of every polygon, then the same banded test) and with no index at all.
 
     python bench/bench_routing.py [--readings 100000]
 """
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import itertools
 
 from gateway.model import RawMessage, entity, geo, point, prop, urn
 from gateway.runtime.geoindex import INSIDE, ON_EDGE, GeoIndex, locate, parse_boundaries
@@ -70,7 +72,7 @@ def territory(seed: int = 1) -> dict[str, Any]:
         for i in range(NX):
             corners = [(i, j), (i + 1, j), (i + 1, j + 1), (i, j + 1), (i, j)]
             ring = [vertex[i, j]]
-            for a, b in zip(corners, corners[1:], strict=False):
+            for a, b in itertools.pairwise(corners):
                 ring.extend(edge(a, b)[1:])
             code = f"{34000 + j * NX + i + 1:05d}"
             features.append({"type": "Feature", "properties": {"INSEE_COM": code},
@@ -92,7 +94,7 @@ def naive(doc: dict[str, Any], lon: float, lat: float) -> str | None:
     for feature in doc["features"]:
         inside = False
         for ring in feature["geometry"]["coordinates"]:
-            for (x1, y1), (x2, y2) in zip(ring, ring[1:], strict=False):
+            for (x1, y1), (x2, y2) in itertools.pairwise(ring):
                 if (y1 > lat) != (y2 > lat) and lon < x1 + (lat - y1) * (x2 - x1) / (y2 - y1):
                     inside = not inside
         if inside:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -237,7 +238,7 @@ def geometry_of(record: Record) -> dict[str, Any] | None:
 
 
 def _ring_area2(ring: list[Any]) -> float:
-    return sum(float(a[0]) * float(b[1]) - float(b[0]) * float(a[1]) for a, b in zip(ring, ring[1:], strict=False))
+    return sum(float(a[0]) * float(b[1]) - float(b[0]) * float(a[1]) for a, b in itertools.pairwise(ring))
 
 
 def _wind(rings: list[Any]) -> list[Any]:

@@ -23,14 +23,14 @@ import schemas
 from gateway.console.outlines import outline_problems, outlines_path
 from gateway.contract import Adapter
 from gateway.errors import ConfigInvalid
-from gateway.pointer import pointer
-from gateway.runtime.logging import redact, register_secret
 from gateway.opendata.export import OpenDataSettings
 from gateway.opendata.schedule import OpenDataJob
+from gateway.pointer import pointer
+from gateway.runtime.logging import redact, register_secret
 from gateway.runtime.pipeline import Route
+from gateway.runtime.publisher import PublisherSettings
 from gateway.runtime.routing import Router
 from gateway.runtime.routing import build as build_router
-from gateway.runtime.publisher import PublisherSettings
 from gateway.runtime.sinks import PROFILES, RemoteSettings
 from gateway.secrets import read_secret
 

@@ -25,6 +25,7 @@ that is not a longitude/latitude pair, a geometry that is not a (Multi)Polygon.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -77,7 +78,7 @@ ON_EDGE: Final = 2
 def _build_part(area: int, rings: Sequence[Sequence[Position]]) -> _Part:
     edges: list[Edge] = []
     for ring in rings:
-        for (x1, y1), (x2, y2) in zip(ring, ring[1:], strict=False):
+        for (x1, y1), (x2, y2) in itertools.pairwise(ring):
             if (x1, y1) != (x2, y2):
                 edges.append((x1, y1, x2, y2))
     xs = [p[0] for p in rings[0]]
@@ -211,7 +212,7 @@ def _ring(value: Any, where: str, problems: list[str]) -> list[Position] | None:
     if ring[0] != ring[-1]:
         problems.append(f"{where}: the ring is not closed (its first and last positions differ)")
         return None
-    area2 = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(ring, ring[1:], strict=False))
+    area2 = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in itertools.pairwise(ring))
     if area2 == 0:
         problems.append(f"{where}: the ring has no area")
         return None

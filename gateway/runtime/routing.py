@@ -85,7 +85,7 @@ class AttributeMethod:
     path: tuple[str, ...]
     table: Mapping[str, str]
 
-    def __call__(self, raw: RawMessage, item: Entity) -> str | _Miss:  # noqa: ARG002  # one signature for all
+    def __call__(self, raw: RawMessage, item: Entity) -> str | _Miss:  # one signature for all
         """The tenant of the attribute's value."""
         name = ".".join(self.path)
         value = _value(item.get(self.path[0]))
@@ -107,7 +107,7 @@ class LocationMethod:
     index: GeoIndex
     geoproperty: str = "location"
 
-    def __call__(self, raw: RawMessage, item: Entity) -> str | _Miss:  # noqa: ARG002  # one signature for all
+    def __call__(self, raw: RawMessage, item: Entity) -> str | _Miss:  # one signature for all
         """The tenant of the commune the entity is in."""
         where = "/" + self.geoproperty
         geometry = _value(item.get(self.geoproperty))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 from pathlib import Path
@@ -79,7 +80,8 @@ def entities() -> dict[str, list[dict[str, Any]]]:
     request = entity(
         "service_requests", "urn:ngsi-ld:service_requests:lattes:sr-1",
         service_request_id=prop("sr-1"), service_name=prop("Dépôt sauvage"),
-        description=prop('Matelas et gravats, "urgent"\nsecond line'), status=prop("open", vendorStatus=prop("In progress")),
+        description=prop('Matelas et gravats, "urgent"\nsecond line'),
+        status=prop("open", vendorStatus=prop("In progress")),
         location=geo({"type": "Polygon", "coordinates": [clockwise]}),
         email=prop("jean.dupont@example.org"), phone=prop("+33600000000"),
         first_name=prop("Jean "), last_name=prop("Dupont"), account_id=prop("123456"), device_id=prop("tt222111"),
@@ -88,7 +90,8 @@ def entities() -> dict[str, list[dict[str, Any]]]:
         requested_datetime=prop("2026-03-01T07:30:00Z", telephone=prop("0467000000")),
     )
     light = entity("Streetlight", "urn:ngsi-ld:Streetlight:l-1", location=geo(point(3.9, 43.57)), status=prop("ok"))
-    water = entity("WaterConsumptionObserved", "urn:ngsi-ld:WaterConsumptionObserved:w-1", acquisitionStageFailure=prop(1))
+    water = entity("WaterConsumptionObserved", "urn:ngsi-ld:WaterConsumptionObserved:w-1",
+                   acquisitionStageFailure=prop(1))
     perols = entity("AirQualityObserved", "urn:ngsi-ld:AirQualityObserved:aq-9", location=geo(point(3.95, 43.56)),
                     no2=prop(10, unit="GQ", observed_at=AT))
     return {"lattes": [aq, aq2, request, light, water], "perols": [perols]}
@@ -152,7 +155,7 @@ async def test_geojson_follows_rfc_7946(storage: Any, policies: sharing.Policies
     sr = json.loads((out / "service_requests.geojson").read_bytes())
     (feature,) = sr["features"]
     ring = feature["geometry"]["coordinates"][0]
-    area2 = sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(ring, ring[1:], strict=False))
+    area2 = sum(a[0] * b[1] - b[0] * a[1] for a, b in itertools.pairwise(ring))
     assert area2 > 0  # counterclockwise exterior (right-hand rule, §3.1.6)
     assert ring[0] == ring[-1] and len(ring) == 5
     assert set(feature["properties"]) == {"id", "type", "commune", "insee", "service_request_id", "service_name",

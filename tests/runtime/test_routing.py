@@ -11,6 +11,8 @@ here (not the ray cast of gateway.runtime.geoindex).
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import json
 import random
 from pathlib import Path
@@ -123,7 +125,7 @@ class Territory:
     def cell_ring(self, i: int, j: int) -> Ring:
         corners = [(i, j), (i + 1, j), (i + 1, j + 1), (i, j + 1), (i, j)]
         ring: Ring = [self.vertex[i, j]]
-        for a, b in zip(corners, corners[1:], strict=False):
+        for a, b in itertools.pairwise(corners):
             ring.extend(self._edge(a, b)[1:])
         return ring
 
@@ -152,7 +154,7 @@ class Territory:
 def _winding(ring: Ring, x: float, y: float) -> int:
     """Dan Sunday's winding number of ``ring`` around (x, y)."""
     wn = 0
-    for (x1, y1), (x2, y2) in zip(ring, ring[1:], strict=False):
+    for (x1, y1), (x2, y2) in itertools.pairwise(ring):
         side = (x2 - x1) * (y - y1) - (x - x1) * (y2 - y1)
         if y1 <= y < y2 and side > 0:
             wn += 1
@@ -381,7 +383,7 @@ async def test_precedence_mapping_attribute_location(tmp_path: Path, territory: 
         store = rt.embedded_store
         for device, tenant in (("dev-mapped", "commune-05"), ("dev-postcode", "commune-09"),
                                ("dev-located", "commune-01")):
-            await eventually(lambda d=device, t=tenant: store.get(t, urn("DeviceMeasurement", d)), what=device)
+            await eventually(functools.partial(store.get, tenant, urn("DeviceMeasurement", device)), what=device)
         letters = await _letters(base, stage="routing")
         assert [d["entityId"] for d in letters] == [urn("DeviceMeasurement", "dev-lost")]
         assert letters[0]["reason"] == (
