@@ -143,7 +143,8 @@ def worker_source(src: SourceConfig, index: int) -> SourceConfig:
     else:
         own["client_id"] = f"{client_id}-w{index}"
     own.setdefault("shared_group", f"jonction-{src.name}")
-    return SourceConfig(src.name, src.adapter, {**src.config, "mqtt": own}, src.tenant, src.routes, src.enabled)
+    return SourceConfig(src.name, src.adapter, {**src.config, "mqtt": own}, src.tenant, src.routes, src.enabled,
+                        src.routing)
 
 
 def _encode(message: Mapping[str, Any]) -> bytes:
