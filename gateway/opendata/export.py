@@ -149,10 +149,19 @@ def _snap_geometry(geometry: Any, grid_m: float) -> Any:
     return geometry
 
 
+_HOUR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}):\d{2}:\d{2}(?:\.\d+)?Z$")
+
+
 def _coarsen(instance: Any, rule: Rule) -> Any:
+    """The instance as ``rule`` lets the public see it: location on the grid, time to the hour."""
+    if not isinstance(instance, dict):
+        return instance
     grid = rule.coarsen.location_grid_m
-    if grid and isinstance(instance, dict) and instance.get("type") == "GeoProperty":
-        return {**instance, "value": _snap_geometry(instance.get("value"), grid)}
+    if grid and instance.get("type") == "GeoProperty":
+        instance = {**instance, "value": _snap_geometry(instance.get("value"), grid)}
+    if rule.coarsen.temporal == "hourly" and isinstance(instance.get("observedAt"), str):
+        # values averaged per hour in temporal answers: the current value shows its hour, not its second
+        instance = {**instance, "observedAt": _HOUR.sub(r"\1:00:00Z", instance["observedAt"])}
     return instance
 
 
@@ -439,6 +448,29 @@ async def export_open_data(
         summary.files["csv"] = _write(out / f"{stem}.csv", render_csv(rows))
         summaries[type_name] = summary
     report = Report(out, summaries, generated)
+    previous = _listed_files(out / "catalog.jsonld")
     document = catalogue(report, policies, settings, licence)
     _write(out / "catalog.jsonld", json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8"))
+    # A type a commune no longer shares must not stay published: remove the files the previous
+    # catalogue listed and this one does not (only those: the folder may hold other files).
+    written = {name for s in summaries.values() for name, _, _ in s.files.values()}
+    for name in previous - written:
+        (out / name).unlink(missing_ok=True)
     return report
+
+
+def _listed_files(path: Path) -> set[str]:
+    """The data files a previous catalogue in ``out`` named (empty when there is none or it is unreadable)."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return set()
+    names: set[str] = set()
+    datasets = doc.get("dcat:dataset") if isinstance(doc, dict) else None
+    for dataset in datasets if isinstance(datasets, list) else []:
+        for dist in dataset.get("dcat:distribution", []) if isinstance(dataset, dict) else []:
+            url = dist.get("dcat:downloadURL", {}).get("@id") if isinstance(dist, dict) else None
+            name = url.rsplit("/", 1)[-1] if isinstance(url, str) else ""
+            if re.fullmatch(r"[A-Za-z0-9_.-]+\.(?:geojson|csv)", name) and not name.startswith("."):
+                names.add(name)
+    return names

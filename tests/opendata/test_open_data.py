@@ -73,8 +73,8 @@ def entities() -> dict[str, list[dict[str, Any]]]:
                 refDevice=rel("urn:ngsi-ld:Device:sensor-1"),
                 secretNote=prop("only the owner"))
     aq2 = entity("AirQualityObserved", "urn:ngsi-ld:AirQualityObserved:aq-2",
-                 location=geo(point(3.95, 43.58)), no2=prop(30, unit="GQ", observed_at="2026-03-02T10:00:00Z"),
-                 dateObserved=prop("2026-03-02T10:00:00Z"))
+                 location=geo(point(3.95, 43.58)), no2=prop(30, unit="GQ", observed_at="2026-03-02T10:17:42Z"),
+                 dateObserved=prop("2026-03-02T10:17:42Z"))
     # A clockwise exterior ring: RFC 7946 wants it counterclockwise in the export.
     clockwise = [[3.90, 43.56], [3.90, 43.57], [3.91, 43.57], [3.91, 43.56], [3.90, 43.56]]
     request = entity(
@@ -284,3 +284,28 @@ def test_open_data_config_is_checked(tmp_path: Path) -> None:
         parse({"open_data": {"out": "x", "sharing": str(bad), "every": 0}})
     assert "/open_data/sharing: /tenants/a/share/0/with: unknown principal 'nobody'" in caught.value.problems
     assert "/open_data/every: must be more than 0" in caught.value.problems
+
+
+async def test_a_type_no_longer_public_is_unpublished(storage: Any, tmp_path: Path) -> None:
+    out = tmp_path / "open"
+    out.mkdir()
+    (out / "README.txt").write_text("kept\n", encoding="utf-8")
+    path = tmp_path / "sharing.yaml"
+    path.write_text(POLICY, encoding="utf-8")
+    await export_open_data(storage, sharing.load(path), OpenDataSettings(out))
+    assert (out / "service_requests.csv").is_file()
+    first = list(csv.DictReader(io.StringIO((out / "AirQualityObserved.csv").read_text(encoding="utf-8"))))
+    assert sorted(r["no2.observedAt"] for r in first) == ["2026-03-01T10:00:00Z", "2026-03-02T10:17:42Z"]
+    # the commune withdraws its service requests from the public, and asks for hourly times
+    path.write_text(POLICY.replace("        types: [service_requests]\n", "        types: [Alert]\n")
+                    .replace("coarsen: {location_grid_m: 500}", "coarsen: {location_grid_m: 500, temporal: hourly}"),
+                    encoding="utf-8")
+    report = await export_open_data(storage, sharing.load(path), OpenDataSettings(out))
+    assert sorted(report.types) == ["AirQualityObserved"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "AirQualityObserved.csv", "AirQualityObserved.geojson", "README.txt", "catalog.jsonld"]
+    aq = json.loads((out / "AirQualityObserved.geojson").read_bytes())
+    times = sorted(f["properties"]["no2.observedAt"] for f in aq["features"])
+    assert times == ["2026-03-01T10:00:00Z", "2026-03-02T10:00:00Z"]  # 10:17:42 shown as its hour
+    rows = list(csv.DictReader(io.StringIO((out / "AirQualityObserved.csv").read_text(encoding="utf-8"))))
+    assert sorted(r["no2.observedAt"] for r in rows) == ["2026-03-01T10:00:00Z", "2026-03-02T10:00:00Z"]
