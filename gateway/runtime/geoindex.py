@@ -87,12 +87,15 @@ def _build_part(area: int, rings: Sequence[Sequence[Position]]) -> _Part:
     # About eight edges per band: the ray cast then reads a handful of edges, not thousands.
     count = max(1, min(4096, len(edges) // 8))
     height = (bbox[3] - bbox[1]) / count or 1.0
-    part = _Part(area, bbox, bbox[1], height, [[] for _ in range(count)])
-    for edge in edges:
-        lo = _band(part, min(edge[1], edge[3]) - EPSILON)
-        hi = _band(part, max(edge[1], edge[3]) + EPSILON)
-        for b in range(lo, hi + 1):
-            part.bands[b].append(edge)
+    bands: list[list[Edge]] = [[] for _ in range(count)]
+    part = _Part(area, bbox, bbox[1], height, bands)
+    y0, last = bbox[1], count - 1
+    for edge in edges:  # _band inlined: this loop runs once per vertex of the file
+        y1, y2 = (edge[1], edge[3]) if edge[1] < edge[3] else (edge[3], edge[1])
+        lo = int((y1 - EPSILON - y0) / height)
+        hi = int((y2 + EPSILON - y0) / height)
+        for b in range(lo if lo > 0 else 0, (hi if hi < last else last) + 1):
+            bands[b].append(edge)
     return part
 
 
@@ -198,14 +201,31 @@ def _position(value: Any, where: str, problems: list[str]) -> Position | None:
     return lon, lat
 
 
+_NUMBER: Final = (int, float)
+
+
+def _plausible(ring: list[Position]) -> bool:
+    """True when every position is a finite WGS84 longitude/latitude (NaN and infinities fail)."""
+    if not ring:
+        return True
+    xs = [p[0] for p in ring]
+    ys = [p[1] for p in ring]
+    return (math.isfinite(sum(xs) + sum(ys)) and -180 <= min(xs) and max(xs) <= 180
+            and -90 <= min(ys) and max(ys) <= 90)
+
+
 def _ring(value: Any, where: str, problems: list[str]) -> list[Position] | None:
     if not isinstance(value, list):
         problems.append(f"{where}: a linear ring must be an array of positions")
         return None
-    before = len(problems)
-    ring = [p for i, v in enumerate(value) if (p := _position(v, f"{where}/{i}", problems)) is not None]
-    if len(problems) > before:
-        return None
+    # Fast path over the whole ring (files hold millions of positions); the slow one names the bad one.
+    ring = [(float(v[0]), float(v[1])) for v in value
+            if type(v) is list and len(v) >= 2 and type(v[0]) in _NUMBER and type(v[1]) in _NUMBER]
+    if len(ring) != len(value) or not _plausible(ring):
+        before = len(problems)
+        ring = [p for i, v in enumerate(value) if (p := _position(v, f"{where}/{i}", problems)) is not None]
+        if len(problems) > before:
+            return None
     if len(ring) < 4:
         problems.append(f"{where}: a linear ring needs at least 4 positions, it has {len(ring)}")
         return None

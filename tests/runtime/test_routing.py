@@ -239,13 +239,17 @@ def test_a_bad_boundary_file_names_the_feature(territory: Territory) -> None:
     doc["features"][3]["geometry"]["coordinates"][0].pop()  # unclosed exterior ring
     doc["features"][5]["geometry"] = {"type": "LineString", "coordinates": [[3, 43], [3.1, 43.1]]}
     doc["features"][9]["geometry"]["coordinates"][0][2] = ["a", 43.0]
+    doc["features"][11]["geometry"]["coordinates"][0][1] = [200.0, 43.0]
+    doc["features"][12]["geometry"]["coordinates"][0][1] = [True, 43.0]
     with pytest.raises(ConfigInvalid) as caught:
         parse_boundaries(doc, code_property="INSEE_COM", tenants=territory.tenants_table())
     problems = caught.value.problems
     assert any(p.startswith("/features/3/geometry/coordinates/0: the ring is not closed") for p in problems)
     assert "/features/5/geometry/type: 'LineString' is not Polygon or MultiPolygon" in problems
     assert any(p.startswith("/features/9/geometry/coordinates/0/2: a position must be") for p in problems)
-    assert len(problems) == 3
+    assert "/features/11/geometry/coordinates/0/1: [200.0, 43.0] is not a WGS84 longitude/latitude" in problems
+    assert any(p.startswith("/features/12/geometry/coordinates/0/1: a position must be") for p in problems)
+    assert len(problems) == 5
     projected = {**territory.geojson(), "crs": {"type": "name", "properties": {"name": "EPSG:2154"}}}
     with pytest.raises(ConfigInvalid, match="WGS84"):
         parse_boundaries(projected, code_property="INSEE_COM", tenants=territory.tenants_table())
