@@ -13,6 +13,7 @@ Each file is written to a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -413,6 +414,15 @@ def _write(path: Path, data: bytes) -> tuple[str, int, str]:
     return path.name, len(data), hashlib.sha256(data).hexdigest()
 
 
+def _render_type(stem: Path, records: list[Record], policies: Policies, licence: Licence,
+                 title: str) -> dict[str, tuple[str, int, str]]:
+    """Write one type's GeoJSON and CSV files; format → (file name, size, SHA-256)."""
+    rows = [flat_row(r, policies.label(r.tenant), policies.insee.get(r.tenant, "")) for r in records]
+    geojson = render_geojson(records, policies, licence, title)
+    return {"geojson": _write(stem.with_name(stem.name + ".geojson"), geojson),
+            "csv": _write(stem.with_name(stem.name + ".csv"), render_csv(rows))}
+
+
 async def export_open_data(
     storage: Storage, policies: Policies, settings: OpenDataSettings, *, now: datetime | None = None
 ) -> Report:
@@ -443,9 +453,8 @@ async def export_open_data(
             stem += "_"
         stems.add(stem)
         title = f"{settings.title}: {type_name}"
-        summary.files["geojson"] = _write(out / f"{stem}.geojson", render_geojson(records, policies, licence, title))
-        rows = [flat_row(r, policies.label(r.tenant), policies.insee.get(r.tenant, "")) for r in records]
-        summary.files["csv"] = _write(out / f"{stem}.csv", render_csv(rows))
+        # In a thread: inside the gateway, rendering a large type must not hold the event loop for seconds.
+        summary.files.update(await asyncio.to_thread(_render_type, out / stem, records, policies, licence, title))
         summaries[type_name] = summary
     report = Report(out, summaries, generated)
     previous = _listed_files(out / "catalog.jsonld")
