@@ -81,6 +81,8 @@ class OpenDataSettings:
     def __post_init__(self) -> None:
         if self.licence not in LICENCES:
             raise ConfigInvalid(f"unknown licence {self.licence!r} (known: {', '.join(LICENCES)})")
+        if self.base_url is not None and not re.match(r"^https?://[^/?#\s]+", self.base_url):
+            raise ConfigInvalid(f"--base-url {self.base_url!r} is not an http(s) URL")
 
 
 @dataclass

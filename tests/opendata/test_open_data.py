@@ -242,6 +242,9 @@ def test_cli_open_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert (out / "catalog.jsonld").is_file()
     assert main(["open-data", "--data", str(tmp_path / "nothing"), "--sharing", str(policy), "--out", str(out)]) == 2
     assert "no store at" in capsys.readouterr().err
+    assert main(["open-data", "--data", str(tmp_path / "data"), "--sharing", str(policy), "--out", str(out),
+                 "--base-url", "ftp://x"]) == 2
+    assert "is not an http(s) URL" in capsys.readouterr().err
     policy.write_text("version: 2\ntenants: {}\n", encoding="utf-8")
     assert main(["open-data", "--data", str(tmp_path / "data"), "--sharing", str(policy), "--out", str(out)]) == 2
     assert "/version" in capsys.readouterr().err
