@@ -427,3 +427,26 @@ def test_unroutable_is_raised_by_the_router(tmp_path: Path, territory: Territory
     with pytest.raises(Unroutable) as caught:
         router.tenant(raw, {**item, "location": {"type": "GeoProperty", "value": {"type": "Point"}}})
     assert caught.value.pointer == "/location"
+
+
+def test_index_over_1000_communes_agrees_with_brute_force() -> None:
+    rng = random.Random(1000)
+    nx, ny, size = 40, 25, 0.03
+    vertex = {(i, j): (3.3 + i * size + (rng.uniform(-0.3, 0.3) * size if 0 < i < nx else 0.0),
+                       43.3 + j * size + (rng.uniform(-0.3, 0.3) * size if 0 < j < ny else 0.0))
+              for i in range(nx + 1) for j in range(ny + 1)}
+    rings: dict[str, Ring] = {}
+    for j in range(ny):
+        for i in range(nx):
+            rings[f"{10000 + j * nx + i}"] = [vertex[i, j], vertex[i + 1, j], vertex[i + 1, j + 1], vertex[i, j + 1],
+                                             vertex[i, j]]
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"code": code},
+         "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in ring]]}} for code, ring in rings.items()]}
+    index = parse_boundaries(doc, code_property="code", tenants={c: f"t{c}" for c in rings})
+    assert len(index) == 1000
+    for _ in range(500):
+        x, y = rng.uniform(3.29, 3.3 + nx * size + 0.01), rng.uniform(43.29, 43.3 + ny * size + 0.01)
+        expected = next((code for code, ring in rings.items() if _winding(ring, x, y) != 0), None)
+        found = index.find(x, y)
+        assert (found.code if found else None) == expected, (x, y)
