@@ -1,7 +1,8 @@
 """Which commune a point is in: commune boundary polygons behind a spatial index, pure Python.
 
 Boundaries come from a GeoJSON FeatureCollection (IGN Admin Express, OpenStreetMap extracts):
-``Polygon`` and ``MultiPolygon`` features, holes respected, longitude/latitude in WGS84 (RFC 7946).
+``Polygon`` and ``MultiPolygon`` features, holes respected, longitude/latitude in WGS84 (RFC 7946);
+a file with a legacy ``crs`` member (Lambert-93 exports) is reprojected with pyproj when loaded.
 
 Two levels keep a lookup cheap with thousands of communes of thousands of vertices each:
 
@@ -31,9 +32,12 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from gateway.errors import ConfigInvalid
+
+if TYPE_CHECKING:
+    from pyproj import Transformer
 
 EPSILON: Final = 1e-9
 """Distance (degrees) within which a point counts as on an edge (~0.1 mm)."""
@@ -214,13 +218,17 @@ def _plausible(ring: list[Position]) -> bool:
             and -90 <= min(ys) and max(ys) <= 90)
 
 
-def _ring(value: Any, where: str, problems: list[str]) -> list[Position] | None:
+def _ring(value: Any, where: str, problems: list[str], project: Transformer | None = None) -> list[Position] | None:
     if not isinstance(value, list):
         problems.append(f"{where}: a linear ring must be an array of positions")
         return None
     # Fast path over the whole ring (files hold millions of positions); the slow one names the bad one.
     ring = [(float(v[0]), float(v[1])) for v in value
             if type(v) is list and len(v) >= 2 and type(v[0]) in _NUMBER and type(v[1]) in _NUMBER]
+    if project is not None and len(ring) == len(value):
+        lons, lats = project.transform([p[0] for p in ring], [p[1] for p in ring])  # one call per ring
+        ring = list(zip(map(float, lons), map(float, lats), strict=True))
+        value = [list(p) for p in ring]  # a position the projection cannot place is named below
     if len(ring) != len(value) or not _plausible(ring):
         before = len(problems)
         ring = [p for i, v in enumerate(value) if (p := _position(v, f"{where}/{i}", problems)) is not None]
@@ -239,27 +247,48 @@ def _ring(value: Any, where: str, problems: list[str]) -> list[Position] | None:
     return ring
 
 
-def _polygon(value: Any, where: str, problems: list[str]) -> list[list[Position]] | None:
+def _polygon(value: Any, where: str, problems: list[str], project: Transformer | None) -> list[list[Position]] | None:
     if not isinstance(value, list) or not value:
         problems.append(f"{where}: a Polygon is a non-empty array of linear rings")
         return None
-    rings = [_ring(r, f"{where}/{i}", problems) for i, r in enumerate(value)]
+    rings = [_ring(r, f"{where}/{i}", problems, project) for i, r in enumerate(value)]
     return None if any(r is None for r in rings) else [r for r in rings if r is not None]
 
 
-def _polygons(geometry: Any, where: str, problems: list[str]) -> list[list[list[Position]]]:
+def _projection(crs: Any, problems: list[str]) -> Transformer | None:
+    """A transformer to WGS84 lon/lat for a legacy GeoJSON ``crs`` member (GeoJSON 2008, ogr2ogr's default for
+    Lambert-93 files); None for WGS84 itself or when the member is unusable (a problem is listed)."""
+    name = crs.get("properties", {}).get("name") if isinstance(crs, Mapping) else None
+    if not isinstance(name, str) or not isinstance(crs.get("properties"), Mapping):
+        problems.append("/crs: expected {\"type\": \"name\", \"properties\": {\"name\": \"EPSG:2154\"}} "
+                        "(or no crs member: WGS84, RFC 7946)")
+        return None
+    if "CRS84" in name.upper() or name.upper().replace("::", ":").endswith("EPSG:4326"):
+        return None  # WGS84 longitude/latitude, as RFC 7946 has it
+    from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError
+
+    try:
+        return Transformer.from_crs(CRS.from_user_input(name), "OGC:CRS84", always_xy=True)
+    except CRSError:
+        problems.append(f"/crs/properties/name: unknown CRS {name!r}")
+        return None
+
+
+def _polygons(geometry: Any, where: str, problems: list[str], project: Transformer | None) -> list[
+        list[list[Position]]]:
     if not isinstance(geometry, Mapping):
         problems.append(f"{where}: a feature of a boundary file needs a Polygon or MultiPolygon geometry")
         return []
     kind, coords = geometry.get("type"), geometry.get("coordinates")
     if kind == "Polygon":
-        poly = _polygon(coords, f"{where}/coordinates", problems)
+        poly = _polygon(coords, f"{where}/coordinates", problems, project)
         return [poly] if poly is not None else []
     if kind == "MultiPolygon":
         if not isinstance(coords, list) or not coords:
             problems.append(f"{where}/coordinates: a MultiPolygon is a non-empty array of polygons")
             return []
-        found = [_polygon(p, f"{where}/coordinates/{i}", problems) for i, p in enumerate(coords)]
+        found = [_polygon(p, f"{where}/coordinates/{i}", problems, project) for i, p in enumerate(coords)]
         return [p for p in found if p is not None]
     problems.append(f"{where}/type: {kind!r} is not Polygon or MultiPolygon")
     return []
@@ -291,11 +320,8 @@ def parse_boundaries(
     problems: list[str] = []
     if not isinstance(document, Mapping) or document.get("type") != "FeatureCollection":
         raise ConfigInvalid(f"{source} is not a GeoJSON FeatureCollection", ["/type: expected FeatureCollection"])
-    crs = document.get("crs")
-    if crs is not None and "CRS84" not in json.dumps(crs) and "4326" not in json.dumps(crs):
-        # RFC 7946 removed the crs member; a projected file (Lambert-93) would route everything wrong.
-        problems.append("/crs: boundaries must be WGS84 longitude/latitude (RFC 7946); reproject the file, "
-                        "e.g. ogr2ogr -t_srs EPSG:4326")
+    # RFC 7946 removed the crs member, but Lambert-93 exports still carry one: reproject with pyproj.
+    project = _projection(document["crs"], problems) if document.get("crs") is not None else None
     features = document.get("features")
     if not isinstance(features, list):
         raise ConfigInvalid(f"{source} is not a GeoJSON FeatureCollection", ["/features: expected an array"])
@@ -326,7 +352,7 @@ def parse_boundaries(
                 problems.append(f"{where}/properties/{code_property}: missing (it is the feature's commune code)")
                 continue
             tenant = table.get(code)
-        found = _polygons(feature.get("geometry"), f"{where}/geometry", problems)
+        found = _polygons(feature.get("geometry"), f"{where}/geometry", problems, project)
         if not found:
             continue
         name = _text(props.get(name_property)) if name_property else None

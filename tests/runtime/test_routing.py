@@ -250,9 +250,33 @@ def test_a_bad_boundary_file_names_the_feature(territory: Territory) -> None:
     assert "/features/11/geometry/coordinates/0/1: [200.0, 43.0] is not a WGS84 longitude/latitude" in problems
     assert any(p.startswith("/features/12/geometry/coordinates/0/1: a position must be") for p in problems)
     assert len(problems) == 5
-    projected = {**territory.geojson(), "crs": {"type": "name", "properties": {"name": "EPSG:2154"}}}
-    with pytest.raises(ConfigInvalid, match="WGS84"):
-        parse_boundaries(projected, code_property="INSEE_COM", tenants=territory.tenants_table())
+    unknown = {**territory.geojson(), "crs": {"type": "name", "properties": {"name": "EPSG:999999"}}}
+    with pytest.raises(ConfigInvalid) as caught:
+        parse_boundaries(unknown, code_property="INSEE_COM", tenants=territory.tenants_table())
+    assert caught.value.problems == ["/crs/properties/name: unknown CRS 'EPSG:999999'"]
+
+
+def test_a_lambert_93_file_is_reprojected(territory: Territory) -> None:
+    from pyproj import Transformer
+
+    to_l93 = Transformer.from_crs("EPSG:4326", "EPSG:2154", always_xy=True)
+    doc = territory.geojson()
+    for feature in doc["features"]:
+        geometry = feature["geometry"]
+        polys = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+        for poly in polys:
+            for ring in poly:
+                for position in ring:
+                    position[:] = list(to_l93.transform(position[0], position[1]))
+    doc["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::2154"}}
+    assert 600_000 < doc["features"][1]["geometry"]["coordinates"][0][0][0] < 900_000  # metres, not degrees
+    index = parse_boundaries(doc, code_property="INSEE_COM", tenants=territory.tenants_table())
+    rng = random.Random(93)
+    for _ in range(2000):
+        x, y = rng.uniform(X0 - 0.05, X0 + N * CELL + 0.05), rng.uniform(Y0 - 0.05, Y0 + N * CELL + 0.05)
+        expected = territory.expected(x, y)
+        found = index.find(x, y)
+        assert (found.code if found else None) == (territory.code(expected) if expected is not None else None)
 
 
 def test_config_errors_name_the_key(tmp_path: Path, territory: Territory) -> None:
