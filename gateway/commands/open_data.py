@@ -42,6 +42,8 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--publisher", default="jonction", metavar="NAME",
                         help="the publishing body (the syndicat, the commune) named in the catalogue")
     parser.add_argument("--title", default="Open data", help="title of the catalogue")
+    parser.add_argument("--contact", default=None, metavar="EMAIL|URL",
+                        help="where data users write to (the datasets' contact point)")
     parser.add_argument("--base-url", default=None, metavar="URL",
                         help="where --out is published (absolute download URLs in the catalogue)")
     parser.set_defaults(handler=_handle)
@@ -53,7 +55,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     policies = sharing.load(args.sharing)
     settings = OpenDataSettings(out=args.out, licence=args.licence, publisher=args.publisher, title=args.title,
-                                base_url=args.base_url)
+                                base_url=args.base_url, contact=args.contact)
     database = args.database or os.environ.get(DATABASE_ENV) or None
     if database is None:
         path = args.data / "store.sqlite"

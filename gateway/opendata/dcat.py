@@ -5,8 +5,8 @@ dct:publisher, dct:license, dct:modified, dcat:dataset), each dcat:Dataset with 
 dct:description, dct:identifier, dct:publisher, dct:spatial (a dct:Location with dcat:bbox as a
 GeoSPARQL WKT literal and the communes' names), dct:temporal (dct:PeriodOfTime with dcat:startDate
 and dcat:endDate), dct:modified, dct:conformsTo (the entity type's Smart Data Model IRI),
-dct:accessRights PUBLIC, and one dcat:Distribution per format with dcat:accessURL,
-dcat:downloadURL, dct:format and dcat:mediaType (EU and IANA vocabularies), dct:license,
+dct:accessRights PUBLIC, dcat:contactPoint (a vcard:Organization), and one dcat:Distribution per
+format with dcat:accessURL, dcat:downloadURL, dct:format and dcat:mediaType (EU and IANA vocabularies), dct:license,
 dcat:byteSize and an spdx:checksum (SHA-256).
 """
 
@@ -28,6 +28,7 @@ CONTEXT: Final = {
     "spdx": "http://spdx.org/rdf/terms#",
     "xsd": "http://www.w3.org/2001/XMLSchema#",
     "gsp": "http://www.opengis.net/ont/geosparql#",
+    "vcard": "http://www.w3.org/2006/vcard/ns#",
 }
 FORMATS: Final = {
     "geojson": ("http://publications.europa.eu/resource/authority/file-type/GEOJSON",
@@ -59,6 +60,15 @@ def _url(settings: OpenDataSettings, name: str) -> str:
     return f"{settings.base_url.rstrip('/')}/{name}" if settings.base_url else name
 
 
+def _contact(settings: OpenDataSettings) -> dict[str, Any]:
+    """The publisher as a vCard organisation, with the contact address when one is configured."""
+    card: dict[str, Any] = {"@type": "vcard:Organization", "vcard:fn": settings.publisher}
+    if settings.contact:
+        target = settings.contact if ":" in settings.contact else f"mailto:{settings.contact}"
+        card["vcard:hasEmail" if target.startswith("mailto:") else "vcard:hasURL"] = {"@id": target}
+    return card
+
+
 def _dataset(summary: TypeSummary, report: Report, policies: Policies, settings: OpenDataSettings,
              licence: Licence, publisher: dict[str, Any]) -> dict[str, Any]:
     communes = sorted(policies.label(t) for t in summary.tenants)
@@ -77,6 +87,7 @@ def _dataset(summary: TypeSummary, report: Report, policies: Policies, settings:
         "dct:issued": _date_time(report.generated),
         "dct:modified": _date_time(summary.modified or report.generated),
         "dcat:keyword": [summary.name, *communes],
+        "dcat:contactPoint": _contact(settings),
         "dcat:distribution": [],
     }
     spatial: dict[str, Any] = {"@type": "dct:Location", "locn:geographicName": communes}

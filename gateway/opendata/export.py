@@ -77,6 +77,8 @@ class OpenDataSettings:
     title: str = "Open data"
     base_url: str | None = None
     """Where ``out`` is published (distributions' download URLs); None: URLs relative to the catalogue."""
+    contact: str | None = None
+    """An e-mail address or URL data users can write to (the datasets' dcat:contactPoint)."""
 
     def __post_init__(self) -> None:
         if self.licence not in LICENCES:

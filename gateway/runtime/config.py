@@ -374,7 +374,7 @@ def _open_data(block: Mapping[str, Any], base: Path, embedded: bool, problems: l
         problems.append("/open_data/every: must be more than 0")
     settings = OpenDataSettings(out=resolved(block["out"]), licence=block.get("licence", "etalab-2.0"),
                                 publisher=block.get("publisher", "jonction"), title=block.get("title", "Open data"),
-                                base_url=block.get("base_url"))
+                                base_url=block.get("base_url"), contact=block.get("contact"))
     return OpenDataJob(settings, policy, every)
 
 

@@ -187,7 +187,8 @@ async def test_csv_columns_and_quoting(storage: Any, policies: sharing.Policies,
 async def test_dcat_ap_catalogue(storage: Any, policies: sharing.Policies, tmp_path: Path) -> None:
     out = tmp_path / "open"
     await export_open_data(storage, policies, OpenDataSettings(out, licence="odbl", publisher="Syndicat du Lez",
-                                                               base_url="https://data.example.org/od/"))
+                                                               base_url="https://data.example.org/od/",
+                                                               contact="opendata@example.org"))
     catalog = json.loads((out / "catalog.jsonld").read_bytes())
     assert catalog["@context"]["dcat"] == "http://www.w3.org/ns/dcat#"
     assert catalog["@type"] == "dcat:Catalog"
@@ -207,6 +208,8 @@ async def test_dcat_ap_catalogue(storage: Any, policies: sharing.Policies, tmp_p
     assert aq["dct:spatial"]["dcat:bbox"]["@value"].startswith("POLYGON((3.9")
     assert aq["dct:spatial"]["locn:geographicName"] == ["Lattes"]
     assert aq["dct:conformsTo"]["@id"].endswith("/AirQualityObserved")
+    assert aq["dcat:contactPoint"] == {"@type": "vcard:Organization", "vcard:fn": "Syndicat du Lez",
+                                       "vcard:hasEmail": {"@id": "mailto:opendata@example.org"}}
     formats = {d["dct:format"]["@id"].rsplit("/", 1)[-1]: d for d in aq["dcat:distribution"]}
     assert sorted(formats) == ["CSV", "GEOJSON"]
     geojson = formats["GEOJSON"]
