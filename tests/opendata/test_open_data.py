@@ -222,6 +222,23 @@ async def test_dcat_ap_catalogue(storage: Any, policies: sharing.Policies, tmp_p
 
     digest = hashlib.sha256((out / "AirQualityObserved.geojson").read_bytes()).hexdigest()
     assert geojson["spdx:checksum"]["spdx:checksumValue"]["@value"] == digest
+    # An independent JSON-LD processor reads it as DCAT (the @context is inline: nothing is fetched).
+    from pyld import jsonld
+
+    graph = jsonld.flatten(catalog)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for node in graph:
+        for kind in node.get("@type", []):
+            by_type.setdefault(kind, []).append(node)
+    dcat, dct = "http://www.w3.org/ns/dcat#", "http://purl.org/dc/terms/"
+    assert len(by_type[dcat + "Catalog"]) == 1 and len(by_type[dcat + "Dataset"]) == 2
+    assert len(by_type[dcat + "Distribution"]) == 4
+    for dist in by_type[dcat + "Distribution"]:
+        assert dist[dct + "license"] == [{"@id": "https://opendatacommons.org/licenses/odbl/1-0/"}]
+        assert dist[dcat + "accessURL"][0]["@id"].startswith("https://data.example.org/od/")
+    for ds in by_type[dcat + "Dataset"]:
+        assert {dct + "title", dct + "description", dct + "publisher", dct + "spatial", dct + "temporal",
+                dct + "modified", dcat + "distribution"} <= set(ds)
 
 
 def test_cli_open_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
