@@ -15,7 +15,8 @@ A syndicat's vendor account covers dozens of communes; each commune is a tenant.
 When none answers, the entity is *unroutable*: :class:`Unroutable` carries every method's reason
 and the pipeline keeps the entity as a dead letter of stage ``routing`` (the rest of the message
 and of the group goes on). ``otherwise: source_tenant`` sends it to the source's tenant instead.
-Everything here is pure: the files are read once, when the configuration is built.
+Everything here is pure: the files are read when the configuration is built, and again when an
+operator restarts the source (``POST /admin/sources/{name}/restart``) after fixing them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import csv
 import io
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -140,6 +141,10 @@ class Router:
     methods: tuple[tuple[str, Method], ...]
     fallback: bool = False
     """True (``otherwise: source_tenant``): an unroutable entity goes to the source's tenant."""
+    spec: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The ``routing`` block it was built from, with where its files are (for :meth:`reloaded`)."""
+    base: Path = field(default=Path(), compare=False, repr=False)
+    where: str = field(default="", compare=False, repr=False)
 
     def tenant(self, raw: RawMessage, item: Entity) -> str:
         """The entity's tenant; raises Unroutable with each method's reason."""
@@ -153,6 +158,13 @@ class Router:
             return raw.tenant
         pointer = next((m.pointer for m in reversed(misses) if m.pointer), "")
         raise Unroutable("unroutable: " + "; ".join(m.reason for m in misses), pointer)
+
+    def reloaded(self) -> Router:
+        """The same routing with its files read again (after an operator fixed them); ConfigInvalid if they are bad."""
+        router, problems = build(self.spec, base=self.base, where=self.where)
+        if router is None:
+            raise ConfigInvalid("the routing files are invalid; the previous routing stays in use", problems)
+        return router
 
     def describe(self) -> list[str]:
         """The methods' names, in order (admin API)."""
@@ -266,4 +278,5 @@ def build(spec: Mapping[str, Any], *, base: Path, where: str) -> tuple[Router | 
             problems.append(f"{where}/{name}: configured but missing from order")
     if problems:
         return None, problems
-    return Router(tuple(methods), fallback=spec.get("otherwise") == "source_tenant"), []
+    return Router(tuple(methods), fallback=spec.get("otherwise") == "source_tenant", spec=spec, base=base,
+                  where=where), []

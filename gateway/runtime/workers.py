@@ -45,7 +45,7 @@ import orjson
 from aiohttp import web
 
 from gateway.contract import SHARED_PORTS, Adapter, adapter_logger, instantiate
-from gateway.errors import Unavailable
+from gateway.errors import ConfigInvalid, Unavailable
 from gateway.model import RawMessage
 from gateway.runtime.config import GatewayConfig, SourceConfig, source_config
 from gateway.runtime.metrics import Counter, Labels, Metrics
@@ -526,6 +526,11 @@ async def _hear(rt: Runtime, link: _ParentLink, reader: asyncio.StreamReader, st
             name = str(message.get("source"))
             src = next((s for s in rt.config.sources if s.name == name and s.enabled), None)
             if src is not None and name in rt.sources:
+                if src.routing is not None:
+                    try:  # the parent read the same files just before and answered the operator
+                        src.routing = await asyncio.to_thread(src.routing.reloaded)
+                    except ConfigInvalid as exc:
+                        log.warning("worker %d: routing of %s kept: %s", index, name, exc)
                 await rt.sources[name].stop()
                 log.info("source %s restarted on request", name, extra={"source": name, "worker": index})
                 rt.start_source(worker_source(src, index))

@@ -474,3 +474,36 @@ def test_index_over_1000_communes_agrees_with_brute_force() -> None:
         expected = next((code for code, ring in rings.items() if _winding(ring, x, y) != 0), None)
         found = index.find(x, y)
         assert (found.code if found else None) == expected, (x, y)
+
+
+async def test_fixed_boundaries_apply_on_restart_and_letters_replay(tmp_path: Path, territory: Territory) -> None:
+    boundaries = write_boundaries(tmp_path, territory)
+    complete = boundaries.read_text(encoding="utf-8")
+    doc = json.loads(complete)
+    doc["features"] = [f for f in doc["features"] if f["properties"]["INSEE_COM"] != "34001"]  # a commune missing
+    boundaries.write_text(json.dumps(doc), encoding="utf-8")
+    cfg = config(tmp_path, sources=[{"name": "feed", "adapter": "feed", "tenant": "syndicat",
+                                     "routing": location_routing(boundaries, territory)}])
+    async with running(cfg, adapters={"feed": FeedAdapter}) as (base, app):
+        rt = app[RUNTIME]
+        await _send_all(FeedAdapter.instances["feed"], [{"device": "late", "value": 1, "lon": 3.05, "lat": 43.05}])
+        (letter,) = await _letters(base, stage="routing")
+        assert "outside every commune" in letter["reason"]
+        async with aiohttp.ClientSession() as http:
+            # a broken file: the restart is refused with the pointer, the source keeps running as it was
+            broken = json.loads(complete)
+            broken["features"][4]["geometry"]["coordinates"][0].pop()
+            boundaries.write_text(json.dumps(broken), encoding="utf-8")
+            async with http.post(f"{base}/admin/sources/feed/restart") as resp:
+                assert resp.status == 400
+                assert "/features/4/geometry/coordinates/0: the ring is not closed" in (await resp.json())["detail"]
+            assert rt.sources["feed"].status.state == "running"
+            # the fix: the complete file, a restart, a replay
+            boundaries.write_text(complete, encoding="utf-8")
+            async with http.post(f"{base}/admin/sources/feed/restart") as resp:
+                assert resp.status == 200
+            async with http.post(f"{base}/admin/deadletters/replay", json={"stage": "routing"}) as resp:
+                assert (await resp.json())["replayed"] == 1
+        await eventually(lambda: rt.embedded_store.get("commune-01", urn("DeviceMeasurement", "late")),
+                         what="the replayed reading in its commune")
+        assert await _letters(base, stage="routing") == []
