@@ -342,6 +342,10 @@ async def _runtime_ctx(
     cfg = rt.config
     tasks = [asyncio.create_task(pub.run(), name=f"publisher:{name}") for name, pub in rt.publishers.items()]
     tasks.append(asyncio.create_task(_maintenance(rt), name="maintenance"))
+    if cfg.open_data is not None and storage is not None:
+        from gateway.opendata.schedule import run_periodically
+
+        tasks.append(asyncio.create_task(run_periodically(cfg.open_data, storage), name="open-data"))
     pool: WorkerPool | None = None
     try:
         await _start_simulators(rt)
