@@ -39,7 +39,7 @@ DEFAULT_TENANT_KEY: Final = "-"
 PERSONAL_ATTRIBUTES: Final = frozenset({
     # Open311 and citizen reports: who reported, how to reach them
     "contactPoint", "email", "telephone", "phone", "firstName", "lastName", "familyName", "givenName",
-    "contact", "reporter", "submitter", "personName", "account_id", "accountId", "device_id",
+    "first_name", "last_name", "contact", "reporter", "submitter", "personName", "account_id", "accountId", "device_id",
     # household metering: the person behind the meter
     "customer", "customerName", "holder", "occupier",
 })
