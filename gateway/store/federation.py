@@ -45,7 +45,7 @@ from gateway.store import registrations as regs
 from gateway.store.problems import NgsiError
 from gateway.store.query import parse_type_expression
 from gateway.store.representation import render, render_feature
-from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings
+from gateway.store.settings import CONTEXTS_KEY, READER_STORAGE, SETTINGS_KEY, STORAGE_KEY, StoreSettings
 
 log = logging.getLogger("jonction.store.federation")
 
@@ -1018,6 +1018,10 @@ async def federation_middleware(
         return await handler(request)
     tenant = http.tenant_of(request)
     if key in _READ_PATHS:
+        if READER_STORAGE.get() is not None:
+            # a non-owner reader under a sharing policy: the sources would answer with this store's credentials,
+            # not under the reader's policy, so such a reader gets the local (policy-filtered) answer only
+            return await handler(request)
         return await _READ_PATHS[key](request, handler, client, tenant)
     if key == ("DELETE", "/entities"):
         return await federated_purge(request, handler, client, tenant)

@@ -346,3 +346,30 @@ async def test_purge_reaches_the_sources(stores: list[StoreServer]) -> None:
     assert made.status == 201, made.raw
     assert (await syndicat.delete("/entities", params={"local": "true"})).status == 204
     assert len((await annecy.get("/entities", params={"type": AQ})).json) == 1
+
+
+async def test_non_owner_readers_under_a_sharing_policy_get_local_answers_only(
+    stores: list[StoreServer], tmp_path: Path
+) -> None:
+    """Sources answer with the syndicat's credentials: a public reader must not get their data through it."""
+    from gateway.store import sharing
+
+    _, annecy, _ = stores
+    policy = tmp_path / "sharing.yaml"
+    policy.write_text("version: 1\ntenants:\n  '':\n    share:\n      - with: [public]\n"
+                      f"        types: [{AQ}]\n", encoding="utf-8")
+    syndicat = StoreServer(replace(StoreSettings(data_dir=tmp_path / "policed"), tokens=frozenset({"own3r"}),
+                                   sharing=sharing.load(policy)))
+    await syndicat.start()
+    try:
+        owner = {"Authorization": "Bearer own3r"}
+        assert (await annecy.post("/entities", air("annecy", 1))).status == 201
+        assert (await syndicat.post("/entities", air("syndicat", 1), headers=owner)).status == 201
+        reg = registration("annecy", root(annecy), commune="Annecy")
+        assert (await syndicat.post(REGS, reg, headers=owner)).status == 201
+        public = await syndicat.get("/entities", params={"type": AQ})
+        assert public.status == 200 and [e["id"] for e in public.json] == [f"urn:ngsi-ld:{AQ}:syndicat-1"]
+        mine = await syndicat.get("/entities", params={"type": AQ}, headers=owner)
+        assert sorted(by_id(mine.json)) == [f"urn:ngsi-ld:{AQ}:annecy-1", f"urn:ngsi-ld:{AQ}:syndicat-1"]
+    finally:
+        await syndicat.close()

@@ -175,6 +175,24 @@ CREATE TABLE csource_registrations(
 """
 
 _V8 = """
+-- The audit log of cross-tenant reads (sharing policies, syndicat views, federated reads): who read
+-- what and when; tokens never stored. Pruned by the store at write (audit_retention_days).
+CREATE TABLE sharing_audit(
+    seq bigserial PRIMARY KEY,
+    at timestamptz NOT NULL,
+    principal text NOT NULL,
+    tenant text NOT NULL,
+    method text NOT NULL,
+    path text NOT NULL,
+    query text NOT NULL,
+    status integer NOT NULL,
+    returned integer NOT NULL,
+    via text
+);
+CREATE INDEX sharing_audit_at ON sharing_audit(at);
+"""
+
+_V9 = """
 CREATE TABLE csource_subscriptions(
     tenant text NOT NULL,
     id text NOT NULL,
@@ -191,7 +209,8 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(5, "daily roll-up of the attribute history (aggregatedValues over long windows)", _V5),
     Migration(6, "cheaper writes: no foreign key on geometry boxes, no whole-document GIN index", _V6),
     Migration(7, "context source registrations (one JSONB document each)", _V7),
-    Migration(8, "context source registration subscriptions (one JSONB document each)", _V8),
+    Migration(8, "sharing audit log of cross-tenant reads", _V8),
+    Migration(9, "context source registration subscriptions (one JSONB document each)", _V9),
 )
 """Every migration, in order; append new ones, never edit an applied one."""
 
