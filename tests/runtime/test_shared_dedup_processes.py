@@ -217,8 +217,11 @@ async def test_two_instances_on_one_shared_feed_store_each_uplink_once(tmp_path:
     assert distinct == uplinks  # no reading lost ...
     assert rows == uplinks  # ... and none stored twice
     assert sum(received) == uplinks and sum(duplicates) == len(lines) - uplinks
-    assert all(n > 0 for n in received), received  # both instances did part of the work
-    assert all(n > 0 for n in duplicates), duplicates  # and each dropped copies the other one wrote
+    # Both instances took part. Which copy of a split pair wins is a race: on a loaded machine one
+    # instance can win every race, so it stores everything and the other only drops copies; what
+    # each instance was handed by the broker is the figure that must not be zero.
+    handled = [r + d for r, d in zip(received, duplicates, strict=True)]
+    assert all(n > 0 for n in handled), (received, duplicates)
     assert codes == [0, 0], [(tmp_path / f"{n}.log").read_text()[-2000:] for n in "ab"]
 
 

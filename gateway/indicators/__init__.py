@@ -1,0 +1,1 @@
+"""Evaluation indicators computed from the store's attribute history (``jonction indicators``)."""
