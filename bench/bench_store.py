@@ -1,8 +1,8 @@
 """Benchmark of the embedded NGSI-LD store: upsert throughput, query latency, memory.
 
-Usage: ``python bench/bench_store.py [N | --entities N] [--database URL] [--stages]`` (or ``BENCH_STORE_N=N``; default 100000
-entities; ``--database postgresql://…`` measures the PostgreSQL backend, whose database should be
-empty, default: SQLite in a temporary folder);
+Usage: ``python bench/bench_store.py [N | --entities N] [--database URL] [--stages]``
+(or ``BENCH_STORE_N=N``; default 100000 entities; ``--database postgresql://…`` measures the PostgreSQL
+backend, whose database should be empty, default: SQLite in a temporary folder);
 ``BENCH_STORE_DURABILITY=normal`` measures the Python upserts with ``synchronous=NORMAL`` (default full).
 Prints figures only (targets: upsert >= 20,000 entities/s, query p50 <= 20 ms, RSS <= 300 MB).
 Wall-clock rates depend on what else the machine runs; "entities per CPU-second" does not.
