@@ -23,7 +23,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from gateway import model
 from gateway.pointer import escape
@@ -591,12 +591,18 @@ class ContextCache:
     def __init__(self, resolve: Resolver | None = None, size: int = 256) -> None:
         self._resolve = resolve
         self._size = size
-        self._items: OrderedDict[str, Context] = OrderedDict()
+        self._items: OrderedDict[str | tuple[str, ...], Context] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, entries: Sequence[ContextEntry]) -> Context:
         """The Context for these entries, built on first use."""
-        key = json.dumps(list(entries), sort_keys=True, separators=(",", ":"))
+        key: str | tuple[str, ...]
+        if all(type(e) is str for e in entries):
+            # IRIs only (a Link header, the runtime's context): looked up once per entity of a batch,
+            # where serializing the key cost more than expanding a small entity's names
+            key = tuple(cast(Sequence[str], entries))
+        else:
+            key = json.dumps(list(entries), sort_keys=True, separators=(",", ":"))
         with self._lock:
             found = self._items.get(key)
             if found is not None:
