@@ -64,6 +64,11 @@ def register(sub: Subparsers) -> None:
         "Host header names neither it, loopback nor the bind address are refused (DNS rebinding)",
     )
     parser.add_argument("--protect-reads", action="store_true", help="require a token for reads as well")
+    parser.add_argument(
+        "--sharing", type=Path, default=None, metavar="FILE",
+        help="sharing policies (YAML): which types and attributes each tenant shares with which principal or "
+        "the public, coarsened or not, and the read-only syndicat views; checked before the store opens",
+    )
     parser.add_argument("--allow-unfiltered-queries", action="store_true",
                         help="list entities on a GET /entities with no filter (CIM 009 asks for one by default)")
     parser.add_argument("--temporal-instance-limit", type=int, default=10_000, metavar="N",
@@ -100,6 +105,11 @@ def _handle(args: argparse.Namespace) -> int:
     if args.migrate:
         return _migrate(database or args.data / "store.sqlite")
     tokens, tenant_tokens = load_tokens(args.token_file)
+    sharing_policies = None
+    if args.sharing is not None:
+        from gateway.store import sharing
+
+        sharing_policies = sharing.load(args.sharing)
     settings = StoreSettings(
         data_dir=args.data,
         database=database,
@@ -111,6 +121,7 @@ def _handle(args: argparse.Namespace) -> int:
         allowed_hosts=frozenset(args.allowed_host),
         allow_unfiltered_queries=args.allow_unfiltered_queries,
         temporal_instance_limit=args.temporal_instance_limit,
+        sharing=sharing_policies,
     )
     settings.check()
     if not 1 <= args.workers <= MAX_WORKERS:
@@ -176,6 +187,8 @@ def _worker_argv(args: argparse.Namespace, fd: int, port: int) -> list[str]:
         argv += ["--allowed-host", name]
     if args.protect_reads:
         argv.append("--protect-reads")
+    if args.sharing is not None:
+        argv += ["--sharing", str(args.sharing)]
     if args.allow_unfiltered_queries:
         argv.append("--allow-unfiltered-queries")
     return argv

@@ -25,7 +25,7 @@ from gateway.store import codec, jsonld
 from gateway.store.base import Storage
 from gateway.store.jsonld import Context, ContextCache, ContextEntry
 from gateway.store.problems import NgsiError, bad_request, invalid_request, not_found
-from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings
+from gateway.store.settings import CONTEXTS_KEY, READER_STORAGE, SETTINGS_KEY, STORAGE_KEY, StoreSettings
 
 log = logging.getLogger("jonction.store.http")
 
@@ -148,7 +148,8 @@ def link_context(request: web.Request) -> str | None:
 
 async def ngsi_context(request: web.Request, *, must_exist: bool = True) -> NgsiContext:
     """Build the request context; NonexistentTenant when ``must_exist`` and the tenant is unknown."""
-    storage = request.config_dict[STORAGE_KEY]
+    # a reader who is not the tenant's owner sees the storage through its sharing policy (readers.py)
+    storage = READER_STORAGE.get() or request.config_dict[STORAGE_KEY]
     tenant = tenant_of(request)
     if must_exist and not await storage.tenant_exists(tenant):
         raise NgsiError("NonexistentTenant", f"tenant {tenant!r} does not exist")

@@ -2,7 +2,7 @@
 
 A name or a type seen once is not checked again in that context; these tests make sure a second
 entity still gets every error the first one would have got, with the same JSON pointer, and that
-the PostgreSQL schema of migration 8 keeps history and queries right.
+the PostgreSQL schema of migration 9 keeps history and queries right.
 """
 
 from __future__ import annotations

@@ -174,7 +174,25 @@ CREATE TABLE csource_registrations(
 );
 """
 
-_V8_HOT_UPDATES = """
+_V8 = """
+-- The audit log of cross-tenant reads (sharing policies, syndicat views, federated reads): who read
+-- what and when; tokens never stored. Pruned by the store at write (audit_retention_days).
+CREATE TABLE sharing_audit(
+    seq bigserial PRIMARY KEY,
+    at timestamptz NOT NULL,
+    principal text NOT NULL,
+    tenant text NOT NULL,
+    method text NOT NULL,
+    path text NOT NULL,
+    query text NOT NULL,
+    status integer NOT NULL,
+    returned integer NOT NULL,
+    via text
+);
+CREATE INDEX sharing_audit_at ON sharing_audit(at);
+"""
+
+_V9_HOT_UPDATES = """
 -- Write cost, measured with bench/bench_store.py (30,000 entities updated twice): with full pages no
 -- update could stay on its page, so every telemetry update rewrote every index of the row (0 of 60,000
 -- updates were HOT). With room left on each page, an update that keeps the types and the attribute
@@ -196,8 +214,9 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(5, "daily roll-up of the attribute history (aggregatedValues over long windows)", _V5),
     Migration(6, "cheaper writes: no foreign key on geometry boxes, no whole-document GIN index", _V6),
     Migration(7, "context source registrations (one JSONB document each)", _V7),
-    Migration(8, "cheaper updates: room for heap-only updates of entities, no unused (tenant, type, id) index",
-              _V8_HOT_UPDATES),
+    Migration(8, "sharing audit log of cross-tenant reads", _V8),
+    Migration(9, "cheaper updates: room for heap-only updates of entities, no unused (tenant, type, id) index",
+              _V9_HOT_UPDATES),
 )
 """Every migration, in order; append new ones, never edit an applied one."""
 
