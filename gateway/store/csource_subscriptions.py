@@ -8,7 +8,7 @@ registration is created (``newlyMatching``), updated (``updated``) or deleted or
 registration that matches at that moment. Only the matching ``RegistrationInfo`` elements are sent.
 
 Subscriptions are one JSON document each in the storage's ``csource_subscriptions`` table (SQLite
-table, PostgreSQL migration 9); deliveries run in the background, never on the request path.
+table, PostgreSQL migration 10); deliveries run in the background, never on the request path.
 """
 
 from __future__ import annotations
