@@ -103,8 +103,7 @@ def create_store_app(settings: StoreSettings, *, storage: Storage | None = None)
     add_registration_routes(app)
     setup_csource_subscriptions(app)
     setup_federation(app, settings)
-    if settings.sharing is not None:
-        add_audit_routes(app)
+    add_audit_routes(app)  # federated reads are audited with or without a sharing policy
     # Entity maps and broker info are outside what this store implements.
     for prefix in ("/entityMaps", "/info"):
         _not_implemented(app, prefix)

@@ -40,12 +40,13 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from aiohttp import web
 
-from gateway.store import codec, http, jsonld
+from gateway.store import audit, codec, http, jsonld
 from gateway.store import registrations as regs
 from gateway.store.problems import NgsiError
 from gateway.store.query import parse_type_expression
 from gateway.store.representation import render, render_feature
 from gateway.store.settings import CONTEXTS_KEY, READER_STORAGE, SETTINGS_KEY, STORAGE_KEY, StoreSettings
+from gateway.store.sharing import OWNER
 
 log = logging.getLogger("jonction.store.federation")
 
@@ -303,7 +304,27 @@ async def _forward_reads(
             log.info("context source %s (registration %s) failed: %s", source.base(), source.id, outcome.error)
         return outcome
 
-    return list(await asyncio.gather(*(one(s) for s in sources)))
+    outcomes = list(await asyncio.gather(*(one(s) for s in sources)))
+    await _audit_reads(request, outcomes, path)
+    return outcomes
+
+
+async def _audit_reads(request: web.Request, outcomes: Sequence[Outcome], path: str) -> None:
+    """One audit row per source a read went through: who (the tenant's owner: other readers are never
+    federated), what (the source's path, the cleaned query, how many entities), via which registration."""
+    settings = request.config_dict[SETTINGS_KEY]
+    policies = settings.sharing
+    retention = policies.audit_retention_days if policies is not None else audit.DEFAULT_RETENTION_DAYS
+    storage = request.config_dict[STORAGE_KEY]
+    tenant = request.headers.get(http.TENANT_HEADER, "")
+    query = audit.clean_query(request.query_string)
+    for outcome in outcomes:
+        status = outcome.status if outcome.error is None else (outcome.status or 504)
+        try:
+            await audit.record(storage, principal=OWNER, tenant=tenant, path=path, query=query, status=status,
+                               returned=len(outcome.docs), via=outcome.source.id, retention_days=retention)
+        except Exception:  # the audit must never break a read; it says so loudly
+            log.exception("federation: the audit record of a read through %s could not be written", outcome.source.id)
 
 
 def _render_remote(

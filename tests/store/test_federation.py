@@ -373,3 +373,36 @@ async def test_non_owner_readers_under_a_sharing_policy_get_local_answers_only(
         assert sorted(by_id(mine.json)) == [f"urn:ngsi-ld:{AQ}:annecy-1", f"urn:ngsi-ld:{AQ}:syndicat-1"]
     finally:
         await syndicat.close()
+
+
+async def test_federated_reads_are_audited_per_registration(stores: list[StoreServer], tmp_path: Path) -> None:
+    """Who read what, when and through which registration: one audit row per source, readable by the operator."""
+    _, annecy, seynod = stores
+    token = "audit-operator-token-0123456789"
+    syndicat = StoreServer(replace(StoreSettings(data_dir=tmp_path / "audited", tokens=frozenset({token})),
+                                   federation_timeout=1.0))
+    await syndicat.start()
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        assert (await annecy.post("/entities", air("annecy", 1))).status == 201
+        for name, server in (("annecy", annecy), ("seynod", seynod)):
+            made = await syndicat.request("POST", REGS, json_body=registration(name, root(server), commune=name),
+                                          headers=auth)
+            assert made.status == 201, made.raw
+        await seynod.stop()  # a failed source is audited too, with its failure status
+        got = await syndicat.get("/entities", params={"type": AQ, "q": "no2>1"})
+        assert got.status == 200 and [e["id"] for e in got.json] == [f"urn:ngsi-ld:{AQ}:annecy-1"]
+
+        assert (await syndicat.get("/jonction/audit")).status == 401
+        log = await syndicat.request("GET", "/jonction/audit", headers=auth)
+        assert log.status == 200, log.raw
+        rows = {row["via"]: row for row in log.json}
+        assert set(rows) == {f"urn:ngsi-ld:ContextSourceRegistration:{n}" for n in ("annecy", "seynod")}
+        annecy_row = rows["urn:ngsi-ld:ContextSourceRegistration:annecy"]
+        assert (annecy_row["principal"], annecy_row["path"], annecy_row["returned"], annecy_row["status"]) == (
+            "owner", "/entities", 1, 200)
+        assert rows["urn:ngsi-ld:ContextSourceRegistration:seynod"]["status"] >= 500
+        assert annecy_row["query"] == "type=AirQualityObserved&q=no2%3E1"
+        assert token.encode() not in log.raw
+    finally:
+        await syndicat.close()
