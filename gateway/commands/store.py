@@ -64,11 +64,22 @@ def register(sub: Subparsers) -> None:
         "Host header names neither it, loopback nor the bind address are refused (DNS rebinding)",
     )
     parser.add_argument("--protect-reads", action="store_true", help="require a token for reads as well")
+    parser.add_argument(
+        "--sharing", type=Path, default=None, metavar="FILE",
+        help="sharing policies (YAML): which types and attributes each tenant shares with which principal or "
+        "the public, coarsened or not, and the read-only syndicat views; checked before the store opens",
+    )
     parser.add_argument("--allow-unfiltered-queries", action="store_true",
                         help="list entities on a GET /entities with no filter (CIM 009 asks for one by default)")
     parser.add_argument("--temporal-instance-limit", type=int, default=10_000, metavar="N",
                         help="most instances per attribute in one temporal answer; beyond, 206 Partial Content "
                         "(default: 10000)")
+    parser.add_argument("--federation-timeout", type=float, default=2.0, metavar="SECONDS",
+                        help="seconds each registered context source has to answer a forwarded request; a slower "
+                        "one is named in the NGSILD-Warning header of a partial answer (default: 2)")
+    parser.add_argument("--identity", default="", metavar="URI",
+                        help="this store's identity in the Via header of forwarded requests (loop detection); "
+                        "default: derived from the host name and the database")
     parser.add_argument(
         "--workers", type=int, default=1, metavar="N",
         help="serve with N processes sharing one listening socket (PostgreSQL only: they share the database, "
@@ -100,6 +111,11 @@ def _handle(args: argparse.Namespace) -> int:
     if args.migrate:
         return _migrate(database or args.data / "store.sqlite")
     tokens, tenant_tokens = load_tokens(args.token_file)
+    sharing_policies = None
+    if args.sharing is not None:
+        from gateway.store import sharing
+
+        sharing_policies = sharing.load(args.sharing)
     settings = StoreSettings(
         data_dir=args.data,
         database=database,
@@ -111,6 +127,9 @@ def _handle(args: argparse.Namespace) -> int:
         allowed_hosts=frozenset(args.allowed_host),
         allow_unfiltered_queries=args.allow_unfiltered_queries,
         temporal_instance_limit=args.temporal_instance_limit,
+        federation_timeout=args.federation_timeout,
+        identity=args.identity,
+        sharing=sharing_policies,
     )
     settings.check()
     if not 1 <= args.workers <= MAX_WORKERS:
@@ -169,13 +188,16 @@ def _worker_argv(args: argparse.Namespace, fd: int, port: int) -> list[str]:
     """The command line of one worker: this command's options, and the listening socket it inherits."""
     argv = [sys.executable, "-m", "gateway.cli", "store", "--listen-fd", str(fd), "--host", args.host,
             "--port", str(port), "--data", str(args.data), "--durability", args.durability,
-            "--temporal-instance-limit", str(args.temporal_instance_limit)]
+            "--temporal-instance-limit", str(args.temporal_instance_limit),
+            "--federation-timeout", str(args.federation_timeout), "--identity", args.identity]
     if args.token_file is not None:
         argv += ["--token-file", str(args.token_file)]
     for name in args.allowed_host:
         argv += ["--allowed-host", name]
     if args.protect_reads:
         argv.append("--protect-reads")
+    if args.sharing is not None:
+        argv += ["--sharing", str(args.sharing)]
     if args.allow_unfiltered_queries:
         argv.append("--allow-unfiltered-queries")
     return argv

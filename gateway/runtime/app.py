@@ -195,7 +195,7 @@ def store_settings(cfg: GatewayConfig) -> StoreSettings:
                          allowed_hosts=frozenset(allowed_hosts(cfg)),
                          durability="full" if cfg.durability == "full" else "normal",
                          allow_unfiltered_queries=cfg.allow_unfiltered_queries,
-                         database=cfg.embedded_database)
+                         database=cfg.embedded_database, sharing=cfg.embedded_sharing)
 
 
 def _storage_ctx(storage: Storage, cfg: GatewayConfig) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -342,6 +342,10 @@ async def _runtime_ctx(
     cfg = rt.config
     tasks = [asyncio.create_task(pub.run(), name=f"publisher:{name}") for name, pub in rt.publishers.items()]
     tasks.append(asyncio.create_task(_maintenance(rt), name="maintenance"))
+    if cfg.open_data is not None and storage is not None:
+        from gateway.opendata.schedule import run_periodically
+
+        tasks.append(asyncio.create_task(run_periodically(cfg.open_data, storage), name="open-data"))
     pool: WorkerPool | None = None
     try:
         await _start_simulators(rt)

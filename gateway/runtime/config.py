@@ -23,12 +23,18 @@ import schemas
 from gateway.console.outlines import outline_problems, outlines_path
 from gateway.contract import Adapter
 from gateway.errors import ConfigInvalid
+from gateway.opendata.export import OpenDataSettings
+from gateway.opendata.schedule import OpenDataJob
 from gateway.pointer import pointer
 from gateway.runtime.logging import redact, register_secret
 from gateway.runtime.pipeline import Route
 from gateway.runtime.publisher import PublisherSettings
+from gateway.runtime.routing import Router
+from gateway.runtime.routing import build as build_router
 from gateway.runtime.sinks import PROFILES, RemoteSettings
 from gateway.secrets import read_secret
+from gateway.store import sharing
+from gateway.store.sharing import Policies
 
 MAX_CONFIG_BYTES: Final = 1 << 20
 LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -109,6 +115,8 @@ class SourceConfig:
     tenant: str = ""
     routes: tuple[Route, ...] = ()
     enabled: bool = True
+    routing: Router | None = None
+    """``routing``: each entity to its commune's tenant (mapping, attribute, location)."""
 
 
 @dataclass(slots=True)
@@ -161,11 +169,15 @@ class GatewayConfig:
     """``embedded_store.database``: the store's database URL (None: SQLite in the data directory)."""
     embedded_latest_only: bool = False
     """Publish only the latest of an entity's readings waiting together to the embedded store."""
+    embedded_sharing: Policies | None = None
+    """``embedded_store.sharing``: the sharing policy file, loaded and checked (None: owners only)."""
     allow_unfiltered_queries: bool = False
     sinks: list[SinkConfig] = field(default_factory=list)
     sources: list[SourceConfig] = field(default_factory=list)
     simulators: list[SimulatorConfig] = field(default_factory=list)
     console_outlines: Path | None = None
+    open_data: OpenDataJob | None = None
+    """``open_data``: the periodic export of what communes share with the public."""
     """``console.outlines``: a GeoJSON file drawn under the console's map (checked when parsed)."""
 
     @property
@@ -288,6 +300,15 @@ def parse(
     cfg.allow_unfiltered_queries = bool(embedded.get("allow_unfiltered_queries", False))
     cfg.embedded_database = embedded.get("database")
     cfg.embedded_latest_only = bool(embedded.get("latest_only", False))
+    if embedded.get("sharing"):
+        sharing_path = Path(embedded["sharing"])
+        try:
+            cfg.embedded_sharing = sharing.load(sharing_path if sharing_path.is_absolute() else base / sharing_path)
+        except ConfigInvalid as exc:
+            problems.extend(f"/embedded_store/sharing: {p}" for p in exc.problems)
+        if not cfg.admin_token:
+            problems.append("/embedded_store/sharing: needs admin.token, the owners' store token (a policy tells "
+                            "owners from other readers by it)")
     if "tenants" in embedded:
         cfg.embedded_tenants = frozenset(embedded["tenants"])
     names: set[str] = set()
@@ -326,11 +347,17 @@ def parse(
         source_names.add(src["name"])
         routes = tuple(Route(tenant=r["tenant"], entity=r.get("entity"), device=r.get("device"))
                        for r in src.get("routes", []))
+        router = None
+        if "routing" in src:
+            router, routing_problems = build_router(src["routing"], base=base, where=f"/sources/{index}/routing")
+            problems.extend(routing_problems)
         cfg.sources.append(SourceConfig(src["name"], src["adapter"], dict(src.get("config", {})),
-                                        src.get("tenant", ""), routes, src.get("enabled", True)))
+                                        src.get("tenant", ""), routes, src.get("enabled", True), router))
     if "outlines" in document.get("console", {}):
         cfg.console_outlines = outlines_path(document["console"]["outlines"], base)
         problems.extend(f"/console/outlines: {p}" for p in outline_problems(cfg.console_outlines))
+    if "open_data" in document:
+        cfg.open_data = _open_data(document["open_data"], base, cfg.embedded, problems)
     for sim in document.get("simulators", []):
         cfg.simulators.append(SimulatorConfig(sim["name"], dict(sim.get("options", {}))))
     if not cfg.embedded and not cfg.sinks:
@@ -338,6 +365,30 @@ def parse(
     if problems:
         raise ConfigInvalid("invalid configuration", problems)
     return cfg
+
+
+def _open_data(block: Mapping[str, Any], base: Path, embedded: bool, problems: list[str]) -> OpenDataJob | None:
+    """The periodic export, its policy file checked now (it is read again at every export)."""
+    from gateway.store import sharing
+
+    def resolved(value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else base / path
+
+    if not embedded:
+        problems.append("/open_data: the export reads the embedded store, which is disabled")
+    policy = resolved(block["sharing"])
+    try:
+        sharing.load(policy)
+    except ConfigInvalid as exc:
+        problems.extend(f"/open_data/sharing: {p}" for p in exc.problems)
+    every = duration(block.get("every"), 86400.0)
+    if every <= 0:
+        problems.append("/open_data/every: must be more than 0")
+    settings = OpenDataSettings(out=resolved(block["out"]), licence=block.get("licence", "etalab-2.0"),
+                                publisher=block.get("publisher", "jonction"), title=block.get("title", "Open data"),
+                                base_url=block.get("base_url"), contact=block.get("contact"))
+    return OpenDataJob(settings, policy, every)
 
 
 def _sink_context(sink: Mapping[str, Any], cfg: GatewayConfig) -> tuple[str | None, str | None]:

@@ -34,6 +34,7 @@ from gateway.runtime.logging import correlation_id
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.normalize import NormalizeError, normalize
 from gateway.runtime.outbox import Outbox, QueuedRow
+from gateway.runtime.routing import Router, Unroutable
 from gateway.runtime.validator import BatchValidator
 
 log = logging.getLogger("jonction.pipeline")
@@ -74,12 +75,16 @@ class SourceBinding:
     adapter: Adapter
     tenant: str = ""
     routes: Sequence[Route] = ()
+    router: Router | None = None
 
     def tenant_for(self, raw: RawMessage, item: Entity) -> str:
-        """The tenant an entity goes to: first matching route, else the message's tenant."""
+        """The tenant an entity goes to: first matching route, else its commune's (``routing``: raises
+        Unroutable when none is found), else the message's tenant."""
         for route in self.routes:
             if route.matches(raw, item):
                 return route.tenant
+        if self.router is not None:
+            return self.router.tenant(raw, item)
         return raw.tenant
 
 
@@ -410,7 +415,11 @@ class Pipeline:
         """One outbox row per valid entity and sink that takes its tenant (written by the caller)."""
         raw, outcome = msg.raw, msg.outcome
         for item in entities:
-            tenant = msg.binding.tenant_for(raw, item)
+            try:
+                tenant = msg.binding.tenant_for(raw, item)
+            except Unroutable as exc:  # this entity only: the rest of the message goes on
+                self._dead(msg, "routing", exc.reason, exc.pointer, item)
+                continue
             for sink in sinks:
                 if sink.accepts(tenant):
                     rows.append(QueuedRow(sink.name, tenant, item, msg.corr, raw.source, msg.received))
@@ -428,7 +437,10 @@ class Pipeline:
         self.metrics.dead_letters.inc(source=raw.source, stage=stage)
         log.warning("dead letter: %s", reason, extra={"correlation_id": msg.corr, "source": raw.source,
                                                       "stage": stage, "pointer": pointer})
-        tenant = msg.binding.tenant_for(raw, item) if item is not None else raw.tenant
+        tenant = raw.tenant
+        if item is not None:
+            with contextlib.suppress(Unroutable):  # an unroutable entity's letter stays with the message's tenant
+                tenant = msg.binding.tenant_for(raw, item)
         msg.outcome.dead_letters.append(self.deadletters.add(
             msg.conn, stage=stage, adapter=msg.binding.adapter_name, raw=raw, reason=reason, pointer=pointer,
             corr=msg.corr, entity=item, tenant=tenant))
@@ -446,4 +458,5 @@ class Pipeline:
         """Configured sources for the admin API."""
         for b in self.sources.values():
             yield {"name": b.name, "adapter": b.adapter_name, "tenant": b.tenant,
-                   "routes": [{"tenant": r.tenant, "entity": r.entity, "device": r.device} for r in b.routes]}
+                   "routes": [{"tenant": r.tenant, "entity": r.entity, "device": r.device} for r in b.routes],
+                   "routing": b.router.describe() if b.router is not None else None}

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -69,7 +70,7 @@ class Runtime:
         cls = self.adapters[src.adapter]
         effective = source_config(src, cls.config_schema, self.config.data_dir)
         adapter = instantiate(cls, effective, http=self.http, log=adapter_logger(src.adapter))
-        binding = SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes)
+        binding = SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes, src.routing)
         self.pipeline.add_source(binding)
         sup = Supervised(src.name, src.adapter, adapter, _emitter(self.pipeline, binding))
         self.sources[src.name] = sup
@@ -77,10 +78,13 @@ class Runtime:
         return sup
 
     async def restart_source(self, name: str) -> Supervised | None:
-        """Stop a source and start a fresh adapter instance (it re-reads its mapping files)."""
+        """Stop a source and start a fresh adapter instance (it re-reads its mapping and routing files)."""
         src = next((s for s in self.config.sources if s.name == name and s.enabled), None)
         if src is None:
             return None
+        if src.routing is not None:
+            # Read before anything stops: bad files raise ConfigInvalid and the source runs on as it was.
+            src.routing = await asyncio.to_thread(src.routing.reloaded)
         old = self.sources.get(name)
         if old is not None:
             await old.stop()

@@ -45,7 +45,7 @@ import orjson
 from aiohttp import web
 
 from gateway.contract import SHARED_PORTS, Adapter, adapter_logger, instantiate
-from gateway.errors import Unavailable
+from gateway.errors import ConfigInvalid, Unavailable
 from gateway.model import RawMessage
 from gateway.runtime.config import GatewayConfig, SourceConfig, source_config
 from gateway.runtime.metrics import Counter, Labels, Metrics
@@ -143,7 +143,8 @@ def worker_source(src: SourceConfig, index: int) -> SourceConfig:
     else:
         own["client_id"] = f"{client_id}-w{index}"
     own.setdefault("shared_group", f"jonction-{src.name}")
-    return SourceConfig(src.name, src.adapter, {**src.config, "mqtt": own}, src.tenant, src.routes, src.enabled)
+    return SourceConfig(src.name, src.adapter, {**src.config, "mqtt": own}, src.tenant, src.routes, src.enabled,
+                        src.routing)
 
 
 def _encode(message: Mapping[str, Any]) -> bytes:
@@ -199,7 +200,7 @@ class PoolRuntime(Runtime):
         cls = self.adapters[src.adapter]
         effective = source_config(src, cls.config_schema, self.config.data_dir)
         adapter = instantiate(cls, effective, http=self.http, log=adapter_logger(src.adapter))
-        self.pipeline.add_source(SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes))
+        self.pipeline.add_source(SourceBinding(src.name, src.adapter, adapter, src.tenant, src.routes, src.routing))
         sup = SharedSource(src.name, src.adapter, adapter, _no_emit)
         self.sources[src.name] = sup
         if self.pool is not None and self.pool.started:
@@ -525,6 +526,11 @@ async def _hear(rt: Runtime, link: _ParentLink, reader: asyncio.StreamReader, st
             name = str(message.get("source"))
             src = next((s for s in rt.config.sources if s.name == name and s.enabled), None)
             if src is not None and name in rt.sources:
+                if src.routing is not None:
+                    try:  # the parent read the same files just before and answered the operator
+                        src.routing = await asyncio.to_thread(src.routing.reloaded)
+                    except ConfigInvalid as exc:
+                        log.warning("worker %d: routing of %s kept: %s", index, name, exc)
                 await rt.sources[name].stop()
                 log.info("source %s restarted on request", name, extra={"source": name, "worker": index})
                 rt.start_source(worker_source(src, index))

@@ -56,7 +56,7 @@ def _expand_all(
                 raise bad_request(f"/{index}: with Content-Type application/json the @context must come in a "
                                   "Link header, not in the entity")
             ctx = body.context_for(ngsi, item)
-            data = {k: v for k, v in item.items() if k != "@context"}
+            data = {k: v for k, v in item.items() if k != "@context"} if "@context" in item else item
             if partial and not model.is_uri(data.get("id")):
                 raise bad_request(f"/{index}/id: entity id {data.get('id')!r} is missing or not a URI")
             docs.append((index, ctx.expand_entity(data, partial=partial)))

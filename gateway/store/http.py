@@ -25,7 +25,7 @@ from gateway.store import codec, jsonld
 from gateway.store.base import Storage
 from gateway.store.jsonld import Context, ContextCache, ContextEntry
 from gateway.store.problems import NgsiError, bad_request, invalid_request, not_found
-from gateway.store.settings import CONTEXTS_KEY, SETTINGS_KEY, STORAGE_KEY, StoreSettings
+from gateway.store.settings import CONTEXTS_KEY, READER_STORAGE, SETTINGS_KEY, STORAGE_KEY, StoreSettings
 
 log = logging.getLogger("jonction.store.http")
 
@@ -36,6 +36,8 @@ MERGE_PATCH: Final = "application/merge-patch+json"
 CONTEXT_REL: Final = "http://www.w3.org/ns/json-ld#context"
 TENANT_HEADER: Final = "NGSILD-Tenant"
 COUNT_HEADER: Final = "NGSILD-Results-Count"
+BODY_KEY: Final = web.RequestKey("jonction.store.body", bytes)
+"""Request key of a body already read by a middleware (bytes), which read_body then uses."""
 
 _TENANT = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
 _LINK = re.compile(r"<([^>]*)>([^<]*)")
@@ -148,7 +150,8 @@ def link_context(request: web.Request) -> str | None:
 
 async def ngsi_context(request: web.Request, *, must_exist: bool = True) -> NgsiContext:
     """Build the request context; NonexistentTenant when ``must_exist`` and the tenant is unknown."""
-    storage = request.config_dict[STORAGE_KEY]
+    # a reader who is not the tenant's owner sees the storage through its sharing policy (readers.py)
+    storage = READER_STORAGE.get() or request.config_dict[STORAGE_KEY]
     tenant = tenant_of(request)
     if must_exist and not await storage.tenant_exists(tenant):
         raise NgsiError("NonexistentTenant", f"tenant {tenant!r} does not exist")
@@ -250,7 +253,8 @@ async def read_body(
     if length > settings.max_body_bytes:
         raise NgsiError("PayloadTooLarge", f"the body is larger than {settings.max_body_bytes} bytes")
     try:
-        raw = await request.content.readexactly(length)
+        # a middleware that had to look at the body first (federation) leaves it under BODY_KEY
+        raw = request.get(BODY_KEY) or await request.content.readexactly(length)
     except Exception as exc:  # IncompleteReadError, connection reset
         raise invalid_request(f"the body could not be read completely: {type(exc).__name__}") from None
     try:

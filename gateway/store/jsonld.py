@@ -23,7 +23,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from gateway import model
 from gateway.pointer import escape
@@ -51,6 +51,10 @@ _CANONICAL_TIME = re.compile(
 )
 """RFC 3339 UTC as jonction writes it: kept as is (the common case), anything else is parsed."""
 _TERM_OK = re.compile(r"^[^\s<>\"'=;()\\&?*]+$")
+_PLAIN_MEMBERS: Final = model.ATTRIBUTE_MEMBERS - SYS_ATTRS - {"instanceId"}
+"""Instance members copied as they are: an instance with only these needs no per-member walk."""
+_NAME_CACHE: Final = 10000
+"""Most names (attributes, types) one context remembers: a batch repeats the same few."""
 
 
 def core_context_iri() -> str:
@@ -131,6 +135,10 @@ class Context:
         self._expand_cache: dict[str, str] = {}
         self._compact_cache: dict[str, str] = {}
         self._valid_names: set[str] = set()
+        # Per-name results of expand_entity, checked once: attribute name -> (IRI, JSON pointer) and
+        # entity type term -> IRI. A context is immutable once built, so they never go stale.
+        self._attr_iris: dict[str, tuple[str, str]] = {}
+        self._type_iris: dict[str, str] = {}
 
     # ------------------------------------------------------------------ loading
 
@@ -258,6 +266,10 @@ class Context:
 
     def expand_type(self, value: Any, pointer: str = "/type") -> list[str]:
         """Expand an entity type member (string or array of strings) to a list of IRIs."""
+        if type(value) is str:
+            known = self._type_iris.get(value)
+            if known is not None:
+                return [known]
         names = value if isinstance(value, list) else [value]
         if not names:
             raise bad_request(f"{pointer}: an entity needs at least one type")
@@ -268,6 +280,8 @@ class Context:
             iri = self.expand_term(name)
             if iri not in out:
                 out.append(iri)
+        if type(value) is str and len(self._type_iris) < _NAME_CACHE:
+            self._type_iris[value] = out[0]  # checked: the next entity of this type skips the checks
         return out
 
     def expand_entity(self, item: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
@@ -294,11 +308,23 @@ class Context:
         if "scope" in item:
             out["scope"] = _check_scope(item["scope"])
         geo_count = 0
+        known_names = self._attr_iris
+        entity_members = model.ENTITY_MEMBERS
         for name, value in item.items():
-            if name in model.ENTITY_MEMBERS:
+            if name in entity_members:
                 continue
-            insts = self.expand_attribute(value, f"/{escape(name)}", partial=partial)
-            out[self.expand_attr_name(name, f"/{name}")] = insts
+            known = known_names.get(name)
+            if known is None:
+                # first sight of this name: the value's errors are reported before the name's
+                pointer = f"/{escape(name)}"
+                insts = self.expand_attribute(value, pointer, partial=partial)
+                iri = self.expand_attr_name(name, f"/{name}")
+                if len(known_names) < _NAME_CACHE:
+                    known_names[name] = (iri, pointer)
+            else:
+                iri, pointer = known
+                insts = self.expand_attribute(value, pointer, partial=partial)
+            out[iri] = insts
             for inst in insts:
                 if inst.get("type") == "GeoProperty":
                     geo_count += 1
@@ -406,17 +432,21 @@ class Context:
         if val is None:
             raise bad_request(f"{pointer}/{key}: null is not allowed")
         is_null = partial and val == NULL_URN
-        out: dict[str, Any] = {}
-        for member, sub in inst.items():
-            if member in SYS_ATTRS or member == "instanceId":
-                continue  # system-generated: never taken from the client
-            if member in model.ATTRIBUTE_MEMBERS:
-                out[member] = sub
-            else:
-                sub_iri = self.expand_attr_name(member, f"{pointer}/{escape(member)}")
-                sub_insts = self.expand_attribute(sub, f"{pointer}/{escape(member)}", partial=partial)
-                out[sub_iri] = sub_insts[0]
-        if not is_null:
+        out: dict[str, Any]
+        if inst.keys() <= _PLAIN_MEMBERS:
+            out = dict(inst)  # the usual instance: no sub-attribute, nothing system-generated to drop
+        else:
+            out = {}
+            for member, sub in inst.items():
+                if member in SYS_ATTRS or member == "instanceId":
+                    continue  # system-generated: never taken from the client
+                if member in model.ATTRIBUTE_MEMBERS:
+                    out[member] = sub
+                else:
+                    sub_iri = self.expand_attr_name(member, f"{pointer}/{escape(member)}")
+                    sub_insts = self.expand_attribute(sub, f"{pointer}/{escape(member)}", partial=partial)
+                    out[sub_iri] = sub_insts[0]
+        if not is_null and attr_type != "Property":  # a Property's value can be any JSON
             _check_value(str(attr_type), val, f"{pointer}/{key}")
             if attr_type == "VocabProperty":
                 out["vocab"] = self._expand_vocab(val, f"{pointer}/vocab")
@@ -517,6 +547,17 @@ def _check_value(attr_type: str, value: Any, pointer: str) -> None:
 
 
 def _check_geometry(value: Any, pointer: str) -> None:
+    if type(value) is dict and value.get("type") == "Point":
+        # the usual geometry, checked without the general walk (which also reports what is wrong)
+        coords = value.get("coordinates")
+        if (
+            type(coords) is list
+            and 2 <= len(coords) <= 3
+            and all(type(c) is float or type(c) is int for c in coords)
+            and -180 <= coords[0] <= 180
+            and -90 <= coords[1] <= 90
+        ):
+            return
     if not model.is_geojson(value):
         raise bad_request(f"{pointer}: a GeoProperty value must be a GeoJSON geometry")
     if value["type"] == "GeometryCollection":
@@ -550,12 +591,18 @@ class ContextCache:
     def __init__(self, resolve: Resolver | None = None, size: int = 256) -> None:
         self._resolve = resolve
         self._size = size
-        self._items: OrderedDict[str, Context] = OrderedDict()
+        self._items: OrderedDict[str | tuple[str, ...], Context] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, entries: Sequence[ContextEntry]) -> Context:
         """The Context for these entries, built on first use."""
-        key = json.dumps(list(entries), sort_keys=True, separators=(",", ":"))
+        key: str | tuple[str, ...]
+        if all(type(e) is str for e in entries):
+            # IRIs only (a Link header, the runtime's context): looked up once per entity of a batch,
+            # where serializing the key cost more than expanding a small entity's names
+            key = tuple(cast(Sequence[str], entries))
+        else:
+            key = json.dumps(list(entries), sort_keys=True, separators=(",", ":"))
         with self._lock:
             found = self._items.get(key)
             if found is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,7 @@ from gateway.errors import ConfigInvalid
 from gateway.secrets import from_env, from_file, mask
 from gateway.store.base import Storage
 from gateway.store.jsonld import ContextCache
+from gateway.store.sharing import Policies
 
 TOKEN_ENV = "JONCTION_STORE_TOKEN"
 """Environment variable holding a bearer token valid for every tenant."""
@@ -60,6 +62,17 @@ class StoreSettings:
     entities, paginated (the demo's choice, for newcomers). False (default, CIM 009 §6.4.3.2): 400
     BadRequestData unless ``local=true``."""
 
+    federation_timeout: float = 2.0
+    """Seconds each context source (registration) has to answer a forwarded request; a slower one is
+    reported in the NGSILD-Warning header and the rest of the answer returns."""
+    identity: str = ""
+    """This store's identity in the Via header of forwarded requests (loop detection); empty: a URN
+    derived from the host name and the database (stable across restarts)."""
+
+    sharing: Policies | None = None
+    """Sharing policies (``--sharing FILE``): who besides a tenant's owner reads what (None: owners only
+    are told apart by writes, reads are open as configured by ``protect_reads``)."""
+
     database: str | None = None
     """The database URL (``postgresql://…`` or ``sqlite:///path``); None: ``<data_dir>/store.sqlite``."""
 
@@ -100,6 +113,11 @@ class StoreSettings:
             )
         if self.max_limit < 1 or self.default_limit < 1 or self.default_limit > self.max_limit:
             problems.append("default_limit must be between 1 and max_limit")
+        if not 0 < self.federation_timeout <= 300:
+            problems.append("federation_timeout must be between 0 and 300 seconds")
+        if self.sharing is not None and not self.tokens and not any(self.tenant_tokens.values()):
+            problems.append("a sharing policy tells owners from other readers by their store token: "
+                            f"set {TOKEN_ENV} or give --token-file")
         if self.temporal_instance_limit < 1:
             problems.append("temporal_instance_limit must be at least 1")
         if problems:
@@ -143,3 +161,6 @@ SETTINGS_KEY = web.AppKey("jonction.store.settings", StoreSettings)
 """The StoreSettings the app was built with."""
 CONTEXTS_KEY = web.AppKey("jonction.store.contexts", ContextCache)
 """The @context cache (bundled and hosted contexts)."""
+READER_STORAGE: ContextVar[Storage | None] = ContextVar("jonction.store.reader_storage", default=None)
+"""The Storage as the non-owner reader of the request being served may see it (set by the sharing
+middleware for the request's task, ``gateway.store.readers``); None: the owner, or no policy."""

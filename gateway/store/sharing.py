@@ -39,7 +39,7 @@ DEFAULT_TENANT_KEY: Final = "-"
 PERSONAL_ATTRIBUTES: Final = frozenset({
     # Open311 and citizen reports: who reported, how to reach them
     "contactPoint", "email", "telephone", "phone", "firstName", "lastName", "familyName", "givenName",
-    "contact", "reporter", "submitter", "personName", "account_id", "accountId", "device_id",
+    "first_name", "last_name", "contact", "reporter", "submitter", "personName", "account_id", "accountId", "device_id",
     # household metering: the person behind the meter
     "customer", "customerName", "holder", "occupier",
 })
@@ -137,6 +137,8 @@ class Policies:
     insee: Mapping[str, str] = field(default_factory=dict)
     views: Mapping[str, View] = field(default_factory=dict)
     personal: frozenset[str] = PERSONAL_ATTRIBUTES
+    audit_retention_days: int = 365
+    """How long the audit log keeps its rows."""
 
     def principal_of(self, token: str | None) -> str:
         """The principal holding ``token``, or ``public``. Compares in constant time against every token."""
@@ -237,7 +239,8 @@ def parse(document: Any, *, source: str = "policies", base: Path | None = None) 
         for name, spec in (document.get("views") or {}).items()
     }
     personal = PERSONAL_ATTRIBUTES | frozenset(document.get("never_shared_attributes") or ())
-    return Policies(principals=tokens, rules=rules, labels=labels, insee=insee, views=views, personal=personal)
+    return Policies(principals=tokens, rules=rules, labels=labels, insee=insee, views=views, personal=personal,
+                    audit_retention_days=int(document.get("audit_retention_days", 365)))
 
 
 def _rule(spec: Mapping[str, Any], where: str) -> Rule:

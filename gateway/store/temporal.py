@@ -11,6 +11,7 @@ Answers are cut at a per-attribute instance limit with one shared time range (20
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -23,7 +24,7 @@ from aiohttp import web
 
 from gateway import model
 from gateway.store import geo as geo_mod
-from gateway.store import history, http, operations
+from gateway.store import history, http, operations, readers
 from gateway.store.base import Change, Doc, HistorySlice, Mutation, Storage
 from gateway.store.history import Database, EntitySelector, Instance, Series, TimeFilter
 from gateway.store.jsonld import Context
@@ -111,6 +112,8 @@ class TemporalRequest:
     """``lang`` (§4.15): LanguageProperty instances become Properties in the chosen language."""
     buckets: Mapping[int, Sequence[AggregateBucket]] | None = None
     """aggregatedValues a database backend computed, by series id (None: aggregate the history read)."""
+    policy: readers.TemporalPolicy | None = None
+    """A non-owner's sharing policy: entities, attributes and coarsening it sees (None: the owner)."""
 
 
 def _representation(options: str | None, fmt: str | None) -> tuple[str, bool]:
@@ -212,6 +215,11 @@ def _read_request(
     if lang is not None and (not lang or len(lang) > 100):
         raise bad_request("lang must be a language tag (or a comma-separated list of them)")
     req.lang = None if lang == "*" else lang
+    req.policy = readers.temporal_policy(ngsi.tenant)
+    if req.policy is not None and representation == "aggregatedValues" and not req.period.is_zero \
+            and req.period.months == 0 and req.period.micros < _HOUR and req.policy.any_hourly():
+        raise bad_request("aggrPeriodDuration: what is shared with this reader is averaged per hour; "
+                          "ask for PT1H or longer")
     return req
 
 
@@ -364,15 +372,21 @@ def _matches_q_or_geo(
         q_attrs = sorted({expand(a) for a in req.q.attributes()})
         doc: dict[str, Any] = {"id": entity_id, "type": types}
         for series in history.series_of(conn, EntitySelector(req.selector.tenant, attrs=q_attrs), [entity_id]):
+            if req.policy is not None and not req.policy.attribute_visible(types, series.attr):
+                continue  # a hidden attribute cannot be probed: as if it did not exist
             insts = history.instances(conn, series, req.tf, limit=MAX_INSTANCES)
             doc.setdefault(series.attr, []).extend(i.expanded() for i in insts)
         if not req.q.evaluate(doc, expand):
             return False
     if req.geo is not None:
         geo_iri, gq = req.geo
+        grid = req.policy.grid(types) if req.policy is not None else None
         for series in history.series_of(conn, EntitySelector(req.selector.tenant, attrs=[geo_iri]), [entity_id]):
+            if req.policy is not None and not req.policy.attribute_visible(types, series.attr):
+                continue
             for inst in history.instances(conn, series, req.tf, limit=MAX_INSTANCES):
-                if inst.kind == "GeoProperty" and gq.matches(inst.value):
+                value = readers.snap_geometry(inst.value, grid) if grid else inst.value
+                if inst.kind == "GeoProperty" and gq.matches(value):
                     return True
         return False
     return True
@@ -383,6 +397,9 @@ def _select(
 ) -> list[tuple[str, list[str]]]:
     """The selected entities (id, type IRIs), in answer order."""
     found = history.find_entities(conn, req.selector)
+    if req.policy is not None:
+        policy = req.policy
+        found = [(e, t) for e, t in found if policy.entity_visible(t)]
     if req.entity_match is not None:
         match = req.entity_match
         found = [(e, t) for e, t in found if match(e, t)]
@@ -410,8 +427,11 @@ def _read_entities(
     found = _select(conn, req, expand, query=query)
     total = len(found)
     page = found[offset:] if limit is None else found[offset : offset + limit]
+    types_of = dict(page)
     series_by_entity: dict[str, list[Series]] = {}
     for series in history.series_of(conn, req.selector, [e for e, _ in page]):
+        if req.policy is not None and not req.policy.attribute_visible(types_of[series.entity_id], series.attr):
+            continue
         if series.attr == history.SCOPE_IRI:
             # a deleted scope's marks (deletedAt) follow the scope member under pick/omit
             if "scope" in req.members:
@@ -431,6 +451,8 @@ def _read_entities(
     fetched: dict[str, list[_Fetched]] = {}
     for entity_id, _ in page:
         fetched[entity_id] = [_fetch(conn, req, s, cap) for s in series_by_entity.get(entity_id, [])]
+        if req.policy is not None:
+            _coarsen(req, req.policy, types_of[entity_id], fetched[entity_id])
     content_range = _cut(req, [f for group in fetched.values() for f in group])
     out = [_render_entity(req, ctx, e, t, fetched[e], cut=content_range is not None) for e, t in page]
     return _Page(out, total, content_range)
@@ -449,6 +471,39 @@ def _fetch(conn: sqlite3.Connection, req: TemporalRequest, series: Series, cap: 
     if len(insts) > cap:
         return _Fetched(series, insts[1:], True)  # ascending order: the oldest one is the extra
     return _Fetched(series, insts)
+
+
+_HOUR: Final = 3_600_000_000
+"""One hour in microseconds (the history's time unit)."""
+
+
+def _coarsen(req: TemporalRequest, policy: readers.TemporalPolicy, types: Sequence[str],
+             fetched: Sequence[_Fetched]) -> None:
+    """Apply the reader's coarsening to what was read: positions snapped, values averaged per hour."""
+    grid = policy.grid(types)
+    hourly = policy.hourly(types)
+    for f in fetched:
+        insts = f.insts
+        if grid:
+            insts = [dataclasses.replace(i, value=readers.snap_geometry(i.value, grid)) if i.kind == "GeoProperty"
+                     else i for i in insts]
+        if hourly:
+            insts = _hourly(f.series, insts, req.time_property)
+        f.insts = insts
+
+
+def _hourly(series: Series, insts: Sequence[Instance], time_property: str) -> list[Instance]:
+    """One instance per hour: the mean of its numbers (the last value of the hour when not numbers)."""
+    by_hour: dict[int, list[Instance]] = {}
+    for inst in insts:
+        by_hour.setdefault(_moment(inst, time_property) // _HOUR * _HOUR, []).append(inst)
+    out: list[Instance] = []
+    for hour, group in by_hour.items():
+        numbers = [i.value for i in group if isinstance(i.value, int | float) and not isinstance(i.value, bool)]
+        value = sum(numbers) / len(numbers) if numbers and len(numbers) == len(group) else group[-1].value
+        out.append(Instance(series.attr, series.dataset_id, hour, hour, hour, group[-1].kind, value,
+                            f"urn:ngsi-ld:hourly:{series.series_id}:{hour // _HOUR}", None))
+    return out
 
 
 def _cut(req: TemporalRequest, fetched: Sequence[_Fetched]) -> str | None:
@@ -635,6 +690,15 @@ def _ordered(
     """Sort the selected entities by the ``orderBy`` keys (§4.23); entities lacking a key come last."""
     tenant = req.selector.tenant
     keyed = [(_sort_values(conn, tenant, e, t, req.order_by, expand), (e, t)) for e, t in found]
+    if req.policy is not None:
+        # a hidden attribute sorts as absent: orderBy cannot probe it either
+        policy = req.policy
+        for values, (_, types) in keyed:
+            for index, (path, _) in enumerate(req.order_by):
+                head = path.partition(".")[0]
+                if head not in ("id", "type", "createdAt", "modifiedAt") \
+                        and not policy.attribute_visible(types, expand(head)):
+                    values[index] = None
     for index in reversed(range(len(req.order_by))):
         descending = req.order_by[index][1]
         present = [k for k in keyed if k[0][index] is not None]
@@ -798,16 +862,42 @@ async def _known_tenant(ngsi: http.NgsiContext, db: Database) -> None:
         raise NgsiError("NonexistentTenant", f"tenant {ngsi.tenant!r} does not exist")
 
 
+async def _view_page(
+    request: web.Request, ngsi: http.NgsiContext, ctx: Context, req: TemporalRequest, policy: readers.TemporalPolicy,
+    *, limit: int | None, offset: int, query: bool = True,
+) -> _Page:
+    """A sharing view's answer: each member tenant read as the view's principal, tagged, merged by id."""
+    end = None if limit is None else offset + limit
+    entities: list[dict[str, Any]] = []
+    total = 0
+    content_range = None
+    for member in policy.members():
+        one = dataclasses.replace(req, selector=dataclasses.replace(req.selector, tenant=member),
+                                  policy=policy.for_member(member))
+        async with _reading(request, ngsi, one) as db:
+            page = await db.read(functools.partial(_read_entities, req=one, ctx=ctx, limit=end, offset=0,
+                                                   expand=ctx.expand_term, query=query))
+        tag, label = policy.tag(member)
+        entities.extend({**e, ctx.compact_iri(tag): {"type": "Property", "value": label}} for e in page.entities)
+        total += page.total
+        content_range = content_range or page.content_range
+    entities.sort(key=lambda e: str(e.get("id", "")))
+    return _Page(entities[offset:end], total, content_range)
+
+
 async def _query(
     request: web.Request, ngsi: http.NgsiContext, ctx: Context, req: TemporalRequest, media: str
 ) -> web.Response:
     _needs_filter(req)
     limit, offset, count = http.paging(ngsi)
-    async with _reading(request, ngsi, req) as db:
-        await _known_tenant(ngsi, db)
-        page = await db.read(
-            lambda conn: _read_entities(conn, req, ctx, limit=limit, offset=offset, expand=ctx.expand_term)
-        )
+    if req.policy is not None and req.policy.is_view:
+        page = await _view_page(request, ngsi, ctx, req, req.policy, limit=limit, offset=offset)
+    else:
+        async with _reading(request, ngsi, req) as db:
+            await _known_tenant(ngsi, db)
+            page = await db.read(
+                lambda conn: _read_entities(conn, req, ctx, limit=limit, offset=offset, expand=ctx.expand_term)
+            )
     headers = {http.COUNT_HEADER: str(page.total)} if count else {}
     if page.content_range is not None:
         headers["Content-Range"] = page.content_range
@@ -951,11 +1041,14 @@ async def retrieve_temporal(request: web.Request) -> web.Response:
     req = _read_request(ngsi, ctx, request.query)
     req.selector.ids = [entity_id]
     _entity_filters(ngsi, ctx, req, {"type": request.query["type"]} if "type" in request.query else {})
-    async with _reading(request, ngsi, req) as db:
-        await _known_tenant(ngsi, db)
-        page = await db.read(
-            lambda conn: _read_entities(conn, req, ctx, limit=None, offset=0, expand=ctx.expand_term, query=False)
-        )
+    if req.policy is not None and req.policy.is_view:
+        page = await _view_page(request, ngsi, ctx, req, req.policy, limit=1, offset=0, query=False)
+    else:
+        async with _reading(request, ngsi, req) as db:
+            await _known_tenant(ngsi, db)
+            page = await db.read(
+                lambda conn: _read_entities(conn, req, ctx, limit=None, offset=0, expand=ctx.expand_term, query=False)
+            )
     if not page.entities:
         raise not_found(f"entity {entity_id} has no temporal evolution here")
     entity = page.entities[0]

@@ -16,7 +16,7 @@ export async function renderDeadLetters(view, _rest, params) {
   const sources = (await api('/admin/sources')).sources.map((s) => s.name);
   const source = h('select', { id: 'dl-source' }, h('option', { value: '' }, t('all sources')),
     sources.map((n) => h('option', { value: n, selected: n === params.get('source') }, n)));
-  const stage = h('select', { id: 'dl-stage' }, ['', 'translation', 'validation', 'sink'].map((v) =>
+  const stage = h('select', { id: 'dl-stage' }, ['', 'translation', 'validation', 'routing', 'sink'].map((v) =>
     h('option', { value: v, selected: v === (params.get('stage') || '') }, v ? t(v) : t('all stages'))));
   const reason = h('input', { id: 'dl-reason', type: 'search', placeholder: t('text in the reason'), value: params.get('reason') || '' });
   const replaySelected = h('button', { type: 'button', disabled: true }, t('Replay selected'));

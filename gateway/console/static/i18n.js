@@ -15,7 +15,7 @@ const FR = {
   '{0} s ago': 'il y a {0} s', '{0} min ago': 'il y a {0} min', '{0} h ago': 'il y a {0} h', '{0} d ago': 'il y a {0} j',
   // dead letters
   'all sources': 'toutes les sources', 'all stages': 'toutes les étapes', 'Stage': 'Étape',
-  'translation': 'traduction', 'validation': 'validation', 'sink': 'destination',
+  'translation': 'traduction', 'validation': 'validation', 'routing': 'routage', 'sink': 'destination',
   'Reason contains': 'Raison contenant', 'text in the reason': 'texte de la raison',
   'Replay selected': 'Rejouer la sélection', 'Replay all shown': 'Rejouer tout ce qui est affiché',
   'No dead letter matches.': 'Aucune lettre morte ne correspond.', 'select all shown': 'tout sélectionner',

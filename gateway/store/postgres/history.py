@@ -64,8 +64,14 @@ _ENTITIES: Final = """
 INSERT INTO history_entities(tenant, entity_id, types)
 SELECT $1, u.entity_id, u.types::text[]
 FROM unnest($2::text[], $3::text[]) AS u(entity_id, types)
+WHERE (SELECT h.types FROM history_entities h WHERE h.tenant = $1 AND h.entity_id = u.entity_id)
+      IS DISTINCT FROM u.types::text[]
 ON CONFLICT (tenant, entity_id) DO UPDATE SET types = excluded.types WHERE history_entities.types <> excluded.types
 """
+"""The entities of a batch with their types. Rows already right are filtered out first: even when its WHERE
+is false, ON CONFLICT DO UPDATE locks, so writes, the existing row, and every telemetry batch names again
+every entity it touched (about 7 us per entity; every writer of history holds the tenant's lock). A scalar
+subquery, not NOT EXISTS: that one is planned as an anti-join reading the whole table at every batch."""
 
 
 def month_of(moment: datetime) -> tuple[int, int]:
