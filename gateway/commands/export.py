@@ -42,6 +42,15 @@ def register(sub: Subparsers) -> None:
                         "Smart Data Models terms)")
     parser.add_argument("--progress", action="store_true", default=None,
                         help="show progress on stderr even when it is not a terminal")
+    from gateway.commands.open_data import add_publication_options
+
+    group = parser.add_argument_group(
+        "open data", "--open-data writes what the communes share with 'public' instead (GeoJSON, CSV and a DCAT-AP "
+        "catalogue in the --out directory; the same as `jonction open-data`)")
+    group.add_argument("--open-data", action="store_true", help="export the publicly shared entities as open data")
+    group.add_argument("--sharing", type=Path, default=None, metavar="FILE",
+                       help="the sharing policy file (required with --open-data)")
+    add_publication_options(group)
     parser.set_defaults(handler=_handle)
 
 
@@ -96,6 +105,8 @@ def _handle(args: argparse.Namespace) -> int:
 
     if args.broker and (args.data is not None or args.database):
         raise ConfigInvalid("--source reads a broker; --data/--database the embedded store: give one")
+    if args.open_data:
+        return _open_data(args)
     options = ExportOptions(tenants=args.tenant, types=args.type, since=args.since, until=args.until,
                             config=args.config, history=not args.no_history,
                             context=args.context or jonction_context_iri())
@@ -110,6 +121,22 @@ def _handle(args: argparse.Namespace) -> int:
     if manifest["secrets_removed"]:
         print(f"  {len(manifest['secrets_removed'])} secrets left out (listed in manifest.json)", file=sys.stderr)
     return 0
+
+
+def _open_data(args: argparse.Namespace) -> int:
+    """``--open-data``: the public part of the embedded store as open data (see `jonction open-data`)."""
+    from gateway.commands import open_data
+
+    if args.broker:
+        raise ConfigInvalid("--open-data reads the embedded store (--data or --database), not --source")
+    if args.sharing is None:
+        raise ConfigInvalid("--open-data needs --sharing FILE: what each commune shares with 'public'")
+    ignored = [flag for flag, given in (("--tenant", args.tenant), ("--type", args.type), ("--since", args.since),
+                                        ("--until", args.until), ("--config", args.config)) if given]
+    if ignored:
+        raise ConfigInvalid(f"--open-data publishes what the sharing policy makes public; {', '.join(ignored)} "
+                            "cannot narrow it (edit the policy instead)")
+    return open_data.run(args)
 
 
 async def _export(args: argparse.Namespace, options: Any, progress: Any) -> dict[str, Any]:
