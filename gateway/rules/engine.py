@@ -1,0 +1,411 @@
+"""The rules engine: evaluates published entities, opens and closes Alerts, calls maintenance systems.
+
+It sees each entity the runtime writes to the embedded store (the embedded sink calls
+:meth:`RulesEngine.observe` after a successful upsert) and wakes on a periodic tick for durations,
+retries and work-order polling. Its state lives in the gateway database, in three tables it owns:
+
+- ``rule_state``: per rule and entity, the phase (``idle``, ``holding`` since when, ``open``,
+  ``resolved`` = closed by its work order while the condition still holds) and the Alert's number;
+- ``rule_calls``: every outgoing call (one per alert, target and action: the unique key is the
+  deduplication), its state (``pending``, ``done``, ``failed``, ``cancelled``), attempts, the
+  remote id (work order or service request) and the target's last answer;
+- ``rule_samples``: the readings an aggregate rule needs (its window only).
+
+A restart resumes from these tables: a pending call is sent once, a sent call is not sent again,
+an open Alert stays open until its condition clears. An Alert is upserted to the store before the
+state that names it is committed, so a crash in between re-upserts the same Alert id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import aiohttp
+
+from gateway.model import Entity, RawMessage
+from gateway.rules.config import Rule, RuleSet, Target
+from gateway.rules.targets import Answer, poll_status, send
+from gateway.rules.templates import render
+from gateway.runtime.db import Database
+from gateway.runtime.deadletters import DeadLetters
+from gateway.runtime.logging import redact
+from gateway.store.base import Storage
+
+log = logging.getLogger("jonction.rules")
+
+STAGE: Final = "intervention"
+"""The dead-letter stage of a refused call."""
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS rule_state(
+  rule TEXT NOT NULL, tenant TEXT NOT NULL, entity TEXT NOT NULL, phase TEXT NOT NULL, since REAL NOT NULL,
+  seq INTEGER NOT NULL DEFAULT 0, alert TEXT, vars TEXT NOT NULL DEFAULT '{}',
+  PRIMARY KEY(rule, tenant, entity));
+CREATE INDEX IF NOT EXISTS rule_state_phase ON rule_state(phase);
+CREATE TABLE IF NOT EXISTS rule_calls(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, tenant TEXT NOT NULL, entity TEXT NOT NULL,
+  alert TEXT NOT NULL, target TEXT NOT NULL, action TEXT NOT NULL, state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL, sent_at REAL, remote_id TEXT, remote_status TEXT,
+  answer TEXT, created REAL NOT NULL, UNIQUE(alert, target, action));
+CREATE INDEX IF NOT EXISTS rule_calls_state ON rule_calls(state, next_at);
+CREATE TABLE IF NOT EXISTS rule_samples(
+  rule TEXT NOT NULL, tenant TEXT NOT NULL, entity TEXT NOT NULL, at REAL NOT NULL, value REAL NOT NULL,
+  PRIMARY KEY(rule, tenant, entity, at));
+"""
+
+_ALERT_CONTEXT: Final = None
+
+
+def iso(at: float) -> str:
+    """RFC 3339 UTC, seconds."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _epoch(text: Any) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _value(attr: Any) -> Any:
+    """The plain value of a normalized attribute (first instance)."""
+    if isinstance(attr, list):
+        attr = attr[0] if attr else None
+    if not isinstance(attr, Mapping):
+        return attr
+    for key in ("value", "object", "@value"):
+        if key in attr:
+            return attr[key]
+    return None
+
+
+def _observed(entity: Mapping[str, Any], names: Sequence[str]) -> float | None:
+    """The latest observedAt among the named attributes (the reading's time, not its arrival)."""
+    times = []
+    for name in names:
+        attr = entity.get(name)
+        for inst in attr if isinstance(attr, list) else [attr]:
+            if isinstance(inst, Mapping) and (at := _epoch(inst.get("observedAt"))) is not None:
+                times.append(at)
+    return max(times) if times else None
+
+
+def entity_vars(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """Template fields from the entity: each attribute's plain value, its id and type, lat/long of its point."""
+    out: dict[str, Any] = {}
+    for name, attr in entity.items():
+        if name in ("id", "type", "@context") or name.startswith("@"):
+            continue
+        value = _value(attr)
+        if isinstance(value, str | int | float | bool):
+            out[name] = value
+    location = _value(entity.get("location"))
+    if isinstance(location, Mapping) and location.get("type") == "Point":
+        coords = location.get("coordinates")
+        if isinstance(coords, list) and len(coords) >= 2:
+            out["long"], out["lat"] = coords[0], coords[1]
+    out["entityId"] = out["alertSource"] = entity.get("id")
+    types = entity.get("type")
+    out["entityType"] = types if isinstance(types, str) else ",".join(types or ())
+    return out
+
+
+class RulesEngine:
+    """Evaluates rules over entities and drives their interventions (one instance per gateway)."""
+
+    def __init__(self, ruleset: RuleSet, db: Database, store: Storage, deadletters: DeadLetters,
+                 http: aiohttp.ClientSession) -> None:
+        self.ruleset = ruleset
+        self.db = db
+        self.store = store
+        self.deadletters = deadletters
+        self.http = http
+        self.rules = {r.id: r for r in ruleset.rules}
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        db.create(SCHEMA)
+
+    # ------------------------------------------------------------------ evaluation
+
+    async def observe(self, tenant: str, entities: Sequence[Entity]) -> None:
+        """Evaluate every rule that watches these just-written entities (never raises)."""
+        try:
+            async with self._lock:
+                for ent in entities:
+                    for rule in self.ruleset.rules:
+                        if rule.applies(tenant, ent.get("type")):
+                            await self._evaluate(rule, tenant, ent)
+        except Exception as exc:  # a rule must never stop publishing
+            log.error("rules evaluation failed: %s", redact(str(exc)), exc_info=exc)
+        self._wake.set()
+
+    async def _evaluate(self, rule: Rule, tenant: str, ent: Entity) -> None:
+        names = sorted(rule.when.attributes()) if rule.when is not None else []
+        if rule.aggregate is not None:
+            names.append(rule.aggregate.attribute)
+        if not any(n in ent for n in names):
+            return  # a partial update that says nothing about this rule's condition
+        at = _observed(ent, names) or time.time()
+        holds = True
+        if rule.when is not None:
+            holds = rule.when.evaluate(ent, lambda term: term)
+        if rule.aggregate is not None:
+            holds = self._aggregate(rule, tenant, ent, at) and holds
+        await self._transition(rule, tenant, ent, holds, at)
+
+    def _aggregate(self, rule: Rule, tenant: str, ent: Entity, at: float) -> bool:
+        agg = rule.aggregate
+        assert agg is not None
+        value = _value(ent.get(agg.attribute))
+        eid = str(ent["id"])
+        with self.db.transaction() as conn:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                hour = datetime.fromtimestamp(at, UTC).hour
+                if agg.hours is None or agg.hours[0] <= hour < agg.hours[1]:
+                    conn.execute("INSERT OR REPLACE INTO rule_samples VALUES (?,?,?,?,?)",
+                                 (rule.id, tenant, eid, at, float(value)))
+            conn.execute("DELETE FROM rule_samples WHERE rule=? AND tenant=? AND entity=? AND at <= ?",
+                         (rule.id, tenant, eid, at - agg.window_s))
+            function = {"mean": "AVG", "max": "MAX", "min": "MIN"}[agg.function]
+            figure, count = conn.execute(
+                f"SELECT {function}(value), COUNT(*) FROM rule_samples WHERE rule=? AND tenant=? AND entity=?",
+                (rule.id, tenant, eid)).fetchone()
+        return bool(count >= agg.min_samples and figure is not None and figure > agg.above)
+
+    def _state(self, rule: str, tenant: str, entity: str) -> tuple[str, float, int, str | None] | None:
+        row = self.db.conn.execute("SELECT phase, since, seq, alert FROM rule_state WHERE rule=? AND tenant=? AND"
+                                   " entity=?", (rule, tenant, entity)).fetchone()
+        return None if row is None else (str(row[0]), float(row[1]), int(row[2]), row[3])
+
+    async def _transition(self, rule: Rule, tenant: str, ent: Entity, holds: bool, at: float) -> None:
+        eid = str(ent["id"])
+        state = self._state(rule.id, tenant, eid)
+        phase = state[0] if state else "idle"
+        fields = json.dumps(entity_vars(ent), default=str)
+        if holds:
+            if phase == "idle":
+                with self.db.transaction() as conn:
+                    conn.execute("INSERT INTO rule_state(rule, tenant, entity, phase, since, vars) VALUES"
+                                 " (?,?,?,'holding',?,?) ON CONFLICT(rule, tenant, entity) DO UPDATE SET"
+                                 " phase='holding', since=excluded.since, vars=excluded.vars",
+                                 (rule.id, tenant, eid, at, fields))
+                phase, since = "holding", at
+            else:
+                assert state is not None
+                since = state[1]
+                with self.db.transaction() as conn:
+                    conn.execute("UPDATE rule_state SET vars=? WHERE rule=? AND tenant=? AND entity=?",
+                                 (fields, rule.id, tenant, eid))
+            if phase == "holding" and at - since >= rule.for_s:
+                await self._open(rule, tenant, eid, at)
+        elif phase in ("holding", "resolved"):
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE rule_state SET phase='idle' WHERE rule=? AND tenant=? AND entity=?",
+                             (rule.id, tenant, eid))
+        elif phase == "open":
+            await self._close(rule, tenant, eid, at, "conditionCleared", next_phase="idle")
+
+    # ------------------------------------------------------------------ alerts
+
+    def _alert_id(self, rule: str, tenant: str, entity: str, seq: int) -> str:
+        digest = hashlib.sha256(f"{tenant}\0{entity}".encode()).hexdigest()[:16]
+        return f"urn:ngsi-ld:Alert:jonction-rule:{rule}:{digest}:{seq}"
+
+    def _vars(self, rule: str, tenant: str, entity: str) -> dict[str, Any]:
+        row = self.db.conn.execute("SELECT vars FROM rule_state WHERE rule=? AND tenant=? AND entity=?",
+                                   (rule, tenant, entity)).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    async def _open(self, rule: Rule, tenant: str, entity: str, at: float) -> None:
+        state = self._state(rule.id, tenant, entity)
+        assert state is not None
+        seq = state[2] + 1
+        alert = self._alert_id(rule.id, tenant, entity, seq)
+        fields = self._fields(rule, tenant, entity, alert, at)
+        doc: Entity = {
+            "id": alert, "type": "Alert",
+            "category": {"type": "Property", "value": rule.category},
+            "severity": {"type": "Property", "value": rule.severity},
+            "alertSource": {"type": "Relationship", "object": entity},
+            "dateIssued": {"type": "Property", "value": iso(time.time())},
+            "validFrom": {"type": "Property", "value": iso(at)},
+            "name": {"type": "Property", "value": rule.title},
+            "description": {"type": "Property", "value": str(fields["description"])},
+            "source": {"type": "Property", "value": f"jonction rule {rule.id}"},
+        }
+        if rule.sub_category:
+            doc["subCategory"] = {"type": "Property", "value": rule.sub_category}
+        if isinstance(fields.get("lat"), int | float) and isinstance(fields.get("long"), int | float):
+            doc["location"] = {"type": "GeoProperty",
+                               "value": {"type": "Point", "coordinates": [fields["long"], fields["lat"]]}}
+        await self._write(tenant, doc)
+        now = time.time()
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE rule_state SET phase='open', seq=?, alert=? WHERE rule=? AND tenant=? AND entity=?",
+                         (seq, alert, rule.id, tenant, entity))
+            for target in rule.actions:
+                conn.execute("INSERT OR IGNORE INTO rule_calls(rule, tenant, entity, alert, target, action, state,"
+                             " next_at, created) VALUES (?,?,?,?,?,'open','pending',?,?)",
+                             (rule.id, tenant, entity, alert, target, now, now))
+        log.info("alert opened", extra={"rule": rule.id, "tenant": tenant, "entity": entity, "alert": alert})
+
+    async def _close(self, rule: Rule, tenant: str, entity: str, at: float, reason: str, *, next_phase: str) -> None:
+        state = self._state(rule.id, tenant, entity)
+        if state is None or state[3] is None:
+            return
+        alert = state[3]
+        await self._write(tenant, {"id": alert, "type": "Alert",
+                                   "validTo": {"type": "Property", "value": iso(at)},
+                                   "alertStatus": {"type": "Property", "value": "closed"},
+                                   "closedBy": {"type": "Property", "value": reason}})
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE rule_state SET phase=? WHERE rule=? AND tenant=? AND entity=?",
+                         (next_phase, rule.id, tenant, entity))
+            # A call not yet sent has nothing to do any more (Open311 has no call to withdraw a request).
+            conn.execute("UPDATE rule_calls SET state='cancelled' WHERE alert=? AND state='pending' AND action='open'",
+                         (alert,))
+            conn.execute("UPDATE rule_calls SET state='done' WHERE alert=? AND state='polling'", (alert,))
+        await self._refresh(tenant, alert)
+        log.info("alert closed", extra={"rule": rule.id, "tenant": tenant, "entity": entity, "alert": alert,
+                                        "reason": reason})
+
+    def _fields(self, rule: Rule, tenant: str, entity: str, alert: str, at: float) -> dict[str, Any]:
+        fields = self._vars(rule.id, tenant, entity)
+        fields.update({"id": alert, "alertId": alert, "rule": rule.id, "title": rule.title,
+                       "severity": rule.severity, "category": rule.category,
+                       "subCategory": rule.sub_category or "", "tenant": tenant, "alertSource": entity,
+                       "entityId": entity, "validFrom": iso(at), "dateIssued": iso(at)})
+        fields["description"] = render(rule.description, fields)
+        return fields
+
+    async def _write(self, tenant: str, doc: Entity) -> None:
+        result = await self.store.upsert(tenant, [doc], context=_ALERT_CONTEXT, mode="update")
+        if result.errors:
+            raise RuntimeError(f"the store refused the Alert {doc['id']}: {result.errors[0].error}")
+
+    async def _refresh(self, tenant: str, alert: str) -> None:
+        """Write the interventions of an Alert (each call's target, state, remote id and answer) onto it."""
+        rows = self.db.conn.execute(
+            "SELECT target, action, state, attempts, remote_id, remote_status, answer FROM rule_calls WHERE alert=?"
+            " ORDER BY id", (alert,)).fetchall()
+        items: list[dict[str, Any]] = []
+        failure: str | None = None
+        for target, action, state, attempts, remote_id, remote_status, answer in rows:
+            item: dict[str, Any] = {"target": target, "action": action, "state": state, "attempts": attempts}
+            kind = self.ruleset.targets[target].kind if target in self.ruleset.targets else "webhook"
+            if remote_id:
+                item["serviceRequestId" if kind == "open311" else "workOrderId"] = remote_id
+            if remote_status:
+                item["status"] = remote_status
+            if state == "failed" and answer:
+                item["error"] = answer
+                failure = f"{target}: {answer}"
+            items.append(item)
+        doc: Entity = {"id": alert, "type": "Alert", "interventions": {"type": "Property", "value": items}}
+        if failure is not None:
+            doc["interventionFailure"] = {"type": "Property", "value": failure}
+        await self._write(tenant, doc)
+
+    # ------------------------------------------------------------------ the tick
+
+    async def run(self) -> None:
+        """Tick until cancelled: durations, pending calls, polls."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.ruleset.tick_s)
+            self._wake.clear()
+            try:
+                await self.tick()
+            except Exception as exc:  # the next tick tries again; the gateway keeps running
+                log.error("rules tick failed: %s", redact(str(exc)), exc_info=exc)
+
+    async def tick(self, now: float | None = None) -> None:
+        """One pass: open what held long enough, send what is due, poll open work orders."""
+        now = time.time() if now is None else now
+        async with self._lock:
+            for rule_id, tenant, entity, since in self.db.conn.execute(
+                    "SELECT rule, tenant, entity, since FROM rule_state WHERE phase='holding'").fetchall():
+                rule = self.rules.get(rule_id)
+                if rule is not None and now - since >= rule.for_s:
+                    await self._open(rule, tenant, entity, now)
+            due = self.db.conn.execute(
+                "SELECT id, rule, tenant, entity, alert, target, action, state, attempts, remote_id FROM rule_calls"
+                " WHERE state IN ('pending', 'polling') AND next_at <= ? ORDER BY id", (now,)).fetchall()
+            for row in due:
+                await self._call(row, now)
+
+    def _limited(self, rule: Rule, target: Target, now: float) -> bool:
+        for column, key, rate in (("rule", rule.id, rule.rate), ("target", target.name, target.rate)):
+            if rate is None:
+                continue
+            sent = self.db.conn.execute(f"SELECT COUNT(*) FROM rule_calls WHERE {column}=? AND sent_at > ?",
+                                        (key, now - rate.per_s)).fetchone()[0]
+            if sent >= rate.max:
+                return True
+        return False
+
+    async def _call(self, row: tuple[Any, ...], now: float) -> None:
+        call_id, rule_id, tenant, entity, alert, target_name, action, state, attempts, remote_id = row
+        rule, target = self.rules.get(rule_id), self.ruleset.targets.get(target_name)
+        if rule is None or target is None:
+            return  # the rule or target left the file: the call waits for it to come back
+        if state == "polling":
+            status = await poll_status(self.http, target, remote_id)
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE rule_calls SET next_at=?, remote_status=COALESCE(?, remote_status) WHERE id=?",
+                             (now + target.poll_every_s, status, call_id))
+            if status is not None and status in target.closed:
+                await self._close(rule, tenant, entity, now, "workOrderClosed", next_phase="resolved")
+            return
+        if self._limited(rule, target, now):
+            return  # waits its turn: the next tick tries again
+        fields = self._fields(rule, tenant, entity, alert, now)
+        answer: Answer = await send(self.http, target, fields)
+        attempts += 1
+        if answer.ok:
+            polling = target.poll_url is not None and answer.remote_id is not None
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE rule_calls SET state=?, attempts=?, sent_at=?, next_at=?, remote_id=?,"
+                             " remote_status=?, answer=NULL WHERE id=?",
+                             ("polling" if polling else "done", attempts, now, now + target.poll_every_s,
+                              answer.remote_id, answer.remote_status, call_id))
+            log.info("intervention sent", extra={"rule": rule_id, "target": target_name, "alert": alert,
+                                                 "remote_id": answer.remote_id})
+        elif answer.retry and attempts <= target.retries:
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE rule_calls SET attempts=?, sent_at=?, next_at=?, answer=? WHERE id=?",
+                             (attempts, now, now + target.backoff_s * 2 ** (attempts - 1), answer.text, call_id))
+            log.warning("intervention failed, will retry: %s", answer.text,
+                        extra={"rule": rule_id, "target": target_name, "alert": alert})
+        else:
+            raw = RawMessage(f"rules:{rule_id}", tenant, iso(now), answer.request, f"{alert}#{target_name}#{action}",
+                             answer.content_type, {"target": target_name, "url": target.url, "alert": alert})
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE rule_calls SET state='failed', attempts=?, sent_at=?, answer=? WHERE id=?",
+                             (attempts, now, answer.text, call_id))
+                self.deadletters.add(conn, stage=STAGE, adapter="rules", raw=raw, pointer=f"/targets/{target_name}",
+                                     reason=f"{target_name} refused the {action} call for {alert}: {answer.text}",
+                                     corr=alert, sink=target_name)
+            log.error("intervention refused: %s", answer.text, extra={"rule": rule_id, "target": target_name,
+                                                                     "alert": alert})
+        await self._refresh(tenant, alert)
+
+    # ------------------------------------------------------------------ views
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Every outgoing call, oldest first (for tests and the admin view)."""
+        cols = ("id", "rule", "tenant", "entity", "alert", "target", "action", "state", "attempts", "remote_id",
+                "remote_status", "answer")
+        rows = self.db.conn.execute(f"SELECT {', '.join(cols)} FROM rule_calls ORDER BY id").fetchall()
+        return [dict(zip(cols, r, strict=True)) for r in rows]
