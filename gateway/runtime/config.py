@@ -258,6 +258,8 @@ def parse(
     problems: list[str] = []
     # Inline rules keep their ${field} templates (filled per alert, not from the environment).
     inline_rules = document.get("rules") if isinstance(document, dict) else None
+    if isinstance(inline_rules, dict):
+        document = {k: v for k, v in document.items() if k != "rules"}
     document = _substitute(document, "", problems)
     if isinstance(inline_rules, dict):
         document["rules"] = inline_rules
