@@ -338,7 +338,7 @@ class RulesEngine:
                     "SELECT rule, tenant, entity, since FROM rule_state WHERE phase='holding'").fetchall():
                 rule = self.rules.get(rule_id)
                 if rule is not None and now - since >= rule.for_s:
-                    await self._open(rule, tenant, entity, now)
+                    await self._open(rule, tenant, entity, since + rule.for_s)
             due = self.db.conn.execute(
                 "SELECT id, rule, tenant, entity, alert, target, action, state, attempts, remote_id FROM rule_calls"
                 " WHERE state IN ('pending', 'polling') AND next_at <= ? ORDER BY id", (now,)).fetchall()
@@ -389,8 +389,9 @@ class RulesEngine:
             log.warning("intervention failed, will retry: %s", answer.text,
                         extra={"rule": rule_id, "target": target_name, "alert": alert})
         else:
+            meta = {"target": target_name, "url": target.url, "alert": alert, "action": action}
             raw = RawMessage(f"rules:{rule_id}", tenant, iso(now), answer.request, f"{alert}#{target_name}#{action}",
-                             answer.content_type, {"target": target_name, "url": target.url, "alert": alert})
+                             answer.content_type, meta)
             with self.db.transaction() as conn:
                 conn.execute("UPDATE rule_calls SET state='failed', attempts=?, sent_at=?, answer=? WHERE id=?",
                              (attempts, now, answer.text, call_id))
@@ -401,7 +402,50 @@ class RulesEngine:
                                                                      "alert": alert})
         await self._refresh(tenant, alert)
 
+    # ------------------------------------------------------------------ operator and target input
+
+    def rearm(self, alert: str, target: str, action: str = "open") -> bool:
+        """Send a refused call again (a dead letter replayed after the target was fixed); False if none failed."""
+        with self.db.transaction() as conn:
+            changed = conn.execute(
+                "UPDATE rule_calls SET state='pending', attempts=0, next_at=?, answer=NULL WHERE alert=? AND"
+                " target=? AND action=? AND state='failed'", (time.time(), alert, target, action)).rowcount
+        self._wake.set()
+        return changed > 0
+
+    async def work_order_status(self, target: str, remote_id: str, status: str) -> bool:
+        """A work order's status pushed by its target; a closed one closes its Alert. False if unknown."""
+        async with self._lock:
+            row = self.db.conn.execute(
+                "SELECT id, rule, tenant, entity, state FROM rule_calls WHERE target=? AND remote_id=? AND"
+                " action='open' ORDER BY id DESC LIMIT 1", (target, remote_id)).fetchone()
+            if row is None:
+                return False
+            call_id, rule_id, tenant, entity, _state = row
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE rule_calls SET remote_status=? WHERE id=?", (status[:200], call_id))
+            rule, spec = self.rules.get(rule_id), self.ruleset.targets.get(target)
+            phase = self._state(rule_id, tenant, entity)
+            if rule is not None and spec is not None and status in spec.closed and phase and phase[0] == "open":
+                await self._close(rule, tenant, entity, time.time(), "workOrderClosed", next_phase="resolved")
+            else:
+                alert = self.db.conn.execute("SELECT alert FROM rule_calls WHERE id=?", (call_id,)).fetchone()[0]
+                await self._refresh(tenant, alert)
+        return True
+
     # ------------------------------------------------------------------ views
+
+    def status(self) -> dict[str, Any]:
+        """Open alerts and conditions holding, per rule, and every call not done (the admin view)."""
+        states = self.db.conn.execute(
+            "SELECT rule, tenant, entity, phase, since, alert FROM rule_state WHERE phase != 'idle' ORDER BY rule"
+        ).fetchall()
+        return {
+            "rules": [r.id for r in self.ruleset.rules],
+            "states": [{"rule": r, "tenant": t, "entity": e, "phase": p, "since": iso(s), "alert": a}
+                       for r, t, e, p, s, a in states],
+            "calls": [c for c in self.calls() if c["state"] not in ("done", "cancelled")],
+        }
 
     def calls(self) -> list[dict[str, Any]]:
         """Every outgoing call, oldest first (for tests and the admin view)."""

@@ -230,7 +230,7 @@ async def test_a_refusing_target_ends_as_a_dead_letter_and_a_failure_on_the_aler
 
         async def failure() -> Any:
             doc = await rt.embedded_store.get("", alert["id"])
-            return value(doc, "interventionFailure")
+            return value(doc, "interventionFailure") if doc is not None else None
 
         text = await eventually(failure, what="the failure on the alert")
         assert text.startswith("gmao: HTTP") and "E_ASSET" in text
@@ -317,3 +317,32 @@ def test_a_bad_rules_file_names_its_pointer(tmp_path: Path) -> None:
     with pytest.raises(ConfigInvalid) as err:
         config(tmp_path, {"rules": [{"id": "x", "types": ["WasteContainer"], "actions": []}]})
     assert any(p.startswith("/rules/rules/0:") for p in err.value.problems), err.value.problems
+
+
+async def test_a_refused_call_replayed_after_the_fix_is_sent_and_a_pushed_status_closes_the_alert(
+        tmp_path: Path, gmao: FakeGmao) -> None:
+    gmao.refuse = 400
+    rules = {"tick": 0.05, "targets": targets(gmao.url, poll={"url": f"{gmao.url}/work-orders/${{workOrderId}}",
+                                                              "every": "1h"}),
+             "rules": [{**FULL_BIN, "for": 0}]}
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (base, app):
+        rt = app[RUNTIME]
+        await publish(app, [bin_reading(0.95, 0)])
+        [letter] = await eventually(lambda: rt.deadletters.list(stage="intervention"), what="the dead letter")
+        gmao.refuse = None  # the asset was added to the GMAO
+        http = rt.http
+        async with http.post(f"{base}/admin/deadletters/{letter.id}/replay") as resp:
+            assert resp.status == 200 and (await resp.json())["status"] == "queued"
+        await eventually(lambda: len(gmao.orders) == 1, what="the work order, sent again")
+        assert rt.deadletters.list(stage="intervention") == []
+        await eventually(lambda: [c for c in engine(app).calls() if c["state"] == "polling"], what="sent")
+        async with http.get(f"{base}/admin/rules") as resp:
+            view = await resp.json()
+        assert [s["phase"] for s in view["states"]] == ["open"] and view["calls"][0]["remote_id"] == "WO-0001"
+        # The GMAO pushes the closure (no poll for an hour): the Alert closes.
+        async with http.post(f"{base}/admin/rules/targets/gmao/work-orders/WO-0404", json={"status": "closed"}) as r:
+            assert r.status == 404
+        async with http.post(f"{base}/admin/rules/targets/gmao/work-orders/WO-0001", json={"status": "closed"}) as r:
+            assert r.status == 204
+        [alert] = await alerts(app)
+        assert value(alert, "closedBy") == "workOrderClosed" and "validTo" in alert
