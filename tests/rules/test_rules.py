@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.errors import ConfigInvalid
 from gateway.model import epoch_time
+from gateway.rules import config as rules_config
 from gateway.rules.engine import RulesEngine
 from gateway.runtime.config import GatewayConfig, parse
 from gateway.runtime.state import RUNTIME
+from tests.conftest import ROOT
 from tests.rules.support import FakeGmao, FakeOpen311, PassAdapter
 from tests.runtime.support import eventually, running
 
@@ -346,3 +349,13 @@ async def test_a_refused_call_replayed_after_the_fix_is_sent_and_a_pushed_status
             assert r.status == 204
         [alert] = await alerts(app)
         assert value(alert, "closedBy") == "workOrderClosed" and "validTo" in alert
+
+
+def test_the_readme_example_is_a_valid_rules_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Rules and interventions", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    ruleset = rules_config.parse(yaml.safe_load(block), base=tmp_path)
+    assert [r.id for r in ruleset.rules] == ["bin-full", "lamp-out", "pm25-daily"]
+    assert ruleset.targets["gmao"].headers["Authorization"] == f"Bearer {TOKEN}"
+    assert ruleset.targets["city"].api_key == API_KEY and ruleset.rules[0].for_s == 1800
