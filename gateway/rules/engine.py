@@ -157,6 +157,10 @@ class RulesEngine:
         if not any(n in ent for n in names):
             return  # a partial update that says nothing about this rule's condition
         at = _observed(ent, names) or time.time()
+        agg = rule.aggregate
+        hour = datetime.fromtimestamp(at, UTC).hour
+        if agg is not None and agg.hours is not None and not agg.hours[0] <= hour < agg.hours[1]:
+            return  # a daytime reading says nothing about a night-flow rule: its state waits for the next night
         holds = True
         if rule.when is not None:
             holds = rule.when.evaluate(ent, lambda term: term)

@@ -359,3 +359,29 @@ def test_the_readme_example_is_a_valid_rules_file(tmp_path: Path, monkeypatch: p
     assert [r.id for r in ruleset.rules] == ["bin-full", "lamp-out", "pm25-daily"]
     assert ruleset.targets["gmao"].headers["Authorization"] == f"Bearer {TOKEN}"
     assert ruleset.targets["city"].api_key == API_KEY and ruleset.rules[0].for_s == 1800
+
+
+async def test_a_night_flow_above_the_threshold_opens_an_alert_that_the_next_quiet_night_closes(
+        tmp_path: Path, gmao: FakeGmao) -> None:
+    rule = {"id": "night-flow", "types": ["WaterConsumptionObserved"], "category": "environment",
+            "aggregate": {"attribute": "minFlow", "function": "min", "window": "6h", "above": 20,
+                          "hours": [1, 5], "min_samples": 4}, "actions": []}
+    rules = {"tick": 0.05, "targets": targets(gmao.url), "rules": [rule]}
+
+    def reading(flow: int, at: str) -> dict[str, Any]:  # litres per hour
+        return {"id": "urn:ngsi-ld:WaterConsumptionObserved:meter-7", "type": "WaterConsumptionObserved",
+                "minFlow": {"type": "Property", "value": flow, "observedAt": at}}
+
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (_, app):
+        await publish(app, [reading(0, "2026-01-10T00:30:00Z")])  # before the night hours: not counted
+        for hour, flow in ((1, 50), (2, 40), (3, 60)):
+            await publish(app, [reading(flow, f"2026-01-10T0{hour}:30:00Z")])
+        assert await alerts(app) == []  # three night readings: fewer than min_samples
+        await publish(app, [reading(50, "2026-01-10T04:30:00Z")])  # never below 40 l/h all night: a leak
+        [alert] = await alerts(app)
+        await publish(app, [reading(0, "2026-01-10T12:00:00Z")])  # daytime: the state waits for the night
+        [still] = await alerts(app)
+        assert "validTo" not in still
+        await publish(app, [reading(0, "2026-01-11T01:30:00Z")])  # the leak was fixed: a quiet night
+        [closed] = await alerts(app)
+        assert closed["id"] == alert["id"] and value(closed, "closedBy") == "conditionCleared"
