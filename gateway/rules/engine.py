@@ -134,6 +134,8 @@ class RulesEngine:
         self.rules = {r.id: r for r in ruleset.rules}
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        """Held by state transitions (evaluation, opening, closing): never across an outgoing call."""
+        self._ticking = asyncio.Lock()
         db.create(SCHEMA)
 
     # ------------------------------------------------------------------ evaluation
@@ -335,14 +337,19 @@ class RulesEngine:
                 log.error("rules tick failed: %s", redact(str(exc)), exc_info=exc)
 
     async def tick(self, now: float | None = None) -> None:
-        """One pass: open what held long enough, send what is due, poll open work orders."""
-        now = time.time() if now is None else now
-        async with self._lock:
-            for rule_id, tenant, entity, since in self.db.conn.execute(
-                    "SELECT rule, tenant, entity, since FROM rule_state WHERE phase='holding'").fetchall():
-                rule = self.rules.get(rule_id)
-                if rule is not None and now - since >= rule.for_s:
-                    await self._open(rule, tenant, entity, since + rule.for_s)
+        """One pass: open what held long enough, send what is due, poll open work orders.
+
+        One pass at a time (``_ticking``); the calls go out without the state lock, so that a slow
+        target never holds back the publisher, which evaluates rules under that lock.
+        """
+        async with self._ticking:
+            now = time.time() if now is None else now
+            async with self._lock:
+                for rule_id, tenant, entity, since in self.db.conn.execute(
+                        "SELECT rule, tenant, entity, since FROM rule_state WHERE phase='holding'").fetchall():
+                    rule = self.rules.get(rule_id)
+                    if rule is not None and now - since >= rule.for_s:
+                        await self._open(rule, tenant, entity, since + rule.for_s)
             due = self.db.conn.execute(
                 "SELECT id, rule, tenant, entity, alert, target, action, state, attempts, remote_id FROM rule_calls"
                 " WHERE state IN ('pending', 'polling') AND next_at <= ? ORDER BY id", (now,)).fetchall()
@@ -359,6 +366,14 @@ class RulesEngine:
                 return True
         return False
 
+    def _current(self, call_id: int) -> str | None:
+        row = self.db.conn.execute("SELECT state FROM rule_calls WHERE id=?", (call_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _is_open(self, rule: str, tenant: str, entity: str, alert: str) -> bool:
+        state = self._state(rule, tenant, entity)
+        return state is not None and state[0] == "open" and state[3] == alert
+
     async def _call(self, row: tuple[Any, ...], now: float) -> None:
         call_id, rule_id, tenant, entity, alert, target_name, action, state, attempts, remote_id = row
         rule, target = self.rules.get(rule_id), self.ruleset.targets.get(target_name)
@@ -366,19 +381,30 @@ class RulesEngine:
             return  # the rule or target left the file: the call waits for it to come back
         if state == "polling":
             status = await poll_status(self.http, target, remote_id)
-            with self.db.transaction() as conn:
-                conn.execute("UPDATE rule_calls SET next_at=?, remote_status=COALESCE(?, remote_status) WHERE id=?",
-                             (now + target.poll_every_s, status, call_id))
-            if status is not None and status in target.closed:
-                await self._close(rule, tenant, entity, now, "workOrderClosed", next_phase="resolved")
+            async with self._lock:
+                still_open = self._is_open(rule_id, tenant, entity, alert)
+                with self.db.transaction() as conn:
+                    conn.execute("UPDATE rule_calls SET state=?, next_at=?, remote_status=COALESCE(?, remote_status)"
+                                 " WHERE id=? AND state='polling'",
+                                 ("polling" if still_open else "done", now + target.poll_every_s, status, call_id))
+                if still_open and status is not None and status in target.closed:
+                    await self._close(rule, tenant, entity, now, "workOrderClosed", next_phase="resolved")
             return
         if self._limited(rule, target, now):
             return  # waits its turn: the next tick tries again
         fields = self._fields(rule, tenant, entity, alert, now)
         answer: Answer = await send(self.http, target, fields)
         attempts += 1
+        async with self._lock:
+            await self._answered(rule, target, call_id, alert, action, tenant, attempts, now, answer)
+
+    async def _answered(self, rule: Rule, target: Target, call_id: int, alert: str, action: str, tenant: str,
+                        attempts: int, now: float, answer: Answer) -> None:
+        rule_id, target_name = rule.id, target.name
         if answer.ok:
-            polling = target.poll_url is not None and answer.remote_id is not None
+            # Sent while its alert closed (the call was cancelled meanwhile): recorded, not polled.
+            polling = (target.poll_url is not None and answer.remote_id is not None
+                       and self._current(call_id) == "pending")
             with self.db.transaction() as conn:
                 conn.execute("UPDATE rule_calls SET state=?, attempts=?, sent_at=?, next_at=?, remote_id=?,"
                              " remote_status=?, answer=NULL WHERE id=?",
@@ -421,19 +447,18 @@ class RulesEngine:
         """A work order's status pushed by its target; a closed one closes its Alert. False if unknown."""
         async with self._lock:
             row = self.db.conn.execute(
-                "SELECT id, rule, tenant, entity, state FROM rule_calls WHERE target=? AND remote_id=? AND"
+                "SELECT id, rule, tenant, entity, alert FROM rule_calls WHERE target=? AND remote_id=? AND"
                 " action='open' ORDER BY id DESC LIMIT 1", (target, remote_id)).fetchone()
             if row is None:
                 return False
-            call_id, rule_id, tenant, entity, _state = row
+            call_id, rule_id, tenant, entity, alert = row
             with self.db.transaction() as conn:
                 conn.execute("UPDATE rule_calls SET remote_status=? WHERE id=?", (status[:200], call_id))
             rule, spec = self.rules.get(rule_id), self.ruleset.targets.get(target)
-            phase = self._state(rule_id, tenant, entity)
-            if rule is not None and spec is not None and status in spec.closed and phase and phase[0] == "open":
+            if (rule is not None and spec is not None and status in spec.closed
+                    and self._is_open(rule_id, tenant, entity, alert)):
                 await self._close(rule, tenant, entity, time.time(), "workOrderClosed", next_phase="resolved")
             else:
-                alert = self.db.conn.execute("SELECT alert FROM rule_calls WHERE id=?", (call_id,)).fetchone()[0]
                 await self._refresh(tenant, alert)
         return True
 
