@@ -385,3 +385,18 @@ async def test_a_night_flow_above_the_threshold_opens_an_alert_that_the_next_qui
         await publish(app, [reading(0, "2026-01-11T01:30:00Z")])  # the leak was fixed: a quiet night
         [closed] = await alerts(app)
         assert closed["id"] == alert["id"] and value(closed, "closedBy") == "conditionCleared"
+
+
+async def test_an_open311_refusal_keeps_the_request_without_its_api_key(
+        tmp_path: Path, gmao: FakeGmao, open311: FakeOpen311) -> None:
+    open311.refuse = 400
+    rules = {"tick": 0.05, "targets": targets(gmao.url, open311.url), "rules": [LAMP_OUT]}
+    lamp = {"id": LAMP, "type": "Streetlight", "status": {"type": "Property", "value": "defectiveLamp"},
+            "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [4.8357, 45.764]}}}
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (_, app):
+        rt = app[RUNTIME]
+        await publish(app, [lamp])
+        [letter] = await eventually(lambda: rt.deadletters.list(stage="intervention"), what="the dead letter")
+        assert "service_code 999 not found" in letter.reason and letter.raw.content_type.endswith("urlencoded")
+        assert b"service_code=STL-01" in letter.raw.payload and API_KEY.encode() not in letter.raw.payload
+        assert open311.requests == []
