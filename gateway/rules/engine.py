@@ -318,10 +318,13 @@ class RulesEngine:
                 item["error"] = answer
                 failure = f"{target}: {answer}"
             items.append(item)
-        doc: Entity = {"id": alert, "type": "Alert", "interventions": {"type": "Property", "value": items}}
-        if failure is not None:
-            doc["interventionFailure"] = {"type": "Property", "value": failure}
-        await self._write(tenant, doc)
+        states = {item["state"] for item in items}
+        summary = (f"failed: {failure}" if failure is not None else "pending" if "pending" in states
+                   else "sent" if items else "none")
+        # One attribute always written (a merge cannot drop one): a replayed call that succeeds clears the failure.
+        await self._write(tenant, {"id": alert, "type": "Alert",
+                                   "interventions": {"type": "Property", "value": items},
+                                   "interventionStatus": {"type": "Property", "value": summary}})
 
     # ------------------------------------------------------------------ the tick
 

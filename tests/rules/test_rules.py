@@ -233,12 +233,17 @@ async def test_a_refusing_target_ends_as_a_dead_letter_and_a_failure_on_the_aler
 
         async def failure() -> Any:
             doc = await rt.embedded_store.get("", alert["id"])
-            return value(doc, "interventionFailure") if doc is not None else None
+            return value(doc, "interventionStatus") if doc is not None else None
 
-        text = await eventually(failure, what="the failure on the alert")
-        assert text.startswith("gmao: HTTP") and "E_ASSET" in text
+        text = await eventually(lambda: _failed(failure), what="the failure on the alert")
+        assert text.startswith(f"failed: gmao: HTTP {status}") and "E_ASSET" in text
         [call] = engine(app).calls()
         assert call["state"] == "failed"
+
+
+async def _failed(read: Any) -> Any:
+    text = await read()
+    return text if isinstance(text, str) and text.startswith("failed") else None
 
 
 async def test_a_restart_neither_duplicates_nor_forgets(tmp_path: Path, gmao: FakeGmao) -> None:
@@ -339,6 +344,12 @@ async def test_a_refused_call_replayed_after_the_fix_is_sent_and_a_pushed_status
         await eventually(lambda: len(gmao.orders) == 1, what="the work order, sent again")
         assert rt.deadletters.list(stage="intervention") == []
         await eventually(lambda: [c for c in engine(app).calls() if c["state"] == "polling"], what="sent")
+
+        async def sent() -> bool:
+            [alert] = await alerts(app)
+            return bool(value(alert, "interventionStatus") == "sent")
+
+        await eventually(sent, what="the failure cleared on the alert")
         async with http.get(f"{base}/admin/rules") as resp:
             view = await resp.json()
         assert [s["phase"] for s in view["states"]] == ["open"] and view["calls"][0]["remote_id"] == "WO-0001"
