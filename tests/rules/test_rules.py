@@ -411,3 +411,17 @@ async def test_an_open311_refusal_keeps_the_request_without_its_api_key(
         assert "service_code 999 not found" in letter.reason and letter.raw.content_type.endswith("urlencoded")
         assert b"service_code=STL-01" in letter.raw.payload and API_KEY.encode() not in letter.raw.payload
         assert open311.requests == []
+
+
+async def test_a_rule_for_one_tenant_writes_its_alert_in_that_tenant_only(tmp_path: Path, gmao: FakeGmao) -> None:
+    rules = {"tick": 0.05, "targets": targets(gmao.url), "rules": [{**FULL_BIN, "for": 0, "tenants": ["lyon"]}]}
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (_, app):
+        rt = app[RUNTIME]
+        await PassAdapter.instances["field"].send([bin_reading(0.95, 0, "bin-9")], tenant="")
+        await PassAdapter.instances["field"].send([bin_reading(0.95, 0, "bin-9")], tenant="lyon")
+        await eventually(lambda: rt.outbox.depth("embedded") == 0 and rt.publishers["embedded"].idle.is_set(),
+                         what="publish")
+        [call] = await eventually(lambda: engine(app).calls(), what="the call")
+        assert call["tenant"] == "lyon" and call["entity"] == "urn:ngsi-ld:WasteContainer:bin-9"
+        assert await rt.embedded_store.get("lyon", call["alert"]) is not None
+        assert await rt.embedded_store.get("", call["alert"]) is None
