@@ -136,6 +136,8 @@ class RulesEngine:
         self._lock = asyncio.Lock()
         """Held by state transitions (evaluation, opening, closing): never across an outgoing call."""
         self._ticking = asyncio.Lock()
+        self._latest: dict[tuple[str, str, str], Entity] = {}
+        """The latest reading of each condition holding (its alert's template fields), kept in memory."""
         db.create(SCHEMA)
 
     # ------------------------------------------------------------------ evaluation
@@ -144,6 +146,7 @@ class RulesEngine:
         """Evaluate every rule that watches these just-written entities (never raises)."""
         try:
             async with self._lock:
+                self._store_samples(tenant, entities)
                 for ent in entities:
                     for rule in self.ruleset.rules:
                         if rule.applies(tenant, ent.get("type")):
@@ -170,23 +173,40 @@ class RulesEngine:
             holds = self._aggregate(rule, tenant, ent, at) and holds
         await self._transition(rule, tenant, ent, holds, at)
 
+    def _store_samples(self, tenant: str, entities: Sequence[Entity]) -> None:
+        """Keep the readings aggregate rules need (a batch in one transaction); drop those out of their window."""
+        rows: list[tuple[str, str, str, float, float]] = []
+        latest: dict[tuple[str, str], tuple[float, float]] = {}
+        for rule in self.ruleset.rules:
+            agg = rule.aggregate
+            if agg is None:
+                continue
+            for ent in entities:
+                value = _value(ent.get(agg.attribute))
+                if not rule.applies(tenant, ent.get("type")) or not isinstance(value, int | float) or isinstance(
+                        value, bool):
+                    continue
+                at = _observed(ent, [agg.attribute]) or time.time()
+                if agg.hours is not None and not agg.hours[0] <= datetime.fromtimestamp(at, UTC).hour < agg.hours[1]:
+                    continue
+                eid = str(ent["id"])
+                rows.append((rule.id, tenant, eid, at, float(value)))
+                key = (rule.id, eid)
+                latest[key] = (max(at, latest.get(key, (at, 0.0))[0]), agg.window_s)
+        if not rows:
+            return
+        with self.db.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO rule_samples VALUES (?,?,?,?,?)", rows)
+            conn.executemany("DELETE FROM rule_samples WHERE rule=? AND tenant=? AND entity=? AND at <= ?",
+                             [(rule_id, tenant, eid, at - window) for (rule_id, eid), (at, window) in latest.items()])
+
     def _aggregate(self, rule: Rule, tenant: str, ent: Entity, at: float) -> bool:
         agg = rule.aggregate
         assert agg is not None
-        value = _value(ent.get(agg.attribute))
-        eid = str(ent["id"])
-        with self.db.transaction() as conn:
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                hour = datetime.fromtimestamp(at, UTC).hour
-                if agg.hours is None or agg.hours[0] <= hour < agg.hours[1]:
-                    conn.execute("INSERT OR REPLACE INTO rule_samples VALUES (?,?,?,?,?)",
-                                 (rule.id, tenant, eid, at, float(value)))
-            conn.execute("DELETE FROM rule_samples WHERE rule=? AND tenant=? AND entity=? AND at <= ?",
-                         (rule.id, tenant, eid, at - agg.window_s))
-            function = {"mean": "AVG", "max": "MAX", "min": "MIN"}[agg.function]
-            figure, count = conn.execute(
-                f"SELECT {function}(value), COUNT(*) FROM rule_samples WHERE rule=? AND tenant=? AND entity=?",
-                (rule.id, tenant, eid)).fetchone()
+        function = {"mean": "AVG", "max": "MAX", "min": "MIN"}[agg.function]
+        figure, count = self.db.conn.execute(
+            f"SELECT {function}(value), COUNT(*) FROM rule_samples WHERE rule=? AND tenant=? AND entity=?"
+            " AND at > ? AND at <= ?", (rule.id, tenant, str(ent["id"]), at - agg.window_s, at)).fetchone()
         return bool(count >= agg.min_samples and figure is not None and figure > agg.above)
 
     def _state(self, rule: str, tenant: str, entity: str) -> tuple[str, float, int, str | None] | None:
@@ -198,9 +218,9 @@ class RulesEngine:
         eid = str(ent["id"])
         state = self._state(rule.id, tenant, eid)
         phase = state[0] if state else "idle"
-        fields = json.dumps(entity_vars(ent), default=str)
         if holds:
             if phase == "idle":
+                fields = json.dumps(entity_vars(ent), default=str)
                 with self.db.transaction() as conn:
                     conn.execute("INSERT INTO rule_state(rule, tenant, entity, phase, since, vars) VALUES"
                                  " (?,?,?,'holding',?,?) ON CONFLICT(rule, tenant, entity) DO UPDATE SET"
@@ -210,12 +230,13 @@ class RulesEngine:
             else:
                 assert state is not None
                 since = state[1]
-                with self.db.transaction() as conn:
-                    conn.execute("UPDATE rule_state SET vars=? WHERE rule=? AND tenant=? AND entity=?",
-                                 (fields, rule.id, tenant, eid))
-            if phase == "holding" and at - since >= rule.for_s:
-                await self._open(rule, tenant, eid, at)
+            if phase == "holding":
+                # The latest reading fills the alert's templates; written with the opening, not per reading.
+                self._latest[(rule.id, tenant, eid)] = ent
+                if at - since >= rule.for_s:
+                    await self._open(rule, tenant, eid, at)
         elif phase in ("holding", "resolved"):
+            self._latest.pop((rule.id, tenant, eid), None)
             with self.db.transaction() as conn:
                 conn.execute("UPDATE rule_state SET phase='idle' WHERE rule=? AND tenant=? AND entity=?",
                              (rule.id, tenant, eid))
@@ -235,7 +256,13 @@ class RulesEngine:
 
     async def _open(self, rule: Rule, tenant: str, entity: str, at: float) -> None:
         state = self._state(rule.id, tenant, entity)
-        assert state is not None
+        if state is None or state[0] != "holding":
+            return
+        latest = self._latest.pop((rule.id, tenant, entity), None)
+        if latest is not None:
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE rule_state SET vars=? WHERE rule=? AND tenant=? AND entity=?",
+                             (json.dumps(entity_vars(latest), default=str), rule.id, tenant, entity))
         seq = state[2] + 1
         alert = self._alert_id(rule.id, tenant, entity, seq)
         fields = self._fields(rule, tenant, entity, alert, at)
