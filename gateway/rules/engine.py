@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS rule_samples(
 """
 
 _ALERT_CONTEXT: Final = None
+MAX_CACHED: Final = 100_000
+"""States kept in memory at most (the cache starts over beyond)."""
 
 
 def iso(at: float) -> str:
@@ -137,6 +139,8 @@ class RulesEngine:
         """Held by state transitions (evaluation, opening, closing): never across an outgoing call."""
         self._ticking = asyncio.Lock()
         self._latest: dict[tuple[str, str, str], Entity] = {}
+        self._states: dict[tuple[str, str, str], tuple[str, float, int, str | None] | None] = {}
+        """A read-through cache of ``rule_state`` (every write drops its key): most readings change nothing."""
         """The latest reading of each condition holding (its alert's template fields), kept in memory."""
         db.create(SCHEMA)
 
@@ -210,9 +214,16 @@ class RulesEngine:
         return bool(count >= agg.min_samples and figure is not None and figure > agg.above)
 
     def _state(self, rule: str, tenant: str, entity: str) -> tuple[str, float, int, str | None] | None:
+        key = (rule, tenant, entity)
+        if key in self._states:
+            return self._states[key]
         row = self.db.conn.execute("SELECT phase, since, seq, alert FROM rule_state WHERE rule=? AND tenant=? AND"
-                                   " entity=?", (rule, tenant, entity)).fetchone()
-        return None if row is None else (str(row[0]), float(row[1]), int(row[2]), row[3])
+                                   " entity=?", key).fetchone()
+        state = None if row is None else (str(row[0]), float(row[1]), int(row[2]), row[3])
+        if len(self._states) >= MAX_CACHED:
+            self._states.clear()
+        self._states[key] = state
+        return state
 
     async def _transition(self, rule: Rule, tenant: str, ent: Entity, holds: bool, at: float) -> None:
         eid = str(ent["id"])
@@ -226,6 +237,7 @@ class RulesEngine:
                                  " (?,?,?,'holding',?,?) ON CONFLICT(rule, tenant, entity) DO UPDATE SET"
                                  " phase='holding', since=excluded.since, vars=excluded.vars",
                                  (rule.id, tenant, eid, at, fields))
+                self._states.pop((rule.id, tenant, eid), None)
                 phase, since = "holding", at
             else:
                 assert state is not None
@@ -240,6 +252,7 @@ class RulesEngine:
             with self.db.transaction() as conn:
                 conn.execute("UPDATE rule_state SET phase='idle' WHERE rule=? AND tenant=? AND entity=?",
                              (rule.id, tenant, eid))
+            self._states.pop((rule.id, tenant, eid), None)
         elif phase == "open":
             await self._close(rule, tenant, eid, at, "conditionCleared", next_phase="idle")
 
@@ -287,6 +300,7 @@ class RulesEngine:
         with self.db.transaction() as conn:
             conn.execute("UPDATE rule_state SET phase='open', seq=?, alert=? WHERE rule=? AND tenant=? AND entity=?",
                          (seq, alert, rule.id, tenant, entity))
+            self._states.pop((rule.id, tenant, entity), None)
             for target in rule.actions:
                 conn.execute("INSERT OR IGNORE INTO rule_calls(rule, tenant, entity, alert, target, action, state,"
                              " next_at, created) VALUES (?,?,?,?,?,'open','pending',?,?)",
@@ -305,6 +319,7 @@ class RulesEngine:
         with self.db.transaction() as conn:
             conn.execute("UPDATE rule_state SET phase=? WHERE rule=? AND tenant=? AND entity=?",
                          (next_phase, rule.id, tenant, entity))
+            self._states.pop((rule.id, tenant, entity), None)
             # A call not yet sent has nothing to do any more (Open311 has no call to withdraw a request).
             conn.execute("UPDATE rule_calls SET state='cancelled' WHERE alert=? AND state='pending' AND action='open'",
                          (alert,))
