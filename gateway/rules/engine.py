@@ -139,9 +139,9 @@ class RulesEngine:
         """Held by state transitions (evaluation, opening, closing): never across an outgoing call."""
         self._ticking = asyncio.Lock()
         self._latest: dict[tuple[str, str, str], Entity] = {}
+        """The latest reading of each condition holding (its alert's template fields), kept in memory."""
         self._states: dict[tuple[str, str, str], tuple[str, float, int, str | None] | None] = {}
         """A read-through cache of ``rule_state`` (every write drops its key): most readings change nothing."""
-        """The latest reading of each condition holding (its alert's template fields), kept in memory."""
         db.create(SCHEMA)
 
     # ------------------------------------------------------------------ evaluation
@@ -289,6 +289,7 @@ class RulesEngine:
             "name": {"type": "Property", "value": rule.title},
             "description": {"type": "Property", "value": str(fields["description"])},
             "source": {"type": "Property", "value": f"jonction rule {rule.id}"},
+            "alertStatus": {"type": "Property", "value": "open"},
         }
         if rule.sub_category:
             doc["subCategory"] = {"type": "Property", "value": rule.sub_category}

@@ -157,6 +157,7 @@ async def test_a_full_bin_held_30_minutes_opens_one_alert_and_one_work_order_and
         assert alert["type"] == "Alert" and value(alert, "alertSource") == BIN2
         assert value(alert, "category") == "environment" and value(alert, "severity") == "high"
         assert value(alert, "subCategory") == "waste" and "validTo" not in alert
+        assert value(alert, "alertStatus") == "open" and value(alert, "validFrom") <= value(alert, "dateIssued")
         [intervention] = await eventually(lambda: _interventions(app, alert["id"]), what="interventions")
         assert intervention["workOrderId"] == "WO-0001" and intervention["status"] == "open"
         # Back under the threshold: the Alert closes, no new work order.
