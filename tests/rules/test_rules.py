@@ -77,8 +77,9 @@ LAMP_OUT = {"id": "lamp-out", "title": "Lamp failure", "types": ["Streetlight"],
             "description": "Lamp ${entityId} is out", "actions": ["city"]}
 
 
-def config(tmp: Path, rules: Any) -> GatewayConfig:
+def config(tmp: Path, rules: Any, store: dict[str, Any] | None = None) -> GatewayConfig:
     return parse({
+        "embedded_store": store or {},
         "server": {"host": "127.0.0.1", "port": 0},
         "data_dir": str(tmp / "data"),
         "publisher": {"linger": 0.005, "backoff_initial": 0.05, "backoff_max": 0.5},
@@ -133,10 +134,18 @@ def value(doc: dict[str, Any], name: str) -> Any:
 
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The ``embedded_store`` block: SQLite in the data directory, or a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        return {"database": request.getfixturevalue("postgres_url")}
+    return {}
+
+
 async def test_a_full_bin_held_30_minutes_opens_one_alert_and_one_work_order_and_clearing_closes_it(
-        tmp_path: Path, gmao: FakeGmao) -> None:
+        tmp_path: Path, gmao: FakeGmao, store: dict[str, Any]) -> None:
     rules = {"tick": 0.05, "targets": targets(gmao.url), "rules": [FULL_BIN]}
-    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (_, app):
+    async with running(config(tmp_path, rules, store), {"pass": PassAdapter}) as (_, app):
         # Full for 10 minutes only: not long enough.
         await publish(app, [bin_reading(0.95, 10)])
         await publish(app, [bin_reading(0.97, 5)])
