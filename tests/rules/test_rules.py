@@ -228,7 +228,8 @@ async def test_a_lamp_failure_opens_an_open311_request_with_the_georeport_fields
 
 @pytest.mark.parametrize("status", [400, 500])
 async def test_a_refusing_target_ends_as_a_dead_letter_and_a_failure_on_the_alert(
-        tmp_path: Path, gmao: FakeGmao, status: int) -> None:
+        tmp_path: Path, gmao: FakeGmao, status: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
     gmao.refuse = status
     rules = {"tick": 0.05, "targets": targets(gmao.url), "rules": [{**FULL_BIN, "for": 0}]}
     async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (_, app):
@@ -249,6 +250,7 @@ async def test_a_refusing_target_ends_as_a_dead_letter_and_a_failure_on_the_aler
         assert text.startswith(f"failed: gmao: HTTP {status}") and "E_ASSET" in text
         [call] = engine(app).calls()
         assert call["state"] == "failed"
+    assert "intervention refused" in caplog.text and TOKEN not in caplog.text
 
 
 async def _failed(read: Any) -> Any:
