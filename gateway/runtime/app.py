@@ -40,6 +40,7 @@ from gateway.console import web as console
 from gateway.contract import Adapter, discover, discover_simulators
 from gateway.crosssite import HostPolicy
 from gateway.errors import ConfigInvalid, JonctionError, Unavailable
+from gateway.rules.engine import RulesEngine
 from gateway.runtime import admin
 from gateway.runtime.archive import RawArchive
 from gateway.runtime.config import CONTEXT_PATH, GatewayConfig, check_source_configs
@@ -342,6 +343,12 @@ async def _runtime_ctx(
     cfg = rt.config
     tasks = [asyncio.create_task(pub.run(), name=f"publisher:{name}") for name, pub in rt.publishers.items()]
     tasks.append(asyncio.create_task(_maintenance(rt), name="maintenance"))
+    if cfg.rules is not None and storage is not None:
+        engine = rt.rules = RulesEngine(cfg.rules, rt.db, storage, rt.deadletters, app[HTTP])
+        for pub in rt.publishers.values():
+            if isinstance(pub.sink, EmbeddedSink):
+                pub.sink.observers.append(engine.observe)
+        tasks.append(asyncio.create_task(engine.run(), name="rules"))
     if cfg.open_data is not None and storage is not None:
         from gateway.opendata.schedule import run_periodically
 

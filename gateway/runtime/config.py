@@ -26,6 +26,8 @@ from gateway.errors import ConfigInvalid
 from gateway.opendata.export import OpenDataSettings
 from gateway.opendata.schedule import OpenDataJob
 from gateway.pointer import pointer
+from gateway.rules import config as rules_config
+from gateway.rules.config import RuleSet
 from gateway.runtime.logging import redact, register_secret
 from gateway.runtime.pipeline import Route
 from gateway.runtime.publisher import PublisherSettings
@@ -179,6 +181,8 @@ class GatewayConfig:
     open_data: OpenDataJob | None = None
     """``open_data``: the periodic export of what communes share with the public."""
     """``console.outlines``: a GeoJSON file drawn under the console's map (checked when parsed)."""
+    rules: RuleSet | None = None
+    """``rules``: the rules and interventions (a YAML file, or inline), checked when parsed."""
 
     @property
     def loopback(self) -> bool:
@@ -252,7 +256,13 @@ def parse(
     if document is None:
         document = {}
     problems: list[str] = []
+    # Inline rules keep their ${field} templates (filled per alert, not from the environment).
+    inline_rules = document.get("rules") if isinstance(document, dict) else None
+    if isinstance(inline_rules, dict):
+        document = {k: v for k, v in document.items() if k != "rules"}
     document = _substitute(document, "", problems)
+    if isinstance(inline_rules, dict):
+        document["rules"] = inline_rules
     if not isinstance(document, dict):
         raise ConfigInvalid("the configuration must be a mapping", ["/: expected a mapping of settings"])
     _mask_url_password(document.get("dedup"), "database")
@@ -356,6 +366,13 @@ def parse(
     if "outlines" in document.get("console", {}):
         cfg.console_outlines = outlines_path(document["console"]["outlines"], base)
         problems.extend(f"/console/outlines: {p}" for p in outline_problems(cfg.console_outlines))
+    if "rules" in document:
+        try:
+            cfg.rules = rules_config.load(document["rules"], base=base)
+        except ConfigInvalid as exc:
+            problems.extend(redact(p) for p in exc.problems)
+        if cfg.rules is not None and not cfg.embedded:
+            problems.append("/rules: rules read the entities written to the embedded store: enable embedded_store")
     if "open_data" in document:
         cfg.open_data = _open_data(document["open_data"], base, cfg.embedded, problems)
     for sim in document.get("simulators", []):

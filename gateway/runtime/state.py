@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway.contract import Adapter, Simulator, adapter_logger, instantiate
 from gateway.model import RawMessage
+from gateway.rules.engine import RulesEngine
 from gateway.runtime.archive import RawArchive
 from gateway.runtime.config import GatewayConfig, SourceConfig, source_config
 from gateway.runtime.db import Database
@@ -55,6 +56,8 @@ class Runtime:
     sources: dict[str, Supervised] = field(default_factory=dict)
     """Supervised sources by name (enabled ones, once started)."""
     simulators: list[Simulator] = field(default_factory=list)
+    rules: RulesEngine | None = None
+    """The rules engine, when rules are configured (set when the runtime starts)."""
     started_at: float = field(default_factory=time.time)
     ready: bool = False
 
