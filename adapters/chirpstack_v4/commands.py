@@ -88,11 +88,14 @@ class DownlinkCommands:
 
     def bind_command_reports(self, report: CommandReport) -> None:
         """Keep the runtime's reporter for ChirpStack's ``ack`` events."""
+        self._state()
         self._report = report
 
     def _state(self) -> None:
+        # A mixin without __init__: the attributes appear on first use, each on its own.
         if not hasattr(self, "_applications"):
             self._applications = {}
+        if not hasattr(self, "_report"):
             self._report = None
 
     def note_event(self, topic: str, body: bytes) -> None:

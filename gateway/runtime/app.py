@@ -205,8 +205,9 @@ def allowed_hosts(cfg: GatewayConfig) -> tuple[str, ...]:
 
 def store_settings(cfg: GatewayConfig) -> StoreSettings:
     """The embedded store API's settings, from the gateway's config (same token, hosts, data)."""
-    tokens = frozenset({cfg.admin_token}) if cfg.admin_token else frozenset()
-    return StoreSettings(data_dir=cfg.data_dir, host=cfg.host, tokens=tokens,
+    everyone, per_tenant = cfg.embedded_tokens
+    tokens = (frozenset({cfg.admin_token}) if cfg.admin_token else frozenset()) | everyone
+    return StoreSettings(data_dir=cfg.data_dir, host=cfg.host, tokens=tokens, tenant_tokens=per_tenant,
                          allowed_hosts=frozenset(allowed_hosts(cfg)),
                          durability="full" if cfg.durability == "full" else "normal",
                          allow_unfiltered_queries=cfg.allow_unfiltered_queries,

@@ -1,8 +1,9 @@
 """Commands back to the field: NGSI-LD writes of commandable attributes become durable device commands.
 
 NGSI-LD (CIM 009 V1.9.1) has no standard "command", so jonction uses the plain attribute write, the
-way FIWARE IoT Agents do: ``PATCH /entities/{id}/attrs``, ``PATCH /entities/{id}/attrs/{attr}`` or
-``POST /entityOperations/update`` on the embedded store. A write is a *command* when the source
+way FIWARE IoT Agents do: ``PATCH /entities/{id}/attrs`` (update), ``POST /entities/{id}/attrs``
+(append: the attribute need not exist yet), ``PATCH /entities/{id}/attrs/{attr}`` or
+``POST /entityOperations/update`` on the embedded store. A 207 commands only what was written. A write is a *command* when the source
 that produced the entity (recorded when its entities are published) runs an adapter offering the
 :class:`~gateway.contract.CommandTarget` capability and that adapter lists the attribute for the
 entity's type. Then:
@@ -40,7 +41,7 @@ from aiohttp import web
 from gateway.contract import Adapter, CommandAcknowledgements, CommandTarget
 from gateway.runtime.db import Database
 from gateway.store.base import Storage
-from gateway.store.http import TENANT_HEADER
+from gateway.store.http import BODY_KEY, TENANT_HEADER
 from gateway.store.security import token_matches
 from gateway.store.settings import SETTINGS_KEY
 
@@ -208,11 +209,10 @@ class Commands:
         response = await handler(request)
         if response.status not in (200, 201, 204, 207) or not any(planned.values()):
             return response
-        done = set(planned)
-        if response.status == 207 and isinstance(response, web.Response) and response.body is not None:
-            with contextlib.suppress(ValueError, TypeError):
-                done = set(json.loads(bytes(response.body)).get("success", ()))  # type: ignore[arg-type]
-        made = self.enqueue([c for eid, cmds in planned.items() if eid in done for c in cmds])
+        kept = [c for cmds in planned.values() for c in cmds]
+        if response.status == 207:
+            kept = _partial(response, kept)
+        made = self.enqueue(kept)
         for cmd in made:
             log.info("command queued", extra={"command": cmd["id"], "tenant": tenant, "entity": cmd["entity_id"],
                                               "attribute": cmd["attribute"], "source": cmd["source"]})
@@ -342,11 +342,34 @@ class Commands:
                  "issuedAt": r[10], "updatedAt": _utc(float(r[11]))} for r in rows]
 
 
+def _partial(response: web.StreamResponse, planned: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The planned commands whose write succeeded, from a 207 (batch ``success``, or the attributes not
+    in ``notUpdated``, whose names the store gives expanded)."""
+    body = response.body if isinstance(response, web.Response) else None
+    try:
+        doc = json.loads(bytes(body)) if isinstance(body, bytes | bytearray) else None  # type: ignore[redundant-expr]
+    except ValueError:
+        doc = None
+    if not isinstance(doc, Mapping):
+        return []
+    if "success" in doc:
+        ok = set(doc.get("success") or ())
+        return [c for c in planned if c["entity_id"] in ok]
+    failed = [str(f.get("attributeName", "")) for f in doc.get("notUpdated") or () if isinstance(f, Mapping)]
+
+    def refused(name: str) -> bool:
+        return any(f == name or f.endswith(("/" + name, "#" + name, ":" + name)) for f in failed)
+
+    return [c for c in planned if not refused(str(c["attribute"]))]
+
+
 async def _writes_of(request: web.Request) -> dict[str, dict[str, Any]]:
     """Entity id → attribute fragments written, for the store writes that may be commands ({} otherwise)."""
     path = request.path
-    if request.method == "PATCH" and path.startswith(_ENTITY_PREFIX) and "/attrs" in path:
+    if request.method in ("PATCH", "POST") and path.startswith(_ENTITY_PREFIX) and "/attrs" in path:
         entity_id, _, rest = path[len(_ENTITY_PREFIX):].partition("/attrs")
+        if request.method == "POST" and rest not in ("", "/"):
+            return {}
         body = await _json(request)
         if rest in ("", "/"):
             return {entity_id: dict(body)} if isinstance(body, Mapping) else {}
@@ -360,9 +383,19 @@ async def _writes_of(request: web.Request) -> dict[str, dict[str, Any]]:
 
 
 async def _json(request: web.Request) -> Any:
-    # request.read() caches the body: the store's handler reads the same bytes again.
+    """The write's JSON body, read once and left for the store's handler (None: the store answers the error)."""
+    settings = next((app[SETTINGS_KEY] for app in request.match_info.apps if SETTINGS_KEY in app), None)
+    length = request.content_length
+    if settings is None or length is None or length > settings.max_body_bytes or request.content_type not in (
+            "application/json", "application/ld+json"):
+        return None  # the store answers 411, 413 or 415 itself
     try:
-        return json.loads(await request.read())
+        raw = await request.content.readexactly(length)
+    except Exception:  # IncompleteReadError, connection reset: the store reports the short body
+        return None
+    request[BODY_KEY] = raw
+    try:
+        return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None  # the store answers its own 400
 
