@@ -3,8 +3,8 @@
 NGSI-LD (CIM 009 V1.9.1) has no standard "command", so jonction uses the plain attribute write, the
 way FIWARE IoT Agents do: ``PATCH /entities/{id}/attrs`` (update), ``POST /entities/{id}/attrs``
 (append: the attribute need not exist yet), ``PATCH /entities/{id}/attrs/{attr}`` or
-``POST /entityOperations/update`` on the embedded store. A 207 commands only what was written. A write is a *command* when the source
-that produced the entity (recorded when its entities are published) runs an adapter offering the
+``POST /entityOperations/update`` on the embedded store. A 207 commands only what was written.
+A write is a *command* when the source that produced the entity (recorded when its entities are published) runs an adapter offering the
 :class:`~gateway.contract.CommandTarget` capability and that adapter lists the attribute for the
 entity's type. Then:
 

@@ -31,7 +31,8 @@ EUI = "24e124756c100007"
 APP = "9a0c7b1e-3f7d-4d1e-8a52-61f0c2d4e5b6"
 LAMP = "urn:ngsi-ld:Streetlight:ville-a:rue-haute-12"
 DOWN = f"application/{APP}/device/{EUI}/command/down"
-LINK = '<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+LINK = ('<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"; '
+        'type="application/ld+json"')
 TENANT = {"NGSILD-Tenant": "ville-a", "Authorization": "Bearer tok-a", "Link": LINK}
 
 
