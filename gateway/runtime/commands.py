@@ -4,9 +4,9 @@ NGSI-LD (CIM 009 V1.9.1) has no standard "command", so jonction uses the plain a
 way FIWARE IoT Agents do: ``PATCH /entities/{id}/attrs`` (update), ``POST /entities/{id}/attrs``
 (append: the attribute need not exist yet), ``PATCH /entities/{id}/attrs/{attr}`` or
 ``POST /entityOperations/update`` on the embedded store. A 207 commands only what was written.
-A write is a *command* when the source that produced the entity (recorded when its entities are published) runs an adapter offering the
-:class:`~gateway.contract.CommandTarget` capability and that adapter lists the attribute for the
-entity's type. Then:
+A write is a *command* when the source that produced the entity (recorded when its entities are
+published) runs an adapter offering the :class:`~gateway.contract.CommandTarget` capability and
+that adapter lists the attribute for the entity's type. Then:
 
 * the write is stored as usual, and one row per commanded attribute is committed to the
   ``commands`` table of the gateway database *before* the 2xx goes back to the client;
