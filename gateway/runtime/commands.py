@@ -347,7 +347,7 @@ def _partial(response: web.StreamResponse, planned: list[dict[str, Any]]) -> lis
     in ``notUpdated``, whose names the store gives expanded)."""
     body = response.body if isinstance(response, web.Response) else None
     try:
-        doc = json.loads(bytes(body)) if isinstance(body, bytes | bytearray) else None  # type: ignore[redundant-expr]
+        doc = json.loads(bytes(body)) if isinstance(body, bytes | bytearray) else None
     except ValueError:
         doc = None
     if not isinstance(doc, Mapping):

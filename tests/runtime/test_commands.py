@@ -20,6 +20,7 @@ import yaml
 
 from adapters.chirpstack_v4 import ChirpstackV4Adapter
 from adapters.chirpstack_v4.commands import dali_arc_level
+from gateway.runtime.commands import Commands
 from gateway.runtime.state import RUNTIME
 from tests.adapters.lorawan.mosquitto import MOSQUITTO, Broker
 from tests.runtime.support import config, eventually, running
@@ -34,6 +35,13 @@ DOWN = f"application/{APP}/device/{EUI}/command/down"
 LINK = ('<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"; '
         'type="application/ld+json"')
 TENANT = {"NGSILD-Tenant": "ville-a", "Authorization": "Bearer tok-a", "Link": LINK}
+
+
+def commands_of(app: Any) -> Commands:
+    """The running gateway's commands (the embedded store is on in these tests)."""
+    commands = app[RUNTIME].commands
+    assert commands is not None
+    return commands
 
 
 @pytest.fixture
@@ -135,7 +143,7 @@ async def test_dimming_becomes_a_downlink_then_acknowledged(tmp_path: Path, brok
         await lamp_in_store(app, field)
         code, text = await patch(http, base, LAMP, {"dimmingLevel": {"type": "Property", "value": 50}})
         assert code == 204, text
-        listed = app[RUNTIME].commands.listing(entity=LAMP)
+        listed = commands_of(app).listing(entity=LAMP)
         assert len(listed) == 1 and listed[0]["attribute"] == "dimmingLevel", "durable before the 204"
         await eventually(lambda: field.downlinks, what="the downlink")
         topic, item = field.downlinks[0]
@@ -190,7 +198,7 @@ async def test_refusals_and_ordinary_writes(tmp_path: Path, broker: Broker) -> N
         # A non-commandable attribute is an ordinary write: no command.
         code, text = await patch(http, base, LAMP, {"status": {"type": "Property", "value": "ok"}})
         assert code == 204, text
-        assert app[RUNTIME].commands.listing() == [], "no command from an ordinary write or a refusal"
+        assert commands_of(app).listing() == [], "no command from an ordinary write or a refusal"
 
 
 async def test_target_down_then_back_and_a_restart_deliver_exactly_once(tmp_path: Path, broker: Broker) -> None:
@@ -204,7 +212,7 @@ async def test_target_down_then_back_and_a_restart_deliver_exactly_once(tmp_path
         broker.stop()
         code, text = await patch(http, base, LAMP, {"dimmingLevel": {"type": "Property", "value": 100}})
         assert code == 204, text
-        commands = app[RUNTIME].commands
+        commands = commands_of(app)
         await eventually(lambda: commands.listing()[0]["attempts"] >= 2, what="retries while the broker is down")
         assert commands.listing()[0]["status"] == "pending"
         pending = await status(app, "pending")
@@ -213,7 +221,8 @@ async def test_target_down_then_back_and_a_restart_deliver_exactly_once(tmp_path
     # jonction restarts; the broker comes back; the device's next uplink names its application again.
     broker.start()
     async with running(cfg, adapters={"chirpstack_v4": ChirpstackV4Adapter}) as (base, app), field.listening():
-        await eventually(lambda: app[RUNTIME].sources["chirpstack"].adapter.mqtt.connected.is_set(), what="up")
+        adapter: Any = app[RUNTIME].sources["chirpstack"].adapter
+        await eventually(lambda: adapter.mqtt.connected.is_set(), what="up")
         await field.publish("up", uplink(1))
         await eventually(lambda: field.downlinks, what="the downlink after the restart")
         await status(app, "sent")

@@ -14,6 +14,7 @@ import aiomqtt
 import pytest
 
 from adapters.iot_agent import IotAgentAdapter
+from gateway.runtime.commands import Commands
 from gateway.runtime.state import RUNTIME
 from tests.adapters.iot_agent.test_end_to_end import AIR_GROUP, APIKEY, FIWARE, iota_config
 from tests.adapters.lorawan.mosquitto import MOSQUITTO, Broker
@@ -29,6 +30,13 @@ LAMP = {
     "static_attributes": [{"name": "location", "type": "geo:point", "value": "45.7578, 4.8320"},
                           {"name": "status", "type": "Text", "value": "ok"}],
 }
+
+
+def commands_of(app: Any) -> Commands:
+    """The running gateway's commands (the embedded store is on in these tests)."""
+    commands = app[RUNTIME].commands
+    assert commands is not None
+    return commands
 
 
 @pytest.fixture
@@ -70,7 +78,7 @@ async def test_iot_agent_command_round_trip_from_the_store(tmp_path: Path, broke
             try:
                 # The lamp reports once: the gateway now knows the entity came from this source.
                 await device.publish(f"/ul/{APIKEY}/lamp001/attrs", b"s|off", qos=1)
-                await eventually(lambda: rt.commands.origin("openiot", LAMP_ID), what="entity → source recorded")
+                await eventually(lambda: commands_of(app).origin("openiot", LAMP_ID), what="entity → source recorded")
                 async with http.post(f"{base}/ngsi-ld/v1/entities/{LAMP_ID}/attrs",
                                      json={"switch": {"type": "Property", "value": "on"}},
                                      headers={"NGSILD-Tenant": "openiot"}) as r:
@@ -90,6 +98,6 @@ async def test_iot_agent_command_round_trip_from_the_store(tmp_path: Path, broke
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
         assert "switched on" in lamp["switchCommand"]["detail"]["value"]
-        listed = rt.commands.listing(entity=LAMP_ID)
+        listed = commands_of(app).listing(entity=LAMP_ID)
         assert [(c["attribute"], c["value"], c["status"], c["source"]) for c in listed] == [
             ("switch", "on", "acknowledged", "iota")]
