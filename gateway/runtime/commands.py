@@ -19,7 +19,8 @@ that adapter lists the attribute for the entity's type. Then:
 
 A write of an attribute that some running adapter can command for that entity type, on an entity
 whose own source cannot command it (another adapter, or an entity no source produced), is refused
-with 422 ``OperationNotSupported`` naming the attribute: it is never silently lost. Any other
+with 422 ``OperationNotSupported`` naming the attribute, the whole request unwritten (a batch
+included): it is never silently lost. Any other
 attribute is an ordinary write. Authorisation is the store's: the store's write auth runs for the
 request, and the command's tenant is the request's ``NGSILD-Tenant``.
 """

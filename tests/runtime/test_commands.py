@@ -199,6 +199,19 @@ async def test_refusals_and_ordinary_writes(tmp_path: Path, broker: Broker) -> N
         code, text = await patch(http, base, LAMP, {"status": {"type": "Property", "value": "ok"}})
         assert code == 204, text
         assert commands_of(app).listing() == [], "no command from an ordinary write or a refusal"
+        # A batch with one command nobody can send is refused whole (422 naming it), nothing written.
+        lamp_30 = {"id": LAMP, "type": "Streetlight", "dimmingLevel": {"type": "Property", "value": 30}}
+        orphan = {"id": "urn:ngsi-ld:Streetlight:ville-a:manual", "type": "Streetlight",
+                  "dimmingLevel": {"type": "Property", "value": 30}}
+        async with http.post(f"{base}/ngsi-ld/v1/entityOperations/update", headers=TENANT,
+                             json=[lamp_30, orphan]) as r:
+            assert r.status == 422 and "manual" in await r.text()
+        assert commands_of(app).listing() == []
+        # A batch update commands what it writes.
+        async with http.post(f"{base}/ngsi-ld/v1/entityOperations/update", headers=TENANT, json=[lamp_30]) as r:
+            assert r.status == 204, await r.text()
+        listed = commands_of(app).listing()
+        assert [(c["entityId"], c["attribute"], c["value"]) for c in listed] == [(LAMP, "dimmingLevel", 30)]
 
 
 async def test_target_down_then_back_and_a_restart_deliver_exactly_once(tmp_path: Path, broker: Broker) -> None:
