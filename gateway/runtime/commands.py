@@ -391,7 +391,7 @@ async def _json(request: web.Request) -> Any:
             "application/json", "application/ld+json"):
         return None  # the store answers 411, 413 or 415 itself
     try:
-        raw = await request.content.readexactly(length)
+        raw = request.get(BODY_KEY) or await request.content.readexactly(length)
     except Exception:  # IncompleteReadError, connection reset: the store reports the short body
         return None
     request[BODY_KEY] = raw
