@@ -160,8 +160,10 @@ async def test_dimming_becomes_a_downlink_then_acknowledged(tmp_path: Path, brok
             assert r.status == 200
             assert [c["id"] for c in (await r.json())["commands"]] == [item["id"]]
         # A second command the device does not acknowledge ends as a visible failure.
-        code, text = await patch(http, base, LAMP, {"dimmingLevel": {"type": "Property", "value": 0}})
-        assert code == 204, text
+        # Now that the attribute exists, the single-attribute PATCH is a command too.
+        async with http.patch(f"{base}/ngsi-ld/v1/entities/{LAMP}/attrs/dimmingLevel",
+                              json={"type": "Property", "value": 0}, headers=TENANT) as r:
+            assert r.status == 204, await r.text()
         await eventually(lambda: len(field.downlinks) == 2, what="the second downlink")
         assert base64.b64decode(field.downlinks[1][1]["data"]) == bytes([0x01, 0, 0x02])
         await status(app, "sent")
