@@ -284,6 +284,8 @@ async def _maintenance(rt: Runtime) -> None:
         try:
             rt.archive.prune()
             rt.seen.prune()
+            if rt.commands is not None:
+                rt.commands.prune()
         except Exception as exc:  # maintenance must never stop the gateway
             log.warning("maintenance failed: %s", exc)
 

@@ -326,6 +326,13 @@ class Commands:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
+    def prune(self, keep_s: float = 30 * 86400.0) -> int:
+        """Forget finished commands (acknowledged, failed) older than ``keep_s``; the count removed."""
+        with self.db.transaction() as conn:
+            cur = conn.execute("DELETE FROM commands WHERE status IN ('acknowledged', 'failed') AND updated < ?",
+                               (time.time() - keep_s,))
+        return int(cur.rowcount)
+
     def listing(self, *, tenant: str | None = None, entity: str | None = None, status: str | None = None,
                 limit: int = 100) -> list[dict[str, Any]]:
         """Commands, newest first, filtered."""

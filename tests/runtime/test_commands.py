@@ -159,6 +159,8 @@ async def test_dimming_becomes_a_downlink_then_acknowledged(tmp_path: Path, brok
         async with http.get(f"{base}/admin/commands", params={"entity": LAMP, "status": "acknowledged"}) as r:
             assert r.status == 200
             assert [c["id"] for c in (await r.json())["commands"]] == [item["id"]]
+        assert commands_of(app).prune() == 0, "a finished command is kept 30 days"
+        assert commands_of(app).prune(keep_s=-1) == 1 and commands_of(app).listing() == []
         # A second command the device does not acknowledge ends as a visible failure.
         # Now that the attribute exists, the single-attribute PATCH is a command too.
         async with http.patch(f"{base}/ngsi-ld/v1/entities/{LAMP}/attrs/dimmingLevel",
