@@ -103,6 +103,7 @@ class Commands:
         self.wake = asyncio.Event()
         self._bound: set[int] = set()
         self._writes: set[asyncio.Task[None]] = set()
+        self._tail: asyncio.Task[None] | None = None
         db.create(SCHEMA)
 
     # ------------------------------------------------------------------ entity → source
@@ -311,13 +312,19 @@ class Commands:
             attr["detail"] = {"type": "Property", "value": detail}
         entity = {"id": cmd["entity_id"], "type": cmd["entity_type"], f"{cmd['attribute']}{SUFFIX}": attr}
 
+        previous = self._tail
+
         async def write() -> None:
+            if previous is not None:
+                # One after the other: a late "pending" must never overwrite the "sent" that followed it.
+                await asyncio.wait([previous])
             try:
                 await self.storage.upsert(str(cmd["tenant"]), [entity], context=self.context, mode="update")
             except Exception as exc:  # the table keeps the truth; the entity catches up on the next change
                 log.warning("command %s: status not written on the entity: %s", cmd["id"], exc)
 
         task = asyncio.get_running_loop().create_task(write())
+        self._tail = task
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
