@@ -7,7 +7,8 @@ command id, so ChirpStack's ``event/ack`` (``queueItemId``, ``acknowledged``) fo
 downlink tells which command the device acknowledged (or did not).
 
 The application id is learnt from the device's uplink topics (the devices list does not carry
-it): a command for a device not heard since the gateway started waits (retried) for its next uplink.
+it) and kept in ``state_dir`` when one is configured: without it, a command for a device not heard
+since the gateway started waits (retried) for its next uplink.
 
 Encoders, by device profile. The Milesight WS558 (profile ``milesight-ws558-streetlight``) is a
 relay controller without dimming: the only dimming downlink written here is a *generic DALI
@@ -24,6 +25,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import aiomqtt
@@ -34,6 +36,8 @@ from gateway.contract import CommandReport
 from gateway.errors import TranslationError
 from gateway.secrets import read_secret
 
+APPLICATIONS_FILE: Final = "chirpstack-applications.json"
+"""In ``state_dir``: DevEUI → application id, learnt from the uplink topics."""
 DIMMING_PORT: Final = 10
 SET_LEVEL: Final = 0x01
 
@@ -94,7 +98,7 @@ class DownlinkCommands:
     def _state(self) -> None:
         # A mixin without __init__: the attributes appear on first use, each on its own.
         if not hasattr(self, "_applications"):
-            self._applications = {}
+            self._applications = self._saved_applications()
         if not hasattr(self, "_report"):
             self._report = None
 
@@ -103,7 +107,10 @@ class DownlinkCommands:
         self._state()
         parts = topic.split("/")
         if len(parts) >= 6 and parts[0] == "application" and parts[2] == "device" and parts[4] == "event":
-            self._applications[parts[3].lower()] = parts[1]
+            eui = parts[3].lower()
+            if self._applications.get(eui) != parts[1]:
+                self._applications[eui] = parts[1]
+                self._save_applications()
             if parts[5] == "ack" and self._report is not None:
                 try:
                     doc = json.loads(body)
@@ -115,6 +122,31 @@ class DownlinkCommands:
                     self._report(item, {"status": "acknowledged" if ok else "failed",
                                         "detail": f"device ack (fCntDown {doc.get('fCntDown')})" if ok
                                         else "the device did not acknowledge the confirmed downlink"})
+
+    def _applications_file(self) -> Path | None:
+        state_dir = self.config.get("state_dir")
+        return Path(str(state_dir)) / APPLICATIONS_FILE if state_dir else None
+
+    def _saved_applications(self) -> dict[str, str]:
+        path = self._applications_file()
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.exists() else {}
+        except (OSError, ValueError):
+            return {}  # rebuilt from the next uplinks
+        return {str(k): str(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
+
+    def _save_applications(self) -> None:
+        """Keep the learnt application ids (only when one changes: rare), so a restart need not wait for uplinks."""
+        path = self._applications_file()
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._applications, sort_keys=True), encoding="utf-8")
+            tmp.replace(path)
+        except OSError:
+            pass  # memory still has it; the file catches up on the next change
 
     async def send_command(self, command: Mapping[str, Any]) -> dict[str, Any]:
         """Enqueue the downlink on ChirpStack's MQTT integration (``sent``; the device's ack follows)."""
