@@ -36,6 +36,7 @@ from gateway.runtime.routing import build as build_router
 from gateway.runtime.sinks import PROFILES, RemoteSettings
 from gateway.secrets import read_secret
 from gateway.store import sharing
+from gateway.store.settings import load_tokens
 from gateway.store.sharing import Policies
 
 MAX_CONFIG_BYTES: Final = 1 << 20
@@ -172,6 +173,9 @@ class GatewayConfig:
     embedded_latest_only: bool = False
     """Publish only the latest of an entity's readings waiting together to the embedded store."""
     embedded_sharing: Policies | None = None
+    embedded_tokens: tuple[frozenset[str], Mapping[str, frozenset[str]]] = (frozenset(), {})
+    """Store tokens from ``embedded_store.tokens_file``: (for every tenant, per tenant); writes, commands
+    included, of a tenant need its token (or the admin token)."""
     """``embedded_store.sharing``: the sharing policy file, loaded and checked (None: owners only)."""
     allow_unfiltered_queries: bool = False
     sinks: list[SinkConfig] = field(default_factory=list)
@@ -319,6 +323,12 @@ def parse(
         if not cfg.admin_token:
             problems.append("/embedded_store/sharing: needs admin.token, the owners' store token (a policy tells "
                             "owners from other readers by it)")
+    if embedded.get("tokens_file"):
+        tokens_path = Path(embedded["tokens_file"])
+        try:
+            cfg.embedded_tokens = load_tokens(tokens_path if tokens_path.is_absolute() else base / tokens_path)
+        except ConfigInvalid as exc:
+            problems.append(f"/embedded_store/tokens_file: {exc}")
     if "tenants" in embedded:
         cfg.embedded_tenants = frozenset(embedded["tenants"])
     names: set[str] = set()
