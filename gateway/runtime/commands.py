@@ -40,6 +40,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway.contract import Adapter, CommandAcknowledgements, CommandTarget
+from gateway.problems import problem_response
 from gateway.runtime.db import Database
 from gateway.store.base import Storage
 from gateway.store.http import BODY_KEY, TENANT_HEADER
@@ -426,8 +427,7 @@ def _authorised(request: web.Request, tenant: str) -> bool:
 
 
 def _problem(status: int, kind: str, title: str, detail: str) -> web.Response:
-    body = {"type": f"https://uri.etsi.org/ngsi-ld/errors/{kind}", "title": title, "status": status, "detail": detail}
-    return web.json_response(body, status=status, content_type="application/problem+json")
+    return problem_response(status, title, detail, type=f"https://uri.etsi.org/ngsi-ld/errors/{kind}")
 
 
 def listing_response(commands: Commands | None, query: Mapping[str, str]) -> web.Response:
