@@ -98,6 +98,7 @@ class TalqAdapter:
         gw = config.get("gateway")
         self.gateway: GatewayClient | None = GatewayClient(gw, http=http, log=self.log) if gw else None
         self._emit: Emit | None = None
+        self._sync: asyncio.Task[None] | None = None
         self.stats: dict[str, int] = {"requests": 0, "refused": 0, "log_values": 0}
 
     # ------------------------------------------------------------------ lifecycle
@@ -118,6 +119,9 @@ class TalqAdapter:
     async def stop(self) -> None:
         """Stop listening and close the gateway client; idempotent."""
         await self.receiver.stop()
+        if self._sync is not None:
+            self._sync.cancel()
+            await asyncio.gather(self._sync, return_exceptions=True)
         if self.gateway is not None:
             await self.gateway.close()
 
@@ -171,7 +175,6 @@ class TalqAdapter:
             web.get(f"{base}/devices", self._list_devices),
             web.get(base + "/devices/{address}", self._get_device),
             web.delete(base + "/devices/{address}", self._delete_device),
-            web.post(f"{base}/groups", self._groups), web.put(f"{base}/groups", self._groups),
             web.get(f"{base}/groups", self._list_groups),
             web.post(f"{base}/log-reports", self._log_report),
             web.post(f"{base}/services", self._services),
@@ -207,10 +210,13 @@ class TalqAdapter:
         return body, self._refusal(request, body)
 
     def _context(self, addresses: list[str], request: web.Request) -> str:
+        return self._context_of(addresses, request.query.get("clientAddress", ""))
+
+    def _context_of(self, addresses: list[str], gateway: str) -> str:
         devices = {a: self.devices[a]["context"] for a in addresses if a in self.devices}
         links = {a: {"group": self.group_of[a]} for a in addresses if a in self.group_of}
         return json.dumps({"devices": devices, "links_by_device": links, "default_location": self.default_location,
-                           "gateway": request.query.get("clientAddress", "")}, separators=(",", ":"))
+                           "gateway": gateway}, separators=(",", ":"))
 
     async def _accept(self, request: web.Request, resource: str, body: bytes, parsed: Any,
                       addresses: list[str], problem: TranslationError | None) -> web.Response | None:
@@ -274,6 +280,7 @@ class TalqAdapter:
         failed = await self._accept(request, "devices", body, parsed, list(fresh), problem)
         if failed is not None:
             return failed
+        self._after_registration()
         if request.method == "PATCH":
             return web.Response(status=200)
         return web.json_response(items, status=201 if request.method == "POST" else 200)
@@ -296,28 +303,55 @@ class TalqAdapter:
         found = self.devices.pop(request.match_info["address"], None)
         return web.json_response(found["device"]) if found else talq_errors(404, "resourceNotFound")
 
-    async def _groups(self, request: web.Request) -> web.Response:
-        body, refused = await self._read(request)
-        if refused is not None:
-            return refused
-        members: list[str] = []
-        try:
-            parsed: Any = load_json(body)
-        except TranslationError as exc:
-            return await self._accept(request, "groups", body, None, [], exc) or web.Response(status=400)
-        items = parsed if isinstance(parsed, list) else [parsed]
-        for group in items:
-            if isinstance(group, Mapping) and isinstance(group.get("members"), list):
-                members += [m["address"] for m in group["members"]
-                            if isinstance(m, Mapping) and isinstance(m.get("address"), str)]
+    async def sync_groups(self) -> int:
+        """Read the gateway's groups (``GET /groups`` of the gateway API) and emit them; how many there were.
+
+        In TALQ the CMS owns groups and the gateway does not post them: the CMS reads them (or
+        writes them) through the gateway API. A group lists its member devices, which learn
+        their ``refStreetlightGroup`` from it.
+        """
+        if self.gateway is None:
+            return 0
+        groups = await self.gateway.list_groups()
+        body = json.dumps(groups, separators=(",", ":"), ensure_ascii=False).encode()
+        members = [m["address"] for g in groups if isinstance(g, Mapping) and isinstance(g.get("members"), list)
+                   for m in g["members"] if isinstance(m, Mapping) and isinstance(m.get("address"), str)]
         _, problem = self._parse(body, "groups", members)
         if problem is None:
-            for group in items:
+            for group in groups:
                 self.groups[group["address"]] = group
                 for member in group["members"]:
                     self.group_of[member["address"]] = group["address"]
-        failed = await self._accept(request, "groups", body, parsed, members, problem)
-        return failed or web.json_response(items, status=201 if request.method == "POST" else 200)
+        metadata = {RESOURCE_KEY: "groups", "talq_method": "GET"}
+        if problem is None:
+            metadata[CONTEXT_KEY] = self._context_of(members, "")
+        raw = RawMessage(source=self.source, tenant=self.tenant, received_at=epoch_time(time.time()), payload=body,
+                         idempotency_key=hashlib.blake2b(b"groups\0" + body, digest_size=16).hexdigest(),
+                         metadata=metadata)
+        await self.emit(raw)
+        return len(groups)
+
+    def _after_registration(self) -> None:
+        """Read the gateway's groups once devices are known (in the background, at most one at a time)."""
+        if self.gateway is None or (self._sync is not None and not self._sync.done()):
+            return
+
+        async def sync() -> None:
+            try:
+                await self.sync_groups()
+            except GatewayError as exc:
+                self.log.warning("%s: groups not read from the gateway: %s", self.source, exc)
+            except Exception as exc:  # a background task must not die silently
+                self.log.error("%s: groups not read: %s: %s", self.source, type(exc).__name__, exc)
+
+        self._sync = asyncio.create_task(sync(), name=f"{self.source}-groups")
+
+    @property
+    def emit(self) -> Emit:
+        """The runtime's emit (set by :meth:`run`)."""
+        if self._emit is None:
+            raise RuntimeError("the adapter is not running")
+        return self._emit
 
     async def _list_groups(self, request: web.Request) -> web.Response:
         refused = self._refusal(request, b"")

@@ -1,7 +1,7 @@
 """A simulated TALQ 2.7.1 gateway: a small lighting network that registers with a CMS and reports to it.
 
 It plays both sides a real outdoor-device-network gateway plays: as a client of the CMS API it
-registers its devices (``POST /devices``) and group (``POST /groups``), then posts a log report
+registers its devices (``POST /devices``; the CMS reads the group back), then posts a log report
 (``POST /log-reports``) every ``interval`` seconds; as a server it answers the gateway API a CMS
 calls (``/devices``, ``/groups``, ``/calendars``, ``/control-programs``, ``/services``,
 ``POST /override-commands``, ``PATCH /devices/{deviceAddress}/{functionId}/{attributeName}``,
@@ -229,10 +229,8 @@ class SimulatedGateway:
             return response.status
 
     async def register(self) -> bool:
-        """POST the devices and the group to the CMS; True when both were accepted."""
-        devices = await self._call("POST", "/devices", self.devices())
-        groups = await self._call("POST", "/groups", self.groups())
-        ok = devices in (200, 201) and groups in (200, 201)
+        """POST the devices to the CMS (it reads the group back with GET /groups); True when accepted."""
+        ok = await self._call("POST", "/devices", self.devices()) in (200, 201)
         if ok:
             self.stats["registered"] += 1
             self.registered.set()
@@ -346,7 +344,7 @@ class SimulatedGateway:
         except (ValueError, KeyError, TypeError) as exc:
             return self._answer(request, 422, [{"key": "payloadError", "references": [
                 {"address": {"resource": "devices", "address": device}, "tag": str(exc)}]}])
-        self._keep(self.received, ("PATCH", request.path, body))
+        self._keep(self.received, ("PATCH", request.path.removeprefix("/talq"), body))
         lamp.override = level
         self.stats["commands"] += 1
         return self._answer(request, 200)

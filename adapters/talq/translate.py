@@ -100,13 +100,11 @@ def _parking(value: Any, where: str) -> tuple[str, Any, str | None]:
 _ATTRIBUTE_MAP: Final[Mapping[tuple[str, str], Conv]] = {
     ("LampActuatorFunction", "actualLightState"): _light_state,
     ("LampActuatorFunction", "feedbackLightCommand"): _command,
-    ("LampMonitorFunction", "operatingHours"): _num("burningHours", "HUR"),
     ("LampMonitorFunction", "activePower"): _num("powerConsumption", "WTT"),
     ("LampMonitorFunction", "supplyVoltage"): _num("voltage", "VLT"),
     ("LampMonitorFunction", "supplyCurrent"): _num("current", "AMP"),
     ("LampMonitorFunction", "powerFactor"): _num("powerFactor", None),
     ("LampMonitorFunction", "activeEnergy"): _num("lifetimePowerConsumption", "KWH"),
-    ("LampMonitorFunction", "switchOnCounter"): _num("switchOnCounter", "C62"),
     ("LampMonitorFunction", "lampFailure"): _flag("status", "defectiveLamp", "ok"),
     ("ElectricalMeterFunction", "totalPower"): _num("totalActivePower", "KWT"),
     ("ElectricalMeterFunction", "totalActiveEnergy"): _num("energyConsumed", "KWH"),
@@ -123,10 +121,7 @@ _ATTRIBUTE_MAP: Final[Mapping[tuple[str, str], Conv]] = {
     ("ElectricalMeterFunction", "phase1ActivePower"): _num("activePowerR", "KWT"),
     ("ElectricalMeterFunction", "phase2ActivePower"): _num("activePowerS", "KWT"),
     ("ElectricalMeterFunction", "phase3ActivePower"): _num("activePowerT", "KWT"),
-    ("PhotocellFunction", "photocellOutput"): lambda v, w: ("photocellOutput", _binary(v, w), None),
-    ("CabinetMonitorFunction", "cabinetDoorOpen"): _flag("doorOpen", True, False),
     ("FillingLevelSensorFunction", "fillingPercentage"): _percent_ratio("fillingLevel"),
-    ("FillingLevelSensorFunction", "containerFull"): _flag("containerFull", True, False),
     ("ParticulateMatterSensorFunction", "pm1"): _num("pm1", "GQ"),
     ("ParticulateMatterSensorFunction", "pm2-5"): _num("pm25", "GQ"),
     ("ParticulateMatterSensorFunction", "pm10"): _num("pm10", "GQ"),
@@ -134,13 +129,8 @@ _ATTRIBUTE_MAP: Final[Mapping[tuple[str, str], Conv]] = {
     ("TrafficCounterFunction", "roadUserNumber"): _num("intensity", None),
     ("TrafficCounterFunction", "averageSpeed"): _num("averageVehicleSpeed", "KMH"),
 }
-# Streetlight attributes the model does not define are still kept (the models allow more).
-
-
-def _binary(value: Any, where: str) -> str:
-    if value not in ("ON", "OFF"):
-        raise TranslationError("ON or OFF is expected", where)
-    return "on" if value == "ON" else "off"
+# Only attributes the models define are produced (jonction's outputs are strict-clean): operatingHours,
+# switchOnCounter, photocellOutput, cabinetDoorOpen and containerFull have no home in them yet.
 
 
 def entity_type_of(function_types: list[str] | tuple[str, ...]) -> str | None:
@@ -245,7 +235,6 @@ def _devices(body: Any, ctx: Mapping[str, Any]) -> list[Entity]:
                  "default_location": ctx.get("default_location"), "gateway": ctx.get("gateway"),
                  "links": (ctx.get("links_by_device") or {}).get(device["address"]) or {}}
         built = _base(entity_type, device["address"], known, ctx.get("received_at"))
-        built["deviceClass"] = prop(device["class"])
         out.append(built)
     return out
 
