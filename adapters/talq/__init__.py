@@ -63,7 +63,8 @@ def _tls_context(tls: Mapping[str, Any] | None) -> ssl.SSLContext | None:
             context.load_verify_locations(cafile=str(tls["client_ca_file"]))
             context.verify_mode = ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError, KeyError) as exc:
-        raise ConfigInvalid(f"talq http.tls: {exc}", ["/http/tls: cert_file and key_file must be readable PEM"]) from exc
+        raise ConfigInvalid(f"talq http.tls: {exc}",
+                            ["/http/tls: cert_file and key_file must be readable PEM"]) from exc
     return context
 
 
@@ -370,12 +371,14 @@ class TalqAdapter:
         entries = parsed.get("entries") if isinstance(parsed, Mapping) else None
         for entry in entries if isinstance(entries, list) else []:
             data = entry.get("data") if isinstance(entry, Mapping) else None
-            src = data.get("srcAddress") if isinstance(data, Mapping) else None
+            if not isinstance(data, Mapping):
+                continue
+            src = data.get("srcAddress")
             if isinstance(src, str):
                 device = src.removeprefix("talq://").strip("/").split("/")
                 address = device[-2] if len(device) >= 2 else device[-1]
                 addresses.add(address)
-                value = data.get("attributeValue") if isinstance(data, Mapping) else None
+                value = data.get("attributeValue")
                 if data.get("attributeName") == "lampFailure" and isinstance(value, Mapping) \
                         and isinstance(value.get("value"), bool):
                     failures[address] = value["value"]

@@ -150,7 +150,8 @@ def device_context(device: Mapping[str, Any]) -> dict[str, Any]:
             continue
         functions[fn["id"]] = fn["type"]
         loc = fn.get("location")
-        if fn["type"] == "LocationSensorFunction" and isinstance(loc, Mapping) and isinstance(loc.get("value"), Mapping):
+        located = isinstance(loc, Mapping) and isinstance(loc.get("value"), Mapping)
+        if fn["type"] == "LocationSensorFunction" and located and isinstance(loc, Mapping):
             lat, lon = loc["value"].get("latitude"), loc["value"].get("longitude")
             if _is_num(lat) and _is_num(lon) and -90 <= lat <= 90 and -180 <= lon <= 180:
                 location = [float(lon), float(lat)]
@@ -204,7 +205,8 @@ def _base(entity_type: str, address: str, ctx: Mapping[str, Any], when: str | No
             built["refStreetlightControlCabinet"] = rel(urn("StreetlightControlCabinet", str(links["cabinet"])))
     elif entity_type == "StreetlightControlCabinet":
         built["workingMode"] = prop("automatic")
-        built["refStreetlightGroup"] = rel([urn("StreetlightGroup", str(links.get("group") or address))])
+        built["refStreetlightGroup"] = {"type": "Relationship",
+                                        "object": [urn("StreetlightGroup", str(links.get("group") or address))]}
     elif entity_type == "ParkingSpot":
         built["status"] = prop("unknown")
         built["category"] = prop(["onStreet"])
@@ -230,8 +232,8 @@ def _devices(body: Any, ctx: Mapping[str, Any]) -> list[Entity]:
         entity_type = entity_type_of(tuple(info["functions"].values()))
         if entity_type is None:
             continue
-        known = {"devices": {device["address"]: {**info, "location": info["location"] or
-                                                 ((ctx.get("devices") or {}).get(device["address"]) or {}).get("location")}},
+        before = (ctx.get("devices") or {}).get(device["address"]) or {}
+        known = {"devices": {device["address"]: {**info, "location": info["location"] or before.get("location")}},
                  "default_location": ctx.get("default_location"), "gateway": ctx.get("gateway"),
                  "links": (ctx.get("links_by_device") or {}).get(device["address"]) or {}}
         built = _base(entity_type, device["address"], known, ctx.get("received_at"))
@@ -272,7 +274,7 @@ def _groups(body: Any, ctx: Mapping[str, Any]) -> list[Entity]:
         group_ctx = {"devices": {address: {"location": location}}, "default_location": ctx.get("default_location")}
         built = _base("StreetlightGroup", address, group_ctx, None)
         if lamps:
-            built["refStreetlight"] = rel(sorted(set(lamps)))
+            built["refStreetlight"] = {"type": "Relationship", "object": sorted(set(lamps))}
         out.append(built)
         out.extend(linked)
     return out

@@ -84,7 +84,8 @@ def operation(which: str, method: str, path: str) -> dict[str, Any]:
     """The OAS operation serving ``method path`` (a concrete path: templates match any segment)."""
     for template, ops in api(which)["paths"].items():
         parts, wanted = template.strip("/").split("/"), path.strip("/").split("/")
-        same = len(parts) == len(wanted) and all(p == w or p.startswith("{") for p, w in zip(parts, wanted, strict=True))
+        same = len(parts) == len(wanted) and all(p == w or p.startswith("{")
+                                                 for p, w in zip(parts, wanted, strict=True))
         if same and method.lower() in ops:
             op: dict[str, Any] = ops[method.lower()]
             return op
