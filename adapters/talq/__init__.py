@@ -222,9 +222,9 @@ class TalqAdapter:
     async def _accept(self, request: web.Request, resource: str, body: bytes, parsed: Any,
                       addresses: list[str], problem: TranslationError | None) -> web.Response | None:
         """Emit the request as a RawMessage (a bad one too: the runtime keeps it as a dead letter)."""
-        metadata = {RESOURCE_KEY: resource, "talq_method": request.method}
-        if problem is None:
-            metadata[CONTEXT_KEY] = self._context(addresses, request)
+        # the context goes with a bad payload too, so that its dead letter names the same problem
+        metadata = {RESOURCE_KEY: resource, "talq_method": request.method,
+                    CONTEXT_KEY: self._context(addresses, request)}
         request_id = request.query.get("talqRequestId", "")
         key = hashlib.blake2b(f"{resource}\0{request_id}\0".encode() + body, digest_size=16).hexdigest()
         raw = RawMessage(source=self.source, tenant=self.tenant, received_at=epoch_time(time.time()),
