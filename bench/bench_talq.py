@@ -3,7 +3,7 @@
 Runs ``jonction run`` in a subprocess (pinned to CPU 0 when there are two cores) with one ``talq``
 source (jonction as the TALQ CMS, embedded store), registers a lighting network of ``--lamps``
 luminaire controllers and a cabinet (``POST /devices``), then posts ``--reports`` log reports
-(``POST /log-reports``, each with every lamp's 7 values and the cabinet's 8: 7 × lamps + 8
+(``POST /log-reports``, each with every lamp's 7 values and the cabinet's 8: 7 x lamps + 8
 attribute values, one entity per device) from this process (pinned to the other core),
 ``--concurrency`` in flight, and prints:
 
@@ -125,7 +125,7 @@ async def main(args: argparse.Namespace) -> None:
                 async with http.post(f"{gw.url}/devices", json=sim.devices(), headers=HEADERS,
                                      params={**params, "talqRequestId": str(uuid.uuid4())}) as resp:
                     assert resp.status == 201, await resp.text()
-                while await gw.published(http) < devices:
+                while await gw.published(http) < devices:  # noqa: ASYNC110  # polling another process
                     await asyncio.sleep(0.05)
                 before = await gw.published(http)
                 cpu0 = gw.cpu_seconds()
@@ -147,7 +147,7 @@ async def main(args: argparse.Namespace) -> None:
                 acked = time.perf_counter() - began
                 expected = before + devices * args.reports
                 deadline = time.monotonic() + 600
-                while await gw.published(http) < expected and time.monotonic() < deadline:
+                while await gw.published(http) < expected and time.monotonic() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
                 done = time.perf_counter() - began
                 await asyncio.sleep(0.5)
@@ -157,7 +157,7 @@ async def main(args: argparse.Namespace) -> None:
             gw.stop()
     trips.sort()
     p50, p99 = trips[len(trips) // 2], trips[min(len(trips) - 1, int(len(trips) * 0.99))]
-    print(f"talq: {args.reports} log reports × {values // args.reports} attribute values ({args.lamps} lamps + "
+    print(f"talq: {args.reports} log reports x {values // args.reports} attribute values ({args.lamps} lamps + "
           f"a cabinet), {args.concurrency} in flight")
     print(f"  acknowledged: {args.reports / acked:.1f} reports/s = {values / acked:,.0f} values/s")
     print(f"  committed to the embedded store: {args.reports / done:.1f} reports/s = {values / done:,.0f} values/s "
