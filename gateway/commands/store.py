@@ -74,6 +74,12 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--temporal-instance-limit", type=int, default=10_000, metavar="N",
                         help="most instances per attribute in one temporal answer; beyond, 206 Partial Content "
                         "(default: 10000)")
+    parser.add_argument("--federation-timeout", type=float, default=2.0, metavar="SECONDS",
+                        help="seconds each registered context source has to answer a forwarded request; a slower "
+                        "one is named in the NGSILD-Warning header of a partial answer (default: 2)")
+    parser.add_argument("--identity", default="", metavar="URI",
+                        help="this store's identity in the Via header of forwarded requests (loop detection); "
+                        "default: derived from the host name and the database")
     parser.add_argument(
         "--workers", type=int, default=1, metavar="N",
         help="serve with N processes sharing one listening socket (PostgreSQL only: they share the database, "
@@ -121,6 +127,8 @@ def _handle(args: argparse.Namespace) -> int:
         allowed_hosts=frozenset(args.allowed_host),
         allow_unfiltered_queries=args.allow_unfiltered_queries,
         temporal_instance_limit=args.temporal_instance_limit,
+        federation_timeout=args.federation_timeout,
+        identity=args.identity,
         sharing=sharing_policies,
     )
     settings.check()
@@ -180,7 +188,8 @@ def _worker_argv(args: argparse.Namespace, fd: int, port: int) -> list[str]:
     """The command line of one worker: this command's options, and the listening socket it inherits."""
     argv = [sys.executable, "-m", "gateway.cli", "store", "--listen-fd", str(fd), "--host", args.host,
             "--port", str(port), "--data", str(args.data), "--durability", args.durability,
-            "--temporal-instance-limit", str(args.temporal_instance_limit)]
+            "--temporal-instance-limit", str(args.temporal_instance_limit),
+            "--federation-timeout", str(args.federation_timeout), "--identity", args.identity]
     if args.token_file is not None:
         argv += ["--token-file", str(args.token_file)]
     for name in args.allowed_host:

@@ -35,7 +35,9 @@ from gateway.store.audit import add_audit_routes
 from gateway.store.backends import create_storage
 from gateway.store.base import Storage, tune_gc
 from gateway.store.batch import add_batch_routes
+from gateway.store.csource_subscriptions import setup_csource_subscriptions
 from gateway.store.discovery import add_discovery_routes
+from gateway.store.federation import federation_middleware, setup_federation
 from gateway.store.http import error_middleware, negotiate
 from gateway.store.problems import NgsiError
 from gateway.store.readers import sharing_middleware
@@ -71,6 +73,7 @@ def create_store_app(settings: StoreSettings, *, storage: Storage | None = None)
         middlewares.append(sharing_middleware(settings))
     if settings.requires_auth:
         middlewares.append(auth_middleware(settings))
+    middlewares.append(federation_middleware)  # innermost: after authentication, errors become ProblemDetails
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     owned = storage is None
     store: Storage = storage if storage is not None else create_storage(
@@ -98,10 +101,11 @@ def create_store_app(settings: StoreSettings, *, storage: Storage | None = None)
     setup_subscriptions(app, store)
     setup_temporal(app, store)
     add_registration_routes(app)
-    if settings.sharing is not None:
-        add_audit_routes(app)
-    # Context source subscriptions, entity maps and broker info are outside what this store implements.
-    for prefix in ("/csourceSubscriptions", "/entityMaps", "/info"):
+    setup_csource_subscriptions(app)
+    setup_federation(app, settings)
+    add_audit_routes(app)  # federated reads are audited with or without a sharing policy
+    # Entity maps and broker info are outside what this store implements.
+    for prefix in ("/entityMaps", "/info"):
         _not_implemented(app, prefix)
     _accept_trailing_slash(app)
     return app

@@ -24,6 +24,8 @@ from gateway.store.base import Storage
 from gateway.store.problems import NgsiError, bad_request
 
 AUDIT_PATH: Final = "/jonction/audit"
+DEFAULT_RETENTION_DAYS: Final = 365
+"""How long audit rows are kept when no sharing policy says otherwise."""
 """Where the log is served, under the store's base path."""
 MAX_ROWS: Final = 1000
 """Most rows in one answer."""
@@ -86,7 +88,7 @@ def _sqlite(storage: Storage) -> Any:
 async def record(
     storage: Storage, *, principal: str, tenant: str, path: str, query: str = "", returned: int = 0,
     method: str = "GET", status: int = 200, view: bool = False, via: str | None = None,
-    retention_days: int = 365, at: datetime | None = None,
+    retention_days: int = DEFAULT_RETENTION_DAYS, at: datetime | None = None,
 ) -> None:
     """Write one audit row (federation: ``via`` names the registration a read went through).
 

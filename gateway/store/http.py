@@ -36,6 +36,8 @@ MERGE_PATCH: Final = "application/merge-patch+json"
 CONTEXT_REL: Final = "http://www.w3.org/ns/json-ld#context"
 TENANT_HEADER: Final = "NGSILD-Tenant"
 COUNT_HEADER: Final = "NGSILD-Results-Count"
+BODY_KEY: Final = web.RequestKey("jonction.store.body", bytes)
+"""Request key of a body already read by a middleware (bytes), which read_body then uses."""
 
 _TENANT = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
 _LINK = re.compile(r"<([^>]*)>([^<]*)")
@@ -251,7 +253,8 @@ async def read_body(
     if length > settings.max_body_bytes:
         raise NgsiError("PayloadTooLarge", f"the body is larger than {settings.max_body_bytes} bytes")
     try:
-        raw = await request.content.readexactly(length)
+        # a middleware that had to look at the body first (federation) leaves it under BODY_KEY
+        raw = request.get(BODY_KEY) or await request.content.readexactly(length)
     except Exception as exc:  # IncompleteReadError, connection reset
         raise invalid_request(f"the body could not be read completely: {type(exc).__name__}") from None
     try:

@@ -63,6 +63,7 @@ class MigrationReport:
     contexts: int = 0
     subscriptions: int = 0
     registrations: int = 0
+    csource_subscriptions: int = 0
 
     @property
     def verified(self) -> bool:
@@ -79,7 +80,8 @@ class MigrationReport:
                 f"checksums {t.entity_sums[0][:12]}/{t.history_sums[0][:12]}: {state}"
             )
         out.append(f"{self.contexts} hosted @contexts, {self.subscriptions} subscriptions, "
-                   f"{self.registrations} context source registrations")
+                   f"{self.registrations} context source registrations, "
+                   f"{self.csource_subscriptions} context source subscriptions")
         return out
 
 
@@ -213,6 +215,11 @@ async def migrate_data(source: str | Path, target: str | Path) -> MigrationRepor
             for tenant, reg_id, doc in conn.execute("SELECT tenant, id, doc FROM csource_registrations"):
                 await registrations.create(tenant, reg_id, doc)
                 report.registrations += 1
+        if _has_table(conn, "csource_subscriptions"):
+            csubs = storage.csource_subscription_records()
+            for tenant, sub_id, doc in conn.execute("SELECT tenant, id, doc FROM csource_subscriptions"):
+                await csubs.create(tenant, sub_id, doc)
+                report.csource_subscriptions += 1
     finally:
         conn.close()
         await storage.close()
@@ -335,6 +342,12 @@ async def _to_sqlite(source: str, path: Path) -> MigrationReport:
                                  [tuple(r) for r in regs])
                 conn.execute("COMMIT")
                 report.registrations = len(regs)
+                csubs = await pg.fetch("SELECT tenant, id, doc::text FROM csource_subscriptions ORDER BY tenant, id")
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT INTO csource_subscriptions (tenant, id, doc) VALUES (?, ?, ?)",
+                                 [tuple(r) for r in csubs])
+                conn.execute("COMMIT")
+                report.csource_subscriptions = len(csubs)
             finally:
                 conn.close()
     finally:

@@ -21,6 +21,7 @@ PROBLEM_TYPES: Final[Mapping[str, tuple[int, str]]] = {
     "LdContextNotAvailable": (504, "A remote JSON-LD @context cannot be retrieved"),
     "NoMultiTenantSupport": (501, "The system does not support multiple tenants"),
     "NotImplemented": (501, "The operation is not implemented"),
+    "LoopDetected": (508, "The request was already forwarded by this broker (Via), a distributed operation loop"),
     "PayloadTooLarge": (413, "The request body is too large"),
     "Unauthorized": (401, "Authentication is required"),
     "Forbidden": (403, "The credentials do not grant this operation"),

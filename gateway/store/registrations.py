@@ -1,7 +1,8 @@
 """The /csourceRegistrations HTTP API (ETSI GS CIM 009 V1.9.1 §5.9, §5.10, §6.8, §6.9).
 
-Registrations are stored (on the storage's backend) and discoverable; the store does not forward
-queries or updates to the registered context sources (no distributed operations yet).
+Registrations are stored (on the storage's backend) and discoverable; every change is told to the
+context source registration subscriptions (:mod:`gateway.store.csource_subscriptions`), and
+:mod:`gateway.store.federation` forwards entity operations to the registered sources.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway import model
-from gateway.store import codec, geo, http, jsonld
+from gateway.store import codec, csource_subscriptions, geo, http, jsonld
 from gateway.store.patterns import Matcher, compile_user_pattern
 from gateway.store.problems import NgsiError, bad_request
 from gateway.store.records import RegistrationRecords
 from gateway.store.settings import STORAGE_KEY
+from gateway.store.subscriptions.parsing import REDACTED, secret_key
 
 _TYPE: Final = "ContextSourceRegistration"
 _MODES: Final = frozenset({"inclusive", "exclusive", "redirect", "auxiliary"})
@@ -213,6 +215,36 @@ def render(doc: Mapping[str, Any], ctx: jsonld.Context, *, sys_attrs: bool = Fal
     return out
 
 
+def redacted(shown: Mapping[str, Any]) -> dict[str, Any]:
+    """A registration as readers get it: credential values of ``contextSourceInfo`` masked.
+
+    They are headers of the requests forwarded to the source (a neighbour's bearer token travels this
+    way); only responses and notifications are redacted, the stored registration keeps them.
+    """
+    out = dict(shown)
+    info = out.get("contextSourceInfo")
+    if isinstance(info, list):
+        out["contextSourceInfo"] = [
+            {**item, "value": REDACTED}
+            if isinstance(item, Mapping) and isinstance(item.get("key"), str) and secret_key(item["key"]) else item
+            for item in info
+        ]
+    return out
+
+
+def _unredacted(fragment: dict[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A PATCH fragment whose masked values (sent back as read) are replaced by the stored ones."""
+    new, old = fragment.get("contextSourceInfo"), stored.get("contextSourceInfo")
+    if isinstance(new, list) and isinstance(old, list):
+        known = {i.get("key"): i.get("value") for i in old if isinstance(i, Mapping)}
+        fragment["contextSourceInfo"] = [
+            {**i, "value": known[i.get("key")]}
+            if isinstance(i, Mapping) and i.get("value") == REDACTED and i.get("key") in known else i
+            for i in new
+        ]
+    return fragment
+
+
 def _render_info(info: Mapping[str, Any], ctx: jsonld.Context) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "entities" in info:
@@ -378,6 +410,7 @@ async def create_registration(request: web.Request) -> web.Response:
     await ngsi.storage.ensure_tenant(ngsi.tenant)
     if not await _records(request).create(ngsi.tenant, doc["id"], codec.dumps(doc)):
         raise NgsiError("AlreadyExists", f"context source registration {doc['id']} already exists")
+    await csource_subscriptions.registration_changed(request, ngsi.tenant, None, doc)
     response = web.Response(status=201)
     response.headers["Location"] = _url(ngsi, doc["id"])
     return response
@@ -397,7 +430,7 @@ async def retrieve_registration(request: web.Request) -> web.Response:
     ngsi = await http.ngsi_context(request)
     media = http.negotiate(request)
     doc = await _lookup(request, ngsi, _reg_id(request))
-    return http.respond(ngsi, render(doc, ngsi.context(), sys_attrs=sys_attrs), media=media)
+    return http.respond(ngsi, redacted(render(doc, ngsi.context(), sys_attrs=sys_attrs)), media=media)
 
 
 def _ids(value: str | None, name: str) -> set[str] | None:
@@ -459,7 +492,7 @@ async def query_registrations(request: web.Request) -> web.Response:
     page = found[offset : offset + limit]
     headers = {http.COUNT_HEADER: str(len(found))} if count or "count" in q.get("options", "") else {}
     links = http.page_links(ngsi, limit, offset, offset + limit < len(found))
-    shown = [render(d, ctx, sys_attrs=sys_attrs) for d in page]
+    shown = [redacted(render(d, ctx, sys_attrs=sys_attrs)) for d in page]
     return http.respond(ngsi, shown, media=media, headers=headers, links=links)
 
 
@@ -475,7 +508,7 @@ async def update_registration(request: web.Request) -> web.Response:
     doc = await _lookup(request, ngsi, reg_id)
     current = render(doc, ctx)
     current.pop("status", None)
-    fragment = {k: v for k, v in body.data.items() if k != "@context"}
+    fragment = _unredacted({k: v for k, v in body.data.items() if k != "@context"}, doc)
     if "type" in fragment and fragment["type"] != _TYPE:
         raise _fail("/type", f"must be {_TYPE!r}")
     merged = {k: v for k, v in {**current, **fragment}.items() if v is not None}
@@ -485,6 +518,7 @@ async def update_registration(request: web.Request) -> web.Response:
         raise _fail("/expiresAt", "must be a DateTime in the future")
     if not await _records(request).replace(ngsi.tenant, reg_id, codec.dumps(updated)):
         raise NgsiError("ResourceNotFound", f"context source registration {reg_id} does not exist")
+    await csource_subscriptions.registration_changed(request, ngsi.tenant, doc, updated)
     return http.no_content()
 
 
@@ -493,8 +527,11 @@ async def delete_registration(request: web.Request) -> web.Response:
     http.check_params(request, ())
     ngsi = await http.ngsi_context(request)
     reg_id = _reg_id(request)
+    before = await _records(request).get(ngsi.tenant, reg_id)
     if not await _records(request).delete(ngsi.tenant, reg_id):
         raise NgsiError("ResourceNotFound", f"context source registration {reg_id} does not exist")
+    if before is not None:
+        await csource_subscriptions.registration_changed(request, ngsi.tenant, codec.loads(before), None)
     return http.no_content()
 
 

@@ -62,6 +62,13 @@ class StoreSettings:
     entities, paginated (the demo's choice, for newcomers). False (default, CIM 009 §6.4.3.2): 400
     BadRequestData unless ``local=true``."""
 
+    federation_timeout: float = 2.0
+    """Seconds each context source (registration) has to answer a forwarded request; a slower one is
+    reported in the NGSILD-Warning header and the rest of the answer returns."""
+    identity: str = ""
+    """This store's identity in the Via header of forwarded requests (loop detection); empty: a URN
+    derived from the host name and the database (stable across restarts)."""
+
     sharing: Policies | None = None
     """Sharing policies (``--sharing FILE``): who besides a tenant's owner reads what (None: owners only
     are told apart by writes, reads are open as configured by ``protect_reads``)."""
@@ -106,6 +113,8 @@ class StoreSettings:
             )
         if self.max_limit < 1 or self.default_limit < 1 or self.default_limit > self.max_limit:
             problems.append("default_limit must be between 1 and max_limit")
+        if not 0 < self.federation_timeout <= 300:
+            problems.append("federation_timeout must be between 0 and 300 seconds")
         if self.sharing is not None and not self.tokens and not any(self.tenant_tokens.values()):
             problems.append("a sharing policy tells owners from other readers by their store token: "
                             f"set {TOKEN_ENV} or give --token-file")

@@ -73,6 +73,9 @@ CREATE TABLE IF NOT EXISTS contexts(id TEXT PRIMARY KEY, doc TEXT NOT NULL, crea
 CREATE TABLE IF NOT EXISTS csource_registrations(
     tenant TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY(tenant, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS csource_subscriptions(
+    tenant TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY(tenant, id)
+) WITHOUT ROWID;
 """
 
 _CHUNK = 500
@@ -557,19 +560,24 @@ class SqliteStorage(StorageBase):
         """Context source registrations in the ``csource_registrations`` table of this file."""
         return SqliteRegistrationRecords(self)
 
+    def csource_subscription_records(self) -> SqliteRegistrationRecords:
+        """Context source registration subscriptions (CIM 009 §5.11), same shape, their own table."""
+        return SqliteRegistrationRecords(self, "csource_subscriptions")
+
 
 class SqliteRegistrationRecords:
-    """Context source registrations (CIM 009 §5.9) in the ``csource_registrations`` table."""
+    """Context source registrations (CIM 009 §5.9) in the ``csource_registrations`` table (or another of that shape)."""
 
-    def __init__(self, storage: SqliteStorage) -> None:
+    def __init__(self, storage: SqliteStorage, table: str = "csource_registrations") -> None:
         self.storage = storage
+        self.table = table  # one of two constants above, never user input
 
     async def load(self, tenant: str) -> list[str]:
         """Every registration of a tenant, as JSON documents."""
 
         def run() -> list[str]:
             rows = self.storage._conn().execute(
-                "SELECT doc FROM csource_registrations WHERE tenant = ? ORDER BY id", (tenant,)
+                f"SELECT doc FROM {self.table} WHERE tenant = ? ORDER BY id", (tenant,)
             )
             return [r[0] for r in rows]
 
@@ -580,7 +588,7 @@ class SqliteRegistrationRecords:
 
         def run() -> str | None:
             row = self.storage._conn().execute(
-                "SELECT doc FROM csource_registrations WHERE tenant = ? AND id = ?", (tenant, reg_id)
+                f"SELECT doc FROM {self.table} WHERE tenant = ? AND id = ?", (tenant, reg_id)
             ).fetchone()
             return None if row is None else str(row[0])
 
@@ -591,7 +599,7 @@ class SqliteRegistrationRecords:
 
         def run() -> bool:
             cur = self.storage._conn().execute(
-                "INSERT OR IGNORE INTO csource_registrations(tenant, id, doc) VALUES(?, ?, ?)",
+                f"INSERT OR IGNORE INTO {self.table}(tenant, id, doc) VALUES(?, ?, ?)",
                 (tenant, reg_id, document),
             )
             return cur.rowcount > 0
@@ -603,7 +611,7 @@ class SqliteRegistrationRecords:
 
         def run() -> bool:
             cur = self.storage._conn().execute(
-                "UPDATE csource_registrations SET doc = ? WHERE tenant = ? AND id = ?", (document, tenant, reg_id)
+                f"UPDATE {self.table} SET doc = ? WHERE tenant = ? AND id = ?", (document, tenant, reg_id)
             )
             return cur.rowcount > 0
 
@@ -614,7 +622,7 @@ class SqliteRegistrationRecords:
 
         def run() -> bool:
             cur = self.storage._conn().execute(
-                "DELETE FROM csource_registrations WHERE tenant = ? AND id = ?", (tenant, reg_id)
+                f"DELETE FROM {self.table} WHERE tenant = ? AND id = ?", (tenant, reg_id)
             )
             return cur.rowcount > 0
 

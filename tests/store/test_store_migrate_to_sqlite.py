@@ -17,6 +17,10 @@ from tests.store.test_subscriptions import Receiver, create, receiver, sub
 REGISTRATION = {"id": "urn:ngsi-ld:ContextSourceRegistration:neighbour", "type": "ContextSourceRegistration",
                 "information": [{"entities": [{"type": "Streetlight"}]}], "endpoint": "http://neighbour.example/ngsi"}
 """A context source registration: migrate-data carries it like a subscription."""
+CSOURCE_SUBSCRIPTION = {"id": "urn:ngsi-ld:Subscription:neighbours", "type": "Subscription",
+                        "entities": [{"type": "Parking"}],
+                        "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}}}
+"""A subscription to registrations (none matches Parking, so nothing is notified): carried too."""
 
 __all__ = ["receiver"]  # the fixture, imported for the test below
 
@@ -45,6 +49,8 @@ async def test_a_postgresql_store_is_copied_into_sqlite_and_verified(
         await create(pg, sub(receiver, "/back"))
         reply = await pg.post("/csourceRegistrations", REGISTRATION, headers={"NGSILD-Tenant": "commune-a"})
         assert reply.status == 201, reply.raw
+        reply = await pg.post("/csourceSubscriptions", CSOURCE_SUBSCRIPTION)
+        assert reply.status == 201, reply.raw
         reply = await pg.post("/jsonldContexts", {"@context": {"lum": "https://example.org/lum"}})
         assert reply.status == 201, reply.raw
         tenant_a = {"NGSILD-Tenant": "commune-a"}
@@ -62,7 +68,7 @@ async def test_a_postgresql_store_is_copied_into_sqlite_and_verified(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "tenant commune-a: 20 entities" in out and ": ok" in out and "verified" in out, out
-    assert "1 hosted @contexts, 1 subscriptions, 1 context source registrations" in out
+    assert "1 hosted @contexts, 1 subscriptions, 1 context source registrations, 1 context source subscriptions" in out
 
     lite = StoreServer(StoreSettings(data_dir=tmp_path / "lite"))
     await lite.start()
@@ -78,6 +84,8 @@ async def test_a_postgresql_store_is_copied_into_sqlite_and_verified(
         assert (await lite.get("/jsonldContexts")).status == 200
         registration = (await lite.get(f"/csourceRegistrations/{REGISTRATION['id']}", headers=tenant_a)).json
         assert registration["endpoint"] == REGISTRATION["endpoint"]
+        csub = (await lite.get(f"/csourceSubscriptions/{CSOURCE_SUBSCRIPTION['id']}")).json
+        assert csub["entities"] == [{"type": "Parking"}]
     finally:
         await lite.close()
     # a second copy into the same store is refused rather than mixed

@@ -22,7 +22,7 @@ from gateway.store.postgres import PostgresStorage, migrations  # noqa: E402
 from gateway.store.postgres.history import aggregate, partition_sql  # noqa: E402
 from gateway.store.problems import NgsiError  # noqa: E402
 from tests.store.conftest import LINK_JONCTION, StoreServer, streetlight  # noqa: E402
-from tests.store.test_store_migrate_to_sqlite import REGISTRATION  # noqa: E402
+from tests.store.test_store_migrate_to_sqlite import CSOURCE_SUBSCRIPTION, REGISTRATION  # noqa: E402
 from tests.store.test_subscriptions import Receiver, create, receiver, sensor, sub  # noqa: E402
 
 __all__ = ["receiver"]  # the notification receiver fixture, shared with the subscription tests
@@ -373,6 +373,8 @@ async def test_migrate_data_copies_a_territory_with_its_history(tmp_path: Path, 
         await create(server, sub(receiver, "/moved"))
         reply = await server.post("/csourceRegistrations", REGISTRATION)
         assert reply.status == 201, reply.raw
+        reply = await server.post("/csourceSubscriptions", CSOURCE_SUBSCRIPTION)
+        assert reply.status == 201, reply.raw
         reply = await server.post("/jsonldContexts", {"@context": {"lum": "https://example.org/lum"}})
         assert reply.status == 201, reply.raw
         before = (await server.get("/entities/urn:ngsi-ld:Streetlight:3", params={"options": "sysAttrs"},
@@ -383,7 +385,7 @@ async def test_migrate_data_copies_a_territory_with_its_history(tmp_path: Path, 
     assert await asyncio.to_thread(cli_main, ["store", "migrate-data", "--from", source, "--to", postgres_url]) == 0
     out = capsys.readouterr().out
     assert "tenant commune-a: 20 entities" in out and "verified" in out, out
-    assert "1 hosted @contexts, 1 subscriptions, 1 context source registrations" in out
+    assert "1 hosted @contexts, 1 subscriptions, 1 context source registrations, 1 context source subscriptions" in out
     storage = await open_storage(postgres_url)
     try:
         assert await storage.count("commune-a") == 20
@@ -394,6 +396,8 @@ async def test_migrate_data_copies_a_territory_with_its_history(tmp_path: Path, 
         assert rows[0][0] >= 20 * 3 * 2  # two attributes per write, three writes, and the deletion mark
         assert len(await storage.subscription_records().load_all()) == 1  # type: ignore[union-attr]
         assert await storage.registration_records().get("", REGISTRATION["id"]) is not None  # type: ignore[attr-defined]
+        csub = await storage.csource_subscription_records().get("", CSOURCE_SUBSCRIPTION["id"])  # type: ignore[attr-defined]
+        assert csub is not None
     finally:
         await storage.close()
     # a second copy into the same database is refused rather than mixed

@@ -206,6 +206,15 @@ ALTER TABLE entities SET (fillfactor = 70);
 DROP INDEX IF EXISTS entities_type;
 """
 
+_V10 = """
+CREATE TABLE csource_subscriptions(
+    tenant text NOT NULL,
+    id text NOT NULL,
+    doc jsonb NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "tenants, entities (JSONB, GIN), geometry boxes (PostGIS, GiST), hosted contexts", _V1),
     Migration(2, "subscriptions (definition and delivery state, one JSONB document each)", _V2),
@@ -217,6 +226,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(8, "sharing audit log of cross-tenant reads", _V8),
     Migration(9, "cheaper updates: room for heap-only updates of entities, no unused (tenant, type, id) index",
               _V9_HOT_UPDATES),
+    Migration(10, "context source registration subscriptions (one JSONB document each)", _V10),
 )
 """Every migration, in order; append new ones, never edit an applied one."""
 

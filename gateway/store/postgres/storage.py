@@ -588,31 +588,36 @@ class PostgresStorage(StorageBase):
         """Context source registrations in the ``csource_registrations`` table of this database."""
         return PostgresRegistrationRecords(self)
 
+    def csource_subscription_records(self) -> PostgresRegistrationRecords:
+        """Context source registration subscriptions (CIM 009 §5.11), same shape, their own table."""
+        return PostgresRegistrationRecords(self, "csource_subscriptions")
+
 
 class PostgresRegistrationRecords:
-    """Context source registrations (CIM 009 §5.9) in the ``csource_registrations`` table."""
+    """Context source registrations (CIM 009 §5.9) in the ``csource_registrations`` table (or another of that shape)."""
 
-    def __init__(self, storage: PostgresStorage) -> None:
+    def __init__(self, storage: PostgresStorage, table: str = "csource_registrations") -> None:
         self.storage = storage
+        self.table = table  # one of two constants above, never user input
 
     async def load(self, tenant: str) -> list[str]:
         """Every registration of a tenant, as JSON documents."""
         rows = await self.storage._db().fetch(
-            "SELECT doc::text FROM csource_registrations WHERE tenant = $1 ORDER BY id", tenant
+            f"SELECT doc::text FROM {self.table} WHERE tenant = $1 ORDER BY id", tenant
         )
         return [r[0] for r in rows]
 
     async def get(self, tenant: str, reg_id: str) -> str | None:
         """One registration's JSON document, or None."""
         value = await self.storage._db().fetchval(
-            "SELECT doc::text FROM csource_registrations WHERE tenant = $1 AND id = $2", tenant, reg_id
+            f"SELECT doc::text FROM {self.table} WHERE tenant = $1 AND id = $2", tenant, reg_id
         )
         return None if value is None else str(value)
 
     async def create(self, tenant: str, reg_id: str, document: str) -> bool:
         """Store a new registration; False when one with that id exists."""
         status = await self.storage._db().execute(
-            "INSERT INTO csource_registrations(tenant, id, doc) VALUES($1, $2, $3::jsonb) ON CONFLICT DO NOTHING",
+            f"INSERT INTO {self.table}(tenant, id, doc) VALUES($1, $2, $3::jsonb) ON CONFLICT DO NOTHING",
             tenant, reg_id, document,
         )
         return bool(status != "INSERT 0 0")
@@ -620,14 +625,14 @@ class PostgresRegistrationRecords:
     async def replace(self, tenant: str, reg_id: str, document: str) -> bool:
         """Replace a registration's document; False when unknown."""
         status = await self.storage._db().execute(
-            "UPDATE csource_registrations SET doc = $3::jsonb WHERE tenant = $1 AND id = $2", tenant, reg_id, document
+            f"UPDATE {self.table} SET doc = $3::jsonb WHERE tenant = $1 AND id = $2", tenant, reg_id, document
         )
         return bool(status != "UPDATE 0")
 
     async def delete(self, tenant: str, reg_id: str) -> bool:
         """Forget a registration; False when unknown."""
         status = await self.storage._db().execute(
-            "DELETE FROM csource_registrations WHERE tenant = $1 AND id = $2", tenant, reg_id
+            f"DELETE FROM {self.table} WHERE tenant = $1 AND id = $2", tenant, reg_id
         )
         return bool(status != "DELETE 0")
 
