@@ -42,7 +42,7 @@ def api(which: str) -> dict[str, Any]:
 
 @functools.cache
 def _registry() -> Registry:
-    dm = Resource(contents=data_model(), specification=DRAFT7)
+    dm: Resource[Any] = DRAFT7.create_resource(data_model())
     return Registry().with_resources([(f"urn:talq:{DM_NAME}", dm), (DM_NAME, dm), (f"./{DM_NAME}", dm)])
 
 
