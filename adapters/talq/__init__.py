@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Final
 import aiohttp
 from aiohttp import web
 
-from adapters.kit.payload import load_json
+from adapters.kit.payload import ParsedBodies, load_json
 from adapters.kit.push import Authenticate, BodyTooLarge, PushReceiver, header_token
 from adapters.talq.gateway_api import GatewayClient, GatewayError
 from adapters.talq.translate import device_context, translate
@@ -100,6 +100,7 @@ class TalqAdapter:
         self.gateway: GatewayClient | None = GatewayClient(gw, http=http, log=self.log) if gw else None
         self._emit: Emit | None = None
         self._sync: asyncio.Task[None] | None = None
+        self.parsed = ParsedBodies()
         self.stats: dict[str, int] = {"requests": 0, "refused": 0, "log_values": 0}
 
     # ------------------------------------------------------------------ lifecycle
@@ -130,7 +131,7 @@ class TalqAdapter:
 
     def to_entities(self, raw: RawMessage) -> list[Entity]:
         """Entities of one accepted request (pure: the registry context travels in ``raw.metadata``)."""
-        body = load_json(raw.payload)
+        body = self.parsed.load(raw.payload)
         return translate(raw.metadata.get(RESOURCE_KEY, ""), body, raw.metadata.get(CONTEXT_KEY))
 
     # ------------------------------------------------------------------ commands
@@ -229,6 +230,8 @@ class TalqAdapter:
         key = hashlib.blake2b(f"{resource}\0{request_id}\0".encode() + body, digest_size=16).hexdigest()
         raw = RawMessage(source=self.source, tenant=self.tenant, received_at=epoch_time(time.time()),
                          payload=body, idempotency_key=key, metadata=metadata)
+        if problem is None:
+            self.parsed.keep(body, parsed)  # the pipeline's translation does not parse the same bytes again
         try:
             if self._emit is None:
                 raise RuntimeError("not running")
@@ -242,16 +245,15 @@ class TalqAdapter:
             return talq_errors(400, "payloadError", problem.reason, problem.pointer, resource)
         return None
 
-    def _parse(self, body: bytes, resource: str, addresses: list[str]) -> tuple[Any, TranslationError | None]:
-        """The parsed body and the problem a translation finds (checked before the answer, not after)."""
+    def _problem(self, parsed: Any, resource: str, addresses: list[str]) -> TranslationError | None:
+        """The problem a translation finds in a parsed body (checked before the answer, not after)."""
+        context = {"devices": {a: self.devices[a]["context"] for a in addresses if a in self.devices},
+                   "default_location": self.default_location}
         try:
-            parsed = load_json(body)
-            translate(resource, parsed, json.dumps({"devices": {a: self.devices[a]["context"] for a in addresses
-                                                                 if a in self.devices},
-                                                    "default_location": self.default_location}))
+            translate(resource, parsed, json.dumps(context))
         except TranslationError as exc:
-            return None, exc
-        return parsed, None
+            return exc
+        return None
 
     async def _devices(self, request: web.Request) -> web.Response:
         body, refused = await self._read(request)
@@ -271,7 +273,7 @@ class TalqAdapter:
                 context["location"] = old["context"].get("location")
             context["status"] = (old or {}).get("context", {}).get("status", "ok")
             self.devices[address] = {"device": device, "context": context}
-        _, problem = self._parse(body, "devices", list(fresh))
+        problem = self._problem(parsed, "devices", list(fresh))
         if problem is not None:  # not registered after all
             for address, old in previous.items():
                 if old is None:
@@ -317,7 +319,7 @@ class TalqAdapter:
         body = json.dumps(groups, separators=(",", ":"), ensure_ascii=False).encode()
         members = [m["address"] for g in groups if isinstance(g, Mapping) and isinstance(g.get("members"), list)
                    for m in g["members"] if isinstance(m, Mapping) and isinstance(m.get("address"), str)]
-        _, problem = self._parse(body, "groups", members)
+        problem = self._problem(groups, "groups", members)
         if problem is None:
             for group in groups:
                 self.groups[group["address"]] = group
@@ -382,7 +384,7 @@ class TalqAdapter:
                 if data.get("attributeName") == "lampFailure" and isinstance(value, Mapping) \
                         and isinstance(value.get("value"), bool):
                     failures[address] = value["value"]
-        _, problem = self._parse(body, "log-reports", sorted(addresses))
+        problem = self._problem(parsed, "log-reports", sorted(addresses))
         if problem is None:
             for address, failed_lamp in failures.items():
                 if address in self.devices:  # the Streetlight's status until the next lampFailure value
