@@ -19,9 +19,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import ssl
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import aiohttp
@@ -96,6 +98,9 @@ class TalqAdapter:
         self.services: list[Any] = []
         self.types: dict[str, dict[str, Any]] = {}
         """Type resources (lamp-types, luminaire-types, device-classes...) kept as sent, by address or name."""
+        state_dir = config.get("state_dir")
+        self.state_file: Path | None = Path(state_dir) / "talq-registry.json" if state_dir else None
+        """Where the device registry survives a restart (gateways register once, then only report)."""
         gw = config.get("gateway")
         self.gateway: GatewayClient | None = GatewayClient(gw, http=http, log=self.log) if gw else None
         self._emit: Emit | None = None
@@ -115,6 +120,7 @@ class TalqAdapter:
         """Serve the TALQ CMS API until :meth:`stop`."""
         await self.check()
         self._emit = emit
+        self._load()
         self.receiver.ssl_context = _tls_context(self._tls)
         await self.receiver.serve_routes(self.routes())
 
@@ -126,6 +132,32 @@ class TalqAdapter:
             await asyncio.gather(self._sync, return_exceptions=True)
         if self.gateway is not None:
             await self.gateway.close()
+
+    def _load(self) -> None:
+        """Read the registry kept by an earlier run (a corrupt file is set aside, not fatal)."""
+        if self.state_file is None or not self.state_file.is_file():
+            return
+        try:
+            kept = json.loads(self.state_file.read_text(encoding="utf-8"))
+            self.devices.update(kept.get("devices") or {})
+            self.groups.update(kept.get("groups") or {})
+            self.group_of.update(kept.get("group_of") or {})
+        except (OSError, ValueError, AttributeError) as exc:
+            self.log.error("%s: device registry %s unreadable (%s): gateways must register again",
+                           self.source, self.state_file, exc)
+
+    def _save(self) -> None:
+        """Write the registry atomically (on registrations and lamp status changes, which are rare)."""
+        if self.state_file is None:
+            return
+        try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.state_file.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"devices": self.devices, "groups": self.groups,
+                                             "group_of": self.group_of}, ensure_ascii=False), encoding="utf-8")
+            os.replace(temporary, self.state_file)
+        except OSError as exc:
+            self.log.error("%s: device registry not saved: %s", self.source, exc)
 
     # ------------------------------------------------------------------ translation
 
@@ -280,6 +312,8 @@ class TalqAdapter:
                     self.devices.pop(address, None)
                 else:
                     self.devices[address] = old
+        if problem is None:
+            self._save()
         failed = await self._accept(request, "devices", body, parsed, list(fresh), problem)
         if failed is not None:
             return failed
@@ -304,6 +338,7 @@ class TalqAdapter:
         if refused is not None:
             return refused
         found = self.devices.pop(request.match_info["address"], None)
+        self._save()
         return web.json_response(found["device"]) if found else talq_errors(404, "resourceNotFound")
 
     async def sync_groups(self) -> int:
@@ -325,6 +360,7 @@ class TalqAdapter:
                 self.groups[group["address"]] = group
                 for member in group["members"]:
                     self.group_of[member["address"]] = group["address"]
+            self._save()
         metadata = {RESOURCE_KEY: "groups", "talq_method": "GET"}
         if problem is None:
             metadata[CONTEXT_KEY] = self._context_of(members, "")
@@ -386,9 +422,14 @@ class TalqAdapter:
                     failures[address] = value["value"]
         problem = self._problem(parsed, "log-reports", sorted(addresses))
         if problem is None:
+            changed = False
             for address, failed_lamp in failures.items():
                 if address in self.devices:  # the Streetlight's status until the next lampFailure value
-                    self.devices[address]["context"]["status"] = "defectiveLamp" if failed_lamp else "ok"
+                    status = "defectiveLamp" if failed_lamp else "ok"
+                    changed |= self.devices[address]["context"].get("status") != status
+                    self.devices[address]["context"]["status"] = status
+            if changed:
+                self._save()
             self.stats["log_values"] += len(entries) if isinstance(entries, list) else 0
         failed = await self._accept(request, "log-reports", body, parsed, sorted(addresses), problem)
         return failed or web.Response(status=201)

@@ -281,3 +281,30 @@ async def test_every_request_and_answer_of_both_interfaces_follows_the_published
     finally:
         await gw.stop()
     assert not problems, problems
+
+
+async def test_the_device_registry_survives_a_restart(tmp_path: Path) -> None:
+    sim = create({"lamps": 3})
+    params = {"clientAddress": sim.address}
+    headers = {"talq-api-version": "2.7.1"}
+    answers: list[int] = []
+    for round_ in range(2):  # the gateway registers once, then only reports: after a restart too
+        emit = Collector()
+        adapter = TalqAdapter({"http": {"listen": {"host": "127.0.0.1", "port": 0}}, "state_dir": str(tmp_path)})
+        task = asyncio.create_task(adapter.run(emit))
+        await asyncio.wait_for(adapter.receiver.started.wait(), 10)
+        try:
+            async with aiohttp.ClientSession() as http:
+                if round_ == 0:
+                    async with http.post(f"{adapter.receiver.url}/devices", json=sim.devices(), headers=headers,
+                                         params={**params, "talqRequestId": str(uuid.uuid4())}) as resp:
+                        answers.append(resp.status)
+                async with http.post(f"{adapter.receiver.url}/log-reports", json=sim.log_report(NIGHT),
+                                     headers=headers, params={**params, "talqRequestId": str(uuid.uuid4())}) as resp:
+                    answers.append(resp.status)
+        finally:
+            await adapter.stop()
+            await asyncio.wait_for(task, 10)
+        entities = adapter.to_entities(emit.messages[-1])
+        assert len(entities) == 4 and all(validate(e).valid for e in entities)
+    assert answers == [201, 201, 201]
