@@ -16,7 +16,7 @@ from gateway.errors import ConfigInvalid
 from gateway.model import RawMessage
 
 pytest.importorskip("cryptography.x509", reason="cryptography comes with the opcua extra")
-from tests.runtime.test_tls import _certificates  # noqa: E402
+from tests.runtime.test_tls import _certificates
 
 
 async def test_gateways_reach_the_cms_over_tls_only(tmp_path: Path) -> None:
