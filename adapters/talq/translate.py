@@ -37,6 +37,14 @@ _PRIORITY: Final = (
 ENTITY_TYPES: Final = ("Streetlight", "StreetlightControlCabinet", "StreetlightGroup", "WasteContainer",
                        "AirQualityObserved", "ParkingSpot", "TrafficFlowObserved")
 
+# Gas sensors report ppm; the models hold mass concentrations: ppm x molar mass / 24.45 (molar volume in
+# litres at 25 °C and 1 atm) gives mg/m3 (GP), x 1000 µg/m3 (GQ). CO2 stays in ppm (code 59).
+_GASES: Final[Mapping[str, tuple[str, float, str]]] = {
+    "CO": ("co", 28.010 / 24.45, "GP"), "NO": ("no", 30.006 / 24.45 * 1000, "GQ"),
+    "NO2": ("no2", 46.0055 / 24.45 * 1000, "GQ"), "SO2": ("so2", 64.066 / 24.45 * 1000, "GQ"),
+    "O3": ("o3", 47.998 / 24.45 * 1000, "GQ"), "CO2": ("co2", 1.0, "59"),
+}
+
 Conv = Callable[[Any, str], tuple[str, Any, str | None] | None]
 """(value, pointer) -> (entity attribute, value, unit code) or None to skip."""
 
@@ -144,11 +152,15 @@ def entity_type_of(function_types: list[str] | tuple[str, ...]) -> str | None:
 def device_context(device: Mapping[str, Any]) -> dict[str, Any]:
     """What the registry keeps of a TALQ Device: name, class, function id -> type, location (or None)."""
     functions: dict[str, str] = {}
+    gases: dict[str, str] = {}
     location: list[float] | None = None
     for fn in device.get("functions") or []:
         if not isinstance(fn, Mapping) or not isinstance(fn.get("id"), str) or not isinstance(fn.get("type"), str):
             continue
         functions[fn["id"]] = fn["type"]
+        gas = fn.get("gasName")
+        if fn["type"] == "GasSensorFunction" and isinstance(gas, Mapping) and gas.get("value") in _GASES:
+            gases[fn["id"]] = str(gas["value"])
         loc = fn.get("location")
         located = isinstance(loc, Mapping) and isinstance(loc.get("value"), Mapping)
         if fn["type"] == "LocationSensorFunction" and located and isinstance(loc, Mapping):
@@ -156,7 +168,7 @@ def device_context(device: Mapping[str, Any]) -> dict[str, Any]:
             if _is_num(lat) and _is_num(lon) and -90 <= lat <= 90 and -180 <= lon <= 180:
                 location = [float(lon), float(lat)]
     return {"name": str(device.get("name", "")), "class": str(device.get("class", "")),
-            "functions": functions, "location": location}
+            "functions": functions, "location": location, **({"gases": gases} if gases else {})}
 
 
 def _is_num(value: Any) -> bool:
@@ -332,6 +344,10 @@ def _log_report(body: Any, ctx: Mapping[str, Any]) -> list[Entity]:
                                    f"{where}/srcAddress")
         function_type = (known.get("functions") or {}).get(function_id, "")
         conv = _ATTRIBUTE_MAP.get((function_type, name))
+        gas = (known.get("gases") or {}).get(function_id)
+        if function_type == "GasSensorFunction" and name == "gasConcentration" and gas in _GASES:
+            attribute, factor, gas_unit = _GASES[gas]
+            conv = _num(attribute, gas_unit, factor)
         if conv is None or "value" not in value:
             continue
         mapped = conv(value["value"], f"{where}/attributeValue/value")
