@@ -345,7 +345,8 @@ def _log_report(body: Any, ctx: Mapping[str, Any]) -> list[Entity]:
         function_type = (known.get("functions") or {}).get(function_id, "")
         conv = _ATTRIBUTE_MAP.get((function_type, name))
         gas = (known.get("gases") or {}).get(function_id)
-        if function_type == "GasSensorFunction" and name == "gasConcentration" and gas in _GASES:
+        if function_type == "GasSensorFunction" and name == "gasConcentration" and isinstance(gas, str) \
+                and gas in _GASES:
             attribute, factor, gas_unit = _GASES[gas]
             conv = _num(attribute, gas_unit, factor)
         if conv is None or "value" not in value:
