@@ -11,7 +11,9 @@ attribute values, one entity per device) from this process (pinned to the other 
   durably accepted) and committed to the embedded store (entities published), wall clock;
 - the gateway's CPU µs per attribute value (user + system, from /proc);
 - p50 / p99 of the HTTP round trip of a report;
-- entities published against entities expected (nothing lost, nothing twice).
+- entities published against entities expected (nothing lost, nothing twice);
+- then ``--commands`` commands (``send_command``: a dimming level to one lamp, an override command
+  to the simulated gateway on loopback, one at a time): p50 / p99 latency until the gateway's 201.
 
     .venv/bin/python bench/bench_talq.py [--lamps 100] [--reports 300] [--concurrency 4]
 """
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_pipeline import BIN, PIN, ROOT, free_port
 
+from adapters.talq import TalqAdapter
 from adapters.talq.simulator import create
 
 HEADERS = {"talq-api-version": "2.7.1", "Content-Type": "application/json"}
@@ -166,9 +169,39 @@ async def main(args: argparse.Namespace) -> None:
           f"p99 {p99 * 1000:.1f} ms; pinned: {PIN}; load average {os.getloadavg()[0]:.1f}")
 
 
+async def commands(count: int) -> None:
+    """Latency of ``send_command`` to the simulated gateway, one command at a time."""
+    port = free_port()
+    sim = create({"port": port, "lamps": 50, "cms_url": f"http://127.0.0.1:{free_port()}/talq", "interval": 3600})
+    await sim.start()
+    adapter = TalqAdapter({"gateway": {"url": f"http://127.0.0.1:{port}/talq"}})
+    latencies: list[float] = []
+    try:
+        for i in range(count):
+            lamp = sim.lamps[i % len(sim.lamps)]
+            t0 = time.perf_counter()
+            result = await adapter.send_command({"id": f"c-{i}", "tenant": "", "attribute": "dimmingLevel",
+                                                 "entity_id": f"urn:ngsi-ld:Streetlight:{lamp.address}",
+                                                 "entity_type": "Streetlight", "value": i % 101,
+                                                 "issued_at": "2026-12-03T12:00:00Z"})
+            latencies.append(time.perf_counter() - t0)
+            assert result["status"] == "acknowledged", result
+    finally:
+        await adapter.stop()
+        await sim.stop()
+    latencies.sort()
+    p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"talq commands: {count} dimming commands to the simulated gateway, one at a time: "
+          f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms (in one process, loopback); "
+          f"load average {os.getloadavg()[0]:.1f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lamps", type=int, default=100)
     parser.add_argument("--reports", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=4)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--commands", type=int, default=1000)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments))
+    asyncio.run(commands(arguments.commands))
