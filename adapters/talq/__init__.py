@@ -420,6 +420,8 @@ class TalqAdapter:
                 if data.get("attributeName") == "lampFailure" and isinstance(value, Mapping) \
                         and isinstance(value.get("value"), bool):
                     failures[address] = value["value"]
+                elif data.get("eventType") == "lampFailure" and isinstance(data.get("startEndFlag", True), bool):
+                    failures[address] = bool(data.get("startEndFlag", True))
         problem = self._problem(parsed, "log-reports", sorted(addresses))
         if problem is None:
             changed = False

@@ -319,15 +319,28 @@ def _log_report(body: Any, ctx: Mapping[str, Any]) -> list[Entity]:
         if kind not in ("AttributeLogData", "EventLogData", "StateChangeEventLogData"):
             raise TranslationError("type is AttributeLogData, EventLogData or StateChangeEventLogData", f"{where}/type")
         src = _address(data.get("srcAddress"), f"{where}/srcAddress")
-        if kind != "AttributeLogData":
-            continue  # events carry their attributes again as AttributeLogData in what we map
-        name = data.get("attributeName")
-        if not isinstance(name, str):
-            raise TranslationError("an AttributeLogData has a string 'attributeName'", f"{where}/attributeName")
-        value = data.get("attributeValue")
-        if not isinstance(value, Mapping) or not isinstance(value.get("type"), str):
-            raise TranslationError("an attributeValue is an Attribute object with a type",
-                                   f"{where}/attributeValue")
+        if kind == "StateChangeEventLogData":
+            continue
+        if kind == "EventLogData":
+            # An event named like a status attribute (lampFailure, containerFull...): its start sets
+            # the attribute, its end clears it; an event without startEndFlag is an occurrence.
+            name = data.get("eventType")
+            if not isinstance(name, str):
+                raise TranslationError("an EventLogData has a string 'eventType'", f"{where}/eventType")
+            flag = data.get("startEndFlag", True)
+            if not isinstance(flag, bool):
+                raise TranslationError("startEndFlag is a boolean", f"{where}/startEndFlag")
+            value: Any = {"type": "AttributeBoolean", "value": flag}
+            value_pointer = f"{where}/startEndFlag"
+        else:
+            name = data.get("attributeName")
+            if not isinstance(name, str):
+                raise TranslationError("an AttributeLogData has a string 'attributeName'", f"{where}/attributeName")
+            value = data.get("attributeValue")
+            if not isinstance(value, Mapping) or not isinstance(value.get("type"), str):
+                raise TranslationError("an attributeValue is an Attribute object with a type",
+                                       f"{where}/attributeValue")
+            value_pointer = f"{where}/attributeValue/value"
         when_raw = value.get("timestamp", data.get("timestamp"))
         when: str | None = None
         if when_raw is not None:
@@ -351,7 +364,7 @@ def _log_report(body: Any, ctx: Mapping[str, Any]) -> list[Entity]:
             conv = _num(attribute, gas_unit, factor)
         if conv is None or "value" not in value:
             continue
-        mapped = conv(value["value"], f"{where}/attributeValue/value")
+        mapped = conv(value["value"], value_pointer)
         if mapped is None:
             continue
         attr, attr_value, unit = mapped

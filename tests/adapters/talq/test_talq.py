@@ -308,3 +308,17 @@ async def test_the_device_registry_survives_a_restart(tmp_path: Path) -> None:
         entities = adapter.to_entities(emit.messages[-1])
         assert len(entities) == 4 and all(validate(e).valid for e in entities)
     assert answers == [201, 201, 201]
+
+
+@needs_shared
+@pytest.mark.parametrize(("fixture", "method", "path"), [
+    ("devices", "POST", "/devices"), ("log_report", "POST", "/log-reports"),
+    ("sensors_report", "POST", "/log-reports"),
+])
+def test_the_recorded_fixtures_are_valid_talq_requests(fixture: str, method: str, path: str) -> None:
+    from tests.adapters.talq import oas
+
+    body = json.loads((FIXTURES / f"{fixture}.json").read_text(encoding="utf-8"))
+    assert oas.request_errors("cms", method, path, body) == []
+    groups = json.loads((FIXTURES / "groups.json").read_text(encoding="utf-8"))
+    assert oas.response_errors("gateway", "GET", "/groups", 200, groups) == []
