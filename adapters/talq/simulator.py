@@ -7,8 +7,8 @@ calls (``/devices``, ``/groups``, ``/calendars``, ``/control-programs``, ``/serv
 ``POST /override-commands``, ``PATCH /devices/{deviceAddress}/{functionId}/{attributeName}``,
 ``POST /assign-commands``), so that a command round-trips: an override changes the level the lamp
 reports next. Lamps follow a night dimming schedule (100 % in the evening, 50 % after 23:00, 80 %
-before dawn, off by day), their energy counters grow with the light they give, and one lamp in
-eleven has failed.
+before dawn, off by day), their energy counters grow with the light they give, one lamp in eleven
+has failed and the fourth fails now and then (one report in 20) and recovers.
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ class SimulatedGateway:
         self.answers: list[tuple[str, str, int, Any]] = []
         """Every answer this gateway gave (method, route, status, body), for contract tests; bounded."""
         self._last = settings.clock()
+        self.reports_built = 0
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -186,6 +187,9 @@ class SimulatedGateway:
                                      "timestamp": when, "attributeName": name, "attributeValue": value}})
 
         total_w = 0.0
+        self.reports_built += 1
+        if len(self.lamps) > 3:  # lamp 4 fails now and then (one report in 20) and recovers: a flaky driver
+            self.lamps[3].failed = self.reports_built % 20 == 0
         for lamp in self.lamps:
             level = self.level(lamp, now)
             power = 0.0 if level == 0 else round(lamp.watts * (0.1 + 0.9 * level / 100), 1)
