@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from conformance.http import Client, Response
 from conformance.registry import Fail, Skip
-from conformance.targets import API_ROOT, AdapterTarget, EndpointTarget, FilesTarget, Target, TranslationFailure
+from conformance.targets import (
+    API_ROOT,
+    AdapterTarget,
+    EndpointTarget,
+    ExportTarget,
+    FilesTarget,
+    Target,
+    TranslationFailure,
+)
 from gateway.model import is_uri
 
 if TYPE_CHECKING:
@@ -259,7 +267,7 @@ class RunContext:
             if "data" in self._cache:
                 cached: list[tuple[str, Any]] = self._cache["data"]
                 return cached
-            if isinstance(self.target, FilesTarget | AdapterTarget):
+            if isinstance(self.target, FilesTarget | AdapterTarget | ExportTarget):
                 data = await self.target.records()
             else:
                 data = await self._read_models()

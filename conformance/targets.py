@@ -1,4 +1,4 @@
-"""What the checker tests: an NGSI-LD endpoint, an adapter over recorded payloads, or files."""
+"""What the checker tests: an NGSI-LD endpoint, an adapter over recorded payloads, files, or an export."""
 
 from __future__ import annotations
 
@@ -75,6 +75,59 @@ class FilesTarget:
 
 
 @dataclass(slots=True)
+class ExportTarget:
+    """A bundle written by ``jonction export`` (directory, .tar or .tar.gz): its entities judged by L1, its
+    files and counts compared with its manifest."""
+
+    path: Path
+    kind: str = "export"
+
+    def describe(self) -> dict[str, Any]:
+        """The target as a report shows it."""
+        return {"kind": self.kind, "export": str(self.path)}
+
+    def open(self) -> Any:
+        """The bundle (manifest read and checked for shape); InputError when it is not an export."""
+        from gateway.reversibility.bundle import Bundle
+
+        return Bundle.open(self.path)
+
+    async def records(self) -> list[tuple[str, Any]]:
+        """Every entity of every tenant with its location (``file:line``); history lines are not entities.
+
+        An export that does not match its manifest (a file modified or cut short, counts per tenant
+        and type that differ) yields one failure record per difference first: L1-ENT-001 ("every
+        record is an entity, every payload translates") reports them, so the export is refused.
+        """
+        bundle = self.open()
+        out: list[tuple[str, Any]] = [
+            (bundle.where("manifest.json"), TranslationFailure(f"the export does not match its manifest: {problem}"))
+            for problem in await self.manifest_problems()
+        ]
+        for entry in bundle.files_of("entities"):
+            for number, line in bundle.records(entry["path"]):
+                if isinstance(line, dict):
+                    line = {k: v for k, v in line.items() if k != "@context"}
+                out.append((f"{bundle.where(entry['path'])}:{number}", line))
+        return out
+
+    async def manifest_problems(self) -> list[str]:
+        """Files against their SHA-256 and line counts, and counts per tenant and type against the manifest."""
+        from gateway.reversibility.bundle import consistency, recount, verify
+
+        bundle = self.open()
+        problems = verify(bundle) + consistency(bundle)
+        return problems or recount(bundle)
+
+
+def is_export(path: Path) -> bool:
+    """True for a directory holding a manifest.json, or a .tar / .tar.gz archive (a ``jonction export``)."""
+    from gateway.reversibility.bundle import MANIFEST, archive_kind
+
+    return (path.is_dir() and (path / MANIFEST).is_file()) or (path.is_file() and archive_kind(path) is not None)
+
+
+@dataclass(slots=True)
 class AdapterTarget:
     """An installed adapter run over recorded payload files (a vendor's proof of mapping)."""
 
@@ -144,7 +197,7 @@ class TranslationFailure:
     reason: str
 
 
-Target = EndpointTarget | FilesTarget | AdapterTarget
+Target = EndpointTarget | FilesTarget | AdapterTarget | ExportTarget
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -223,13 +276,15 @@ def _entity_files(path: Path) -> FilesTarget:
 
 
 def load_target(spec: str, *, allow_write: bool | None = None) -> Target:
-    """A target from an endpoint URL, a target YAML file, or entity files (.json, .ndjson, a folder)."""
+    """A target from an endpoint URL, a target YAML file, an export (its folder or archive) or entity files."""
     if spec.startswith(("http://", "https://")):
         token = os.environ.get("JONCTION_CHECK_TOKEN")
         return EndpointTarget(url=_normalize_url(spec), token=token or None,
                               token_source="environment variable JONCTION_CHECK_TOKEN" if token else "",
                               allow_write=bool(allow_write))
     path = Path(spec)
+    if is_export(path):
+        return ExportTarget(path)
     if path.is_dir() or (path.is_file() and path.suffix.lower() in ENTITY_SUFFIXES):
         return _entity_files(path)
     if not path.is_file():
@@ -268,6 +323,8 @@ def target_from_document(doc: Mapping[str, Any], base: Path, *, allow_write: boo
         )
     if kind == "files":
         return FilesTarget(paths=[(base / p) for p in doc["files"]])
+    if kind == "export":
+        return ExportTarget(base / doc["path"])
     return AdapterTarget(
         adapter=doc["adapter"],
         payloads=[(base / p) for p in doc["payloads"]],

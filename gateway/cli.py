@@ -21,10 +21,10 @@ from importlib import metadata
 from typing import cast
 
 from gateway import __version__
-from gateway.commands import adapters, indicators, open_data, run, store, translate, validate
+from gateway.commands import adapters, export, import_data, indicators, open_data, run, store, translate, validate
 from gateway.errors import JonctionError
 
-BUILTIN_COMMANDS = (run, store, adapters, validate, translate, indicators, open_data)
+BUILTIN_COMMANDS = (run, store, adapters, validate, translate, indicators, open_data, export, import_data)
 """Modules under ``gateway.commands`` registered in this order (commands of other packages come
 from the ``jonction.commands`` entry points)."""
 

@@ -29,6 +29,9 @@ __all__ = [
     "SIMULATOR_GROUP",
     "Adapter",
     "AdapterFactory",
+    "CommandAcknowledgements",
+    "CommandReport",
+    "CommandTarget",
     "DeviceProvisioning",
     "Emit",
     "Manifest",
@@ -142,6 +145,42 @@ class DeviceProvisioning(Protocol):
     def add_device(self, item: Mapping[str, Any]) -> dict[str, Any]:
         """Validate one device like the config's and keep it durably; ConfigInvalid names each problem
         with a JSON pointer relative to ``item`` (``/dev_eui: ...``)."""
+
+
+@runtime_checkable
+class CommandTarget(Protocol):
+    """Optional adapter capability: writes to some attributes of its entities go back to the field.
+
+    The runtime (:mod:`gateway.runtime.commands`) turns an NGSI-LD write of a commandable attribute
+    into a durable command and hands it here, as a plain dict: ``{"id", "tenant", "entity_id",
+    "entity_type", "attribute", "value", "issued_at"}``.
+    """
+
+    def command_attributes(self) -> dict[str, list[str]]:
+        """Entity type → names of the attributes this adapter can command."""
+
+    async def send_command(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        """Send one command: ``{"status": "acknowledged"|"sent"|"failed", "detail": str, "retry": bool}``.
+
+        ``sent``: accepted by the target, the field's acknowledgement pending; ``failed`` with
+        ``retry`` true is retried with backoff, with ``retry`` false it is a final failure.
+        """
+
+
+CommandReport = Callable[[str, Mapping[str, Any]], None]
+"""``report(command_id, {"status": "acknowledged"|"failed", "detail": str})``: a field acknowledgement."""
+
+
+@runtime_checkable
+class CommandAcknowledgements(Protocol):
+    """Optional companion of :class:`CommandTarget`: the field's acknowledgement arrives later.
+
+    The runtime binds a reporter once, when the source starts; the adapter calls it (from its
+    event loop, without blocking) when the device acknowledges, or refuses, a command it sent.
+    """
+
+    def bind_command_reports(self, report: CommandReport) -> None:
+        """Keep ``report`` to call when a sent command is acknowledged or refused by the field."""
 
 
 AdapterFactory = Callable[..., Adapter]

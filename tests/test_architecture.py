@@ -32,6 +32,9 @@ GATEWAY_PUBLIC = frozenset(
         "gateway.oauth2",
         "gateway.problems",
         "gateway.pointer",
+        # the export format: the checker reads the bundles `jonction export` writes (conformance target "export")
+        "gateway.reversibility",
+        "gateway.reversibility.bundle",
     }
 )
 """What ``adapters`` and ``conformance`` may import from the gateway (never runtime, store, CLI)."""

@@ -25,6 +25,7 @@ import aiomqtt
 from aiohttp import web
 
 from adapters.iot_agent import ultralight
+from adapters.iot_agent.commands import NgsiCommands
 from adapters.iot_agent.north import NorthApi
 from adapters.iot_agent.provisioning import Device, ProvisioningError, Registry
 from adapters.iot_agent.translate import command_entity, definition, measure_entity
@@ -65,7 +66,7 @@ def iota_error(name: str, message: str, status: int) -> web.Response:
     return web.json_response({"name": name, "message": message}, status=status)
 
 
-class IotAgentAdapter:
+class IotAgentAdapter(NgsiCommands):
     """Speaks what the FIWARE IoT Agents for JSON and UltraLight speak, south and north."""
 
     manifest: ClassVar[Manifest] = Manifest.load(__package__)
@@ -194,6 +195,8 @@ class IotAgentAdapter:
         await self.emit(self.message(tenant=service, payload=payload, kind=kind, fmt=fmt,
                                      definition_json=definition_json, device_key=f"{apikey}\0{device_id}",
                                      extra=extra, time_param=time_param))
+        if kind == "cmdexe" and problem is None:
+            self.note_command_result(service, device_id, fmt, payload)
         if problem is not None:
             self.stats["malformed"] += 1
         else:
@@ -332,7 +335,7 @@ class IotAgentAdapter:
                                      device_key=f"{device.service}\0{device.subservice}\0{device.device_id}",
                                      extra={"status": status, "at": str(time.monotonic_ns())}))
 
-    async def send_command(self, device: Device, name: str, value: Any) -> str:
+    async def send_device_command(self, device: Device, name: str, value: Any) -> str:
         """Send one command the way the device takes it (MQTT, HTTP endpoint, or queued for polling).
 
         Returns the command status: PENDING (published, or queued for polling), OK (an HTTP endpoint

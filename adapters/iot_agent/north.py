@@ -265,7 +265,7 @@ class NorthApi:
                 raise ProvisioningError("COMMAND_NOT_FOUND", f"Couldn't update the command because no command with "
                                                              f"the name [{name}] was found.", 400)
         for name, value in requested.items():
-            await self.adapter.send_command(device, name, value)
+            await self.adapter.send_device_command(device, name, value)
 
     async def v2_update(self, request: web.Request) -> web.Response:
         """``POST /v2/op/update``: the commands a context broker forwards (NGSI v2 registration)."""

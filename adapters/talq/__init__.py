@@ -43,7 +43,7 @@ API_VERSION: Final = "2.7.1"
 CONTEXT_KEY: Final = "talq_context"
 RESOURCE_KEY: Final = "talq_resource"
 _WRITES: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_COMMANDABLE: Final = ["powerState", "dimmingLevel", "illuminanceLevel"]
+_COMMANDABLE: Final = ["powerState", "dimmingLevel"]
 
 
 def talq_errors(status: int, key: str, reason: str = "", pointer: str = "", resource: str = "") -> web.Response:

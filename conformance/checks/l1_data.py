@@ -135,10 +135,13 @@ async def _ent_unique(ctx: RunContext) -> str | None:
     seen: dict[tuple[str, str], str] = {}
     findings = []
     records = await _records(ctx)
+    # an export holds one file per tenant: two communes may both have a container 42
+    per_file = ctx.target.kind == "export"
     for loc, rec in records:
         if isinstance(rec, dict) and isinstance(rec.get("id"), str):
             # A delivery may be a time series: the same id at successive observation times.
-            key = (rec["id"], max((t for _, t in _observed(rec)), default=""))
+            scope = loc.rsplit(":", 1)[0] + "\x00" if per_file else ""
+            key = (scope + rec["id"], max((t for _, t in _observed(rec)), default=""))
             if key in seen:
                 findings.append(f"{loc}: {rec['id']} already at {seen[key]}")
             seen.setdefault(key, loc)
@@ -380,5 +383,3 @@ for _model, _cid in MODEL_CHECKS.items():
         expects=f"each {_model} entity, projected to keyValues, validates against the {_model} schema "
                 f"(version {_version(_model)})",
         explain="Following the shared model is what lets any application reuse the data without a custom mapping.")
-
-

@@ -26,8 +26,6 @@ DATABASE_ENV = "JONCTION_STORE_DATABASE"
 
 def register(sub: Subparsers) -> None:
     """Add the `open-data` command to the CLI."""
-    from gateway.opendata.export import LICENCES
-
     parser: argparse.ArgumentParser = sub.add_parser(
         "open-data", help="export publicly shared entities as GeoJSON and CSV with a DCAT-AP catalogue")
     parser.add_argument("--data", type=Path, default=Path("data"), help="data directory (store.sqlite)")
@@ -37,6 +35,14 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--sharing", type=Path, required=True, metavar="FILE",
                         help="the sharing policy file: what each commune shares with 'public'")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write the files")
+    add_publication_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_publication_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--licence, --publisher, --title, --contact, --base-url (shared with ``jonction export --open-data``)."""
+    from gateway.opendata.export import LICENCES
+
     parser.add_argument("--licence", choices=sorted(LICENCES), default="etalab-2.0",
                         help="licence of the published data (default: etalab-2.0, Licence Ouverte 2.0)")
     parser.add_argument("--publisher", default="jonction", metavar="NAME",
@@ -46,10 +52,10 @@ def register(sub: Subparsers) -> None:
                         help="where data users write to (the datasets' contact point)")
     parser.add_argument("--base-url", default=None, metavar="URL",
                         help="where --out is published (absolute download URLs in the catalogue)")
-    parser.set_defaults(handler=_handle)
 
 
-def _handle(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Write the open-data files for ``args`` (--data/--database, --sharing, --out and the publication options)."""
     from gateway.opendata.export import OpenDataSettings
     from gateway.store import sharing
 
@@ -58,7 +64,7 @@ def _handle(args: argparse.Namespace) -> int:
                                 base_url=args.base_url, contact=args.contact)
     database = args.database or os.environ.get(DATABASE_ENV) or None
     if database is None:
-        path = args.data / "store.sqlite"
+        path = (args.data or Path("data")) / "store.sqlite"
         if not path.is_file():
             raise ConfigInvalid(f"no store at {path} (give --data DIR or --database URL)")
         database = f"sqlite:///{path}"

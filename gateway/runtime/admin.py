@@ -218,6 +218,14 @@ def _replay_letter(rt: Runtime, letter_id: int) -> dict[str, Any]:
     letter = letters.get(letter_id)
     if letter is None:
         return {"id": letter_id, "status": "not-found"}
+    if letter.stage == "intervention":
+        # A call a maintenance system refused: sent again by the rules engine (the target was fixed).
+        if rt.rules is None or letter.sink is None:
+            return {"id": letter_id, "status": "failed", "reason": "no rules are configured"}
+        rt.rules.rearm(letter.correlation_id, letter.sink, letter.raw.metadata.get("action", "open"))
+        with pipeline.db.transaction() as conn:
+            letters.delete(conn, letter_id)
+        return {"id": letter_id, "status": "queued", "queued": [letter.correlation_id]}
     if letter.stage == "sink":
         if letter.sink not in rt.publishers or letter.entity is None:
             return {"id": letter_id, "status": "failed", "reason": f"sink {letter.sink!r} is not configured"}
@@ -257,6 +265,27 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
                          limit=limit)
     results = [_replay_letter(rt, d.id) for d in items]
     return web.json_response({"replayed": sum(r["status"] == "queued" for r in results), "results": results})
+
+
+async def rules_status(request: web.Request) -> web.Response:
+    """The rules engine: conditions holding, open alerts and calls not yet done."""
+    rt = _rt(request)
+    if rt.rules is None:
+        return problem(404, "Not Found", "no rules are configured")
+    return web.json_response(rt.rules.status())
+
+
+async def work_order_status(request: web.Request) -> web.Response:
+    """A maintenance system pushes a work order's status (``{"status": "closed"}``); a closed one closes its Alert."""
+    rt = _rt(request)
+    body = await _json_body(request)
+    status = body.get("status")
+    if not isinstance(status, str) or not status or len(status) > 200:
+        return problem(422, "Unprocessable Content", "/status: a string of 1 to 200 characters is required")
+    if rt.rules is None or not await rt.rules.work_order_status(request.match_info["name"], request.match_info["id"],
+                                                                 status):
+        return problem(404, "Not Found", "no intervention with this target and work order id")
+    return web.Response(status=204)
 
 
 async def delete_dead_letter(request: web.Request) -> web.Response:
@@ -355,6 +384,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/admin/deadletters/{id}", get_dead_letter)
     r.add_delete("/admin/deadletters/{id}", delete_dead_letter)
     r.add_post("/admin/deadletters/{id}/replay", replay_dead_letter)
+    r.add_get("/admin/rules", rules_status)
+    r.add_post("/admin/rules/targets/{name}/work-orders/{id}", work_order_status)
     r.add_get("/admin/archive", list_archive)
     r.add_post("/admin/archive/replay", replay_archive)
     r.add_get("/admin/archive/{id}", get_archived)
@@ -425,6 +456,11 @@ OPENAPI: Final[dict[str, Any]] = {
         },
         "/admin/deadletters/{id}/replay": {"post": _op("Translate and validate again; queue if it now passes",
                                                        params=[_ID], codes=(200, 404, 422))},
+        "/admin/rules": {"get": _op("Rules: conditions holding, open alerts, calls not yet done", codes=(200, 404))},
+        "/admin/rules/targets/{name}/work-orders/{id}": {"post": _op(
+            "A maintenance system pushes a work order's status ({\"status\": \"closed\"}); a closed one closes "
+            "its Alert", params=[_NAME, {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            body=True, codes=(204, 404, 422))},
         "/admin/archive": {"get": _op("List archived raw messages and the archive bounds", params=[
             _q("source"), _q("tenant"), _q("after", "integer"), _q("limit", "integer")])},
         "/admin/archive/{id}": {"get": _op("One archived raw message", params=[_ID], codes=(200, 404))},

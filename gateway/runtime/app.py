@@ -40,8 +40,10 @@ from gateway.console import web as console
 from gateway.contract import Adapter, discover, discover_simulators
 from gateway.crosssite import HostPolicy
 from gateway.errors import ConfigInvalid, JonctionError, Unavailable
+from gateway.rules.engine import RulesEngine
 from gateway.runtime import admin
 from gateway.runtime.archive import RawArchive
+from gateway.runtime.commands import Commands, listing_response
 from gateway.runtime.config import CONTEXT_PATH, GatewayConfig, check_source_configs
 from gateway.runtime.db import Database
 from gateway.runtime.deadletters import DeadLetters
@@ -102,6 +104,20 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception as exc:  # never a traceback to a client; the log has the details
         log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
         return admin.problem(500, "Internal Server Error", "unexpected error (see the gateway log)")
+
+
+@web.middleware
+async def _commands(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Writes of commandable attributes through the embedded store become commands (gateway.runtime.commands)."""
+    rt = request.config_dict.get(RUNTIME)
+    if rt is None or rt.commands is None or not request.path.startswith("/ngsi-ld/"):
+        return await handler(request)
+    return await rt.commands.intercept(request, handler)
+
+
+async def commands_log(request: web.Request) -> web.Response:
+    """``GET /admin/commands?entity=&status=&tenant=``: commands sent back to the field."""
+    return listing_response(request.app[RUNTIME].commands, request.query)
 
 
 # ---------------------------------------------------------------------------- routes
@@ -190,8 +206,9 @@ def allowed_hosts(cfg: GatewayConfig) -> tuple[str, ...]:
 
 def store_settings(cfg: GatewayConfig) -> StoreSettings:
     """The embedded store API's settings, from the gateway's config (same token, hosts, data)."""
-    tokens = frozenset({cfg.admin_token}) if cfg.admin_token else frozenset()
-    return StoreSettings(data_dir=cfg.data_dir, host=cfg.host, tokens=tokens,
+    everyone, per_tenant = cfg.embedded_tokens
+    tokens = (frozenset({cfg.admin_token}) if cfg.admin_token else frozenset()) | everyone
+    return StoreSettings(data_dir=cfg.data_dir, host=cfg.host, tokens=tokens, tenant_tokens=per_tenant,
                          allowed_hosts=frozenset(allowed_hosts(cfg)),
                          durability="full" if cfg.durability == "full" else "normal",
                          allow_unfiltered_queries=cfg.allow_unfiltered_queries,
@@ -268,6 +285,8 @@ async def _maintenance(rt: Runtime) -> None:
         try:
             rt.archive.prune()
             rt.seen.prune()
+            if rt.commands is not None:
+                rt.commands.prune()
         except Exception as exc:  # maintenance must never stop the gateway
             log.warning("maintenance failed: %s", exc)
 
@@ -330,6 +349,9 @@ def build_runtime(
     rt = Runtime(*parts) if workers is None else PoolRuntime(*parts, shared=workers.shared)
     if publishing:
         _register_gauges(rt)
+    if publishing and storage is not None:
+        rt.commands = Commands(db, storage, lambda: rt.sources)
+        publishers[EMBEDDED].on_published = rt.commands.record_sources
     return rt
 
 
@@ -342,6 +364,14 @@ async def _runtime_ctx(
     cfg = rt.config
     tasks = [asyncio.create_task(pub.run(), name=f"publisher:{name}") for name, pub in rt.publishers.items()]
     tasks.append(asyncio.create_task(_maintenance(rt), name="maintenance"))
+    if cfg.rules is not None and storage is not None:
+        engine = rt.rules = RulesEngine(cfg.rules, rt.db, storage, rt.deadletters, app[HTTP])
+        for pub in rt.publishers.values():
+            if isinstance(pub.sink, EmbeddedSink):
+                pub.sink.observers.append(engine.observe)
+        tasks.append(asyncio.create_task(engine.run(), name="rules"))
+    if rt.commands is not None:
+        tasks.append(asyncio.create_task(rt.commands.run(), name="commands"))
     if cfg.open_data is not None and storage is not None:
         from gateway.opendata.schedule import run_periodically
 
@@ -384,6 +414,8 @@ async def _runtime_ctx(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if rt.commands is not None:
+            await rt.commands.settle()
         for pub in rt.publishers.values():
             with contextlib.suppress(Exception):
                 await pub.sink.close()
@@ -410,7 +442,7 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, type[Adapter]] |
     policy = HostPolicy.of(config.host, allowed_hosts(config))
     app = web.Application(client_max_size=config.max_body, middlewares=[
         _errors, admin.cross_site_guard(policy),
-        _auth_middleware(config.admin_token)])
+        _auth_middleware(config.admin_token), _commands])
     links = [*(home.ngsi_links("/ngsi-ld/v1") if config.embedded else []), *home.ADMIN_LINKS]
     console.mount_gateway(app, config, links=links, policy=policy)
     app.router.add_get("/healthz", healthz)
@@ -419,6 +451,7 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, type[Adapter]] |
     app.router.add_get(CONTEXT_PATH, jonction_context)
     admin.add_routes(app)
     app.router.add_get("/admin/workers", workers_handler)
+    app.router.add_get("/admin/commands", commands_log)
     app.cleanup_ctx.append(_http_ctx)
     storage: Storage | None = None
     if config.embedded:

@@ -26,6 +26,8 @@ from gateway.errors import ConfigInvalid
 from gateway.opendata.export import OpenDataSettings
 from gateway.opendata.schedule import OpenDataJob
 from gateway.pointer import pointer
+from gateway.rules import config as rules_config
+from gateway.rules.config import RuleSet
 from gateway.runtime.logging import redact, register_secret
 from gateway.runtime.pipeline import Route
 from gateway.runtime.publisher import PublisherSettings
@@ -34,6 +36,7 @@ from gateway.runtime.routing import build as build_router
 from gateway.runtime.sinks import PROFILES, RemoteSettings
 from gateway.secrets import read_secret
 from gateway.store import sharing
+from gateway.store.settings import load_tokens
 from gateway.store.sharing import Policies
 
 MAX_CONFIG_BYTES: Final = 1 << 20
@@ -170,6 +173,9 @@ class GatewayConfig:
     embedded_latest_only: bool = False
     """Publish only the latest of an entity's readings waiting together to the embedded store."""
     embedded_sharing: Policies | None = None
+    embedded_tokens: tuple[frozenset[str], Mapping[str, frozenset[str]]] = (frozenset(), {})
+    """Store tokens from ``embedded_store.tokens_file``: (for every tenant, per tenant); writes, commands
+    included, of a tenant need its token (or the admin token)."""
     """``embedded_store.sharing``: the sharing policy file, loaded and checked (None: owners only)."""
     allow_unfiltered_queries: bool = False
     sinks: list[SinkConfig] = field(default_factory=list)
@@ -179,6 +185,8 @@ class GatewayConfig:
     open_data: OpenDataJob | None = None
     """``open_data``: the periodic export of what communes share with the public."""
     """``console.outlines``: a GeoJSON file drawn under the console's map (checked when parsed)."""
+    rules: RuleSet | None = None
+    """``rules``: the rules and interventions (a YAML file, or inline), checked when parsed."""
 
     @property
     def loopback(self) -> bool:
@@ -252,7 +260,13 @@ def parse(
     if document is None:
         document = {}
     problems: list[str] = []
+    # Inline rules keep their ${field} templates (filled per alert, not from the environment).
+    inline_rules = document.get("rules") if isinstance(document, dict) else None
+    if isinstance(inline_rules, dict):
+        document = {k: v for k, v in document.items() if k != "rules"}
     document = _substitute(document, "", problems)
+    if isinstance(inline_rules, dict):
+        document["rules"] = inline_rules
     if not isinstance(document, dict):
         raise ConfigInvalid("the configuration must be a mapping", ["/: expected a mapping of settings"])
     _mask_url_password(document.get("dedup"), "database")
@@ -309,6 +323,12 @@ def parse(
         if not cfg.admin_token:
             problems.append("/embedded_store/sharing: needs admin.token, the owners' store token (a policy tells "
                             "owners from other readers by it)")
+    if embedded.get("tokens_file"):
+        tokens_path = Path(embedded["tokens_file"])
+        try:
+            cfg.embedded_tokens = load_tokens(tokens_path if tokens_path.is_absolute() else base / tokens_path)
+        except ConfigInvalid as exc:
+            problems.append(f"/embedded_store/tokens_file: {exc}")
     if "tenants" in embedded:
         cfg.embedded_tenants = frozenset(embedded["tenants"])
     names: set[str] = set()
@@ -356,6 +376,13 @@ def parse(
     if "outlines" in document.get("console", {}):
         cfg.console_outlines = outlines_path(document["console"]["outlines"], base)
         problems.extend(f"/console/outlines: {p}" for p in outline_problems(cfg.console_outlines))
+    if "rules" in document:
+        try:
+            cfg.rules = rules_config.load(document["rules"], base=base)
+        except ConfigInvalid as exc:
+            problems.extend(redact(p) for p in exc.problems)
+        if cfg.rules is not None and not cfg.embedded:
+            problems.append("/rules: rules read the entities written to the embedded store: enable embedded_store")
     if "open_data" in document:
         cfg.open_data = _open_data(document["open_data"], base, cfg.embedded, problems)
     for sim in document.get("simulators", []):

@@ -15,7 +15,7 @@ from typing import Any, Final
 from gateway.model import Entity, RawMessage
 from gateway.runtime.db import Database
 
-STAGES = ("translation", "validation", "routing", "sink")
+STAGES = ("translation", "validation", "routing", "sink", "intervention")
 """Where in the pipeline a dead letter was made."""
 
 

@@ -27,9 +27,10 @@ import contextlib
 import heapq
 import logging
 import random
+import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -129,6 +130,8 @@ class Publisher:
         self.draining = False
         self.idle = asyncio.Event()
         self.latest: dict[tuple[str, str], dict[str, float]] = {}
+        self.on_published: Callable[[sqlite3.Connection, str, list[tuple[str, str, str]]], None] | None = None
+        """Called in the commit's transaction with (entity id, type, source) of what was published."""
         db.create(LATEST_SCHEMA)
         for tenant, entity_id, attr, observed in db.conn.execute(
             "SELECT tenant, entity_id, attr, observed FROM latest WHERE sink = ?", (sink.name,)
@@ -415,6 +418,10 @@ class Publisher:
                             updates.append((self.sink.name, tenant, entity_id, name, observed))
                 conn.executemany("INSERT OR REPLACE INTO latest(sink, tenant, entity_id, attr, observed)"
                                  " VALUES (?,?,?,?,?)", updates)
+                if self.on_published is not None:
+                    done = set(done_ids)
+                    self.on_published(conn, tenant, [(e["id"], str(e.get("type", "")), owners[e["id"]][0].source)
+                                                     for e in entities if e["id"] in done])
             self._forget(done_rows)
             self.published += len(done_ids)
             self.metrics.entities_out.inc(len(done_ids), sink=self.sink.name)

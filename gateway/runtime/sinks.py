@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol, cast
@@ -102,6 +102,8 @@ class EmbeddedSink:
         self.context = context
         self.late_readings = "temporal"
         """Readings older than the current state go to the store's temporal history only."""
+        self.observers: list[Callable[[str, Sequence[Entity]], Awaitable[None]]] = []
+        """Called with the entities each upsert wrote (the rules engine); they never raise."""
 
     async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
         """Upsert through ``store.upsert(tenant, entities, mode="update")``."""
@@ -113,6 +115,10 @@ class EmbeddedSink:
         for err in result.errors:
             etype, detail = err.error.type, err.error.detail or str(err.error)
             failed[err.entity_id] = (f"{etype}: {detail}" if etype else detail, _is_permanent(etype))
+        if self.observers:
+            written = [e for e in entities if e.get("id") not in failed]
+            for observer in self.observers:
+                await observer(tenant, written)
         return SinkResult(failed)
 
     async def append_history(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:

@@ -17,7 +17,9 @@ from aiohttp import web
 
 from gateway.contract import Adapter, Simulator, adapter_logger, instantiate
 from gateway.model import RawMessage
+from gateway.rules.engine import RulesEngine
 from gateway.runtime.archive import RawArchive
+from gateway.runtime.commands import Commands
 from gateway.runtime.config import GatewayConfig, SourceConfig, source_config
 from gateway.runtime.db import Database
 from gateway.runtime.deadletters import DeadLetters
@@ -55,8 +57,12 @@ class Runtime:
     sources: dict[str, Supervised] = field(default_factory=dict)
     """Supervised sources by name (enabled ones, once started)."""
     simulators: list[Simulator] = field(default_factory=list)
+    rules: RulesEngine | None = None
+    """The rules engine, when rules are configured (set when the runtime starts)."""
     started_at: float = field(default_factory=time.time)
     ready: bool = False
+    commands: Commands | None = None
+    """Commands back to the field (:mod:`gateway.runtime.commands`); None without the embedded store."""
 
     @property
     def embedded_store(self) -> Storage:

@@ -674,7 +674,7 @@ async def federated_write(
     settings = request.config_dict[SETTINGS_KEY]
     if request.can_read_body and length is not None and 0 < length <= settings.max_body_bytes:
         try:
-            raw = await request.content.readexactly(length)
+            raw = request.get(http.BODY_KEY) or await request.content.readexactly(length)  # already read (commands)
         except Exception:  # IncompleteReadError, connection reset: the local handler answers it
             return await handler(request)
         request[http.BODY_KEY] = raw
@@ -801,7 +801,7 @@ async def federated_batch(
     if not docs or not request.can_read_body or length is None or not 0 < length <= settings.max_body_bytes:
         return await handler(request)
     try:
-        raw = await request.content.readexactly(length)
+        raw = request.get(http.BODY_KEY) or await request.content.readexactly(length)  # already read (commands)
     except Exception:  # IncompleteReadError, connection reset: the local handler answers it
         return await handler(request)
     request[http.BODY_KEY] = raw

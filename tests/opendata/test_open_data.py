@@ -270,6 +270,38 @@ def test_cli_open_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "/version" in capsys.readouterr().err
 
 
+def test_export_open_data_is_the_same_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`jonction export --open-data` writes what `jonction open-data` writes, and refuses what cannot apply."""
+    import asyncio
+
+    async def fill() -> None:
+        store = await open_storage(tmp_path / "data" / "store.sqlite", gc_tuning=False)
+        for tenant, items in entities().items():
+            await store.upsert(tenant, items)
+        await store.close()
+
+    (tmp_path / "data").mkdir()
+    asyncio.run(fill())
+    policy = tmp_path / "sharing.yaml"
+    policy.write_text(POLICY, encoding="utf-8")
+    by_alias, by_command = tmp_path / "alias", tmp_path / "command"
+    assert main(["export", "--open-data", "--data", str(tmp_path / "data"), "--sharing", str(policy),
+                 "--out", str(by_alias), "--licence", "odbl"]) == 0
+    assert main(["open-data", "--data", str(tmp_path / "data"), "--sharing", str(policy),
+                 "--out", str(by_command), "--licence", "odbl"]) == 0
+    capsys.readouterr()
+    names = sorted(p.name for p in by_alias.iterdir())
+    assert names == sorted(p.name for p in by_command.iterdir()) and "catalog.jsonld" in names
+    for name in names:
+        if name.endswith((".geojson", ".csv")):
+            assert (by_alias / name).read_bytes() == (by_command / name).read_bytes(), name
+    assert main(["export", "--open-data", "--data", str(tmp_path / "data"), "--out", str(by_alias)]) == 2
+    assert "--open-data needs --sharing" in capsys.readouterr().err
+    assert main(["export", "--open-data", "--data", str(tmp_path / "data"), "--sharing", str(policy),
+                 "--type", "ParkingSpot", "--out", str(by_alias)]) == 2
+    assert "--type cannot narrow it" in capsys.readouterr().err
+
+
 async def test_the_gateway_exports_on_a_schedule(tmp_path: Path) -> None:
     from tests.runtime.support import FakeAdapter, config, eventually, running
 

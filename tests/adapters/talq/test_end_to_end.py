@@ -22,7 +22,7 @@ async def test_devices_and_log_reports_reach_the_store_and_a_dimming_command_rou
               "config": {"http": {"listen": {"host": "127.0.0.1", "port": cms_port, "path": "/talq"}},
                          "gateway": {"url": f"http://127.0.0.1:{gw_port}/talq"}}}
     gw = create({"cms_url": f"http://127.0.0.1:{cms_port}/talq", "port": gw_port, "lamps": 12, "interval": 0.2})
-    async with running(config(tmp_path, sources=[source]), adapters={"talq": TalqAdapter}) as (_, app):
+    async with running(config(tmp_path, sources=[source]), adapters={"talq": TalqAdapter}) as (base, app):
         rt = app[RUNTIME]
         await eventually(lambda: rt.sources["talq"].status.state == "running", what="source running")
         adapter: Any = rt.sources["talq"].adapter
@@ -61,6 +61,18 @@ async def test_devices_and_log_reports_reach_the_store_and_a_dimming_command_rou
             dimmed = await eventually(lambda: having(lamp_id, "illuminanceLevel", 0.3),
                                       what="the lamp reporting its new level")
             assert dimmed
+
+            # the same through the NGSI-LD API: a write of dimmingLevel is a command (runtime's framework)
+            link = ('<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"; '
+                    'type="application/ld+json"')
+            async with aiohttp.ClientSession() as http, http.post(
+                    f"{base}/ngsi-ld/v1/entities/{lamp_id}/attrs", headers={"Link": link},
+                    json={"dimmingLevel": {"type": "Property", "value": 70}}) as resp:
+                assert resp.status == 204, await resp.text()
+            done = await eventually(lambda: having(lamp_id, "dimmingLevelCommand", "acknowledged"),
+                                    what="the command acknowledged on the entity")
+            assert done["dimmingLevelCommand"]["requestedValue"]["value"] == 70
+            await eventually(lambda: having(lamp_id, "illuminanceLevel", 0.7), what="the lamp at 70 %")
 
             # a bad log report: 400 naming the pointer, and a dead letter
             src = f"{gw.lamps[1].address}/lampMonitor1"

@@ -171,7 +171,7 @@ async def test_an_unreachable_gateway_is_a_failure_worth_retrying_and_a_refusal_
         assert wrong["status"] == "failed" and wrong["retry"] is False
     finally:
         await gw.stop()
-    assert adapter.command_attributes()["Streetlight"] == ["powerState", "dimmingLevel", "illuminanceLevel"]
+    assert adapter.command_attributes()["Streetlight"] == ["powerState", "dimmingLevel"]
 
 
 async def test_a_bad_payload_is_400_naming_its_pointer_and_is_emitted_for_the_dead_letters(

@@ -1,0 +1,1 @@
+"""Rules and interventions: conditions over published entities open Alerts and call maintenance systems."""
