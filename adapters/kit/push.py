@@ -26,6 +26,7 @@ import asyncio
 import hmac
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -124,11 +125,14 @@ class PushReceiver:
         self.started = asyncio.Event()
         """Set once the site listens; ``bound_port`` is then the real port (for port 0)."""
         self.bound_port: int | None = None
+        self.ssl_context: ssl.SSLContext | None = None
+        """Set before serving to listen with TLS (https)."""
 
     @property
     def url(self) -> str:
         """``http://host:port/path`` once listening, else ""."""
-        return f"http://{self.host}:{self.bound_port}{self.path}" if self.bound_port is not None else ""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.bound_port}{self.path}" if self.bound_port is not None else ""
 
     def check_exposure(self, authenticated: bool) -> None:
         """Refuse to listen beyond loopback without authentication."""
@@ -190,7 +194,8 @@ class PushReceiver:
         try:
             await runner.setup()
             # Workers of one gateway share the port (``jonction run --workers``): SO_REUSEPORT.
-            await web.TCPSite(runner, self.host, self.port, reuse_port=SHARED_PORTS.get() or None).start()
+            await web.TCPSite(runner, self.host, self.port, reuse_port=SHARED_PORTS.get() or None,
+                              ssl_context=self.ssl_context).start()
             addresses = runner.addresses
             self.bound_port = int(addresses[0][1]) if addresses else self.port
             self.started.set()

@@ -95,7 +95,12 @@ def demo_notes(cfg: GatewayConfig) -> list[str]:
             notes.append(f"  a page: curl -s -H 'Authorization: Bearer <access_token>' '{url}?pagina=1&tamano=50'"
                          " > page.json")
         listen = (src.config.get("http") or {}).get("listen") if isinstance(src.config.get("http"), dict) else None
-        if isinstance(listen, dict) and listen.get("port"):
+        gateway = src.config.get("gateway")
+        if src.adapter == "talq" and isinstance(listen, dict) and isinstance(gateway, dict):
+            notes.append(f"TALQ CMS API ({src.name}): the simulated TALQ gateway posts to "
+                         f"http://{listen.get('host', '127.0.0.1')}:{listen.get('port')}{listen.get('path', '/talq')}; "
+                         f"its gateway API: {gateway.get('url')}")
+        elif isinstance(listen, dict) and listen.get("port"):
             notes.append(f"uplinks ({src.name}): the simulated network server posts to "
                          f"http://{listen.get('host', '127.0.0.1')}:{listen['port']}{listen.get('path', '/')}")
     return notes

@@ -26,6 +26,8 @@ def expected_types() -> list[str]:
     sims = {ep.name for ep in metadata.entry_points(group="jonction.simulators")}
     if "chirpstack_v4" in discover() and "lorawan" in sims:
         types += ["WasteContainer", "AirQualityObserved"]
+    if "talq" in discover() and "talq" in sims:
+        types += ["StreetlightControlCabinet"]  # the TALQ lighting network (its lamps are Streetlights too)
     return types
 
 
