@@ -31,6 +31,7 @@ from aiohttp import web
 
 from adapters.kit.payload import ParsedBodies, load_json
 from adapters.kit.push import Authenticate, BodyTooLarge, PushReceiver, header_token
+from adapters.talq.calendar import calendar_for
 from adapters.talq.gateway_api import GatewayClient, GatewayError
 from adapters.talq.translate import device_context, translate
 from gateway.contract import Emit, Manifest, load_config_schema
@@ -170,10 +171,10 @@ class TalqAdapter:
 
     def command_attributes(self) -> dict[str, list[str]]:
         """Entity type -> the attributes a command can write through the TALQ gateway API."""
-        return {"Streetlight": list(_COMMANDABLE), "StreetlightGroup": list(_COMMANDABLE)}
+        return {"Streetlight": list(_COMMANDABLE), "StreetlightGroup": [*_COMMANDABLE, "switchingOnHours"]}
 
     async def send_command(self, command: Mapping[str, Any]) -> dict[str, Any]:
-        """Send one command to the gateway (an override command); the outcome as a plain dict."""
+        """Send one command to the gateway (an override, or a group calendar); the outcome as a plain dict."""
         if self.gateway is None:
             return {"status": "failed", "detail": "no gateway configured for this source", "retry": False}
         entity_type = str(command.get("entity_type", ""))
@@ -184,6 +185,8 @@ class TalqAdapter:
         if not entity_id.startswith(prefix):
             return {"status": "failed", "detail": f"entity id {entity_id!r} is not a TALQ {entity_type}",
                     "retry": False}
+        if entity_type == "StreetlightGroup" and command.get("attribute") == "switchingOnHours":
+            return await self._send_calendar(entity_id[len(prefix):], command)
         try:
             level = command_level(str(command.get("attribute", "")), command.get("value"))
         except ValueError as exc:
@@ -197,6 +200,27 @@ class TalqAdapter:
         if status == 201:
             return {"status": "acknowledged", "detail": f"gateway applied level {level} %", "retry": False}
         return {"status": "sent", "detail": f"gateway accepted level {level} % (202)", "retry": False}
+
+    async def _send_calendar(self, group: str, command: Mapping[str, Any]) -> dict[str, Any]:
+        """A group's ``switchingOnHours``: its control programs and calendar stored on the gateway, then assigned."""
+        assert self.gateway is not None
+        try:
+            programs, calendar = calendar_for(group, command.get("value"), self.gateway.cms_address)
+        except ValueError as exc:
+            return {"status": "failed", "detail": str(exc), "retry": False}
+        try:
+            # programs first: the calendar's rules name them; every step is idempotent, so a retry redoes all
+            await self.gateway.store("control-programs", programs)
+            await self.gateway.store("calendars", [calendar])
+            status = await self.gateway.assign({"resource": "calendars", "address": calendar["id"]},
+                                               [{"resource": "groups", "address": group}],
+                                               ref=str(command.get("id", "")))
+        except GatewayError as exc:
+            return {"status": "failed", "detail": str(exc), "retry": exc.retry}
+        detail = f"calendar {calendar['id']} ({len(programs)} control program(s)) assigned to group {group}"
+        if status == 201:
+            return {"status": "acknowledged", "detail": detail, "retry": False}
+        return {"status": "sent", "detail": detail + " (202)", "retry": False}
 
     # ------------------------------------------------------------------ the CMS API
 

@@ -4,7 +4,8 @@ Every request carries TALQ's ``talq-api-version`` header and the ``clientAddress
 address) query parameter; writes also carry a fresh ``talqRequestId``. Commands are override
 commands (``POST /override-commands``: a ``LevelState`` for devices or groups), attribute writes
 (``PATCH /devices/{deviceAddress}/{functionId}/{attributeName}``) and assignments
-(``POST /assign-commands``, e.g. a calendar to a group).
+(``POST /assign-commands``, e.g. a calendar to a group), after the calendar and its control programs
+are created or updated (``POST``, then ``PUT`` on 409, of ``/calendars`` and ``/control-programs``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import aiohttp
@@ -138,8 +139,20 @@ class GatewayClient:
         status, _ = await self.request("POST", "/override-commands", body, write=True)
         return status
 
-    async def assign(self, entity: Mapping[str, str], addresses: list[Mapping[str, str]]) -> int:
+    async def store(self, collection: str, items: Sequence[Mapping[str, Any]]) -> int:
+        """Create ``items`` in ``/calendars`` or ``/control-programs`` (POST), or update them (PUT) if they exist."""
+        try:
+            status, _ = await self.request("POST", f"/{collection}", [dict(i) for i in items], write=True)
+        except GatewayError as exc:
+            if exc.status != 409:  # 409: already there (an earlier command or a retry): update instead
+                raise
+            status, _ = await self.request("PUT", f"/{collection}", [dict(i) for i in items], write=True)
+        return status
+
+    async def assign(self, entity: Mapping[str, str], addresses: list[Mapping[str, str]], *, ref: str = "") -> int:
         """POST /assign-commands: assign an entity (e.g. a calendar) to devices or groups; the status."""
-        body = {"addresses": [dict(a) for a in addresses], "entity": dict(entity)}
+        body: dict[str, Any] = {"addresses": [dict(a) for a in addresses], "entity": dict(entity)}
+        if ref:
+            body["cmsRefId"] = ref
         status, _ = await self.request("POST", "/assign-commands", body, write=True)
         return status

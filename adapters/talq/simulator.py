@@ -5,8 +5,10 @@ registers its devices (``POST /devices``; the CMS reads the group back), then po
 (``POST /log-reports``) every ``interval`` seconds; as a server it answers the gateway API a CMS
 calls (``/devices``, ``/groups``, ``/calendars``, ``/control-programs``, ``/services``,
 ``POST /override-commands``, ``PATCH /devices/{deviceAddress}/{functionId}/{attributeName}``,
-``POST /assign-commands``), so that a command round-trips: an override changes the level the lamp
-reports next. Lamps follow a night dimming schedule (100 % in the evening, 50 % after 23:00, 80 %
+``POST /assign-commands``, ``POST``/``PUT`` of ``/calendars`` and ``/control-programs``), so that a
+command round-trips: an override changes the level the lamp reports next, and a calendar assigned to
+the group (its ``ControlProgramOne`` fixed-time controls) sets the levels of the following nights. Lamps
+without either follow a night dimming schedule (100 % in the evening, 50 % after 23:00, 80 %
 before dawn, off by day), their energy counters grow with the light they give, one lamp in eleven
 has failed and the fourth fails now and then (one report in 20) and recovers.
 """
@@ -68,6 +70,7 @@ class Lamp:
     hours: float
     failed: bool
     override: int | None = None
+    calendar: str | None = None
 
     @property
     def address(self) -> str:
@@ -122,6 +125,10 @@ class SimulatedGateway:
         self._task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self.registered = asyncio.Event()
+        self.calendars: dict[str, dict[str, Any]] = {}
+        """Calendars the CMS created, by id."""
+        self.programs: dict[str, dict[str, Any]] = {}
+        """Control programs the CMS created, by id."""
 
     # ------------------------------------------------------------------ model
 
@@ -129,7 +136,34 @@ class SimulatedGateway:
         """The level a lamp gives now: 0 when failed, else an override or the night schedule."""
         if lamp.failed:
             return 0
-        return lamp.override if lamp.override is not None else night_level(now)
+        if lamp.override is not None:
+            return lamp.override
+        scheduled = self.calendar_level(lamp.calendar, now) if lamp.calendar else None
+        return night_level(now) if scheduled is None else scheduled
+
+    def calendar_level(self, calendar_id: str, now: float) -> int | None:
+        """The level a calendar's first matching rule sets at ``now`` (Paris time); None when no rule applies."""
+        calendar = self.calendars.get(calendar_id)
+        if calendar is None:
+            return None
+        local = datetime.fromtimestamp(now, tz=PARIS)
+        day, month_day = local.strftime("%Y-%m-%d"), local.strftime("--%m-%d")
+        program_id = calendar.get("defaultProgram")
+        for rule in calendar.get("rules") or []:
+            start, end = str(rule.get("startDate", "--01-01")), str(rule.get("endDate", "--12-31"))
+            today = month_day if start.startswith("--") else day
+            inside = start <= today <= end if start <= end else (today >= start or today <= end)
+            if inside:
+                program_id = rule.get("program")
+                break
+        program = self.programs.get(str(program_id))
+        controls = sorted((str(c["startTime"]), int(c["command"]["state"]["value"]))
+                          for c in (program or {}).get("fixedTimeControls") or [])
+        if not controls:
+            return None
+        clock = local.strftime("%H:%M:%S")
+        earlier = [level for start, level in controls if start <= clock]
+        return earlier[-1] if earlier else controls[-1][1]  # before the first control: the last one of the day
 
     def advance(self, now: float) -> None:
         """Grow the energy and burning-hour counters by the time since the last report."""
@@ -294,9 +328,9 @@ class SimulatedGateway:
         lists: dict[str, Any] = {
             "devices": self.devices(), "groups": self.groups(),
             "calendars": [{"id": address("calendar-1"), "ownerCMS": self.cms_address or address("cms"),
-                           "defaultProgram": address("program-night")}],
+                           "defaultProgram": address("program-night")}, *self.calendars.values()],
             "control-programs": [{"type": "TimeControlProgram", "id": address("program-night"),
-                                  "ownerCMS": self.cms_address or address("cms")}],
+                                  "ownerCMS": self.cms_address or address("cms")}, *self.programs.values()],
             "services": [{"name": "ControlService"}, {"name": "DataCollectService"},
                          {"name": "GroupManagementService"}],
         }
@@ -353,12 +387,54 @@ class SimulatedGateway:
         self.stats["commands"] += 1
         return self._answer(request, 200)
 
+    async def _store(self, request: web.Request) -> web.Response:
+        """POST (create, 409 if one exists) or PUT (update, 404 if one is missing) calendars or control programs."""
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        what = request.path.rstrip("/").rsplit("/", 1)[-1]
+        kept = self.calendars if what == "calendars" else self.programs
+        try:
+            body = await request.json()
+            if not isinstance(body, list) or not all(isinstance(i, Mapping) and isinstance(i.get("id"), str)
+                                                     for i in body):
+                raise ValueError("an array of objects with an id is expected")
+        except ValueError as exc:
+            return self._answer(request, 400, [{"key": "payloadError", "references": [
+                {"address": {"resource": what, "address": "/"}, "tag": str(exc)}]}])
+        self._keep(self.received, (request.method, f"/{what}", body))
+        clash = [i["id"] for i in body if (i["id"] in kept) == (request.method == "POST")]
+        if clash:
+            return self._answer(request, 409 if request.method == "POST" else 404, [
+                {"key": "resourceConflict" if request.method == "POST" else "resourceNotFound",
+                 "references": [{"address": {"resource": what, "address": clash[0]}}]}])
+        for item in body:
+            kept[item["id"]] = dict(item)
+        return self._answer(request, 201 if request.method == "POST" else 200, body)  # the OAS: the items
+
     async def _assign(self, request: web.Request) -> web.Response:
         refused = self._refused(request)
         if refused is not None:
             return refused
         body = await request.json()
         self._keep(self.received, ("POST", "/assign-commands", body))
+        entity = body.get("entity") if isinstance(body, Mapping) else None
+        if isinstance(entity, Mapping) and entity.get("resource") == "calendars":
+            calendar = str(entity.get("address") or "") or None  # no address: de-assign
+            if calendar == address("calendar-1"):  # the built-in night schedule
+                calendar = None
+            elif calendar is not None and calendar not in self.calendars:
+                return self._answer(request, 422, [{"key": "relatedResourceNotFound", "references": [
+                    {"address": {"resource": "calendars", "address": calendar}}]}])
+            by_address = {lamp.address: lamp for lamp in self.lamps}
+            for target in body.get("addresses") or []:
+                if not isinstance(target, Mapping):
+                    continue
+                chosen = (self.lamps if target.get("resource") == "groups" and target.get("address") == self.group
+                          else [by_address[target["address"]]] if target.get("address") in by_address else [])
+                for lamp in chosen:  # the calendar takes over from an earlier override
+                    lamp.calendar, lamp.override = calendar, None
+            self.stats["commands"] += 1
         return self._answer(request, 201)
 
     # ------------------------------------------------------------------ lifecycle
@@ -372,6 +448,9 @@ class SimulatedGateway:
             app.router.add_get(f"/talq/{what}", self._get_list)
         app.router.add_post("/talq/override-commands", self._override)
         app.router.add_post("/talq/assign-commands", self._assign)
+        for what in ("calendars", "control-programs"):
+            app.router.add_post(f"/talq/{what}", self._store)
+            app.router.add_put(f"/talq/{what}", self._store)
         app.router.add_patch("/talq/devices/{device}/{function}/{attribute}", self._patch_attribute)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

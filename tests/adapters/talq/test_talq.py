@@ -14,7 +14,7 @@ import pytest
 
 from adapters.talq import TalqAdapter, command_level
 from adapters.talq.gateway_api import GatewayError
-from adapters.talq.simulator import SimulatedGateway, create
+from adapters.talq.simulator import SimulatedGateway, address, create
 from adapters.talq.translate import translate
 from gateway.errors import TranslationError
 from gateway.model import RawMessage
@@ -267,7 +267,7 @@ async def test_every_request_and_answer_of_both_interfaces_follows_the_published
                                                            "reason": "override"}}
         written = await client.write_attribute(gw.lamps[2].address, "lampActuator1", "targetLightCommand", attribute)
         assert written == 200
-        assert await client.assign({"resource": "calendars", "address": "cal-1"},
+        assert await client.assign({"resource": "calendars", "address": address("calendar-1")},
                                    [{"resource": "groups", "address": gw.group}]) == 201
         with pytest.raises(GatewayError):
             await client.override("devices", "8d3c6d0e-7f55-4b5e-8a0c-000000000000", 10)
