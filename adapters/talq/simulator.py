@@ -71,6 +71,8 @@ class Lamp:
     failed: bool
     override: int | None = None
     calendar: str | None = None
+    switches: int = 0
+    lit: bool = False
 
     @property
     def address(self) -> str:
@@ -238,6 +240,11 @@ class SimulatedGateway:
             add(lamp.address, "lampMonitor1", "activeEnergy", attr("AttributeFloat", round(lamp.energy_kwh, 3), when))
             add(lamp.address, "lampMonitor1", "operatingHours", attr("AttributeFloat", round(lamp.hours, 2), when))
             add(lamp.address, "lampMonitor1", "lampFailure", attr("AttributeBoolean", lamp.failed, when))
+            if level > 0 and not lamp.lit:  # an OFF -> ON cycle
+                lamp.switches += 1
+            lamp.lit = level > 0
+            add(lamp.address, "lampMonitor1", "switchOnCounter",
+                attr("AttributeInteger", 3650 + 2 * lamp.index + lamp.switches, when))
         add(self.cabinet, "meter1", "totalPower", attr("AttributeFloat", round(total_w / 1000, 3), when))
         add(self.cabinet, "meter1", "totalActiveEnergy", attr("AttributeFloat", round(self.cabinet_energy, 2), when))
         add(self.cabinet, "meter1", "frequency", attr("AttributeFloat", 50.0, when))

@@ -137,8 +137,39 @@ _ATTRIBUTE_MAP: Final[Mapping[tuple[str, str], Conv]] = {
     ("TrafficCounterFunction", "roadUserNumber"): _num("intensity", None),
     ("TrafficCounterFunction", "averageSpeed"): _num("averageVehicleSpeed", "KMH"),
 }
-# Only attributes the models define are produced (jonction's outputs are strict-clean): operatingHours,
-# switchOnCounter, photocellOutput, cabinetDoorOpen and containerFull have no home in them yet.
+# Only attributes the models define are produced (jonction's outputs are strict-clean): photocellOutput,
+# cabinetDoorOpen and containerFull have no home in them yet. A lamp's counters have no attribute on
+# Streetlight: each becomes a DeviceMeasurement of its own (the Smart Data Models way), see _COUNTERS.
+
+_COUNTERS: Final[Mapping[str, tuple[str, str]]] = {
+    "operatingHours": ("burningHours", "HUR"),  # hours, UN/CEFACT HUR
+    "switchOnCounter": ("switchingCycles", "C62"),  # a count, UN/CEFACT C62 ("one")
+}
+"""LampMonitorFunction counters -> (DeviceMeasurement controlledProperty, UN/CEFACT unit code)."""
+
+
+def _counter(device: str, name: str, value: Any, where: str, ctx: Mapping[str, Any], when: str | None) -> Entity:
+    """One lamp counter as a DeviceMeasurement ``urn:ngsi-ld:DeviceMeasurement:<device>:<counter>``."""
+    number: float = _number(value, where)
+    if number < 0:
+        raise TranslationError(f"{name} is a counter: it cannot be negative", where)
+    controlled, unit = _COUNTERS[name]
+    if isinstance(value, int):  # a switch counter stays an integer
+        number = int(value)
+    try:
+        built = entity("DeviceMeasurement", urn("DeviceMeasurement", f"{device}:{controlled}"),
+                       location=_location(ctx, device))
+    except ModelError as exc:
+        raise TranslationError(str(exc), "") from None
+    built["numValue"] = prop(number, unit=unit, observed_at=when)
+    built["unit"] = prop(unit)
+    built["measurementType"] = prop("cumulative")
+    built["controlledProperty"] = prop(controlled)
+    built["deviceType"] = prop("Streetlight")
+    built["refDevice"] = rel(urn("Streetlight", device))
+    if when is not None:
+        built["dateObserved"] = prop(when)
+    return built
 
 
 def entity_type_of(function_types: list[str] | tuple[str, ...]) -> str | None:
@@ -356,6 +387,10 @@ def _log_report(body: Any, ctx: Mapping[str, Any]) -> list[Entity]:
             raise TranslationError(f"unknown device {device!r} (register it with POST /devices first)",
                                    f"{where}/srcAddress")
         function_type = (known.get("functions") or {}).get(function_id, "")
+        if function_type == "LampMonitorFunction" and name in _COUNTERS and "value" in value:
+            counter = _counter(device, name, value["value"], value_pointer, ctx, when)
+            built[f"{device}\0{name}"] = counter  # after the lamp's own entity, keyed apart from it
+            continue
         conv = _ATTRIBUTE_MAP.get((function_type, name))
         gas = (known.get("gases") or {}).get(function_id)
         if function_type == "GasSensorFunction" and name == "gasConcentration" and isinstance(gas, str) \
