@@ -19,7 +19,7 @@ from tests.runtime.support import config, eventually, running
 NIGHT = 1733180400.0  # 2024-12-02 23:00 UTC: midnight in Paris
 LINK = ('<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"; '
         'type="application/ld+json"')
-WINTER = [{"from": "--11-01", "to": "--02-28", "hours": "Mo-Su 22:00-06:00", "dimmingLevel": 25},
+WINTER: list[dict[str, Any]] = [{"from": "--11-01", "to": "--02-28", "hours": "Mo-Su 22:00-06:00", "dimmingLevel": 25},
           {"from": "--03-01", "to": "--10-31", "hours": "21:30-23:00,05:00-06:30"}]
 
 

@@ -9,6 +9,7 @@ import aiohttp
 
 from adapters.talq import TalqAdapter
 from adapters.talq.simulator import create
+from gateway.runtime.commands import Commands
 from gateway.runtime.state import RUNTIME
 from tests.conftest import free_port
 from tests.runtime.support import config, eventually, running
@@ -23,6 +24,13 @@ def _config(tmp: Path, cms_port: int, gw_port: int) -> Any:
                          "gateway": {"url": f"http://127.0.0.1:{gw_port}/talq", "timeout": 5},
                          "state_dir": str(tmp / "talq-state")}}
     return config(tmp, sources=[source])
+
+
+def _commands(app: Any) -> Commands:
+    """The running gateway's commands (the embedded store is on in these tests)."""
+    commands = app[RUNTIME].commands
+    assert commands is not None
+    return commands
 
 
 async def _entity(app: Any, entity_id: str, attribute: str, value: Any = None) -> Any:
@@ -48,8 +56,7 @@ async def test_gateway_down_then_a_restart_then_back_delivers_the_dimming_exactl
                 f"{base}/ngsi-ld/v1/entities/{lamp_id}/attrs", headers={"Link": LINK},
                 json={"dimmingLevel": {"type": "Property", "value": 35}}) as resp:
             assert resp.status == 204, await resp.text()
-        commands = app[RUNTIME].commands
-        assert commands is not None
+        commands = _commands(app)
         await eventually(lambda: commands.listing()[0]["attempts"] >= 2, what="retries while the gateway is down")
         listed = commands.listing()
         assert len(listed) == 1 and listed[0]["status"] == "pending"
@@ -69,8 +76,7 @@ async def test_gateway_down_then_a_restart_then_back_delivers_the_dimming_exactl
             assert done["dimmingLevelCommand"]["commandId"]["value"] == cid
             await eventually(lambda: _entity(app, lamp_id, "illuminanceLevel", 0.35),
                              what="the lamp reporting 35 %")
-            commands = app[RUNTIME].commands
-            assert commands is not None
+            commands = _commands(app)
             assert [(c["id"], c["status"]) for c in commands.listing()] == [(cid, "acknowledged")]
             overrides = [body for method, path, body in back.received if path == "/override-commands"]
             assert back.stats["commands"] == 1 and len(overrides) == 1, "delivered exactly once"
