@@ -439,12 +439,11 @@ async def test_a_rule_for_one_tenant_writes_its_alert_in_that_tenant_only(tmp_pa
         assert await rt.embedded_store.get("", call["alert"]) is None
 
 
-CLOSE = {"url": "http://127.0.0.1:{port}/work-orders/${workOrderId}/close",
-         "body": {"status": "closed", "resolution": "${closedBy}", "alert": "${alertId}"}}
-
-
 def closing(gmao: FakeGmao, **extra: Any) -> dict[str, Any]:
-    return targets(gmao.url, close={**CLOSE, "url": CLOSE["url"].replace("{port}", str(gmao.port))}, **extra)
+    """The GMAO target with its close call (the order id in the path, the reason in the body)."""
+    close = {"url": f"{gmao.url}/work-orders/${{workOrderId}}/close",
+             "body": {"status": "closed", "resolution": "${closedBy}", "alert": "${alertId}"}}
+    return targets(gmao.url, close=close, **extra)
 
 
 async def test_a_cleared_condition_closes_its_work_order_once_across_restarts(tmp_path: Path, gmao: FakeGmao) -> None:
@@ -489,7 +488,7 @@ async def test_a_cleared_condition_closes_its_work_order_once_across_restarts(tm
 async def test_a_refused_close_call_ends_as_a_dead_letter_on_the_alert(tmp_path: Path, gmao: FakeGmao) -> None:
     gmao.refuse_close = 409
     rules = {"tick": 0.05, "targets": closing(gmao), "rules": [{**FULL_BIN, "for": 0}]}
-    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (_, app):
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (base, app):
         rt = app[RUNTIME]
         await publish(app, [bin_reading(0.95, 1)])
         await eventually(lambda: [c for c in engine(app).calls() if c["state"] == "polling"], what="sent")
@@ -506,6 +505,12 @@ async def test_a_refused_close_call_ends_as_a_dead_letter_on_the_alert(tmp_path:
 
         text = await eventually(lambda: _failed(failure), what="the failure on the alert")
         assert text.startswith("failed: gmao: HTTP 409")
+        # The order unlocked: replaying the dead letter sends the close call again, and it closes the order.
+        gmao.refuse_close = None
+        async with rt.http.post(f"{base}/admin/deadletters/{letter.id}/replay") as resp:
+            assert resp.status == 200
+        await eventually(lambda: gmao.orders["WO-0001"]["status"] == "closed", what="the order closed on replay")
+        assert len(gmao.closes) == 2 and len(gmao.posts) == 1
 
 
 def test_a_close_call_on_an_open311_target_is_refused(tmp_path: Path) -> None:
