@@ -435,10 +435,10 @@ class RulesEngine:
                 return True
         return False
 
-    def _cleared(self, alert: str) -> bool:
-        """True when ``alert`` is no longer open because its condition cleared (not closed by a work order)."""
-        row = self.db.conn.execute("SELECT phase FROM rule_state WHERE alert=?", (alert,)).fetchone()
-        return row is not None and row[0] == "idle"
+    def _cleared(self, rule: str, tenant: str, entity: str, alert: str) -> bool:
+        """True when ``alert`` closed because its condition cleared (not open, not closed by its work order)."""
+        state = self._state(rule, tenant, entity)
+        return state is not None and state[0] in ("idle", "holding") and state[3] == alert
 
     def _current(self, call_id: int) -> str | None:
         row = self.db.conn.execute("SELECT state FROM rule_calls WHERE id=?", (call_id,)).fetchone()
@@ -472,24 +472,24 @@ class RulesEngine:
         answer: Answer = await send(self.http, target, fields, action)
         attempts += 1
         async with self._lock:
-            await self._answered(rule, target, call_id, alert, action, tenant, attempts, now, answer)
+            await self._answered(rule, target, call_id, alert, action, tenant, entity, attempts, now, answer)
 
     async def _answered(self, rule: Rule, target: Target, call_id: int, alert: str, action: str, tenant: str,
-                        attempts: int, now: float, answer: Answer) -> None:
+                        entity: str, attempts: int, now: float, answer: Answer) -> None:
         rule_id, target_name = rule.id, target.name
         if answer.ok:
-            # Sent while its alert closed (the call was cancelled meanwhile): recorded, not polled.
-            current = self._current(call_id)
+            # Sent while its alert closed (cancelled meanwhile, or a dead letter replayed after): recorded, not
+            # polled, and its work order closed when the condition cleared.
+            cleared = action == "open" and self._cleared(rule_id, tenant, entity, alert)
             polling = (action == "open" and target.poll_url is not None and answer.remote_id is not None
-                       and current == "pending")
+                       and self._current(call_id) == "pending" and not cleared)
             with self.db.transaction() as conn:
                 conn.execute("UPDATE rule_calls SET state=?, attempts=?, sent_at=?, next_at=?,"
                              " remote_id=COALESCE(?, remote_id), remote_status=COALESCE(?, remote_status), answer=NULL"
                              " WHERE id=?",
                              ("polling" if polling else "done", attempts, now, now + target.poll_every_s,
                               answer.remote_id, answer.remote_status, call_id))
-                if action == "open" and current == "cancelled" and self._cleared(alert):
-                    # The condition cleared while this work order was being created: close it as well.
+                if cleared:
                     self._queue_closes(conn, alert, now, target_name)
             log.info("intervention sent", extra={"rule": rule_id, "target": target_name, "alert": alert,
                                                  "remote_id": answer.remote_id})

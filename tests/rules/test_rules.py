@@ -557,3 +557,21 @@ async def test_the_per_rule_rate_limit_holds_calls_back(tmp_path: Path, gmao: Fa
         assert sorted(c["state"] for c in engine(app).calls()) == ["pending", "polling"]
         await engine(app).tick(time.time() + 3601)
         assert len(gmao.posts) == 2
+
+
+async def test_a_work_order_created_after_its_alert_cleared_is_closed_too(tmp_path: Path, gmao: FakeGmao) -> None:
+    gmao.refuse = 400
+    rules = {"tick": 0.05, "targets": closing(gmao), "rules": [{**FULL_BIN, "for": 0}]}
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (base, app):
+        rt = app[RUNTIME]
+        await publish(app, [bin_reading(0.95, 1)])
+        [letter] = await eventually(lambda: rt.deadletters.list(stage="intervention"), what="the dead letter")
+        await publish(app, [bin_reading(0.1, 0)])  # cleared: no work order, nothing to close
+        [alert] = await alerts(app)
+        assert value(alert, "closedBy") == "conditionCleared" and gmao.closes == []
+        gmao.refuse = None
+        async with rt.http.post(f"{base}/admin/deadletters/{letter.id}/replay") as resp:
+            assert resp.status == 200
+        # The replayed call creates the order for an alert already closed: it is closed at once.
+        await eventually(lambda: len(gmao.closes) == 1, what="the close call")
+        assert gmao.orders["WO-0001"]["status"] == "closed" and len(gmao.orders) == 1
