@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlencode
 
 import yaml
 
@@ -70,6 +71,10 @@ class Target:
     retries: int = 3
     backoff_s: float = 5.0
     timeout_s: float = 10.0
+    close_method: str = "POST"
+    close_url: str | None = None
+    """The call closing the work order when the condition clears (webhook); None sends none."""
+    close_body: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +155,25 @@ def parse(document: Any, *, base: Path, where: str = "") -> RuleSet:
         if t["kind"] == "open311" and not t.get("service_code"):
             problems.append(f"{at}/service_code: an open311 target needs the service_code to request")
         poll = t.get("poll", {})
+        poll_url = poll.get("url")
+        if t["kind"] == "open311" and poll_url is None:
+            # GeoReport v2: GET {base}/requests/{service_request_id}.json next to POST {base}/requests.json.
+            base = t["url"].split("?", 1)[0].rsplit("/", 1)[0]
+            poll_url = f"{base}/requests/${{workOrderId}}.json"
+            if t.get("jurisdiction_id"):
+                poll_url += "?" + urlencode({"jurisdiction_id": t["jurisdiction_id"]})
+        elif "poll" in t and poll_url is None:
+            problems.append(f"{at}/poll/url: a webhook target polls the url given here (it may name ${{workOrderId}})")
+        if t["kind"] == "open311" and "close" in t:
+            problems.append(f"{at}/close: GeoReport v2 has no call to close a request; only a webhook closes")
+        close = t.get("close", {})
         targets[name] = Target(
             name, t["kind"], t["url"], t.get("method", "POST"), "form" if t["kind"] == "open311" else
             t.get("format", "json"), headers, t.get("body"), t.get("id_field", "id"), t.get("status_field", "status"),
-            poll.get("url"), seconds(poll.get("every"), 300.0), tuple(poll.get("closed", ("closed",))),
+            poll_url, seconds(poll.get("every"), 300.0), tuple(poll.get("closed", ("closed",))),
             t.get("service_code", ""), t.get("jurisdiction_id"), api_key, _rate(t.get("rate_limit")),
-            int(t.get("retries", 3)), seconds(t.get("backoff"), 5.0), seconds(t.get("timeout"), 10.0))
+            int(t.get("retries", 3)), seconds(t.get("backoff"), 5.0), seconds(t.get("timeout"), 10.0),
+            close.get("method", "POST"), close.get("url"), close.get("body"))
     rules: list[Rule] = []
     seen: set[str] = set()
     for index, r in enumerate(document["rules"]):

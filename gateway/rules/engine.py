@@ -123,6 +123,11 @@ def entity_vars(entity: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _closed_by(target: Target) -> str:
+    """The ``closedBy`` of an alert its target closed: a work order, or an Open311 service request."""
+    return "serviceRequestClosed" if target.kind == "open311" else "workOrderClosed"
+
+
 class RulesEngine:
     """Evaluates rules over entities and drives their interventions (one instance per gateway)."""
 
@@ -325,9 +330,27 @@ class RulesEngine:
             conn.execute("UPDATE rule_calls SET state='cancelled' WHERE alert=? AND state='pending' AND action='open'",
                          (alert,))
             conn.execute("UPDATE rule_calls SET state='done' WHERE alert=? AND state='polling'", (alert,))
+            if reason == "conditionCleared":
+                # The work orders this alert opened are closed too, once each (the unique key), in the same
+                # transaction as the phase: a restart finds the close call pending, never lost nor doubled.
+                self._queue_closes(conn, alert, at)
         await self._refresh(tenant, alert)
+        self._wake.set()
         log.info("alert closed", extra={"rule": rule.id, "tenant": tenant, "entity": entity, "alert": alert,
                                         "reason": reason})
+
+    def _queue_closes(self, conn: Any, alert: str, at: float, target: str | None = None) -> None:
+        """Queue the close call of each work order opened for ``alert`` whose target declares one."""
+        closing = [name for name, spec in self.ruleset.targets.items()
+                   if spec.close_url is not None and (target is None or name == target)]
+        if not closing:
+            return
+        marks = ",".join("?" * len(closing))
+        conn.execute(
+            "INSERT OR IGNORE INTO rule_calls(rule, tenant, entity, alert, target, action, state, next_at, created,"
+            " remote_id) SELECT rule, tenant, entity, alert, target, 'close', 'pending', ?, ?, remote_id FROM"
+            f" rule_calls WHERE alert=? AND action='open' AND state='done' AND remote_id IS NOT NULL AND target IN"
+            f" ({marks})", (at, at, alert, *closing))
 
     def _fields(self, rule: Rule, tenant: str, entity: str, alert: str, at: float) -> dict[str, Any]:
         fields = self._vars(rule.id, tenant, entity)
@@ -412,6 +435,11 @@ class RulesEngine:
                 return True
         return False
 
+    def _cleared(self, rule: str, tenant: str, entity: str, alert: str) -> bool:
+        """True when ``alert`` closed because its condition cleared (not open, not closed by its work order)."""
+        state = self._state(rule, tenant, entity)
+        return state is not None and state[0] in ("idle", "holding") and state[3] == alert
+
     def _current(self, call_id: int) -> str | None:
         row = self.db.conn.execute("SELECT state FROM rule_calls WHERE id=?", (call_id,)).fetchone()
         return None if row is None else str(row[0])
@@ -434,28 +462,35 @@ class RulesEngine:
                                  " WHERE id=? AND state='polling'",
                                  ("polling" if still_open else "done", now + target.poll_every_s, status, call_id))
                 if still_open and status is not None and status in target.closed:
-                    await self._close(rule, tenant, entity, now, "workOrderClosed", next_phase="resolved")
+                    await self._close(rule, tenant, entity, now, _closed_by(target), next_phase="resolved")
             return
         if self._limited(rule, target, now):
             return  # waits its turn: the next tick tries again
         fields = self._fields(rule, tenant, entity, alert, now)
-        answer: Answer = await send(self.http, target, fields)
+        if action == "close":
+            fields.update({"workOrderId": remote_id or "", "closedBy": "conditionCleared"})
+        answer: Answer = await send(self.http, target, fields, action)
         attempts += 1
         async with self._lock:
-            await self._answered(rule, target, call_id, alert, action, tenant, attempts, now, answer)
+            await self._answered(rule, target, call_id, alert, action, tenant, entity, attempts, now, answer)
 
     async def _answered(self, rule: Rule, target: Target, call_id: int, alert: str, action: str, tenant: str,
-                        attempts: int, now: float, answer: Answer) -> None:
+                        entity: str, attempts: int, now: float, answer: Answer) -> None:
         rule_id, target_name = rule.id, target.name
         if answer.ok:
-            # Sent while its alert closed (the call was cancelled meanwhile): recorded, not polled.
-            polling = (target.poll_url is not None and answer.remote_id is not None
-                       and self._current(call_id) == "pending")
+            # Sent while its alert closed (cancelled meanwhile, or a dead letter replayed after): recorded, not
+            # polled, and its work order closed when the condition cleared.
+            cleared = action == "open" and self._cleared(rule_id, tenant, entity, alert)
+            polling = (action == "open" and target.poll_url is not None and answer.remote_id is not None
+                       and self._current(call_id) == "pending" and not cleared)
             with self.db.transaction() as conn:
-                conn.execute("UPDATE rule_calls SET state=?, attempts=?, sent_at=?, next_at=?, remote_id=?,"
-                             " remote_status=?, answer=NULL WHERE id=?",
+                conn.execute("UPDATE rule_calls SET state=?, attempts=?, sent_at=?, next_at=?,"
+                             " remote_id=COALESCE(?, remote_id), remote_status=COALESCE(?, remote_status), answer=NULL"
+                             " WHERE id=?",
                              ("polling" if polling else "done", attempts, now, now + target.poll_every_s,
                               answer.remote_id, answer.remote_status, call_id))
+                if cleared:
+                    self._queue_closes(conn, alert, now, target_name)
             log.info("intervention sent", extra={"rule": rule_id, "target": target_name, "alert": alert,
                                                  "remote_id": answer.remote_id})
         elif answer.retry and attempts <= target.retries:
@@ -503,7 +538,7 @@ class RulesEngine:
             rule, spec = self.rules.get(rule_id), self.ruleset.targets.get(target)
             if (rule is not None and spec is not None and status in spec.closed
                     and self._is_open(rule_id, tenant, entity, alert)):
-                await self._close(rule, tenant, entity, time.time(), "workOrderClosed", next_phase="resolved")
+                await self._close(rule, tenant, entity, time.time(), _closed_by(spec), next_phase="resolved")
             else:
                 await self._refresh(tenant, alert)
         return True

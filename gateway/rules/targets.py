@@ -1,5 +1,8 @@
 """Calls to maintenance systems: a templated webhook (GMAO/CMMS) and Open311 GeoReport v2 ``POST requests``.
 
+A webhook may also declare the call that closes its work order; both kinds are polled for the
+remote status (Open311 through ``GET requests/{id}.json``).
+
 Each call returns an :class:`Answer`; it never raises for what the target says. 4xx (but 408 and
 429) is a refusal, 5xx and network errors are worth a retry. The request body kept with a refusal
 has the Open311 ``api_key`` removed; headers (which carry tokens) are never kept.
@@ -36,8 +39,13 @@ class Answer:
     content_type: str = "application/json"
 
 
-def _body(target: Target, fields: Mapping[str, Any]) -> tuple[bytes, bytes, str]:
+def _body(target: Target, fields: Mapping[str, Any], action: str = "open") -> tuple[bytes, bytes, str]:
     """The request body to send, the one to keep (no secret) and its media type."""
+    if action == "close":
+        template = target.close_body if target.close_body is not None else {
+            "status": "closed", "alert": "${alertId}", "reason": "${closedBy}"}
+        data = json.dumps(render(template, fields), ensure_ascii=False).encode()
+        return data, data, "application/json"
     if target.kind == "open311":
         form: dict[str, Any] = {"service_code": target.service_code, "lat": fields.get("lat", ""),
                                 "long": fields.get("long", ""), "description": fields.get("description", ""),
@@ -71,12 +79,17 @@ def _member(doc: Any, name: str) -> str | None:
     return None if node is None or isinstance(node, Mapping | list) else str(node)
 
 
-async def send(http: aiohttp.ClientSession, target: Target, fields: Mapping[str, Any]) -> Answer:
-    """Send the intervention to ``target``; the answer, never an exception for what the target says."""
-    data, kept, ctype = _body(target, fields)
+async def send(http: aiohttp.ClientSession, target: Target, fields: Mapping[str, Any],
+               action: str = "open") -> Answer:
+    """Send the intervention (``open``) or its closing (``close``) to ``target``; never raises for its answer."""
+    data, kept, ctype = _body(target, fields, action)
     headers = {"Content-Type": ctype, "Accept": "application/json", **target.headers}
+    method, url = target.method, target.url
+    if action == "close":
+        safe = quote(str(fields.get("workOrderId", "")), safe="")
+        method, url = target.close_method, str(render(target.close_url or "", {**fields, "workOrderId": safe}))
     try:
-        async with http.request(target.method, target.url, data=data, headers=headers,
+        async with http.request(method, url, data=data, headers=headers,
                                 timeout=aiohttp.ClientTimeout(total=target.timeout_s)) as resp:
             raw = await resp.content.read(MAX_ANSWER)
             status = resp.status
@@ -91,6 +104,8 @@ async def send(http: aiohttp.ClientSession, target: Target, fields: Mapping[str,
         doc: Any = json.loads(text) if text.strip() else {}
     except ValueError:
         doc = {}
+    if action == "close":
+        return Answer(True, remote_status=_member(doc, target.status_field), request=kept, content_type=ctype)
     if target.kind == "open311":
         # GeoReport v2 answers a list of one: service_request_id, or a token when the id comes later.
         first = doc[0] if isinstance(doc, list) and doc else doc
@@ -114,4 +129,8 @@ async def poll_status(http: aiohttp.ClientSession, target: Target, remote_id: st
             doc = json.loads(await resp.content.read(MAX_ANSWER))
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
         return None
+    if target.kind == "open311":
+        # GeoReport v2 GET requests/{id}.json answers a list of one request; its status is open or closed.
+        doc = doc[0] if isinstance(doc, list) and doc else doc
+        return _member(doc, "status")
     return _member(doc, target.status_field)

@@ -88,7 +88,9 @@ class Loopback:
 class FakeGmao(Loopback):
     """A GMAO work-order API: ``POST /work-orders`` → ``{"id", "status": "open"}``, ``GET /work-orders/{id}``.
 
-    It requires ``Authorization: Bearer <token>``; ``refuse`` makes it answer that status instead.
+    ``POST /work-orders/{id}/close`` closes one (``closes`` records each call, its body included).
+    It requires ``Authorization: Bearer <token>``; ``refuse`` makes it answer that status instead
+    (``refuse_close`` for the close call).
     """
 
     def __init__(self, token: str) -> None:
@@ -97,10 +99,26 @@ class FakeGmao(Loopback):
         self.orders: dict[str, dict[str, Any]] = {}
         self.posts: list[dict[str, Any]] = []
         self.refuse: int | None = None
+        self.refuse_close: int | None = None
+        self.closes: list[dict[str, Any]] = []
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/work-orders", self._create)
         app.router.add_get("/work-orders/{id}", self._read)
+        app.router.add_post("/work-orders/{id}/close", self._close)
+
+    async def _close(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        order = self.orders.get(request.match_info["id"])
+        body = await request.json()
+        self.closes.append({"id": request.match_info["id"], **body})
+        if self.refuse_close is not None:
+            return web.json_response({"error": "order locked", "code": "E_LOCKED"}, status=self.refuse_close)
+        if order is None:
+            return web.json_response({"error": "not found"}, status=404)
+        order["status"] = "closed"
+        return web.json_response({"id": order["id"], "status": "closed"})
 
     def _authorised(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bearer {self.token}"
@@ -127,16 +145,30 @@ class FakeGmao(Loopback):
 
 
 class FakeOpen311(Loopback):
-    """A GeoReport v2 endpoint: ``POST /requests.json`` (form) → ``[{"service_request_id", "service_notice"}]``."""
+    """A GeoReport v2 endpoint: ``POST /requests.json`` (form) → ``[{"service_request_id", "service_notice"}]``.
+
+    ``GET /requests/{id}.json`` answers ``[{"service_request_id", "status"}]`` from ``statuses`` (open at first).
+    """
 
     def __init__(self, api_key: str) -> None:
         super().__init__()
         self.api_key = api_key
         self.requests: list[dict[str, str]] = []
         self.refuse: int | None = None
+        self.statuses: dict[str, str] = {}
+        self.reads = 0
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/requests.json", self._post)
+        app.router.add_get("/requests/{file}", self._get)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        number = request.match_info["file"].removesuffix(".json")
+        if number not in self.statuses:
+            return web.json_response([{"code": 404, "description": "no such request"}], status=404)
+        self.reads += 1
+        return web.json_response([{"service_request_id": number, "status": self.statuses[number],
+                                   "service_code": "STL-01"}])
 
     async def _post(self, request: web.Request) -> web.Response:
         assert request.content_type == "application/x-www-form-urlencoded"
@@ -147,4 +179,5 @@ class FakeOpen311(Loopback):
             return web.json_response([{"code": 400, "description": "service_code 999 not found"}], status=self.refuse)
         self.requests.append(form)
         number = f"SR-{len(self.requests):05d}"
+        self.statuses[number] = "open"
         return web.json_response([{"service_request_id": number, "service_notice": "acknowledged"}], status=201)

@@ -106,10 +106,10 @@ async def publish(app: Any, entities: list[dict[str, Any]]) -> None:
 
 async def alerts(app: Any) -> list[dict[str, Any]]:
     store = app[RUNTIME].embedded_store
-    found = []
-    for alert_id in [c["alert"] for c in engine(app).calls()] + _state_alerts(app):
-        doc = await store.get("", alert_id)
-        if doc is not None and doc not in found:
+    found: list[dict[str, Any]] = []
+    for alert_id in dict.fromkeys([c["alert"] for c in engine(app).calls()] + _state_alerts(app)):
+        doc = await store.get("", alert_id)  # once per id: the Alert may change between two reads
+        if doc is not None:
             found.append(doc)
     return found
 
@@ -437,3 +437,141 @@ async def test_a_rule_for_one_tenant_writes_its_alert_in_that_tenant_only(tmp_pa
         assert call["tenant"] == "lyon" and call["entity"] == "urn:ngsi-ld:WasteContainer:bin-9"
         assert await rt.embedded_store.get("lyon", call["alert"]) is not None
         assert await rt.embedded_store.get("", call["alert"]) is None
+
+
+def closing(gmao: FakeGmao, **extra: Any) -> dict[str, Any]:
+    """The GMAO target with its close call (the order id in the path, the reason in the body)."""
+    close = {"url": f"{gmao.url}/work-orders/${{workOrderId}}/close",
+             "body": {"status": "closed", "resolution": "${closedBy}", "alert": "${alertId}"}}
+    return targets(gmao.url, close=close, **extra)
+
+
+async def test_a_cleared_condition_closes_its_work_order_once_across_restarts(tmp_path: Path, gmao: FakeGmao) -> None:
+    rules = {"tick": 0.05, "targets": closing(gmao, poll={"url": f"{gmao.url}/work-orders/${{workOrderId}}",
+                                                          "every": "1h"}),
+             "rules": [{**FULL_BIN, "for": 0}]}
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (_, app):
+        await publish(app, [bin_reading(0.95, 1)])
+        await eventually(lambda: len(gmao.orders) == 1, what="the work order")
+        await eventually(lambda: [c for c in engine(app).calls() if c["state"] == "polling"], what="sent")
+        await publish(app, [bin_reading(0.1, 0)])  # emptied: the condition clears
+        await eventually(lambda: len(gmao.closes) == 1, what="the close call")
+        [alert] = await alerts(app)
+        assert gmao.closes[0] == {"id": "WO-0001", "status": "closed", "resolution": "conditionCleared",
+                                  "alert": alert["id"]}
+        assert gmao.orders["WO-0001"]["status"] == "closed"
+
+        async def closed_item() -> Any:
+            items = await _interventions(app, alert["id"])
+            done = [i for i in items or [] if i["action"] == "close" and i["state"] == "done"]
+            return done or None
+
+        [item] = await eventually(closed_item, what="the close call on the alert")
+        assert item["workOrderId"] == "WO-0001" and item["status"] == "closed"
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (_, app):
+        await publish(app, [bin_reading(0.1, 0)])
+        for _ in range(3):
+            await engine(app).tick()
+        assert len(gmao.closes) == 1 and len(gmao.posts) == 1
+        # Full again, then closed by the GMAO itself: that Alert closes and no close call goes out.
+        await publish(app, [bin_reading(0.97, 0)])
+        await eventually(lambda: len(gmao.orders) == 2, what="the second work order")
+        await eventually(lambda: [c for c in engine(app).calls() if c["state"] == "polling"], what="sent again")
+        assert await engine(app).work_order_status("gmao", "WO-0002", "closed")
+        for _ in range(3):
+            await engine(app).tick()
+        assert len(gmao.closes) == 1
+        actions = sorted((c["remote_id"], c["action"], c["state"]) for c in engine(app).calls())
+        assert actions == [("WO-0001", "close", "done"), ("WO-0001", "open", "done"), ("WO-0002", "open", "done")]
+
+
+async def test_a_refused_close_call_ends_as_a_dead_letter_on_the_alert(tmp_path: Path, gmao: FakeGmao) -> None:
+    gmao.refuse_close = 409
+    rules = {"tick": 0.05, "targets": closing(gmao), "rules": [{**FULL_BIN, "for": 0}]}
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (base, app):
+        rt = app[RUNTIME]
+        await publish(app, [bin_reading(0.95, 1)])
+        await eventually(lambda: [c for c in engine(app).calls() if c["state"] == "polling"], what="sent")
+        await publish(app, [bin_reading(0.1, 0)])
+        [letter] = await eventually(lambda: rt.deadletters.list(stage="intervention"), what="the dead letter")
+        assert "close call" in letter.reason and "E_LOCKED" in letter.reason and TOKEN not in letter.reason
+        assert len(gmao.closes) == 1
+        [alert] = await alerts(app)
+        assert value(alert, "closedBy") == "conditionCleared"
+
+        async def failure() -> Any:
+            doc = await rt.embedded_store.get("", alert["id"])
+            return value(doc, "interventionStatus") if doc is not None else None
+
+        text = await eventually(lambda: _failed(failure), what="the failure on the alert")
+        assert text.startswith("failed: gmao: HTTP 409")
+        # The order unlocked: replaying the dead letter sends the close call again, and it closes the order.
+        gmao.refuse_close = None
+        async with rt.http.post(f"{base}/admin/deadletters/{letter.id}/replay") as resp:
+            assert resp.status == 200
+        await eventually(lambda: gmao.orders["WO-0001"]["status"] == "closed", what="the order closed on replay")
+        assert len(gmao.closes) == 2 and len(gmao.posts) == 1
+
+
+def test_a_close_call_on_an_open311_target_is_refused(tmp_path: Path) -> None:
+    rules = {"targets": {"city": {"kind": "open311", "url": "http://127.0.0.1:9/requests.json", "api_key": "k",
+                                  "service_code": "S", "close": {"url": "http://127.0.0.1:9/x"}}},
+             "rules": [LAMP_OUT]}
+    with pytest.raises(ConfigInvalid) as err:
+        config(tmp_path, rules)
+    assert any("/rules/targets/city/close" in p for p in err.value.problems), err.value.problems
+
+
+async def test_a_closed_open311_request_closes_its_alert(
+        tmp_path: Path, gmao: FakeGmao, open311: FakeOpen311) -> None:
+    city = {**targets(gmao.url, open311.url)["city"], "poll": {"every": 0.05}}
+    rules = {"tick": 0.05, "targets": {"city": city}, "rules": [LAMP_OUT]}
+    lamp = {"id": LAMP, "type": "Streetlight", "status": {"type": "Property", "value": "defectiveLamp"},
+            "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [4.8357, 45.764]}}}
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (_, app):
+        await publish(app, [lamp])
+        await eventually(lambda: open311.reads >= 1, what="the request status read back")
+        [alert] = await alerts(app)
+        assert value(alert, "alertStatus") == "open"
+        open311.statuses["SR-00001"] = "closed"  # the back office closed the request
+
+        async def closed() -> bool:
+            [doc] = await alerts(app)
+            return value(doc, "closedBy") == "serviceRequestClosed"
+
+        await eventually(closed, what="the alert closed by its service request")
+        await publish(app, [lamp])  # still out: no new request while the closed one stands
+        await engine(app).tick()
+        assert len(open311.requests) == 1 and len(await alerts(app)) == 1
+
+
+async def test_the_per_rule_rate_limit_holds_calls_back(tmp_path: Path, gmao: FakeGmao) -> None:
+    rules = {"tick": 0.05, "targets": targets(gmao.url),
+             "rules": [{**FULL_BIN, "for": 0, "rate_limit": {"max": 1, "per": "1h"}}]}
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (_, app):
+        await publish(app, [bin_reading(0.95, 0, "bin-1"), bin_reading(0.95, 0, "bin-2")])
+        await eventually(lambda: len(gmao.posts) == 1, what="the first work order")
+        for _ in range(3):
+            await engine(app).tick()
+        assert len(gmao.posts) == 1
+        assert sorted(c["state"] for c in engine(app).calls()) == ["pending", "polling"]
+        await engine(app).tick(time.time() + 3601)
+        assert len(gmao.posts) == 2
+
+
+async def test_a_work_order_created_after_its_alert_cleared_is_closed_too(tmp_path: Path, gmao: FakeGmao) -> None:
+    gmao.refuse = 400
+    rules = {"tick": 0.05, "targets": closing(gmao), "rules": [{**FULL_BIN, "for": 0}]}
+    async with running(config(tmp_path, rules), {"pass": PassAdapter}) as (base, app):
+        rt = app[RUNTIME]
+        await publish(app, [bin_reading(0.95, 1)])
+        [letter] = await eventually(lambda: rt.deadletters.list(stage="intervention"), what="the dead letter")
+        await publish(app, [bin_reading(0.1, 0)])  # cleared: no work order, nothing to close
+        [alert] = await alerts(app)
+        assert value(alert, "closedBy") == "conditionCleared" and gmao.closes == []
+        gmao.refuse = None
+        async with rt.http.post(f"{base}/admin/deadletters/{letter.id}/replay") as resp:
+            assert resp.status == 200
+        # The replayed call creates the order for an alert already closed: it is closed at once.
+        await eventually(lambda: len(gmao.closes) == 1, what="the close call")
+        assert gmao.orders["WO-0001"]["status"] == "closed" and len(gmao.orders) == 1
