@@ -137,9 +137,10 @@ _ATTRIBUTE_MAP: Final[Mapping[tuple[str, str], Conv]] = {
     ("TrafficCounterFunction", "roadUserNumber"): _num("intensity", None),
     ("TrafficCounterFunction", "averageSpeed"): _num("averageVehicleSpeed", "KMH"),
 }
-# Only attributes the models define are produced (jonction's outputs are strict-clean): photocellOutput,
-# cabinetDoorOpen and containerFull have no home in them yet. A lamp's counters have no attribute on
-# Streetlight: each becomes a DeviceMeasurement of its own (the Smart Data Models way), see _COUNTERS.
+# Only attributes the models define are produced (jonction's outputs are strict-clean); containerFull
+# has no home in them yet. A lamp's counters, the photocell's output and the cabinet's door and
+# leakage events have no attribute on Streetlight or StreetlightControlCabinet: each becomes a
+# DeviceMeasurement of its own (the Smart Data Models way), see _COUNTERS and _STATES.
 
 _COUNTERS: Final[Mapping[str, tuple[str, str]]] = {
     "operatingHours": ("burningHours", "HUR"),  # hours, UN/CEFACT HUR
@@ -167,6 +168,43 @@ def _counter(device: str, name: str, value: Any, where: str, ctx: Mapping[str, A
     built["controlledProperty"] = prop(controlled)
     built["deviceType"] = prop("Streetlight")
     built["refDevice"] = rel(urn("Streetlight", device))
+    if when is not None:
+        built["dateObserved"] = prop(when)
+    return built
+
+
+_STATES: Final[Mapping[tuple[str, str], tuple[str, str, str]]] = {
+    # (function, attribute or event) -> (controlledProperty, textValue when true/ON, when false/OFF)
+    ("PhotocellFunction", "photocellOutput"): ("photocellOutput", "on", "off"),
+    ("PhotocellFunction", "photocellOutputOn"): ("photocellOutput", "on", "off"),
+    ("CabinetMonitorFunction", "cabinetDoorOpen"): ("cabinetDoor", "open", "closed"),
+    ("CabinetMonitorFunction", "leakageDetected"): ("earthLeakage", "detected", "none"),
+}
+"""Two-state signals (an AttributeBinary ON/OFF, an AttributeBoolean, or an event's start/end) kept as
+a DeviceMeasurement ``textValue``: the photocell's output (ON: the light fell below its on level),
+the cabinet's door and its earth-leakage fault."""
+
+
+def _state(device: str, entity_type: str | None, key: tuple[str, str], value: Any, where: str,
+           ctx: Mapping[str, Any], when: str | None) -> Entity:
+    """One two-state signal as a DeviceMeasurement ``urn:ngsi-ld:DeviceMeasurement:<device>:<property>``."""
+    controlled, on, off = _STATES[key]
+    if isinstance(value, bool):
+        state = value
+    elif value in ("ON", "OFF"):
+        state = value == "ON"
+    else:
+        raise TranslationError("a two-state value is ON/OFF (AttributeBinary) or a boolean", where)
+    try:
+        built = entity("DeviceMeasurement", urn("DeviceMeasurement", f"{device}:{controlled}"),
+                       location=_location(ctx, device))
+    except ModelError as exc:
+        raise TranslationError(str(exc), "") from None
+    built["textValue"] = prop(on if state else off, observed_at=when)
+    built["measurementType"] = prop("instantaneous")
+    built["controlledProperty"] = prop(controlled)
+    built["deviceType"] = prop(entity_type or key[0])
+    built["refDevice"] = rel(urn(entity_type or "Device", device))
     if when is not None:
         built["dateObserved"] = prop(when)
     return built
@@ -390,6 +428,11 @@ def _log_report(body: Any, ctx: Mapping[str, Any]) -> list[Entity]:
         if function_type == "LampMonitorFunction" and name in _COUNTERS and "value" in value:
             counter = _counter(device, name, value["value"], value_pointer, ctx, when)
             built[f"{device}\0{name}"] = counter  # after the lamp's own entity, keyed apart from it
+            continue
+        if (function_type, name) in _STATES and "value" in value:
+            owner_type = entity_type_of(tuple((known.get("functions") or {}).values()))
+            signal = _state(device, owner_type, (function_type, name), value["value"], value_pointer, ctx, when)
+            built[f"{device}\0{_STATES[(function_type, name)][0]}"] = signal
             continue
         conv = _ATTRIBUTE_MAP.get((function_type, name))
         gas = (known.get("gases") or {}).get(function_id)

@@ -29,8 +29,11 @@ def _measurements(gw: Any, moment: float) -> dict[str, dict[str, Any]]:
 def test_each_lamp_has_a_burning_hours_and_a_switching_cycles_measurement_strict_clean() -> None:
     gw = create({"lamps": 3, "clock": lambda: DAY})
     gw.log_report(DAY)  # by day: every lamp off
-    found = _measurements(gw, NIGHT)
+    measured = _measurements(gw, NIGHT)
+    found = {k: v for k, v in measured.items() if v["measurementType"]["value"] == "cumulative"}
     assert len(found) == 6, "two counters per lamp, none for the cabinet"
+    states = [v["controlledProperty"]["value"] for v in measured.values() if v not in found.values()]
+    assert states == ["cabinetDoor"], "the cabinet's door is a two-state measurement"
     lamp = gw.lamps[1]
     hours = found[f"urn:ngsi-ld:DeviceMeasurement:{lamp.address}:burningHours"]
     cycles = found[f"urn:ngsi-ld:DeviceMeasurement:{lamp.address}:switchingCycles"]
@@ -59,4 +62,47 @@ def test_a_bad_counter_is_refused_with_its_pointer(value: Any, reason: str) -> N
                                   "attributeValue": {"type": "AttributeInteger", "value": value}}}]}
     with pytest.raises(TranslationError, match=reason) as caught:
         translate("log-reports", body, _context(gw))
+    assert caught.value.pointer == "/entries/0/data/attributeValue/value"
+
+
+PHOTOCELL = {"address": "photocell-quai", "name": "Cellule quai du Lez", "class": "Photocell",
+             "functions": [{"id": "photocell1", "type": "PhotocellFunction"},
+                           {"id": "location1", "type": "LocationSensorFunction",
+                            "location": {"type": "AttributeLocation",
+                                         "value": {"latitude": 43.6031, "longitude": 3.8951}}}]}
+
+
+def _report(*entries: dict[str, Any]) -> dict[str, Any]:
+    return {"entries": [{"data": e} for e in entries]}
+
+
+def test_photocell_output_and_cabinet_events_are_two_state_measurements_strict_clean() -> None:
+    gw = create({"lamps": 1})
+    cabinet = next(d for d in gw.devices() if d["class"] == "LightingCabinet")
+    devices = {d["address"]: device_context(d) for d in (*gw.devices(), PHOTOCELL)}
+    context = json.dumps({"devices": devices, "links_by_device": {}, "default_location": None, "gateway": gw.address})
+    body = _report(
+        {"type": "AttributeLogData", "srcAddress": "photocell-quai/photocell1", "attributeName": "photocellOutput",
+         "attributeValue": {"type": "AttributeBinary", "value": "ON", "timestamp": "2024-12-02T16:41:00Z"}},
+        {"type": "EventLogData", "srcAddress": f"{cabinet['address']}/cabinetMonitor1", "eventType": "cabinetDoorOpen",
+         "startEndFlag": True, "timestamp": "2024-12-02T16:45:00Z"},
+        {"type": "EventLogData", "srcAddress": f"{cabinet['address']}/cabinetMonitor1", "eventType": "leakageDetected",
+         "startEndFlag": False, "timestamp": "2024-12-02T16:45:00Z"},
+    )
+    found = {e["id"]: e for e in translate("log-reports", body, context)}
+    photocell = found["urn:ngsi-ld:DeviceMeasurement:photocell-quai:photocellOutput"]
+    assert photocell["textValue"]["value"] == "on" and photocell["dateObserved"]["value"] == "2024-12-02T16:41:00Z"
+    assert photocell["location"]["value"]["coordinates"] == [3.8951, 43.6031]
+    door = found[f"urn:ngsi-ld:DeviceMeasurement:{cabinet['address']}:cabinetDoor"]
+    assert door["textValue"]["value"] == "open"
+    assert door["refDevice"]["object"] == f"urn:ngsi-ld:StreetlightControlCabinet:{cabinet['address']}"
+    leak = found[f"urn:ngsi-ld:DeviceMeasurement:{cabinet['address']}:earthLeakage"]
+    assert leak["textValue"]["value"] == "none" and leak["controlledProperty"]["value"] == "earthLeakage"
+    for item in (photocell, door, leak):
+        verdict = validate(item, strict=True)
+        assert verdict.valid, verdict.errors
+    bad = _report({"type": "AttributeLogData", "srcAddress": "photocell-quai/photocell1",
+                   "attributeName": "photocellOutput", "attributeValue": {"type": "AttributeBinary", "value": "DIM"}})
+    with pytest.raises(TranslationError, match="ON/OFF") as caught:
+        translate("log-reports", bad, context)
     assert caught.value.pointer == "/entries/0/data/attributeValue/value"

@@ -306,8 +306,8 @@ async def test_the_device_registry_survives_a_restart(tmp_path: Path) -> None:
             await adapter.stop()
             await asyncio.wait_for(task, 10)
         entities = adapter.to_entities(emit.messages[-1])
-        kinds = sorted(e["type"] for e in entities)  # 3 lamps and their 2 counters each, and the cabinet
-        assert kinds == ["DeviceMeasurement"] * 6 + ["Streetlight"] * 3 + ["StreetlightControlCabinet"]
+        kinds = sorted(e["type"] for e in entities)  # 3 lamps and their 2 counters each, the cabinet and its door
+        assert kinds == ["DeviceMeasurement"] * 7 + ["Streetlight"] * 3 + ["StreetlightControlCabinet"]
         assert all(validate(e).valid for e in entities)
     assert answers == [201, 201, 201]
 
