@@ -19,7 +19,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, cast
 from urllib.parse import quote, urlencode
 
@@ -33,6 +33,7 @@ from gateway.store.problems import NgsiError, bad_request
 from gateway.store.records import RegistrationRecords
 from gateway.store.settings import CONTEXTS_KEY, STORAGE_KEY
 from gateway.store.subscriptions import delivery
+from gateway.store.subscriptions.handlers import require_future_expiry
 from gateway.store.subscriptions.parsing import STATS, Subscription, build, now, redacted_view, unredacted
 
 log = logging.getLogger("jonction.store.csource_subscriptions")
@@ -380,18 +381,6 @@ def _body_context(ngsi: http.NgsiContext, body: http.Body) -> list[jsonld.Contex
     return None
 
 
-def _future(body: Mapping[str, Any]) -> None:
-    value = body.get("expiresAt")
-    if value is None:
-        return
-    try:
-        instant = model.parse_time(model.utc_time(value))
-    except (model.ModelError, TypeError, ValueError):
-        return  # parse() names the malformed member
-    if instant <= datetime.now(UTC):
-        raise bad_request("/expiresAt: must be a DateTime in the future")
-
-
 async def _lookup(request: web.Request, ngsi: http.NgsiContext, sub_id: str) -> CsourceSubscription:
     text = await _records(request).get(ngsi.tenant, sub_id)
     if text is None:
@@ -415,7 +404,7 @@ async def create_csource_subscription(request: web.Request) -> web.Response:
     if not isinstance(body.data, Mapping):
         raise bad_request("the body must be one subscription (a JSON object)")
     entries = _body_context(ngsi, body) or []
-    _future(body.data)
+    require_future_expiry(body.data)
     csub = parse(body.data, ngsi.tenant, entries, ngsi.contexts)
     records = _records(request)
     if len(await records.load(ngsi.tenant)) >= MAX_PER_TENANT:
@@ -502,7 +491,7 @@ async def _update(
         current.pop(name, None)
     if "notification" in current:
         current["notification"] = {k: v for k, v in current["notification"].items() if k not in (*STATS, "status")}
-    _future(fragment)
+    require_future_expiry(fragment)
     merged = {k: v for k, v in {**current, **fragment}.items() if v is not None}
     updated = parse(merged, ngsi.tenant, entries, ngsi.contexts, created_at=csub.sub.created_at, stats=csub.sub.stats)
     records = _records(request)

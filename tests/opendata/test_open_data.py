@@ -241,7 +241,8 @@ async def test_dcat_ap_catalogue(storage: Any, policies: sharing.Policies, tmp_p
                 dct + "modified", dcat + "distribution"} <= set(ds)
 
 
-def test_cli_open_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _filled_store(tmp_path: Path) -> Path:
+    """A SQLite store in ``tmp_path/data`` holding :func:`entities`; returns the policy file written beside it."""
     import asyncio
 
     async def fill() -> None:
@@ -254,6 +255,11 @@ def test_cli_open_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     asyncio.run(fill())
     policy = tmp_path / "sharing.yaml"
     policy.write_text(POLICY, encoding="utf-8")
+    return policy
+
+
+def test_cli_open_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = _filled_store(tmp_path)
     out = tmp_path / "open"
     code = main(["open-data", "--data", str(tmp_path / "data"), "--sharing", str(policy), "--out", str(out),
                  "--licence", "odbl", "--publisher", "Syndicat du Lez"])
@@ -272,18 +278,7 @@ def test_cli_open_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_export_open_data_is_the_same_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`jonction export --open-data` writes what `jonction open-data` writes, and refuses what cannot apply."""
-    import asyncio
-
-    async def fill() -> None:
-        store = await open_storage(tmp_path / "data" / "store.sqlite", gc_tuning=False)
-        for tenant, items in entities().items():
-            await store.upsert(tenant, items)
-        await store.close()
-
-    (tmp_path / "data").mkdir()
-    asyncio.run(fill())
-    policy = tmp_path / "sharing.yaml"
-    policy.write_text(POLICY, encoding="utf-8")
+    policy = _filled_store(tmp_path)
     by_alias, by_command = tmp_path / "alias", tmp_path / "command"
     assert main(["export", "--open-data", "--data", str(tmp_path / "data"), "--sharing", str(policy),
                  "--out", str(by_alias), "--licence", "odbl"]) == 0

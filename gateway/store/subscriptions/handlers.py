@@ -29,8 +29,8 @@ def _options(request: web.Request, allowed: frozenset[str]) -> set[str]:
     return given
 
 
-def _future(body: Mapping[str, Any]) -> None:
-    """§5.8.1, §5.8.2: an expiresAt given by the client must lie in the future."""
+def require_future_expiry(body: Mapping[str, Any]) -> None:
+    """§5.8.1, §5.8.2 (and §5.11 for context source subscriptions): a client's expiresAt must lie in the future."""
     value = body.get("expiresAt")
     if value is None:
         return
@@ -91,7 +91,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     if not isinstance(body.data, Mapping):
         raise bad_request("the body must be one subscription (a JSON object)")
     entries = _body_context(ngsi, body) or []
-    _future(body.data)
+    require_future_expiry(body.data)
     sub = build(body.data, ngsi.tenant, entries, ngsi.contexts)
     if (ngsi.tenant, sub.id) in notifier.subs:
         raise NgsiError("AlreadyExists", f"subscription {sub.id} already exists")
@@ -174,7 +174,7 @@ async def update_subscription(request: web.Request) -> web.Response:
         }
     # §5.8.2: a member of the fragment replaces the stored one whole (a notification without an
     # endpoint is invalid, as it would be on creation); null removes an optional member
-    _future(fragment)
+    require_future_expiry(fragment)
     merged = {k: v for k, v in {**current, **fragment}.items() if v is not None}
     updated = build(merged, ngsi.tenant, entries, ngsi.contexts, created_at=sub.created_at, stats=sub.stats)
     await notifier.add(updated)
