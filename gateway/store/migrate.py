@@ -28,6 +28,8 @@ from gateway.store.records import Change, Doc, Mutation
 _CHUNK = 2000
 """Entities per write transaction."""
 _HISTORY_CHUNK = 20_000
+_DOC_TABLES = ("subscriptions", "csource_registrations", "csource_subscriptions")
+"""Tables of one JSON document per (tenant, id), copied unchanged from PostgreSQL to SQLite."""
 """History rows per write transaction."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -330,24 +332,17 @@ async def _to_sqlite(source: str, path: Path) -> MigrationReport:
                             t.history += _write_sqlite_history(conn, rows)
                             rows = []
                     t.history += _write_sqlite_history(conn, rows)
-                subs = await pg.fetch("SELECT tenant, id, doc::text FROM subscriptions ORDER BY tenant, id")
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("INSERT INTO subscriptions (tenant, id, doc) VALUES (?, ?, ?)",
-                                 [tuple(r) for r in subs])
-                conn.execute("COMMIT")
-                report.subscriptions = len(subs)
-                regs = await pg.fetch("SELECT tenant, id, doc::text FROM csource_registrations ORDER BY tenant, id")
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("INSERT INTO csource_registrations (tenant, id, doc) VALUES (?, ?, ?)",
-                                 [tuple(r) for r in regs])
-                conn.execute("COMMIT")
-                report.registrations = len(regs)
-                csubs = await pg.fetch("SELECT tenant, id, doc::text FROM csource_subscriptions ORDER BY tenant, id")
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("INSERT INTO csource_subscriptions (tenant, id, doc) VALUES (?, ?, ?)",
-                                 [tuple(r) for r in csubs])
-                conn.execute("COMMIT")
-                report.csource_subscriptions = len(csubs)
+                copied: dict[str, int] = {}
+                for table in _DOC_TABLES:  # (tenant, id, doc) tables: copied as they are
+                    docs = await pg.fetch(f"SELECT tenant, id, doc::text FROM {table} ORDER BY tenant, id")
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.executemany(f"INSERT INTO {table} (tenant, id, doc) VALUES (?, ?, ?)",
+                                     [tuple(r) for r in docs])
+                    conn.execute("COMMIT")
+                    copied[table] = len(docs)
+                report.subscriptions = copied["subscriptions"]
+                report.registrations = copied["csource_registrations"]
+                report.csource_subscriptions = copied["csource_subscriptions"]
             finally:
                 conn.close()
     finally:
