@@ -1,8 +1,13 @@
 """Benchmark of the embedded NGSI-LD store: upsert throughput, query latency, memory.
 
-Usage: ``python bench/bench_store.py [N | --entities N] [--database URL] [--stages]``
+Usage: ``python bench/bench_store.py [N | --entities N] [--database URL] [--reuse] [--cluster-geo] [--stages]
+[--statements]``
 (or ``BENCH_STORE_N=N``; default 100000 entities; ``--database postgresql://…`` measures the PostgreSQL
-backend, whose database should be empty, default: SQLite in a temporary folder);
+backend, whose database should be empty, default: SQLite in a temporary folder; ``--reuse`` with
+``--database`` skips the writes and measures the queries over the N entities an earlier run left there,
+so that versions of the query code compare on the same data; ``--cluster-geo`` with a PostgreSQL
+database runs, before the queries, the step the README advises after a bulk load, ``CLUSTER geo USING
+geo_geom``, which puts the geometry boxes of one area on neighbouring pages);
 ``BENCH_STORE_DURABILITY=normal`` measures the Python upserts with ``synchronous=NORMAL`` (default full).
 Prints figures only (targets: upsert >= 20,000 entities/s, query p50 <= 20 ms, RSS <= 300 MB).
 Wall-clock rates depend on what else the machine runs; "entities per CPU-second" does not.
@@ -10,6 +15,8 @@ Every write also appends each attribute instance to the attribute history (same 
 ``--stages`` prints instead the Python CPU per entity of each stage of a batch upsert (expansion,
 mutation, read of the stored document, row preparation, history rows), best of 5 over 10,000
 entities: the figures behind the totals, without the database or the noise of a shared machine.
+``--statements`` (PostgreSQL) adds, per upsert phase, the server time per entity of each statement, from
+``pg_stat_statements`` (the server must preload it: ``shared_preload_libraries = 'pg_stat_statements'``).
 """
 
 from __future__ import annotations
@@ -67,6 +74,53 @@ async def _postmaster(url: str) -> int | None:
             return _proc_times(int(backend))[0]  # read while the backend lives
         except OSError:
             return None  # a server on another machine (or another pid namespace)
+    finally:
+        await conn.close()
+
+
+async def _backends(url: str) -> list[int]:
+    """The pids of the store's own connections (application_name "jonction store") on a local server."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = 'jonction store'")
+        return [int(r[0]) for r in rows]
+    finally:
+        await conn.close()
+
+
+def _cpu_of(pids: list[int]) -> dict[int, float]:
+    """CPU seconds each of some local processes used so far (those that exited are left out)."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            out[pid] = _proc_times(pid)[1] / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+async def _statements(url: str, reset: bool) -> list[tuple[float, int, str]] | None:
+    """(total ms, calls, statement) of the heaviest statements since the last reset (None: not available)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            if reset:
+                await conn.execute("SELECT pg_stat_statements_reset()")
+                return []
+            rows = await conn.fetch(
+                "SELECT total_exec_time, calls, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements "
+                "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC LIMIT 8"
+            )
+        except asyncpg.PostgresError as exc:
+            print(f"  (per-statement times not available: {exc})")
+            return None
+        return [(float(r[0]), int(r[1]), str(r[2])) for r in rows]
     finally:
         await conn.close()
 
@@ -162,7 +216,22 @@ def stages(n: int = 10_000) -> None:
     gc.unfreeze()
 
 
-async def main(n: int, database: str | None = None) -> None:
+async def _cluster_geo(url: str) -> None:
+    """``CLUSTER geo USING geo_geom`` and ``ANALYZE geo`` (the README's step after a bulk load), timed."""
+    import asyncpg  # only for a PostgreSQL run
+
+    conn = await asyncpg.connect(url)
+    try:
+        start = time.perf_counter()
+        await conn.execute("CLUSTER geo USING geo_geom")
+        await conn.execute("ANALYZE geo")
+        print(f"CLUSTER geo USING geo_geom + ANALYZE: {time.perf_counter() - start:.1f} s")
+    finally:
+        await conn.close()
+
+
+async def main(n: int, database: str | None = None, statements: bool = False, reuse: bool = False,
+               cluster: bool = False) -> None:
     rng = random.Random(42)
     durability = "normal" if os.environ.get("BENCH_STORE_DURABILITY") == "normal" else "full"
     where = describe(database) if database else "sqlite"
@@ -173,23 +242,43 @@ async def main(n: int, database: str | None = None) -> None:
         entities = [_entity(i, rng) for i in range(n)]
 
         storage = await open_storage(database or data / "store.sqlite", durability=durability)
-        postmaster = await _postmaster(database) if database and database.startswith("postgres") else None
-        for phase in ("create", "update"):
+        pg = bool(database and database.startswith("postgres"))
+        postmaster = await _postmaster(database) if database and pg else None
+        statements = statements and pg
+        if reuse:
+            stored = await storage.count_docs("")
+            assert stored == n, f"--reuse: the database holds {stored} entities, not {n}"
+        for phase in () if reuse else ("create", "update"):
             if phase == "update":
                 for e in entities:
                     e["illuminanceLevel"]["value"] = rng.randint(0, 100)
+            if statements and database:
+                statements = await _statements(database, reset=True) is not None
+            own = _cpu_of(await _backends(database)) if database and postmaster else {}
             start, cpu, server = time.perf_counter(), time.process_time(), _server_cpu(postmaster)
             for i in range(0, n, BATCH):
                 result = await storage.upsert("", entities[i : i + BATCH])
                 assert not result.errors
             elapsed, used = time.perf_counter() - start, time.process_time() - cpu
-            # the database server's CPU, when it is local: the other half of the cost of a write
-            served = f"; server {(_server_cpu(postmaster) - server) / n * 1e6:.0f} us" if postmaster else ""
+            # the database server's CPU, when it is local: the other half of the cost of a write (the store's
+            # connections, and the whole server with its background work: autovacuum, WAL writer)
+            served = ""
+            if database and postmaster:
+                whole = _server_cpu(postmaster) - server
+                # a connection the pool opened during the phase counts whole
+                now = _cpu_of(await _backends(database))
+                mine = sum(t - own.get(pid, 0.0) for pid, t in now.items())
+                served = f"; server {whole / n * 1e6:.0f} us (its connections {mine / n * 1e6:.0f} us)"
             print(f"python upsert ({phase}):  {n / elapsed:10.0f} entities/s  ({elapsed:.1f} s; "
                   f"{n / used:.0f} entities per CPU-second; CPU per entity: python {used / n * 1e6:.0f} us"
                   f"{served})")
+            heaviest = await _statements(database, reset=False) if statements and database else None
+            for spent, calls, text in heaviest or []:
+                print(f"  {spent * 1000 / n:7.1f} us/entity  {calls:5d} calls  {text[:100]}")
         await storage.close()
         del entities
+        if cluster and database:
+            await _cluster_geo(database)
 
         settings = StoreSettings(data_dir=data, database=database)
         runner = web.AppRunner(create_root_app(settings), access_log=None)
@@ -200,7 +289,7 @@ async def main(n: int, database: str | None = None) -> None:
         base = f"http://127.0.0.1:{port}/ngsi-ld/v1"
         headers = {"Link": LINK, "NGSILD-Tenant": "bench-http"}
         async with aiohttp.ClientSession() as session:
-            http_n = min(n, 20_000)
+            http_n = 0 if reuse else min(n, 20_000)
             http_entities = [_entity(i, rng, "HttpLight") for i in range(http_n)]
             start = time.perf_counter()
             for i in range(0, http_n, BATCH):
@@ -208,7 +297,8 @@ async def main(n: int, database: str | None = None) -> None:
                                         headers=headers) as resp:
                     assert resp.status in (201, 204), await resp.text()
             elapsed = time.perf_counter() - start
-            print(f"http upsert (create):    {http_n / elapsed:10.0f} entities/s  ({http_n} entities)")
+            if http_n:
+                print(f"http upsert (create):    {http_n / elapsed:10.0f} entities/s  ({http_n} entities)")
 
             latencies = []
             found = 0
@@ -268,8 +358,19 @@ if __name__ == "__main__":
     if "--entities" in args:
         at = args.index("--entities")
         args[at : at + 2] = [args[at + 1]]
+    reuse = "--reuse" in args
+    if reuse:
+        args.remove("--reuse")
+        assert url is not None, "--reuse measures an existing database: give --database"
+    cluster_geo = "--cluster-geo" in args
+    if cluster_geo:
+        args.remove("--cluster-geo")
+        assert url is not None and url.startswith("postgres"), "--cluster-geo needs --database postgresql://…"
     if "--stages" in args:
         stages()
         sys.exit(0)
+    by_statement = "--statements" in args
+    if by_statement:
+        args.remove("--statements")
     size = int(args[0]) if args else int(os.environ.get("BENCH_STORE_N", "100000"))
-    asyncio.run(main(size, url))
+    asyncio.run(main(size, url, by_statement, reuse, cluster_geo))

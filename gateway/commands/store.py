@@ -51,6 +51,9 @@ def register(sub: Subparsers) -> None:
     )
     parser.add_argument("--migrate", action="store_true",
                         help="apply the database migrations (create or upgrade the tables), then exit")
+    parser.add_argument("--build-rollups", action="store_true",
+                        help="PostgreSQL: build the daily roll-up of every past day of the history now (after an "
+                        "import; a running store builds them in the background), then exit")
     parser.add_argument(
         "--token-file",
         type=Path,
@@ -110,6 +113,8 @@ def _handle(args: argparse.Namespace) -> int:
     database = args.database or os.environ.get(DATABASE_ENV) or None
     if args.migrate:
         return _migrate(database or args.data / "store.sqlite")
+    if args.build_rollups:
+        return _build_rollups(database)
     tokens, tenant_tokens = load_tokens(args.token_file)
     sharing_policies = None
     if args.sharing is not None:
@@ -181,6 +186,30 @@ def _migrate(url: str | Path) -> int:
 
     asyncio.run(run())
     print(f"jonction store: {describe(url)} is migrated", flush=True)
+    return 0
+
+
+def _build_rollups(url: str | None) -> int:
+    """Build the daily roll-up of every out-of-date past day of a PostgreSQL history, say how many, and close."""
+    from gateway.store.backends import describe, is_postgresql, open_storage
+
+    if url is None or not is_postgresql(url):
+        raise ConfigInvalid("--build-rollups needs a PostgreSQL database (--database postgresql://…)")
+
+    async def run() -> int:
+        from gateway.store.postgres import PostgresStorage
+
+        storage = await open_storage(url, gc_tuning=False)
+        try:
+            assert isinstance(storage, PostgresStorage)
+            return await storage.build_rollups()
+        finally:
+            await storage.close()
+
+    began = time.monotonic()
+    days = asyncio.run(run())
+    print(f"jonction store: {days} roll-up days built in {describe(url)} ({time.monotonic() - began:.1f} s)",
+          flush=True)
     return 0
 
 

@@ -396,7 +396,9 @@ class StorageBase(ABC):
         """Create or update compacted entities in one transaction (tenant created if needed).
 
         Entities that do not expand (no URI id, bad attribute…) are reported in ``errors``
-        with BadRequestData; the others are written.
+        with BadRequestData; the others are written. With ``mode="update"``, an entity sent again
+        exactly as stored (``observedAt`` included) is left alone: no history instance, no
+        notification (a redelivered reading is not a new observation).
         """
         from gateway.store import operations as ops
 
@@ -409,7 +411,7 @@ class StorageBase(ABC):
             except NgsiError as exc:
                 early[i] = ChangeResult(str(item.get("id", "")) if isinstance(item, Mapping) else "", error=exc)
                 continue
-            changes.append(Change(doc["id"], ops.upsert(doc, mode)))
+            changes.append(Change(doc["id"], ops.upsert(doc, mode, skip_unchanged=True)))
         results = await self.apply(tenant, changes, create_tenant=True) if changes else []
         merged: list[ChangeResult] = []
         it = iter(results)

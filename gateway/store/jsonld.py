@@ -443,8 +443,17 @@ class Context:
                 if member in model.ATTRIBUTE_MEMBERS:
                     out[member] = sub
                 else:
-                    sub_iri = self.expand_attr_name(member, f"{pointer}/{escape(member)}")
-                    sub_insts = self.expand_attribute(sub, f"{pointer}/{escape(member)}", partial=partial)
+                    # sub-attribute names repeat on every entity (LoRaWAN radio metadata): checked and
+                    # escaped once per context, in the cache of attribute names (same IRI, same pointer)
+                    known = self._attr_iris.get(member)
+                    if known is None:
+                        tail = f"/{escape(member)}"
+                        sub_iri = self.expand_attr_name(member, pointer + tail)
+                        if len(self._attr_iris) < _NAME_CACHE:
+                            self._attr_iris[member] = (sub_iri, tail)
+                    else:
+                        sub_iri, tail = known
+                    sub_insts = self.expand_attribute(sub, pointer + tail, partial=partial)
                     out[sub_iri] = sub_insts[0]
         if not is_null and attr_type != "Property":  # a Property's value can be any JSON
             _check_value(str(attr_type), val, f"{pointer}/{key}")

@@ -8,7 +8,7 @@ so duplicates in one batch see each other's effect.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from gateway.store.base import Doc, Mutation, Mutator
 from gateway.store.jsonld import NULL_URN
@@ -85,6 +85,8 @@ def _fresh(doc: Doc, now: str) -> tuple[Doc, list[tuple[str, dict[str, Any]]]]:
 
 
 def _find(insts: list[dict[str, Any]], dataset_id: Any) -> int:
+    if len(insts) == 1:  # the usual attribute: one instance
+        return 0 if insts[0].get("datasetId") == dataset_id else -1
     for i, inst in enumerate(insts):
         if inst.get("datasetId") == dataset_id:
             return i
@@ -204,19 +206,79 @@ def update_attrs(fragment: Doc, *, no_overwrite: bool = False, strict: bool = Tr
     return mutate
 
 
-def upsert(doc: Doc, mode: Literal["update", "replace"]) -> Mutator:
-    """Batch upsert: create when missing, else replace the entity or update its attributes."""
+def upsert(doc: Doc, mode: Literal["update", "replace"], *, skip_unchanged: bool = False) -> Mutator:
+    """Batch upsert: create when missing, else replace the entity or update its attributes.
+
+    ``skip_unchanged`` (the runtime's writes, mode ``update``): an entity sent again exactly as
+    stored — every attribute instance the same, ``observedAt`` included — is left alone
+    (outcome ``unchanged``): no rewrite, no history instance, no notification. The temporal
+    evolution records observations; a redelivered one is not a new observation.
+    """
     replace_fn = replace(doc, must_exist=False)
     update_fn = update_attrs(doc, no_overwrite=False, strict=False)
+    skip = skip_unchanged and mode == "update"
 
     def mutate(current: Doc | None, now: str) -> Mutation:
         if current is None or mode == "replace":
             return replace_fn(current, now)
+        if skip and same_content(current, doc):
+            return Mutation(current, "unchanged")
         result = update_fn(current, now)
         result.outcome = "updated"
         return result
 
     return mutate
+
+
+_SYSTEM_TIMES: Final = frozenset({"createdAt", "modifiedAt"})
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values, types included (``1``, ``1.0`` and ``true`` are three different values)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return len(a) == len(b) and all(k in b and same_json(v, b[k]) for k, v in a.items())
+    if type(a) is list:
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _same_instance(stored: dict[str, Any], inst: dict[str, Any]) -> bool:
+    """True when writing ``inst`` over ``stored`` would change nothing but the system times."""
+    if stored.get("observedAt") != inst.get("observedAt"):
+        return False  # the usual difference of a new reading: checked before anything else
+    members = 0
+    for key, value in stored.items():
+        if key in _SYSTEM_TIMES:
+            continue
+        members += 1
+        if key not in inst or not same_json(value, inst[key]):
+            return False
+    return members == len(inst)
+
+
+def same_content(current: Doc, fragment: Doc) -> bool:
+    """True when an update-mode upsert of ``fragment`` would leave ``current`` as it is (system times aside)."""
+    types = fragment.get("type")
+    if types and any(t not in current["type"] for t in types):
+        return False
+    if "scope" in fragment and fragment["scope"] != current.get("scope"):
+        return False
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for name in attr_names(fragment):
+        existing = current.get(name)
+        if not existing:
+            return False
+        for inst in fragment[name]:
+            pos = _find(existing, inst.get("datasetId"))
+            if pos < 0:
+                return False
+            stored = existing[pos]
+            if stored.get("observedAt") != inst.get("observedAt"):
+                return False  # a new reading: known before any value is compared
+            pairs.append((stored, inst))
+    return all(not _is_null(inst) and _same_instance(stored, inst) for stored, inst in pairs)
 
 
 def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict[str, Any]:

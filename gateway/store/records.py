@@ -40,6 +40,8 @@ class ChangeEvent:
     """The stored document after the change (None when deleted)."""
     remote: bool = False
     """True when another process sharing the database committed it (read back from its change log)."""
+    seq: int | None = None
+    """Its position in a shared change log (PostgreSQL), which delivery is tracked against; None elsewhere."""
 
 
 Listener = Callable[[Sequence[ChangeEvent]], Awaitable[None]]

@@ -7,7 +7,9 @@ amortize the fsync (one per transaction), which is why the runtime writes in bat
 lose the last commits on power loss; it is there for benchmarks and throw-away deployments.
 
 All database work runs on dedicated threads (one writer, two readers with their own
-connections, which WAL lets read while the writer writes), never on the event loop.
+connections, which WAL lets read while the writer writes, and one that checkpoints the WAL so
+that the writer's commits do not), never on the event loop. The writer remembers the history
+series it wrote (``history.WriteCache``) and skips an entity the runtime sends again unchanged.
 Rows: ``entities`` (tenant, id, first type IRI, attribute summary, expanded JSON document),
 ``xtypes`` (the other types of multi-typed entities), ``geo_box`` (an R*Tree of the bounding
 box of every GeoProperty instance, the geoQ prefilter; ids derive from the entity row id so
@@ -21,6 +23,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -79,6 +82,10 @@ CREATE TABLE IF NOT EXISTS csource_subscriptions(
 """
 
 _CHUNK = 500
+_WAL_BOUND_PAGES = 16_000
+"""The writer checkpoints itself past 16,000 WAL pages (64 MB): the background checkpoints fell behind."""
+_CHECKPOINT_EVERY_S = 0.25
+"""Seconds between background checkpoints while writes go on (pages rewritten meanwhile are copied once)."""
 GEO_SLOTS = 64
 """R*Tree ids are ``rid * GEO_SLOTS + k``: at most 64 GeoProperty instances per entity."""
 
@@ -103,7 +110,12 @@ class SqliteStorage(StorageBase):
         self._conn_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="store-read")
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="store-checkpoint")
+        self._checkpoint_due = 0.0
+        """Monotonic time of the next background WAL checkpoint (see ``_after_write``)."""
         self._tenants: set[str] = {DEFAULT_TENANT}
+        self._history_cache = history.WriteCache()
+        """Series and entity types the writer knows are in the history (used on the writer thread only)."""
         self._closed = False
         self._started = False
 
@@ -132,6 +144,12 @@ class SqliteStorage(StorageBase):
             conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA cache_size=-32000")
+            # WAL checkpoints run on their own thread (``_after_write``): in the writer's COMMIT they
+            # cost 2 fsyncs each, 180-340 µs per LoRaWAN uplink of the writer's wall time on a busy
+            # machine, and the runtime's publisher waits for that commit. This is only the bound
+            # should the background checkpoints fall behind (the default is 1,000 pages).
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_BOUND_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_BOUND_PAGES * 4096}")  # a WAL that grew is cut back
             self._local.conn = conn
             with self._conn_lock:
                 self._connections.append(conn)
@@ -161,6 +179,7 @@ class SqliteStorage(StorageBase):
         await loop.run_in_executor(None, self._shutdown_sync)
 
     def _shutdown_sync(self) -> None:
+        self._checkpointer.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         with self._conn_lock:
@@ -174,7 +193,27 @@ class SqliteStorage(StorageBase):
     async def _write(self, fn: Callable[[], T]) -> T:
         if self._closed and fn != self._init_sync:
             raise NgsiError("InternalError", "the store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        result = await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        self._after_write()
+        return result
+
+    def _after_write(self) -> None:
+        """Schedule a PASSIVE WAL checkpoint on the checkpoint thread, at most every ``_CHECKPOINT_EVERY_S``.
+
+        PASSIVE neither waits for nor blocks the writer and the readers; the last connection to
+        close checkpoints whatever is left.
+        """
+        now = time.monotonic()
+        if now < self._checkpoint_due or self._closed:
+            return
+        self._checkpoint_due = now + _CHECKPOINT_EVERY_S
+        self._checkpointer.submit(self._checkpoint_sync)
+
+    def _checkpoint_sync(self) -> None:
+        try:
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:  # a busy or failed checkpoint is retried after the next write
+            log.debug("store: background checkpoint skipped: %s", exc)
 
     async def _read(self, fn: Callable[[], T]) -> T:
         if self._closed:
@@ -236,11 +275,14 @@ class SqliteStorage(StorageBase):
 
         def run() -> None:
             conn = self._conn()
+            cache = self._history_cache
             conn.execute("BEGIN IMMEDIATE")
             try:
-                history.append_instances(conn, rows)
+                cache.check(conn)
+                history.append_instances(conn, rows, cache)
                 conn.execute("COMMIT")
             except BaseException:
+                cache.clear()
                 conn.execute("ROLLBACK")
                 raise
 
@@ -251,8 +293,11 @@ class SqliteStorage(StorageBase):
     ) -> tuple[list[ChangeResult], list[ChangeEvent]]:
         conn = self._conn()
         now = _now()
+        cache = self._history_cache
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # after BEGIN IMMEDIATE: no other connection can commit between this check and our writes
+            cache.check(conn)
             new_tenant = False
             if tenant not in self._tenants:
                 if not create_tenant:
@@ -304,9 +349,10 @@ class SqliteStorage(StorageBase):
             self._store_many(conn, tenant, touched, rids, originals, state)
             if written:
                 # Same transaction: history and current state never disagree.
-                history.record_many(conn, written)
+                history.record_many(conn, written, cache)
             conn.execute("COMMIT")
         except BaseException:
+            cache.clear()  # it may hold series this rollback undoes
             conn.execute("ROLLBACK")
             raise
         if new_tenant:
@@ -334,6 +380,7 @@ class SqliteStorage(StorageBase):
         """Write the final state of every touched entity with a few executemany calls."""
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
+        same_type: list[tuple[Any, ...]] = []
         deletes: list[tuple[int]] = []
         drop_boxes: list[tuple[int]] = []
         add_boxes: list[tuple[Any, ...]] = []
@@ -363,6 +410,10 @@ class SqliteStorage(StorageBase):
                 rid = next_rid
                 next_rid += 1
                 inserts.append((rid, tenant, eid, types[0], summary, text))
+            elif old_types[:1] == types[:1]:
+                # the usual update: naming ``type`` in the SET clause would rewrite its index entry too
+                # (measured: 9.5 against 3.5 µs per row, most of it pages written to the WAL)
+                same_type.append((summary, text, rid))
             else:
                 updates.append((types[0], summary, text, rid))
             if types[1:] != old_types[1:]:
@@ -391,6 +442,8 @@ class SqliteStorage(StorageBase):
             conn.executemany(
                 "INSERT INTO entities(rid, tenant, id, type, attrs, doc) VALUES(?, ?, ?, ?, ?, ?)", inserts
             )
+        if same_type:
+            conn.executemany("UPDATE entities SET attrs = ?, doc = ? WHERE rid = ?", same_type)
         if updates:
             conn.executemany("UPDATE entities SET type = ?, attrs = ?, doc = ? WHERE rid = ?", updates)
         if xtype_add:

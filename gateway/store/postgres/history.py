@@ -6,7 +6,9 @@ with one partition per calendar month, created on first use. Old months are drop
 with ordinary PostgreSQL tools (``DETACH PARTITION``), without a long DELETE. Aggregations
 (``aggregatedValues``, §4.5.19) run in SQL (:func:`aggregate_history`, the SQLite history's period
 rules), whole past days read from a daily roll-up (``history_daily``) kept valid by a per-day
-version every writer bumps in its transaction (:func:`refresh_rollup` rebuilds the days it lost).
+version every writer bumps in its transaction (:func:`refresh_rollup` rebuilds the days it lost,
+at the read, or ahead of it: :func:`build_stale_days`, run in the background by the notifying
+process and once by ``jonction store --build-rollups``).
 
 The rows follow the SQLite history's content (kind, numeric projection, value, instanceId, other
 members): the temporal API reads a slice of them (:func:`history_slice`) with the same code as the
@@ -130,6 +132,8 @@ class Recorder:
 
     def __init__(self) -> None:
         self.months: set[tuple[int, int]] = set()
+        self.built_on_read = 0
+        """Roll-up days an aggregation read had to build itself (none once the builder keeps up)."""
 
     def committed(self, months: Iterable[tuple[int, int]]) -> None:
         """Remember partitions a committed transaction created (a rolled-back one dropped them)."""
@@ -143,19 +147,64 @@ class Recorder:
         Returns how many rows, and the month partitions it created: report them with
         :meth:`committed` once the transaction committed.
         """
-        records: list[tuple[Any, ...]] = []
-        types: dict[str, str] = {}
-        months: set[tuple[int, int]] = set()
-        days: set[date] = set()
+        batch = HistoryBatch(tenant, now)
+        batch.add(rows)
+        return await self.write(conn, batch)
+
+    async def write(self, conn: Any, batch: HistoryBatch) -> tuple[int, set[tuple[int, int]]]:
+        """Insert the rows of a prepared batch (inside the write transaction); as :meth:`record`."""
+        records = batch.records
+        if not records:
+            return 0, set()
+        tenant = batch.tenant
+        missing = batch.months - self.months
+        if missing:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
+            for year, month in sorted(missing):
+                await conn.execute(partition_sql(year, month))
+        types = batch.types
+        await conn.execute(_ENTITIES, tenant, list(types), list(types.values()))
+        # binary COPY: no per-row casts, JSON parsed once, ids made here (no gen_random_uuid per row)
+        await conn.copy_records_to_table("history", records=records, columns=_COLUMNS)
+        if batch.days:
+            await conn.execute(_BUMP, tenant, sorted(batch.days))  # those days of the roll-up are out of date
+        return len(records), missing
+
+
+class HistoryBatch:
+    """The COPY records of one tenant's batch, prepared in parts (a writer prepares one while the database
+    runs the previous statement), then written by :meth:`Recorder.write`."""
+
+    def __init__(self, tenant: str, now: str) -> None:
+        self.tenant = tenant
+        self.now = now
+        self.records: list[tuple[Any, ...]] = []
+        self.types: dict[str, str] = {}
+        self.months: set[tuple[int, int]] = set()
+        self.days: set[date] = set()
         # A batch repeats its timestamps (one write time, shared observedAt): parse each text once,
         # and file its month (and, for an observedAt, its day) once.
         # (two caches: an observedAt text also marks its day of the roll-up, a modifiedAt text does not)
-        moments: dict[str, tuple[datetime | None, tuple[int, int] | None]] = {}
-        observed_moments: dict[str, tuple[datetime | None, tuple[int, int] | None]] = {}
-        fallback = _moment(now)
+        self._moments: dict[str, tuple[datetime | None, tuple[int, int] | None]] = {}
+        self._observed: dict[str, tuple[datetime | None, tuple[int, int] | None]] = {}
+        self._fallback = _moment(now)
         # one random UUID per batch, its last 48 bits counting: unique, and no urandom call per row
-        prefix = "urn:ngsi-ld:Instance:" + str(uuid.uuid4())[:24]
-        serial = random.getrandbits(40)
+        self._prefix = "urn:ngsi-ld:Instance:" + str(uuid.uuid4())[:24]
+        self._serial = random.getrandbits(40)
+
+    def add(self, rows: Iterable[HistoryRow]) -> None:
+        """Prepare the COPY records of some rows (appended to the batch's)."""
+        tenant = self.tenant
+        now = self.now
+        records = self.records
+        types = self.types
+        months = self.months
+        days = self.days
+        moments = self._moments
+        observed_moments = self._observed
+        fallback = self._fallback
+        prefix = self._prefix
+        serial = self._serial
         dumps = codec.dumps
         append = records.append
         # the fields of instance_row, inlined: three rows per entity make the call and tuple count
@@ -211,19 +260,6 @@ class Recorder:
             ))
             if entity_id not in types:
                 types[entity_id] = array_literal(entity_types)
-        if not records:
-            return 0, set()
-        missing = months - self.months
-        if missing:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
-            for year, month in sorted(missing):
-                await conn.execute(partition_sql(year, month))
-        await conn.execute(_ENTITIES, tenant, list(types), list(types.values()))
-        # binary COPY: no per-row casts, JSON parsed once, ids made here (no gen_random_uuid per row)
-        await conn.copy_records_to_table("history", records=records, columns=_COLUMNS)
-        if days:
-            await conn.execute(_BUMP, tenant, sorted(days))  # those days of the roll-up are out of date
-        return len(records), missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -790,6 +826,37 @@ async def refresh_rollup(pool: Any, tenant: str, start: int, end: int | None) ->
     return built
 
 
+async def build_stale_days(
+    pool: Any, after: tuple[str, date] | None, days: int
+) -> tuple[int, tuple[str, date] | None]:
+    """Build the roll-up of the next out-of-date closed days (before today) past ``after``, in (tenant, day) order.
+
+    At most ``days`` days of one tenant and one month per call, so each build is short. Returns the
+    days built and where the next call goes on from (None once the last such day was passed).
+    """
+    today = datetime.now(UTC).date()
+    stale = "built IS DISTINCT FROM version AND day < $1"
+    if after is None:
+        rows = await pool.fetch(
+            f"SELECT tenant, day FROM history_daily_state WHERE {stale} ORDER BY tenant, day LIMIT $2", today, days
+        )
+    else:
+        rows = await pool.fetch(
+            f"SELECT tenant, day FROM history_daily_state WHERE {stale} AND (tenant, day) > ($3, $4) "
+            "ORDER BY tenant, day LIMIT $2",
+            today, days, after[0], after[1],
+        )
+    if not rows:
+        return 0, None
+    tenant, first = rows[0][0], rows[0][1]
+    chunk = [r[1] for r in rows if r[0] == tenant and (r[1].year, r[1].month) == (first.year, first.month)]
+    start = micros(datetime(first.year, first.month, first.day, tzinfo=UTC))
+    last = chunk[-1]
+    end = micros(datetime(last.year, last.month, last.day, tzinfo=UTC)) + DAY
+    # a day written meanwhile stays out of date (refresh_rollup checks its version): a later pass builds it
+    return await refresh_rollup(pool, tenant, start, end), (tenant, last)
+
+
 class PostgresHistoryWrites:
     """Temporal writes on the ``history`` table (the protocol ``gateway.store.records.HistoryWrites``)."""
 
@@ -805,7 +872,7 @@ class PostgresHistoryWrites:
         """
         if _rolls_up(query):
             assert query.start is not None
-            await refresh_rollup(self.pool, query.tenant, query.start, query.end)
+            self.recorder.built_on_read += await refresh_rollup(self.pool, query.tenant, query.start, query.end)
         async with self.pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
             return await aggregate_history(conn, query)
 

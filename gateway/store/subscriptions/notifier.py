@@ -6,6 +6,13 @@ subscriptions, renders the notification and sends it (HTTP POST or MQTT publish)
 exponential-backoff retries, one delivery at a time per subscription (so a receiver sees
 notifications in commit order). ``timeInterval`` subscriptions are notified periodically with
 every matching entity instead.
+
+Where the changes come from a shared change log (PostgreSQL, several processes), the subscription
+records are also a :class:`DeliveryLedger`: each change is held from its queueing until every
+notification reporting it was answered (or given up), and each subscription's highest notified
+change is recorded after each notification. A notifier taking over after a crash resends only what
+was not recorded, with the same notification id (derived from the subscription and the changes'
+positions), so a receiver can drop the one notification per subscription that may come twice.
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 import aiohttp
 from aiohttp import web
@@ -77,12 +85,45 @@ class SqliteSubscriptionRecords:
         await self.db.close()
 
 
+@runtime_checkable
+class DeliveryLedger(Protocol):
+    """What a shared change log keeps of deliveries, so a notifier taking over loses and repeats nothing."""
+
+    def hold(self, seqs: Iterable[int]) -> None:
+        """Mark changes as being notified (the log keeps them until released)."""
+        ...
+
+    def release(self, seqs: Iterable[int]) -> None:
+        """Undo one hold of each change."""
+        ...
+
+    def delivered_up_to(self, tenant: str, sub_id: str) -> int:
+        """The highest change a subscription was notified of (0: none)."""
+        ...
+
+    async def delivered(self, tenant: str, sub_id: str, seq: int) -> None:
+        """Record that a subscription was notified of its changes up to ``seq``."""
+        ...
+
+
+NOTIFICATION_IDS: Final = uuid.UUID("6a6f6e63-7469-6f6e-2d6e-6f7469667921")
+"""Namespace of the notification ids derived from change-log positions (UUID v5)."""
+
+
+def notification_id(tenant: str, sub_id: str, seqs: Sequence[int]) -> str:
+    """The id of the notification of a subscription reporting these changes: the same whoever sends it."""
+    name = json.dumps([tenant, sub_id, seqs[0], seqs[-1], len(seqs)], separators=(",", ":"))
+    return f"urn:ngsi-ld:Notification:{uuid.uuid5(NOTIFICATION_IDS, name)}"
+
+
 @dataclass(slots=True)
 class Delivery:
     """One notification to send: a subscription and the entity changes it reports."""
 
     sub: Subscription
     changes: list[Change] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    """The change-log positions of the changes (empty when the store keeps no shared change log)."""
 
 
 class Notifier:
@@ -115,6 +156,8 @@ class Notifier:
         """The last stored document of each subscription this process read or wrote."""
         self.shared = False
         """True when other processes share the subscriptions (followed every tick)."""
+        self.ledger: DeliveryLedger | None = None
+        """Where deliveries are recorded when the changes come from a shared change log."""
 
     # -- persistence -----------------------------------------------------------------
 
@@ -244,9 +287,14 @@ class Notifier:
         """The store's listener: queue the events and return at once."""
         if self._queue is None or (not self.subs and not self.shared):
             return
+        seqs = _seqs(events)
+        if self.ledger is not None:
+            self.ledger.hold(seqs)  # until matched (then each delivery holds its own)
         try:
             self._queue.put_nowait(events)
         except asyncio.QueueFull:
+            if self.ledger is not None:
+                self.ledger.release(seqs)
             self._dropped += len(events)
             log.warning("notification queue full: %d change events dropped so far", self._dropped)
 
@@ -272,12 +320,18 @@ class Notifier:
                     self.dispatch(events)
                 except Exception:  # one bad subscription or event must not stop notifications
                     log.exception("matching change events against subscriptions failed")
+                finally:
+                    if self.ledger is not None:
+                        self.ledger.release(_seqs(events))
 
     def dispatch(self, events: Sequence[ChangeEvent]) -> None:
         """Match events against every subscription and schedule one delivery per subscription."""
+        ledger = self.ledger
         for sub in list(self.subs.values()):
-            changes = [Change(e.before, e.after) for e in events if triggered(sub, e)]
-            if not changes:
+            # after a takeover, what the previous notifier recorded as sent is not sent again
+            floor = 0 if ledger is None else ledger.delivered_up_to(sub.tenant, sub.id)
+            hits = [e for e in events if (e.seq is None or e.seq > floor) and triggered(sub, e)]
+            if not hits:
                 continue
             if sub.throttling is not None:
                 moment = time.monotonic()
@@ -285,8 +339,12 @@ class Notifier:
                     continue  # §5.2.12: within the throttling period, changes are not notified
                 sub.last_sent = moment
             size = MAX_ENTITIES_PER_NOTIFICATION
-            for start in range(0, len(changes), size):
-                self._spawn(self._deliver(Delivery(sub, changes[start : start + size])))
+            for start in range(0, len(hits), size):
+                part = hits[start : start + size]
+                delivery = Delivery(sub, [Change(e.before, e.after) for e in part], _seqs(part))
+                if ledger is not None:
+                    ledger.hold(delivery.seqs)
+                self._spawn(self._deliver(delivery))
 
     async def flush(self) -> None:
         """Persist the delivery state of the subscriptions that notified since the last flush."""
@@ -361,22 +419,41 @@ class Notifier:
             sub.stats["lastFailure"] = now()
             sub.stats["status"] = "failed"
             log.warning("subscription %s: %d notifications pending, one dropped", sub.id, self.max_pending)
+            if self.ledger is not None:
+                self.ledger.release(delivery.seqs)
             return
         self._pending[key] = self._pending.get(key, 0) + 1
+        settled = False  # answered, given up or failed: not when cancelled (a stopping process)
         try:
             await self._deliver_now(delivery, key)
+            settled = True
+        except Exception:
+            settled = True
+            raise
         finally:
             left = self._pending.get(key, 1) - 1
             if left > 0:
                 self._pending[key] = left
             else:
                 self._pending.pop(key, None)
+            if settled and self.ledger is not None:
+                self.ledger.release(delivery.seqs)  # recorded (or to be resent): the log may forget them
+
+    async def _record(self, delivery: Delivery) -> None:
+        """Record a finished delivery (before the subscription's next one starts)."""
+        if self.ledger is None or not delivery.seqs:
+            return
+        try:
+            await self.ledger.delivered(delivery.sub.tenant, delivery.sub.id, delivery.seqs[-1])
+        except Exception as exc:  # the lock's session is gone: the next notifier resends it, same id
+            log.warning("recording a delivery of %s failed (%s)", delivery.sub.id, exc)
 
     async def _deliver_now(self, delivery: Delivery, key: tuple[str, str]) -> None:
         sub = delivery.sub
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            body, headers = await rendering.notification(sub, delivery.changes, self._fetcher(sub.tenant))
+            ident = notification_id(sub.tenant, sub.id, delivery.seqs) if delivery.seqs else None
+            body, headers = await rendering.notification(sub, delivery.changes, self._fetcher(sub.tenant), ident)
             mqtt = sub.endpoint.split(":", 1)[0].lower() in ("mqtt", "mqtts")
             if mqtt:
                 payload = senders.mqtt_message(body, headers)
@@ -399,6 +476,9 @@ class Notifier:
                     # §5.8.6: the failure is visible at once, not only once every retry is spent
                     sub.stats["lastFailure"] = now()
                     sub.stats["status"] = "failed"
+            # Still under the subscription's lock: at most one notification per subscription is ever
+            # answered but not recorded (the one a crash now would have the next notifier send again).
+            await self._record(delivery)
             stamp = now()
             sub.stats["timesSent"] = int(sub.stats.get("timesSent", 0)) + 1
             sub.stats["lastNotification"] = stamp
@@ -427,6 +507,7 @@ def subscription_context(app: web.Application) -> Callable[[web.Application], As
         notifier = app[NOTIFIER_KEY]
         notifier.db = notifier.storage.subscription_records()
         notifier.shared = notifier.db is not None
+        notifier.ledger = notifier.db if isinstance(notifier.db, DeliveryLedger) else None
         path = getattr(notifier.storage, "path", None)
         if notifier.db is None and path is not None:
             notifier.db = SqliteSubscriptionRecords(Database(path, setup=ensure_schema))
@@ -441,3 +522,6 @@ def subscription_context(app: web.Application) -> Callable[[web.Application], As
     return run
 
 
+def _seqs(events: Iterable[ChangeEvent]) -> list[int]:
+    """The change-log positions of events (those that have one)."""
+    return [e.seq for e in events if e.seq is not None]

@@ -220,18 +220,19 @@ def _skipping_null(fetch: Fetch) -> Fetch:
 
 
 async def notification(
-    sub: Subscription, changes: Sequence[Change], fetch: Fetch | None = None
+    sub: Subscription, changes: Sequence[Change], fetch: Fetch | None = None, ident: str | None = None
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """(Notification body, headers) for one delivery (§5.3.1): HTTP headers or MQTT metadata.
 
-    ``fetch`` loads the linked entities of a subscription with ``join`` (none are notified without it).
+    ``fetch`` loads the linked entities of a subscription with ``join`` (none are notified without it);
+    ``ident`` is the notification's id when it must be the same on a re-send (else a random one).
     """
     ctx = sub.notify_ctx
     assert ctx is not None
     stamp = now()
     data = await _entities(sub, changes, stamp, fetch)
     body: dict[str, Any] = {
-        "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
+        "id": ident or f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
         "type": "Notification",
         "subscriptionId": sub.id,
         "notifiedAt": stamp,
