@@ -32,6 +32,7 @@ from gateway.model import (
 )
 from gateway.pointer import join
 from gateway.units import CODES, UnitError, _dimension, convert, is_uncefact
+from schemas.fastcheck import Compiler
 
 __all__ = ["Problem", "Verdict", "strict_verdict", "validate", "validate_batch", "validate_strict"]
 
@@ -577,6 +578,18 @@ def validate(entity: Any, *, strict: bool = False) -> Verdict:
     if not isinstance(entity, Mapping):
         problem = Problem("", "entity", f"an entity must be a JSON object, not {type(entity).__name__}", "an object")
         return Verdict(False, None, None, (problem,), ())
+    if type(entity) is dict:
+        try:
+            quick = _fast_validate(entity)
+        except Exception:  # odd input the fast path did not foresee: the reference path gives the verdict
+            quick = None
+        if quick is not None:
+            return quick
+    return _reference(entity)
+
+
+def _reference(entity: Mapping[str, Any]) -> Verdict:
+    """The full check of one entity: the judge of every verdict, error, warning and pointer."""
     try:
         numbers, entity = _scan(entity)
         return _validate(entity, numbers)
@@ -875,3 +888,334 @@ def _closest(model_name: str, attribute: str) -> str | None:
     """The model's attribute nearest to an unknown name (cached: difflib costs about a millisecond)."""
     names = list(schemas.model(model_name).attributes)
     return next(iter(difflib.get_close_matches(attribute, names, n=1, cutoff=0.8)), None)
+
+
+# --------------------------------------------------------------------------- the valid-entity fast path
+#
+# Almost every entity the gateway sees is valid and has the shape its device always sends: a dict of
+# Property / GeoProperty / Relationship objects named after the model's attributes. For those, one
+# pass per attribute checks exactly what the reference path (``_scan`` → ``_Checker`` →
+# ``_fast_verdict``) would, and builds the keyValues document for the model's compiled predicate.
+# It only ever answers "valid, no warning" or "don't know": anything unusual (a missing member, a
+# concise or multi-instance attribute, a unit other than the model's, a bad time, deep nesting...)
+# returns ``_NO`` and the reference path decides, with its exact errors and pointers.
+
+_NO: Final = object()
+"""The fast path's "don't know": the reference path decides."""
+_FAST_DEPTH: Final = 24
+"""Nesting the fast path follows inside a value; deeper values go to the reference path (limit 128)."""
+_META_TIMES: Final = frozenset({"observedAt", "createdAt", "modifiedAt", "deletedAt"})
+_SIMPLE_KINDS: Final[Mapping[str, str]] = {"Property": "value", "GeoProperty": "value", "Relationship": "object"}
+
+
+def _pure(value: Any, depth: int = 0) -> bool:
+    """True when ``value`` holds only finite 64-bit numbers, valid text and shallow nesting (as ``_clean``)."""
+    kind = type(value)
+    if kind is str:
+        return bool(value.isascii() or _SURROGATE.search(value) is None)
+    if kind is float:
+        return bool(value - value == 0.0)
+    if kind is int:
+        return bool(-INTEGER_RANGE <= value < INTEGER_RANGE)
+    if kind is bool or value is None:
+        return True
+    if depth >= _FAST_DEPTH:
+        return False
+    if kind is dict:
+        return all(_pure(item, depth + 1) for item in value.values())
+    if kind is list:
+        return all(_pure(item, depth + 1) for item in value)
+    return False
+
+
+def _point(value: Any) -> bool:
+    """A plain WGS84 GeoJSON Point (no bbox, no other member): the geometry nearly every device sends."""
+    if type(value) is not dict or len(value) != 2 or value.get("type") != "Point":
+        return False
+    position = value.get("coordinates")
+    if type(position) is not list or not 2 <= len(position) <= 3:
+        return False
+    for number in position:
+        kind = type(number)
+        if kind is float:
+            if number - number != 0.0:
+                return False
+        elif kind is not int or not -INTEGER_RANGE <= number < INTEGER_RANGE:
+            return False
+    return bool(-180 <= position[0] <= 180 and -90 <= position[1] <= 90)
+
+
+_TIMES: dict[str, bool] = {}
+"""Date-times already judged (one uplink stamps its entities with the same time)."""
+
+
+def _time_ok(value: str) -> bool:
+    """True when ``parse_time`` accepts ``value`` and it is valid Unicode (remembered, bounded)."""
+    ok = _TIMES.get(value)
+    if ok is None:
+        ok = value.isascii() or _SURROGATE.search(value) is None
+        if ok:
+            try:
+                parse_time(value)
+            except ModelError:
+                ok = False
+        if len(_TIMES) >= _MEMO_SIZE:
+            _TIMES.clear()
+        _TIMES[value] = ok
+    return ok
+
+
+def _fast_instance(attr: dict[str, Any], depth: int) -> tuple[str, Any] | None:
+    """(NGSI-LD type, value) of one attribute object the reference path would find no fault in, or None.
+
+    Covers Property, GeoProperty and Relationship with the usual members and sub-attributes.
+    """
+    kind = attr.get("type")
+    key = _SIMPLE_KINDS.get(kind) if type(kind) is str else None
+    if key is None:
+        return None
+    found: Any = _NO
+    for member, value in attr.items():
+        if member == "type":
+            continue
+        if member == key:
+            if value is None:
+                return None
+            if kind == "Property":
+                # Scalars inline (what almost every value is); containers walked by _pure.
+                scalar = type(value)
+                if scalar is float:
+                    if value - value != 0.0:
+                        return None
+                elif scalar is str:
+                    if not value.isascii() and _SURROGATE.search(value):
+                        return None
+                elif scalar is int:
+                    if not -INTEGER_RANGE <= value < INTEGER_RANGE:
+                        return None
+                elif not _pure(value, depth + 2):
+                    return None
+            elif kind == "Relationship":
+                if type(value) is str:
+                    if not is_uri(value) or not _pure(value):
+                        return None
+                elif type(value) is list:
+                    if not all(type(t) is str and is_uri(t) and _pure(t) for t in value):
+                        return None
+                else:
+                    return None
+            elif kind == "GeoProperty":
+                if not _point(value):
+                    check = _Checker()
+                    check.geometry(value, "")
+                    if check.errors or not _pure(value, depth + 2):
+                        return None
+            found = value
+        elif member in _META_TIMES:
+            if type(value) is not str or not _time_ok(value):
+                return None
+        elif member == "unitCode":
+            if type(value) is not str or value not in CODES:
+                return None
+        elif member == "datasetId":
+            if type(value) is not str or not is_uri(value) or not _pure(value):
+                return None
+        elif member in ATTRIBUTE_MEMBERS:
+            return None  # another member (instanceId, a second value member...): the reference path decides
+        else:  # a sub-attribute
+            if type(value) is not dict or depth >= _MAX_NESTING or _fast_instance(value, depth + 1) is None:
+                return None
+    if found is _NO:
+        return None
+    return str(kind), found
+
+
+@dataclass(frozen=True, slots=True)
+class _FastAttribute:
+    """What the fast path needs about one attribute of a model."""
+
+    ngsi_type: str
+    unit: str | None
+    wrap: bool
+    link: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _FastModel:
+    """A model's attribute table and compiled predicates, for the fast path.
+
+    ``members`` holds one predicate per schema property when the schema is the flat
+    ``{type: object, required, properties}`` our models are: the document is then valid exactly when
+    every required member is present and every member satisfies its own predicate, so the document
+    need not be built. Otherwise ``members`` is None and the whole-document ``predicate`` is asked.
+    """
+
+    name: str
+    predicate: Callable[[Any], bool]
+    attributes: Mapping[str, _FastAttribute]
+    members: Mapping[str, Callable[[Any], bool]] | None
+    required: tuple[str, ...]
+    memo: dict[tuple[str, Any], bool]
+
+
+_MEMBER_COMPILER: Final = Compiler(schemas.REGISTRY, schemas.FORMAT_CHECKER.conforms)
+"""Compiles the members of model schemas (its own memo, so the shared compiled-check cache stays small)."""
+_FLAT_KEYS: Final = frozenset({"$schema", "$id", "title", "description", "type", "required", "properties"})
+_MEMO_SIZE: Final = 8192
+"""Remembered (member, text) verdicts per model: ids and enumerations repeat, device after device."""
+
+
+def _member_predicates(schema: Mapping[str, Any]) -> Mapping[str, Callable[[Any], bool]] | None:
+    """One compiled predicate per property of a flat object schema (None: not flat, or not compilable)."""
+    if schema.get("type") != "object" or not all(k in _FLAT_KEYS or k.startswith("x-") for k in schema):
+        return None
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    if not isinstance(properties, Mapping) or not isinstance(required, list):
+        return None
+    base = schema.get("$id", "")
+    out: dict[str, Callable[[Any], bool]] = {}
+    for name, subschema in properties.items():
+        if not isinstance(subschema, Mapping):
+            return None
+        # Compiled against the model's base URI, exactly as the whole schema's "properties" compiles it.
+        predicate = _MEMBER_COMPILER.compile(subschema, str(base))
+        if predicate is None:
+            return None
+        out[name] = predicate
+    return out
+
+
+_FAST_MODELS: dict[str, _FastModel | None] = {}
+
+
+def _fast_model(name: str) -> _FastModel | None:
+    """The fast-path table of model ``name`` (None: no bundled model, or its schema has no predicate)."""
+    if name in _FAST_MODELS:
+        return _FAST_MODELS[name]
+    found: _FastModel | None = None
+    if name in schemas.MODELS:
+        info = _info(schemas.model(name))
+        if info.predicate is not None:
+            spec = info.spec
+            table = {
+                attribute: _FastAttribute(
+                    declared.ngsi_type,
+                    declared.unit or CONVENTIONAL_UNITS.get(attribute),
+                    attribute in info.array_relationships,
+                    attribute in info.links,
+                )
+                for attribute, declared in spec.attributes.items()
+                if attribute not in ENTITY_MEMBERS
+            }
+            members = _member_predicates(spec.schema)
+            required = tuple(str(r) for r in spec.schema.get("required", ()))
+            found = _FastModel(spec.name, info.predicate, table, members, required, {})
+    _FAST_MODELS[name] = found
+    return found
+
+
+def _fast_validate(entity: dict[str, Any]) -> Verdict | None:
+    """The verdict of a valid entity of a bundled model with the usual shape, or None ("don't know")."""
+    entity_id = entity.get("id")
+    entity_type = entity.get("type")
+    if type(entity_id) is not str or type(entity_type) is not str or not is_uri(entity_id):
+        return None
+    if not entity_id.isascii() and _SURROGATE.search(entity_id):
+        return None
+    model = _fast_model(entity_type)
+    if model is None:
+        return None
+    attributes = model.attributes
+    members = model.members
+    if members is not None:
+        return _fast_members(model, members, entity, entity_id, entity_type)
+    document: dict[str, Any] = {"id": entity_id, "type": model.name}
+    for name, value in entity.items():
+        declared = attributes.get(name)
+        if declared is None:
+            if name == "id" or name == "type":
+                continue
+            return None  # unknown attribute, @context, scope, entity times...: the reference path
+        projected = _fast_projection(declared, value)
+        if projected is _NO:
+            return None
+        document[name] = projected
+    if not model.predicate(document):
+        return None
+    return Verdict(True, entity_id, entity_type, (), ())
+
+
+def _fast_projection(declared: _FastAttribute, value: Any) -> Any:
+    """The keyValues value of one attribute the reference path would accept unchanged, or ``_NO``."""
+    if type(value) is not dict:
+        return _NO
+    found = _fast_instance(value, 0)
+    if found is None:
+        return _NO
+    kind, projected = found
+    if kind != declared.ngsi_type and not (kind == "Relationship" and declared.link):
+        return _NO
+    if declared.unit is not None:
+        code = value.get("unitCode")
+        if code is not None and code != declared.unit:
+            return _NO
+    if type(projected) is dict and "@value" in projected:
+        return _NO
+    if kind == "Relationship" and declared.wrap and type(projected) is str:
+        return [projected]
+    return projected
+
+
+def _member_ok(model: _FastModel, check: Callable[[Any], bool], name: str, value: Any) -> bool:
+    """``check(value)``, remembered for text and lists of text (the values that repeat and cost formats)."""
+    kind = type(value)
+    if kind is str:
+        key: tuple[str, Any] = (name, value)
+    elif kind is list and all(type(v) is str for v in value):
+        key = (name, ("list", *value))
+    else:
+        return check(value)
+    memo = model.memo
+    hit = memo.get(key)
+    if hit is None:
+        hit = check(value)
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[key] = hit
+    return hit
+
+
+def _fast_members(
+    model: _FastModel, members: Mapping[str, Callable[[Any], bool]], entity: dict[str, Any],
+    entity_id: str, entity_type: str,
+) -> Verdict | None:
+    """``_fast_validate`` for a flat schema: each member checked on its own, no document built."""
+    attributes = model.attributes
+    for name in model.required:
+        if name not in entity and name != "type":
+            return None
+    check = members.get("id")
+    if check is not None and not _member_ok(model, check, "id", entity_id):
+        return None
+    check = members.get("type")
+    if check is not None and not _member_ok(model, check, "type", model.name):
+        return None
+    for name, value in entity.items():
+        declared = attributes.get(name)
+        if declared is None:
+            if name == "id" or name == "type":
+                continue
+            return None
+        projected = _fast_projection(declared, value)
+        if projected is _NO:
+            return None
+        check = members.get(name)
+        if check is not None:
+            kind = type(projected)
+            if kind is str or kind is list:
+                if not _member_ok(model, check, name, projected):
+                    return None
+            elif not check(projected):
+                return None
+    return Verdict(True, entity_id, entity_type, (), ())
