@@ -15,13 +15,14 @@ are, and the load generator competes with them. Runs alternate between worker co
 load drift hits both. Prints figures; asserts nothing.
 
     .venv/bin/python bench/bench_workers.py [--messages 20000] [--devices 1000] [--concurrency 50]
-        [--repeat 2] [--workers 1 2] [--sinks embedded remote]
+        [--repeat 2] [--workers 1 2] [--sinks embedded remote] [--paced 1500 [--paced-seconds 10]]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import re
 import signal
@@ -113,7 +114,19 @@ async def one_run(args: argparse.Namespace, tmp: Path, sink: str, workers: int) 
         gen = time.process_time() - cpu_gen
         done = await wait_published(gw, 500 + args.messages, sink)
         n = args.messages
-        return {"acked": acked, "ack_rate": acked / (acked_at - began), "rate": n / (done - began),
+        paced: dict[str, float] = {}
+        if args.paced and sink == "embedded":
+            # Latency at a fixed rate: the end-to-end histogram (receipt → committed in the store) of these only.
+            before, cpu_paced = await gw.metrics(), gw.cpu_seconds()
+            count = int(args.paced * args.paced_seconds)
+            sent_at = time.perf_counter()
+            await send(gw, 500 + n, count, args.devices, concurrency=args.concurrency, rate=args.paced)
+            sent = count / (time.perf_counter() - sent_at)  # below --paced when the gateway acknowledged slower
+            await wait_published(gw, 500 + n + count, sink)
+            p50, p99 = _window_quantiles(before, await gw.metrics())
+            paced = {"paced_p50": p50, "paced_p99": p99, "paced_rate": sent,
+                     "paced_gw_us": (gw.cpu_seconds() - cpu_paced) / count * 1e6}
+        return {**paced, "acked": acked, "ack_rate": acked / (acked_at - began), "rate": n / (done - began),
                 "gw_us": (gw.cpu_seconds() - cpu_gw) / n * 1e6, "gen_us": gen / n * 1e6,
                 "parent_us": (gw.parent_cpu_seconds() - cpu_parent) / n * 1e6,
                 "batch": n / max(1.0, await gw.batches(sink) - batches),
@@ -212,13 +225,15 @@ async def mqtt_run(args: argparse.Namespace, tmp: Path, workers: int) -> dict[st
         load_before = os.getloadavg()[0]
         cpu_gw, cpu_parent = gw.cpu_seconds(), gw.parent_cpu_seconds()
         base = await gw.counter(stored)
+        batches = await gw.batches("embedded")
         n = args.burst
         lines = [uplink(200 + i) for i in range(n)]
         began = time.perf_counter()
         await publish(broker.port, lines)
         done = await wait_published(gw, int(base) + n * PER_UPLINK, "embedded")
         burst = {"rate": n / (done - began), "gw_us": (gw.cpu_seconds() - cpu_gw) / n * 1e6,
-                 "parent_us": (gw.parent_cpu_seconds() - cpu_parent) / n * 1e6}
+                 "parent_us": (gw.parent_cpu_seconds() - cpu_parent) / n * 1e6,
+                 "batch": n * PER_UPLINK / max(1.0, await gw.batches("embedded") - batches)}
         # Paced: the end-to-end histogram (gateway receipt → committed in the store) of these uplinks only.
         before = await gw.metrics()
         paced = int(args.rate * args.seconds)
@@ -274,6 +289,10 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--sinks", nargs="+", default=["embedded", "remote"], choices=["embedded", "remote"])
+    parser.add_argument("--paced", type=float, default=0.0,
+                        help="HTTP → embedded store: after each run, this many msg/s for --paced-seconds, "
+                             "printing p50/p99 receipt → stored (0: no paced phase)")
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--mqtt", action="store_true",
                         help="LoRaWAN (chirpstack_v4) uplinks over MQTT QoS 1 → embedded store instead of HTTP")
     parser.add_argument("--burst", type=int, default=20000, help="MQTT: uplinks published at once")
@@ -284,7 +303,8 @@ async def main() -> None:
         await mqtt_main(args)
         return
     print(f"{os.cpu_count()} cores; {args.messages} messages from {args.devices} devices, {args.concurrency} in "
-          f"flight, validation on; load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+          f"flight, validation on; workers' event loop {workers_loop()}; load average now "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="jonction-bench-workers-") as folder:
         for sink in args.sinks:
@@ -299,6 +319,12 @@ async def main() -> None:
                           f"{r['batch']:.0f} entities per batch, load generator {r['gen_us']:.0f} µs/msg"
                           + (f", remote store {r['store_us']:.0f} µs/msg" if sink == "remote" else "")
                           + f"; load {r['load_before']:.2f} → {r['load_after']:.2f}", flush=True)
+                    if "paced_p99" in r:
+                        print(f"{sink:8} --workers {workers} run {rep + 1}: paced {args.paced:.0f} msg/s for "
+                              f"{args.paced_seconds:g} s (sent at {r['paced_rate']:.0f}/s): receipt → stored p50 "
+                              f"{r['paced_p50']:.0f} ms, "
+                              f"p99 {r['paced_p99']:.0f} ms, gateway CPU {r['paced_gw_us']:.0f} µs/msg; load "
+                              f"{os.getloadavg()[0]:.2f}", flush=True)
     print("medians:")
     for (sink, workers), runs in results.items():
         print(f"  {sink:8} --workers {workers}: {median(r['rate'] for r in runs):.0f} msg/s committed, "
@@ -309,17 +335,23 @@ async def main() -> None:
               + (f", remote store {median(r['store_us'] for r in runs):.0f} µs/msg" if sink == "remote" else ""))
 
 
+def workers_loop() -> str:
+    """The event loop the gateway's workers run on (uvloop when installed, see gateway.runtime.workers)."""
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+
+
 async def mqtt_main(args: argparse.Namespace) -> None:
     """Alternate ``--workers`` counts on the MQTT feed; print every run."""
     print(f"{os.cpu_count()} cores; chirpstack_v4 uplinks over MQTT QoS 1 → embedded store, burst {args.burst}, "
-          f"paced {args.rate:.0f}/s for {args.seconds:g} s; load average now "
+          f"paced {args.rate:.0f}/s for {args.seconds:g} s; workers' event loop {workers_loop()}; load average now "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory(prefix="jonction-bench-mqtt-") as folder:
         for rep in range(args.repeat):
             for workers in args.workers:
                 r = await mqtt_run(args, Path(folder) / f"mqtt-{workers}-{rep}", workers)
                 print(f"mqtt --workers {workers} run {rep + 1}: burst {r['burst_rate']:.0f} uplinks/s stored, "
-                      f"gateway CPU {r['burst_gw_us']:.0f} µs/uplink (parent {r['burst_parent_us']:.0f}); "
+                      f"gateway CPU {r['burst_gw_us']:.0f} µs/uplink (parent {r['burst_parent_us']:.0f}), "
+                      f"{r['burst_batch']:.0f} entities per store batch; "
                       f"paced {args.rate:.0f}/s: receipt → stored p50 {r['p50']:.0f} ms, p99 {r['p99']:.0f} ms; "
                       f"lost {r['lost']:.0f}, duplicated {r['dup']:.0f} (duplicates dropped by dedup "
                       f"{r['dedup']:.0f}); load {r['load_before']:.2f} → {r['load_after']:.2f}", flush=True)

@@ -77,6 +77,9 @@ HTTP_CONFIG_SCHEMA: dict[str, Any] = {
 
 def cross_site_refusal(request: web.Request) -> web.Response | None:
     """403 for what only a browser on another site sends (an endpoint without authentication uses it), else None."""
+    headers = request.headers
+    if "Origin" not in headers and "Sec-Fetch-Site" not in headers:
+        return None  # what network servers and brokers send: nothing to check (any Host is accepted)
     refused = refusal(_ANY_HOST, host=request.headers.get("Host"), origin=request.headers.get("Origin"),
                       scheme=request.scheme, fetch_site=request.headers.get("Sec-Fetch-Site"))
     return None if refused is None else problem_response(403, "Forbidden", refused)

@@ -61,6 +61,7 @@ from gateway.store.app import create_store_app
 from gateway.store.backends import create_storage
 from gateway.store.base import Storage, tune_gc
 from gateway.store.settings import StoreSettings
+from gateway.store.subscriptions import NOTIFIER_KEY
 from schemas import contexts
 
 log = logging.getLogger("jonction.runtime")
@@ -70,6 +71,8 @@ EMBEDDED = "embedded"
 MAINTENANCE_EVERY_S = 60.0
 
 HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("jonction_http", aiohttp.ClientSession)
+STORE_API: web.AppKey[web.Application] = web.AppKey("jonction_store_api", web.Application)
+"""The embedded store's API sub-app (its subscriptions notifier tells the embedded sink how to batch)."""
 """The HTTP client session of the gateway application, shared by the adapters (set when it starts)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -364,6 +367,11 @@ async def _runtime_ctx(
     cfg = rt.config
     tasks = [asyncio.create_task(pub.run(), name=f"publisher:{name}") for name, pub in rt.publishers.items()]
     tasks.append(asyncio.create_task(_maintenance(rt), name="maintenance"))
+    if STORE_API in app and NOTIFIER_KEY in app[STORE_API]:
+        notifier = app[STORE_API][NOTIFIER_KEY]
+        for pub in rt.publishers.values():
+            if isinstance(pub.sink, EmbeddedSink):
+                pub.sink.subscribed = lambda: bool(notifier.subs)
     if cfg.rules is not None and storage is not None:
         engine = rt.rules = RulesEngine(cfg.rules, rt.db, storage, rt.deadletters, app[HTTP])
         for pub in rt.publishers.values():
@@ -459,7 +467,8 @@ def create_app(config: GatewayConfig, *, adapters: Mapping[str, type[Adapter]] |
         # embedded sink writes through it (Python, no HTTP hop).
         storage = create_storage(config.embedded_database or config.data_dir / "store.sqlite",
                                  durability="full" if config.durability == "full" else "normal")
-        app.add_subapp("/ngsi-ld/v1", create_store_app(store_settings(config), storage=storage))
+        store_api = app[STORE_API] = create_store_app(store_settings(config), storage=storage)
+        app.add_subapp("/ngsi-ld/v1", store_api)
         _enclosing(app, _storage_ctx(storage, config))
     _after_subapps(app, functools.partial(_runtime_ctx, app, config, found, storage, workers))
     return app

@@ -11,7 +11,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -73,6 +73,9 @@ class QueuedRow(NamedTuple):
     source: str
     received: float
 
+
+EncodedRow = tuple[str, str, str, str, str, str, float, float]
+"""One outbox row ready to insert: sink, tenant, entity id, body, correlation id, source, received, queued at."""
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS outbox(
@@ -140,21 +143,30 @@ class Outbox:
         rows: Iterable[QueuedRow],
     ) -> int:
         """Insert rows in the caller's transaction."""
+        return self.insert(conn, self.encoded(rows))
+
+    @staticmethod
+    def encoded(rows: Iterable[QueuedRow]) -> list[EncodedRow]:
+        """The rows as :meth:`insert` writes them (entities encoded; done before the write lock is taken)."""
         now = time.time()
-        params = []
+        params: list[EncodedRow] = []
         bodies: dict[int, str] = {}
         for sink, tenant, ent, corr, source, received in rows:
             # One encoding per entity, not one per sink: the pipeline queues the same object for each.
             body = bodies.get(id(ent))
             if body is None:
                 body = bodies[id(ent)] = encode(ent)
-            self.bytes += len(body)
             params.append((sink, tenant, str(ent.get("id", "")), body, corr, source, received, now))
+        return params
+
+    def insert(self, conn: sqlite3.Connection, params: Sequence[EncodedRow]) -> int:
+        """Insert encoded rows (:meth:`encoded`) in the caller's transaction."""
         conn.executemany(
             "INSERT INTO outbox(sink, tenant, entity_id, body, corr, source, received, at)"
             " VALUES (?,?,?,?,?,?,?,?)",
             params,
         )
+        self.bytes += sum(len(p[3]) for p in params)
         return len(params)
 
     def notify(self, sinks: Iterable[str]) -> None:

@@ -4,9 +4,14 @@
 the same event-loop turn are handled together in one SQLite transaction (group commit), and
 each ``emit`` returns only after that commit: the message is then archived and its entities
 are durably queued for every sink (or kept as dead letters). That return is the acknowledgement
-transports rely on (MQTT ack, HTTP 2xx). A redelivered message (same source and idempotency
-key) is acknowledged without a second write. With ``dedup.database``, the keys are also claimed
-in a store shared by several instances before the commit (:mod:`gateway.runtime.dedup_pg`).
+transports rely on (MQTT ack, HTTP 2xx). A group is translated, validated and encoded before the
+write lock is taken, so the lock (shared with the other processes of ``--workers``) is held for
+the inserts only; while another process holds it, the loop goes on reading messages, which join
+the group, instead of sleeping in SQLite's busy handler. A group that cannot commit is refused
+as a whole (every message answered "retry later", nothing of it written). A redelivered message
+(same source and idempotency key) is acknowledged without a second write. With
+``dedup.database``, the keys are also claimed in a store shared by several instances before the
+commit (:mod:`gateway.runtime.dedup_pg`).
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import asyncio
 import contextlib
 import fnmatch
 import itertools
+import json
 import logging
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,14 +40,18 @@ from gateway.runtime.dedup import SeenKey, SeenKeys, SharedClaims
 from gateway.runtime.logging import correlation_id
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.normalize import NormalizeError, normalize
-from gateway.runtime.outbox import Outbox, QueuedRow
+from gateway.runtime.outbox import EncodedRow, Outbox, QueuedRow
 from gateway.runtime.routing import Router, Unroutable
 from gateway.runtime.validator import BatchValidator
 
 log = logging.getLogger("jonction.pipeline")
 
 MAX_GROUP = 512
-"""Most messages handled in one transaction; bounds the time the loop is held."""
+"""Pending messages that start a commit at once (instead of at the end of the loop turn)."""
+LOCK_RETRY_S = 0.001
+"""How soon a group commit tries the write lock again when another process holds it."""
+LOCK_WAIT_S = 5.0
+"""How long a group waits for the write lock before its messages are refused (503: retry later)."""
 
 # Correlation ids: unique per process start and cheap (uuid4 per message costs an urandom call).
 _BOOT = uuid.uuid4().hex[:8] + "-"
@@ -110,23 +121,40 @@ class Outcome:
 
 
 @dataclass(slots=True)
-class _Pending:
-    raw: RawMessage
-    future: asyncio.Future[Outcome]
-    received: float
-    corr: str
+class _Letter:
+    """A dead letter prepared outside the transaction (written with its message, if it is fresh)."""
+
+    stage: str
+    reason: str
+    pointer: str
+    entity: Entity | None
+    tenant: str
 
 
 @dataclass(slots=True)
 class _Message:
-    """One message going through the stages inside a transaction, and what became of it so far."""
+    """One message through the stages, prepared before the write lock is taken: what to write for it."""
 
-    conn: sqlite3.Connection
     binding: SourceBinding
     raw: RawMessage
     corr: str
     received: float
     outcome: Outcome = field(default_factory=Outcome)
+    rows: list[EncodedRow] = field(default_factory=list)
+    """Its outbox rows, encoded."""
+    letters: list[_Letter] = field(default_factory=list)
+    sinks: set[str] = field(default_factory=set)
+    """The sinks it queues entities for (woken after the commit)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    raw: RawMessage
+    future: asyncio.Future[Outcome]
+    received: float
+    corr: str
+    msg: _Message | None = None
+    """Set once translated, normalized and validated (before the transaction)."""
 
 
 class Pipeline:
@@ -164,6 +192,9 @@ class Pipeline:
         self._pending: list[_Pending] = []
         self._scheduled = False
         self._closed = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._locked_since: float | None = None
+        """When the pending group first found the write lock held (loop time), None while it is free."""
 
     def add_source(self, binding: SourceBinding) -> None:
         """Register a source so that its messages can be emitted."""
@@ -195,6 +226,14 @@ class Pipeline:
         return await pending.future
 
     def _flush(self) -> None:
+        """Commit what is pending in one transaction, if the write lock is free now; else retry soon.
+
+        The messages are translated, normalized, validated and encoded first, outside the
+        transaction: the write lock, which every worker process and the publishing parent take in
+        turn, is held for the inserts alone. When another process holds it, this loop does not
+        wait for it (SQLite's busy handler would sleep): it keeps reading requests, which join
+        the group, and tries again on the next message or after ``LOCK_RETRY_S``.
+        """
         self._scheduled = False
         if self.shared is not None:
             # The shared claim needs a round trip: one task commits group after group, and what
@@ -202,11 +241,49 @@ class Pipeline:
             if self._pending and (self._flusher is None or self._flusher.done()):
                 self._flusher = asyncio.get_running_loop().create_task(self._flush_shared(self.shared))
             return
-        batch, self._pending = self._pending, []
-        if not batch:
+        if not self._pending:
             return
+        self._prepare(self._pending)
         try:
-            outcomes = self._commit(batch, None)
+            tx = self.db.try_transaction()
+        except Exception as exc:  # the database cannot be written at all: nothing was acknowledged
+            batch, self._pending = self._pending, []
+            self._locked_since = None
+            self._failed(batch, exc)
+            return
+        if tx is None:
+            self._wait_for_lock()
+            return
+        self._locked_since = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        batch, self._pending = self._pending, []
+        self._commit_in(tx, batch, None)
+
+    def _wait_for_lock(self) -> None:
+        """Another connection writes: try again shortly, or give up on the group after ``LOCK_WAIT_S``."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._locked_since is None:
+            self._locked_since = now
+        elif now - self._locked_since > LOCK_WAIT_S:
+            batch, self._pending = self._pending, []
+            self._locked_since = None
+            self._failed(batch, Unavailable(f"the gateway database stayed locked for {LOCK_WAIT_S:.0f}s"))
+            return
+        if self._retry is None:
+            self._retry = loop.call_later(LOCK_RETRY_S, self._retry_flush)
+
+    def _retry_flush(self) -> None:
+        self._retry = None
+        self._flush()
+
+    def _commit_in(self, tx: AbstractContextManager[sqlite3.Connection], batch: list[_Pending],
+                   won: set[int] | None) -> None:
+        """Write ``batch`` in the transaction ``tx``, commit, then answer every message of it."""
+        try:
+            outcomes = self._commit(tx, batch, won)
         except Exception as exc:  # the whole group failed to commit: nothing was acknowledged
             self._failed(batch, exc)
             return
@@ -218,9 +295,10 @@ class Pipeline:
             batch, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
             outcomes: list[Outcome] | None = None
             try:
+                self._prepare(batch)
                 async with shared.claim([SeenKey(p.raw.source, p.raw.idempotency_key, p.received)
                                          for p in batch]) as won:
-                    outcomes = self._commit(batch, won)
+                    outcomes = self._commit(self.db.transaction(), batch, won)
             except Exception as exc:
                 if outcomes is None:  # claim or local commit failed: rolled back, nothing acknowledged
                     self._failed(batch, exc)
@@ -237,31 +315,59 @@ class Pipeline:
                 raise
             self._acknowledge(batch, outcomes)
 
-    def _commit(self, batch: list[_Pending], won: set[int] | None) -> list[Outcome]:
-        """One transaction: dedup keys, archive, translation, outbox rows; what became of each message.
+    def _prepare(self, batch: list[_Pending]) -> None:
+        """Run the stages for the messages of ``batch`` not prepared yet (no database access)."""
+        for p in batch:
+            if p.msg is None:
+                binding = self.sources[p.raw.source]
+                msg = p.msg = _Message(binding, p.raw, p.corr, p.received)
+                try:
+                    produced = self._translate(msg)
+                    if produced is not None:
+                        self._queue(msg, self._validated(msg, self._normalized(msg, produced)), self.sinks)
+                except Exception as exc:  # an entity JSON cannot encode: this message only, kept
+                    msg = p.msg = _Message(binding, p.raw, p.corr, p.received)
+                    self._dead(msg, "translation", f"adapter error: {type(exc).__name__}: {exc}", "")
 
-        ``won``: the indexes this instance claimed in the shared store (None: no shared store).
+    def _commit(self, tx: AbstractContextManager[sqlite3.Connection], batch: list[_Pending],
+                won: set[int] | None) -> list[Outcome]:
+        """One transaction: dedup keys, archive, dead letters, outbox rows; what became of each message.
+
+        The messages are prepared already (:meth:`_prepare`); ``won``: the indexes this instance
+        claimed in the shared store (None: no shared store).
         """
         touched: set[str] = set()
+        fresh_messages: list[_Message] = []
         try:
-            with self.db.transaction() as conn:
-                rows: list[QueuedRow] = []
+            with tx as conn:
                 fresh = self.seen.first_deliveries(
                     conn, [SeenKey(p.raw.source, p.raw.idempotency_key, p.received) for p in batch])
                 if won is not None:
                     fresh &= won
-                outcomes = [self._ingest(_Message(conn, self.sources[p.raw.source], p.raw, p.corr, p.received),
-                                         rows, touched)
-                            if i in fresh else self._duplicate(p.raw, p.corr)
-                            for i, p in enumerate(batch)]
+                outcomes: list[Outcome] = []
+                rows: list[EncodedRow] = []
+                for i, p in enumerate(batch):
+                    msg = p.msg
+                    if i not in fresh or msg is None:
+                        outcomes.append(Outcome(duplicate=True))
+                        continue
+                    self._write_letters(conn, msg)
+                    rows += msg.rows
+                    touched |= msg.sinks
+                    fresh_messages.append(msg)
+                    outcomes.append(msg.outcome)
                 # One statement per group, not per message: the group commit's point.
-                self.archive.append_many(conn, [ArchiveEntry(p.raw, p.corr) for i, p in enumerate(batch)
-                                                if i in fresh])
+                self.archive.append_many(conn, [ArchiveEntry(m.raw, m.corr) for m in fresh_messages])
                 if rows:
-                    self.outbox.add(conn, rows)
+                    self.outbox.insert(conn, rows)
         except Exception:
             self._recount()
             raise
+        for i, p in enumerate(batch):
+            if outcomes[i].duplicate:
+                self._duplicate(p.raw, p.corr)
+        for msg in fresh_messages:
+            self._settle(msg, received=True)
         self.outbox.notify(touched)
         return outcomes
 
@@ -291,11 +397,11 @@ class Pipeline:
         except Exception as exc:  # storage is failing already; the next commit will say so again
             log.debug("could not recount storage after a rollback: %s", exc)
 
-    def _duplicate(self, raw: RawMessage, corr: str) -> Outcome:
+    def _duplicate(self, raw: RawMessage, corr: str) -> None:
         self.metrics.duplicates.inc(source=raw.source)
-        log.debug("duplicate message dropped", extra={"correlation_id": corr, "source": raw.source,
-                                                    "idempotency_key": raw.idempotency_key})
-        return Outcome(duplicate=True)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("duplicate message dropped", extra={"correlation_id": corr, "source": raw.source,
+                                                        "idempotency_key": raw.idempotency_key})
 
     async def flush(self) -> None:
         """Handle what is pending now (used at shutdown)."""
@@ -305,9 +411,18 @@ class Pipeline:
             await asyncio.shield(self._flusher)
 
     def close(self) -> None:
-        """Refuse new messages and commit what is pending (see :meth:`aclose` with a shared store)."""
-        self._flush()
+        """Refuse new messages and commit what is pending (waiting for the write lock if it must)."""
         self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self.shared is not None:
+            self._flush()
+            return
+        batch, self._pending = self._pending, []
+        if batch:
+            self._prepare(batch)
+            self._commit_in(self.db.transaction(), batch, None)
 
     async def aclose(self) -> None:
         """Refuse new messages, commit what is pending, and close the shared dedup store if any."""
@@ -318,15 +433,7 @@ class Pipeline:
         if self.shared is not None:
             await self.shared.close()
 
-    # ------------------------------------------------------------------ the two paths
-
-    def _ingest(self, msg: _Message, rows: list[QueuedRow], touched: set[str]) -> Outcome:
-        """A live message seen for the first time (the caller writes its archive entry)."""
-        self.metrics.messages_in.inc(source=msg.raw.source, adapter=msg.binding.adapter_name)
-        produced = self._translate(msg)
-        if produced is not None:
-            self._queue(msg, self._validated(msg, self._normalized(msg, produced)), self.sinks, rows, touched)
-        return msg.outcome
+    # ------------------------------------------------------------------ replay
 
     def replay(
         self,
@@ -348,20 +455,20 @@ class Pipeline:
         if binding is None:
             raise TranslationError(f"source {raw.source!r} is not configured any more")
         sinks = self.sinks if only_sink is None else [s for s in self.sinks if s.name == only_sink]
-        rows: list[QueuedRow] = []
-        touched: set[str] = set()
+        msg = _Message(binding, raw, corr, time.time())
+        produced = self._translate(msg)
+        if produced is not None:
+            if only_entity is not None:
+                produced = [e for e in produced if isinstance(e, dict) and e.get("id") == only_entity]
+            self._queue(msg, self._validated(msg, self._normalized(msg, produced)), sinks)
         with self.db.transaction() as conn:
-            msg = _Message(conn, binding, raw, corr, time.time())
-            produced = self._translate(msg)
-            if produced is not None:
-                if only_entity is not None:
-                    produced = [e for e in produced if isinstance(e, dict) and e.get("id") == only_entity]
-                self._queue(msg, self._validated(msg, self._normalized(msg, produced)), sinks, rows, touched)
-            if rows:
-                self.outbox.add(conn, rows)
+            self._write_letters(conn, msg)
+            if msg.rows:
+                self.outbox.insert(conn, msg.rows)
             if delete_letter is not None:
                 self.deadletters.delete(conn, delete_letter)
-        self.outbox.notify(touched)
+        self._settle(msg, received=False)
+        self.outbox.notify(msg.sinks)
         return msg.outcome
 
     # ------------------------------------------------------------------ the stages both paths share
@@ -408,12 +515,10 @@ class Pipeline:
                 valid.append(item)
         return valid
 
-    def _queue(
-        self, msg: _Message, entities: list[Entity], sinks: Sequence[SinkRoute], rows: list[QueuedRow],
-        touched: set[str],
-    ) -> None:
-        """One outbox row per valid entity and sink that takes its tenant (written by the caller)."""
+    def _queue(self, msg: _Message, entities: list[Entity], sinks: Sequence[SinkRoute]) -> None:
+        """One outbox row per valid entity and sink that takes its tenant, encoded (written with the message)."""
         raw, outcome = msg.raw, msg.outcome
+        queued: list[QueuedRow] = []
         for item in entities:
             try:
                 tenant = msg.binding.tenant_for(raw, item)
@@ -422,28 +527,46 @@ class Pipeline:
                 continue
             for sink in sinks:
                 if sink.accepts(tenant):
-                    rows.append(QueuedRow(sink.name, tenant, item, msg.corr, raw.source, msg.received))
-                    touched.add(sink.name)
+                    queued.append(QueuedRow(sink.name, tenant, item, msg.corr, raw.source, msg.received))
+                    msg.sinks.add(sink.name)
             outcome.queued.append(str(item["id"]))
-        if outcome.queued:
-            self.metrics.entities_in.inc(len(outcome.queued), source=raw.source)
-        log.debug("message accepted", extra={"correlation_id": msg.corr, "source": raw.source,
-                                             "entities": len(outcome.queued),
-                                             "dead_letters": len(outcome.dead_letters)})
+        msg.rows = self.outbox.encoded(queued)
 
     def _dead(self, msg: _Message, stage: str, reason: str, pointer: str, item: Entity | None = None) -> None:
-        """Keep the message as a dead letter of ``stage`` (with the entity it concerns, if any)."""
-        raw = msg.raw
-        self.metrics.dead_letters.inc(source=raw.source, stage=stage)
-        log.warning("dead letter: %s", reason, extra={"correlation_id": msg.corr, "source": raw.source,
-                                                      "stage": stage, "pointer": pointer})
-        tenant = raw.tenant
+        """Keep the message as a dead letter of ``stage`` (with the entity it concerns, if any), written with it."""
+        tenant = msg.raw.tenant
         if item is not None:
             with contextlib.suppress(Unroutable):  # an unroutable entity's letter stays with the message's tenant
-                tenant = msg.binding.tenant_for(raw, item)
-        msg.outcome.dead_letters.append(self.deadletters.add(
-            msg.conn, stage=stage, adapter=msg.binding.adapter_name, raw=raw, reason=reason, pointer=pointer,
-            corr=msg.corr, entity=item, tenant=tenant))
+                tenant = msg.binding.tenant_for(msg.raw, item)
+            try:  # checked here, before the transaction: a letter that cannot be written would fail the group
+                json.dumps(item)
+            except (TypeError, ValueError) as exc:
+                reason, item = f"{reason} (entity not kept: {exc})", None
+        msg.letters.append(_Letter(stage, reason, pointer, item, tenant))
+
+    def _write_letters(self, conn: sqlite3.Connection, msg: _Message) -> None:
+        """Insert the message's dead letters in the caller's transaction."""
+        raw = msg.raw
+        for letter in msg.letters:
+            msg.outcome.dead_letters.append(self.deadletters.add(
+                conn, stage=letter.stage, adapter=msg.binding.adapter_name, raw=raw, reason=letter.reason,
+                pointer=letter.pointer, corr=msg.corr, entity=letter.entity, tenant=letter.tenant))
+
+    def _settle(self, msg: _Message, *, received: bool) -> None:
+        """Count and log what became of a message once it is committed (a duplicate never gets here)."""
+        raw = msg.raw
+        if received:
+            self.metrics.messages_in.inc(source=raw.source, adapter=msg.binding.adapter_name)
+        for letter in msg.letters:
+            self.metrics.dead_letters.inc(source=raw.source, stage=letter.stage)
+            log.warning("dead letter: %s", letter.reason, extra={
+                "correlation_id": msg.corr, "source": raw.source, "stage": letter.stage, "pointer": letter.pointer})
+        if msg.outcome.queued:
+            self.metrics.entities_in.inc(len(msg.outcome.queued), source=raw.source)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("message accepted", extra={"correlation_id": msg.corr, "source": raw.source,
+                                                 "entities": len(msg.outcome.queued),
+                                                 "dead_letters": len(msg.outcome.dead_letters)})
 
     # ------------------------------------------------------------------ operator requests
 

@@ -7,7 +7,12 @@
   before it, so a broker that keeps history (and the embedded store's temporal API) records
   each reading, in order. A reading waiting for a retry holds the entity's later readings back.
   A sink configured ``latest_only`` instead merges an entity's readings into one upsert (fewer
-  requests, for brokers without history).
+  requests, for brokers without history). A sink that applies a batch in array order and keeps
+  every change's history (``ordered_batches``: the embedded store) takes all rounds in one
+  upsert instead, each reading in its own place: the same observations, in far fewer calls.
+* The outbox bookkeeping (removing delivered rows) never waits on the event loop for the write
+  lock that the worker processes of ``--workers`` hold in turn: it tries, yields to the loop and
+  tries again shortly (see :meth:`Publisher._transaction`).
 * A 207 answer retries only the entities that failed, each with its own exponential backoff;
   an entity that keeps failing (or fails permanently) becomes a dead letter of stage ``sink``.
 * A sink that is down makes the whole batch wait in the outbox; after repeated failures a
@@ -31,6 +36,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -63,6 +69,17 @@ class PublisherSettings:
     breaker_threshold: int = 5
     breaker_cooldown_s: float = 10.0
     max_attempts: int = 8
+
+
+LOCK_RETRY_S: Final = 0.001
+"""First pause before trying the outbox write lock again (doubled up to ``LOCK_RETRY_MAX_S``)."""
+LOCK_RETRY_MAX_S: Final = 0.008
+LOCK_WAIT_S: Final = 5.0
+"""How long the publisher keeps trying for the write lock before the round fails (and is retried)."""
+
+
+class OutboxLocked(sqlite3.OperationalError):
+    """The gateway database stayed locked by other connections for ``LOCK_WAIT_S``."""
 
 
 _UNPARSED: Any = object()
@@ -110,6 +127,9 @@ class Publisher:
         self.sink = sink
         self.history = history_of(sink)
         self.latest_only = latest_only
+        self.in_order = False
+        """All rounds in one upsert, rows in outbox order (the sink applies and records each in turn);
+        decided again for each fetch, from the sink's ``ordered_batches``."""
         self.db = db
         self.outbox = outbox
         self.deadletters = deadletters
@@ -269,6 +289,9 @@ class Publisher:
     # ------------------------------------------------------------------ batches
 
     async def _publish(self, rows: list[OutboxRow]) -> None:
+        # Asked at every fetch: the embedded store stops taking one upsert per fetch while it has
+        # subscriptions (it notifies once per entity and upsert; subscribers get every reading).
+        self.in_order = bool(getattr(self.sink, "ordered_batches", False)) and not self.latest_only
         by_tenant: dict[str, list[OutboxRow]] = {}
         for row in sorted(rows, key=lambda r: r.id):
             by_tenant.setdefault(row.tenant, []).append(row)
@@ -276,6 +299,11 @@ class Publisher:
         for tenant, tenant_rows in by_tenant.items():
             if self.latest_only:
                 batches.extend((0, tenant, b) for b in self._coalesced(tenant_rows))
+            elif self.in_order:
+                # Rows in outbox order: each entity's readings already follow one another, and
+                # the sink applies them in turn, one history instance each.
+                size = self.batch_size
+                batches.extend((0, tenant, tenant_rows[i:i + size]) for i in range(0, len(tenant_rows), size))
             else:
                 batches.extend((k, tenant, b) for k, b in self._rounds(tenant_rows))
         # Round k of every tenant before round k + 1: an entity's readings go out in order.
@@ -325,10 +353,12 @@ class Publisher:
         """Coalesce rows of one tenant by entity id, setting aside attributes older than the sink holds.
 
         The older ones come back as (row, fragment) pairs for the sink's history when it keeps one;
-        otherwise they are dropped.
+        otherwise they are dropped. With ``in_order`` each row stays its own entity, in row order
+        (an entity appears once per reading); a reading older than one before it in the rows is late.
         """
         late: list[tuple[OutboxRow, Entity]] = []
         merged: dict[str, Entity] = {}
+        in_order: list[Entity] | None = [] if self.in_order else None
         seen_times: dict[str, dict[str, float]] = {}
         owners: dict[str, list[OutboxRow]] = {}
         empty: list[OutboxRow] = []
@@ -359,12 +389,14 @@ class Publisher:
             if not has_attrs and kept == 0 and any(n not in ENTITY_MEMBERS for n in row.entity()):
                 empty.append(row)  # everything in it was older than what the sink holds
                 continue
-            if target is None:
+            if in_order is not None:
+                in_order.append(item)
+            elif target is None:
                 merged[entity_id] = item
             else:
                 target.update({k: v for k, v in item.items() if k not in ("id", "type")})
             owners.setdefault(entity_id, []).append(row)
-        return list(merged.values()), owners, empty, seen_times, late
+        return (list(merged.values()) if in_order is None else in_order), owners, empty, seen_times, late
 
     async def _send(self, tenant: str, rows: Sequence[OutboxRow], *, late_done: bool = False) -> None:
         entities, owners, empty, times, late = self._merge(tenant, rows)
@@ -380,9 +412,9 @@ class Publisher:
                 for eid in failed:
                     owners.pop(eid, None)
                     times.pop(eid, None)
-                self._retry_failed(tenant, waiting, failed)
+                await self._retry_failed(tenant, waiting, failed)
         if empty:
-            with self.db.transaction() as conn:
+            with await self._transaction() as conn:
                 self.outbox.remove(conn, empty)
             self._forget(empty)
         if not entities:
@@ -394,20 +426,20 @@ class Publisher:
             try:
                 result = await self.sink.upsert(tenant, entities, corr)
             except SinkRejected as exc:
-                if len(entities) > 1:
+                if len(owners) > 1:
                     # One bad entity must not sink the batch: try each one alone.
                     for owned in owners.values():
                         await self._send(tenant, owned, late_done=True)
                     return
-                self._dead_letter(tenant, owners, {entities[0]["id"]: (str(exc), True)})
+                await self._dead_letter(tenant, owners, {entities[0]["id"]: (str(exc), True)})
                 return
             elapsed = time.perf_counter() - started
             self.metrics.publish_latency.observe(elapsed, sink=self.sink.name)
             self._on_success()
-            done_ids = [e["id"] for e in entities if e["id"] not in result.failed]
+            done_ids = [i for i in owners if i not in result.failed]
             done_rows = [r for i in done_ids for r in owners[i]]
             now = time.time()
-            with self.db.transaction() as conn:
+            with await self._transaction() as conn:
                 self.outbox.remove(conn, done_rows)
                 updates = []
                 for entity_id in done_ids:
@@ -419,12 +451,13 @@ class Publisher:
                 conn.executemany("INSERT OR REPLACE INTO latest(sink, tenant, entity_id, attr, observed)"
                                  " VALUES (?,?,?,?,?)", updates)
                 if self.on_published is not None:
-                    done = set(done_ids)
-                    self.on_published(conn, tenant, [(e["id"], str(e.get("type", "")), owners[e["id"]][0].source)
-                                                     for e in entities if e["id"] in done])
+                    kinds = {e["id"]: str(e.get("type", "")) for e in entities}
+                    self.on_published(conn, tenant, [(i, kinds[i], owners[i][0].source) for i in done_ids])
             self._forget(done_rows)
-            self.published += len(done_ids)
-            self.metrics.entities_out.inc(len(done_ids), sink=self.sink.name)
+            # Readings delivered: one per row, as many as rounds would have sent (merged: one per entity).
+            delivered = len(done_rows) if self.in_order else len(done_ids)
+            self.published += delivered
+            self.metrics.entities_out.inc(delivered, sink=self.sink.name)
             for row in done_rows:
                 self.metrics.end_to_end.observe(max(0.0, now - row.received), sink=self.sink.name)
             log.debug("batch published", extra={
@@ -432,7 +465,7 @@ class Publisher:
                 "failed": len(result.failed), "correlation_ids": sorted({r.corr for r in rows}),
                 "seconds": round(elapsed, 4)})
             if result.failed:
-                self._retry_failed(tenant, owners, result.failed)
+                await self._retry_failed(tenant, owners, result.failed)
         finally:
             correlation_id.reset(token)
 
@@ -451,12 +484,37 @@ class Publisher:
             self.metrics.late_to_history.inc(written, sink=self.sink.name)
         return result.failed
 
+    async def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction on the gateway database, begun without blocking the event loop.
+
+        The worker processes of ``--workers`` take the same write lock for their group commits;
+        waiting in SQLite's busy handler would stop this whole process (sources, admin API, the
+        store's writes) meanwhile. Instead: try, and while another connection holds the lock,
+        sleep on the loop (1 ms, doubling up to 8 ms) and try again; after ``LOCK_WAIT_S`` raise
+        :class:`OutboxLocked` (the rows stay in the outbox and are delivered again). Use it as
+        ``with await self._transaction() as conn:`` with no ``await`` inside.
+        """
+        tx = self.db.try_transaction()
+        if tx is not None:
+            return tx
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_WAIT_S
+        pause = LOCK_RETRY_S
+        while True:
+            await asyncio.sleep(pause)
+            tx = self.db.try_transaction()
+            if tx is not None:
+                return tx
+            if loop.time() >= deadline:
+                raise OutboxLocked(f"the gateway database stayed locked for {LOCK_WAIT_S:.0f}s")
+            pause = min(pause * 2, LOCK_RETRY_MAX_S)
+
     def _forget(self, rows: Sequence[OutboxRow]) -> None:
         for row in rows:
             self.attempts.pop(row.id, None)
 
-    def _retry_failed(self, tenant: str, owners: dict[str, list[OutboxRow]],
-                      failed: dict[str, tuple[str, bool]]) -> None:
+    async def _retry_failed(self, tenant: str, owners: dict[str, list[OutboxRow]],
+                            failed: dict[str, tuple[str, bool]]) -> None:
         give_up: dict[str, tuple[str, bool]] = {}
         now = time.monotonic()
         for entity_id, (reason, permanent) in failed.items():
@@ -474,11 +532,11 @@ class Publisher:
             log.info("entity %s refused by %s (attempt %d), will retry: %s", entity_id, self.sink.name,
                      attempts, reason, extra={"sink": self.sink.name, "tenant": tenant})
         if give_up:
-            self._dead_letter(tenant, owners, give_up)
+            await self._dead_letter(tenant, owners, give_up)
 
-    def _dead_letter(self, tenant: str, owners: dict[str, list[OutboxRow]],
-                     failed: dict[str, tuple[str, bool]]) -> None:
-        with self.db.transaction() as conn:
+    async def _dead_letter(self, tenant: str, owners: dict[str, list[OutboxRow]],
+                           failed: dict[str, tuple[str, bool]]) -> None:
+        with await self._transaction() as conn:
             for entity_id, (reason, _permanent) in failed.items():
                 rows = owners.get(entity_id, [])
                 if not rows:

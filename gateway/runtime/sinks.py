@@ -90,6 +90,11 @@ def _is_permanent(error_type: str) -> bool:
     return any(error_type.endswith(t) for t in _PERMANENT_TYPES)
 
 
+def _never() -> bool:
+    """No subscription (an embedded store without its API)."""
+    return False
+
+
 class EmbeddedSink:
     """The embedded store, called through its Python interface (no HTTP hop)."""
 
@@ -102,8 +107,22 @@ class EmbeddedSink:
         self.context = context
         self.late_readings = "temporal"
         """Readings older than the current state go to the store's temporal history only."""
+        self.subscribed: Callable[[], bool] = _never
+        """True while the store has subscriptions (wired by the runtime to the store API's notifier)."""
         self.observers: list[Callable[[str, Sequence[Entity]], Awaitable[None]]] = []
         """Called with the entities each upsert wrote (the rules engine); they never raise."""
+
+    @property
+    def ordered_batches(self) -> bool:
+        """Whether several readings of one entity may share a batch (then in reading order).
+
+        The store applies a batch in array order and records each change in the temporal history
+        (a reading sent again exactly as stored is the only one it skips), so no observation is
+        lost and it works on large batches instead of one small batch per round. But it notifies
+        once per entity and batch: while subscriptions exist, each reading keeps its own round so
+        that subscribers hear of every one.
+        """
+        return not self.subscribed()
 
     async def upsert(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
         """Upsert through ``store.upsert(tenant, entities, mode="update")``."""
@@ -255,6 +274,8 @@ class RemoteBrokerSink:
             settings.context = profile.context_iri or contexts.JONCTION_CONTEXT_IRI
         self.max_batch = settings.max_batch or profile.max_batch
         self.late_readings = settings.late_readings
+        self.ordered_batches = False
+        """A broker may coalesce one entity's updates within a batch: its readings go in rounds."""
         base = settings.url.rstrip("/")
         if not base.endswith("/ngsi-ld/v1"):
             base += "/ngsi-ld/v1"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import yaml
 
@@ -23,15 +24,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Counts JSON parses (``json.loads`` and the strict parser both end in ``JSONDecoder.decode``)."""
+    """Counts JSON parses: ``json.loads`` and the strict parser (``JSONDecoder.decode``), its fast path (orjson)."""
     calls: list[int] = []
     real = json.JSONDecoder.decode
+    real_orjson = orjson.loads
 
     def counting(self: json.JSONDecoder, text: str, *args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return real(self, text, *args, **kwargs)
 
+    def counting_orjson(data: bytes | str) -> Any:
+        calls.append(1)
+        return real_orjson(data)
+
     monkeypatch.setattr(json.JSONDecoder, "decode", counting)
+    monkeypatch.setattr(orjson, "loads", counting_orjson)
     yield calls
 
 

@@ -65,9 +65,10 @@ async def test_an_older_reading_reaches_the_embedded_history_not_the_current_sta
 
         storage.add_listener(listen)
         await _send_out_of_order(app, EMBEDDED)
-        # What subscriptions hear of: the newer fillingLevel, then the older row's location (it has
-        # no observedAt, so it is written) beside the same newer fillingLevel; never the older one.
-        assert changed == [[NEWER[1]], [NEWER[1]]]
+        # What subscriptions hear of: the newer fillingLevel only. The older row's fillingLevel goes to
+        # the history; its location (no observedAt) equals the stored one, so the store changes nothing
+        # and notifies nothing for it; never the older fillingLevel.
+        assert changed == [[NEWER[1]]]
         stored = await rt.embedded_store.get("", BIN)
         assert stored is not None and stored["fillingLevel"]["value"] == 0.5
         assert stored["fillingLevel"]["observedAt"] == NEWER[1]
