@@ -4,7 +4,8 @@
 real port for port 0, ``started``, idempotent ``stop``) and the body limit (``max_body_bytes``).
 Adapters use it in one of two ways:
 
-- ``serve(authenticate, accept)``: the standard endpoint. Bodies over the limit get 413,
+- ``serve(authenticate, accept)``: the standard endpoint, served by the kit's lean HTTP/1.1 server
+  (``adapters.kit.http1``: a fifth of aiohttp's CPU per request). Bodies over the limit get 413,
   unauthenticated requests 401 (the adapter supplies the check: a shared header token, or a
   vendor signature), and the answer is 2xx only after the adapter's ``accept`` — which awaits the
   runtime's ``emit`` — has returned; a failure there is a 503 so that the sender retries.
@@ -28,23 +29,55 @@ import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
+from multidict import CIMultiDictProxy, MultiMapping
+from yarl import URL
 
+from adapters.kit import http1
 from gateway.contract import SHARED_PORTS
 from gateway.crosssite import HostPolicy, refusal
 from gateway.errors import ConfigInvalid, InputError
 from gateway.problems import problem_response
 from gateway.secrets import read_secret
 
-Authenticate = Callable[[web.Request, bytes], "str | None"]
+
+class PushRequest(Protocol):
+    """What adapters read of a push request: aiohttp's ``web.Request`` and ``http1.Request`` both have it."""
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The request headers (case-insensitive)."""
+
+    @property
+    def path(self) -> str:
+        """The path, percent-decoded."""
+
+    @property
+    def query(self) -> MultiMapping[str]:
+        """The query parameters, decoded."""
+
+    @property
+    def rel_url(self) -> URL:
+        """Path and query as a relative URL (``raw_query_string`` is the query as sent)."""
+
+    @property
+    def match_info(self) -> Mapping[str, str]:
+        """The route's variables (``kind`` for a sub-path of the standard endpoint)."""
+
+    @property
+    def scheme(self) -> str:
+        """``http`` or ``https``."""
+
+
+Authenticate = Callable[[PushRequest, bytes], "str | None"]
 """Returns None when the request is authentic, else the reason it is not (sent with the 401)."""
-Accept = Callable[[web.Request, bytes], Awaitable[None]]
+Accept = Callable[[PushRequest, bytes], Awaitable[None]]
 """Turns one request into RawMessages and awaits ``emit``; InputError → 400."""
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-_ACCEPTED = json.dumps({"accepted": True})
+_ACCEPTED = http1.Response(200, json.dumps({"accepted": True}).encode(), "application/json; charset=utf-8")
 """The answer to every accepted message (what ``web.json_response`` writes), encoded once."""
 _ANY_HOST = HostPolicy.of("0.0.0.0", ["*"])
 """Receivers accept any Host (see the module docstring); only the Origin checks apply."""
@@ -75,13 +108,18 @@ HTTP_CONFIG_SCHEMA: dict[str, Any] = {
 """JSON Schema of the ``http`` member of a push adapter config."""
 
 
-def cross_site_refusal(request: web.Request) -> web.Response | None:
-    """403 for what only a browser on another site sends (an endpoint without authentication uses it), else None."""
+def cross_site_reason(request: PushRequest) -> str | None:
+    """Why a request is what only a browser on another site sends (refused without authentication), else None."""
     headers = request.headers
     if "Origin" not in headers and "Sec-Fetch-Site" not in headers:
         return None  # what network servers and brokers send: nothing to check (any Host is accepted)
-    refused = refusal(_ANY_HOST, host=request.headers.get("Host"), origin=request.headers.get("Origin"),
-                      scheme=request.scheme, fetch_site=request.headers.get("Sec-Fetch-Site"))
+    return refusal(_ANY_HOST, host=headers.get("Host"), origin=headers.get("Origin"),
+                   scheme=request.scheme, fetch_site=headers.get("Sec-Fetch-Site"))
+
+
+def cross_site_refusal(request: web.Request) -> web.Response | None:
+    """403 for what only a browser on another site sends (an endpoint without authentication uses it), else None."""
+    refused = cross_site_reason(request)
     return None if refused is None else problem_response(403, "Forbidden", refused)
 
 
@@ -99,7 +137,7 @@ def header_token(config: Mapping[str, Any], name: str) -> Authenticate | None:
     if header.lower() == "authorization" and not token.lower().startswith(("bearer ", "basic ")):
         accepted = [f"Bearer {token}".encode()]
 
-    def check(request: web.Request, body: bytes) -> str | None:  # noqa: ARG001  # PushReceiver check signature
+    def check(request: PushRequest, body: bytes) -> str | None:  # noqa: ARG001  # PushReceiver check signature
         given = request.headers.get(header)
         if given is None:
             return f"missing {header} header"
@@ -124,6 +162,7 @@ class PushReceiver:
         self.name = name
         """Name of the source it serves (in logs)."""
         self._runner: web.AppRunner | None = None
+        self._lean: http1.Http1Server | None = None
         self._stopped = asyncio.Event()
         self.started = asyncio.Event()
         """Set once the site listens; ``bound_port`` is then the real port (for port 0)."""
@@ -155,37 +194,42 @@ class PushReceiver:
     async def serve(self, authenticate: Authenticate | None, accept: Accept) -> None:
         """Serve the standard endpoint (``path`` and its sub-paths) until :meth:`stop`."""
 
-        async def receive(request: web.Request) -> web.StreamResponse:
+        async def receive(request: http1.Request, body: bytes) -> http1.Response:
             if authenticate is None:
-                forbidden = cross_site_refusal(request)
+                forbidden = cross_site_reason(request)
                 if forbidden is not None:
-                    return forbidden
-            try:
-                body = await self.read_body(request)
-            except BodyTooLarge as exc:
-                return problem_response(413, "Payload Too Large", str(exc))
-            if authenticate is not None:
+                    return http1.problem(403, "Forbidden", forbidden)
+            else:
                 reason = authenticate(request, body)
                 if reason is not None:
-                    response = problem_response(401, "Unauthorized", reason)
-                    response.headers["WWW-Authenticate"] = 'Bearer realm="jonction"'
-                    return response
+                    return http1.problem(401, "Unauthorized", reason,
+                                         headers=(("WWW-Authenticate", 'Bearer realm="jonction"'),))
             try:
                 await accept(request, body)
             except InputError as exc:
-                return problem_response(400, "Bad Request", str(exc))
+                return http1.problem(400, "Bad Request", str(exc))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # not accepted: the sender must retry
                 self.log.error("%s: message not accepted: %s: %s", self.name, type(exc).__name__, exc)
-                return problem_response(503, "Service Unavailable", "message not accepted, retry later")
-            return web.Response(text=_ACCEPTED, content_type="application/json")
+                return http1.problem(503, "Service Unavailable", "message not accepted, retry later")
+            return _ACCEPTED
 
-        await self.serve_routes([
-            web.post(self.path, receive),
-            # Integrations that post each message kind to its own sub-path (webhooks: /uplink, /join...)
-            web.post(self.path.rstrip("/") + "/{kind:[A-Za-z0-9_/-]+}", receive),
-        ])
+        self._stopped.clear()
+        server = self._lean = http1.Http1Server(receive, path=self.path, max_body=self.max_body,
+                                                 scheme="https" if self.ssl_context is not None else "http")
+        try:
+            # Workers of one gateway share the port (``jonction run --workers``): SO_REUSEPORT.
+            self.bound_port = await server.listen(self.host, self.port, ssl_context=self.ssl_context,
+                                                  reuse_port=SHARED_PORTS.get() or None)
+            self.started.set()
+            self.log.info("%s: listening on %s", self.name, self.url)
+            await self._stopped.wait()
+        finally:
+            self.started.clear()
+            if self._lean is server:  # else stop() took it and closes it
+                self._lean = None
+                await server.close()
 
     async def serve_routes(self, routes: Iterable[web.AbstractRouteDef]) -> None:
         """Serve the adapter's own ``routes`` until :meth:`stop` (bodies bounded by ``max_body_bytes``)."""
@@ -227,9 +271,12 @@ class PushReceiver:
 
     async def _cleanup(self) -> None:
         runner, self._runner = self._runner, None
+        lean, self._lean = self._lean, None
         self.started.clear()
         if runner is not None:
             await runner.cleanup()
+        if lean is not None:
+            await lean.close()
 
     async def stop(self) -> None:
         """Close the site; idempotent, safe before serving."""

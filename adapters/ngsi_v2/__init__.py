@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import aiohttp
-from aiohttp import web
 
 import schemas
 from adapters.kit.payload import ParsedBodies, load_json, token
-from adapters.kit.push import LOOPBACK, PushReceiver, header_token
+from adapters.kit.push import LOOPBACK, PushReceiver, PushRequest, header_token
 from gateway.contract import Emit, Manifest, load_config_schema
 from gateway.errors import ConfigInvalid, InputError, TranslationError
 from gateway.model import (
@@ -105,7 +104,7 @@ class NgsiV2Adapter:
         """Serve the notification endpoint until stopped (the supervisor may call it again after stop)."""
         await self.check()
 
-        async def accept(request: web.Request, body: bytes) -> None:
+        async def accept(request: PushRequest, body: bytes) -> None:
             try:
                 # Parsed strictly once: the translation takes this document instead of parsing
                 # again. What the strict parser refuses is checked as before (json.loads), and

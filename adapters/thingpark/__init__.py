@@ -16,11 +16,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from aiohttp import web
-
 from adapters.kit.lorawan.adapter import NetworkServerAdapter, load_json
 from adapters.kit.lorawan.servers import thingpark
-from adapters.kit.push import Authenticate
+from adapters.kit.push import Authenticate, PushRequest
 from gateway.contract import Manifest, load_config_schema
 from gateway.errors import TranslationError
 from gateway.secrets import read_secret
@@ -77,7 +75,7 @@ class ThingparkAdapter(NetworkServerAdapter):
         skew = float(http.get("max_clock_skew", 120))
         as_id = http.get("as_id")
 
-        def check(request: web.Request, body: bytes) -> str | None:
+        def check(request: PushRequest, body: bytes) -> str | None:
             raw_query = request.rel_url.raw_query_string
             signed = query_before_token(raw_query)
             token = request.query.get("Token")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from aiohttp import web
-
 from adapters.kit.lorawan.adapter import NetworkServerAdapter
 from adapters.kit.lorawan.servers import tts
+from adapters.kit.push import PushRequest
 from gateway.contract import Manifest, load_config_schema
 
 
@@ -28,7 +27,7 @@ class TtsV3Adapter(NetworkServerAdapter):
             return "/".join(parts[4:])
         return None
 
-    def event_from_request(self, request: web.Request) -> str | None:
+    def event_from_request(self, request: PushRequest) -> str | None:
         """The webhook sub-path (``/tts/uplink``) when the webhook posts each kind to its own path."""
         tail = request.match_info.get("kind")
         return tail or None

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 import aiohttp
 import aiomqtt
-from aiohttp import web
 
 from adapters.kit.lorawan.normalize import dev_eui as normalize_eui
 from adapters.kit.lorawan.profile import load_profiles
@@ -30,7 +29,7 @@ from adapters.kit.lorawan.translate import translate
 from adapters.kit.lorawan.uplink import Uplink, digest_key
 from adapters.kit.mqtt import MqttSettings, MqttSubscriber, payload_of, topic_text
 from adapters.kit.payload import load_json as strict_json
-from adapters.kit.push import Authenticate, PushReceiver, header_token
+from adapters.kit.push import Authenticate, PushReceiver, PushRequest, header_token
 from gateway.contract import Emit, Manifest, adapter_logger
 from gateway.errors import ConfigInvalid, InputError, TranslationError
 from gateway.model import Entity, RawMessage, epoch_time
@@ -145,7 +144,7 @@ class NetworkServerAdapter:
             authenticate = self.authenticator()
             self._push.check_exposure(authenticate is not None)
 
-            async def accept(request: web.Request, body: bytes) -> None:
+            async def accept(request: PushRequest, body: bytes) -> None:
                 try:
                     doc = load_json(body)
                 except TranslationError as exc:
@@ -173,7 +172,7 @@ class NetworkServerAdapter:
             return parts[-1]
         return None
 
-    def event_from_request(self, request: web.Request) -> str | None:
+    def event_from_request(self, request: PushRequest) -> str | None:
         """The event kind of an HTTP push (ChirpStack: ``?event=up``)."""
         return request.query.get("event") or None
 
