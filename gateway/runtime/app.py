@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -50,7 +50,7 @@ from gateway.runtime.deadletters import DeadLetters
 from gateway.runtime.dedup import SeenKeys, shared_claims
 from gateway.runtime.logging import redact
 from gateway.runtime.metrics import Labels, Metrics
-from gateway.runtime.outbox import Outbox
+from gateway.runtime.outbox import STATUS_CACHE_S, Outbox
 from gateway.runtime.pipeline import Pipeline, SinkRoute
 from gateway.runtime.publisher import Publisher
 from gateway.runtime.sinks import EmbeddedSink, RemoteBrokerSink, Sink
@@ -131,10 +131,21 @@ async def healthz(request: web.Request) -> web.Response:  # noqa: ARG001  # aioh
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness with the state of storage, sinks and sources.
+@runtime_checkable
+class _Checked(Protocol):
+    """A shared dedup store that can tell whether it answers (:meth:`PostgresClaims.check`)."""
 
-    Not ready (503) when storage or the embedded store fails, or a source has failed (it will not
+    async def check(self) -> None:
+        """Raise unless the store answers within a short bound."""
+        ...
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness with the state of storage, the shared dedup store, sinks and sources.
+
+    Not ready (503) when storage or the embedded store fails, when the idempotency keys shared
+    with other instances (``dedup.database``) cannot be reached (every message would be refused:
+    a load balancer should send them to another instance), or a source has failed (it will not
     restart on its own); a remote broker that is down is reported as ``degraded`` but keeps the
     gateway ready, because the outbox buffers for it (a source being retried is reported likewise).
     """
@@ -147,6 +158,14 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:
         checks["storage"] = {"status": "failed", "error": str(exc)}
         ready = False
+    shared = rt.pipeline.shared
+    if isinstance(shared, _Checked):
+        try:
+            await shared.check()
+            checks["dedup"] = {"status": "ok"}
+        except Exception as exc:
+            checks["dedup"] = {"status": "failed", "error": redact(str(exc))}
+            ready = False
     sinks: dict[str, Any] = {}
     for name, pub in rt.publishers.items():
         if name == EMBEDDED:
@@ -247,11 +266,14 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
 def _register_gauges(rt: Runtime) -> None:
     """Gauges read at scrape time: each asks the component that owns the figure."""
 
+    # Both outbox gauges read one status query, at most STATUS_CACHE_S old: a scrape costs one
+    # query, and a scraper polling many times a second no more than one a second.
     def backlog() -> Iterable[tuple[Labels, float]]:
-        return [((("sink", r.sink), ("tenant", r.tenant)), float(r.entities)) for r in rt.outbox.status()]
+        return [((("sink", r.sink), ("tenant", r.tenant)), float(r.entities))
+                for r in rt.outbox.status(STATUS_CACHE_S)]
 
     def age() -> Iterable[tuple[Labels, float]]:
-        return [((("sink", r.sink), ("tenant", r.tenant)), r.oldest_age_s) for r in rt.outbox.status()]
+        return [((("sink", r.sink), ("tenant", r.tenant)), r.oldest_age_s) for r in rt.outbox.status(STATUS_CACHE_S)]
 
     def outbox_bytes() -> Iterable[tuple[Labels, float]]:
         return [((), float(rt.outbox.bytes))]

@@ -91,8 +91,12 @@ RETURNING source, key
 # a live one is left alone and not returned.
 
 PRUNE_EVERY_S: Final = 60.0
+CHECK_TIMEOUT_S: Final = 2.0
+"""How long :meth:`PostgresClaims.check` (``/readyz``) waits for the database before calling it down."""
 
 _ERRORS: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_CHECK_ERRORS: Final = (*_ERRORS, asyncpg.exceptions.InternalClientError)
+"""What a check turns into Unavailable: the pool's own state errors too (seen while it replaces dropped connections)."""
 _CONTENDED: Final = (asyncpg.exceptions.LockNotAvailableError, asyncpg.exceptions.DeadlockDetectedError)
 """A claim that waited on another instance's provisional keys: the database itself is fine."""
 
@@ -159,6 +163,30 @@ class PostgresClaims:
             log.warning("%s; messages are refused (the sources deliver them again) until it answers", reason)
         return Unavailable(reason)
 
+    async def check(self, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+        """Raise Unavailable unless the database answers ``SELECT 1`` within ``timeout_s`` (for ``/readyz``).
+
+        It connects first when no pool is open yet (the database was down when the gateway
+        started). A connection the server dropped since the last use fails the first query; the
+        pool replaces it, so one more try within the same bound tells a dropped connection from
+        a database that is down.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                pool = await self._ready()
+                try:
+                    await pool.fetchval("SELECT 1")
+                except _CHECK_ERRORS:
+                    await pool.fetchval("SELECT 1")
+        except _CHECK_ERRORS as exc:  # TimeoutError included
+            raise self._down(exc) from None
+        self._recovered()
+
+    def _recovered(self) -> None:
+        if self._unavailable:
+            self._unavailable = False
+            log.info("dedup database %s recovered", describe(self.url))
+
     async def close(self) -> None:
         """Close the connections (idempotent)."""
         self._closed = True
@@ -220,9 +248,7 @@ class PostgresClaims:
         finally:
             with contextlib.suppress(*_ERRORS):
                 await pool.release(conn)
-        if self._unavailable:
-            self._unavailable = False
-            log.info("dedup database %s recovered", describe(self.url))
+        self._recovered()
         self._schedule_prune(now)
 
     # ------------------------------------------------------------------ expiry

@@ -17,13 +17,20 @@ Where each part runs, and why:
   0), simulators and maintenance (archive and key pruning). Ingestion no longer shares a core
   (or the GIL) with the store's writes or the publishers.
 * **One control socket per worker.** The worker reports its commits within 2 ms, several in one
-  line (the sinks to wake, the bytes they added to the outbox and archive) and, every half second, its counters and its
-  sources' state; the parent answers with the outbox size (the disk budget is shared) and
-  forwards source restarts. Counters appear in the parent's ``/metrics`` with a ``worker`` label.
+  line (the sinks to wake, the bytes they added to the outbox and archive, and the counter
+  series those commits changed) and, every half second, all its counters and its sources' state;
+  the parent answers with the outbox size (the disk budget is shared) and forwards source
+  restarts. Counters appear in the parent's ``/metrics`` with a ``worker`` label.
 * **A worker that dies is restarted** by the parent, with backoff, logged as an error and shown
   in ``jonction_worker_restarts``; what it acknowledged is on disk already. A worker whose parent
   is gone (its control socket closes) shuts down gracefully. On SIGTERM the parent stops the
   workers first (each commits what it accepted), then drains the publishers.
+* **Counters survive a worker's death.** A worker reports absolute values, and a new process
+  counts from zero: the parent keeps, per worker index and series, what the previous processes of
+  that index reported last, and shows that base plus the new process's figure, so a counter with
+  a ``worker`` label never goes back. What a killed worker counted after its last report is lost:
+  the counters ride on the commit report, so that is what it committed within the last 2 ms
+  (``COMMIT_REPORT_S``) at most — the messages themselves are on disk, only their count is missing.
 """
 
 from __future__ import annotations
@@ -158,6 +165,10 @@ def _counters(metrics: Metrics) -> tuple[Counter, ...]:
     return (metrics.messages_in, metrics.duplicates, metrics.entities_in, metrics.dead_letters)
 
 
+Series = tuple[str, Labels]
+"""One counter series: the counter's name and the series' labels (as the worker keeps them)."""
+
+
 # ---------------------------------------------------------------------------- parent side
 
 
@@ -218,6 +229,10 @@ class _Worker:
     reader: asyncio.Task[None] | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    counted: dict[Series, float] = field(default_factory=dict)
+    """What this process reported last, per series (absolute: it counts from zero)."""
+    gone: bool = False
+    """Its control socket closed: what it counted is in the pool's base now."""
 
 
 class WorkerPool:
@@ -232,6 +247,8 @@ class WorkerPool:
         self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._counters = {c.name: c for c in _counters(rt.metrics)}
+        self._base: dict[int, dict[Series, float]] = {}
+        """Per worker index: what its earlier processes counted (what a new one's figures add to)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -318,6 +335,11 @@ class WorkerPool:
             code = await exited
             if self.stopping:
                 return
+            if worker.reader is not None:
+                # Its last reports are still in the socket: count them before a new process reports.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(worker.reader), 5.0)
+            self._retire(worker)
             self.restarts[index] += 1
             failures = 1 if time.monotonic() - started > HEALTHY_AFTER_S else failures + 1
             delay = min(RESTART_MAX_S, RESTART_INITIAL_S * 2 ** (failures - 1))
@@ -329,6 +351,12 @@ class WorkerPool:
     # ------------------------------------------------------------------ messages
 
     async def _listen(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+        try:
+            await self._hear_worker(worker, reader)
+        finally:
+            self._retire(worker)
+
+    async def _hear_worker(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
         rt = self.rt
         while True:
             try:
@@ -349,22 +377,42 @@ class WorkerPool:
                 rt.outbox.bytes += int(message.get("o", 0))
                 rt.archive.bytes += int(message.get("a", 0))
                 rt.outbox.notify(message.get("s") or ())
+                if "n" in message:
+                    self._take_counters(worker, message["n"])
             elif kind == "stats":
                 self._take_stats(worker, message)
             elif kind == "ready":
                 worker.ready.set()
 
     def _take_stats(self, worker: _Worker, message: Mapping[str, Any]) -> None:
+        self._take_counters(worker, message.get("counters") or {})
+        worker.sources = dict(message.get("sources") or {})
+        self._merge_sources()
+
+    def _take_counters(self, worker: _Worker, counters: Mapping[str, Any]) -> None:
+        """Show a worker's counter values (absolute, for its process) on top of its earlier processes' counts."""
+        if worker.gone:
+            return  # retired already: its figures are in the base
         label = ("worker", str(worker.index))
-        for name, series in (message.get("counters") or {}).items():
+        base = self._base.get(worker.index, {})
+        for name, series in counters.items():
             counter = self._counters.get(name)
             if counter is None:
                 continue
             for labels, value in series:
-                key: Labels = tuple(sorted((*(tuple(pair) for pair in labels), label)))
-                counter.values[key] = float(value)
-        worker.sources = dict(message.get("sources") or {})
-        self._merge_sources()
+                own: Labels = tuple(tuple(pair) for pair in labels)
+                counted = worker.counted[(name, own)] = float(value)
+                key: Labels = tuple(sorted((*own, label)))
+                counter.values[key] = base.get((name, own), 0.0) + counted
+
+    def _retire(self, worker: _Worker) -> None:
+        """Add what a process that exited counted to its index's base (once; the next process counts from 0)."""
+        if worker.gone:
+            return
+        worker.gone = True
+        base = self._base.setdefault(worker.index, {})
+        for series, value in worker.counted.items():
+            base[series] = base.get(series, 0.0) + value
 
     def _merge_sources(self) -> None:
         live = [w for w in self.workers.values() if w.process.returncode is None]
@@ -427,6 +475,9 @@ class _ParentLink:
         self.archive_mark = rt.archive.bytes
         self.woken: set[str] = set()
         """Sinks committed to since the last commit report."""
+        self.counters = _counters(rt.metrics)
+        self.sent: dict[Series, float] = {}
+        """The counter values the parent has (the commit report sends only the series that changed)."""
         self._report: asyncio.TimerHandle | None = None
 
     def send(self, message: Mapping[str, Any]) -> None:
@@ -445,17 +496,36 @@ class _ParentLink:
             self._report = asyncio.get_running_loop().call_later(COMMIT_REPORT_S, self.report_commits)
 
     def report_commits(self) -> None:
-        """Wake the parent's publishers of the sinks committed to, with the bytes the commits added."""
+        """Wake the parent's publishers of the sinks committed to, with the bytes and counts the commits added.
+
+        The counter series that changed ride along (a handful of small numbers per report): a
+        worker that is killed then loses the count of 2 ms of commits at most, not of half a second.
+        """
         if self._report is not None:
             self._report.cancel()
             self._report = None
         outbox, archive = self.rt.outbox, self.rt.archive
-        if not self.woken and outbox.bytes == self.outbox_mark and archive.bytes == self.archive_mark:
+        changed = self._changed()
+        if not self.woken and not changed and outbox.bytes == self.outbox_mark and archive.bytes == self.archive_mark:
             return
-        self.send({"t": "c", "s": sorted(self.woken), "o": outbox.bytes - self.outbox_mark,
-                   "a": archive.bytes - self.archive_mark})
+        message: dict[str, Any] = {"t": "c", "s": sorted(self.woken), "o": outbox.bytes - self.outbox_mark,
+                                   "a": archive.bytes - self.archive_mark}
+        if changed:
+            message["n"] = changed
+        self.send(message)
         self.woken.clear()
         self.outbox_mark, self.archive_mark = outbox.bytes, archive.bytes
+
+    def _changed(self) -> dict[str, list[list[Any]]]:
+        """The counter series whose value the parent does not have yet, as ``name: [[labels, value]]``."""
+        changed: dict[str, list[list[Any]]] = {}
+        sent = self.sent
+        for counter in self.counters:
+            for labels, value in counter.values.items():
+                if sent.get((counter.name, labels)) != value:
+                    sent[(counter.name, labels)] = value
+                    changed.setdefault(counter.name, []).append([list(labels), value])
+        return changed
 
     def budget(self, outbox_bytes: int) -> None:
         """The outbox size the parent sees (this worker's reported commits included, the publishers' deletes too)."""
@@ -465,9 +535,12 @@ class _ParentLink:
         self.rt.outbox.bytes = outbox_bytes + unreported
 
     def stats(self) -> None:
-        counters = _counters(self.rt.metrics)
+        """Every counter and the sources' state (every ``REPORT_EVERY_S``, and when the worker stops)."""
+        for counter in self.counters:
+            for labels, value in counter.values.items():
+                self.sent[(counter.name, labels)] = value
         self.send({"t": "stats",
-                   "counters": {c.name: [[list(k), v] for k, v in c.values.items()] for c in counters},
+                   "counters": {c.name: [[list(k), v] for k, v in c.values.items()] for c in self.counters},
                    "sources": {n: s.status.to_json() for n, s in self.rt.sources.items()}})
 
 
