@@ -4,7 +4,8 @@ Real ``jonction store`` processes and a loopback receiver. The period a subscrip
 measured from its last notification, whichever process sent it: the process taking over the
 notifier lock (after SIGKILL of the one holding it) and a restarted SQLite store go on with it.
 The assertions are on which changes get notified and in what order; the one bound on arrival gaps
-(periodic subscriptions) is generous on both sides.
+(periodic subscriptions) is generous on both sides. A last test checks, without processes, how a
+recorded lastNotification sets the clocks of a subscription read from its record.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ import pytest
 from aiohttp import web
 
 from gateway import model
+from gateway.store.subscriptions.notifier import NEVER, adopt_clocks, monotonic_of
+from gateway.store.subscriptions.parsing import Subscription
 from tests.conftest import free_port
 
 LEADS = "this process sends the notifications"
@@ -268,3 +271,35 @@ async def test_throttling_holds_across_a_sqlite_store_restart(tmp_path: Path, re
         await http.close()
         await _stop(store)
     assert receiver.values() == [1, 3]
+
+
+def _timed(stats: dict[str, Any], *, throttling: float | None = None,
+           time_interval: float | None = None) -> Subscription:
+    return Subscription(id="urn:ngsi-ld:Subscription:t", tenant="", context=[], definition={}, stats=stats,
+                        throttling=throttling, time_interval=time_interval)
+
+
+def test_a_recorded_notification_sets_the_clocks_of_a_loaded_subscription() -> None:
+    ago = model.format_time(datetime.now(UTC) - timedelta(seconds=30))
+    ahead = model.format_time(datetime.now(UTC) + timedelta(hours=1))  # another host's clock, skewed
+    before = time.monotonic()
+    assert monotonic_of(None) == NEVER
+    assert monotonic_of("yesterday") == NEVER
+    assert monotonic_of(ago) < before - 29
+    assert before <= monotonic_of(ahead) <= time.monotonic()  # counts as now, not an hour of silence
+
+    throttled = _timed({"lastNotification": ago}, throttling=60)
+    adopt_clocks(throttled, None)
+    assert throttled.last_sent < before - 29
+    newer = _timed({"lastNotification": ago}, throttling=60)
+    newer_own = _timed({}, throttling=60)
+    newer_own.last_sent = time.monotonic()  # this process notified since that record was saved
+    adopt_clocks(newer, newer_own)
+    assert newer.last_sent == newer_own.last_sent
+
+    periodic = _timed({"lastNotification": ago}, time_interval=60)
+    adopt_clocks(periodic, None)
+    assert periodic.next_due == periodic.last_sent + 60  # due 30 s from now, not at once
+    never = _timed({}, time_interval=60)
+    adopt_clocks(never, None)
+    assert never.next_due < before  # never notified: due at once
