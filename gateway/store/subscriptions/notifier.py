@@ -13,6 +13,20 @@ notification reporting it was answered (or given up), and each subscription's hi
 change is recorded after each notification. A notifier taking over after a crash resends only what
 was not recorded, with the same notification id (derived from the subscription and the changes'
 positions), so a receiver can drop the one notification per subscription that may come twice.
+
+Throttling (§5.2.12) and ``timeInterval`` are measured from ``lastNotification``, the wall-clock
+instant the last notification of a subscription was answered (or given up), whichever process sent
+it: the in-process monotonic clocks are set from it when a record is loaded (a restart) or followed
+from another process, and a process becoming the notifier reads the records before it notifies. A
+throttled or periodic subscription's record is saved as soon as each notification ends, before the
+delivery is recorded (such a subscription notifies at most once per period: one write per period).
+The guarantee: a throttled subscription is never notified twice within its throttling period, and a
+periodic one never sooner than its interval after the last notification, across restarts and
+takeovers, unless the notifier dies between a receiver's answer and that save (one database write):
+the next notifier may then send once inside the period. A periodic subscription is notified again
+about one interval after its last notification (plus one tick, plus the takeover delay when its
+notifier dies). The wall clocks of the processes measure the period: skew between hosts shifts it,
+and an instant in the future counts as now.
 """
 
 from __future__ import annotations
@@ -26,11 +40,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol, runtime_checkable
 
 import aiohttp
 from aiohttp import web
 
+from gateway import model
 from gateway.store import jsonld
 from gateway.store.base import ChangeEvent, Doc, QuerySpec, Storage, SubscriptionRecords
 from gateway.store.history import Database
@@ -50,6 +66,21 @@ from gateway.store.subscriptions.parsing import (
 from gateway.store.subscriptions.rendering import Change
 
 log = logging.getLogger("jonction.store.subscriptions")
+
+NEVER: Final = -1e18
+"""The monotonic time of a notification never sent (Subscription.last_sent's default)."""
+
+
+def monotonic_of(stamp: Any) -> float:
+    """The monotonic time of a wall-clock DateTime text (``lastNotification``); NEVER when absent or invalid."""
+    if not isinstance(stamp, str):
+        return NEVER
+    try:
+        elapsed = (datetime.now(UTC) - model.parse_time(stamp)).total_seconds()
+    except model.ModelError:
+        return NEVER
+    # a stamp ahead of this clock (skew between hosts) counts as now: the period is not stretched further
+    return time.monotonic() - max(0.0, elapsed)
 
 
 class SqliteSubscriptionRecords:
@@ -158,6 +189,9 @@ class Notifier:
         """True when other processes share the subscriptions (followed every tick)."""
         self.ledger: DeliveryLedger | None = None
         """Where deliveries are recorded when the changes come from a shared change log."""
+        self._notifying = False
+        """True once this process, holding the notifier role, has read the records of the one before."""
+        self._takeover = asyncio.Lock()
 
     # -- persistence -----------------------------------------------------------------
 
@@ -169,6 +203,7 @@ class Notifier:
             stored = json.loads(doc)
             sub = self._rebuild(tenant, sub_id, stored)
             if sub is not None:
+                adopt_clocks(sub, self.subs.get((tenant, sub_id)))
                 self.subs[(tenant, sub_id)] = sub
                 self._stored[(tenant, sub_id)] = stored
 
@@ -204,15 +239,37 @@ class Notifier:
             sub = self._rebuild(tenant, sub_id, stored)
             if sub is None:
                 continue
-            previous = self.subs.get(key)
-            if previous is not None:
-                sub.last_sent, sub.next_due = previous.last_sent, previous.next_due
+            adopt_clocks(sub, self.subs.get(key))
             self.subs[key] = sub
             self._stored[key] = stored
         for key in [k for k in known if k not in seen and self._stored.get(k) is known[k]]:
             self.subs.pop(key, None)
             self._stored.pop(key, None)
             self._locks.pop(key, None)
+
+    async def follow_takeover(self) -> bool:
+        """When this process has just become the notifier, read what the previous one saved first (True: read).
+
+        The records it saved since this process last followed them carry the instants of its last
+        notifications: throttling and timeInterval go on from those, not from this process's clocks.
+        """
+        if not self.shared:
+            return False
+        if not self.storage.delivers_notifications():
+            self._notifying = False
+            return False
+        if self._notifying:
+            return False
+        async with self._takeover:  # the dispatcher and the periodic loop both wait for the one reading
+            if self._notifying:
+                return False
+            try:
+                await self.sync()
+            except Exception:
+                # notifying on this process's own (older) view beats not notifying at all
+                log.exception("reading the subscriptions at takeover failed")
+            self._notifying = True
+            return True
 
     def storage_contexts(self) -> jsonld.ContextCache:
         """The store's context cache (resolves hosted contexts)."""
@@ -304,7 +361,7 @@ class Notifier:
             batches = [await self._queue.get()]
             while not self._queue.empty():
                 batches.append(self._queue.get_nowait())
-            synced = False
+            synced = await self.follow_takeover()
             for events in batches:
                 if self.shared and not synced and any(e.remote for e in events):
                     # A subscription made through another process is committed before any write its
@@ -369,19 +426,21 @@ class Notifier:
                     await self.sync()
                 except Exception:
                     log.exception("following the shared subscriptions failed")
+            await self.follow_takeover()
             if not self.storage.delivers_notifications():
                 continue  # another process sends the periodic notifications
-            now = time.monotonic()
+            moment = time.monotonic()
             for sub in list(self.subs.values()):
-                if sub.time_interval is None or sub.status != "active" or now < sub.next_due:
+                if sub.time_interval is None or sub.status != "active" or moment < sub.next_due:
                     continue
-                sub.next_due = now + sub.time_interval
+                sub.next_due = moment + sub.time_interval
                 try:
                     docs = await self.matching_entities(sub)
                 except Exception:
                     log.exception("periodic subscription %s: query failed", sub.id)
                     continue
                 if docs:
+                    sub.last_sent = moment
                     self._spawn(self._deliver(Delivery(sub, [Change(None, doc) for doc in docs])))
 
     async def matching_entities(self, sub: Subscription) -> list[Mapping[str, Any]]:
@@ -476,9 +535,6 @@ class Notifier:
                     # §5.8.6: the failure is visible at once, not only once every retry is spent
                     sub.stats["lastFailure"] = now()
                     sub.stats["status"] = "failed"
-            # Still under the subscription's lock: at most one notification per subscription is ever
-            # answered but not recorded (the one a crash now would have the next notifier send again).
-            await self._record(delivery)
             stamp = now()
             sub.stats["timesSent"] = int(sub.stats.get("timesSent", 0)) + 1
             sub.stats["lastNotification"] = stamp
@@ -490,10 +546,22 @@ class Notifier:
                 sub.stats["lastFailure"] = stamp
                 sub.stats["status"] = "failed"
                 log.warning("notification of %s to %s failed: %s", sub.id, senders.redacted(sub.endpoint), reason)
-            if key in self.subs:
+            if key in self.subs and (sub.throttling is not None or sub.time_interval is not None):
+                # Saved now, before the delivery is recorded: a notifier taking over (or a restart) then
+                # knows when the period began. A crash between the two leaves the changes unrecorded but
+                # throttled: not sent again, and the receiver has them. At most one write per period.
+                try:
+                    await self.save(sub)
+                except Exception:
+                    log.exception("saving the delivery state of %s failed", sub.id)
+                    self._dirty.add(key)
+            elif key in self.subs:
                 # persisted by the periodic loop (at most one write per subscription per tick), so a
                 # busy subscription does not compete with the store's writer once per notification
                 self._dirty.add(key)
+            # Still under the subscription's lock: at most one notification per subscription is ever
+            # answered but not recorded (the one a crash now would have the next notifier send again).
+            await self._record(delivery)
 
 
 NOTIFIER_KEY: Final = web.AppKey("jonction.store.notifier", Notifier)
@@ -520,6 +588,21 @@ def subscription_context(app: web.Application) -> Callable[[web.Application], As
             await notifier.db.close()
 
     return run
+
+
+def adopt_clocks(sub: Subscription, previous: Subscription | None) -> None:
+    """Set the in-process clocks of a subscription read from its record (a restart, another process's save).
+
+    The later of the recorded ``lastNotification`` and this process's own last notification (the
+    one before the record was read again) starts the throttling period and the periodic interval.
+    """
+    sub.last_sent = monotonic_of(sub.stats.get("lastNotification"))
+    if previous is not None:
+        sub.last_sent = max(sub.last_sent, previous.last_sent)
+    if sub.time_interval is not None:
+        sub.next_due = sub.last_sent + sub.time_interval
+        if previous is not None and previous.time_interval == sub.time_interval:
+            sub.next_due = max(sub.next_due, previous.next_due)
 
 
 def _seqs(events: Iterable[ChangeEvent]) -> list[int]:
