@@ -56,7 +56,8 @@ class Mutation:
     """The new document; None deletes the entity."""
     outcome: Outcome
     written: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    """(attribute IRI, instance) pairs written, for attribute history."""
+    """(attribute IRI, instance) pairs written, for attribute history; backends record them whatever the
+    outcome (an ``unchanged`` current state may come with late readings for the history only)."""
     not_updated: list[tuple[str, str]] = field(default_factory=list)
     """(attribute IRI, reason) pairs left untouched (PATCH /attrs partial results)."""
 

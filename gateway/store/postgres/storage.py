@@ -750,13 +750,14 @@ class PostgresStorage(StorageBase):
                 log.exception("store: change on %s failed", eid)
                 results.append(ChangeResult(eid, error=NgsiError("InternalError", "unexpected error")))
                 continue
+            # before the outcome: an unchanged current state may still have history rows (late readings)
+            if mutation.written and mutation.doc is not None:
+                types = mutation.doc["type"]
+                written.extend((tenant, eid, types, attr, inst) for attr, inst in mutation.written)
             if mutation.outcome != "unchanged":
                 before = state.get(eid)
                 state[eid] = mutation.doc
                 touched[eid] = None
-                if mutation.written and mutation.doc is not None:
-                    types = mutation.doc["type"]
-                    written.extend((tenant, eid, types, attr, inst) for attr, inst in mutation.written)
                 if before is not None:
                     # deleted attributes leave a deletedAt mark in their temporal evolution
                     gone = history.deletions(before, mutation.doc, now)
