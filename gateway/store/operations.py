@@ -223,7 +223,8 @@ def upsert(doc: Doc, mode: Literal["update", "replace"], *, skip_unchanged: bool
     every gateway instance shares, because a publisher's own memory of what it wrote cannot see
     what the other instances on one ``$share`` feed wrote. An entity whose every attribute is
     late keeps outcome ``unchanged`` (no rewrite, no notification) while its late instances
-    still reach the history (``Mutation.written``). Instances without ``observedAt``, on either
+    still reach the history (``Mutation.late``: a late reading sent again replaces the one of
+    its ``observedAt`` instead of doubling it). Instances without ``observedAt``, on either
     side, are not compared: the last write wins. The API's upserts (no ``skip_unchanged``) keep
     the standard's semantics: an older observation overwrites.
     """
@@ -240,10 +241,10 @@ def upsert(doc: Doc, mode: Literal["update", "replace"], *, skip_unchanged: bool
             fresh, late = _split_late(current, doc, now)
             if late:
                 if same_content(current, fresh):
-                    return Mutation(current, "unchanged", late)
+                    return Mutation(current, "unchanged", late=late)
                 result = update_attrs(fresh, no_overwrite=False, strict=False)(current, now)
                 result.outcome = "updated"
-                result.written.extend(late)
+                result.late = late
                 return result
         result = update_fn(current, now)
         result.outcome = "updated"

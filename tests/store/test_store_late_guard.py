@@ -4,7 +4,8 @@ Several gateway instances on one MQTT ``$share`` feed write one shared store; ea
 remembers what it wrote itself, so instance B may send reading t2 after instance A wrote t3. The
 store's runtime upsert (``Storage.upsert``, update mode) compares ``observedAt`` with the stored
 instance in its write transaction: the older instance goes to the temporal history only, the
-fragment's other attributes are applied. Without ``observedAt`` the last write wins, and the API's
+fragment's other attributes are applied; the same late reading sent again replaces its history
+instance instead of doubling it. Without ``observedAt`` the last write wins, and the API's
 batch upsert keeps the standard's semantics (an older observation overwrites). Run on SQLite and
 PostgreSQL, the history read back through the temporal API over loopback HTTP.
 """
@@ -218,3 +219,14 @@ async def test_an_older_reading_in_the_same_batch_goes_to_the_history(store: Sto
     level = await store.current("fillingLevel")
     assert (level["value"], level["observedAt"]) == (0.3, T3)
     assert _readings(await store.temporal("fillingLevel")) == [(0.1, T1), (0.2, T2), (0.3, T3)]
+
+
+async def test_a_late_reading_sent_again_is_kept_once(store: Store) -> None:
+    """The same late reading upserted twice (redelivered to an instance that never saw t3) is one history instance."""
+    assert not (await store.storage.upsert("", [_bin(fillingLevel=_level(0.3, T3))])).errors
+    for _ in range(2):
+        assert not (await store.storage.upsert("", [_bin(fillingLevel=_level(0.2, T2))])).errors
+    assert _readings(await store.temporal("fillingLevel")) == [(0.2, T2), (0.3, T3)]
+    # a late reading that corrects one in the history replaces it, as append_history does
+    assert not (await store.storage.upsert("", [_bin(fillingLevel=_level(0.25, T2))])).errors
+    assert _readings(await store.temporal("fillingLevel")) == [(0.25, T2), (0.3, T3)]
