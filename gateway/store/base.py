@@ -399,6 +399,16 @@ class StorageBase(ABC):
         with BadRequestData; the others are written. With ``mode="update"``, an entity sent again
         exactly as stored (``observedAt`` included) is left alone: no history instance, no
         notification (a redelivered reading is not a new observation).
+
+        Also with ``mode="update"``, an older observation never overwrites a newer one, checked in
+        the write transaction against the stored state (so it holds across several gateway
+        instances sharing one store, which a publisher's own record of what it sent cannot see):
+        an attribute instance whose ``observedAt`` is strictly older than the stored one (same
+        attribute, same datasetId) is added to the temporal history only, as
+        :meth:`append_history` adds it, and the other attributes are applied. An entity with only
+        late attributes is ``unchanged`` (no notification) but its history grows. Without
+        ``observedAt`` on either side, the last write wins. See ``operations.upsert``; the API's
+        batch upsert (:meth:`upsert_entities`) does not apply this guard.
         """
         from gateway.store import operations as ops
 

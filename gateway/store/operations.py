@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Final, Literal
 
 from gateway.store.base import Doc, Mutation, Mutator
+from gateway.store.history import to_micros
 from gateway.store.jsonld import NULL_URN
 from gateway.store.problems import NgsiError, bad_request, not_found
 
@@ -213,6 +214,19 @@ def upsert(doc: Doc, mode: Literal["update", "replace"], *, skip_unchanged: bool
     stored — every attribute instance the same, ``observedAt`` included — is left alone
     (outcome ``unchanged``): no rewrite, no history instance, no notification. The temporal
     evolution records observations; a redelivered one is not a new observation.
+
+    In that mode an older observation never overwrites a newer one, whichever process sent it:
+    an instance whose ``observedAt`` is strictly older than the stored instance's (same attribute,
+    same datasetId) is a late reading. It goes to the attribute's temporal history only, stamped
+    like ``StorageBase.append_history`` stamps it (§6.20.3.1: the current state untouched), and
+    the fragment's other attributes are applied as usual. The guard lives here, in the store
+    every gateway instance shares, because a publisher's own memory of what it wrote cannot see
+    what the other instances on one ``$share`` feed wrote. An entity whose every attribute is
+    late keeps outcome ``unchanged`` (no rewrite, no notification) while its late instances
+    still reach the history (``Mutation.late``: a late reading sent again replaces the one of
+    its ``observedAt`` instead of doubling it). Instances without ``observedAt``, on either
+    side, are not compared: the last write wins. The API's upserts (no ``skip_unchanged``) keep
+    the standard's semantics: an older observation overwrites.
     """
     replace_fn = replace(doc, must_exist=False)
     update_fn = update_attrs(doc, no_overwrite=False, strict=False)
@@ -221,13 +235,70 @@ def upsert(doc: Doc, mode: Literal["update", "replace"], *, skip_unchanged: bool
     def mutate(current: Doc | None, now: str) -> Mutation:
         if current is None or mode == "replace":
             return replace_fn(current, now)
-        if skip and same_content(current, doc):
-            return Mutation(current, "unchanged")
+        if skip:
+            if same_content(current, doc):
+                return Mutation(current, "unchanged")
+            fresh, late = _split_late(current, doc, now)
+            if late:
+                if same_content(current, fresh):
+                    return Mutation(current, "unchanged", late=late)
+                result = update_attrs(fresh, no_overwrite=False, strict=False)(current, now)
+                result.outcome = "updated"
+                result.late = late
+                return result
         result = update_fn(current, now)
         result.outcome = "updated"
         return result
 
     return mutate
+
+
+def _older(observed: Any, than: Any) -> bool:
+    """True when the ``observedAt`` text ``observed`` is strictly before ``than`` (False when either is missing)."""
+    if type(observed) is not str or type(than) is not str or observed == than:
+        return False
+    if len(observed) == len(than):
+        # Stored and expanded observedAt are RFC 3339 UTC as jonction writes it (jsonld normalizes
+        # them): two texts of one length have one precision, so their text order is their time order.
+        return observed < than
+    try:
+        return to_micros(observed) < to_micros(than)
+    except ValueError:  # not a time this comparison understands: no guard, as without observedAt
+        return False
+
+
+def _split_late(current: Doc, fragment: Doc, now: str) -> tuple[Doc, list[tuple[str, dict[str, Any]]]]:
+    """The fragment without its late instances, and those instances stamped for the history only.
+
+    A late instance is older (``observedAt``) than the stored instance of its attribute and
+    datasetId. An NGSI-LD Null (a deletion) is never late. With no late instance, ``fragment``
+    itself comes back (the usual new reading: nothing copied).
+    """
+    late: list[tuple[str, dict[str, Any]]] = []
+    kept_doc: Doc | None = None
+    for name in attr_names(fragment):
+        existing = current.get(name)
+        if not existing:
+            continue
+        insts = fragment[name]
+        kept: list[dict[str, Any]] | None = None
+        for i, inst in enumerate(insts):
+            pos = _find(existing, inst.get("datasetId"))
+            if pos >= 0 and _older(inst.get("observedAt"), existing[pos].get("observedAt")) and not _is_null(inst):
+                if kept is None:
+                    kept = list(insts[:i])
+                # the system times a history-only write gives (history.temporal_rows): written now
+                late.append((name, {**inst, "createdAt": now, "modifiedAt": now}))
+            elif kept is not None:
+                kept.append(inst)
+        if kept is not None:
+            if kept_doc is None:
+                kept_doc = dict(fragment)
+            if kept:
+                kept_doc[name] = kept
+            else:
+                del kept_doc[name]
+    return (fragment if kept_doc is None else kept_doc), late
 
 
 _SYSTEM_TIMES: Final = frozenset({"createdAt", "modifiedAt"})

@@ -59,6 +59,9 @@ class Mutation:
     """(attribute IRI, instance) pairs written, for attribute history."""
     not_updated: list[tuple[str, str]] = field(default_factory=list)
     """(attribute IRI, reason) pairs left untouched (PATCH /attrs partial results)."""
+    late: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(attribute IRI, instance) pairs for the attribute history only, whatever the outcome (late readings):
+    each replaces a stored instance of its series with the same ``observedAt``, as ``append_history``'s do."""
 
 
 Mutator = Callable[[Doc | None, str], Mutation]

@@ -322,6 +322,7 @@ class SqliteStorage(StorageBase):
             touched: dict[str, None] = {}
             # history rows, built once in the shape record_many takes
             written: list[tuple[str, str, list[str], str, dict[str, Any]]] = []
+            late: list[tuple[str, str, list[str], str, dict[str, Any]]] = []  # history only (Mutation.late)
             results: list[ChangeResult] = []
             for change in changes:
                 eid = change.entity_id
@@ -334,6 +335,8 @@ class SqliteStorage(StorageBase):
                     log.exception("store: change on %s failed", eid)
                     results.append(ChangeResult(eid, error=NgsiError("InternalError", "unexpected error")))
                     continue
+                if mutation.late and mutation.doc is not None:
+                    late.extend((tenant, eid, mutation.doc["type"], attr, inst) for attr, inst in mutation.late)
                 if mutation.outcome != "unchanged":
                     before = state.get(eid)
                     state[eid] = mutation.doc
@@ -350,6 +353,9 @@ class SqliteStorage(StorageBase):
             if written:
                 # Same transaction: history and current state never disagree.
                 history.record_many(conn, written, cache)
+            if late:
+                # after the batch's own rows: a late reading replaces the instance of its observedAt
+                history.append_instances(conn, late, cache)
             conn.execute("COMMIT")
         except BaseException:
             cache.clear()  # it may hold series this rollback undoes

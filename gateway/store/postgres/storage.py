@@ -53,6 +53,7 @@ from gateway.store.postgres.history import (
     array_literal,
     build_stale_days,
     history_slice,
+    instance_row,
 )
 from gateway.store.problems import NgsiError
 from gateway.store.records import (
@@ -128,6 +129,12 @@ FROM unnest($2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[], $7::f
 _PART: Final = 250
 """Entities per statement of a batch's reads and writes: the database runs one part while Python
 prepares the next (one connection, one transaction), instead of each waiting for the other."""
+_FORGET_SAME_MOMENTS: Final = """
+DELETE FROM history h USING unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(entity_id, attr, dataset, at)
+WHERE h.tenant = $1 AND h.entity_id = u.entity_id AND h.attr = u.attr AND h.dataset_id = u.dataset
+  AND h.observed_at = u.at::timestamptz
+"""
+"""Delete the history instances that late readings replace (``Mutation.late``): same series, same observedAt."""
 
 
 def _now() -> str:
@@ -434,7 +441,7 @@ class PostgresStorage(StorageBase):
                 xid = int((await conn.fetchrow(_LOCK_AND_XID, _TENANT_LOCK + tenant))[1])
                 if tenant not in self._tenants:
                     await conn.execute("INSERT INTO tenants(name) VALUES($1) ON CONFLICT DO NOTHING", tenant)
-                results, events, touched, originals, state, written = await self._apply_in(
+                results, events, touched, originals, state, written, late = await self._apply_in(
                     conn, pipe, tenant, changes, xid
                 )
                 # same transaction: history and current state never disagree
@@ -451,6 +458,8 @@ class PostgresStorage(StorageBase):
                 months: set[tuple[int, int]] = set()
                 if batch.records:
                     _, months = await self._history.write(conn, batch)
+                if late:
+                    months |= await self._write_late(conn, tenant, late)
                 # The notifying process notifies its own writes at once (as a single process would, before
                 # its client's next request); the change log carries the others' writes to it.
                 local = self._leader
@@ -716,7 +725,8 @@ class PostgresStorage(StorageBase):
         return out
 
     async def _apply_in(self, conn: Any, pipe: _Pipe, tenant: str, changes: Sequence[Change], xid: int) -> tuple[
-        list[ChangeResult], list[ChangeEvent], dict[str, None], dict[str, Doc], dict[str, Doc | None], list[HistoryRow]
+        list[ChangeResult], list[ChangeEvent], dict[str, None], dict[str, Doc], dict[str, Doc | None], list[HistoryRow],
+        list[HistoryRow],
     ]:
         ids = list(dict.fromkeys(c.entity_id for c in changes))
         # Read in parts: the database reads part k + 1 while the changes of part k are computed.
@@ -731,6 +741,7 @@ class PostgresStorage(StorageBase):
         touched: dict[str, None] = {}
         results: list[ChangeResult] = []
         written: list[HistoryRow] = []
+        late: list[HistoryRow] = []  # history only (Mutation.late)
         now = _now()
         for change in changes:
             eid = change.entity_id
@@ -750,6 +761,8 @@ class PostgresStorage(StorageBase):
                 log.exception("store: change on %s failed", eid)
                 results.append(ChangeResult(eid, error=NgsiError("InternalError", "unexpected error")))
                 continue
+            if mutation.late and mutation.doc is not None:
+                late.extend((tenant, eid, mutation.doc["type"], attr, inst) for attr, inst in mutation.late)
             if mutation.outcome != "unchanged":
                 before = state.get(eid)
                 state[eid] = mutation.doc
@@ -770,7 +783,21 @@ class PostgresStorage(StorageBase):
                 continue
             etype = (after or before or {}).get("type", [""])[0]
             events.append(ChangeEvent(tenant, eid, etype, before, after))
-        return results, events, touched, originals, state, written
+        return results, events, touched, originals, state, written, late
+
+    async def _write_late(self, conn: Any, tenant: str, rows: Sequence[HistoryRow]) -> set[tuple[int, int]]:
+        """Append late readings after the batch's own rows, each replacing the instance of its observedAt.
+
+        What ``PostgresHistoryWrites.write`` (``append_history``) does: a late reading sent again
+        corrects the stored one instead of doubling it. Returns the month partitions created.
+        """
+        now = _now()
+        keys = [(row[1], row[3], *instance_row(row[4], now)[:2]) for row in rows]
+        await conn.execute(_FORGET_SAME_MOMENTS, tenant, *[list(column) for column in zip(*keys, strict=True)])
+        batch = HistoryBatch(tenant, now)
+        batch.add(rows)
+        _, months = await self._history.write(conn, batch)
+        return months
 
     @staticmethod
     def _entity_rows(
