@@ -210,3 +210,21 @@ async def test_tls(certificate: tuple[Path, Path]) -> None:
     async with serving(ssl_context=server_ctx) as (_, port), aiohttp.ClientSession() as http:
         async with http.post(f"https://127.0.0.1:{port}/in", data=b"secret", ssl=client_ctx) as resp:
             assert resp.status == 200 and await resp.read() == b"/in|||secret"
+
+
+async def test_slow_requests_get_408_and_idle_connections_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "SWEEP_S", 0.1)
+    monkeypatch.setattr(http1, "READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(http1, "KEEPALIVE_S", 0.8)
+    async with serving() as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")  # 7 bytes never come
+        code, headers, body = await read_response(reader)
+        assert code == 408 and headers["connection"] == "close" and b"not received within" in body
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/in", b"one"))
+        assert (await read_response(reader))[0] == 200
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # idle past the keep-alive time: closed
+        writer.close()
