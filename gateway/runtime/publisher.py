@@ -125,6 +125,9 @@ class Publisher:
         latest_only: bool = False,
     ) -> None:
         self.sink = sink
+        self.guarded = bool(getattr(sink, "guards_observed", False))
+        """The sink checks ``observedAt`` itself (the embedded store, in its write transaction, for every
+        gateway instance sharing it): no per-attribute record here, no late part split off."""
         self.history = history_of(sink)
         self.latest_only = latest_only
         self.in_order = False
@@ -153,6 +156,8 @@ class Publisher:
         self.on_published: Callable[[sqlite3.Connection, str, list[tuple[str, str, str]]], None] | None = None
         """Called in the commit's transaction with (entity id, type, source) of what was published."""
         db.create(LATEST_SCHEMA)
+        if self.guarded:
+            db.conn.execute("DELETE FROM latest WHERE sink = ?", (sink.name,))  # kept by the sink now
         for tenant, entity_id, attr, observed in db.conn.execute(
             "SELECT tenant, entity_id, attr, observed FROM latest WHERE sink = ?", (sink.name,)
         ):
@@ -363,6 +368,18 @@ class Publisher:
         owners: dict[str, list[OutboxRow]] = {}
         empty: list[OutboxRow] = []
         stamps: dict[str, float | None] = {}
+        if self.guarded:
+            # The sink keeps older readings out of the current state itself, rows in order.
+            for row in rows:
+                item = row.entity()
+                if in_order is not None:
+                    in_order.append(item)
+                elif (target := merged.get(row.entity_id)) is None:
+                    merged[row.entity_id] = item
+                else:
+                    target.update({k: v for k, v in item.items() if k not in ("id", "type")})
+                owners.setdefault(row.entity_id, []).append(row)
+            return (list(merged.values()) if in_order is None else in_order), owners, empty, seen_times, late
         for row in rows:
             item = row.entity()
             entity_id = row.entity_id
@@ -439,6 +456,8 @@ class Publisher:
             done_ids = [i for i in owners if i not in result.failed]
             done_rows = [r for i in done_ids for r in owners[i]]
             now = time.time()
+            if result.late:
+                self.metrics.late_to_history.inc(result.late, sink=self.sink.name)
             with await self._transaction() as conn:
                 self.outbox.remove(conn, done_rows)
                 updates = []

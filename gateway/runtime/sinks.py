@@ -46,6 +46,8 @@ class SinkResult:
     """Per-entity failures of a batch: ``entity id → (reason, permanent)``."""
 
     failed: dict[str, tuple[str, bool]]
+    late: int = 0
+    """Attribute instances the sink kept in its history only, older than what it held (``guards_observed``)."""
 
 
 class Sink(Protocol):
@@ -107,6 +109,9 @@ class EmbeddedSink:
         self.context = context
         self.late_readings = "temporal"
         """Readings older than the current state go to the store's temporal history only."""
+        self.guards_observed = True
+        """The store itself keeps an older ``observedAt`` from overwriting a newer one, in its write
+        transaction (``Storage.upsert``): the publisher leaves that check and its bookkeeping to it."""
         self.subscribed: Callable[[], bool] = _never
         """True while the store has subscriptions (wired by the runtime to the store API's notifier)."""
         self.observers: list[Callable[[str, Sequence[Entity]], Awaitable[None]]] = []
@@ -138,7 +143,7 @@ class EmbeddedSink:
             written = [e for e in entities if e.get("id") not in failed]
             for observer in self.observers:
                 await observer(tenant, written)
-        return SinkResult(failed)
+        return SinkResult(failed, result.late)
 
     async def append_history(self, tenant: str, entities: Sequence[Entity], corr: str) -> SinkResult:
         """Add late readings to the history through ``store.append_history`` (current state untouched)."""

@@ -84,6 +84,8 @@ class ChangeResult:
     outcome: Outcome | None = None
     error: NgsiError | None = None
     not_updated: list[tuple[str, str]] = field(default_factory=list)
+    late: int = 0
+    """Attribute instances that went to the history only, older than the stored ones (runtime upserts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,8 @@ class BatchResult:
     errors: list[BatchError] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     """The subset of ``success`` that was created (upsert answers 201 only if all were)."""
+    late: int = 0
+    """Attribute instances that went to the history only (see ``Storage.upsert``)."""
 
     @classmethod
     def from_results(cls, results: Sequence[ChangeResult]) -> BatchResult:
@@ -114,6 +118,7 @@ class BatchResult:
                 out.success.append(r.entity_id)
                 if r.outcome == "created":
                     out.created.append(r.entity_id)
+                out.late += r.late
         return out
 
     def to_json(self) -> dict[str, Any]:

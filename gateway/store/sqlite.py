@@ -348,7 +348,8 @@ class SqliteStorage(StorageBase):
                         # deleted attributes leave a deletedAt mark in their temporal evolution
                         gone = history.deletions(before, mutation.doc, now)
                         written.extend((tenant, eid, before["type"], attr, inst) for attr, inst in gone)
-                results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated))
+                results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated,
+                                            late=len(mutation.late)))
             self._store_many(conn, tenant, touched, rids, originals, state)
             if written:
                 # Same transaction: history and current state never disagree.

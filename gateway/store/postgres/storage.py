@@ -774,7 +774,8 @@ class PostgresStorage(StorageBase):
                     # deleted attributes leave a deletedAt mark in their temporal evolution
                     gone = history.deletions(before, mutation.doc, now)
                     written.extend((tenant, eid, before["type"], attr, inst) for attr, inst in gone)
-            results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated))
+            results.append(ChangeResult(eid, mutation.outcome, not_updated=mutation.not_updated,
+                                        late=len(mutation.late)))
         events: list[ChangeEvent] = []
         for eid in touched:
             before = originals.get(eid)
