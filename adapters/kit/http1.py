@@ -1,8 +1,8 @@
 """A small HTTP/1.1 server for the standard push endpoint: one POST path and its sub-paths, nothing else.
 
 Why it exists: a push source answers one request per message, and aiohttp's web layer (request
-object, router, middlewares, response machinery) cost 58–83 µs of CPU per request on the 2-core
-reference machine, against 30–38 µs for this protocol on ``httptools`` (llhttp, the parser of
+object, router, middlewares, response machinery) cost 58 to 83 µs of CPU per request on the 2-core
+reference machine, against 30 to 38 µs for this protocol on ``httptools`` (llhttp, the parser of
 Node.js) answering with pre-encoded bytes (``bench/bench_http1.py``, both on uvloop). The receivers with
 routes of their own (webhooks, TALQ, Open311, the IoT Agent) stay on aiohttp.
 

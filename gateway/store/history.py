@@ -358,12 +358,14 @@ class WriteCache:
         self.types: dict[tuple[str, str], str] = {}
         self._version: int | None = None
 
-    def check(self, conn: sqlite3.Connection) -> None:
-        """Forget everything if another connection committed since this one last looked."""
+    def check(self, conn: sqlite3.Connection) -> bool:
+        """Forget everything if another connection committed since this one last looked; True if it did."""
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._version:
             self.clear()
             self._version = version
+            return True
+        return False
 
     def clear(self) -> None:
         """Forget everything (a rollback, or another connection wrote)."""

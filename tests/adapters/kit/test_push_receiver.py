@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from adapters.kit.push import BodyTooLarge, PushReceiver
+from adapters.kit.push import BodyTooLarge, PushReceiver, PushRequest
 from gateway.errors import InputError
 from gateway.problems import problem_response
 
@@ -26,14 +26,14 @@ async def test_standard_endpoint_answers_after_accept_and_maps_errors() -> None:
     receiver = _receiver(max_body_bytes=2048)
     seen: list[bytes] = []
 
-    async def accept(request: web.Request, body: bytes) -> None:
+    async def accept(request: PushRequest, body: bytes) -> None:
         if body == b"bad":
             raise InputError("not a message")
         if body == b"boom":
             raise RuntimeError("outbox down")
         seen.append(body)
 
-    def authenticate(request: web.Request, body: bytes) -> str | None:
+    def authenticate(request: PushRequest, body: bytes) -> str | None:
         return None if request.headers.get("X-Token") == "t" else "missing X-Token header"
 
     task = asyncio.create_task(receiver.serve(authenticate, accept))
@@ -114,7 +114,7 @@ async def test_an_endpoint_without_token_refuses_what_only_a_browser_sends() -> 
     receiver = _receiver()
     seen: list[bytes] = []
 
-    async def accept(request: web.Request, body: bytes) -> None:
+    async def accept(request: PushRequest, body: bytes) -> None:
         seen.append(body)
 
     task = asyncio.create_task(receiver.serve(None, accept))
