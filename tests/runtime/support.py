@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,7 +17,15 @@ from gateway.contract import Emit, Manifest
 from gateway.errors import TranslationError
 from gateway.model import RawMessage, entity, epoch_time, geo, point, prop, urn
 from gateway.runtime.app import create_app
+from gateway.runtime.archive import RawArchive
 from gateway.runtime.config import GatewayConfig, parse
+from gateway.runtime.db import Database
+from gateway.runtime.deadletters import DeadLetters
+from gateway.runtime.dedup import SeenKeys
+from gateway.runtime.metrics import Metrics
+from gateway.runtime.outbox import Outbox
+from gateway.runtime.pipeline import Pipeline, SinkRoute, SourceBinding
+from gateway.runtime.validator import load_validator
 from tests.conftest import free_port
 
 
@@ -151,6 +160,46 @@ class RecordingBroker:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+class PipelineParts:
+    """A pipeline over a real gateway database file in ``tmp``, with the fake adapter as source ``bins``."""
+
+    def __init__(self, tmp: Path, routes: Sequence[SinkRoute], *, max_bytes: int) -> None:
+        self.db = Database(tmp / "gateway.sqlite")
+        self.archive = RawArchive(self.db, max_bytes=max_bytes, max_age_s=3600)
+        self.outbox = Outbox(self.db, max_bytes=max_bytes)
+        self.letters = DeadLetters(self.db)
+        self.seen = SeenKeys(self.db, max_age_s=3600)
+        self.metrics = Metrics()
+        self.pipeline = Pipeline(self.db, self.archive, self.outbox, self.letters, self.seen, self.metrics,
+                                 load_validator(True), list(routes))
+        self.pipeline.add_source(SourceBinding("bins", "fake", FakeAdapter({"name": "bins"})))
+
+    def close(self) -> None:
+        """Close the database."""
+        self.db.close()
+
+
+class OtherConnection:
+    """A second connection to a database file, as another process (a worker) would hold it."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(str(path), isolation_level=None)
+
+    def execute(self, sql: str) -> sqlite3.Cursor:
+        """Run one statement (``BEGIN IMMEDIATE`` takes the write lock until ``COMMIT``)."""
+        return self.conn.execute(sql)
+
+    def count(self, table: str) -> int:
+        """The rows of ``table`` this connection sees."""
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # the test's own table names
+
+    def close(self) -> None:
+        """Give up a transaction still open (a failed test's lock), then close."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self.conn.close()
 
 
 def config(tmp: Path, **overrides: Any) -> GatewayConfig:

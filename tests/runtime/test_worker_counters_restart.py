@@ -11,6 +11,7 @@ may ever decrease, and at the end the sums equal what was sent. The source's ``m
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 from pathlib import Path
@@ -118,7 +119,7 @@ async def test_killed_worker_counters_never_go_back(tmp_path: Path) -> None:
             await watcher
         samples.append(after)
         _never_decreased(samples)
-        for n, (earlier, later) in enumerate(zip(sources, sources[1:], strict=False)):
+        for n, (earlier, later) in enumerate(itertools.pairwise(sources)):
             assert later[0] >= earlier[0] and later[1] >= earlier[1], (
                 f"/admin/sources (messages, restarts) went back from {earlier} to {later} at reading {n + 1}")
         for name in COUNTERS:

@@ -19,12 +19,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from gateway.store import jsonld, open_storage
 from gateway.store.app import StoreSettings, create_root_app
 from gateway.store.base import ChangeEvent, Storage
-from tests.conftest import free_port
+from tests.loopback import serving
 from tests.runtime.support import eventually
 
 STORE_BACKENDS = ("sqlite", "postgresql")
@@ -90,14 +89,10 @@ async def store(store_settings: StoreSettings) -> AsyncIterator[Store]:
     storage.add_listener(listen)
     # PostgreSQL: only the process holding the notifier lock (taken in the background) hears its commits
     await eventually(storage.delivers_notifications, what="the notifier lock")
-    runner = web.AppRunner(create_root_app(store_settings, storage=storage), access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield Store(storage, f"http://127.0.0.1:{port}/ngsi-ld/v1", events)
+        async with serving(create_root_app(store_settings, storage=storage)) as port:
+            yield Store(storage, f"http://127.0.0.1:{port}/ngsi-ld/v1", events)
     finally:
-        await runner.cleanup()
         await storage.close()
 
 
