@@ -1,5 +1,6 @@
-"""Real servers on loopback for the tests: an aiohttp app on a free port, a catch-all notification
-receiver, and ``jonction store`` processes (the lines they print, the one holding the notifier lock).
+"""Real servers on loopback for the tests: an aiohttp app on a free port (a block, or a ``Loopback``
+server a test starts and stops), a catch-all notification receiver, and ``jonction store``
+processes (the lines they print, the one holding the notifier lock).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 
 from aiohttp import web
 
@@ -43,6 +45,47 @@ async def receiving(handle: Handler, port: int | None = None, *, path: str = "/{
     app.router.add_post(path, handle)
     async with serving(app, port) as bound:
         yield bound
+
+
+class Loopback:
+    """An aiohttp app on a free loopback port: a subclass adds its routes; ``start``/``stop``, or ``async with``."""
+
+    client_max_size: ClassVar[int] = 1024**2
+    """The largest request body the app reads (aiohttp's default)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def routes(self, app: web.Application) -> None:
+        """Add the server's routes to ``app``."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Listen."""
+        app = web.Application(client_max_size=self.client_max_size)
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        """Stop listening (once)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
 
 LEADS = "this process sends the notifications"

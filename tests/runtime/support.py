@@ -26,7 +26,7 @@ from gateway.runtime.metrics import Metrics
 from gateway.runtime.outbox import Outbox
 from gateway.runtime.pipeline import Pipeline, SinkRoute, SourceBinding
 from gateway.runtime.validator import load_validator
-from tests.conftest import free_port
+from tests.loopback import Loopback, serving
 
 
 class FakeAdapter:
@@ -97,10 +97,13 @@ class FakeAdapter:
         return [entity("WasteContainer", urn("WasteContainer", doc["device"]), **attrs)]
 
 
-class RecordingBroker:
+class RecordingBroker(Loopback):
     """A loopback NGSI-LD broker: records batch upserts, merges state, fails chosen ids with a 207."""
 
+    client_max_size = 64 << 20
+
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[dict[str, Any]] = []
         self.state: dict[str, dict[str, dict[str, Any]]] = {}
         self.fail_ids: dict[str, int] = {}
@@ -108,12 +111,6 @@ class RecordingBroker:
         self.poison_ids: set[str] = set()
         """Ids that make the broker refuse the whole request with a bare 400 (no per-entity body)."""
         self.status_override: int | None = None
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     async def _upsert(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -148,18 +145,10 @@ class RecordingBroker:
     async def _types(self, request: web.Request) -> web.Response:
         return web.json_response([])
 
-    async def start(self) -> None:
-        app = web.Application(client_max_size=64 << 20)
+    def routes(self, app: web.Application) -> None:
+        """Batch upsert and the type list."""
         app.router.add_post("/ngsi-ld/v1/entityOperations/upsert", self._upsert)
         app.router.add_get("/ngsi-ld/v1/types", self._types)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
 
 class PipelineParts:
@@ -222,14 +211,8 @@ async def running(
 ) -> AsyncIterator[tuple[str, web.Application]]:
     """Start the gateway app on a free loopback port; yield its base URL and the app."""
     app = create_app(cfg, adapters=adapters if adapters is not None else {"fake": FakeAdapter})
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}", app
-    finally:
-        await runner.cleanup()
 
 
 async def eventually(predicate: Callable[[], Any], *, within: float = 20.0, what: str = "condition") -> Any:
