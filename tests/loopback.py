@@ -48,7 +48,8 @@ async def receiving(handle: Handler, port: int | None = None, *, path: str = "/{
 
 
 class Loopback:
-    """An aiohttp app on a free loopback port: a subclass adds its routes; ``start``/``stop``, or ``async with``."""
+    """An aiohttp app on a free loopback port: a subclass adds its routes (or gives its app);
+    ``start``/``stop``, or ``async with``."""
 
     client_max_size: ClassVar[int] = 1024**2
     """The largest request body the app reads (aiohttp's default)."""
@@ -66,11 +67,15 @@ class Loopback:
         """Add the server's routes to ``app``."""
         raise NotImplementedError
 
-    async def start(self) -> None:
-        """Listen."""
+    def application(self) -> web.Application:
+        """The app to serve (a new one each start): by default an empty one given ``routes``."""
         app = web.Application(client_max_size=self.client_max_size)
         self.routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
+        return app
+
+    async def start(self) -> None:
+        """Listen (again after ``stop``: same port)."""
+        self._runner = web.AppRunner(self.application(), access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
