@@ -10,7 +10,7 @@ not leave it writing into series that no longer exist.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +20,13 @@ import pytest
 
 from gateway.store import history, jsonld, open_storage
 from gateway.store.app import StoreSettings
-from gateway.store.base import ChangeEvent, Storage
+from gateway.store.base import Storage
 from gateway.store.records import Change
+from tests.store.conftest import jonction_iri, recorded_changes
 
 STORE_BACKENDS = ("sqlite", "postgresql")
 
 W1 = "urn:ngsi-ld:WasteContainer:w1"
-
-
-def _iri(term: str) -> str:
-    return jsonld.ContextCache().get([jsonld.jonction_context_iri()]).expand_term(term)
 
 
 def _container(level: Any, observed: str, **extra: Any) -> dict[str, Any]:
@@ -49,16 +46,6 @@ class Opened:
 
     storage: Storage
     path: Path | None
-
-    def listen(self) -> list[ChangeEvent]:
-        """The change events the storage emits from now on (a list that grows)."""
-        events: list[ChangeEvent] = []
-
-        async def listen(batch: Sequence[ChangeEvent]) -> None:
-            events.extend(batch)
-
-        self.storage.add_listener(listen)
-        return events
 
     async def history_count(self, attr_iri: str, entity_id: str = W1) -> int:
         """Instances of one attribute in the history (the SQLite file's tables, or the backend's slice)."""
@@ -103,8 +90,8 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Opened]:
 
 async def test_a_reading_sent_again_writes_nothing_and_notifies_nothing(store: Opened) -> None:
     """Same content and observedAt: unchanged (modifiedAt kept, no history, no event); a new observedAt is written."""
-    storage, events = store.storage, store.listen()
-    level = _iri("fillingLevel")
+    storage, events = store.storage, recorded_changes(store.storage)
+    level = jonction_iri("fillingLevel")
     assert not (await storage.upsert("", [_container(0.5, "2026-03-04T07:00:00Z")])).errors
     stored = await storage.get_doc("", W1)
     assert stored is not None and len(events) == 1
@@ -125,7 +112,7 @@ async def test_a_reading_sent_again_writes_nothing_and_notifies_nothing(store: O
 async def test_what_differs_only_in_json_type_or_adds_something_is_written(store: Opened) -> None:
     """1 after 1.0, a new type, a new attribute or sub-attribute: each is an update with its history."""
     storage = store.storage
-    level = _iri("fillingLevel")
+    level = jonction_iri("fillingLevel")
     when = "2026-03-04T07:00:00Z"
     assert not (await storage.upsert("", [_container(1.0, when)])).errors
     assert not (await storage.upsert("", [_container(1, when)])).errors
@@ -135,17 +122,17 @@ async def test_what_differs_only_in_json_type_or_adds_something_is_written(store
     typed = {**_container(1, when), "type": ["WasteContainer", "Asset"]}
     assert not (await storage.upsert("", [typed])).errors
     doc = await storage.get_doc("", W1)
-    assert doc is not None and _iri("Asset") in doc["type"]
+    assert doc is not None and jonction_iri("Asset") in doc["type"]
     added = _container(1, when, temperature={"type": "Property", "value": 12})
     assert not (await storage.upsert("", [added])).errors
     doc = await storage.get_doc("", W1)
-    assert doc is not None and _iri("temperature") in doc
+    assert doc is not None and jonction_iri("temperature") in doc
     nested = _container(1, when)
     nested["status"]["reason"] = {"type": "Property", "value": "lid open"}
     assert not (await storage.upsert("", [nested])).errors
     doc = await storage.get_doc("", W1)
-    assert doc is not None and _iri("reason") in doc[_iri("status")][0]
-    assert await store.history_count(_iri("status")) == 5  # every write above rewrote it
+    assert doc is not None and jonction_iri("reason") in doc[jonction_iri("status")][0]
+    assert await store.history_count(jonction_iri("status")) == 5  # every write above rewrote it
 
 
 async def test_the_api_upsert_still_rewrites_identical_content(store: Opened) -> None:
@@ -159,7 +146,7 @@ async def test_the_api_upsert_still_rewrites_identical_content(store: Opened) ->
     first = await storage.get_doc("", doc["id"])
     results = await storage.apply("", [Change(doc["id"], ops.upsert(doc, "update"))])
     assert results[0].outcome == "updated"
-    assert await store.history_count(_iri("fillingLevel"), doc["id"]) == 2
+    assert await store.history_count(jonction_iri("fillingLevel"), doc["id"]) == 2
     second = await storage.get_doc("", doc["id"])
     assert first is not None and second is not None and second["id"] == first["id"]
 
@@ -168,7 +155,7 @@ async def test_history_deleted_by_another_connection_is_written_again(sqlite_sto
     """The writer's remembered series go stale when another connection deletes them: it must notice."""
     storage, path = sqlite_store.storage, sqlite_store.path
     assert path is not None
-    level = _iri("fillingLevel")
+    level = jonction_iri("fillingLevel")
     assert not (await storage.upsert("", [_container(0.1, "2026-03-04T07:00:00Z")])).errors
     other = history.Database(path)
     try:
@@ -195,4 +182,4 @@ async def test_late_readings_sent_twice_are_kept_once(sqlite_store: Opened) -> N
     late = [_container(0.3 + n / 10, f"2026-03-04T07:0{n}:00Z") for n in range(3)]
     for _ in range(2):
         assert not (await storage.append_history("", late)).errors
-    assert await sqlite_store.history_count(_iri("fillingLevel")) == 4
+    assert await sqlite_store.history_count(jonction_iri("fillingLevel")) == 4
