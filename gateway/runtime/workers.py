@@ -31,6 +31,8 @@ Where each part runs, and why:
   a ``worker`` label never goes back. What a killed worker counted after its last report is lost:
   the counters ride on the commit report, so that is what it committed within the last 2 ms
   (``COMMIT_REPORT_S``) at most — the messages themselves are on disk, only their count is missing.
+  A shared source's ``messages`` and ``restarts`` in ``/admin/sources`` keep the same kind of base
+  (they ride on the half-second report, so a killed worker's last half second is what they may miss).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from gateway.runtime.config import GatewayConfig, SourceConfig, source_config
 from gateway.runtime.metrics import Counter, Labels, Metrics
 from gateway.runtime.pipeline import SourceBinding
 from gateway.runtime.state import RUNTIME, Runtime
-from gateway.runtime.supervisor import Supervised
+from gateway.runtime.supervisor import Emit, Supervised
 
 log = logging.getLogger("jonction.workers")
 
@@ -179,6 +181,13 @@ async def _no_emit(raw: RawMessage) -> None:  # noqa: ARG001  # the parent never
 class SharedSource(Supervised):
     """A source the workers run. Its adapter instance here serves replays; its state is the workers'."""
 
+    def __init__(self, name: str, adapter_name: str, adapter: Adapter, emit: Emit) -> None:
+        super().__init__(name, adapter_name, adapter, emit)
+        self._counts: dict[int, tuple[int, int]] = {}
+        """Per worker index: (messages, restarts) its running process reported last (it counts from zero)."""
+        self._base: dict[int, tuple[int, int]] = {}
+        """Per worker index: what its earlier processes counted (what a new one's figures add to)."""
+
     def start(self) -> None:
         """The workers run it."""
 
@@ -186,16 +195,29 @@ class SharedSource(Supervised):
         """The workers stop it."""
         self.status.state = "stopped"
 
+    def take(self, index: int, report: Mapping[str, Any]) -> None:
+        """Keep the counts worker ``index``'s process reported for this source (absolute, for that process)."""
+        self._counts[index] = (int(report.get("messages", 0)), int(report.get("restarts", 0)))
+
+    def retire(self, index: int) -> None:
+        """Worker ``index``'s process exited: its counts join the index's base (the next process counts from 0)."""
+        messages, restarts = self._counts.pop(index, (0, 0))
+        base_messages, base_restarts = self._base.get(index, (0, 0))
+        self._base[index] = (base_messages + messages, base_restarts + restarts)
+
     def merge(self, states: Iterable[Mapping[str, Any]]) -> None:
-        """Read the workers' reports into one state: the worst state, summed counts, the last error."""
+        """Read the workers' reports into one state: the worst state, the last error; counts that never go back."""
+        status = self.status
+        # The counts come from what every process of every index reported, not from the live
+        # reports only: a restarted worker's new process would otherwise take its old one's counts away.
+        counted = [*self._base.values(), *self._counts.values()]
+        status.messages = sum(messages for messages, _ in counted)
+        status.restarts = sum(restarts for _, restarts in counted)
         reports = list(states)
         if not reports:
             return
-        status = self.status
         rank = {s: i for i, s in enumerate(_STATE_ORDER)}
         status.state = min((str(r.get("state", "starting")) for r in reports), key=lambda s: rank.get(s, 2))
-        status.messages = sum(int(r.get("messages", 0)) for r in reports)
-        status.restarts = sum(int(r.get("restarts", 0)) for r in reports)
         status.last_error = next((str(r["lastError"]) for r in reports if r.get("lastError")), None)
 
 
@@ -387,6 +409,11 @@ class WorkerPool:
     def _take_stats(self, worker: _Worker, message: Mapping[str, Any]) -> None:
         self._take_counters(worker, message.get("counters") or {})
         worker.sources = dict(message.get("sources") or {})
+        if not worker.gone:  # retired already: its source counts are in the sources' bases
+            for name, report in worker.sources.items():
+                sup = self.rt.sources.get(name)
+                if isinstance(sup, SharedSource):
+                    sup.take(worker.index, report)
         self._merge_sources()
 
     def _take_counters(self, worker: _Worker, counters: Mapping[str, Any]) -> None:
@@ -413,6 +440,9 @@ class WorkerPool:
         base = self._base.setdefault(worker.index, {})
         for series, value in worker.counted.items():
             base[series] = base.get(series, 0.0) + value
+        for sup in self.rt.sources.values():
+            if isinstance(sup, SharedSource):
+                sup.retire(worker.index)
 
     def _merge_sources(self) -> None:
         live = [w for w in self.workers.values() if w.process.returncode is None]

@@ -18,6 +18,7 @@ from gateway.model import format_time
 from gateway.store.app import create_root_app
 from gateway.store.settings import StoreSettings
 from tests.conftest import free_port
+from tests.loopback import receiving, serving
 from tests.schemas.own_examples import own_example
 
 TOKEN = "jc-test-token-5f2a"
@@ -41,15 +42,8 @@ async def running_store(
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     settings = StoreSettings(data_dir=data_dir, auth_required=True, tokens=frozenset({TOKEN}), durability="normal",
                              allow_unfiltered_queries=allow_unfiltered_queries, database=database)
-    runner = web.AppRunner(create_root_app(settings), access_log=None)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
+    async with serving(create_root_app(settings)) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def model_example(name: str) -> dict[str, Any]:
@@ -273,13 +267,5 @@ async def notification_relay(receiver_port: int, *, drop_tenant: bool = False) -
                 headers=headers) as resp:
             return web.Response(status=resp.status)
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", relay)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with receiving(relay) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()

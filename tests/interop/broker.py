@@ -26,7 +26,7 @@ from aiohttp import web
 from pyld import jsonld
 
 from schemas import contexts
-from tests.conftest import free_port
+from tests.loopback import Loopback
 
 CACHE_SECONDS = 60.0
 CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
@@ -46,11 +46,13 @@ def _context_link(header: str) -> str | None:
     return None
 
 
-class OrionLikeBroker:
+class OrionLikeBroker(Loopback):
     """Batch upsert and entity creation with Orion-LD's @context handling; state kept expanded."""
 
+    client_max_size = 64 << 20
+
     def __init__(self, *, unavailable_status: int = 503, clock: Callable[[], float] = time.monotonic) -> None:
-        self.port = free_port()
+        super().__init__()
         self.unavailable_status = unavailable_status
         self.clock = clock
         self.fetches: list[str] = []
@@ -62,30 +64,22 @@ class OrionLikeBroker:
         self.bodies: list[tuple[dict[str, str], Any]] = []
         self._cache: dict[str, tuple[float, Any]] = {}
         self._core = contexts.bundled_context(contexts.CORE_CONTEXT_IRI)
-        self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
 
-    @property
-    def url(self) -> str:
-        """The broker's base URL (the gateway appends /ngsi-ld/v1)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        """Listen on loopback."""
-        app = web.Application(client_max_size=64 << 20)
+    def routes(self, app: web.Application) -> None:
+        """Batch upsert, entity creation and the type list."""
         app.router.add_post("/ngsi-ld/v1/entityOperations/upsert", self._upsert)
         app.router.add_post("/ngsi-ld/v1/entities", self._create)
         app.router.add_get("/ngsi-ld/v1/types", self._types)
+
+    async def start(self) -> None:
+        """Listen on loopback (with a client for the contexts it fetches)."""
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await super().start()
 
     async def stop(self) -> None:
         """Stop listening."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await super().stop()
         if self._http is not None:
             await self._http.close()
             self._http = None

@@ -13,30 +13,23 @@ from aiohttp import web
 
 from gateway.store.app import create_root_app
 from gateway.store.settings import StoreSettings
-from tests.conftest import free_port
+from tests.loopback import Loopback, serving
 
 
 @asynccontextmanager
 async def store(data_dir: Path) -> AsyncIterator[str]:
     """The NGSI-LD store (``jonction store --host 127.0.0.1``) on a free port; yields its base URL."""
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-    runner = web.AppRunner(create_root_app(StoreSettings(data_dir=data_dir, host="127.0.0.1")), access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(create_root_app(StoreSettings(data_dir=data_dir, host="127.0.0.1"))) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
-class Receiver:
+class Receiver(Loopback):
     """An HTTP endpoint that keeps every notification POSTed to it (headers and JSON body)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.received: list[tuple[dict[str, str], Any]] = []
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
@@ -47,17 +40,9 @@ class Receiver:
         self.received.append((dict(request.headers), json.loads(await request.read())))
         return web.Response(status=204)
 
-    async def __aenter__(self) -> Receiver:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """The one notification path."""
         app.router.add_post("/notify", self._notify)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def entities(self) -> list[dict[str, Any]]:
         """Every entity of every notification received, in order."""

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.contract import Emit, Manifest
 from gateway.model import RawMessage, epoch_time
-from tests.conftest import free_port
+from tests.loopback import Loopback
 
 
 class PassAdapter:
@@ -56,33 +56,6 @@ class PassAdapter:
         entities = json.loads(raw.payload)
         assert isinstance(entities, list)
         return entities
-
-
-class Loopback:
-    """An aiohttp app on a free loopback port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def routes(self, app: web.Application) -> None:
-        raise NotImplementedError
-
-    async def start(self) -> None:
-        app = web.Application()
-        self.routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
 
 class FakeGmao(Loopback):

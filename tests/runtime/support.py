@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,8 +17,16 @@ from gateway.contract import Emit, Manifest
 from gateway.errors import TranslationError
 from gateway.model import RawMessage, entity, epoch_time, geo, point, prop, urn
 from gateway.runtime.app import create_app
+from gateway.runtime.archive import RawArchive
 from gateway.runtime.config import GatewayConfig, parse
-from tests.conftest import free_port
+from gateway.runtime.db import Database
+from gateway.runtime.deadletters import DeadLetters
+from gateway.runtime.dedup import SeenKeys
+from gateway.runtime.metrics import Metrics
+from gateway.runtime.outbox import Outbox
+from gateway.runtime.pipeline import Pipeline, SinkRoute, SourceBinding
+from gateway.runtime.validator import load_validator
+from tests.loopback import Loopback, serving
 
 
 class FakeAdapter:
@@ -88,10 +97,13 @@ class FakeAdapter:
         return [entity("WasteContainer", urn("WasteContainer", doc["device"]), **attrs)]
 
 
-class RecordingBroker:
+class RecordingBroker(Loopback):
     """A loopback NGSI-LD broker: records batch upserts, merges state, fails chosen ids with a 207."""
 
+    client_max_size = 64 << 20
+
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[dict[str, Any]] = []
         self.state: dict[str, dict[str, dict[str, Any]]] = {}
         self.fail_ids: dict[str, int] = {}
@@ -99,12 +111,6 @@ class RecordingBroker:
         self.poison_ids: set[str] = set()
         """Ids that make the broker refuse the whole request with a bare 400 (no per-entity body)."""
         self.status_override: int | None = None
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     async def _upsert(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -139,18 +145,50 @@ class RecordingBroker:
     async def _types(self, request: web.Request) -> web.Response:
         return web.json_response([])
 
-    async def start(self) -> None:
-        app = web.Application(client_max_size=64 << 20)
+    def routes(self, app: web.Application) -> None:
+        """Batch upsert and the type list."""
         app.router.add_post("/ngsi-ld/v1/entityOperations/upsert", self._upsert)
         app.router.add_get("/ngsi-ld/v1/types", self._types)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+
+class PipelineParts:
+    """A pipeline over a real gateway database file in ``tmp``, with the fake adapter as source ``bins``."""
+
+    def __init__(self, tmp: Path, routes: Sequence[SinkRoute], *, max_bytes: int) -> None:
+        self.db = Database(tmp / "gateway.sqlite")
+        self.archive = RawArchive(self.db, max_bytes=max_bytes, max_age_s=3600)
+        self.outbox = Outbox(self.db, max_bytes=max_bytes)
+        self.letters = DeadLetters(self.db)
+        self.seen = SeenKeys(self.db, max_age_s=3600)
+        self.metrics = Metrics()
+        self.pipeline = Pipeline(self.db, self.archive, self.outbox, self.letters, self.seen, self.metrics,
+                                 load_validator(True), list(routes))
+        self.pipeline.add_source(SourceBinding("bins", "fake", FakeAdapter({"name": "bins"})))
+
+    def close(self) -> None:
+        """Close the database."""
+        self.db.close()
+
+
+class OtherConnection:
+    """A second connection to a database file, as another process (a worker) would hold it."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(str(path), isolation_level=None)
+
+    def execute(self, sql: str) -> sqlite3.Cursor:
+        """Run one statement (``BEGIN IMMEDIATE`` takes the write lock until ``COMMIT``)."""
+        return self.conn.execute(sql)
+
+    def count(self, table: str) -> int:
+        """The rows of ``table`` this connection sees."""
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # the test's own table names
+
+    def close(self) -> None:
+        """Give up a transaction still open (a failed test's lock), then close."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self.conn.close()
 
 
 def config(tmp: Path, **overrides: Any) -> GatewayConfig:
@@ -173,14 +211,8 @@ async def running(
 ) -> AsyncIterator[tuple[str, web.Application]]:
     """Start the gateway app on a free loopback port; yield its base URL and the app."""
     app = create_app(cfg, adapters=adapters if adapters is not None else {"fake": FakeAdapter})
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}", app
-    finally:
-        await runner.cleanup()
 
 
 async def eventually(predicate: Callable[[], Any], *, within: float = 20.0, what: str = "condition") -> Any:

@@ -13,19 +13,12 @@ from aiohttp import web
 
 from gateway.model import RawMessage, epoch_time
 from gateway.runtime.app import HTTP, create_app
-from gateway.runtime.archive import RawArchive
-from gateway.runtime.db import Database
-from gateway.runtime.deadletters import DeadLetters
-from gateway.runtime.dedup import SeenKeys
-from gateway.runtime.metrics import Metrics
-from gateway.runtime.outbox import Outbox
-from gateway.runtime.pipeline import Pipeline, SinkRoute, SourceBinding
+from gateway.runtime.pipeline import SinkRoute
 from gateway.runtime.state import RUNTIME
-from gateway.runtime.validator import load_validator
 from gateway.store.problems import NgsiError
 from gateway.store.settings import STORAGE_KEY
 from gateway.store.subscriptions import Notifier
-from tests.runtime.support import FakeAdapter, config, running
+from tests.runtime.support import FakeAdapter, PipelineParts, config, running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,26 +85,17 @@ def test_no_dynamic_imports_in_the_gateway() -> None:
 # ---------------------------------------------------------------------------- the pipeline's paths
 
 
-class Parts:
+def _parts(tmp: Path) -> PipelineParts:
     """A pipeline over a real database, with two remote sink routes and the fake adapter."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.db = Database(tmp / "gateway.sqlite")
-        self.archive = RawArchive(self.db, max_bytes=1 << 20, max_age_s=3600)
-        self.outbox = Outbox(self.db, max_bytes=1 << 20)
-        self.letters = DeadLetters(self.db)
-        self.seen = SeenKeys(self.db, max_age_s=3600)
-        self.pipeline = Pipeline(self.db, self.archive, self.outbox, self.letters, self.seen, Metrics(),
-                                 load_validator(True), [SinkRoute("a"), SinkRoute("b", frozenset({"other"}))])
-        self.pipeline.add_source(SourceBinding("bins", "fake", FakeAdapter({"name": "bins"})))
+    return PipelineParts(tmp, [SinkRoute("a"), SinkRoute("b", frozenset({"other"}))], max_bytes=1 << 20)
 
 
 @pytest.fixture
-def parts(tmp_path: Path) -> Iterator[Parts]:
+def parts(tmp_path: Path) -> Iterator[PipelineParts]:
     FakeAdapter.DIVISOR = 100.0
-    p = Parts(tmp_path)
+    p = _parts(tmp_path)
     yield p
-    p.db.close()
+    p.close()
     FakeAdapter.instances.clear()
 
 
@@ -119,7 +103,7 @@ def raw(doc: dict[str, object], key: str, tenant: str = "") -> RawMessage:
     return RawMessage("bins", tenant, epoch_time(time.time()), json.dumps(doc).encode(), key)
 
 
-async def test_ingest_archives_once_and_queues_per_sink(parts: Parts) -> None:
+async def test_ingest_archives_once_and_queues_per_sink(parts: PipelineParts) -> None:
     first = await parts.pipeline.submit(raw({"device": "d1", "fill": 40}, "k1"))
     again = await parts.pipeline.submit(raw({"device": "d1", "fill": 40}, "k1"))
     assert first.queued == ["urn:ngsi-ld:WasteContainer:d1"] and not first.duplicate
@@ -129,7 +113,7 @@ async def test_ingest_archives_once_and_queues_per_sink(parts: Parts) -> None:
     assert parts.archive.bytes == parts.archive.stored_bytes() and parts.outbox.bytes == parts.outbox.stored_bytes()
 
 
-async def test_ingest_dead_letters_each_stage(parts: Parts) -> None:
+async def test_ingest_dead_letters_each_stage(parts: PipelineParts) -> None:
     translation = await parts.pipeline.submit(raw({"device": "d2"}, "k2"))  # no fill: TranslationError
     FakeAdapter.DIVISOR = 1.0
     validation = await parts.pipeline.submit(raw({"device": "d3", "fill": 40}, "k3"))  # 40 > 1: schema
@@ -138,7 +122,7 @@ async def test_ingest_dead_letters_each_stage(parts: Parts) -> None:
     assert parts.archive.count() == 2  # a dead letter's message is archived all the same
 
 
-def test_replay_narrows_to_one_sink_and_drops_the_letter(parts: Parts) -> None:
+def test_replay_narrows_to_one_sink_and_drops_the_letter(parts: PipelineParts) -> None:
     FakeAdapter.DIVISOR = 1.0
     with parts.db.transaction() as conn:
         letter = parts.letters.add(conn, stage="validation", adapter="fake", raw=raw({}, "x"), reason="r",
@@ -152,14 +136,14 @@ def test_replay_narrows_to_one_sink_and_drops_the_letter(parts: Parts) -> None:
     assert parts.archive.count() == 0 and parts.seen.count() == 0  # replay neither archives nor records keys
 
 
-def test_replay_of_an_unknown_source_is_refused(parts: Parts) -> None:
+def test_replay_of_an_unknown_source_is_refused(parts: PipelineParts) -> None:
     from gateway.errors import TranslationError
 
     with pytest.raises(TranslationError):
         parts.pipeline.replay(RawMessage("gone", "", "2026-01-01T00:00:00Z", b"{}", "k"), "c")
 
 
-def test_components_recount_their_own_tables(parts: Parts) -> None:
+def test_components_recount_their_own_tables(parts: PipelineParts) -> None:
     parts.archive.bytes = parts.outbox.bytes = 12345  # as after a rolled-back group commit
     parts.archive.recount()
     parts.outbox.recount()

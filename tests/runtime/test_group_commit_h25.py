@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,42 +22,25 @@ import pytest
 from gateway.errors import Unavailable
 from gateway.model import RawMessage, epoch_time
 from gateway.runtime import pipeline as pipeline_module
-from gateway.runtime.archive import RawArchive
-from gateway.runtime.db import Database
-from gateway.runtime.deadletters import DeadLetters
-from gateway.runtime.dedup import SeenKeys
-from gateway.runtime.metrics import Metrics
-from gateway.runtime.outbox import Outbox
-from gateway.runtime.pipeline import Pipeline, SinkRoute, SourceBinding
-from gateway.runtime.validator import load_validator
+from gateway.runtime.pipeline import SinkRoute
 from tests.conftest import free_port
-from tests.runtime.support import FakeAdapter, eventually
+from tests.runtime.support import FakeAdapter, OtherConnection, PipelineParts, eventually
 from tests.runtime.test_workers import _port_open, gateway, ngsi_source, notification
 
 
-class Parts:
+class Parts(PipelineParts):
     """A pipeline over a real database file, and a second connection to it (another process's)."""
 
     def __init__(self, tmp: Path) -> None:
-        self.db = Database(tmp / "gateway.sqlite")
-        self.archive = RawArchive(self.db, max_bytes=1 << 24, max_age_s=3600)
-        self.outbox = Outbox(self.db, max_bytes=1 << 24)
-        self.letters = DeadLetters(self.db)
-        self.seen = SeenKeys(self.db, max_age_s=3600)
-        self.metrics = Metrics()
-        self.pipeline = Pipeline(self.db, self.archive, self.outbox, self.letters, self.seen, self.metrics,
-                                 load_validator(True), [SinkRoute("a")])
-        self.pipeline.add_source(SourceBinding("bins", "fake", FakeAdapter({"name": "bins"})))
-        self.other = sqlite3.connect(str(tmp / "gateway.sqlite"), isolation_level=None)
+        super().__init__(tmp, [SinkRoute("a")], max_bytes=1 << 24)
+        self.other = OtherConnection(tmp / "gateway.sqlite")
 
     def count(self, table: str) -> int:
-        return int(self.other.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # the test's own table names
+        return self.other.count(table)
 
     def close(self) -> None:
-        if self.other.in_transaction:
-            self.other.execute("ROLLBACK")
         self.other.close()
-        self.db.close()
+        super().close()
 
 
 @pytest.fixture

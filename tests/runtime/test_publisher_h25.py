@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ from gateway.runtime.metrics import Metrics
 from gateway.runtime.outbox import Outbox, QueuedRow
 from gateway.runtime.publisher import Publisher, PublisherSettings
 from gateway.runtime.sinks import EmbeddedSink
-from gateway.runtime.state import RUNTIME
+from gateway.runtime.state import RUNTIME, Runtime
 from gateway.store.sqlite import SqliteStorage
+from tests.loopback import receiving
 from tests.runtime.support import FakeAdapter, config, eventually, running
 from tests.runtime.test_observations import LINK, _history, _record_batches
 
@@ -57,17 +59,26 @@ async def _send(readings: Sequence[tuple[str, float, str]]) -> None:
                            for i, (device, fill, at) in enumerate(readings)))
 
 
+def _gateway(tmp_path: Path) -> AbstractAsyncContextManager[tuple[str, web.Application]]:
+    """A gateway whose publisher lingers long enough that one fetch takes every reading sent together."""
+    return running(config(tmp_path, publisher={"linger": 0.3}))
+
+
+async def _drained(rt: Runtime) -> None:
+    await eventually(lambda: rt.outbox is not None and rt.outbox.depth(EMBEDDED) == 0, what="drain")
+
+
 @pytest.mark.parametrize("fills", [[20, 35, 50], [40, 40, 40]], ids=["changing", "same-value"])
 async def test_every_reading_of_one_fetch_goes_in_one_embedded_upsert_and_reaches_the_history(
         tmp_path: Path, fills: list[int]) -> None:
-    async with running(config(tmp_path, publisher={"linger": 0.3})) as (base, app):
+    async with _gateway(tmp_path) as (base, app):
         rt = app[RUNTIME]
         sink = rt.publishers[EMBEDDED].sink
         assert isinstance(sink, EmbeddedSink) and sink.ordered_batches  # no subscription
         batches = _record_batches(app, EMBEDDED)
         await _send([("bin-1", fill, at) for fill, at in zip(fills, TIMES, strict=True)]
                     + [("bin-2", 10, TIMES[0])])
-        await eventually(lambda: rt.outbox is not None and rt.outbox.depth(EMBEDDED) == 0, what="drain")
+        await _drained(rt)
         # One upsert: the three readings in the order received (the other device's alongside).
         assert [[(e["id"], e["fillingLevel"]["observedAt"]) for e in batch] for batch in batches] == [
             [(BIN, TIMES[0]), (BIN, TIMES[1]), (BIN, TIMES[2]), ("urn:ngsi-ld:WasteContainer:bin-2", TIMES[0])]]
@@ -80,21 +91,21 @@ async def test_every_reading_of_one_fetch_goes_in_one_embedded_upsert_and_reache
 
 
 async def test_a_redelivered_reading_in_the_same_upsert_adds_no_second_instance(tmp_path: Path) -> None:
-    async with running(config(tmp_path, publisher={"linger": 0.3})) as (base, app):
+    async with _gateway(tmp_path) as (base, app):
         rt = app[RUNTIME]
         # The same reading under two message ids (two gateways heard it), then a newer one.
         await _send([("bin-1", 20, TIMES[0]), ("bin-1", 20, TIMES[0]), ("bin-1", 35, TIMES[1])])
-        await eventually(lambda: rt.outbox is not None and rt.outbox.depth(EMBEDDED) == 0, what="drain")
+        await _drained(rt)
         assert await _history(base) == [(0.2, TIMES[0]), (0.35, TIMES[1])]
         stored = await rt.embedded_store.get("", BIN)
         assert stored is not None and stored["fillingLevel"]["value"] == 0.35
 
 
 async def test_an_older_reading_after_a_newer_one_in_the_same_fetch_goes_to_history_only(tmp_path: Path) -> None:
-    async with running(config(tmp_path, publisher={"linger": 0.3})) as (base, app):
+    async with _gateway(tmp_path) as (base, app):
         rt = app[RUNTIME]
         await _send([("bin-1", 50, TIMES[2]), ("bin-1", 20, TIMES[0])])
-        await eventually(lambda: rt.outbox is not None and rt.outbox.depth(EMBEDDED) == 0, what="drain")
+        await _drained(rt)
         assert await _history(base) == [(0.2, TIMES[0]), (0.5, TIMES[2])]
         stored = await rt.embedded_store.get("", BIN)
         assert stored is not None and stored["fillingLevel"]["value"] == 0.5  # the late one did not overwrite it
@@ -122,6 +133,16 @@ class Parts:
     def depth(self) -> int:
         return int(self.other.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
+    @asynccontextmanager
+    async def publishing(self) -> AsyncIterator[None]:
+        """The publisher's loop, running until the block ends."""
+        task = asyncio.create_task(self.publisher.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
 
 @pytest.fixture
 async def parts(tmp_path: Path) -> Any:
@@ -143,8 +164,7 @@ async def _stored_fill(store: SqliteStorage) -> Any:
 async def test_a_held_outbox_lock_never_stalls_the_loop_and_delivered_rows_leave_once_it_is_free(parts: Parts) -> None:
     parts.queue([0.2, 0.35, 0.5])
     parts.other.execute("BEGIN IMMEDIATE")  # a worker process commits its group, and takes its time
-    task = asyncio.create_task(parts.publisher.run())
-    try:
+    async with parts.publishing():
         await eventually(lambda: _stored_fill(parts.store), what="the upsert")
         assert await _stored_fill(parts.store) == 0.5
         turns = 0
@@ -160,9 +180,6 @@ async def test_a_held_outbox_lock_never_stalls_the_loop_and_delivered_rows_leave
         assert parts.outbox.bytes == 0
         assert parts.publisher.published == 3  # three readings delivered
         assert parts.metrics.publish_errors.get(sink=EMBEDDED) == 0  # no lock timeout, no retry
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_lock_held_too_long_fails_the_round_and_the_rows_are_delivered_again(
@@ -170,16 +187,12 @@ async def test_a_lock_held_too_long_fails_the_round_and_the_rows_are_delivered_a
     monkeypatch.setattr(publisher_module, "LOCK_WAIT_S", 0.05)
     parts.queue([0.2])
     parts.other.execute("BEGIN IMMEDIATE")
-    task = asyncio.create_task(parts.publisher.run())
-    try:
+    async with parts.publishing():
         await eventually(lambda: parts.metrics.publish_errors.get(sink=EMBEDDED) >= 1, what="the lock timeout")
         assert parts.depth() == 1  # not removed: nothing is lost
         parts.other.execute("COMMIT")
         await eventually(lambda: parts.depth() == 0, what="the removal after the retry")
         assert await _stored_fill(parts.store) == 0.2
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_with_a_subscription_each_reading_keeps_its_own_upsert_and_is_notified(tmp_path: Path) -> None:
@@ -191,36 +204,26 @@ async def test_with_a_subscription_each_reading_keeps_its_own_upsert_and_is_noti
         heard.extend(e["fillingLevel"] for e in body["data"] if e["id"] == BIN)
         return web.Response(status=204)
 
-    receiver = web.Application()
-    receiver.router.add_post("/notify", receive)
-    runner = web.AppRunner(receiver, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with running(config(tmp_path, publisher={"linger": 0.3})) as (base, app):
-            rt = app[RUNTIME]
-            sink = rt.publishers[EMBEDDED].sink
-            assert isinstance(sink, EmbeddedSink) and sink.ordered_batches
-            subscription = {
-                "id": "urn:ngsi-ld:Subscription:bins", "type": "Subscription",
-                "entities": [{"type": "WasteContainer"}], "watchedAttributes": ["fillingLevel"],
-                "notification": {"endpoint": {"uri": f"http://127.0.0.1:{port}/notify"}, "format": "keyValues"},
-            }
-            async with aiohttp.ClientSession() as http, http.post(
-                    f"{base}/ngsi-ld/v1/subscriptions", json=subscription,
-                    headers=LINK,
-            ) as resp:
-                assert resp.status == 201, await resp.text()
-            assert not sink.ordered_batches
-            batches = _record_batches(app, EMBEDDED)
-            await _send([("bin-1", fill, at) for fill, at in zip([20, 35, 50], TIMES, strict=True)])
-            await eventually(lambda: rt.outbox is not None and rt.outbox.depth(EMBEDDED) == 0, what="drain")
-            # Three rounds (each reading its own upsert), so three notifications, in order.
-            assert [[e["fillingLevel"]["observedAt"] for e in batch] for batch in batches] == [[t] for t in TIMES]
-            await eventually(lambda: len(heard) >= 3, what="three notifications")
-            assert heard == [0.2, 0.35, 0.5]
-            assert await _history(base) == [(0.2, TIMES[0]), (0.35, TIMES[1]), (0.5, TIMES[2])]
-    finally:
-        await runner.cleanup()
+    async with receiving(receive, path="/notify") as port, _gateway(tmp_path) as (base, app):
+        rt = app[RUNTIME]
+        sink = rt.publishers[EMBEDDED].sink
+        assert isinstance(sink, EmbeddedSink) and sink.ordered_batches
+        subscription = {
+            "id": "urn:ngsi-ld:Subscription:bins", "type": "Subscription",
+            "entities": [{"type": "WasteContainer"}], "watchedAttributes": ["fillingLevel"],
+            "notification": {"endpoint": {"uri": f"http://127.0.0.1:{port}/notify"}, "format": "keyValues"},
+        }
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{base}/ngsi-ld/v1/subscriptions", json=subscription,
+                headers=LINK,
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+        assert not sink.ordered_batches
+        batches = _record_batches(app, EMBEDDED)
+        await _send([("bin-1", fill, at) for fill, at in zip([20, 35, 50], TIMES, strict=True)])
+        await _drained(rt)
+        # Three rounds (each reading its own upsert), so three notifications, in order.
+        assert [[e["fillingLevel"]["observedAt"] for e in batch] for batch in batches] == [[t] for t in TIMES]
+        await eventually(lambda: len(heard) >= 3, what="three notifications")
+        assert heard == [0.2, 0.35, 0.5]
+        assert await _history(base) == [(0.2, TIMES[0]), (0.35, TIMES[1]), (0.5, TIMES[2])]

@@ -13,31 +13,20 @@ from aiohttp import web
 from gateway.runtime.state import RUNTIME
 from gateway.store.app import create_root_app
 from gateway.store.settings import StoreSettings
-from tests.conftest import free_port
+from tests.loopback import Loopback
 from tests.runtime.support import FakeAdapter, config, eventually, running
 
 
-class RemoteStore:
+class RemoteStore(Loopback):
     """A jonction store on its own port and SQLite file, startable and stoppable."""
 
     def __init__(self, data: Path) -> None:
+        super().__init__()
         self.settings = StoreSettings(data_dir=data, host="127.0.0.1")
-        self.port = free_port()
-        self.runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.runner = web.AppRunner(create_root_app(self.settings), access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
+    def application(self) -> web.Application:
+        """The store's app over its file."""
+        return create_root_app(self.settings)
 
     async def entities(self, tenant: str) -> dict[str, dict[str, Any]]:
         headers = {"Link": '<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"; '

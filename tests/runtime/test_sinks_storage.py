@@ -18,18 +18,18 @@ from gateway.runtime.outbox import QueuedRow
 from gateway.runtime.sinks import RemoteBrokerSink, RemoteSettings
 from gateway.runtime.state import RUNTIME
 from tests.conftest import free_port
+from tests.loopback import Loopback, receiving
 from tests.runtime.support import FakeAdapter, config, eventually, running
 
 
-class OAuthBroker:
+class OAuthBroker(Loopback):
     """A token endpoint (client credentials, short-lived tokens) and a broker that checks them."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.tokens: dict[str, float] = {}
         self.issued = 0
         self.bodies: list[tuple[dict[str, str], Any]] = []
-        self.runner: web.AppRunner | None = None
 
     async def token(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -51,17 +51,10 @@ class OAuthBroker:
         self.bodies.append((dict(request.headers), await request.json()))
         return web.Response(status=204)
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """The token endpoint and the batch upsert."""
         app.router.add_post("/oauth/token", self.token)
         app.router.add_post("/ngsi-ld/v1/entityOperations/upsert", self.upsert)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 async def test_oauth2_token_refresh_and_inline_context() -> None:
@@ -96,25 +89,19 @@ async def test_link_header_and_tenant_map_for_orion_ld() -> None:
         seen.append(dict(request.headers))
         return web.Response(status=201)
 
-    app = web.Application()
-    app.router.add_post("/ngsi-ld/v1/entityOperations/upsert", upsert)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    sink = RemoteBrokerSink("orion", RemoteSettings(url=f"http://127.0.0.1:{port}/ngsi-ld/v1", profile="orion-ld",
-                                                   tenant_map={"lattes": "openiot_lattes"},
-                                                   bearer_token="static-token-1234"))
-    try:
-        assert sink.max_batch == 100
-        await sink.upsert("lattes", [{"id": "urn:ngsi-ld:X:1", "type": "X"}], "c")
-        assert seen[0]["NGSILD-Tenant"] == "openiot_lattes"
-        assert seen[0]["Authorization"] == "Bearer static-token-1234"
-        assert seen[0]["Link"].startswith("<https://jonction.eu/ns/context/v1.jsonld>")
-        assert seen[0]["Content-Type"] == "application/json"
-    finally:
-        await sink.close()
-        await runner.cleanup()
+    async with receiving(upsert, path="/ngsi-ld/v1/entityOperations/upsert") as port:
+        sink = RemoteBrokerSink("orion", RemoteSettings(
+            url=f"http://127.0.0.1:{port}/ngsi-ld/v1", profile="orion-ld", tenant_map={"lattes": "openiot_lattes"},
+            bearer_token="static-token-1234"))
+        try:
+            assert sink.max_batch == 100
+            await sink.upsert("lattes", [{"id": "urn:ngsi-ld:X:1", "type": "X"}], "c")
+            assert seen[0]["NGSILD-Tenant"] == "openiot_lattes"
+            assert seen[0]["Authorization"] == "Bearer static-token-1234"
+            assert seen[0]["Link"].startswith("<https://jonction.eu/ns/context/v1.jsonld>")
+            assert seen[0]["Content-Type"] == "application/json"
+        finally:
+            await sink.close()
 
 
 async def test_outbox_budget_refuses_new_messages_without_losing_any(tmp_path: Path) -> None:

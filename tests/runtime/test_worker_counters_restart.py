@@ -4,12 +4,14 @@ A real gateway with two workers sharing an NGSI v2 notification listener (SO_REU
 parent shows every message counted, the busier worker is killed with SIGKILL; its restarted
 process counts from zero, and the parent must show the old process's counts plus the new one's.
 /metrics is read all along, the kill and the restart included: no per-worker series, and no sum,
-may ever decrease, and at the end the sums equal what was sent.
+may ever decrease, and at the end the sums equal what was sent. The source's ``messages`` and
+``restarts`` in /admin/sources, read alongside, never decrease either, and end at what was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 from pathlib import Path
@@ -32,10 +34,18 @@ async def _figures(gw: Gateway) -> dict[str, dict[str, float]]:
     return {name: await gw.counter(name, source="orion") for name in COUNTERS}
 
 
-async def _watch(gw: Gateway, samples: list[dict[str, dict[str, float]]], stop: asyncio.Event) -> None:
-    """Read /metrics until ``stop``, keeping every reading."""
+async def _source(gw: Gateway) -> tuple[int, int]:
+    """The shared source's ``messages`` and ``restarts`` in /admin/sources."""
+    found = next(s for s in (await gw.get("/admin/sources"))["sources"] if s["name"] == "orion")
+    return int(found["messages"]), int(found["restarts"])
+
+
+async def _watch(gw: Gateway, samples: list[dict[str, dict[str, float]]], sources: list[tuple[int, int]],
+                 stop: asyncio.Event) -> None:
+    """Read /metrics and /admin/sources until ``stop``, keeping every reading."""
     while not stop.is_set():
         samples.append(await _figures(gw))
+        sources.append(await _source(gw))
         await asyncio.sleep(0.05)
 
 
@@ -66,6 +76,13 @@ async def test_killed_worker_counters_never_go_back(tmp_path: Path) -> None:
 
         # Past one report: the parent shows every message of this round before the kill.
         before = await eventually(lambda: all_counted(first), within=30, what=f"{first} messages counted")
+
+        async def source_counted(want: int) -> Any:
+            found = await _source(gw)
+            return found if found[0] == want else None
+
+        # The source's count rides on the half-second report: the victim's last one holds all it received.
+        sources = [await eventually(lambda: source_counted(first), within=30, what=f"{first} source messages")]
         received = before["jonction_messages_received_total"]
         victim = max(received, key=lambda w: received[w])
         assert victim in ("0", "1") and received[victim] > 0, received
@@ -74,7 +91,7 @@ async def test_killed_worker_counters_never_go_back(tmp_path: Path) -> None:
 
         samples = [before]
         stop = asyncio.Event()
-        watcher = asyncio.create_task(_watch(gw, samples, stop))
+        watcher = asyncio.create_task(_watch(gw, samples, sources, stop))
         try:
             os.kill(old_pid, signal.SIGKILL)
 
@@ -95,11 +112,16 @@ async def test_killed_worker_counters_never_go_back(tmp_path: Path) -> None:
             await eventually(new_process_counted, within=30, what=f"the new worker {victim} received messages")
             after = await eventually(lambda: all_counted(first + second), within=30,
                                      what=f"{first + second} messages counted")
+            sources.append(await eventually(lambda: source_counted(first + second), within=30,
+                                            what=f"{first + second} source messages"))
         finally:
             stop.set()
             await watcher
         samples.append(after)
         _never_decreased(samples)
+        for n, (earlier, later) in enumerate(itertools.pairwise(sources)):
+            assert later[0] >= earlier[0] and later[1] >= earlier[1], (
+                f"/admin/sources (messages, restarts) went back from {earlier} to {later} at reading {n + 1}")
         for name in COUNTERS:
             assert set(after[name]) == {"0", "1"}, after[name]
             assert sum(after[name].values()) == first + second, (name, after[name])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -12,13 +12,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.store import jsonld
 from gateway.store.app import StoreSettings, create_root_app
+from gateway.store.base import ChangeEvent, Storage
 from tests.conftest import free_port
 
 CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld"
 JONCTION = "https://jonction.eu/ns/context/v1.jsonld"
 CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
 LINK_JONCTION = f'<{JONCTION}>; rel="{CONTEXT_REL}"; type="application/ld+json"'
+LINK_JONCTION_H = {"Link": LINK_JONCTION}
+"""The Link header of the jonction @context, as request headers."""
 ERR = "https://uri.etsi.org/ngsi-ld/errors/"
 
 
@@ -178,6 +182,22 @@ async def secured(tmp_path: Path) -> AsyncIterator[StoreServer]:
         yield srv
     finally:
         await srv.close()
+
+
+def jonction_iri(term: str) -> str:
+    """A term expanded with the jonction @context (how a storage's documents name it)."""
+    return jsonld.ContextCache().get([jsonld.jonction_context_iri()]).expand_term(term)
+
+
+def recorded_changes(storage: Storage) -> list[ChangeEvent]:
+    """The change events ``storage`` emits from now on (a list that grows)."""
+    events: list[ChangeEvent] = []
+
+    async def listen(batch: Sequence[ChangeEvent]) -> None:
+        events.extend(batch)
+
+    storage.add_listener(listen)
+    return events
 
 
 def streetlight(n: int | str, **attrs: Any) -> dict[str, Any]:

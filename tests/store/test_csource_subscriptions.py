@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import free_port
+from tests.loopback import Loopback
 from tests.store.conftest import BACKENDS, StoreServer
 
 STORE_BACKENDS = BACKENDS
@@ -23,30 +24,25 @@ REGS = "/csourceRegistrations"
 SUB_ID = "urn:ngsi-ld:Subscription:csr-1"
 
 
-class Receiver:
+class Receiver(Loopback):
     """A loopback HTTP server that keeps the notifications it receives."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.received: asyncio.Queue[tuple[dict[str, Any], dict[str, str]]] = asyncio.Queue()
-        self.runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         """Where notifications go."""
         return f"http://127.0.0.1:{self.port}/notify"
 
-    async def start(self) -> None:
-        """Listen."""
-        async def notify(request: web.Request) -> web.Response:
-            await self.received.put((await request.json(), dict(request.headers)))
-            return web.Response(status=200)
+    async def _notify(self, request: web.Request) -> web.Response:
+        await self.received.put((await request.json(), dict(request.headers)))
+        return web.Response(status=200)
 
-        app = web.Application()
-        app.router.add_post("/notify", notify)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+    def routes(self, app: web.Application) -> None:
+        """The one notification path."""
+        app.router.add_post("/notify", self._notify)
 
     async def next(self) -> tuple[dict[str, Any], dict[str, str]]:
         """The next notification (generous bound: the machine may be loaded)."""
@@ -56,13 +52,8 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     """A running notification receiver."""
-    r = Receiver()
-    await r.start()
-    try:
+    async with Receiver() as r:
         yield r
-    finally:
-        assert r.runner is not None
-        await r.runner.cleanup()
 
 
 async def stats_after(server: StoreServer, sent: int) -> dict[str, Any]:

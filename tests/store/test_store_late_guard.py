@@ -19,25 +19,19 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from gateway.store import jsonld, open_storage
 from gateway.store.app import StoreSettings, create_root_app
 from gateway.store.base import ChangeEvent, Storage
-from tests.conftest import free_port
+from tests.loopback import serving
 from tests.runtime.support import eventually
+from tests.store.conftest import LINK_JONCTION_H, jonction_iri, recorded_changes
 
 STORE_BACKENDS = ("sqlite", "postgresql")
 
 BIN = "urn:ngsi-ld:WasteContainer:w1"
 T1, T2, T3, T4 = (f"2026-03-04T07:0{n}:00Z" for n in (1, 2, 3, 4))
-LINK = {"Link": '<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.org/ns/json-ld#context"; '
-                'type="application/ld+json"'}
 WINDOW = {"timerel": "between", "timeAt": "2026-03-04T00:00:00Z", "endTimeAt": "2026-03-05T00:00:00Z"}
-
-
-def _iri(term: str) -> str:
-    return jsonld.ContextCache().get([jsonld.jonction_context_iri()]).expand_term(term)
 
 
 def _level(value: Any, observed: str | None, **meta: Any) -> dict[str, Any]:
@@ -63,7 +57,7 @@ class Store:
         """Every instance of one attribute of BIN in the temporal API, oldest first."""
         params = {**WINDOW, "attrs": attr, **({"options": "sysAttrs"} if sys_attrs else {})}
         async with aiohttp.ClientSession() as http, http.get(
-                f"{self.base}/temporal/entities/{BIN}", params=params, headers=LINK) as resp:
+                f"{self.base}/temporal/entities/{BIN}", params=params, headers=LINK_JONCTION_H) as resp:
             assert resp.status == 200, await resp.text()
             body = await resp.json()
         found = body.get(attr, [])
@@ -82,22 +76,13 @@ class Store:
 async def store(store_settings: StoreSettings) -> AsyncIterator[Store]:
     """A storage the test writes through, served by the store API (whose temporal API reads it)."""
     storage = await open_storage(store_settings.database_url)
-    events: list[ChangeEvent] = []
-
-    async def listen(batch: Sequence[ChangeEvent]) -> None:
-        events.extend(batch)
-
-    storage.add_listener(listen)
+    events = recorded_changes(storage)
     # PostgreSQL: only the process holding the notifier lock (taken in the background) hears its commits
     await eventually(storage.delivers_notifications, what="the notifier lock")
-    runner = web.AppRunner(create_root_app(store_settings, storage=storage), access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield Store(storage, f"http://127.0.0.1:{port}/ngsi-ld/v1", events)
+        async with serving(create_root_app(store_settings, storage=storage)) as port:
+            yield Store(storage, f"http://127.0.0.1:{port}/ngsi-ld/v1", events)
     finally:
-        await runner.cleanup()
         await storage.close()
 
 
@@ -145,8 +130,8 @@ async def test_a_fragment_with_a_late_and_a_new_attribute_applies_the_new_one(st
     assert len(store.events) == 2
     after = store.events[1].after
     assert after is not None
-    assert after[_iri("fillingLevel")][0]["observedAt"] == T3
-    assert after[_iri("status")][0]["observedAt"] == T4
+    assert after[jonction_iri("fillingLevel")][0]["observedAt"] == T3
+    assert after[jonction_iri("status")][0]["observedAt"] == T4
 
 
 async def test_only_the_same_dataset_instance_is_compared(store: Store) -> None:
@@ -156,7 +141,7 @@ async def test_only_the_same_dataset_instance_is_compared(store: Store) -> None:
     assert not (await store.storage.upsert("", [_bin(fillingLevel=other)])).errors
     doc = await store.storage.get_doc("", BIN)
     assert doc is not None
-    observed = {i.get("datasetId"): i["observedAt"] for i in doc[_iri("fillingLevel")]}
+    observed = {i.get("datasetId"): i["observedAt"] for i in doc[jonction_iri("fillingLevel")]}
     assert observed == {None: T3, "urn:ngsi-ld:Dataset:lidar": T2}
 
 
@@ -180,7 +165,7 @@ async def test_the_api_batch_upsert_still_overwrites_with_an_older_reading(store
     assert not (await store.storage.upsert("", [_bin(fillingLevel=_level(0.3, T3))])).errors
     async with aiohttp.ClientSession() as http, http.post(
             f"{store.base}/entityOperations/upsert", params={"options": "update"},
-            json=[_bin(fillingLevel=_level(0.2, T2))], headers=LINK) as resp:
+            json=[_bin(fillingLevel=_level(0.2, T2))], headers=LINK_JONCTION_H) as resp:
         assert resp.status == 204, await resp.text()
     level = await store.current("fillingLevel")
     assert (level["value"], level["observedAt"]) == (0.2, T2)

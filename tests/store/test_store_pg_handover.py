@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,22 +21,9 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import free_port
+from tests.loopback import StoreProcess, receiving, start_store, stop_store, until_leads
 
-LEADS = "this process sends the notifications"
 SUBSCRIBERS = ("/a", "/b")
-
-
-@dataclass
-class Store:
-    """One ``jonction store`` process and the lines it printed."""
-
-    proc: asyncio.subprocess.Process
-    base: str
-    lines: list[str] = field(default_factory=list)
-    reader: asyncio.Task[None] | None = None
-
-    def leads(self) -> bool:
-        return any(LEADS in line for line in self.lines)
 
 
 @dataclass
@@ -60,48 +45,8 @@ async def got() -> AsyncIterator[Got]:
         rec.seen.append((request.path, body["id"], body["data"]))
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", rec.port).start()
-    try:
+    async with receiving(handle, rec.port):
         yield rec
-    finally:
-        await runner.cleanup()
-
-
-async def _start(folder: Path, url: str) -> Store:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "store", "--port", "0", "--data", str(folder), "--database", url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    while True:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-        assert line, "the store stopped: " + "".join(lines)
-        lines.append(line)
-        found = re.search(r"serving NGSI-LD at (http://127\.0\.0\.1:\d+/ngsi-ld/v1)", line)
-        if found:
-            break
-    store = Store(proc, found[1], lines)
-
-    async def follow() -> None:
-        assert proc.stdout is not None
-        while line := (await proc.stdout.readline()).decode():
-            store.lines.append(line)
-
-    store.reader = asyncio.get_running_loop().create_task(follow())
-    return store
-
-
-async def _until_leads(store: Store) -> None:
-    for _ in range(600):
-        if store.leads():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("no process took the notifier lock: " + "".join(store.lines))
 
 
 def _sensor(n: int) -> dict[str, Any]:
@@ -109,11 +54,11 @@ def _sensor(n: int) -> dict[str, Any]:
 
 
 async def test_killing_the_notifier_loses_and_repeats_nothing(tmp_path: Path, postgres_url: str, got: Got) -> None:
-    stores: list[Store] = []
+    stores: list[StoreProcess] = []
     written: list[int] = []
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
 
-    async def write(store: Store, first: int, count: int = 1) -> None:
+    async def write(store: StoreProcess, first: int, count: int = 1) -> None:
         """Create ``count`` sensors through one process (one by one, or as one batch of five)."""
         numbers = list(range(first, first + count))
         if count == 1:
@@ -125,7 +70,7 @@ async def test_killing_the_notifier_loses_and_repeats_nothing(tmp_path: Path, po
                 assert resp.status in (201, 204), await resp.text()
         written.extend(numbers)
 
-    async def stream(start: int, count: int, through: list[Store]) -> int:
+    async def stream(start: int, count: int, through: list[StoreProcess]) -> int:
         """Writes alternating between processes, every seventh a batch of five; the next free number."""
         n = start
         for i in range(count):
@@ -136,16 +81,15 @@ async def test_killing_the_notifier_loses_and_repeats_nothing(tmp_path: Path, po
 
     async def kill_leader() -> None:
         leader = next(s for s in stores if s.leads() and s.proc.returncode is None)
-        leader.proc.send_signal(signal.SIGKILL)  # no cleanup at all: the session dies with the socket
-        await leader.proc.wait()
+        await stop_store(leader, signal.SIGKILL)  # no cleanup at all: the session dies with the socket
         stores.remove(leader)
-        await _until_leads(stores[0])  # the survivor takes over
-        stores.append(await _start(tmp_path / f"s{len(written)}", postgres_url))
+        await until_leads(stores[0], within=30)  # the survivor takes over
+        stores.append(await start_store(tmp_path / f"s{len(written)}", postgres_url))
 
     try:
-        stores.append(await _start(tmp_path / "s0", postgres_url))
-        await _until_leads(stores[0])
-        stores.append(await _start(tmp_path / "s1", postgres_url))
+        stores.append(await start_store(tmp_path / "s0", postgres_url))
+        await until_leads(stores[0], within=30)
+        stores.append(await start_store(tmp_path / "s1", postgres_url))
         for path in SUBSCRIBERS:
             body = {
                 "type": "Subscription", "entities": [{"type": "Sensor"}],
@@ -189,11 +133,7 @@ async def test_killing_the_notifier_loses_and_repeats_nothing(tmp_path: Path, po
     finally:
         await http.close()
         for store in stores:
-            if store.proc.returncode is None:
-                store.proc.send_signal(signal.SIGTERM)
-                await asyncio.wait_for(store.proc.wait(), 30)
-            if store.reader is not None:
-                store.reader.cancel()
+            await stop_store(store)
 
     duplicates = 0
     for path in SUBSCRIBERS:

@@ -11,13 +11,10 @@ recorded lastNotification sets the clocks of a subscription read from its record
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import re
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,27 +28,13 @@ from gateway import model
 from gateway.store.subscriptions.notifier import NEVER, adopt_clocks, monotonic_of
 from gateway.store.subscriptions.parsing import Subscription
 from tests.conftest import free_port
+from tests.loopback import StoreProcess, receiving, start_store, stop_store, until_leads
 
-LEADS = "this process sends the notifications"
 SENSOR = "urn:ngsi-ld:Sensor:1"
 THROTTLING = 10.0
 """Seconds: long enough that a takeover (or a restart) and one write fit inside it on a loaded machine."""
 INTERVAL = 8.0
 """timeInterval, seconds: a takeover (about 1-3 s) fits well inside it."""
-
-
-@dataclass
-class Store:
-    """One ``jonction store`` process and the lines it printed."""
-
-    proc: asyncio.subprocess.Process
-    base: str
-    lines: list[str] = field(default_factory=list)
-    reader: asyncio.Task[None] | None = None
-
-    def leads(self) -> bool:
-        """True once the process logged that it holds the notifier lock."""
-        return any(LEADS in line for line in self.lines)
 
 
 @dataclass
@@ -96,72 +79,17 @@ async def receiver() -> AsyncIterator[Receiver]:
         ))
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", rec.port).start()
-    try:
+    async with receiving(handle, rec.port):
         yield rec
-    finally:
-        await runner.cleanup()
 
 
-async def _start(folder: Path, url: str | None) -> Store:
-    """Start a store on ``folder`` (SQLite) or on the PostgreSQL database ``url``; wait until it serves."""
-    args = ["store", "--port", "0", "--data", str(folder)]
-    if url is not None:
-        args += ["--database", url]
-    env = {k: v for k, v in os.environ.items() if k != "JONCTION_STORE_DATABASE"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    while True:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-        assert line, "the store stopped: " + "".join(lines)
-        lines.append(line)
-        found = re.search(r"serving NGSI-LD at (http://127\.0\.0\.1:\d+/ngsi-ld/v1)", line)
-        if found:
-            break
-    store = Store(proc, found[1], lines)
-
-    async def follow() -> None:
-        assert proc.stdout is not None
-        while line := (await proc.stdout.readline()).decode():
-            store.lines.append(line)
-
-    store.reader = asyncio.get_running_loop().create_task(follow())
-    return store
-
-
-async def _stop(store: Store, sig: int = signal.SIGTERM) -> None:
-    if store.proc.returncode is None:
-        store.proc.send_signal(sig)
-        await asyncio.wait_for(store.proc.wait(), 30)
-    if store.reader is not None:
-        store.reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await store.reader
-
-
-async def _until_leads(store: Store) -> None:
-    for _ in range(1200):
-        if store.leads():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("no process took the notifier lock: " + "".join(store.lines))
-
-
-async def _set(http: aiohttp.ClientSession, store: Store, value: int) -> None:
+async def _set(http: aiohttp.ClientSession, store: StoreProcess, value: int) -> None:
     async with http.patch(f"{store.base}/entities/{SENSOR}/attrs",
                           json={"temperature": {"type": "Property", "value": value}}) as resp:
         assert resp.status == 204, await resp.text()
 
 
-async def _subscribe(http: aiohttp.ClientSession, store: Store, receiver: Receiver, **timing: float) -> str:
+async def _subscribe(http: aiohttp.ClientSession, store: StoreProcess, receiver: Receiver, **timing: float) -> str:
     """Create the sensor (value 0, before the subscription) and a subscription to it; the subscription id."""
     entity = {"id": SENSOR, "type": "Sensor", "temperature": {"type": "Property", "value": 0}}
     async with http.post(store.base + "/entities", json=entity) as resp:
@@ -177,7 +105,7 @@ async def _subscribe(http: aiohttp.ClientSession, store: Store, receiver: Receiv
         return str(resp.headers["Location"]).rsplit("/", 1)[-1]
 
 
-async def _until_recorded(http: aiohttp.ClientSession, store: Store, sub_id: str, note: Note) -> None:
+async def _until_recorded(http: aiohttp.ClientSession, store: StoreProcess, sub_id: str, note: Note) -> None:
     """Wait until ``store`` shows a lastNotification of ``note`` (saved, and read back by that process)."""
     for _ in range(1200):
         async with http.get(f"{store.base}/subscriptions/{sub_id}") as resp:
@@ -190,59 +118,63 @@ async def _until_recorded(http: aiohttp.ClientSession, store: Store, sub_id: str
     raise AssertionError(f"lastNotification of {sub_id} never reached {note.wall}")
 
 
-async def test_throttling_holds_across_a_notifier_takeover(tmp_path: Path, postgres_url: str,
-                                                          receiver: Receiver) -> None:
-    stores: list[Store] = []
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-    try:
-        stores.append(await _start(tmp_path / "s0", postgres_url))
-        await _until_leads(stores[0])
-        stores.append(await _start(tmp_path / "s1", postgres_url))
-        leader, other = stores
-        sub_id = await _subscribe(http, other, receiver, throttling=THROTTLING)
+def _client() -> aiohttp.ClientSession:
+    """A client opening a connection per request (a killed store leaves no pooled connection behind)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
 
-        await _set(http, other, 1)
-        await receiver.until(1)
+
+@asynccontextmanager
+async def _after_a_takeover(tmp_path: Path, url: str, receiver: Receiver, *, write_first: bool,
+                            **timing: float) -> AsyncIterator[tuple[aiohttp.ClientSession, StoreProcess, Note]]:
+    """Two stores on one database; a subscription made through the one not notifying, its first
+    notification (after writing value 1 when ``write_first``) recorded, then the notifier killed and
+    taken over by the other. Yields the client, the survivor, and that first notification."""
+    stores: list[StoreProcess] = []
+    http = _client()
+    try:
+        stores.append(await start_store(tmp_path / "s0", url))
+        await until_leads(stores[0])
+        stores.append(await start_store(tmp_path / "s1", url))
+        leader, other = stores
+        sub_id = await _subscribe(http, other, receiver, **timing)
+        if write_first:
+            await _set(http, other, 1)
+        await receiver.until(1)  # a periodic subscription is due at once after its creation
         first = receiver.notes[0]
         await _until_recorded(http, other, sub_id, first)  # the survivor knows when the period began
-        await _stop(leader, signal.SIGKILL)
-        await _until_leads(other)
-
-        await _set(http, other, 2)  # inside the period: the new notifier must not notify it
-        if time.monotonic() - first.mono >= THROTTLING:
-            pytest.skip("the takeover took longer than the throttling period: nothing to conclude")
-        await asyncio.sleep(max(0.0, first.mono + THROTTLING + 1.5 - time.monotonic()))
-        await _set(http, other, 3)  # after the period: notified
-        await receiver.until(2)
-        await asyncio.sleep(1.0)  # room for a late notification to show
+        await stop_store(leader, signal.SIGKILL)
+        await until_leads(other)
+        yield http, other, first
     finally:
         await http.close()
         for store in stores:
-            await _stop(store)
+            await stop_store(store)
+
+
+async def _write_across_the_period(http: aiohttp.ClientSession, store: StoreProcess, receiver: Receiver,
+                                   first: Note, what: str) -> None:
+    """Value 2 inside the throttling period ``first`` began, value 3 after it; wait for the notification of 3."""
+    await _set(http, store, 2)  # inside the period: not notified, though this process never notified
+    if time.monotonic() - first.mono >= THROTTLING:
+        pytest.skip(f"the {what} took longer than the throttling period: nothing to conclude")
+    await asyncio.sleep(max(0.0, first.mono + THROTTLING + 1.5 - time.monotonic()))
+    await _set(http, store, 3)  # after the period: notified
+    await receiver.until(2)
+    await asyncio.sleep(1.0)  # room for a late notification to show
+
+
+async def test_throttling_holds_across_a_notifier_takeover(tmp_path: Path, postgres_url: str,
+                                                          receiver: Receiver) -> None:
+    async with _after_a_takeover(tmp_path, postgres_url, receiver, write_first=True,
+                                 throttling=THROTTLING) as (http, survivor, first):
+        await _write_across_the_period(http, survivor, receiver, first, "takeover")
     assert receiver.values() == [1, 3]
 
 
 async def test_time_interval_keeps_its_period_across_a_notifier_takeover(tmp_path: Path, postgres_url: str,
                                                                         receiver: Receiver) -> None:
-    stores: list[Store] = []
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-    try:
-        stores.append(await _start(tmp_path / "s0", postgres_url))
-        await _until_leads(stores[0])
-        stores.append(await _start(tmp_path / "s1", postgres_url))
-        leader, other = stores
-        sub_id = await _subscribe(http, other, receiver, timeInterval=INTERVAL)
-
-        await receiver.until(1)  # due at once after its creation
-        last = receiver.notes[0]
-        await _until_recorded(http, other, sub_id, last)
-        await _stop(leader, signal.SIGKILL)
-        await _until_leads(other)
+    async with _after_a_takeover(tmp_path, postgres_url, receiver, write_first=False, timeInterval=INTERVAL):
         await receiver.until(3, limit=3 * INTERVAL + 30)
-    finally:
-        await http.close()
-        for store in stores:
-            await _stop(store)
     gaps = [b.mono - a.mono for a, b in zip(receiver.notes, receiver.notes[1:], strict=False)]
     # no burst at the takeover (the old notifier's notification began the period), and none skipped
     assert all(0.75 * INTERVAL <= gap <= INTERVAL + 20 for gap in gaps[:2]), gaps
@@ -250,26 +182,19 @@ async def test_time_interval_keeps_its_period_across_a_notifier_takeover(tmp_pat
 
 
 async def test_throttling_holds_across_a_sqlite_store_restart(tmp_path: Path, receiver: Receiver) -> None:
-    store = await _start(tmp_path, None)
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+    store = await start_store(tmp_path, None)
+    http = _client()
     try:
         await _subscribe(http, store, receiver, throttling=THROTTLING)
         await _set(http, store, 1)
         await receiver.until(1)
         first = receiver.notes[0]
-        await _stop(store)
-        store = await _start(tmp_path, None)
-
-        await _set(http, store, 2)  # inside the period, though this process never notified
-        if time.monotonic() - first.mono >= THROTTLING:
-            pytest.skip("the restart took longer than the throttling period: nothing to conclude")
-        await asyncio.sleep(max(0.0, first.mono + THROTTLING + 1.5 - time.monotonic()))
-        await _set(http, store, 3)
-        await receiver.until(2)
-        await asyncio.sleep(1.0)
+        await stop_store(store)
+        store = await start_store(tmp_path, None)
+        await _write_across_the_period(http, store, receiver, first, "restart")
     finally:
         await http.close()
-        await _stop(store)
+        await stop_store(store)
     assert receiver.values() == [1, 3]
 
 

@@ -16,7 +16,7 @@ from gateway.store.indexing import geo_boxes
 from gateway.store.jsonld import Context, ContextCache
 from gateway.store.problems import NgsiError, problem
 from gateway.store.sqlite import SqliteStorage
-from tests.store.conftest import LINK_JONCTION, StoreServer, streetlight
+from tests.store.conftest import LINK_JONCTION_H, StoreServer, streetlight
 
 SDM_STREETLIGHT = "https://smartdatamodels.org/dataModel.Streetlighting/Streetlight"
 
@@ -101,9 +101,6 @@ async def test_restart_keeps_everything_acknowledged(store_settings: Any) -> Non
         assert near.headers["NGSILD-Results-Count"] == "199"
     finally:
         await srv.close()
-
-
-LINK_JONCTION_H = {"Link": LINK_JONCTION}
 
 
 async def test_wal_mode_and_file_location(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.store import subscriptions
 from tests.conftest import free_port
+from tests.loopback import receiving
 from tests.store.conftest import BACKENDS, CORE, JONCTION, LINK_JONCTION, StoreServer, streetlight
 
 STORE_BACKENDS = BACKENDS
@@ -70,15 +71,8 @@ async def receiver() -> AsyncIterator[Receiver]:
         rec.got.append(Received(request.path, dict(request.headers), json.loads(await request.read())))
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", rec.port).start()
-    try:
+    async with receiving(handle, rec.port):
         yield rec
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,8 @@ from adapters.open311.georeport import parse_json, parse_requests, parse_xml, to
 from gateway.errors import AuthFailed, InputError
 from gateway.model import RawMessage, parse_time
 from gateway.validation import validate
-from tests.conftest import SAMPLES, free_port, needs_shared
+from tests.conftest import SAMPLES, needs_shared
+from tests.loopback import Loopback
 
 PERSONAL = ("first_name", "last_name", "email", "phone", "device_id", "account_id")
 EMAIL = "camille.martin@example.org"
@@ -37,29 +38,20 @@ async def wait_for(predicate: Callable[[], Any], what: str, limit: float = 30.0)
         await asyncio.sleep(0.02)
 
 
-class FakeCity:
+class FakeCity(Loopback):
     """A City's GeoReport v2 server: real formats, date-window filter, a cap per answer."""
 
     def __init__(self, requests: list[dict[str, Any]], *, api_key: str = "city-key", cap: int = 4) -> None:
+        super().__init__()
         self.items = requests
         self.api_key = api_key
         self.cap = cap
         self.windows: list[tuple[str, str]] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """The requests and services lists, in either format."""
         app.router.add_get("/open311/v2/requests.{fmt}", self.requests)
         app.router.add_get("/open311/v2/services.{fmt}", self.services)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        self.port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
     @property
     def base_url(self) -> str:
