@@ -5,7 +5,9 @@ Each writer is a process of its own with its own ``open_storage(url)`` (what ``j
 batches of 1,000 with attribute history on: a create phase, then an update phase (a new
 ``observedAt`` and value on every entity). The phases start together on every writer; printed: the
 aggregate rate, each writer's Python CPU per entity, and the server's CPU per entity when it runs on
-this machine. The database should be empty (a throw-away one: ``python -m tests.postgres``).
+this machine. ``--tenants`` gives each writer a tenant of its own: a batch holds its tenant's lock
+(writes of one tenant go in turn), so writers of different tenants (communes) are not serialized.
+The database should be empty (a throw-away one: ``python -m tests.postgres``).
 
     python -m tests.postgres sh -c 'python bench/bench_store_writers.py --database "$JONCTION_STORE_DATABASE" \\
         --entities 30000 --writers 1 2'
@@ -29,7 +31,7 @@ from bench_store import BATCH, _entity, _postmaster, _server_cpu  # noqa: E402
 from gateway.store import open_storage  # noqa: E402
 
 
-async def writer(url: str, index: int, count: int, offset: int) -> None:
+async def writer(url: str, index: int, count: int, offset: int, tenant: str) -> None:
     """One writer process: wait for each phase's go on stdin, write, report its figures on stdout."""
     rng = random.Random(index)
     entities = [_entity(offset + i, rng, f"W{index}Light") for i in range(count)]
@@ -46,7 +48,7 @@ async def writer(url: str, index: int, count: int, offset: int) -> None:
                     e["illuminanceLevel"]["observedAt"] = "2026-11-22T03:00:00Z"
             cpu, began = time.process_time(), time.perf_counter()
             for i in range(0, count, BATCH):
-                result = await storage.upsert("", entities[i: i + BATCH])
+                result = await storage.upsert(tenant, entities[i: i + BATCH])
                 assert not result.errors, result.errors[:3]
             print(json.dumps({"phase": phase, "seconds": time.perf_counter() - began,
                               "cpu": time.process_time() - cpu}), flush=True)
@@ -54,12 +56,13 @@ async def writer(url: str, index: int, count: int, offset: int) -> None:
         await storage.close()
 
 
-async def run(url: str, entities: int, writers: int, offset: int) -> dict[str, Any]:
+async def run(url: str, entities: int, writers: int, offset: int, tenants: bool) -> dict[str, Any]:
     """Start ``writers`` processes sharing ``entities``; time each phase from the go to the last report."""
     share = entities // writers
     procs = [await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--database", url, "--writer", str(k), "--count", str(share),
-        "--offset", str(offset + k * share), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        "--offset", str(offset + k * share), "--tenant", f"commune{k}" if tenants else "",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         for k in range(writers)]
     postmaster = await _postmaster(url)
     out: dict[str, Any] = {}
@@ -94,11 +97,12 @@ async def measure(args: argparse.Namespace) -> None:
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     offset = 0
     for writers in args.writers:
-        r = await run(args.database, args.entities, writers, offset)
+        r = await run(args.database, args.entities, writers, offset, args.tenants)
         offset += args.entities
         for phase, f in r.items():
             server = f" + server {f['server_us']:.0f}" if f["server_us"] is not None else ""
-            print(f"{writers} writer(s), {phase}: {f['rate']:,.0f} entities/s; CPU per entity: python "
+            mode = " (one tenant each)" if args.tenants else ""
+            print(f"{writers} writer(s){mode}, {phase}: {f['rate']:,.0f} entities/s; CPU per entity: python "
                   f"{f['python_us']:.0f}{server} µs; load {os.getloadavg()[0]:.2f}", flush=True)
 
 
@@ -108,12 +112,16 @@ def main() -> None:
     parser.add_argument("--database", required=True, help="postgresql://… (an empty database)")
     parser.add_argument("--entities", type=int, default=30000)
     parser.add_argument("--writers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--tenants", action="store_true",
+                        help="each writer writes a tenant of its own (a commune of a syndicat), "
+                             "not all of them the default one")
     parser.add_argument("--writer", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--tenant", default="", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.writer is not None:
-        asyncio.run(writer(args.database, args.writer, args.count, args.offset))
+        asyncio.run(writer(args.database, args.writer, args.count, args.offset, args.tenant))
     else:
         asyncio.run(measure(args))
 
