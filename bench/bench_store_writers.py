@@ -91,10 +91,23 @@ async def run(url: str, entities: int, writers: int, offset: int, tenants: bool)
     return out
 
 
+async def durability(url: str) -> str:
+    """The server's durability settings (``JONCTION_PG_DURABLE=1 python -m tests.postgres`` keeps the defaults)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        return ", ".join([f"{name} {await conn.fetchval(f'SHOW {name}')}"
+                          for name in ("fsync", "full_page_writes", "synchronous_commit")])
+    finally:
+        await conn.close()
+
+
 async def measure(args: argparse.Namespace) -> None:
     """Each writer count in turn, on fresh ids (the database keeps what earlier rounds wrote)."""
+    settings = await durability(args.database)
     print(f"{os.cpu_count()} cores; {args.entities} entities per round, batches of {BATCH}, history on; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"{settings}; load average {os.getloadavg()[0]:.2f}", flush=True)
     offset = 0
     for writers in args.writers:
         r = await run(args.database, args.entities, writers, offset, args.tenants)

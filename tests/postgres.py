@@ -71,10 +71,10 @@ class PostgresServer:
             self.root.chmod(0o700)
         self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8",
                   "--no-sync", "--locale=C")
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        # Tests do not need durability; a benchmark of writes does (JONCTION_PG_DURABLE=1: the defaults).
+        fast = "" if os.environ.get("JONCTION_PG_DURABLE") == "1" else (
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off ")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {fast}-c max_connections=200"
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
                   "-w", "-t", "60", "start")
         self._createdb(TEMPLATE, None)
