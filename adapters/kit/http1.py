@@ -38,11 +38,13 @@ import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Final, cast
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
+
+from gateway.problems import PROBLEM_JSON, problem_details
 
 MAX_URL: Final = 8192
 MAX_HEADERS: Final = 100
@@ -77,11 +79,9 @@ class Response:
 
 def problem(status: int, title: str, detail: str | None = None,
             headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    """An ``application/problem+json`` answer (RFC 9457), the same document ``gateway.problems`` writes."""
-    doc: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail is not None:
-        doc["detail"] = detail
-    return Response(status, json.dumps(doc, ensure_ascii=False).encode(), "application/problem+json", headers)
+    """A problem-details answer (RFC 9457), the document ``gateway.problems`` writes for aiohttp."""
+    document = problem_details(status, title, detail)
+    return Response(status, json.dumps(document, ensure_ascii=False).encode(), PROBLEM_JSON, headers)
 
 
 class Request:
