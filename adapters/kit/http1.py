@@ -15,8 +15,10 @@ What it does, and its limits:
 * A connection's requests are answered in order, one at a time: pipelined requests queue (up to
   :data:`PIPELINE_DEPTH`, then the connection stops being read until they are answered).
 * Limits: request line 8 KiB (414), headers 100 fields or 32 KiB (431), body ``max_body`` bytes,
-  declared or streamed (413). A request not complete within :data:`READ_TIMEOUT_S` gets 408; an
-  idle keep-alive connection is closed after :data:`KEEPALIVE_S`. An unparsable request gets 400.
+  declared, streamed or once inflated (413; ``Content-Encoding`` gzip and deflate are inflated, as
+  aiohttp does, another is 415), a transfer coding other than chunked (501). A request not complete
+  within :data:`READ_TIMEOUT_S` gets 408; an idle keep-alive connection is closed after
+  :data:`KEEPALIVE_S`. An unparsable request gets 400.
   Every refusal before the body was read closes the connection (what follows it cannot be framed).
 * The handler is never cancelled by a client that goes away: the message it is committing is
   committed, and only the answer is lost (the sender retries; deduplication keeps it once).
@@ -35,6 +37,7 @@ import re
 import ssl
 import time
 import urllib.parse
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -60,9 +63,14 @@ _KIND: Final = re.compile(r"[A-Za-z0-9_/-]+")
 _REASONS: Final[Mapping[int, str]] = {
     100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 413: "Payload Too Large", 414: "URI Too Long",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+    415: "Unsupported Media Type",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+    503: "Service Unavailable",
 }
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_DECODERS: Final[Mapping[bytes, int]] = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS,
+                                          b"deflate": zlib.MAX_WBITS}
+"""Content codings inflated before the handler sees the body (as aiohttp's server does), with zlib's wbits."""
 
 log = logging.getLogger("jonction.http1")
 
@@ -239,6 +247,7 @@ class _Connection(asyncio.Protocol):
         self.route: dict[str, str] | None = None
         self.target_path = ""
         self.target_query = ""
+        self.coding: bytes | None = None
         self.queue: deque[tuple[Request, bytes, bool]] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.closing = False
@@ -288,6 +297,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         """A request begins: it must be read whole within READ_TIMEOUT_S."""
+        self.coding = None
         self.url.clear()
         self.headers = []
         self.header_bytes = 0
@@ -331,6 +341,15 @@ class _Connection(asyncio.Protocol):
             if lowered == b"content-length" and value.strip().isdigit() and int(value) > server.max_body:
                 raise _Refused(problem(413, "Payload Too Large", f"body over {server.max_body} bytes"))
             expects = expects or (lowered == b"expect" and value.strip().lower() == b"100-continue")
+            if lowered == b"content-encoding":
+                coding = value.strip().lower()
+                if coding not in _DECODERS and coding != b"identity":
+                    raise _Refused(problem(415, "Unsupported Media Type",
+                                           "Content-Encoding must be gzip, deflate or identity"))
+                self.coding = coding if coding != b"identity" else None
+            if lowered == b"transfer-encoding" and value.strip().lower() != b"chunked":
+                # gzip and the other transfer codings are not decoded: refused, not passed on still coded
+                raise _Refused(problem(501, "Not Implemented", "only the chunked transfer coding is supported"))
         if expects and self.transport is not None:
             self.transport.write(_CONTINUE)
         self.route = route
@@ -349,6 +368,8 @@ class _Connection(asyncio.Protocol):
         request = Request("POST", self.target_path, self.target_query, headers, self.route or {},
                           self.server.scheme, self.remote)
         body = b"".join(self.body)
+        if self.coding is not None:
+            body = self._decoded(body)
         self.url.clear()
         self.headers = []
         self.body = []
@@ -360,6 +381,20 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
         if self.worker is None or self.worker.done():
             self.worker = asyncio.get_running_loop().create_task(self._answer())
+
+    def _decoded(self, body: bytes) -> bytes:
+        """A gzip or deflate body, inflated within the body limit (a small bomb does not grow past it)."""
+        assert self.coding is not None
+        limit = self.server.max_body
+        inflater = zlib.decompressobj(_DECODERS[self.coding])
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            reason = f"body does not inflate ({self.coding.decode()}): {exc}"
+            raise _Refused(problem(400, "Bad Request", reason)) from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise _Refused(problem(413, "Payload Too Large", f"body over {limit} bytes once inflated"))
+        return out
 
     # ------------------------------------------------------------ answering
 

@@ -97,6 +97,11 @@ async def test_chunked_body_and_expect_continue() -> None:
     (b"GET /in HTTP/1.1\r\nHost: x\r\n\r\n", 405),
     (b"POST /in HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),  # smuggling attempt
     (b"NOT HTTP AT ALL\r\n\r\n", 400),
+    (b"POST /in HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),
+    (b"POST /in HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),
+    (b"POST /in HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501),  # not decoded
+    (b"POST /in HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"POST /in HTTP/1.1\r\nHost: x\r\n Content-Length: 2\r\n\r\nab", 400),     # obsolete line folding
     (post("/in", b"", *(f"X-H{i}: v" for i in range(150))), 431),
     (post("/in?" + "q" * 9000, b""), 414),
     (b"POST /in HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n", 400),
@@ -228,3 +233,24 @@ async def test_slow_requests_get_408_and_idle_connections_close(monkeypatch: pyt
         assert (await read_response(reader))[0] == 200
         assert await asyncio.wait_for(reader.read(), 10) == b""  # idle past the keep-alive time: closed
         writer.close()
+
+
+async def test_gzip_and_deflate_bodies_are_inflated_within_the_limit() -> None:
+    import gzip
+    import zlib
+
+    async with serving(max_body=1024) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/in", gzip.compress(b'{"a": 1}'), "Content-Encoding: gzip"))
+        assert (await read_response(reader))[2] == b'/in|||{"a": 1}'
+        writer.write(post("/in", zlib.compress(b"deflated"), "Content-Encoding: deflate"))
+        assert (await read_response(reader))[2] == b"/in|||deflated"
+        writer.write(post("/in", gzip.compress(b"x" * 100_000), "Content-Encoding: gzip"))  # 100 kB from ~100 bytes
+        code, headers, body = await read_response(reader)
+        assert code == 413 and b"once inflated" in body and headers["connection"] == "close"
+        writer.close()
+        for coding, data, status in (("gzip", b"not gzip at all", 400), ("br", b"...", 415)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(post("/in", data, f"Content-Encoding: {coding}"))
+            assert (await read_response(reader))[0] == status
+            writer.close()
