@@ -11,7 +11,7 @@ processes, as in production):
    written to the publisher) to the moment the pipeline has durably accepted it (p50, p99).
 
 Run: ``.venv/bin/python bench/bench_mqtt.py [--burst 30000] [--rate 5000] [--seconds 5]``.
-Needs the Debian package ``mosquitto`` (``mosquitto`` and ``mosquitto_pub``).
+Needs the Debian packages ``mosquitto`` (the broker) and ``mosquitto-clients`` (``mosquitto_pub``).
 """
 
 from __future__ import annotations

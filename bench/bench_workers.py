@@ -25,6 +25,7 @@ import asyncio
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -343,6 +344,9 @@ def workers_loop() -> str:
 
 async def mqtt_main(args: argparse.Namespace) -> None:
     """Alternate ``--workers`` counts on the MQTT feed; print every run."""
+    if shutil.which("mosquitto_pub") is None:
+        print("--mqtt needs mosquitto_pub (Debian package mosquitto-clients)")
+        return
     print(f"{os.cpu_count()} cores; chirpstack_v4 uplinks over MQTT QoS 1 → embedded store, burst {args.burst}, "
           f"paced {args.rate:.0f}/s for {args.seconds:g} s; workers' event loop {workers_loop()}; load average now "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
