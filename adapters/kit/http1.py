@@ -95,11 +95,10 @@ def problem(status: int, title: str, detail: str | None = None,
 class Request:
     """One received request, read the way adapters read aiohttp's ``web.Request`` (headers, path, query...)."""
 
-    __slots__ = ("_query", "headers", "match_info", "method", "path", "raw_query", "remote", "scheme")
+    __slots__ = ("_query", "headers", "match_info", "path", "raw_query", "scheme")
 
-    def __init__(self, method: str, path: str, raw_query: str, headers: CIMultiDict[str],
-                 match_info: Mapping[str, str], scheme: str, remote: str | None) -> None:
-        self.method = method
+    def __init__(self, path: str, raw_query: str, headers: CIMultiDict[str], match_info: Mapping[str, str],
+                 scheme: str) -> None:
         self.path = path
         """The path, percent-decoded (as aiohttp's ``request.path``)."""
         self.raw_query = raw_query
@@ -107,7 +106,6 @@ class Request:
         self.match_info = match_info
         """``{"kind": ...}`` for a request to a sub-path of the endpoint, else empty."""
         self.scheme = scheme
-        self.remote = remote
         self._query: MultiDictProxy[str] | None = None
 
     @property
@@ -121,12 +119,6 @@ class Request:
     def rel_url(self) -> URL:
         """Path and query as a relative URL (``raw_query_string`` is the query as sent)."""
         return URL.build(path=urllib.parse.quote(self.path), query_string=self.raw_query, encoded=True)
-
-    @property
-    def content_length(self) -> int | None:
-        """The declared ``Content-Length``, or None."""
-        value = self.headers.get("Content-Length")
-        return int(value) if value is not None and value.isdigit() else None
 
 
 Handler = Callable[[Request, bytes], Awaitable[Response]]
@@ -238,7 +230,6 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.remote: str | None = None
         self.url = bytearray()
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
@@ -262,8 +253,6 @@ class _Connection(asyncio.Protocol):
         """Start the keep-alive clock."""
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods
         self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.remote = str(peer[0]) if isinstance(peer, tuple) and peer else None
         self.server.connections.add(self)
         self._arm(KEEPALIVE_S)
 
@@ -365,8 +354,7 @@ class _Connection(asyncio.Protocol):
         """Queue the request for its answer (in order with the connection's others)."""
         headers: CIMultiDict[str] = CIMultiDict(
             [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.headers])
-        request = Request("POST", self.target_path, self.target_query, headers, self.route or {},
-                          self.server.scheme, self.remote)
+        request = Request(self.target_path, self.target_query, headers, self.route or {}, self.server.scheme)
         body = b"".join(self.body)
         if self.coding is not None:
             body = self._decoded(body)

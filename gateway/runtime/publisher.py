@@ -368,52 +368,47 @@ class Publisher:
         owners: dict[str, list[OutboxRow]] = {}
         empty: list[OutboxRow] = []
         stamps: dict[str, float | None] = {}
-        if self.guarded:
-            # The sink keeps older readings out of the current state itself, rows in order.
-            for row in rows:
-                item = row.entity()
-                if in_order is not None:
-                    in_order.append(item)
-                elif (target := merged.get(row.entity_id)) is None:
-                    merged[row.entity_id] = item
-                else:
-                    target.update({k: v for k, v in item.items() if k not in ("id", "type")})
-                owners.setdefault(row.entity_id, []).append(row)
-            return (list(merged.values()) if in_order is None else in_order), owners, empty, seen_times, late
         for row in rows:
             item = row.entity()
             entity_id = row.entity_id
-            known = self.latest.get((tenant, entity_id), {})
-            times = seen_times.setdefault(entity_id, {})
-            target = merged.get(entity_id)
-            kept = 0
-            for name in [n for n in item if n not in ENTITY_MEMBERS]:
-                observed = _observed(item[name], stamps)
-                if observed is not None:
-                    newest = max(known.get(name, float("-inf")), times.get(name, float("-inf")))
-                    if observed < newest:
-                        value = item.pop(name)
-                        if self.history is None:
-                            self.metrics.stale_dropped.inc(sink=self.sink.name)
-                        elif late and late[-1][0] is row:
-                            late[-1][1][name] = value
-                        else:
-                            late.append((row, {"id": entity_id, "type": item.get("type"), name: value}))
-                        continue
-                    times[name] = observed
-                kept += 1
-            has_attrs = any(n not in ENTITY_MEMBERS for n in item)
-            if not has_attrs and kept == 0 and any(n not in ENTITY_MEMBERS for n in row.entity()):
+            # A sink that checks observedAt itself (``guarded``) gets every row whole, in order.
+            if not self.guarded and not self._keep_newer(tenant, row, item, seen_times, stamps, late):
                 empty.append(row)  # everything in it was older than what the sink holds
                 continue
             if in_order is not None:
                 in_order.append(item)
-            elif target is None:
+            elif (target := merged.get(entity_id)) is None:
                 merged[entity_id] = item
             else:
                 target.update({k: v for k, v in item.items() if k not in ("id", "type")})
             owners.setdefault(entity_id, []).append(row)
         return (list(merged.values()) if in_order is None else in_order), owners, empty, seen_times, late
+
+    def _keep_newer(self, tenant: str, row: OutboxRow, item: Entity, seen_times: dict[str, dict[str, float]],
+                    stamps: dict[str, float | None], late: list[tuple[OutboxRow, Entity]]) -> bool:
+        """Take out of ``item`` the attributes older than the sink holds (into ``late``, or dropped);
+        False when nothing of the row is left to send."""
+        entity_id = row.entity_id
+        known = self.latest.get((tenant, entity_id), {})
+        times = seen_times.setdefault(entity_id, {})
+        kept = 0
+        for name in [n for n in item if n not in ENTITY_MEMBERS]:
+            observed = _observed(item[name], stamps)
+            if observed is not None:
+                newest = max(known.get(name, float("-inf")), times.get(name, float("-inf")))
+                if observed < newest:
+                    value = item.pop(name)
+                    if self.history is None:
+                        self.metrics.stale_dropped.inc(sink=self.sink.name)
+                    elif late and late[-1][0] is row:
+                        late[-1][1][name] = value
+                    else:
+                        late.append((row, {"id": entity_id, "type": item.get("type"), name: value}))
+                    continue
+                times[name] = observed
+            kept += 1
+        has_attrs = any(n not in ENTITY_MEMBERS for n in item)
+        return has_attrs or kept > 0 or not any(n not in ENTITY_MEMBERS for n in row.entity())
 
     async def _send(self, tenant: str, rows: Sequence[OutboxRow], *, late_done: bool = False) -> None:
         entities, owners, empty, times, late = self._merge(tenant, rows)

@@ -92,11 +92,9 @@ def _parts(tmp: Path) -> PipelineParts:
 
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[PipelineParts]:
-    FakeAdapter.DIVISOR = 100.0
     p = _parts(tmp_path)
     yield p
     p.close()
-    FakeAdapter.instances.clear()
 
 
 def raw(doc: dict[str, object], key: str, tenant: str = "") -> RawMessage:

@@ -45,11 +45,9 @@ class Parts(PipelineParts):
 
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[Parts]:
-    FakeAdapter.DIVISOR = 100.0
     p = Parts(tmp_path)
     yield p
     p.close()
-    FakeAdapter.instances.clear()
 
 
 def raw(device: str, fill: float | None, key: str) -> RawMessage:

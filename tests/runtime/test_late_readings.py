@@ -25,13 +25,6 @@ NEWER = (50, "2026-01-01T10:10:00Z")
 OLDER = (20, "2026-01-01T10:00:00Z")
 
 
-@pytest.fixture(autouse=True)
-def _reset_adapter() -> Any:
-    FakeAdapter.DIVISOR = 100.0
-    FakeAdapter.instances.clear()
-    yield
-
-
 async def _send_out_of_order(app: Any, sink: str) -> None:
     """The newer reading, delivered; then the older one, committed after it."""
     rt = app[RUNTIME]

@@ -27,13 +27,6 @@ LINK = {"Link": '<https://jonction.eu/ns/context/v1.jsonld>; rel="http://www.w3.
                 'type="application/ld+json"'}
 
 
-@pytest.fixture(autouse=True)
-def _reset_adapter() -> Any:
-    FakeAdapter.DIVISOR = 100.0
-    FakeAdapter.instances.clear()
-    yield
-
-
 async def _send_readings(device: str = "bin-1") -> None:
     """The three readings in one event-loop turn: one group commit, read by the publisher at once."""
     adapter = FakeAdapter.instances["bins"]

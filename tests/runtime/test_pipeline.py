@@ -12,14 +12,6 @@ from gateway.runtime.state import RUNTIME
 from tests.runtime.support import FakeAdapter, RecordingBroker, config, eventually, running
 
 
-@pytest.fixture(autouse=True)
-def _reset_adapter() -> Any:
-    FakeAdapter.DIVISOR = 100.0
-    FakeAdapter.instances.clear()
-    yield
-    FakeAdapter.DIVISOR = 100.0
-
-
 @pytest.fixture
 async def broker() -> Any:
     b = RecordingBroker()

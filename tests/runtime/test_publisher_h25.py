@@ -43,14 +43,6 @@ BIN = "urn:ngsi-ld:WasteContainer:bin-1"
 TIMES = ["2026-01-01T10:00:00Z", "2026-01-01T10:05:00Z", "2026-01-01T10:10:00Z"]
 
 
-@pytest.fixture(autouse=True)
-def _reset_adapter() -> Any:
-    FakeAdapter.DIVISOR = 100.0
-    FakeAdapter.instances.clear()
-    yield
-    FakeAdapter.instances.clear()
-
-
 async def _send(readings: Sequence[tuple[str, float, str]]) -> None:
     """Readings (device, fill, observedAt) in one event-loop turn: one group commit, one publisher fetch."""
     adapter = FakeAdapter.instances["bins"]

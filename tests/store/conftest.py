@@ -15,7 +15,7 @@ from aiohttp import web
 from gateway.store import jsonld
 from gateway.store.app import StoreSettings, create_root_app
 from gateway.store.base import ChangeEvent, Storage
-from tests.conftest import free_port
+from tests.loopback import Loopback
 
 CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld"
 JONCTION = "https://jonction.eu/ns/context/v1.jsonld"
@@ -49,33 +49,28 @@ class Reply:
         return str(body["type"][len(ERR):])
 
 
-class StoreServer:
+class StoreServer(Loopback):
     """A running store app on 127.0.0.1 with a client session; restart() reopens the same file."""
 
     def __init__(self, settings: StoreSettings) -> None:
+        super().__init__()
         self.settings = settings
-        self.port = free_port()
-        self.runner: web.AppRunner | None = None
         self.session: aiohttp.ClientSession | None = None
 
     @property
     def base(self) -> str:
         """The NGSI-LD base URL."""
-        return f"http://127.0.0.1:{self.port}/ngsi-ld/v1"
+        return f"{self.url}/ngsi-ld/v1"
+
+    def application(self) -> web.Application:
+        """The store app (a new one at each start: it opens the storage, its cleanup closes it)."""
+        return create_root_app(self.settings)
 
     async def start(self) -> None:
         """Start the server (opens the storage)."""
-        self.runner = web.AppRunner(create_root_app(self.settings), access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        await super().start()
         if self.session is None:
             self.session = aiohttp.ClientSession()
-
-    async def stop(self) -> None:
-        """Stop the server (closes the storage)."""
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
 
     async def restart(self) -> None:
         """Close and reopen the storage on the same file."""
