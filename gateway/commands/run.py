@@ -27,7 +27,8 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--check", action="store_true",
                         help="check the configuration (and every source's adapter config), then exit")
     parser.add_argument("--workers", type=_workers, metavar="N|auto",
-                        help="ingestion processes (default 1: one process does it all; auto: the number of cores). "
+                        help="ingestion processes (default: server.workers of the config, else auto: the number "
+                             "of cores; 1: one process does it all). "
                              "Push listeners on a fixed port share it (SO_REUSEPORT) and MQTT sources subscribe as "
                              "one $share group; this process keeps the store, the publishers, the admin API and "
                              "every other source. With several workers, two readings of one device handled by two "
@@ -51,8 +52,8 @@ def _workers(value: str) -> int:
         count = int(value)
     except ValueError:
         count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of processes")
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected 1 to 64 processes, or auto")
     return count
 
 
@@ -60,6 +61,7 @@ def _handle(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from gateway.runtime import config as config_mod
+    from gateway.runtime import workers as workers_mod
     from gateway.runtime.app import create_app
     from gateway.runtime.logging import setup_logging
 
@@ -89,12 +91,11 @@ def _handle(args: argparse.Namespace) -> int:
     plan = None
     if args.config is not None and not args.check:
         from gateway.contract import discover
-        from gateway.runtime import workers
 
         # Each worker reads the same config with the same overrides (the demo picks free ports
         # when it starts, which a second process would pick differently: it stays in one process).
-        plan = workers.plan(cfg, discover(), args.workers or 1,
-                            workers.worker_command(_worker_argv(args)))
+        count = args.workers or cfg.workers or workers_mod.default_workers()
+        plan = workers_mod.plan(cfg, discover(), count, workers_mod.worker_command(_worker_argv(args)))
     app = create_app(cfg, workers=plan)
     idle = args.config is not None and not cfg.sources and not cfg.simulators
     idle_text = (f"{args.config} configures no source: the gateway will receive no data "
@@ -126,8 +127,11 @@ def _handle(args: argparse.Namespace) -> int:
                  cfg.host, port)
     # run_app turns SIGTERM/SIGINT into a graceful shutdown; shutdown_timeout bounds open requests,
     # the runtime bounds the publishers' drain itself (shutdown.drain_timeout).
+    # The workers' event loop (uvloop when installed) for this process too: it answers the sources
+    # it runs, publishes and serves the admin API, all of it bound by the event loop.
+    factory = workers_mod.event_loop_factory()
     web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=cfg.drain_timeout_s + 5,
-                handle_signals=True)
+                handle_signals=True, loop=factory() if factory is not None else None)
     return 0
 
 

@@ -156,6 +156,8 @@ class GatewayConfig:
     """Public host names the admin and write APIs answer to, besides loopback and the bind address."""
     durability: str = "normal"
     max_body: int = 1 << 20
+    workers: int | None = None
+    """``server.workers``: ingestion processes of ``jonction run``; None: auto (the number of cores)."""
     archive_max_bytes: int = 1 << 30
     archive_max_age_s: float = 7 * 86400.0
     outbox_max_bytes: int = 1 << 30
@@ -281,6 +283,8 @@ def parse(
     cfg.port = server.get("port", cfg.port)
     cfg.public_url = server.get("public_url")
     cfg.max_body = size(server.get("max_body"), cfg.max_body)
+    workers = server.get("workers", "auto")
+    cfg.workers = None if workers == "auto" else int(workers)
     cfg.allowed_hosts = tuple(server.get("allowed_hosts", ()))
     if "data_dir" in document:
         data = Path(document["data_dir"])

@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import aiohttp
 import pytest
 import yaml
 
+from gateway.runtime.outbox import STATUS_CACHE_S
 from tests.adapters.lorawan.mosquitto import MOSQUITTO, Broker
 from tests.conftest import ROOT, free_port
 from tests.runtime.support import eventually
@@ -36,6 +38,7 @@ TEMPLATE = json.loads((ROOT / "adapters/chirpstack_v4/fixtures/em310_up_decoded.
 TOPIC = "application/5e1f9a3c/device/shared/event/up"
 GROUP = "jonction"
 FILLING = "https://smartdatamodels.org/dataModel.WasteManagement/fillingLevel"
+OUTBOX_GAUGE_AGE_S = STATUS_CACHE_S + 0.5
 
 
 def devices(count: int) -> list[dict[str, Any]]:
@@ -135,14 +138,25 @@ async def scrape(port: int) -> dict[str, float]:
 
 
 async def settled(ports: list[int], copies: int) -> list[dict[str, float]]:
-    """Until the instances have accepted or dropped ``copies`` messages and emptied their outboxes."""
+    """Until the instances have accepted or dropped ``copies`` messages and emptied their outboxes.
+
+    The outbox gauges come from a status query made at most once a second, while the workers'
+    counters are reported every few milliseconds: an empty outbox counts only when scraped more
+    than that second after the last message was handled.
+    """
     seen: list[dict[str, float]] = []
+    handled_at: list[float] = []
 
     async def check() -> bool:
         seen[:] = [await scrape(p) for p in ports]
         handled = sum(m.get("jonction_messages_received_total", 0) + m.get("jonction_messages_duplicate_total", 0)
                       for m in seen)
-        return handled >= copies and all(m.get("jonction_outbox_entities", 0) == 0 for m in seen)
+        if handled < copies:
+            return False
+        if not handled_at:
+            handled_at.append(time.monotonic())
+        return (time.monotonic() - handled_at[0] > OUTBOX_GAUGE_AGE_S
+                and all(m.get("jonction_outbox_entities", 0) == 0 for m in seen))
 
     await eventually(check, within=300, what=f"{copies} messages handled and stored")
     return seen
