@@ -298,7 +298,8 @@ async def migrate(conn: Any) -> list[int]:
             await conn.execute(step.sql)
             await conn.execute("INSERT INTO jonction_schema(version, name) VALUES($1, $2)", step.version, step.name)
             done_now.append(step.version)
-    # VACUUM cannot run in a transaction; another process starting meanwhile only waits less for it
+    # VACUUM cannot run in a transaction: after the commit, by the process that applied the step (if it
+    # stops before, autovacuum does the same later)
     for step in MIGRATIONS:
         if step.version in done_now and step.after:
             await conn.execute(step.after)
