@@ -1,13 +1,16 @@
 """Benchmark of the embedded NGSI-LD store: upsert throughput, query latency, memory.
 
-Usage: ``python bench/bench_store.py [N | --entities N] [--database URL] [--reuse] [--cluster-geo] [--stages]
-[--statements]``
+Usage: ``python bench/bench_store.py [N | --entities N] [--database URL] [--reuse] [--cluster-geo] [--explain]
+[--stages] [--statements]``
 (or ``BENCH_STORE_N=N``; default 100000 entities; ``--database postgresql://…`` measures the PostgreSQL
 backend, whose database should be empty, default: SQLite in a temporary folder; ``--reuse`` with
 ``--database`` skips the writes and measures the queries over the N entities an earlier run left there,
 so that versions of the query code compare on the same data; ``--cluster-geo`` with a PostgreSQL
-database runs, before the queries, the step the README advises after a bulk load, ``CLUSTER geo USING
-geo_geom``, which puts the geometry boxes of one area on neighbouring pages);
+database runs, before the queries, ``CLUSTER geo`` on its GiST index, which puts the geometry boxes of one
+area on neighbouring pages (a manual step that migration 11's index-only prefilter made unnecessary);
+``--explain`` with a PostgreSQL database prints, before the queries, what EXPLAIN (ANALYZE, BUFFERS) says
+of the near query's first round trip at 20 places: how ``geo`` is read, the blocks, the heap fetches;
+``--near-only`` stops after the near queries, which ``--reuse`` runs of query versions compare);
 ``BENCH_STORE_DURABILITY=normal`` measures the Python upserts with ``synchronous=NORMAL`` (default full).
 Prints figures only (targets: upsert >= 20,000 entities/s, query p50 <= 20 ms, RSS <= 300 MB).
 Wall-clock rates depend on what else the machine runs; "entities per CPU-second" does not.
@@ -217,21 +220,92 @@ def stages(n: int = 10_000) -> None:
 
 
 async def _cluster_geo(url: str) -> None:
-    """``CLUSTER geo USING geo_geom`` and ``ANALYZE geo`` (the README's step after a bulk load), timed."""
+    """``CLUSTER geo`` on its GiST index and ``VACUUM (ANALYZE) geo`` (no longer needed since migration 11), timed."""
     import asyncpg  # only for a PostgreSQL run
 
     conn = await asyncpg.connect(url)
     try:
+        # geo_geom up to migration 10, geo_bbox after: the bench compares both layouts
+        index = await conn.fetchval("SELECT coalesce(to_regclass('geo_bbox'), to_regclass('geo_geom'))::text")
         start = time.perf_counter()
-        await conn.execute("CLUSTER geo USING geo_geom")
-        await conn.execute("ANALYZE geo")
-        print(f"CLUSTER geo USING geo_geom + ANALYZE: {time.perf_counter() - start:.1f} s")
+        await conn.execute(f"CLUSTER geo USING {index}")
+        # the rewritten table has no page marked all-visible: without VACUUM an index-only scan reads the heap
+        await conn.execute("VACUUM (ANALYZE) geo")
+        print(f"CLUSTER geo USING {index} + VACUUM (ANALYZE): {time.perf_counter() - start:.1f} s")
     finally:
         await conn.close()
 
 
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """A plan node and every node under it."""
+    out = [node]
+    for child in node.get("Plans", []):
+        out.extend(_plan_nodes(child))
+    return out
+
+
+async def _explain_near(url: str, points: int = 20) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of the first round trip of the benchmark's near query at ``points`` places.
+
+    The statement the store sends for a first page (``PostgresStorage._filtered``: the box prefilter,
+    the type, attribute and numeric conditions, 151 rows in id order), the tables warm after the first places.
+    Prints the medians of the blocks read from ``geo`` (heap and index) and in all, and the heap fetches.
+    """
+    import json
+
+    import asyncpg
+
+    from gateway.store import jsonld
+    from gateway.store.geo import parse_geo_query
+    from gateway.store.postgres.compile import compile_spec
+    from gateway.store.query import parse_q
+    from gateway.store.records import QuerySpec
+
+    expand = jsonld.ContextCache().get([jsonld.jonction_context_iri()]).expand_term
+    rng = random.Random(7)
+    conn = await asyncpg.connect(url)
+    geo_blocks, all_blocks, fetches, kinds, took = [], [], [], set(), []
+    try:
+        for _ in range(points):
+            lon, lat = 2.22 + rng.random() * 0.23, 48.77 + rng.random() * 0.14
+            box = parse_geo_query("near;maxDistance==500", "Point", f"[{lon:.5f},{lat:.5f}]").bbox()
+            spec = QuerySpec(
+                types=[expand("Streetlight")],
+                bbox=box,
+                geoproperty=expand("location"),
+                q=parse_q("illuminanceLevel>50"),
+                expand=expand,
+                number_filters=[(expand("illuminanceLevel"), ">", (50.0,))],
+            )
+            where = compile_spec("", spec)
+            n = len(where.params)
+            sql = (
+                f"SELECT e.id, e.doc::text FROM {where.source(f'${n + 1}')} WHERE {where.sql()} "
+                f"AND e.id > ${n + 1} ORDER BY e.id LIMIT 151"
+            )
+            plan = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *where.params, ""))
+            root = plan[0]["Plan"]
+            nodes = _plan_nodes(root)
+            scans = [node for node in nodes if node.get("Relation Name") == "geo"]
+            geo_blocks.append(
+                sum(sum(node.get(k, 0) for k in ("Shared Hit Blocks", "Shared Read Blocks")) for node in scans)
+            )
+            all_blocks.append(root.get("Shared Hit Blocks", 0) + root.get("Shared Read Blocks", 0))
+            fetches.append(sum(node.get("Heap Fetches", 0) for node in scans))
+            kinds.update(node["Node Type"] for node in scans)
+            took.append(plan[0]["Execution Time"])
+    finally:
+        await conn.close()
+    print(
+        f"EXPLAIN near prefilter ({points} places): geo read by {', '.join(sorted(kinds))}; median blocks: "
+        f"geo {statistics.median(geo_blocks):.0f} (heap and index), whole statement "
+        f"{statistics.median(all_blocks):.0f}; heap fetches median {statistics.median(fetches):.0f} "
+        f"max {max(fetches)}; server execution median {statistics.median(took):.1f} ms"
+    )
+
+
 async def main(n: int, database: str | None = None, statements: bool = False, reuse: bool = False,
-               cluster: bool = False) -> None:
+               cluster: bool = False, explain: bool = False, near_only: bool = False) -> None:
     rng = random.Random(42)
     durability = "normal" if os.environ.get("BENCH_STORE_DURABILITY") == "normal" else "full"
     where = describe(database) if database else "sqlite"
@@ -279,6 +353,8 @@ async def main(n: int, database: str | None = None, statements: bool = False, re
         del entities
         if cluster and database:
             await _cluster_geo(database)
+        if explain and database:
+            await _explain_near(database)
 
         settings = StoreSettings(data_dir=data, database=database)
         runner = web.AppRunner(create_root_app(settings), access_log=None)
@@ -302,7 +378,7 @@ async def main(n: int, database: str | None = None, statements: bool = False, re
 
             latencies = []
             found = 0
-            cpu = time.process_time()
+            cpu, server = time.process_time(), _server_cpu(postmaster)
             for _ in range(QUERIES):
                 lon = 2.22 + rng.random() * 0.23
                 lat = 48.77 + rng.random() * 0.14
@@ -321,12 +397,17 @@ async def main(n: int, database: str | None = None, statements: bool = False, re
                 latencies.append((time.perf_counter() - t0) * 1000)
                 found += len(body)
             cpu_ms = (time.process_time() - cpu) * 1000 / QUERIES
+            # the local server's CPU per query (its background work included): the database's half of a query
+            server_ms = (_server_cpu(postmaster) - server) * 1000 / QUERIES
             latencies.sort()
             p50 = statistics.median(latencies)
             p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
             print(f"query type+q+geoQ near:  p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   "
                   f"({found / QUERIES:.1f} entities/answer over {n}; {cpu_ms:.1f} ms CPU per query, "
-                  "client included)")
+                  "client included" + (f"; server CPU {server_ms:.1f} ms per query)" if postmaster else ")"))
+            if near_only:
+                await runner.cleanup()
+                return
             t0 = time.perf_counter()
             async with session.get(base + "/entities", params={"type": "Streetlight", "limit": "100"},
                                    headers={"Link": LINK}) as resp:
@@ -366,6 +447,13 @@ if __name__ == "__main__":
     if cluster_geo:
         args.remove("--cluster-geo")
         assert url is not None and url.startswith("postgres"), "--cluster-geo needs --database postgresql://…"
+    only_near = "--near-only" in args
+    if only_near:
+        args.remove("--near-only")
+    explain_near = "--explain" in args
+    if explain_near:
+        args.remove("--explain")
+        assert url is not None and url.startswith("postgres"), "--explain needs --database postgresql://…"
     if "--stages" in args:
         stages()
         sys.exit(0)
@@ -373,4 +461,4 @@ if __name__ == "__main__":
     if by_statement:
         args.remove("--statements")
     size = int(args[0]) if args else int(os.environ.get("BENCH_STORE_N", "100000"))
-    asyncio.run(main(size, url, by_statement, reuse, cluster_geo))
+    asyncio.run(main(size, url, by_statement, reuse, cluster_geo, explain_near, only_near))

@@ -2,7 +2,7 @@
 
 Entities are JSONB documents in one ``entities`` table keyed by (tenant, id), beside their type
 IRIs (``types``, GIN), an attribute summary (``attrs``, GIN: attribute existence and discovery)
-and, in ``geo``, the bounding box of every GeoProperty instance as a PostGIS polygon (GiST).
+and, in ``geo``, the bounding box of every GeoProperty instance (``box``, GiST, read by index-only scans).
 A batch is ONE transaction that holds a per-tenant advisory lock, so several store processes on
 one database write a tenant in turn and read each other's writes.
 
@@ -119,8 +119,8 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, attrs, doc,
 WHERE e.tenant = $1 AND e.id = u.id
 """
 _ADD_BOXES = """
-INSERT INTO geo(tenant, id, attr, k, geom)
-SELECT $1, b.id, b.attr, b.k, ST_MakeEnvelope(b.minlon, b.minlat, b.maxlon, b.maxlat, 4326)
+INSERT INTO geo(tenant, id, attr, k, bbox)
+SELECT $1, b.id, b.attr, b.k, box(point(b.minlon, b.minlat), point(b.maxlon, b.maxlat))
 FROM unnest($2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[], $7::float8[], $8::float8[])
      AS b(id, attr, k, minlon, minlat, maxlon, maxlat)
 """
