@@ -211,7 +211,14 @@ def _next_reading(entity: dict[str, Any], n: int, rng: random.Random, shape: str
     if shape == "streetlight":
         entity["illuminanceLevel"]["value"] = rng.randint(0, 100)
         return entity
-    return SHAPES[shape](n, rng, entity["id"].rsplit(":", 1)[1].rstrip("0123456789"))
+    fresh = SHAPES[shape](n, rng, entity["id"].rsplit(":", 1)[1].rstrip("0123456789"))
+    # an hour later: a newer observation (a random time could be older than the stored one: a late reading)
+    for attr in fresh.values():
+        if isinstance(attr, dict):
+            for member in ("observedAt", "value"):
+                if isinstance(attr.get(member), str) and attr[member].startswith("2026-03-04T07:"):
+                    attr[member] = attr[member].replace("T07:", "T08:", 1)
+    return fresh
 
 
 def stages(n: int = 10_000, shape: str = "streetlight") -> None:
