@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,15 @@ def _series(conn: sqlite3.Connection) -> dict[tuple[str, str, str, str], int]:
         (t, e, a, d): sid
         for sid, t, e, a, d in conn.execute("SELECT series_id, tenant, entity_id, attr, dataset_id FROM history_series")
     }
+
+
+def _write(conn: sqlite3.Connection, cache: history.WriteCache, rows: Sequence[history.HistoryRow]) -> bool:
+    """One write transaction of the store's writer; True when the cache was forgotten (another connection wrote)."""
+    conn.execute("BEGIN IMMEDIATE")
+    forgotten = cache.check(conn)
+    history.record_many(conn, rows, cache)
+    conn.execute("COMMIT")
+    return forgotten
 
 
 def _values(conn: sqlite3.Connection, series_id: int) -> list[Any]:
@@ -98,10 +108,7 @@ def test_batch_mixing_cached_and_new_series_keeps_order_and_ids(tmp_path: Path) 
     conn = _open(tmp_path / "store.sqlite")
     cache = history.WriteCache()
     inst = {"type": "Property", "value": 1, "modifiedAt": NOW}
-    conn.execute("BEGIN")
-    cache.check(conn)
-    history.record_many(conn, [("", "urn:a", [V + "T"], TEMP, inst)], cache)
-    conn.execute("COMMIT")
+    _write(conn, cache, [("", "urn:a", [V + "T"], TEMP, inst)])
     known = _series(conn)[("", "urn:a", TEMP, "")]
     assert cache.series == {("", "urn:a", TEMP, ""): known}
     batch = [
@@ -112,10 +119,7 @@ def test_batch_mixing_cached_and_new_series_keeps_order_and_ids(tmp_path: Path) 
         ("", "urn:b", [V + "T"], TEMP, {**inst, "value": 11}),  # the new entity's series again
         ("", "urn:a", [V + "T"], TEMP, {**inst, "value": 4}),  # known again
     ]
-    conn.execute("BEGIN")
-    assert not cache.check(conn)  # nobody else wrote: the cache is trusted
-    assert history.record_many(conn, batch, cache) == 6
-    conn.execute("COMMIT")
+    assert not _write(conn, cache, batch)  # nobody else wrote: the cache is trusted
     series = _series(conn)
     assert series[("", "urn:a", TEMP, "")] == known
     assert len(series) == 4 and len(set(series.values())) == 4
@@ -137,17 +141,12 @@ def test_series_deleted_by_another_connection_is_not_written_through_the_cache(t
     writer, other = _open(path), _open(path)
     cache = history.WriteCache()
     inst = {"type": "Property", "value": 1, "modifiedAt": NOW}
-    writer.execute("BEGIN IMMEDIATE")
-    cache.check(writer)
-    history.record_many(writer, [("", "urn:a", [V + "T"], TEMP, inst)], cache)
-    writer.execute("COMMIT")
+    _write(writer, cache, [("", "urn:a", [V + "T"], TEMP, inst)])
     other.execute("BEGIN IMMEDIATE")
     assert history.delete_entity(other, "", "urn:a")
     other.execute("COMMIT")
-    writer.execute("BEGIN IMMEDIATE")
-    assert cache.check(writer)  # the other connection's commit is seen and the cache forgotten
-    history.record_many(writer, [("", "urn:a", [V + "T"], TEMP, {**inst, "value": 2})], cache)
-    writer.execute("COMMIT")
+    # the other connection's commit is seen and the cache forgotten
+    assert _write(writer, cache, [("", "urn:a", [V + "T"], TEMP, {**inst, "value": 2})])
     series = _series(writer)
     assert list(series) == [("", "urn:a", TEMP, "")]
     assert _values(writer, series[("", "urn:a", TEMP, "")]) == [2]
