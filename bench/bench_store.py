@@ -170,8 +170,12 @@ def _uplink_entity(n: int, rng: random.Random, prefix: str = "Streetlight") -> d
             "id": asset,
             "type": "WasteContainer",
             "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [3.88, 43.61]}},
-            "fillingLevel": {"type": "Property", "value": rng.randint(0, 1000) / 1000, "unitCode": "C62",
-                             "observedAt": when},
+            "fillingLevel": {
+                "type": "Property",
+                "value": rng.randint(0, 1000) / 1000,
+                "unitCode": "C62",
+                "observedAt": when,
+            },
             "status": {"type": "Property", "value": "ok" if n % 3 else "full", "observedAt": when},
             "refDevice": {"type": "Relationship", "object": device},
         }
@@ -184,12 +188,15 @@ def _uplink_entity(n: int, rng: random.Random, prefix: str = "Streetlight") -> d
         "name": {"type": "Property", "value": f"container-{n // 2}"},
         "controlledAsset": {"type": "Relationship", "object": asset},
         "dateLastValueReported": {
-            "type": "Property", "value": when,
+            "type": "Property",
+            "value": when,
             "frameCounter": {"type": "Property", "value": rng.randrange(65536)},
             "fPort": {"type": "Property", "value": 85},
         },
         "rssi": {
-            "type": "Property", "value": rng.randint(-120, -60), "observedAt": when,
+            "type": "Property",
+            "value": rng.randint(-120, -60),
+            "observedAt": when,
             "snr": {"type": "Property", "value": rng.randint(-80, 40) / 4, "unitCode": "2N"},
             "spreadingFactor": {"type": "Property", "value": rng.randint(7, 12)},
             "frequency": {"type": "Property", "value": 868300000, "unitCode": "HTZ"},
@@ -201,7 +208,8 @@ def _uplink_entity(n: int, rng: random.Random, prefix: str = "Streetlight") -> d
 
 
 SHAPES: dict[str, Callable[[int, random.Random, str], dict[str, Any]]] = {
-    "streetlight": _entity, "lorawan": _uplink_entity,
+    "streetlight": _entity,
+    "lorawan": _uplink_entity,
 }
 """``--shape``: entity generators, (n, random source, id prefix) → compacted entity."""
 
@@ -273,8 +281,10 @@ def stages(n: int = 10_000, shape: str = "streetlight") -> None:
     recorder = Recorder()
     recorder.months.update({(2026, 11), (2026, 12)})
     gc.freeze()  # the setup's objects are not what a write costs the collector
-    print(f"stages of a batch upsert, Python CPU per entity (best of 5 over {n} {shape} entities, "
-          f"{len(rows) / n:.1f} history rows each; load average {_load()}):")
+    print(
+        f"stages of a batch upsert, Python CPU per entity (best of 5 over {n} {shape} entities, "
+        f"{len(rows) / n:.1f} history rows each; load average {_load()}):"
+    )
     timed: list[tuple[str, Any]] = [
         ("expand (JSON-LD expansion and validation)", lambda: [ctx.expand_entity(e) for e in entities]),
         ("mutate: create", lambda: [ops.upsert(d, "update")(None, first) for d in docs]),
@@ -317,13 +327,21 @@ async def _cluster_geo(url: str) -> None:
         await conn.close()
 
 
-async def main(n: int, database: str | None = None, statements: bool = False, reuse: bool = False,
-               cluster: bool = False, shape: str = "streetlight") -> None:
+async def main(
+    n: int,
+    database: str | None = None,
+    statements: bool = False,
+    reuse: bool = False,
+    cluster: bool = False,
+    shape: str = "streetlight",
+) -> None:
     rng = random.Random(42)
     durability = "normal" if os.environ.get("BENCH_STORE_DURABILITY") == "normal" else "full"
     where = describe(database) if database else "sqlite"
-    print(f"store benchmark: {n} {shape} entities, batches of {BATCH}, durability {durability}, database {where}; "
-          f"load average {_load()}")
+    print(
+        f"store benchmark: {n} {shape} entities, batches of {BATCH}, durability {durability}, database {where}; "
+        f"load average {_load()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         entities = [SHAPES[shape](i, rng, "Streetlight") for i in range(n)]
