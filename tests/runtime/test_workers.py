@@ -428,7 +428,7 @@ def test_which_sources_the_workers_share() -> None:
 
 
 def test_workers_option_is_a_count_or_auto() -> None:
-    """One process unless asked: auto is the number of cores, and nonsense is refused by name."""
+    """auto is the number of cores, a count is taken as it is, and nonsense is refused by name."""
     import argparse
 
     from gateway.commands.run import _workers
@@ -436,6 +436,25 @@ def test_workers_option_is_a_count_or_auto() -> None:
 
     assert _workers("auto") == default_workers() >= 1
     assert _workers("3") == 3
-    for bad in ("0", "-1", "two"):
+    for bad in ("0", "-1", "two", "65"):
         with pytest.raises(argparse.ArgumentTypeError, match=repr(bad)):
             _workers(bad)
+
+
+def test_workers_from_the_config_default_auto(tmp_path: Path) -> None:
+    """``server.workers``: a count, or auto (the default, None: the number of cores); else refused by pointer."""
+    from gateway.errors import ConfigInvalid
+    from gateway.runtime.config import load
+
+    def config(server: dict[str, Any]) -> Path:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump({"server": server, "data_dir": str(tmp_path / "data")}), encoding="utf-8")
+        return path
+
+    assert load(config({})).workers is None
+    assert load(config({"workers": "auto"})).workers is None
+    assert load(config({"workers": 3})).workers == 3
+    for bad in (0, "two", 65):
+        with pytest.raises(ConfigInvalid) as caught:
+            load(config({"workers": bad}))
+        assert any("/server/workers" in problem for problem in caught.value.problems), caught.value.problems
