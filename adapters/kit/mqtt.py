@@ -23,8 +23,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from adapters.kit.mqtt_properties import share_property_tables
 from gateway.errors import AuthFailed, ConfigInvalid, Unavailable
 from gateway.secrets import read_secret
+
+share_property_tables()
 
 Handler = Callable[[aiomqtt.Message], Awaitable[None]]
 """Called once per received message; returns once the message is durably accepted."""

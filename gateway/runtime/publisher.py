@@ -86,6 +86,11 @@ _UNPARSED: Any = object()
 """Marks a time not yet in the batch's cache of parsed ``observedAt`` texts."""
 
 
+_NEVER: Final = float("-inf")
+_NO_TIMES: Final[dict[str, float]] = {}
+"""What the sink holds of an entity it never received (read only)."""
+
+
 def _observed(attr: Any, stamps: dict[str, float | None]) -> float | None:
     """The newest ``observedAt`` of an attribute's instances, as epoch seconds (None when none is valid).
 
@@ -389,14 +394,17 @@ class Publisher:
         """Take out of ``item`` the attributes older than the sink holds (into ``late``, or dropped);
         False when nothing of the row is left to send."""
         entity_id = row.entity_id
-        known = self.latest.get((tenant, entity_id), {})
-        times = seen_times.setdefault(entity_id, {})
+        known = self.latest.get((tenant, entity_id)) or _NO_TIMES
+        times = seen_times.get(entity_id)
+        if times is None:
+            times = seen_times[entity_id] = {}
         kept = 0
         for name in [n for n in item if n not in ENTITY_MEMBERS]:
             observed = _observed(item[name], stamps)
             if observed is not None:
-                newest = max(known.get(name, float("-inf")), times.get(name, float("-inf")))
-                if observed < newest:
+                newest = known.get(name, _NEVER)
+                earlier = times.get(name, _NEVER)
+                if observed < newest or observed < earlier:
                     value = item.pop(name)
                     if self.history is None:
                         self.metrics.stale_dropped.inc(sink=self.sink.name)
@@ -407,8 +415,8 @@ class Publisher:
                     continue
                 times[name] = observed
             kept += 1
-        has_attrs = any(n not in ENTITY_MEMBERS for n in item)
-        return has_attrs or kept > 0 or not any(n not in ENTITY_MEMBERS for n in row.entity())
+        # what is kept stays in ``item``; with nothing kept, a row that had attributes has nothing left
+        return kept > 0 or not any(n not in ENTITY_MEMBERS for n in row.entity())
 
     async def _send(self, tenant: str, rows: Sequence[OutboxRow], *, late_done: bool = False) -> None:
         entities, owners, empty, times, late = self._merge(tenant, rows)

@@ -458,3 +458,17 @@ def test_workers_from_the_config_default_auto(tmp_path: Path) -> None:
         with pytest.raises(ConfigInvalid) as caught:
             load(config({"workers": bad}))
         assert any("/server/workers" in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_a_worker_settles_the_collector_after_start_up() -> None:
+    """A worker raises the young threshold and freezes what start-up allocated (run in a fresh interpreter)."""
+    probe = (
+        "import gc; from gateway.runtime.workers import settle_gc; "
+        "before = (gc.get_threshold()[0], gc.get_freeze_count()); settle_gc(); "
+        "print(before[0], before[1], gc.get_threshold()[0], gc.get_freeze_count())"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    threshold_before, frozen_before, threshold_after, frozen_after = map(int, out.stdout.split())
+    assert threshold_before == 700 and frozen_before == 0
+    assert threshold_after >= 10_000
+    assert frozen_after > 10_000, "start-up objects (modules, schemas) are left for the collector to scan"
