@@ -23,7 +23,8 @@ Where each part runs, and why:
   restarts. Counters appear in the parent's ``/metrics`` with a ``worker`` label.
 * **A worker that dies is restarted** by the parent, with backoff, logged as an error and shown
   in ``jonction_worker_restarts``; what it acknowledged is on disk already. A worker whose parent
-  is gone (its control socket closes) shuts down gracefully. On SIGTERM the parent stops the
+  is gone (its control socket closes, or is reset when the parent died with reports unread)
+  shuts down gracefully. On SIGTERM the parent stops the
   workers first (each commits what it accepted), then drains the publishers.
 * **Counters survive a worker's death.** A worker reports absolute values, and a new process
   counts from zero: the parent keeps, per worker index and series, what the previous processes of
@@ -630,6 +631,8 @@ async def _worker(config: GatewayConfig, index: int, control_fd: int) -> int:
         rt.outbox.on_commit = link.committed
         tasks = [asyncio.create_task(_hear(rt, link, reader, stop, index), name="control"),
                  asyncio.create_task(_report(link), name="report")]
+        # Without its link to the parent a worker must not go on, whatever ended the link's task.
+        tasks[0].add_done_callback(lambda _: stop.set())
         try:
             if rt.pipeline.shared is not None:
                 with contextlib.suppress(Unavailable):  # logged; claims connect again when messages come
@@ -667,7 +670,14 @@ async def _hear(rt: Runtime, link: _ParentLink, reader: asyncio.StreamReader, st
                 index: int) -> None:
     """Messages from the parent; its end closing (the parent died) stops this worker."""
     while True:
-        line = await reader.readline()
+        try:
+            line = await reader.readline()
+        except (ConnectionError, OSError, ValueError) as exc:
+            # A parent killed with reports still unread resets the link (ECONNRESET) instead of
+            # closing it: that is its death too. A worker left running would keep its share of the
+            # push port (SO_REUSEPORT) and take connections no one answers.
+            line = b""
+            log.debug("worker %d: control link: %s", index, exc)
         if not line:
             if not stop.is_set():
                 log.warning("worker %d: the parent process is gone; stopping", index)

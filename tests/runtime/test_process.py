@@ -94,8 +94,14 @@ async def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
         stop = asyncio.Event()
         sender = asyncio.create_task(send_until(notify_port, stop, acked))
         await eventually(lambda: len(acked) >= 300, within=60, what="300 acknowledged messages")
+        workers = await worker_pids(port)
         os.kill(proc.pid, signal.SIGKILL)  # mid-stream: requests in flight are lost, but never acked ones
         proc.wait(timeout=10)
+        # Its workers stop too (they were reporting commits: the parent dies with reports unread, and
+        # their link is reset rather than closed). One left running would keep its share of the push
+        # port and take connections nobody answers.
+        await eventually(lambda: not any(_alive(pid) for pid in workers), within=30,
+                         what=f"workers {workers} stopped after their parent's SIGKILL")
         await asyncio.sleep(0.3)  # the source keeps trying while the gateway is down: no ack
         stop.set()
         await sender
@@ -143,6 +149,21 @@ async def test_sigterm_drains_in_flight_batches(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         await broker.stop()
+
+
+async def worker_pids(port: int) -> list[int]:
+    """The pids of the gateway's ingestion workers (none on a one-core machine)."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/admin/workers") as resp:
+        return [int(w["pid"]) for w in (await resp.json())["workers"] if w.get("pid")]
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's reaper may be slow, or absent in a container)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 def _port_open(port: int) -> bool:

@@ -20,7 +20,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import aiomqtt
@@ -472,3 +472,18 @@ def test_a_worker_settles_the_collector_after_start_up() -> None:
     assert threshold_before == 700 and frozen_before == 0
     assert threshold_after >= 10_000
     assert frozen_after > 10_000, "start-up objects (modules, schemas) are left for the collector to scan"
+
+
+async def test_a_worker_stops_when_its_parent_dies_with_reports_unread() -> None:
+    """A parent killed with unread reports resets the control link (ECONNRESET): the worker stops all the same."""
+    from gateway.runtime.workers import _hear
+
+    parent_end, child_end = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=child_end)
+    writer.write(b'{"t":"c","o":1}\n' * 100)  # commit reports the parent never reads
+    await writer.drain()
+    parent_end.close()
+    stop = asyncio.Event()
+    await asyncio.wait_for(_hear(cast(Any, None), cast(Any, None), reader, stop, 0), timeout=5)
+    assert stop.is_set()
+    writer.close()
